@@ -1,0 +1,148 @@
+"""iptables-restore + ipset restore text for a lowered program.
+
+Rendering only: every decision was made in ``lower``; this module spells it in iptables
+syntax. Text from input reaches the output only as comments, and only after ``comment``
+reduces it to a safe alphabet (names are DNS-1123 already; this is defence in depth).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import attrs
+import jinja2
+
+from .. import __version__
+from ..ir import Direction
+from ..lower import Lowered, Match, SetSpec
+from ..resolve import Entry
+
+SET_TYPES = {"pods": "hash:ip", "isolated": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
+# Which end of the packet is the local pod and which the remote peer, per direction.
+LOCAL: Mapping[Direction, str] = {"ingress": "dst", "egress": "src"}
+REMOTE: Mapping[Direction, str] = {"ingress": "src", "egress": "dst"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9 ._/:=@+-]")
+
+
+def comment(text: str) -> str:
+    """A double-quoted iptables comment that no input can break out of (max 256 bytes)."""
+    return '"' + _UNSAFE.sub("_", text)[:250] + '"'
+
+
+def render_match(match: Match, direction: Direction) -> str:
+    """Spelled in the order iptables-save prints it, so a saved table diffs cleanly."""
+    parts: list[str] = []
+    if match.protocol:
+        parts.append(f"-p {match.protocol.lower()}")
+    if match.peer is not None:
+        parts.append(f"-m set --match-set {match.peer.name} {REMOTE[direction]}")
+    if match.protocol:
+        proto = match.protocol.lower()
+        if len(match.ports) == 1:
+            lo, hi = match.ports[0]
+            parts.append(f"-m {proto} --dport {lo}" + (f":{hi}" if hi != lo else ""))
+        elif match.ports:
+            spans = ",".join(f"{lo}:{hi}" if hi != lo else str(lo) for lo, hi in match.ports)
+            parts.append(f"-m multiport --dports {spans}")
+    if match.named_port is not None:
+        parts.append(f"-m set --match-set {match.named_port.name} dst,dst")
+    return "".join(" " + p for p in parts)
+
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("npc.backends", "templates"),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+)
+_ENV.filters["comment"] = comment
+_ENV.filters["match"] = render_match
+
+
+@attrs.frozen
+class TableEdit:
+    """What ``apply`` adds to a restore transaction so it owns exactly its own objects:
+    the FORWARD jump (insert it, or delete surplus copies) and chains no longer wanted."""
+
+    insert_jump: bool = True
+    surplus_jumps: int = 0
+    stale_chains: tuple[str, ...] = ()
+
+
+def jump_rule(lowered: Lowered) -> str:
+    """The one rule in a chain npc does not own; ``apply`` looks for exactly this text."""
+    return f"FORWARD -m comment --comment {comment('npc network ' + lowered.names.network)} -j {lowered.forward_chain}"
+
+
+def render_rules(lowered: Lowered, family: int, edit: TableEdit | None = None) -> str:
+    """An ``iptables-restore --noflush`` input for table filter (``ip6tables-restore`` for 6)."""
+    edit = edit or TableEdit()
+    program = lowered.family(family)
+    direction_chain = {d: lowered.direction_chain(d) for d in ("egress", "ingress")}
+    edits = [f"-I {jump_rule(lowered).replace('FORWARD', 'FORWARD 1', 1)}"] if edit.insert_jump else []
+    edits += [f"-D {jump_rule(lowered)}"] * edit.surplus_jumps
+    edits += [f"-X {name}" for name in edit.stale_chains]
+    return _ENV.get_template("iptables.rules.j2").render(
+        version=__version__,
+        network=comment(lowered.names.network)[1:-1],
+        family=family,
+        restore="iptables-restore" if family == 4 else "ip6tables-restore",
+        chains=lowered.chain_names(family) + list(edit.stale_chains),
+        forward=lowered.forward_chain,
+        isolated={d: s.name for d, s in program.isolated.items()},
+        direction_chain=direction_chain,
+        local=LOCAL,
+        mark=hex(lowered.mark),
+        dispatch=program.dispatch,
+        policy_chains=program.chains,
+        edits=edits,
+    )
+
+
+@attrs.frozen
+class SetText:
+    name: str
+    type: str
+    family: str
+    hashsize: int
+    maxelem: int
+    members: Sequence[Entry]
+
+
+def set_text(spec: SetSpec, members: Sequence[Entry], name: str | None = None) -> SetText:
+    """ipset's maxelem is fixed at creation: leave room to grow (sets are swapped, not resized)."""
+    maxelem = 65536
+    while maxelem < 2 * len(members):
+        maxelem *= 2
+    hashsize = 1024
+    while hashsize < len(members) // 2 and hashsize < 1 << 20:
+        hashsize *= 2
+    family = "inet" if spec.family == 4 else "inet6"
+    return SetText(name or spec.name, SET_TYPES[spec.kind], family, hashsize, maxelem, members)
+
+
+def all_sets(lowered: Lowered) -> list[SetSpec]:
+    return sorted({s for f in lowered.families for s in f.sets}, key=lambda s: s.name)
+
+
+def render_sets(
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], sets: Sequence[SetText] | None = None
+) -> str:
+    """An ``ipset restore`` input creating every set with its members."""
+    if sets is None:
+        sets = [set_text(s, members[s.name]) for s in all_sets(lowered)]
+    return _ENV.get_template("ipset.j2").render(
+        version=__version__, network=comment(lowered.names.network)[1:-1], sets=sets
+    )
+
+
+def artefacts(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> dict[str, str]:
+    """The iptables-persistent / ipset-persistent file set."""
+    return {
+        "ipsets": render_sets(lowered, members),
+        "rules.v4": render_rules(lowered, 4),
+        "rules.v6": render_rules(lowered, 6),
+    }

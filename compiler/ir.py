@@ -1,0 +1,221 @@
+"""The typed intermediate representation: the whole meaning of a network policy, once.
+
+Every frontend (Kubernetes YAML/JSON, the 1.6 namespace annotation, the DSL) produces these
+classes and nothing else; passes rewrite them; ``lower`` turns them into sets and chains.
+They are frozen and normalised on construction (sorted, de-duplicated), so two spellings of the
+same policy compare equal and hash alike - which is what set folding and rule merging rely on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import Literal, Union
+
+import attrs
+
+Operator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+Protocol = Literal["TCP", "UDP", "SCTP"]
+Direction = Literal["ingress", "egress"]
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP")
+
+
+def _sorted_unique(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(values)))
+
+
+@attrs.frozen(order=True)
+class Requirement:
+    """One label requirement; ``NotIn`` and ``DoesNotExist`` match objects lacking the key."""
+
+    key: str
+    op: Operator
+    values: tuple[str, ...] = attrs.field(default=(), converter=_sorted_unique)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.op == "In":
+            return labels.get(self.key) in self.values
+        if self.op == "NotIn":
+            return labels.get(self.key) not in self.values
+        if self.op == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+
+def _requirements(reqs: Iterable[Requirement]) -> tuple[Requirement, ...]:
+    return tuple(sorted(set(reqs)))
+
+
+@attrs.frozen(order=True)
+class Selector:
+    """A label selector: the AND of its requirements; no requirement matches everything."""
+
+    requirements: tuple[Requirement, ...] = attrs.field(default=(), converter=_requirements)
+
+    @classmethod
+    def from_labels(cls, labels: Mapping[str, str]) -> Selector:
+        return cls(tuple(Requirement(k, "In", (v,)) for k, v in labels.items()))
+
+    @property
+    def is_all(self) -> bool:
+        return not self.requirements
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(r.matches(labels) for r in self.requirements)
+
+
+def namespace_selector(namespace: str) -> Selector:
+    """The selector that means exactly one namespace (the API server guarantees the label)."""
+    return Selector((Requirement(NAMESPACE_NAME_LABEL, "In", (namespace,)),))
+
+
+@attrs.frozen(order=True)
+class PodPeer:
+    """Pods matching ``pods`` inside namespaces matching ``namespaces``.
+
+    A peer with only a podSelector is normalised to its policy's own namespace, so
+    "role=frontend in default" is one value however it was written.
+    """
+
+    namespaces: Selector
+    pods: Selector
+
+    def matches(self, namespace_labels: Mapping[str, str], pod_labels: Mapping[str, str]) -> bool:
+        return self.namespaces.matches(namespace_labels) and self.pods.matches(pod_labels)
+
+
+def _network(value: str | Network) -> Network:
+    return ipaddress.ip_network(value, strict=False) if isinstance(value, str) else value
+
+
+def _networks(values: Iterable[str | Network]) -> tuple[Network, ...]:
+    nets = {_network(v) for v in values}
+    return tuple(sorted(nets, key=lambda n: (n.version, n.network_address, n.prefixlen)))
+
+
+@attrs.frozen
+class IPBlock:
+    """Addresses in ``cidr`` but in none of ``excepts``; ``except`` narrows this peer only."""
+
+    cidr: Network = attrs.field(converter=_network)
+    excepts: tuple[Network, ...] = attrs.field(default=(), converter=_networks)
+
+    @property
+    def version(self) -> int:
+        return self.cidr.version
+
+    def contains(self, address: Address) -> bool:
+        if address.version != self.cidr.version or address not in self.cidr:
+            return False
+        return not any(address in e for e in self.excepts)
+
+    def _key(self) -> tuple[int, int, int, tuple[tuple[int, int], ...]]:
+        return (
+            self.cidr.version,
+            int(self.cidr.network_address),
+            self.cidr.prefixlen,
+            tuple((int(e.network_address), e.prefixlen) for e in self.excepts),
+        )
+
+    def __lt__(self, other: IPBlock) -> bool:
+        return self._key() < other._key()
+
+
+Peer = Union[PodPeer, IPBlock]
+
+
+def peer_sort_key(peer: Peer) -> tuple[int, object]:
+    return (0, peer) if isinstance(peer, PodPeer) else (1, peer._key())
+
+
+@attrs.frozen(order=True)
+class PortSpec:
+    """A protocol plus a port: a number, a range (``end_port``), a name, or all ports (None)."""
+
+    protocol: Protocol = "TCP"
+    port: int | str | None = None
+    end_port: int | None = None
+
+    def sort_key(self) -> tuple[str, int, int | str, int]:
+        if isinstance(self.port, str):
+            return (self.protocol, 2, self.port, 0)
+        if self.port is None:
+            return (self.protocol, 0, 0, 0)
+        return (self.protocol, 1, self.port, self.end_port or self.port)
+
+    def matches(self, protocol: str, port: int, named: Mapping[tuple[str, str], int]) -> bool:
+        """``named`` maps (protocol, port name) to the destination pod's number for it."""
+        if protocol != self.protocol:
+            return False
+        if self.port is None:
+            return True
+        if isinstance(self.port, str):
+            return named.get((protocol, self.port)) == port
+        return self.port <= port <= (self.end_port or self.port)
+
+
+def _peers(values: Iterable[Peer] | None) -> tuple[Peer, ...] | None:
+    if values is None:
+        return None
+    return tuple(sorted(set(values), key=peer_sort_key))
+
+
+def _ports(values: Iterable[PortSpec]) -> tuple[PortSpec, ...]:
+    return tuple(sorted(set(values), key=PortSpec.sort_key))
+
+
+@attrs.frozen
+class Rule:
+    """One ingress/egress rule: any listed peer (None: every peer) on any listed port (): all)."""
+
+    peers: tuple[Peer, ...] | None = attrs.field(default=None, converter=_peers)
+    ports: tuple[PortSpec, ...] = attrs.field(default=(), converter=_ports)
+
+
+def _rules(values: Iterable[Rule] | None) -> tuple[Rule, ...] | None:
+    return None if values is None else tuple(values)
+
+
+@attrs.frozen
+class Policy:
+    """A policy isolating the pods ``pod_selector`` picks in ``namespace``.
+
+    ``ingress is None`` means the policy does not govern ingress (Ingress not in policyTypes);
+    ``ingress == ()`` means it isolates ingress and allows nothing. Same for egress.
+    ``kind`` is where it came from (NetworkPolicy, the 1.6 namespace annotation, the DSL); the
+    identity used for duplicates is (kind family, namespace, name). ``policy_for`` lists the
+    networks (``namespace/name``) a MultiNetworkPolicy or DSL policy names; empty: the default.
+    """
+
+    namespace: str
+    name: str
+    pod_selector: Selector = attrs.field(factory=Selector)
+    ingress: tuple[Rule, ...] | None = attrs.field(default=None, converter=_rules)
+    egress: tuple[Rule, ...] | None = attrs.field(default=None, converter=_rules)
+    kind: str = "NetworkPolicy"
+    policy_for: tuple[str, ...] = attrs.field(default=(), converter=_sorted_unique)
+    source: str = attrs.field(default="", eq=False, order=False)
+
+    @property
+    def target(self) -> PodPeer:
+        return PodPeer(namespace_selector(self.namespace), self.pod_selector)
+
+    def rules(self, direction: Direction) -> tuple[Rule, ...] | None:
+        return self.ingress if direction == "ingress" else self.egress
+
+    @property
+    def sort_key(self) -> tuple[str, str, str]:
+        return (self.namespace, self.name, self.kind)
+
+
+@attrs.frozen
+class Program:
+    """Everything a compilation is about: the policies, in a canonical order."""
+
+    policies: tuple[Policy, ...] = attrs.field(
+        default=(), converter=lambda ps: tuple(sorted(ps, key=lambda p: p.sort_key))
+    )

@@ -1,0 +1,255 @@
+"""IR -> sets, chains and matches: the dataplane-neutral program every backend renders.
+
+This is where policy becomes structure, and only policy: a set is named by what it *means*
+(a selector, a CIDR with excepts, a named port), never by what it contains, so pod churn
+changes set members and nothing else. Backends turn this into text; they decide nothing.
+
+Shape (per network and address family):
+  forward:  replies of allowed connections pass; sources isolated for egress go to the
+            egress dispatch, destinations isolated for ingress to the ingress dispatch.
+  dispatch: for each policy (target set -> policy chain) whose chain can allow something, jump
+            while nothing has allowed yet; then drop unless something allowed.
+  policy chain: one match per (peer set x port group); a match marks the packet allowed.
+Identical policy chains are shared, identical sets are one set.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable
+from typing import Literal, Union
+
+import attrs
+
+from .ir import PROTOCOLS, Direction, IPBlock, PodPeer, Policy, PortSpec, Program, Rule
+
+SetKind = Literal["pods", "net", "port", "isolated"]
+DIRECTIONS: tuple[Direction, ...] = ("egress", "ingress")
+FAMILIES = (4, 6)
+MULTIPORT_MAX = 15  # iptables multiport slots; a range takes two
+DEFAULT_NETWORK = "default"
+DEFAULT_MARK = 0x1000000
+
+
+def digest(*parts: object, size: int = 12) -> str:
+    """A stable, lowercase, name-safe hash of a value's repr (attrs reprs are canonical)."""
+    raw = hashlib.sha256(repr(parts).encode()).digest()
+    return base64.b32encode(raw).decode().lower()[:size]
+
+
+SetKey = Union[tuple[PodPeer, ...], IPBlock, tuple[str, str], str]
+
+
+@attrs.frozen(order=False)
+class SetSpec:
+    """A set named by its meaning. ``key``: pod peers (union) | an IPBlock | (protocol, port
+    name) | a direction (the pods isolated for it)."""
+
+    kind: SetKind
+    family: int
+    key: SetKey = attrs.field(hash=True)
+    name: str = attrs.field(eq=False)
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        return (self.kind, self.name)
+
+
+@attrs.frozen
+class Match:
+    """One rendered rule: the remote peer set (None: anyone), protocol and ports, or a named port."""
+
+    peer: SetSpec | None = None
+    protocol: str | None = None
+    ports: tuple[tuple[int, int], ...] = ()
+    named_port: SetSpec | None = None
+
+
+@attrs.frozen
+class Chain:
+    name: str
+    direction: Direction
+    matches: tuple[Match, ...]
+    comment: str = attrs.field(default="", eq=False)
+
+
+@attrs.frozen
+class Dispatch:
+    target: SetSpec
+    chain: str
+    comment: str
+
+
+@attrs.frozen
+class FamilyProgram:
+    family: int
+    sets: tuple[SetSpec, ...]
+    isolated: dict[Direction, SetSpec] = attrs.field(hash=False)
+    dispatch: dict[Direction, tuple[Dispatch, ...]] = attrs.field(hash=False)
+    chains: tuple[Chain, ...]
+
+
+@attrs.frozen
+class Names:
+    """Every name npc creates for one network: ``NPC-<tag>-`` chains, ``npc-<tag>-`` sets."""
+
+    network: str = DEFAULT_NETWORK
+    tag: str = attrs.field()
+
+    @tag.default
+    def _tag(self) -> str:
+        return digest("network", self.network, size=5)
+
+    @property
+    def chain_prefix(self) -> str:
+        return f"NPC-{self.tag}-"
+
+    @property
+    def set_prefix(self) -> str:
+        return f"npc-{self.tag}-"
+
+    @property
+    def temp_set_prefix(self) -> str:
+        return f"npt-{self.tag}-"
+
+    def chain(self, role: str) -> str:
+        return self.chain_prefix + role
+
+    def set(self, kind: SetKind, family: int, key: SetKey) -> SetSpec:
+        letter = {"pods": "s", "net": "n", "port": "p", "isolated": "i"}[kind]
+        return SetSpec(kind, family, key, f"{self.set_prefix}{letter}{family}-{digest(kind, family, key)}")
+
+
+@attrs.frozen
+class Lowered:
+    names: Names
+    mark: int
+    families: tuple[FamilyProgram, ...]
+
+    @property
+    def forward_chain(self) -> str:
+        return self.names.chain("FORWARD")
+
+    def direction_chain(self, direction: Direction) -> str:
+        return self.names.chain(direction.upper())
+
+    def family(self, family: int) -> FamilyProgram:
+        return next(f for f in self.families if f.family == family)
+
+    def chain_names(self, family: int) -> list[str]:
+        """Every chain npc owns in this family for this network, fixed ones first."""
+        fixed = [self.forward_chain, self.direction_chain("egress"), self.direction_chain("ingress")]
+        return fixed + [c.name for c in self.family(family).chains]
+
+
+def port_ranges(specs: Iterable[PortSpec]) -> list[tuple[int, int]]:
+    """Numeric ports and ranges, overlapping and adjacent ones joined."""
+    spans = sorted((s.port, s.end_port or s.port) for s in specs if isinstance(s.port, int))
+    out: list[tuple[int, int]] = []
+    for lo, hi in spans:
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def chunk_ports(spans: list[tuple[int, int]]) -> list[tuple[tuple[int, int], ...]]:
+    """Split into groups that fit one multiport match (a range uses two of its 15 slots)."""
+    groups: list[tuple[tuple[int, int], ...]] = []
+    current: list[tuple[int, int]] = []
+    used = 0
+    for span in spans:
+        cost = 1 if span[0] == span[1] else 2
+        if used + cost > MULTIPORT_MAX:
+            groups.append(tuple(current))
+            current, used = [], 0
+        current.append(span)
+        used += cost
+    if current:
+        groups.append(tuple(current))
+    return groups
+
+
+class _Lowerer:
+    def __init__(self, names: Names, family: int) -> None:
+        self.names = names
+        self.family = family
+        self.sets: dict[SetSpec, SetSpec] = {}
+
+    def _set(self, kind: SetKind, key: SetKey) -> SetSpec:
+        spec = self.names.set(kind, self.family, key)
+        return self.sets.setdefault(spec, spec)
+
+    def _peer_sets(self, rule: Rule) -> list[SetSpec | None]:
+        """Remote peers as sets; [] when the rule names peers but none exist in this family."""
+        if rule.peers is None:
+            return [None]
+        pods = tuple(p for p in rule.peers if isinstance(p, PodPeer))
+        out: list[SetSpec | None] = [self._set("pods", pods)] if pods else []
+        for block in rule.peers:
+            if isinstance(block, IPBlock) and block.version == self.family:
+                out.append(self._set("net", block))
+        return out
+
+    def _port_matches(
+        self, rule: Rule
+    ) -> list[tuple[str | None, tuple[tuple[int, int], ...], SetSpec | None]]:
+        if not rule.ports:
+            return [(None, (), None)]
+        out: list[tuple[str | None, tuple[tuple[int, int], ...], SetSpec | None]] = []
+        for protocol in PROTOCOLS:
+            specs = [p for p in rule.ports if p.protocol == protocol]
+            if not specs:
+                continue
+            if any(p.port is None for p in specs):
+                out.append((protocol, (), None))
+                continue
+            out.extend((protocol, group, None) for group in chunk_ports(port_ranges(specs)))
+            for name in sorted({p.port for p in specs if isinstance(p.port, str)}):
+                out.append((protocol, (), self._set("port", (protocol, name))))
+        return out
+
+    def chain(self, policy: Policy, direction: Direction) -> Chain | None:
+        """The policy's rules for one direction, or None when they can allow nothing here."""
+        matches: dict[Match, None] = {}  # ordered and de-duplicated
+        for rule in policy.rules(direction) or ():
+            for peer in self._peer_sets(rule):
+                for protocol, ports, named in self._port_matches(rule):
+                    matches[Match(peer, protocol, ports, named)] = None
+        if not matches:
+            return None
+        name = self.names.chain("P-" + digest(direction, self.family, tuple(matches)))
+        return Chain(name, direction, tuple(matches), f"{policy.namespace}/{policy.name}")
+
+    def program(self, policies: tuple[Policy, ...]) -> FamilyProgram:
+        chains: dict[str, Chain] = {}
+        dispatch: dict[Direction, list[Dispatch]] = {d: [] for d in DIRECTIONS}
+        seen: set[tuple[Direction, SetSpec, str]] = set()
+        isolated = {d: self._set("isolated", d) for d in DIRECTIONS}
+        for policy in policies:
+            for direction in DIRECTIONS:
+                if policy.rules(direction) is None:
+                    continue
+                target = self._set("pods", (policy.target,))
+                chain = self.chain(policy, direction)
+                if chain is None:
+                    continue  # isolates only: it lives in the isolated set's members
+                chains.setdefault(chain.name, chain)
+                if (direction, target, chain.name) not in seen:
+                    seen.add((direction, target, chain.name))
+                    comment = f"{policy.namespace}/{policy.name}"
+                    dispatch[direction].append(Dispatch(target, chain.name, comment))
+        return FamilyProgram(
+            self.family,
+            tuple(sorted(self.sets.values(), key=lambda s: s.sort_key)),
+            isolated,
+            {d: tuple(v) for d, v in dispatch.items()},
+            tuple(sorted(chains.values(), key=lambda c: c.name)),
+        )
+
+
+def lower(program: Program, network: str = DEFAULT_NETWORK, mark: int = DEFAULT_MARK) -> Lowered:
+    names = Names(network)
+    return Lowered(names, mark, tuple(_Lowerer(names, f).program(program.policies) for f in FAMILIES))
