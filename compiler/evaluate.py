@@ -61,6 +61,4 @@ class Evaluator:
         src_pod, dst_pod = self._by_ip.get(src), self._by_ip.get(dst)
         if src_pod is not None and not self._side_allows("egress", src_pod, dst, protocol, port, dst_pod):
             return False
-        if dst_pod is not None and not self._side_allows("ingress", dst_pod, src, protocol, port, dst_pod):
-            return False
-        return True
+        return dst_pod is None or self._side_allows("ingress", dst_pod, src, protocol, port, dst_pod)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from typing import Literal, Union
+from typing import Literal
 
 import attrs
 
 Operator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
 Protocol = Literal["TCP", "UDP", "SCTP"]
 Direction = Literal["ingress", "egress"]
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP")
@@ -125,7 +125,7 @@ class IPBlock:
         return self._key() < other._key()
 
 
-Peer = Union[PodPeer, IPBlock]
+Peer = PodPeer | IPBlock
 
 
 def peer_sort_key(peer: Peer) -> tuple[int, object]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable
-from typing import Literal, Union
+from typing import Literal
 
 import attrs
 
@@ -38,7 +38,7 @@ def digest(*parts: object, size: int = 12) -> str:
     return base64.b32encode(raw).decode().lower()[:size]
 
 
-SetKey = Union[tuple[PodPeer, ...], IPBlock, tuple[str, str], str]
+SetKey = tuple[PodPeer, ...] | IPBlock | tuple[str, str] | str
 
 
 @attrs.frozen(order=False)
