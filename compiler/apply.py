@@ -179,7 +179,7 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
         result = _run([tools.restore[family], "--noflush"], render_rules(lowered, family, edit))
         if result.returncode != 0:
             for undone in done:
-                _run([tools.restore[undone], "--noflush"], _rollback_text(lowered, before[undone], own))
+                _run([tools.restore[undone], "--noflush"], _rollback_text(lowered, before[undone], lowered.chain_names(undone)))
             _destroy([*fresh, *temps])
             raise ApplyError(f"{tools.restore[family]} rejected the new rules: {result.stderr.strip()}")
         done.append(family)
