@@ -7,12 +7,12 @@ Only set *contents* depend on this; rules never do. Pods that are not policed en
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
+from .documents import load_documents
 from .errors import InputError
 from .ir import NAMESPACE_NAME_LABEL, Address
 
@@ -89,60 +89,83 @@ def parse_addresses(raw: Iterable[object]) -> tuple[Address, ...]:
     return tuple(out)
 
 
-def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
-    labels = meta.get("labels") or {}
-    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+class _Shape:
+    """Type checks for kubectl output, so a malformed inventory is an error with a field path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def mapping(self, value: Any, where: str) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise InputError(f"expected a mapping, got {type(value).__name__}", self.file, path=where)
+        return value
+
+    def sequence(self, value: Any, where: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise InputError(f"expected a list, got {type(value).__name__}", self.file, path=where)
+        return value
+
+    def strings(self, value: Any, where: str) -> dict[str, str]:
+        return {str(k): str(v) for k, v in self.mapping(value, where).items()}
+
+    def container_ports(self, spec: Mapping[str, Any], where: str) -> tuple[NamedPort, ...]:
+        out: list[NamedPort] = []
+        for field in ("containers", "initContainers"):
+            for i, container in enumerate(self.sequence(spec.get(field), f"{where}.{field}")):
+                here = f"{where}.{field}[{i}]"
+                for j, port in enumerate(
+                    self.sequence(self.mapping(container, here).get("ports"), f"{here}.ports")
+                ):
+                    port = self.mapping(port, f"{here}.ports[{j}]")
+                    number = port.get("containerPort")
+                    if port.get("name") and isinstance(number, int) and not isinstance(number, bool):
+                        out.append(NamedPort(str(port["name"]), str(port.get("protocol") or "TCP"), number))
+        return tuple(out)
 
 
-def _container_ports(spec: Mapping[str, Any]) -> tuple[NamedPort, ...]:
-    out: list[NamedPort] = []
-    containers = list(spec.get("containers") or ()) + list(spec.get("initContainers") or ())
-    for container in containers:
-        if not isinstance(container, dict):
-            continue
-        for port in container.get("ports") or ():
-            if isinstance(port, dict) and port.get("name") and isinstance(port.get("containerPort"), int):
-                out.append(NamedPort(port["name"], port.get("protocol") or "TCP", port["containerPort"]))
-    return tuple(out)
-
-
-def _objects(doc: Any) -> Iterable[Mapping[str, Any]]:
+def _objects(doc: Any, where: str) -> Iterable[tuple[str, Mapping[str, Any]]]:
     if isinstance(doc, dict):
-        if doc.get("kind", "").endswith("List") and isinstance(doc.get("items"), list):
-            for item in doc["items"]:
-                yield from _objects(item)
+        if str(doc.get("kind", "")).endswith("List") and isinstance(doc.get("items"), list):
+            for i, item in enumerate(doc["items"]):
+                yield from _objects(item, f"{where}items[{i}].")
         else:
-            yield doc
+            yield where, doc
     elif isinstance(doc, list):
-        for item in doc:
-            yield from _objects(item)
+        for i, item in enumerate(doc):
+            yield from _objects(item, f"{where}[{i}].")
 
 
-def build_inventory(docs: Iterable[Any], ip_source: IPSource = pod_ips) -> Inventory:
+def build_inventory(
+    docs: Iterable[Any], ip_source: IPSource = pod_ips, file: str = "<inventory>"
+) -> Inventory:
     """Namespaces and policed pods from parsed kubectl output (any mix of Lists and objects)."""
+    shape = _Shape(file)
     namespaces: dict[str, Namespace] = {}
     pods: list[Pod] = []
-    for obj in (o for doc in docs for o in _objects(doc)):
+    for where, obj in (found for doc in docs for found in _objects(doc, "")):
         kind = obj.get("kind")
-        meta = obj.get("metadata") or {}
+        meta = shape.mapping(obj.get("metadata"), f"{where}metadata")
+        labels = shape.strings(meta.get("labels"), f"{where}metadata.labels")
+        annotations = shape.strings(meta.get("annotations"), f"{where}metadata.annotations")
         if kind == "Namespace" and meta.get("name"):
-            labels = _labels(meta)
-            labels[NAMESPACE_NAME_LABEL] = meta["name"]
-            annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
-            namespaces[meta["name"]] = Namespace(meta["name"], labels, annotations)
+            name = str(meta["name"])
+            labels[NAMESPACE_NAME_LABEL] = name
+            namespaces[name] = Namespace(name, labels, annotations)
         elif kind == "Pod":
-            spec = obj.get("spec") or {}
-            phase = (obj.get("status") or {}).get("phase")
+            spec = shape.mapping(obj.get("spec"), f"{where}spec")
+            phase = shape.mapping(obj.get("status"), f"{where}status").get("phase")
             if spec.get("hostNetwork") or phase in ("Succeeded", "Failed"):
                 continue
-            namespace = meta.get("namespace") or "default"
+            namespace = str(meta.get("namespace") or "default")
             ips = ip_source(obj, f"{namespace}/{meta.get('name')}")
             if not ips:
                 continue
-            annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
-            pods.append(
-                Pod(namespace, str(meta.get("name")), _labels(meta), ips, _container_ports(spec), annotations)
-            )
+            ports = shape.container_ports(spec, f"{where}spec")
+            pods.append(Pod(namespace, str(meta.get("name")), labels, ips, ports, annotations))
     for pod in pods:  # a pod whose namespace object is missing still lives in a namespace
         namespaces.setdefault(pod.namespace, Namespace(pod.namespace, {NAMESPACE_NAME_LABEL: pod.namespace}))
     return Inventory(
@@ -151,32 +174,15 @@ def build_inventory(docs: Iterable[Any], ip_source: IPSource = pod_ips) -> Inven
     )
 
 
-def load_documents(path: str, text: str) -> list[Any]:
-    """JSON through ``json`` (fast); anything else through PyYAML's C loader when present."""
-    stripped = text.lstrip()
-    if path.endswith(".json") or stripped.startswith(("{", "[")):
-        try:
-            return [json.loads(text)]
-        except json.JSONDecodeError as exc:
-            if path.endswith(".json"):
-                raise InputError(f"invalid JSON: {exc.msg}", path, exc.lineno, exc.colno) from None
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        return [d for d in yaml.load_all(text, Loader=loader) if d is not None]
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        raise InputError(f"invalid YAML: {exc.problem}", path, line, col) from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"invalid YAML: {exc}", path) from None
-
-
-def read_inventory(path: str, ip_source: IPSource = pod_ips) -> Inventory:
+def read_inventory_documents(path: str) -> list[Any]:
+    """The inventory file's documents, read once however many networks are built from them."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
         raise InputError(f"cannot read inventory: {exc.strerror}", path) from None
-    return build_inventory(load_documents(path, text), ip_source)
+    return load_documents(path, text)
+
+
+def read_inventory(path: str, ip_source: IPSource = pod_ips) -> Inventory:
+    return build_inventory(read_inventory_documents(path), ip_source, path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import cast
 
 import attrs
 
@@ -118,7 +119,7 @@ class Resolver:
             assert isinstance(spec.key, IPBlock)
             entries = _net_entries(spec.key)
         elif spec.kind == "port":
-            protocol, name = spec.key
+            protocol, name = cast(tuple[str, str], spec.key)
             entries = [
                 (f"{ip},{protocol.lower()}:{number}", False)
                 for pod, number in self.index.named_port(protocol, name)
@@ -126,8 +127,7 @@ class Resolver:
                 if ip.version == spec.family
             ]
         else:
-            assert spec.key in ("ingress", "egress")
-            entries = self._isolated(spec.key, spec.family)  # type: ignore[arg-type]
+            entries = self._isolated(cast(Direction, spec.key), spec.family)
         return sorted(set(entries), key=_ip_sort_key)
 
 

@@ -1,0 +1,298 @@
+"""The Kubernetes API server's rules for the pieces every object shares, as reusable checks.
+
+Each check takes a value and its field path and returns the typed value or raises ``FieldError``;
+the caller that knows the source text turns the path into a line and column. The wording follows
+``k8s.io/apimachinery/pkg/util/validation`` so a user recognises what ``kubectl apply`` would say.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import attrs
+
+from ..errors import InputError
+from ..ir import Network
+from .positions import FieldPath, MapKey, render_path, show
+
+
+@attrs.define(eq=False)
+class FieldError(InputError):
+    """An ``InputError`` that still knows its structured field path, for locating it in the text."""
+
+    parts: FieldPath = ()
+    at_key: bool = False
+
+
+def fail(parts: FieldPath, message: str, *, at_key: bool = False) -> FieldError:
+    return FieldError(message, path=render_path(parts), parts=parts, at_key=at_key)
+
+
+def type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def fields(value: object, parts: FieldPath, known: Collection[str]) -> dict[str, Any]:
+    """A struct: a mapping with only ``known`` keys (strict decoding); null values dropped as absent."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail(parts, f"must be a mapping, not {type_name(value)}")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or key not in known:
+            raise fail(
+                (*parts, str(key)),
+                f"unknown field {show(str(key))} (expected one of: {', '.join(known)})",
+                at_key=True,
+            )
+        if item is not None:
+            out[key] = item
+    return out
+
+
+def string(value: object, parts: FieldPath) -> str:
+    if not isinstance(value, str):
+        raise fail(parts, f"must be a string, not {type_name(value)}")
+    return value
+
+
+def integer(value: object, parts: FieldPath) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise fail(parts, f"must be an integer, not {type_name(value)}")
+    return value
+
+
+def items(value: object, parts: FieldPath) -> list[Any]:
+    """A list; absent (None) is empty."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise fail(parts, f"must be a list, not {type_name(value)}")
+    return value
+
+
+def strings(value: object, parts: FieldPath) -> list[str]:
+    return [string(v, (*parts, i)) for i, v in enumerate(items(value, parts))]
+
+
+def string_map(value: object, parts: FieldPath) -> dict[str, str]:
+    """A map of string to string (labels, annotations, matchLabels)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail(parts, f"must be a mapping, not {type_name(value)}")
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise fail((*parts, MapKey(key)), f"key must be a string, not {type_name(key)}", at_key=True)
+        if not isinstance(item, str):
+            raise fail((*parts, MapKey(key)), f"value must be a string, not {type_name(item)}")
+    return value
+
+
+def timestamp(value: object, parts: FieldPath) -> None:
+    if not isinstance(value, str | datetime.date):
+        raise fail(parts, f"must be a timestamp string, not {type_name(value)}")
+
+
+# --- names (k8s.io/apimachinery/pkg/util/validation) ------------------------------------------
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_PORT_NAME_CHARS = re.compile(r"[-a-z0-9]+")
+
+_SUBDOMAIN_RULE = (
+    "must be a lowercase RFC 1123 subdomain: at most 253 characters of a-z, 0-9, '-' and '.', "
+    "starting and ending with a letter or digit"
+)
+_LABEL_RULE = (
+    "must be a lowercase RFC 1123 label: at most 63 characters of a-z, 0-9 and '-', "
+    "starting and ending with a letter or digit"
+)
+_NAME_PART_RULE = (
+    "at most 63 characters of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending with a letter or digit"
+)
+
+
+def dns_subdomain_problem(value: str) -> str | None:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+        return _SUBDOMAIN_RULE
+    return None
+
+
+def dns_label_problem(value: str) -> str | None:
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
+        return _LABEL_RULE
+    return None
+
+
+def qualified_name_problem(value: str) -> str | None:
+    """A label or annotation key: ``[prefix/]name``, prefix a DNS subdomain."""
+    prefix, slash, name = value.rpartition("/")
+    if slash:
+        if "/" in prefix:
+            return "must be 'name' or 'prefix/name', with at most one '/'"
+        if not prefix:
+            return "the prefix before '/' must not be empty"
+        if dns_subdomain_problem(prefix):
+            return f"the prefix {show(prefix)} {_SUBDOMAIN_RULE}"
+    if not name:
+        return "the name part must not be empty"
+    if len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
+        return f"the name part must be {_NAME_PART_RULE}"
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    if value and (len(value) > 63 or not _QUALIFIED_NAME.fullmatch(value)):
+        return f"must be empty or {_NAME_PART_RULE}"
+    return None
+
+
+def port_name_problem(value: str) -> str | None:
+    """IANA service name syntax (RFC 6335), as Kubernetes checks named ports."""
+    if len(value) > 15:
+        return "must be at most 15 characters"
+    if not _PORT_NAME_CHARS.fullmatch(value):
+        return "must contain only lowercase letters (a-z), digits (0-9) and hyphens (-)"
+    if not any("a" <= c <= "z" for c in value):
+        return "must contain at least one letter (a-z)"
+    if "--" in value:
+        return "must not contain consecutive hyphens"
+    if value.startswith("-") or value.endswith("-"):
+        return "must not begin or end with a hyphen"
+    return None
+
+
+def check_name(value: str, parts: FieldPath, problem: str | None, what: str, *, at_key: bool = False) -> None:
+    if problem:
+        raise fail(parts, f"invalid {what} {show(value)}: {problem}", at_key=at_key)
+
+
+def labels(value: object, parts: FieldPath) -> dict[str, str]:
+    """A label map: keys qualified names, values label values."""
+    out = string_map(value, parts)
+    for key, item in out.items():
+        where: FieldPath = (*parts, MapKey(key))
+        check_name(key, where, qualified_name_problem(key), "label key", at_key=True)
+        check_name(item, where, label_value_problem(item), "label value")
+    return out
+
+
+_TOTAL_ANNOTATION_SIZE = 256 * 1024
+
+
+def annotation_map(value: object, parts: FieldPath) -> dict[str, str]:
+    out = string_map(value, parts)
+    for key in out:
+        check_name(
+            key, (*parts, MapKey(key)), qualified_name_problem(key.lower()), "annotation key", at_key=True
+        )
+    if sum(len(k) + len(v) for k, v in out.items()) > _TOTAL_ANNOTATION_SIZE:
+        raise fail(parts, f"total size must be at most {_TOTAL_ANNOTATION_SIZE} bytes")
+    return out
+
+
+# --- addresses --------------------------------------------------------------------------------
+
+_CIDR_SHAPE = re.compile(r"[0-9A-Fa-f:.]+/[0-9]{1,3}")
+
+
+def cidr(value: object, parts: FieldPath) -> Network:
+    """An address/prefix-length pair, as ``net.ParseCIDR`` reads it (host bits allowed, then masked)."""
+    text = string(value, parts)
+    if not _CIDR_SHAPE.fullmatch(text):
+        raise fail(
+            parts, f"invalid CIDR {show(text)}: must be an address and a prefix length, e.g. 10.0.0.0/16"
+        )
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError as exc:
+        raise fail(parts, f"invalid CIDR {show(text)}: {exc}") from None
+
+
+# --- object metadata --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Meta:
+    name: str
+    namespace: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+
+
+_META_STRINGS = ("name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "clusterName")
+_META_INTEGERS = ("generation", "deletionGracePeriodSeconds")
+_META_TIMES = ("creationTimestamp", "deletionTimestamp")
+_META_LISTS = ("ownerReferences", "managedFields")
+_META_FIELDS = (
+    *_META_STRINGS,
+    *_META_INTEGERS,
+    *_META_TIMES,
+    *_META_LISTS,
+    "finalizers",
+    "labels",
+    "annotations",
+)
+
+
+def object_meta(value: object, parts: FieldPath = ("metadata",)) -> Meta:
+    """ObjectMeta: every standard field accepted, the ones npc reads validated like the API server."""
+    meta = fields(value, parts, _META_FIELDS)
+
+    def at(name: str) -> FieldPath:
+        return (*parts, name)
+
+    for name in _META_STRINGS:
+        if name in meta:
+            string(meta[name], at(name))
+    for name in _META_INTEGERS:
+        if name in meta:
+            integer(meta[name], at(name))
+    for name in _META_TIMES:
+        if name in meta:
+            timestamp(meta[name], at(name))
+    for name in _META_LISTS:
+        for i, entry in enumerate(items(meta.get(name), at(name))):
+            if not isinstance(entry, dict):
+                raise fail((*at(name), i), f"must be a mapping, not {type_name(entry)}")
+    strings(meta.get("finalizers"), at("finalizers"))
+    name = meta.get("name", "")
+    if not name:
+        hint = " (generateName cannot be used: npc needs the name)" if meta.get("generateName") else ""
+        raise fail(at("name"), f"required{hint}")
+    check_name(name, at("name"), dns_subdomain_problem(name), "name")
+    namespace = meta.get("namespace") or "default"
+    check_name(namespace, at("namespace"), dns_label_problem(namespace), "namespace")
+    return Meta(
+        name,
+        namespace,
+        labels(meta.get("labels"), at("labels")),
+        annotation_map(meta.get("annotations"), at("annotations")),
+    )
+
+
+def required(struct: Mapping[str, Any], key: str, parts: FieldPath) -> Any:
+    if key not in struct:
+        raise fail((*parts, key), "required")
+    return struct[key]

@@ -1,0 +1,493 @@
+"""Bad input: every error names file, line:column, field path and the rule broken.
+
+In each case text, ``»`` marks where the error must point; it is removed before parsing.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from npc.errors import InputError
+from npc.sources import read_policy_sources
+
+MARK = "»"
+
+HEAD = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: p
+  namespace: ns
+"""
+
+
+def marked(text: str) -> tuple[str, int, int]:
+    """Text without the marker, and the marker's 1-based line and column."""
+    index = text.index(MARK)
+    before = text[:index]
+    line = before.count("\n") + 1
+    column = index - (before.rfind("\n") + 1) + 1
+    return text.replace(MARK, "", 1), line, column
+
+
+def error_in(tmp_path: Path, text: str, name: str = "p.yaml") -> InputError:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        read_policy_sources([str(path)])
+    return info.value
+
+
+def check(tmp_path: Path, text: str, field: str, rule: str, name: str = "p.yaml") -> InputError:
+    clean, line, column = marked(text)
+    err = error_in(tmp_path, clean, name)
+    assert (err.file, err.line, err.column) == (str(tmp_path / name), line, column), err.render()
+    assert err.path == field, err.render()
+    assert rule in err.message, err.render()
+    if clean.split("\n")[line - 1]:
+        assert err.snippet.splitlines()[0].startswith(f"  {line} | "), err.snippet
+    assert err.exit_code == 1
+    return err
+
+
+def spec(body: str) -> str:
+    return HEAD + "spec:\n" + textwrap.indent(textwrap.dedent(body), "  ") + "\n"
+
+
+SPEC_CASES = [
+    # strict decoding: unknown fields, at the key
+    ("»podSelectr: {}", "spec.podSelectr", "unknown field"),
+    ("ingress:\n- »form: []", "spec.ingress[0].form", "unknown field"),
+    (
+        "ingress:\n- ports:\n  - port: 80\n    »endport: 90",
+        "spec.ingress[0].ports[0].endport",
+        "unknown field",
+    ),
+    ("podSelector:\n  »matchLabel: {a: b}", "spec.podSelector.matchLabel", "unknown field"),
+    (
+        "egress:\n- to:\n  - ipBlock: {cidr: 10.0.0.0/8, »exception: []}",
+        "spec.egress[0].to[0].ipBlock.exception",
+        "unknown",
+    ),
+    # wrong types
+    ("ingress: »{}", "spec.ingress", "must be a list, not a mapping"),
+    ("podSelector: »[]", "spec.podSelector", "must be a mapping, not a list"),
+    (
+        "podSelector:\n  matchLabels:\n    app: »1",
+        "spec.podSelector.matchLabels[app]",
+        "must be a string, not an integer",
+    ),
+    (
+        "podSelector:\n  matchLabels:\n    app: »true",
+        "spec.podSelector.matchLabels[app]",
+        "must be a string, not a boolean",
+    ),
+    ("policyTypes: »Ingress", "spec.policyTypes", "must be a list"),
+    ("ingress:\n- ports:\n  - port: »[80]", "spec.ingress[0].ports[0].port", "must be a port number or name"),
+    ("ingress:\n- ports:\n  - port: »80.0", "spec.ingress[0].ports[0].port", "must be a port number or name"),
+    (
+        'ingress:\n- ports:\n  - port: 80\n    endPort: »"90"',
+        "spec.ingress[0].ports[0].endPort",
+        "must be an integer",
+    ),
+    ("ingress:\n- ports:\n  - port: »true", "spec.ingress[0].ports[0].port", "not a boolean"),
+    # ports
+    ("ingress:\n- ports:\n  - port: »0", "spec.ingress[0].ports[0].port", "between 1 and 65535"),
+    (
+        "ingress:\n- ports:\n  - port: 80\n  - port: »65536",
+        "spec.ingress[0].ports[1].port",
+        "between 1 and 65535",
+    ),
+    ("egress:\n- ports:\n  - port: »-1", "spec.egress[0].ports[0].port", "between 1 and 65535"),
+    ("ingress:\n- ports:\n  - port: »HTTP", "spec.ingress[0].ports[0].port", "lowercase letters"),
+    ('ingress:\n- ports:\n  - port: »"8080"', "spec.ingress[0].ports[0].port", "at least one letter"),
+    ("ingress:\n- ports:\n  - port: »web--http", "spec.ingress[0].ports[0].port", "consecutive hyphens"),
+    ("ingress:\n- ports:\n  - port: »-web", "spec.ingress[0].ports[0].port", "begin or end with a hyphen"),
+    ("ingress:\n- ports:\n  - port: »web-", "spec.ingress[0].ports[0].port", "begin or end with a hyphen"),
+    ("ingress:\n- ports:\n  - port: »abcdefghijklmnop", "spec.ingress[0].ports[0].port", "at most 15"),
+    ('ingress:\n- ports:\n  - port: »""', "spec.ingress[0].ports[0].port", "lowercase letters"),
+    ("ingress:\n- ports:\n  - port: »web_http", "spec.ingress[0].ports[0].port", "lowercase letters"),
+    (
+        "ingress:\n- ports:\n  - endPort: »90",
+        "spec.ingress[0].ports[0].endPort",
+        "when port is not specified",
+    ),
+    (
+        "ingress:\n- ports:\n  - port: http\n    endPort: »90",
+        "spec.ingress[0].ports[0].endPort",
+        "port is a name",
+    ),
+    (
+        "ingress:\n- ports:\n  - port: 80\n  - port: 90\n    endPort: »80",
+        "spec.ingress[0].ports[1].endPort",
+        "greater than or equal",
+    ),
+    ("ingress:\n- ports:\n  - port: 80\n    endPort: »65536", "spec.ingress[0].ports[0].endPort", "65535"),
+    ("ingress:\n- ports:\n  - protocol: »tcp", "spec.ingress[0].ports[0].protocol", "TCP, UDP or SCTP"),
+    (
+        "ingress:\n- ports:\n  - protocol: »ICMP\n    port: 1",
+        "spec.ingress[0].ports[0].protocol",
+        "unsupported protocol",
+    ),
+    # ipBlock
+    (
+        "ingress:\n- from:\n  - ipBlock: {cidr: »10.0.0.1}",
+        "spec.ingress[0].from[0].ipBlock.cidr",
+        "invalid CIDR",
+    ),
+    (
+        "ingress:\n- from:\n  - ipBlock: {cidr: »10.0.0.0/33}",
+        "spec.ingress[0].from[0].ipBlock.cidr",
+        "invalid CIDR",
+    ),
+    (
+        "ingress:\n- from:\n  - ipBlock: {cidr: »300.0.0.0/8}",
+        "spec.ingress[0].from[0].ipBlock.cidr",
+        "invalid CIDR",
+    ),
+    (
+        'ingress:\n- from:\n  - ipBlock: {cidr: »"fd00::/129"}',
+        "spec.ingress[0].from[0].ipBlock.cidr",
+        "invalid CIDR",
+    ),
+    (
+        "ingress:\n- from:\n  - ipBlock: {cidr: »10.0.0.0/255.0.0.0}",
+        "spec.ingress[0].from[0].ipBlock.cidr",
+        "CIDR",
+    ),
+    ('ingress:\n- from:\n  - ipBlock: {cidr: »""}', "spec.ingress[0].from[0].ipBlock.cidr", "invalid CIDR"),
+    (
+        "ingress:\n- from:\n  - »ipBlock: {except: [10.0.0.0/8]}",
+        "spec.ingress[0].from[0].ipBlock.cidr",
+        "required",
+    ),
+    (
+        "ingress:\n- from:\n  - ipBlock:\n      cidr: 10.0.0.0/16\n      except: [10.0.1.0/24, »10.1.0.0/24]",
+        "spec.ingress[0].from[0].ipBlock.except[1]",
+        "strict subset",
+    ),
+    (
+        "egress:\n- to:\n  - ipBlock:\n      cidr: 10.0.0.0/16\n      except:\n      - »10.0.0.0/16",
+        "spec.egress[0].to[0].ipBlock.except[0]",
+        "strict subset",
+    ),
+    (
+        "egress:\n- to:\n  - ipBlock:\n      cidr: 10.0.0.0/16\n      except:\n      - »10.0.0.0/8",
+        "spec.egress[0].to[0].ipBlock.except[0]",
+        "strict subset",
+    ),
+    (
+        'egress:\n- to:\n  - ipBlock:\n      cidr: 10.0.0.0/16\n      except:\n      - »"fd00::/64"',
+        "spec.egress[0].to[0].ipBlock.except[0]",
+        "IP family",
+    ),
+    # peers
+    ("ingress:\n- from:\n  - »{}", "spec.ingress[0].from[0]", "must specify a peer"),
+    (
+        "ingress:\n- from:\n  - »ipBlock: {cidr: 10.0.0.0/8}\n    podSelector: {}",
+        "spec.ingress[0].from[0]",
+        "both ipBlock and another peer",
+    ),
+    # selectors
+    (
+        "podSelector:\n  matchExpressions:\n  - {key: a, operator: »Equals, values: [b]}",
+        "spec.podSelector.matchExpressions[0].operator",
+        "unsupported operator",
+    ),
+    (
+        "podSelector:\n  matchExpressions:\n  - »{key: a, operator: In}",
+        "spec.podSelector.matchExpressions[0].values",
+        "non-empty when operator is In",
+    ),
+    (
+        "podSelector:\n  matchExpressions:\n  - {key: a, operator: NotIn, values: »[]}",
+        "spec.podSelector.matchExpressions[0].values",
+        "non-empty",
+    ),
+    (
+        "podSelector:\n  matchExpressions:\n  - {key: a, operator: Exists, values: »[b]}",
+        "spec.podSelector.matchExpressions[0].values",
+        "must be empty when operator is Exists",
+    ),
+    (
+        "podSelector:\n  matchExpressions:\n  - {key: a, operator: DoesNotExist, values: »[b]}",
+        "spec.podSelector.matchExpressions[0].values",
+        "must be empty",
+    ),
+    (
+        "podSelector:\n  matchExpressions:\n  - »{operator: Exists}",
+        "spec.podSelector.matchExpressions[0].key",
+        "required",
+    ),
+    (
+        "podSelector:\n  matchExpressions:\n  - »{key: a}",
+        "spec.podSelector.matchExpressions[0].operator",
+        "required",
+    ),
+    (
+        "podSelector:\n  matchExpressions:\n  - {key: »a/b/c, operator: Exists}",
+        "spec.podSelector.matchExpressions[0].key",
+        "at most one '/'",
+    ),
+    (
+        'podSelector:\n  matchExpressions:\n  - {key: a, operator: In, values: [ok, »"not ok"]}',
+        "spec.podSelector.matchExpressions[0].values[1]",
+        "invalid label value",
+    ),
+    ("podSelector:\n  matchLabels:\n    »-a: b", "spec.podSelector.matchLabels[-a]", "invalid label key"),
+    (
+        "podSelector:\n  matchLabels:\n    »Example.com/a: b",
+        "spec.podSelector.matchLabels[Example.com/a]",
+        "prefix",
+    ),
+    ("podSelector:\n  matchLabels:\n    »/a: b", "spec.podSelector.matchLabels[/a]", "prefix"),
+    (
+        "podSelector:\n  matchLabels:\n    »example.com/: b",
+        "spec.podSelector.matchLabels[example.com/]",
+        "name part",
+    ),
+    (
+        f"podSelector:\n  matchLabels:\n    »{'k' * 64}: b",
+        f"spec.podSelector.matchLabels[{'k' * 64}]",
+        "at most 63",
+    ),
+    (
+        f"podSelector:\n  matchLabels:\n    a: »{'v' * 64}",
+        "spec.podSelector.matchLabels[a]",
+        "invalid label value",
+    ),
+    ("podSelector:\n  matchLabels:\n    a: »-b", "spec.podSelector.matchLabels[a]", "invalid label value"),
+    (
+        "ingress:\n- from:\n  - namespaceSelector:\n      matchLabels: {team: »a.}",
+        "spec.ingress[0].from[0].namespaceSelector.matchLabels[team]",
+        "invalid label value",
+    ),
+    # policyTypes
+    ("policyTypes: [Ingress, »ingress]", "spec.policyTypes[1]", "must be Ingress or Egress"),
+    ("policyTypes: [Ingress, »Ingress]", "spec.policyTypes[1]", "duplicate policy type"),
+    ("policyTypes: [Ingress, Egress, »Ingress]", "spec.policyTypes[2]", "duplicate policy type"),
+    ('policyTypes: [»""]', "spec.policyTypes[0]", "must be Ingress or Egress"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "rule"), SPEC_CASES, ids=[c[1] + ":" + c[2] for c in SPEC_CASES])
+def test_spec_errors(tmp_path: Path, body: str, field: str, rule: str) -> None:
+    check(tmp_path, spec(body), field, rule)
+
+
+def test_endport_below_port_message(tmp_path: Path) -> None:
+    err = check(
+        tmp_path,
+        spec("ingress:\n- ports:\n  - port: 80\n    endPort: »79"),
+        "spec.ingress[0].ports[0].endPort",
+        "greater than or equal to port (80)",
+    )
+    assert err.render().startswith(
+        f"{tmp_path}/p.yaml:10:16: error: spec.ingress[0].ports[0].endPort: must be"
+    )
+
+
+DOCUMENT_CASES = [
+    (
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n»specs: {}\n",
+        "specs",
+        "unknown",
+    ),
+    (HEAD.replace("  name: p\n", "  »nam: p\n"), "metadata.nam", "unknown field"),
+    (HEAD.replace("  name: p\n", "  name: »Web\n"), "metadata.name", "RFC 1123 subdomain"),
+    (HEAD.replace("  name: p\n", f"  name: »{'a' * 254}\n"), "metadata.name", "at most 253"),
+    (HEAD.replace("  name: p\n", "  name: »a_b\n"), "metadata.name", "invalid name"),
+    (
+        HEAD.replace("metadata:\n  name: p\n", "»metadata:\n  generateName: p-\n"),
+        "metadata.name",
+        "generateName",
+    ),
+    (HEAD.replace("  namespace: ns\n", "  namespace: »a.b\n"), "metadata.namespace", "RFC 1123 label"),
+    (HEAD.replace("  namespace: ns\n", f"  namespace: »{'n' * 64}\n"), "metadata.namespace", "at most 63"),
+    ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n»metadata: {}\n", "metadata.name", "required"),
+    (HEAD + '  labels: {»"a b": c}\n', "metadata.labels[a b]", "invalid label key"),
+    (HEAD + "  labels:\n    a: »[b]\n", "metadata.labels[a]", "must be a string"),
+    (HEAD + '  annotations:\n    »"bad key": x\n', "metadata.annotations[bad key]", "invalid annotation key"),
+    (HEAD + "  generation: »one\n", "metadata.generation", "must be an integer"),
+    (HEAD + "  finalizers: [»1]\n", "metadata.finalizers[0]", "must be a string"),
+    (HEAD + "  managedFields: [»x]\n", "metadata.managedFields[0]", "must be a mapping"),
+    (
+        HEAD.replace("networking.k8s.io/v1", "»networking.k8s.io/v1beta1"),
+        "apiVersion",
+        "unsupported apiVersion",
+    ),
+    (HEAD.replace("networking.k8s.io/v1", "»projectcalico.org/v3"), "apiVersion", "unsupported apiVersion"),
+    (
+        HEAD.replace(
+            "networking.k8s.io/v1\nkind: NetworkPolicy", "»networking.k8s.io/v1\nkind: MultiNetworkPolicy"
+        ),
+        "apiVersion",
+        "expected k8s.cni.cncf.io/v1beta1",
+    ),
+    ("»" + HEAD.replace("apiVersion: networking.k8s.io/v1\n", "") + "spec: {}\n", "apiVersion", "required"),
+    ("»apiVersion: networking.k8s.io/v1\nmetadata: {name: p}\n", "kind", "required"),
+    (HEAD + "status: »[]\n", "status", "must be a mapping"),
+    (HEAD + 'spec: »""\n', "spec", "must be a mapping, not a string"),
+    (
+        HEAD.replace(
+            "networking.k8s.io/v1\nkind: NetworkPolicy", "k8s.cni.cncf.io/v1beta1\nkind: MultiNetworkPolicy"
+        )
+        + '  annotations:\n    k8s.v1.cni.cncf.io/policy-for: »"net1, a/b/c"\n',
+        "metadata.annotations[k8s.v1.cni.cncf.io/policy-for]",
+        'invalid network "a/b/c"',
+    ),
+    (
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n  annotations:\n"
+        "    net.beta.kubernetes.io/network-policy: »'{\"ingress\": '\n",
+        "metadata.annotations[net.beta.kubernetes.io/network-policy]",
+        "not valid JSON",
+    ),
+    (
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n  labels: »[a]\n",
+        "metadata.labels",
+        "must be a mapping",
+    ),
+    ("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: »a.b\n", "metadata.name", "RFC 1123 label"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "rule"), DOCUMENT_CASES, ids=[c[1] + ":" + c[2] for c in DOCUMENT_CASES]
+)
+def test_document_errors(tmp_path: Path, text: str, field: str, rule: str) -> None:
+    check(tmp_path, text, field, rule)
+
+
+def test_error_in_second_document_and_list_item(tmp_path: Path) -> None:
+    other = HEAD.replace("name: p", "name: q")
+    text = spec("ingress: []") + "---\n" + other + "spec:\n  ingress:\n  - ports: [{port: »0}]\n"
+    check(tmp_path, text, "spec.ingress[0].ports[0].port", "between 1 and 65535")
+    listed = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "a"}},
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": "b"},
+                "spec": 7,
+            },
+        ],
+    }
+    text = json.dumps(listed, indent=1).replace('"spec": 7', '"spec": »7')
+    check(tmp_path, text, "spec", "must be a mapping", name="l.json")
+
+
+def test_json_positions(tmp_path: Path) -> None:
+    text = (
+        '{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",\n'
+        '\t"metadata": {"name": "p", "annotations": {"x": "\\ud83d\\ude00"}},\n'
+        '\t"spec": {"ingress": [{"ports": [{"port": 80}, {"port": 80, »"endport": 81}]}]}}\n'
+    )
+    check(tmp_path, text, "spec.ingress[0].ports[1].endport", "unknown field", name="p.json")
+
+
+def test_yaml_flow_document_that_looks_like_json(tmp_path: Path) -> None:
+    text = "{apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: p},\n spec: {»bad: 1}}\n"
+    check(tmp_path, text, "spec.bad", "unknown field")
+
+
+SYNTAX_CASES = [
+    ("p.json", '{"kind": "x",\n\t"a": "\\ud83d\\ude00", »"kind": "y"}', 'duplicate key "kind"'),
+    ("p.yaml", HEAD + "spec:\n  podSelector: {\n»", "invalid YAML"),
+    ("p.yaml", HEAD + "spec: [a, b\n»", "invalid YAML"),
+    ("p.yaml", HEAD + "  »name: q\n", 'duplicate key "name"'),
+    ("p.yaml", "a: b\n»\tc: d\n", "invalid YAML"),
+    ("p.json", '{"kind": "NetworkPolicy",\n "metadata": {"name": "a",»}}\n', "invalid JSON"),
+    (
+        "p.json",
+        '{"kind": "NetworkPolicy",\n "metadata": {"name": "a", »"name": "b"}}\n',
+        'duplicate key "name"',
+    ),
+    ("p.json", "»", "invalid JSON"),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "rule"), SYNTAX_CASES)
+def test_syntax_errors(tmp_path: Path, name: str, text: str, rule: str) -> None:
+    check(tmp_path, text, "", rule, name=name)
+
+
+def test_duplicates_across_files_name_both_places(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(spec("ingress: []"))
+    second = HEAD.replace("networking.k8s.io/v1", "extensions/v1beta1").replace("name: p", "name: »p")
+    clean, line, column = marked("kind: ConfigMap\n---\n" + second)
+    (tmp_path / "b.yaml").write_text(clean)
+    with pytest.raises(InputError) as info:
+        read_policy_sources([str(tmp_path)])
+    err = info.value
+    assert (err.file, err.line, err.column, err.path) == (
+        str(tmp_path / "b.yaml"),
+        line,
+        column,
+        "metadata.name",
+    )
+    assert f'duplicate NetworkPolicy "ns/p": already defined at {tmp_path}/a.yaml:4:9' in err.message
+
+
+def test_unreadable_and_missing_paths(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot read"):
+        read_policy_sources([str(tmp_path / "missing.yaml")])
+    (tmp_path / "bin.yaml").write_bytes(b"kind: \xff\n")
+    with pytest.raises(InputError, match="not valid UTF-8"):
+        read_policy_sources([str(tmp_path / "bin.yaml")])
+
+
+def test_control_characters_never_reach_messages(tmp_path: Path) -> None:
+    text = spec('podSelector:\n  "\\e[31mevil\\u202e\\r\\n": {}')
+    err = error_in(tmp_path, text)
+    rendered = err.render()
+    assert "\x1b" not in rendered and "\u202e" not in rendered and "\r" not in rendered
+    assert "\\x1b[31mevil\\u202e\\x0d\\x0a" in rendered
+    err = error_in(tmp_path, spec('ingress:\n- ports:\n  - port: "a\\x07\\x1b]0;pwn\\x07"'))
+    assert "\x07" not in err.render() and "\x1b" not in err.render()
+
+
+UNSAFE = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=12)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=UNSAFE, where=st.sampled_from(["name", "label", "port", "cidr", "key", "protocol"]))
+def test_no_raw_control_characters_in_any_error(tmp_path: Path, value: str, where: str) -> None:
+    obj: dict[str, object] = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": value if where == "name" else "p",
+            "labels": {"a": value} if where == "label" else {},
+        },
+        "spec": {
+            "ingress": [
+                {
+                    "ports": [
+                        {"port": value}
+                        if where == "port"
+                        else {"protocol": value}
+                        if where == "protocol"
+                        else {}
+                    ],
+                    "from": [{"ipBlock": {"cidr": value}}] if where == "cidr" else [],
+                }
+            ],
+            **({value: 1} if where == "key" else {}),
+        },
+    }
+    path = tmp_path / "fuzz.json"
+    path.write_text(json.dumps(obj))
+    try:
+        read_policy_sources([str(path)])
+    except InputError as err:
+        rendered = err.render()
+        assert all(c == "\n" or c.isprintable() for c in rendered), repr(rendered)
+        assert err.line > 0
