@@ -176,10 +176,13 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
             surplus_jumps=max(old.jumps - 1, 0),
             stale_chains=tuple(sorted(set(old.chains) - set(own))),
         )
-        result = _run([tools.restore[family], "--noflush"], render_rules(lowered, family, edit))
+        result = _run([tools.restore[family], "--noflush", "--wait=30"], render_rules(lowered, family, edit))
         if result.returncode != 0:
             for undone in done:
-                _run([tools.restore[undone], "--noflush"], _rollback_text(lowered, before[undone], lowered.chain_names(undone)))
+                _run(
+                    [tools.restore[undone], "--noflush", "--wait=30"],
+                    _rollback_text(lowered, before[undone], lowered.chain_names(undone)),
+                )
             _destroy([*fresh, *temps])
             raise ApplyError(f"{tools.restore[family]} rejected the new rules: {result.stderr.strip()}")
         done.append(family)

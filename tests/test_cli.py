@@ -1,0 +1,162 @@
+"""The `npc` command as a user runs it: exit codes, artefacts, determinism, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def npc(
+    *args: str, cwd: Path = ROOT, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "npc", *args], cwd=cwd, input=stdin, capture_output=True, text=True, env=env
+    )
+
+
+def test_compile_writes_the_persistent_file_set(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = npc(
+        "compile", str(EXAMPLES / "policies"), "--inventory", str(EXAMPLES / "inventory.json"), "-o", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["ipsets", "manifest.json", "rules.v4", "rules.v6"]
+    assert (out / "rules.v4").read_text().splitlines()[2] == "*filter"
+    assert "family inet6" in (out / "ipsets").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend"] == "iptables"
+    assert [Path(i["path"]).name for i in manifest["inputs"]] == [
+        "allow-all.yaml",
+        "default-deny.yaml",
+        "test-network-policy.yaml",
+    ]
+    assert "generated" not in manifest
+
+
+def test_same_inputs_in_any_order_give_identical_bytes(tmp_path: Path) -> None:
+    sources = sorted((EXAMPLES / "policies").iterdir())
+    outputs = []
+    for seed in range(3):
+        order = sources[:]
+        random.Random(seed).shuffle(order)
+        folder = tmp_path / f"in{seed}"
+        folder.mkdir()
+        names = []
+        for i, src in enumerate(order):  # different file names and order, same documents
+            dst = folder / f"{i}-{src.name}"
+            shutil.copy(src, dst)
+            names.append(str(dst))
+        result = npc("compile", *names, "--inventory", str(EXAMPLES / "inventory.json"))
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout.split("### npc artefact: manifest.json")[0])
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_source_date_epoch_is_the_only_timestamp(tmp_path: Path) -> None:
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
+    result = npc("compile", str(EXAMPLES / "policies"), "-o", str(tmp_path), env=env)
+    assert result.returncode == 0
+    assert json.loads((tmp_path / "manifest.json").read_text())["generated"] == "2023-11-14T22:13:20Z"
+
+
+def test_stdin_input() -> None:
+    text = (EXAMPLES / "policies" / "test-network-policy.yaml").read_text()
+    result = npc("compile", "-", stdin=text)
+    assert result.returncode == 0, result.stderr
+    assert "### npc artefact: rules.v4" in result.stdout
+    assert "default/test-network-policy" in result.stdout
+
+
+def test_namespace_annotation_among_policies_isolates_the_namespace() -> None:
+    result = npc("compile", str(EXAMPLES / "legacy"), "--inventory", str(EXAMPLES / "inventory.json"))
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"^-A NPC-\w+-FORWARD -m set --match-set (\S+) dst ", result.stdout, re.M)
+    assert found
+    isolated = found.group(1)
+    members = [line.split()[2] for line in result.stdout.splitlines() if line.startswith(f"add {isolated} ")]
+    # db, frontend and backend in default: all isolated by the annotation, not only role=db
+    assert members == ["10.244.1.10", "10.244.1.11", "10.244.1.12"]
+
+
+def test_invalid_input_exits_1_and_writes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: x\nspec:\n"
+        "  podSelector: {}\n  ingress:\n  - ports:\n    - port: 80\n    - port: 90\n      endPort: 70\n"
+    )
+    out = tmp_path / "out"
+    result = npc("compile", str(bad), "-o", str(out))
+    assert result.returncode == 1
+    assert f"{bad}:11:" in result.stderr
+    assert "spec.ingress[0].ports[1].endPort" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_usage_error_exits_2() -> None:
+    result = npc("compile")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert npc("compile", "x.yaml", "--backend", "pf").returncode == 2
+
+
+def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
+    result = npc("compile", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1
+    assert "nope.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_inventory_is_an_input_error(tmp_path: Path) -> None:
+    inventory = tmp_path / "inv.json"
+    inventory.write_text(
+        json.dumps({"kind": "List", "items": [{"kind": "Pod", "metadata": {"labels": ["x"]}}]})
+    )
+    result = npc("compile", str(EXAMPLES / "policies"), "--inventory", str(inventory))
+    assert result.returncode == 1
+    assert "items[0].metadata.labels" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_hostile_names_cannot_reach_the_output(tmp_path: Path) -> None:
+    """Label values go into set contents only as addresses; names and comments are sanitised."""
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "ok", "namespace": "default"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "x"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"evil": "a-b_c.d"}}}]}],
+        },
+    }
+    (tmp_path / "p.json").write_text(json.dumps(policy))
+    inventory = {
+        "kind": "List",
+        "items": [
+            {
+                "kind": "Pod",
+                "metadata": {
+                    "name": 'p"\n-A FORWARD -j ACCEPT',
+                    "namespace": "default",
+                    "labels": {"app": "x\nCOMMIT"},
+                },
+                "status": {"podIP": "10.1.1.1"},
+            },
+        ],
+    }
+    (tmp_path / "inv.json").write_text(json.dumps(inventory))
+    result = npc("compile", str(tmp_path / "p.json"), "--inventory", str(tmp_path / "inv.json"))
+    assert result.returncode == 0, result.stderr
+    assert "-A FORWARD -j ACCEPT" not in result.stdout
+    assert "COMMIT\n" in result.stdout and "x\nCOMMIT" not in result.stdout
