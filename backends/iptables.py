@@ -11,12 +11,13 @@ import re
 from collections.abc import Mapping, Sequence
 
 import attrs
-import jinja2
 
 from .. import __version__
 from ..ir import Direction
 from ..lower import Lowered, Match, SetSpec
 from ..resolve import Entry
+from . import template_environment
+from .dispatch import dispatch_by_address
 
 SET_TYPES = {"pods": "hash:ip", "isolated": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
 # Which end of the packet is the local pod and which the remote peer, per direction.
@@ -25,9 +26,14 @@ REMOTE: Mapping[Direction, str] = {"ingress": "src", "egress": "dst"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._/:=@+-]")
 
 
+def sanitise(text: str, limit: int) -> str:
+    """``text`` reduced to a quote-, escape- and newline-free ASCII alphabet, at most ``limit`` bytes."""
+    return _UNSAFE.sub("_", text)[:limit]
+
+
 def comment(text: str) -> str:
     """A double-quoted iptables comment that no input can break out of (max 256 bytes)."""
-    return '"' + _UNSAFE.sub("_", text)[:250] + '"'
+    return '"' + sanitise(text, 250) + '"'
 
 
 def render_match(match: Match, direction: Direction) -> str:
@@ -50,14 +56,7 @@ def render_match(match: Match, direction: Direction) -> str:
     return "".join(" " + p for p in parts)
 
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("npc.backends", "templates"),
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    undefined=jinja2.StrictUndefined,
-    autoescape=False,
-)
+_ENV = template_environment()
 _ENV.filters["comment"] = comment
 _ENV.filters["match"] = render_match
 
@@ -139,10 +138,37 @@ def render_sets(
     )
 
 
+def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> int:
+    """The most rules the first packet of one connection is tested against: the FORWARD jump and
+    npc's FORWARD chain (3), then per direction where the worst pod is isolated the mark reset,
+    every dispatch rule, every rule of each policy chain selecting that pod (MARK does not end a
+    chain) and the drop rule."""
+    worst = 0
+    for program in lowered.families:
+        length = {c.name: len(c.matches) for c in program.chains}
+        total = 1 + 3
+        for direction in ("egress", "ingress"):
+            found = dispatch_by_address(program, direction, members)
+            if found:
+                chains = max(sum(length[d.chain] for d in ds) for ds in found.values())
+                total += 2 + len(program.dispatch[direction]) + chains
+        worst = max(worst, total)
+    return worst
+
+
 def artefacts(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> dict[str, str]:
     """The iptables-persistent / ipset-persistent file set."""
     return {
         "ipsets": render_sets(lowered, members),
         "rules.v4": render_rules(lowered, 4),
         "rules.v6": render_rules(lowered, 6),
+    }
+
+
+def rule_counts(files: Mapping[str, str]) -> dict[str, int]:
+    """Rules per rendered rules file (for the manifest)."""
+    return {
+        n: sum(1 for x in t.splitlines() if x.startswith("-A "))
+        for n, t in files.items()
+        if n.startswith("rules.")
     }

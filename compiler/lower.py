@@ -35,13 +35,13 @@ DEFAULT_MARK = 0x1000000
 def digest(*parts: object, size: int = 12) -> str:
     """A stable, lowercase, name-safe hash of a value's repr (attrs reprs are canonical)."""
     raw = hashlib.sha256(repr(parts).encode()).digest()
-    return base64.b32encode(raw).decode().lower()[:size]
+    return base64.b32encode(raw[: 5 * -(-size // 8)]).decode().lower()[:size]  # 5 bytes: 8 letters
 
 
 SetKey = tuple[PodPeer, ...] | IPBlock | tuple[str, str] | str
 
 
-@attrs.frozen(order=False)
+@attrs.frozen(order=False, cache_hash=True)
 class SetSpec:
     """A set named by its meaning. ``key``: pod peers (union) | an IPBlock | (protocol, port
     name) | a direction (the pods isolated for it)."""
@@ -56,7 +56,7 @@ class SetSpec:
         return (self.kind, self.name)
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Match:
     """One rendered rule: the remote peer set (None: anyone), protocol and ports, or a named port."""
 
@@ -176,11 +176,13 @@ class _Lowerer:
     def __init__(self, names: Names, family: int) -> None:
         self.names = names
         self.family = family
-        self.sets: dict[SetSpec, SetSpec] = {}
+        self.sets: dict[tuple[SetKind, SetKey], SetSpec] = {}
 
     def _set(self, kind: SetKind, key: SetKey) -> SetSpec:
-        spec = self.names.set(kind, self.family, key)
-        return self.sets.setdefault(spec, spec)
+        spec = self.sets.get((kind, key))
+        if spec is None:  # named once: the digest of a large key is not free
+            spec = self.sets[(kind, key)] = self.names.set(kind, self.family, key)
+        return spec
 
     def _peer_sets(self, rule: Rule) -> list[SetSpec | None]:
         """Remote peers as sets; [] when the rule names peers but none exist in this family."""
@@ -220,27 +222,36 @@ class _Lowerer:
                     matches[Match(peer, protocol, ports, named)] = None
         if not matches:
             return None
-        name = self.names.chain("P-" + digest(direction, self.family, tuple(matches)))
+        # set names stand for their meaning, so they identify the content as well as the sets do
+        content = tuple(
+            (m.peer and m.peer.name, m.protocol, m.ports, m.named_port and m.named_port.name) for m in matches
+        )
+        name = self.names.chain("P-" + digest(direction, self.family, content))
         return Chain(name, direction, tuple(matches), f"{policy.namespace}/{policy.name}")
 
     def program(self, policies: tuple[Policy, ...]) -> FamilyProgram:
+        """One dispatch per (direction, chain), its target the union of the targets of every
+        policy whose rules lower to that chain: "jump if in T1; jump if in T2" to the same
+        chain is "jump if in T1 u T2", so a policy repeated across namespaces costs one rule."""
         chains: dict[str, Chain] = {}
-        dispatch: dict[Direction, list[Dispatch]] = {d: [] for d in DIRECTIONS}
-        seen: set[tuple[Direction, SetSpec, str]] = set()
+        users: dict[tuple[Direction, str], dict[PodPeer, str]] = {}  # target -> policy, in order
         isolated = {d: self._set("isolated", d) for d in DIRECTIONS}
         for policy in policies:
             for direction in DIRECTIONS:
                 if policy.rules(direction) is None:
                     continue
-                target = self._set("pods", (policy.target,))
                 chain = self.chain(policy, direction)
                 if chain is None:
                     continue  # isolates only: it lives in the isolated set's members
                 chains.setdefault(chain.name, chain)
-                if (direction, target, chain.name) not in seen:
-                    seen.add((direction, target, chain.name))
-                    comment = f"{policy.namespace}/{policy.name}"
-                    dispatch[direction].append(Dispatch(target, chain.name, comment))
+                targets = users.setdefault((direction, chain.name), {})
+                targets.setdefault(policy.target, f"{policy.namespace}/{policy.name}")
+        dispatch: dict[Direction, list[Dispatch]] = {d: [] for d in DIRECTIONS}
+        for (direction, chain_name), targets in users.items():
+            first = next(iter(targets.values()))
+            comment = first if len(targets) == 1 else f"{first} and {len(targets) - 1} more"
+            target = self._set("pods", tuple(sorted(targets)))
+            dispatch[direction].append(Dispatch(target, chain_name, comment))
         return FamilyProgram(
             self.family,
             tuple(sorted(self.sets.values(), key=lambda s: s.sort_key)),

@@ -16,15 +16,30 @@ from .errors import UsageError
 from .inventory import Inventory
 from .ir import Program
 from .lower import DEFAULT_MARK, DEFAULT_NETWORK, Lowered, lower
+from .passes.drop_dead_rules import drop_dead_rules
+from .passes.drop_inert_policies import drop_inert_policies
+from .passes.merge_peers import merge_peers
+from .passes.merge_ports import merge_ports
+from .passes.remove_shadowed import remove_shadowed
 from .resolve import Entry, resolve
 
 Pass = Callable[[Program], Program]
-PASSES: tuple[Pass, ...] = ()
-BACKENDS = ("iptables",)
+PASSES: tuple[Pass, ...] = (
+    drop_dead_rules,
+    merge_ports,
+    merge_peers,
+    remove_shadowed,
+    drop_inert_policies,
+)
+BACKENDS = ("iptables", "nftables")
 
 
 class Backend(Protocol):
     def artefacts(self, lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> dict[str, str]: ...
+
+    def rule_counts(self, files: Mapping[str, str]) -> dict[str, int]: ...
+
+    def rules_per_packet(self, lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> int: ...
 
 
 def backend(name: str) -> Backend:

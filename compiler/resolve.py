@@ -1,7 +1,9 @@
 """Set membership: which addresses (and address,port pairs) each set holds, from the inventory.
 
 Pods are indexed by namespace and by label, so a selector costs the size of its answer,
-not the size of the cluster. This is the only stage that reads pods.
+not the size of the cluster; every selector, peer and pod's rendered addresses are worked out
+once and reused, because the same peers recur across thousands of sets (a union target set
+repeats every namespace's own). This is the only stage that reads pods.
 """
 
 from __future__ import annotations
@@ -9,15 +11,13 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import cast
 
-import attrs
-
-from .inventory import Inventory, Pod
+from .inventory import Inventory
 from .ir import NAMESPACE_NAME_LABEL, Direction, IPBlock, Network, PodPeer, Program, Selector
 from .lower import Lowered, SetSpec
 
 Entry = tuple[str, bool]  # (rendered member, nomatch)
+_Keyed = tuple[tuple[int, str], str]  # ((address as int, rest), member): sorts like the kernel lists
 
 
 class PodIndex:
@@ -25,55 +25,90 @@ class PodIndex:
 
     def __init__(self, inventory: Inventory) -> None:
         self.namespaces = inventory.namespaces
+        self.pods = inventory.pods
         self._ns_by_name = {ns.name: ns for ns in inventory.namespaces}
-        self._pods: dict[str, list[Pod]] = defaultdict(list)
+        self._pods: dict[str, list[int]] = defaultdict(list)  # namespace -> pod numbers
         self._by_label: dict[str, dict[tuple[str, str], set[int]]] = defaultdict(lambda: defaultdict(set))
         self._by_key: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
-        for pod in inventory.pods:
-            pods = self._pods[pod.namespace]
+        for number, pod in enumerate(inventory.pods):
+            self._pods[pod.namespace].append(number)
             for key, value in pod.labels.items():
-                self._by_label[pod.namespace][(key, value)].add(len(pods))
-                self._by_key[pod.namespace][key].add(len(pods))
-            pods.append(pod)
-        self._named: dict[tuple[str, str], list[tuple[Pod, int]]] = defaultdict(list)
+                self._by_label[pod.namespace][(key, value)].add(number)
+                self._by_key[pod.namespace][key].add(number)
+        self._named: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+        for number, pod in enumerate(inventory.pods):
+            for (protocol, name), port in pod.named_ports().items():
+                self._named[(protocol, name)].append((number, port))
+        # (family, pod number) -> its addresses, rendered once with their sort keys
+        self._addresses: dict[int, list[list[tuple[int, str]]]] = {4: [], 6: []}
         for pod in inventory.pods:
-            for (protocol, name), number in pod.named_ports().items():
-                self._named[(protocol, name)].append((pod, number))
+            for family, rendered in self._addresses.items():
+                rendered.append([(int(ip), str(ip)) for ip in pod.ips if ip.version == family])
+        self._namespace_memo: dict[Selector, list[str]] = {}
+        self._peer_memo: dict[PodPeer, list[int]] = {}
 
     def match_namespaces(self, selector: Selector) -> list[str]:
+        found = self._namespace_memo.get(selector)
+        if found is None:
+            found = self._namespace_memo[selector] = self._match_namespaces(selector)
+        return found
+
+    def _match_namespaces(self, selector: Selector) -> list[str]:
         for req in selector.requirements:  # the common "one namespace" case is a dict lookup
             if req.key == NAMESPACE_NAME_LABEL and req.op == "In":
                 candidates = [self._ns_by_name[n] for n in req.values if n in self._ns_by_name]
                 return [ns.name for ns in candidates if selector.matches(ns.labels)]
         return [ns.name for ns in self.namespaces if selector.matches(ns.labels)]
 
-    def match_pods(self, namespace: str, selector: Selector) -> list[Pod]:
-        pods = self._pods.get(namespace, [])
+    def match_pods(self, namespace: str, selector: Selector) -> list[int]:
+        """Numbers (positions in the inventory) of the pods of ``namespace`` that ``selector`` picks."""
+        numbers = self._pods.get(namespace, [])
         candidates: set[int] | None = None
         for req in selector.requirements:
             if req.op == "In":
-                found = set().union(*(self._by_label[namespace].get((req.key, v), set()) for v in req.values))
+                by_label = self._by_label[namespace]
+                found = set().union(*(by_label.get((req.key, v), set()) for v in req.values))
             elif req.op == "Exists":
                 found = self._by_key[namespace].get(req.key, set())
             else:
                 continue
             candidates = found if candidates is None else candidates & found
-        chosen = range(len(pods)) if candidates is None else sorted(candidates)
-        return [pods[i] for i in chosen if selector.matches(pods[i].labels)]
+        chosen = numbers if candidates is None else sorted(candidates)
+        # the index answers In and Exists exactly; only the negative requirements need a look
+        rest = [r for r in selector.requirements if r.op in ("NotIn", "DoesNotExist")]
+        if not rest:
+            return chosen
+        pods = self.pods
+        return [i for i in chosen if all(r.matches(pods[i].labels) for r in rest)]
 
-    def peer_pods(self, peer: PodPeer) -> list[Pod]:
+    def peer_pods(self, peer: PodPeer) -> list[int]:
+        found = self._peer_memo.get(peer)
+        if found is None:
+            found = [
+                i for ns in self.match_namespaces(peer.namespaces) for i in self.match_pods(ns, peer.pods)
+            ]
+            self._peer_memo[peer] = found
+        return found
+
+    def addresses(self, numbers: Iterable[int], family: int) -> list[Entry]:
+        """The pods' addresses in ``family``, sorted by value, each once."""
+        rendered = self._addresses[family]
+        by_value = {key: text for i in numbers for key, text in rendered[i]}
+        return [(by_value[key], False) for key in sorted(by_value)]
+
+    def named_port(self, protocol: str, name: str, family: int) -> list[_Keyed]:
+        rendered, rest = self._addresses[family], protocol.lower()
         return [
-            pod for ns in self.match_namespaces(peer.namespaces) for pod in self.match_pods(ns, peer.pods)
+            ((key, f"{rest}:{port}"), f"{text},{rest}:{port}")
+            for i, port in self._named.get((protocol, name), [])
+            for key, text in rendered[i]
         ]
-
-    def named_port(self, protocol: str, name: str) -> list[tuple[Pod, int]]:
-        return self._named.get((protocol, name), [])
 
 
 def _net_entries(block: IPBlock) -> list[Entry]:
     """``cidr`` plus ``except`` as nomatch entries. ipset has no /0, so a /0 becomes two /1s;
     an except that covers the whole cidr leaves the set empty."""
-    if any(e.prefixlen <= block.cidr.prefixlen for e in block.excepts):
+    if any(e.version == block.version and block.cidr.subnet_of(e) for e in block.excepts):  # type: ignore[arg-type]
         return []
 
     def split(net: Network) -> Iterable[Network]:
@@ -84,51 +119,55 @@ def _net_entries(block: IPBlock) -> list[Entry]:
     return entries
 
 
-def _ip_sort_key(entry: Entry) -> tuple[int, int, str, bool]:
-    text, nomatch = entry
-    address, _, rest = text.partition(",")
-    net = ipaddress.ip_network(address, strict=False)
-    return (int(net.network_address), net.prefixlen, rest, nomatch)
+def _net_sort_key(entry: Entry) -> tuple[int, int, bool]:
+    net = ipaddress.ip_network(entry[0], strict=False)
+    return (int(net.network_address), net.prefixlen, entry[1])
 
 
-@attrs.frozen
+def _sorted_unique(keyed: list[_Keyed]) -> list[Entry]:
+    """By address, then the rest (``tcp:80``); each member once."""
+    out: list[Entry] = []
+    last = None
+    for _, text in sorted(keyed):
+        if text != last:
+            out.append((text, False))
+            last = text
+    return out
+
+
 class Resolver:
-    program: Program
-    index: PodIndex
+    def __init__(self, program: Program, index: PodIndex) -> None:
+        self.program = program
+        self.index = index
+        self._isolated_memo: dict[Direction, set[int]] = {}
 
-    def _addresses(self, pods: Iterable[Pod], family: int) -> list[Entry]:
-        return [(str(ip), False) for pod in pods for ip in pod.ips if ip.version == family]
-
-    def _isolated(self, direction: Direction, family: int) -> list[Entry]:
-        pods: dict[tuple[str, str], Pod] = {}
-        targets = {p.target for p in self.program.policies if p.rules(direction) is not None}
-        for target in targets:
-            for pod in self.index.peer_pods(target):
-                pods[(pod.namespace, pod.name)] = pod
-        return self._addresses(pods.values(), family)
+    def _isolated(self, direction: Direction) -> set[int]:
+        found = self._isolated_memo.get(direction)
+        if found is None:
+            targets = {p.target for p in self.program.policies if p.rules(direction) is not None}
+            found = self._isolated_memo[direction] = {i for t in targets for i in self.index.peer_pods(t)}
+        return found
 
     def members(self, spec: SetSpec) -> list[Entry]:
         """The set's entries, sorted and unique, as ``ipset``/``nft`` spell them."""
         if spec.kind == "pods":
             assert isinstance(spec.key, tuple)
-            pods = [
-                pod for peer in spec.key if isinstance(peer, PodPeer) for pod in self.index.peer_pods(peer)
-            ]
-            entries = self._addresses(pods, spec.family)
-        elif spec.kind == "net":
+            peers = [peer for peer in spec.key if isinstance(peer, PodPeer)]
+            numbers: Iterable[int] = (
+                self.index.peer_pods(peers[0])
+                if len(peers) == 1
+                else {i for peer in peers for i in self.index.peer_pods(peer)}
+            )
+            return self.index.addresses(numbers, spec.family)
+        if spec.kind == "net":
             assert isinstance(spec.key, IPBlock)
-            entries = _net_entries(spec.key)
-        elif spec.kind == "port":
-            protocol, name = cast(tuple[str, str], spec.key)
-            entries = [
-                (f"{ip},{protocol.lower()}:{number}", False)
-                for pod, number in self.index.named_port(protocol, name)
-                for ip in pod.ips
-                if ip.version == spec.family
-            ]
-        else:
-            entries = self._isolated(cast(Direction, spec.key), spec.family)
-        return sorted(set(entries), key=_ip_sort_key)
+            return sorted(set(_net_entries(spec.key)), key=_net_sort_key)
+        if spec.kind == "port":
+            assert isinstance(spec.key, tuple)
+            protocol, name = (str(part) for part in spec.key)
+            return _sorted_unique(self.index.named_port(protocol, name, spec.family))
+        direction: Direction = "ingress" if spec.key == "ingress" else "egress"
+        return self.index.addresses(self._isolated(direction), spec.family)
 
 
 def resolve(program: Program, lowered: Lowered, inventory: Inventory) -> dict[str, list[Entry]]:
@@ -137,5 +176,6 @@ def resolve(program: Program, lowered: Lowered, inventory: Inventory) -> dict[st
     out: dict[str, list[Entry]] = {}
     for fam in lowered.families:
         for spec in (*fam.sets, *fam.isolated.values()):
-            out[spec.name] = resolver.members(spec)
+            if spec.name not in out:
+                out[spec.name] = resolver.members(spec)
     return out

@@ -1,0 +1,392 @@
+"""nftables text for a lowered program: one ``nft -f`` transaction that replaces one table.
+
+Rendering only: every decision was made in ``lower`` and ``resolve``; this module spells the same
+program with what nftables has. Each network owns one ``inet`` table (IPv4 and IPv6 together):
+``npc`` for the default network, ``npc-<tag>`` for any other, so applying one network never
+touches another's table, nor any table npc does not own (iptables-nft's ``ip filter`` included).
+
+Layout of a table (``<f>`` is 4 or 6; each family has its own chains):
+
+  forward        base chain (hook forward, priority filter, policy accept): replies of allowed
+                 connections accept; then ``meta nfproto`` sends the packet to ``source-<f>``.
+  source-<f>     a source isolated for egress goes to ``egress-<f>``, anything else to
+                 ``destination-<f>``.
+  egress-<f>     ``ip saddr vmap @egress-<f>-<k>`` for rank k = 1..K, then drop.
+  destination-<f> a destination isolated for ingress goes to ``ingress-<f>``; otherwise accept.
+  ingress-<f>    ``ip daddr vmap @ingress-<f>-<k>`` for k = 1..K, then drop.
+  p-<digest>     one chain per lowered policy chain; a match is ``goto destination-<f>`` (egress
+                 allowed: the destination side decides next) or ``accept`` (ingress allowed).
+
+Dispatch without marks: rank map k sends an isolated pod's address to the k-th policy chain
+selecting it (``jump``: falling off that chain's end tries the next rank) and, right after its
+last one, to ``drop``. A packet does at most m + 1 map lookups, m being the number of policies
+selecting its pod, where the iptables backend tests one set per policy of the whole cluster.
+Every chain reached by ``goto`` ends in a verdict, so no ``jump`` ever resumes after an allow.
+
+``accept`` here ends only this table's base chain: other tables' chains on the forward hook
+still see the packet and their drop still drops, so accepting is the same as the iptables
+backend's falling through. The packet mark is not used (``--mark`` is an iptables matter).
+
+What depends on the inventory: set and map elements, and the number K of rank rules (the most
+policies selecting one pod). Chains and every other rule depend only on the policies.
+Text from input reaches the output only as comments, reduced to a safe alphabet; set, map and
+chain names are hashes, elements are checked to hold nothing but an address's characters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+
+from .. import __version__
+from ..ir import Direction
+from ..lower import DEFAULT_NETWORK, Chain, FamilyProgram, Lowered, Match, Names, SetSpec
+from ..resolve import Entry
+from . import template_environment
+from .dispatch import dispatch_by_address
+from .iptables import sanitise
+
+FAMILY_KEYWORD = {4: "ip", 6: "ip6"}
+NFPROTO = {4: "ipv4", 6: "ipv6"}
+ADDRESS_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
+# The remote peer's end of the packet, per direction (the local pod is the other end).
+REMOTE_FIELD: Mapping[Direction, str] = {"ingress": "saddr", "egress": "daddr"}
+COMMENT_MAX = 120  # nft refuses comments longer than 128 bytes
+
+
+def table_name(names: Names) -> str:
+    return "npc" if names.network == DEFAULT_NETWORK else f"npc-{names.tag}"
+
+
+def comment(text: str) -> str:
+    """A double-quoted nft comment no input can break out of (nft strings have no escapes)."""
+    return '"' + sanitise(text, COMMENT_MAX) + '"'
+
+
+def set_name(spec: SetSpec, names: Names) -> str:
+    return spec.name.removeprefix(names.set_prefix)
+
+
+def chain_name(lowered_chain: str, names: Names) -> str:
+    return lowered_chain.removeprefix(names.chain_prefix).lower()
+
+
+def rank_map(direction: Direction, family: int, rank: int) -> str:
+    return f"{direction}-{family}-{rank}"
+
+
+def verdict(direction: Direction, family: int) -> str:
+    """What a policy chain does on a match."""
+    return f"goto destination-{family}" if direction == "egress" else "accept"
+
+
+# --- elements -----------------------------------------------------------------------------------
+
+
+_ADDRESS = re.compile(r"[0-9a-f.:]+")
+_PORT_ENTRY = re.compile(r"(?P<address>[0-9a-f.:]+),(?P<protocol>tcp|udp|sctp):(?P<port>[0-9]{1,5})")
+
+
+def _address(text: str) -> str:
+    """An address as ``resolve`` rendered it from a parsed one; checked (cheaply: sets hold
+    millions of them) to be nothing but an address's characters, so it cannot carry syntax."""
+    if not _ADDRESS.fullmatch(text):
+        raise ValueError(f"not an address: {text!r}")
+    return text
+
+
+def _interval(lo: int, hi: int, family: int) -> str:
+    """``lo``-``hi`` as a prefix when it is exactly one, else as a range."""
+    kind = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    first, last = kind(lo), kind(hi)
+    nets = list(ipaddress.summarize_address_range(first, last))
+    return str(nets[0]) if len(nets) == 1 else f"{first}-{last}"
+
+
+def net_elements(entries: Sequence[Entry], family: int) -> list[str]:
+    """The addresses in some entry but in no ``nomatch`` entry (ipset's hash:net meaning), as
+    disjoint intervals: nft interval sets have no nomatch, so excepts are cut out here."""
+    spans: list[list[int]] = []
+    holes: list[tuple[int, int]] = []
+    for text, nomatch in entries:
+        net = ipaddress.ip_network(text, strict=False)
+        if net.version != family:
+            raise ValueError(f"IPv{net.version} network {net} in an IPv{family} set")
+        span = (int(net.network_address), int(net.broadcast_address))
+        if nomatch:
+            holes.append(span)
+        else:
+            spans.append(list(span))
+    merged: list[list[int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    out: list[tuple[int, int]] = []
+    for lo, hi in merged:
+        for hole_lo, hole_hi in sorted(holes):
+            if hole_hi < lo or hole_lo > hi:
+                continue
+            if hole_lo > lo:
+                out.append((lo, hole_lo - 1))
+            lo = max(lo, hole_hi + 1)
+            if lo > hi:
+                break
+        if lo <= hi:
+            out.append((lo, hi))
+    return [_interval(lo, hi, family) for lo, hi in out]
+
+
+def port_element(text: str) -> str:
+    """``ADDRESS,PROTOCOL:PORT`` (resolve's spelling) as an ``addr . proto . service`` element."""
+    found = _PORT_ENTRY.fullmatch(text)
+    if not found or not 0 < int(found["port"]) < 65536:
+        raise ValueError(f"bad named-port entry {text!r}")
+    return f"{found['address']} . {found['protocol']} . {int(found['port'])}"
+
+
+@attrs.frozen
+class SetText:
+    name: str
+    type: str
+    interval: bool
+    elements: tuple[str, ...]
+
+
+def set_text(spec: SetSpec, entries: Sequence[Entry], names: Names) -> SetText:
+    address_type = ADDRESS_TYPE[spec.family]
+    if spec.kind == "net":
+        return SetText(set_name(spec, names), address_type, True, tuple(net_elements(entries, spec.family)))
+    if spec.kind == "port":
+        kind = f"{address_type} . inet_proto . inet_service"
+        return SetText(set_name(spec, names), kind, False, tuple(port_element(e) for e, _ in entries))
+    return SetText(set_name(spec, names), address_type, False, tuple(_address(e) for e, _ in entries))
+
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+
+def chains_by_address(
+    program: FamilyProgram, direction: Direction, members: Mapping[str, Sequence[Entry]]
+) -> dict[str, list[str]]:
+    """Every isolated address and the policy chains selecting it, in dispatch order, once each."""
+    return {
+        address: list(dict.fromkeys(d.chain for d in found))
+        for address, found in dispatch_by_address(program, direction, members).items()
+    }
+
+
+@attrs.frozen
+class MapText:
+    name: str
+    type: str
+    elements: tuple[str, ...]
+
+
+def rank_maps(
+    program: FamilyProgram, direction: Direction, members: Mapping[str, Sequence[Entry]], names: Names
+) -> list[MapText]:
+    """Map k: address -> jump to its k-th policy chain, or drop right after its last one."""
+    by_address = chains_by_address(program, direction, members)
+    ranks = max((len(c) for c in by_address.values()), default=0)
+    maps = []
+    for k in range(1, ranks + 1):
+        elements = []
+        for address, chains in by_address.items():
+            if k <= len(chains):
+                elements.append(f"{_address(address)} : jump {chain_name(chains[k - 1], names)}")
+            elif k == len(chains) + 1:
+                elements.append(f"{_address(address)} : drop")
+        name = rank_map(direction, program.family, k)
+        maps.append(MapText(name, f"{ADDRESS_TYPE[program.family]} : verdict", tuple(elements)))
+    return maps
+
+
+# --- policy chains ------------------------------------------------------------------------------
+
+
+def merged_matches(matches: Iterable[Match]) -> list[Match]:
+    """Adjacent port groups of one peer and protocol as one match: iptables' multiport needed
+    them split into 15-slot chunks, an nft anonymous set does not."""
+    out: list[Match] = []
+    for m in matches:
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and m.ports
+            and last.ports
+            and m.named_port is None
+            and last.named_port is None
+            and (m.peer, m.protocol) == (last.peer, last.protocol)
+        ):
+            out[-1] = attrs.evolve(last, ports=last.ports + m.ports)
+        else:
+            out.append(m)
+    return out
+
+
+def _ports(spans: Sequence[tuple[int, int]]) -> str:
+    items = [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in spans]
+    return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
+
+
+def render_match(match: Match, direction: Direction, family: int, names: Names) -> str:
+    ip = FAMILY_KEYWORD[family]
+    parts: list[str] = []
+    if match.peer is not None:
+        parts.append(f"{ip} {REMOTE_FIELD[direction]} @{set_name(match.peer, names)}")
+    if match.named_port is not None:
+        parts.append(f"{ip} daddr . meta l4proto . th dport @{set_name(match.named_port, names)}")
+    elif match.protocol and match.ports:
+        parts.append(f"{match.protocol.lower()} dport {_ports(match.ports)}")
+    elif match.protocol:
+        parts.append(f"meta l4proto {match.protocol.lower()}")
+    parts.append(verdict(direction, family))
+    return " ".join(parts)
+
+
+@attrs.frozen
+class ChainText:
+    name: str
+    comment: str
+    rules: tuple[str, ...]
+
+
+def chain_text(chain: Chain, family: int, names: Names) -> ChainText:
+    rules = tuple(render_match(m, chain.direction, family, names) for m in merged_matches(chain.matches))
+    return ChainText(chain_name(chain.name, names), comment(chain.comment), rules)
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+def referenced_sets(program: FamilyProgram) -> list[SetSpec]:
+    """Sets a rule tests: isolation, peers, named ports (policy targets live in the rank maps)."""
+    found = {*program.isolated.values()}
+    for chain in program.chains:
+        for m in chain.matches:
+            found.update(s for s in (m.peer, m.named_port) if s is not None)
+    return sorted(found, key=lambda s: s.name)
+
+
+@attrs.frozen
+class FamilyText:
+    family: int
+    isolated: Mapping[Direction, str]
+    ranks: Mapping[Direction, tuple[str, ...]]
+
+    @property
+    def ip(self) -> str:
+        return FAMILY_KEYWORD[self.family]
+
+    @property
+    def nfproto(self) -> str:
+        return NFPROTO[self.family]
+
+
+@attrs.frozen
+class Ruleset:
+    """One network's table, ready to print: what ``apply`` reports on and the template spells."""
+
+    network: str
+    table: str
+    sets: tuple[SetText, ...]
+    maps: tuple[MapText, ...]
+    families: tuple[FamilyText, ...]
+    policy_chains: tuple[ChainText, ...]
+
+    @property
+    def chain_count(self) -> int:
+        """forward, the four chains of each family, the policy chains."""
+        return 1 + 4 * len(self.families) + len(self.policy_chains)
+
+    @property
+    def element_count(self) -> int:
+        return sum(len(s.elements) for s in self.sets) + sum(len(m.elements) for m in self.maps)
+
+
+def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
+    names = lowered.names
+    sets: list[SetText] = []
+    maps: list[MapText] = []
+    chains: list[ChainText] = []
+    families: list[FamilyText] = []
+    for program in lowered.families:
+        sets += [set_text(s, members[s.name], names) for s in referenced_sets(program)]
+        ranks: dict[Direction, tuple[str, ...]] = {}
+        for direction in ("egress", "ingress"):
+            found = rank_maps(program, direction, members, names)
+            maps += found
+            ranks[direction] = tuple(m.name for m in found)
+        chains += [chain_text(c, program.family, names) for c in program.chains]
+        isolated = {d: set_name(s, names) for d, s in program.isolated.items()}
+        families.append(FamilyText(program.family, isolated, ranks))
+    return Ruleset(
+        names.network,
+        table_name(names),
+        tuple(sorted(sets, key=lambda s: s.name)),
+        tuple(maps),
+        tuple(families),
+        tuple(sorted(chains, key=lambda c: c.name)),
+    )
+
+
+def render(ruleset: Ruleset) -> str:
+    """An ``nft -f`` input that atomically replaces (or first creates) the network's table."""
+    return _ENV.get_template("ruleset.nft.j2").render(
+        version=__version__,
+        network=sanitise(ruleset.network, COMMENT_MAX),
+        table_comment=comment(f"npc {__version__} network {ruleset.network}"),
+        r=ruleset,
+    )
+
+
+def render_ruleset(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> str:
+    return render(build(lowered, members))
+
+
+def _cost(chains: Sequence[str], length: Mapping[str, int]) -> int:
+    """Rank lookups plus every rule of every policy chain, when none of them matches."""
+    return len(chains) + sum(length[c] for c in chains)
+
+
+def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> int:
+    """The most rules the first packet of one connection is tested against (a map lookup counts
+    as one rule). The fixed counts follow the template: ``forward`` 2, ``source-<f>`` 1 or 2,
+    ``destination-<f>`` 1 or 2; the final drop of ``egress-<f>``/``ingress-<f>`` (or the rank
+    map's drop entry) 1."""
+    worst = 0
+    for program in lowered.families:
+        length = {c.name: len(merged_matches(c.matches)) for c in program.chains}
+        ingress = [_cost(c, length) + 1 for c in chains_by_address(program, "ingress", members).values()]
+        destination = 1 + max(ingress, default=1)  # the test, then ingress-<f> or accept
+        paths = [2 + 2 + destination]  # a source not isolated for egress
+        for chains in chains_by_address(program, "egress", members).values():
+            paths.append(2 + 1 + _cost(chains, length) + (destination if chains else 1))
+        worst = max(worst, *paths)
+    return worst
+
+
+def artefacts(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> dict[str, str]:
+    return {"ruleset.nft": render_ruleset(lowered, members)}
+
+
+_ENV = template_environment()
+
+
+def rule_counts(files: Mapping[str, str]) -> dict[str, int]:
+    """Rules in the ruleset (for the manifest): the lines of chain bodies, less their hook lines."""
+    count, in_chain = 0, False
+    for line in files.get("ruleset.nft", "").splitlines():
+        text = line.strip()
+        if text.startswith("chain "):
+            in_chain = True
+        elif text == "}":
+            in_chain = False
+        elif in_chain and text and not text.startswith("type "):
+            count += 1
+    return {"ruleset.nft": count}

@@ -1,0 +1,359 @@
+"""Compile generated clusters (see ``generate.py``) and print what it costs, one table row per size.
+
+    python benchmarks/run.py --sizes S,M,L          # clusters cached under /tmp/npc-bench
+
+Every measurement runs in its own child process, so peak RSS (``wait4``) is that of one job:
+- compile: the real CLI, ``python -m npc compile POLICIES --inventory INVENTORY -o OUT``, wall
+  time from fork to exit (interpreter start and imports included) and its CPU time;
+- parse: the same inputs merely parsed (PyYAML's C loader over every policy file, ``json`` for
+  the inventory), timed inside the child, so the compile/parse ratio is a pessimistic one;
+- stats: the naive rule count (one rule per selected pod x peer pod x port, per policy rule) and,
+  per backend, what a packet costs;
+- load (root only): ``ipset restore`` + ``iptables-restore`` + ``ip6tables-restore`` of the
+  artefacts into a fresh network namespace, removed afterwards; for nftables one ``nft -f``.
+- per backend: its own compile into ``out-<backend>`` (the main compile columns are the default
+  backend's), the artefacts' size, and the most rules one packet is tested against.
+
+Columns are data: another backend adds its metrics to ``BACKEND_METRICS`` and its columns to
+``BACKEND_COLUMNS`` (and a loader to ``LOADERS``) without touching the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generate
+from generate import SIZES, ClusterSpec, write_cluster
+
+DATA = Path(tempfile.gettempdir()) / "npc-bench"
+Metrics = dict[str, Any]
+
+
+# --- child processes ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Measured:
+    wall: float
+    cpu: float
+    peak_rss: int  # bytes
+    stdout: str
+
+
+def measure(argv: Sequence[str]) -> Measured:
+    """Run ``argv`` to completion; its own wall time, CPU time and peak RSS (not the parent's)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)  # reaped here, so the usage is this child's alone
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err.read().decode()}")
+    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, out)
+
+
+def child(mode: str, *args: str) -> Metrics:
+    return json.loads(measure([sys.executable, __file__, "--child", mode, *args]).stdout)  # type: ignore[no-any-return]
+
+
+def parse_only(cluster: Path) -> Metrics:
+    """What merely reading the inputs costs: the floor any compiler of these files stands on."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    start, cpu = time.perf_counter(), time.process_time()
+    documents = 0
+    for name in sorted(glob.glob(str(cluster / "policies" / "**" / "*.yaml"), recursive=True)):
+        with open(name, encoding="utf-8") as fh:
+            documents += sum(1 for _ in yaml.load_all(fh.read(), Loader=loader))
+    with open(cluster / "inventory.json", encoding="utf-8") as fh:
+        items = len(json.load(fh)["items"])
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu": time.process_time() - cpu,
+        "documents": documents,
+        "items": items,
+    }
+
+
+def naive_rules(program: Any, inventory: Any) -> int:
+    """One rule per selected pod x peer pod (or ipBlock, or "anyone") x port, per policy rule:
+    what rendering each policy rule per pod, as the plugins that blew up did, would emit."""
+    from npc.ir import PodPeer
+    from npc.resolve import PodIndex
+
+    index = PodIndex(inventory)
+    total = 0
+    for policy in program.policies:
+        selected = len(index.peer_pods(policy.target))
+        for direction in ("ingress", "egress"):
+            for rule in policy.rules(direction) or ():
+                peers = 1 if rule.peers is None else 0
+                for peer in rule.peers or ():
+                    peers += len(index.peer_pods(peer)) if isinstance(peer, PodPeer) else 1
+                total += selected * peers * max(1, len(rule.ports))
+    return total
+
+
+def _iptables_metrics(compiled: Any) -> Metrics:
+    from npc.backends import iptables
+
+    return {"rules_per_packet": iptables.rules_per_packet(compiled.lowered, compiled.members)}
+
+
+def _nftables_metrics(compiled: Any) -> Metrics:
+    from npc.backends import nftables
+
+    return {"rules_per_packet": nftables.rules_per_packet(compiled.lowered, compiled.members)}
+
+
+# backend -> metrics from the compiled program; add a backend here and its columns below
+BACKEND_METRICS: dict[str, Callable[[Any], Metrics]] = {
+    "iptables": _iptables_metrics,
+    "nftables": _nftables_metrics,
+}
+
+
+def stats(cluster: Path) -> Metrics:
+    from npc.cli import Inputs, Job, build_parser
+    from npc.ir import Program
+    from npc.pipeline import backend, compile_program
+
+    args = build_parser().parse_args(
+        ["compile", str(cluster / "policies"), "--inventory", str(cluster / "inventory.json")]
+    )
+    inputs = Inputs(args)
+    job = Job(args, inputs=inputs)
+    original = Program(inputs.loaded.policies)
+    unoptimised = compile_program(original, job.inventory, passes=())
+    files = backend("iptables").artefacts(unoptimised.lowered, unoptimised.members)
+    return {
+        "policies": len(original.policies),
+        "pods": len(job.inventory.pods),
+        "naive": naive_rules(original, job.inventory),
+        "rules_without_passes": sum(
+            line.startswith(("-A ", "-I "))
+            for f in ("rules.v4", "rules.v6")
+            for line in files[f].splitlines()
+        ),
+        "backends": {name: metric(job.compiled) for name, metric in BACKEND_METRICS.items()},
+    }
+
+
+# --- loading into a throw-away network namespace --------------------------------------------------
+
+
+def _netns(name: str, *argv: str, stdin: str | None = None) -> float:
+    start = time.perf_counter()
+    with open(stdin, "rb") if stdin else open(os.devnull, "rb") as fh:
+        subprocess.run(["ip", "netns", "exec", name, *argv], stdin=fh, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def load_iptables(out: Path) -> Metrics:
+    """Seconds to ``ipset restore`` and ``ip(6)tables-restore --noflush`` into an empty namespace."""
+    name = f"npc-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        seconds = _netns(name, "ipset", "restore", stdin=str(out / "ipsets"))
+        seconds += _netns(name, "iptables-restore", "--noflush", stdin=str(out / "rules.v4"))
+        seconds += _netns(name, "ip6tables-restore", "--noflush", stdin=str(out / "rules.v6"))
+        version = subprocess.run(["iptables-restore", "--version"], capture_output=True, text=True).stdout
+        return {"load_s": seconds, "flavour": "nft" if "nf_tables" in version else "legacy"}
+    finally:
+        for tool in ("iptables", "ip6tables"):  # rules first: sets in use cannot be destroyed
+            for flag in ("-F", "-X"):
+                subprocess.run(["ip", "netns", "exec", name, tool, flag], capture_output=True)
+        subprocess.run(["ip", "netns", "exec", name, "ipset", "destroy"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def load_nftables(out: Path) -> Metrics:
+    """Seconds to ``nft -f ruleset.nft`` into an empty namespace (one transaction)."""
+    name = f"npc-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        return {"load_s": _netns(name, "nft", "-f", str(out / "ruleset.nft"))}
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+LOADERS: dict[str, Callable[[Path], Metrics]] = {"iptables": load_iptables, "nftables": load_nftables}
+
+
+# --- one size ----------------------------------------------------------------------------------
+
+
+def cluster_for(spec: ClusterSpec, data: Path) -> Path:
+    """The generated cluster, cached by its spec and the generator's source."""
+    where = data / f"{spec.name}-{spec.seed}"
+    stamp = where / "spec.json"
+    generator = hashlib.sha256(Path(generate.__file__).read_bytes()).hexdigest()
+    wanted = json.dumps({**attrs.asdict(spec), "generator": generator}, sort_keys=True)
+    if not stamp.exists() or stamp.read_text() != wanted:
+        print(f"generating {spec.name} into {where} ...", file=sys.stderr)
+        write_cluster(spec, where)
+        stamp.write_text(wanted)
+    return where
+
+
+def _artefact_counts(out: Path) -> Metrics:
+    rules = sum(
+        1 for f in ("rules.v4", "rules.v6") for line in (out / f).open() if line.startswith(("-A ", "-I "))
+    )
+    sets = entries = 0
+    for line in (out / "ipsets").open():
+        sets += line.startswith("create ")
+        entries += line.startswith("add ")
+    return {"rules": rules, "sets": sets, "entries": entries}
+
+
+def compile_to(cluster: Path, backend: str) -> tuple[Path, Measured]:
+    """``npc compile`` of the cluster with ``backend`` into ``out-<backend>``, measured."""
+    out = cluster / f"out-{backend}"
+    policies, inventory = str(cluster / "policies"), str(cluster / "inventory.json")
+    argv = [sys.executable, "-m", "npc", "compile", policies, "--inventory", inventory]
+    return out, measure([*argv, "--backend", backend, "-o", str(out)])
+
+
+def output_bytes(out: Path) -> int:
+    """The artefacts' size, the manifest left out."""
+    return sum(f.stat().st_size for f in out.iterdir() if f.name != "manifest.json")
+
+
+def bench(spec: ClusterSpec, data: Path, load: bool) -> Metrics:
+    cluster = cluster_for(spec, data)
+    parse = child("parse", str(cluster))
+    out, compiled = compile_to(cluster, "iptables")
+    row: Metrics = {
+        "size": spec.name,
+        "compile_s": compiled.wall,
+        "compile_cpu_s": compiled.cpu,
+        "peak_rss": compiled.peak_rss,
+        "parse_s": parse["seconds"],
+        "parse_cpu_s": parse["cpu"],
+        **_artefact_counts(out),
+        **child("stats", str(cluster)),
+    }
+    for name, metrics in row["backends"].items():
+        where, done = (out, compiled) if name == "iptables" else compile_to(cluster, name)
+        metrics.update(compile_s=done.wall, output_bytes=output_bytes(where))
+        if load and os.geteuid() == 0:
+            metrics.update(LOADERS[name](where))
+    return row
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Column:
+    title: str
+    value: Callable[[Metrics], object]
+    format: str = "{}"
+
+    def cell(self, row: Metrics) -> str:
+        try:
+            value = self.value(row)
+        except KeyError:
+            return "-"
+        return self.format.format(value)
+
+
+def _backend(name: str, key: str) -> Callable[[Metrics], object]:
+    return lambda row: row["backends"][name][key]
+
+
+COLUMNS = [
+    Column("size", lambda r: r["size"]),
+    Column("pods", lambda r: r["pods"], "{:,}"),
+    Column("policies", lambda r: r["policies"], "{:,}"),
+    Column("compile s", lambda r: r["compile_s"], "{:.2f}"),
+    Column("compile cpu s", lambda r: r["compile_cpu_s"], "{:.2f}"),
+    Column("parse s", lambda r: r["parse_s"], "{:.2f}"),
+    Column("compile/parse", lambda r: r["compile_s"] / r["parse_s"], "{:.2f}x"),
+    Column("peak RSS", lambda r: r["peak_rss"] / 2**20, "{:,.0f} MiB"),
+    Column("rules (v4+v6)", lambda r: r["rules"], "{:,}"),
+    Column("without passes", lambda r: r["rules_without_passes"], "{:,}"),
+    Column("sets", lambda r: r["sets"], "{:,}"),
+    Column("set entries", lambda r: r["entries"], "{:,}"),
+    Column("naive rules", lambda r: r["naive"], "{:,}"),
+    Column("naive/rules", lambda r: r["naive"] / r["rules"], "{:,.0f}x"),
+]
+BACKEND_COLUMNS: dict[str, list[Column]] = {
+    "iptables": [
+        Column("iptables rules/packet", _backend("iptables", "rules_per_packet"), "{:,}"),
+        Column("iptables output", lambda r: r["backends"]["iptables"]["output_bytes"] / 2**10, "{:,.0f} KiB"),
+        Column("iptables load s", _backend("iptables", "load_s"), "{:.2f}"),
+    ],
+    "nftables": [
+        Column("nftables compile s", _backend("nftables", "compile_s"), "{:.2f}"),
+        Column("nftables rules/packet", _backend("nftables", "rules_per_packet"), "{:,}"),
+        Column("nftables output", lambda r: r["backends"]["nftables"]["output_bytes"] / 2**10, "{:,.0f} KiB"),
+        Column("nftables load s", _backend("nftables", "load_s"), "{:.2f}"),
+    ],
+}
+
+
+def table(rows: Sequence[Metrics], columns: Sequence[Column]) -> str:
+    """A Markdown table (readable as plain text too)."""
+    cells = [[c.title for c in columns]] + [[c.cell(r) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = [
+        "| " + " | ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) + " |" for line in cells
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="S,M,L", help="comma-separated, from " + ",".join(SIZES))
+    parser.add_argument("--data", type=Path, default=DATA, help="where generated clusters are cached")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-load", action="store_true", help="skip loading into a network namespace")
+    parser.add_argument("--json", type=Path, help="also write the raw measurements here")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        mode, path = args.child[0], Path(args.child[1])
+        print(json.dumps(parse_only(path) if mode == "parse" else stats(path)))
+        return 0
+    rows = []
+    for name in args.sizes.split(","):
+        if name not in SIZES:
+            parser.error(f"unknown size {name!r}")
+        rows.append(bench(attrs.evolve(SIZES[name], seed=args.seed), args.data, not args.no_load))
+        print(f"{name}: done", file=sys.stderr)
+    columns = COLUMNS + [c for cs in BACKEND_COLUMNS.values() for c in cs]
+    print(table(rows, columns))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2, default=_jsonable) + "\n")
+    return 0
+
+
+def _jsonable(value: object) -> object:
+    return value if isinstance(value, Mapping) else str(value)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

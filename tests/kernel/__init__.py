@@ -1,0 +1,5 @@
+"""Kernel-in-the-loop test harness: truth-table cases run on real network namespaces.
+
+``case`` (no root) loads cases and writes the inputs a user hands to npc; ``cluster`` builds the
+namespaces, runs ``npc apply`` in the node and probes every pair; ``report`` renders differences.
+"""

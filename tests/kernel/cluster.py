@@ -1,0 +1,346 @@
+"""A throw-away cluster of network namespaces, routed like Calico: the kernel judges npc's output.
+
+One "node" namespace routes between one namespace per pod. Each pod has ``eth0`` with its
+address as /32 (/128) and a default route via a link-local gateway (169.254.1.1, fe80::1) whose
+MAC is the node side's ``ee:ee:ee:ee:ee:ee``; the node has a /32 (/128) route per pod. Neighbour
+entries are static on both sides, so no ARP/ND runs and nothing depends on proxy_arp timing.
+Forwarding is enabled in the node namespace only; the host namespace is never touched.
+Everything is named ``npct-<pid>-<n>-...`` and removed on exit, even after a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import attrs
+
+from .case import Case, Check, Endpoint, write_inputs
+
+AGENT = Path(__file__).resolve().parent / "agent.py"
+PREFIX = "npct-"
+NODE_MAC = "ee:ee:ee:ee:ee:ee"
+GATEWAY = {"v4": "169.254.1.1", "v6": "fe80::1"}
+PROBE_TIMEOUT = 1.0
+RETRY_TIMEOUT = 3.0
+STALE_AFTER = 3600.0  # seconds; no cluster of this suite lives that long
+_counter = iter(range(1_000_000))
+_counter_lock = threading.Lock()
+
+
+def run(
+    argv: Sequence[str], *, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr}{done.stdout}")
+    return done
+
+
+def reap_stale() -> None:
+    """Delete namespaces left by earlier runs of this suite: their process is gone and they are old.
+
+    The age test keeps a concurrent run in another PID namespace (whose PIDs we cannot see) safe.
+    """
+    listing = run(["ip", "-json", "netns", "list"], check=False).stdout or "[]"
+    stale = []
+    for entry in json.loads(listing):
+        name = entry.get("name", "")
+        match = re.fullmatch(rf"{PREFIX}(\d+)-\d+-\w+", name)
+        if not match or Path(f"/proc/{match.group(1)}").exists():
+            continue
+        try:
+            age = time.time() - Path("/run/netns", name).stat().st_mtime
+        except OSError:
+            continue
+        if age > STALE_AFTER:
+            stale.append(name)
+    if stale:
+        run(["ip", "-batch", "-"], stdin="".join(f"netns del {n}\n" for n in stale), check=False)
+
+
+@attrs.frozen
+class Observation:
+    """What one check saw: a matrix of ``.`` (answered), ``X`` (timed out), ``E`` (error), ``?``."""
+
+    check: Check
+    observed: tuple[str, ...]
+    details: Mapping[tuple[int, int], str]
+
+    def mismatches(self) -> list[tuple[int, int]]:
+        return [
+            (i, j)
+            for i, row in enumerate(self.check.expect)
+            for j, want in enumerate(row)
+            if want != "?" and self.observed[i][j] != want
+        ]
+
+
+def _pod_mac(index: int, interface: int = 0) -> str:
+    return f"02:00:00:{interface:02x}:{index >> 8:02x}:{index & 0xFF:02x}"
+
+
+class Cluster:
+    """Namespaces, veths and echo servers for a case's endpoints; ``apply`` and ``probe`` run in it."""
+
+    def __init__(self, case: Case, workdir: Path | None = None) -> None:
+        self.case = case
+        with _counter_lock:
+            n = next(_counter)
+        self.prefix = f"{PREFIX}{os.getpid()}-{n}"
+        self.node = f"{self.prefix}-node"
+        self.pod_ns = {e.index: f"{self.prefix}-p{e.index}" for e in case.endpoints}
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-")) if workdir is None else workdir
+        self._servers: dict[int, subprocess.Popen[str]] = {}
+        self._created: list[str] = []
+        self._applies = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def __enter__(self) -> Cluster:
+        try:
+            self._build()
+            self._start_servers()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            if server.stdin:
+                server.stdin.close()  # the agent exits on EOF
+        for server in self._servers.values():
+            try:
+                server.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        self._servers.clear()
+        if self._created:
+            run(["ip", "-batch", "-"], stdin="".join(f"netns del {n}\n" for n in self._created), check=False)
+            self._created.clear()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _build(self) -> None:
+        names = [self.node, *self.pod_ns.values()]
+        run(["ip", "-batch", "-"], stdin="".join(f"netns add {n}\n" for n in names))
+        self._created = names
+        node_cmds = ["link set lo up"]
+        for e in self.case.endpoints:
+            veth = f"vp{e.index}"
+            node_cmds += [
+                f"link add {veth} address {NODE_MAC} type veth peer name eth0 address {_pod_mac(e.index)}"
+                f" netns {self.pod_ns[e.index]}",
+                f"link set {veth} up",
+            ]
+            for address in e.addresses:
+                node_cmds += [
+                    f"route add {address}/{address.max_prefixlen} dev {veth}",
+                    f"neigh replace {address} lladdr {_pod_mac(e.index)} dev {veth} nud permanent",
+                ]
+            for k, attachment in enumerate(e.attachments, 1):  # secondary networks: one more veth each
+                veth, mac = f"vp{e.index}n{k}", _pod_mac(e.index, k)
+                node_cmds += [
+                    f"link add {veth} address {NODE_MAC} type veth peer name {attachment.interface}"
+                    f" address {mac} netns {self.pod_ns[e.index]}",
+                    f"link set {veth} up",
+                ]
+                for address in attachment.addresses:
+                    node_cmds += [
+                        f"route add {address}/{address.max_prefixlen} dev {veth}",
+                        f"neigh replace {address} lladdr {mac} dev {veth} nud permanent",
+                    ]
+        run(["ip", "-n", self.node, "-batch", "-"], stdin="\n".join(node_cmds) + "\n")
+        sysctl = "echo 1 > /proc/sys/net/ipv4/ip_forward; echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"
+        run(["ip", "netns", "exec", self.node, "sh", "-c", sysctl])
+        procs = []
+        for e in self.case.endpoints:
+            cmds = ["link set lo up", "link set eth0 up"]
+            for address in e.addresses:
+                family = "v6" if address.version == 6 else "v4"
+                gateway = GATEWAY[family]
+                cmds += [
+                    f"address add {address}/{address.max_prefixlen} dev eth0"
+                    + (" nodad" if family == "v6" else ""),
+                    f"neigh replace {gateway} lladdr {NODE_MAC} dev eth0 nud permanent",
+                    f"route add {'::/0' if family == 'v6' else '0.0.0.0/0'} via {gateway} dev eth0 onlink",
+                ]
+            for attachment in e.attachments:  # its own range goes out of its own interface, from its address
+                dev = attachment.interface
+                cmds.append(f"link set {dev} up")
+                for address in attachment.addresses:
+                    v6 = address.version == 6
+                    gateway = GATEWAY["v6" if v6 else "v4"]
+                    cmds += [
+                        f"address add {address}/{address.max_prefixlen} dev {dev}" + (" nodad" if v6 else ""),
+                        f"neigh replace {gateway} lladdr {NODE_MAC} dev {dev} nud permanent",
+                    ]
+                    cmds += [
+                        f"route add {net} via {gateway} dev {dev} onlink src {address}"
+                        for net in attachment.ranges
+                        if net.version == address.version
+                    ]
+            procs.append(
+                self._spawn(["ip", "-n", self.pod_ns[e.index], "-batch", "-"], "\n".join(cmds) + "\n")
+            )
+        for argv, proc in procs:
+            out, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(argv)} failed:\n{err}{out}")
+
+    @staticmethod
+    def _spawn(argv: list[str], stdin: str) -> tuple[list[str], subprocess.Popen[str]]:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+        proc.stdin = None  # communicate() must not touch the closed pipe
+        return argv, proc
+
+    def _start_servers(self) -> None:
+        """One agent per endpoint: it serves every port and later runs that endpoint's probes."""
+        ports = [str(p) for p in self.case.listen_ports()]
+        for e in self.case.endpoints:
+            log = self.workdir / f"agent-{e.index}.log"
+            argv = ["ip", "netns", "exec", self.pod_ns[e.index], sys.executable, "-I", str(AGENT), "serve"]
+            with log.open("w") as stderr:
+                self._servers[e.index] = subprocess.Popen(
+                    [*argv, *ports], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
+                )
+        for e in self.case.endpoints:
+            line = self._agent_line(e.index)
+            if line.strip() != "ready":
+                raise RuntimeError(f"agent in {e.ref} did not start: {line!r}\n{self._agent_log(e.index)}")
+
+    def _agent_line(self, index: int) -> str:
+        stdout: IO[str] | None = self._servers[index].stdout
+        return stdout.readline() if stdout else ""
+
+    def _agent_log(self, index: int) -> str:
+        return (self.workdir / f"agent-{index}.log").read_text(errors="replace")
+
+    # -- running things in the node --------------------------------------------------------------
+    def node_exec(
+        self, argv: Sequence[str], *, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return run(["ip", "netns", "exec", self.node, *argv], stdin=stdin, check=check)
+
+    def npc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``python -m npc ARGS`` inside the node namespace, exactly as a user would run it there."""
+        return self.node_exec([sys.executable, "-m", "npc", *args], check=check)
+
+    def apply(
+        self,
+        *,
+        backend: str = "iptables",
+        form: str = "yaml",
+        policies: Sequence[Mapping[str, Any]] | None = None,
+        endpoints: Iterable[Endpoint] | None = None,
+        extra_args: Sequence[str] = (),
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        """Write inputs to a fresh folder and ``npc apply`` them in the node namespace.
+
+        Defaults to the case's own policies and pods; pass ``policies`` / ``endpoints`` (a subset of
+        the case's pods in the inventory) to re-apply changed inputs to the running cluster.
+        """
+        self._applies += 1
+        directory = self.workdir / f"apply-{self._applies}"
+        paths, inventory = write_inputs(self.case, directory, form, endpoints, policies)
+        args = ["apply", *map(str, paths), "--inventory", str(inventory), "--backend", backend, *extra_args]
+        return self.npc(*args, check=check)
+
+    # -- probing ----------------------------------------------------------------------------------
+    def probe(
+        self,
+        checks: Sequence[Check] | None = None,
+        timeout: float = PROBE_TIMEOUT,
+        retry_timeout: float = RETRY_TIMEOUT,
+    ) -> list[Observation]:
+        """Every ordered pair of distinct endpoints for each check, one prober process per source.
+
+        A probe expected to pass that timed out is tried once more with ``retry_timeout``: a busy
+        machine can delay an answer, but no amount of load makes a dropped packet arrive, so this
+        removes flakiness without hiding a wrong verdict.
+        """
+        checks = list(self.case.checks if checks is None else checks)
+        endpoints = self.case.endpoints
+        targets: dict[int, list[list[object]]] = {e.index: [] for e in endpoints}
+        for k, check in enumerate(checks):
+            for src in endpoints:
+                for dst in endpoints:
+                    address = dst.address(check.family, check.network)
+                    wanted = check.expect[src.index][dst.index]
+                    source = src.address(check.family, check.network)
+                    if src.index == dst.index or wanted == "?" or address is None or source is None:
+                        continue
+                    key = f"{k}:{src.index}:{dst.index}"
+                    targets[src.index].append([key, str(address), check.protocol, check.port])
+        results = self._run_probers(targets, timeout)
+        retry = {
+            i: [t for t in ts if results[str(t[0])] == "timeout" and self._expected(checks, str(t[0])) == "."]
+            for i, ts in targets.items()
+        }
+        results.update(self._run_probers(retry, retry_timeout))
+        return [self._observation(k, check, results) for k, check in enumerate(checks)]
+
+    @staticmethod
+    def _expected(checks: Sequence[Check], key: str) -> str:
+        k, i, j = map(int, key.split(":"))
+        return checks[k].expect[i][j]
+
+    def _run_probers(self, targets: Mapping[int, list[list[object]]], timeout: float) -> dict[str, str]:
+        """Hand each source's targets to its agent at once, then collect every agent's answer."""
+        asked = [i for i, t in targets.items() if t]
+        for i in asked:
+            stdin = self._servers[i].stdin
+            assert stdin is not None
+            stdin.write(json.dumps({"timeout": timeout, "targets": targets[i]}) + "\n")
+            stdin.flush()
+        results: dict[str, str] = {}
+        for i in asked:
+            line = self._agent_line(i)
+            if not line:
+                raise RuntimeError(f"agent in {self.pod_ns[i]} died:\n{self._agent_log(i)}")
+            results.update(json.loads(line))
+        return results
+
+    def _observation(self, k: int, check: Check, results: Mapping[str, str]) -> Observation:
+        size = len(self.case.endpoints)
+        rows: list[str] = []
+        details: dict[tuple[int, int], str] = {}
+        for i in range(size):
+            row = ""
+            for j in range(size):
+                result = results.get(f"{k}:{i}:{j}")
+                if result is None:
+                    row += "?"
+                elif result == "ok":
+                    row += "."
+                elif result == "timeout":
+                    row += "X"
+                else:
+                    row += "E"
+                    details[(i, j)] = result
+            rows.append(row)
+        return Observation(check, tuple(rows), details)

@@ -1,0 +1,75 @@
+"""Run whole cases on the kernel, several at a time.
+
+Most of a case's wall time is spent waiting for denied probes to time out, so a few clusters in
+flight at once shorten the suite without loading the CPU much; the prober's retry of slow
+answers keeps verdicts stable on a busy two-core machine. ``NPC_KERNEL_JOBS`` sets how many
+(1 = one after another).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+
+from .case import Case
+from .cluster import Cluster
+from .report import diff_report
+
+DEFAULT_JOBS = 3
+
+
+@attrs.frozen
+class CaseRun:
+    """One case applied with one backend and source form: npc's exit, then any table mismatches."""
+
+    apply: subprocess.CompletedProcess[str]
+    failures: str  # empty when every probed cell matched its table
+    workdir: Path  # the inputs handed to npc, kept for a look after a failure
+
+    def problem(self, case: Case) -> str:
+        """Why this run failed, in words for a test report; empty when it passed."""
+        inputs = f"(inputs in {self.workdir})"
+        if self.apply.returncode != 0:
+            return (
+                f"npc apply exited {self.apply.returncode} {inputs}:\n{self.apply.stderr}{self.apply.stdout}"
+            )
+        return f"{case.path.name}: {case.name} {inputs}\n{self.failures}" if self.failures else ""
+
+
+def run_case(case: Case, workdir: Path, backend: str = "iptables", form: str = "yaml") -> CaseRun:
+    with Cluster(case, workdir) as cluster:
+        done = cluster.apply(backend=backend, form=form, check=False)
+        if done.returncode != 0:
+            return CaseRun(done, "", workdir)
+        reports = [diff_report(case, o.check, o.observed, o.details) for o in cluster.probe()]
+        return CaseRun(done, "\n\n".join(r for r in reports if r), workdir)
+
+
+def jobs() -> int:
+    return max(1, int(os.environ.get("NPC_KERNEL_JOBS", DEFAULT_JOBS)))
+
+
+Key = tuple[str, str, str]  # case id, backend, form
+
+
+@contextmanager
+def case_runs(wanted: Iterable[tuple[Case, str, str]], root: Path) -> Iterator[dict[Key, Future[CaseRun]]]:
+    """Start every wanted (case, backend, form) run in a small pool; cancel what is left on exit."""
+    pool = ThreadPoolExecutor(max_workers=jobs(), thread_name_prefix="npc-kernel")
+    try:
+        futures: dict[Key, Future[CaseRun]] = {}
+        for case, backend, form in wanted:
+            key = (case.id, backend, form)
+            if key not in futures:
+                workdir = root / "-".join(key)
+                workdir.mkdir(parents=True, exist_ok=True)
+                futures[key] = pool.submit(run_case, case, workdir, backend, form)
+        yield futures
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # running clusters clean up in their own ``with``

@@ -1,0 +1,176 @@
+"""`npc apply --backend nftables` on a real kernel: one table per network, atomic, owns nothing else.
+
+Each test runs in a throw-away network namespace (never the host's); traffic is tested by the
+truth-table suite (``test_kernel_cases.py`` runs every case on both backends), this file checks
+what lands in the kernel's ruleset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from npc.lower import Names
+from test_apply import Netns, policy
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(os.geteuid() != 0, reason="kernel tests need root (network namespaces)"),
+    pytest.mark.skipif(
+        not shutil.which("nft"), reason="nft not installed (Debian: apt-get install nftables)"
+    ),
+]
+
+NFT = ("--backend", "nftables")
+BLUE = f"npc-{Names('blue').tag}"
+BLUE_ARGS = (*NFT, "--network", "blue", "--ip-source", "multus:default/blue")
+# A set that may hold one element, given two: nft parses it, the kernel refuses it (ENFILE) at
+# commit time, so the whole transaction must be rolled back.
+KERNEL_REJECTS = (
+    "table inet npc {\n set overfull { type ipv4_addr; size 1; elements = { 192.0.2.1, 192.0.2.2 }; }\n}\n"
+)
+FOREIGN = """table inet foreign {
+    set s { type ipv4_addr; elements = { 192.0.2.7 }; }
+    chain c { type filter hook forward priority 10; ip saddr @s drop; }
+}
+"""
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Netns]:
+    name = f"npc-nft-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield Netns(name, tmp_path)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def ruleset(ns: Netns) -> str:
+    return ns.run("nft", "list", "ruleset").stdout
+
+
+def table(ns: Netns, name: str = "npc") -> str:
+    return ns.run("nft", "list", "table", "inet", name).stdout
+
+
+def without_tables(text: str, *names: str) -> str:
+    """The listing with npc's own ``table inet NAME { ... }`` blocks cut out."""
+    for name in names:
+        text = re.sub(rf"^table inet {re.escape(name)} \{{\n.*?^\}}\n", "", text, flags=re.M | re.S)
+    return text
+
+
+def test_apply_creates_one_inet_table_and_nothing_else(node: Netns) -> None:
+    before = ruleset(node)
+    result = node.npc_apply(policy("a"), policy("b", "redis"), extra=NFT)
+    assert result.returncode == 0, result.stderr
+    assert "with nftables: table inet npc" in result.stderr
+    assert node.run("nft", "list", "tables").stdout.split("\n") == ["table inet npc", ""]
+    listing = table(node)
+    assert "hook forward priority filter; policy accept;" in listing
+    for address in ("10.9.0.1", "10.9.0.2", "fd09::1", "fd09::2"):
+        assert address in listing
+    assert "10.9.0.1 . tcp . 6379" in listing  # the named port
+    assert without_tables(ruleset(node), "npc") == before
+
+
+def test_apply_twice_changes_nothing(node: Netns) -> None:
+    assert node.npc_apply(policy("a"), extra=NFT).returncode == 0
+    first = ruleset(node)
+    again = node.npc_apply(policy("a"), extra=NFT)
+    assert again.returncode == 0, again.stderr
+    assert ruleset(node) == first
+
+
+def test_other_tables_survive_byte_for_byte(node: Netns) -> None:
+    node.run("iptables-nft", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "DROP")
+    node.run("ip6tables-nft", "-A", "FORWARD", "-s", "2001:db8::/32", "-j", "ACCEPT")
+    foreign_file = node.tmp / "foreign.nft"
+    foreign_file.write_text(FOREIGN)
+    node.run("nft", "-f", str(foreign_file))
+    legacy = shutil.which("iptables-legacy")
+    if legacy:
+        node.run("iptables-legacy", "-A", "FORWARD", "-d", "192.0.2.9", "-j", "DROP")
+    foreign = ruleset(node)
+    legacy_before = node.run("iptables-legacy-save").stdout if legacy else ""
+    for policies in ([policy("a")], [policy("b", "redis"), policy("c", 80)], []):
+        result = node.npc_apply(*policies, extra=NFT)
+        assert result.returncode == 0, result.stderr
+        assert without_tables(ruleset(node), "npc") == foreign
+    if legacy:
+        strip = re.compile(r"^#.*\n|\[\d+:\d+\]", re.M)  # timestamps and counters
+        assert strip.sub("", node.run("iptables-legacy-save").stdout) == strip.sub("", legacy_before)
+
+
+def test_changed_policies_leave_nothing_stale(node: Netns) -> None:
+    assert node.npc_apply(policy("a"), policy("b", 80), extra=NFT).returncode == 0
+    assert node.npc_apply(policy("c", 443, "frontend"), extra=NFT).returncode == 0
+    with_history = ruleset(node)
+    subprocess.run(["ip", "netns", "del", node.name], check=True)
+    subprocess.run(["ip", "netns", "add", node.name], check=True)
+    assert node.npc_apply(policy("c", 443, "frontend"), extra=NFT).returncode == 0
+    assert ruleset(node) == with_history
+
+
+def _rejecting_nft(tmp_path: Path) -> str:
+    """PATH with an ``nft`` that hands the real one npc's file plus a statement the kernel refuses."""
+    bin_dir = tmp_path / "rejecting-bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "nft"
+    tail = KERNEL_REJECTS.replace("\n", "\\n")
+    wrapper.write_text(f"#!/bin/sh\n{{ cat; printf '{tail}'; }} | exec {shutil.which('nft')} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+def test_kernel_rejection_keeps_the_previous_table_and_exits_3(node: Netns, tmp_path: Path) -> None:
+    assert node.npc_apply(policy("a"), extra=NFT).returncode == 0
+    previous = ruleset(node)
+    result = node.npc_apply(policy("z", 80), policy("y", "redis"), extra=NFT, path=_rejecting_nft(tmp_path))
+    assert result.returncode == 3, result.stderr
+    assert "nft rejected the new ruleset" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ruleset(node) == previous
+
+
+def test_kernel_rejection_of_a_first_apply_leaves_no_table(node: Netns, tmp_path: Path) -> None:
+    before = ruleset(node)
+    result = node.npc_apply(policy("a"), extra=NFT, path=_rejecting_nft(tmp_path))
+    assert result.returncode == 3, result.stderr
+    assert ruleset(node) == before
+
+
+def test_missing_nft_binary_is_a_clear_error(node: Netns, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    result = node.npc_apply(policy("a"), extra=NFT, path=str(empty))
+    assert result.returncode == 3, result.stderr
+    assert "nft not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_networks_live_side_by_side(node: Netns) -> None:
+    assert node.npc_apply(policy("a"), extra=NFT).returncode == 0
+    blue = node.npc_apply(policy("a"), extra=BLUE_ARGS)
+    assert blue.returncode == 0, blue.stderr
+    tables = node.run("nft", "list", "tables").stdout.split("\n")
+    assert sorted(t for t in tables if t) == ["table inet npc", f"table inet {BLUE}"]
+    blue_table = table(node, BLUE)
+    assert node.npc_apply(policy("b", 80), policy("c", "redis"), extra=NFT).returncode == 0
+    assert table(node, BLUE) == blue_table
+    default_table = table(node)
+    assert node.npc_apply(extra=BLUE_ARGS).returncode == 0
+    assert table(node) == default_table
+
+
+def test_iptables_flavour_option_is_a_usage_error(node: Netns) -> None:
+    result = node.npc_apply(policy("a"), extra=(*NFT, "--iptables", "nft"))
+    assert result.returncode == 2, result.stderr
+    assert "--iptables applies to --backend iptables only" in result.stderr
+    assert ruleset(node) == ""

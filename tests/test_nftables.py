@@ -1,0 +1,301 @@
+"""The nftables backend's text: same meaning as the reference evaluator, safe, compact, valid nft.
+
+``nft_sim`` interprets the rendered ``ruleset.nft`` (not the lowered program), so the property
+test checks lowering and rendering together; ``nft -c`` in a throw-away network namespace (root)
+checks that the kernel's own parser takes every construct npc writes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nft_sim import Ruleset
+from npc.backends import iptables, nftables
+from npc.evaluate import Evaluator
+from npc.inventory import Inventory, NamedPort, Namespace, Pod
+from npc.ir import (
+    NAMESPACE_NAME_LABEL,
+    Address,
+    IPBlock,
+    PodPeer,
+    Policy,
+    PortSpec,
+    Program,
+    Rule,
+    Selector,
+    namespace_selector,
+)
+from npc.lower import Names
+from npc.pipeline import compile_program
+from random_clusters import OUTSIDERS, V4_BASE, V6_BASE, connectivity, inventories, ip_blocks, programs
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def render(program: Program, inventory: Inventory, network: str = "default") -> str:
+    compiled = compile_program(program, inventory, network)
+    return nftables.render_ruleset(compiled.lowered, compiled.members)
+
+
+def sel(**labels: str) -> Selector:
+    return Selector.from_labels(labels)
+
+
+def peer(namespace: str = "default", **labels: str) -> PodPeer:
+    return PodPeer(namespace_selector(namespace), sel(**labels))
+
+
+def pod(name: str, n: int, ports: tuple[NamedPort, ...] = (), **labels: str) -> Pod:
+    ips = (ipaddress.ip_address(f"10.0.0.{n}"), ipaddress.ip_address(f"fd00::{n:x}"))
+    return Pod("default", name, labels, ips, ports)
+
+
+NAMESPACES = (Namespace("default", {NAMESPACE_NAME_LABEL: "default"}),)
+INVENTORY = Inventory(
+    NAMESPACES,
+    (
+        pod("db", 1, (NamedPort("redis", "TCP", 6379),), role="db", tier="back"),
+        pod("api", 2, (NamedPort("redis", "TCP", 6380),), role="api", tier="back"),
+        pod("web", 3, role="web"),
+    ),
+)
+# Every construct the backend writes: named ports, ranges past 15 ports, ipBlock with excepts on
+# both families, protocols without ports, egress and ingress, a pod selected by three policies.
+RICH = Program(
+    (
+        Policy(
+            "default",
+            "db-from-web",
+            sel(role="db"),
+            ingress=(Rule((peer(role="web"),), (PortSpec("TCP", "redis"),)),),
+        ),
+        Policy(
+            "default",
+            "back",
+            sel(tier="back"),
+            ingress=(Rule((peer(role="api"),), (PortSpec("TCP", 8000, 8100),)),),
+        ),
+        Policy(
+            "default",
+            "many-ports",
+            sel(role="db"),
+            ingress=(Rule(None, tuple(PortSpec("UDP", p) for p in range(1000, 1040, 2))),),
+        ),
+        Policy(
+            "default",
+            "web-out",
+            sel(role="web"),
+            egress=(
+                Rule(
+                    (IPBlock("0.0.0.0/0", ("10.0.0.0/8", "192.168.0.0/16")), IPBlock("::/0", ("fd00::/8",)))
+                ),
+                Rule((peer(role="db"),), (PortSpec("TCP", "redis"), PortSpec("SCTP"))),
+            ),
+        ),
+        Policy("default", "deny-api-out", sel(role="api"), egress=()),
+    )
+)
+
+
+# --- meaning ------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(program=programs, inventory=inventories())
+def test_rendered_ruleset_decides_like_the_evaluator(program: Program, inventory: Inventory) -> None:
+    ruleset = Ruleset(render(program, inventory))
+    expected = connectivity(Evaluator(program, inventory).allowed, inventory)
+    assert connectivity(ruleset.allowed, inventory) == expected
+
+
+def test_rich_program_decides_like_the_evaluator() -> None:
+    ruleset = Ruleset(render(RICH, INVENTORY))
+    evaluator = Evaluator(RICH, INVENTORY)
+    ips = [ip for p in INVENTORY.pods for ip in p.ips] + list(OUTSIDERS)
+    ports = [53, 1000, 1001, 1038, 1039, 6379, 6380, 8000, 8100, 8101]
+    seen_allow = seen_deny = 0
+    for src in ips:
+        for dst in ips:
+            for protocol in ("TCP", "UDP", "SCTP"):
+                for port in ports:
+                    want = src.version == dst.version and evaluator.allowed(src, dst, protocol, port)
+                    assert ruleset.allowed(src, dst, protocol, port) == want, (src, dst, protocol, port)
+                    seen_allow += want
+                    seen_deny += not want
+    assert seen_allow > 50 and seen_deny > 50
+
+
+addresses_to_probe = st.sampled_from(
+    [*V4_BASE, *V6_BASE, *OUTSIDERS, ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("ffff::1")]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(block=ip_blocks(), probes=st.lists(addresses_to_probe, min_size=1, max_size=40))
+def test_net_elements_are_the_cidr_minus_its_excepts(block: IPBlock, probes: list[Address]) -> None:
+    entries = [(str(block.cidr), False)] + [(str(e), True) for e in block.excepts]
+    elements = nftables.net_elements(entries, block.version)
+    spans = []
+    for element in elements:
+        if "/" in element:
+            net = ipaddress.ip_network(element)
+            spans.append((int(net.network_address), int(net.broadcast_address)))
+        else:
+            lo, hi = element.split("-")
+            spans.append((int(ipaddress.ip_address(lo)), int(ipaddress.ip_address(hi))))
+    assert spans == sorted(spans)
+    assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(spans))  # disjoint, not adjacent
+    for address in probes:
+        inside = address.version == block.version and any(lo <= int(address) <= hi for lo, hi in spans)
+        assert inside == block.contains(address)  # type: ignore[arg-type]
+
+
+# --- shape --------------------------------------------------------------------------------------
+
+
+def test_one_table_per_network_replaced_in_one_transaction() -> None:
+    text = render(RICH, INVENTORY)
+    body = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert body[:3] == ["table inet npc {}", "delete table inet npc", "table inet npc {"]
+    assert sum(1 for line in body if line.startswith("table ")) == 2
+    other = render(RICH, INVENTORY, network="blue")
+    tag = Names("blue").tag
+    assert f"table inet npc-{tag} {{}}\ndelete table inet npc-{tag}\n" in other
+    assert "table inet npc {" not in other
+
+
+def test_forward_hook_and_no_marks() -> None:
+    text = render(RICH, INVENTORY)
+    assert text.count("hook forward") == 1
+    assert "type filter hook forward priority filter; policy accept;" in text
+    assert "mark" not in text
+
+
+def test_a_pod_selected_by_several_policies_gets_one_rank_per_policy() -> None:
+    ruleset = Ruleset(render(RICH, INVENTORY))
+    ranks = {name: m for name, m in ruleset.maps.items() if name.startswith("ingress-4-")}
+    assert sorted(ranks) == ["ingress-4-1", "ingress-4-2", "ingress-4-3"]
+    db, api = "10.0.0.1", "10.0.0.2"
+    jumps = [ranks[f"ingress-4-{k}"][db] for k in (1, 2, 3)]
+    assert all(j.startswith("jump p-") for j in jumps) and len(set(jumps)) == 3
+    assert ranks["ingress-4-1"][api].startswith("jump p-")
+    assert ranks["ingress-4-2"][api] == "drop"  # right after its only policy
+    assert api not in ranks["ingress-4-3"]
+    assert "10.0.0.3" not in ranks["ingress-4-1"]  # web is not isolated for ingress
+    assert ruleset.maps["egress-4-1"]["10.0.0.2"] == "drop"  # deny-all egress: no policy chain at all
+
+
+def test_port_groups_merge_into_one_rule() -> None:
+    text = render(RICH, INVENTORY)
+    ports = ", ".join(str(p) for p in range(1000, 1040, 2))
+    assert text.count(f"udp dport {{ {ports} }} accept") == 2  # one rule per family, 20 ports
+    assert "tcp dport 8000-8100 accept" in text
+
+
+def test_named_ports_and_excepts_use_nft_sets() -> None:
+    ruleset = Ruleset(render(RICH, INVENTORY))
+    port_sets = [s for s in ruleset.sets.values() if s.type == "ipv4_addr . inet_proto . inet_service"]
+    assert [s.elements for s in port_sets] == [["10.0.0.1 . tcp . 6379", "10.0.0.2 . tcp . 6380"]]
+    nets = [s.elements for s in ruleset.sets.values() if s.interval]
+    assert ["0.0.0.0-9.255.255.255", "11.0.0.0-192.167.255.255", "192.169.0.0-255.255.255.255"] in nets
+    assert ["::-fcff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fe00::/7"] in nets
+
+
+def test_same_inputs_in_any_order_give_identical_text() -> None:
+    reordered = Program(tuple(reversed(RICH.policies)))
+    inventory = Inventory(NAMESPACES, tuple(reversed(INVENTORY.pods)))
+    assert render(reordered, inventory) == render(RICH, INVENTORY)
+
+
+def test_per_packet_work_does_not_grow_with_the_number_of_policies() -> None:
+    """One policy per pod: iptables tests every policy's set, nftables one map per policy of the pod."""
+    costs: dict[str, list[int]] = {"iptables": [], "nftables": []}
+    for n in (2, 20, 200):
+        pods = tuple(
+            Pod(
+                "default",
+                f"p{i}",
+                {"app": f"a{i}"},
+                (ipaddress.ip_address(f"10.1.{i // 250}.{i % 250 + 1}"),),
+            )
+            for i in range(n)
+        )
+        program = Program(
+            tuple(
+                Policy("default", f"p{i}", sel(app=f"a{i}"), ingress=(Rule((peer(app=f"a{(i + 1) % n}"),)),))
+                for i in range(n)
+            )
+        )
+        compiled = compile_program(program, Inventory(NAMESPACES, pods))
+        costs["iptables"].append(iptables.rules_per_packet(compiled.lowered, compiled.members))
+        costs["nftables"].append(nftables.rules_per_packet(compiled.lowered, compiled.members))
+    assert costs["nftables"] == [8, 8, 8]  # forward 2, source 2, destination 1, rank, rule, drop
+    assert costs["iptables"][-1] > 200
+
+
+# --- nothing from input reaches the text except as a sanitised comment ---------------------------
+
+HOSTILE = 'x" } ; flush ruleset ; table ip filter { chain c { drop # \\\n'
+
+
+def test_comments_cannot_be_broken_out_of() -> None:
+    quoted = nftables.comment(HOSTILE * 20)
+    assert quoted.startswith('"') and quoted.endswith('"')
+    inner = quoted[1:-1]
+    assert len(inner) <= 120
+    assert not re.search(r'["\\\n;{}#]', inner)
+
+
+def test_hostile_names_stay_inside_comments() -> None:
+    program = Program((Policy("default", HOSTILE, sel(role="db"), ingress=(Rule(),)),))
+    text = render(program, INVENTORY, network=HOSTILE)
+    carriers = [line for line in text.splitlines() if "flush" in line]
+    assert len(carriers) == 4  # the header, the table comment, the policy chain (per family) comments
+    for line in carriers:
+        assert re.fullmatch(r'(# [^\n]*|\s*comment "[^"\\;{}#]*")', line), line
+    Ruleset(text)  # still parses as npc's own shape
+
+
+# --- the kernel's parser ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def check_netns() -> Iterator[str]:
+    if os.geteuid() != 0:
+        pytest.skip("nft -c needs root (a throw-away network namespace)")
+    if not shutil.which("nft"):
+        pytest.skip("nft not installed (Debian: apt-get install nftables)")
+    name = f"npc-nftc-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def nft_check(netns: str, text: str) -> None:
+    argv = ["ip", "netns", "exec", netns, "nft", "-c", "-f", "-"]
+    done = subprocess.run(argv, input=text, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("network", ["default", "blue"])
+@pytest.mark.parametrize(
+    "program", [RICH, Program(), Program((RICH.policies[-1],))], ids=["rich", "empty", "deny"]
+)
+def test_nft_check_mode_accepts_the_text(check_netns: str, program: Program, network: str) -> None:
+    nft_check(check_netns, render(program, INVENTORY, network))
+
+
+def test_nft_check_mode_accepts_hostile_names(check_netns: str) -> None:
+    program = Program((Policy("default", HOSTILE, sel(role="db"), ingress=(Rule(),)),))
+    nft_check(check_netns, render(program, INVENTORY, network=HOSTILE))

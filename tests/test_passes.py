@@ -1,0 +1,388 @@
+"""Optimiser passes: each one, and the whole pipeline, keeps every connection's answer.
+
+The reference evaluator decides every probe (all address pairs, every protocol, ports around the
+named ones) for random programs and inventories, with and without the pass; the answers must be
+identical. Examples then check that the passes earn their keep: fewer rendered rules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from npc.evaluate import Evaluator
+from npc.inventory import Inventory, Namespace, Pod, read_inventory
+from npc.ir import (
+    NAMESPACE_NAME_LABEL,
+    PROTOCOLS,
+    Address,
+    IPBlock,
+    Peer,
+    PodPeer,
+    Policy,
+    PortSpec,
+    Program,
+    Requirement,
+    Rule,
+    Selector,
+    namespace_selector,
+)
+from npc.lower import lower
+from npc.passes.cover import peer_covers, ports_cover, rule_covers, selector_implies, unsatisfiable
+from npc.passes.drop_dead_rules import drop_dead_rules
+from npc.passes.drop_inert_policies import drop_inert_policies
+from npc.passes.merge_peers import merge_peers
+from npc.passes.merge_ports import canonical_ports, merge_ports
+from npc.passes.remove_shadowed import remove_shadowed
+from npc.pipeline import PASSES, Pass, backend, compile_program, optimise
+from npc.sources import read_policy_sources
+from random_clusters import (
+    NAMESPACES,
+    OUTSIDERS,
+    POD_KEYS,
+    PORT_NAMES,
+    PORT_NUMBERS,
+    V4_BASE,
+    V6_BASE,
+    VALUES,
+    connectivity,
+    generated_cluster,
+    inventories,
+    peers,
+    programs,
+    rules,
+    selectors,
+)
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EACH_PASS = pytest.mark.parametrize("run", PASSES, ids=lambda p: p.__name__)
+
+
+def _same_meaning(before: Program, after: Program, inventory: Inventory) -> None:
+    expected = connectivity(Evaluator(before, inventory).allowed, inventory)
+    assert connectivity(Evaluator(after, inventory).allowed, inventory) == expected
+
+
+def test_every_pass_is_in_the_pipeline() -> None:
+    named = {drop_dead_rules, drop_inert_policies, merge_peers, merge_ports, remove_shadowed}
+    assert named <= set(PASSES)
+
+
+@EACH_PASS
+@SETTINGS
+@given(program=programs, inventory=inventories())
+def test_pass_preserves_meaning(run: Pass, program: Program, inventory: Inventory) -> None:
+    _same_meaning(program, run(program), inventory)
+
+
+@SETTINGS
+@given(program=programs, inventory=inventories())
+def test_pipeline_preserves_meaning(program: Program, inventory: Inventory) -> None:
+    _same_meaning(program, optimise(program), inventory)
+
+
+@EACH_PASS
+@settings(max_examples=100, deadline=None)
+@given(program=programs)
+def test_pass_is_idempotent_after_the_pipeline(run: Pass, program: Program) -> None:
+    """The pipeline reaches a fixed point for every pass: nothing left for any of them to do."""
+    optimised = optimise(program)
+    assert run(optimised) == optimised
+
+
+@EACH_PASS
+@settings(max_examples=100, deadline=None)
+@given(program=programs)
+def test_pass_never_changes_which_directions_isolate_alone(run: Pass, program: Program) -> None:
+    """Only ``drop_inert_policies`` may clear a direction, and only a redundant one."""
+    if run is drop_inert_policies:
+        return
+    after = run(program)
+    assert [(p.ingress is None, p.egress is None) for p in after.policies] == [
+        (p.ingress is None, p.egress is None) for p in program.policies
+    ]
+
+
+# --- the implication facts the passes stand on ---------------------------------------------------
+
+
+def _label_sets(keys: tuple[str, ...], values: tuple[str, ...]) -> list[dict[str, str]]:
+    """Every labelling of ``keys`` with ``values`` or nothing: the whole tiny universe."""
+    out: list[dict[str, str]] = [{}]
+    for key in keys:
+        out = [{**labels, key: v} for labels in out for v in values] + out
+    return out
+
+
+POD_LABELS = _label_sets(POD_KEYS, VALUES)
+NS_LABELS = [
+    {NAMESPACE_NAME_LABEL: name, **team} for name in NAMESPACES for team in _label_sets(("team",), VALUES)
+]
+ADDRESSES = [*V4_BASE, *V6_BASE, *OUTSIDERS]
+NAMED = [{}, *({(p, n): v} for p in ("TCP", "UDP") for n in PORT_NAMES for v in PORT_NUMBERS)]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(a=selectors(), b=selectors())
+def test_selector_implication_is_sound(a: Selector, b: Selector) -> None:
+    """Checked against every label set the strategies can produce, not a sample."""
+    for labels in POD_LABELS:
+        if selector_implies(a, b) and a.matches(labels):
+            assert b.matches(labels)
+        if unsatisfiable(a):
+            assert not a.matches(labels)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(big=peers, small=peers)
+def test_peer_coverage_is_sound(big: Peer, small: Peer) -> None:
+    """Checked against every address and every namespace/pod labelling of the universe."""
+
+    def addresses(peer: Peer) -> set[Address]:
+        return {a for a in ADDRESSES if isinstance(peer, IPBlock) and peer.contains(a)}
+
+    def labellings(peer: Peer) -> set[int]:
+        pairs = ((ns, pod) for ns in NS_LABELS for pod in POD_LABELS)
+        return {i for i, (ns, pod) in enumerate(pairs) if isinstance(peer, PodPeer) and peer.matches(ns, pod)}
+
+    if peer_covers(big, small):
+        assert addresses(small) <= addresses(big)
+        assert labellings(small) <= labellings(big)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(big=rules, small=rules)
+def test_port_coverage_is_sound(big: Rule, small: Rule) -> None:
+    if not ports_cover(big.ports, small.ports):
+        return
+    for named in NAMED:
+        for protocol in PROTOCOLS:
+            for port in range(78, 84):
+                if not small.ports or any(p.matches(protocol, port, named) for p in small.ports):
+                    assert not big.ports or any(p.matches(protocol, port, named) for p in big.ports)
+
+
+def test_selector_implication_examples() -> None:
+    web = Selector((Requirement("app", "In", ("web",)),))
+    web_or_db = Selector((Requirement("app", "In", ("web", "db")),))
+    assert selector_implies(web, web_or_db)
+    assert not selector_implies(web_or_db, web)
+    assert selector_implies(web, Selector())
+    assert selector_implies(web, Selector((Requirement("app", "Exists"),)))
+    assert selector_implies(web, Selector((Requirement("app", "NotIn", ("db",)),)))
+    assert selector_implies(
+        Selector((Requirement("app", "DoesNotExist"),)), Selector((Requirement("app", "NotIn", ("x",)),))
+    )
+    assert unsatisfiable(
+        Selector((Requirement("app", "In", ("web",)), Requirement("app", "NotIn", ("web",))))
+    )
+    assert unsatisfiable(Selector((Requirement("app", "Exists"), Requirement("app", "DoesNotExist"))))
+    assert not unsatisfiable(
+        Selector((Requirement("app", "In", ("web", "db")), Requirement("app", "NotIn", ("web",))))
+    )
+
+
+def test_ip_block_coverage() -> None:
+    wide = IPBlock("10.0.0.0/8", ("10.1.0.0/16",))
+    assert peer_covers(wide, IPBlock("10.2.0.0/16"))
+    assert not peer_covers(wide, IPBlock("10.1.2.0/24"))
+    assert peer_covers(wide, IPBlock("10.1.0.0/15", ("10.1.0.0/16",)))
+    assert not peer_covers(wide, IPBlock("10.1.0.0/15"))
+    assert not peer_covers(IPBlock("10.0.0.0/8"), IPBlock("fd00::/8"))
+    assert peer_covers(IPBlock("10.0.0.0/8"), IPBlock("10.0.0.0/24", ("10.0.0.0/16",)))  # dead
+
+
+def test_port_coverage_and_canonical_form() -> None:
+    assert canonical_ports([PortSpec("TCP", 80), PortSpec("TCP", 81, 90), PortSpec("TCP", 91)]) == (
+        PortSpec("TCP", 80, 91),
+    )
+    assert canonical_ports([PortSpec("UDP", 53), PortSpec("UDP"), PortSpec("UDP", "dns")]) == (
+        PortSpec("UDP"),
+    )
+    everything = Rule(None, ())
+    web = Rule([PodPeer(namespace_selector("a"), Selector())], [PortSpec("TCP", 80)])
+    assert rule_covers(everything, web)
+    assert not rule_covers(web, everything)
+    all_tcp = Rule(None, [PortSpec("TCP")])
+    assert rule_covers(all_tcp, Rule(None, [PortSpec("TCP", "http")]))
+    assert not rule_covers(Rule(None, [PortSpec("TCP", 80, 8080)]), Rule(None, [PortSpec("TCP", "http")]))
+
+
+# --- each pass does what it says -----------------------------------------------------------------
+
+A = namespace_selector("a")
+FRONT = PodPeer(A, Selector.from_labels({"tier": "front"}))
+API = PodPeer(A, Selector.from_labels({"tier": "api"}))
+WEB = Selector.from_labels({"tier": "web"})
+
+
+def _policy(
+    ingress: list[Rule] | None, egress: list[Rule] | None = None, name: str = "p", sel: Selector = WEB
+) -> Policy:
+    return Policy("a", name, sel, ingress, egress)
+
+
+def test_merge_ports_and_peers() -> None:
+    program = Program(
+        [
+            _policy(
+                [
+                    Rule([FRONT], [PortSpec("TCP", 80)]),
+                    Rule([FRONT], [PortSpec("TCP", 81)]),
+                    Rule([API], [PortSpec("TCP", 80, 81)]),
+                ]
+            )
+        ]
+    )
+    merged = merge_peers(merge_ports(program))
+    assert merged.policies[0].ingress == (Rule([FRONT, API], [PortSpec("TCP", 80, 81)]),)
+
+
+def test_merge_ports_all_ports_absorbs() -> None:
+    program = Program([_policy([Rule([FRONT], [PortSpec("TCP", 80)]), Rule([FRONT], [])])])
+    assert merge_ports(program).policies[0].ingress == (Rule([FRONT], []),)
+
+
+def test_shadowed_rules_go_even_across_policies() -> None:
+    allow_all = Policy("a", "all", Selector(), [Rule(None, [])])
+    narrow = _policy([Rule([FRONT], [PortSpec("TCP", 80)])], name="narrow")
+    other_ns = Policy("b", "x", WEB, [Rule([FRONT], [PortSpec("TCP", 80)])])
+    out = remove_shadowed(Program([allow_all, narrow, other_ns]))
+    by_name = {p.name: p for p in out.policies}
+    assert by_name["narrow"].ingress == ()  # still isolates
+    assert by_name["all"].ingress == (Rule(None, []),)
+    assert by_name["x"].ingress == (Rule([FRONT], [PortSpec("TCP", 80)]),)  # another namespace
+
+
+def test_duplicates_keep_one() -> None:
+    rule = Rule([FRONT], [PortSpec("TCP", 80)])
+    twins = Program([_policy([rule], name="p1"), _policy([rule], name="p2")])
+    out = remove_shadowed(twins)
+    assert sorted(len(p.ingress or ()) for p in out.policies) == [0, 1]
+
+
+def test_dead_rules_and_peers_go() -> None:
+    dead_block = IPBlock("10.0.0.0/24", ("10.0.0.0/16",))
+    nobody = PodPeer(A, Selector((Requirement("app", "In", ()),)))
+    program = Program(
+        [
+            _policy(
+                [
+                    Rule([dead_block, nobody], []),
+                    Rule([], [PortSpec("TCP", 80)]),
+                    Rule([dead_block, FRONT], []),
+                ]
+            )
+        ]
+    )
+    assert drop_dead_rules(program).policies[0].ingress == (Rule([FRONT], []),)
+
+
+def test_inert_policies_go_but_isolation_stays() -> None:
+    deny_all = Policy("a", "deny", Selector(), [], [])
+    deny_web = _policy([], name="deny-web")
+    nothing = Policy("a", "nothing", Selector(), None, None)
+    allow = _policy([Rule([FRONT], [])], name="allow")
+    out = drop_inert_policies(Program([deny_all, deny_web, nothing, allow]))
+    assert [p.name for p in out.policies] == ["allow", "deny"]
+    assert out.policies[1].ingress == () and out.policies[1].egress == ()
+    alone = drop_inert_policies(Program([deny_web]))
+    assert alone.policies == (deny_web,)  # nothing else isolates web: it must stay
+
+
+# --- and it pays ---------------------------------------------------------------------------------
+
+
+def _match_count(program: Program) -> int:
+    lowered = lower(program)
+    return sum(len(f.dispatch[d]) for f in lowered.families for d in f.dispatch) + sum(
+        len(c.matches) for f in lowered.families for c in f.chains
+    )
+
+
+def test_rule_counts_go_down_on_examples() -> None:
+    ns = [f"team{i}" for i in range(4)]
+    policies = []
+    for name in ns:
+        sel = namespace_selector(name)
+        policies += [
+            Policy(name, "default-deny", Selector(), [], []),
+            Policy(
+                name,
+                "web",
+                WEB,
+                [
+                    Rule([PodPeer(sel, Selector.from_labels({"tier": "front"}))], [PortSpec("TCP", 80)]),
+                    Rule([PodPeer(sel, Selector.from_labels({"tier": "front"}))], [PortSpec("TCP", 443)]),
+                    Rule(
+                        [PodPeer(sel, Selector.from_labels({"tier": "lb"}))],
+                        [PortSpec("TCP", 80), PortSpec("TCP", 443)],
+                    ),
+                    Rule([PodPeer(sel, Selector.from_labels({"tier": "lb"}))], [PortSpec("TCP", 443)]),
+                ],
+            ),
+            Policy(
+                name,
+                "dns",
+                Selector(),
+                None,
+                [
+                    Rule(
+                        [
+                            PodPeer(
+                                namespace_selector("kube-system"), Selector.from_labels({"k8s-app": "dns"})
+                            )
+                        ],
+                        [PortSpec("UDP", 53)],
+                    ),
+                    Rule(
+                        [
+                            PodPeer(
+                                namespace_selector("kube-system"), Selector.from_labels({"k8s-app": "dns"})
+                            )
+                        ],
+                        [PortSpec("TCP", 53)],
+                    ),
+                    Rule([IPBlock("0.0.0.0/0", ("10.0.0.0/8",))], [PortSpec("TCP", 443)]),
+                    Rule([IPBlock("10.1.0.0/16")], [PortSpec("TCP", 443)]),
+                ],
+            ),
+            Policy(
+                name,
+                "open",
+                Selector.from_labels({"tier": "web", "public": "yes"}),
+                [Rule(None, [PortSpec("TCP", 80)])],
+            ),
+        ]
+    program = Program(policies)
+    before, after = _match_count(program), _match_count(optimise(program))
+    assert after < before
+    assert after <= before * 2 // 3, (before, after)
+    inventory = Inventory(
+        tuple(Namespace(n, {"kubernetes.io/metadata.name": n}) for n in [*ns, "kube-system"]),
+        tuple(
+            Pod(n, f"{n}-{t}", {"tier": t}, (ipaddress.ip_address(f"10.0.{i}.{j + 1}"),))
+            for i, n in enumerate(ns)
+            for j, t in enumerate(("web", "front", "lb"))
+        ),
+    )
+    _same_meaning(program, optimise(program), inventory)
+
+
+def test_rule_counts_go_down_on_a_generated_cluster(tmp_path: Path) -> None:
+    """The benchmark's realistic cluster: fewer rendered rules with the passes, same meaning."""
+    cluster = generated_cluster(tmp_path, seed=3, pod_seed=3)
+    loaded = read_policy_sources([str(cluster / "policies")])
+    inventory = read_inventory(str(cluster / "inventory.json"))
+    program = Program(loaded.policies)
+
+    def rendered(passes: tuple[Pass, ...]) -> int:
+        compiled = compile_program(program, inventory, passes=passes)
+        files = backend("iptables").artefacts(compiled.lowered, compiled.members)
+        return sum(line.startswith("-A ") for f in ("rules.v4", "rules.v6") for line in files[f].splitlines())
+
+    before, after = rendered(()), rendered(PASSES)
+    assert after < before * 0.9, (before, after)
+    _same_meaning(program, optimise(program), inventory)
