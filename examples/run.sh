@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# The main job on the examples: compile the design note's policies (Kubernetes v1, and the 1.6 form)
-# into iptables-restore + ipset artefacts under out/, and show them.
+# The main job on the examples: compile the design note's policies (Kubernetes v1, the 1.6 form, and
+# the same policies in the npc language) into iptables-restore + ipset and nftables artefacts under
+# out/, show them, and check that YAML and npc-language sources compile to the same bytes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
-npc compile examples/policies --inventory examples/inventory.json -o out/seed
-npc compile examples/legacy --inventory examples/inventory.json -o out/legacy
-for dir in out/seed out/legacy; do
+inventory=examples/inventory.json
+npc compile examples/policies --inventory "$inventory" -o out/seed
+npc compile examples/policies --inventory "$inventory" -o out/seed-nft --backend nftables
+npc compile examples/legacy --inventory "$inventory" -o out/legacy
+npc compile examples/dsl --inventory "$inventory" -o out/seed-dsl
+for dir in out/seed out/seed-nft out/legacy; do
     for f in "$dir"/*; do echo "==> $f <=="; cat "$f"; done
 done
+for f in rules.v4 rules.v6 ipsets; do
+    cmp out/seed/$f out/seed-dsl/$f
+done
+echo "examples/policies (YAML) and examples/dsl (npc language) compile to identical artefacts"
