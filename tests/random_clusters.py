@@ -51,6 +51,9 @@ Connection = tuple[Address, Address, str, int]
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
+# Not ``strategies.selectors``/``policies`` (even with ``SMALL``) on purpose: those draw only what the
+# API server accepts, these also draw IR-only values (``In`` with no values, empty peer lists, policies
+# governing no direction), and the namespace selectors draw keys of their own (``team``, the name label).
 def _requirement(keys: tuple[str, ...], values: tuple[str, ...]) -> st.SearchStrategy[Requirement]:
     key = st.sampled_from(keys)
     listed = st.builds(

@@ -12,8 +12,10 @@ thing), so every frontend and writer must handle it. The public API is small:
   direction; never an empty peer list: exactly the IR values a NetworkPolicy can mean)
 - ``programs(vocab, max_size=4)`` -> ``ir.Program`` (unique namespace/name)
 - ``network_policies(vocab)`` -> ``dict``: a NetworkPolicy object in any spelling Kubernetes
-  accepts (matchLabels or matchExpressions, absent/null/empty selectors and lists, implicit or
-  explicit policyTypes and protocol, host bits in CIDRs, endPort equal to port, both apiVersions).
+  accepts (matchLabels or matchExpressions, absent/null/empty selectors and lists, implicit,
+  explicit or empty policyTypes, implicit or explicit protocol, host bits in CIDRs and excepts,
+  endPort equal to port, both apiVersions).
+- ``paths(value)`` -> every path into a JSON-like value (``()`` first), to pick a place in one.
 """
 
 from __future__ import annotations
@@ -48,7 +50,17 @@ from npc.ir import (
 
 Obj = dict[str, Any]
 
-__all__ = ["SMALL", "WIDE", "Vocabulary", "network_policies", "policies", "programs", "selectors"]
+__all__ = [
+    "SMALL",
+    "WIDE",
+    "Obj",
+    "Vocabulary",
+    "network_policies",
+    "paths",
+    "policies",
+    "programs",
+    "selectors",
+]
 
 
 _LOWER = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -241,15 +253,20 @@ def _selector_objects(draw: st.DrawFn, vocab: Vocabulary) -> Obj | None:
 
 
 @st.composite
+def _cidr_texts(draw: st.DrawFn, network: Network) -> str:
+    """``network`` spelt plainly or with host bits, which the API server takes and masks."""
+    if not draw(st.booleans()):
+        return str(network)
+    host = network.network_address + draw(st.integers(0, network.num_addresses - 1))
+    return f"{host}/{network.prefixlen}"
+
+
+@st.composite
 def _ip_block_objects(draw: st.DrawFn) -> Obj:
     block = draw(_ip_blocks())
-    cidr = str(block.cidr)
-    if draw(st.booleans()):  # the API server takes host bits and masks them
-        host = block.cidr.network_address + draw(st.integers(0, block.cidr.num_addresses - 1))
-        cidr = f"{host}/{block.cidr.prefixlen}"
-    out: Obj = {"cidr": cidr}
+    out: Obj = {"cidr": draw(_cidr_texts(block.cidr))}
     if block.excepts or draw(st.booleans()):
-        out["except"] = [str(e) for e in block.excepts]
+        out["except"] = [draw(_cidr_texts(e)) for e in block.excepts]
     return out
 
 
@@ -302,7 +319,7 @@ def network_policies(draw: st.DrawFn, vocab: Vocabulary = WIDE) -> Obj:
             spec[direction] = draw(st.lists(_rule_objects(vocab, field), max_size=3))
     if draw(st.booleans()):
         spec["policyTypes"] = draw(
-            st.sampled_from([["Ingress"], ["Egress"], ["Ingress", "Egress"], ["Egress", "Ingress"]])
+            st.sampled_from([["Ingress"], ["Egress"], ["Ingress", "Egress"], ["Egress", "Ingress"], []])
         )
     metadata: Obj = {"name": draw(vocab.policy_names)}
     if draw(st.integers(0, 3)):  # absent means default
@@ -313,3 +330,15 @@ def network_policies(draw: st.DrawFn, vocab: Vocabulary = WIDE) -> Obj:
         "metadata": metadata,
         "spec": spec,
     }
+
+
+def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """``prefix`` and the path (keys and list indexes) of everything inside ``value``, depth first."""
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += paths(v, (*prefix, i))
+    return out

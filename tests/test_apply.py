@@ -6,6 +6,7 @@ truth-table suite, this file checks what lands in the tables and sets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -104,14 +105,21 @@ class Netns:
         return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
 
 
-@pytest.fixture
-def netns(tmp_path: Path) -> Iterator[Netns]:
-    name = f"npc-apply-{os.getpid()}"
+@contextlib.contextmanager
+def fresh_netns(prefix: str, tmp: Path) -> Iterator[Netns]:
+    """A new namespace named for this process (tests may run side by side), deleted afterwards."""
+    name = f"{prefix}-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        yield Netns(name, tmp_path)
+        yield Netns(name, tmp)
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def netns(tmp_path: Path) -> Iterator[Netns]:
+    with fresh_netns("npc-apply", tmp_path) as ns:
+        yield ns
 
 
 def our_lines(state: str) -> list[str]:

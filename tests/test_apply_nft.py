@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from npc.lower import Names
-from test_apply import Netns, policy
+from test_apply import Netns, fresh_netns, policy
 
 pytestmark = [
     pytest.mark.kernel,
@@ -43,12 +43,8 @@ FOREIGN = """table inet foreign {
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Netns]:
-    name = f"npc-nft-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield Netns(name, tmp_path)
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with fresh_netns("npc-nft", tmp_path) as ns:
+        yield ns
 
 
 def ruleset(ns: Netns) -> str:

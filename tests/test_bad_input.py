@@ -59,6 +59,11 @@ def spec(body: str) -> str:
     return HEAD + "spec:\n" + textwrap.indent(textwrap.dedent(body), "  ") + "\n"
 
 
+def at_mark(template: str, field: str, *value_rules: tuple[str, str]) -> list[tuple[str, str, str]]:
+    """Cases that differ only in the value put right after the marker: each fails at ``field``."""
+    return [(template.replace(MARK, MARK + value), field, rule) for value, rule in value_rules]
+
+
 SPEC_CASES = [
     # strict decoding: unknown fields, at the key
     ("»podSelectr: {}", "spec.podSelectr", "unknown field"),
@@ -77,41 +82,41 @@ SPEC_CASES = [
     # wrong types
     ("ingress: »{}", "spec.ingress", "must be a list, not a mapping"),
     ("podSelector: »[]", "spec.podSelector", "must be a mapping, not a list"),
-    (
-        "podSelector:\n  matchLabels:\n    app: »1",
+    *at_mark(
+        "podSelector:\n  matchLabels:\n    app: »",
         "spec.podSelector.matchLabels[app]",
-        "must be a string, not an integer",
-    ),
-    (
-        "podSelector:\n  matchLabels:\n    app: »true",
-        "spec.podSelector.matchLabels[app]",
-        "must be a string, not a boolean",
+        ("1", "must be a string, not an integer"),
+        ("true", "must be a string, not a boolean"),
     ),
     ("policyTypes: »Ingress", "spec.policyTypes", "must be a list"),
-    ("ingress:\n- ports:\n  - port: »[80]", "spec.ingress[0].ports[0].port", "must be a port number or name"),
-    ("ingress:\n- ports:\n  - port: »80.0", "spec.ingress[0].ports[0].port", "must be a port number or name"),
     (
         'ingress:\n- ports:\n  - port: 80\n    endPort: »"90"',
         "spec.ingress[0].ports[0].endPort",
         "must be an integer",
     ),
-    ("ingress:\n- ports:\n  - port: »true", "spec.ingress[0].ports[0].port", "not a boolean"),
     # ports
-    ("ingress:\n- ports:\n  - port: »0", "spec.ingress[0].ports[0].port", "between 1 and 65535"),
+    *at_mark(
+        "ingress:\n- ports:\n  - port: »",
+        "spec.ingress[0].ports[0].port",
+        ("[80]", "must be a port number or name"),
+        ("80.0", "must be a port number or name"),
+        ("true", "not a boolean"),
+        ("0", "between 1 and 65535"),
+        ("HTTP", "lowercase letters"),
+        ('"8080"', "at least one letter"),
+        ("web--http", "consecutive hyphens"),
+        ("-web", "begin or end with a hyphen"),
+        ("web-", "begin or end with a hyphen"),
+        ("abcdefghijklmnop", "at most 15"),
+        ('""', "lowercase letters"),
+        ("web_http", "lowercase letters"),
+    ),
     (
         "ingress:\n- ports:\n  - port: 80\n  - port: »65536",
         "spec.ingress[0].ports[1].port",
         "between 1 and 65535",
     ),
     ("egress:\n- ports:\n  - port: »-1", "spec.egress[0].ports[0].port", "between 1 and 65535"),
-    ("ingress:\n- ports:\n  - port: »HTTP", "spec.ingress[0].ports[0].port", "lowercase letters"),
-    ('ingress:\n- ports:\n  - port: »"8080"', "spec.ingress[0].ports[0].port", "at least one letter"),
-    ("ingress:\n- ports:\n  - port: »web--http", "spec.ingress[0].ports[0].port", "consecutive hyphens"),
-    ("ingress:\n- ports:\n  - port: »-web", "spec.ingress[0].ports[0].port", "begin or end with a hyphen"),
-    ("ingress:\n- ports:\n  - port: »web-", "spec.ingress[0].ports[0].port", "begin or end with a hyphen"),
-    ("ingress:\n- ports:\n  - port: »abcdefghijklmnop", "spec.ingress[0].ports[0].port", "at most 15"),
-    ('ingress:\n- ports:\n  - port: »""', "spec.ingress[0].ports[0].port", "lowercase letters"),
-    ("ingress:\n- ports:\n  - port: »web_http", "spec.ingress[0].ports[0].port", "lowercase letters"),
     (
         "ingress:\n- ports:\n  - endPort: »90",
         "spec.ingress[0].ports[0].endPort",
@@ -135,32 +140,16 @@ SPEC_CASES = [
         "unsupported protocol",
     ),
     # ipBlock
-    (
-        "ingress:\n- from:\n  - ipBlock: {cidr: »10.0.0.1}",
+    *at_mark(
+        "ingress:\n- from:\n  - ipBlock: {cidr: »}",
         "spec.ingress[0].from[0].ipBlock.cidr",
-        "invalid CIDR",
+        ("10.0.0.1", "invalid CIDR"),
+        ("10.0.0.0/33", "invalid CIDR"),
+        ("300.0.0.0/8", "invalid CIDR"),
+        ('"fd00::/129"', "invalid CIDR"),
+        ("10.0.0.0/255.0.0.0", "CIDR"),
+        ('""', "invalid CIDR"),
     ),
-    (
-        "ingress:\n- from:\n  - ipBlock: {cidr: »10.0.0.0/33}",
-        "spec.ingress[0].from[0].ipBlock.cidr",
-        "invalid CIDR",
-    ),
-    (
-        "ingress:\n- from:\n  - ipBlock: {cidr: »300.0.0.0/8}",
-        "spec.ingress[0].from[0].ipBlock.cidr",
-        "invalid CIDR",
-    ),
-    (
-        'ingress:\n- from:\n  - ipBlock: {cidr: »"fd00::/129"}',
-        "spec.ingress[0].from[0].ipBlock.cidr",
-        "invalid CIDR",
-    ),
-    (
-        "ingress:\n- from:\n  - ipBlock: {cidr: »10.0.0.0/255.0.0.0}",
-        "spec.ingress[0].from[0].ipBlock.cidr",
-        "CIDR",
-    ),
-    ('ingress:\n- from:\n  - ipBlock: {cidr: »""}', "spec.ingress[0].from[0].ipBlock.cidr", "invalid CIDR"),
     (
         "ingress:\n- from:\n  - »ipBlock: {except: [10.0.0.0/8]}",
         "spec.ingress[0].from[0].ipBlock.cidr",
@@ -171,20 +160,12 @@ SPEC_CASES = [
         "spec.ingress[0].from[0].ipBlock.except[1]",
         "strict subset",
     ),
-    (
-        "egress:\n- to:\n  - ipBlock:\n      cidr: 10.0.0.0/16\n      except:\n      - »10.0.0.0/16",
+    *at_mark(
+        "egress:\n- to:\n  - ipBlock:\n      cidr: 10.0.0.0/16\n      except:\n      - »",
         "spec.egress[0].to[0].ipBlock.except[0]",
-        "strict subset",
-    ),
-    (
-        "egress:\n- to:\n  - ipBlock:\n      cidr: 10.0.0.0/16\n      except:\n      - »10.0.0.0/8",
-        "spec.egress[0].to[0].ipBlock.except[0]",
-        "strict subset",
-    ),
-    (
-        'egress:\n- to:\n  - ipBlock:\n      cidr: 10.0.0.0/16\n      except:\n      - »"fd00::/64"',
-        "spec.egress[0].to[0].ipBlock.except[0]",
-        "IP family",
+        ("10.0.0.0/16", "strict subset"),
+        ("10.0.0.0/8", "strict subset"),
+        ('"fd00::/64"', "IP family"),
     ),
     # peers
     ("ingress:\n- from:\n  - »{}", "spec.ingress[0].from[0]", "must specify a peer"),
@@ -256,12 +237,12 @@ SPEC_CASES = [
         f"spec.podSelector.matchLabels[{'k' * 64}]",
         "at most 63",
     ),
-    (
-        f"podSelector:\n  matchLabels:\n    a: »{'v' * 64}",
+    *at_mark(
+        "podSelector:\n  matchLabels:\n    a: »",
         "spec.podSelector.matchLabels[a]",
-        "invalid label value",
+        ("v" * 64, "invalid label value"),
+        ("-b", "invalid label value"),
     ),
-    ("podSelector:\n  matchLabels:\n    a: »-b", "spec.podSelector.matchLabels[a]", "invalid label value"),
     (
         "ingress:\n- from:\n  - namespaceSelector:\n      matchLabels: {team: »a.}",
         "spec.ingress[0].from[0].namespaceSelector.matchLabels[team]",
@@ -299,16 +280,24 @@ DOCUMENT_CASES = [
         "unknown",
     ),
     (HEAD.replace("  name: p\n", "  »nam: p\n"), "metadata.nam", "unknown field"),
-    (HEAD.replace("  name: p\n", "  name: »Web\n"), "metadata.name", "RFC 1123 subdomain"),
-    (HEAD.replace("  name: p\n", f"  name: »{'a' * 254}\n"), "metadata.name", "at most 253"),
-    (HEAD.replace("  name: p\n", "  name: »a_b\n"), "metadata.name", "invalid name"),
+    *at_mark(
+        HEAD.replace("  name: p\n", "  name: »\n"),
+        "metadata.name",
+        ("Web", "RFC 1123 subdomain"),
+        ("a" * 254, "at most 253"),
+        ("a_b", "invalid name"),
+    ),
     (
         HEAD.replace("metadata:\n  name: p\n", "»metadata:\n  generateName: p-\n"),
         "metadata.name",
         "generateName",
     ),
-    (HEAD.replace("  namespace: ns\n", "  namespace: »a.b\n"), "metadata.namespace", "RFC 1123 label"),
-    (HEAD.replace("  namespace: ns\n", f"  namespace: »{'n' * 64}\n"), "metadata.namespace", "at most 63"),
+    *at_mark(
+        HEAD.replace("  namespace: ns\n", "  namespace: »\n"),
+        "metadata.namespace",
+        ("a.b", "RFC 1123 label"),
+        ("n" * 64, "at most 63"),
+    ),
     ("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n»metadata: {}\n", "metadata.name", "required"),
     (HEAD + '  labels: {»"a b": c}\n', "metadata.labels[a b]", "invalid label key"),
     (HEAD + "  labels:\n    a: »[b]\n", "metadata.labels[a]", "must be a string"),
@@ -316,12 +305,12 @@ DOCUMENT_CASES = [
     (HEAD + "  generation: »one\n", "metadata.generation", "must be an integer"),
     (HEAD + "  finalizers: [»1]\n", "metadata.finalizers[0]", "must be a string"),
     (HEAD + "  managedFields: [»x]\n", "metadata.managedFields[0]", "must be a mapping"),
-    (
-        HEAD.replace("networking.k8s.io/v1", "»networking.k8s.io/v1beta1"),
+    *at_mark(
+        HEAD.replace("networking.k8s.io/v1", "»"),
         "apiVersion",
-        "unsupported apiVersion",
+        ("networking.k8s.io/v1beta1", "unsupported apiVersion"),
+        ("projectcalico.org/v3", "unsupported apiVersion"),
     ),
-    (HEAD.replace("networking.k8s.io/v1", "»projectcalico.org/v3"), "apiVersion", "unsupported apiVersion"),
     (
         HEAD.replace(
             "networking.k8s.io/v1\nkind: NetworkPolicy", "»networking.k8s.io/v1\nkind: MultiNetworkPolicy"

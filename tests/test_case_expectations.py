@@ -35,11 +35,12 @@ def evaluator_for(case: Case, directory: Path, form: str) -> Evaluator:
 
 
 def evaluated(case: Case, check: Check, evaluator: Evaluator) -> tuple[str, ...]:
+    """The evaluator's table for ``check``, on the network it probes (the primary one by default)."""
     rows = []
     for src in case.endpoints:
         row = ""
         for dst in case.endpoints:
-            s, d = src.address(check.family), dst.address(check.family)
+            s, d = src.address(check.family, check.network), dst.address(check.family, check.network)
             if src.index == dst.index or s is None or d is None:
                 row += "?"
             else:

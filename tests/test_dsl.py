@@ -281,6 +281,11 @@ def test_syntax_errors(text: str, line: int, column: int, words: list[str]) -> N
     assert err.snippet.splitlines() == [f"  {line} | {source_line}", "    | " + " " * (column - 1) + "^"]
 
 
+def after(prefix: str, *value_words: tuple[str, str]) -> list[tuple[str, int, int, str]]:
+    """One-line policies that differ only in what follows ``prefix``, the error's position."""
+    return [(f"{prefix}{value} }}", 1, len(prefix) + 1, words) for value, words in value_words]
+
+
 MEANING_ERRORS = [
     ("policy default/p { select $nope isolate ingress }", 1, 27, "undefined macro $nope"),
     (
@@ -312,35 +317,37 @@ MEANING_ERRORS = [
         "implied by the `allow ingress`",
     ),
     ("policy default/p { select all\nisolate egress\nisolate egress }", 3, 1, "already said at line 2"),
-    ("policy default/p { select role allow ingress }", 1, 27, "alone is not a requirement"),
-    ("policy default/p { select -role == 'x' isolate ingress }", 1, 27, "invalid label key"),
-    ("policy default/p { select a/b/c == 'x' isolate ingress }", 1, 27, "invalid label key"),
+    *after(
+        "policy default/p { select ",
+        ("role allow ingress", "alone is not a requirement"),
+        ("-role == 'x' isolate ingress", "invalid label key"),
+        ("a/b/c == 'x' isolate ingress", "invalid label key"),
+    ),
     ("policy default/p { select role == 'x_' isolate ingress }", 1, 35, "invalid label value"),
     ("policy default/p { select role in { 'a', 'b c' } isolate ingress }", 1, 42, "invalid label value"),
-    ("policy default/p { select all allow ingress on tcp port 0 }", 1, 57, "out of range"),
-    ("policy default/p { select all allow ingress on tcp port 65536 }", 1, 57, "out of range"),
-    ("policy default/p { select all allow ingress on tcp port 90-80 }", 1, 57, "ends below its start"),
-    ("policy default/p { select all allow ingress on tcp port 80-70000 }", 1, 57, "out of range"),
-    ("policy default/p { select all allow ingress on tcp port 080 }", 1, 57, "leading zeros"),
-    ("policy default/p { select all allow ingress on tcp port web--x }", 1, 57, "consecutive hyphens"),
-    ("policy default/p { select all allow ingress on tcp port verylongportname }", 1, 57, "15 characters"),
-    ("policy default/p { select all allow ingress from 10.0.0.1/8 }", 1, 50, "did you mean 10.0.0.0/8?"),
-    ("policy default/p { select all allow ingress from 10.0.0.1 }", 1, 50, "needs a prefix length"),
-    ("policy default/p { select all allow ingress from 10.0.0.0/33 }", 1, 50, "invalid address block"),
-    ("policy default/p { select all allow ingress from 1.2.3.4.5/8 }", 1, 50, "invalid address block"),
-    (
-        "policy default/p { select all allow ingress from 10.0.0.0/8 except 11.0.0.0/16 }",
-        1,
-        68,
-        "strict subset",
+    *after(
+        "policy default/p { select all allow ingress on tcp port ",
+        ("0", "out of range"),
+        ("65536", "out of range"),
+        ("90-80", "ends below its start"),
+        ("80-70000", "out of range"),
+        ("080", "leading zeros"),
+        ("web--x", "consecutive hyphens"),
+        ("verylongportname", "15 characters"),
     ),
-    (
-        "policy default/p { select all allow ingress from 10.0.0.0/8 except 10.0.0.0/8 }",
-        1,
-        68,
-        "strict subset",
+    *after(
+        "policy default/p { select all allow ingress from ",
+        ("10.0.0.1/8", "did you mean 10.0.0.0/8?"),
+        ("10.0.0.1", "needs a prefix length"),
+        ("10.0.0.0/33", "invalid address block"),
+        ("1.2.3.4.5/8", "invalid address block"),
     ),
-    ("policy default/p { select all allow ingress from 10.0.0.0/8 except fd00::/16 }", 1, 68, "IP family"),
+    *after(
+        "policy default/p { select all allow ingress from 10.0.0.0/8 except ",
+        ("11.0.0.0/16", "strict subset"),
+        ("10.0.0.0/8", "strict subset"),
+        ("fd00::/16", "IP family"),
+    ),
     ("policy p { select all isolate ingress }", 1, 8, "namespace/name"),
     ("policy Default/p { select all isolate ingress }", 1, 8, "invalid namespace"),
     ("policy default/P_1 { select all isolate ingress }", 1, 16, "invalid policy name"),

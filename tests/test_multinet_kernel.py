@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from kernel.case import Case, Check, write_inputs
+from kernel.case import Case, write_inputs
 from kernel.cluster import Cluster, Observation
 from kernel.multinet import MultinetCase, load_multinet_cases
 from kernel.report import diff_report
@@ -20,6 +20,7 @@ from npc.backends.nftables import table_name
 from npc.cli import Job, build_parser
 from npc.evaluate import Evaluator
 from npc.lower import Names
+from test_case_expectations import evaluated
 
 MULTI = load_multinet_cases()
 BACKENDS = ("iptables", "nftables")
@@ -37,20 +38,6 @@ def _network_of(args: tuple[str, ...]) -> str | None:
 # --- the evaluator agrees with every table (fast, no root) --------------------------------------
 
 
-def _evaluated(case: Case, check: Check, evaluator: Evaluator) -> tuple[str, ...]:
-    rows = []
-    for src in case.endpoints:
-        row = ""
-        for dst in case.endpoints:
-            s, d = src.address(check.family, check.network), dst.address(check.family, check.network)
-            if src.index == dst.index or s is None or d is None:
-                row += "?"
-            else:
-                row += "." if evaluator.allowed(s, d, check.protocol, check.port) else "X"
-        rows.append(row)
-    return tuple(rows)
-
-
 @pytest.mark.parametrize("mcase", MULTI, ids=[m.id for m in MULTI])
 def test_multinet_evaluator_agrees_with_table(mcase: MultinetCase, tmp_path: Path) -> None:
     case = mcase.case
@@ -63,7 +50,7 @@ def test_multinet_evaluator_agrees_with_table(mcase: MultinetCase, tmp_path: Pat
         evaluator = Evaluator(job.compiled.program, job.inventory)
         for check in (c for c in case.checks if c.network == _network_of(args)):
             reports.append(
-                diff_report(case, check, _evaluated(case, check, evaluator), observed_title="evaluator")
+                diff_report(case, check, evaluated(case, check, evaluator), observed_title="evaluator")
             )
     failures = "\n\n".join(r for r in reports if r)
     assert not failures, f"{case.path.name}: {case.name}\n{failures}"

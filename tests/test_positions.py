@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from npc.documents import compose_document
 from npc.frontends.positions import MapKey, locate, printable, render_path, show, snippet
+from strategies import paths
 
 Path = tuple[Any, ...]
 
@@ -19,17 +20,6 @@ def yaml_locate(text: str, parts: Path, at_key: bool) -> tuple[int, int]:
     """``locate`` forced through the YAML composer (a leading newline hides the JSON look)."""
     line, column = locate("\n" + text, 0, parts, at_key=at_key)
     return line - 1, column
-
-
-def paths(value: Any, prefix: Path = ()) -> list[Path]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += paths(v, (*prefix, i))
-    return out
 
 
 json_values = st.recursive(
