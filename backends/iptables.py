@@ -19,7 +19,7 @@ from ..resolve import Entry
 from . import template_environment
 from .dispatch import dispatch_by_address
 
-SET_TYPES = {"pods": "hash:ip", "isolated": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
+SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
 # Which end of the packet is the local pod and which the remote peer, per direction.
 LOCAL: Mapping[Direction, str] = {"ingress": "dst", "egress": "src"}
 REMOTE: Mapping[Direction, str] = {"ingress": "src", "egress": "dst"}

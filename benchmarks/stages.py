@@ -56,7 +56,7 @@ def main() -> None:
     done("passes")
     lowered = lower(program)
     done("lowering")
-    members = resolve(program, lowered, inventory)
+    members = resolve(lowered, inventory)
     done("set members")
     for name in BACKENDS:
         backend(name).artefacts(lowered, members)

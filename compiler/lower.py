@@ -24,7 +24,7 @@ import attrs
 
 from .ir import PROTOCOLS, Direction, IPBlock, PodPeer, Policy, PortSpec, Program, Rule
 
-SetKind = Literal["pods", "net", "port", "isolated"]
+SetKind = Literal["pods", "net", "port"]
 DIRECTIONS: tuple[Direction, ...] = ("egress", "ingress")
 FAMILIES = (4, 6)
 MULTIPORT_MAX = 15  # iptables multiport slots; a range takes two
@@ -38,13 +38,14 @@ def digest(*parts: object, size: int = 12) -> str:
     return base64.b32encode(raw[: 5 * -(-size // 8)]).decode().lower()[:size]  # 5 bytes: 8 letters
 
 
-SetKey = tuple[PodPeer, ...] | IPBlock | tuple[str, str] | str
+SetKey = tuple[PodPeer, ...] | IPBlock | tuple[str, str]
 
 
 @attrs.frozen(order=False, cache_hash=True)
 class SetSpec:
     """A set named by its meaning. ``key``: pod peers (union) | an IPBlock | (protocol, port
-    name) | a direction (the pods isolated for it)."""
+    name). Same name, same meaning: so a changed policy means a new set, filled before any rule
+    uses it, and only pod churn changes the members of a set a live rule uses."""
 
     kind: SetKind
     family: int
@@ -117,7 +118,7 @@ class Names:
         return self.chain_prefix + role
 
     def set(self, kind: SetKind, family: int, key: SetKey) -> SetSpec:
-        letter = {"pods": "s", "net": "n", "port": "p", "isolated": "i"}[kind]
+        letter = {"pods": "s", "net": "n", "port": "p"}[kind]
         return SetSpec(kind, family, key, f"{self.set_prefix}{letter}{family}-{digest(kind, family, key)}")
 
 
@@ -235,14 +236,19 @@ class _Lowerer:
         chain is "jump if in T1 u T2", so a policy repeated across namespaces costs one rule."""
         chains: dict[str, Chain] = {}
         users: dict[tuple[Direction, str], dict[PodPeer, str]] = {}  # target -> policy, in order
-        isolated = {d: self._set("isolated", d) for d in DIRECTIONS}
+        # The pods isolated for a direction: the union of the targets of every policy governing it,
+        # named by those targets (not by the direction), like every other set.
+        isolated = {
+            d: self._set("pods", tuple(sorted({p.target for p in policies if p.rules(d) is not None})))
+            for d in DIRECTIONS
+        }
         for policy in policies:
             for direction in DIRECTIONS:
                 if policy.rules(direction) is None:
                     continue
                 chain = self.chain(policy, direction)
                 if chain is None:
-                    continue  # isolates only: it lives in the isolated set's members
+                    continue  # isolates only: it is one of the isolated set's targets
                 chains.setdefault(chain.name, chain)
                 targets = users.setdefault((direction, chain.name), {})
                 targets.setdefault(policy.target, f"{policy.namespace}/{policy.name}")

@@ -71,4 +71,4 @@ def compile_program(
 ) -> Compiled:
     optimised = optimise(program, passes)
     lowered = lower(optimised, network, mark)
-    return Compiled(optimised, lowered, resolve(optimised, lowered, inventory))
+    return Compiled(optimised, lowered, resolve(lowered, inventory))

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from .inventory import Inventory
-from .ir import NAMESPACE_NAME_LABEL, Direction, IPBlock, Network, PodPeer, Program, Selector
+from .ir import NAMESPACE_NAME_LABEL, IPBlock, Network, PodPeer, Selector
 from .lower import Lowered, SetSpec
 
 Entry = tuple[str, bool]  # (rendered member, nomatch)
@@ -136,17 +136,8 @@ def _sorted_unique(keyed: list[_Keyed]) -> list[Entry]:
 
 
 class Resolver:
-    def __init__(self, program: Program, index: PodIndex) -> None:
-        self.program = program
+    def __init__(self, index: PodIndex) -> None:
         self.index = index
-        self._isolated_memo: dict[Direction, set[int]] = {}
-
-    def _isolated(self, direction: Direction) -> set[int]:
-        found = self._isolated_memo.get(direction)
-        if found is None:
-            targets = {p.target for p in self.program.policies if p.rules(direction) is not None}
-            found = self._isolated_memo[direction] = {i for t in targets for i in self.index.peer_pods(t)}
-        return found
 
     def members(self, spec: SetSpec) -> list[Entry]:
         """The set's entries, sorted and unique, as ``ipset``/``nft`` spell them."""
@@ -162,20 +153,17 @@ class Resolver:
         if spec.kind == "net":
             assert isinstance(spec.key, IPBlock)
             return sorted(set(_net_entries(spec.key)), key=_net_sort_key)
-        if spec.kind == "port":
-            assert isinstance(spec.key, tuple)
-            protocol, name = (str(part) for part in spec.key)
-            return _sorted_unique(self.index.named_port(protocol, name, spec.family))
-        direction: Direction = "ingress" if spec.key == "ingress" else "egress"
-        return self.index.addresses(self._isolated(direction), spec.family)
+        assert spec.kind == "port" and isinstance(spec.key, tuple)
+        protocol, name = (str(part) for part in spec.key)
+        return _sorted_unique(self.index.named_port(protocol, name, spec.family))
 
 
-def resolve(program: Program, lowered: Lowered, inventory: Inventory) -> dict[str, list[Entry]]:
+def resolve(lowered: Lowered, inventory: Inventory) -> dict[str, list[Entry]]:
     """Members of every set of every family, by set name."""
-    resolver = Resolver(program, PodIndex(inventory))
+    resolver = Resolver(PodIndex(inventory))
     out: dict[str, list[Entry]] = {}
     for fam in lowered.families:
-        for spec in (*fam.sets, *fam.isolated.values()):
+        for spec in fam.sets:
             if spec.name not in out:
                 out[spec.name] = resolver.members(spec)
     return out

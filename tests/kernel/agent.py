@@ -7,7 +7,9 @@ is answered by one stdout line ``{key: "ok" | "timeout" | "error: ..."}`` after 
 concurrently. It exits when stdin closes, so a dying test run cannot leave it behind, and one
 process per pod serves and probes for the cluster's whole life. ``probe TIMEOUT`` is the one-shot
 form (targets as JSON on stdin). A probe is ``ok`` only if the payload came back, so it proves
-the reply direction as well as the request.
+the reply direction as well as the request. ``hold ADDRESS PORT TIMEOUT`` keeps one TCP
+connection open for its whole life (``connected`` once, then one echo per stdin line), to show an
+established connection surviving rule changes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 import typing
 
 PAYLOAD = b"npc-probe"
+IDLE_TIMEOUT = 60.0  # seconds a connection may stay silent before the server drops it
 
 
 class _UDPEcho(asyncio.DatagramProtocol):
@@ -31,10 +34,11 @@ class _UDPEcho(asyncio.DatagramProtocol):
 
 
 async def _tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Echo until the peer closes: a probe sends once, a held connection many times."""
     try:
-        data = await asyncio.wait_for(reader.read(64), 5)
-        writer.write(data)
-        await writer.drain()
+        while data := await asyncio.wait_for(reader.read(64), IDLE_TIMEOUT):
+            writer.write(data)
+            await writer.drain()
     except (OSError, TimeoutError):
         pass
     finally:
@@ -119,7 +123,39 @@ async def probe(targets: list[list[object]], timeout: float) -> dict[str, str]:
     return dict(zip(keys, results, strict=True))
 
 
+def _echo(sock: socket.socket) -> str:
+    try:
+        sock.sendall(PAYLOAD)
+        data = b""
+        while len(data) < len(PAYLOAD):
+            chunk = sock.recv(len(PAYLOAD) - len(data))
+            if not chunk:
+                return "error: connection closed before the echo"
+            data += chunk
+    except TimeoutError:
+        return "timeout"
+    except OSError as exc:
+        return f"error: {exc.strerror or exc}"
+    return "ok" if data == PAYLOAD else f"error: echoed {data!r}"
+
+
+def hold(address: str, port: int, timeout: float) -> int:
+    """One connection, never reopened: every ``ok`` is a round trip over the very same socket."""
+    try:
+        sock = socket.create_connection((address, port), timeout=timeout)
+    except OSError as exc:
+        print("timeout" if isinstance(exc, TimeoutError) else f"error: {exc.strerror or exc}", flush=True)
+        return 1
+    with sock:
+        print("connected", flush=True)
+        for _ in sys.stdin:
+            print(_echo(sock), flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[0] == "hold":
+        return hold(argv[1], int(argv[2]), float(argv[3]))
     if len(argv) >= 1 and argv[0] == "serve":
         asyncio.run(serve([int(p) for p in argv[1:]]))
         return 0
@@ -127,7 +163,10 @@ def main(argv: list[str]) -> int:
         results = asyncio.run(probe(json.load(sys.stdin), float(argv[1])))
         json.dump(results, sys.stdout)
         return 0
-    print("usage: agent.py serve PORT... | agent.py probe TIMEOUT", file=sys.stderr)
+    print(
+        "usage: agent.py serve PORT... | agent.py probe TIMEOUT | agent.py hold ADDRESS PORT TIMEOUT",
+        file=sys.stderr,
+    )
     return 2
 
 

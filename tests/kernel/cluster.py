@@ -19,14 +19,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 import attrs
 
-from .case import Case, Check, Endpoint, write_inputs
+from .case import Case, Check, Endpoint, Family, write_inputs
 
 AGENT = Path(__file__).resolve().parent / "agent.py"
 PREFIX = "npct-"
@@ -245,9 +246,15 @@ class Cluster:
     ) -> subprocess.CompletedProcess[str]:
         return run(["ip", "netns", "exec", self.node, *argv], stdin=stdin, check=check)
 
-    def npc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """``python -m npc ARGS`` inside the node namespace, exactly as a user would run it there."""
-        return self.node_exec([sys.executable, "-m", "npc", *args], check=check)
+    def npc(
+        self, *args: str, check: bool = True, path: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``python -m npc ARGS`` inside the node namespace, exactly as a user would run it there.
+
+        ``path`` replaces PATH for that run (to hand npc a tool that misbehaves on purpose).
+        """
+        prefix = ["env", f"PATH={path}"] if path is not None else []
+        return self.node_exec([*prefix, sys.executable, "-m", "npc", *args], check=check)
 
     def apply(
         self,
@@ -258,6 +265,7 @@ class Cluster:
         endpoints: Iterable[Endpoint] | None = None,
         extra_args: Sequence[str] = (),
         check: bool = True,
+        path: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Write inputs to a fresh folder and ``npc apply`` them in the node namespace.
 
@@ -268,20 +276,61 @@ class Cluster:
         directory = self.workdir / f"apply-{self._applies}"
         paths, inventory = write_inputs(self.case, directory, form, endpoints, policies)
         args = ["apply", *map(str, paths), "--inventory", str(inventory), "--backend", backend, *extra_args]
-        return self.npc(*args, check=check)
+        return self.npc(*args, check=check, path=path)
+
+    @contextmanager
+    def hold(
+        self, src: Endpoint, dst: Endpoint, port: int, family: Family = "v4", timeout: float = PROBE_TIMEOUT
+    ) -> Iterator[Callable[[], str]]:
+        """A TCP connection from ``src`` to ``dst`` opened now and kept open: yields ``echo()``.
+
+        ``echo()`` sends over that same connection and says ``ok``, ``timeout`` or ``error: ...``;
+        it is never reopened, so an ``ok`` after a rule change proves the connection survived it.
+        """
+        address = dst.address(family)
+        argv = ["ip", "netns", "exec", self.pod_ns[src.index], sys.executable, "-I", str(AGENT), "hold"]
+        log = self.workdir / f"hold-{src.index}-{dst.index}.log"
+        with log.open("w") as stderr:
+            proc = subprocess.Popen(
+                [*argv, str(address), str(port), str(timeout)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin, stdout = proc.stdin, proc.stdout
+
+        def echo() -> str:
+            stdin.write("\n")
+            stdin.flush()
+            return stdout.readline().strip() or f"error: agent died: {log.read_text(errors='replace')}"
+
+        try:
+            opened = stdout.readline().strip()
+            if opened != "connected":
+                raise RuntimeError(f"{src.ref} could not connect to {address}:{port}: {opened!r}")
+            yield echo
+        finally:
+            stdin.close()
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     # -- probing ----------------------------------------------------------------------------------
     def probe(
         self,
         checks: Sequence[Check] | None = None,
         timeout: float = PROBE_TIMEOUT,
-        retry_timeout: float = RETRY_TIMEOUT,
+        retry_timeout: float | None = RETRY_TIMEOUT,
     ) -> list[Observation]:
         """Every ordered pair of distinct endpoints for each check, one prober process per source.
 
         A probe expected to pass that timed out is tried once more with ``retry_timeout``: a busy
         machine can delay an answer, but no amount of load makes a dropped packet arrive, so this
-        removes flakiness without hiding a wrong verdict.
+        removes flakiness without hiding a wrong verdict. ``None`` reports every timeout as seen,
+        for probes that must catch a drop lasting a moment (a retry would hide it).
+
+        Threads may probe at once if their checks probe from disjoint sources (one agent each).
         """
         checks = list(self.case.checks if checks is None else checks)
         endpoints = self.case.endpoints
@@ -297,11 +346,16 @@ class Cluster:
                     key = f"{k}:{src.index}:{dst.index}"
                     targets[src.index].append([key, str(address), check.protocol, check.port])
         results = self._run_probers(targets, timeout)
-        retry = {
-            i: [t for t in ts if results[str(t[0])] == "timeout" and self._expected(checks, str(t[0])) == "."]
-            for i, ts in targets.items()
-        }
-        results.update(self._run_probers(retry, retry_timeout))
+        if retry_timeout is not None:
+            retry = {
+                i: [
+                    t
+                    for t in ts
+                    if results[str(t[0])] == "timeout" and self._expected(checks, str(t[0])) == "."
+                ]
+                for i, ts in targets.items()
+            }
+            results.update(self._run_probers(retry, retry_timeout))
         return [self._observation(k, check, results) for k, check in enumerate(checks)]
 
     @staticmethod

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from .case import Case, Check
+
+if TYPE_CHECKING:
+    from .cluster import Observation
 
 _WORDS = {".": "allowed", "X": "denied", "E": "error", "?": "not checked"}
 
@@ -51,3 +55,9 @@ def diff_report(
             f"expected {_WORDS[check.expect[i][j]]}, {observed_title} {_WORDS[observed[i][j]]}{extra}"
         )
     return "\n".join(lines)
+
+
+def observations_report(case: Case, observations: Iterable[Observation]) -> str:
+    """Every check's differences, one block each; an empty string when every probed cell agrees."""
+    reports = [diff_report(case, o.check, o.observed, o.details) for o in observations]
+    return "\n\n".join(r for r in reports if r)

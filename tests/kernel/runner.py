@@ -19,7 +19,7 @@ import attrs
 
 from .case import Case
 from .cluster import Cluster
-from .report import diff_report
+from .report import observations_report
 
 DEFAULT_JOBS = 3
 
@@ -47,8 +47,7 @@ def run_case(case: Case, workdir: Path, backend: str = "iptables", form: str = "
         done = cluster.apply(backend=backend, form=form, check=False)
         if done.returncode != 0:
             return CaseRun(done, "", workdir)
-        reports = [diff_report(case, o.check, o.observed, o.details) for o in cluster.probe()]
-        return CaseRun(done, "\n\n".join(r for r in reports if r), workdir)
+        return CaseRun(done, observations_report(case, cluster.probe()), workdir)
 
 
 def jobs() -> int:
