@@ -16,6 +16,7 @@ Identical policy chains are shared, identical sets are one set.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Iterable
 from typing import Literal
@@ -119,7 +120,23 @@ class Names:
 
     def set(self, kind: SetKind, family: int, key: SetKey) -> SetSpec:
         letter = {"pods": "s", "net": "n", "port": "p"}[kind]
-        return SetSpec(kind, family, key, f"{self.set_prefix}{letter}{family}-{digest(kind, family, key)}")
+        # A union of pod peers can hold thousands (the isolated sets): spell each peer once.
+        spelled = tuple(map(_spelling, key)) if kind == "pods" and isinstance(key, tuple) else key
+        return SetSpec(
+            kind, family, key, f"{self.set_prefix}{letter}{family}-{digest(kind, family, spelled)}"
+        )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _spelling(value: object) -> str:
+    """A value's canonical repr, remembered: attrs reprs are slow and peers recur in many sets."""
+    return repr(value)
+
+
+def pod_union(peers: Iterable[PodPeer]) -> tuple[PodPeer, ...]:
+    """The one spelling of a union of pod peers, so equal unions are one set wherever they
+    arise (sorted by text: attrs' field-by-field ordering is slow on thousands of peers)."""
+    return tuple(sorted(set(peers), key=_spelling))
 
 
 @attrs.frozen
@@ -189,7 +206,7 @@ class _Lowerer:
         """Remote peers as sets; [] when the rule names peers but none exist in this family."""
         if rule.peers is None:
             return [None]
-        pods = tuple(p for p in rule.peers if isinstance(p, PodPeer))
+        pods = pod_union(p for p in rule.peers if isinstance(p, PodPeer))
         out: list[SetSpec | None] = [self._set("pods", pods)] if pods else []
         for block in rule.peers:
             if isinstance(block, IPBlock) and block.version == self.family:
@@ -239,7 +256,7 @@ class _Lowerer:
         # The pods isolated for a direction: the union of the targets of every policy governing it,
         # named by those targets (not by the direction), like every other set.
         isolated = {
-            d: self._set("pods", tuple(sorted({p.target for p in policies if p.rules(d) is not None})))
+            d: self._set("pods", pod_union(p.target for p in policies if p.rules(d) is not None))
             for d in DIRECTIONS
         }
         for policy in policies:
@@ -256,7 +273,7 @@ class _Lowerer:
         for (direction, chain_name), targets in users.items():
             first = next(iter(targets.values()))
             comment = first if len(targets) == 1 else f"{first} and {len(targets) - 1} more"
-            target = self._set("pods", tuple(sorted(targets)))
+            target = self._set("pods", pod_union(targets))
             dispatch[direction].append(Dispatch(target, chain_name, comment))
         return FamilyProgram(
             self.family,
