@@ -188,7 +188,6 @@ class Job:
                 "policies_after_passes": len(self.compiled.program.policies),
                 "chains": {str(f.family): len(lowered.chain_names(f.family)) for f in lowered.families},
                 "rules": self.backend.rule_counts(self.files),
-                "rules_per_packet_worst_case": self.backend.rules_per_packet(lowered, self.compiled.members),
                 "sets": len(self.compiled.members),
                 "set_entries": sum(len(m) for m in self.compiled.members.values()),
             },

@@ -39,8 +39,6 @@ class Backend(Protocol):
 
     def rule_counts(self, files: Mapping[str, str]) -> dict[str, int]: ...
 
-    def rules_per_packet(self, lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> int: ...
-
 
 def backend(name: str) -> Backend:
     if name not in BACKENDS:
