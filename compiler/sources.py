@@ -29,6 +29,16 @@ from .ir import Policy
 POLICY_SUFFIXES = (".yaml", ".yml", ".json", ".npc")
 STDIN = "-"
 _POLICY_API_VERSIONS = {v for versions in API_VERSIONS.values() for v in versions}
+_POLICY_GROUPS = {v.split("/")[0] for v in _POLICY_API_VERSIONS}
+
+
+def _foreign_group(api_version: object) -> bool:
+    """Another API group's kind of the same name (Calico's projectcalico.org/v3 NetworkPolicy):
+    not ours to read, so it is skipped with a note like any other kind. Within the groups npc
+    reads, a wrong version or kind (networking.k8s.io/v2) stays an error."""
+    if not isinstance(api_version, str) or "/" not in api_version:
+        return False
+    return api_version.split("/")[0] not in _POLICY_GROUPS
 
 
 @attrs.frozen
@@ -156,7 +166,7 @@ class _Reader:
             return
         kind = obj.get("kind")
         api_version = obj.get("apiVersion")
-        if isinstance(kind, str) and kind in API_VERSIONS:
+        if isinstance(kind, str) and kind in API_VERSIONS and not _foreign_group(api_version):
             try:
                 policy = policy_from_object(obj, source=name)
             except FieldError as err:
@@ -165,7 +175,8 @@ class _Reader:
         elif kind == "Namespace":
             self._namespace(obj, origin)
         elif isinstance(kind, str):
-            self._ignore(name, f"kind {printable(kind)}")
+            group = f" of {printable(str(api_version))}" if kind in API_VERSIONS else ""
+            self._ignore(name, f"kind {printable(kind)}{group}")
         elif isinstance(api_version, str) and api_version in _POLICY_API_VERSIONS:
             problem = "required" if kind is None else f"must be a string, not {type_name(kind)}"
             raise origin.error(fail(("kind",), problem))

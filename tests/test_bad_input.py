@@ -309,7 +309,7 @@ DOCUMENT_CASES = [
         HEAD.replace("networking.k8s.io/v1", "»"),
         "apiVersion",
         ("networking.k8s.io/v1beta1", "unsupported apiVersion"),
-        ("projectcalico.org/v3", "unsupported apiVersion"),
+        ("networking.k8s.io/v2", "unsupported apiVersion"),
     ),
     (
         HEAD.replace(

@@ -158,3 +158,22 @@ def test_hostile_names_cannot_reach_the_output(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "-A FORWARD -j ACCEPT" not in result.stdout
     assert "COMMIT\n" in result.stdout and "x\nCOMMIT" not in result.stdout
+
+
+def test_other_groups_policies_are_skipped_but_unknown_versions_of_ours_are_errors(tmp_path: Path) -> None:
+    calico = tmp_path / "calico.yaml"
+    calico.write_text(
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata:\n  name: db\n  namespace: prod\n"
+        "spec:\n  selector: role == 'database'\n"
+    )
+    result = npc("compile", str(calico), str(EXAMPLES / "policies"))
+    assert result.returncode == 0, result.stderr
+    assert "ignored kind NetworkPolicy of projectcalico.org/v3" in result.stderr
+    assert "### npc artefact: rules.v4" in result.stdout
+    future = tmp_path / "v2.yaml"
+    future.write_text(
+        "apiVersion: networking.k8s.io/v2\nkind: NetworkPolicy\nmetadata:\n  name: x\nspec: {}\n"
+    )
+    result = npc("compile", str(future))
+    assert result.returncode == 1
+    assert f"{future}:1:13:" in result.stderr and "unsupported apiVersion" in result.stderr
