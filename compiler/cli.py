@@ -128,7 +128,9 @@ class Inputs:
         progress("reading policies")
         self.loaded = read_policy_sources(args.paths, sys.stdin)
         progress("reading inventory")
-        self.inventory_documents = read_inventory_documents(args.inventory) if args.inventory else []
+        self.inventory_documents, self.inventory_sha256 = (
+            read_inventory_documents(args.inventory) if args.inventory else ([], "")
+        )
 
 
 class Job:
@@ -147,6 +149,7 @@ class Job:
         progress(f"indexing pods for network {self.network.name}")
         loaded = inputs.loaded
         self.inputs = sorted(loaded.files)
+        self.inventory_sha256 = inputs.inventory_sha256
         source = self.network.address_source()
         self.inventory = inventory = build_inventory(
             inputs.inventory_documents, source, args.inventory or "<inventory>"
@@ -173,7 +176,7 @@ class Job:
         if self.args.inventory:
             inventory = {
                 "path": self.args.inventory,
-                "sha256": _sha256(Path(self.args.inventory).read_bytes()),
+                "sha256": self.inventory_sha256,
             }
         data: dict[str, object] = {
             "npc": __version__,

@@ -6,6 +6,7 @@ Only set *contents* depend on this; rules never do. Pods that are not policed en
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -174,15 +175,20 @@ def build_inventory(
     )
 
 
-def read_inventory_documents(path: str) -> list[Any]:
-    """The inventory file's documents, read once however many networks are built from them."""
+def read_inventory_documents(path: str) -> tuple[list[Any], str]:
+    """The inventory file's documents and the sha256 of its bytes (for the manifest), read once
+    however many networks are built from them."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise InputError(f"cannot read inventory: {exc.strerror}", path) from None
-    return load_documents(path, text)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read inventory: not UTF-8 ({exc.reason})", path) from None
+    return load_documents(path, text), hashlib.sha256(data).hexdigest()
 
 
 def read_inventory(path: str, ip_source: IPSource = pod_ips) -> Inventory:
-    return build_inventory(read_inventory_documents(path), ip_source, path)
+    return build_inventory(read_inventory_documents(path)[0], ip_source, path)
