@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, collector
+from .analysis import commands as analysis
 from .convert import TARGETS, convert, fmt
 from .errors import NpcError, UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compile_args(apply)
     apply.add_argument("--iptables", choices=("legacy", "nft"), help="force the iptables flavour")
     _add_language_commands(sub)
+    analysis.add_commands(sub)
     return parser
 
 
@@ -309,7 +311,17 @@ def _notes(notes: Sequence[str], level: str = "note") -> None:
         print(f"npc: {level}: {note}", file=sys.stderr)
 
 
-COMMANDS = {"compile": _compile, "apply": _apply, "convert": _convert, "fmt": _fmt}
+def _analysis(args: argparse.Namespace) -> int:
+    return analysis.COMMANDS[args.command](args, _notes)
+
+
+COMMANDS = {
+    "compile": _compile,
+    "apply": _apply,
+    "convert": _convert,
+    "fmt": _fmt,
+    **dict.fromkeys(analysis.COMMANDS, _analysis),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
