@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..inventory import Pod
-from ..ir import IPBlock, Peer, Policy, PortSpec, Program, Protocol
+from ..ir import IPBlock, Peer, Policy, PortSpec, Program, Protocol, Requirement, Selector
 from .classes import PodClasses, address, classify
 from .ports import PortQuery
 
@@ -37,6 +37,13 @@ class Decider:
         self._named: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
         self._ports: dict[tuple[tuple[PortSpec, ...], str, int], Mask] = {}
         self._cache: dict[object, Mask] = {}
+        self._label_codes: dict[str, npt.NDArray[np.int64]] = {}
+        self._value_codes: dict[str, dict[str, int]] = {}
+        self._selectors: dict[Selector, Mask] = {}
+        self._namespace_masks: dict[Selector, Mask] = {}
+        self._namespace_names = sorted({rep.namespace for rep in classes.reps})
+        where = {name: i for i, name in enumerate(self._namespace_names)}
+        self._namespace_index = np.array([where[rep.namespace] for rep in classes.reps], dtype=np.int64)
         self.all = np.ones(n, dtype=bool)
         self.none = np.zeros(n, dtype=bool)
         self.selected: dict[Policy, Mask] = {}
@@ -55,19 +62,58 @@ class Decider:
             key=PortSpec.sort_key,
         )
 
+    def _codes(self, key: str) -> npt.NDArray[np.int64]:
+        """Each class's value of label ``key`` as a code (-1: no such label), for vector tests."""
+        found = self._label_codes.get(key)
+        if found is None:
+            table = self._value_codes.setdefault(key, {})
+            found = np.array(
+                [
+                    table.setdefault(rep.labels[key], len(table)) if key in rep.labels else -1
+                    for rep in self.classes.reps
+                ],
+                dtype=np.int64,
+            ).reshape(self.size)
+            self._label_codes[key] = found
+        return found
+
+    def _requirement(self, req: Requirement) -> Mask:
+        codes = self._codes(req.key)
+        if req.op in ("Exists", "DoesNotExist"):
+            present = codes >= 0
+            return present if req.op == "Exists" else ~present
+        table = self._value_codes[req.key]
+        inside = np.isin(codes, [table[v] for v in req.values if v in table])
+        return inside if req.op == "In" else ~inside
+
+    def _pods(self, selector: Selector) -> Mask:
+        found = self._selectors.get(selector)
+        if found is None:
+            found = self.all.copy()
+            for req in selector.requirements:
+                found &= self._requirement(req)
+            self._selectors[selector] = found
+        return found
+
+    def _in_namespaces(self, selector: Selector) -> Mask:
+        found = self._namespace_masks.get(selector)
+        if found is None:
+            names = self._namespace_names
+            matching = np.array([selector.matches(self._namespaces.get(n, {})) for n in names], dtype=bool)
+            found = self._namespace_masks[selector] = matching[self._namespace_index].reshape(self.size)
+        return found
+
     def peer_mask(self, peer: Peer) -> Mask:
         """The classes ``peer`` matches (pods' addresses for an ipBlock)."""
         found = self._peers.get(peer)
         if found is None:
-            reps = self.classes.reps
             if isinstance(peer, IPBlock):
-                ips = [address(rep, self.classes.family) for rep in reps]
-                found = np.array([ip is not None and peer.contains(ip) for ip in ips], dtype=bool)
-            else:
-                found = np.array(
-                    [peer.matches(self._namespaces.get(r.namespace, {}), r.labels) for r in reps], dtype=bool
+                ips = [address(rep, self.classes.family) for rep in self.classes.reps]
+                found = np.array([ip is not None and peer.contains(ip) for ip in ips], dtype=bool).reshape(
+                    self.size
                 )
-            found = found.reshape(self.size)
+            else:
+                found = self._in_namespaces(peer.namespaces) & self._pods(peer.pods)
             self._peers[peer] = found
         return found
 
