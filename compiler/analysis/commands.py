@@ -82,9 +82,15 @@ def _queries(args: argparse.Namespace, programs: Iterable[Program], cluster: Clu
     return unique(args.port) if args.port else default_ports(programs, cluster.inventory)
 
 
-def _write(chunks: Iterable[str]) -> None:
+def _write(chunks: Iterable[str | bytes]) -> None:
+    """Big matrices go out as bytes, past the text layer's encoding."""
     for chunk in chunks:
-        sys.stdout.write(chunk)
+        if isinstance(chunk, bytes):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        else:
+            sys.stdout.write(chunk)
 
 
 def run_matrix(args: argparse.Namespace, notes: Notes) -> int:

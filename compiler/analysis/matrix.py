@@ -220,12 +220,25 @@ class Decider:
 def expand(classes: PodClasses, allowed: Mask) -> npt.NDArray[np.uint8]:
     """The pod matrix (``.``, ``X``, ``-`` as bytes) from the class matrix; no address: ``X``."""
     size = len(classes)
-    padded = np.zeros((size + 1, size + 1), dtype=bool)
-    padded[:size, :size] = allowed
+    padded = np.full((size + 1, size + 1), DENIED, dtype=np.uint8)
+    padded[:size, :size][allowed] = ALLOWED
     index = np.where(classes.of_pod < 0, size, classes.of_pod)
-    cells = np.where(padded[np.ix_(index, index)], np.uint8(ALLOWED), np.uint8(DENIED))
+    cells = padded.take(index, axis=0).take(index, axis=1)
     np.fill_diagonal(cells, SELF)
     return cells
+
+
+def json_rows(cells: npt.NDArray[np.uint8]) -> bytes:
+    """``"row", "row", ...``: the rows as JSON strings (nothing in them needs escaping), in one go."""
+    count = len(cells)
+    if not count:
+        return b""
+    out = np.empty((count, count + 4), dtype=np.uint8)
+    out[:, 0] = out[:, count + 1] = ord('"')
+    out[:, 1 : count + 1] = cells
+    out[:, count + 2] = ord(",")
+    out[:, count + 3] = ord(" ")
+    return out.tobytes()[:-2]
 
 
 def rows(cells: npt.NDArray[np.uint8]) -> list[str]:

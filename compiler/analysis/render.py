@@ -15,7 +15,7 @@ import numpy as np
 from ..inventory import Pod
 from .classes import PodClasses, address
 from .explain import Endpoint, Explainer
-from .matrix import Matrix, rows
+from .matrix import Matrix, json_rows, rows
 
 FORMATS = ("text", "json", "csv", "html")
 
@@ -35,12 +35,14 @@ def _header(matrix: Matrix) -> dict[str, object]:
     return head
 
 
-def as_json(pods: Sequence[Pod], matrices: Iterable[Matrix]) -> Iterator[str]:
+def as_json(pods: Sequence[Pod], matrices: Iterable[Matrix]) -> Iterator[str | bytes]:
     """Exactly ``json.dumps({"pods": [...], "matrices": [...]})``, built one matrix at a time."""
     yield '{"pods": ' + json.dumps([ref(p) for p in pods]) + ', "matrices": ['
     for i, matrix in enumerate(matrices):
-        body = json.dumps({**_header(matrix), "expect": rows(matrix.cells())})
-        yield (", " if i else "") + body
+        head = json.dumps(_header(matrix))[:-1]
+        yield (", " if i else "") + head + ', "expect": ['
+        yield json_rows(matrix.cells())
+        yield "]}"
     yield "]}\n"
 
 

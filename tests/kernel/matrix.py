@@ -33,7 +33,8 @@ def matrix_json(
     model = load_model([str(p) for p in paths], cluster, network)
     namespaces = {ns.name: ns.labels for ns in cluster.inventory.namespaces}
     queries = list(dict.fromkeys(PortQuery(c.protocol, c.port) for c in checks))  # type: ignore[arg-type]
-    text = "".join(render.as_json(model.pods, matrices(model.program, model.pods, namespaces, queries)))
+    chunks = render.as_json(model.pods, matrices(model.program, model.pods, namespaces, queries))
+    text = "".join(c.decode() if isinstance(c, bytes) else c for c in chunks)
     data: dict[str, Any] = json.loads(text)
     return data
 
