@@ -152,10 +152,13 @@ class _Reader:
 
     def read(self, source: _Source) -> None:
         if source.name.lower().endswith(".npc"):
-            from .frontends.dsl import parse
+            from .frontends.dsl import RulePlaces, parse
 
-            for policy in parse(source.text, source.name):
-                self._add(policy, None, source.name)
+            rule_places: RulePlaces = {}
+            for policy in parse(source.text, source.name, rule_places):
+                self._add(
+                    policy, None, source.name, rule_places.get((policy.kind, policy.namespace, policy.name))
+                )
             return
         try:
             documents = load_documents(source.name, source.text, strict=True)
@@ -208,7 +211,9 @@ class _Reader:
             raise origin.error(err) from None
         self.namespaces.append(obj)
 
-    def _add(self, policy: Policy, origin: _Origin | None, name: str) -> None:
+    def _add(
+        self, policy: Policy, origin: _Origin | None, name: str, rules: Mapping[FieldPath, str] | None = None
+    ) -> None:
         key = (policy.kind, policy.namespace, policy.name)
         place: Callable[[], str]
         if origin is None:
@@ -225,7 +230,11 @@ class _Reader:
                 raise InputError(message, place())
             raise origin.error(fail(("metadata", "name"), message))
         self._first_place[key] = place
-        self.places[key] = origin.place if origin is not None else lambda _parts: place()
+        if origin is not None:
+            self.places[key] = origin.place
+        else:  # the npc language: rules where they are written, anything else at the policy's name
+            written = dict(rules or {})
+            self.places[key] = lambda parts: written.get(parts) or place()
         self.policies.append(policy)
 
 

@@ -478,3 +478,25 @@ def test_explain_of_an_unknown_pod_is_invalid_input(
     code, _, err = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/zz", "--to", "default/a",
                        "--port", "tcp/80")  # fmt: skip
     assert code == 1 and "default/zz" in err
+
+
+def test_explain_places_rules_of_the_npc_language(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, inventory = write_cluster(tmp_path, CLUSTER, [])
+    source = tmp_path / "b.npc"
+    source.write_text(
+        "policy default/b-in {\n"
+        "    select app == 'b'\n"
+        "    allow ingress\n"
+        "        from pods(app == 'a')\n"
+        "        on tcp port 443\n"
+        "    allow ingress\n"
+        "        from namespaces(env == 'prod')\n"
+        "        on tcp port 8080\n"
+        "}\n"
+    )
+    code, out, _ = run(capsys, "explain", str(source), "--inventory", inventory, "--from", "prod/d", "--to",
+                       "default/b", "--port", "tcp/8080", "--format", "json")  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert data["allowed"] and data["ingress"]["allowedBy"]["place"] == f"{source}:6:5"
+    assert data["ingress"]["isolatedBy"][0]["place"] == f"{source}:1:8"
