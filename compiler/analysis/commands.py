@@ -125,8 +125,7 @@ def _endpoint(model: Model, text: str, inventory: str, family: int | None) -> En
         if found is None:
             raise InputError(f"pod {text!r} has no IPv{family} address on this network", inventory) from None
         return Endpoint(found, pod)
-    owner = next((p for p in model.pods if ip in p.ips), None)
-    return Endpoint(ip, owner)
+    return Endpoint(ip, model.owner(ip))
 
 
 def run_explain(args: argparse.Namespace, notes: Notes) -> int:

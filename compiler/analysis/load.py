@@ -11,7 +11,7 @@ import attrs
 from ..frontends.legacy import isolation_policies, namespaces_from_objects
 from ..frontends.positions import FieldPath
 from ..inventory import Inventory, Pod, build_inventory, read_inventory_documents
-from ..ir import Policy, Program
+from ..ir import Address, Policy, Program
 from ..networks import NetworkSpec, select_policies
 from ..sources import Loaded, read_policy_sources
 
@@ -25,6 +25,12 @@ class Model:
     pods: tuple[Pod, ...]
     places: Mapping[tuple[str, str, str], Callable[[FieldPath], str]] = attrs.field(eq=False)
     notes: tuple[str, ...] = ()
+    _by_ref: dict[str, Pod] = attrs.field(init=False, eq=False)
+    _by_address: dict[Address, Pod] = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_by_ref", {f"{p.namespace}/{p.name}": p for p in self.pods})
+        object.__setattr__(self, "_by_address", {ip: p for p in self.pods for ip in p.ips})
 
     def place(self, policy: Policy, parts: FieldPath = ("metadata", "name")) -> str:
         """``file:line:column`` of a field of ``policy`` (its name by default), or its source."""
@@ -32,8 +38,11 @@ class Model:
         return found(parts) if found is not None else policy.source or "<unknown>"
 
     def pod(self, ref: str) -> Pod | None:
-        namespace, _, name = ref.partition("/")
-        return next((p for p in self.pods if p.namespace == namespace and p.name == name), None)
+        return self._by_ref.get(ref)
+
+    def owner(self, address: Address) -> Pod | None:
+        """The pod with ``address`` on this network, if any."""
+        return self._by_address.get(address)
 
 
 def _listed(documents: Iterable[Any]) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
