@@ -116,6 +116,9 @@ class Explainer:
     def __init__(self, model: Model, namespaces: Mapping[str, Mapping[str, str]]) -> None:
         self.model = model
         self._namespaces = namespaces
+        self._policies: dict[str, list[Policy]] = {}  # a policy selects pods of its own namespace only
+        for policy in model.program.policies:
+            self._policies.setdefault(policy.namespace, []).append(policy)
 
     def _peer_matches(self, peer: Peer, remote: Endpoint) -> bool:
         if isinstance(peer, IPBlock):
