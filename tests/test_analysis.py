@@ -298,12 +298,22 @@ def test_text_groups_pods_into_classes(tmp_path: Path, capsys: pytest.CaptureFix
     folder, inventory = write_cluster(tmp_path, items, [policy])
     code, out, _ = run(capsys, "matrix", folder, "--inventory", inventory, "--port", "tcp/5432")
     assert code == 0
-    assert "pod classes (IPv4): 2 for 51 pods" in out
-    assert "default {app=web}  50 pods" in out
-    grid = out.split("tcp/5432", 1)[1].splitlines()[2:]
-    assert [line.split() for line in grid] == [["c0", "-", "."], ["c1", ".", "."]] or [
-        line.split() for line in grid
-    ] == [["c0", ".", "X"], ["c1", ".", "-"]]
+    assert "pod classes (IPv4): 2 classes for 51 pods" in out
+    assert "c0  default {app=web}  50 pods" in out and "c1  default {app=db}  1 pod" in out
+    assert out.split("tcp/5432", 1)[1].splitlines()[1:] == [
+        "  g0  c0  (50 pods)",
+        "  g1  c1  (1 pod)",
+        "     g0 g1",
+        "  g0  .  X",
+        "  g1  .  -",
+    ]
+
+
+def test_text_groups_classes_a_port_treats_alike(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, inventory = write_cluster(tmp_path, CLUSTER, [])
+    code, out, _ = run(capsys, "matrix", folder, "--inventory", inventory, "--port", "tcp/80")
+    assert code == 0
+    assert "tcp/80: 1 group of classes alike" in out and "  g0  c0 c1  (4 pods)" in out
 
 
 def test_csv_has_a_row_per_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

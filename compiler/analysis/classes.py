@@ -58,6 +58,7 @@ class PodClasses:
     members: tuple[tuple[int, ...], ...]  # indices into the pod list, per class
     of_pod: IntArray  # the class of each pod; -1: no address in this family
     keys: frozenset[str]  # the label keys some selector reads, for showing a class
+    names: frozenset[str]  # the port names some rule or query reads, likewise
 
     def __len__(self) -> int:
         return len(self.reps)
@@ -66,7 +67,8 @@ class PodClasses:
         """``ns {app=a,tier=web}``: what the pods of the class have in common that policies read."""
         rep = self.reps[index]
         labels = ",".join(f"{k}={v}" for k, v in sorted(rep.labels.items()) if k in self.keys)
-        return f"{rep.namespace} {{{labels}}}"
+        ports = "".join(f" {p.name}={p.protocol.lower()}/{p.port}" for p in rep.ports if p.name in self.names)
+        return f"{rep.namespace} {{{labels}}}{ports}"
 
 
 def classify(
@@ -98,4 +100,4 @@ def classify(
             members.append([])
         members[found].append(i)
         of_pod[i] = found
-    return PodClasses(family, tuple(reps), tuple(tuple(m) for m in members), of_pod, keys)
+    return PodClasses(family, tuple(reps), tuple(tuple(m) for m in members), of_pod, keys, names)

@@ -130,38 +130,39 @@ class Explainer:
         self, direction: Direction, pod: Pod, remote: Endpoint, protocol: str, port: int, dst: Pod | None
     ) -> Side:
         named = dst.named_ports() if dst is not None else {}
-        isolating: list[tuple[Policy, str]] = []
-        allowed: RuleRef | None = None
-        peer_only: list[tuple[RuleRef, str]] = []
-        port_only: list[tuple[RuleRef, str]] = []
-        for policy in self.model.program.policies:
+        isolating: list[Policy] = []
+        allowed: tuple[Policy, int] | None = None
+        peer_only: list[tuple[Policy, int, str]] = []
+        port_only: list[tuple[Policy, int, str]] = []
+        for policy in self._policies.get(pod.namespace, ()):
             rules = policy.rules(direction)
-            if (
-                rules is None
-                or pod.namespace != policy.namespace
-                or not policy.pod_selector.matches(pod.labels)
-            ):
+            if rules is None or not policy.pod_selector.matches(pod.labels):
                 continue
-            isolating.append((policy, self.model.place(policy)))
+            isolating.append(policy)
             for index, rule in enumerate(rules):
-                ref = RuleRef(policy, direction, index, self._rule_place(policy, direction, index))
                 peer_ok = rule.peers is None or any(self._peer_matches(p, remote) for p in rule.peers)
                 port_ok = not rule.ports or any(p.matches(protocol, port, named) for p in rule.ports)
                 if peer_ok and port_ok:
-                    allowed = allowed or ref
+                    allowed = allowed or (policy, index)
                 elif peer_ok:
-                    peer_only.append(
-                        (ref, f"the peer matches but not the port (rule allows {_show_ports(rule.ports)})")
-                    )
+                    why = f"the peer matches but not the port (rule allows {_show_ports(rule.ports)})"
+                    peer_only.append((policy, index, why))
                 elif port_ok:
-                    port_only.append((ref, f"the port matches but no peer does ({self._show_peers(rule)})"))
+                    port_only.append(
+                        (policy, index, f"the port matches but no peer does ({self._show_peers(rule)})")
+                    )
+        # places are looked up only for what is shown: each lookup reads the source document again
+        misses = () if allowed is not None else tuple((peer_only or port_only)[:3])
         return Side(
             direction,
             f"{pod.namespace}/{pod.name}",
-            tuple(isolating),
-            allowed,
-            tuple((peer_only or port_only)[:3]) if allowed is None else (),
+            tuple((p, self.model.place(p)) for p in isolating),
+            self._ref(allowed[0], direction, allowed[1]) if allowed else None,
+            tuple((self._ref(p, direction, i), why) for p, i, why in misses),
         )
+
+    def _ref(self, policy: Policy, direction: Direction, index: int) -> RuleRef:
+        return RuleRef(policy, direction, index, self._rule_place(policy, direction, index))
 
     def _rule_place(self, policy: Policy, direction: Direction, index: int) -> str:
         return self.model.place(policy, ("spec", direction, index))

@@ -27,6 +27,7 @@ class Model:
     notes: tuple[str, ...] = ()
     _by_ref: dict[str, Pod] = attrs.field(init=False, eq=False)
     _by_address: dict[Address, Pod] = attrs.field(init=False, eq=False)
+    _places: dict[tuple[Policy, FieldPath], str] = attrs.field(init=False, eq=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_by_ref", {f"{p.namespace}/{p.name}": p for p in self.pods})
@@ -34,8 +35,12 @@ class Model:
 
     def place(self, policy: Policy, parts: FieldPath = ("metadata", "name")) -> str:
         """``file:line:column`` of a field of ``policy`` (its name by default), or its source."""
-        found = self.places.get((policy.kind, policy.namespace, policy.name))
-        return found(parts) if found is not None else policy.source or "<unknown>"
+        known = self._places.get((policy, parts))
+        if known is None:
+            found = self.places.get((policy.kind, policy.namespace, policy.name))
+            known = found(parts) if found is not None else policy.source or "<unknown>"
+            self._places[policy, parts] = known
+        return known
 
     def pod(self, ref: str) -> Pod | None:
         return self._by_ref.get(ref)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 
+import attrs
 import jinja2
-import numpy as np
 
 from ..inventory import Pod
 from .classes import PodClasses, address
@@ -65,27 +65,48 @@ def as_csv(pods: Sequence[Pod], matrices: Iterable[Matrix]) -> Iterator[str]:
     yield out.getvalue()
 
 
-def _class_cells(classes: PodClasses, allowed: np.ndarray) -> list[str]:
-    """Class rows; a one-pod class facing itself is the diagonal ``-``."""
-    out = []
-    for s in range(len(classes)):
-        row = "".join(
-            "-" if s == d and len(classes.members[s]) == 1 else "." if allowed[s, d] else "X"
-            for d in range(len(classes))
+@attrs.frozen
+class Grid:
+    """The classes one port treats alike (same row and same column of its class matrix) as one group:
+    a grid a reviewer can read even when a big cluster has hundreds of classes."""
+
+    groups: tuple[tuple[int, ...], ...]  # class indices
+    cells: tuple[str, ...]  # per group row: ``.``/``X``, ``-`` for a lone pod facing itself
+
+
+def grid(matrix: Matrix) -> Grid:
+    allowed = matrix.allowed
+    found: dict[tuple[bytes, bytes], list[int]] = {}
+    for c in range(len(matrix.classes)):
+        found.setdefault((allowed[c].tobytes(), allowed[:, c].tobytes()), []).append(c)
+    groups = tuple(tuple(g) for g in found.values())
+    lone = [len(g) == 1 and len(matrix.classes.members[g[0]]) == 1 for g in groups]
+    cells = tuple(
+        "".join(
+            "-" if s == d and lone[s] else "." if allowed[src[0], dst[0]] else "X"
+            for d, dst in enumerate(groups)
         )
-        out.append(row)
-    return out
+        for s, src in enumerate(groups)
+    )
+    return Grid(groups, cells)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 'es' if word.endswith('s') else 's'}"
 
 
 def _classes_text(pods: Sequence[Pod], classes: PodClasses) -> Iterator[str]:
-    yield f"pod classes ({family_name(classes.family)}): {len(classes)} for {sum(map(len, classes.members))} pods\n"
+    yield (
+        f"pod classes ({family_name(classes.family)}): {_plural(len(classes), 'class')} "
+        f"for {_plural(sum(map(len, classes.members)), 'pod')}\n"
+    )
     for i, members in enumerate(classes.members):
         names = ", ".join(ref(pods[m]) for m in members[:5]) + (", ..." if len(members) > 5 else "")
-        yield f"  c{i}  {classes.label(i)}  {len(members)} pod{'s' if len(members) != 1 else ''}: {names}\n"
+        yield f"  c{i}  {classes.label(i)}  {_plural(len(members), 'pod')}: {names}\n"
 
 
 def as_text(pods: Sequence[Pod], matrices: Iterable[Matrix]) -> Iterator[str]:
-    """Classes once per family, then per port a class-by-class grid (row: from, column: to)."""
+    """Classes once per family; per port, the groups of classes it treats alike and their grid."""
     shown: set[int] = set()
     for matrix in matrices:
         classes = matrix.classes
@@ -93,14 +114,24 @@ def as_text(pods: Sequence[Pod], matrices: Iterable[Matrix]) -> Iterator[str]:
             shown.add(classes.family)
             yield from _classes_text(pods, classes)
         family = f" {family_name(matrix.family)}" if matrix.family else ""
-        width = len(f"c{len(classes) - 1}") if len(classes) else 2
-        yield f"\n{matrix.query.label}{family}  ('.' allowed, 'X' denied, '-' the pod itself)\n"
-        yield " " * (width + 2) + " ".join(f"c{d}".rjust(width) for d in range(len(classes))) + "\n"
-        for s, row in enumerate(_class_cells(classes, matrix.allowed)):
-            yield f"  {f'c{s}'.ljust(width)}" + "".join(" " + c.rjust(width) for c in row) + "\n"
+        view = grid(matrix)
+        yield (
+            f"\n{matrix.query.label}{family}: {_plural(len(view.groups), 'group')} of classes alike on this port"
+            "  (row: from, column: to; '.' allowed, 'X' denied, '-' the pod itself)\n"
+        )
+        width = len(f"g{len(view.groups) - 1}") if view.groups else 2
+        for g, members in enumerate(view.groups):
+            listed = " ".join(f"c{c}" for c in members[:12]) + (" ..." if len(members) > 12 else "")
+            count = sum(len(classes.members[c]) for c in members)
+            yield f"  {f'g{g}'.ljust(width)}  {listed}  ({_plural(count, 'pod')})\n"
+        yield " " * (width + 2) + "".join(" " + f"g{d}".rjust(width) for d in range(len(view.groups))) + "\n"
+        for g, row in enumerate(view.cells):
+            yield f"  {f'g{g}'.ljust(width)}" + "".join(" " + c.rjust(width) for c in row) + "\n"
 
 
-_HOVER_LIMIT = 40_000  # class cells per page with per-policy hover; above it the hover names classes only
+# Cells of the whole page whose hover names the deciding policies (an explain each); past it, and for
+# matrices bigger than that, the hover names the groups only. Keeps a big cluster's page bounded.
+_HOVER_BUDGET = 20_000
 
 
 def _hover(explainer: Explainer, matrix: Matrix, s: int, d: int) -> str:
@@ -125,26 +156,35 @@ def as_html(pods: Sequence[Pod], matrices: Iterable[Matrix], explainer: Explaine
         keep_trailing_newline=True,
     )
     views = []
+    budget = _HOVER_BUDGET
     for matrix in matrices:
         classes = matrix.classes
-        detailed = len(classes) ** 2 <= _HOVER_LIMIT
-        grid = []
-        for s, row in enumerate(_class_cells(classes, matrix.allowed)):
+        view = grid(matrix)
+        detailed = len(view.groups) ** 2 <= budget
+        budget -= len(view.groups) ** 2 if detailed else 0
+        names = [classes.label(g[0]) + (f" and {len(g) - 1} more" if len(g) > 1 else "") for g in view.groups]
+        rows_ = []
+        for s, row in enumerate(view.cells):
             cells = []
             for d, cell in enumerate(row):
-                title = f"{classes.label(s)} -> {classes.label(d)}: {'allowed' if cell != 'X' else 'denied'}"
+                title = f"{names[s]} -> {names[d]}: {'denied' if cell == 'X' else 'allowed'}"
                 if detailed and cell != "-":
-                    title += "\n" + _hover(explainer, matrix, s, d)
+                    title += "\n" + _hover(explainer, matrix, view.groups[s][0], view.groups[d][0])
                 cells.append((cell, title))
-            grid.append(cells)
+            rows_.append(cells)
         views.append(
             {
                 "title": matrix.query.label + (f" {family_name(matrix.family)}" if matrix.family else ""),
-                "classes": [
-                    (f"c{i}", classes.label(i), [ref(pods[m]) for m in members])
-                    for i, members in enumerate(classes.members)
+                "groups": [
+                    (
+                        f"g{i}",
+                        names[i],
+                        [classes.label(c) for c in group],
+                        [ref(pods[m]) for c in group for m in classes.members[c]],
+                    )
+                    for i, group in enumerate(view.groups)
                 ],
-                "grid": grid,
+                "grid": rows_,
             }
         )
     yield env.get_template("matrix.html.j2").render(views=views, pods=len(pods))
