@@ -6,80 +6,87 @@ import argparse
 import ipaddress
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
 
-from ..errors import InputError, UsageError
+import attrs
+
+from ..errors import InputError
 from ..ir import Program
-from ..lower import DEFAULT_NETWORK
-from ..networks import IP_SOURCE_HELP, NetworkSpec, network_spec
+from ..pipeline import Sources, read_sources
 from . import diff, render
 from .classes import address
 from .explain import Endpoint, Explainer
-from .load import Cluster, Model, load_model, read_cluster
+from .load import Model, load_model, with_policies
 from .matrix import matrices
 from .ports import PortQuery, default_ports, parse_port, unique
 
-PATHS_HELP = "policy files or folders (.yaml .yml .json .npc), - for stdin"
 Notes = Callable[[Sequence[str], str], None]
-Parser = TypeVar("Parser", bound=argparse.ArgumentParser)
 
 
-def _common(p: argparse.ArgumentParser, ports: bool = True) -> None:
+def _ports(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--port",
+        metavar="PROTO/PORT",
+        action="append",
+        type=parse_port,
+        help="tcp/80, udp/53, sctp/9000 or a container port name (tcp/http); repeatable "
+        "(default: every port the policies name and every container port)",
+    )
+
+
+def _inventory(p: argparse.ArgumentParser) -> None:
+    from ..cli import add_network_args  # the CLI imports this module: its helpers only at call time
+
     p.add_argument(
         "--inventory", metavar="FILE", required=True, help="kubectl get namespaces,pods -A -o json output"
     )
-    if ports:
+    add_network_args(p)
+
+
+def matrix_arguments(p: argparse.ArgumentParser) -> None:
+    from ..cli import add_paths
+
+    add_paths(p)
+    _inventory(p)
+    _ports(p)
+    p.add_argument("--format", default="text", choices=render.FORMATS)
+
+
+def explain_arguments(p: argparse.ArgumentParser) -> None:
+    from ..cli import add_paths
+
+    add_paths(p)
+    _inventory(p)
+    p.add_argument("--from", dest="source", required=True, metavar="NS/POD")
+    p.add_argument("--to", dest="target", required=True, metavar="NS/POD|ADDRESS")
+    p.add_argument("--port", required=True, type=parse_port, metavar="PROTO/PORT")
+    p.add_argument("--format", default="text", choices=("text", "json"))
+
+
+def diff_arguments(p: argparse.ArgumentParser) -> None:
+    for flag in ("--old", "--new"):
         p.add_argument(
-            "--port",
-            metavar="PROTO/PORT",
-            action="append",
-            type=parse_port,
-            help="tcp/80, udp/53, sctp/9000 or a container port name (tcp/http); repeatable "
-            "(default: every port the policies name and every container port)",
+            flag, nargs="+", required=True, metavar="PATH", help=f"the {flag[2:]} policy files or folders"
         )
-    p.add_argument("--network", default=DEFAULT_NETWORK, help="network name (default: the primary network)")
-    p.add_argument(
-        "--ip-source", metavar="SRC", help=f"where pods' addresses on --network come from: {IP_SOURCE_HELP}"
-    )
-    p.add_argument(
-        "--policy-kinds", metavar="KINDS", help="NetworkPolicy and/or MultiNetworkPolicy, comma-separated"
-    )
+    _inventory(p)
+    _ports(p)
+    p.add_argument("--format", default="text", choices=("text", "json"))
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when anything changed, 0 when not")
 
 
-def add_commands(sub: argparse._SubParsersAction[Parser]) -> None:
-    matrix = sub.add_parser("matrix", help="which pod may open a connection to which, per port")
-    matrix.add_argument("paths", nargs="+", metavar="PATH", help=PATHS_HELP)
-    _common(matrix)
-    matrix.add_argument("--format", default="text", choices=render.FORMATS)
-    explain = sub.add_parser("explain", help="why one connection is allowed or denied")
-    explain.add_argument("paths", nargs="+", metavar="PATH", help=PATHS_HELP)
-    _common(explain, ports=False)
-    explain.add_argument("--from", dest="source", required=True, metavar="NS/POD")
-    explain.add_argument("--to", dest="target", required=True, metavar="NS/POD|ADDRESS")
-    explain.add_argument("--port", required=True, type=parse_port, metavar="PROTO/PORT")
-    explain.add_argument("--format", default="text", choices=("text", "json"))
-    diff_ = sub.add_parser("diff", help="connections gained and lost between two versions of the policies")
-    diff_.add_argument("--old", nargs="+", required=True, metavar="PATH", help=PATHS_HELP)
-    diff_.add_argument("--new", nargs="+", required=True, metavar="PATH", help=PATHS_HELP)
-    _common(diff_)
-    diff_.add_argument("--format", default="text", choices=("text", "json"))
-    diff_.add_argument("--exit-code", action="store_true", help="exit 1 when anything changed, 0 when not")
+def _model(args: argparse.Namespace, paths: Sequence[str], notes: Notes) -> tuple[Sources, Model]:
+    """The sources (policies and inventory read once) and one network's model, as compile builds it."""
+    from ..cli import network_from_args
+
+    sources = read_sources(paths, args.inventory, sys.stdin)
+    model = load_model(sources, network_from_args(args))
+    notes(model.notes, "note")
+    notes(model.warnings, "warning")
+    return sources, model
 
 
-def _network(args: argparse.Namespace) -> NetworkSpec:
-    try:
-        return network_spec(args.network, args.ip_source, args.policy_kinds)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _namespaces(cluster: Cluster) -> Mapping[str, Mapping[str, str]]:
-    return {ns.name: ns.labels for ns in cluster.inventory.namespaces}
-
-
-def _queries(args: argparse.Namespace, programs: Iterable[Program], cluster: Cluster) -> list[PortQuery]:
-    return unique(args.port) if args.port else default_ports(programs, cluster.inventory)
+def _queries(args: argparse.Namespace, programs: Iterable[Program], model: Model) -> list[PortQuery]:
+    return unique(args.port) if args.port else default_ports(programs, model.inventory)
 
 
 def _write(chunks: Iterable[str | bytes]) -> None:
@@ -94,20 +101,14 @@ def _write(chunks: Iterable[str | bytes]) -> None:
 
 
 def run_matrix(args: argparse.Namespace, notes: Notes) -> int:
-    network = _network(args)
-    cluster = read_cluster(args.inventory, network)
-    model = load_model(args.paths, cluster, network)
-    notes(model.notes, "note")
-    notes(cluster.warnings, "warning")
-    found = matrices(
-        model.program, model.pods, _namespaces(cluster), _queries(args, [model.program], cluster)
-    )
+    _, model = _model(args, args.paths, notes)
+    found = matrices(model.program, model.pods, model.namespaces, _queries(args, [model.program], model))
     if args.format == "json":
         _write(render.as_json(model.pods, found))
     elif args.format == "csv":
         _write(render.as_csv(model.pods, found))
     elif args.format == "html":
-        _write(render.as_html(model.pods, found, Explainer(model, _namespaces(cluster))))
+        _write(render.as_html(model.pods, found, Explainer(model)))
     else:
         _write(render.as_text(model.pods, found))
     return 0
@@ -129,11 +130,7 @@ def _endpoint(model: Model, text: str, inventory: str, family: int | None) -> En
 
 
 def run_explain(args: argparse.Namespace, notes: Notes) -> int:
-    network = _network(args)
-    cluster = read_cluster(args.inventory, network)
-    model = load_model(args.paths, cluster, network)
-    notes(model.notes, "note")
-    notes(cluster.warnings, "warning")
+    _, model = _model(args, args.paths, notes)
     dst = _endpoint(model, args.target, args.inventory, None)
     if dst.pod is not None and "/" in args.target and model.pod(args.target) is not None:
         source_pod = model.pod(args.source)
@@ -150,7 +147,7 @@ def run_explain(args: argparse.Namespace, notes: Notes) -> int:
         if number is None:
             problem = f"{dst.name} has no {query.protocol} container port named {port!r}"
         port = number if number is not None else 0
-    explainer = Explainer(model, _namespaces(cluster))
+    explainer = Explainer(model)
     egress, ingress = explainer.explain(src, dst, query.protocol, port)
     allowed = problem is None and egress.allowed and ingress.allowed
     if args.format == "json":
@@ -179,23 +176,30 @@ def run_explain(args: argparse.Namespace, notes: Notes) -> int:
 
 
 def run_diff(args: argparse.Namespace, notes: Notes) -> int:
-    network = _network(args)
-    cluster = read_cluster(args.inventory, network)
-    old = load_model(args.old, cluster, network)
-    new = load_model(args.new, cluster, network)
-    notes(list(dict.fromkeys((*old.notes, *new.notes))), "note")
-    notes(cluster.warnings, "warning")
-    namespaces = _namespaces(cluster)
-    found = diff.changes(old, new, namespaces, _queries(args, [old.program, new.program], cluster))
+    from ..cli import network_from_args
+
+    sources, old = _model(args, args.old, notes)
+    new = load_model(with_policies(sources, args.new, sys.stdin), network_from_args(args))
+    notes([n for n in new.notes if n not in old.notes], "note")
+    found = diff.changes(old, new, _queries(args, [old.program, new.program], new))
     if args.format == "json":
         print(json.dumps(diff.as_json(found, new.pods)))
     else:
-        _write(diff.as_text(found, new.pods, Explainer(new, namespaces)))
+        _write(diff.as_text(found, new.pods, Explainer(new)))
     return 1 if args.exit_code and found else 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Notes], int]] = {
-    "matrix": run_matrix,
-    "explain": run_explain,
-    "diff": run_diff,
+@attrs.frozen
+class Command:
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Notes], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "matrix": Command("which pod may open a connection to which, per port", matrix_arguments, run_matrix),
+    "explain": Command("why one connection is allowed or denied", explain_arguments, run_explain),
+    "diff": Command(
+        "connections gained and lost between two versions of the policies", diff_arguments, run_diff
+    ),
 }

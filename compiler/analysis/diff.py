@@ -38,11 +38,9 @@ class Change:
                     yield pods[s], pods[d]
 
 
-def changes(
-    old: Model, new: Model, namespaces: Mapping[str, Mapping[str, str]], queries: Sequence[PortQuery]
-) -> list[Change]:
+def changes(old: Model, new: Model, queries: Sequence[PortQuery]) -> list[Change]:
     found: list[Change] = []
-    per_family = list(deciders([old.program, new.program], new.pods, namespaces, queries))
+    per_family = list(deciders([old.program, new.program], new.pods, new.namespaces, queries))
     dual = len(per_family) > 1
     for query in queries:
         for family, classes, (before, after) in per_family:

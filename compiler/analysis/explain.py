@@ -6,7 +6,6 @@ Decides exactly as ``evaluate.Evaluator`` does, keeping the reasons it throws aw
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -111,11 +110,11 @@ def _show_ports(ports: tuple[PortSpec, ...]) -> str:
 
 
 class Explainer:
-    """Per-rule verdicts for one model; ``namespaces`` are the inventory's namespace labels."""
+    """Per-rule verdicts for one model."""
 
-    def __init__(self, model: Model, namespaces: Mapping[str, Mapping[str, str]]) -> None:
+    def __init__(self, model: Model) -> None:
         self.model = model
-        self._namespaces = namespaces
+        self._namespaces = model.namespaces
         self._policies: dict[str, list[Policy]] = {}  # a policy selects pods of its own namespace only
         for policy in model.program.policies:
             self._policies.setdefault(policy.namespace, []).append(policy)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 import attrs
 
-from ..frontends.legacy import isolation_policies, namespaces_from_objects
 from ..frontends.positions import FieldPath
-from ..inventory import Inventory, Pod, build_inventory, read_inventory_documents
+from ..inventory import Inventory, Pod
 from ..ir import Address, Policy, Program
-from ..networks import NetworkSpec, select_policies
-from ..sources import Loaded, read_policy_sources
+from ..networks import NetworkSpec
+from ..pipeline import Sources, assemble
+from ..sources import read_policy_sources
 
 
 @attrs.frozen
@@ -25,6 +24,7 @@ class Model:
     pods: tuple[Pod, ...]
     places: Mapping[tuple[str, str, str], Callable[[FieldPath], str]] = attrs.field(eq=False)
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
     _by_ref: dict[str, Pod] = attrs.field(init=False, eq=False)
     _by_address: dict[Address, Pod] = attrs.field(init=False, eq=False)
     _places: dict[tuple[Policy, FieldPath], str] = attrs.field(init=False, eq=False, factory=dict)
@@ -41,6 +41,11 @@ class Model:
             known = found(parts) if found is not None else policy.source or "<unknown>"
             self._places[policy, parts] = known
         return known
+
+    @property
+    def namespaces(self) -> Mapping[str, Mapping[str, str]]:
+        """Each namespace's labels, what namespace selectors read."""
+        return {ns.name: ns.labels for ns in self.inventory.namespaces}
 
     def pod(self, ref: str) -> Pod | None:
         return self._by_ref.get(ref)
@@ -85,34 +90,19 @@ def listed_order(inventory: Inventory, documents: Sequence[Any]) -> tuple[Pod, .
     )
 
 
-def cluster_program(loaded: Loaded, inventory: Inventory, network: NetworkSpec) -> Program:
-    """The policies that govern ``network``: the sources' plus the 1.6 annotation's isolation."""
-    namespaces = {ns.name: ns for ns in inventory.namespaces}
-    # Namespace objects among the policy inputs are the desired state: their 1.6 annotation wins.
-    namespaces.update((ns.name, ns) for ns in namespaces_from_objects(loaded.namespaces))
-    program = Program(loaded.policies + tuple(isolation_policies(namespaces.values())))
-    return select_policies(program, network)
+def load_model(sources: Sources, network: NetworkSpec) -> Model:
+    """One network's policies and pods, assembled exactly as ``compile`` assembles them."""
+    assembled = assemble(sources, network)
+    return Model(
+        assembled.program,
+        assembled.inventory,
+        listed_order(assembled.inventory, sources.inventory_documents),
+        sources.loaded.places,
+        (*sources.loaded.notes, *assembled.notes),
+        assembled.warnings,
+    )
 
 
-@attrs.frozen
-class Cluster:
-    """The inventory, read once, as seen on one network."""
-
-    inventory: Inventory
-    pods: tuple[Pod, ...]
-    warnings: tuple[str, ...]
-
-
-def read_cluster(path: str, network: NetworkSpec) -> Cluster:
-    documents, _ = read_inventory_documents(path)
-    source = network.address_source()
-    inventory = build_inventory(documents, source, path)
-    return Cluster(inventory, listed_order(inventory, documents), tuple(source.warnings))
-
-
-def load_model(
-    paths: Sequence[str], cluster: Cluster, network: NetworkSpec, stdin: TextIO | None = None
-) -> Model:
-    loaded = read_policy_sources(paths, stdin or sys.stdin)
-    program = cluster_program(loaded, cluster.inventory, network)
-    return Model(program, cluster.inventory, cluster.pods, loaded.places, loaded.notes)
+def with_policies(sources: Sources, paths: Sequence[str], stdin: TextIO | None = None) -> Sources:
+    """Other policy sources against the same inventory (read once): the new side of a diff."""
+    return attrs.evolve(sources, loaded=read_policy_sources(paths, stdin))

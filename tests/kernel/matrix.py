@@ -12,28 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from npc.analysis import render
-from npc.analysis.load import load_model, read_cluster
+from npc.analysis.load import load_model
 from npc.analysis.matrix import matrices
 from npc.analysis.ports import PortQuery
 from npc.networks import network_spec
+from npc.pipeline import read_sources
 
 from .case import Case, Check
 
 
-def matrix_json(
-    paths: Sequence[Path], inventory: Path, checks: Sequence[Check], network_args: Sequence[str] = ()
-) -> dict[str, Any]:
+def matrix_json(paths: Sequence[Path], inventory: Path, checks: Sequence[Check]) -> dict[str, Any]:
     """What ``npc matrix PATHS --inventory INVENTORY --port ... --format json`` prints, in-process
     (the kernel runner calls it from worker threads, where stdout cannot be captured)."""
-    args = dict(zip(network_args[::2], network_args[1::2], strict=True))
-    network = network_spec(
-        args.get("--network", "default"), args.get("--ip-source"), args.get("--policy-kinds")
-    )
-    cluster = read_cluster(str(inventory), network)
-    model = load_model([str(p) for p in paths], cluster, network)
-    namespaces = {ns.name: ns.labels for ns in cluster.inventory.namespaces}
+    model = load_model(read_sources([str(p) for p in paths], str(inventory)), network_spec())
     queries = list(dict.fromkeys(PortQuery(c.protocol, c.port) for c in checks))  # type: ignore[arg-type]
-    chunks = render.as_json(model.pods, matrices(model.program, model.pods, namespaces, queries))
+    chunks = render.as_json(model.pods, matrices(model.program, model.pods, model.namespaces, queries))
     text = "".join(c.decode() if isinstance(c, bytes) else c for c in chunks)
     data: dict[str, Any] = json.loads(text)
     return data
