@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..inventory import Pod
-from ..ir import IPBlock, Peer, Policy, PortSpec, Program, Protocol, Requirement, Selector
+from ..ir import Direction, IPBlock, Peer, Policy, PortSpec, Program, Protocol, Requirement, Selector
 from .classes import PodClasses, address, classify
 from .ports import PortQuery
 
@@ -168,40 +168,32 @@ class Decider:
         )
 
     def allowed(self, protocol: str, port: int) -> Mask:
-        """``A[s, d]`` for a numbered port."""
+        """``A[s, d]`` for a numbered port: ``s``'s egress admits ``d`` and ``d``'s ingress admits ``s``."""
         key = self._signature(protocol, port)
         found = self._cache.get(key)
         if found is None:
-            found = self._cache[key] = self._egress(protocol, port) & self._ingress(protocol, port)
+            egress, ingress = (self._side(d, protocol, port) for d in ("egress", "ingress"))
+            found = self._cache[key] = egress & ingress.T
         return found
 
-    def _egress(self, protocol: str, port: int) -> Mask:
+    def _side(self, direction: Direction, protocol: str, port: int) -> Mask:
+        """``M[p, r]``: does ``p``'s ``direction`` side admit a connection with ``r``? Named ports are
+        the destination's: ``r``'s for egress, ``p``'s own for ingress."""
         out = np.zeros((self.size, self.size), dtype=bool)
         isolated = self.none.copy()
         for policy, selected in self.selected.items():
-            if policy.egress is None:
+            rules = policy.rules(direction)
+            if rules is None:
                 continue
             isolated |= selected
-            admits = self.none.copy()
-            for rule in policy.egress:
-                admits |= self.rule_peers(rule.peers) & self.port_mask(rule.ports, protocol, port)
-            if admits.any():
-                out[selected] |= admits
+            for rule in rules:
+                ports, peers = self.port_mask(rule.ports, protocol, port), self.rule_peers(rule.peers)
+                rows, remote = (
+                    (selected, peers & ports) if direction == "egress" else (selected & ports, peers)
+                )
+                if rows.any() and remote.any():
+                    out[rows] |= remote
         out[~isolated] = True
-        return out
-
-    def _ingress(self, protocol: str, port: int) -> Mask:
-        out = np.zeros((self.size, self.size), dtype=bool)
-        isolated = self.none.copy()
-        for policy, selected in self.selected.items():
-            if policy.ingress is None:
-                continue
-            isolated |= selected
-            for rule in policy.ingress:
-                columns = self.port_mask(rule.ports, protocol, port) & selected
-                if columns.any():
-                    out[:, columns] |= self.rule_peers(rule.peers)[:, None]
-        out[:, ~isolated] = True
         return out
 
     def query(self, query: PortQuery) -> Mask:
