@@ -152,9 +152,9 @@ class _Reader:
 
     def read(self, source: _Source) -> None:
         if source.name.lower().endswith(".npc"):
-            from .frontends.dsl import RulePlaces, parse
+            from .frontends.dsl import parse
 
-            rule_places: RulePlaces = {}
+            rule_places: dict[tuple[str, str, str], dict[FieldPath, str]] = {}
             for policy in parse(source.text, source.name, rule_places):
                 self._add(
                     policy, None, source.name, rule_places.get((policy.kind, policy.namespace, policy.name))
