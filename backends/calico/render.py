@@ -1,0 +1,204 @@
+"""The optimised IR as ``projectcalico.org/v3`` NetworkPolicy objects with exactly its meaning.
+
+Why these choices (the README's "Calico" section says the same for users):
+
+- Kind: one namespaced ``NetworkPolicy`` per IR policy, in the policy's namespace. Calico then
+  scopes the policy selector and every rule selector to that namespace itself, which is the
+  Kubernetes meaning; nothing cluster-wide (GlobalNetworkPolicy) is needed.
+- Tier ``default``, order 1000, only ``Allow`` rules: what Calico's own converter gives a Kubernetes
+  NetworkPolicy. In the default tier a pod some policy selects for a direction is denied at the end
+  of the tier unless a rule allowed, and a pod none selects falls through to its namespace profile
+  (allow): Kubernetes isolation exactly. With Allow rules only, order changes nothing among ours;
+  1000 leaves room for an administrator's own policies before and after.
+- Names: ``npc-<name, as a DNS label, cut to 40>-<10 hex of sha256(kind, namespace, name)>``. No
+  dot (Calico reads a dot as a tier prefix), at most 63 characters, stable across content changes
+  (a Git diff shows an edit, not a delete and an add), and two sources with the same name (a
+  NetworkPolicy and a MultiNetworkPolicy, say) never collide.
+- One Calico rule per (peer, protocol): a rule has one protocol and one source/destination entity.
+  Rules with no ports have no protocol (every protocol, as in Kubernetes). Field limits are kept by
+  splitting (50 ports a rule, 1024 rules a policy, 256 notNets: then the exact remaining ranges).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from npc.errors import InputError
+from npc.ir import PROTOCOLS, Direction, IPBlock, Network, Peer, PodPeer, Policy, PortSpec, Program, Rule
+from npc.ir import namespace_selector as own_namespace
+
+from . import selectors
+
+API_VERSION = "projectcalico.org/v3"
+TIER = "default"
+ORDER = 1000
+MANAGED_BY = {"app.kubernetes.io/managed-by": "npc"}
+SOURCE_ANNOTATION = "npc/source"
+MAX_PORTS = 50
+MAX_NETS = 256
+MAX_RULES = 1024
+_SLUG = 40
+
+Obj = dict[str, Any]
+
+
+def object_name(policy: Policy) -> str:
+    identity = f"{policy.kind}\0{policy.namespace}\0{policy.name}".encode()
+    digest = hashlib.sha256(identity).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9]+", "-", policy.name.lower()).strip("-")[:_SLUG].rstrip("-")
+    return f"npc-{slug}-{digest}" if slug else f"npc-{digest}"
+
+
+def _port_groups(ports: Sequence[PortSpec]) -> Iterator[tuple[str | None, list[int | str]]]:
+    """(protocol, ports) per Calico rule: no ports at all is every protocol; a protocol with no
+    port given is every port of it (and absorbs that protocol's listed ports)."""
+    if not ports:
+        yield None, []
+        return
+    for protocol in PROTOCOLS:
+        specs = [p for p in ports if p.protocol == protocol]
+        if not specs:
+            continue
+        if any(p.port is None for p in specs):
+            yield protocol, []
+            continue
+        values: list[int | str] = [
+            p.port if isinstance(p.port, str) or not p.end_port else f"{p.port}:{p.end_port}"
+            for p in specs
+            if p.port is not None
+        ]
+        for start in range(0, len(values), MAX_PORTS):
+            yield protocol, values[start : start + MAX_PORTS]
+
+
+def _remaining(block: IPBlock, excepts: Sequence[Network]) -> list[Network]:
+    """The addresses of ``block`` as disjoint networks (when its excepts exceed Calico's limit)."""
+    nets: list[Network] = [block.cidr]
+    for hole in excepts:
+        next_nets: list[Network] = []
+        for net in nets:
+            if net.subnet_of(hole):  # type: ignore[arg-type]
+                continue
+            if hole.subnet_of(net):  # type: ignore[arg-type]
+                next_nets.extend(net.address_exclude(hole))  # type: ignore[arg-type]
+            else:
+                next_nets.append(net)
+        nets = next_nets
+    return list(ipaddress.collapse_addresses(nets))  # type: ignore[type-var]
+
+
+def _ip_entities(block: IPBlock) -> list[Obj]:
+    """``nets``/``notNets`` of one ipBlock; none when its excepts leave nothing."""
+    excepts = [e for e in block.excepts if e.version == block.version and e.overlaps(block.cidr)]
+    if any(block.cidr.subnet_of(e) for e in excepts):  # type: ignore[arg-type]
+        return []
+    if len(excepts) <= MAX_NETS:
+        entity: Obj = {"nets": [str(block.cidr)]}
+        if excepts:
+            entity["notNets"] = [str(e) for e in excepts]
+        return [entity]
+    nets = [str(n) for n in _remaining(block, excepts)]
+    return [{"nets": nets[i : i + MAX_NETS]} for i in range(0, len(nets), MAX_NETS)]
+
+
+def _entities(policy: Policy, peers: tuple[Peer, ...] | None) -> list[Obj]:
+    """One EntityRule per peer (``{}``: any peer); a podSelector-only peer keeps Calico's default
+    of the policy's own namespace."""
+    if peers is None:
+        return [{}]
+    out: list[Obj] = []
+    for peer in peers:
+        if isinstance(peer, IPBlock):
+            out.extend(_ip_entities(peer))
+            continue
+        assert isinstance(peer, PodPeer)
+        entity: Obj = {"selector": selectors.pod_selector(peer.pods)}
+        if peer.namespaces != own_namespace(policy.namespace):
+            entity["namespaceSelector"] = selectors.namespace_selector(peer.namespaces)
+        out.append(entity)
+    return out
+
+
+def _rules(policy: Policy, direction: Direction, rule: Rule) -> Iterator[Obj]:
+    for entity in _entities(policy, rule.peers):
+        for protocol, ports in _port_groups(rule.ports):
+            out: Obj = {"action": "Allow"}
+            if protocol is not None:
+                out["protocol"] = protocol
+            remote, local = (dict(entity), {}) if direction == "ingress" else ({}, dict(entity))
+            if ports:
+                local["ports"] = ports
+            if remote:
+                out["source" if direction == "ingress" else "destination"] = remote
+            if local:
+                out["destination"] = local
+            yield out
+
+
+def _check_selectors(policy: Policy, spec: Obj) -> None:
+    texts = [spec["selector"]] + [
+        side.get(field, "")
+        for direction in ("ingress", "egress")
+        for rule in spec.get(direction, ())
+        for side in (rule.get("source", {}), rule.get("destination", {}))
+        for field in ("selector", "namespaceSelector")
+    ]
+    for text in texts:
+        if len(text) > selectors.MAX_SELECTOR:
+            raise InputError(
+                f"policy {policy.namespace}/{policy.name}: a selector would be {len(text)} characters; "
+                f"Calico accepts at most {selectors.MAX_SELECTOR}",
+                policy.source or "<input>",
+            )
+
+
+def policy_objects(policy: Policy) -> list[Obj]:
+    """The NetworkPolicy objects for one IR policy (more than one only past Calico's rule limit)."""
+    governed: list[Direction] = [d for d in ("ingress", "egress") if policy.rules(d) is not None]
+    if not governed:
+        return []
+    rules = {d: [r for rule in policy.rules(d) or () for r in _rules(policy, d, rule)] for d in governed}
+    parts = max(1, *((len(rs) + MAX_RULES - 1) // MAX_RULES for rs in rules.values()))
+    name = object_name(policy)
+    out = []
+    for part in range(parts):
+        spec: Obj = {
+            "tier": TIER,
+            "order": ORDER,
+            "selector": selectors.pod_selector(policy.pod_selector),
+            "types": [d.capitalize() for d in governed],
+        }
+        for direction in governed:
+            chunk = rules[direction][part * MAX_RULES : (part + 1) * MAX_RULES]
+            if chunk:
+                spec[direction] = chunk
+        _check_selectors(policy, spec)
+        metadata: Obj = {
+            "name": name if part == 0 else f"{name}-{part + 1}",
+            "namespace": policy.namespace,
+            "labels": dict(MANAGED_BY),
+            "annotations": {SOURCE_ANNOTATION: f"{policy.kind} {policy.namespace}/{policy.name}"},
+        }
+        out.append({"apiVersion": API_VERSION, "kind": "NetworkPolicy", "metadata": metadata, "spec": spec})
+    return out
+
+
+def calico_objects(program: Program) -> list[Obj]:
+    """Every object, ordered by namespace and name (so the same policies give the same bytes)."""
+    objects: dict[tuple[str, str], tuple[Policy, Obj]] = {}
+    for policy in program.policies:
+        for obj in policy_objects(policy):
+            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            if key in objects:  # 40 bits of sha256 alike: say so rather than overwrite
+                other = objects[key][0]
+                raise InputError(
+                    f"policies {other.kind} {other.name} and {policy.kind} {policy.name} in namespace "
+                    f"{policy.namespace} would share the Calico name {key[1]}; rename one",
+                    policy.source or "<input>",
+                )
+            objects[key] = (policy, obj)
+    return [objects[key][1] for key in sorted(objects)]
