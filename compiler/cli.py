@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, collector
+from .backends import calico
 from .convert import TARGETS, convert, fmt
 from .errors import NpcError, UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
@@ -48,7 +49,7 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
         help="policy files or folders (.yaml .yml .json .npc), - for stdin",
     )
     p.add_argument("--inventory", metavar="FILE", help="kubectl get namespaces,pods -A -o json output")
-    p.add_argument("--backend", default="iptables", choices=BACKENDS)
+    p.add_argument("--backend", default="iptables", choices=(*BACKENDS, "calico"))
     p.add_argument("--network", default=DEFAULT_NETWORK, help="network name (default: the primary network)")
     p.add_argument(
         "--ip-source", metavar="SRC", help=f"where pods' addresses on --network come from: {IP_SOURCE_HELP}"
@@ -102,7 +103,10 @@ def _add_language_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         help="policy files or folders (.yaml .yml .json .npc), - for stdin",
     )
     convert_.add_argument(
-        "--to", required=True, choices=TARGETS, help="dsl: npc language; k8s: multi-document YAML"
+        "--to",
+        required=True,
+        choices=(*TARGETS, "calico"),
+        help="dsl: npc language; k8s: multi-document YAML; calico: projectcalico.org/v3 resources",
     )
     convert_.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     fmt_ = sub.add_parser("fmt", help="rewrite .npc files in canonical form, in place")
@@ -145,6 +149,11 @@ class Job:
     ) -> None:
         self.args = args
         self.network = network or network_from_args(args)
+        if args.backend == "calico" and not self.network.is_primary:
+            raise UsageError(
+                f"--backend calico: Calico polices each pod's primary interface only, not network "
+                f"{self.network.name!r}; leave out --network"
+            )
         inputs = inputs or Inputs(args, progress)
         progress(f"indexing pods for network {self.network.name}")
         loaded = inputs.loaded
@@ -167,8 +176,13 @@ class Job:
         progress(f"compiling {len(program.policies)} policies for network {self.network.name}")
         self.compiled: Compiled = compile_program(program, inventory, self.network.name, args.mark)
         progress(f"rendering {args.backend} artefacts")
-        self.backend = backend(args.backend)
-        self.files = self.backend.artefacts(self.compiled.lowered, self.compiled.members)
+        if args.backend == "calico":
+            self.files = {calico.FILE: calico.render(self.compiled.program)}
+            self.rule_counts = calico.rule_counts(self.files)
+        else:
+            self.backend = backend(args.backend)
+            self.files = self.backend.artefacts(self.compiled.lowered, self.compiled.members)
+            self.rule_counts = self.backend.rule_counts(self.files)
 
     def manifest(self) -> str:
         lowered = self.compiled.lowered
@@ -190,7 +204,7 @@ class Job:
                 "policies": self.policy_count,
                 "policies_after_passes": len(self.compiled.program.policies),
                 "chains": {str(f.family): len(lowered.chain_names(f.family)) for f in lowered.families},
-                "rules": self.backend.rule_counts(self.files),
+                "rules": self.rule_counts,
                 "sets": len(self.compiled.members),
                 "set_entries": sum(len(m) for m in self.compiled.members.values()),
             },
@@ -210,6 +224,9 @@ def _compile(args: argparse.Namespace) -> int:
         job = Job(args, progress=progress)
     _notes(job.notes)
     _notes(job.warnings, "warning")
+    if args.backend == "calico" and not args.output:  # one YAML stream, for calicoctl apply -f -
+        sys.stdout.write(job.files[calico.FILE])
+        return 0
     _write(dict(job.files, **{"manifest.json": job.manifest()}), args.output)
     return 0
 
@@ -252,6 +269,8 @@ def _write(files: dict[str, str], output: str | None, label: str = "") -> None:
 def _apply(args: argparse.Namespace) -> int:
     from .apply import apply_iptables, detect_tools
 
+    if args.backend == "calico":
+        raise UsageError("--backend calico renders resources for calicoctl apply; npc apply cannot load them")
     with collector.paused(), display() as progress:
         job = Job(args, progress=progress)
     _notes(job.notes)
@@ -285,15 +304,21 @@ def _apply_nftables(args: argparse.Namespace, job: Job) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    result = convert(args.paths, args.to, sys.stdin)
-    _notes(result.notes)
+    if args.to == "calico":  # what compile --backend calico writes
+        job = Job(build_parser().parse_args(["compile", "--backend", "calico", "--", *args.paths]))
+        _notes(job.notes)
+        text = job.files[calico.FILE]
+    else:
+        result = convert(args.paths, args.to, sys.stdin)
+        _notes(result.notes)
+        text = result.text
     if args.output:
         out = Path(args.output)
         tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(result.text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(out)
     else:
-        sys.stdout.write(result.text)
+        sys.stdout.write(text)
     return 0
 
 

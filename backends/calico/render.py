@@ -164,7 +164,7 @@ def policy_objects(policy: Policy) -> list[Obj]:
     rules = {d: [r for rule in policy.rules(d) or () for r in _rules(policy, d, rule)] for d in governed}
     parts = max(1, *((len(rs) + MAX_RULES - 1) // MAX_RULES for rs in rules.values()))
     name = object_name(policy)
-    out = []
+    out: list[Obj] = []
     for part in range(parts):
         spec: Obj = {
             "tier": TIER,
@@ -178,7 +178,7 @@ def policy_objects(policy: Policy) -> list[Obj]:
                 spec[direction] = chunk
         _check_selectors(policy, spec)
         metadata: Obj = {
-            "name": name if part == 0 else f"{name}-{part + 1}",
+            "name": name,
             "namespace": policy.namespace,
             "labels": dict(MANAGED_BY),
             "annotations": {SOURCE_ANNOTATION: f"{policy.kind} {policy.namespace}/{policy.name}"},
@@ -188,17 +188,19 @@ def policy_objects(policy: Policy) -> list[Obj]:
 
 
 def calico_objects(program: Program) -> list[Obj]:
-    """Every object, ordered by namespace and name (so the same policies give the same bytes)."""
-    objects: dict[tuple[str, str], tuple[Policy, Obj]] = {}
+    """Every object, ordered by namespace and name (so the same policies give the same bytes).
+
+    Objects sharing a name (the parts of one policy past the rule limit, or policies the IR
+    holds twice) are numbered ``-2``, ``-3``... in program order.
+    """
+    groups: dict[tuple[str, str], list[Obj]] = {}
     for policy in program.policies:
         for obj in policy_objects(policy):
-            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-            if key in objects:  # 40 bits of sha256 alike: say so rather than overwrite
-                other = objects[key][0]
-                raise InputError(
-                    f"policies {other.kind} {other.name} and {policy.kind} {policy.name} in namespace "
-                    f"{policy.namespace} would share the Calico name {key[1]}; rename one",
-                    policy.source or "<input>",
-                )
-            objects[key] = (policy, obj)
-    return [objects[key][1] for key in sorted(objects)]
+            groups.setdefault((policy.namespace, obj["metadata"]["name"]), []).append(obj)
+    for objects in groups.values():
+        for n, obj in enumerate(objects[1:], start=2):
+            obj["metadata"]["name"] += f"-{n}"
+    return sorted(
+        (obj for objects in groups.values() for obj in objects),
+        key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]),
+    )
