@@ -67,7 +67,7 @@ def _port_groups(ports: Sequence[PortSpec]) -> Iterator[tuple[str | None, list[i
             yield protocol, []
             continue
         values: list[int | str] = [
-            p.port if isinstance(p.port, str) or not p.end_port else f"{p.port}:{p.end_port}"
+            p.port if isinstance(p.port, str) or p.end_port in (None, p.port) else f"{p.port}:{p.end_port}"
             for p in specs
             if p.port is not None
         ]
