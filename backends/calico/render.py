@@ -16,19 +16,34 @@ Why these choices (the README's "Calico" section says the same for users):
   NetworkPolicy and a MultiNetworkPolicy, say) never collide.
 - One Calico rule per (peer, protocol): a rule has one protocol and one source/destination entity.
   Rules with no ports have no protocol (every protocol, as in Kubernetes). Field limits are kept by
-  splitting (50 ports a rule, 1024 rules a policy, 256 notNets: then the exact remaining ranges).
+  splitting (50 ports a rule, 1024 rules a policy, 256 notNets: then the exact remaining ranges,
+  1024 characters a selector: a long ``in`` set becomes several selectors whose union it is).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from npc.errors import InputError
-from npc.ir import PROTOCOLS, Direction, IPBlock, Network, Peer, PodPeer, Policy, PortSpec, Program, Rule
+from npc.ir import (
+    PROTOCOLS,
+    Direction,
+    IPBlock,
+    Network,
+    Peer,
+    PodPeer,
+    Policy,
+    PortSpec,
+    Program,
+    Requirement,
+    Rule,
+    Selector,
+)
 from npc.ir import namespace_selector as own_namespace
 
 from . import selectors
@@ -116,10 +131,14 @@ def _entities(policy: Policy, peers: tuple[Peer, ...] | None) -> list[Obj]:
             out.extend(_ip_entities(peer))
             continue
         assert isinstance(peer, PodPeer)
-        entity: Obj = {"selector": selectors.pod_selector(peer.pods)}
-        if peer.namespaces != own_namespace(policy.namespace):
-            entity["namespaceSelector"] = selectors.namespace_selector(peer.namespaces)
-        out.append(entity)
+        own = peer.namespaces == own_namespace(policy.namespace)
+        namespaces = [None] if own else _fitting(peer.namespaces, selectors.namespace_selector, policy)
+        for pods in _fitting(peer.pods, selectors.pod_selector, policy):
+            for scope in namespaces:
+                entity: Obj = {"selector": selectors.pod_selector(pods)}
+                if scope is not None:
+                    entity["namespaceSelector"] = selectors.namespace_selector(scope)
+                out.append(entity)
     return out
 
 
@@ -139,21 +158,30 @@ def _rules(policy: Policy, direction: Direction, rule: Rule) -> Iterator[Obj]:
             yield out
 
 
-def _check_selectors(policy: Policy, spec: Obj) -> None:
-    texts = [spec["selector"]] + [
-        side.get(field, "")
-        for direction in ("ingress", "egress")
-        for rule in spec.get(direction, ())
-        for side in (rule.get("source", {}), rule.get("destination", {}))
-        for field in ("selector", "namespaceSelector")
+def _fitting(selector: Selector, text: Callable[[Selector], str], policy: Policy) -> list[Selector]:
+    """Selectors whose union is ``selector``, each within Calico's 1024 characters: the widest
+    ``in`` set is halved until the parts fit. (Only the meaning of a union is kept this way, which
+    is all a policy's target or a peer needs.)"""
+    if len(text(selector)) <= selectors.MAX_SELECTOR:
+        return [selector]
+    widest = max(
+        (r for r in selector.requirements if r.op == "In" and len(r.values) > 1),
+        key=lambda r: len(r.values),
+        default=None,
+    )
+    if widest is None:
+        raise InputError(
+            f"policy {policy.namespace}/{policy.name}: the selector {text(selector)!r} is "
+            f"{len(text(selector))} characters; Calico accepts at most {selectors.MAX_SELECTOR}",
+            policy.source or "<input>",
+        )
+    rest = [r for r in selector.requirements if r != widest]
+    half = len(widest.values) // 2
+    return [
+        part
+        for values in (widest.values[:half], widest.values[half:])
+        for part in _fitting(Selector((*rest, Requirement(widest.key, "In", values))), text, policy)
     ]
-    for text in texts:
-        if len(text) > selectors.MAX_SELECTOR:
-            raise InputError(
-                f"policy {policy.namespace}/{policy.name}: a selector would be {len(text)} characters; "
-                f"Calico accepts at most {selectors.MAX_SELECTOR}",
-                policy.source or "<input>",
-            )
 
 
 def policy_objects(policy: Policy) -> list[Obj]:
@@ -165,18 +193,19 @@ def policy_objects(policy: Policy) -> list[Obj]:
     parts = max(1, *((len(rs) + MAX_RULES - 1) // MAX_RULES for rs in rules.values()))
     name = object_name(policy)
     out: list[Obj] = []
-    for part in range(parts):
+    for part, target in itertools.product(
+        range(parts), _fitting(policy.pod_selector, selectors.pod_selector, policy)
+    ):
         spec: Obj = {
             "tier": TIER,
             "order": ORDER,
-            "selector": selectors.pod_selector(policy.pod_selector),
+            "selector": selectors.pod_selector(target),
             "types": [d.capitalize() for d in governed],
         }
         for direction in governed:
             chunk = rules[direction][part * MAX_RULES : (part + 1) * MAX_RULES]
             if chunk:
                 spec[direction] = chunk
-        _check_selectors(policy, spec)
         metadata: Obj = {
             "name": name,
             "namespace": policy.namespace,
