@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kernel.case import Case, load_cases, write_inputs
 from kernel.report import diff_report
-from npc.backends.calico import calico_objects, render
+from npc.backends.calico import calico_objects, to_yaml
 from npc.backends.calico.selectors import namespace_selector, pod_selector
 from npc.cli import main
 from npc.errors import InputError
@@ -111,11 +111,11 @@ def test_random_policies_mean_the_same_on_calico(program: Program, inventory: In
 @given(valid_programs(WIDE))
 def test_any_valid_policy_gives_objects_calicoctl_accepts(program: Program) -> None:
     """Keyword-like keys (``all``, ``has``, ``in``, ``not``), dotted names, every shape of rule."""
-    text = render(optimise(program))
+    text = to_yaml(calico_objects(optimise(program)))
     objects = documents(text)
     names = [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects]
     assert len(set(names)) == len(names)
-    assert render(optimise(Program(tuple(reversed(program.policies))))) == text
+    assert to_yaml(calico_objects(optimise(Program(tuple(reversed(program.policies)))))) == text
 
 
 def _labels(selector: Selector) -> st.SearchStrategy[dict[str, str]]:

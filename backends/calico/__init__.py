@@ -1,17 +1,24 @@
-"""Calico backend: the optimised IR as ``projectcalico.org/v3`` resources for ``calicoctl apply``.
+"""Calico: the optimised program as ``projectcalico.org/v3`` resources for ``calicoctl apply``.
 
-Calico resolves selectors itself, so nothing here depends on the inventory, and Calico polices the
-pod's primary interface only. Render only: loading is Calico's job.
+Calico resolves selectors and named ports itself, so nothing here reads the inventory's pods, and
+it polices each pod's primary interface only. It renders; loading is Calico's own job.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import yaml
-from npc.ir import Program
 
+from ...errors import UsageError
+from ...ir import DEFAULT_NETWORK
+from ..base import LoadReport, Options, Runner
 from .render import Obj, calico_objects
+
+if TYPE_CHECKING:
+    from ...pipeline import Compiled
 
 FILE = "calico.yaml"
 
@@ -29,13 +36,53 @@ def to_yaml(objects: Sequence[Obj]) -> str:
     )
 
 
-def render(program: Program) -> str:
-    return to_yaml(calico_objects(program))
+def _rules(obj: Obj, direction: str) -> int:
+    return len(obj["spec"].get(direction, ()))
 
 
-__all__ = ["FILE", "calico_objects", "render", "rule_counts", "to_yaml"]
+class CalicoBackend:
+    name = "calico"
+    files = (FILE,)
+    stdout = FILE  # alone on stdout without -o, for ``| calicoctl apply -f -``
+
+    def __init__(self) -> None:
+        self._last: tuple[Compiled, list[Obj]] | None = None
+
+    def _objects(self, compiled: Compiled) -> list[Obj]:
+        if compiled.lowered.names.network != DEFAULT_NETWORK:
+            raise UsageError(
+                f"--backend calico: Calico polices each pod's primary interface only, not network "
+                f"{compiled.lowered.names.network!r}; leave out --network"
+            )
+        if self._last is None or self._last[0] is not compiled:
+            self._last = (compiled, calico_objects(compiled.program))
+        return self._last[1]
+
+    def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
+        return {FILE: to_yaml(self._objects(compiled))}
+
+    def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
+        objects = self._objects(compiled)
+        return {FILE: sum(_rules(o, d) for o in objects for d in ("ingress", "egress"))}
+
+    def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
+        """At most the egress rules of the source's namespace and the ingress rules of the
+        destination's: the largest of each (Calico only tests the policies selecting the pod)."""
+        worst = 0
+        for direction in ("ingress", "egress"):
+            per_namespace: Counter[str] = Counter()
+            for obj in self._objects(compiled):
+                per_namespace[obj["metadata"]["namespace"]] += _rules(obj, direction)
+            worst += max(per_namespace.values(), default=0)
+        return worst
+
+    def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
+        raise UsageError("--backend calico writes resources for calicoctl apply; npc apply cannot load them")
+
+    def reset(self, network: str, options: Options, runner: Runner) -> LoadReport:
+        raise UsageError("--backend calico: remove npc's Calico resources with calicoctl delete")
 
 
-def rule_counts(files: dict[str, str]) -> dict[str, int]:
-    """Calico rules in the rendered file (for the manifest)."""
-    return {FILE: sum(1 for line in files.get(FILE, "").splitlines() if line.lstrip(" -") == "action: Allow")}
+BACKEND = CalicoBackend()
+
+__all__ = ["BACKEND", "FILE", "calico_objects", "to_yaml"]

@@ -29,8 +29,8 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from npc.errors import InputError
-from npc.ir import (
+from ...errors import InputError
+from ...ir import (
     PROTOCOLS,
     Direction,
     IPBlock,
@@ -44,8 +44,7 @@ from npc.ir import (
     Rule,
     Selector,
 )
-from npc.ir import namespace_selector as own_namespace
-
+from ...ir import namespace_selector as own_namespace
 from . import selectors
 
 API_VERSION = "projectcalico.org/v3"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from npc.ir import NAMESPACE_NAME_LABEL, Requirement, Selector
+from ...ir import NAMESPACE_NAME_LABEL, Requirement, Selector
 
 ORCHESTRATOR = "projectcalico.org/orchestrator == 'k8s'"
 """On every pod's WorkloadEndpoint: keeps pod selectors off NetworkSets and host endpoints,
