@@ -222,7 +222,8 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "compile": Command(
-        "write artefacts (iptables: rules.v4, rules.v6, ipsets; nftables: ruleset.nft; manifest.json)",
+        "write artefacts (iptables: rules.v4, rules.v6, ipsets; nftables: ruleset.nft; calico: calico.yaml; "
+        "manifest.json)",
         _compile_parser,
         _compile,
     ),

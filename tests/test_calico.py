@@ -302,6 +302,8 @@ def test_another_network_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 def test_apply_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["apply", "--backend", "calico", str(SEED / "policies")], capsys)
     assert code == 2 and "calicoctl" in err
+    code, out, err = run(["convert", "--to", "iptables", str(SEED / "policies")], capsys)
+    assert code == 2 and not out and "npc compile --backend iptables -o DIR" in err
 
 
 def test_multinetworkpolicy_for_a_secondary_network_is_left_out(
