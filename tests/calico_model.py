@@ -153,19 +153,20 @@ class _Parser:
             raise SelectorError(f"expected {kind}, got {got}")
         return value
 
-    def or_(self) -> Predicate:
-        parts = [self.and_()]
-        while self.peek() == "||":
+    def _joined(
+        self, op: str, operand: Callable[[], Predicate], combine: Callable[[Iterable[bool]], bool]
+    ) -> Predicate:
+        parts = [operand()]
+        while self.peek() == op:
             self.take()
-            parts.append(self.and_())
-        return parts[0] if len(parts) == 1 else (lambda ls: any(p(ls) for p in parts))
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else (lambda ls: combine(p(ls) for p in parts))
+
+    def or_(self) -> Predicate:
+        return self._joined("||", self.and_, any)
 
     def and_(self) -> Predicate:
-        parts = [self.operation()]
-        while self.peek() == "&&":
-            self.take()
-            parts.append(self.operation())
-        return parts[0] if len(parts) == 1 else (lambda ls: all(p(ls) for p in parts))
+        return self._joined("&&", self.operation, all)
 
     def operation(self) -> Predicate:
         negated = False
