@@ -141,6 +141,10 @@ def write_atomic(path: Path, text: str, keep_mode: bool = False) -> None:
             out.write(text)
         if keep_mode:
             shutil.copymode(path, tmp)
+        else:  # what open() would have made, not mkstemp's 0600
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
