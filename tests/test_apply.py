@@ -6,114 +6,16 @@ truth-table suite, this file checks what lands in the tables and sets.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kernel.netns import Netns, fresh_netns, policy
 
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.skipif(os.geteuid() != 0, reason="kernel tests need root (network namespaces)"),
-]
-
-INVENTORY = {
-    "apiVersion": "v1",
-    "kind": "List",
-    "items": [
-        {"kind": "Namespace", "metadata": {"name": "default"}},
-        {
-            "kind": "Pod",
-            "metadata": {"name": "db", "namespace": "default", "labels": {"role": "db"}},
-            "spec": {"containers": [{"name": "c", "ports": [{"name": "redis", "containerPort": 6379}]}]},
-            "status": {"phase": "Running", "podIPs": [{"ip": "10.9.0.1"}, {"ip": "fd09::1"}]},
-        },
-        {
-            "kind": "Pod",
-            "metadata": {"name": "web", "namespace": "default", "labels": {"role": "frontend"}},
-            "status": {"phase": "Running", "podIPs": [{"ip": "10.9.0.2"}, {"ip": "fd09::2"}]},
-        },
-    ],
-}
-
-
-def policy(name: str, port: int | str = 6379, selector: str = "db") -> dict[str, object]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "podSelector": {"matchLabels": {"role": selector}},
-            "ingress": [
-                {"from": [{"podSelector": {"matchLabels": {"role": "frontend"}}}], "ports": [{"port": port}]}
-            ],
-        },
-    }
-
-
-class Netns:
-    def __init__(self, name: str, tmp: Path) -> None:
-        self.name = name
-        self.tmp = tmp
-
-    def run(
-        self, *argv: str, check: bool = True, path: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """``argv`` inside the namespace; ``path`` replaces PATH for that command only."""
-        prefix = ["env", f"PATH={path}"] if path is not None else []
-        return subprocess.run(
-            ["ip", "netns", "exec", self.name, *prefix, *argv], capture_output=True, text=True, check=check
-        )
-
-    def npc_apply(
-        self, *policies: dict[str, object], extra: tuple[str, ...] = (), path: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        folder = self.tmp / f"p{len(list(self.tmp.iterdir()))}"
-        folder.mkdir()
-        for i, doc in enumerate(policies):
-            (folder / f"{i}.json").write_text(json.dumps(doc))
-        inventory = self.tmp / "inventory.json"
-        inventory.write_text(json.dumps(INVENTORY))
-        return self.run(
-            sys.executable,
-            "-m",
-            "npc",
-            "apply",
-            str(folder),
-            "--inventory",
-            str(inventory),
-            *extra,
-            check=False,
-            path=path,
-        )
-
-    def state(self, flavour: str = "") -> str:
-        """Everything in this namespace's filter tables and sets, counters and set seeds removed."""
-        infix = f"-{flavour}" if flavour else ""
-        text = (
-            self.run(f"iptables{infix}-save", "-t", "filter").stdout
-            + self.run(f"ip6tables{infix}-save", "-t", "filter").stdout
-        )
-        text += self.run("ipset", "save").stdout
-        text = re.sub(r" initval 0x[0-9a-f]+", "", text)  # ipset's random hash seed
-        return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-
-
-@contextlib.contextmanager
-def fresh_netns(prefix: str, tmp: Path) -> Iterator[Netns]:
-    """A new namespace named for this process (tests may run side by side), deleted afterwards."""
-    name = f"{prefix}-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield Netns(name, tmp)
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ what lands in the kernel's ruleset.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -15,12 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kernel.netns import Netns, fresh_netns, policy, rejecting_nft
 from npc.lower import Names
-from test_apply import Netns, fresh_netns, policy
 
 pytestmark = [
     pytest.mark.kernel,
-    pytest.mark.skipif(os.geteuid() != 0, reason="kernel tests need root (network namespaces)"),
     pytest.mark.skipif(
         not shutil.which("nft"), reason="nft not installed (Debian: apt-get install nftables)"
     ),
@@ -29,11 +27,6 @@ pytestmark = [
 NFT = ("--backend", "nftables")
 BLUE = f"npc-{Names('blue').tag}"
 BLUE_ARGS = (*NFT, "--network", "blue", "--ip-source", "multus:default/blue")
-# A set that may hold one element, given two: nft parses it, the kernel refuses it (ENFILE) at
-# commit time, so the whole transaction must be rolled back.
-KERNEL_REJECTS = (
-    "table inet npc {\n set overfull { type ipv4_addr; size 1; elements = { 192.0.2.1, 192.0.2.2 }; }\n}\n"
-)
 FOREIGN = """table inet foreign {
     set s { type ipv4_addr; elements = { 192.0.2.7 }; }
     chain c { type filter hook forward priority 10; ip saddr @s drop; }
@@ -114,21 +107,10 @@ def test_changed_policies_leave_nothing_stale(node: Netns) -> None:
     assert ruleset(node) == with_history
 
 
-def _rejecting_nft(tmp_path: Path) -> str:
-    """PATH with an ``nft`` that hands the real one npc's file plus a statement the kernel refuses."""
-    bin_dir = tmp_path / "rejecting-bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "nft"
-    tail = KERNEL_REJECTS.replace("\n", "\\n")
-    wrapper.write_text(f"#!/bin/sh\n{{ cat; printf '{tail}'; }} | exec {shutil.which('nft')} \"$@\"\n")
-    wrapper.chmod(0o755)
-    return f"{bin_dir}:{os.environ['PATH']}"
-
-
 def test_kernel_rejection_keeps_the_previous_table_and_exits_3(node: Netns, tmp_path: Path) -> None:
     assert node.npc_apply(policy("a"), extra=NFT).returncode == 0
     previous = ruleset(node)
-    result = node.npc_apply(policy("z", 80), policy("y", "redis"), extra=NFT, path=_rejecting_nft(tmp_path))
+    result = node.npc_apply(policy("z", 80), policy("y", "redis"), extra=NFT, path=rejecting_nft(tmp_path))
     assert result.returncode == 3, result.stderr
     assert "nft rejected the new ruleset" in result.stderr
     assert "Traceback" not in result.stderr
@@ -137,7 +119,7 @@ def test_kernel_rejection_keeps_the_previous_table_and_exits_3(node: Netns, tmp_
 
 def test_kernel_rejection_of_a_first_apply_leaves_no_table(node: Netns, tmp_path: Path) -> None:
     before = ruleset(node)
-    result = node.npc_apply(policy("a"), extra=NFT, path=_rejecting_nft(tmp_path))
+    result = node.npc_apply(policy("a"), extra=NFT, path=rejecting_nft(tmp_path))
     assert result.returncode == 3, result.stderr
     assert ruleset(node) == before
 

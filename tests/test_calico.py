@@ -18,6 +18,7 @@ from calico_model import Cluster, parse_namespace_selector, parse_selector, prob
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kernel.case import Case, load_cases, write_inputs
+from kernel.expected import evaluated
 from kernel.report import diff_report
 from npc.backends.calico import calico_objects, to_yaml
 from npc.backends.calico.selectors import namespace_selector, pod_selector
@@ -32,7 +33,6 @@ from random_clusters import connectivity, inventories
 from random_clusters import programs as random_programs
 from strategies import WIDE, selectors
 from strategies import programs as valid_programs
-from test_case_expectations import evaluated
 
 CASES = load_cases()
 CALICO_NAME = "projectcalico.org/orchestrator"

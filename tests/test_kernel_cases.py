@@ -16,7 +16,7 @@ from kernel.cluster import Cluster, Observation
 from kernel.report import diff_report
 from kernel.runner import CaseRun, Key, case_runs, run_case
 
-pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("netns_session")]
+pytestmark = pytest.mark.kernel
 
 CASES = load_cases()
 BACKENDS = ("iptables", "nftables")

@@ -19,10 +19,10 @@ import attrs
 import pytest
 from kernel.case import Case, Check, ContainerPort, Endpoint, parse_case
 from kernel.cluster import Cluster
+from kernel.netns import rejecting_nft
 from kernel.report import observations_report
-from test_apply_nft import _rejecting_nft
 
-pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("netns_session")]
+pytestmark = pytest.mark.kernel
 
 BACKENDS = ("iptables", "nftables")
 Tables = Mapping[int, Sequence[str]]  # port -> expect rows (row = from slot, column = to slot)
@@ -274,7 +274,7 @@ def make_kernel_reject(cluster: Cluster, backend: str, tmp_path: Path) -> str | 
     the kernel refuses at commit, inside npc's own transaction.
     """
     if backend == "nftables":
-        return _rejecting_nft(tmp_path)
+        return rejecting_nft(tmp_path)
     saved = cluster.node_exec(["ip6tables-save", "-t", "filter"]).stdout
     chain = re.search(r"^:(NPC-\w+-P-\w+)", saved, re.M)
     assert chain, saved

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from kernel.case import Case, write_inputs
 from kernel.cluster import Cluster, Observation
+from kernel.expected import evaluated
 from kernel.multinet import MultinetCase, load_multinet_cases
 from kernel.report import diff_report
 from npc.backends.nftables import table_name
 from npc.cli import build_from_args, build_parser
 from npc.evaluate import Evaluator
 from npc.lower import Names
-from test_case_expectations import evaluated
 
 MULTI = load_multinet_cases()
 BACKENDS = ("iptables", "nftables")
@@ -68,7 +68,6 @@ def test_every_probed_network_is_applied() -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mcase", MULTI, ids=[m.id for m in MULTI])
 @pytest.mark.kernel
-@pytest.mark.usefixtures("netns_session")
 def test_multinet_case_on_kernel(mcase: MultinetCase, backend: str, tmp_path: Path) -> None:
     case = mcase.case
     with Cluster(case, tmp_path) as cluster:
@@ -87,7 +86,6 @@ def _mcase(prefix: str) -> MultinetCase:
 
 
 @pytest.mark.kernel
-@pytest.mark.usefixtures("netns_session")
 def test_harness_routes_secondary_networks_through_the_node_from_their_own_addresses(tmp_path: Path) -> None:
     """A hand-made drop of one pod's net2 address affects its net2 probes and nothing on the primary."""
     mcase = _mcase("multinet-01")
@@ -128,7 +126,6 @@ def _unseeded(state: str) -> str:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.kernel
-@pytest.mark.usefixtures("netns_session")
 def test_networks_side_by_side_and_reapplying_one_never_disturbs_the_other(
     backend: str, tmp_path: Path
 ) -> None:

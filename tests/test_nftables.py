@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import os
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kernel.netns import fresh_netns
 from nft_sim import Ruleset
 from npc.backends.iptables import render as iptables
 from npc.backends.nftables import render as nftables
@@ -270,17 +271,11 @@ def test_hostile_names_stay_inside_comments() -> None:
 
 
 @pytest.fixture
-def check_netns() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("nft -c needs root (a throw-away network namespace)")
+def check_netns(tmp_path: Path) -> Iterator[str]:
     if not shutil.which("nft"):
         pytest.skip("nft not installed (Debian: apt-get install nftables)")
-    name = f"npc-nftc-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+    with fresh_netns("npc-nftc", tmp_path) as ns:
+        yield ns.name
 
 
 def nft_check(netns: str, text: str) -> None:
@@ -289,6 +284,7 @@ def nft_check(netns: str, text: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("network", ["default", "blue"])
 @pytest.mark.parametrize(
     "program", [RICH, Program(), Program((RICH.policies[-1],))], ids=["rich", "empty", "deny"]
@@ -297,6 +293,7 @@ def test_nft_check_mode_accepts_the_text(check_netns: str, program: Program, net
     nft_check(check_netns, render(program, INVENTORY, network))
 
 
+@pytest.mark.kernel
 def test_nft_check_mode_accepts_hostile_names(check_netns: str) -> None:
     program = Program((Policy("default", HOSTILE, sel(role="db"), ingress=(Rule(),)),))
     nft_check(check_netns, render(program, INVENTORY, network=HOSTILE))

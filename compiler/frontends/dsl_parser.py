@@ -11,9 +11,11 @@ import contextvars
 import functools
 from collections.abc import Iterable
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+import attrs
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lexer import PatternStr
+from lark.tree import Meta
 
 from ..errors import InputError
 from ..ir import Direction
@@ -95,8 +97,12 @@ def read_document(text: str, file: str) -> Document:
         raise _syntax_error(exc, text, file) from None
     finally:
         _comments.reset(reset)
-    builder = _Builder(text, file)
-    items = tuple(builder.item(child) for child in tree.children if isinstance(child, Tree))
+    try:
+        items = _Builder(text, file).transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, InputError):
+            raise exc.orig_exc from None
+        raise
     notes = tuple(Comment(_line(c), c.value.rstrip()) for c in comments)
     return Document(items, notes)
 
@@ -196,123 +202,153 @@ def _column(token: Token) -> int:
     return token.column or 0
 
 
-def _word(token: object) -> Word:
-    assert isinstance(token, Token)
-    return Word(str(token.value), _line(token), _column(token))
-
-
-def _span(tree: Tree[Token]) -> Span:
-    meta = tree.meta
+def _span(meta: Meta) -> Span:
     return Span(getattr(meta, "line", 0), getattr(meta, "end_line", 0))
 
 
-def _trees(tree: Tree[Token]) -> list[Tree[Token]]:
-    return [c for c in tree.children if isinstance(c, Tree)]
+@attrs.frozen
+class _Select:
+    selector: Selector
+    span: Span
 
 
-def _tokens(tree: Tree[Token]) -> list[Token]:
-    return [c for c in tree.children if isinstance(c, Token)]
+@attrs.frozen
+class _Ports:
+    clauses: tuple[PortClause, ...]
 
 
-_OPERATORS = {"equals": "In", "not_equals": "NotIn", "in_set": "In", "not_in_set": "NotIn"}
-
-
-class _Builder:
-    """Walks the parse tree; the only error left for it is a label key standing alone."""
+@v_args(inline=True)
+class _Builder(Transformer[Token, tuple[Item, ...]]):
+    """One method per grammar rule and named terminal; the only error left is a label key alone."""
 
     def __init__(self, text: str, file: str) -> None:
+        super().__init__()
         self.text = text
         self.file = file
 
-    def item(self, tree: Tree[Token]) -> Item:
-        if tree.data == "macro":
-            name, value = tree.children
-            assert isinstance(value, Tree)
-            body = PortSet(self.port_items(value)) if value.data == "port_set" else self.selector(value)
-            return MacroDecl(_word(name), body, _span(tree))
-        return self.policy(tree)
+    # terminals: a word where it starts; quotes and `$` are syntax, not text
 
-    def policy(self, tree: Tree[Token]) -> PolicyDecl:
-        name = _word(tree.children[0])
+    def __default_token__(self, token: Token) -> Word:
+        return Word(str(token.value), _line(token), _column(token))
+
+    def VALUE(self, token: Token) -> Word:
+        return Word(str(token.value)[1:-1], _line(token), _column(token))
+
+    def MACRO_REF(self, token: Token) -> MacroRef:
+        return MacroRef(Word(str(token.value)[1:], _line(token), _column(token)))
+
+    def INGRESS(self, token: Token) -> Direction:
+        return "ingress"
+
+    def EGRESS(self, token: Token) -> Direction:
+        return "egress"
+
+    # rules
+
+    def start(self, *items: Item) -> tuple[Item, ...]:
+        return items
+
+    @v_args(inline=True, meta=True)
+    def macro(self, meta: Meta, name: Word, value: Selector | PortSet) -> MacroDecl:
+        return MacroDecl(name, value, _span(meta))
+
+    @v_args(inline=True, meta=True)
+    def policy(self, meta: Meta, name: Word, *parts: tuple[Word, ...] | _Select | Statement) -> PolicyDecl:
         networks: tuple[Word, ...] = ()
-        selector, select_span = Selector(), Span()
+        select = _Select(Selector(), Span())
         statements: list[Statement] = []
-        for child in _trees(tree):
-            if child.data == "networks":
-                networks = tuple(_word(t) for t in child.children)
-            elif child.data == "select":
-                selector, select_span = self.selector(_trees(child)[0]), _span(child)
+        for part in parts:
+            if isinstance(part, tuple):
+                networks = part
+            elif isinstance(part, _Select):
+                select = part
             else:
-                statements.append(self.statement(child))
-        return PolicyDecl(name, selector, tuple(statements), networks, select_span, _span(tree))
+                statements.append(part)
+        return PolicyDecl(name, select.selector, tuple(statements), networks, select.span, _span(meta))
 
-    def statement(self, tree: Tree[Token]) -> Statement:
-        direction_token = _tokens(tree)[0]
-        direction: Direction = "ingress" if direction_token.type == "INGRESS" else "egress"
-        keyword = Word(tree.data, getattr(tree.meta, "line", 0), getattr(tree.meta, "column", 0))
-        if tree.data == "isolate":
-            return Isolate(direction, keyword, _span(tree))
+    def networks(self, *names: Word) -> tuple[Word, ...]:
+        return names
+
+    @v_args(inline=True, meta=True)
+    def select(self, meta: Meta, selector: Selector) -> _Select:
+        return _Select(selector, _span(meta))
+
+    @v_args(inline=True, meta=True)
+    def allow(self, meta: Meta, direction: Direction, *parts: tuple[Peer, ...] | _Ports) -> Allow:
         peers: tuple[Peer, ...] | None = None
         ports: tuple[PortClause, ...] = ()
-        for child in _trees(tree):
-            if child.data == "peers":
-                peers = tuple(self.peer(p) for p in _trees(child))
+        for part in parts:
+            if isinstance(part, _Ports):
+                ports = part.clauses
             else:
-                ports = tuple(self.port_clause(c) for c in _trees(child))
-        return Allow(direction, peers, ports, keyword, _span(tree))
+                peers = part
+        return Allow(direction, peers, ports, _keyword("allow", meta), _span(meta))
 
-    def peer(self, tree: Tree[Token]) -> Peer:
-        if tree.data == "ip_block":
-            cidr, *excepts = (_word(t) for t in tree.children)
-            return BlockPeer(cidr, tuple(excepts))
-        selectors = [self.selector(c) for c in _trees(tree)]
-        if tree.data == "namespaces":
-            return PodsPeer(None, selectors[0])
-        return PodsPeer(selectors[0], selectors[1] if len(selectors) > 1 else None)
+    @v_args(inline=True, meta=True)
+    def isolate(self, meta: Meta, direction: Direction) -> Isolate:
+        return Isolate(direction, _keyword("isolate", meta), _span(meta))
 
-    def port_clause(self, tree: Tree[Token]) -> PortClause:
-        protocol, *rest = tree.children
-        items: tuple[PortItem, ...] = ()
-        if rest:
-            value = rest[0]
-            items = self.port_items(value) if isinstance(value, Tree) else (self.port_item(value),)
-        return PortClause(_word(protocol), items)
+    def peers(self, *peers: Peer) -> tuple[Peer, ...]:
+        return peers
 
-    def port_items(self, tree: Tree[Token]) -> tuple[PortItem, ...]:
-        return tuple(self.port_item(t) for t in tree.children)
+    def pods(self, pods: Selector, namespaces: Selector | None = None) -> PodsPeer:
+        return PodsPeer(pods, namespaces)
 
-    def port_item(self, token: object) -> PortItem:
-        word = _word(token)
-        if word.text.startswith("$"):
-            return MacroRef(Word(word.text[1:], word.line, word.column))
-        return word
+    def namespaces(self, namespaces: Selector) -> PodsPeer:
+        return PodsPeer(None, namespaces)
 
-    def selector(self, tree: Tree[Token]) -> Selector:
-        if tree.data == "bare_key":
-            key = _word(tree.children[0])
-            if key.text == "all":
-                return Selector()
-            raise error_at(
-                self.text,
-                self.file,
-                key.line,
-                key.column,
-                f"label key `{printable(key.text)}` alone is not a requirement: write "
-                f"`has({printable(key.text)})`, `{printable(key.text)} == '...'`, or `all` for every object "
-                f"(a macro is used as `${printable(key.text)}`; a port set is written in braces)",
-            )
-        return Selector(tuple(self.term(c) for c in tree.children))
+    def ip_block(self, cidr: Word, *excepts: Word) -> BlockPeer:
+        return BlockPeer(cidr, excepts)
 
-    def term(self, node: object) -> Term:
-        if isinstance(node, Token):
-            word = _word(node)
-            return MacroRef(Word(word.text[1:], word.line, word.column))
-        assert isinstance(node, Tree)
-        if node.data in ("has", "not_has"):
-            key = _word(node.children[1])
-            return Requirement(key, "Exists" if node.data == "has" else "DoesNotExist")
-        key = _word(node.children[0])
-        value = node.children[1]
-        raw = [_word(t) for t in value.children] if isinstance(value, Tree) else [_word(value)]
-        values = tuple(Word(w.text[1:-1], w.line, w.column) for w in raw)
-        return Requirement(key, "In" if _OPERATORS[node.data] == "In" else "NotIn", values)
+    def ports(self, *clauses: PortClause) -> _Ports:
+        return _Ports(clauses)
+
+    def port_clause(self, protocol: Word, value: PortItem | PortSet | None = None) -> PortClause:
+        if value is None:
+            return PortClause(protocol)
+        return PortClause(protocol, value.items if isinstance(value, PortSet) else (value,))
+
+    def port_set(self, *items: PortItem) -> PortSet:
+        return PortSet(items)
+
+    def selector(self, *terms: Term) -> Selector:
+        return Selector(terms)
+
+    def bare_key(self, key: Word) -> Selector:
+        if key.text == "all":
+            return Selector()
+        shown = printable(key.text)
+        raise error_at(
+            self.text,
+            self.file,
+            key.line,
+            key.column,
+            f"label key `{shown}` alone is not a requirement: write "
+            f"`has({shown})`, `{shown} == '...'`, or `all` for every object "
+            f"(a macro is used as `${shown}`; a port set is written in braces)",
+        )
+
+    def equals(self, key: Word, value: Word) -> Requirement:
+        return Requirement(key, "In", (value,))
+
+    def not_equals(self, key: Word, value: Word) -> Requirement:
+        return Requirement(key, "NotIn", (value,))
+
+    def in_set(self, key: Word, values: tuple[Word, ...]) -> Requirement:
+        return Requirement(key, "In", values)
+
+    def not_in_set(self, key: Word, values: tuple[Word, ...]) -> Requirement:
+        return Requirement(key, "NotIn", values)
+
+    def has(self, _has: Word, key: Word) -> Requirement:
+        return Requirement(key, "Exists")
+
+    def not_has(self, _has: Word, key: Word) -> Requirement:
+        return Requirement(key, "DoesNotExist")
+
+    def value_set(self, *values: Word) -> tuple[Word, ...]:
+        return values
+
+
+def _keyword(text: str, meta: Meta) -> Word:
+    return Word(text, getattr(meta, "line", 0), getattr(meta, "column", 0))

@@ -1,0 +1,127 @@
+"""A bare network namespace to run ``npc apply`` in, and the inputs the apply tests share.
+
+The truth-table harness (``cluster``) builds whole clusters; these are for tests that only look at
+what lands in one namespace's tables, sets and ruleset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+INVENTORY = {
+    "apiVersion": "v1",
+    "kind": "List",
+    "items": [
+        {"kind": "Namespace", "metadata": {"name": "default"}},
+        {
+            "kind": "Pod",
+            "metadata": {"name": "db", "namespace": "default", "labels": {"role": "db"}},
+            "spec": {"containers": [{"name": "c", "ports": [{"name": "redis", "containerPort": 6379}]}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": "10.9.0.1"}, {"ip": "fd09::1"}]},
+        },
+        {
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default", "labels": {"role": "frontend"}},
+            "status": {"phase": "Running", "podIPs": [{"ip": "10.9.0.2"}, {"ip": "fd09::2"}]},
+        },
+    ],
+}
+
+
+def policy(name: str, port: int | str = 6379, selector: str = "db") -> dict[str, object]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "podSelector": {"matchLabels": {"role": selector}},
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"role": "frontend"}}}], "ports": [{"port": port}]}
+            ],
+        },
+    }
+
+
+class Netns:
+    def __init__(self, name: str, tmp: Path) -> None:
+        self.name = name
+        self.tmp = tmp
+
+    def run(
+        self, *argv: str, check: bool = True, path: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``argv`` inside the namespace; ``path`` replaces PATH for that command only."""
+        prefix = ["env", f"PATH={path}"] if path is not None else []
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, *prefix, *argv], capture_output=True, text=True, check=check
+        )
+
+    def npc_apply(
+        self, *policies: dict[str, object], extra: tuple[str, ...] = (), path: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        folder = self.tmp / f"p{len(list(self.tmp.iterdir()))}"
+        folder.mkdir()
+        for i, doc in enumerate(policies):
+            (folder / f"{i}.json").write_text(json.dumps(doc))
+        inventory = self.tmp / "inventory.json"
+        inventory.write_text(json.dumps(INVENTORY))
+        return self.run(
+            sys.executable,
+            "-m",
+            "npc",
+            "apply",
+            str(folder),
+            "--inventory",
+            str(inventory),
+            *extra,
+            check=False,
+            path=path,
+        )
+
+    def state(self, flavour: str = "") -> str:
+        """Everything in this namespace's filter tables and sets, counters and set seeds removed."""
+        infix = f"-{flavour}" if flavour else ""
+        text = (
+            self.run(f"iptables{infix}-save", "-t", "filter").stdout
+            + self.run(f"ip6tables{infix}-save", "-t", "filter").stdout
+        )
+        text += self.run("ipset", "save").stdout
+        text = re.sub(r" initval 0x[0-9a-f]+", "", text)  # ipset's random hash seed
+        return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+
+
+@contextlib.contextmanager
+def fresh_netns(prefix: str, tmp: Path) -> Iterator[Netns]:
+    """A new namespace named for this process (tests may run side by side), deleted afterwards."""
+    name = f"{prefix}-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield Netns(name, tmp)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+# A set that may hold one element, given two: nft parses it, the kernel refuses it (ENFILE) at
+# commit time, so the whole transaction must be rolled back.
+KERNEL_REJECTS = (
+    "table inet npc {\n set overfull { type ipv4_addr; size 1; elements = { 192.0.2.1, 192.0.2.2 }; }\n}\n"
+)
+
+
+def rejecting_nft(tmp_path: Path) -> str:
+    """PATH with an ``nft`` that hands the real one npc's file plus a statement the kernel refuses."""
+    bin_dir = tmp_path / "rejecting-bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "nft"
+    tail = KERNEL_REJECTS.replace("\n", "\\n")
+    wrapper.write_text(f"#!/bin/sh\n{{ cat; printf '{tail}'; }} | exec {shutil.which('nft')} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
