@@ -71,30 +71,66 @@ class TableEdit:
     stale_chains: tuple[str, ...] = ()
 
 
+@attrs.frozen
+class Layout:
+    """Where npc's chains hang in table filter. npc's own layout: one FORWARD jump into
+    ``NPC-<tag>-FORWARD``, which dispatches to ``NPC-<tag>-EGRESS``/``-INGRESS``, each ending in a
+    drop. Another layout (a dataplane whose own hooks call fixed chains) names those chains,
+    its template (extending ``iptables.rules.j2``), the mark bit and the families it carries."""
+
+    template: str = "iptables.rules.j2"
+    families: tuple[int, ...] = (4, 6)
+    mark: int | None = None  # None: the lowered program's (``--mark``)
+    fixed: tuple[str, ...] = ()  # chains of fixed names it fills (default: npc's own three)
+    direction_chains: Mapping[Direction, str] = attrs.field(factory=dict)
+    forward_jump: bool = True  # npc inserts (and owns) one jump from FORWARD
+    adopted_set_prefix: str | None = None  # sets of the tool it replaces, destroyed once unused
+
+    def fixed_chains(self, lowered: Lowered) -> list[str]:
+        if self.fixed:
+            return list(self.fixed)
+        return [lowered.forward_chain, lowered.direction_chain("egress"), lowered.direction_chain("ingress")]
+
+    def direction_chain(self, lowered: Lowered, direction: Direction) -> str:
+        return self.direction_chains.get(direction) or lowered.direction_chain(direction)
+
+    def chain_names(self, lowered: Lowered, family: int) -> list[str]:
+        """Every chain this layout fills in ``family``, fixed ones first."""
+        return self.fixed_chains(lowered) + [c.name for c in lowered.family(family).chains]
+
+    def mark_of(self, lowered: Lowered) -> int:
+        return lowered.mark if self.mark is None else self.mark
+
+
+NPC_LAYOUT = Layout()
+
+
 def jump_rule(lowered: Lowered) -> str:
     """The one rule in a chain npc does not own; ``apply`` looks for exactly this text."""
     return f"FORWARD -m comment --comment {comment('npc network ' + lowered.names.network)} -j {lowered.forward_chain}"
 
 
-def render_rules(lowered: Lowered, family: int, edit: TableEdit | None = None) -> str:
+def render_rules(
+    lowered: Lowered, family: int, edit: TableEdit | None = None, layout: Layout = NPC_LAYOUT
+) -> str:
     """An ``iptables-restore --noflush`` input for table filter (``ip6tables-restore`` for 6)."""
-    edit = edit or TableEdit()
+    edit = edit or TableEdit(insert_jump=layout.forward_jump)
     program = lowered.family(family)
-    direction_chain = {d: lowered.direction_chain(d) for d in ("egress", "ingress")}
+    direction_chain = {d: layout.direction_chain(lowered, d) for d in ("egress", "ingress")}
     edits = [f"-I {jump_rule(lowered).replace('FORWARD', 'FORWARD 1', 1)}"] if edit.insert_jump else []
     edits += [f"-D {jump_rule(lowered)}"] * edit.surplus_jumps
     edits += [f"-X {name}" for name in edit.stale_chains]
-    return _ENV.get_template("iptables.rules.j2").render(
+    return _ENV.get_template(layout.template).render(
         version=__version__,
         network=comment(lowered.names.network)[1:-1],
         family=family,
         restore="iptables-restore" if family == 4 else "ip6tables-restore",
-        chains=lowered.chain_names(family) + list(edit.stale_chains),
+        chains=layout.chain_names(lowered, family) + list(edit.stale_chains),
         forward=lowered.forward_chain,
         isolated={d: s.name for d, s in program.isolated.items()},
         direction_chain=direction_chain,
         local=LOCAL,
-        mark=hex(lowered.mark),
+        mark=hex(layout.mark_of(lowered)),
         dispatch=program.dispatch,
         policy_chains=program.chains,
         edits=edits,
@@ -123,16 +159,19 @@ def set_text(spec: SetSpec, members: Sequence[Entry], name: str | None = None) -
     return SetText(name or spec.name, SET_TYPES[spec.kind], family, hashsize, maxelem, members)
 
 
-def all_sets(lowered: Lowered) -> list[SetSpec]:
-    return sorted({s for f in lowered.families for s in f.sets}, key=lambda s: s.name)
+def all_sets(lowered: Lowered, families: Sequence[int] = (4, 6)) -> list[SetSpec]:
+    return sorted({s for f in lowered.families if f.family in families for s in f.sets}, key=lambda s: s.name)
 
 
 def render_sets(
-    lowered: Lowered, members: Mapping[str, Sequence[Entry]], sets: Sequence[SetText] | None = None
+    lowered: Lowered,
+    members: Mapping[str, Sequence[Entry]],
+    sets: Sequence[SetText] | None = None,
+    layout: Layout = NPC_LAYOUT,
 ) -> str:
     """An ``ipset restore`` input creating every set with its members."""
     if sets is None:
-        sets = [set_text(s, members[s.name]) for s in all_sets(lowered)]
+        sets = [set_text(s, members[s.name]) for s in all_sets(lowered, layout.families)]
     return _ENV.get_template("ipset.j2").render(
         version=__version__, network=comment(lowered.names.network)[1:-1], sets=sets
     )
@@ -156,13 +195,13 @@ def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -
     return worst
 
 
-def artefacts(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> dict[str, str]:
+def artefacts(
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], layout: Layout = NPC_LAYOUT
+) -> dict[str, str]:
     """The iptables-persistent / ipset-persistent file set."""
-    return {
-        "ipsets": render_sets(lowered, members),
-        "rules.v4": render_rules(lowered, 4),
-        "rules.v6": render_rules(lowered, 6),
-    }
+    files = {"ipsets": render_sets(lowered, members, layout=layout)}
+    files.update((f"rules.v{f}", render_rules(lowered, f, layout=layout)) for f in layout.families)
+    return files
 
 
 def rule_counts(files: Mapping[str, str]) -> dict[str, int]:

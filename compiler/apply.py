@@ -20,7 +20,16 @@ from typing import Literal
 
 import attrs
 
-from .backends.iptables import TableEdit, all_sets, jump_rule, render_rules, render_sets, set_text
+from .backends.iptables import (
+    NPC_LAYOUT,
+    Layout,
+    TableEdit,
+    all_sets,
+    jump_rule,
+    render_rules,
+    render_sets,
+    set_text,
+)
 from .errors import ApplyError, UsageError
 from .lower import Lowered
 from .resolve import Entry
@@ -91,34 +100,39 @@ def detect_tools(force: str | None = None) -> Tools:
 class TableState:
     """What this network already has in one family's filter table."""
 
-    chains: tuple[str, ...]
-    rules: tuple[str, ...]  # our chains' -A lines, as saved
+    chains: tuple[str, ...]  # ours by prefix
+    rules: tuple[str, ...]  # our chains' -A lines (fixed-name chains' too), as saved
     jumps: int
+    hooked: bool  # some rule outside the layout's chains jumps to its first fixed chain
 
 
-def _table_state(tools: Tools, family: int, lowered: Lowered) -> TableState:
+def _table_state(tools: Tools, family: int, lowered: Lowered, layout: Layout) -> TableState:
     result = _run([tools.save[family], "-t", "filter"])
     if result.returncode != 0:
         raise ApplyError(f"{tools.save[family]} failed: {result.stderr.strip()}")
     prefix = lowered.names.chain_prefix
-    chains, rules, jumps = [], [], 0
+    fixed = layout.fixed_chains(lowered)
+    chains, rules, jumps, hooked = [], [], 0, False
     for line in result.stdout.splitlines():
+        words = line.split()
         if line.startswith(":" + prefix):
             chains.append(line[1:].split()[0])
-        elif line.startswith("-A " + prefix):
+        elif line.startswith("-A ") and (words[1].startswith(prefix) or words[1] in fixed):
             rules.append(line)
         elif line.startswith("-A FORWARD ") and line.endswith(f" -j {lowered.forward_chain}"):
             jumps += 1
-    return TableState(tuple(chains), tuple(rules), jumps)
+        hooked = hooked or (line.startswith("-A ") and line.endswith(f" -j {fixed[0]}"))
+    return TableState(tuple(chains), tuple(rules), jumps, hooked)
 
 
-def _rollback_text(lowered: Lowered, old: TableState, new_chains: Iterable[str]) -> str:
+def _rollback_text(lowered: Lowered, old: TableState, new_chains: Iterable[str], layout: Layout) -> str:
     """Put one family's npc chains back as they were before this apply."""
-    created = sorted(set(new_chains) - set(old.chains))
+    fixed = layout.fixed_chains(lowered)
+    created = sorted(set(new_chains) - set(old.chains) - set(fixed))
     lines = ["*filter"]
-    lines += [f":{c} - [0:0]" for c in sorted(set(old.chains) | set(created))]
+    lines += [f":{c} - [0:0]" for c in [*fixed, *sorted(set(old.chains) | set(created))]]
     lines += list(old.rules)
-    if old.jumps == 0:
+    if layout.forward_jump and old.jumps == 0:
         lines.append(f"-D {jump_rule(lowered)}")
     lines += [f"-X {c}" for c in created]
     lines.append("COMMIT")
@@ -142,9 +156,12 @@ class ApplyReport:
     sets_destroyed: int
     chains: int
     warnings: tuple[str, ...] = ()
+    adopted: int = 0  # sets of the tool the layout replaces, destroyed
 
 
-def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], tools: Tools) -> ApplyReport:
+def apply_iptables(
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], tools: Tools, layout: Layout = NPC_LAYOUT
+) -> ApplyReport:
     if not shutil.which("ipset"):
         raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
     listing = _run(["ipset", "list", "-n"])
@@ -157,31 +174,32 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
     def temp(name: str) -> str:
         return names.temp_set_prefix + name[len(names.set_prefix) :]
 
-    wanted = all_sets(lowered)
+    wanted = all_sets(lowered, layout.families)
     staged = [set_text(s, members[s.name], temp(s.name) if s.name in existing else None) for s in wanted]
     fresh = [s.name for s in wanted if s.name not in existing]
     temps = [temp(s.name) for s in wanted if s.name in existing]
-    result = _ipset(render_sets(lowered, members, staged))
+    result = _ipset(render_sets(lowered, members, staged, layout))
     if result.returncode != 0:
         _destroy([*fresh, *temps])
         raise ApplyError(f"ipset restore rejected the new sets: {result.stderr.strip()}")
 
-    before = {family: _table_state(tools, family, lowered) for family in (4, 6)}
+    before = {family: _table_state(tools, family, lowered, layout) for family in layout.families}
     done: list[int] = []
-    for family in (4, 6):
+    for family in layout.families:
         old = before[family]
-        own = lowered.chain_names(family)
-        edit = TableEdit(
-            insert_jump=old.jumps == 0,
-            surplus_jumps=max(old.jumps - 1, 0),
+        own = layout.chain_names(lowered, family)
+        edit = TableEdit(  # a layout hooked by others removes npc's own jump, left by another backend
+            insert_jump=layout.forward_jump and old.jumps == 0,
+            surplus_jumps=max(old.jumps - 1, 0) if layout.forward_jump else old.jumps,
             stale_chains=tuple(sorted(set(old.chains) - set(own))),
         )
-        result = _run([tools.restore[family], "--noflush", "--wait=30"], render_rules(lowered, family, edit))
+        rules = render_rules(lowered, family, edit, layout)
+        result = _run([tools.restore[family], "--noflush", "--wait=30"], rules)
         if result.returncode != 0:
             for undone in done:
                 _run(
                     [tools.restore[undone], "--noflush", "--wait=30"],
-                    _rollback_text(lowered, before[undone], lowered.chain_names(undone)),
+                    _rollback_text(lowered, before[undone], layout.chain_names(lowered, undone), layout),
                 )
             _destroy([*fresh, *temps])
             raise ApplyError(f"{tools.restore[family]} rejected the new rules: {result.stderr.strip()}")
@@ -193,15 +211,26 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
     result = _ipset(swap)
     warnings = [f"ipset swap failed: {result.stderr.strip()}"] if result.returncode != 0 else []
     stale = sorted(existing - {w.name for w in wanted})
-    for name in stale:
+    adopted = sorted(
+        n
+        for n in listing.stdout.split()
+        if layout.adopted_set_prefix and n.startswith(layout.adopted_set_prefix)
+    )
+    for name in [*stale, *adopted]:
         gone = _run(["ipset", "destroy", name])
         if gone.returncode != 0:
             warnings.append(f"could not destroy stale set {name}: {gone.stderr.strip()}")
+    warnings += [
+        f"nothing jumps to {layout.fixed_chains(lowered)[0]} in IPv{family}: the rules are loaded but no traffic reaches them"
+        for family, old in before.items()
+        if not layout.forward_jump and not old.hooked
+    ]
     return ApplyReport(
         tools.flavour,
         len(fresh),
         len(temps),
         len(stale),
-        sum(len(lowered.chain_names(f)) for f in (4, 6)),
+        sum(len(layout.chain_names(lowered, f)) for f in layout.families),
         tuple(warnings),
+        len(adopted),
     )

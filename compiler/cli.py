@@ -169,6 +169,10 @@ class Job:
         progress(f"rendering {args.backend} artefacts")
         self.backend = backend(args.backend)
         self.files = self.backend.artefacts(self.compiled.lowered, self.compiled.members)
+        if args.backend == "weave":
+            from .backends.weave import notes
+
+            self.notes += notes(self.compiled.lowered, self.compiled.members)
 
     def manifest(self) -> str:
         lowered = self.compiled.lowered
@@ -258,13 +262,17 @@ def _apply(args: argparse.Namespace) -> int:
     _notes(job.warnings, "warning")
     if args.backend == "nftables":
         return _apply_nftables(args, job)
+    from .backends import iptables, weave
+
+    layout = weave.LAYOUT if args.backend == "weave" else iptables.NPC_LAYOUT
     tools = detect_tools(args.iptables)
-    report = apply_iptables(job.compiled.lowered, job.compiled.members, tools)
+    report = apply_iptables(job.compiled.lowered, job.compiled.members, tools, layout)
     _notes(report.warnings, "warning")
+    adopted = f", {report.adopted} weave-npc sets removed" if report.adopted else ""
     print(
-        f"npc: applied network {job.compiled.lowered.names.network} with iptables ({report.flavour}): "
+        f"npc: applied network {job.compiled.lowered.names.network} with {args.backend} ({report.flavour}): "
         f"{report.chains} chains, sets {report.sets_created} created, {report.sets_updated} updated, "
-        f"{report.sets_destroyed} removed",
+        f"{report.sets_destroyed} removed{adopted}",
         file=sys.stderr,
     )
     return 0

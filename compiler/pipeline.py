@@ -31,7 +31,7 @@ PASSES: tuple[Pass, ...] = (
     remove_shadowed,
     drop_inert_policies,
 )
-BACKENDS = ("iptables", "nftables")
+BACKENDS = ("iptables", "nftables", "weave")
 
 
 class Backend(Protocol):
