@@ -15,7 +15,7 @@ from kernel.case import Case, Family, load_case, load_cases, parse_case
 from kernel.cluster import Cluster, Observation
 from kernel.report import diff_report
 from kernel.runner import CaseRun, Key, case_runs, run_case
-from kernel.weave import weave_checks
+from kernel.weave import weave_case
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("netns_session")]
 
@@ -55,7 +55,7 @@ def case_results(
 def test_case_on_kernel(
     case: Case, backend: str, form: str, case_results: dict[Key, Future[CaseRun]], tmp_path: Path
 ) -> None:
-    if backend == "weave" and not weave_checks(case).checks:
+    if backend == "weave" and not weave_case(case).checks:
         pytest.skip("IPv6 probes only: Weave Net carries IPv4 only")
     future = case_results.get((case.id, backend, form))
     outcome = future.result() if future is not None else run_case(case, tmp_path, backend, form)

@@ -20,7 +20,7 @@ import attrs
 from .case import Case
 from .cluster import Cluster
 from .report import observations_report
-from .weave import WeaveCluster, weave_checks
+from .weave import WeaveCluster, weave_case
 
 DEFAULT_JOBS = 3
 
@@ -47,7 +47,7 @@ def run_case(case: Case, workdir: Path, backend: str = "iptables", form: str = "
     """On a Weave Net node (its IPv4 probes only) for the weave backend, else Calico-style routing."""
     topology = WeaveCluster if backend == "weave" else Cluster
     if backend == "weave":
-        case = weave_checks(case)
+        case = weave_case(case)
     with topology(case, workdir) as cluster:
         done = cluster.apply(backend=backend, form=form, check=False)
         if done.returncode != 0:

@@ -167,7 +167,7 @@ def _secondary_subnet(case: Case, network: str) -> ipaddress.IPv4Network:
     raise ValueError(f"{case.path.name}: no pod is attached to network {network!r}")
 
 
-def weave_checks(case: Case) -> Case:
-    """``case`` with only its IPv4 probes: Weave Net carries no IPv6 (pods keep their IPv6 addresses
-    in the inventory, so npc's skipping of them is exercised too)."""
-    return attrs.evolve(case, checks=tuple(c for c in case.checks if c.family == "v4"))
+def weave_case(case: Case) -> Case:
+    """``case`` on IPv4 only: Weave Net carries no IPv6 (pods keep their IPv6 addresses in the
+    inventory, so npc's skipping of them is exercised too)."""
+    return attrs.evolve(case, checks=tuple(c for c in case.checks if c.family == "v4"), families=("v4",))
