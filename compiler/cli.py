@@ -144,6 +144,8 @@ class Job:
         progress: Progress = quiet,
     ) -> None:
         self.args = args
+        if args.backend == "weave" and args.mark != DEFAULT_MARK:
+            raise UsageError("--mark does not apply to --backend weave: Weave Net's egress mark is 0x40000")
         self.network = network or network_from_args(args)
         inputs = inputs or Inputs(args, progress)
         progress(f"indexing pods for network {self.network.name}")
