@@ -32,6 +32,9 @@ from test_kernel_churn import (
     B,
     assert_tables,
     assert_traffic_held,
+    make_case,
+    network_policy,
+    pods_from,
     traffic,
 )
 
@@ -241,6 +244,38 @@ def test_replaces_the_iptables_backend_of_the_same_network(tmp_path: Path) -> No
         saved = cluster.node_exec(["iptables-save", "-t", "filter"]).stdout
         assert not re.search(r"NPC-\w+-(FORWARD|EGRESS|INGRESS)\b", saved), saved
         assert_tables(cluster, TABLES_X, "policy set X on weave")
+
+
+OTHER_NODE_POLICIES = [
+    network_policy("r-closed", {"matchLabels": {"app": "r"}}, policyTypes=["Ingress", "Egress"]),
+    network_policy("a-from-b", {"matchLabels": {"app": "a"}}, ingress=[{"from": pods_from("b")}]),
+    network_policy(
+        "a-to-b", {"matchLabels": {"app": "a"}}, policyTypes=["Egress"], egress=[{"to": pods_from("b")}]
+    ),
+]
+OTHER_NODE = weave_case(
+    make_case(
+        "weave-other-node",
+        [{"name": app, "labels": {"app": app}} for app in "abr"],
+        {80: ["?.X", ".?X", "XX?"]},  # the cluster's truth: r is closed both ways, a talks to b only
+        policies=OTHER_NODE_POLICIES,
+    )
+)
+
+
+def test_pods_of_other_nodes_are_judged_on_their_own_node(tmp_path: Path) -> None:
+    """r lives on another node, behind vethwe-bridge: this node judges its own pods' egress to r
+    and ingress from r, never r's own side (r's node does), as weave-npc's static rules say."""
+    (tmp_path / "local").mkdir()
+    (tmp_path / "remote").mkdir()
+    with WeaveCluster(OTHER_NODE, tmp_path / "local") as cluster:  # r on this node: the truth table
+        cluster.apply(backend="weave")
+        assert_tables(cluster, {80: ["?.X", ".?X", "XX?"]}, "r on this node")
+    with WeaveCluster(OTHER_NODE, tmp_path / "remote", remote=[2]) as cluster:
+        cluster.apply(backend="weave")
+        # a->r: a's egress (here) refuses; b->r: r's ingress is not this node's; r->a: a's ingress
+        # (here) refuses; r->b: r's egress is not this node's
+        assert_tables(cluster, {80: ["?.X", ".?.", "X.?"]}, "r on another node")
 
 
 # --- the design note: Weave Net as the second network, through CNI-Genie -------------------------

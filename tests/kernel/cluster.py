@@ -156,7 +156,7 @@ class Cluster:
     def _build(self) -> None:
         names = [self.node, *self.pod_ns.values()]
         run(["ip", "-batch", "-"], stdin="".join(f"netns add {n}\n" for n in names))
-        self._created = names
+        self._created.extend(names)
         node_cmds = ["link set lo up", *self._node_setup()]
         pod_cmds: dict[int, list[str]] = {}
         for e in self.case.endpoints:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import attrs
 
 from .case import Case, Endpoint
-from .cluster import Cluster, Link
+from .cluster import Cluster, Link, run
 
 BRIDGE = "weave"
 BRIDGE_MAC = "02:77:76:00:00:01"
@@ -64,13 +65,26 @@ def router_nat(subnet: ipaddress.IPv4Network) -> tuple[tuple[str, ...], ...]:
 
 
 class WeaveCluster(Cluster):
-    """A ``Cluster`` whose pods on ``network`` (None: the primary one) sit on the Weave bridge."""
+    """A ``Cluster`` whose pods on ``network`` (None: the primary one) sit on the Weave bridge.
 
-    def __init__(self, case: Case, workdir: Path | None = None, network: str | None = None) -> None:
+    Pods listed in ``remote`` (endpoint indices) live on other nodes of the Weave network: they hang
+    on a bridge ``datapath`` in a namespace of their own, reached through the router's port (the
+    ``vethwe-datapath`` end of the pair sits there), so their traffic crosses ``vethwe-bridge``.
+    """
+
+    def __init__(
+        self,
+        case: Case,
+        workdir: Path | None = None,
+        network: str | None = None,
+        remote: Collection[int] = (),
+    ) -> None:
         super().__init__(case, workdir)
         self.network = network
         self.subnet = PRIMARY_SUBNET if network is None else _secondary_subnet(case, network)
         self.gateway = self.subnet[1]
+        self.remote = frozenset(remote)
+        self.peer = f"{self.prefix}-peer"  # the rest of the Weave network
 
     def bridged(self, e: Endpoint) -> list[tuple[Link, ipaddress.IPv4Address]]:
         """``e``'s interface on the Weave network with its IPv4 address (none for external hosts)."""
@@ -94,12 +108,12 @@ class WeaveCluster(Cluster):
             f"link set {ROUTER_PORT} up",
             f"link set {DATAPATH} up",
             f"link set {BRIDGE} up",
-        ]
+        ] + ([f"link set {DATAPATH} netns {self.peer}"] if self.remote else [])
 
     def _node_finish(self) -> list[str]:
         """br_netfilter on in the node only; pods' MACs pinned to their ports (no flooding)."""
         pinned = [
-            f"bridge fdb replace {link.mac} dev {link.veth} master static"
+            f"bridge fdb replace {link.mac} dev {ROUTER_PORT if e.index in self.remote else link.veth} master static"
             for e in self.case.endpoints
             for link, _ in self.bridged(e)
         ]
@@ -112,9 +126,11 @@ class WeaveCluster(Cluster):
         node = [
             f"link add {link.veth} type veth peer name {link.interface} address {link.mac}"
             f" netns {self.pod_ns[e.index]}",
-            f"link set {link.veth} master {BRIDGE}",
-            f"link set {link.veth} up",
+            f"link set {link.veth} netns {self.peer}"
+            if e.index in self.remote
+            else f"link set {link.veth} master {BRIDGE}",
         ]
+        node += [] if e.index in self.remote else [f"link set {link.veth} up"]
         pod = [
             f"link set {link.interface} up",
             f"neigh replace {self.gateway} lladdr {BRIDGE_MAC} dev {link.interface} nud permanent",
@@ -130,13 +146,37 @@ class WeaveCluster(Cluster):
         return node, pod
 
     def _build(self) -> None:
+        if self.remote:
+            run(["ip", "netns", "add", self.peer])
+            self._created.append(self.peer)
         super()._build()
+        if self.remote:
+            self._build_peer()
         self.node_exec(["ipset", "create", NO_MASQ_SET, "hash:net"])
         self.node_exec(["ipset", "add", NO_MASQ_SET, str(self.subnet)])
         for argv in ROUTER_FILTER:
             self.node_exec(["iptables", "-t", "filter", *argv])
         for argv in router_nat(self.subnet):
             self.node_exec(["iptables", "-t", "nat", *argv])
+
+    def _build_peer(self) -> None:
+        """The other nodes: remote pods and the router's datapath end on one plain bridge."""
+        remote = [
+            (e, link) for e in self.case.endpoints if e.index in self.remote for link, _ in self.bridged(e)
+        ]
+        cmds = ["link set lo up", "link add datapath type bridge", f"link set {DATAPATH} master datapath"]
+        cmds += [f"link set {link.veth} master datapath" for _, link in remote]
+        cmds += [f"link set {link.veth} up" for _, link in remote] + [
+            f"link set {DATAPATH} up",
+            "link set datapath up",
+        ]
+        run(["ip", "-n", self.peer, "-batch", "-"], stdin="\n".join(cmds) + "\n")
+        local = [
+            link.mac for e in self.case.endpoints if e.index not in self.remote for link, _ in self.bridged(e)
+        ]
+        pins = [f"fdb replace {link.mac} dev {link.veth} master static" for _, link in remote]
+        pins += [f"fdb replace {mac} dev {DATAPATH} master static" for mac in [BRIDGE_MAC, *local]]
+        run(["bridge", "-n", self.peer, "-batch", "-"], stdin="\n".join(pins) + "\n")
 
     def router_state(self) -> str:
         """Everything of the node's tables and sets except the WEAVE-NPC* chains' contents and npc's
