@@ -21,6 +21,7 @@ from kernel.case import load_case
 from kernel.multinet import MultinetCase, load_multinet_cases
 from kernel.report import observations_report
 from kernel.weave import NO_MASQ_SET, WeaveCluster, weave_case
+from test_apply import fresh_netns, policy
 from test_kernel_churn import (
     APPLIES,
     PAIRS,
@@ -308,3 +309,12 @@ def test_harness_weave_bridge_carries_the_second_network(tmp_path: Path) -> None
     for o in observations:
         cells = {c for row in o.observed for c in row} - {"?"}
         assert cells == ({"X"} if o.check.network == "net2" else {"."}), (o.check.label, o.observed)
+
+
+def test_a_node_without_the_router_hooks_gets_a_warning(tmp_path: Path) -> None:
+    """Loaded, but nothing jumps to WEAVE-NPC (no router, or one without --expect-npc): say so."""
+    with fresh_netns("npc-weave", tmp_path) as ns:
+        done = ns.npc_apply(policy("a"), extra=("--backend", "weave"))
+        assert done.returncode == 0, done.stderr
+        assert "warning: nothing jumps to WEAVE-NPC in IPv4" in done.stderr
+        assert ":WEAVE-NPC-EGRESS - " in ns.run("iptables-save", "-t", "filter").stdout
