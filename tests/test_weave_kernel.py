@@ -10,6 +10,7 @@ network, through CNI-Genie) enforces policy on each pod's Weave address.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -318,3 +319,22 @@ def test_a_node_without_the_router_hooks_gets_a_warning(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert "warning: nothing jumps to WEAVE-NPC in IPv4" in done.stderr
         assert ":WEAVE-NPC-EGRESS - " in ns.run("iptables-save", "-t", "filter").stdout
+
+
+def test_reset_leaves_the_router_chains_as_the_router_made_them(tmp_path: Path) -> None:
+    """npc's chains and sets go, WEAVE-NPC/WEAVE-NPC-EGRESS stay, empty: back to a node without
+    weave-npc, where the router lets nothing new into a pod."""
+    with WeaveCluster(WEAVE_PAIRS, tmp_path) as cluster:
+        router = cluster.router_state()
+        fresh = cluster.node_exec(["iptables-save", "-t", "filter"]).stdout
+        cluster.apply(backend="weave", policies=POLICIES_X)
+        reset = "from npc.backends import get; from npc.backends.base import Options, SubprocessRunner; "
+        reset += "print(get('weave').reset('default', Options(), SubprocessRunner()).summary)"
+        done = cluster.node_exec([sys.executable, "-c", reset])
+        assert "removed" in done.stdout, done.stdout
+        assert _uncounted(cluster.node_exec(["iptables-save", "-t", "filter"]).stdout) == _uncounted(fresh)
+        assert cluster.router_state() == router
+        assert not [
+            s for s in cluster.node_exec(["ipset", "list", "-n"]).stdout.split() if s.startswith("np")
+        ]
+        assert_tables(cluster, {80: ["?XXX", "X?XX", "XX?X", "XXX?"]}, "after the reset")
