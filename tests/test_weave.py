@@ -94,3 +94,9 @@ def test_manifest_counts_the_rules_the_file_has(tmp_path: Path) -> None:
         rules = (folder / "rules.v4").read_text()
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["counts"]["rules"] == {"rules.v4": rules.count("\n-A ")}
+
+
+def test_mark_is_weaves_own(tmp_path: Path) -> None:
+    done = npc("compile", str(EXAMPLES / "policies"), "--backend", "weave", "--mark", "0x10")
+    assert done.returncode == 2
+    assert "--mark does not apply to --backend weave" in done.stderr and "Traceback" not in done.stderr
