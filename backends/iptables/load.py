@@ -215,6 +215,11 @@ def apply_iptables(
     )
     result = _ipset(run, swap)
     warnings = [f"ipset swap failed: {result.stderr.strip()}"] if result.returncode != 0 else []
+    for family in {4, 6} - set(layout.families):  # left by a backend that carried it, on this network
+        try:
+            _clear_family(lowered, tools, run, family, NPC_LAYOUT)
+        except ApplyError as exc:
+            warnings.append(str(exc))
     stale = sorted(existing - {w.name for w in wanted})
     adopted = sorted(n for n in listing.stdout.split() if _adopted(layout, n))
     for name in [*stale, *adopted]:
@@ -247,26 +252,27 @@ def reset_iptables(
 ) -> tuple[int, int]:
     """Remove the network's FORWARD jumps, chains and sets (staged ones too): (chains, sets).
     A layout's fixed chains another tool created are left empty, as that tool made them."""
-    chains = 0
-    for family in layout.families:
-        if not run.which(tools.restore[family]):
-            continue
-        state = _table_state(run, tools, family, lowered, layout)
-        fixed = [] if layout.forward_jump else layout.fixed_chains(lowered)
-        if not state.chains and not state.jumps and not state.rules:
-            continue
-        gone = [*state.chains, *(c for c in fixed if c not in layout.kept)]
-        lines = ["*filter", *(f":{c} - [0:0]" for c in [*fixed, *state.chains])]
-        lines += [f"-D {jump_rule(lowered)}"] * state.jumps
-        lines += [f"-X {c}" for c in gone]
-        result = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*lines, "COMMIT"]) + "\n")
-        if result.returncode != 0:
-            raise ApplyError(
-                f"{tools.restore[family]} refused to remove npc's chains: {result.stderr.strip()}"
-            )
-        chains += len(state.chains)
+    chains = sum(_clear_family(lowered, tools, run, family, layout) for family in layout.families)
     listing = run(["ipset", "list", "-n"]) if run.which("ipset") else Ran(0)
     prefixes = (lowered.names.set_prefix, temp_set_prefix(lowered))
     owned = [n for n in listing.stdout.split() if n.startswith(prefixes)]
     _destroy(run, owned)
     return chains, len(owned)
+
+
+def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layout: Layout) -> int:
+    """Remove the network's chains and FORWARD jumps in one family: how many chains went."""
+    if not run.which(tools.restore[family]):
+        return 0
+    state = _table_state(run, tools, family, lowered, layout)
+    fixed = layout.fixed_chains(lowered) if family in layout.families and not layout.forward_jump else []
+    if not state.chains and not state.jumps and not state.rules:
+        return 0
+    gone = [*state.chains, *(c for c in fixed if c not in layout.kept)]
+    lines = ["*filter", *(f":{c} - [0:0]" for c in [*fixed, *state.chains])]
+    lines += [f"-D {jump_rule(lowered)}"] * state.jumps
+    lines += [f"-X {c}" for c in gone]
+    result = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*lines, "COMMIT"]) + "\n")
+    if result.returncode != 0:
+        raise ApplyError(f"{tools.restore[family]} refused to remove npc's chains: {result.stderr.strip()}")
+    return len(state.chains)
