@@ -11,7 +11,12 @@ from ..errors import UsageError
 from .base import Backend
 
 # name -> package under npc.backends; imported only when used
-BACKENDS: dict[str, str] = {"iptables": "iptables", "nftables": "nftables", "calico": "calico"}
+BACKENDS: dict[str, str] = {
+    "iptables": "iptables",
+    "nftables": "nftables",
+    "calico": "calico",
+    "weave": "weave",
+}
 
 
 def get(name: str) -> Backend:

@@ -113,6 +113,10 @@ class Backend(Protocol):
         """The most rules the first packet of a connection is tested against."""
         ...
 
+    def notes(self, compiled: Compiled, options: Options) -> tuple[str, ...]:
+        """What this dataplane leaves out of the compiled program (a family it does not carry)."""
+        ...
+
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         """Replace this network's objects in the kernel atomically; ApplyError leaves the old ones."""
         ...

@@ -148,6 +148,7 @@ def _compile(args: argparse.Namespace) -> int:
     _notes(sources.loaded.notes)
     for job in jobs:
         _notes(job.assembled.notes)
+        _notes(backend.notes(job.compiled, options))
         _notes(job.assembled.warnings, "warning")
     for job, files in zip(jobs, rendered, strict=True):
         files = dict(files, **{"manifest.json": pipeline.manifest(job, backend, options, files)})
@@ -176,6 +177,7 @@ def _apply(args: argparse.Namespace) -> int:
         job = build_from_args(args, progress)
     _notes(job.sources.loaded.notes)
     _notes(job.assembled.notes)
+    _notes(backend.notes(job.compiled, options))
     _notes(job.assembled.warnings, "warning")
     report = backend.load(job.compiled, options, SubprocessRunner())
     _notes(report.warnings, "warning")

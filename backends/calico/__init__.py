@@ -76,6 +76,9 @@ class CalicoBackend:
             worst += max(per_namespace.values(), default=0)
         return worst
 
+    def notes(self, compiled: Compiled, options: Options) -> tuple[str, ...]:
+        return ()
+
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         raise UsageError("--backend calico writes resources for calicoctl apply; npc apply cannot load them")
 

@@ -28,6 +28,9 @@ class IptablesBackend:
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
         return _render.rules_per_packet(compiled.lowered, compiled.members)
 
+    def notes(self, compiled: Compiled, options: Options) -> tuple[str, ...]:
+        return ()
+
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         tools = detect_tools(runner, options.iptables)
         report = apply_iptables(compiled.lowered, compiled.members, options.mark, tools, runner)

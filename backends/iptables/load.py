@@ -21,7 +21,7 @@ from ...errors import ApplyError, UsageError
 from ...lower import Lowered
 from ...resolve import Entry
 from ..base import Ran, Runner
-from .render import all_sets, insert_jump, jump_rule, render_rules, render_sets, set_text
+from .render import NPC_LAYOUT, Layout, all_sets, insert_jump, jump_rule, render_rules, render_sets, set_text
 
 
 @attrs.frozen
@@ -83,34 +83,41 @@ def detect_tools(run: Runner, force: str | None = None) -> Tools:
 class TableState:
     """What this network already has in one family's filter table."""
 
-    chains: tuple[str, ...]
-    rules: tuple[str, ...]  # our chains' -A lines, as saved
+    chains: tuple[str, ...]  # ours by prefix
+    rules: tuple[str, ...]  # our chains' -A lines (the layout's fixed-name chains' too), as saved
     jumps: int
+    hooked: bool  # some rule outside them jumps to the layout's first fixed chain
 
 
-def _table_state(run: Runner, tools: Tools, family: int, lowered: Lowered) -> TableState:
+def _table_state(
+    run: Runner, tools: Tools, family: int, lowered: Lowered, layout: Layout = NPC_LAYOUT
+) -> TableState:
     result = run([tools.save[family], "-t", "filter"])
     if result.returncode != 0:
         raise ApplyError(f"{tools.save[family]} failed: {result.stderr.strip()}")
     prefix = lowered.names.chain_prefix
-    chains, rules, jumps = [], [], 0
+    fixed = layout.fixed_chains(lowered)
+    chains, rules, jumps, hooked = [], [], 0, False
     for line in result.stdout.splitlines():
+        words = line.split()
         if line.startswith(":" + prefix):
             chains.append(line[1:].split()[0])
-        elif line.startswith("-A " + prefix):
+        elif line.startswith("-A ") and (words[1].startswith(prefix) or words[1] in fixed):
             rules.append(line)
         elif line.startswith("-A FORWARD ") and line.endswith(f" -j {lowered.forward_chain}"):
             jumps += 1
-    return TableState(tuple(chains), tuple(rules), jumps)
+        hooked = hooked or (line.startswith("-A ") and line.endswith(f" -j {fixed[0]}"))
+    return TableState(tuple(chains), tuple(rules), jumps, hooked)
 
 
-def _rollback_text(lowered: Lowered, old: TableState, new_chains: Iterable[str]) -> str:
+def _rollback_text(lowered: Lowered, old: TableState, new_chains: Iterable[str], layout: Layout) -> str:
     """Put one family's npc chains back as they were before this apply."""
-    created = sorted(set(new_chains) - set(old.chains))
+    fixed = layout.fixed_chains(lowered)
+    created = sorted(set(new_chains) - set(old.chains) - set(fixed))
     lines = ["*filter"]
-    lines += [f":{c} - [0:0]" for c in sorted(set(old.chains) | set(created))]
+    lines += [f":{c} - [0:0]" for c in [*fixed, *sorted(set(old.chains) | set(created))]]
     lines += list(old.rules)
-    if old.jumps == 0:
+    if layout.forward_jump and old.jumps == 0:
         lines.append(f"-D {jump_rule(lowered)}")
     lines += [f"-X {c}" for c in created]
     lines.append("COMMIT")
@@ -149,10 +156,16 @@ class ApplyReport:
     sets_destroyed: int
     chains: int
     warnings: tuple[str, ...] = ()
+    adopted: int = 0  # sets of the tool the layout replaces, destroyed
 
 
 def apply_iptables(
-    lowered: Lowered, members: Mapping[str, Sequence[Entry]], mark: int, tools: Tools, run: Runner
+    lowered: Lowered,
+    members: Mapping[str, Sequence[Entry]],
+    mark: int,
+    tools: Tools,
+    run: Runner,
+    layout: Layout = NPC_LAYOUT,
 ) -> ApplyReport:
     if not run.which("ipset"):
         raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
@@ -166,32 +179,32 @@ def apply_iptables(
     def temp(name: str) -> str:
         return temps_prefix + name[len(names.set_prefix) :]
 
-    wanted = all_sets(lowered)
+    wanted = all_sets(lowered, layout.families)
     staged = [set_text(s, members[s.name], temp(s.name) if s.name in existing else None) for s in wanted]
     fresh = [s.name for s in wanted if s.name not in existing]
     temps = [temp(s.name) for s in wanted if s.name in existing]
-    result = _ipset(run, render_sets(lowered, members, staged))
+    result = _ipset(run, render_sets(lowered, members, staged))  # staged: of the layout's families
     if result.returncode != 0:
         _destroy(run, [*fresh, *temps])
         raise ApplyError(f"ipset restore rejected the new sets: {result.stderr.strip()}")
 
-    before = {family: _table_state(run, tools, family, lowered) for family in (4, 6)}
+    before = {family: _table_state(run, tools, family, lowered, layout) for family in layout.families}
     done: list[int] = []
-    for family in (4, 6):
+    for family in layout.families:
         old = before[family]
-        own = lowered.chain_names(family)
-        edit = TableEdit(
-            insert_jump=old.jumps == 0,
-            surplus_jumps=max(old.jumps - 1, 0),
+        own = layout.chain_names(lowered, family)
+        edit = TableEdit(  # a layout hooked by others removes npc's own jump, left by another backend
+            insert_jump=layout.forward_jump and old.jumps == 0,
+            surplus_jumps=max(old.jumps - 1, 0) if layout.forward_jump else old.jumps,
             stale_chains=tuple(sorted(set(old.chains) - set(own))),
         )
-        text = render_rules(lowered, family, mark, edit.lines(lowered), edit.stale_chains)
+        text = render_rules(lowered, family, mark, edit.lines(lowered), edit.stale_chains, layout)
         result = run([tools.restore[family], "--noflush", "--wait=30"], text)
         if result.returncode != 0:
             for undone in done:
                 run(
                     [tools.restore[undone], "--noflush", "--wait=30"],
-                    _rollback_text(lowered, before[undone], lowered.chain_names(undone)),
+                    _rollback_text(lowered, before[undone], layout.chain_names(lowered, undone), layout),
                 )
             _destroy(run, [*fresh, *temps])
             raise ApplyError(f"{tools.restore[family]} rejected the new rules: {result.stderr.strip()}")
@@ -202,41 +215,64 @@ def apply_iptables(
     )
     result = _ipset(run, swap)
     warnings = [f"ipset swap failed: {result.stderr.strip()}"] if result.returncode != 0 else []
+    for family in {4, 6} - set(layout.families):  # left by a backend that carried it, on this network
+        try:
+            _clear_family(lowered, tools, run, family, NPC_LAYOUT)
+        except ApplyError as exc:
+            warnings.append(str(exc))
     stale = sorted(existing - {w.name for w in wanted})
-    for name in stale:
+    adopted = sorted(n for n in listing.stdout.split() if _adopted(layout, n))
+    for name in [*stale, *adopted]:
         gone = run(["ipset", "destroy", name])
         if gone.returncode != 0:
             warnings.append(f"could not destroy stale set {name}: {gone.stderr.strip()}")
+    entry = layout.fixed_chains(lowered)[0]
+    warnings += [
+        f"nothing jumps to {entry} in IPv{family}: the rules are loaded but no traffic reaches them"
+        for family, old in before.items()
+        if not layout.forward_jump and not old.hooked
+    ]
     return ApplyReport(
         tools.flavour,
         len(fresh),
         len(temps),
         len(stale),
-        sum(len(lowered.chain_names(f)) for f in (4, 6)),
+        sum(len(layout.chain_names(lowered, f)) for f in layout.families),
         tuple(warnings),
+        len(adopted),
     )
 
 
-def reset_iptables(lowered: Lowered, tools: Tools, run: Runner) -> tuple[int, int]:
-    """Remove the network's FORWARD jumps, chains and sets (staged ones too): (chains, sets)."""
-    chains = 0
-    for family in (4, 6):
-        if not run.which(tools.restore[family]):
-            continue
-        state = _table_state(run, tools, family, lowered)
-        if not state.chains and not state.jumps:
-            continue
-        lines = ["*filter", *(f":{c} - [0:0]" for c in state.chains)]
-        lines += [f"-D {jump_rule(lowered)}"] * state.jumps
-        lines += [f"-X {c}" for c in state.chains]
-        result = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*lines, "COMMIT"]) + "\n")
-        if result.returncode != 0:
-            raise ApplyError(
-                f"{tools.restore[family]} refused to remove npc's chains: {result.stderr.strip()}"
-            )
-        chains += len(state.chains)
+def _adopted(layout: Layout, name: str) -> bool:
+    return layout.adopted_set_prefix is not None and name.startswith(layout.adopted_set_prefix)
+
+
+def reset_iptables(
+    lowered: Lowered, tools: Tools, run: Runner, layout: Layout = NPC_LAYOUT
+) -> tuple[int, int]:
+    """Remove the network's FORWARD jumps, chains and sets (staged ones too): (chains, sets).
+    A layout's fixed chains another tool created are left empty, as that tool made them."""
+    chains = sum(_clear_family(lowered, tools, run, family, layout) for family in layout.families)
     listing = run(["ipset", "list", "-n"]) if run.which("ipset") else Ran(0)
     prefixes = (lowered.names.set_prefix, temp_set_prefix(lowered))
     owned = [n for n in listing.stdout.split() if n.startswith(prefixes)]
     _destroy(run, owned)
     return chains, len(owned)
+
+
+def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layout: Layout) -> int:
+    """Remove the network's chains and FORWARD jumps in one family: how many chains went."""
+    if not run.which(tools.restore[family]):
+        return 0
+    state = _table_state(run, tools, family, lowered, layout)
+    fixed = layout.fixed_chains(lowered) if family in layout.families and not layout.forward_jump else []
+    if not state.chains and not state.jumps and not state.rules:
+        return 0
+    gone = [*state.chains, *(c for c in fixed if c not in layout.kept)]
+    lines = ["*filter", *(f":{c} - [0:0]" for c in [*fixed, *state.chains])]
+    lines += [f"-D {jump_rule(lowered)}"] * state.jumps
+    lines += [f"-X {c}" for c in gone]
+    result = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*lines, "COMMIT"]) + "\n")
+    if result.returncode != 0:
+        raise ApplyError(f"{tools.restore[family]} refused to remove npc's chains: {result.stderr.strip()}")
+    return len(state.chains)

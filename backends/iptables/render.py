@@ -7,9 +7,11 @@ reduces it to a safe alphabet (names are DNS-1123 already; this is defence in de
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import attrs
+import jinja2
 
 from ... import __version__
 from ...ir import DIRECTIONS, Direction
@@ -78,9 +80,51 @@ def render_match(match: Match, direction: Direction) -> str:
     return "".join(" " + p for p in parts)
 
 
-_ENV = template_environment("npc.backends.iptables")
-_ENV.filters["comment"] = comment
-_ENV.filters["matches"] = render_matches
+@attrs.frozen
+class Layout:
+    """Where npc's chains hang in table filter. npc's own layout: one FORWARD jump into
+    ``NPC-<tag>-FORWARD``, which dispatches to ``NPC-<tag>-EGRESS``/``-INGRESS``, each ending in a
+    drop. A dataplane whose own hooks call chains of fixed names (Weave Net's router) names them,
+    its template (in its own package, extending ``iptables.rules.j2``'s blocks ``entry`` and
+    ``verdict``), the families it carries and what its rules cost."""
+
+    package: str = "npc.backends.iptables"  # whose templates/ holds ``template``
+    template: str = "iptables.rules.j2"
+    families: tuple[int, ...] = (4, 6)
+    fixed: tuple[str, ...] = ()  # chains of fixed names it fills (default: npc's own three)
+    kept: tuple[str, ...] = ()  # of those, chains the hooking tool created: emptied, never deleted
+    direction_chains: Mapping[Direction, str] = attrs.field(factory=dict)
+    forward_jump: bool = True  # npc inserts (and owns) one jump from FORWARD
+    adopted_set_prefix: str | None = None  # sets of the tool it replaces, destroyed once unused
+    entry_rules: int = 3  # the template's ``entry`` block
+    verdict_rules: Mapping[Direction, int] = attrs.field(factory=lambda: {"egress": 1, "ingress": 1})
+    per_packet: int = 4  # rules a first packet meets outside the dispatch (the FORWARD jump and entry)
+
+    def fixed_chains(self, lowered: Lowered) -> list[str]:
+        if self.fixed:
+            return list(self.fixed)
+        return [lowered.forward_chain, *(lowered.direction_chain(d) for d in DIRECTIONS)]
+
+    def direction_chain(self, lowered: Lowered, direction: Direction) -> str:
+        return self.direction_chains.get(direction) or lowered.direction_chain(direction)
+
+    def chain_names(self, lowered: Lowered, family: int) -> list[str]:
+        """Every chain this layout fills in ``family``, fixed ones first."""
+        return self.fixed_chains(lowered) + [c.name for c in lowered.family(family).chains]
+
+
+NPC_LAYOUT = Layout()
+
+
+@functools.cache
+def _environment(package: str) -> jinja2.Environment:
+    """``package``'s templates, able to extend this package's."""
+    env = template_environment(package)
+    if package != NPC_LAYOUT.package:
+        env.loader = jinja2.ChoiceLoader([env.loader, _environment(NPC_LAYOUT.package).loader])  # type: ignore[list-item]
+    env.filters["comment"] = comment
+    env.filters["matches"] = render_matches
+    return env
 
 
 def jump_rule(lowered: Lowered) -> str:
@@ -98,26 +142,34 @@ def render_rules(
     mark: int,
     edits: Sequence[str] | None = None,
     extra_chains: Sequence[str] = (),
+    layout: Layout = NPC_LAYOUT,
 ) -> str:
     """An ``iptables-restore --noflush`` input for table filter (``ip6tables-restore`` for 6).
-    ``edits`` end the transaction (default: insert the FORWARD jump, as a boot-time restore
-    needs); ``extra_chains`` are declared (so flushed) too, for edits that delete them."""
+    ``edits`` end the transaction (default: insert the FORWARD jump if the layout has one, as a
+    boot-time restore needs); ``extra_chains`` are declared (so flushed) too, for edits that
+    delete them."""
     program = lowered.family(family)
-    direction_chain = {d: lowered.direction_chain(d) for d in DIRECTIONS}
-    return _ENV.get_template("iptables.rules.j2").render(
-        version=__version__,
-        network=comment(lowered.names.network)[1:-1],
-        family=family,
-        restore="iptables-restore" if family == 4 else "ip6tables-restore",
-        chains=lowered.chain_names(family) + list(extra_chains),
-        forward=lowered.forward_chain,
-        isolated={d: s.name for d, s in program.isolated.items()},
-        direction_chain=direction_chain,
-        local=LOCAL,
-        mark=hex(mark),
-        dispatch=program.dispatch,
-        policy_chains=program.chains,
-        edits=[insert_jump(lowered)] if edits is None else edits,
+    direction_chain = {d: layout.direction_chain(lowered, d) for d in DIRECTIONS}
+    if edits is None:
+        edits = [insert_jump(lowered)] if layout.forward_jump else []
+    return (
+        _environment(layout.package)
+        .get_template(layout.template)
+        .render(
+            version=__version__,
+            network=comment(lowered.names.network)[1:-1],
+            family=family,
+            restore="iptables-restore" if family == 4 else "ip6tables-restore",
+            chains=layout.chain_names(lowered, family) + list(extra_chains),
+            forward=lowered.forward_chain,
+            isolated={d: s.name for d, s in program.isolated.items()},
+            direction_chain=direction_chain,
+            local=LOCAL,
+            mark=hex(mark),
+            dispatch=program.dispatch,
+            policy_chains=program.chains,
+            edits=edits,
+        )
     )
 
 
@@ -143,35 +195,44 @@ def set_text(spec: SetSpec, members: Sequence[Entry], name: str | None = None) -
     return SetText(name or spec.name, SET_TYPES[spec.kind], family, hashsize, maxelem, members)
 
 
-def all_sets(lowered: Lowered) -> list[SetSpec]:
-    return sorted({s for f in lowered.families for s in f.sets}, key=lambda s: s.name)
+def all_sets(lowered: Lowered, families: Sequence[int] = (4, 6)) -> list[SetSpec]:
+    return sorted({s for f in lowered.families if f.family in families for s in f.sets}, key=lambda s: s.name)
 
 
 def render_sets(
-    lowered: Lowered, members: Mapping[str, Sequence[Entry]], sets: Sequence[SetText] | None = None
+    lowered: Lowered,
+    members: Mapping[str, Sequence[Entry]],
+    sets: Sequence[SetText] | None = None,
+    families: Sequence[int] = (4, 6),
 ) -> str:
-    """An ``ipset restore`` input creating every set with its members."""
+    """An ``ipset restore`` input creating every set (of ``families``) with its members."""
     if sets is None:
-        sets = [set_text(s, members[s.name]) for s in all_sets(lowered)]
-    return _ENV.get_template("ipset.j2").render(
-        version=__version__, network=comment(lowered.names.network)[1:-1], sets=sets
+        sets = [set_text(s, members[s.name]) for s in all_sets(lowered, families)]
+    return (
+        _environment(NPC_LAYOUT.package)
+        .get_template("ipset.j2")
+        .render(version=__version__, network=comment(lowered.names.network)[1:-1], sets=sets)
     )
 
 
-def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> int:
-    """The most rules the first packet of one connection is tested against: the FORWARD jump and
-    npc's FORWARD chain (3), then per direction where the worst pod is isolated the mark reset,
-    every dispatch rule, every rule of each policy chain selecting that pod (MARK does not end a
-    chain) and the drop rule."""
+def rules_per_packet(
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], layout: Layout = NPC_LAYOUT
+) -> int:
+    """The most rules the first packet of one connection is tested against: the layout's fixed
+    cost (npc's: the FORWARD jump and npc's FORWARD chain), then per direction where the worst pod
+    is isolated the mark reset, every dispatch rule, every rule of each policy chain selecting that
+    pod (MARK does not end a chain) and the verdict."""
     worst = 0
     for program in lowered.families:
+        if program.family not in layout.families:
+            continue
         length = {c.name: chain_rules(c.matches) for c in program.chains}
-        total = 1 + 3
+        total = layout.per_packet
         for direction in DIRECTIONS:
             found = dispatch_by_address(program, direction, members)
             if found:
                 chains = max(sum(length[d.chain] for d in ds) for ds in found.values())
-                total += 2 + len(program.dispatch[direction]) + chains
+                total += 1 + layout.verdict_rules[direction] + len(program.dispatch[direction]) + chains
         worst = max(worst, total)
     return worst
 
@@ -180,18 +241,19 @@ def chain_rules(matches: Sequence[Match]) -> int:
     return sum(len(split_match(m)) for m in matches)
 
 
-def rule_count(lowered: Lowered, family: int) -> int:
-    """The ``-A`` rules of one family's file, as the template writes them: three in the FORWARD
-    chain; per direction the mark reset, one per dispatch and the drop; every policy chain's."""
+def rule_count(lowered: Lowered, family: int, layout: Layout = NPC_LAYOUT) -> int:
+    """The ``-A`` rules of one family's file, as the template writes them: the entry block (npc's:
+    three in the FORWARD chain); per direction the mark reset, one per dispatch and the verdict;
+    every policy chain's."""
     program = lowered.family(family)
-    dispatch = sum(2 + len(program.dispatch[d]) for d in DIRECTIONS)
-    return 3 + dispatch + sum(chain_rules(c.matches) for c in program.chains)
+    dispatch = sum(1 + layout.verdict_rules[d] + len(program.dispatch[d]) for d in DIRECTIONS)
+    return layout.entry_rules + dispatch + sum(chain_rules(c.matches) for c in program.chains)
 
 
-def artefacts(lowered: Lowered, members: Mapping[str, Sequence[Entry]], mark: int) -> dict[str, str]:
-    """The iptables-persistent / ipset-persistent file set."""
-    return {
-        "ipsets": render_sets(lowered, members),
-        "rules.v4": render_rules(lowered, 4, mark),
-        "rules.v6": render_rules(lowered, 6, mark),
-    }
+def artefacts(
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], mark: int, layout: Layout = NPC_LAYOUT
+) -> dict[str, str]:
+    """The iptables-persistent / ipset-persistent file set (of the layout's families)."""
+    files = {"ipsets": render_sets(lowered, members, families=layout.families)}
+    files.update((f"rules.v{f}", render_rules(lowered, f, mark, layout=layout)) for f in layout.families)
+    return files

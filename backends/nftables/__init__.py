@@ -38,6 +38,9 @@ class NftablesBackend:
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
         return rules_per_packet(compiled.lowered, compiled.members)
 
+    def notes(self, compiled: Compiled, options: Options) -> tuple[str, ...]:
+        return ()
+
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         if options.iptables:
             raise UsageError("--iptables applies to --backend iptables only")

@@ -10,6 +10,7 @@ Everything is named ``npct-<pid>-<n>-...`` and removed on exit, even after a fai
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -88,6 +89,18 @@ class Observation:
         ]
 
 
+@attrs.frozen
+class Link:
+    """One interface of a pod and the node-side veth it is wired to."""
+
+    veth: str  # in the node
+    interface: str  # in the pod
+    mac: str
+    addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
+    network: str | None  # None: the primary network
+    ranges: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]  # a secondary network's own
+
+
 def _pod_mac(index: int, interface: int = 0) -> str:
     return f"02:00:00:{interface:02x}:{index >> 8:02x}:{index & 0xFF:02x}"
 
@@ -143,69 +156,75 @@ class Cluster:
     def _build(self) -> None:
         names = [self.node, *self.pod_ns.values()]
         run(["ip", "-batch", "-"], stdin="".join(f"netns add {n}\n" for n in names))
-        self._created = names
-        node_cmds = ["link set lo up"]
+        self._created.extend(names)
+        node_cmds = ["link set lo up", *self._node_setup()]
+        pod_cmds: dict[int, list[str]] = {}
         for e in self.case.endpoints:
-            veth = f"vp{e.index}"
-            node_cmds += [
-                f"link add {veth} address {NODE_MAC} type veth peer name eth0 address {_pod_mac(e.index)}"
-                f" netns {self.pod_ns[e.index]}",
-                f"link set {veth} up",
-            ]
-            for address in e.addresses:
-                node_cmds += [
-                    f"route add {address}/{address.max_prefixlen} dev {veth}",
-                    f"neigh replace {address} lladdr {_pod_mac(e.index)} dev {veth} nud permanent",
-                ]
-            for k, attachment in enumerate(e.attachments, 1):  # secondary networks: one more veth each
-                veth, mac = f"vp{e.index}n{k}", _pod_mac(e.index, k)
-                node_cmds += [
-                    f"link add {veth} address {NODE_MAC} type veth peer name {attachment.interface}"
-                    f" address {mac} netns {self.pod_ns[e.index]}",
-                    f"link set {veth} up",
-                ]
-                for address in attachment.addresses:
-                    node_cmds += [
-                        f"route add {address}/{address.max_prefixlen} dev {veth}",
-                        f"neigh replace {address} lladdr {mac} dev {veth} nud permanent",
-                    ]
+            pod_cmds[e.index] = ["link set lo up"]
+            for link in self.links(e):
+                node_side, pod_side = self._wire(e, link)
+                node_cmds += node_side
+                pod_cmds[e.index] += pod_side
         run(["ip", "-n", self.node, "-batch", "-"], stdin="\n".join(node_cmds) + "\n")
-        sysctl = "echo 1 > /proc/sys/net/ipv4/ip_forward; echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"
-        run(["ip", "netns", "exec", self.node, "sh", "-c", sysctl])
-        procs = []
-        for e in self.case.endpoints:
-            cmds = ["link set lo up", "link set eth0 up"]
-            for address in e.addresses:
-                family = "v6" if address.version == 6 else "v4"
-                gateway = GATEWAY[family]
-                cmds += [
-                    f"address add {address}/{address.max_prefixlen} dev eth0"
-                    + (" nodad" if family == "v6" else ""),
-                    f"neigh replace {gateway} lladdr {NODE_MAC} dev eth0 nud permanent",
-                    f"route add {'::/0' if family == 'v6' else '0.0.0.0/0'} via {gateway} dev eth0 onlink",
-                ]
-            for attachment in e.attachments:  # its own range goes out of its own interface, from its address
-                dev = attachment.interface
-                cmds.append(f"link set {dev} up")
-                for address in attachment.addresses:
-                    v6 = address.version == 6
-                    gateway = GATEWAY["v6" if v6 else "v4"]
-                    cmds += [
-                        f"address add {address}/{address.max_prefixlen} dev {dev}" + (" nodad" if v6 else ""),
-                        f"neigh replace {gateway} lladdr {NODE_MAC} dev {dev} nud permanent",
-                    ]
-                    cmds += [
-                        f"route add {net} via {gateway} dev {dev} onlink src {address}"
-                        for net in attachment.ranges
-                        if net.version == address.version
-                    ]
-            procs.append(
-                self._spawn(["ip", "-n", self.pod_ns[e.index], "-batch", "-"], "\n".join(cmds) + "\n")
-            )
+        run(["ip", "netns", "exec", self.node, "sh", "-ec", "\n".join(self._node_finish())])
+        procs = [
+            self._spawn(["ip", "-n", self.pod_ns[i], "-batch", "-"], "\n".join(cmds) + "\n")
+            for i, cmds in pod_cmds.items()
+        ]
         for argv, proc in procs:
             out, err = proc.communicate()
             if proc.returncode != 0:
                 raise RuntimeError(f"{' '.join(argv)} failed:\n{err}{out}")
+
+    def _node_setup(self) -> list[str]:
+        """``ip -batch`` lines for the node before any pod is wired (a topology's own devices)."""
+        return []
+
+    def _node_finish(self) -> list[str]:
+        """Shell lines run in the node namespace once every link exists."""
+        return ["echo 1 > /proc/sys/net/ipv4/ip_forward", "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"]
+
+    @staticmethod
+    def links(e: Endpoint) -> list[Link]:
+        """Every interface of ``e``: ``eth0`` on the primary network, one more per attachment."""
+        primary = Link(f"vp{e.index}", "eth0", _pod_mac(e.index), e.addresses, None, ())
+        return [primary] + [
+            Link(f"vp{e.index}n{k}", a.interface, _pod_mac(e.index, k), a.addresses, a.network, a.ranges)
+            for k, a in enumerate(e.attachments, 1)
+        ]
+
+    def _wire(self, e: Endpoint, link: Link) -> tuple[list[str], list[str]]:
+        """``ip -batch`` lines (node side, pod side) routing ``link`` through the node Calico-style:
+        /32 (/128) routes to it, a default route (the primary) or its network's ranges from it."""
+        node = [
+            f"link add {link.veth} address {NODE_MAC} type veth peer name {link.interface}"
+            f" address {link.mac} netns {self.pod_ns[e.index]}",
+            f"link set {link.veth} up",
+        ]
+        pod = [f"link set {link.interface} up"]
+        for address in link.addresses:
+            v6 = address.version == 6
+            gateway = GATEWAY["v6" if v6 else "v4"]
+            node += [
+                f"route add {address}/{address.max_prefixlen} dev {link.veth}",
+                f"neigh replace {address} lladdr {link.mac} dev {link.veth} nud permanent",
+            ]
+            pod += [
+                f"address add {address}/{address.max_prefixlen} dev {link.interface}"
+                + (" nodad" if v6 else ""),
+                f"neigh replace {gateway} lladdr {NODE_MAC} dev {link.interface} nud permanent",
+            ]
+            if link.network is None:
+                pod.append(
+                    f"route add {'::/0' if v6 else '0.0.0.0/0'} via {gateway} dev {link.interface} onlink"
+                )
+            else:  # its own range goes out of its own interface, from its address
+                pod += [
+                    f"route add {net} via {gateway} dev {link.interface} onlink src {address}"
+                    for net in link.ranges
+                    if net.version == address.version
+                ]
+        return node, pod
 
     @staticmethod
     def _spawn(argv: list[str], stdin: str) -> tuple[list[str], subprocess.Popen[str]]:

@@ -21,6 +21,7 @@ from .case import Case, write_inputs
 from .cluster import Cluster, Observation
 from .matrix import as_table, disagreements, matrix_json
 from .report import observations_report
+from .weave import WeaveCluster, weave_case
 
 DEFAULT_JOBS = 3
 
@@ -46,7 +47,11 @@ class CaseRun:
 
 
 def run_case(case: Case, workdir: Path, backend: str = "iptables", form: str = "yaml") -> CaseRun:
-    with Cluster(case, workdir) as cluster:
+    """On a Weave Net node (its IPv4 probes only) for the weave backend, else Calico-style routing."""
+    topology = WeaveCluster if backend == "weave" else Cluster
+    if backend == "weave":
+        case = weave_case(case)
+    with topology(case, workdir) as cluster:
         done = cluster.apply(backend=backend, form=form, check=False)
         if done.returncode != 0:
             return CaseRun(done, "", workdir)
