@@ -18,7 +18,7 @@ from . import __version__, collector
 from .convert import TARGETS, convert, fmt
 from .errors import NpcError, UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
-from .inventory import build_inventory, read_inventory_documents
+from .inventory import InventoryText, build_inventory, read_inventory_documents
 from .ir import Program
 from .lower import DEFAULT_MARK, DEFAULT_NETWORK
 from .network_file import read_networks_file
@@ -127,9 +127,11 @@ class Inputs:
     def __init__(self, args: argparse.Namespace, progress: Progress = quiet) -> None:
         progress("reading policies")
         self.loaded = read_policy_sources(args.paths, sys.stdin)
+        if args.inventory == "-" and "-" in args.paths:
+            raise UsageError("stdin (-) can be read once: as policies or as --inventory, not both")
         progress("reading inventory")
-        self.inventory_documents, self.inventory_sha256 = (
-            read_inventory_documents(args.inventory) if args.inventory else ([], "")
+        self.inventory = (
+            read_inventory_documents(args.inventory, sys.stdin) if args.inventory else InventoryText()
         )
 
 
@@ -149,12 +151,17 @@ class Job:
         progress(f"indexing pods for network {self.network.name}")
         loaded = inputs.loaded
         self.inputs = sorted(loaded.files)
-        self.inventory_sha256 = inputs.inventory_sha256
+        self.inventory_sha256 = inputs.inventory.sha256
         source = self.network.address_source()
+        found = inputs.inventory
+        lenient = args.command == "apply"  # one bad pod must not block every update of the node
         self.inventory = inventory = build_inventory(
-            inputs.inventory_documents, source, args.inventory or "<inventory>"
+            found.documents, source, found.name, found.text, lenient=lenient
         )
-        self.warnings = source.warnings  # malformed address annotations, one per pod
+        self.warnings = [
+            *inventory.warnings,
+            *source.warnings,
+        ]  # skipped objects, malformed address annotations
         namespaces = {ns.name: ns for ns in inventory.namespaces}
         # Namespace objects among the policy inputs are the desired state: their 1.6 annotation wins.
         namespaces.update((ns.name, ns) for ns in namespaces_from_objects(loaded.namespaces))
