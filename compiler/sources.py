@@ -30,6 +30,10 @@ POLICY_SUFFIXES = (".yaml", ".yml", ".json", ".npc")
 STDIN = "-"
 _POLICY_API_VERSIONS = {v for versions in API_VERSIONS.values() for v in versions}
 _POLICY_GROUPS = {v.split("/")[0] for v in _POLICY_API_VERSIONS}
+# kinds npc reads, by their lowercase spelling: ``networkpolicy`` is a typo, not another kind to skip
+_KINDS_BY_CASE = {k.lower(): k for kind in (*API_VERSIONS, "Namespace") for k in (kind, kind + "List")} | {
+    "list": "List"
+}
 
 
 def _foreign_group(api_version: object) -> bool:
@@ -156,6 +160,11 @@ class _Reader:
             self._add(policy, origin, name)
         elif kind == "Namespace":
             self._namespace(obj, origin)
+        elif isinstance(kind, str) and kind.lower() in _KINDS_BY_CASE and not _foreign_group(api_version):
+            meant = _KINDS_BY_CASE[kind.lower()]
+            raise origin.error(
+                fail(("kind",), f"unknown kind {show(kind)}: kinds are case-sensitive, did you mean {meant}?")
+            )
         elif isinstance(kind, str):
             group = f" of {printable(str(api_version))}" if kind in API_VERSIONS else ""
             self._ignore(name, f"kind {printable(kind)}{group}")
