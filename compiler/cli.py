@@ -6,13 +6,13 @@ Exit codes: 0 ok, 1 invalid input, 2 usage error, 3 apply failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import hashlib
 import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from . import __version__, collector
 from .convert import TARGETS, convert, fmt
@@ -23,6 +23,7 @@ from .ir import Program
 from .lower import DEFAULT_MARK, DEFAULT_NETWORK
 from .network_file import read_networks_file
 from .networks import IP_SOURCE_HELP, NetworkSpec, network_spec, select_policies, ungoverned_note
+from .output import OutputError, write_file, write_folder
 from .pipeline import BACKENDS, Compiled, backend, compile_program
 from .progress import Progress, display, quiet
 from .sources import read_policy_sources
@@ -217,7 +218,7 @@ def _compile(args: argparse.Namespace) -> int:
         job = Job(args, progress=progress)
     _notes(job.notes)
     _notes(job.warnings, "warning")
-    _write(dict(job.files, **{"manifest.json": job.manifest()}), args.output)
+    _write(_artefacts(job), args.output)
     return 0
 
 
@@ -235,22 +236,25 @@ def _compile_networks(args: argparse.Namespace) -> int:
     for job in jobs:
         _notes(job.network_notes)
         _notes(job.warnings, "warning")
-    for job in jobs:
-        folder = job.network.folder
-        files = dict(job.files, **{"manifest.json": job.manifest()})
-        _write(files, str(Path(args.output) / folder) if args.output else None, f"{folder}/")
+    if args.output:  # every network's folder, or none
+        tree = {
+            f"{job.network.folder}/{name}": text for job in jobs for name, text in _artefacts(job).items()
+        }
+        write_folder(args.output, tree)
+    else:
+        for job in jobs:
+            _write(_artefacts(job), None, f"{job.network.folder}/")
     return 0
 
 
+def _artefacts(job: Job) -> dict[str, str]:
+    return dict(job.files, **{"manifest.json": job.manifest()})
+
+
 def _write(files: dict[str, str], output: str | None, label: str = "") -> None:
-    """Into ``output`` (each file replaced atomically), or as one stream on stdout."""
+    """Into ``output`` (all files or none), or as one stream on stdout."""
     if output:
-        out = Path(output)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, text in sorted(files.items()):
-            tmp = out / f".{name}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(out / name)
+        write_folder(output, files)
     else:
         for name, text in files.items():
             sys.stdout.write(f"### npc artefact: {label}{name}\n{text}")
@@ -295,10 +299,7 @@ def _convert(args: argparse.Namespace) -> int:
     result = convert(args.paths, args.to, sys.stdin)
     _notes(result.notes)
     if args.output:
-        out = Path(args.output)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(result.text, encoding="utf-8")
-        tmp.replace(out)
+        write_file(args.output, result.text)
     else:
         sys.stdout.write(result.text)
     return 0
@@ -322,11 +323,25 @@ COMMANDS = {"compile": _compile, "apply": _apply, "convert": _convert, "fmt": _f
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a full or closed stdout is reported here, not at exit
+        return code
     except NpcError as exc:
         print(f"npc: {exc.render()}" if isinstance(exc, UsageError) else exc.render(), file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
+        _silence_stdout()
         return 0
+    except OSError as exc:  # stdout or stderr themselves failing (a full disk, a closed descriptor)
+        _silence_stdout()
+        with contextlib.suppress(OSError):
+            print(f"npc: error: cannot write output: {exc.strerror or exc}", file=sys.stderr)
+        return OutputError.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def _silence_stdout() -> None:
+    """Whatever is still buffered for a stdout that cannot take it is dropped, not flushed at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -162,9 +162,9 @@ def _object(obj: object, ip_source: IPSource, lenient: bool) -> tuple[_Found, li
     if kind not in ("Namespace", "Pod"):
         return _Found(), []
     meta = _mapping(obj.get("metadata"), ("metadata",))
-    name = string(required(meta, "name", ("metadata",)), ("metadata", "name"))
     labels = _string_map(meta.get("labels"), ("metadata", "labels"))
     annotations = _string_map(meta.get("annotations"), ("metadata", "annotations"))
+    name = string(required(meta, "name", ("metadata",)), ("metadata", "name"))
     if kind == "Namespace":
         warnings = _isolation_annotation(annotations, name, lenient)
         labels[NAMESPACE_NAME_LABEL] = name
