@@ -43,13 +43,25 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, TypeError, OverflowError):
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception:  # any text with any tag: the constructors were not written for that
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             value = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
             shown = json.dumps(value if len(value) <= 40 else value[:40] + "...")
             reason = f": more than {_MAX_DIGITS} digits" if len(value) > _MAX_DIGITS else ""
             raise yaml.constructor.ConstructorError(
                 None, None, f"invalid {tag} value {shown}{reason}", node.start_mark
+            ) from None
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        try:
+            return super().construct_document(node)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as exc:  # raised in a constructor's second half, outside construct_object
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read: {exc}", node.start_mark
             ) from None
 
     def construct_lenient_timestamp(self, node: yaml.ScalarNode) -> object:
@@ -89,6 +101,8 @@ class StrictLoader(Loader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[object] = set()
+        if not isinstance(node, yaml.MappingNode):  # !!set [1]: the base class says so
+            return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
         for key_node, _ in node.value:
             if key_node.tag == _MERGE_TAG:
                 continue
