@@ -115,6 +115,20 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], int, list[str]]] = [
         ["c.yaml:3:6", "!!int"],
     ),
     (
+        "bad-bool-tag",
+        {"c.yaml": "kind: ConfigMap\ndata: {a: !!bool maybe}\n"},
+        ["{d}"],
+        1,
+        ["c.yaml:2:10", "!!bool"],
+    ),
+    (
+        "set-tag-on-list",
+        {"c.yaml": "kind: ConfigMap\ndata: !!set [1]\n"},
+        ["{d}"],
+        1,
+        ["c.yaml:2:7", "mapping"],
+    ),
+    (
         "bad-date-elsewhere",
         {"c.yaml": "kind: ConfigMap\ndata:\n  a: 2024-13-45\n", "p.yaml": OK},
         ["{d}"],
