@@ -119,7 +119,7 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], int, list[str]]] = [
         {"c.yaml": "kind: ConfigMap\ndata: {a: !!bool maybe}\n"},
         ["{d}"],
         1,
-        ["c.yaml:2:10", "!!bool"],
+        ["c.yaml:2:11", "!!bool"],
     ),
     (
         "set-tag-on-list",
