@@ -101,13 +101,14 @@ def _table_state(tools: Tools, family: int, lowered: Lowered) -> TableState:
     if result.returncode != 0:
         raise ApplyError(f"{tools.save[family]} failed: {result.stderr.strip()}")
     prefix = lowered.names.chain_prefix
+    own_jump = "-A " + jump_rule(lowered)  # exactly npc's rule: others' jumps to the chain are theirs
     chains, rules, jumps = [], [], 0
     for line in result.stdout.splitlines():
         if line.startswith(":" + prefix):
             chains.append(line[1:].split()[0])
         elif line.startswith("-A " + prefix):
             rules.append(line)
-        elif line.startswith("-A FORWARD ") and line.endswith(f" -j {lowered.forward_chain}"):
+        elif line == own_jump:
             jumps += 1
     return TableState(tuple(chains), tuple(rules), jumps)
 
