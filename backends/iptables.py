@@ -14,7 +14,7 @@ import attrs
 
 from .. import __version__
 from ..ir import Direction
-from ..lower import Lowered, Match, SetSpec
+from ..lower import Lowered, Match, Names, SetSpec
 from ..resolve import Entry
 from . import template_environment
 from .dispatch import dispatch_by_address
@@ -71,9 +71,11 @@ class TableEdit:
     stale_chains: tuple[str, ...] = ()
 
 
-def jump_rule(lowered: Lowered) -> str:
+def jump_rule(names: Names) -> str:
     """The one rule in a chain npc does not own; ``apply`` looks for exactly this text."""
-    return f"FORWARD -m comment --comment {comment('npc network ' + lowered.names.network)} -j {lowered.forward_chain}"
+    return (
+        f"FORWARD -m comment --comment {comment('npc network ' + names.network)} -j {names.chain('FORWARD')}"
+    )
 
 
 def render_rules(lowered: Lowered, family: int, edit: TableEdit | None = None) -> str:
@@ -81,8 +83,8 @@ def render_rules(lowered: Lowered, family: int, edit: TableEdit | None = None) -
     edit = edit or TableEdit()
     program = lowered.family(family)
     direction_chain = {d: lowered.direction_chain(d) for d in ("egress", "ingress")}
-    edits = [f"-I {jump_rule(lowered).replace('FORWARD', 'FORWARD 1', 1)}"] if edit.insert_jump else []
-    edits += [f"-D {jump_rule(lowered)}"] * edit.surplus_jumps
+    edits = [f"-I {jump_rule(lowered.names).replace('FORWARD', 'FORWARD 1', 1)}"] if edit.insert_jump else []
+    edits += [f"-D {jump_rule(lowered.names)}"] * edit.surplus_jumps
     edits += [f"-X {name}" for name in edit.stale_chains]
     return _ENV.get_template("iptables.rules.j2").render(
         version=__version__,

@@ -8,15 +8,16 @@ commits whole or not at all: if anything is rejected, the previous table stays i
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
 import attrs
 
-from .backends.nftables import build, render
+from .backends.nftables import build, render, table_name
 from .errors import ApplyError
-from .lower import Lowered
+from .lower import Lowered, Names
 from .resolve import Entry
 
 
@@ -41,6 +42,9 @@ def load_ruleset(text: str) -> None:
 
 
 def apply_nftables(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> NftReport:
+    from .apply import refuse_other_backends
+
+    refuse_other_backends(lowered.names, None)
     ruleset = build(lowered, members)
     load_ruleset(render(ruleset))
     return NftReport(
@@ -49,3 +53,23 @@ def apply_nftables(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> 
         len(ruleset.sets) + len(ruleset.maps),
         ruleset.element_count,
     )
+
+
+_NPC_TABLE = re.compile(r"table inet (npc(?:-[a-z2-7]{5})?)")
+
+
+def reset_nftables(names: Names | None) -> list[str]:
+    """Delete npc's table for one network (``None``: every network); returns what was removed."""
+    nft = shutil.which("nft")
+    if nft is None:
+        return []
+    listed = subprocess.run([nft, "list", "tables"], capture_output=True, text=True, check=False).stdout
+    present = [m.group(1) for line in listed.splitlines() if (m := _NPC_TABLE.fullmatch(line.strip()))]
+    wanted = present if names is None else [t for t in present if t == table_name(names)]
+    for table in wanted:
+        done = subprocess.run(
+            [nft, "delete", "table", "inet", table], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise ApplyError(f"nft refused to delete table inet {table}: {done.stderr.strip()}")
+    return [f"table inet {t}" for t in wanted]

@@ -20,7 +20,8 @@ from .errors import NpcError, UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
 from .inventory import InventoryText, build_inventory, read_inventory_documents
 from .ir import Program
-from .lower import DEFAULT_MARK, DEFAULT_NETWORK
+from .lock import DEFAULT_WAIT, netns_lock
+from .lower import DEFAULT_MARK, DEFAULT_NETWORK, Names
 from .network_file import read_networks_file
 from .networks import IP_SOURCE_HELP, NetworkSpec, network_spec, select_policies, ungoverned_note
 from .output import OutputError, write_file, write_folder
@@ -65,6 +66,9 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+_WAIT_HELP = "how long to wait for another npc apply or reset in this namespace (default 60)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="npc",
@@ -88,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     apply = sub.add_parser("apply", help="compile and load into this network namespace's kernel")
     _add_compile_args(apply)
     apply.add_argument("--iptables", choices=("legacy", "nft"), help="force the iptables flavour")
+    apply.add_argument("--wait", type=float, default=DEFAULT_WAIT, metavar="SECONDS", help=_WAIT_HELP)
+    reset = sub.add_parser("reset", help="remove everything npc owns in this network namespace")
+    reset.add_argument("--backend", choices=BACKENDS, help="only this backend's objects (default: both)")
+    reset.add_argument("--iptables", choices=("legacy", "nft"), help="only this iptables flavour")
+    where = reset.add_mutually_exclusive_group()
+    where.add_argument(
+        "--network", default=DEFAULT_NETWORK, help="network name (default: the primary network)"
+    )
+    where.add_argument("--all", action="store_true", help="every network")
+    reset.add_argument("--wait", type=float, default=DEFAULT_WAIT, metavar="SECONDS", help=_WAIT_HELP)
     _add_language_commands(sub)
     return parser
 
@@ -261,12 +275,17 @@ def _write(files: dict[str, str], output: str | None, label: str = "") -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from .apply import apply_iptables, detect_tools
-
     with collector.paused(), display() as progress:
         job = Job(args, progress=progress)
     _notes(job.notes)
     _notes(job.warnings, "warning")
+    with netns_lock(args.wait):
+        return _load(args, job)
+
+
+def _load(args: argparse.Namespace, job: Job) -> int:
+    from .apply import apply_iptables, detect_tools
+
     if args.backend == "nftables":
         return _apply_nftables(args, job)
     tools = detect_tools(args.iptables)
@@ -295,6 +314,24 @@ def _apply_nftables(args: argparse.Namespace, job: Job) -> int:
     return 0
 
 
+def _reset(args: argparse.Namespace) -> int:
+    from .apply import _tools, reset_iptables
+    from .apply_nft import reset_nftables
+
+    names = None if args.all else Names(args.network)
+    flavours = [_tools(args.iptables)] if args.iptables else [_tools("legacy"), _tools("nft")]
+    removed: list[str] = []
+    with netns_lock(args.wait):
+        if args.backend in (None, "iptables"):
+            removed += reset_iptables(names, flavours)
+        if args.backend in (None, "nftables") and not args.iptables:
+            removed += reset_nftables(names)
+    where = "every network" if args.all else f"network {args.network}"
+    print(f"npc: reset {where}: removed {len(removed)} objects", file=sys.stderr)
+    _notes(removed, "removed")
+    return 0
+
+
 def _convert(args: argparse.Namespace) -> int:
     result = convert(args.paths, args.to, sys.stdin)
     _notes(result.notes)
@@ -317,7 +354,7 @@ def _notes(notes: Sequence[str], level: str = "note") -> None:
         print(f"npc: {level}: {note}", file=sys.stderr)
 
 
-COMMANDS = {"compile": _compile, "apply": _apply, "convert": _convert, "fmt": _fmt}
+COMMANDS = {"compile": _compile, "apply": _apply, "reset": _reset, "convert": _convert, "fmt": _fmt}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

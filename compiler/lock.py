@@ -23,9 +23,13 @@ DEFAULT_WAIT = 60.0
 LOCK_DIR = "/run"
 
 
+def record_path(name: str) -> str:
+    """A file of npc's state for the current network namespace (the lock, its temporaries)."""
+    return os.path.join(LOCK_DIR, f"npc-netns-{os.stat('/proc/self/ns/net').st_ino}-{name}")
+
+
 def lock_path() -> str:
-    """The lock file of the current network namespace."""
-    return os.path.join(LOCK_DIR, f"npc-netns-{os.stat('/proc/self/ns/net').st_ino}.lock")
+    return record_path("lock")
 
 
 @contextlib.contextmanager
