@@ -58,6 +58,12 @@ def start(netns: Netns, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def state(netns: Netns, nft: bool = False) -> list[str]:
+    """The namespace's tables and sets, as sorted lines (a hash set lists its members in any order)."""
+    text = netns.state() + (netns.run("nft", "list", "ruleset").stdout if nft else "")
+    return sorted(text.splitlines())
+
+
 def sets(netns: Netns) -> list[str]:
     return netns.run("ipset", "list", "-n").stdout.split()
 
@@ -121,7 +127,7 @@ def test_concurrent_applies_end_in_one_of_the_inputs(netns: Netns) -> None:
             npc(netns, "apply", str(folder), "--inventory", str(folder.parent / "inventory.json")).returncode
             == 0
         )
-        alone.append(netns.state())
+        alone.append(state(netns))
     for _ in range(6):
         runs = [
             start(netns, "apply", str(f), "--inventory", str(f.parent / "inventory.json")) for f in inputs
@@ -129,7 +135,7 @@ def test_concurrent_applies_end_in_one_of_the_inputs(netns: Netns) -> None:
         for run in runs:
             _, err = run.communicate(timeout=120)
             assert run.returncode == 0, err
-        assert netns.state() in alone
+        assert state(netns) in alone
         assert not [s for s in sets(netns) if s.startswith("npt-")]
 
 
@@ -225,7 +231,7 @@ def test_killed_at_random_moments_the_next_apply_repairs(netns: Netns, backend: 
             backend,
         )
         assert npc(netns, *args).returncode == 0
-        clean.append(netns.state() + netns.run("nft", "list", "ruleset").stdout)
+        clean.append(state(netns, nft=True))
     for round_ in range(12):
         folder = variants[round_ % 2]
         args = (
@@ -242,4 +248,4 @@ def test_killed_at_random_moments_the_next_apply_repairs(netns: Netns, backend: 
         run.wait()
         repaired = npc(netns, *args)
         assert repaired.returncode == 0, repaired.stderr
-        assert netns.state() + netns.run("nft", "list", "ruleset").stdout == clean[round_ % 2]
+        assert state(netns, nft=True) == clean[round_ % 2]
