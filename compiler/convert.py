@@ -18,10 +18,9 @@ from .dsl_writer import render, write_dsl
 from .errors import InputError, UsageError
 from .frontends.dsl import policies_from_document
 from .frontends.dsl_parser import read_document
-from .frontends.k8s import NETWORK_POLICY
 from .frontends.legacy import isolation_policies, namespaces_from_objects
 from .frontends.positions import printable, show
-from .ir import Policy, Program
+from .ir import NETWORK_POLICY, Policy, Program
 from .k8s_writer import write_k8s
 from .output import write_file
 from .sources import policy_files, read_policy_sources

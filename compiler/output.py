@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from .backends.base import write_atomic
 from .errors import NpcError
 from .frontends.positions import printable
 
@@ -39,24 +40,12 @@ def _reported(path: str | Path) -> Iterator[None]:
 
 
 def write_file(path: str | Path, text: str) -> None:
-    """``text`` into ``path`` through a temporary sibling renamed over it; the file's mode is kept."""
+    """``text`` into ``path`` by the one atomic writer (an existing file keeps its mode)."""
     target = Path(path)
     with _reported(target):
         if target.is_dir():
             raise IsADirectoryError(21, "is a directory")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:200]}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            if target.exists():
-                shutil.copymode(target, tmp)
-            else:
-                os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(target, text, keep_mode=target.exists())
 
 
 def _umask() -> int:

@@ -7,19 +7,21 @@ in line N`` from ``ipset restore``) and fails the commands a scenario names.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from npc import apply, lock
+from npc import lock
+from npc.backends.base import DEFAULT_MARK, Ran
+from npc.backends.iptables import load as apply
+from npc.backends.iptables.render import SET_TYPES
 from npc.errors import ApplyError, MixedStateError
 from npc.inventory import Inventory, Namespace, Pod
 from npc.ir import PodPeer, Policy, Program, Requirement, Rule, Selector
 from npc.pipeline import Compiled, compile_program
 
 IN_USE = "ipset v7.17: Error in line 1: Set cannot be destroyed: it is in use by a kernel component\n"
-Answer = Callable[[Sequence[str], str], "subprocess.CompletedProcess[str] | None"]
+Answer = Callable[[Sequence[str], str], "Ran | None"]
 
 
 class StandIn:
@@ -30,14 +32,17 @@ class StandIn:
         self.answer = answer
         self.sets = sets
 
-    def __call__(self, argv: Sequence[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
         self.calls.append((tuple(argv), stdin))
         found = self.answer(argv, stdin)
         if found is not None:
             return found
         if list(argv[:3]) == ["ipset", "list", "-t"]:
-            return subprocess.CompletedProcess(argv, 0, self.sets, "")
-        return subprocess.CompletedProcess(argv, 0, "*filter\nCOMMIT\n" if "save" in argv[0] else "", "")
+            return Ran(0, self.sets)
+        return Ran(0, "*filter\nCOMMIT\n" if "save" in argv[0] else "")
+
+    def which(self, program: str) -> bool:
+        return program == "ipset" or "-legacy-" in program
 
     def commands(self) -> list[str]:
         return [
@@ -46,8 +51,8 @@ class StandIn:
         ]
 
 
-def fail(stderr: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.CompletedProcess([], 1, "", stderr)
+def fail(stderr: str) -> Ran:
+    return Ran(1, "", stderr)
 
 
 @pytest.fixture
@@ -66,10 +71,8 @@ def compiled() -> Compiled:
 
 
 def run_apply(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stand_in: StandIn, compiled: Compiled) -> None:
-    monkeypatch.setattr(apply, "_run", stand_in)
-    monkeypatch.setattr(apply.shutil, "which", lambda name: f"/usr/sbin/{name}" if name == "ipset" else None)
     monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
-    apply.apply_iptables(compiled.lowered, compiled.members, apply._tools("legacy"))
+    apply.apply_iptables(compiled.lowered, compiled.members, DEFAULT_MARK, apply._tools("legacy"), stand_in)
 
 
 def existing_sets(compiled: Compiled) -> str:
@@ -78,7 +81,7 @@ def existing_sets(compiled: Compiled) -> str:
     for spec in apply.all_sets(compiled.lowered):
         family = "inet6" if spec.family == 6 else "inet"
         blocks.append(
-            f"Name: {spec.name}\nType: {apply.SET_TYPES[spec.kind]}\nHeader: family {family} hashsize 1024\n"
+            f"Name: {spec.name}\nType: {SET_TYPES[spec.kind]}\nHeader: family {family} hashsize 1024\n"
             "References: 1\n"
         )
     return "\n".join(blocks)
@@ -89,7 +92,7 @@ def test_ipv6_failure_with_a_failing_ipv4_rollback_is_a_mixed_state(
 ) -> None:
     restores: list[str] = []
 
-    def answer(argv: Sequence[str], stdin: str) -> subprocess.CompletedProcess[str] | None:
+    def answer(argv: Sequence[str], stdin: str) -> Ran | None:
         if argv[0].endswith("-restore"):
             restores.append(argv[0])
             if argv[0].startswith("ip6tables") or len(restores) > 1:  # v6 refused, then the v4 undo too
@@ -122,7 +125,7 @@ def test_a_set_held_for_a_moment_is_retried_from_the_line_it_hit(
 ) -> None:
     refusals = [IN_USE.replace("line 1", "line 2"), IN_USE]
 
-    def answer(argv: Sequence[str], stdin: str) -> subprocess.CompletedProcess[str] | None:
+    def answer(argv: Sequence[str], stdin: str) -> Ran | None:
         if list(argv) == ["ipset", "restore"] and stdin.startswith("swap") and refusals:
             return fail(refusals.pop(0))
         return None
@@ -138,7 +141,7 @@ def test_a_set_held_for_a_moment_is_retried_from_the_line_it_hit(
 def test_a_lasting_swap_refusal_swaps_back_and_exits_3(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
 ) -> None:
-    def answer(argv: Sequence[str], stdin: str) -> subprocess.CompletedProcess[str] | None:
+    def answer(argv: Sequence[str], stdin: str) -> Ran | None:
         if list(argv) == ["ipset", "restore"] and stdin.startswith("swap") and stdin.count("swap") > 1:
             return fail(
                 "ipset v7.17: Error in line 2: The sets cannot be swapped: their type does not match\n"

@@ -60,7 +60,7 @@ def start(netns: Netns, *args: str) -> subprocess.Popen[str]:
 
 def state(netns: Netns, nft: bool = False) -> list[str]:
     """The namespace's tables and sets, as sorted lines (a hash set lists its members in any order)."""
-    text = netns.state() + (netns.run("nft", "list", "ruleset").stdout if nft else "")
+    text = netns.state() + "\n" + (netns.run("nft", "list", "ruleset").stdout if nft else "")
     return sorted(text.splitlines())
 
 

@@ -21,23 +21,20 @@ state: ``MixedStateError`` says so (exit 4), and the next apply replaces everyth
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import NoReturn
 
 import attrs
 
-from .backends.iptables import SET_TYPES, TableEdit, all_sets, jump_rule, render_rules, render_sets, set_text
-from .backends.nftables import table_name
-from .errors import ApplyError, MixedStateError, UsageError
-from .lock import record_path
-from .lower import Lowered, Names, SetSpec
-from .resolve import Entry
-
-Flavour = Literal["legacy", "nft"]
+from ...errors import ApplyError, MixedStateError, UsageError
+from ...lock import record_path
+from ...lower import Lowered, Names, SetSpec
+from ...resolve import Entry
+from ..base import Runner
+from ..nftables.render import table_name
+from .render import SET_TYPES, all_sets, insert_jump, jump_rule, render_rules, render_sets, set_text
 
 
 @attrs.frozen
@@ -56,46 +53,42 @@ def _tools(variant: str) -> Tools:
     )
 
 
-def _run(argv: Sequence[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise ApplyError(
-            f"{argv[0]} not found: install it (Debian: apt-get install iptables ipset)"
-        ) from None
+def temp_set_prefix(lowered: Lowered) -> str:
+    """Where new contents of existing sets are staged before the swap."""
+    return f"npt-{lowered.names.tag}-"
 
 
-def _rule_count(tools: Tools) -> int:
+def _rule_count(run: Runner, tools: Tools) -> int:
     count = 0
     for family in (4, 6):
-        if shutil.which(tools.save[family]):
-            out = _run([tools.save[family]]).stdout
+        if run.which(tools.save[family]):
+            out = run([tools.save[family]]).stdout
             count += sum(1 for line in out.splitlines() if line.startswith("-"))
     return count
 
 
-def detect_tools(force: str | None = None) -> Tools:
+def detect_tools(run: Runner, force: str | None = None) -> Tools:
     """Pick iptables-legacy or iptables-nft like kube-proxy's wrapper: whichever already holds
     rules in this namespace; on a tie, whatever plain ``iptables`` is."""
     if force is not None:
         if force not in ("legacy", "nft"):
             raise UsageError(f"--iptables must be legacy or nft, not {force!r}")
         tools = _tools(force)
-        if not shutil.which(tools.restore[4]):
+        if not run.which(tools.restore[4]):
             raise ApplyError(f"{tools.restore[4]} not found: install iptables")
         return tools
     legacy, nft = _tools("legacy"), _tools("nft")
-    if not (shutil.which(legacy.restore[4]) and shutil.which(nft.restore[4])):
+    if not (run.which(legacy.restore[4]) and run.which(nft.restore[4])):
         plain = _tools("")
-        if not shutil.which(plain.restore[4]):
+        if not run.which(plain.restore[4]):
             raise ApplyError(
                 "iptables-restore not found: install iptables (Debian: apt-get install iptables)"
             )
         return plain
-    legacy_rules, nft_rules = _rule_count(legacy), _rule_count(nft)
+    legacy_rules, nft_rules = _rule_count(run, legacy), _rule_count(run, nft)
     if legacy_rules != nft_rules:
         return legacy if legacy_rules > nft_rules else nft
-    version = _run(["iptables", "--version"]).stdout if shutil.which("iptables") else ""
+    version = run(["iptables", "--version"]).stdout if run.which("iptables") else ""
     return legacy if "legacy" in version else nft
 
 
@@ -108,12 +101,12 @@ class TableState:
     jumps: int
 
 
-def _table_state(tools: Tools, family: int, lowered: Lowered) -> TableState:
-    result = _run([tools.save[family], "-t", "filter"])
+def _table_state(run: Runner, tools: Tools, family: int, lowered: Lowered) -> TableState:
+    result = run([tools.save[family], "-t", "filter"])
     if result.returncode != 0:
         raise ApplyError(f"{tools.save[family]} failed: {result.stderr.strip()}")
     prefix = lowered.names.chain_prefix
-    own_jump = "-A " + jump_rule(lowered.names)  # exactly npc's rule: others' jumps to the chain are theirs
+    own_jump = "-A " + jump_rule(lowered)  # exactly npc's rule: others' jumps to the chain are theirs
     chains, rules, jumps = [], [], 0
     for line in result.stdout.splitlines():
         if line.startswith(":" + prefix):
@@ -132,10 +125,25 @@ def _rollback_text(lowered: Lowered, old: TableState, new_chains: Iterable[str])
     lines += [f":{c} - [0:0]" for c in sorted(set(old.chains) | set(created))]
     lines += list(old.rules)
     if old.jumps == 0:
-        lines.append(f"-D {jump_rule(lowered.names)}")
+        lines.append(f"-D {jump_rule(lowered)}")
     lines += [f"-X {c}" for c in created]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+@attrs.frozen
+class TableEdit:
+    """What a load adds to a restore transaction so it owns exactly its own objects:
+    the FORWARD jump (insert it, or delete surplus copies) and chains no longer wanted."""
+
+    insert_jump: bool = True
+    surplus_jumps: int = 0
+    stale_chains: tuple[str, ...] = ()
+
+    def lines(self, lowered: Lowered) -> list[str]:
+        edits = [insert_jump(lowered)] if self.insert_jump else []
+        edits += [f"-D {jump_rule(lowered)}"] * self.surplus_jumps
+        return edits + [f"-X {name}" for name in self.stale_chains]
 
 
 _IN_USE = "in use by a kernel component"  # someone listing the set holds it for a moment
@@ -150,9 +158,9 @@ class SetInfo:
     references: int
 
 
-def _sets() -> dict[str, SetInfo]:
+def _sets(run: Runner) -> dict[str, SetInfo]:
     """Every set of the namespace with its type, family and reference count (one ``ipset list -t``)."""
-    listing = _run(["ipset", "list", "-t"])
+    listing = run(["ipset", "list", "-t"])
     if listing.returncode != 0:
         raise ApplyError(f"ipset list failed: {listing.stderr.strip()}")
     out: dict[str, SetInfo] = {}
@@ -167,14 +175,14 @@ def _sets() -> dict[str, SetInfo]:
     return out
 
 
-def ipset_lines(lines: Sequence[str]) -> tuple[int, str]:
+def ipset_lines(run: Runner, lines: Sequence[str]) -> tuple[int, str]:
     """Run ``ipset restore`` lines, retrying a transient refusal from the line it hit.
 
     Returns how many lines were done and the error of the line that failed for good ("" if none).
     """
     start, attempts = 0, 0
     while start < len(lines):
-        done = _run(["ipset", "restore"], "".join(lines[start:]))
+        done = run(["ipset", "restore"], "".join(lines[start:]))
         if done.returncode == 0:
             return len(lines), ""
         found = _ERROR_LINE.search(done.stderr)
@@ -191,20 +199,20 @@ def _record(names: Names) -> Path:
     return Path(record_path(f"{names.tag}.sets"))
 
 
-def _destroy_recorded(names: Names, present: Mapping[str, SetInfo]) -> None:
+def _destroy_recorded(run: Runner, names: Names, present: Mapping[str, SetInfo]) -> None:
     """A crashed run's temporaries: only the ones it recorded, never other ``npt-`` sets."""
     record = _record(names)
     try:
         recorded = record.read_text().split()
     except FileNotFoundError:
         return
-    _, error = ipset_lines([f"destroy {name}\n" for name in recorded if name in present])
+    _, error = ipset_lines(run, [f"destroy {name}\n" for name in recorded if name in present])
     if error:
         raise ApplyError(f"could not remove a previous run's temporary sets: {error}")
     record.unlink(missing_ok=True)
 
 
-def _repair_types(names: Names, wanted: Sequence[SetSpec], present: dict[str, SetInfo]) -> None:
+def _repair_types(run: Runner, wanted: Sequence[SetSpec], present: dict[str, SetInfo]) -> None:
     """A set of npc's name but another type or family (made by someone else) cannot take a swap:
     destroyed when nothing uses it, so it is created anew; refused when a rule uses it."""
     for spec in wanted:
@@ -217,7 +225,7 @@ def _repair_types(names: Names, wanted: Sequence[SetSpec], present: dict[str, Se
                 f"set {spec.name} has type {info.type} family {info.family}, not {want_type} family "
                 f"{want_family}, and rules use it: remove them, or run npc reset"
             )
-        _, error = ipset_lines([f"destroy {spec.name}\n"])
+        _, error = ipset_lines(run, [f"destroy {spec.name}\n"])
         if error:
             raise ApplyError(f"could not replace the wrong-typed set {spec.name}: {error}")
         del present[spec.name]
@@ -253,19 +261,21 @@ class _Undo:
         raise ApplyError(f"{cause} (the previous state stays in force)")
 
 
-def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], tools: Tools) -> ApplyReport:
-    if not shutil.which("ipset"):
+def apply_iptables(
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], mark: int, tools: Tools, run: Runner
+) -> ApplyReport:
+    if not run.which("ipset"):
         raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
     names = lowered.names
-    refuse_other_backends(names, tools)
-    present = _sets()
-    _destroy_recorded(names, present)
+    refuse_other_backends(run, lowered, tools)
+    present = _sets(run)
+    _destroy_recorded(run, names, present)
     wanted = all_sets(lowered)
-    _repair_types(names, wanted, present)
+    _repair_types(run, wanted, present)
     existing = {n for n in present if n.startswith(names.set_prefix)}
 
     def temp(name: str) -> str:
-        return names.temp_set_prefix + name[len(names.set_prefix) :]
+        return temp_set_prefix(lowered) + name[len(names.set_prefix) :]
 
     staged = [set_text(s, members[s.name], temp(s.name) if s.name in existing else None) for s in wanted]
     fresh = [s.name for s in wanted if s.name not in existing]
@@ -280,22 +290,22 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
     undo = _Undo()
 
     def drop_new() -> None:
-        _, error = ipset_lines([f"destroy {n}\n" for n in [*fresh, *temps]])
+        _, error = ipset_lines(run, [f"destroy {n}\n" for n in [*fresh, *temps]])
         undo.step("removing the new sets", error)
         if not error:
             _record(names).unlink(missing_ok=True)
 
-    result = _run(["ipset", "restore"], render_sets(lowered, members, staged))
+    result = run(["ipset", "restore"], render_sets(lowered, members, staged))
     if result.returncode != 0:
         drop_new()
         undo.finish(f"ipset restore rejected the new sets: {result.stderr.strip()}")
 
-    before = {family: _table_state(tools, family, lowered) for family in (4, 6)}
+    before = {family: _table_state(run, tools, family, lowered) for family in (4, 6)}
     done: list[int] = []
 
     def rules_back() -> None:
         for undone in done:
-            back = _run(
+            back = run(
                 [tools.restore[undone], "--noflush", "--wait=30"],
                 _rollback_text(lowered, before[undone], lowered.chain_names(undone)),
             )
@@ -309,7 +319,8 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
             surplus_jumps=max(old.jumps - 1, 0),
             stale_chains=tuple(sorted(set(old.chains) - set(own))),
         )
-        result = _run([tools.restore[family], "--noflush", "--wait=30"], render_rules(lowered, family, edit))
+        text = render_rules(lowered, family, mark, edit.lines(lowered), edit.stale_chains)
+        result = run([tools.restore[family], "--noflush", "--wait=30"], text)
         if result.returncode != 0:
             rules_back()
             drop_new()
@@ -317,22 +328,22 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
         done.append(family)
 
     swaps = [f"swap {temp(name)} {name}\n" for name in kept]
-    swapped, error = ipset_lines(swaps)
+    swapped, error = ipset_lines(run, swaps)
     if error:
-        _, back_error = ipset_lines(swaps[:swapped])  # a swap undoes itself
+        _, back_error = ipset_lines(run, swaps[:swapped])  # a swap undoes itself
         undo.step("swapping the sets back", back_error)
         rules_back()
         drop_new()
         undo.finish(f"ipset refused to swap in new set contents: {error}")
     warnings = []
-    _, error = ipset_lines([f"destroy {t}\n" for t in temps])  # now holding the old contents
+    _, error = ipset_lines(run, [f"destroy {t}\n" for t in temps])  # now holding the old contents
     if error:
         warnings.append(f"could not remove old set contents (the next apply will): {error}")
     else:
         _record(names).unlink(missing_ok=True)
     stale = sorted(existing - {w.name for w in wanted})
     for name in stale:
-        _, error = ipset_lines([f"destroy {name}\n"])
+        _, error = ipset_lines(run, [f"destroy {name}\n"])
         if error:
             warnings.append(f"could not destroy stale set {name} (no npc rule uses it): {error}")
     return ApplyReport(
@@ -351,32 +362,33 @@ _NPC_SET = re.compile(r"npc-[a-z2-7]{5}-[snp][46]-[a-z2-7]+")
 _ANY_JUMP = re.compile(r'-A FORWARD -m comment --comment "?npc network .* -j NPC-[a-z2-7]{5}-FORWARD')
 
 
-def _other_flavours(tools: Tools) -> list[Tools]:
+def _other_flavours(run: Runner, tools: Tools) -> list[Tools]:
     flavours = [_tools("legacy"), _tools("nft")]
-    return [t for t in flavours if t.flavour != tools.flavour and shutil.which(t.save[4])]
+    return [t for t in flavours if t.flavour != tools.flavour and run.which(t.save[4])]
 
 
-def _holds_chains(tools: Tools, prefix: str) -> bool:
+def _holds_chains(run: Runner, tools: Tools, prefix: str) -> bool:
     for family in (4, 6):
-        saved = _run([tools.save[family], "-t", "filter"])
+        saved = run([tools.save[family]])  # not "-t filter": iptables-nft would create the table
         if saved.returncode == 0 and f"\n:{prefix}" in "\n" + saved.stdout:
             return True
     return False
 
 
-def refuse_other_backends(names: Names, tools: Tools | None) -> None:
+def refuse_other_backends(run: Runner, lowered: Lowered, tools: Tools | None) -> None:
     """Two backends (or iptables flavours) enforcing one network would both filter: exit 3 with the
     command that removes the other, rather than apply beside it."""
+    names = lowered.names
     network = names.network
     if tools is not None:
         table = table_name(names)
-        if shutil.which("nft") and _run(["nft", "list", "table", "inet", table]).returncode == 0:
+        if run.which("nft") and run(["nft", "list", "table", "inet", table]).returncode == 0:
             raise ApplyError(
                 f"network {network} is enforced by the nftables backend (table inet {table}); remove it "
                 f"first with: npc reset --backend nftables --network {network}"
             )
-        for other in _other_flavours(tools):
-            if _holds_chains(other, names.chain_prefix):
+        for other in _other_flavours(run, tools):
+            if _holds_chains(run, other, names.chain_prefix):
                 raise ApplyError(
                     f"network {network} is enforced with iptables-{other.flavour}; remove it first with: "
                     f"npc reset --backend iptables --iptables {other.flavour} --network {network}"
@@ -384,13 +396,13 @@ def refuse_other_backends(names: Names, tools: Tools | None) -> None:
         return
     for flavour in ("legacy", "nft", ""):
         candidate = _tools(flavour)
-        if shutil.which(candidate.save[4]) and _holds_chains(candidate, names.chain_prefix):
+        if run.which(candidate.save[4]) and _holds_chains(run, candidate, names.chain_prefix):
             raise ApplyError(
                 f"network {network} is enforced by the iptables backend; remove it first with: "
                 f"npc reset --backend iptables --network {network}"
             )
-    if shutil.which("ipset") and any(
-        n.startswith(names.set_prefix) for n in _run(["ipset", "list", "-n"]).stdout.split()
+    if run.which("ipset") and any(
+        n.startswith(names.set_prefix) for n in run(["ipset", "list", "-n"]).stdout.split()
     ):
         raise ApplyError(
             f"network {network} has npc's ipsets from the iptables backend; remove them first with: "
@@ -398,51 +410,53 @@ def refuse_other_backends(names: Names, tools: Tools | None) -> None:
         )
 
 
-def reset_iptables(names: Names | None, flavours: Sequence[Tools]) -> list[str]:
+def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tools]) -> list[str]:
     """Remove npc's jump, chains and sets for one network (``None``: every network). Returns what
     was removed; ApplyError if the kernel refuses (others' rules using npc's chains or sets)."""
     removed: list[str] = []
+    names = lowered.names if lowered else None
     for tools in flavours:
         for family in (4, 6):
-            if not shutil.which(tools.save[family]):
+            if not run.which(tools.save[family]):
                 continue
-            saved = _run([tools.save[family], "-t", "filter"])
+            saved = run([tools.save[family]])  # not "-t filter": iptables-nft would create the table
             if saved.returncode != 0:
                 raise ApplyError(f"{tools.save[family]} failed: {saved.stderr.strip()}")
+            filter_table = saved.stdout.partition("*filter\n")[2].partition("\nCOMMIT")[0]
             prefix = names.chain_prefix if names else "NPC-"
             chains = [
-                line[1:].split()[0] for line in saved.stdout.splitlines() if line.startswith(":" + prefix)
+                line[1:].split()[0] for line in filter_table.splitlines() if line.startswith(":" + prefix)
             ]
-            own = f"-A {jump_rule(names)}" if names else None
+            own = f"-A {jump_rule(lowered)}" if lowered else None
             jumps = [
                 line
-                for line in saved.stdout.splitlines()
+                for line in filter_table.splitlines()
                 if (line == own if own else bool(_ANY_JUMP.fullmatch(line)))
             ]
             if not chains and not jumps:
                 continue
             script = ["*filter", *(f"-D {j[3:]}" for j in jumps), *(f":{c} - [0:0]" for c in chains)]
             script += [f"-X {c}" for c in chains] + ["COMMIT", ""]
-            done = _run([tools.restore[family], "--noflush", "--wait=30"], "\n".join(script))
+            done = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join(script))
             if done.returncode != 0:
                 raise ApplyError(
                     f"{tools.restore[family]} refused to remove npc's chains: {done.stderr.strip()}"
                 )
             removed += [f"iptables-{tools.flavour} IPv{family} chain {c}" for c in chains]
-    if shutil.which("ipset"):
-        present = _sets()
+    if run.which("ipset"):
+        present = _sets(run)
         if names:
-            _destroy_recorded(names, present)
+            _destroy_recorded(run, names, present)
             ours = [n for n in present if n.startswith(names.set_prefix)]
         else:
             for record in Path(record_path("")).parent.glob(Path(record_path("*.sets")).name):
                 recorded = [n for n in record.read_text().split() if n in present]
-                _, error = ipset_lines([f"destroy {n}\n" for n in recorded])
+                _, error = ipset_lines(run, [f"destroy {n}\n" for n in recorded])
                 if not error:
                     record.unlink(missing_ok=True)
-            present = _sets()
+            present = _sets(run)
             ours = [n for n in present if _NPC_SET.fullmatch(n)]
-        _, error = ipset_lines([f"destroy {n}\n" for n in sorted(ours)])
+        _, error = ipset_lines(run, [f"destroy {n}\n" for n in sorted(ours)])
         if error:
             raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
         removed += [f"set {n}" for n in sorted(ours)]
