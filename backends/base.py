@@ -24,6 +24,7 @@ import attrs
 import jinja2
 
 from ..errors import ApplyError
+from ..lock import DEFAULT_WAIT
 
 if TYPE_CHECKING:
     from ..pipeline import Compiled
@@ -44,6 +45,7 @@ class Options:
 
     mark: int = DEFAULT_MARK  # iptables: the packet mark bit npc may use
     iptables: str | None = None  # iptables: force the "legacy" or "nft" flavour
+    wait: float = DEFAULT_WAIT  # load and reset: seconds to wait for this namespace's apply lock
 
 
 @attrs.frozen

@@ -25,7 +25,7 @@ from .backends.base import DEFAULT_MARK, Options, SubprocessRunner
 from .convert import TARGETS, convert, fmt
 from .errors import NpcError, UsageError
 from .ir import DEFAULT_NETWORK
-from .lock import DEFAULT_WAIT, netns_lock
+from .lock import DEFAULT_WAIT
 from .network_file import read_networks_file
 from .networks import IP_SOURCE_HELP, NetworkSpec, network_spec
 from .output import OutputError, write_file, write_folder
@@ -130,7 +130,9 @@ def network_from_args(args: argparse.Namespace) -> NetworkSpec:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
-    return Options(mark=args.mark, iptables=getattr(args, "iptables", None))
+    return Options(
+        mark=args.mark, iptables=getattr(args, "iptables", None), wait=getattr(args, "wait", DEFAULT_WAIT)
+    )
 
 
 def _read(args: argparse.Namespace, progress: Progress) -> Sources:
@@ -200,8 +202,7 @@ def _apply(args: argparse.Namespace) -> int:
     _notes(job.sources.loaded.notes)
     _notes(job.assembled.notes)
     _notes(job.assembled.warnings, "warning")
-    with netns_lock(args.wait):
-        report = backend.load(job.compiled, options, SubprocessRunner())
+    report = backend.load(job.compiled, options, SubprocessRunner())
     _notes(report.warnings, "warning")
     print(f"npc: applied network {report.network} with {report.summary}", file=sys.stderr)
     return 0
@@ -218,11 +219,10 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _reset(args: argparse.Namespace) -> int:
-    options = Options(iptables=args.iptables)
+    options = Options(iptables=args.iptables, wait=args.wait)
     names = [args.backend] if args.backend else ["iptables"] if args.iptables else list(BACKENDS)
     network = None if args.all else args.network
-    with netns_lock(args.wait):
-        reports = [get_backend(name).reset(network, options, SubprocessRunner()) for name in names]
+    reports = [get_backend(name).reset(network, options, SubprocessRunner()) for name in names]
     for report in reports:
         print(f"npc: reset {report.network} with {report.summary}", file=sys.stderr)
         _notes(report.warnings, "removed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...ir import Program
+from ...lock import netns_lock
 from ...lower import lower
 from ..base import LoadReport, Options, Runner
 from . import render as _render
@@ -28,8 +29,9 @@ class IptablesBackend:
         return _render.rules_per_packet(compiled.lowered, compiled.members)
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
-        tools = detect_tools(runner, options.iptables)
-        report = apply_iptables(compiled.lowered, compiled.members, options.mark, tools, runner)
+        with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
+            tools = detect_tools(runner, options.iptables)
+            report = apply_iptables(compiled.lowered, compiled.members, options.mark, tools, runner)
         return LoadReport(
             self.name,
             compiled.lowered.names.network,
@@ -45,7 +47,8 @@ class IptablesBackend:
             flavours = [t for t in (_tools("legacy"), _tools("nft")) if runner.which(t.save[4])]
             flavours = flavours or [_tools("")]
         lowered = lower(Program(), network) if network is not None else None
-        removed = reset_iptables(runner, lowered, flavours)
+        with netns_lock(options.wait):
+            removed = reset_iptables(runner, lowered, flavours)
         return LoadReport(
             self.name, network or "every network", f"iptables: removed {len(removed)} objects", tuple(removed)
         )

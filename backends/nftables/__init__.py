@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...errors import UsageError
+from ...lock import netns_lock
 from ...lower import Names
 from ..base import LoadReport, Options, Runner
 from . import render as _render
@@ -42,9 +43,10 @@ class NftablesBackend:
             raise UsageError("--iptables applies to --backend iptables only")
         from ..iptables.load import refuse_other_backends  # not at import: iptables reads our table names
 
-        refuse_other_backends(runner, compiled.lowered, None)
         ruleset = self._build(compiled)
-        load_ruleset(_render.render(ruleset), runner)
+        with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
+            refuse_other_backends(runner, compiled.lowered, None)
+            load_ruleset(_render.render(ruleset), runner)
         return LoadReport(
             self.name,
             ruleset.network,
@@ -54,7 +56,8 @@ class NftablesBackend:
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         tables = [table_name(Names(network))] if network is not None else npc_tables(runner)
-        gone = [t for t in tables if delete_table(t, runner)]
+        with netns_lock(options.wait):
+            gone = [t for t in tables if delete_table(t, runner)]
         removed = tuple(f"table inet {t}" for t in gone)
         return LoadReport(
             self.name, network or "every network", f"nftables: removed {len(gone)} tables", removed
