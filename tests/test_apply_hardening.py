@@ -220,28 +220,23 @@ def test_killed_at_random_moments_the_next_apply_repairs(netns: Netns, backend: 
         write_inputs(netns.tmp / f"v{i}" / "p", *docs)
         for i, docs in enumerate([[policy("a")], [policy("b", 80, "frontend"), policy("c", "redis")]])
     ]
+
+    def apply_args(folder: Path) -> tuple[str, ...]:
+        return (
+            "apply",
+            str(folder),
+            "--inventory",
+            str(folder.parent / "inventory.json"),
+            "--backend",
+            backend,
+        )
+
     clean = []
     for folder in variants:
-        args = (
-            "apply",
-            str(folder),
-            "--inventory",
-            str(folder.parent / "inventory.json"),
-            "--backend",
-            backend,
-        )
-        assert npc(netns, *args).returncode == 0
+        assert npc(netns, *apply_args(folder)).returncode == 0
         clean.append(state(netns, nft=True))
     for round_ in range(12):
-        folder = variants[round_ % 2]
-        args = (
-            "apply",
-            str(folder),
-            "--inventory",
-            str(folder.parent / "inventory.json"),
-            "--backend",
-            backend,
-        )
+        args = apply_args(variants[round_ % 2])
         run = start(netns, *args)
         time.sleep(rng.uniform(0.05, 0.6))
         run.send_signal(signal.SIGKILL)
