@@ -113,7 +113,12 @@ def _reset_parser(p: argparse.ArgumentParser) -> None:
 
 def _convert_parser(p: argparse.ArgumentParser) -> None:
     add_paths(p)
-    p.add_argument("--to", required=True, choices=TARGETS, help="dsl: npc language; k8s: multi-document YAML")
+    p.add_argument(
+        "--to",
+        required=True,
+        choices=(*TARGETS, *BACKENDS),
+        help="dsl: npc language; k8s: multi-document YAML; a backend: what npc compile --backend prints",
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
 
@@ -169,20 +174,18 @@ def _compile(args: argparse.Namespace) -> int:
         dict(files, **{"manifest.json": pipeline.manifest(job, backend, options, files)})
         for job, files in zip(jobs, rendered, strict=True)
     ]
-    if not args.networks:
-        _write(artefacts[0], args.output)
-    elif args.output:  # every network's folder, or none
-        write_folder(
-            args.output,
-            {
-                f"{j.network.folder}/{n}": t
-                for j, a in zip(jobs, artefacts, strict=True)
-                for n, t in a.items()
-            },
-        )
-    else:
+    if args.networks and args.output:  # every network's folder, or none
+        tree = {
+            f"{j.network.folder}/{n}": t for j, a in zip(jobs, artefacts, strict=True) for n, t in a.items()
+        }
+        write_folder(args.output, tree)
+    elif args.networks:
         for job, files in zip(jobs, artefacts, strict=True):
             _write(files, None, f"{job.network.folder}/")
+    elif not args.output and backend.stdout:  # one stream another tool reads
+        sys.stdout.write(artefacts[0][backend.stdout])
+    else:
+        _write(artefacts[0], args.output)
     return 0
 
 
@@ -209,12 +212,21 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    result = convert(args.paths, args.to, sys.stdin)
-    _notes(result.notes)
-    if args.output:
-        write_file(args.output, result.text)
+    if args.to in BACKENDS:  # the primary network's artefact, as ``compile --backend`` prints it
+        backend = get_backend(args.to)
+        if not backend.stdout:
+            raise UsageError(f"--to {args.to} is several files: use npc compile --backend {args.to} -o DIR")
+        job = pipeline.build(read_sources(args.paths, None, sys.stdin), network_spec())
+        _notes(job.sources.loaded.notes)
+        text = backend.render(job.compiled, Options())[backend.stdout]
     else:
-        sys.stdout.write(result.text)
+        result = convert(args.paths, args.to, sys.stdin)
+        _notes(result.notes)
+        text = result.text
+    if args.output:
+        write_file(args.output, text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -222,7 +234,13 @@ def _reset(args: argparse.Namespace) -> int:
     options = Options(iptables=args.iptables, wait=args.wait)
     names = [args.backend] if args.backend else ["iptables"] if args.iptables else list(BACKENDS)
     network = None if args.all else args.network
-    reports = [get_backend(name).reset(network, options, SubprocessRunner()) for name in names]
+    reports = []
+    for name in names:
+        try:
+            reports.append(get_backend(name).reset(network, options, SubprocessRunner()))
+        except UsageError:  # a backend that loads nothing (calico) owns nothing here
+            if args.backend:
+                raise
     for report in reports:
         print(f"npc: reset {report.network} with {report.summary}", file=sys.stderr)
         _notes(report.warnings, "removed")
@@ -250,7 +268,8 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "compile": Command(
-        "write artefacts (iptables: rules.v4, rules.v6, ipsets; nftables: ruleset.nft; manifest.json)",
+        "write artefacts (iptables: rules.v4, rules.v6, ipsets; nftables: ruleset.nft; calico: calico.yaml; "
+        "manifest.json)",
         _compile_parser,
         _compile,
     ),
