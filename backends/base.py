@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -24,6 +24,7 @@ import attrs
 import jinja2
 
 from ..errors import ApplyError
+from ..lock import DEFAULT_WAIT
 
 if TYPE_CHECKING:
     from ..pipeline import Compiled
@@ -44,6 +45,7 @@ class Options:
 
     mark: int = DEFAULT_MARK  # iptables: the packet mark bit npc may use
     iptables: str | None = None  # iptables: force the "legacy" or "nft" flavour
+    wait: float = DEFAULT_WAIT  # load and reset: seconds to wait for this namespace's apply lock
 
 
 @attrs.frozen
@@ -121,8 +123,8 @@ class Backend(Protocol):
         """Replace this network's objects in the kernel atomically; ApplyError leaves the old ones."""
         ...
 
-    def reset(self, network: str, options: Options, runner: Runner) -> LoadReport:
-        """Remove every object npc owns for ``network`` in this namespace."""
+    def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
+        """Remove every object npc owns for ``network`` (None: every network) in this namespace."""
         ...
 
 
@@ -157,10 +159,3 @@ def write_atomic(path: Path, text: str, keep_mode: bool = False) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def write_files(folder: Path, files: Mapping[str, str]) -> None:
-    """Every file of one artefact set into ``folder``, each replaced atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in sorted(files.items()):
-        write_atomic(folder / name, text)

@@ -50,7 +50,7 @@ def main() -> None:
 
     loaded = read_policy_sources([str(cluster / "policies")])
     done("policies: YAML, validation, IR")
-    documents, _ = read_inventory_documents(str(cluster / "inventory.json"))
+    documents = read_inventory_documents(str(cluster / "inventory.json")).documents
     done("inventory: JSON")
     inventory = build_inventory(documents)
     done("inventory: pods and addresses")

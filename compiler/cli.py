@@ -1,6 +1,7 @@
 """``npc`` command line: arguments, exit codes and output; the only module that prints.
 
-Exit codes: 0 ok, 1 invalid input, 2 usage error, 3 apply failed.
+Exit codes: 0 ok, 1 invalid input, 2 usage error, 3 apply or write failed (the previous state
+stays), 4 apply and its undoing failed (a mixed state: the next apply repairs it).
 
 Every command is one entry of ``COMMANDS``: its arguments and its handler. A command (or a
 whole family of them, like the agent's) is added with one entry; backends come from the
@@ -10,9 +11,10 @@ registry in ``npc.backends``, so a new backend needs nothing here.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import attrs
 
@@ -20,12 +22,14 @@ from . import __version__, collector, pipeline
 from .analysis import commands as analysis
 from .backends import BACKENDS
 from .backends import get as get_backend
-from .backends.base import DEFAULT_MARK, Options, SubprocessRunner, write_atomic, write_files
+from .backends.base import DEFAULT_MARK, Options, SubprocessRunner
 from .convert import TARGETS, convert, fmt
 from .errors import NpcError, UsageError
 from .ir import DEFAULT_NETWORK
+from .lock import DEFAULT_WAIT
 from .network_file import read_networks_file
 from .networks import IP_SOURCE_HELP, NetworkSpec, network_spec
+from .output import OutputError, write_file, write_folder
 from .pipeline import Sources, read_sources
 from .progress import Progress, display, quiet
 
@@ -88,9 +92,24 @@ def _compile_parser(p: argparse.ArgumentParser) -> None:
     )
 
 
+_WAIT_HELP = "how long to wait for another npc apply or reset in this namespace (default 60)"
+
+
 def _apply_parser(p: argparse.ArgumentParser) -> None:
     _compile_args(p)
     p.add_argument("--iptables", choices=("legacy", "nft"), help="force the iptables flavour")
+    p.add_argument("--wait", type=float, default=DEFAULT_WAIT, metavar="SECONDS", help=_WAIT_HELP)
+
+
+def _reset_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKENDS, help="only this backend's objects (default: every backend)")
+    p.add_argument("--iptables", choices=("legacy", "nft"), help="only this iptables flavour")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--network", default=DEFAULT_NETWORK, help="network name (default: the primary network)"
+    )
+    where.add_argument("--all", action="store_true", help="every network")
+    p.add_argument("--wait", type=float, default=DEFAULT_WAIT, metavar="SECONDS", help=_WAIT_HELP)
 
 
 def _convert_parser(p: argparse.ArgumentParser) -> None:
@@ -117,7 +136,9 @@ def network_from_args(args: argparse.Namespace) -> NetworkSpec:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
-    return Options(mark=args.mark, iptables=getattr(args, "iptables", None))
+    return Options(
+        mark=args.mark, iptables=getattr(args, "iptables", None), wait=getattr(args, "wait", DEFAULT_WAIT)
+    )
 
 
 def _read(args: argparse.Namespace, progress: Progress) -> Sources:
@@ -126,7 +147,8 @@ def _read(args: argparse.Namespace, progress: Progress) -> Sources:
 
 def build_from_args(args: argparse.Namespace, progress: Progress = quiet) -> pipeline.Build:
     """One network compiled from the command line's PATHs, --inventory and network flags."""
-    return pipeline.build(_read(args, progress), network_from_args(args), progress)
+    lenient = args.command == "apply"  # one bad pod must not block every update of the node
+    return pipeline.build(_read(args, progress), network_from_args(args), progress, lenient=lenient)
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -150,22 +172,29 @@ def _compile(args: argparse.Namespace) -> int:
         _notes(job.assembled.notes)
         _notes(backend.notes(job.compiled, options))
         _notes(job.assembled.warnings, "warning")
-    for job, files in zip(jobs, rendered, strict=True):
-        files = dict(files, **{"manifest.json": pipeline.manifest(job, backend, options, files)})
-        if args.networks:
-            folder = job.network.folder
-            _write(files, str(Path(args.output) / folder) if args.output else None, f"{folder}/")
-        elif not args.output and backend.stdout:  # one stream another tool reads
-            sys.stdout.write(files[backend.stdout])
-        else:
-            _write(files, args.output)
+    artefacts = [
+        dict(files, **{"manifest.json": pipeline.manifest(job, backend, options, files)})
+        for job, files in zip(jobs, rendered, strict=True)
+    ]
+    if args.networks and args.output:  # every network's folder, or none
+        tree = {
+            f"{j.network.folder}/{n}": t for j, a in zip(jobs, artefacts, strict=True) for n, t in a.items()
+        }
+        write_folder(args.output, tree)
+    elif args.networks:
+        for job, files in zip(jobs, artefacts, strict=True):
+            _write(files, None, f"{job.network.folder}/")
+    elif not args.output and backend.stdout:  # one stream another tool reads
+        sys.stdout.write(artefacts[0][backend.stdout])
+    else:
+        _write(artefacts[0], args.output)
     return 0
 
 
 def _write(files: dict[str, str], output: str | None, label: str = "") -> None:
-    """Into ``output`` (each file replaced atomically), or as one stream on stdout."""
+    """Into ``output`` (all files or none), or as one stream on stdout."""
     if output:
-        write_files(Path(output), files)
+        write_folder(output, files)
     else:
         for name, text in files.items():
             sys.stdout.write(f"### npc artefact: {label}{name}\n{text}")
@@ -198,9 +227,26 @@ def _convert(args: argparse.Namespace) -> int:
         _notes(result.notes)
         text = result.text
     if args.output:
-        write_atomic(Path(args.output), text)
+        write_file(args.output, text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _reset(args: argparse.Namespace) -> int:
+    options = Options(iptables=args.iptables, wait=args.wait)
+    names = [args.backend] if args.backend else ["iptables"] if args.iptables else list(BACKENDS)
+    network = None if args.all else args.network
+    reports = []
+    for name in names:
+        try:
+            reports.append(get_backend(name).reset(network, options, SubprocessRunner()))
+        except UsageError:  # a backend that loads nothing (calico) owns nothing here
+            if args.backend:
+                raise
+    for report in reports:
+        print(f"npc: reset {report.network} with {report.summary}", file=sys.stderr)
+        _notes(report.warnings, "removed")
     return 0
 
 
@@ -235,6 +281,7 @@ COMMANDS: dict[str, Command] = {
         _compile,
     ),
     "apply": Command("compile and load into this network namespace's kernel", _apply_parser, _apply),
+    "reset": Command("remove everything npc owns in this network namespace", _reset_parser, _reset),
     "convert": Command(
         "rewrite policies in the npc language (dsl) or as Kubernetes YAML (k8s)", _convert_parser, _convert
     ),
@@ -261,11 +308,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command].run(args)
+        code = COMMANDS[args.command].run(args)
+        sys.stdout.flush()  # a full or closed stdout is reported here, not at exit
+        return code
     except NpcError as exc:
         print(f"npc: {exc.render()}" if isinstance(exc, UsageError) else exc.render(), file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
+        _silence_stdout()
         return 0
+    except OSError as exc:  # stdout or stderr themselves failing (a full disk, a closed descriptor)
+        _silence_stdout()
+        with contextlib.suppress(OSError):
+            print(f"npc: error: cannot write output: {exc.strerror or exc}", file=sys.stderr)
+        return OutputError.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def _silence_stdout() -> None:
+    """Whatever is still buffered for a stdout that cannot take it is dropped, not flushed at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

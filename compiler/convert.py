@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal, TextIO
 
 import attrs
 
-from .backends.base import write_atomic
 from .dsl_writer import render, write_dsl
-from .errors import InputError
+from .errors import InputError, UsageError
 from .frontends.dsl import policies_from_document
 from .frontends.dsl_parser import read_document
 from .frontends.legacy import isolation_policies, namespaces_from_objects
 from .frontends.positions import printable, show
 from .ir import NETWORK_POLICY, Policy, Program
 from .k8s_writer import write_k8s
+from .output import write_file
 from .sources import policy_files, read_policy_sources
+from .text import read_text
 
 Target = Literal["dsl", "k8s"]
 TARGETS: tuple[Target, ...] = ("dsl", "k8s")
@@ -75,19 +75,11 @@ def dsl_files(paths: Sequence[str]) -> list[str]:
     for path in paths:
         if os.path.isdir(path):
             out.extend(f for f in policy_files(path) if f.lower().endswith(DSL_SUFFIX))
-        else:
+        elif path.lower().endswith(DSL_SUFFIX):
             out.append(path)
+        else:
+            raise UsageError(f"npc fmt formats npc language files (.npc) only, not {printable(path)}")
     return out
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            return fh.read()
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not valid UTF-8 (byte offset {exc.start})", printable(path)) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", printable(path)) from None
 
 
 def fmt(paths: Sequence[str], check: bool = False) -> list[str]:
@@ -97,11 +89,11 @@ def fmt(paths: Sequence[str], check: bool = False) -> list[str]:
     """
     changed: dict[str, str] = {}
     for path in dsl_files(paths):
-        text = _read(path)
+        text = read_text(path).text
         formatted = format_text(text, printable(path))
         if formatted != text:
             changed[path] = formatted
     if not check:
         for path, text in changed.items():
-            write_atomic(Path(path), text, keep_mode=True)
+            write_file(path, text)
     return list(changed)

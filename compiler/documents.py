@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Hashable, Iterator
-from typing import Any
+from collections.abc import Hashable, Iterator, Mapping
+from typing import Any, ClassVar
 
+import attrs
 import yaml
 
 from .errors import InputError
@@ -19,13 +20,89 @@ from .errors import InputError
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NULL_TAG = "tag:yaml.org,2002:null"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_MAX_DIGITS = 4300  # Python's default limit for int(str); longer numbers are refused, not parsed
+_MAX_EXPANSION = 1_000_000  # values that YAML aliases may add to a file (a billion laughs adds 10**9)
 
 
-class StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """The C safe loader, refusing duplicate keys (YAML forbids them; kubectl's strict mode too)."""
+class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """The C safe loader reading YAML as the API server does (sigs.k8s.io/yaml, go-yaml v2).
+
+    YAML 1.1's base-60 numbers (``1:20``) stay strings; an impossible date (``2024-13-45``)
+    stays a string; a value its tag cannot hold (``!!int "abc"``, a 5000-digit number) is an
+    error at its position rather than an exception from deep inside the constructor.
+    """
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+        for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception:  # any text with any tag: the constructors were not written for that
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            value = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+            shown = json.dumps(value if len(value) <= 40 else value[:40] + "...")
+            reason = f": more than {_MAX_DIGITS} digits" if len(value) > _MAX_DIGITS else ""
+            raise yaml.constructor.ConstructorError(
+                None, None, f"invalid {tag} value {shown}{reason}", node.start_mark
+            ) from None
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        try:
+            return super().construct_document(node)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as exc:  # raised in a constructor's second half, outside construct_object
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read: {exc}", node.start_mark
+            ) from None
+
+    def construct_lenient_timestamp(self, node: yaml.ScalarNode) -> object:
+        try:
+            return self.construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+Loader.add_implicit_resolver(
+    _INT_TAG,
+    re.compile(
+        r"""^(?:[-+]?0b[0-1_]+
+        |[-+]?0[0-7_]+
+        |[-+]?(?:0|[1-9][0-9_]*)
+        |[-+]?0x[0-9a-fA-F_]+)$""",
+        re.X,
+    ),
+    list("-+0123456789"),
+)
+Loader.add_implicit_resolver(
+    _FLOAT_TAG,
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+        |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+Loader.add_constructor(_TIMESTAMP_TAG, Loader.construct_lenient_timestamp)
+
+
+class StrictLoader(Loader):
+    """Refusing duplicate keys too (YAML forbids them; kubectl's strict mode too)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[object] = set()
+        if not isinstance(node, yaml.MappingNode):  # !!set [1]: the base class says so
+            return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
         for key_node, _ in node.value:
             if key_node.tag == _MERGE_TAG:
                 continue
@@ -63,6 +140,13 @@ def load_documents(path: str, text: str, *, strict: bool = False) -> list[Any]:
     A ``.json`` file, or any text starting like JSON, is tried with ``json`` first; other text
     (and JSON-looking text that is not JSON, outside ``.json`` files) goes to the YAML loader.
     """
+    try:
+        return _load(path, text, strict)
+    except RecursionError:
+        raise InputError("invalid input: nested too deeply", path) from None
+
+
+def _load(path: str, text: str, strict: bool) -> list[Any]:
     stripped = text.lstrip()
     if path.endswith(".json") or stripped.startswith(("{", "[")):
         try:
@@ -73,13 +157,87 @@ def load_documents(path: str, text: str, *, strict: bool = False) -> list[Any]:
                 raise InputError(f"invalid JSON: {exc.msg}", path, exc.lineno, exc.colno) from None
         except _DuplicateKey:
             raise _duplicate_key_error(path, text) from None
-    loader = StrictLoader if strict else _BaseLoader
+        except ValueError:  # an integer beyond Python's digit limit
+            raise _long_number_error(path, text) from None
+    loader = StrictLoader if strict else Loader
     try:
-        return [d for d in yaml.load_all(text, Loader=loader) if d is not None]
+        documents = [d for d in yaml.load_all(text, Loader=loader) if d is not None]
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error("invalid YAML", path, exc) from None
     except yaml.YAMLError as exc:
         raise InputError(f"invalid YAML: {exc}", path) from None
+    try:
+        too_big = "*" in text and _expanded_size(documents) > _MAX_EXPANSION
+    except InputError as err:
+        raise attrs.evolve(err, file=path) from None
+    if too_big:
+        raise InputError(f"invalid YAML: aliases (*name) expand to more than {_MAX_EXPANSION:,} values", path)
+    return documents
+
+
+def objects_in(document: object) -> Iterator[tuple[tuple[str | int, ...], object]]:
+    """The objects a document holds, with their field paths, in order: a document that is a list,
+    a ``v1 List`` or a typed list (``NetworkPolicyList``, ``PodList``) is opened; a typed list's
+    items, which the API server writes without kind and apiVersion, get the list's."""
+    stack: list[tuple[tuple[str | int, ...], object, Mapping[str, Any] | None]] = [((), document, None)]
+    while stack:
+        base, doc, lent = stack.pop()
+        if isinstance(doc, list):
+            stack.extend(((*base, i), item, None) for i, item in reversed(list(enumerate(doc))))
+            continue
+        if isinstance(doc, dict):
+            kind = doc.get("kind")
+            if isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list):
+                lend = (
+                    None
+                    if kind == "List"
+                    else {"kind": kind[: -len("List")], "apiVersion": doc.get("apiVersion")}
+                )
+                stack.extend(
+                    ((*base, "items", i), item, lend) for i, item in reversed(list(enumerate(doc["items"])))
+                )
+                continue
+            if lent:
+                doc = {**lent, **doc}
+        yield base, doc
+
+
+def _long_number_error(path: str, text: str) -> InputError:
+    found = re.search(f"[0-9]{{{_MAX_DIGITS},}}", text)
+    offset = found.start() if found else 0
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return InputError(f"invalid JSON: a number with more than {_MAX_DIGITS} digits", path, line, column)
+
+
+def _expanded_size(documents: list[Any]) -> int:
+    """How many values the documents hold once every alias is expanded, counted without expanding
+    (each shared list or mapping is sized once); an alias inside its own anchor is refused."""
+    size: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(d, False) for d in documents]
+    while stack:
+        value, children_done = stack.pop()
+        key = id(value)
+        children = _children(value)
+        if children_done:
+            visiting.discard(key)
+            size[key] = 1 + sum(size.get(id(c), 1) for c in children)
+        elif key in visiting:
+            raise InputError("invalid YAML: an alias (*name) inside its own anchor")
+        elif key not in size:
+            visiting.add(key)
+            stack.append((value, True))
+            stack.extend((c, False) for c in children if isinstance(c, list | dict))
+    return sum(size.get(id(d), 1) for d in documents)
+
+
+def _children(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    return []
 
 
 def _yaml_error(what: str, path: str, exc: yaml.MarkedYAMLError) -> InputError:
@@ -126,6 +284,6 @@ def compose_document(text: str, index: int) -> yaml.Node | None:
 
 
 def _non_empty(text: str) -> Iterator[yaml.Node]:
-    for node in yaml.compose_all(text, Loader=_BaseLoader):
+    for node in yaml.compose_all(text, Loader=Loader):
         if not (isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG):
             yield node

@@ -56,6 +56,13 @@ class ApplyError(NpcError):
     exit_code = 3
 
 
+class MixedStateError(NpcError):
+    """Applying failed and so did undoing it: part old, part new is in force (exit 4); the next
+    apply replaces everything npc owns."""
+
+    exit_code = 4
+
+
 def format_snippet(text: str, line: int, column: int) -> str:
     """The offending line with a caret under ``column`` (both 1-based)."""
     lines = text.splitlines()

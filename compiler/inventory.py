@@ -6,16 +6,19 @@ Only set *contents* depend on this; rules never do. Pods that are not policed en
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
+import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 
-from .documents import load_documents
+from .documents import load_documents, objects_in
 from .errors import InputError
-from .ir import NAMESPACE_NAME_LABEL, Address
+from .frontends.positions import FieldPath, MapKey, locate, printable, render_path, show, snippet
+from .frontends.validate import FieldError, fail, integer, items, required, string, type_name
+from .ir import NAMESPACE_NAME_LABEL, PROTOCOLS, Address
+from .text import read_stdin, read_text
 
 NAMESPACE_ISOLATION_ANNOTATION = "net.beta.kubernetes.io/network-policy"
 
@@ -55,6 +58,7 @@ class Pod:
 class Inventory:
     namespaces: tuple[Namespace, ...] = ()
     pods: tuple[Pod, ...] = ()
+    warnings: tuple[str, ...] = ()  # objects skipped (lenient reading), one line each
 
     def namespace(self, name: str) -> Namespace:
         for ns in self.namespaces:
@@ -67,128 +71,204 @@ class Inventory:
 IPSource = Callable[[Mapping[str, Any], str], tuple[Address, ...]]
 
 
+def pod_address(text: str) -> Address:
+    """A pod's address as the kernel can match it: no zone (``fe80::1%eth0``), not unspecified;
+    a prefix length (``10.0.0.1/32``) is tolerated. ValueError says what is wrong."""
+    try:
+        address = ipaddress.ip_address(text.split("/", 1)[0].strip())
+    except ValueError:
+        raise ValueError(f"{show(text)} is not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        raise ValueError(f"{show(text)} has a zone (%{printable(address.scope_id)}): a pod address has none")
+    if address.is_unspecified:
+        raise ValueError(f"{show(text)} is the unspecified address, not a pod's")
+    return address
+
+
 def pod_ips(pod: Mapping[str, Any], pod_ref: str) -> tuple[Address, ...]:
-    """``status.podIPs``, falling back to ``status.podIP``."""
-    status = pod.get("status") or {}
-    raw = [entry.get("ip") for entry in status.get("podIPs") or () if isinstance(entry, dict)]
+    """``status.podIPs``, falling back to ``status.podIP``; FieldError for a malformed one."""
+    status = _mapping(pod.get("status"), ("status",))
+    entries = items(status.get("podIPs"), ("status", "podIPs"))
+    raw: list[tuple[FieldPath, object]] = []
+    for i, entry in enumerate(entries):
+        raw.append((("status", "podIPs", i, "ip"), _mapping(entry, ("status", "podIPs", i)).get("ip")))
     if not raw and status.get("podIP"):
-        raw = [status["podIP"]]
-    return parse_addresses(raw)
-
-
-def parse_addresses(raw: Iterable[object]) -> tuple[Address, ...]:
+        raw = [(("status", "podIP"), status["podIP"])]
     out: list[Address] = []
-    for value in raw:
-        if not isinstance(value, str) or not value:
-            continue
+    for parts, value in raw:
         try:
-            address = ipaddress.ip_address(value.split("/")[0])
-        except ValueError:
-            continue
+            address = pod_address(string(value, parts))
+        except ValueError as exc:
+            raise fail(parts, str(exc)) from None
         if address not in out:
             out.append(address)
     return tuple(out)
 
 
-class _Shape:
-    """Type checks for kubectl output, so a malformed inventory is an error with a field path."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-
-    def mapping(self, value: Any, where: str) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise InputError(f"expected a mapping, got {type(value).__name__}", self.file, path=where)
-        return value
-
-    def sequence(self, value: Any, where: str) -> list[Any]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise InputError(f"expected a list, got {type(value).__name__}", self.file, path=where)
-        return value
-
-    def strings(self, value: Any, where: str) -> dict[str, str]:
-        return {str(k): str(v) for k, v in self.mapping(value, where).items()}
-
-    def container_ports(self, spec: Mapping[str, Any], where: str) -> tuple[NamedPort, ...]:
-        out: list[NamedPort] = []
-        for field in ("containers", "initContainers"):
-            for i, container in enumerate(self.sequence(spec.get(field), f"{where}.{field}")):
-                here = f"{where}.{field}[{i}]"
-                for j, port in enumerate(
-                    self.sequence(self.mapping(container, here).get("ports"), f"{here}.ports")
-                ):
-                    port = self.mapping(port, f"{here}.ports[{j}]")
-                    number = port.get("containerPort")
-                    if port.get("name") and isinstance(number, int) and not isinstance(number, bool):
-                        out.append(NamedPort(str(port["name"]), str(port.get("protocol") or "TCP"), number))
-        return tuple(out)
+def _mapping(value: object, parts: FieldPath) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail(parts, f"must be a mapping, not {type_name(value)}")
+    return value
 
 
-def _objects(doc: Any, where: str) -> Iterable[tuple[str, Mapping[str, Any]]]:
-    if isinstance(doc, dict):
-        if str(doc.get("kind", "")).endswith("List") and isinstance(doc.get("items"), list):
-            for i, item in enumerate(doc["items"]):
-                yield from _objects(item, f"{where}items[{i}].")
-        else:
-            yield where, doc
-    elif isinstance(doc, list):
-        for i, item in enumerate(doc):
-            yield from _objects(item, f"{where}[{i}].")
+def _string_map(value: object, parts: FieldPath) -> dict[str, str]:
+    """Labels or annotations as kubectl prints them; a null value reads as "" (as Go decodes it)."""
+    out: dict[str, str] = {}
+    for key, item in _mapping(value, parts).items():
+        if item is not None and not isinstance(item, str):
+            raise fail((*parts, MapKey(str(key))), f"value must be a string, not {type_name(item)}")
+        out[str(key)] = item or ""
+    return out
+
+
+def _container_ports(spec: Mapping[str, Any]) -> tuple[NamedPort, ...]:
+    out: list[NamedPort] = []
+    for field in ("containers", "initContainers"):
+        for i, container in enumerate(items(spec.get(field), ("spec", field))):
+            here: FieldPath = ("spec", field, i)
+            ports_at: FieldPath = (*here, "ports")
+            for j, raw in enumerate(items(_mapping(container, here).get("ports"), ports_at)):
+                at: FieldPath = (*ports_at, j)
+                port = _mapping(raw, at)
+                number = integer(required(port, "containerPort", at), (*at, "containerPort"))
+                if not 1 <= number <= 65535:
+                    raise fail(
+                        (*at, "containerPort"), f"must be between 1 and 65535, inclusive, not {show(number)}"
+                    )
+                protocol = string(port.get("protocol") or "TCP", (*at, "protocol"))
+                if protocol not in PROTOCOLS:
+                    raise fail(
+                        (*at, "protocol"), f"unsupported protocol {show(protocol)}: must be TCP, UDP or SCTP"
+                    )
+                name = port.get("name")
+                if name:
+                    out.append(NamedPort(string(name, (*at, "name")), protocol, number))
+    return tuple(out)
+
+
+@attrs.frozen
+class _Found:
+    namespace: Namespace | None = None
+    pod: Pod | None = None
+
+
+def _object(obj: object, ip_source: IPSource, lenient: bool) -> tuple[_Found, list[str]]:
+    """One Namespace or Pod object (anything else: nothing); FieldError for a malformed one."""
+    if not isinstance(obj, dict):
+        return _Found(), []
+    kind = obj.get("kind")
+    if kind not in ("Namespace", "Pod"):
+        return _Found(), []
+    meta = _mapping(obj.get("metadata"), ("metadata",))
+    labels = _string_map(meta.get("labels"), ("metadata", "labels"))
+    annotations = _string_map(meta.get("annotations"), ("metadata", "annotations"))
+    name = string(required(meta, "name", ("metadata",)), ("metadata", "name"))
+    if kind == "Namespace":
+        warnings = _isolation_annotation(annotations, name, lenient)
+        labels[NAMESPACE_NAME_LABEL] = name
+        return _Found(namespace=Namespace(name, labels, annotations)), warnings
+    namespace = string(meta.get("namespace") or "default", ("metadata", "namespace"))
+    spec = _mapping(obj.get("spec"), ("spec",))
+    phase = _mapping(obj.get("status"), ("status",)).get("phase")
+    if spec.get("hostNetwork") or phase in ("Succeeded", "Failed"):
+        return _Found(), []
+    ports = _container_ports(spec)
+    ips = ip_source(obj, f"{namespace}/{name}")
+    if not ips:
+        return _Found(), []
+    return _Found(pod=Pod(namespace, name, labels, ips, ports, annotations)), []
+
+
+def _isolation_annotation(annotations: dict[str, str], namespace: str, lenient: bool) -> list[str]:
+    """The 1.6 annotation is checked here, where its position is known; apply drops a bad one."""
+    from .frontends.legacy import isolates_ingress
+
+    value = annotations.get(NAMESPACE_ISOLATION_ANNOTATION)
+    if value is None:
+        return []
+    try:
+        isolates_ingress(value)
+    except ValueError as exc:
+        at: FieldPath = ("metadata", "annotations", MapKey(NAMESPACE_ISOLATION_ANNOTATION))
+        if not lenient:
+            raise fail(at, str(exc)) from None
+        del annotations[NAMESPACE_ISOLATION_ANNOTATION]
+        return [f"namespace {show(namespace)}: {render_path(at)}: {exc}; the annotation is ignored"]
+    return []
 
 
 def build_inventory(
-    docs: Iterable[Any], ip_source: IPSource = pod_ips, file: str = "<inventory>"
+    docs: Iterable[Any],
+    ip_source: IPSource = pod_ips,
+    file: str = "<inventory>",
+    text: str = "",
+    *,
+    lenient: bool = False,
 ) -> Inventory:
-    """Namespaces and policed pods from parsed kubectl output (any mix of Lists and objects)."""
-    shape = _Shape(file)
+    """Namespaces and policed pods from parsed kubectl output (any mix of Lists and objects).
+
+    A malformed object is an error naming its field (with line:column when ``text`` is given);
+    ``lenient`` (apply, the agent) skips that one object with a warning instead, so one bad pod
+    cannot block every policy update of the node.
+    """
     namespaces: dict[str, Namespace] = {}
     pods: list[Pod] = []
-    for where, obj in (found for doc in docs for found in _objects(doc, "")):
-        kind = obj.get("kind")
-        meta = shape.mapping(obj.get("metadata"), f"{where}metadata")
-        labels = shape.strings(meta.get("labels"), f"{where}metadata.labels")
-        annotations = shape.strings(meta.get("annotations"), f"{where}metadata.annotations")
-        if kind == "Namespace" and meta.get("name"):
-            name = str(meta["name"])
-            labels[NAMESPACE_NAME_LABEL] = name
-            namespaces[name] = Namespace(name, labels, annotations)
-        elif kind == "Pod":
-            spec = shape.mapping(obj.get("spec"), f"{where}spec")
-            phase = shape.mapping(obj.get("status"), f"{where}status").get("phase")
-            if spec.get("hostNetwork") or phase in ("Succeeded", "Failed"):
+    warnings: list[str] = []
+    for index, doc in enumerate(docs):
+        for base, obj in objects_in(doc):
+            if isinstance(obj, dict) and str(obj.get("kind", "")).endswith("List"):
+                raise _error(fail((*base, "items"), "must be a list"), base, file, text, index)
+            try:
+                found, notes = _object(obj, ip_source, lenient)
+            except FieldError as err:
+                if not lenient:
+                    raise _error(err, base, file, text, index) from None
+                warnings.append(f"{file}: skipped {render_path((*base, *err.parts))}: {err.message}")
                 continue
-            namespace = str(meta.get("namespace") or "default")
-            ips = ip_source(obj, f"{namespace}/{meta.get('name')}")
-            if not ips:
-                continue
-            ports = shape.container_ports(spec, f"{where}spec")
-            pods.append(Pod(namespace, str(meta.get("name")), labels, ips, ports, annotations))
+            warnings.extend(notes)
+            if found.namespace:
+                namespaces[found.namespace.name] = found.namespace
+            if found.pod:
+                pods.append(found.pod)
     for pod in pods:  # a pod whose namespace object is missing still lives in a namespace
         namespaces.setdefault(pod.namespace, Namespace(pod.namespace, {NAMESPACE_NAME_LABEL: pod.namespace}))
     return Inventory(
         tuple(sorted(namespaces.values(), key=lambda n: n.name)),
         tuple(sorted(pods, key=lambda p: (p.namespace, p.name))),
+        tuple(warnings),
     )
 
 
-def read_inventory_documents(path: str) -> tuple[list[Any], str]:
-    """The inventory file's documents and the sha256 of its bytes (for the manifest), read once
-    however many networks are built from them."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise InputError(f"cannot read inventory: {exc.strerror}", path) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"cannot read inventory: not UTF-8 ({exc.reason})", path) from None
-    return load_documents(path, text), hashlib.sha256(data).hexdigest()
+def _error(err: FieldError, base: FieldPath, file: str, text: str, document: int) -> InputError:
+    parts = (*base, *err.parts)
+    line, column = locate(text, document, parts, at_key=err.at_key) if text else (0, 0)
+    return InputError(
+        err.message, file, line, column, render_path(parts), snippet(text, line, column) if text else ""
+    )
+
+
+@attrs.frozen
+class InventoryText:
+    """The inventory as read: its documents, and its text (for positions) and hash (for the manifest),
+    read once however many networks are built from it."""
+
+    name: str = "<inventory>"
+    text: str = ""
+    documents: tuple[Any, ...] = ()
+    sha256: str = ""
+
+
+def read_inventory_documents(path: str, stdin: TextIO | None = None) -> InventoryText:
+    """``path`` (``-``: stdin) read and parsed; nothing is built yet."""
+    source = (
+        read_stdin(stdin if stdin is not None else sys.stdin) if path == "-" else read_text(path, "inventory")
+    )
+    documents = load_documents(source.name, source.text)
+    return InventoryText(source.name, source.text, tuple(documents), source.sha256)
 
 
 def read_inventory(path: str, ip_source: IPSource = pod_ips) -> Inventory:
-    return build_inventory(read_inventory_documents(path)[0], ip_source, path)
+    found = read_inventory_documents(path)
+    return build_inventory(found.documents, ip_source, found.name, found.text)

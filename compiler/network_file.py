@@ -28,6 +28,7 @@ from .networks import (
     parse_ip_source,
     parse_policy_kinds,
 )
+from .text import read_text
 
 _TOP_FIELDS = ("networks",)
 _NETWORK_FIELDS = ("name", "ipSource", "policyKinds")
@@ -72,12 +73,7 @@ def _network(raw: object, at: FieldPath) -> NetworkSpec:
 
 
 def read_networks_file(path: str) -> tuple[NetworkSpec, ...]:
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not valid UTF-8"
-        raise InputError(f"cannot read networks file: {reason}", path) from None
+    text = read_text(path, "networks file").text
     try:
         documents = load_documents(path, text, strict=True)
     except InputError as err:

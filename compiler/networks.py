@@ -14,7 +14,6 @@ warning naming the pod (the pod is then no endpoint of the network), never a fai
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +23,7 @@ import attrs
 
 from .frontends.k8s import POLICY_FOR_ANNOTATION
 from .frontends.positions import show
-from .inventory import pod_ips
+from .inventory import pod_address, pod_ips
 from .ir import DEFAULT_NETWORK, MULTI_NETWORK_POLICY, NETWORK_POLICY, Address, Policy, Program
 
 PRIMARY_NETWORK = DEFAULT_NETWORK
@@ -58,9 +57,9 @@ def _address(value: object, where: str) -> Address | None:
     if not isinstance(value, str):
         raise AnnotationError(f"{where}: an address must be a string, not {show(value)}")
     try:
-        return ipaddress.ip_address(value.split("/", 1)[0].strip())
-    except ValueError:
-        raise AnnotationError(f"{where}: {show(value)} is not an IP address") from None
+        return pod_address(value)
+    except ValueError as exc:
+        raise AnnotationError(f"{where}: {exc}") from None
 
 
 def _json(value: str, annotation: str) -> Any:

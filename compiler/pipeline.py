@@ -23,8 +23,9 @@ import attrs
 
 from . import __version__
 from .backends.base import Backend, Options
+from .errors import UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
-from .inventory import Inventory, build_inventory, read_inventory_documents
+from .inventory import Inventory, InventoryText, build_inventory, read_inventory_documents
 from .ir import DEFAULT_NETWORK, Program
 from .lower import Lowered, lower
 from .networks import NetworkSpec, select_policies, ungoverned_note
@@ -101,16 +102,20 @@ class Sources:
     inventory_documents: list[Any]
     inventory_path: str | None = None
     inventory_sha256: str = ""
+    inventory_name: str = "<inventory>"  # as errors name it (<stdin> for -)
+    inventory_text: str = ""  # for an error's line:column
 
 
 def read_sources(
     paths: Sequence[str], inventory: str | None, stdin: TextIO | None = None, progress: Progress = quiet
 ) -> Sources:
+    if inventory == "-" and "-" in paths:
+        raise UsageError("stdin (-) can be read once: as policies or as --inventory, not both")
     progress("reading policies")
     loaded = read_policy_sources(paths, stdin)
     progress("reading inventory")
-    documents, sha256 = read_inventory_documents(inventory) if inventory else ([], "")
-    return Sources(loaded, documents, inventory, sha256)
+    found = read_inventory_documents(inventory, stdin) if inventory else InventoryText()
+    return Sources(loaded, list(found.documents), inventory, found.sha256, found.name, found.text)
 
 
 @attrs.frozen
@@ -121,13 +126,19 @@ class Assembled:
     program: Program
     inventory: Inventory
     notes: tuple[str, ...]  # about this network (e.g. no policy governs it)
-    warnings: tuple[str, ...]  # malformed address annotations, one per pod
+    warnings: tuple[str, ...]  # skipped inventory objects, malformed address annotations
 
 
-def assemble(sources: Sources, network: NetworkSpec) -> Assembled:
+def assemble(sources: Sources, network: NetworkSpec, *, lenient: bool = False) -> Assembled:
+    """``lenient`` (apply, the agent): a malformed inventory object is skipped with a warning
+    instead of stopping, so one bad pod cannot block every policy update of the node."""
     address_source = network.address_source()
     inventory = build_inventory(
-        sources.inventory_documents, address_source, sources.inventory_path or "<inventory>"
+        sources.inventory_documents,
+        address_source,
+        sources.inventory_name,
+        sources.inventory_text,
+        lenient=lenient,
     )
     namespaces = {ns.name: ns for ns in inventory.namespaces}
     # Namespace objects among the policy inputs are the desired state: their 1.6 annotation wins.
@@ -136,7 +147,7 @@ def assemble(sources: Sources, network: NetworkSpec) -> Assembled:
     program = select_policies(program, network)
     ungoverned = not program.policies and not network.is_primary
     notes = (ungoverned_note(network),) if ungoverned else ()
-    return Assembled(network, program, inventory, notes, tuple(address_source.warnings))
+    return Assembled(network, program, inventory, notes, (*inventory.warnings, *address_source.warnings))
 
 
 @attrs.frozen
@@ -152,9 +163,11 @@ class Build:
         return self.assembled.network
 
 
-def build(sources: Sources, network: NetworkSpec, progress: Progress = quiet) -> Build:
+def build(
+    sources: Sources, network: NetworkSpec, progress: Progress = quiet, *, lenient: bool = False
+) -> Build:
     progress(f"indexing pods for network {network.name}")
-    assembled = assemble(sources, network)
+    assembled = assemble(sources, network, lenient=lenient)
     progress(f"compiling {len(assembled.program.policies)} policies for network {network.name}")
     compiled = compile_program(assembled.program, assembled.inventory, network.name)
     return Build(sources, assembled, compiled)

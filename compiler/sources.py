@@ -9,7 +9,6 @@ file, line:column, field path and snippet; positions are only worked out for the
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,7 +16,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from .documents import load_documents
+from .documents import load_documents, objects_in
 from .errors import InputError
 from .frontends.k8s import API_VERSIONS, policy_from_object
 from .frontends.legacy import isolates_ingress
@@ -25,11 +24,16 @@ from .frontends.positions import FieldPath, MapKey, locate, printable, show, sni
 from .frontends.validate import FieldError, check_name, dns_label_problem, fail, object_meta, type_name
 from .inventory import NAMESPACE_ISOLATION_ANNOTATION
 from .ir import Policy
+from .text import NotRegularFile, Text, read_stdin, read_text
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json", ".npc")
 STDIN = "-"
 _POLICY_API_VERSIONS = {v for versions in API_VERSIONS.values() for v in versions}
 _POLICY_GROUPS = {v.split("/")[0] for v in _POLICY_API_VERSIONS}
+# kinds npc reads, by their lowercase spelling: ``networkpolicy`` is a typo, not another kind to skip
+_KINDS_BY_CASE = {k.lower(): k for kind in (*API_VERSIONS, "Namespace") for k in (kind, kind + "List")} | {
+    "list": "List"
+}
 
 
 def _foreign_group(api_version: object) -> bool:
@@ -55,17 +59,10 @@ class Loaded:
 
 
 @attrs.frozen
-class _Source:
-    name: str  # as shown to the user
-    text: str
-    sha256: str
-
-
-@attrs.frozen
 class _Origin:
     """Where an object sits, so a field path can become a line and column when one is wrong."""
 
-    source: _Source
+    source: Text
     document: int
     base: FieldPath
 
@@ -86,7 +83,7 @@ def read_policy_sources(paths: Sequence[str], stdin: TextIO | None = None) -> Lo
     """Read every path (file, directory searched recursively in sorted order, or ``-``)."""
     reader = _Reader()
     files = []
-    for source in _sources(paths, stdin):
+    for source in _sources(paths, stdin, reader):
         reader.read(source)
         files.append((source.name, source.sha256))
     return Loaded(
@@ -94,18 +91,16 @@ def read_policy_sources(paths: Sequence[str], stdin: TextIO | None = None) -> Lo
     )
 
 
-def _sources(paths: Sequence[str], stdin: TextIO | None) -> Iterator[_Source]:
+def _sources(paths: Sequence[str], stdin: TextIO | None, reader: _Reader) -> Iterator[Text]:
     for path in paths:
         if path == STDIN:
+            yield read_stdin(stdin if stdin is not None else sys.stdin)
+            continue
+        for file in policy_files(path) if os.path.isdir(path) else [path]:
             try:
-                text = (stdin or sys.stdin).read()
-            except UnicodeDecodeError as exc:
-                raise InputError(f"not valid UTF-8 (byte offset {exc.start})", "<stdin>") from None
-            yield _Source("<stdin>", text, hashlib.sha256(text.encode()).hexdigest())
-        elif os.path.isdir(path):
-            yield from (_read(file) for file in policy_files(path))
-        else:
-            yield _read(path)
+                yield read_text(file)
+            except NotRegularFile as err:
+                reader.skipped.append(f"skipped {err.file}: {err.message.removeprefix('cannot read: ')}")
 
 
 def policy_files(directory: str) -> list[str]:
@@ -121,19 +116,6 @@ def policy_files(directory: str) -> list[str]:
     return [path for _, path in sorted(found)]
 
 
-def _read(path: str) -> _Source:
-    name = printable(path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", name) from None
-    try:
-        return _Source(name, data.decode("utf-8-sig"), hashlib.sha256(data).hexdigest())
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not valid UTF-8 (byte offset {exc.start})", name) from None
-
-
 class _Reader:
     """Accumulates policies, namespaces and notes; refuses a second policy with the same identity."""
 
@@ -142,15 +124,19 @@ class _Reader:
         self.namespaces: list[Mapping[str, Any]] = []
         self._ignored: dict[tuple[str, str], int] = {}
         self._first_place: dict[tuple[str, str, str], Callable[[], str]] = {}
+        self.skipped: list[str] = []
         self.places: dict[tuple[str, str, str], Callable[[FieldPath], str]] = {}
 
     def notes(self) -> tuple[str, ...]:
-        return tuple(
-            f"ignored {what} in {name}" + (f" ({count} objects)" if count > 1 else "")
-            for (name, what), count in self._ignored.items()
+        return (
+            *self.skipped,
+            *(
+                f"ignored {what} in {name}" + (f" ({count} objects)" if count > 1 else "")
+                for (name, what), count in self._ignored.items()
+            ),
         )
 
-    def read(self, source: _Source) -> None:
+    def read(self, source: Text) -> None:
         if source.name.lower().endswith(".npc"):
             from .frontends.dsl import parse
 
@@ -165,7 +151,7 @@ class _Reader:
         except InputError as err:
             raise attrs.evolve(err, snippet=snippet(source.text, err.line, err.column)) from None
         for index, document in enumerate(documents):
-            for base, obj in _objects(document, ()):
+            for base, obj in objects_in(document):
                 self._object(obj, _Origin(source, index, base))
 
     def _object(self, obj: object, origin: _Origin) -> None:
@@ -183,6 +169,11 @@ class _Reader:
             self._add(policy, origin, name)
         elif kind == "Namespace":
             self._namespace(obj, origin)
+        elif isinstance(kind, str) and kind.lower() in _KINDS_BY_CASE and not _foreign_group(api_version):
+            meant = _KINDS_BY_CASE[kind.lower()]
+            raise origin.error(
+                fail(("kind",), f"unknown kind {show(kind)}: kinds are case-sensitive, did you mean {meant}?")
+            )
         elif isinstance(kind, str):
             group = f" of {printable(str(api_version))}" if kind in API_VERSIONS else ""
             self._ignore(name, f"kind {printable(kind)}{group}")
@@ -236,28 +227,3 @@ class _Reader:
             written = dict(rules or {})
             self.places[key] = lambda parts: written.get(parts) or place()
         self.policies.append(policy)
-
-
-def _objects(
-    doc: object, base: FieldPath, defaults: Mapping[str, Any] | None = None
-) -> Iterator[tuple[FieldPath, object]]:
-    """Objects inside a document, with their path: Lists are opened, typed lists lend kind/apiVersion."""
-    if isinstance(doc, list):
-        for i, item in enumerate(doc):
-            yield from _objects(item, (*base, i))
-        return
-    if isinstance(doc, dict):
-        kind = doc.get("kind")
-        if isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list):
-            # a typed list (NetworkPolicyList, straight from the API) omits its items' kind
-            lent = (
-                {"kind": kind[: -len("List")], "apiVersion": doc.get("apiVersion")}
-                if kind != "List"
-                else None
-            )
-            for i, item in enumerate(doc["items"]):
-                yield from _objects(item, (*base, "items", i), lent)
-            return
-        if defaults:
-            doc = {**defaults, **doc}
-    yield base, doc

@@ -107,7 +107,7 @@ SPEC_CASES = [
         ("web--http", "consecutive hyphens"),
         ("-web", "begin or end with a hyphen"),
         ("web-", "begin or end with a hyphen"),
-        ("abcdefghijklmnop", "at most 15"),
+        ("abcdefghijklmnop", "too long: 16 characters, at most 15"),
         ('""', "lowercase letters"),
         ("web_http", "lowercase letters"),
     ),

@@ -333,7 +333,7 @@ MEANING_ERRORS = [
         ("80-70000", "out of range"),
         ("080", "leading zeros"),
         ("web--x", "consecutive hyphens"),
-        ("verylongportname", "15 characters"),
+        ("verylongportname", "too long: 16 characters, at most 15"),
     ),
     *after(
         "policy default/p { select all allow ingress from ",

@@ -20,9 +20,9 @@ import attrs
 import pytest
 from kernel.case import load_case
 from kernel.multinet import MultinetCase, load_multinet_cases
+from kernel.netns import fresh_netns, policy
 from kernel.report import observations_report
 from kernel.weave import NO_MASQ_SET, WeaveCluster, weave_case
-from test_apply import fresh_netns, policy
 from test_kernel_churn import (
     APPLIES,
     PAIRS,
@@ -40,7 +40,7 @@ from test_kernel_churn import (
     traffic,
 )
 
-pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("netns_session")]
+pytestmark = pytest.mark.kernel
 
 CASES = Path(__file__).parent / "cases"
 OPEN = weave_case(load_case(CASES / "10-no-policy-everything-open.json"))

@@ -82,7 +82,7 @@ class CalicoBackend:
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         raise UsageError("--backend calico writes resources for calicoctl apply; npc apply cannot load them")
 
-    def reset(self, network: str, options: Options, runner: Runner) -> LoadReport:
+    def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         raise UsageError("--backend calico: remove npc's Calico resources with calicoctl delete")
 
 

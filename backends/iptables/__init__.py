@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...ir import Program
+from ...lock import netns_lock
 from ...lower import lower
 from ..base import LoadReport, Options, Runner
 from . import render as _render
-from .load import apply_iptables, detect_tools, reset_iptables
+from .load import _tools, apply_iptables, detect_tools, reset_iptables
 
 if TYPE_CHECKING:
     from ...pipeline import Compiled
@@ -32,8 +33,9 @@ class IptablesBackend:
         return ()
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
-        tools = detect_tools(runner, options.iptables)
-        report = apply_iptables(compiled.lowered, compiled.members, options.mark, tools, runner)
+        with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
+            tools = detect_tools(runner, options.iptables)
+            report = apply_iptables(compiled.lowered, compiled.members, options.mark, tools, runner)
         return LoadReport(
             self.name,
             compiled.lowered.names.network,
@@ -42,11 +44,17 @@ class IptablesBackend:
             report.warnings,
         )
 
-    def reset(self, network: str, options: Options, runner: Runner) -> LoadReport:
-        tools = detect_tools(runner, options.iptables)
-        chains, sets = reset_iptables(lower(Program(), network), tools, runner)
+    def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
+        if options.iptables:
+            flavours = [detect_tools(runner, options.iptables)]
+        else:
+            flavours = [t for t in (_tools("legacy"), _tools("nft")) if runner.which(t.save[4])]
+            flavours = flavours or [_tools("")]
+        lowered = lower(Program(), network) if network is not None else None
+        with netns_lock(options.wait):
+            removed = reset_iptables(runner, lowered, flavours)
         return LoadReport(
-            self.name, network, f"iptables ({tools.flavour}): removed {chains} chains, {sets} sets"
+            self.name, network or "every network", f"iptables: removed {len(removed)} objects", tuple(removed)
         )
 
 

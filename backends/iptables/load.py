@@ -1,27 +1,50 @@
 """Load compiled iptables/ipset output into the kernel of the current network namespace.
 
-Ownership: npc touches only sets named ``npc-<tag>-``/``npt-<tag>-`` and chains named
-``NPC-<tag>-`` for its network, plus its one jump from FORWARD. Everything else on the node
-is left byte for byte. Order of work, so that a failure leaves the previous state in force:
+Ownership: npc touches only sets named ``npc-<tag>-`` and chains named ``NPC-<tag>-`` for its
+network, the one FORWARD rule it writes (exactly that text: others' jumps to its chain are
+theirs), and the temporary sets it records before creating them (under /run, so a crashed
+run's leftovers are provably its own). Everything else on the node is left byte for byte.
+Order of work, so that a failure leaves the previous state in force:
 
 1. one ``ipset restore``: new sets under their final names (no live rule uses them yet),
-   new contents of existing sets under temporary names;
+   new contents of existing sets under recorded temporary names;
 2. one ``iptables-restore --noflush`` transaction per family (atomic per table); if IPv6 fails
    after IPv4 succeeded, IPv4 is put back from the snapshot taken before;
-3. swap the temporary sets into place, then destroy sets no rule uses any more.
+3. swap the temporary sets into place (all swaps, then the destroys, so a lasting refusal can
+   swap back), then destroy sets no rule uses any more.
+
+A set held for a moment by someone listing it ("in use by a kernel component") is retried; a
+lasting refusal undoes what was done (exit 3). If undoing fails too, the node is in a mixed
+state: ``MixedStateError`` says so (exit 4), and the next apply replaces everything npc owns.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import NoReturn
 
 import attrs
 
-from ...errors import ApplyError, UsageError
-from ...lower import Lowered
+from ...errors import ApplyError, MixedStateError, UsageError
+from ...lock import record_path
+from ...lower import Lowered, Names, SetSpec
 from ...resolve import Entry
-from ..base import Ran, Runner
-from .render import NPC_LAYOUT, Layout, all_sets, insert_jump, jump_rule, render_rules, render_sets, set_text
+from ..base import Runner
+from ..nftables.render import table_name
+from .render import (
+    NPC_LAYOUT,
+    SET_TYPES,
+    Layout,
+    all_sets,
+    insert_jump,
+    jump_rule,
+    render_rules,
+    render_sets,
+    set_text,
+)
 
 
 @attrs.frozen
@@ -97,6 +120,7 @@ def _table_state(
         raise ApplyError(f"{tools.save[family]} failed: {result.stderr.strip()}")
     prefix = lowered.names.chain_prefix
     fixed = layout.fixed_chains(lowered)
+    own_jump = "-A " + jump_rule(lowered)  # exactly npc's rule: others' jumps to the chain are theirs
     chains, rules, jumps, hooked = [], [], 0, False
     for line in result.stdout.splitlines():
         words = line.split()
@@ -104,13 +128,15 @@ def _table_state(
             chains.append(line[1:].split()[0])
         elif line.startswith("-A ") and (words[1].startswith(prefix) or words[1] in fixed):
             rules.append(line)
-        elif line.startswith("-A FORWARD ") and line.endswith(f" -j {lowered.forward_chain}"):
+        elif line == own_jump:
             jumps += 1
         hooked = hooked or (line.startswith("-A ") and line.endswith(f" -j {fixed[0]}"))
     return TableState(tuple(chains), tuple(rules), jumps, hooked)
 
 
-def _rollback_text(lowered: Lowered, old: TableState, new_chains: Iterable[str], layout: Layout) -> str:
+def _rollback_text(
+    lowered: Lowered, old: TableState, new_chains: Iterable[str], layout: Layout = NPC_LAYOUT
+) -> str:
     """Put one family's npc chains back as they were before this apply."""
     fixed = layout.fixed_chains(lowered)
     created = sorted(set(new_chains) - set(old.chains) - set(fixed))
@@ -139,13 +165,89 @@ class TableEdit:
         return edits + [f"-X {name}" for name in self.stale_chains]
 
 
-def _ipset(run: Runner, script: str) -> Ran:
-    return run(["ipset", "restore"], script)
+_IN_USE = "in use by a kernel component"  # someone listing the set holds it for a moment
+_RETRIES = 50
+_ERROR_LINE = re.compile(r"Error in line (\d+):")
 
 
-def _destroy(run: Runner, names: Iterable[str]) -> None:
-    for name in names:
-        run(["ipset", "destroy", name])
+@attrs.frozen
+class SetInfo:
+    type: str
+    family: str
+    references: int
+
+
+def _sets(run: Runner) -> dict[str, SetInfo]:
+    """Every set of the namespace with its type, family and reference count (one ``ipset list -t``)."""
+    listing = run(["ipset", "list", "-t"])
+    if listing.returncode != 0:
+        raise ApplyError(f"ipset list failed: {listing.stderr.strip()}")
+    out: dict[str, SetInfo] = {}
+    for block in listing.stdout.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "Name" in fields:
+            header = fields.get("Header", "").split()
+            family = header[header.index("family") + 1] if "family" in header else ""
+            out[fields["Name"]] = SetInfo(
+                fields.get("Type", ""), family, int(fields.get("References", "0") or 0)
+            )
+    return out
+
+
+def ipset_lines(run: Runner, lines: Sequence[str]) -> tuple[int, str]:
+    """Run ``ipset restore`` lines, retrying a transient refusal from the line it hit.
+
+    Returns how many lines were done and the error of the line that failed for good ("" if none).
+    """
+    start, attempts = 0, 0
+    while start < len(lines):
+        done = run(["ipset", "restore"], "".join(lines[start:]))
+        if done.returncode == 0:
+            return len(lines), ""
+        found = _ERROR_LINE.search(done.stderr)
+        failed = start + (int(found.group(1)) - 1 if found else 0)
+        if _IN_USE not in done.stderr or attempts >= _RETRIES:
+            return failed, done.stderr.strip()
+        attempts += 1
+        time.sleep(0.01 * attempts)
+        start = failed
+    return len(lines), ""
+
+
+def _record(names: Names) -> Path:
+    return Path(record_path(f"{names.tag}.sets"))
+
+
+def _destroy_recorded(run: Runner, names: Names, present: Mapping[str, SetInfo]) -> None:
+    """A crashed run's temporaries: only the ones it recorded, never other ``npt-`` sets."""
+    record = _record(names)
+    try:
+        recorded = record.read_text().split()
+    except FileNotFoundError:
+        return
+    _, error = ipset_lines(run, [f"destroy {name}\n" for name in recorded if name in present])
+    if error:
+        raise ApplyError(f"could not remove a previous run's temporary sets: {error}")
+    record.unlink(missing_ok=True)
+
+
+def _repair_types(run: Runner, wanted: Sequence[SetSpec], present: dict[str, SetInfo]) -> None:
+    """A set of npc's name but another type or family (made by someone else) cannot take a swap:
+    destroyed when nothing uses it, so it is created anew; refused when a rule uses it."""
+    for spec in wanted:
+        info = present.get(spec.name)
+        want_type, want_family = SET_TYPES[spec.kind], "inet6" if spec.family == 6 else "inet"
+        if info is None or (info.type, info.family) == (want_type, want_family):
+            continue
+        if info.references:
+            raise ApplyError(
+                f"set {spec.name} has type {info.type} family {info.family}, not {want_type} family "
+                f"{want_family}, and rules use it: remove them, or run npc reset"
+            )
+        _, error = ipset_lines(run, [f"destroy {spec.name}\n"])
+        if error:
+            raise ApplyError(f"could not replace the wrong-typed set {spec.name}: {error}")
+        del present[spec.name]
 
 
 @attrs.frozen
@@ -159,6 +261,26 @@ class ApplyReport:
     adopted: int = 0  # sets of the tool the layout replaces, destroyed
 
 
+class _Undo:
+    """Steps that put the previous state back, each checked: what could not be undone is said."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def step(self, what: str, error: str) -> None:
+        if error:
+            self.failures.append(f"{what}: {error}")
+
+    def finish(self, cause: str) -> NoReturn:
+        if self.failures:
+            raise MixedStateError(
+                f"{cause}; undoing it failed too, so the node is in a MIXED state: "
+                + "; ".join(self.failures)
+                + ". Run npc apply again: it replaces every chain and set npc owns."
+            )
+        raise ApplyError(f"{cause} (the previous state stays in force)")
+
+
 def apply_iptables(
     lowered: Lowered,
     members: Mapping[str, Sequence[Entry]],
@@ -169,27 +291,51 @@ def apply_iptables(
 ) -> ApplyReport:
     if not run.which("ipset"):
         raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
-    listing = run(["ipset", "list", "-n"])
-    if listing.returncode != 0:
-        raise ApplyError(f"ipset list failed: {listing.stderr.strip()}")
-    names, temps_prefix = lowered.names, temp_set_prefix(lowered)
-    existing = {n for n in listing.stdout.split() if n.startswith(names.set_prefix)}
-    _destroy(run, (n for n in listing.stdout.split() if n.startswith(temps_prefix)))  # a crashed run's
+    names = lowered.names
+    refuse_other_backends(run, lowered, tools)
+    present = _sets(run)
+    _destroy_recorded(run, names, present)
+    wanted = all_sets(lowered, layout.families)
+    _repair_types(run, wanted, present)
+    existing = {n for n in present if n.startswith(names.set_prefix)}
 
     def temp(name: str) -> str:
-        return temps_prefix + name[len(names.set_prefix) :]
+        return temp_set_prefix(lowered) + name[len(names.set_prefix) :]
 
-    wanted = all_sets(lowered, layout.families)
     staged = [set_text(s, members[s.name], temp(s.name) if s.name in existing else None) for s in wanted]
     fresh = [s.name for s in wanted if s.name not in existing]
-    temps = [temp(s.name) for s in wanted if s.name in existing]
-    result = _ipset(run, render_sets(lowered, members, staged))  # staged: of the layout's families
+    kept = sorted(existing & {w.name for w in wanted})
+    temps = [temp(name) for name in kept]
+    clashing = [t for t in temps if t in present]
+    if clashing:  # not recorded by npc, so not npc's to remove
+        raise ApplyError(
+            f"sets {', '.join(clashing)} exist and were not made by npc: rename them, then rerun"
+        )
+    _record(names).write_text("".join(f"{t}\n" for t in temps))
+    undo = _Undo()
+
+    def drop_new() -> None:
+        _, error = ipset_lines(run, [f"destroy {n}\n" for n in [*fresh, *temps]])
+        undo.step("removing the new sets", error)
+        if not error:
+            _record(names).unlink(missing_ok=True)
+
+    result = run(["ipset", "restore"], render_sets(lowered, members, staged))  # the layout's families
     if result.returncode != 0:
-        _destroy(run, [*fresh, *temps])
-        raise ApplyError(f"ipset restore rejected the new sets: {result.stderr.strip()}")
+        drop_new()
+        undo.finish(f"ipset restore rejected the new sets: {result.stderr.strip()}")
 
     before = {family: _table_state(run, tools, family, lowered, layout) for family in layout.families}
     done: list[int] = []
+
+    def rules_back() -> None:
+        for undone in done:
+            back = run(
+                [tools.restore[undone], "--noflush", "--wait=30"],
+                _rollback_text(lowered, before[undone], layout.chain_names(lowered, undone), layout),
+            )
+            undo.step(f"putting the IPv{undone} rules back", back.stderr.strip() if back.returncode else "")
+
     for family in layout.families:
         old = before[family]
         own = layout.chain_names(lowered, family)
@@ -201,31 +347,36 @@ def apply_iptables(
         text = render_rules(lowered, family, mark, edit.lines(lowered), edit.stale_chains, layout)
         result = run([tools.restore[family], "--noflush", "--wait=30"], text)
         if result.returncode != 0:
-            for undone in done:
-                run(
-                    [tools.restore[undone], "--noflush", "--wait=30"],
-                    _rollback_text(lowered, before[undone], layout.chain_names(lowered, undone), layout),
-                )
-            _destroy(run, [*fresh, *temps])
-            raise ApplyError(f"{tools.restore[family]} rejected the new rules: {result.stderr.strip()}")
+            rules_back()
+            drop_new()
+            undo.finish(f"{tools.restore[family]} rejected the new rules: {result.stderr.strip()}")
         done.append(family)
 
-    swap = "".join(
-        f"swap {temp(s)} {s}\ndestroy {temp(s)}\n" for s in sorted(existing & {w.name for w in wanted})
-    )
-    result = _ipset(run, swap)
-    warnings = [f"ipset swap failed: {result.stderr.strip()}"] if result.returncode != 0 else []
+    swaps = [f"swap {temp(name)} {name}\n" for name in kept]
+    swapped, error = ipset_lines(run, swaps)
+    if error:
+        _, back_error = ipset_lines(run, swaps[:swapped])  # a swap undoes itself
+        undo.step("swapping the sets back", back_error)
+        rules_back()
+        drop_new()
+        undo.finish(f"ipset refused to swap in new set contents: {error}")
+    warnings = []
+    _, error = ipset_lines(run, [f"destroy {t}\n" for t in temps])  # now holding the old contents
+    if error:
+        warnings.append(f"could not remove old set contents (the next apply will): {error}")
+    else:
+        _record(names).unlink(missing_ok=True)
     for family in {4, 6} - set(layout.families):  # left by a backend that carried it, on this network
         try:
             _clear_family(lowered, tools, run, family, NPC_LAYOUT)
         except ApplyError as exc:
             warnings.append(str(exc))
     stale = sorted(existing - {w.name for w in wanted})
-    adopted = sorted(n for n in listing.stdout.split() if _adopted(layout, n))
+    adopted = sorted(n for n in present if _adopted(layout, n))
     for name in [*stale, *adopted]:
-        gone = run(["ipset", "destroy", name])
-        if gone.returncode != 0:
-            warnings.append(f"could not destroy stale set {name}: {gone.stderr.strip()}")
+        _, error = ipset_lines(run, [f"destroy {name}\n"])
+        if error:
+            warnings.append(f"could not destroy stale set {name} (no npc rule uses it): {error}")
     entry = layout.fixed_chains(lowered)[0]
     warnings += [
         f"nothing jumps to {entry} in IPv{family}: the rules are loaded but no traffic reaches them"
@@ -247,16 +398,16 @@ def _adopted(layout: Layout, name: str) -> bool:
     return layout.adopted_set_prefix is not None and name.startswith(layout.adopted_set_prefix)
 
 
-def reset_iptables(
-    lowered: Lowered, tools: Tools, run: Runner, layout: Layout = NPC_LAYOUT
-) -> tuple[int, int]:
-    """Remove the network's FORWARD jumps, chains and sets (staged ones too): (chains, sets).
-    A layout's fixed chains another tool created are left empty, as that tool made them."""
+def reset_layout(lowered: Lowered, tools: Tools, run: Runner, layout: Layout) -> tuple[int, int]:
+    """Remove a layout's chains and sets for one network: (chains, sets). A layout's fixed chains
+    another tool created are left empty, as that tool made them."""
     chains = sum(_clear_family(lowered, tools, run, family, layout) for family in layout.families)
-    listing = run(["ipset", "list", "-n"]) if run.which("ipset") else Ran(0)
-    prefixes = (lowered.names.set_prefix, temp_set_prefix(lowered))
-    owned = [n for n in listing.stdout.split() if n.startswith(prefixes)]
-    _destroy(run, owned)
+    present = _sets(run) if run.which("ipset") else {}
+    _destroy_recorded(run, lowered.names, present)
+    owned = sorted(n for n in present if n.startswith(lowered.names.set_prefix))
+    _, error = ipset_lines(run, [f"destroy {n}\n" for n in owned])
+    if error:
+        raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
     return chains, len(owned)
 
 
@@ -276,3 +427,110 @@ def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layo
     if result.returncode != 0:
         raise ApplyError(f"{tools.restore[family]} refused to remove npc's chains: {result.stderr.strip()}")
     return len(state.chains)
+
+
+# --- other backends and flavours, and reset ----------------------------------------------------
+
+_NPC_SET = re.compile(r"npc-[a-z2-7]{5}-[snp][46]-[a-z2-7]+")
+_ANY_JUMP = re.compile(r'-A FORWARD -m comment --comment "?npc network .* -j NPC-[a-z2-7]{5}-FORWARD')
+
+
+def _other_flavours(run: Runner, tools: Tools) -> list[Tools]:
+    flavours = [_tools("legacy"), _tools("nft")]
+    return [t for t in flavours if t.flavour != tools.flavour and run.which(t.save[4])]
+
+
+def _holds_chains(run: Runner, tools: Tools, prefix: str) -> bool:
+    for family in (4, 6):
+        saved = run([tools.save[family]])  # not "-t filter": iptables-nft would create the table
+        if saved.returncode == 0 and f"\n:{prefix}" in "\n" + saved.stdout:
+            return True
+    return False
+
+
+def refuse_other_backends(run: Runner, lowered: Lowered, tools: Tools | None) -> None:
+    """Two backends (or iptables flavours) enforcing one network would both filter: exit 3 with the
+    command that removes the other, rather than apply beside it."""
+    names = lowered.names
+    network = names.network
+    if tools is not None:
+        table = table_name(names)
+        if run.which("nft") and run(["nft", "list", "table", "inet", table]).returncode == 0:
+            raise ApplyError(
+                f"network {network} is enforced by the nftables backend (table inet {table}); remove it "
+                f"first with: npc reset --backend nftables --network {network}"
+            )
+        for other in _other_flavours(run, tools):
+            if _holds_chains(run, other, names.chain_prefix):
+                raise ApplyError(
+                    f"network {network} is enforced with iptables-{other.flavour}; remove it first with: "
+                    f"npc reset --backend iptables --iptables {other.flavour} --network {network}"
+                )
+        return
+    for flavour in ("legacy", "nft", ""):
+        candidate = _tools(flavour)
+        if run.which(candidate.save[4]) and _holds_chains(run, candidate, names.chain_prefix):
+            raise ApplyError(
+                f"network {network} is enforced by the iptables backend; remove it first with: "
+                f"npc reset --backend iptables --network {network}"
+            )
+    if run.which("ipset") and any(
+        n.startswith(names.set_prefix) for n in run(["ipset", "list", "-n"]).stdout.split()
+    ):
+        raise ApplyError(
+            f"network {network} has npc's ipsets from the iptables backend; remove them first with: "
+            f"npc reset --backend iptables --network {network}"
+        )
+
+
+def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tools]) -> list[str]:
+    """Remove npc's jump, chains and sets for one network (``None``: every network). Returns what
+    was removed; ApplyError if the kernel refuses (others' rules using npc's chains or sets)."""
+    removed: list[str] = []
+    names = lowered.names if lowered else None
+    for tools in flavours:
+        for family in (4, 6):
+            if not run.which(tools.save[family]):
+                continue
+            saved = run([tools.save[family]])  # not "-t filter": iptables-nft would create the table
+            if saved.returncode != 0:
+                raise ApplyError(f"{tools.save[family]} failed: {saved.stderr.strip()}")
+            filter_table = saved.stdout.partition("*filter\n")[2].partition("\nCOMMIT")[0]
+            prefix = names.chain_prefix if names else "NPC-"
+            chains = [
+                line[1:].split()[0] for line in filter_table.splitlines() if line.startswith(":" + prefix)
+            ]
+            own = f"-A {jump_rule(lowered)}" if lowered else None
+            jumps = [
+                line
+                for line in filter_table.splitlines()
+                if (line == own if own else bool(_ANY_JUMP.fullmatch(line)))
+            ]
+            if not chains and not jumps:
+                continue
+            script = ["*filter", *(f"-D {j[3:]}" for j in jumps), *(f":{c} - [0:0]" for c in chains)]
+            script += [f"-X {c}" for c in chains] + ["COMMIT", ""]
+            done = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join(script))
+            if done.returncode != 0:
+                raise ApplyError(
+                    f"{tools.restore[family]} refused to remove npc's chains: {done.stderr.strip()}"
+                )
+            removed += [f"iptables-{tools.flavour} IPv{family} chain {c}" for c in chains]
+    if run.which("ipset"):
+        present = _sets(run)
+        if names:
+            _destroy_recorded(run, names, present)
+            ours = [n for n in present if n.startswith(names.set_prefix)]
+        else:
+            for record in Path(record_path("")).parent.glob(Path(record_path("*.sets")).name):
+                recorded = [n for n in record.read_text().split() if n in present]
+                _, error = ipset_lines(run, [f"destroy {n}\n" for n in recorded])
+                if not error:
+                    record.unlink(missing_ok=True)
+            present = _sets(run)
+            ours = [n for n in present if _NPC_SET.fullmatch(n)]
+        _, error = ipset_lines(run, [f"destroy {n}\n" for n in sorted(ours)])
+        if error:
+            raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
+        removed += [f"set {n}" for n in sorted(ours)]
+    return removed

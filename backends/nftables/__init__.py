@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...errors import UsageError
+from ...lock import netns_lock
 from ...lower import Names
 from ..base import LoadReport, Options, Runner
 from . import render as _render
-from .load import delete_table, load_ruleset
+from .load import delete_table, load_ruleset, npc_tables
 from .render import Ruleset, build, rules_per_packet, table_name
 
 if TYPE_CHECKING:
@@ -44,8 +45,12 @@ class NftablesBackend:
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         if options.iptables:
             raise UsageError("--iptables applies to --backend iptables only")
+        from ..iptables.load import refuse_other_backends  # not at import: iptables reads our table names
+
         ruleset = self._build(compiled)
-        load_ruleset(_render.render(ruleset), runner)
+        with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
+            refuse_other_backends(runner, compiled.lowered, None)
+            load_ruleset(_render.render(ruleset), runner)
         return LoadReport(
             self.name,
             ruleset.network,
@@ -53,10 +58,14 @@ class NftablesBackend:
             f"{len(ruleset.sets) + len(ruleset.maps)} sets and maps, {ruleset.element_count} elements",
         )
 
-    def reset(self, network: str, options: Options, runner: Runner) -> LoadReport:
-        table = table_name(Names(network))
-        gone = delete_table(table, runner)
-        return LoadReport(self.name, network, f"nftables: {'removed' if gone else 'no'} table inet {table}")
+    def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
+        tables = [table_name(Names(network))] if network is not None else npc_tables(runner)
+        with netns_lock(options.wait):
+            gone = [t for t in tables if delete_table(t, runner)]
+        removed = tuple(f"table inet {t}" for t in gone)
+        return LoadReport(
+            self.name, network or "every network", f"nftables: removed {len(gone)} tables", removed
+        )
 
 
 BACKEND = NftablesBackend()

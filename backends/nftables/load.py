@@ -8,6 +8,8 @@ commits whole or not at all: if anything is rejected, the previous table stays i
 
 from __future__ import annotations
 
+import re
+
 from ...errors import ApplyError
 from ..base import Runner
 
@@ -29,10 +31,23 @@ def load_ruleset(text: str, run: Runner) -> None:
 
 def delete_table(table: str, run: Runner) -> bool:
     """Remove npc's table if present; False when there was none."""
-    nft = _nft(run)
+    if not run.which("nft"):
+        return False
+    nft = "nft"
     if run([nft, "list", "table", "inet", table]).returncode != 0:
         return False
     done = run([nft, "delete", "table", "inet", table])
     if done.returncode != 0:
         raise ApplyError(f"nft refused to delete table inet {table}: {done.stderr.strip()}")
     return True
+
+
+_NPC_TABLE = re.compile(r"table inet (npc(?:-[a-z2-7]{5})?)")
+
+
+def npc_tables(run: Runner) -> list[str]:
+    """Every table of npc's in this namespace (one per network)."""
+    if not run.which("nft"):
+        return []
+    listed = run(["nft", "list", "tables"]).stdout.splitlines()
+    return [m.group(1) for line in listed if (m := _NPC_TABLE.fullmatch(line.strip()))]

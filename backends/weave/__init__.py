@@ -16,11 +16,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...errors import UsageError
-from ...ir import Program
+from ...ir import DEFAULT_NETWORK, Program
+from ...lock import netns_lock
 from ...lower import lower
 from ..base import DEFAULT_MARK, LoadReport, Options, Runner
 from ..iptables import render as iptables
-from ..iptables.load import apply_iptables, detect_tools, reset_iptables
+from ..iptables.load import apply_iptables, detect_tools, reset_iptables, reset_layout
 
 if TYPE_CHECKING:
     from ...pipeline import Compiled
@@ -84,8 +85,9 @@ class WeaveBackend:
         )
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
-        tools = detect_tools(runner, options.iptables)
-        report = apply_iptables(compiled.lowered, compiled.members, _mark(options), tools, runner, LAYOUT)
+        with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
+            tools = detect_tools(runner, options.iptables)
+            report = apply_iptables(compiled.lowered, compiled.members, _mark(options), tools, runner, LAYOUT)
         adopted = f", {report.adopted} weave-npc sets removed" if report.adopted else ""
         return LoadReport(
             self.name,
@@ -95,13 +97,19 @@ class WeaveBackend:
             report.warnings,
         )
 
-    def reset(self, network: str, options: Options, runner: Runner) -> LoadReport:
+    def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         """npc's chains and sets go; WEAVE-NPC and WEAVE-NPC-EGRESS are left empty, as the router
-        made them (so, as on a node without weave-npc, nothing new enters a pod)."""
-        tools = detect_tools(runner, options.iptables)
-        chains, sets = reset_iptables(lower(Program(), network), tools, runner, LAYOUT)
+        made them (so, as on a node without weave-npc, nothing new enters a pod). Without a
+        network: the default network's, then whatever npc left on any other."""
+        with netns_lock(options.wait):
+            tools = detect_tools(runner, options.iptables)
+            chains, sets = reset_layout(lower(Program(), network or DEFAULT_NETWORK), tools, runner, LAYOUT)
+            others = reset_iptables(runner, None, [tools]) if network is None else []
         return LoadReport(
-            self.name, network, f"weave ({tools.flavour}): removed {chains} chains, {sets} sets"
+            self.name,
+            network or "every network",
+            f"weave ({tools.flavour}): removed {chains} chains, {sets} sets",
+            tuple(others),
         )
 
 

@@ -38,7 +38,13 @@ from ..ir import (
 from . import dsl_syntax as syn
 from .dsl_parser import error_at, read_document
 from .positions import FieldPath, show
-from .validate import dns_label_problem, dns_subdomain_problem, label_value_problem, port_name_problem
+from .validate import (
+    dns_label_problem,
+    dns_subdomain_problem,
+    except_problem,
+    label_value_problem,
+    port_name_problem,
+)
 from .validate import qualified_name_problem as label_key_problem
 
 PortValue = tuple[int | str, int | None]
@@ -103,7 +109,8 @@ class _Meaning:
         if name in self.defined:
             raise self.fail(decl.name, f"macro ${name} is already defined at line {self.defined[name].line}")
         if isinstance(decl.value, syn.PortSet):
-            self.port_sets[name] = tuple(v for item in decl.value.items for v in self.port_values(item))
+            values = (v for item in decl.value.items for v in self.port_values(item))
+            self.port_sets[name] = tuple(dict.fromkeys(values))
         else:
             self.selectors[name] = self.requirements(decl.value)
         self.defined[name] = decl.name
@@ -138,7 +145,8 @@ class _Meaning:
                 out.extend(r for r in self.lookup(term, "selector") if isinstance(r, Requirement))
             else:
                 out.append(self.requirement(term))
-        return tuple(out)
+        # a repeated requirement means nothing more: dropping it keeps `$b = $a && $a` as small as $a
+        return tuple(dict.fromkeys(out))
 
     def selector(self, selector: syn.Selector) -> Selector:
         return Selector(self.requirements(selector))
@@ -180,6 +188,8 @@ class _Meaning:
         return text, None
 
     def number(self, word: syn.Word, text: str) -> int:
+        if len(text) > 5 and text.lstrip("0")[5:]:  # never converts a number of any length
+            raise self.fail(word, f"port {show(text)} is out of range: ports are 1 to 65535")
         value = int(text)
         if not 1 <= value <= 65535:
             raise self.fail(word, f"port {value} is out of range: ports are 1 to 65535")
@@ -220,10 +230,8 @@ class _Meaning:
         excepts = []
         for word in peer.excepts:
             excluded = self.network(word)
-            if excluded.version != network.version:
-                raise self.fail(word, f"except {excluded} is not in the IP family of {network}")
-            if not (excluded.subnet_of(network) and excluded.prefixlen > network.prefixlen):  # type: ignore[arg-type]
-                raise self.fail(word, f"except {excluded} must be a strict subset of {network}")
+            if (problem := except_problem(excluded, network)) is not None:
+                raise self.fail(word, f"except {excluded} {problem} {network}")
             excepts.append(excluded)
         return IPBlock(network, tuple(excepts))
 

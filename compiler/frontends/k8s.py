@@ -32,6 +32,7 @@ from .validate import (
     cidr,
     dns_label_problem,
     dns_subdomain_problem,
+    except_problem,
     fail,
     fields,
     integer,
@@ -154,10 +155,8 @@ def _ip_block(value: object, parts: FieldPath) -> IPBlock:
     for i, raw in enumerate(items(block.get("except"), (*parts, "except"))):
         at: FieldPath = (*parts, "except", i)
         excluded = cidr(raw, at)
-        if excluded.version != network.version:
-            raise fail(at, f"{show(raw)} is not in the IP family of cidr {show(cidr_text)}")
-        if not (excluded.subnet_of(network) and excluded.prefixlen > network.prefixlen):  # type: ignore[arg-type]
-            raise fail(at, f"{show(raw)} must be a strict subset of cidr {show(cidr_text)}")
+        if (problem := except_problem(excluded, network)) is not None:
+            raise fail(at, f"{show(raw)} {problem} cidr {show(cidr_text)}")
         excepts.append(excluded)
     return IPBlock(network, tuple(excepts))
 
@@ -183,12 +182,12 @@ def _port(value: object, parts: FieldPath) -> PortSpec:
     if not isinstance(number_or_name, int) or isinstance(number_or_name, bool):
         raise fail(port_at, f"must be a port number or name, not {type_name(number_or_name)}")
     if not 1 <= number_or_name <= 65535:
-        raise fail(port_at, f"must be between 1 and 65535, inclusive, not {number_or_name}")
+        raise fail(port_at, f"must be between 1 and 65535, inclusive, not {show(number_or_name)}")
     if end is not None:
         if end < number_or_name:
-            raise fail(end_at, f"must be greater than or equal to port ({number_or_name}), not {end}")
+            raise fail(end_at, f"must be greater than or equal to port ({number_or_name}), not {show(end)}")
         if end > 65535:
-            raise fail(end_at, f"must be between 1 and 65535, inclusive, not {end}")
+            raise fail(end_at, f"must be between 1 and 65535, inclusive, not {show(end)}")
     return PortSpec(protocol, number_or_name, None if end == number_or_name else end)
 
 

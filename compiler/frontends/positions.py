@@ -54,7 +54,8 @@ def show(value: object) -> str:
         cut = value if len(value) <= _SHOW_LIMIT else value[:_SHOW_LIMIT] + "..."
         return '"' + printable(cut.replace("\\", "\\\\").replace('"', '\\"')) + '"'
     if value is None or isinstance(value, bool | int | float):
-        return json.dumps(value)
+        text = json.dumps(value)  # a number may have thousands of digits
+        return text if len(text) <= _SHOW_LIMIT else text[:_SHOW_LIMIT] + "..."
     return printable(str(value))[:_SHOW_LIMIT]
 
 

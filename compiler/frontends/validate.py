@@ -133,14 +133,23 @@ _NAME_PART_RULE = (
 )
 
 
+def too_long(value: str, limit: int) -> str | None:
+    """The rule broken by a value over its length limit, said plainly."""
+    return f"too long: {len(value)} characters, at most {limit}" if len(value) > limit else None
+
+
 def dns_subdomain_problem(value: str) -> str | None:
-    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+    if (problem := too_long(value, 253)) is not None:
+        return problem
+    if not _DNS_SUBDOMAIN.fullmatch(value):
         return _SUBDOMAIN_RULE
     return None
 
 
 def dns_label_problem(value: str) -> str | None:
-    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
+    if (problem := too_long(value, 63)) is not None:
+        return problem
+    if not _DNS_LABEL.fullmatch(value):
         return _LABEL_RULE
     return None
 
@@ -153,25 +162,33 @@ def qualified_name_problem(value: str) -> str | None:
             return "must be 'name' or 'prefix/name', with at most one '/'"
         if not prefix:
             return "the prefix before '/' must not be empty"
-        if dns_subdomain_problem(prefix):
-            return f"the prefix {show(prefix)} {_SUBDOMAIN_RULE}"
+        if (problem := dns_subdomain_problem(prefix)) is not None:
+            return (
+                f"the prefix {show(prefix)} is {problem}"
+                if problem.startswith("too")
+                else f"the prefix {show(prefix)} {problem}"
+            )
     if not name:
         return "the name part must not be empty"
-    if len(name) > 63 or not _QUALIFIED_NAME.fullmatch(name):
+    if (problem := too_long(name, 63)) is not None:
+        return f"the name part is {problem}"
+    if not _QUALIFIED_NAME.fullmatch(name):
         return f"the name part must be {_NAME_PART_RULE}"
     return None
 
 
 def label_value_problem(value: str) -> str | None:
-    if value and (len(value) > 63 or not _QUALIFIED_NAME.fullmatch(value)):
+    if (problem := too_long(value, 63)) is not None:
+        return problem
+    if value and not _QUALIFIED_NAME.fullmatch(value):
         return f"must be empty or {_NAME_PART_RULE}"
     return None
 
 
 def port_name_problem(value: str) -> str | None:
     """IANA service name syntax (RFC 6335), as Kubernetes checks named ports."""
-    if len(value) > 15:
-        return "must be at most 15 characters"
+    if (problem := too_long(value, 15)) is not None:
+        return problem
     if not _PORT_NAME_CHARS.fullmatch(value):
         return "must contain only lowercase letters (a-z), digits (0-9) and hyphens (-)"
     if not any("a" <= c <= "z" for c in value):
@@ -207,8 +224,9 @@ def annotation_map(value: object, parts: FieldPath) -> dict[str, str]:
         check_name(
             key, (*parts, MapKey(key)), qualified_name_problem(key.lower()), "annotation key", at_key=True
         )
-    if sum(len(k) + len(v) for k, v in out.items()) > _TOTAL_ANNOTATION_SIZE:
-        raise fail(parts, f"total size must be at most {_TOTAL_ANNOTATION_SIZE} bytes")
+    size = sum(len(k) + len(v) for k, v in out.items())
+    if size > _TOTAL_ANNOTATION_SIZE:
+        raise fail(parts, f"too long: total size {size} bytes, at most {_TOTAL_ANNOTATION_SIZE}")
     return out
 
 
@@ -228,6 +246,16 @@ def cidr(value: object, parts: FieldPath) -> Network:
         return ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
         raise fail(parts, f"invalid CIDR {show(text)}: {exc}") from None
+
+
+def except_problem(excluded: Network, network: Network) -> str | None:
+    """Why ``excluded`` cannot be an ``except`` of the block ``network`` (the API server's rule), as
+    the words between the two in a message; None when it can."""
+    if excluded.version != network.version:
+        return "is not in the IP family of"
+    if not (excluded.subnet_of(network) and excluded.prefixlen > network.prefixlen):  # type: ignore[arg-type]
+        return "must be a strict subset of"
+    return None
 
 
 # --- object metadata --------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
+from collections.abc import Hashable, Iterable
 
-from ..ir import IPBlock, Peer, PodPeer, PortSpec, Requirement, Rule, Selector, port_spans, subnet_of
+from ..ir import IPBlock, Network, Peer, PodPeer, PortSpec, Requirement, Rule, Selector, port_spans, subnet_of
 
 Span = tuple[int, int]
 
@@ -96,13 +97,90 @@ def peer_covers(big: Peer, small: Peer) -> bool:
     return False
 
 
+# --- finding covering peers without comparing every pair ------------------------------------
+#
+# A key scheme for long peer lists (10k ipBlocks in one rule): whenever ``peer_covers(big, small)``,
+# some key of ``peer_probes(small)`` is among ``peer_anchors(big)``, so only peers sharing a key
+# need comparing. A block is covered only by blocks whose CIDR holds it (at most 129 supernets);
+# a pod peer only by peers whose first ``In`` requirement (or, lacking one, first key) it
+# implies; a dead peer by anything.
+
+Key = Hashable
+_ANY = ("any",)
+
+
+def _chosen(peer: PodPeer) -> tuple[str, Requirement] | None:
+    for side, selector in (("pods", peer.pods), ("namespaces", peer.namespaces)):
+        for req in selector.requirements:
+            if req.op == "In":
+                return side, req
+    for side, selector in (("pods", peer.pods), ("namespaces", peer.namespaces)):
+        if selector.requirements:
+            return side, selector.requirements[0]
+    return None
+
+
+def _block_key(cidr: Network, bits: int) -> Key:
+    """The supernet of ``cidr`` with prefix length ``bits``, as a cheap key."""
+    return ("block", cidr.version, bits, int(cidr.network_address) >> (cidr.max_prefixlen - bits))
+
+
+def peer_anchors(peer: Peer) -> list[Key]:
+    """Keys under which ``peer`` is found as a possible cover of others."""
+    if isinstance(peer, IPBlock):
+        return [_ANY, _block_key(peer.cidr, peer.cidr.prefixlen)]
+    chosen = _chosen(peer)
+    if chosen is None:
+        return [_ANY, ("pods-all",)]
+    side, req = chosen
+    if req.op == "In":
+        return [_ANY, *((side, req.key, "=", value) for value in req.values)]
+    return [_ANY, (side, req.key)]
+
+
+def peer_probes(peer: Peer) -> list[Key]:
+    """Keys to look up for the peers that may cover ``peer``."""
+    if peer_dead(peer):
+        return [_ANY]
+    if isinstance(peer, IPBlock):
+        return [_block_key(peer.cidr, bits) for bits in range(peer.cidr.prefixlen + 1)]
+    keys: list[Key] = [("pods-all",)]
+    for side, selector in (("pods", peer.pods), ("namespaces", peer.namespaces)):
+        for req in selector.requirements:
+            keys.append((side, req.key))
+            if req.op == "In":
+                keys.append((side, req.key, "=", req.values[0]))
+    return keys
+
+
+class _Covers:
+    """Peers by anchor key, answering "does one of them cover this peer?" without a full scan."""
+
+    def __init__(self, peers: Iterable[Peer]) -> None:
+        self._by_anchor: dict[Key, list[Peer]] = defaultdict(list)
+        for peer in peers:
+            for key in peer_anchors(peer):
+                self._by_anchor[key].append(peer)
+
+    def cover(self, small: Peer) -> bool:
+        return any(peer_covers(b, small) for key in peer_probes(small) for b in self._by_anchor.get(key, ()))
+
+
+@functools.lru_cache(maxsize=64)
+def _covers(peers: tuple[Peer, ...]) -> _Covers:
+    return _Covers(peers)
+
+
 def peers_cover(big: tuple[Peer, ...] | None, small: tuple[Peer, ...] | None) -> bool:
     """``None`` is every address; a tuple is the union of its peers."""
     if big is None:
         return True
     if small is None:
         return False
-    return all(any(peer_covers(b, s) for b in big) for s in small)
+    if len(big) * len(small) <= 256:
+        return all(any(peer_covers(b, s) for b in big) for s in small)
+    index = _covers(big)
+    return all(index.cover(s) for s in small)
 
 
 def _spec_covered(spec: PortSpec, by: tuple[PortSpec, ...]) -> bool:

@@ -15,32 +15,51 @@ Rule lists only shrink; whether a policy isolates a direction never changes here
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
 from ..ir import DIRECTIONS, Direction, Peer, Policy, Program, Rule
-from .cover import peer_covers, rule_covers, selector_implies
+from .cover import peer_anchors, peer_covers, peer_probes, rule_covers, selector_implies
 from .rewrite import with_rules
 
 T = TypeVar("T")
 
 
-def keep_maximal(items: Sequence[T], covers: Callable[[T, T], bool]) -> list[T]:
+def keep_maximal(
+    items: Sequence[T],
+    covers: Callable[[T, T], bool],
+    anchors: Callable[[T], Iterable[Hashable]] = lambda _: (None,),
+    probes: Callable[[T], Iterable[Hashable]] = lambda _: (None,),
+) -> list[T]:
     """Items no kept item covers, in first-seen order; for each dropped item a kept one covers it
-    (``covers`` must be transitive in meaning, as set inclusion is)."""
-    kept: list[T] = []
-    for item in items:
-        if any(covers(k, item) for k in kept):
+    (``covers`` must be transitive in meaning, as set inclusion is).
+
+    Only items sharing a key are compared: whenever ``covers(a, b)``, some key of ``probes(b)``
+    must be among ``anchors(a)`` (the defaults, one key for all, compare every pair).
+    """
+    kept: dict[int, T] = {}
+    by_anchor: dict[Hashable, list[int]] = defaultdict(list)
+    by_probe: dict[Hashable, list[int]] = defaultdict(list)
+    for n, item in enumerate(items):
+        item_probes, item_anchors = list(probes(item)), list(anchors(item))
+        if any(k in kept and covers(kept[k], item) for key in item_probes for k in by_anchor.get(key, ())):
             continue
-        kept = [k for k in kept if not covers(item, k)]
-        kept.append(item)
-    return kept
+        for key in item_anchors:
+            for k in by_probe.get(key, ()):
+                if k in kept and covers(item, kept[k]):
+                    del kept[k]
+        kept[n] = item
+        for key in item_anchors:
+            by_anchor[key].append(n)
+        for key in item_probes:
+            by_probe[key].append(n)
+    return list(kept.values())
 
 
 def _without_shadowed_peers(rule: Rule) -> Rule:
     if rule.peers is None or len(rule.peers) < 2:
         return rule
-    peers: list[Peer] = keep_maximal(rule.peers, peer_covers)
+    peers: list[Peer] = keep_maximal(rule.peers, peer_covers, peer_anchors, peer_probes)
     return rule if len(peers) == len(rule.peers) else Rule(peers, rule.ports)
 
 

@@ -1,0 +1,158 @@
+"""Failing restores and rollbacks, with a stand-in command runner: no root, every path reachable.
+
+The stand-in answers like the tools do (``ipset list -t`` blocks, ``iptables-save`` text, ``Error
+in line N`` from ``ipset restore``) and fails the commands a scenario names.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from npc import lock
+from npc.backends.base import DEFAULT_MARK, Ran
+from npc.backends.iptables import load as apply
+from npc.backends.iptables.render import SET_TYPES
+from npc.errors import ApplyError, MixedStateError
+from npc.inventory import Inventory, Namespace, Pod
+from npc.ir import PodPeer, Policy, Program, Requirement, Rule, Selector
+from npc.pipeline import Compiled, compile_program
+
+IN_USE = "ipset v7.17: Error in line 1: Set cannot be destroyed: it is in use by a kernel component\n"
+Answer = Callable[[Sequence[str], str], "Ran | None"]
+
+
+class StandIn:
+    """Records every command; ``answer`` may return a result, else the tool 'succeeds'."""
+
+    def __init__(self, answer: Answer, sets: str = "") -> None:
+        self.calls: list[tuple[tuple[str, ...], str]] = []
+        self.answer = answer
+        self.sets = sets
+
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
+        self.calls.append((tuple(argv), stdin))
+        found = self.answer(argv, stdin)
+        if found is not None:
+            return found
+        if list(argv[:3]) == ["ipset", "list", "-t"]:
+            return Ran(0, self.sets)
+        return Ran(0, "*filter\nCOMMIT\n" if "save" in argv[0] else "")
+
+    def which(self, program: str) -> bool:
+        return program == "ipset" or "-legacy-" in program
+
+    def commands(self) -> list[str]:
+        return [
+            " ".join(argv) + (" <<" + stdin.strip().replace("\n", "; ") if "ipset" in argv else "")
+            for argv, stdin in self.calls
+        ]
+
+
+def fail(stderr: str) -> Ran:
+    return Ran(1, "", stderr)
+
+
+@pytest.fixture
+def compiled() -> Compiled:
+    db = Selector((Requirement("role", "In", ("db",)),))
+    policy = Policy("default", "p", db, ingress=(Rule([PodPeer(Selector(), Selector())]),), egress=None)
+    pods = (
+        Pod(
+            "default",
+            "a",
+            {"role": "db"},
+            (ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("fd00::1")),
+        ),
+    )
+    return compile_program(Program((policy,)), Inventory((Namespace("default", {}),), pods))
+
+
+def run_apply(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stand_in: StandIn, compiled: Compiled) -> None:
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
+    apply.apply_iptables(compiled.lowered, compiled.members, DEFAULT_MARK, apply._tools("legacy"), stand_in)
+
+
+def existing_sets(compiled: Compiled) -> str:
+    """``ipset list -t`` output in which every set of the program already exists, with its right type."""
+    blocks = []
+    for spec in apply.all_sets(compiled.lowered):
+        family = "inet6" if spec.family == 6 else "inet"
+        blocks.append(
+            f"Name: {spec.name}\nType: {SET_TYPES[spec.kind]}\nHeader: family {family} hashsize 1024\n"
+            "References: 1\n"
+        )
+    return "\n".join(blocks)
+
+
+def test_ipv6_failure_with_a_failing_ipv4_rollback_is_a_mixed_state(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
+) -> None:
+    restores: list[str] = []
+
+    def answer(argv: Sequence[str], stdin: str) -> Ran | None:
+        if argv[0].endswith("-restore"):
+            restores.append(argv[0])
+            if argv[0].startswith("ip6tables") or len(restores) > 1:  # v6 refused, then the v4 undo too
+                return fail("iptables-restore: line 3 failed\n")
+        return None
+
+    with pytest.raises(MixedStateError) as info:
+        run_apply(monkeypatch, tmp_path, StandIn(answer), compiled)
+    assert info.value.exit_code == 4
+    assert "MIXED" in str(info.value) and "putting the IPv4 rules back" in str(info.value)
+    assert "Run npc apply again" in str(info.value)
+
+
+def test_ipv6_failure_with_a_good_rollback_keeps_the_previous_state(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
+) -> None:
+    stand_in = StandIn(
+        lambda argv, stdin: fail("line 3 failed\n") if argv[0] == "ip6tables-legacy-restore" else None
+    )
+    with pytest.raises(ApplyError) as info:
+        run_apply(monkeypatch, tmp_path, stand_in, compiled)
+    assert info.value.exit_code == 3 and "previous state stays" in str(info.value)
+    restored = [argv[0] for argv, _ in stand_in.calls if argv[0].endswith("-restore")]
+    assert restored == ["iptables-legacy-restore", "ip6tables-legacy-restore", "iptables-legacy-restore"]
+    assert any(argv[:2] == ("ipset", "restore") and "destroy npc-" in stdin for argv, stdin in stand_in.calls)
+
+
+def test_a_set_held_for_a_moment_is_retried_from_the_line_it_hit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
+) -> None:
+    refusals = [IN_USE.replace("line 1", "line 2"), IN_USE]
+
+    def answer(argv: Sequence[str], stdin: str) -> Ran | None:
+        if list(argv) == ["ipset", "restore"] and stdin.startswith("swap") and refusals:
+            return fail(refusals.pop(0))
+        return None
+
+    stand_in = StandIn(answer, existing_sets(compiled))
+    run_apply(monkeypatch, tmp_path, stand_in, compiled)
+    swaps = [stdin for argv, stdin in stand_in.calls if stdin.startswith("swap")]
+    assert len(swaps) == 3
+    assert swaps[1] == "".join(swaps[0].splitlines(keepends=True)[1:])  # resumed at the refused line
+    assert swaps[2] == swaps[1]
+
+
+def test_a_lasting_swap_refusal_swaps_back_and_exits_3(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
+) -> None:
+    def answer(argv: Sequence[str], stdin: str) -> Ran | None:
+        if list(argv) == ["ipset", "restore"] and stdin.startswith("swap") and stdin.count("swap") > 1:
+            return fail(
+                "ipset v7.17: Error in line 2: The sets cannot be swapped: their type does not match\n"
+            )
+        return None
+
+    stand_in = StandIn(answer, existing_sets(compiled))
+    with pytest.raises(ApplyError) as info:
+        run_apply(monkeypatch, tmp_path, stand_in, compiled)
+    assert info.value.exit_code == 3 and "refused to swap" in str(info.value)
+    swaps = [stdin for argv, stdin in stand_in.calls if stdin.startswith("swap")]
+    assert swaps[-1] == swaps[0].splitlines(keepends=True)[0]  # the one done is swapped back
+    restored = [argv[0] for argv, _ in stand_in.calls if argv[0].endswith("-restore")]
+    assert restored[-2:] == ["iptables-legacy-restore", "ip6tables-legacy-restore"]  # rules put back

@@ -1,0 +1,241 @@
+"""`npc apply` next to others and across faults, on a real kernel in a throw-away namespace.
+
+A foreign jump into npc's chain, concurrent applies, a wrong-typed set of npc's name, sets that
+merely look like npc's temporaries, a switch of backend, ``npc reset``, and applies killed at
+random moments: each must end in a state npc promises (exit 0 and the new state, or exit 3 and
+the previous one), and the next apply must always repair.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kernel.netns import INVENTORY, Netns, fresh_netns, policy
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def netns(tmp_path: Path) -> Iterator[Netns]:
+    with fresh_netns("npc-harden", tmp_path) as ns:
+        yield ns
+
+
+def write_inputs(folder: Path, *policies: dict[str, object]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, doc in enumerate(policies):
+        (folder / f"{i}.json").write_text(json.dumps(doc))
+    (folder.parent / "inventory.json").write_text(json.dumps(INVENTORY))
+    return folder
+
+
+def npc(netns: Netns, *args: str) -> subprocess.CompletedProcess[str]:
+    done = netns.run(sys.executable, "-m", "npc", *args, check=False)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def start(netns: Netns, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", netns.name, sys.executable, "-m", "npc", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def state(netns: Netns, nft: bool = False) -> list[str]:
+    """The namespace's tables and sets, as sorted lines (a hash set lists its members in any order)."""
+    text = netns.state() + "\n" + (netns.run("nft", "list", "ruleset").stdout if nft else "")
+    return sorted(text.splitlines())
+
+
+def sets(netns: Netns) -> list[str]:
+    return netns.run("ipset", "list", "-n").stdout.split()
+
+
+def forward_chain(netns: Netns) -> str:
+    found = re.search(r"^:(NPC-\w+-FORWARD)", netns.run("iptables-save", "-t", "filter").stdout, re.M)
+    assert found
+    return found.group(1)
+
+
+def test_a_foreign_jump_to_npcs_chain_is_not_npcs(netns: Netns) -> None:
+    assert netns.npc_apply(policy("a")).returncode == 0
+    chain = forward_chain(netns)
+    netns.run("iptables", "-A", "FORWARD", "-i", "eth9", "-j", chain)
+    result = netns.npc_apply(policy("a"))
+    assert result.returncode == 0, result.stderr
+    forward = [
+        line
+        for line in netns.run("iptables-save", "-t", "filter").stdout.splitlines()
+        if "-A FORWARD" in line
+    ]
+    assert f"-A FORWARD -i eth9 -j {chain}" in forward  # theirs stays
+    assert (
+        sum(1 for line in forward if line.endswith(f"-j {chain}") and "npc network" in line) == 1
+    )  # ours too
+
+
+def test_a_held_lock_makes_apply_wait_then_give_up_cleanly(netns: Netns) -> None:
+    holder = subprocess.Popen(
+        [
+            "ip", "netns", "exec", netns.name, sys.executable, "-c",
+            "import sys, time; from npc.lock import netns_lock\n"
+            "with netns_lock():\n    print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        result = netns.npc_apply(policy("a"), extra=("--wait", "1"))
+        assert result.returncode == 3, result.stderr
+        assert "lock" in result.stderr and "waiting 1 s" in result.stderr
+        assert time.monotonic() - started < 20
+        assert "NPC-" not in netns.state()
+    finally:
+        holder.kill()
+        holder.wait()
+    with fresh_netns("npc-harden-other", netns.tmp) as other:  # another namespace is never blocked
+        assert other.npc_apply(policy("a"), extra=("--wait", "0")).returncode == 0
+
+
+def test_concurrent_applies_end_in_one_of_the_inputs(netns: Netns) -> None:
+    inputs = [
+        write_inputs(netns.tmp / "x" / "p", policy("a")),
+        write_inputs(netns.tmp / "y" / "p", policy("b", 80, "frontend"), policy("c", "redis")),
+    ]
+    alone = []
+    for folder in inputs:
+        assert (
+            npc(netns, "apply", str(folder), "--inventory", str(folder.parent / "inventory.json")).returncode
+            == 0
+        )
+        alone.append(state(netns))
+    for _ in range(6):
+        runs = [
+            start(netns, "apply", str(f), "--inventory", str(f.parent / "inventory.json")) for f in inputs
+        ]
+        for run in runs:
+            _, err = run.communicate(timeout=120)
+            assert run.returncode == 0, err
+        assert state(netns) in alone
+        assert not [s for s in sets(netns) if s.startswith("npt-")]
+
+
+def test_a_wrong_typed_set_of_npcs_name_is_repaired_or_refused(netns: Netns) -> None:
+    out = netns.tmp / "out"
+    folder = write_inputs(netns.tmp / "p", policy("a"))
+    assert (
+        npc(
+            netns, "compile", str(folder), "--inventory", str(netns.tmp / "inventory.json"), "-o", str(out)
+        ).returncode
+        == 0
+    )
+    name = re.search(r"^create (npc-\S+) hash:ip family inet ", (out / "ipsets").read_text(), re.M)
+    assert name
+    netns.run("ipset", "create", name.group(1), "hash:net", "family", "inet")
+    netns.run("ipset", "add", name.group(1), "0.0.0.0/1")
+    netns.run("ipset", "add", name.group(1), "128.0.0.0/1")  # would match every address
+    result = netns.npc_apply(policy("a"))
+    assert result.returncode == 0, result.stderr
+    listing = netns.run("ipset", "list", name.group(1)).stdout
+    assert "Type: hash:ip" in listing and "128.0.0.0" not in listing
+    assert netns.npc_apply(policy("a")).returncode == 0
+
+
+def test_a_concurrent_ipset_listing_never_leaves_old_members(netns: Netns) -> None:
+    """``ipset list`` holds a set for a moment: a swap or destroy then fails with "in use by a kernel
+    component" and must be retried, not skipped."""
+    lister = subprocess.Popen(
+        ["ip", "netns", "exec", netns.name, "sh", "-c", "while :; do ipset list >/dev/null 2>&1; done"]
+    )
+    try:
+        for round_ in range(8):
+            selector = "db" if round_ % 2 else "frontend"
+            result = netns.npc_apply(policy("a", 6379, selector))
+            assert result.returncode in (0, 3), result.stderr
+            if result.returncode == 0:
+                assert "swap failed" not in result.stderr
+    finally:
+        lister.kill()
+        lister.wait()
+    assert netns.npc_apply(policy("a")).returncode == 0
+    assert not [s for s in sets(netns) if s.startswith("npt-")]
+
+
+def test_sets_that_look_like_npcs_temporaries_are_not_touched(netns: Netns) -> None:
+    assert netns.npc_apply(policy("a")).returncode == 0
+    tag = forward_chain(netns).split("-")[1]
+    for name in (f"npt-{tag}-theirs", f"npt-{tag}-s4-0000000000", "npt-other"):
+        netns.run("ipset", "create", name, "hash:ip")
+    assert netns.npc_apply(policy("b", 80)).returncode == 0
+    assert netns.npc_apply(policy("a")).returncode == 0
+    assert {f"npt-{tag}-theirs", f"npt-{tag}-s4-0000000000", "npt-other"} <= set(sets(netns))
+
+
+def test_switching_backend_is_refused_until_reset(netns: Netns) -> None:
+    assert netns.npc_apply(policy("a")).returncode == 0
+    switched = netns.npc_apply(policy("a"), extra=("--backend", "nftables"))
+    assert switched.returncode == 3 and "npc reset" in switched.stderr, switched.stderr
+    assert "table inet npc" not in netns.run("nft", "list", "ruleset").stdout
+    reset = npc(netns, "reset", "--backend", "iptables", "--all")
+    assert reset.returncode == 0, reset.stderr
+    assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith(("npc-", "npt-"))]
+    assert netns.npc_apply(policy("a"), extra=("--backend", "nftables")).returncode == 0
+    back = netns.npc_apply(policy("a"))
+    assert back.returncode == 3 and "npc reset" in back.stderr
+    assert npc(netns, "reset", "--backend", "nftables", "--all").returncode == 0
+    assert "table inet npc" not in netns.run("nft", "list", "ruleset").stdout
+
+
+def test_a_flavour_switch_is_refused_until_reset(netns: Netns) -> None:
+    assert netns.npc_apply(policy("a"), extra=("--iptables", "legacy")).returncode == 0
+    switched = netns.npc_apply(policy("a"), extra=("--iptables", "nft"))
+    assert switched.returncode == 3 and "npc reset" in switched.stderr, switched.stderr
+    assert npc(netns, "reset", "--all").returncode == 0
+    assert netns.npc_apply(policy("a"), extra=("--iptables", "nft")).returncode == 0
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_killed_at_random_moments_the_next_apply_repairs(netns: Netns, backend: str) -> None:
+    rng = random.Random(7)
+    variants = [
+        write_inputs(netns.tmp / f"v{i}" / "p", *docs)
+        for i, docs in enumerate([[policy("a")], [policy("b", 80, "frontend"), policy("c", "redis")]])
+    ]
+
+    def apply_args(folder: Path) -> tuple[str, ...]:
+        return (
+            "apply",
+            str(folder),
+            "--inventory",
+            str(folder.parent / "inventory.json"),
+            "--backend",
+            backend,
+        )
+
+    clean = []
+    for folder in variants:
+        assert npc(netns, *apply_args(folder)).returncode == 0
+        clean.append(state(netns, nft=True))
+    for round_ in range(12):
+        args = apply_args(variants[round_ % 2])
+        run = start(netns, *args)
+        time.sleep(rng.uniform(0.05, 0.6))
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        repaired = npc(netns, *args)
+        assert repaired.returncode == 0, repaired.stderr
+        assert state(netns, nft=True) == clean[round_ % 2]

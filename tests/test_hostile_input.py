@@ -1,0 +1,312 @@
+"""Hostile input, one case per class: a clean located error (or a note), never a traceback, bounded work.
+
+Each case runs the real command in a subprocess, so a traceback, a hang (the timeout) or an
+exit code other than the promised one fails it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from npc.inventory import build_inventory
+
+POLICY = """\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: default}
+spec:
+  podSelector: {}
+  ingress:
+  - ports:
+    - port: PORT
+"""
+OK = POLICY.replace("PORT", "80")
+
+
+def pods(*objects: dict[str, object]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}, indent=1)
+
+
+def pod(ip: object = "10.0.0.1", port: object = 8080, labels: object = None) -> dict[str, object]:
+    return {
+        "kind": "Pod",
+        "metadata": {"name": "a", "namespace": "default", "labels": labels or {"app": "a"}},
+        "spec": {"containers": [{"ports": [{"name": "http", "containerPort": port}]}]},
+        "status": {"podIPs": [{"ip": ip}]},
+    }
+
+
+def namespace(annotation: str) -> dict[str, object]:
+    return {
+        "kind": "Namespace",
+        "metadata": {"name": "default", "annotations": {"net.beta.kubernetes.io/network-policy": annotation}},
+    }
+
+
+DEEP = 100_000
+ALIASES = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+)
+DOUBLING = "s0 = app == 'a'\np0 = { 80 }\n" + "".join(
+    f"s{i + 1} = $s{i} && $s{i}\np{i + 1} = {{ $p{i}, $p{i} }}\n" for i in range(60)
+)
+DOUBLING += "policy default/p { select $s60 allow ingress on tcp port $p60 }\n"
+MANY_PEERS = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "p"},
+    "spec": {
+        "ingress": [
+            {
+                "from": [{"ipBlock": {"cidr": f"10.{i // 256}.{i % 256}.0/24"}} for i in range(5000)]
+                + [{"podSelector": {"matchLabels": {"app": f"a{i}"}}} for i in range(5000)]
+            }
+        ]
+    },
+}
+
+# (id, files, args, exit code, what stderr must say); "{d}" in args is the case folder
+CASES: list[tuple[str, dict[str, str | bytes], list[str], int, list[str]]] = [
+    # no traceback: nesting, numbers, tags, timestamps, shapes
+    ("deep-json", {"p.json": "[" * DEEP + "]" * DEEP}, ["{d}/p.json"], 1, ["p.json", "nested too deeply"]),
+    ("deep-yaml", {"p.yaml": "a: " + "[" * DEEP + "]" * DEEP}, ["{d}/p.yaml"], 1, ["p.yaml:1:", "nesting"]),
+    (
+        "deep-inventory",
+        {"p.yaml": OK, "inv.json": "[" * DEEP + "]" * DEEP},
+        ["{d}/p.yaml", "--inventory", "{d}/inv.json"],
+        1,
+        ["inv.json", "nested too deeply"],
+    ),
+    (
+        "huge-int-yaml",
+        {"p.yaml": POLICY.replace("PORT", "9" * 5000)},
+        ["{d}/p.yaml"],
+        1,
+        ["p.yaml:8:13", "digits"],
+    ),
+    (
+        "huge-int-json",
+        {"p.json": json.dumps({"kind": "ConfigMap", "data": 1}).replace("1}", "9" * 5000 + "}")},
+        ["{d}/p.json"],
+        1,
+        ["p.json:1:", "digits"],
+    ),
+    (
+        "huge-int-dsl",
+        {"p.npc": "policy default/p { select all allow ingress on tcp port " + "9" * 5000 + " }\n"},
+        ["{d}/p.npc"],
+        1,
+        ["p.npc:1:", "out of range"],
+    ),
+    (
+        "bad-int-tag",
+        {"c.yaml": 'kind: ConfigMap\ndata:\n  a: !!int "abc"\n'},
+        ["{d}"],
+        1,
+        ["c.yaml:3:6", "!!int"],
+    ),
+    (
+        "bad-bool-tag",
+        {"c.yaml": "kind: ConfigMap\ndata: {a: !!bool maybe}\n"},
+        ["{d}"],
+        1,
+        ["c.yaml:2:11", "!!bool"],
+    ),
+    (
+        "set-tag-on-list",
+        {"c.yaml": "kind: ConfigMap\ndata: !!set [1]\n"},
+        ["{d}"],
+        1,
+        ["c.yaml:2:7", "mapping"],
+    ),
+    (
+        "bad-date-elsewhere",
+        {"c.yaml": "kind: ConfigMap\ndata:\n  a: 2024-13-45\n", "p.yaml": OK},
+        ["{d}"],
+        0,
+        [],
+    ),
+    (
+        "inventory-shape",
+        {"p.yaml": OK, "inv.json": pods({**pod(), "status": {"podIPs": 5}})},
+        ["{d}/p.yaml", "--inventory", "{d}/inv.json"],
+        1,
+        ["inv.json:", "items[0].status.podIPs: must be a list"],
+    ),
+    # bounded work
+    ("alias-bomb", {"p.yaml": ALIASES}, ["{d}/p.yaml"], 1, ["aliases", "expand"]),
+    ("doubling-macros", {"p.npc": DOUBLING}, ["{d}/p.npc"], 0, []),
+    ("many-peers", {"p.json": json.dumps(MANY_PEERS)}, ["{d}/p.json"], 0, []),
+    ("fifo-in-folder", {"p.yaml": OK, "f.yaml": "FIFO"}, ["{d}"], 0, ["skipped", "f.yaml", "FIFO"]),
+    (
+        "device-named",
+        {"p.yaml": OK},
+        ["{d}/p.yaml", "/dev/zero"],
+        0,
+        ["skipped /dev/zero", "character device"],
+    ),
+    # inventory values
+    *(
+        (
+            f"inventory-value-{name}",
+            {"p.yaml": OK, "inv.json": pods(value)},
+            ["{d}/p.yaml", "--inventory", "{d}/inv.json"],
+            1,
+            ["inv.json:", field, rule],
+        )
+        for name, value, field, rule in [
+            ("port-70000", pod(port=70000), "containerPort", "between 1 and 65535"),
+            ("port-0", pod(port=0), "containerPort", "between 1 and 65535"),
+            ("port-negative", pod(port=-5), "containerPort", "between 1 and 65535"),
+            ("zone", pod(ip="fe80::1%eth0"), "items[0].status.podIPs[0].ip", "zone"),
+            ("unspecified", pod(ip="0.0.0.0"), "items[0].status.podIPs[0].ip", "unspecified"),
+            ("label-number", pod(labels={"app": 5}), "items[0].metadata.labels[app]", "must be a string"),
+        ]
+    ),
+    # say where
+    (
+        "annotation-in-inventory",
+        {"p.yaml": OK, "inv.json": pods(namespace("{bad"))},
+        ["{d}/p.yaml", "--inventory", "{d}/inv.json"],
+        1,
+        ["inv.json:", "metadata.annotations[net.beta.kubernetes.io/network-policy]", "not valid JSON"],
+    ),
+    (
+        "kind-case-typo",
+        {"p.yaml": OK.replace("kind: NetworkPolicy", "kind: networkpolicy")},
+        ["{d}/p.yaml"],
+        1,
+        ["p.yaml:2:7", "did you mean NetworkPolicy"],
+    ),
+    (
+        "too-long",
+        {"p.yaml": OK.replace("name: p,", f"name: {'a' * 300},")},
+        ["{d}/p.yaml"],
+        1,
+        ["metadata.name", "too long: 300 characters, at most 253"],
+    ),
+    (
+        "base-60-port",
+        {"p.yaml": POLICY.replace("PORT", "1:20")},
+        ["{d}/p.yaml"],
+        1,
+        ["p.yaml:8:13", '"1:20"'],
+    ),
+]
+
+
+def _make(folder: Path, files: dict[str, str | bytes]) -> None:
+    for name, content in files.items():
+        if content == "FIFO":
+            os.mkfifo(folder / name)
+        elif isinstance(content, bytes):
+            (folder / name).write_bytes(content)
+        else:
+            (folder / name).write_text(content)
+
+
+def run(*args: str, stdin: int | bytes | None = b"", **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    if isinstance(stdin, bytes):
+        kwargs["input"] = stdin
+    else:
+        kwargs["stdin"] = stdin
+    done = subprocess.run([sys.executable, "-m", "npc", *args], stderr=subprocess.PIPE, timeout=120, **kwargs)
+    out = subprocess.CompletedProcess(
+        done.args, done.returncode, (done.stdout or b"").decode(), done.stderr.decode()
+    )
+    assert "Traceback" not in out.stderr, out.stderr
+    return out
+
+
+@pytest.mark.parametrize(("files", "args", "code", "says"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_hostile_input(
+    tmp_path: Path, files: dict[str, str | bytes], args: list[str], code: int, says: list[str]
+) -> None:
+    _make(tmp_path, files)
+    started = time.monotonic()
+    result = run("compile", *(a.format(d=tmp_path) for a in args), "-o", str(tmp_path / "out"))
+    assert result.returncode == code, result.stderr[-2000:]
+    for text in says:
+        assert text in result.stderr, result.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    if code:
+        assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_stdin_closed_or_not_utf8() -> None:
+    closed = run("compile", "-", stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(0))
+    assert closed.returncode == 1 and "stdin is closed" in closed.stderr
+    binary = run("compile", "-", stdin=b"\xff\xfe\x00")
+    assert binary.returncode == 1 and "<stdin>: error: not valid UTF-8" in binary.stderr
+
+
+def test_inventory_from_stdin_and_bom_everywhere(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text("\ufeff" + OK)
+    inventory = "\ufeff" + pods(pod())
+    result = run("compile", str(tmp_path / "p.yaml"), "--inventory", "-", stdin=inventory.encode())
+    assert result.returncode == 0, result.stderr
+    assert "10.0.0.1" in result.stdout
+    both = run("compile", "-", "--inventory", "-", stdin=OK.encode())
+    assert both.returncode == 2 and "stdin" in both.stderr
+
+
+def _no_file_writes() -> None:
+    """A full disk: any write to a file fails with EFBIG instead of killing the process."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+
+def test_output_failures_are_clean_and_leave_no_temporaries(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(OK)
+    policy = str(tmp_path / "p.yaml")
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "out"
+    assert run("compile", policy, "-o", str(out)).returncode == 0
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    full = run("compile", policy, "--backend", "nftables", "-o", str(out), preexec_fn=_no_file_writes)
+    assert full.returncode == 3 and "cannot write" in full.stderr, full.stderr
+    assert {p.name: p.read_text() for p in out.iterdir()} == before  # old artefacts, all of them
+    for target in ("file", "n" * 300, "file/sub"):
+        failed = run("compile", policy, "-o", str(tmp_path / target))
+        assert failed.returncode == 3 and "cannot write" in failed.stderr, failed.stderr
+    for target in ("/", str(tmp_path)):
+        failed = run("convert", "--to", "dsl", policy, "-o", target)
+        assert failed.returncode == 3 and "is a directory" in failed.stderr, failed.stderr
+    (tmp_path / "q.npc").write_text("policy default/q {   select all isolate ingress }\n")
+    unwritable = run("fmt", str(tmp_path / "q.npc"), preexec_fn=_no_file_writes)
+    assert unwritable.returncode == 3 and "cannot write" in unwritable.stderr, unwritable.stderr
+    with open("/dev/full", "wb") as full_stdout:
+        to_full = run("compile", policy, stdout=full_stdout)
+    assert to_full.returncode == 3 and "cannot write output" in to_full.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "out", "p.yaml", "q.npc"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+def test_fmt_check_on_yaml_says_it_formats_npc_only(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(OK)
+    result = run("fmt", "--check", str(tmp_path / "p.yaml"))
+    assert result.returncode == 2 and ".npc" in result.stderr
+
+
+def test_apply_skips_one_bad_pod_with_a_warning_and_keeps_the_others() -> None:
+    good = {**pod(ip="10.0.0.2"), "metadata": {"name": "b", "namespace": "default"}}
+    docs = json.loads(pods(pod(ip="fe80::1%eth0"), good, namespace("{bad")))
+    inventory = build_inventory([docs], lenient=True)
+    assert [p.name for p in inventory.pods] == ["b"]
+    assert any("items[0].status.podIPs[0].ip" in w and "zone" in w for w in inventory.warnings)
+    assert any("network-policy" in w and "ignored" in w for w in inventory.warnings)
+
+
+def test_label_value_null_is_empty_not_none() -> None:
+    docs = json.loads(pods(pod(labels={"app": None})))
+    assert build_inventory([docs]).pods[0].labels == {"app": ""}
