@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, collector
+from .agent.command import add_parser as add_agent_parser
+from .agent.command import run as run_agent
 from .convert import TARGETS, convert, fmt
 from .errors import NpcError, UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compile_args(apply)
     apply.add_argument("--iptables", choices=("legacy", "nft"), help="force the iptables flavour")
     _add_language_commands(sub)
+    add_agent_parser(sub)
     return parser
 
 
@@ -309,7 +312,7 @@ def _notes(notes: Sequence[str], level: str = "note") -> None:
         print(f"npc: {level}: {note}", file=sys.stderr)
 
 
-COMMANDS = {"compile": _compile, "apply": _apply, "convert": _convert, "fmt": _fmt}
+COMMANDS = {"compile": _compile, "apply": _apply, "convert": _convert, "fmt": _fmt, "agent": run_agent}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

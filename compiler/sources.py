@@ -12,7 +12,7 @@ import functools
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import attrs
@@ -81,9 +81,19 @@ class _Origin:
 
 def read_policy_sources(paths: Sequence[str], stdin: TextIO | None = None) -> Loaded:
     """Read every path (file, directory searched recursively in sorted order, or ``-``)."""
+    return _load(_sources(paths, stdin))
+
+
+def read_policy_texts(texts: Iterable[tuple[str, str]]) -> Loaded:
+    """Like ``read_policy_sources`` for ``(name, text)`` pairs held in memory (objects from the API,
+    each written out as JSON, so that an error still has a line, column and field path)."""
+    return _load(_Source(name, text, hashlib.sha256(text.encode()).hexdigest()) for name, text in texts)
+
+
+def _load(sources: Iterable[_Source]) -> Loaded:
     reader = _Reader()
     files = []
-    for source in _sources(paths, stdin):
+    for source in sources:
         reader.read(source)
         files.append((source.name, source.sha256))
     return Loaded(tuple(reader.policies), tuple(reader.namespaces), reader.notes(), tuple(files))

@@ -1,0 +1,153 @@
+"""``npc agent``: its arguments, and wiring inputs, engine, dataplane and endpoint together.
+
+Runs in the foreground until SIGTERM or SIGINT, then returns 0 within 2 s leaving the rules in
+force: a restarting agent must never open the node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from types import FrameType
+
+from ..errors import UsageError
+from ..frontends.k8s import MULTI_NETWORK_POLICY, NETWORK_POLICY
+from ..lower import DEFAULT_MARK, DEFAULT_NETWORK
+from ..network_file import read_networks_file
+from ..networks import IP_SOURCE_HELP, NetworkSpec, network_spec
+from ..pipeline import BACKENDS
+from .dataplane import dataplane
+from .engine import Engine
+from .inputs import ApiInventory, ApiPolicies, FileInventory, FilePolicies, FileWatcher, InventoryInput
+from .kube import MULTI_NETWORK_POLICIES, NAMESPACES, NETWORK_POLICIES, PODS, Cache, Watcher, api_client
+from .observe import Health, Metrics, serve, setup_logging
+
+log = logging.getLogger("npc.agent")
+STOP_GRACE = 1.5  # seconds an apply under way may take to finish after SIGTERM
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("agent", help="keep this node's kernel in step with policies and pods (foreground)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--policies", nargs="+", metavar="PATH", help="policy files or folders, watched (default: the API)"
+    )
+    source.add_argument("--artefacts", metavar="DIR", help="what npc compile -o DIR wrote (GitOps)")
+    p.add_argument("--inventory", metavar="FILE", help="kubectl get namespaces,pods -A -o json, watched")
+    p.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, else in-cluster")
+    p.add_argument("--backend", default="iptables", choices=BACKENDS)
+    p.add_argument("--iptables", choices=("legacy", "nft"), help="force the iptables flavour")
+    p.add_argument("--network", default=DEFAULT_NETWORK, help="network name (default: the primary network)")
+    p.add_argument("--ip-source", metavar="SRC", help=f"pods' addresses on --network: {IP_SOURCE_HELP}")
+    p.add_argument("--policy-kinds", metavar="KINDS", help="NetworkPolicy and/or MultiNetworkPolicy")
+    p.add_argument("--networks", metavar="FILE", help="every network of this file, in one process")
+    p.add_argument("--node", metavar="NAME", help="police only pods with spec.nodeName NAME")
+    p.add_argument(
+        "--listen", default="127.0.0.1:9469", metavar="HOST:PORT", help="/metrics /healthz /readyz"
+    )
+    p.add_argument("--debounce", type=_positive(int), default=100, metavar="MS", help="default 100")
+    p.add_argument("--resync", type=_positive(float), default=300.0, metavar="SECONDS", help="default 300")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--mark", type=lambda t: int(t, 0), default=DEFAULT_MARK, help=argparse.SUPPRESS)
+
+
+def _positive(kind: type[int] | type[float]) -> object:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        return value
+
+    return parse
+
+
+def _networks(args: argparse.Namespace) -> tuple[NetworkSpec, ...]:
+    if args.networks:
+        if args.network != DEFAULT_NETWORK or args.ip_source or args.policy_kinds:
+            raise UsageError(
+                "--networks lists every network: leave out --network, --ip-source, --policy-kinds"
+            )
+        return read_networks_file(args.networks)
+    try:
+        return (network_spec(args.network, args.ip_source, args.policy_kinds),)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    networks = _networks(args)
+    if args.iptables and args.backend != "iptables":
+        raise UsageError("--iptables applies to --backend iptables only")
+    setup_logging(args.log_format)
+    metrics, health = Metrics(), Health()
+    stop = threading.Event()
+    cache = Cache()
+    watched = []
+    if not args.policies and not args.artefacts:
+        kinds = {k for n in networks for k in n.policy_kinds}
+        watched += [NETWORK_POLICIES] if NETWORK_POLICY in kinds else []
+        watched += [MULTI_NETWORK_POLICIES] if MULTI_NETWORK_POLICY in kinds else []
+    if args.artefacts:
+        raise UsageError("--artefacts is not supported yet")
+    policies = FilePolicies(args.policies) if args.policies else ApiPolicies(cache, watched)
+    inventory: InventoryInput = FileInventory(args.inventory) if args.inventory else ApiInventory(cache)
+    if not args.inventory:
+        watched += [NAMESPACES, PODS]
+    engine = Engine(
+        policies,
+        inventory,
+        networks,
+        dataplane(args.backend, args.iptables),
+        node=args.node,
+        debounce=args.debounce / 1000,
+        resync=args.resync,
+        mark=args.mark,
+        metrics=metrics,
+        health=health,
+    )
+    try:
+        server = serve(args.listen, metrics, health)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--listen {args.listen}: {exc}") from None
+    watchers = []
+    if watched:
+        api = api_client(args.kubeconfig)
+
+        def restarted(resource: str, reason: str) -> None:
+            metrics.watch_restarts.labels(resource, reason).inc()
+
+        def changed(what: str, count: int) -> None:
+            engine.notify(what)
+
+        watchers = [Watcher(api, r, cache, changed, restarted, stop) for r in watched]
+    files = [*(args.policies or ()), *([args.inventory] if args.inventory else [])]
+    if files:
+        FileWatcher(files, lambda: engine.notify("files"), stop).start()
+    for watcher in watchers:
+        watcher.start()
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        stop.set()
+        engine.stop.set()
+        engine.notify("stop")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    loop = threading.Thread(target=engine.run, name="engine", daemon=True)
+    loop.start()
+    log.info(
+        "npc agent started: %s backend, networks %s, listening on %s",
+        args.backend,
+        ", ".join(n.name for n in networks),
+        args.listen,
+    )
+    while not stop.wait(5):
+        if not loop.is_alive():
+            log.error("npc agent: the loop died; exiting with the rules in force")
+            return 1
+    loop.join(STOP_GRACE)
+    server.server_close()
+    log.info("npc agent stopped; the rules stay in force")
+    return 0

@@ -1,0 +1,128 @@
+"""Loading for the agent: a full atomic load (what ``npc apply`` does) or only member deltas.
+
+A members-only change never touches a rule: iptables gets one ``ipset -exist restore`` batch of
+``add``/``del`` lines, nftables one ``nft -f`` transaction of element deletes and adds. The nft
+rank maps are set *and* rule: when the most policies selecting one pod changes, the number of
+rank rules changes, so that case is a full (still atomic) table replace.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import attrs
+
+from ..apply import apply_iptables, detect_tools
+from ..apply_nft import apply_nftables, load_ruleset
+from ..backends.nftables import build, table_name
+from ..errors import ApplyError
+from ..lower import Lowered
+from ..resolve import Entry
+
+Members = Mapping[str, Sequence[Entry]]
+
+
+@attrs.frozen
+class Delta:
+    """What a members-only load changed: entries added and removed, sets touched."""
+
+    added: int = 0
+    removed: int = 0
+    sets: int = 0
+    full: bool = False  # the backend had to replace its rules after all (nft rank count changed)
+
+
+class Dataplane(Protocol):
+    def load(self, lowered: Lowered, members: Members) -> None: ...
+
+    def load_members(self, lowered: Lowered, old: Members, new: Members) -> Delta: ...
+
+
+def set_changes(old: Members, new: Members) -> dict[str, tuple[list[Entry], list[Entry]]]:
+    """Per changed set: (entries to remove, entries to add), each in the set's member order."""
+    out = {}
+    for name, entries in new.items():
+        before = old.get(name, ())
+        if before == entries:
+            continue
+        kept, now = set(before), set(entries)
+        # an entry whose nomatch flag flipped is removed and added again
+        out[name] = ([e for e in before if e not in now], [e for e in entries if e not in kept])
+    return out
+
+
+class Iptables:
+    def __init__(self, flavour: str | None = None) -> None:
+        self.flavour = flavour
+        self._tools = None if flavour is None else detect_tools(flavour)
+
+    def load(self, lowered: Lowered, members: Members) -> None:
+        if self._tools is None:  # detected once rules exist, like kube-proxy: then it sticks
+            self._tools = detect_tools(self.flavour)
+        apply_iptables(lowered, members, self._tools)
+
+    def load_members(self, lowered: Lowered, old: Members, new: Members) -> Delta:
+        lines = []
+        added = removed = 0
+        changes = set_changes(old, new)
+        for name, (gone, fresh) in sorted(changes.items()):
+            lines += [f"del {name} {member}" for member, _ in gone]
+            lines += [f"add {name} {member}{' nomatch' if nomatch else ''}" for member, nomatch in fresh]
+            removed, added = removed + len(gone), added + len(fresh)
+        if lines:
+            _run(["ipset", "-exist", "restore"], "\n".join(lines) + "\n", "ipset restore")
+        return Delta(added, removed, len(changes))
+
+
+class Nftables:
+    def load(self, lowered: Lowered, members: Members) -> None:
+        apply_nftables(lowered, members)
+
+    def load_members(self, lowered: Lowered, old: Members, new: Members) -> Delta:
+        before, after = build(lowered, old), build(lowered, new)
+        if [m.name for m in before.maps] != [m.name for m in after.maps]:
+            self.load(lowered, new)
+            return Delta(full=True)
+        table = f"inet {table_name(lowered.names)}"
+        lines: list[str] = []
+        added = removed = touched = 0
+        pairs = [
+            *((a.name, a.elements, b.elements) for a, b in zip(before.sets, after.sets, strict=True)),
+            *((a.name, a.elements, b.elements) for a, b in zip(before.maps, after.maps, strict=True)),
+        ]
+        for name, was, now in pairs:
+            if was == now:
+                continue
+            touched += 1
+            old_by_key = {_key(e): e for e in was}
+            new_by_key = {_key(e): e for e in now}
+            gone = [k for k, e in old_by_key.items() if new_by_key.get(k) != e]
+            fresh = [e for k, e in new_by_key.items() if old_by_key.get(k) != e]
+            if gone:
+                lines.append(f"delete element {table} {name} {{ {', '.join(gone)} }}")
+            if fresh:
+                lines.append(f"add element {table} {name} {{ {', '.join(fresh)} }}")
+            removed, added = removed + len(gone), added + len(fresh)
+        if lines:
+            load_ruleset("\n".join(lines) + "\n")
+        return Delta(added, removed, touched)
+
+
+def _key(element: str) -> str:
+    """A map element's key (``10.0.0.1 : jump p-x`` -> ``10.0.0.1``); a set element is its own key."""
+    return element.partition(" : ")[0]
+
+
+def _run(argv: list[str], stdin: str, what: str) -> None:
+    if shutil.which(argv[0]) is None:
+        raise ApplyError(f"{argv[0]} not found")
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ApplyError(f"{what} rejected the member changes: {done.stderr.strip()}")
+
+
+def dataplane(backend: str, iptables: str | None = None) -> Dataplane:
+    return Nftables() if backend == "nftables" else Iptables(iptables)

@@ -1,0 +1,325 @@
+"""The agent's loop: debounce input changes, then per network either replace rules or move members.
+
+Rules depend only on policies, so a network's rules change exactly when its selected ``Program``
+changes (policies, or a namespace's 1.6 annotation): then it is compiled and loaded whole,
+atomically, as ``npc apply`` does. Anything else (pods, labels, addresses, named ports, network
+annotations) only moves set members: the sets are resolved again and only the differences are
+loaded. Bad input never reaches the kernel: each input keeps its last good value, the error is
+logged as ``compile`` reports it and counted, and the next good read is applied. A kernel failure
+keeps the previous state and is retried with backoff, by a full load.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from ..errors import ApplyError, NpcError
+from ..frontends.legacy import isolation_policies, namespaces_from_objects
+from ..inventory import Inventory, build_inventory
+from ..ir import Program
+from ..lower import DEFAULT_MARK, Lowered
+from ..networks import NetworkSpec, select_policies
+from ..pipeline import compile_program
+from ..resolve import Entry, resolve
+from ..sources import Loaded
+from .dataplane import Dataplane
+from .inputs import InventoryInput, PolicyInput
+from .kube import Backoff
+from .observe import Health, Metrics
+
+log = logging.getLogger("npc.agent")
+Members = dict[str, list[Entry]]
+
+
+def _info(message: str, **fields: Any) -> None:
+    log.info(message, extra={"fields": fields})
+
+
+def local_only_sets(lowered: Lowered) -> set[str]:
+    """Sets that only say which pods are policed here (policy targets, isolation) and are no
+    policy's peer or named port: with ``--node`` they hold this node's pods only."""
+    targets: set[str] = set()
+    peers: set[str] = set()
+    for program in lowered.families:
+        targets.update(s.name for s in program.isolated.values())
+        targets.update(d.target.name for ds in program.dispatch.values() for d in ds)
+        for chain in program.chains:
+            peers.update(s.name for m in chain.matches for s in (m.peer, m.named_port) if s is not None)
+    return targets - peers
+
+
+def _on_node(docs: Iterable[Any], node: str) -> list[Any]:
+    """Namespaces, and the pods whose ``spec.nodeName`` is ``node``."""
+    out = []
+    for doc in docs:
+        items = doc.get("items") if isinstance(doc, dict) else None
+        for obj in items if isinstance(items, list) else [doc]:
+            pod = isinstance(obj, dict) and obj.get("kind") == "Pod"
+            if not pod or (obj.get("spec") or {}).get("nodeName") == node:
+                out.append(obj)
+    return out
+
+
+@attrs.define
+class Applied:
+    program: Program
+    lowered: Lowered
+    members: Members
+
+
+class Network:
+    """One network's compile and load state; applied only when its own inputs changed."""
+
+    def __init__(
+        self, spec: NetworkSpec, plane: Dataplane, metrics: Metrics, node: str | None, mark: int
+    ) -> None:
+        self.spec, self.plane, self.metrics, self.node, self.mark = spec, plane, metrics, node, mark
+        self.applied: Applied | None = None
+        self.failed = False  # the last load failed: the next one is full
+
+    def program(self, loaded: Loaded, inventory: Inventory) -> Program:
+        namespaces = {ns.name: ns for ns in inventory.namespaces}
+        namespaces.update((ns.name, ns) for ns in namespaces_from_objects(loaded.namespaces))
+        program = Program(loaded.policies + tuple(isolation_policies(namespaces.values())))
+        return select_policies(program, self.spec)
+
+    def members(self, lowered: Lowered, inventory: Inventory, docs: Sequence[Any]) -> Members:
+        members = resolve(lowered, inventory)
+        if self.node is not None:
+            local = resolve(lowered, build_inventory(_on_node(docs, self.node), self.spec.address_source()))
+            for name in local_only_sets(lowered):
+                members[name] = local[name]
+        return members
+
+    def update(self, loaded: Loaded, docs: Sequence[Any], force_full: bool) -> None:
+        """Bring the kernel to (policies, inventory); raises NpcError (input) or ApplyError (kernel)."""
+        started = time.monotonic()
+        source = self.spec.address_source()
+        inventory = build_inventory(docs, source)
+        program = self.program(loaded, inventory)
+        name = self.spec.name
+        if self.applied is None or force_full or self.failed or program != self.applied.program:
+            compiled = compile_program(program, inventory, name, self.mark)
+            members = self.members(compiled.lowered, inventory, docs)
+            self._load(lambda: self.plane.load(compiled.lowered, members))
+            previous = self.applied
+            self.applied = Applied(program, compiled.lowered, members)
+            self._done("full", started, members)
+            before = len(previous.program.policies) if previous else 0
+            _info(
+                f"applied network {name}: rules and sets ({before} -> {len(program.policies)} policies, "
+                f"{len(members)} sets, {sum(map(len, members.values()))} entries) in "
+                f"{_ms(started)} ms",
+                network=name,
+                kind="full",
+                policies=len(program.policies),
+                sets=len(members),
+                duration_ms=_ms(started),
+            )
+            return
+        applied = self.applied
+        members = self.members(applied.lowered, inventory, docs)
+        if members == applied.members:
+            return
+        delta = self._load(lambda: self.plane.load_members(applied.lowered, applied.members, members))
+        applied.members = members
+        kind = "full" if delta.full else "sets"
+        self._done(kind, started, members)
+        _info(
+            f"applied network {name}: {kind}, +{delta.added} -{delta.removed} entries in {delta.sets} "
+            f"sets, rules unchanged, in {_ms(started)} ms",
+            network=name,
+            kind=kind,
+            added=delta.added,
+            removed=delta.removed,
+            sets=delta.sets,
+            duration_ms=_ms(started),
+        )
+
+    def _load(self, load: Any) -> Any:
+        try:
+            result = load()
+        except ApplyError:
+            self.failed = True
+            self.metrics.failures.labels(self.spec.name, "kernel").inc()
+            raise
+        self.failed = False
+        return result
+
+    def _done(self, kind: str, started: float, members: Members) -> None:
+        m, name = self.metrics, self.spec.name
+        m.apply_seconds.labels(name, kind).observe(time.monotonic() - started)
+        m.applies.labels(name, kind).inc()
+        m.last_success.labels(name).set(time.time())
+        assert self.applied is not None
+        lowered = self.applied.lowered
+        m.rules.labels(name).set(sum(len(c.matches) for f in lowered.families for c in f.chains))
+        m.sets.labels(name).set(len(members))
+        m.entries.labels(name).set(sum(len(v) for v in members.values()))
+
+
+def _ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+class Engine:
+    """Reads inputs when told they changed, folds changes arriving within ``debounce`` seconds
+    into one apply, and applies every network; ``stop`` ends ``run`` with the rules in force."""
+
+    def __init__(
+        self,
+        policies: PolicyInput,
+        inventory: InventoryInput | None,
+        networks: Sequence[NetworkSpec],
+        plane: Dataplane,
+        *,
+        node: str | None = None,
+        debounce: float = 0.1,
+        resync: float = 300.0,
+        mark: int = DEFAULT_MARK,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.policies, self.inventory = policies, inventory
+        self.metrics = metrics or Metrics()
+        self.health = health or Health()
+        self.networks = [Network(s, plane, self.metrics, node, mark) for s in networks]
+        self.debounce, self.resync = debounce, resync
+        self.events: queue.Queue[str] = queue.Queue()
+        self.stop = threading.Event()
+        self._loaded: Loaded | None = None  # last good inputs
+        self._docs: list[Any] | None = None
+        self._digests = {"policies": "", "inventory": ""}
+
+    def notify(self, what: str) -> None:
+        """Thread-safe: ``policies``, ``inventory``, ``files`` (either may have changed) or ``stop``."""
+        self.events.put(what)
+
+    def run(self) -> None:
+        backoff = Backoff(first=1.0, cap=60.0)
+        next_resync = time.monotonic() + self.resync
+        retry_at: float | None = None
+        pending = {"policies", "inventory"}
+        while not self.stop.is_set():
+            self.health.beat = time.monotonic()
+            now = time.monotonic()
+            full = now >= next_resync
+            retry = retry_at is not None and now >= retry_at
+            if pending or full or retry:
+                if full:
+                    next_resync = now + self.resync
+                    pending |= {"policies", "inventory"}
+                try:
+                    ok = self._process(pending, full or retry)
+                except Exception:  # a bug must not end enforcement: keep the state, try again later
+                    log.exception("apply failed unexpectedly; previous state kept")
+                    ok = False
+                pending = set()
+                if ok:
+                    retry_at = None
+                    backoff.reset()
+                else:
+                    retry_at = time.monotonic() + backoff.next()
+            deadline = min(next_resync, retry_at or next_resync, time.monotonic() + 30)
+            try:
+                first = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                continue
+            pending = self._gather(first)
+
+    def _gather(self, first: str) -> set[str]:
+        """Every change arriving within ``debounce`` of the first one."""
+        batch = [first]
+        end = time.monotonic() + self.debounce
+        while (left := end - time.monotonic()) > 0 and not self.stop.is_set():
+            try:
+                batch.append(self.events.get(timeout=left))
+            except queue.Empty:
+                break
+        while True:  # whatever else is already queued comes along
+            try:
+                batch.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        self.metrics.batch.observe(len(batch))
+        kinds = set(batch) - {"stop"}
+        if "files" in kinds:
+            kinds |= {"policies", "inventory"}
+        return kinds
+
+    def _read(self, pending: set[str], force: bool) -> bool:
+        """Refresh the inputs in ``pending``; True when something is new (or ``force``)."""
+        changed = force
+        inputs: list[tuple[str, Any]] = [("policies", self.policies)]
+        if self.inventory is not None:
+            inputs.append(("inventory", self.inventory))
+        for what, source in inputs:
+            if what not in pending and not force:
+                continue
+            try:
+                value = source.read()
+            except NpcError as exc:
+                self.metrics.input_ok.labels(what).set(0)
+                self.metrics.input_errors.labels(what).inc()
+                for network in self.networks:
+                    self.metrics.failures.labels(network.spec.name, "input").inc()
+                log.error(
+                    "%s: keeping the last good %s in force\n%s",
+                    what,
+                    what,
+                    exc.render(),
+                    extra={"fields": {"input": what, "error": exc.render()}},
+                )
+                continue
+            self.metrics.input_ok.labels(what).set(1)
+            digest = source.digest()
+            if digest and digest == self._digests[what] and not force:
+                continue
+            self._digests[what] = digest
+            if what == "policies":
+                self._loaded = value
+                self.metrics.objects.labels("policies").set(len(value.policies))
+            else:
+                self._docs = value
+                kinds = [d.get("kind") for d in value if isinstance(d, dict)]
+                self.metrics.objects.labels("namespaces").set(kinds.count("Namespace"))
+                self.metrics.objects.labels("pods").set(kinds.count("Pod"))
+            changed = True
+        if self.inventory is None and self._docs is None:
+            self._docs = []
+        return changed
+
+    def _process(self, pending: set[str], full: bool) -> bool:
+        """Read and apply; False when a network's load failed (to be retried)."""
+        self.health.busy = True
+        try:
+            if not self._read(pending, full) or self._loaded is None or self._docs is None:
+                return True
+            ok = True
+            for network in self.networks:
+                try:
+                    network.update(self._loaded, self._docs, full)
+                except ApplyError as exc:
+                    ok = False
+                    log.error(
+                        "network %s: the kernel refused the change, previous state kept: %s",
+                        network.spec.name,
+                        exc.render(),
+                        extra={"fields": {"network": network.spec.name, "error": exc.render()}},
+                    )
+                except NpcError as exc:  # a policy that is valid alone but not together (rare)
+                    self.metrics.failures.labels(network.spec.name, "input").inc()
+                    log.error("network %s: %s", network.spec.name, exc.render())
+            if ok and all(n.applied is not None for n in self.networks):
+                self.health.ready.set()
+            return ok
+        finally:
+            self.health.busy = False
+            self.health.beat = time.monotonic()
