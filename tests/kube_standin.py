@@ -12,6 +12,7 @@ server down and up again on the same port. Clients see only HTTP; the test talks
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
 import socket
 import threading
@@ -27,6 +28,7 @@ COLLECTIONS = {
     "/apis/networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", "networking.k8s.io/v1"),
     "/apis/k8s.cni.cncf.io/v1beta1/multi-networkpolicies": ("MultiNetworkPolicy", "k8s.cni.cncf.io/v1beta1"),
 }
+CLONE_NEWNET = 0x40000000
 PATH_OF = {kind: path for path, (kind, _) in COLLECTIONS.items()}
 
 
@@ -38,8 +40,11 @@ def free_port() -> int:
 
 
 class KubeStandin:
-    def __init__(self, port: int | None = None, bookmark_every: float = 0.2) -> None:
-        self.port = port or free_port()
+    def __init__(
+        self, port: int | None = None, bookmark_every: float = 0.2, netns: str | None = None
+    ) -> None:
+        self.netns = netns  # listen inside this network namespace (where an agent under test runs)
+        self.port = port or (free_port() if netns is None else 6443)
         self.bookmark_every = bookmark_every
         self.changed = threading.Condition()
         self.version = 1
@@ -131,6 +136,9 @@ class KubeStandin:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler, bind_and_activate=False)
         server.allow_reuse_address = True
         server.daemon_threads = True
+        if self.netns is not None:
+            server.socket.close()
+            server.socket = socket_in_netns(self.netns)
         server.server_bind()
         server.server_activate()
         self._server = server
@@ -149,6 +157,30 @@ class KubeStandin:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def socket_in_netns(name: str) -> socket.socket:
+    """A TCP socket made inside network namespace ``name``: a socket stays in the namespace it was
+    made in, so this process serves the namespace's 127.0.0.1 without joining it. The namespace is
+    entered by a throw-away thread (setns changes only the calling thread)."""
+    made: list[socket.socket | BaseException] = []
+
+    def make() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/var/run/netns/{name}", "rb") as fh:
+                if libc.setns(fh.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns {name}")
+            made.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        except BaseException as exc:
+            made.append(exc)
+
+    thread = threading.Thread(target=make)
+    thread.start()
+    thread.join()
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    return made[0]
 
 
 class _Handler(BaseHTTPRequestHandler):

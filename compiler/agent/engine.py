@@ -114,7 +114,8 @@ class Network:
             self._done("full", started, members)
             before = len(previous.program.policies) if previous else 0
             _info(
-                f"applied network {name}: rules and sets ({before} -> {len(program.policies)} policies, "
+                f"applied network {name}: rules and sets{' (resync)' if force_full else ''} "
+                f"({before} -> {len(program.policies)} policies, "
                 f"{len(members)} sets, {sum(map(len, members.values()))} entries) in "
                 f"{_ms(started)} ms",
                 network=name,
