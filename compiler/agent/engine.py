@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -55,16 +55,22 @@ def local_only_sets(lowered: Lowered) -> set[str]:
     return targets - peers
 
 
-def _on_node(docs: Iterable[Any], node: str) -> list[Any]:
-    """Namespaces, and the pods whose ``spec.nodeName`` is ``node``."""
-    out = []
+def objects(docs: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    """The objects of inventory documents (kubectl's ``List`` opened)."""
     for doc in docs:
         items = doc.get("items") if isinstance(doc, dict) else None
         for obj in items if isinstance(items, list) else [doc]:
-            pod = isinstance(obj, dict) and obj.get("kind") == "Pod"
-            if not pod or (obj.get("spec") or {}).get("nodeName") == node:
-                out.append(obj)
-    return out
+            if isinstance(obj, dict):
+                yield obj
+
+
+def _on_node(docs: Iterable[Any], node: str) -> list[Any]:
+    """Namespaces, and the pods whose ``spec.nodeName`` is ``node``."""
+    return [
+        obj
+        for obj in objects(docs)
+        if obj.get("kind") != "Pod" or (obj.get("spec") or {}).get("nodeName") == node
+    ]
 
 
 @attrs.define
@@ -289,7 +295,7 @@ class Engine:
                 self.metrics.objects.labels("policies").set(len(value.policies))
             else:
                 self._docs = value
-                kinds = [d.get("kind") for d in value if isinstance(d, dict)]
+                kinds = [o.get("kind") for o in objects(value)]
                 self.metrics.objects.labels("namespaces").set(kinds.count("Namespace"))
                 self.metrics.objects.labels("pods").set(kinds.count("Pod"))
             changed = True
