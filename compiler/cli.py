@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, collector
+from . import __version__, collector, lowered_json
 from .agent.command import add_parser as add_agent_parser
 from .agent.command import run as run_agent
 from .convert import TARGETS, convert, fmt
@@ -198,6 +198,7 @@ class Job:
                 "set_entries": sum(len(m) for m in self.compiled.members.values()),
             },
             "files": {name: _sha256(text.encode()) for name, text in sorted(self.files.items())},
+            "program": lowered_json.encode(lowered),  # every set's meaning: what npc agent --artefacts needs
         }
         epoch = os.environ.get("SOURCE_DATE_EPOCH")
         if epoch and epoch.isdigit():

@@ -22,7 +22,7 @@ import yaml
 from kube_standin import free_port
 from npc.agent.dataplane import Delta, Members, set_changes
 from npc.agent.engine import Engine
-from npc.agent.inputs import FileInventory, FilePolicies
+from npc.agent.inputs import FileInventory, FilePolicies, FileWatcher
 from npc.agent.observe import Health, JsonFormatter, Metrics, serve
 from npc.errors import ApplyError
 from npc.lower import Lowered
@@ -300,3 +300,27 @@ def test_json_log_lines_carry_the_apply_fields() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["msg"] == "applied x" and line["kind"] == "sets" and line["added"] == 2
     assert line["level"] == "info" and line["time"].endswith("Z")
+
+
+def test_file_watcher_follows_symlink_swaps_of_a_folder(tmp_path: Path) -> None:
+    """git-sync / ConfigMap style: ``current`` is swapped to a new folder; edits in the new folder
+    are seen too (the watch moved with the link)."""
+    for rev in ("rev1", "rev2"):
+        (tmp_path / rev).mkdir()
+        (tmp_path / rev / "p.yaml").write_text(rev)
+    (tmp_path / "current").symlink_to("rev1")
+    seen = threading.Event()
+    stop = threading.Event()
+    FileWatcher([str(tmp_path / "current")], seen.set, stop).start()
+    try:
+        time.sleep(0.3)  # the watch is up
+        link = tmp_path / ".tmp"
+        link.symlink_to("rev2")
+        link.replace(tmp_path / "current")
+        assert seen.wait(5), "the swap went unnoticed"
+        time.sleep(0.3)
+        seen.clear()
+        (tmp_path / "rev2" / "p.yaml").write_text("edited")
+        assert seen.wait(5), "an edit in the new target went unnoticed"
+    finally:
+        stop.set()

@@ -285,3 +285,55 @@ def test_api_mode_follows_cases_pod_churn_and_bad_objects(backend: str, tmp_path
         finally:
             api.stop()
     shutil.rmtree(tmp_path / "unused", ignore_errors=True)
+
+
+# --- reviewed artefacts: compiled without an inventory, swapped in by a symlink -------------------
+
+
+def publish(root: Path, n: int, case: Case, backend: str) -> None:
+    """What CI and git-sync do: compile the case's policies (no inventory) into a new revision
+    folder, then atomically point ``current`` at it."""
+    policies = root / f"src-{n}"
+    policies.mkdir()
+    for k, doc in enumerate(case.policy_documents()):
+        (policies / f"{k:02d}.yaml").write_text(yaml.safe_dump(doc))
+    argv = [
+        sys.executable,
+        "-m",
+        "npc",
+        "compile",
+        str(policies),
+        "--backend",
+        backend,
+        "-o",
+        str(root / f"rev-{n}"),
+    ]
+    subprocess.run(argv, check=True, capture_output=True)
+    link = root / ".current.tmp"
+    link.symlink_to(f"rev-{n}")
+    link.replace(root / "current")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_artefact_mode_fills_sets_from_the_inventory_and_follows_symlink_swaps(
+    backend: str, tmp_path: Path
+) -> None:
+    cases = CASES[1 :: max(1, len(CASES) // 8)]
+    root = tmp_path / "git"
+    root.mkdir()
+    publish(root, 0, cases[0], backend)
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps(cases[0].inventory()))
+    args = ["--artefacts", str(root / "current"), "--inventory", str(inventory)]
+    with Cluster(serving_all(CASES), tmp_path) as cluster, agent(cluster, backend, args, tmp_path) as a:
+        a.wait(lambda: a.applies() > 0, "the first apply")
+        assert_case(cluster, cases[0], "at start")
+        for n, case in enumerate(cases[1:], 1):
+
+            def change(n: int = n, case: Case = case) -> None:
+                publish(root, n, case, backend)
+                write_atomically(inventory, json.dumps(case.inventory()))
+
+            a.step(change, expect_apply=False)
+            assert_case(cluster, case, f"(revision {n})")
+        assert "Traceback" not in a.text()

@@ -20,7 +20,16 @@ from ..networks import IP_SOURCE_HELP, NetworkSpec, network_spec
 from ..pipeline import BACKENDS
 from .dataplane import dataplane
 from .engine import Engine
-from .inputs import ApiInventory, ApiPolicies, FileInventory, FilePolicies, FileWatcher, InventoryInput
+from .inputs import (
+    ApiInventory,
+    ApiPolicies,
+    ArtefactPolicies,
+    FileInventory,
+    FilePolicies,
+    FileWatcher,
+    InventoryInput,
+    PolicyInput,
+)
 from .kube import MULTI_NETWORK_POLICIES, NAMESPACES, NETWORK_POLICIES, PODS, Cache, Watcher, api_client
 from .observe import Health, Metrics, serve, setup_logging
 
@@ -89,9 +98,11 @@ def run(args: argparse.Namespace) -> int:
         kinds = {k for n in networks for k in n.policy_kinds}
         watched += [NETWORK_POLICIES] if NETWORK_POLICY in kinds else []
         watched += [MULTI_NETWORK_POLICIES] if MULTI_NETWORK_POLICY in kinds else []
-    if args.artefacts:
-        raise UsageError("--artefacts is not supported yet")
-    policies = FilePolicies(args.policies) if args.policies else ApiPolicies(cache, watched)
+    policies: PolicyInput = ApiPolicies(cache, watched)
+    if args.policies:
+        policies = FilePolicies(args.policies)
+    elif args.artefacts:
+        policies = ArtefactPolicies(args.artefacts, networks)
     inventory: InventoryInput = FileInventory(args.inventory) if args.inventory else ApiInventory(cache)
     if not args.inventory:
         watched += [NAMESPACES, PODS]
@@ -122,7 +133,11 @@ def run(args: argparse.Namespace) -> int:
             engine.notify(what)
 
         watchers = [Watcher(api, r, cache, changed, restarted, stop) for r in watched]
-    files = [*(args.policies or ()), *([args.inventory] if args.inventory else [])]
+    files = [
+        *(args.policies or ()),
+        *([args.artefacts] if args.artefacts else []),
+        *([args.inventory] if args.inventory else []),
+    ]
     if files:
         FileWatcher(files, lambda: engine.notify("files"), stop).start()
     for watcher in watchers:

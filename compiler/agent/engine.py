@@ -24,13 +24,13 @@ from ..errors import ApplyError, NpcError
 from ..frontends.legacy import isolation_policies, namespaces_from_objects
 from ..inventory import Inventory, build_inventory
 from ..ir import Program
-from ..lower import DEFAULT_MARK, Lowered
+from ..lower import DEFAULT_MARK, Lowered, lower
 from ..networks import NetworkSpec, select_policies
-from ..pipeline import compile_program
+from ..pipeline import optimise
 from ..resolve import Entry, resolve
 from ..sources import Loaded
 from .dataplane import Dataplane
-from .inputs import InventoryInput, PolicyInput
+from .inputs import Artefacts, InventoryInput, PolicyInput
 from .kube import Backoff
 from .observe import Health, Metrics
 
@@ -75,7 +75,7 @@ def _on_node(docs: Iterable[Any], node: str) -> list[Any]:
 
 @attrs.define
 class Applied:
-    program: Program
+    key: Program | Lowered  # what the rules were made from: policies, or a reviewed program
     lowered: Lowered
     members: Members
 
@@ -104,29 +104,26 @@ class Network:
                 members[name] = local[name]
         return members
 
-    def update(self, loaded: Loaded, docs: Sequence[Any], force_full: bool) -> None:
+    def update(self, rules: Loaded | Artefacts, docs: Sequence[Any], force_full: bool) -> None:
         """Bring the kernel to (policies, inventory); raises NpcError (input) or ApplyError (kernel)."""
         started = time.monotonic()
         source = self.spec.address_source()
         inventory = build_inventory(docs, source)
-        program = self.program(loaded, inventory)
         name = self.spec.name
-        if self.applied is None or force_full or self.failed or program != self.applied.program:
-            compiled = compile_program(program, inventory, name, self.mark)
-            members = self.members(compiled.lowered, inventory, docs)
-            self._load(lambda: self.plane.load(compiled.lowered, members))
-            previous = self.applied
-            self.applied = Applied(program, compiled.lowered, members)
+        # reviewed artefacts give the rules (only members are worked out here); policies are compiled
+        key = rules.network(name) if isinstance(rules, Artefacts) else self.program(rules, inventory)
+        if self.applied is None or force_full or self.failed or key != self.applied.key:
+            lowered = key if isinstance(key, Lowered) else lower(optimise(key), name, self.mark)
+            members = self.members(lowered, inventory, docs)
+            self._load(lambda: self.plane.load(lowered, members))
+            self.applied = Applied(key, lowered, members)
             self._done("full", started, members)
-            before = len(previous.program.policies) if previous else 0
             _info(
                 f"applied network {name}: rules and sets{' (resync)' if force_full else ''} "
-                f"({before} -> {len(program.policies)} policies, "
-                f"{len(members)} sets, {sum(map(len, members.values()))} entries) in "
-                f"{_ms(started)} ms",
+                f"({len(lowered.chain_names(4)) + len(lowered.chain_names(6))} chains, "
+                f"{len(members)} sets, {sum(map(len, members.values()))} entries) in {_ms(started)} ms",
                 network=name,
                 kind="full",
-                policies=len(program.policies),
                 sets=len(members),
                 duration_ms=_ms(started),
             )
@@ -201,7 +198,7 @@ class Engine:
         self.debounce, self.resync = debounce, resync
         self.events: queue.Queue[str] = queue.Queue()
         self.stop = threading.Event()
-        self._loaded: Loaded | None = None  # last good inputs
+        self._loaded: Loaded | Artefacts | None = None  # last good inputs
         self._docs: list[Any] | None = None
         self._digests = {"policies": "", "inventory": ""}
 
@@ -292,7 +289,8 @@ class Engine:
             self._digests[what] = digest
             if what == "policies":
                 self._loaded = value
-                self.metrics.objects.labels("policies").set(len(value.policies))
+                if isinstance(value, Loaded):
+                    self.metrics.objects.labels("policies").set(len(value.policies))
             else:
                 self._docs = value
                 kinds = [o.get("kind") for o in objects(value)]

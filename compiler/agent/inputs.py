@@ -17,13 +17,18 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import attrs
 import watchfiles
 
+from ..errors import InputError
 from ..inventory import read_inventory_documents
+from ..lower import Lowered
+from ..lowered_json import decode
+from ..networks import NetworkSpec
 from ..sources import Loaded, read_policy_sources, read_policy_texts
 from .kube import NAMESPACES, PODS, Cache, Resource
 
@@ -31,7 +36,7 @@ log = logging.getLogger("npc.agent")
 
 
 class PolicyInput(Protocol):
-    def read(self) -> Loaded: ...
+    def read(self) -> Loaded | Artefacts: ...
 
     def digest(self) -> str: ...
 
@@ -53,6 +58,60 @@ class FilePolicies:
 
     def digest(self) -> str:
         return _digest(self._loaded.files if self._loaded else None)
+
+
+@attrs.frozen
+class Artefacts:
+    """What ``npc compile -o`` wrote, per network: the lowered program its manifest carries."""
+
+    programs: Mapping[str, Lowered]
+
+    def network(self, name: str) -> Lowered:
+        return self.programs[name]
+
+
+class ArtefactPolicies:
+    """``--artefacts DIR``: each network's manifest (``DIR/manifest.json``, or ``DIR/<network>/``
+    with several networks). The folder is read through its symlink's target once per read, and
+    every file must match the manifest's hash, so a half-synced folder is refused, not loaded."""
+
+    def __init__(self, directory: str, networks: Sequence[NetworkSpec]) -> None:
+        self.directory, self.networks = directory, list(networks)
+        self._digest = ""
+
+    def read(self) -> Artefacts:
+        root = Path(os.path.realpath(self.directory))
+        programs, hashes = {}, []
+        for spec in self.networks:
+            folder = root / spec.folder if len(self.networks) > 1 else root
+            path = folder / "manifest.json"
+            try:
+                data = path.read_bytes()
+                manifest = json.loads(data)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read the artefacts' manifest: {exc}", str(path)) from None
+            if not isinstance(manifest, dict) or "program" not in manifest:
+                raise InputError("no program in the manifest: compile it with this npc", str(path))
+            if manifest.get("network") != spec.name:
+                raise InputError(
+                    f"compiled for network {manifest.get('network')!r}, not {spec.name!r}",
+                    str(path),
+                    path="network",
+                )
+            for name, sha in sorted((manifest.get("files") or {}).items()):
+                try:
+                    actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                except OSError as exc:
+                    raise InputError(f"cannot read {name}: {exc.strerror}", str(folder / name)) from None
+                if actual != sha:
+                    raise InputError(f"{name} does not match the manifest's sha256", str(folder / name))
+            programs[spec.name] = decode(manifest["program"], str(path))
+            hashes.append(hashlib.sha256(data).hexdigest())
+        self._digest = _digest(hashes)
+        return Artefacts(programs)
+
+    def digest(self) -> str:
+        return self._digest
 
 
 class FileInventory:
