@@ -22,16 +22,17 @@ import attrs
 
 from ..errors import ApplyError, NpcError
 from ..frontends.legacy import isolation_policies, namespaces_from_objects
-from ..inventory import Inventory, build_inventory
+from ..inventory import Namespace
 from ..ir import Program
 from ..lower import DEFAULT_MARK, Lowered, lower
 from ..networks import NetworkSpec, select_policies
 from ..pipeline import optimise
-from ..resolve import Entry, resolve
+from ..resolve import Entry
 from ..sources import Loaded
 from .dataplane import Dataplane
 from .inputs import Artefacts, InventoryInput, PolicyInput
 from .kube import Backoff
+from .live import LiveInventory, LiveSets
 from .observe import Health, Metrics
 
 log = logging.getLogger("npc.agent")
@@ -64,15 +65,6 @@ def objects(docs: Iterable[Any]) -> Iterator[dict[str, Any]]:
                 yield obj
 
 
-def _on_node(docs: Iterable[Any], node: str) -> list[Any]:
-    """Namespaces, and the pods whose ``spec.nodeName`` is ``node``."""
-    return [
-        obj
-        for obj in objects(docs)
-        if obj.get("kind") != "Pod" or (obj.get("spec") or {}).get("nodeName") == node
-    ]
-
-
 @attrs.define
 class Applied:
     key: Program | Lowered  # what the rules were made from: policies, or a reviewed program
@@ -89,32 +81,34 @@ class Network:
         self.spec, self.plane, self.metrics, self.node, self.mark = spec, plane, metrics, node, mark
         self.applied: Applied | None = None
         self.failed = False  # the last load failed: the next one is full
+        self.source = spec.address_source()
+        self.live = LiveInventory(self.source, node)
+        self.sets: LiveSets | None = None
 
-    def program(self, loaded: Loaded, inventory: Inventory) -> Program:
-        namespaces = {ns.name: ns for ns in inventory.namespaces}
-        namespaces.update((ns.name, ns) for ns in namespaces_from_objects(loaded.namespaces))
-        program = Program(loaded.policies + tuple(isolation_policies(namespaces.values())))
+    def program(self, loaded: Loaded, namespaces: Sequence[Namespace]) -> Program:
+        by_name = {ns.name: ns for ns in namespaces}
+        by_name.update((ns.name, ns) for ns in namespaces_from_objects(loaded.namespaces))
+        program = Program(loaded.policies + tuple(isolation_policies(by_name.values())))
         return select_policies(program, self.spec)
-
-    def members(self, lowered: Lowered, inventory: Inventory, docs: Sequence[Any]) -> Members:
-        members = resolve(lowered, inventory)
-        if self.node is not None:
-            local = resolve(lowered, build_inventory(_on_node(docs, self.node), self.spec.address_source()))
-            for name in local_only_sets(lowered):
-                members[name] = local[name]
-        return members
 
     def update(self, rules: Loaded | Artefacts, docs: Sequence[Any], force_full: bool) -> None:
         """Bring the kernel to (policies, inventory); raises NpcError (input) or ApplyError (kernel)."""
         started = time.monotonic()
-        source = self.spec.address_source()
-        inventory = build_inventory(docs, source)
+        pods, namespaces = self.live.update(objects(docs))
+        for warning in self.source.warnings:  # a malformed network annotation, said once per change
+            log.warning("%s", warning)
+        self.source.warnings.clear()
         name = self.spec.name
         # reviewed artefacts give the rules (only members are worked out here); policies are compiled
-        key = rules.network(name) if isinstance(rules, Artefacts) else self.program(rules, inventory)
-        if self.applied is None or force_full or self.failed or key != self.applied.key:
+        key = (
+            rules.network(name)
+            if isinstance(rules, Artefacts)
+            else self.program(rules, self.live.namespace_list())
+        )
+        if self.applied is None or self.sets is None or force_full or self.failed or key != self.applied.key:
             lowered = key if isinstance(key, Lowered) else lower(optimise(key), name, self.mark)
-            members = self.members(lowered, inventory, docs)
+            self.sets = LiveSets(lowered, self.live, local_only_sets(lowered) if self.node else set())
+            members = self.sets.members()
             self._load(lambda: self.plane.load(lowered, members))
             self.applied = Applied(key, lowered, members)
             self._done("full", started, members)
@@ -128,8 +122,11 @@ class Network:
                 duration_ms=_ms(started),
             )
             return
+        if not pods and not namespaces:
+            return
+        self.sets.change(pods, namespaces)
         applied = self.applied
-        members = self.members(applied.lowered, inventory, docs)
+        members = self.sets.members()
         if members == applied.members:
             return
         delta = self._load(lambda: self.plane.load_members(applied.lowered, applied.members, members))
