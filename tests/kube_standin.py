@@ -267,7 +267,8 @@ class _Handler(BaseHTTPRequestHandler):
                         events = [(v, t, o) for v, p, t, o in api.history if p == path and v > since]
                         if not events:
                             api.changed.wait(timeout=0.05)
-                        current = api.version
+                            events = [(v, t, o) for v, p, t, o in api.history if p == path and v > since]
+                        current = api.version  # every event up to here is in ``events``
                     for version, event_type, obj in events:
                         self._chunk({"type": event_type, "object": obj})
                         since = version

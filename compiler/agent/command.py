@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         kinds = {k for n in networks for k in n.policy_kinds}
         watched += [NETWORK_POLICIES] if NETWORK_POLICY in kinds else []
         watched += [MULTI_NETWORK_POLICIES] if MULTI_NETWORK_POLICY in kinds else []
+    watchers: list[Watcher] = []
     policies: PolicyInput = ApiPolicies(cache, watched)
     if args.policies:
         policies = FilePolicies(args.policies)
@@ -117,12 +118,12 @@ def run(args: argparse.Namespace) -> int:
         mark=args.mark,
         metrics=metrics,
         health=health,
+        synced=lambda: all(w.synced.is_set() for w in watchers),
     )
     try:
         server = serve(args.listen, metrics, health)
     except (OSError, ValueError) as exc:
         raise UsageError(f"--listen {args.listen}: {exc}") from None
-    watchers = []
     if watched:
         api = api_client(args.kubeconfig)
 

@@ -17,7 +17,7 @@ import attrs
 
 from ..apply import apply_iptables, detect_tools
 from ..apply_nft import apply_nftables, load_ruleset
-from ..backends.nftables import build, table_name
+from ..backends.nftables import rank_maps, referenced_sets, set_name, set_text, table_name
 from ..errors import ApplyError
 from ..lower import Lowered
 from ..resolve import Entry
@@ -82,30 +82,54 @@ class Nftables:
         apply_nftables(lowered, members)
 
     def load_members(self, lowered: Lowered, old: Members, new: Members) -> Delta:
-        before, after = build(lowered, old), build(lowered, new)
-        if [m.name for m in before.maps] != [m.name for m in after.maps]:
-            self.load(lowered, new)
-            return Delta(full=True)
-        table = f"inet {table_name(lowered.names)}"
+        """Element deletes and adds for the sets that changed and, when a policy target or an
+        isolation set changed, for that family's and direction's rank maps."""
+        changes = set_changes(old, new)
+        names = lowered.names
+        table = f"inet {table_name(names)}"
+        diffs: list[tuple[str, Sequence[str], Sequence[str]]] = []
+        for program in lowered.families:
+            tested = {s.name: s for s in referenced_sets(program)}
+            for name in sorted(changes.keys() & tested.keys()):
+                gone, fresh = changes[name]
+                spec = tested[name]
+                diffs.append(
+                    (
+                        set_name(spec, names),
+                        set_text(spec, gone, names).elements,
+                        set_text(spec, fresh, names).elements,
+                    )
+                )
+            for direction in ("egress", "ingress"):
+                targets = {d.target.name for d in program.dispatch[direction]} | {
+                    program.isolated[direction].name
+                }
+                if not targets & changes.keys():
+                    continue
+                before = rank_maps(program, direction, old, names)
+                after = rank_maps(program, direction, new, names)
+                if [m.name for m in before] != [m.name for m in after]:
+                    self.load(
+                        lowered, new
+                    )  # the most policies selecting one pod changed: a rule more or less
+                    return Delta(full=True)
+                for was, now in zip(before, after, strict=True):
+                    old_by_key = {_key(e): e for e in was.elements}
+                    new_by_key = {_key(e): e for e in now.elements}
+                    gone_keys = [k for k, e in old_by_key.items() if new_by_key.get(k) != e]
+                    fresh_elements = [e for k, e in new_by_key.items() if old_by_key.get(k) != e]
+                    diffs.append((was.name, gone_keys, fresh_elements))
         lines: list[str] = []
         added = removed = touched = 0
-        pairs = [
-            *((a.name, a.elements, b.elements) for a, b in zip(before.sets, after.sets, strict=True)),
-            *((a.name, a.elements, b.elements) for a, b in zip(before.maps, after.maps, strict=True)),
-        ]
-        for name, was, now in pairs:
-            if was == now:
+        for name, drop, put in diffs:
+            if not drop and not put:
                 continue
             touched += 1
-            old_by_key = {_key(e): e for e in was}
-            new_by_key = {_key(e): e for e in now}
-            gone = [k for k, e in old_by_key.items() if new_by_key.get(k) != e]
-            fresh = [e for k, e in new_by_key.items() if old_by_key.get(k) != e]
-            if gone:
-                lines.append(f"delete element {table} {name} {{ {', '.join(gone)} }}")
-            if fresh:
-                lines.append(f"add element {table} {name} {{ {', '.join(fresh)} }}")
-            removed, added = removed + len(gone), added + len(fresh)
+            if drop:
+                lines.append(f"delete element {table} {name} {{ {', '.join(drop)} }}")
+            if put:
+                lines.append(f"add element {table} {name} {{ {', '.join(put)} }}")
+            removed, added = removed + len(drop), added + len(put)
         if lines:
             load_ruleset("\n".join(lines) + "\n")
         return Delta(added, removed, touched)

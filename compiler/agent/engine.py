@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -187,12 +187,14 @@ class Engine:
         mark: int = DEFAULT_MARK,
         metrics: Metrics | None = None,
         health: Health | None = None,
+        synced: Callable[[], bool] = lambda: True,
     ) -> None:
         self.policies, self.inventory = policies, inventory
         self.metrics = metrics or Metrics()
         self.health = health or Health()
         self.networks = [Network(s, plane, self.metrics, node, mark) for s in networks]
         self.debounce, self.resync = debounce, resync
+        self.synced = synced  # the API's first lists are in: before that, an apply would open pods
         self.events: queue.Queue[str] = queue.Queue()
         self.stop = threading.Event()
         self._loaded: Loaded | Artefacts | None = None  # last good inputs
@@ -213,7 +215,7 @@ class Engine:
             now = time.monotonic()
             full = now >= next_resync
             retry = retry_at is not None and now >= retry_at
-            if pending or full or retry:
+            if (pending or full or retry) and self.synced():
                 if full:
                     next_resync = now + self.resync
                     pending |= {"policies", "inventory"}
@@ -233,7 +235,7 @@ class Engine:
                 first = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 continue
-            pending = self._gather(first)
+            pending |= self._gather(first)
 
     def _gather(self, first: str) -> set[str]:
         """Every change arriving within ``debounce`` of the first one."""

@@ -95,9 +95,13 @@ class LiveInventory:
         return ("Pod", pod.namespace, pod.name) in self.local
 
 
-def _address_key(text: str) -> tuple[int, str]:
-    address, _, rest = text.partition(",")
-    return (int(ipaddress.ip_address(address)), rest)
+class _SortKeys(dict[str, tuple[int, str]]):
+    """Entry -> the order ``resolve`` lists it in (address as a number, then the port), parsed once."""
+
+    def __missing__(self, text: str) -> tuple[int, str]:
+        address, _, rest = text.partition(",")
+        key = self[text] = (int(ipaddress.ip_address(address)), rest)
+        return key
 
 
 class LiveSets:
@@ -138,6 +142,7 @@ class LiveSets:
                     self.by_label[(positive.key, value)].append(peer)
         self._per_namespace: dict[str, list[PodPeer]] = {}
         self._sorted: dict[str, list[Entry]] = {}
+        self._keys = _SortKeys()
         self.dirty: set[str] = set(self.counts)
         self.given: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
         for pod in inventory.pods.values():
@@ -204,7 +209,7 @@ class LiveSets:
 
     def members(self) -> dict[str, list[Entry]]:
         for name in self.dirty:
-            self._sorted[name] = [(e, False) for e in sorted(self.counts[name], key=_address_key)]
+            self._sorted[name] = [(e, False) for e in sorted(self.counts[name], key=self._keys.__getitem__)]
         self.dirty.clear()
         return {**self.fixed, **self._sorted}
 
