@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if args.policies:
         policies = FilePolicies(args.policies)
     elif args.artefacts:
-        policies = ArtefactPolicies(args.artefacts, networks)
+        policies = ArtefactPolicies(args.artefacts, networks, per_network=bool(args.networks))
     inventory: InventoryInput = FileInventory(args.inventory) if args.inventory else ApiInventory(cache)
     if not args.inventory:
         watched += [NAMESPACES, PODS]

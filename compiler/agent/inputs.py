@@ -75,15 +75,16 @@ class ArtefactPolicies:
     with several networks). The folder is read through its symlink's target once per read, and
     every file must match the manifest's hash, so a half-synced folder is refused, not loaded."""
 
-    def __init__(self, directory: str, networks: Sequence[NetworkSpec]) -> None:
+    def __init__(self, directory: str, networks: Sequence[NetworkSpec], per_network: bool = False) -> None:
         self.directory, self.networks = directory, list(networks)
+        self.per_network = per_network or len(self.networks) > 1  # compile --networks: a folder each
         self._digest = ""
 
     def read(self) -> Artefacts:
         root = Path(os.path.realpath(self.directory))
         programs, hashes = {}, []
         for spec in self.networks:
-            folder = root / spec.folder if len(self.networks) > 1 else root
+            folder = root / spec.folder if self.per_network else root
             path = folder / "manifest.json"
             try:
                 data = path.read_bytes()
@@ -206,8 +207,8 @@ class FileWatcher(threading.Thread):
                 for _ in watchfiles.watch(
                     *self._roots(),
                     watch_filter=None,
-                    debounce=20,
-                    step=10,
+                    debounce=50,
+                    step=50,
                     stop_event=self.stop,
                     raise_interrupt=False,
                 ):
