@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from kube_standin import KubeStandin, free_port
 from npc.agent.inputs import ApiPolicies
 from npc.agent.kube import NAMESPACES, NETWORK_POLICIES, PODS, Cache, Watcher, api_client
 from npc.errors import InputError
+from polling import wait_for
 
 
 def pod(
@@ -35,15 +36,6 @@ def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": "default"},
         "spec": spec,
     }
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Watching:

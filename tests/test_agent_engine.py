@@ -27,6 +27,7 @@ from npc.agent.observe import Health, JsonFormatter, Metrics, serve
 from npc.errors import ApplyError
 from npc.lower import Lowered
 from npc.networks import network_spec
+from polling import wait_for
 
 
 class Recorder:
@@ -96,15 +97,6 @@ class Inputs:
             (self.policies / f"{n}.yaml").write_text(yaml.safe_dump(dict(doc)))
         items = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}, *pods]
         self.inventory.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Running:
