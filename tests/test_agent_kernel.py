@@ -26,6 +26,7 @@ import pytest
 import yaml
 from kernel.case import Case, Endpoint, load_cases
 from kernel.cluster import Cluster
+from kernel.multinet import MultinetCase, load_multinet_cases
 from kernel.report import observations_report
 from kube_standin import KubeStandin
 from test_kernel_churn import AFTER, AFTER_TABLES, BEFORE, BEFORE_TABLES, CHURN, expecting, inventory
@@ -33,6 +34,7 @@ from test_kernel_churn import AFTER, AFTER_TABLES, BEFORE, BEFORE_TABLES, CHURN,
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("netns_session")]
 
 BACKENDS = ("iptables", "nftables")
+MULTI = load_multinet_cases()
 APPLIED = re.compile(r"applied network ")
 
 
@@ -337,3 +339,30 @@ def test_artefact_mode_fills_sets_from_the_inventory_and_follows_symlink_swaps(
             a.step(change, expect_apply=False)
             assert_case(cluster, case, f"(revision {n})")
         assert "Traceback" not in a.text()
+
+
+# --- every network of a networks file in one agent -------------------------------------------------
+
+
+def networks_file(applies: Sequence[Sequence[str]], path: Path) -> Path:
+    """The networks file saying what the case's ``npc apply`` runs say with flags."""
+    flags = {"--network": "name", "--ip-source": "ipSource", "--policy-kinds": "policyKinds"}
+    networks = []
+    for args in applies:
+        entry = {"name": "default"} | {flags[args[i]]: args[i + 1] for i in range(0, len(args), 2)}
+        networks.append(entry)
+    path.write_text(json.dumps({"networks": networks}))
+    return path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mcase", MULTI, ids=[m.id for m in MULTI])
+def test_one_agent_enforces_every_network(mcase: MultinetCase, backend: str, tmp_path: Path) -> None:
+    case = mcase.case
+    files = Files(tmp_path / "inputs")
+    files.write(case)
+    args = [*files.args, "--networks", str(networks_file(mcase.applies, tmp_path / "networks.json"))]
+    with Cluster(case, tmp_path) as cluster, agent(cluster, backend, args, tmp_path) as a:
+        a.wait(lambda: a.applies() >= len(mcase.applies), "every network's first apply")
+        assert_case(cluster, case)
+        assert "warning" not in a.text()
