@@ -46,7 +46,7 @@ def set_changes(old: Members, new: Members) -> dict[str, tuple[list[Entry], list
     out = {}
     for name, entries in new.items():
         before = old.get(name, ())
-        if before == entries:
+        if before is entries or before == entries:  # kept sets are the very same lists: no scan
             continue
         kept, now = set(before), set(entries)
         # an entry whose nomatch flag flipped is removed and added again

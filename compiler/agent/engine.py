@@ -84,6 +84,7 @@ class Network:
         self.source = spec.address_source()
         self.live = LiveInventory(self.source, node)
         self.sets: LiveSets | None = None
+        self._rules: Loaded | Artefacts | None = None
 
     def program(self, loaded: Loaded, namespaces: Sequence[Namespace]) -> Program:
         by_name = {ns.name: ns for ns in namespaces}
@@ -100,11 +101,13 @@ class Network:
         self.source.warnings.clear()
         name = self.spec.name
         # reviewed artefacts give the rules (only members are worked out here); policies are compiled
-        key = (
-            rules.network(name)
-            if isinstance(rules, Artefacts)
-            else self.program(rules, self.live.namespace_list())
-        )
+        if isinstance(rules, Artefacts):
+            key: Program | Lowered = rules.network(name)
+        elif self.applied is not None and rules is self._rules and not namespaces:
+            key = self.applied.key  # same policies, same namespaces: same program (a pod event)
+        else:
+            key = self.program(rules, self.live.namespace_list())
+        self._rules = rules
         if self.applied is None or self.sets is None or force_full or self.failed or key != self.applied.key:
             lowered = key if isinstance(key, Lowered) else lower(optimise(key), name, self.mark)
             self.sets = LiveSets(lowered, self.live, local_only_sets(lowered) if self.node else set())
