@@ -36,7 +36,7 @@ def raw(inventory: Inventory, node_of: Any = lambda pod: "n1") -> list[dict[str,
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(programs, inventories(), inventories())
 def test_pod_by_pod_members_equal_a_full_resolve(
     program: Program, before: Inventory, after: Inventory
@@ -49,6 +49,24 @@ def test_pod_by_pod_members_equal_a_full_resolve(
     pods, namespaces = live.update(raw(after))
     sets.change(pods, namespaces)
     assert sets.members() == resolve(lowered, build_inventory(raw(after)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(programs, programs, inventories(), inventories())
+def test_a_policy_change_keeps_the_counts_of_sets_both_programs_have(
+    first: Program, second: Program, before: Inventory, after: Inventory
+) -> None:
+    live = LiveInventory(pod_ips)
+    live.update(raw(before))
+    sets = LiveSets(lower(first), live, set())
+    sets.members()
+    pods, namespaces = live.update(raw(after))
+    sets.change(pods, namespaces)
+    both = Program((*first.policies, *second.policies))  # shares sets with the first program
+    for program in (second, both):
+        lowered = lower(program)
+        sets = LiveSets(lowered, live, set(), sets)
+        assert sets.members() == resolve(lowered, build_inventory(raw(after)))
 
 
 @settings(max_examples=150, deadline=None)

@@ -110,7 +110,13 @@ class Network:
         self._rules = rules
         if self.applied is None or self.sets is None or force_full or self.failed or key != self.applied.key:
             lowered = key if isinstance(key, Lowered) else lower(optimise(key), name, self.mark)
-            self.sets = LiveSets(lowered, self.live, local_only_sets(lowered) if self.node else set())
+            previous = None
+            if self.sets is not None and not (force_full or self.failed):
+                self.sets.change(pods, namespaces)  # up to date first; then its kept sets carry over
+                previous = self.sets
+            self.sets = LiveSets(
+                lowered, self.live, local_only_sets(lowered) if self.node else set(), previous
+            )
             members = self.sets.members()
             self._load(lambda: self.plane.load(lowered, members))
             self.applied = Applied(key, lowered, members)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ..inventory import Inventory, IPSource, Namespace, Pod, build_inventory
@@ -104,30 +104,20 @@ class _SortKeys(dict[str, tuple[int, str]]):
         return key
 
 
-class LiveSets:
-    """Every set of one lowered program, its members counted per entry, indexed for pod events."""
+class _Index:
+    """Pod peers and named ports of some sets, indexed by what can select a pod."""
 
-    def __init__(self, lowered: Lowered, inventory: LiveInventory, local_only: set[str]) -> None:
-        self.inventory, self.local_only = inventory, local_only
-        self.counts: dict[str, Counter[str]] = {}
-        self.fixed: dict[str, list[Entry]] = {}  # ipBlock sets: members from the policy alone
+    def __init__(self, specs: Iterable[SetSpec]) -> None:
         self.peer_sets: dict[PodPeer, list[tuple[str, int]]] = defaultdict(list)
         self.port_sets: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
-        for family in lowered.families:
-            for spec in family.sets:
-                if spec.name in self.counts or spec.name in self.fixed:
-                    continue
-                if spec.kind == "net":
-                    self.fixed[spec.name] = _net_members(spec)
-                    continue
-                self.counts[spec.name] = Counter()
-                if spec.kind == "port":
-                    protocol, name = (str(part) for part in spec.key)  # type: ignore[union-attr]
-                    self.port_sets[(protocol, name)].append((spec.name, spec.family))
-                else:
-                    for peer in spec.key:  # type: ignore[union-attr]
-                        assert isinstance(peer, PodPeer)
-                        self.peer_sets[peer].append((spec.name, spec.family))
+        for spec in specs:
+            if spec.kind == "port":
+                protocol, name = (str(part) for part in spec.key)  # type: ignore[union-attr]
+                self.port_sets[(protocol, name)].append((spec.name, spec.family))
+            else:
+                for peer in spec.key:  # type: ignore[union-attr]
+                    assert isinstance(peer, PodPeer)
+                    self.peer_sets[peer].append((spec.name, spec.family))
         self.by_label: dict[tuple[str, str], list[PodPeer]] = defaultdict(list)
         self.by_key: dict[str, list[PodPeer]] = defaultdict(list)
         self.unindexed: list[PodPeer] = []  # no positive pod requirement: listed per namespace
@@ -140,47 +130,88 @@ class LiveSets:
             else:
                 for value in positive.values:
                     self.by_label[(positive.key, value)].append(peer)
-        self._per_namespace: dict[str, list[PodPeer]] = {}
-        self._sorted: dict[str, list[Entry]] = {}
-        self._keys = _SortKeys()
-        self.dirty: set[str] = set(self.counts)
-        self.given: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
-        for pod in inventory.pods.values():
-            self._add(pod)
+        self.per_namespace: dict[str, list[PodPeer]] = {}
 
-    def _unindexed_for(self, namespace: str) -> list[PodPeer]:
-        found = self._per_namespace.get(namespace)
-        if found is None:
-            labels = self.inventory.namespace_labels(namespace)
-            found = self._per_namespace[namespace] = [
-                p for p in self.unindexed if p.namespaces.matches(labels)
-            ]
-        return found
-
-    def _entries(self, pod: Pod) -> Iterable[tuple[str, str]]:
-        """(set name, entry) for every entry ``pod`` gives to a set."""
+    def entries(self, pod: Pod, inventory: LiveInventory, local_only: set[str]) -> Iterator[tuple[str, str]]:
+        """(set name, entry) for every entry ``pod`` gives to these sets."""
         labels = pod.labels
-        ns_labels = self.inventory.namespace_labels(pod.namespace)
-        candidates = set(self._unindexed_for(pod.namespace))
+        ns_labels = inventory.namespace_labels(pod.namespace)
+        found = self.per_namespace.get(pod.namespace)
+        if found is None:
+            found = self.per_namespace[pod.namespace] = [
+                p for p in self.unindexed if p.namespaces.matches(ns_labels)
+            ]
+        candidates = set(found)
         for item in labels.items():
             candidates.update(self.by_label.get(item, ()))
         for key in labels:
             candidates.update(self.by_key.get(key, ()))
-        local = self.inventory.is_local(pod)
+        local = inventory.is_local(pod)
         for peer in candidates:
             if not peer.matches(ns_labels, labels):
                 continue
             for name, family in self.peer_sets[peer]:
-                if local or name not in self.local_only:
+                if local or name not in local_only:
                     yield from ((name, str(ip)) for ip in pod.ips if ip.version == family)
         for (protocol, port_name), port in pod.named_ports().items():
             for name, family in self.port_sets.get((protocol, port_name), ()):
                 rest = f"{protocol.lower()}:{port}"
                 yield from ((name, f"{ip},{rest}") for ip in pod.ips if ip.version == family)
 
+
+class LiveSets:
+    """Every set of one lowered program, its members counted per entry, indexed for pod events.
+
+    Built from ``previous`` (the sets in force, already up to date with the inventory), the sets
+    both programs have keep their counts: a policy change costs its new sets, not the cluster.
+    """
+
+    def __init__(
+        self,
+        lowered: Lowered,
+        inventory: LiveInventory,
+        local_only: set[str],
+        previous: LiveSets | None = None,
+    ) -> None:
+        self.inventory, self.local_only = inventory, local_only
+        specs: dict[str, SetSpec] = {}
+        self.fixed: dict[str, list[Entry]] = {}  # ipBlock sets: members from the policy alone
+        for family in lowered.families:
+            for spec in family.sets:
+                if spec.kind == "net":
+                    if spec.name not in self.fixed:
+                        self.fixed[spec.name] = _net_members(spec)
+                else:
+                    specs.setdefault(spec.name, spec)
+        self.index = _Index(specs.values())
+        kept: set[str] = set()
+        if previous is not None:
+            kept = {
+                n for n in specs if n in previous.counts and (n in local_only) == (n in previous.local_only)
+            }
+        fresh = [spec for name, spec in specs.items() if name not in kept]
+        self.counts: dict[str, Counter[str]] = {n: previous.counts[n] for n in kept} if previous else {}
+        self.counts.update((spec.name, Counter()) for spec in fresh)
+        self._sorted: dict[str, list[Entry]] = (
+            {n: previous._sorted[n] for n in kept if n in previous._sorted} if previous else {}
+        )
+        self._keys: _SortKeys = previous._keys if previous else _SortKeys()
+        self.dirty: set[str] = {spec.name for spec in fresh} | (previous.dirty & kept if previous else set())
+        self.given: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
+        new_index = _Index(fresh) if previous else self.index
+        for pod in inventory.pods.values():
+            key = (pod.namespace, pod.name)
+            old = [e for e in previous.given.get(key, ()) if e[0] in kept] if previous else []
+            added = set(new_index.entries(pod, inventory, local_only)) if fresh else set()
+            for name, entry in added:
+                self.counts[name][entry] += 1
+            self.given[key] = frozenset(old).union(added)
+
     def _add(self, pod: Pod) -> None:
         # a union set counts a pod once per entry, however many of its peers select it
-        given = self.given[(pod.namespace, pod.name)] = frozenset(self._entries(pod))
+        given = self.given[(pod.namespace, pod.name)] = frozenset(
+            self.index.entries(pod, self.inventory, self.local_only)
+        )
         for name, entry in given:
             self.counts[name][entry] += 1
             self.dirty.add(name)
@@ -201,7 +232,7 @@ class LiveSets:
             if after is not None:
                 self._add(after)
         for namespace in set(namespaces):
-            self._per_namespace.pop(namespace, None)
+            self.index.per_namespace.pop(namespace, None)
             for pod in self.inventory.pods.values():
                 if pod.namespace == namespace:
                     self._remove(pod.namespace, pod.name)
