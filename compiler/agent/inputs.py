@@ -130,25 +130,38 @@ class FileInventory:
 
 class ApiPolicies:
     """Policy objects from the watch cache, each written out as JSON named ``api:<kind>/<ns>/<name>``
-    so that a bad one is reported with line, column and field path like a file."""
+    so that a bad one is reported with line, column and field path like a file. An object is read
+    again only when the API changed it (the cache holds the very same dict until then)."""
 
     def __init__(self, cache: Cache, resources: Sequence[Resource]) -> None:
         self.cache, self.resources = cache, list(resources)
+        self._read: dict[str, tuple[dict[str, Any], Loaded]] = {}
 
-    def _texts(self) -> list[tuple[str, str]]:
-        out = []
+    def read(self) -> Loaded:
+        parts: dict[str, tuple[dict[str, Any], Loaded]] = {}
         for resource in self.resources:
             for obj in self.cache.items(resource):
                 meta = obj.get("metadata") or {}
                 name = f"api:{resource.name}/{meta.get('namespace', '')}/{meta.get('name', '')}"
-                out.append((name, json.dumps(_clean(obj), indent=2, sort_keys=True)))
-        return out
-
-    def read(self) -> Loaded:
-        return read_policy_texts(self._texts())
+                known = self._read.get(name)
+                if known is not None and known[0] is obj:
+                    parts[name] = known
+                else:
+                    parts[name] = (
+                        obj,
+                        read_policy_texts([(name, json.dumps(_clean(obj), indent=2, sort_keys=True))]),
+                    )
+        self._read = parts
+        loaded = [part for _, part in parts.values()]
+        return Loaded(
+            tuple(p for part in loaded for p in part.policies),
+            (),
+            tuple(n for part in loaded for n in part.notes),
+            tuple(f for part in loaded for f in part.files),
+        )
 
     def digest(self) -> str:
-        return _digest(self._texts())
+        return ""  # never asked: the watch only reports real changes, and the engine compares programs
 
 
 class ApiInventory:
