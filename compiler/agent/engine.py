@@ -3,8 +3,8 @@
 Rules depend only on policies, so a network's rules change exactly when its selected ``Program``
 changes (policies, or a namespace's 1.6 annotation): then it is compiled and loaded whole,
 atomically, as ``npc apply`` does. Anything else (pods, labels, addresses, named ports, network
-annotations) only moves set members: the sets are resolved again and only the differences are
-loaded. Bad input never reaches the kernel: each input keeps its last good value, the error is
+annotations) only moves set members, kept up to date pod by pod (``live``), and only the
+differences are loaded. Bad input never reaches the kernel: each input keeps its last good value, the error is
 logged as ``compile`` reports it and counted, and the next good read is applied. A kernel failure
 keeps the previous state and is retried with backoff, by a full load.
 """
