@@ -164,6 +164,27 @@ def npc_rules(cluster: Cluster, backend: str) -> str:
     return "\n".join(chains)
 
 
+def npc_members(cluster: Cluster, backend: str) -> dict[str, frozenset[str]]:
+    """Every npc set's (and nft map's) elements, order aside."""
+    if backend == "iptables":
+        found: dict[str, set[str]] = {}
+        for line in cluster.node_exec(["ipset", "save"]).stdout.splitlines():
+            parts = line.split(" ", 2)
+            if parts[0] == "create" and parts[1].startswith("npc-"):
+                found.setdefault(parts[1], set())
+            elif parts[0] == "add" and parts[1].startswith("npc-"):
+                found[parts[1]].add(parts[2])
+        return {k: frozenset(v) for k, v in found.items()}
+    listing = json.loads(cluster.node_exec(["nft", "-j", "list", "table", "inet", "npc"]).stdout)
+    out = {}
+    for item in listing["nftables"]:
+        for kind in ("set", "map"):
+            if kind in item:
+                elements = item[kind].get("elem", [])
+                out[item[kind]["name"]] = frozenset(json.dumps(e, sort_keys=True) for e in elements)
+    return out
+
+
 # --- files: the truth tables, one after another, under one agent ----------------------------------
 
 CASES = same_layout(load_cases())
@@ -217,6 +238,11 @@ def test_pod_churn_moves_members_only_and_the_rules_outlive_the_agent(backend: s
         assert npc_rules(cluster, backend) == rules, "pod churn changed a rule"
         churn = [line for line in a.text().splitlines() if "rules unchanged" in line]
         assert churn and "+" in churn[0], a.text()
+        # what the deltas left is what a full load of the same inputs makes (the resync does one)
+        after_deltas = npc_members(cluster, backend)
+        resyncs = a.text().count("(resync)")
+        a.wait(lambda: a.text().count("(resync)") > resyncs, "a resync", timeout=10)
+        assert npc_members(cluster, backend) == after_deltas
         # drift: someone flushes npc's ingress dispatch; the resync puts it back
         if backend == "iptables":
             chain = re.search(

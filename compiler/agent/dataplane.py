@@ -16,10 +16,19 @@ from typing import Protocol
 import attrs
 
 from ..apply import apply_iptables, detect_tools
-from ..apply_nft import apply_nftables, load_ruleset
-from ..backends.nftables import rank_maps, referenced_sets, set_name, set_text, table_name
+from ..apply_nft import load_ruleset
+from ..backends.nftables import (
+    build,
+    chains_by_address,
+    rank_maps,
+    referenced_sets,
+    render,
+    set_name,
+    set_text,
+    table_name,
+)
 from ..errors import ApplyError
-from ..lower import Lowered
+from ..lower import DIRECTIONS, Lowered
 from ..resolve import Entry
 
 Members = Mapping[str, Sequence[Entry]]
@@ -78,15 +87,24 @@ class Iptables:
 
 
 class Nftables:
+    def __init__(self) -> None:
+        # rank maps in force per (table, family, direction): the most policies selecting one pod
+        self.ranks: dict[tuple[str, int, str], int] = {}
+
     def load(self, lowered: Lowered, members: Members) -> None:
-        apply_nftables(lowered, members)
+        ruleset = build(lowered, members)
+        load_ruleset(render(ruleset))
+        for family in ruleset.families:
+            for direction, maps in family.ranks.items():
+                self.ranks[(ruleset.table, family.family, direction)] = len(maps)
 
     def load_members(self, lowered: Lowered, old: Members, new: Members) -> Delta:
         """Element deletes and adds for the sets that changed and, when a policy target or an
-        isolation set changed, for that family's and direction's rank maps."""
+        isolation set changed, for the rank-map entries of the addresses that moved: the maps
+        are worked out for those addresses only, so a pod event costs its own dispatch."""
         changes = set_changes(old, new)
         names = lowered.names
-        table = f"inet {table_name(names)}"
+        table = table_name(names)
         diffs: list[tuple[str, Sequence[str], Sequence[str]]] = []
         for program in lowered.families:
             tested = {s.name: s for s in referenced_sets(program)}
@@ -100,25 +118,36 @@ class Nftables:
                         set_text(spec, fresh, names).elements,
                     )
                 )
-            for direction in ("egress", "ingress"):
+            for direction in DIRECTIONS:
                 targets = {d.target.name for d in program.dispatch[direction]} | {
                     program.isolated[direction].name
                 }
-                if not targets & changes.keys():
+                moved = {e for n in targets & changes.keys() for e, _ in (*changes[n][0], *changes[n][1])}
+                if not moved:
                     continue
-                before = rank_maps(program, direction, old, names)
-                after = rank_maps(program, direction, new, names)
-                if [m.name for m in before] != [m.name for m in after]:
-                    self.load(
-                        lowered, new
-                    )  # the most policies selecting one pod changed: a rule more or less
+                before = chains_by_address(program, direction, _only(old, targets, moved))
+                after = chains_by_address(program, direction, _only(new, targets, moved))
+                ranks = self.ranks.get((table, program.family, direction))
+                if ranks is None:  # not loaded by this agent yet: count once
+                    ranks = max(map(len, chains_by_address(program, direction, old).values()), default=0)
+                grown = max(map(len, after.values()), default=0) > ranks
+                shrunk = not grown and any(len(c) == ranks for c in before.values())
+                if shrunk:  # the pod that needed the last rank moved: does any other need it?
+                    shrunk = (
+                        max(map(len, chains_by_address(program, direction, new).values()), default=0) < ranks
+                    )
+                if grown or shrunk:  # a rank rule more or less: the table is replaced (atomically)
+                    self.load(lowered, new)
                     return Delta(full=True)
-                for was, now in zip(before, after, strict=True):
-                    old_by_key = {_key(e): e for e in was.elements}
-                    new_by_key = {_key(e): e for e in now.elements}
+                was = rank_maps(program, direction, _only(old, targets, moved), names, ranks)
+                now = rank_maps(program, direction, _only(new, targets, moved), names, ranks)
+                for old_map, new_map in zip(was, now, strict=True):
+                    old_by_key = {_key(e): e for e in old_map.elements}
+                    new_by_key = {_key(e): e for e in new_map.elements}
                     gone_keys = [k for k, e in old_by_key.items() if new_by_key.get(k) != e]
                     fresh_elements = [e for k, e in new_by_key.items() if old_by_key.get(k) != e]
-                    diffs.append((was.name, gone_keys, fresh_elements))
+                    diffs.append((old_map.name, gone_keys, fresh_elements))
+        table = f"inet {table}"
         lines: list[str] = []
         added = removed = touched = 0
         for name, drop, put in diffs:
@@ -133,6 +162,11 @@ class Nftables:
         if lines:
             load_ruleset("\n".join(lines) + "\n")
         return Delta(added, removed, touched)
+
+
+def _only(members: Members, sets: set[str], addresses: set[str]) -> dict[str, list[Entry]]:
+    """``sets`` holding only ``addresses``: enough to work out those addresses' dispatch."""
+    return {name: [e for e in members.get(name, ()) if e[0] in addresses] for name in sets}
 
 
 def _key(element: str) -> str:
