@@ -53,6 +53,7 @@ class KubeStandin:
         self.oldest = 0  # watches from a version below this get 410
         self.generation = 0  # bumped by drop_watches()
         self.requests: list[str] = []  # every request line, for assertions
+        self.missing: set[str] = set()  # collection paths answered with 404 (a CRD not installed)
         self._server: ThreadingHTTPServer | None = None
 
     # -- the cluster ---------------------------------------------------------------------------
@@ -194,7 +195,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.api.requests.append(self.path)
-        if url.path not in COLLECTIONS:
+        if url.path not in COLLECTIONS or url.path in self.api.missing:
             self._json(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": url.path})
             return
         if query.get("watch") in ("true", "1"):

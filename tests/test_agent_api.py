@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from kube_standin import KubeStandin, free_port
 from npc.agent.inputs import ApiPolicies
-from npc.agent.kube import NAMESPACES, NETWORK_POLICIES, PODS, Cache, Watcher, api_client
+from npc.agent.kube import (
+    MULTI_NETWORK_POLICIES,
+    NAMESPACES,
+    NETWORK_POLICIES,
+    PODS,
+    Cache,
+    Watcher,
+    api_client,
+)
 from npc.errors import InputError
 from polling import wait_for
 
@@ -161,3 +169,24 @@ def test_a_bad_policy_object_is_reported_with_its_field_path(api: KubeStandin, w
     api.delete("NetworkPolicy", "default", "bad")
     wait_for(lambda: len(watching.cache.items(NETWORK_POLICIES)) == 1, "bad one gone")
     assert [p.name for p in ApiPolicies(watching.cache, [NETWORK_POLICIES]).read().policies] == ["ok"]
+
+
+def test_a_kind_the_api_does_not_serve_counts_as_none(api: KubeStandin, tmp_path: Path) -> None:
+    """No MultiNetworkPolicy CRD in the cluster: listed as empty, so the agent can start."""
+    api.missing.add(MULTI_NETWORK_POLICIES.path)
+    stop = threading.Event()
+    notified: list[str] = []
+    watcher = Watcher(
+        api_client(str(api.kubeconfig(tmp_path))),
+        MULTI_NETWORK_POLICIES,
+        Cache(),
+        lambda what, n: notified.append(what),
+        lambda resource, reason: None,
+        stop,
+    )
+    watcher.start()
+    try:
+        wait_for(watcher.synced.is_set, "the empty list")
+        assert notified == ["policies"]
+    finally:
+        stop.set()

@@ -165,9 +165,27 @@ class Watcher(threading.Thread):
                     self.on_restart(self.resource.name, "expired")
                     self.version = None
                     continue
+                if exc.status == 404 and self.version is None:
+                    self._not_served()
+                    continue
                 self._failed(f"HTTP {exc.status} {exc.reason}", backoff)
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
                 self._failed(type(exc).__name__ + (f": {exc}" if str(exc) else ""), backoff)
+
+    def _not_served(self) -> None:
+        """A kind the cluster does not serve (no MultiNetworkPolicy CRD): none exist, so the
+        cache is empty and counts as listed; the list is tried again every minute."""
+        log.warning(
+            "%s: not served by this API (no such resource); none assumed, asking again in 60 s",
+            self.resource.path,
+        )
+        first = not self.synced.is_set()
+        changed = self.cache.replace(self.resource, {})
+        self.synced.set()
+        if changed or first:
+            self.notify(self.resource.input, changed)
+        self.on_restart(self.resource.name, "not-served")
+        self.stop.wait(60.0)
 
     def _failed(self, why: str, backoff: Backoff) -> None:
         delay = backoff.next()
