@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     inventory: InventoryInput = FileInventory(args.inventory) if args.inventory else ApiInventory(cache)
     if not args.inventory:
         watched += [NAMESPACES, PODS]
+    api = api_client(args.kubeconfig) if watched else None  # a bad kubeconfig is a usage error, now
     engine = Engine(
         policies,
         inventory,
@@ -124,8 +125,7 @@ def run(args: argparse.Namespace) -> int:
         server = serve(args.listen, metrics, health)
     except (OSError, ValueError) as exc:
         raise UsageError(f"--listen {args.listen}: {exc}") from None
-    if watched:
-        api = api_client(args.kubeconfig)
+    if api is not None:
 
         def restarted(resource: str, reason: str) -> None:
             metrics.watch_restarts.labels(resource, reason).inc()

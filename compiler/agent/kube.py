@@ -26,6 +26,8 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from ..errors import UsageError
+
 log = logging.getLogger("npc.agent")
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
@@ -64,10 +66,14 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
     """``--kubeconfig``, else ``$KUBECONFIG``, else the in-cluster service account."""
     path = kubeconfig or os.environ.get("KUBECONFIG")
     configuration = client.Configuration()
-    if path:
-        config.load_kube_config(config_file=path, client_configuration=configuration)
-    else:
-        config.load_incluster_config(client_configuration=configuration)
+    try:
+        if path:
+            config.load_kube_config(config_file=path, client_configuration=configuration)
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+    except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+        where = f"kubeconfig {path}" if path else "in-cluster config (no --kubeconfig, no $KUBECONFIG)"
+        raise UsageError(f"{where}: {exc}") from None
     return client.ApiClient(configuration)
 
 
