@@ -71,7 +71,6 @@ def encode(lowered: Lowered) -> dict[str, Any]:
         "format": FORMAT,
         "network": lowered.names.network,
         "tag": lowered.names.tag,
-        "mark": lowered.mark,
         "sets": dict(sorted(sets.items())),
         "families": families,
     }
@@ -133,7 +132,7 @@ def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
             )
             for f in data["families"]
         )
-        return Lowered(Names(str(data["network"]), str(data["tag"])), int(data["mark"]), families)
+        return Lowered(Names(str(data["network"]), str(data["tag"])), families)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(
             f"not a program npc compiled: {type(exc).__name__}: {exc}", file, path="program"

@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 import yaml
 from kube_standin import free_port
-from npc.agent.dataplane import Delta, Members, set_changes
 from npc.agent.engine import Engine
 from npc.agent.inputs import FileInventory, FilePolicies, FileWatcher
 from npc.agent.observe import Health, JsonFormatter, Metrics, serve
+from npc.backends.base import MemberDelta, Members, member_changes
 from npc.errors import ApplyError
 from npc.lower import Lowered
 from npc.networks import network_spec
+from npc.pipeline import Compiled
 from polling import wait_for
 
 
@@ -37,19 +38,19 @@ class Recorder:
         self.loads: list[tuple[str, Lowered, dict[str, list[Any]]]] = []
         self.fail = False
 
-    def load(self, lowered: Lowered, members: Members) -> None:
+    def load(self, compiled: Compiled) -> None:
         self._refuse()
-        self.loads.append(("full", lowered, {k: list(v) for k, v in members.items()}))
+        self.loads.append(("full", compiled.lowered, {k: list(v) for k, v in compiled.members.items()}))
 
     def _refuse(self) -> None:
         if self.fail:
             raise ApplyError("refused")
 
-    def load_members(self, lowered: Lowered, old: Members, new: Members) -> Delta:
+    def load_members(self, lowered: Lowered, old: Members, new: Members) -> MemberDelta:
         self._refuse()
-        changes = set_changes(old, new)
+        changes = member_changes(old, new)
         self.loads.append(("sets", lowered, {k: list(v) for k, v in new.items()}))
-        return Delta(
+        return MemberDelta(
             sum(len(a) for _, a in changes.values()), sum(len(r) for r, _ in changes.values()), len(changes)
         )
 

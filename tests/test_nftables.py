@@ -19,7 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nft_sim import Ruleset
-from npc.backends import iptables, nftables
+from npc.backends.iptables import render as iptables
+from npc.backends.nftables import render as nftables
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, NamedPort, Namespace, Pod
 from npc.ir import (

@@ -10,16 +10,17 @@ import argparse
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
+from ..backends import get as get_backend
+from ..backends.base import Options
 from ..errors import UsageError
 from ..frontends.k8s import MULTI_NETWORK_POLICY, NETWORK_POLICY
-from ..lower import DEFAULT_MARK, DEFAULT_NETWORK
+from ..ir import DEFAULT_NETWORK
 from ..network_file import read_networks_file
-from ..networks import IP_SOURCE_HELP, NetworkSpec, network_spec
-from ..pipeline import BACKENDS
-from .dataplane import dataplane
-from .engine import Engine
+from ..networks import NetworkSpec, network_spec
+from .engine import Dataplane, Engine
 from .inputs import (
     ApiInventory,
     ApiPolicies,
@@ -37,8 +38,8 @@ log = logging.getLogger("npc.agent")
 STOP_GRACE = 1.5  # seconds an apply under way may take to finish after SIGTERM
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("agent", help="keep this node's kernel in step with policies and pods (foreground)")
+def add_agent_args(p: argparse.ArgumentParser) -> None:
+    """The agent's own flags (``cli`` adds the backend and network flags every command shares)."""
     source = p.add_mutually_exclusive_group()
     source.add_argument(
         "--policies", nargs="+", metavar="PATH", help="policy files or folders, watched (default: the API)"
@@ -46,11 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     source.add_argument("--artefacts", metavar="DIR", help="what npc compile -o DIR wrote (GitOps)")
     p.add_argument("--inventory", metavar="FILE", help="kubectl get namespaces,pods -A -o json, watched")
     p.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, else in-cluster")
-    p.add_argument("--backend", default="iptables", choices=BACKENDS)
     p.add_argument("--iptables", choices=("legacy", "nft"), help="force the iptables flavour")
-    p.add_argument("--network", default=DEFAULT_NETWORK, help="network name (default: the primary network)")
-    p.add_argument("--ip-source", metavar="SRC", help=f"pods' addresses on --network: {IP_SOURCE_HELP}")
-    p.add_argument("--policy-kinds", metavar="KINDS", help="NetworkPolicy and/or MultiNetworkPolicy")
     p.add_argument("--networks", metavar="FILE", help="every network of this file, in one process")
     p.add_argument("--node", metavar="NAME", help="police only pods with spec.nodeName NAME")
     p.add_argument(
@@ -59,10 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--debounce", type=_positive(int), default=100, metavar="MS", help="default 100")
     p.add_argument("--resync", type=_positive(float), default=300.0, metavar="SECONDS", help="default 300")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
-    p.add_argument("--mark", type=lambda t: int(t, 0), default=DEFAULT_MARK, help=argparse.SUPPRESS)
 
 
-def _positive(kind: type[int] | type[float]) -> object:
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     def parse(text: str) -> int | float:
         value = kind(text)
         if value <= 0:
@@ -85,7 +81,7 @@ def _networks(args: argparse.Namespace) -> tuple[NetworkSpec, ...]:
         raise UsageError(str(exc)) from None
 
 
-def run(args: argparse.Namespace) -> int:
+def run_agent(args: argparse.Namespace) -> int:
     networks = _networks(args)
     if args.iptables and args.backend != "iptables":
         raise UsageError("--iptables applies to --backend iptables only")
@@ -112,11 +108,10 @@ def run(args: argparse.Namespace) -> int:
         policies,
         inventory,
         networks,
-        dataplane(args.backend, args.iptables),
+        Dataplane(get_backend(args.backend), Options(mark=args.mark, iptables=args.iptables)),
         node=args.node,
         debounce=args.debounce / 1000,
         resync=args.resync,
-        mark=args.mark,
         metrics=metrics,
         health=health,
         synced=lambda: all(w.synced.is_set() for w in watchers),

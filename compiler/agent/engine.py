@@ -20,16 +20,16 @@ from typing import Any
 
 import attrs
 
+from ..backends.base import Backend, MemberDelta, Options, Runner, SubprocessRunner
 from ..errors import ApplyError, NpcError
 from ..frontends.legacy import isolation_policies, namespaces_from_objects
 from ..inventory import Namespace
 from ..ir import Program
-from ..lower import DEFAULT_MARK, Lowered, lower
+from ..lower import Lowered
 from ..networks import NetworkSpec, select_policies
-from ..pipeline import optimise
+from ..pipeline import Compiled, Rules, compile_rules
 from ..resolve import Entry
 from ..sources import Loaded
-from .dataplane import Dataplane
 from .inputs import Artefacts, InventoryInput, PolicyInput
 from .kube import Backoff
 from .live import LiveInventory, LiveSets
@@ -65,6 +65,19 @@ def objects(docs: Iterable[Any]) -> Iterator[dict[str, Any]]:
                 yield obj
 
 
+class Dataplane:
+    """A backend with the options and runner the agent loads with."""
+
+    def __init__(self, backend: Backend, options: Options, runner: Runner | None = None) -> None:
+        self.backend, self.options, self.runner = backend, options, runner or SubprocessRunner()
+
+    def load(self, compiled: Compiled) -> None:
+        self.backend.load(compiled, self.options, self.runner)
+
+    def load_members(self, lowered: Lowered, old: Members, new: Members) -> MemberDelta:
+        return self.backend.load_members(lowered, old, new, self.options, self.runner)
+
+
 @attrs.define
 class Applied:
     key: Program | Lowered  # what the rules were made from: policies, or a reviewed program
@@ -75,10 +88,8 @@ class Applied:
 class Network:
     """One network's compile and load state; applied only when its own inputs changed."""
 
-    def __init__(
-        self, spec: NetworkSpec, plane: Dataplane, metrics: Metrics, node: str | None, mark: int
-    ) -> None:
-        self.spec, self.plane, self.metrics, self.node, self.mark = spec, plane, metrics, node, mark
+    def __init__(self, spec: NetworkSpec, plane: Dataplane, metrics: Metrics, node: str | None) -> None:
+        self.spec, self.plane, self.metrics, self.node = spec, plane, metrics, node
         self.applied: Applied | None = None
         self.failed = False  # the last load failed: the next one is full
         self.source = spec.address_source()
@@ -109,7 +120,9 @@ class Network:
             key = self.program(rules, self.live.namespace_list())
         self._rules = rules
         if self.applied is None or self.sets is None or force_full or self.failed or key != self.applied.key:
-            lowered = key if isinstance(key, Lowered) else lower(optimise(key), name, self.mark)
+            # reviewed artefacts ship the lowering only: their optimised policies are not needed to load
+            made = Rules(Program(), key) if isinstance(key, Lowered) else compile_rules(key, name)
+            lowered = made.lowered
             previous = None
             if self.sets is not None and not (force_full or self.failed):
                 self.sets.change(pods, namespaces)  # up to date first; then its kept sets carry over
@@ -118,7 +131,7 @@ class Network:
                 lowered, self.live, local_only_sets(lowered) if self.node else set(), previous
             )
             members = self.sets.members()
-            self._load(lambda: self.plane.load(lowered, members))
+            self._load(lambda: self.plane.load(Compiled(made.program, lowered, members)))
             self.applied = Applied(key, lowered, members)
             self._done("full", started, members)
             _info(
@@ -193,7 +206,6 @@ class Engine:
         node: str | None = None,
         debounce: float = 0.1,
         resync: float = 300.0,
-        mark: int = DEFAULT_MARK,
         metrics: Metrics | None = None,
         health: Health | None = None,
         synced: Callable[[], bool] = lambda: True,
@@ -201,7 +213,7 @@ class Engine:
         self.policies, self.inventory = policies, inventory
         self.metrics = metrics or Metrics()
         self.health = health or Health()
-        self.networks = [Network(s, plane, self.metrics, node, mark) for s in networks]
+        self.networks = [Network(s, plane, self.metrics, node) for s in networks]
         self.debounce, self.resync = debounce, resync
         self.synced = synced  # the API's first lists are in: before that, an apply would open pods
         self.events: queue.Queue[str] = queue.Queue()

@@ -13,19 +13,15 @@ is left byte for byte. Order of work, so that a failure leaves the previous stat
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
 
 import attrs
 
-from .backends.iptables import TableEdit, all_sets, jump_rule, render_rules, render_sets, set_text
-from .errors import ApplyError, UsageError
-from .lower import Lowered
-from .resolve import Entry
-
-Flavour = Literal["legacy", "nft"]
+from ...errors import ApplyError, UsageError
+from ...lower import Lowered
+from ...resolve import Entry
+from ..base import MemberDelta, Members, Ran, Runner, member_changes
+from .render import all_sets, insert_jump, jump_rule, render_rules, render_sets, set_text
 
 
 @attrs.frozen
@@ -44,46 +40,42 @@ def _tools(variant: str) -> Tools:
     )
 
 
-def _run(argv: Sequence[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise ApplyError(
-            f"{argv[0]} not found: install it (Debian: apt-get install iptables ipset)"
-        ) from None
+def temp_set_prefix(lowered: Lowered) -> str:
+    """Where new contents of existing sets are staged before the swap."""
+    return f"npt-{lowered.names.tag}-"
 
 
-def _rule_count(tools: Tools) -> int:
+def _rule_count(run: Runner, tools: Tools) -> int:
     count = 0
     for family in (4, 6):
-        if shutil.which(tools.save[family]):
-            out = _run([tools.save[family]]).stdout
+        if run.which(tools.save[family]):
+            out = run([tools.save[family]]).stdout
             count += sum(1 for line in out.splitlines() if line.startswith("-"))
     return count
 
 
-def detect_tools(force: str | None = None) -> Tools:
+def detect_tools(run: Runner, force: str | None = None) -> Tools:
     """Pick iptables-legacy or iptables-nft like kube-proxy's wrapper: whichever already holds
     rules in this namespace; on a tie, whatever plain ``iptables`` is."""
     if force is not None:
         if force not in ("legacy", "nft"):
             raise UsageError(f"--iptables must be legacy or nft, not {force!r}")
         tools = _tools(force)
-        if not shutil.which(tools.restore[4]):
+        if not run.which(tools.restore[4]):
             raise ApplyError(f"{tools.restore[4]} not found: install iptables")
         return tools
     legacy, nft = _tools("legacy"), _tools("nft")
-    if not (shutil.which(legacy.restore[4]) and shutil.which(nft.restore[4])):
+    if not (run.which(legacy.restore[4]) and run.which(nft.restore[4])):
         plain = _tools("")
-        if not shutil.which(plain.restore[4]):
+        if not run.which(plain.restore[4]):
             raise ApplyError(
                 "iptables-restore not found: install iptables (Debian: apt-get install iptables)"
             )
         return plain
-    legacy_rules, nft_rules = _rule_count(legacy), _rule_count(nft)
+    legacy_rules, nft_rules = _rule_count(run, legacy), _rule_count(run, nft)
     if legacy_rules != nft_rules:
         return legacy if legacy_rules > nft_rules else nft
-    version = _run(["iptables", "--version"]).stdout if shutil.which("iptables") else ""
+    version = run(["iptables", "--version"]).stdout if run.which("iptables") else ""
     return legacy if "legacy" in version else nft
 
 
@@ -96,8 +88,8 @@ class TableState:
     jumps: int
 
 
-def _table_state(tools: Tools, family: int, lowered: Lowered) -> TableState:
-    result = _run([tools.save[family], "-t", "filter"])
+def _table_state(run: Runner, tools: Tools, family: int, lowered: Lowered) -> TableState:
+    result = run([tools.save[family], "-t", "filter"])
     if result.returncode != 0:
         raise ApplyError(f"{tools.save[family]} failed: {result.stderr.strip()}")
     prefix = lowered.names.chain_prefix
@@ -125,13 +117,28 @@ def _rollback_text(lowered: Lowered, old: TableState, new_chains: Iterable[str])
     return "\n".join(lines) + "\n"
 
 
-def _ipset(script: str) -> subprocess.CompletedProcess[str]:
-    return _run(["ipset", "restore"], script)
+@attrs.frozen
+class TableEdit:
+    """What a load adds to a restore transaction so it owns exactly its own objects:
+    the FORWARD jump (insert it, or delete surplus copies) and chains no longer wanted."""
+
+    insert_jump: bool = True
+    surplus_jumps: int = 0
+    stale_chains: tuple[str, ...] = ()
+
+    def lines(self, lowered: Lowered) -> list[str]:
+        edits = [insert_jump(lowered)] if self.insert_jump else []
+        edits += [f"-D {jump_rule(lowered)}"] * self.surplus_jumps
+        return edits + [f"-X {name}" for name in self.stale_chains]
 
 
-def _destroy(names: Iterable[str]) -> None:
+def _ipset(run: Runner, script: str) -> Ran:
+    return run(["ipset", "restore"], script)
+
+
+def _destroy(run: Runner, names: Iterable[str]) -> None:
     for name in names:
-        _run(["ipset", "destroy", name])
+        run(["ipset", "destroy", name])
 
 
 @attrs.frozen
@@ -144,29 +151,31 @@ class ApplyReport:
     warnings: tuple[str, ...] = ()
 
 
-def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], tools: Tools) -> ApplyReport:
-    if not shutil.which("ipset"):
+def apply_iptables(
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], mark: int, tools: Tools, run: Runner
+) -> ApplyReport:
+    if not run.which("ipset"):
         raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
-    listing = _run(["ipset", "list", "-n"])
+    listing = run(["ipset", "list", "-n"])
     if listing.returncode != 0:
         raise ApplyError(f"ipset list failed: {listing.stderr.strip()}")
-    names = lowered.names
+    names, temps_prefix = lowered.names, temp_set_prefix(lowered)
     existing = {n for n in listing.stdout.split() if n.startswith(names.set_prefix)}
-    _destroy(n for n in listing.stdout.split() if n.startswith(names.temp_set_prefix))  # a crashed run's
+    _destroy(run, (n for n in listing.stdout.split() if n.startswith(temps_prefix)))  # a crashed run's
 
     def temp(name: str) -> str:
-        return names.temp_set_prefix + name[len(names.set_prefix) :]
+        return temps_prefix + name[len(names.set_prefix) :]
 
     wanted = all_sets(lowered)
     staged = [set_text(s, members[s.name], temp(s.name) if s.name in existing else None) for s in wanted]
     fresh = [s.name for s in wanted if s.name not in existing]
     temps = [temp(s.name) for s in wanted if s.name in existing]
-    result = _ipset(render_sets(lowered, members, staged))
+    result = _ipset(run, render_sets(lowered, members, staged))
     if result.returncode != 0:
-        _destroy([*fresh, *temps])
+        _destroy(run, [*fresh, *temps])
         raise ApplyError(f"ipset restore rejected the new sets: {result.stderr.strip()}")
 
-    before = {family: _table_state(tools, family, lowered) for family in (4, 6)}
+    before = {family: _table_state(run, tools, family, lowered) for family in (4, 6)}
     done: list[int] = []
     for family in (4, 6):
         old = before[family]
@@ -176,25 +185,26 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
             surplus_jumps=max(old.jumps - 1, 0),
             stale_chains=tuple(sorted(set(old.chains) - set(own))),
         )
-        result = _run([tools.restore[family], "--noflush", "--wait=30"], render_rules(lowered, family, edit))
+        text = render_rules(lowered, family, mark, edit.lines(lowered), edit.stale_chains)
+        result = run([tools.restore[family], "--noflush", "--wait=30"], text)
         if result.returncode != 0:
             for undone in done:
-                _run(
+                run(
                     [tools.restore[undone], "--noflush", "--wait=30"],
                     _rollback_text(lowered, before[undone], lowered.chain_names(undone)),
                 )
-            _destroy([*fresh, *temps])
+            _destroy(run, [*fresh, *temps])
             raise ApplyError(f"{tools.restore[family]} rejected the new rules: {result.stderr.strip()}")
         done.append(family)
 
     swap = "".join(
         f"swap {temp(s)} {s}\ndestroy {temp(s)}\n" for s in sorted(existing & {w.name for w in wanted})
     )
-    result = _ipset(swap)
+    result = _ipset(run, swap)
     warnings = [f"ipset swap failed: {result.stderr.strip()}"] if result.returncode != 0 else []
     stale = sorted(existing - {w.name for w in wanted})
     for name in stale:
-        gone = _run(["ipset", "destroy", name])
+        gone = run(["ipset", "destroy", name])
         if gone.returncode != 0:
             warnings.append(f"could not destroy stale set {name}: {gone.stderr.strip()}")
     return ApplyReport(
@@ -205,3 +215,46 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
         sum(len(lowered.chain_names(f)) for f in (4, 6)),
         tuple(warnings),
     )
+
+
+def reset_iptables(lowered: Lowered, tools: Tools, run: Runner) -> tuple[int, int]:
+    """Remove the network's FORWARD jumps, chains and sets (staged ones too): (chains, sets)."""
+    chains = 0
+    for family in (4, 6):
+        if not run.which(tools.restore[family]):
+            continue
+        state = _table_state(run, tools, family, lowered)
+        if not state.chains and not state.jumps:
+            continue
+        lines = ["*filter", *(f":{c} - [0:0]" for c in state.chains)]
+        lines += [f"-D {jump_rule(lowered)}"] * state.jumps
+        lines += [f"-X {c}" for c in state.chains]
+        result = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*lines, "COMMIT"]) + "\n")
+        if result.returncode != 0:
+            raise ApplyError(
+                f"{tools.restore[family]} refused to remove npc's chains: {result.stderr.strip()}"
+            )
+        chains += len(state.chains)
+    listing = run(["ipset", "list", "-n"]) if run.which("ipset") else Ran(0)
+    prefixes = (lowered.names.set_prefix, temp_set_prefix(lowered))
+    owned = [n for n in listing.stdout.split() if n.startswith(prefixes)]
+    _destroy(run, owned)
+    return chains, len(owned)
+
+
+def load_members(old: Members, new: Members, run: Runner) -> MemberDelta:
+    """One ``ipset -exist restore`` batch of ``del``/``add`` lines: members move, rules stay."""
+    lines: list[str] = []
+    added = removed = 0
+    changes = member_changes(old, new)
+    for name, (gone, fresh) in sorted(changes.items()):
+        lines += [f"del {name} {member}" for member, _ in gone]
+        lines += [f"add {name} {member}{' nomatch' if nomatch else ''}" for member, nomatch in fresh]
+        removed, added = removed + len(gone), added + len(fresh)
+    if lines:
+        if not run.which("ipset"):
+            raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
+        done = run(["ipset", "-exist", "restore"], "\n".join(lines) + "\n")
+        if done.returncode != 0:
+            raise ApplyError(f"ipset restore rejected the member changes: {done.stderr.strip()}")
+    return MemberDelta(added, removed, len(changes))

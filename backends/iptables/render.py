@@ -1,39 +1,61 @@
 """iptables-restore + ipset restore text for a lowered program.
 
 Rendering only: every decision was made in ``lower``; this module spells it in iptables
-syntax. Text from input reaches the output only as comments, and only after ``comment``
+syntax (and splits port lists into the 15 slots a multiport match holds). Text from input reaches the output only as comments, and only after ``comment``
 reduces it to a safe alphabet (names are DNS-1123 already; this is defence in depth).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import attrs
 
-from .. import __version__
-from ..ir import Direction
-from ..lower import Lowered, Match, SetSpec
-from ..resolve import Entry
-from . import template_environment
-from .dispatch import dispatch_by_address
+from ... import __version__
+from ...ir import DIRECTIONS, Direction
+from ...lower import Lowered, Match, SetSpec
+from ...resolve import Entry
+from ..base import sanitise, template_environment
+from ..dispatch import dispatch_by_address
 
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
 # Which end of the packet is the local pod and which the remote peer, per direction.
 LOCAL: Mapping[Direction, str] = {"ingress": "dst", "egress": "src"}
 REMOTE: Mapping[Direction, str] = {"ingress": "src", "egress": "dst"}
-_UNSAFE = re.compile(r"[^A-Za-z0-9 ._/:=@+-]")
-
-
-def sanitise(text: str, limit: int) -> str:
-    """``text`` reduced to a quote-, escape- and newline-free ASCII alphabet, at most ``limit`` bytes."""
-    return _UNSAFE.sub("_", text)[:limit]
+MULTIPORT_MAX = 15  # iptables multiport slots; a range takes two
 
 
 def comment(text: str) -> str:
     """A double-quoted iptables comment that no input can break out of (max 256 bytes)."""
     return '"' + sanitise(text, 250) + '"'
+
+
+def chunk_ports(spans: Sequence[tuple[int, int]]) -> list[tuple[tuple[int, int], ...]]:
+    """Split into groups that fit one multiport match (a range uses two of its 15 slots)."""
+    groups: list[tuple[tuple[int, int], ...]] = []
+    current: list[tuple[int, int]] = []
+    used = 0
+    for span in spans:
+        cost = 1 if span[0] == span[1] else 2
+        if used + cost > MULTIPORT_MAX:
+            groups.append(tuple(current))
+            current, used = [], 0
+        current.append(span)
+        used += cost
+    if current:
+        groups.append(tuple(current))
+    return groups
+
+
+def split_match(match: Match) -> list[Match]:
+    """One match per iptables rule: ports beyond one multiport match's slots take more rules."""
+    if len(match.ports) <= 1:
+        return [match]
+    return [attrs.evolve(match, ports=group) for group in chunk_ports(match.ports)]
+
+
+def render_matches(match: Match, direction: Direction) -> list[str]:
+    return [render_match(m, direction) for m in split_match(match)]
 
 
 def render_match(match: Match, direction: Direction) -> str:
@@ -56,48 +78,46 @@ def render_match(match: Match, direction: Direction) -> str:
     return "".join(" " + p for p in parts)
 
 
-_ENV = template_environment()
+_ENV = template_environment("npc.backends.iptables")
 _ENV.filters["comment"] = comment
-_ENV.filters["match"] = render_match
-
-
-@attrs.frozen
-class TableEdit:
-    """What ``apply`` adds to a restore transaction so it owns exactly its own objects:
-    the FORWARD jump (insert it, or delete surplus copies) and chains no longer wanted."""
-
-    insert_jump: bool = True
-    surplus_jumps: int = 0
-    stale_chains: tuple[str, ...] = ()
+_ENV.filters["matches"] = render_matches
 
 
 def jump_rule(lowered: Lowered) -> str:
-    """The one rule in a chain npc does not own; ``apply`` looks for exactly this text."""
+    """The one rule in a chain npc does not own; loading looks for exactly this text."""
     return f"FORWARD -m comment --comment {comment('npc network ' + lowered.names.network)} -j {lowered.forward_chain}"
 
 
-def render_rules(lowered: Lowered, family: int, edit: TableEdit | None = None) -> str:
-    """An ``iptables-restore --noflush`` input for table filter (``ip6tables-restore`` for 6)."""
-    edit = edit or TableEdit()
+def insert_jump(lowered: Lowered) -> str:
+    return f"-I {jump_rule(lowered).replace('FORWARD', 'FORWARD 1', 1)}"
+
+
+def render_rules(
+    lowered: Lowered,
+    family: int,
+    mark: int,
+    edits: Sequence[str] | None = None,
+    extra_chains: Sequence[str] = (),
+) -> str:
+    """An ``iptables-restore --noflush`` input for table filter (``ip6tables-restore`` for 6).
+    ``edits`` end the transaction (default: insert the FORWARD jump, as a boot-time restore
+    needs); ``extra_chains`` are declared (so flushed) too, for edits that delete them."""
     program = lowered.family(family)
-    direction_chain = {d: lowered.direction_chain(d) for d in ("egress", "ingress")}
-    edits = [f"-I {jump_rule(lowered).replace('FORWARD', 'FORWARD 1', 1)}"] if edit.insert_jump else []
-    edits += [f"-D {jump_rule(lowered)}"] * edit.surplus_jumps
-    edits += [f"-X {name}" for name in edit.stale_chains]
+    direction_chain = {d: lowered.direction_chain(d) for d in DIRECTIONS}
     return _ENV.get_template("iptables.rules.j2").render(
         version=__version__,
         network=comment(lowered.names.network)[1:-1],
         family=family,
         restore="iptables-restore" if family == 4 else "ip6tables-restore",
-        chains=lowered.chain_names(family) + list(edit.stale_chains),
+        chains=lowered.chain_names(family) + list(extra_chains),
         forward=lowered.forward_chain,
         isolated={d: s.name for d, s in program.isolated.items()},
         direction_chain=direction_chain,
         local=LOCAL,
-        mark=hex(lowered.mark),
+        mark=hex(mark),
         dispatch=program.dispatch,
         policy_chains=program.chains,
-        edits=edits,
+        edits=[insert_jump(lowered)] if edits is None else edits,
     )
 
 
@@ -145,9 +165,9 @@ def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -
     chain) and the drop rule."""
     worst = 0
     for program in lowered.families:
-        length = {c.name: len(c.matches) for c in program.chains}
+        length = {c.name: chain_rules(c.matches) for c in program.chains}
         total = 1 + 3
-        for direction in ("egress", "ingress"):
+        for direction in DIRECTIONS:
             found = dispatch_by_address(program, direction, members)
             if found:
                 chains = max(sum(length[d.chain] for d in ds) for ds in found.values())
@@ -156,19 +176,22 @@ def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -
     return worst
 
 
-def artefacts(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> dict[str, str]:
+def chain_rules(matches: Sequence[Match]) -> int:
+    return sum(len(split_match(m)) for m in matches)
+
+
+def rule_count(lowered: Lowered, family: int) -> int:
+    """The ``-A`` rules of one family's file, as the template writes them: three in the FORWARD
+    chain; per direction the mark reset, one per dispatch and the drop; every policy chain's."""
+    program = lowered.family(family)
+    dispatch = sum(2 + len(program.dispatch[d]) for d in DIRECTIONS)
+    return 3 + dispatch + sum(chain_rules(c.matches) for c in program.chains)
+
+
+def artefacts(lowered: Lowered, members: Mapping[str, Sequence[Entry]], mark: int) -> dict[str, str]:
     """The iptables-persistent / ipset-persistent file set."""
     return {
         "ipsets": render_sets(lowered, members),
-        "rules.v4": render_rules(lowered, 4),
-        "rules.v6": render_rules(lowered, 6),
-    }
-
-
-def rule_counts(files: Mapping[str, str]) -> dict[str, int]:
-    """Rules per rendered rules file (for the manifest)."""
-    return {
-        n: sum(1 for x in t.splitlines() if x.startswith("-A "))
-        for n, t in files.items()
-        if n.startswith("rules.")
+        "rules.v4": render_rules(lowered, 4, mark),
+        "rules.v6": render_rules(lowered, 6, mark),
     }
