@@ -103,8 +103,9 @@ class Network:
         program = Program(loaded.policies + tuple(isolation_policies(by_name.values())))
         return select_policies(program, self.spec)
 
-    def update(self, rules: Loaded | Artefacts, docs: Sequence[Any], force_full: bool) -> None:
-        """Bring the kernel to (policies, inventory); raises NpcError (input) or ApplyError (kernel)."""
+    def update(self, rules: Loaded | Artefacts, docs: Sequence[Any], force_full: bool) -> bool:
+        """Bring the kernel to (policies, inventory); False when it already was. Raises NpcError
+        (input) or ApplyError (kernel)."""
         started = time.monotonic()
         pods, namespaces = self.live.update(objects(docs))
         for warning in self.source.warnings:  # a malformed network annotation, said once per change
@@ -143,14 +144,14 @@ class Network:
                 sets=len(members),
                 duration_ms=_ms(started),
             )
-            return
+            return True
         if not pods and not namespaces:
-            return
+            return False
         self.sets.change(pods, namespaces)
         applied = self.applied
         members = self.sets.members()
         if members == applied.members:
-            return
+            return False
         delta = self._load(lambda: self.plane.load_members(applied.lowered, applied.members, members))
         applied.members = members
         kind = "full" if delta.full else "sets"
@@ -165,6 +166,7 @@ class Network:
             sets=delta.sets,
             duration_ms=_ms(started),
         )
+        return True
 
     def _load(self, load: Any) -> Any:
         try:
@@ -330,7 +332,9 @@ class Engine:
             ok = True
             for network in self.networks:
                 try:
-                    network.update(self._loaded, self._docs, full)
+                    if not network.update(self._loaded, self._docs, full):
+                        # said once per change read, so a user who edited an input sees it was
+                        _info(f"network {network.spec.name}: inputs read, kernel already up to date")
                 except ApplyError as exc:
                     ok = False
                     log.error(
