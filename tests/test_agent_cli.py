@@ -31,3 +31,18 @@ def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> N
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_backend_that_cannot_load_ends_the_agent_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "inventory.json").write_text('{"apiVersion": "v1", "kind": "List", "items": []}')
+    args = ["--policies", "policies", "--inventory", "inventory.json", "--backend", "calico"]
+    done = subprocess.run(
+        [sys.executable, "-m", "npc", "agent", "--listen", "127.0.0.1:0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "calicoctl" in done.stderr and "Traceback" not in done.stderr

@@ -155,6 +155,8 @@ def run_agent(args: argparse.Namespace) -> int:
         args.listen,
     )
     while not stop.wait(5):
+        if engine.fatal is not None:
+            raise engine.fatal
         if not loop.is_alive():
             log.error("npc agent: the loop died; exiting with the rules in force")
             return 1

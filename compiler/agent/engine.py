@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from ..backends.base import Backend, MemberDelta, Options, Runner, SubprocessRunner
-from ..errors import ApplyError, NpcError
+from ..errors import ApplyError, NpcError, UsageError
 from ..frontends.legacy import isolation_policies, namespaces_from_objects
 from ..inventory import Namespace
 from ..ir import Program
@@ -220,6 +220,7 @@ class Engine:
         self.synced = synced  # the API's first lists are in: before that, an apply would open pods
         self.events: queue.Queue[str] = queue.Queue()
         self.stop = threading.Event()
+        self.fatal: UsageError | None = None  # why run() gave up (the agent exits 2)
         self._loaded: Loaded | Artefacts | None = None  # last good inputs
         self._docs: list[Any] | None = None
         self._digests = {"policies": "", "inventory": ""}
@@ -244,6 +245,11 @@ class Engine:
                     pending |= {"policies", "inventory"}
                 try:
                     ok = self._process(pending, full or retry)
+                except UsageError as exc:
+                    self.fatal = exc
+                    self.stop.set()
+                    self.notify("stop")
+                    return
                 except Exception:  # a bug must not end enforcement: keep the state, try again later
                     log.exception("apply failed unexpectedly; previous state kept")
                     ok = False
@@ -343,6 +349,8 @@ class Engine:
                         exc.render(),
                         extra={"fields": {"network": network.spec.name, "error": exc.render()}},
                     )
+                except UsageError:
+                    raise  # the command line asked for what cannot be done (a backend that cannot load)
                 except NpcError as exc:  # a policy that is valid alone but not together (rare)
                     self.metrics.failures.labels(network.spec.name, "input").inc()
                     log.error("network %s: %s", network.spec.name, exc.render())
