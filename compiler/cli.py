@@ -18,6 +18,7 @@ import attrs
 
 from . import __version__, collector, pipeline
 from .agent.command import add_agent_args, run_agent
+from .analysis import commands as analysis
 from .backends import BACKENDS
 from .backends import get as get_backend
 from .backends.base import DEFAULT_MARK, Options, SubprocessRunner, write_atomic, write_files
@@ -220,6 +221,10 @@ def _notes(notes: Sequence[str], level: str = "note") -> None:
         print(f"npc: {level}: {note}", file=sys.stderr)
 
 
+def _analysis(args: argparse.Namespace) -> int:
+    return analysis.COMMANDS[args.command].run(args, _notes)
+
+
 @attrs.frozen
 class Command:
     help: str
@@ -242,6 +247,10 @@ COMMANDS: dict[str, Command] = {
     "agent": Command(
         "keep this node's kernel in step with policies and pods (foreground)", _agent_parser, run_agent
     ),
+    **{
+        name: Command(c.help, c.arguments, lambda args: _analysis(args))
+        for name, c in analysis.COMMANDS.items()
+    },
 }
 
 
