@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,8 +25,10 @@ import jinja2
 
 from ..errors import ApplyError
 from ..lock import DEFAULT_WAIT
+from ..resolve import Entry
 
 if TYPE_CHECKING:
+    from ..lower import Lowered
     from ..pipeline import Compiled
 
 DEFAULT_MARK = 0x1000000
@@ -93,6 +95,32 @@ class LoadReport:
     warnings: tuple[str, ...] = ()
 
 
+Members = Mapping[str, Sequence[Entry]]
+
+
+@attrs.frozen
+class MemberDelta:
+    """What a members-only load changed: entries added and removed, sets (and maps) touched."""
+
+    added: int = 0
+    removed: int = 0
+    sets: int = 0
+    full: bool = False  # the backend had to replace its rules after all (nft: the rank count changed)
+
+
+def member_changes(old: Members, new: Members) -> dict[str, tuple[list[Entry], list[Entry]]]:
+    """Per changed set: (entries to remove, entries to add), each in the set's member order."""
+    out = {}
+    for name, entries in new.items():
+        before = old.get(name, ())
+        if before is entries or before == entries:  # kept sets are the very same lists: no scan
+            continue
+        kept, now = set(before), set(entries)
+        # an entry whose nomatch flag flipped is removed and added again
+        out[name] = ([e for e in before if e not in now], [e for e in entries if e not in kept])
+    return out
+
+
 class Backend(Protocol):
     """A dataplane: artefacts from a compiled program, and loading them into this namespace."""
 
@@ -121,6 +149,13 @@ class Backend(Protocol):
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         """Replace this network's objects in the kernel atomically; ApplyError leaves the old ones."""
+        ...
+
+    def load_members(
+        self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
+    ) -> MemberDelta:
+        """Only set members changed (``old`` is in the kernel, rules are ``lowered``'s): load the
+        differences in one batch, never touching a rule; ApplyError leaves the old members."""
         ...
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:

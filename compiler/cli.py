@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from . import __version__, collector, pipeline
+from .agent.command import add_agent_args, run_agent
 from .analysis import commands as analysis
 from .backends import BACKENDS
 from .backends import get as get_backend
@@ -126,6 +127,12 @@ def _convert_parser(p: argparse.ArgumentParser) -> None:
 def _fmt_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="FILE", help=".npc files or folders")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
+
+
+def _agent_parser(p: argparse.ArgumentParser) -> None:
+    add_backend_args(p)
+    add_network_args(p)
+    add_agent_args(p)
 
 
 def network_from_args(args: argparse.Namespace) -> NetworkSpec:
@@ -286,6 +293,9 @@ COMMANDS: dict[str, Command] = {
         "rewrite policies in the npc language (dsl) or as Kubernetes YAML (k8s)", _convert_parser, _convert
     ),
     "fmt": Command("rewrite .npc files in canonical form, in place", _fmt_parser, _fmt),
+    "agent": Command(
+        "keep this node's kernel in step with policies and pods (foreground)", _agent_parser, run_agent
+    ),
     **{
         name: Command(c.help, c.arguments, lambda args: _analysis(args))
         for name, c in analysis.COMMANDS.items()

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from . import __version__
+from . import __version__, lowered_json
 from .backends.base import Backend, Options
 from .errors import UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
@@ -202,6 +202,7 @@ def manifest(job: Build, backend: Backend, options: Options, files: dict[str, st
             "set_entries": sum(len(m) for m in compiled.members.values()),
         },
         "files": {name: _sha256(text.encode()) for name, text in sorted(files.items())},
+        "program": lowered_json.encode(lowered),  # every set's meaning: what npc agent --artefacts reads
     }
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch and epoch.isdigit():

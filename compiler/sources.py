@@ -9,9 +9,10 @@ file, line:column, field path and snippet; positions are only worked out for the
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import attrs
@@ -81,9 +82,21 @@ class _Origin:
 
 def read_policy_sources(paths: Sequence[str], stdin: TextIO | None = None) -> Loaded:
     """Read every path (file, directory searched recursively in sorted order, or ``-``)."""
+    return _load(lambda reader: _sources(paths, stdin, reader))
+
+
+def read_policy_texts(texts: Iterable[tuple[str, str]]) -> Loaded:
+    """Like ``read_policy_sources`` for ``(name, text)`` pairs held in memory (objects from the API,
+    each written out as JSON, so that an error still has a line, column and field path)."""
+    return _load(
+        lambda _: (Text(name, text, hashlib.sha256(text.encode()).hexdigest()) for name, text in texts)
+    )
+
+
+def _load(sources: Callable[[_Reader], Iterable[Text]]) -> Loaded:
     reader = _Reader()
     files = []
-    for source in _sources(paths, stdin, reader):
+    for source in sources(reader):
         reader.read(source)
         files.append((source.name, source.sha256))
     return Loaded(

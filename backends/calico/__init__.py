@@ -14,10 +14,11 @@ import yaml
 
 from ...errors import UsageError
 from ...ir import DEFAULT_NETWORK
-from ..base import LoadReport, Options, Runner
+from ..base import LoadReport, MemberDelta, Members, Options, Runner
 from .render import Obj, calico_objects
 
 if TYPE_CHECKING:
+    from ...lower import Lowered
     from ...pipeline import Compiled
 
 FILE = "calico.yaml"
@@ -81,6 +82,11 @@ class CalicoBackend:
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         raise UsageError("--backend calico writes resources for calicoctl apply; npc apply cannot load them")
+
+    def load_members(
+        self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
+    ) -> MemberDelta:
+        raise UsageError("--backend calico writes resources for calicoctl apply; npc cannot load them")
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         raise UsageError("--backend calico: remove npc's Calico resources with calicoctl delete")

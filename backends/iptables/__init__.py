@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 from ...ir import Program
 from ...lock import netns_lock
-from ...lower import lower
-from ..base import LoadReport, Options, Runner
+from ...lower import Lowered, lower
+from ..base import LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
-from .load import _tools, apply_iptables, detect_tools, reset_iptables
+from .load import _tools, apply_iptables, detect_tools, load_members, reset_iptables
 
 if TYPE_CHECKING:
     from ...pipeline import Compiled
@@ -43,6 +43,12 @@ class IptablesBackend:
             f"{report.sets_updated} updated, {report.sets_destroyed} removed",
             report.warnings,
         )
+
+    def load_members(
+        self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
+    ) -> MemberDelta:
+        with netns_lock(options.wait):
+            return load_members(old, new, runner)
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         if options.iptables:

@@ -32,7 +32,7 @@ from ...errors import ApplyError, MixedStateError, UsageError
 from ...lock import record_path
 from ...lower import Lowered, Names, SetSpec
 from ...resolve import Entry
-from ..base import Runner
+from ..base import MemberDelta, Members, Runner, member_changes
 from ..nftables.render import table_name
 from .render import (
     NPC_LAYOUT,
@@ -534,3 +534,21 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
             raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
         removed += [f"set {n}" for n in sorted(ours)]
     return removed
+
+
+def load_members(old: Members, new: Members, run: Runner) -> MemberDelta:
+    """One ``ipset -exist restore`` batch of ``del``/``add`` lines: members move, rules stay."""
+    lines: list[str] = []
+    added = removed = 0
+    changes = member_changes(old, new)
+    for name, (gone, fresh) in sorted(changes.items()):
+        lines += [f"del {name} {member}" for member, _ in gone]
+        lines += [f"add {name} {member}{' nomatch' if nomatch else ''}" for member, nomatch in fresh]
+        removed, added = removed + len(gone), added + len(fresh)
+    if lines:
+        if not run.which("ipset"):
+            raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
+        done = run(["ipset", "-exist", "restore"], "\n".join(lines) + "\n")
+        if done.returncode != 0:
+            raise ApplyError(f"ipset restore rejected the member changes: {done.stderr.strip()}")
+    return MemberDelta(added, removed, len(changes))

@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING
 
 from ...errors import UsageError
 from ...lock import netns_lock
-from ...lower import Names
-from ..base import LoadReport, Options, Runner
+from ...lower import Lowered, Names
+from ..base import LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
 from .load import delete_table, load_ruleset, npc_tables
+from .members import Ranks, RanksChanged, member_script
 from .render import Ruleset, build, rules_per_packet, table_name
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ class NftablesBackend:
 
     def __init__(self) -> None:
         self._last: tuple[Compiled, Ruleset] | None = None
+        self._ranks: Ranks = {}  # rank maps in force, per table, family and direction
 
     def _build(self, compiled: Compiled) -> Ruleset:
         """Rendering and counting one compiled program build its ruleset once (seconds at scale)."""
@@ -50,7 +52,7 @@ class NftablesBackend:
         ruleset = self._build(compiled)
         with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
             refuse_other_backends(runner, compiled.lowered, None)
-            load_ruleset(_render.render(ruleset), runner)
+            self._load(ruleset, runner)
         return LoadReport(
             self.name,
             ruleset.network,
@@ -58,10 +60,30 @@ class NftablesBackend:
             f"{len(ruleset.sets) + len(ruleset.maps)} sets and maps, {ruleset.element_count} elements",
         )
 
+    def load_members(
+        self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
+    ) -> MemberDelta:
+        with netns_lock(options.wait):
+            try:
+                script, delta = member_script(lowered, old, new, self._ranks)
+            except RanksChanged:  # a rank rule more or less: the whole table, atomically
+                self._load(build(lowered, new), runner)
+                return MemberDelta(full=True)
+            if script:
+                load_ruleset(script, runner)
+            return delta
+
+    def _load(self, ruleset: Ruleset, runner: Runner) -> None:
+        load_ruleset(_render.render(ruleset), runner)
+        for family in ruleset.families:
+            for direction, maps in family.ranks.items():
+                self._ranks[(ruleset.table, family.family, direction)] = len(maps)
+
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         tables = [table_name(Names(network))] if network is not None else npc_tables(runner)
         with netns_lock(options.wait):
             gone = [t for t in tables if delete_table(t, runner)]
+        self._ranks = {k: v for k, v in self._ranks.items() if k[0] not in tables}
         removed = tuple(f"table inet {t}" for t in gone)
         return LoadReport(
             self.name, network or "every network", f"nftables: removed {len(gone)} tables", removed

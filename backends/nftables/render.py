@@ -181,11 +181,18 @@ class MapText:
 
 
 def rank_maps(
-    program: FamilyProgram, direction: Direction, members: Mapping[str, Sequence[Entry]], names: Names
+    program: FamilyProgram,
+    direction: Direction,
+    members: Mapping[str, Sequence[Entry]],
+    names: Names,
+    ranks: int | None = None,
 ) -> list[MapText]:
-    """Map k: address -> jump to its k-th policy chain, or drop right after its last one."""
+    """Map k: address -> jump to its k-th policy chain, or drop right after its last one.
+    ``ranks``: how many maps the table has (default: as many as ``members`` need; the agent
+    passes the table's count when it works out the entries of a few addresses)."""
     by_address = chains_by_address(program, direction, members)
-    ranks = max((len(c) for c in by_address.values()), default=0)
+    if ranks is None:
+        ranks = max((len(c) for c in by_address.values()), default=0)
     maps = []
     for k in range(1, ranks + 1):
         elements = []

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 from ...errors import UsageError
 from ...ir import DEFAULT_NETWORK, Program
 from ...lock import netns_lock
-from ...lower import lower
-from ..base import DEFAULT_MARK, LoadReport, Options, Runner
+from ...lower import Lowered, lower
+from ..base import DEFAULT_MARK, LoadReport, MemberDelta, Members, Options, Runner
 from ..iptables import render as iptables
-from ..iptables.load import apply_iptables, detect_tools, reset_iptables, reset_layout
+from ..iptables.load import apply_iptables, detect_tools, load_members, reset_iptables, reset_layout
 
 if TYPE_CHECKING:
     from ...pipeline import Compiled
@@ -96,6 +96,13 @@ class WeaveBackend:
             f"{report.sets_updated} updated, {report.sets_destroyed} removed{adopted}",
             report.warnings,
         )
+
+    def load_members(
+        self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
+    ) -> MemberDelta:
+        """Weave's sets are ipsets like the iptables backend's: the same member deltas."""
+        with netns_lock(options.wait):
+            return load_members(old, new, runner)
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         """npc's chains and sets go; WEAVE-NPC and WEAVE-NPC-EGRESS are left empty, as the router

@@ -1,0 +1,1 @@
+"""``npc agent``: keep the kernel in step with policies and the live inventory."""

@@ -1,0 +1,166 @@
+"""``npc agent``: its arguments, and wiring inputs, engine, dataplane and endpoint together.
+
+Runs in the foreground until SIGTERM or SIGINT, then returns 0 within 2 s leaving the rules in
+force: a restarting agent must never open the node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from ..backends import get as get_backend
+from ..backends.base import Options
+from ..errors import UsageError
+from ..frontends.k8s import MULTI_NETWORK_POLICY, NETWORK_POLICY
+from ..ir import DEFAULT_NETWORK
+from ..network_file import read_networks_file
+from ..networks import NetworkSpec, network_spec
+from .engine import Dataplane, Engine
+from .inputs import (
+    ApiInventory,
+    ApiPolicies,
+    ArtefactPolicies,
+    FileInventory,
+    FilePolicies,
+    FileWatcher,
+    InventoryInput,
+    PolicyInput,
+)
+from .kube import MULTI_NETWORK_POLICIES, NAMESPACES, NETWORK_POLICIES, PODS, Cache, Watcher, api_client
+from .observe import Health, Metrics, serve, setup_logging
+
+log = logging.getLogger("npc.agent")
+STOP_GRACE = 1.5  # seconds an apply under way may take to finish after SIGTERM
+
+
+def add_agent_args(p: argparse.ArgumentParser) -> None:
+    """The agent's own flags (``cli`` adds the backend and network flags every command shares)."""
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--policies", nargs="+", metavar="PATH", help="policy files or folders, watched (default: the API)"
+    )
+    source.add_argument("--artefacts", metavar="DIR", help="what npc compile -o DIR wrote (GitOps)")
+    p.add_argument("--inventory", metavar="FILE", help="kubectl get namespaces,pods -A -o json, watched")
+    p.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, else in-cluster")
+    p.add_argument("--iptables", choices=("legacy", "nft"), help="force the iptables flavour")
+    p.add_argument("--networks", metavar="FILE", help="every network of this file, in one process")
+    p.add_argument("--node", metavar="NAME", help="police only pods with spec.nodeName NAME")
+    p.add_argument(
+        "--listen", default="127.0.0.1:9469", metavar="HOST:PORT", help="/metrics /healthz /readyz"
+    )
+    p.add_argument("--debounce", type=_positive(int), default=100, metavar="MS", help="default 100")
+    p.add_argument("--resync", type=_positive(float), default=300.0, metavar="SECONDS", help="default 300")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        return value
+
+    return parse
+
+
+def _networks(args: argparse.Namespace) -> tuple[NetworkSpec, ...]:
+    if args.networks:
+        if args.network != DEFAULT_NETWORK or args.ip_source or args.policy_kinds:
+            raise UsageError(
+                "--networks lists every network: leave out --network, --ip-source, --policy-kinds"
+            )
+        return read_networks_file(args.networks)
+    try:
+        return (network_spec(args.network, args.ip_source, args.policy_kinds),)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    networks = _networks(args)
+    if args.iptables and args.backend != "iptables":
+        raise UsageError("--iptables applies to --backend iptables only")
+    setup_logging(args.log_format)
+    metrics, health = Metrics(), Health()
+    stop = threading.Event()
+    cache = Cache()
+    watched = []
+    if not args.policies and not args.artefacts:
+        kinds = {k for n in networks for k in n.policy_kinds}
+        watched += [NETWORK_POLICIES] if NETWORK_POLICY in kinds else []
+        watched += [MULTI_NETWORK_POLICIES] if MULTI_NETWORK_POLICY in kinds else []
+    watchers: list[Watcher] = []
+    policies: PolicyInput = ApiPolicies(cache, watched)
+    if args.policies:
+        policies = FilePolicies(args.policies)
+    elif args.artefacts:
+        policies = ArtefactPolicies(args.artefacts, networks, per_network=bool(args.networks))
+    inventory: InventoryInput = FileInventory(args.inventory) if args.inventory else ApiInventory(cache)
+    if not args.inventory:
+        watched += [NAMESPACES, PODS]
+    api = api_client(args.kubeconfig) if watched else None  # a bad kubeconfig is a usage error, now
+    engine = Engine(
+        policies,
+        inventory,
+        networks,
+        Dataplane(get_backend(args.backend), Options(mark=args.mark, iptables=args.iptables)),
+        node=args.node,
+        debounce=args.debounce / 1000,
+        resync=args.resync,
+        metrics=metrics,
+        health=health,
+        synced=lambda: all(w.synced.is_set() for w in watchers),
+    )
+    try:
+        server = serve(args.listen, metrics, health)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--listen {args.listen}: {exc}") from None
+    if api is not None:
+
+        def restarted(resource: str, reason: str) -> None:
+            metrics.watch_restarts.labels(resource, reason).inc()
+
+        def changed(what: str, count: int) -> None:
+            engine.notify(what)
+
+        watchers = [Watcher(api, r, cache, changed, restarted, stop) for r in watched]
+    files = [
+        *(args.policies or ()),
+        *([args.artefacts] if args.artefacts else []),
+        *([args.inventory] if args.inventory else []),
+    ]
+    if files:
+        FileWatcher(files, lambda: engine.notify("files"), stop).start()
+    for watcher in watchers:
+        watcher.start()
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        stop.set()
+        engine.stop.set()
+        engine.notify("stop")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    loop = threading.Thread(target=engine.run, name="engine", daemon=True)
+    loop.start()
+    log.info(
+        "npc agent started: %s backend, networks %s, listening on %s",
+        args.backend,
+        ", ".join(n.name for n in networks),
+        args.listen,
+    )
+    while not stop.wait(5):
+        if engine.fatal is not None:
+            raise engine.fatal
+        if not loop.is_alive():
+            log.error("npc agent: the loop died; exiting with the rules in force")
+            return 1
+    loop.join(STOP_GRACE)
+    server.server_close()
+    log.info("npc agent stopped; the rules stay in force")
+    return 0

@@ -1,0 +1,362 @@
+"""The agent's loop: debounce input changes, then per network either replace rules or move members.
+
+Rules depend only on policies, so a network's rules change exactly when its selected ``Program``
+changes (policies, or a namespace's 1.6 annotation): then it is compiled and loaded whole,
+atomically, as ``npc apply`` does. Anything else (pods, labels, addresses, named ports, network
+annotations) only moves set members, kept up to date pod by pod (``live``), and only the
+differences are loaded. Bad input never reaches the kernel: each input keeps its last good value, the error is
+logged as ``compile`` reports it and counted, and the next good read is applied. A kernel failure
+keeps the previous state and is retried with backoff, by a full load.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import attrs
+
+from ..backends.base import Backend, MemberDelta, Options, Runner, SubprocessRunner
+from ..errors import ApplyError, NpcError, UsageError
+from ..frontends.legacy import isolation_policies, namespaces_from_objects
+from ..inventory import Namespace
+from ..ir import Program
+from ..lower import Lowered
+from ..networks import NetworkSpec, select_policies
+from ..pipeline import Compiled, Rules, compile_rules
+from ..resolve import Entry
+from ..sources import Loaded
+from .inputs import Artefacts, InventoryInput, PolicyInput
+from .kube import Backoff
+from .live import LiveInventory, LiveSets
+from .observe import Health, Metrics
+
+log = logging.getLogger("npc.agent")
+Members = dict[str, list[Entry]]
+
+
+def _info(message: str, **fields: Any) -> None:
+    log.info(message, extra={"fields": fields})
+
+
+def local_only_sets(lowered: Lowered) -> set[str]:
+    """Sets that only say which pods are policed here (policy targets, isolation) and are no
+    policy's peer or named port: with ``--node`` they hold this node's pods only."""
+    targets: set[str] = set()
+    peers: set[str] = set()
+    for program in lowered.families:
+        targets.update(s.name for s in program.isolated.values())
+        targets.update(d.target.name for ds in program.dispatch.values() for d in ds)
+        for chain in program.chains:
+            peers.update(s.name for m in chain.matches for s in (m.peer, m.named_port) if s is not None)
+    return targets - peers
+
+
+def objects(docs: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    """The objects of inventory documents (kubectl's ``List`` opened)."""
+    for doc in docs:
+        items = doc.get("items") if isinstance(doc, dict) else None
+        for obj in items if isinstance(items, list) else [doc]:
+            if isinstance(obj, dict):
+                yield obj
+
+
+class Dataplane:
+    """A backend with the options and runner the agent loads with."""
+
+    def __init__(self, backend: Backend, options: Options, runner: Runner | None = None) -> None:
+        self.backend, self.options, self.runner = backend, options, runner or SubprocessRunner()
+
+    def load(self, compiled: Compiled) -> None:
+        self.backend.load(compiled, self.options, self.runner)
+
+    def load_members(self, lowered: Lowered, old: Members, new: Members) -> MemberDelta:
+        return self.backend.load_members(lowered, old, new, self.options, self.runner)
+
+
+@attrs.define
+class Applied:
+    key: Program | Lowered  # what the rules were made from: policies, or a reviewed program
+    lowered: Lowered
+    members: Members
+
+
+class Network:
+    """One network's compile and load state; applied only when its own inputs changed."""
+
+    def __init__(self, spec: NetworkSpec, plane: Dataplane, metrics: Metrics, node: str | None) -> None:
+        self.spec, self.plane, self.metrics, self.node = spec, plane, metrics, node
+        self.applied: Applied | None = None
+        self.failed = False  # the last load failed: the next one is full
+        self.source = spec.address_source()
+        self.live = LiveInventory(self.source, node)
+        self.sets: LiveSets | None = None
+        self._rules: Loaded | Artefacts | None = None
+
+    def program(self, loaded: Loaded, namespaces: Sequence[Namespace]) -> Program:
+        by_name = {ns.name: ns for ns in namespaces}
+        by_name.update((ns.name, ns) for ns in namespaces_from_objects(loaded.namespaces))
+        program = Program(loaded.policies + tuple(isolation_policies(by_name.values())))
+        return select_policies(program, self.spec)
+
+    def update(self, rules: Loaded | Artefacts, docs: Sequence[Any], force_full: bool) -> bool:
+        """Bring the kernel to (policies, inventory); False when it already was. Raises NpcError
+        (input) or ApplyError (kernel)."""
+        started = time.monotonic()
+        pods, namespaces = self.live.update(objects(docs))
+        for warning in self.source.warnings:  # a malformed network annotation, said once per change
+            log.warning("%s", warning)
+        self.source.warnings.clear()
+        name = self.spec.name
+        # reviewed artefacts give the rules (only members are worked out here); policies are compiled
+        if isinstance(rules, Artefacts):
+            key: Program | Lowered = rules.network(name)
+        elif self.applied is not None and rules is self._rules and not namespaces:
+            key = self.applied.key  # same policies, same namespaces: same program (a pod event)
+        else:
+            key = self.program(rules, self.live.namespace_list())
+        self._rules = rules
+        if self.applied is None or self.sets is None or force_full or self.failed or key != self.applied.key:
+            # reviewed artefacts ship the lowering only: their optimised policies are not needed to load
+            made = Rules(Program(), key) if isinstance(key, Lowered) else compile_rules(key, name)
+            lowered = made.lowered
+            previous = None
+            if self.sets is not None and not (force_full or self.failed):
+                self.sets.change(pods, namespaces)  # up to date first; then its kept sets carry over
+                previous = self.sets
+            self.sets = LiveSets(
+                lowered, self.live, local_only_sets(lowered) if self.node else set(), previous
+            )
+            members = self.sets.members()
+            self._load(lambda: self.plane.load(Compiled(made.program, lowered, members)))
+            self.applied = Applied(key, lowered, members)
+            self._done("full", started, members)
+            _info(
+                f"applied network {name}: rules and sets{' (resync)' if force_full else ''} "
+                f"({len(lowered.chain_names(4)) + len(lowered.chain_names(6))} chains, "
+                f"{len(members)} sets, {sum(map(len, members.values()))} entries) in {_ms(started)} ms",
+                network=name,
+                kind="full",
+                sets=len(members),
+                duration_ms=_ms(started),
+            )
+            return True
+        if not pods and not namespaces:
+            return False
+        self.sets.change(pods, namespaces)
+        applied = self.applied
+        members = self.sets.members()
+        if members == applied.members:
+            return False
+        delta = self._load(lambda: self.plane.load_members(applied.lowered, applied.members, members))
+        applied.members = members
+        kind = "full" if delta.full else "sets"
+        self._done(kind, started, members)
+        _info(
+            f"applied network {name}: {kind}, +{delta.added} -{delta.removed} entries in {delta.sets} "
+            f"sets, rules unchanged, in {_ms(started)} ms",
+            network=name,
+            kind=kind,
+            added=delta.added,
+            removed=delta.removed,
+            sets=delta.sets,
+            duration_ms=_ms(started),
+        )
+        return True
+
+    def _load(self, load: Any) -> Any:
+        try:
+            result = load()
+        except ApplyError:
+            self.failed = True
+            self.metrics.failures.labels(self.spec.name, "kernel").inc()
+            raise
+        self.failed = False
+        return result
+
+    def _done(self, kind: str, started: float, members: Members) -> None:
+        m, name = self.metrics, self.spec.name
+        m.apply_seconds.labels(name, kind).observe(time.monotonic() - started)
+        m.applies.labels(name, kind).inc()
+        m.last_success.labels(name).set(time.time())
+        assert self.applied is not None
+        lowered = self.applied.lowered
+        m.rules.labels(name).set(sum(len(c.matches) for f in lowered.families for c in f.chains))
+        m.sets.labels(name).set(len(members))
+        m.entries.labels(name).set(sum(len(v) for v in members.values()))
+
+
+def _ms(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
+class Engine:
+    """Reads inputs when told they changed, folds changes arriving within ``debounce`` seconds
+    into one apply, and applies every network; ``stop`` ends ``run`` with the rules in force."""
+
+    def __init__(
+        self,
+        policies: PolicyInput,
+        inventory: InventoryInput | None,
+        networks: Sequence[NetworkSpec],
+        plane: Dataplane,
+        *,
+        node: str | None = None,
+        debounce: float = 0.1,
+        resync: float = 300.0,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+        synced: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.policies, self.inventory = policies, inventory
+        self.metrics = metrics or Metrics()
+        self.health = health or Health()
+        self.networks = [Network(s, plane, self.metrics, node) for s in networks]
+        self.debounce, self.resync = debounce, resync
+        self.synced = synced  # the API's first lists are in: before that, an apply would open pods
+        self.events: queue.Queue[str] = queue.Queue()
+        self.stop = threading.Event()
+        self.fatal: UsageError | None = None  # why run() gave up (the agent exits 2)
+        self._loaded: Loaded | Artefacts | None = None  # last good inputs
+        self._docs: list[Any] | None = None
+        self._digests = {"policies": "", "inventory": ""}
+
+    def notify(self, what: str) -> None:
+        """Thread-safe: ``policies``, ``inventory``, ``files`` (either may have changed) or ``stop``."""
+        self.events.put(what)
+
+    def run(self) -> None:
+        backoff = Backoff(first=1.0, cap=60.0)
+        next_resync = time.monotonic() + self.resync
+        retry_at: float | None = None
+        pending = {"policies", "inventory"}
+        while not self.stop.is_set():
+            self.health.beat = time.monotonic()
+            now = time.monotonic()
+            full = now >= next_resync
+            retry = retry_at is not None and now >= retry_at
+            if (pending or full or retry) and self.synced():
+                if full:
+                    next_resync = now + self.resync
+                    pending |= {"policies", "inventory"}
+                try:
+                    ok = self._process(pending, full or retry)
+                except UsageError as exc:
+                    self.fatal = exc
+                    self.stop.set()
+                    self.notify("stop")
+                    return
+                except Exception:  # a bug must not end enforcement: keep the state, try again later
+                    log.exception("apply failed unexpectedly; previous state kept")
+                    ok = False
+                pending = set()
+                if ok:
+                    retry_at = None
+                    backoff.reset()
+                else:
+                    retry_at = time.monotonic() + backoff.next()
+            deadline = min(next_resync, retry_at or next_resync, time.monotonic() + 30)
+            try:
+                first = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                continue
+            pending |= self._gather(first)
+
+    def _gather(self, first: str) -> set[str]:
+        """Every change arriving within ``debounce`` of the first one."""
+        batch = [first]
+        end = time.monotonic() + self.debounce
+        while (left := end - time.monotonic()) > 0 and not self.stop.is_set():
+            try:
+                batch.append(self.events.get(timeout=left))
+            except queue.Empty:
+                break
+        while True:  # whatever else is already queued comes along
+            try:
+                batch.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        self.metrics.batch.observe(len(batch))
+        kinds = set(batch) - {"stop"}
+        if "files" in kinds:
+            kinds |= {"policies", "inventory"}
+        return kinds
+
+    def _read(self, pending: set[str], force: bool) -> bool:
+        """Refresh the inputs in ``pending``; True when something is new (or ``force``)."""
+        changed = force
+        inputs: list[tuple[str, Any]] = [("policies", self.policies)]
+        if self.inventory is not None:
+            inputs.append(("inventory", self.inventory))
+        for what, source in inputs:
+            if what not in pending and not force:
+                continue
+            try:
+                value = source.read()
+            except NpcError as exc:
+                self.metrics.input_ok.labels(what).set(0)
+                self.metrics.input_errors.labels(what).inc()
+                for network in self.networks:
+                    self.metrics.failures.labels(network.spec.name, "input").inc()
+                log.error(
+                    "%s: keeping the last good %s in force\n%s",
+                    what,
+                    what,
+                    exc.render(),
+                    extra={"fields": {"input": what, "error": exc.render()}},
+                )
+                continue
+            self.metrics.input_ok.labels(what).set(1)
+            digest = source.digest()
+            if digest and digest == self._digests[what] and not force:
+                continue
+            self._digests[what] = digest
+            if what == "policies":
+                self._loaded = value
+                if isinstance(value, Loaded):
+                    self.metrics.objects.labels("policies").set(len(value.policies))
+            else:
+                self._docs = value
+                kinds = [o.get("kind") for o in objects(value)]
+                self.metrics.objects.labels("namespaces").set(kinds.count("Namespace"))
+                self.metrics.objects.labels("pods").set(kinds.count("Pod"))
+            changed = True
+        if self.inventory is None and self._docs is None:
+            self._docs = []
+        return changed
+
+    def _process(self, pending: set[str], full: bool) -> bool:
+        """Read and apply; False when a network's load failed (to be retried)."""
+        self.health.busy = True
+        try:
+            if not self._read(pending, full) or self._loaded is None or self._docs is None:
+                return True
+            ok = True
+            for network in self.networks:
+                try:
+                    if not network.update(self._loaded, self._docs, full):
+                        # said once per change read, so a user who edited an input sees it was
+                        _info(f"network {network.spec.name}: inputs read, kernel already up to date")
+                except ApplyError as exc:
+                    ok = False
+                    log.error(
+                        "network %s: the kernel refused the change, previous state kept: %s",
+                        network.spec.name,
+                        exc.render(),
+                        extra={"fields": {"network": network.spec.name, "error": exc.render()}},
+                    )
+                except UsageError:
+                    raise  # the command line asked for what cannot be done (a backend that cannot load)
+                except NpcError as exc:  # a policy that is valid alone but not together (rare)
+                    self.metrics.failures.labels(network.spec.name, "input").inc()
+                    log.error("network %s: %s", network.spec.name, exc.render())
+            if ok and all(n.applied is not None for n in self.networks):
+                self.health.ready.set()
+            return ok
+        finally:
+            self.health.busy = False
+            self.health.beat = time.monotonic()

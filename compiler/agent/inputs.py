@@ -1,0 +1,235 @@
+"""Where the agent's policies and inventory come from: files (watched) or the Kubernetes API.
+
+Every input is one small interface, ``read()`` (raises ``NpcError`` on bad input, with the
+position ``compile`` would report) and ``digest()`` (cheap: tells whether anything changed), so
+the engine never knows which it has. Files are re-read on any change under their folders (the
+engine compares digests); API objects are read from the watch cache.
+
+Folders are watched the way git-sync and ConfigMap volumes replace them: by atomically swapping a
+symlink. A watch on a symlinked folder follows the old target, so the symlink's parent is watched
+as well, and the watch is rebuilt on the new target whenever a symlink's target changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import watchfiles
+
+from ..errors import InputError
+from ..inventory import read_inventory_documents
+from ..lower import Lowered
+from ..lowered_json import decode
+from ..networks import NetworkSpec
+from ..sources import Loaded, read_policy_sources, read_policy_texts
+from .kube import NAMESPACES, PODS, Cache, Resource
+
+log = logging.getLogger("npc.agent")
+
+
+class PolicyInput(Protocol):
+    def read(self) -> Loaded | Artefacts: ...
+
+    def digest(self) -> str: ...
+
+
+class InventoryInput(Protocol):
+    def read(self) -> list[Any]: ...
+
+    def digest(self) -> str: ...
+
+
+class FilePolicies:
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        self._loaded: Loaded | None = None
+
+    def read(self) -> Loaded:
+        self._loaded = read_policy_sources(self.paths)
+        return self._loaded
+
+    def digest(self) -> str:
+        return _digest(self._loaded.files if self._loaded else None)
+
+
+@attrs.frozen
+class Artefacts:
+    """What ``npc compile -o`` wrote, per network: the lowered program its manifest carries."""
+
+    programs: Mapping[str, Lowered]
+
+    def network(self, name: str) -> Lowered:
+        return self.programs[name]
+
+
+class ArtefactPolicies:
+    """``--artefacts DIR``: each network's manifest (``DIR/manifest.json``, or ``DIR/<network>/``
+    with several networks). The folder is read through its symlink's target once per read, and
+    every file must match the manifest's hash, so a half-synced folder is refused, not loaded."""
+
+    def __init__(self, directory: str, networks: Sequence[NetworkSpec], per_network: bool = False) -> None:
+        self.directory, self.networks = directory, list(networks)
+        self.per_network = per_network or len(self.networks) > 1  # compile --networks: a folder each
+        self._digest = ""
+
+    def read(self) -> Artefacts:
+        root = Path(os.path.realpath(self.directory))
+        programs, hashes = {}, []
+        for spec in self.networks:
+            folder = root / spec.folder if self.per_network else root
+            path = folder / "manifest.json"
+            try:
+                data = path.read_bytes()
+                manifest = json.loads(data)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read the artefacts' manifest: {exc}", str(path)) from None
+            if not isinstance(manifest, dict) or "program" not in manifest:
+                raise InputError("no program in the manifest: compile it with this npc", str(path))
+            if manifest.get("network") != spec.name:
+                raise InputError(
+                    f"compiled for network {manifest.get('network')!r}, not {spec.name!r}",
+                    str(path),
+                    path="network",
+                )
+            for name, sha in sorted((manifest.get("files") or {}).items()):
+                try:
+                    actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                except OSError as exc:
+                    raise InputError(f"cannot read {name}: {exc.strerror}", str(folder / name)) from None
+                if actual != sha:
+                    raise InputError(f"{name} does not match the manifest's sha256", str(folder / name))
+            programs[spec.name] = decode(manifest["program"], str(path))
+            hashes.append(hashlib.sha256(data).hexdigest())
+        self._digest = _digest(hashes)
+        return Artefacts(programs)
+
+    def digest(self) -> str:
+        return self._digest
+
+
+class FileInventory:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._sha256 = ""
+
+    def read(self) -> list[Any]:
+        found = read_inventory_documents(self.path)
+        self._sha256 = found.sha256
+        return list(found.documents)
+
+    def digest(self) -> str:
+        return self._sha256
+
+
+class ApiPolicies:
+    """Policy objects from the watch cache, each written out as JSON named ``api:<kind>/<ns>/<name>``
+    so that a bad one is reported with line, column and field path like a file. An object is read
+    again only when the API changed it (the cache holds the very same dict until then)."""
+
+    def __init__(self, cache: Cache, resources: Sequence[Resource]) -> None:
+        self.cache, self.resources = cache, list(resources)
+        self._read: dict[str, tuple[dict[str, Any], Loaded]] = {}
+
+    def read(self) -> Loaded:
+        parts: dict[str, tuple[dict[str, Any], Loaded]] = {}
+        for resource in self.resources:
+            for obj in self.cache.items(resource):
+                meta = obj.get("metadata") or {}
+                name = f"api:{resource.name}/{meta.get('namespace', '')}/{meta.get('name', '')}"
+                known = self._read.get(name)
+                if known is not None and known[0] is obj:
+                    parts[name] = known
+                else:
+                    parts[name] = (
+                        obj,
+                        read_policy_texts([(name, json.dumps(_clean(obj), indent=2, sort_keys=True))]),
+                    )
+        self._read = parts
+        loaded = [part for _, part in parts.values()]
+        return Loaded(
+            tuple(p for part in loaded for p in part.policies),
+            (),
+            tuple(n for part in loaded for n in part.notes),
+            tuple(f for part in loaded for f in part.files),
+        )
+
+    def digest(self) -> str:
+        return ""  # never asked: the watch only reports real changes, and the engine compares programs
+
+
+class ApiInventory:
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    def read(self) -> list[Any]:
+        return [*self.cache.items(NAMESPACES), *self.cache.items(PODS)]
+
+    def digest(self) -> str:
+        return ""  # never asked: a watch event is a change
+
+
+def _clean(obj: dict[str, Any]) -> dict[str, Any]:
+    """Drop server-written bookkeeping a policy file would never hold (and the validator rejects
+    nothing for): managedFields is large and says nothing about the policy."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest() if value is not None else ""
+
+
+class FileWatcher(threading.Thread):
+    """Calls ``notify()`` after any change under the given paths (recursively), symlink swaps included."""
+
+    def __init__(self, paths: Sequence[str], notify: Callable[[], None], stop: threading.Event) -> None:
+        super().__init__(name="watch-files", daemon=True)
+        self.paths, self.notify, self.stop = [os.path.abspath(p) for p in paths], notify, stop
+
+    def _targets(self) -> list[str]:
+        return [os.path.realpath(p) for p in self.paths]
+
+    def _roots(self) -> list[str]:
+        """Folders to watch: each folder itself (its target when a symlink) and, for a file or a
+        symlink, the folder holding it; a path not there yet is watched from its nearest ancestor."""
+        roots: set[str] = set()
+        for path in self.paths:
+            if os.path.isdir(path):
+                roots.add(os.path.realpath(path))
+            if not os.path.isdir(path) or os.path.islink(path):
+                parent = Path(path).parent
+                while not parent.is_dir() and parent != parent.parent:
+                    parent = parent.parent
+                roots.add(str(parent))
+        # a root inside another is watched by it already
+        return sorted(
+            r for r in roots if not any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots)
+        )
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            targets = self._targets()
+            try:
+                for _ in watchfiles.watch(
+                    *self._roots(),
+                    watch_filter=None,
+                    debounce=50,
+                    step=50,
+                    stop_event=self.stop,
+                    raise_interrupt=False,
+                ):
+                    self.notify()
+                    if self._targets() != targets:
+                        break  # a symlink now points elsewhere: watch the new target
+            except (OSError, RuntimeError) as exc:
+                log.warning("watching %s: %s; retrying", ", ".join(self.paths), exc)
+                self.notify()
+                self.stop.wait(1.0)

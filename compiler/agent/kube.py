@@ -1,0 +1,271 @@
+"""The Kubernetes API as an input: list + watch per resource, kept in a local cache of raw objects.
+
+One thread per resource (namespaces, pods, NetworkPolicies, MultiNetworkPolicies when a network
+takes them) runs the informer loop every controller runs: list (remember the list's
+resourceVersion, replace the cache and tell the agent what differs), then watch from that version
+with bookmarks so a quiet resource still advances it. A watch that ends or drops is resumed from
+the last version seen, after a backoff when it failed; 410 Gone (the version was compacted away)
+means list again and diff. An unreachable API is retried for ever, never fatal: the node keeps
+its last rules meanwhile. Objects are kept as the API's JSON (no model classes): the compiler reads
+exactly what ``kubectl get -o json`` shows.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from ..errors import UsageError
+
+log = logging.getLogger("npc.agent")
+
+Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+Notify = Callable[[str, int], None]  # (resource, number of objects changed)
+
+
+@attrs.frozen
+class Resource:
+    """A watched collection: its name in logs and metrics, and how to list it with the client."""
+
+    name: str
+    kind: str
+    api_version: str
+    path: str  # cluster-wide collection path, e.g. /api/v1/pods
+
+    @property
+    def input(self) -> str:
+        """``policies`` or ``inventory``: what a change of this resource changes."""
+        return "inventory" if self.kind in ("Namespace", "Pod") else "policies"
+
+
+NAMESPACES = Resource("namespaces", "Namespace", "v1", "/api/v1/namespaces")
+PODS = Resource("pods", "Pod", "v1", "/api/v1/pods")
+NETWORK_POLICIES = Resource(
+    "networkpolicies", "NetworkPolicy", "networking.k8s.io/v1", "/apis/networking.k8s.io/v1/networkpolicies"
+)
+MULTI_NETWORK_POLICIES = Resource(
+    "multi-networkpolicies",
+    "MultiNetworkPolicy",
+    "k8s.cni.cncf.io/v1beta1",
+    "/apis/k8s.cni.cncf.io/v1beta1/multi-networkpolicies",
+)
+
+
+def api_client(kubeconfig: str | None) -> client.ApiClient:
+    """``--kubeconfig``, else ``$KUBECONFIG``, else the in-cluster service account."""
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    configuration = client.Configuration()
+    try:
+        if path:
+            config.load_kube_config(config_file=path, client_configuration=configuration)
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+    except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+        where = f"kubeconfig {path}" if path else "in-cluster config (no --kubeconfig, no $KUBECONFIG)"
+        raise UsageError(f"{where}: {exc}") from None
+    return client.ApiClient(configuration)
+
+
+class Backoff:
+    """Exponential, capped, reset by a success: 0.2 s, 0.4 s, ... 30 s."""
+
+    def __init__(self, first: float = 0.2, cap: float = 30.0) -> None:
+        self.first, self.cap, self.delay = first, cap, first
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class Cache:
+    """Raw objects per resource, shared by the watch threads and the agent's loop."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.objects: dict[str, dict[Key, dict[str, Any]]] = {}
+
+    def items(self, resource: Resource) -> list[dict[str, Any]]:
+        with self.lock:
+            found = self.objects.get(resource.name, {})
+            return [found[k] for k in sorted(found)]
+
+    def replace(self, resource: Resource, objects: dict[Key, dict[str, Any]]) -> int:
+        """A fresh list: how many objects differ from what was cached (added, changed or gone)."""
+        with self.lock:
+            old = self.objects.get(resource.name, {})
+            self.objects[resource.name] = objects
+        return sum(1 for k in old.keys() | objects.keys() if old.get(k) != objects.get(k))
+
+    def event(self, resource: Resource, kind: str, obj: dict[str, Any]) -> bool:
+        key = _key(obj)
+        with self.lock:
+            found = self.objects.setdefault(resource.name, {})
+            if kind == "DELETED":
+                return found.pop(key, None) is not None
+            if found.get(key) == obj:
+                return False
+            found[key] = obj
+            return True
+
+
+def _key(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def _version(obj: dict[str, Any]) -> str | None:
+    value = (obj.get("metadata") or {}).get("resourceVersion")
+    return str(value) if value else None
+
+
+class Watcher(threading.Thread):
+    """The list + watch loop of one resource; ``notify`` is called after every change it caches."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        resource: Resource,
+        cache: Cache,
+        notify: Notify,
+        on_restart: Callable[[str, str], None],
+        stop: threading.Event,
+        watch_timeout: int = 300,
+    ) -> None:
+        super().__init__(name=f"watch-{resource.name}", daemon=True)
+        self.api, self.resource, self.cache = api, resource, cache
+        self.notify, self.on_restart, self.stop = notify, on_restart, stop
+        self.watch_timeout = watch_timeout
+        self.synced = threading.Event()  # set after the first successful list
+        self.version: str | None = None  # the last resourceVersion seen: a watch resumes from it
+
+    def run(self) -> None:
+        backoff = Backoff()
+        while not self.stop.is_set():
+            try:
+                if self.version is None:
+                    self.version = self._list()
+                    backoff.reset()
+                self._watch()
+                backoff.reset()  # a watch that ended quietly (server timeout) is resumed at once
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info(
+                        "watch %s: resourceVersion %s expired (410 Gone): listing again",
+                        self.resource.name,
+                        self.version,
+                    )
+                    self.on_restart(self.resource.name, "expired")
+                    self.version = None
+                    continue
+                if exc.status == 404 and self.version is None:
+                    self._not_served()
+                    continue
+                self._failed(f"HTTP {exc.status} {exc.reason}", backoff)
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                self._failed(type(exc).__name__ + (f": {exc}" if str(exc) else ""), backoff)
+
+    def _not_served(self) -> None:
+        """A kind the cluster does not serve (no MultiNetworkPolicy CRD): none exist, so the
+        cache is empty and counts as listed; the list is tried again every minute."""
+        log.warning(
+            "%s: not served by this API (no such resource); none assumed, asking again in 60 s",
+            self.resource.path,
+        )
+        first = not self.synced.is_set()
+        changed = self.cache.replace(self.resource, {})
+        self.synced.set()
+        if changed or first:
+            self.notify(self.resource.input, changed)
+        self.on_restart(self.resource.name, "not-served")
+        self.stop.wait(60.0)
+
+    def _failed(self, why: str, backoff: Backoff) -> None:
+        delay = backoff.next()
+        log.warning("watch %s: %s; retrying in %.1f s", self.resource.name, why, delay)
+        self.on_restart(self.resource.name, "error")
+        self.stop.wait(delay)
+
+    def _list(self) -> str:
+        """List everything; the cache becomes exactly the list (a relist after 410 diffs)."""
+        response = self._get(_request_timeout=(5, 60))
+        try:
+            body = json.loads(response.data)
+        finally:
+            response.release_conn()
+        objects = {}
+        for item in body.get("items") or []:
+            item.setdefault("kind", self.resource.kind)  # lists omit their items' kind
+            item.setdefault("apiVersion", self.resource.api_version)
+            objects[_key(item)] = item
+        changed = self.cache.replace(self.resource, objects)
+        first = not self.synced.is_set()
+        self.synced.set()
+        if changed or first:
+            self.notify(self.resource.input, changed)
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        log.debug("listed %s: %d objects at resourceVersion %s", self.resource.name, len(objects), version)
+        return version
+
+    def _get(self, **query: Any) -> Any:
+        """The resource's list call of the official client, as the raw HTTP response."""
+        return list_call(self.api, self.resource)(_preload_content=False, **query)
+
+    def _watch(self) -> None:
+        """Stream events from ``self.version``, advancing it with every event and bookmark."""
+        assert self.version is not None
+        for event in self._events(self.version):
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            if kind == "ERROR":
+                raise ApiException(status=int(obj.get("code") or 500), reason=str(obj.get("message") or ""))
+            self.version = _version(obj) or self.version
+            if kind == "BOOKMARK":
+                continue
+            obj.setdefault("kind", self.resource.kind)
+            obj.setdefault("apiVersion", self.resource.api_version)
+            if kind in ("ADDED", "MODIFIED", "DELETED") and self.cache.event(self.resource, kind, obj):
+                self.notify(self.resource.input, 1)
+            if self.stop.is_set():
+                break
+
+    def _events(self, version: str) -> Iterator[dict[str, Any]]:
+        response = self._get(
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_timeout,
+            _request_timeout=(5, self.watch_timeout + 30),
+        )
+        try:
+            for line in iter_resp_lines(response):
+                if line:
+                    yield json.loads(line)
+        finally:
+            response.release_conn()
+
+
+def list_call(api: client.ApiClient, resource: Resource) -> Callable[..., Any]:
+    """The official client's cluster-wide list (and, with ``watch=True``, watch) of ``resource``."""
+    if resource.kind == "Namespace":
+        return functools.partial(client.CoreV1Api(api).list_namespace)
+    if resource.kind == "Pod":
+        return functools.partial(client.CoreV1Api(api).list_pod_for_all_namespaces)
+    if resource.kind == "NetworkPolicy":
+        return functools.partial(client.NetworkingV1Api(api).list_network_policy_for_all_namespaces)
+    group, version = resource.api_version.split("/")
+    plural = resource.path.rsplit("/", 1)[1]
+    return functools.partial(client.CustomObjectsApi(api).list_cluster_custom_object, group, version, plural)

@@ -1,0 +1,252 @@
+"""Set members kept up to date object by object, so a pod event costs the sets that pod is in.
+
+``LiveInventory`` holds one network's view of namespaces and pods and turns a fresh listing into
+the objects that changed (an unchanged object is not even parsed again). ``LiveSets`` counts, for
+every set, how many pods give each entry, with pod peers indexed by what can select a pod: a
+positive label requirement (``role In (db)``, ``tier Exists``) indexes the peer under that label,
+and a peer whose pod selector has none is listed per namespace it selects. A pod event looks up
+only the peers its own labels and namespace can match, and an entry enters or leaves a set
+exactly when its count moves between 0 and 1. The members equal ``resolve``'s, entry for entry
+and in the same order (``tests/test_agent_live.py`` checks that on random churn).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from ..inventory import Inventory, IPSource, Namespace, Pod, build_inventory
+from ..ir import NAMESPACE_NAME_LABEL, PodPeer
+from ..lower import Lowered, SetSpec
+from ..resolve import Entry, PodIndex, Resolver
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+PodChange = tuple[Pod | None, Pod | None]  # (before, after); None: not there
+
+
+def _key(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+class LiveInventory:
+    """A network's namespaces and pods (with their addresses on it), and which pods are local."""
+
+    def __init__(self, source: IPSource, node: str | None = None) -> None:
+        self.source, self.node = source, node
+        self.raw: dict[Key, Mapping[str, Any]] = {}
+        self.pods: dict[Key, Pod] = {}
+        self.local: set[Key] = set()
+        self.namespaces: dict[str, Namespace] = {}
+
+    def update(self, objects: Iterable[Mapping[str, Any]]) -> tuple[list[PodChange], list[str]]:
+        """Take the full current listing; return the pods that changed and the namespaces that did
+        (a namespace's pods see their peers change with its labels). All or nothing: an object
+        that does not parse raises InputError and leaves the view as it was."""
+        fresh = {_key(o): o for o in objects if o.get("kind") in ("Namespace", "Pod")}
+        changed = [k for k in self.raw.keys() | fresh.keys() if self.raw.get(k) is not fresh.get(k)]
+        changed = [k for k in changed if self.raw.get(k) != fresh.get(k)]
+        parsed: dict[Key, Namespace | Pod | None] = {}
+        for key in changed:
+            new = fresh.get(key)
+            if new is None:
+                parsed[key] = None
+            elif key[0] == "Namespace":
+                parsed[key] = next(iter(build_inventory([new], lenient=True).namespaces), None)
+            else:
+                found = build_inventory(
+                    [new], self.source, lenient=True
+                ).pods  # a bad pod: skipped, not a blocker
+                parsed[key] = found[0] if found else None
+        pods: list[PodChange] = []
+        namespaces: list[str] = []
+        for key, value in parsed.items():
+            if key[0] == "Namespace":
+                namespaces.append(key[2])
+                if isinstance(value, Namespace):
+                    self.namespaces[key[2]] = value
+                else:
+                    self.namespaces.pop(key[2], None)
+                continue
+            before = self.pods.pop(key, None)
+            self.local.discard(key)
+            after = value if isinstance(value, Pod) else None
+            if after is not None:
+                self.pods[key] = after
+                if self.node is None or (fresh[key].get("spec") or {}).get("nodeName") == self.node:
+                    self.local.add(key)
+            if before != after:
+                pods.append((before, after))
+        self.raw = fresh
+        return pods, namespaces
+
+    def namespace_labels(self, name: str) -> Mapping[str, str]:
+        found = self.namespaces.get(name)
+        return found.labels if found is not None else {NAMESPACE_NAME_LABEL: name}
+
+    def namespace_list(self) -> list[Namespace]:
+        """Every namespace, those only known from their pods included (as ``build_inventory`` does)."""
+        known = dict(self.namespaces)
+        for pod in self.pods.values():
+            known.setdefault(pod.namespace, Namespace(pod.namespace, {NAMESPACE_NAME_LABEL: pod.namespace}))
+        return sorted(known.values(), key=lambda n: n.name)
+
+    def is_local(self, pod: Pod) -> bool:
+        return ("Pod", pod.namespace, pod.name) in self.local
+
+
+class _SortKeys(dict[str, tuple[int, str]]):
+    """Entry -> the order ``resolve`` lists it in (address as a number, then the port), parsed once."""
+
+    def __missing__(self, text: str) -> tuple[int, str]:
+        address, _, rest = text.partition(",")
+        key = self[text] = (int(ipaddress.ip_address(address)), rest)
+        return key
+
+
+class _Index:
+    """Pod peers and named ports of some sets, indexed by what can select a pod."""
+
+    def __init__(self, specs: Iterable[SetSpec]) -> None:
+        self.peer_sets: dict[PodPeer, list[tuple[str, int]]] = defaultdict(list)
+        self.port_sets: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+        for spec in specs:
+            if spec.kind == "port":
+                protocol, name = (str(part) for part in spec.key)  # type: ignore[union-attr]
+                self.port_sets[(protocol, name)].append((spec.name, spec.family))
+            else:
+                for peer in spec.key:  # type: ignore[union-attr]
+                    assert isinstance(peer, PodPeer)
+                    self.peer_sets[peer].append((spec.name, spec.family))
+        self.by_label: dict[tuple[str, str], list[PodPeer]] = defaultdict(list)
+        self.by_key: dict[str, list[PodPeer]] = defaultdict(list)
+        self.unindexed: list[PodPeer] = []  # no positive pod requirement: listed per namespace
+        for peer in self.peer_sets:
+            positive = next((r for r in peer.pods.requirements if r.op in ("In", "Exists")), None)
+            if positive is None:
+                self.unindexed.append(peer)
+            elif positive.op == "Exists":
+                self.by_key[positive.key].append(peer)
+            else:
+                for value in positive.values:
+                    self.by_label[(positive.key, value)].append(peer)
+        self.per_namespace: dict[str, list[PodPeer]] = {}
+
+    def entries(self, pod: Pod, inventory: LiveInventory, local_only: set[str]) -> Iterator[tuple[str, str]]:
+        """(set name, entry) for every entry ``pod`` gives to these sets."""
+        labels = pod.labels
+        ns_labels = inventory.namespace_labels(pod.namespace)
+        found = self.per_namespace.get(pod.namespace)
+        if found is None:
+            found = self.per_namespace[pod.namespace] = [
+                p for p in self.unindexed if p.namespaces.matches(ns_labels)
+            ]
+        candidates = set(found)
+        for item in labels.items():
+            candidates.update(self.by_label.get(item, ()))
+        for key in labels:
+            candidates.update(self.by_key.get(key, ()))
+        local = inventory.is_local(pod)
+        for peer in candidates:
+            if not peer.matches(ns_labels, labels):
+                continue
+            for name, family in self.peer_sets[peer]:
+                if local or name not in local_only:
+                    yield from ((name, str(ip)) for ip in pod.ips if ip.version == family)
+        for (protocol, port_name), port in pod.named_ports().items():
+            for name, family in self.port_sets.get((protocol, port_name), ()):
+                rest = f"{protocol.lower()}:{port}"
+                yield from ((name, f"{ip},{rest}") for ip in pod.ips if ip.version == family)
+
+
+class LiveSets:
+    """Every set of one lowered program, its members counted per entry, indexed for pod events.
+
+    Built from ``previous`` (the sets in force, already up to date with the inventory), the sets
+    both programs have keep their counts: a policy change costs its new sets, not the cluster.
+    """
+
+    def __init__(
+        self,
+        lowered: Lowered,
+        inventory: LiveInventory,
+        local_only: set[str],
+        previous: LiveSets | None = None,
+    ) -> None:
+        self.inventory, self.local_only = inventory, local_only
+        specs: dict[str, SetSpec] = {}
+        self.fixed: dict[str, list[Entry]] = {}  # ipBlock sets: members from the policy alone
+        for family in lowered.families:
+            for spec in family.sets:
+                if spec.kind == "net":
+                    if spec.name not in self.fixed:
+                        self.fixed[spec.name] = _net_members(spec)
+                else:
+                    specs.setdefault(spec.name, spec)
+        self.index = _Index(specs.values())
+        kept: set[str] = set()
+        if previous is not None:
+            kept = {
+                n for n in specs if n in previous.counts and (n in local_only) == (n in previous.local_only)
+            }
+        fresh = [spec for name, spec in specs.items() if name not in kept]
+        self.counts: dict[str, Counter[str]] = {n: previous.counts[n] for n in kept} if previous else {}
+        self.counts.update((spec.name, Counter()) for spec in fresh)
+        self._sorted: dict[str, list[Entry]] = (
+            {n: previous._sorted[n] for n in kept if n in previous._sorted} if previous else {}
+        )
+        self._keys: _SortKeys = previous._keys if previous else _SortKeys()
+        self.dirty: set[str] = {spec.name for spec in fresh} | (previous.dirty & kept if previous else set())
+        self.given: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
+        new_index = _Index(fresh) if previous else self.index
+        for pod in inventory.pods.values():
+            key = (pod.namespace, pod.name)
+            old = [e for e in previous.given.get(key, ()) if e[0] in kept] if previous else []
+            added = set(new_index.entries(pod, inventory, local_only)) if fresh else set()
+            for name, entry in added:
+                self.counts[name][entry] += 1
+            self.given[key] = frozenset(old).union(added)
+
+    def _add(self, pod: Pod) -> None:
+        # a union set counts a pod once per entry, however many of its peers select it
+        given = self.given[(pod.namespace, pod.name)] = frozenset(
+            self.index.entries(pod, self.inventory, self.local_only)
+        )
+        for name, entry in given:
+            self.counts[name][entry] += 1
+            self.dirty.add(name)
+
+    def _remove(self, namespace: str, name: str) -> None:
+        for set_name, entry in self.given.pop((namespace, name), ()):
+            counts = self.counts[set_name]
+            counts[entry] -= 1
+            if counts[entry] <= 0:
+                del counts[entry]
+            self.dirty.add(set_name)
+
+    def change(self, pods: Iterable[PodChange], namespaces: Iterable[str]) -> None:
+        """Apply pod changes, then re-count the pods of namespaces whose labels changed."""
+        for before, after in pods:
+            if before is not None:
+                self._remove(before.namespace, before.name)
+            if after is not None:
+                self._add(after)
+        for namespace in set(namespaces):
+            self.index.per_namespace.pop(namespace, None)
+            for pod in self.inventory.pods.values():
+                if pod.namespace == namespace:
+                    self._remove(pod.namespace, pod.name)
+                    self._add(pod)
+
+    def members(self) -> dict[str, list[Entry]]:
+        for name in self.dirty:
+            self._sorted[name] = [(e, False) for e in sorted(self.counts[name], key=self._keys.__getitem__)]
+        self.dirty.clear()
+        return {**self.fixed, **self._sorted}
+
+
+def _net_members(spec: SetSpec) -> list[Entry]:
+    """An ipBlock set's entries, as ``resolve`` spells them (no pod involved)."""
+    return Resolver(PodIndex(Inventory())).members(spec)

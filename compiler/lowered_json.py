@@ -1,0 +1,139 @@
+"""A lowered program as JSON, for the manifest: every set's meaning, the chains and the dispatch.
+
+This is what lets a node load reviewed artefacts without compiling policy (``npc agent
+--artefacts``): the manifest says what each set *means* (the selectors, the CIDR with its
+excepts, the named port), so the node only resolves members against its live inventory and
+renders the very rules that were reviewed. ``decode(encode(x)) == x`` for every ``Lowered``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from .errors import InputError
+from .ir import Direction, IPBlock, PodPeer, Requirement, Selector
+from .lower import Chain, Dispatch, FamilyProgram, Lowered, Match, Names, SetKind, SetSpec
+
+FORMAT = 1
+
+
+def _selector(selector: Selector) -> list[dict[str, Any]]:
+    return [{"key": r.key, "op": r.op, "values": list(r.values)} for r in selector.requirements]
+
+
+def _meaning(spec: SetSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": spec.kind, "family": spec.family}
+    if isinstance(spec.key, IPBlock):
+        out.update(cidr=str(spec.key.cidr), excepts=[str(n) for n in spec.key.excepts])
+    elif spec.kind == "port":
+        protocol, name = spec.key  # type: ignore[misc]
+        out.update(protocol=protocol, port=name)
+    else:
+        peers = cast(tuple[PodPeer, ...], spec.key)
+        out["peers"] = [{"namespaces": _selector(p.namespaces), "pods": _selector(p.pods)} for p in peers]
+    return out
+
+
+def _match(match: Match) -> dict[str, Any]:
+    return {
+        "peer": match.peer.name if match.peer else None,
+        "protocol": match.protocol,
+        "ports": [list(span) for span in match.ports],
+        "named_port": match.named_port.name if match.named_port else None,
+    }
+
+
+def encode(lowered: Lowered) -> dict[str, Any]:
+    sets = {s.name: _meaning(s) for f in lowered.families for s in f.sets}
+    families = [
+        {
+            "family": f.family,
+            "sets": [s.name for s in f.sets],
+            "isolated": {d: s.name for d, s in sorted(f.isolated.items())},
+            "dispatch": {
+                d: [{"target": x.target.name, "chain": x.chain, "comment": x.comment} for x in xs]
+                for d, xs in sorted(f.dispatch.items())
+            },
+            "chains": [
+                {
+                    "name": c.name,
+                    "direction": c.direction,
+                    "comment": c.comment,
+                    "matches": list(map(_match, c.matches)),
+                }
+                for c in f.chains
+            ],
+        }
+        for f in lowered.families
+    ]
+    return {
+        "format": FORMAT,
+        "network": lowered.names.network,
+        "tag": lowered.names.tag,
+        "sets": dict(sorted(sets.items())),
+        "families": families,
+    }
+
+
+def _decode_selector(raw: Any) -> Selector:
+    return Selector(Requirement(r["key"], r["op"], tuple(r["values"])) for r in raw)
+
+
+def _decode_set(name: str, raw: Mapping[str, Any]) -> SetSpec:
+    kind = cast(SetKind, raw["kind"])
+    key: Any
+    if kind == "net":
+        key = IPBlock(raw["cidr"], tuple(raw["excepts"]))
+    elif kind == "port":
+        key = (str(raw["protocol"]), str(raw["port"]))
+    elif kind == "pods":
+        key = tuple(
+            PodPeer(_decode_selector(p["namespaces"]), _decode_selector(p["pods"])) for p in raw["peers"]
+        )
+    else:
+        raise ValueError(f"unknown set kind {kind!r}")
+    return SetSpec(kind, int(raw["family"]), key, name)
+
+
+def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
+    """The ``Lowered`` that ``encode`` wrote; InputError when ``data`` is not that."""
+    try:
+        if data.get("format") != FORMAT:
+            raise ValueError(
+                f"program format {data.get('format')!r} is not {FORMAT} (compiled by another npc?)"
+            )
+        sets = {name: _decode_set(name, raw) for name, raw in data["sets"].items()}
+
+        def chain(raw: Mapping[str, Any]) -> Chain:
+            matches = tuple(
+                Match(
+                    sets[m["peer"]] if m["peer"] else None,
+                    m["protocol"],
+                    tuple((int(lo), int(hi)) for lo, hi in m["ports"]),
+                    sets[m["named_port"]] if m["named_port"] else None,
+                )
+                for m in raw["matches"]
+            )
+            return Chain(raw["name"], cast(Direction, raw["direction"]), matches, raw["comment"])
+
+        families = tuple(
+            FamilyProgram(
+                int(f["family"]),
+                tuple(sets[n] for n in f["sets"]),
+                {cast(Direction, d): sets[n] for d, n in f["isolated"].items()},
+                {
+                    cast(Direction, d): tuple(
+                        Dispatch(sets[x["target"]], x["chain"], x["comment"]) for x in xs
+                    )
+                    for d, xs in f["dispatch"].items()
+                },
+                tuple(chain(c) for c in f["chains"]),
+            )
+            for f in data["families"]
+        )
+        return Lowered(Names(str(data["network"]), str(data["tag"])), families)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(
+            f"not a program npc compiled: {type(exc).__name__}: {exc}", file, path="program"
+        ) from None

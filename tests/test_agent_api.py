@@ -1,0 +1,192 @@
+"""The agent's API input through the real ``kubernetes`` client against a local API stand-in:
+list, watch, bookmarks, 410 -> relist and diff, dropped watches, API down at start."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kube_standin import KubeStandin, free_port
+from npc.agent.inputs import ApiPolicies
+from npc.agent.kube import (
+    MULTI_NETWORK_POLICIES,
+    NAMESPACES,
+    NETWORK_POLICIES,
+    PODS,
+    Cache,
+    Watcher,
+    api_client,
+)
+from npc.errors import InputError
+from polling import wait_for
+
+
+def pod(
+    name: str, ip: str, labels: dict[str, str] | None = None, namespace: str = "default"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c"}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    }
+
+
+class Watching:
+    """Watcher threads over the stand-in, recording every notification and restart."""
+
+    def __init__(self, api: KubeStandin, tmp_path: Path) -> None:
+        self.cache = Cache()
+        self.notified: list[str] = []
+        self.restarts: list[tuple[str, str]] = []
+        self.stop = threading.Event()
+        client = api_client(str(api.kubeconfig(tmp_path)))
+        self.watchers = [
+            Watcher(
+                client,
+                resource,
+                self.cache,
+                lambda what, n: self.notified.append(what),
+                lambda resource, reason: self.restarts.append((resource, reason)),
+                self.stop,
+                watch_timeout=30,
+            )
+            for resource in (NAMESPACES, PODS, NETWORK_POLICIES)
+        ]
+        for watcher in self.watchers:
+            watcher.start()
+
+    def names(self, resource: Any) -> list[str]:
+        return [o["metadata"]["name"] for o in self.cache.items(resource)]
+
+
+@pytest.fixture
+def api() -> Iterator[KubeStandin]:
+    with KubeStandin() as standin:
+        yield standin
+
+
+@pytest.fixture
+def watching(api: KubeStandin, tmp_path: Path) -> Iterator[Watching]:
+    w = Watching(api, tmp_path)
+    yield w
+    w.stop.set()
+
+
+def test_list_then_watch_sees_adds_changes_and_deletes(api: KubeStandin, tmp_path: Path) -> None:
+    api.put(pod("a", "10.0.0.1"))
+    w = Watching(api, tmp_path)
+    try:
+        wait_for(lambda: all(x.synced.is_set() for x in w.watchers), "first lists")
+        assert w.names(PODS) == ["a"]
+        assert w.cache.items(PODS)[0]["kind"] == "Pod"  # a list's items get their kind back
+        api.put(pod("b", "10.0.0.2"))
+        api.put(pod("a", "10.0.0.1", {"role": "db"}))
+        wait_for(lambda: w.names(PODS) == ["a", "b"], "pod b")
+        wait_for(lambda: w.cache.items(PODS)[0]["metadata"]["labels"] == {"role": "db"}, "a's labels")
+        api.delete("Pod", "default", "a")
+        wait_for(lambda: w.names(PODS) == ["b"], "a deleted")
+        assert "inventory" in w.notified
+        watches = [r for r in api.requests if r.startswith("/api/v1/pods?") and "watch=true" in r]
+        assert watches and all("allowWatchBookmarks=true" in r for r in watches)
+    finally:
+        w.stop.set()
+
+
+def test_bookmarks_advance_the_version_a_watch_resumes_from(api: KubeStandin, watching: Watching) -> None:
+    wait_for(lambda: all(x.synced.is_set() for x in watching.watchers), "first lists")
+    for n in range(5):  # other resources move the version; pods' watch only hears bookmarks
+        api.put(policy(f"p{n}", {"podSelector": {}}))
+    time.sleep(0.5)
+    version = api.version
+    api.drop_watches()
+    wait_for(
+        lambda: any(f"resourceVersion={version}" in r for r in api.requests if r.startswith("/api/v1/pods?")),
+        "pods' watch resumed from the bookmarked version",
+    )
+    assert ("pods", "error") in watching.restarts
+    assert sum(1 for r in api.requests if r == "/api/v1/pods") == 1  # resumed, not relisted
+
+
+def test_410_gone_relists_and_diffs(api: KubeStandin, watching: Watching) -> None:
+    api.put(pod("a", "10.0.0.1"))
+    wait_for(lambda: watching.names(PODS) == ["a"], "pod a")
+    api.stop()  # while the API is away, a's deletion and b's creation are compacted away
+    api.delete("Pod", "default", "a")
+    api.put(pod("b", "10.0.0.2"))
+    api.compact()
+    api.start()
+    wait_for(lambda: watching.names(PODS) == ["b"], "relist after 410")
+    assert ("pods", "expired") in watching.restarts
+    assert sum(1 for r in api.requests if r == "/api/v1/pods") >= 2
+
+
+def test_dropped_watches_reconnect_and_miss_nothing(api: KubeStandin, watching: Watching) -> None:
+    wait_for(lambda: all(x.synced.is_set() for x in watching.watchers), "first lists")
+    for n in range(3):
+        api.drop_watches()
+        api.put(pod(f"p{n}", f"10.0.1.{n}"))
+    wait_for(lambda: watching.names(PODS) == ["p0", "p1", "p2"], "every pod despite the drops")
+
+
+def test_api_down_at_start_is_retried(tmp_path: Path) -> None:
+    api = KubeStandin(port=free_port())
+    api.put(pod("a", "10.0.0.1"))
+    w = Watching(api, tmp_path)  # nothing listens yet
+    try:
+        wait_for(lambda: ("pods", "error") in w.restarts, "a failed first list")
+        assert not w.watchers[1].synced.is_set()
+        api.start()
+        wait_for(lambda: w.names(PODS) == ["a"], "the list once the API is up", timeout=15)
+    finally:
+        w.stop.set()
+        api.stop()
+
+
+def test_a_bad_policy_object_is_reported_with_its_field_path(api: KubeStandin, watching: Watching) -> None:
+    api.put(policy("ok", {"podSelector": {}}))
+    api.put(policy("bad", {"podSelector": {}, "ingress": [{"ports": [{"port": 70000}]}]}))
+    wait_for(lambda: len(watching.cache.items(NETWORK_POLICIES)) == 2, "both policies")
+    with pytest.raises(InputError) as caught:
+        ApiPolicies(watching.cache, [NETWORK_POLICIES]).read()
+    text = caught.value.render()
+    assert text.startswith("api:networkpolicies/default/bad:"), text
+    assert "spec.ingress[0].ports[0].port" in text, text
+    api.delete("NetworkPolicy", "default", "bad")
+    wait_for(lambda: len(watching.cache.items(NETWORK_POLICIES)) == 1, "bad one gone")
+    assert [p.name for p in ApiPolicies(watching.cache, [NETWORK_POLICIES]).read().policies] == ["ok"]
+
+
+def test_a_kind_the_api_does_not_serve_counts_as_none(api: KubeStandin, tmp_path: Path) -> None:
+    """No MultiNetworkPolicy CRD in the cluster: listed as empty, so the agent can start."""
+    api.missing.add(MULTI_NETWORK_POLICIES.path)
+    stop = threading.Event()
+    notified: list[str] = []
+    watcher = Watcher(
+        api_client(str(api.kubeconfig(tmp_path))),
+        MULTI_NETWORK_POLICIES,
+        Cache(),
+        lambda what, n: notified.append(what),
+        lambda resource, reason: None,
+        stop,
+    )
+    watcher.start()
+    try:
+        wait_for(watcher.synced.is_set, "the empty list")
+        assert notified == ["policies"]
+    finally:
+        stop.set()

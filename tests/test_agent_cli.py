@@ -1,0 +1,48 @@
+"""``npc agent`` usage errors: exit 2 with a message, never a traceback, nothing started."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--policies", "p", "--artefacts", "d"], "not allowed with argument"),
+        (["--kubeconfig", "/nonexistent/kubeconfig"], "kubeconfig /nonexistent/kubeconfig"),
+        (["--policies", "p", "--network", "net2"], "needs an IP source"),
+        (["--policies", "p", "--debounce", "0"], "must be positive"),
+        (["--policies", "p", "--backend", "nftables", "--iptables", "nft"], "--iptables applies"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "npc", "agent", "--listen", "127.0.0.1:0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_backend_that_cannot_load_ends_the_agent_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "inventory.json").write_text('{"apiVersion": "v1", "kind": "List", "items": []}')
+    args = ["--policies", "policies", "--inventory", "inventory.json", "--backend", "calico"]
+    done = subprocess.run(
+        [sys.executable, "-m", "npc", "agent", "--listen", "127.0.0.1:0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "calicoctl" in done.stderr and "Traceback" not in done.stderr

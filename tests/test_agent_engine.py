@@ -1,0 +1,319 @@
+"""The agent's engine without a kernel: what it decides to load (rules or member deltas), per
+network and per node, last known good on bad input, debounce, and its HTTP endpoint.
+
+The dataplane here records loads instead of making them; what the kernel does with them is judged
+by ``test_agent_kernel.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kube_standin import free_port
+from npc.agent.engine import Engine
+from npc.agent.inputs import FileInventory, FilePolicies, FileWatcher
+from npc.agent.observe import Health, JsonFormatter, Metrics, serve
+from npc.backends.base import MemberDelta, Members, member_changes
+from npc.errors import ApplyError
+from npc.lower import Lowered
+from npc.networks import network_spec
+from npc.pipeline import Compiled
+from polling import wait_for
+
+
+class Recorder:
+    """A dataplane that remembers what it was asked to load."""
+
+    def __init__(self) -> None:
+        self.loads: list[tuple[str, Lowered, dict[str, list[Any]]]] = []
+        self.fail = False
+
+    def load(self, compiled: Compiled) -> None:
+        self._refuse()
+        self.loads.append(("full", compiled.lowered, {k: list(v) for k, v in compiled.members.items()}))
+
+    def _refuse(self) -> None:
+        if self.fail:
+            raise ApplyError("refused")
+
+    def load_members(self, lowered: Lowered, old: Members, new: Members) -> MemberDelta:
+        self._refuse()
+        changes = member_changes(old, new)
+        self.loads.append(("sets", lowered, {k: list(v) for k, v in new.items()}))
+        return MemberDelta(
+            sum(len(a) for _, a in changes.values()), sum(len(r) for r, _ in changes.values()), len(changes)
+        )
+
+    def kinds(self) -> list[str]:
+        return [k for k, _, _ in self.loads]
+
+
+def pod(
+    name: str, ip: str, labels: Mapping[str, str], node: str = "n1", **annotations: str
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": dict(labels),
+            "annotations": annotations,
+        },
+        "spec": {"nodeName": node},
+        "status": {"phase": "Running", "podIPs": [{"ip": ip}]},
+    }
+
+
+DB_POLICY = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "db", "namespace": "default"},
+    "spec": {
+        "podSelector": {"matchLabels": {"role": "db"}},
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "web"}}}]}],
+    },
+}
+
+
+class Inputs:
+    def __init__(self, root: Path) -> None:
+        self.policies, self.inventory = root / "policies", root / "inventory.json"
+        self.policies.mkdir()
+
+    def write(self, policies: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]) -> None:
+        for old in self.policies.iterdir():
+            old.unlink()
+        for n, doc in enumerate(policies):
+            (self.policies / f"{n}.yaml").write_text(yaml.safe_dump(dict(doc)))
+        items = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}, *pods]
+        self.inventory.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+
+class Running:
+    def __init__(self, inputs: Inputs, networks: Sequence[Any] = (), node: str | None = None) -> None:
+        self.plane = Recorder()
+        self.engine = Engine(
+            FilePolicies([str(inputs.policies)]),
+            FileInventory(str(inputs.inventory)),
+            list(networks) or [network_spec()],
+            self.plane,
+            node=node,
+            debounce=0.05,
+        )
+        self.thread = threading.Thread(target=self.engine.run, daemon=True)
+        self.thread.start()
+
+    def change(self, action: Callable[[], None]) -> None:
+        """Make a change and tell the engine, as the file watcher would; wait until it is handled."""
+        count = len(self.plane.loads)
+        action()
+        self.engine.notify("files")
+        wait_for(lambda: len(self.plane.loads) > count, "a load")
+
+    def members(self, what: str) -> list[str]:
+        """Entries of the (one) set whose name the test finds by a member it must hold."""
+        _, _, members = self.plane.loads[-1]
+        return sorted({e for entries in members.values() for e, _ in entries if what in e})
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Inputs:
+    return Inputs(tmp_path)
+
+
+@pytest.fixture
+def running(inputs: Inputs) -> Iterator[Running]:
+    inputs.write(
+        [DB_POLICY], [pod("db", "10.0.0.1", {"role": "db"}), pod("web", "10.0.0.2", {"role": "web"})]
+    )
+    run = Running(inputs)
+    wait_for(lambda: run.engine.health.ready.is_set(), "ready")
+    yield run
+    run.engine.stop.set()
+    run.engine.notify("stop")
+
+
+def test_pod_churn_is_a_member_delta_and_a_policy_change_a_full_load(
+    inputs: Inputs, running: Running
+) -> None:
+    assert running.plane.kinds() == ["full"]
+    first = running.plane.loads[0][1]
+    pods = [pod("db", "10.0.0.1", {"role": "db"}), pod("web", "10.0.0.2", {"role": "web"})]
+    running.change(lambda: inputs.write([DB_POLICY], [*pods, pod("web2", "10.0.0.3", {"role": "web"})]))
+    assert running.plane.kinds() == ["full", "sets"]
+    assert running.plane.loads[-1][1] is first  # the very rules in force: only members moved
+    assert "10.0.0.3" in running.members("10.0.0.3")
+    other = {**DB_POLICY, "metadata": {"name": "db2", "namespace": "default"}}
+    running.change(lambda: inputs.write([DB_POLICY, other], pods))
+    assert running.plane.kinds()[-1] == "full"
+
+
+def test_bad_input_keeps_the_last_good_state_until_it_is_fixed(inputs: Inputs, running: Running) -> None:
+    metrics = running.engine.metrics.registry
+    pods = [pod("db", "10.0.0.1", {"role": "db"})]
+    (inputs.policies / "bad.yaml").write_text(
+        "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nspec: 3\n"
+    )
+    running.engine.notify("files")
+    wait_for(
+        lambda: metrics.get_sample_value("npc_agent_input_valid", {"input": "policies"}) == 0, "error seen"
+    )
+    assert running.plane.kinds() == ["full"]
+    # the inventory still moves members under the last good policies
+    running.change(lambda: inputs.inventory.write_text(json.dumps({"kind": "List", "items": pods})))
+    assert running.plane.kinds() == ["full", "sets"]
+    (inputs.policies / "bad.yaml").unlink()  # good again, and the same as the last good: nothing to load
+    running.engine.notify("files")
+    wait_for(lambda: metrics.get_sample_value("npc_agent_input_valid", {"input": "policies"}) == 1, "valid")
+    assert running.plane.kinds() == ["full", "sets"]
+    assert metrics.get_sample_value("npc_agent_input_errors_total", {"input": "policies"}) == 2  # read twice
+
+
+def test_a_kernel_failure_is_retried_with_a_full_load(inputs: Inputs, running: Running) -> None:
+    running.plane.fail = True
+    pods = [pod("db", "10.0.0.9", {"role": "db"})]
+    inputs.inventory.write_text(json.dumps({"kind": "List", "items": pods}))
+    running.engine.notify("files")
+    registry = running.engine.metrics.registry
+    labels = {"network": "default", "reason": "kernel"}
+    wait_for(
+        lambda: (registry.get_sample_value("npc_agent_apply_failures_total", labels) or 0) >= 1, "failure"
+    )
+    running.plane.fail = False
+    wait_for(lambda: len(running.plane.loads) > 1, "the retry", timeout=5)
+    assert running.plane.kinds() == ["full", "full"]
+    assert "10.0.0.9" in running.members("10.0.0.9")
+
+
+def test_debounce_folds_a_burst_into_one_load(inputs: Inputs, running: Running) -> None:
+    count = len(running.plane.loads)
+    pods: list[dict[str, Any]] = []
+    for n in range(20):
+        pods.append(pod(f"web{n}", f"10.0.1.{n}", {"role": "web"}))
+        inputs.write([DB_POLICY], pods)
+        running.engine.notify("files")
+    wait_for(lambda: len(running.plane.loads) > count, "a load")
+    time.sleep(0.3)
+    assert len(running.plane.loads) - count <= 2
+    assert len(running.members("10.0.1.")) == 20
+
+
+def test_node_polices_local_pods_only_while_peers_stay_cluster_wide(inputs: Inputs) -> None:
+    pods = [
+        pod("db-here", "10.0.0.1", {"role": "db"}, node="n1"),
+        pod("db-there", "10.0.0.2", {"role": "db"}, node="n2"),
+        pod("web-there", "10.0.0.3", {"role": "web"}, node="n2"),
+    ]
+    inputs.write([DB_POLICY], pods)
+    run = Running(inputs, node="n1")
+    try:
+        wait_for(lambda: run.engine.health.ready.is_set(), "ready")
+        _, lowered, members = run.plane.loads[0]
+        program = lowered.families[0]
+        target = program.dispatch["ingress"][0].target.name
+        isolated = program.isolated["ingress"].name
+        peer = program.chains[0].matches[0].peer
+        assert peer is not None
+        assert members[target] == members[isolated] == [("10.0.0.1", False)]
+        assert members[peer.name] == [("10.0.0.3", False)]  # a peer on another node still counts
+    finally:
+        run.engine.stop.set()
+
+
+def test_a_change_on_one_network_loads_only_that_network(inputs: Inputs) -> None:
+    status = json.dumps([{"name": "default/net2", "interface": "net1", "ips": ["192.168.0.1"]}])
+    multi = {**DB_POLICY, "kind": "MultiNetworkPolicy", "apiVersion": "k8s.cni.cncf.io/v1beta1"}
+    multi["metadata"] = {
+        **DB_POLICY["metadata"],
+        "annotations": {"k8s.v1.cni.cncf.io/policy-for": "default/net2"},
+    }
+    pods = [pod("db", "10.0.0.1", {"role": "db"}), pod("web", "10.0.0.2", {"role": "web"})]
+    inputs.write([DB_POLICY, multi], pods)
+    networks = [network_spec(), network_spec("net2", "multus:default/net2")]
+    run = Running(inputs, networks)
+    try:
+        wait_for(lambda: len(run.plane.loads) == 2, "both networks")
+        annotated = pod("web", "10.0.0.2", {"role": "web"}, **{"k8s.v1.cni.cncf.io/network-status": status})
+        run.change(lambda: inputs.write([DB_POLICY, multi], [pods[0], annotated]))
+        time.sleep(0.2)
+        assert run.plane.kinds() == ["full", "full", "sets"]
+        assert run.plane.loads[-1][1].names.network == "net2"
+    finally:
+        run.engine.stop.set()
+
+
+def test_endpoint_serves_metrics_health_and_readiness() -> None:
+    metrics, health = Metrics(), Health()
+    port = free_port()
+    server = serve(f"127.0.0.1:{port}", metrics, health)
+    try:
+
+        def get(path: str) -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, ""
+
+        assert get("/healthz")[0] == 200
+        assert get("/readyz")[0] == 503
+        health.ready.set()
+        assert get("/readyz")[0] == 200
+        metrics.applies.labels("default", "sets").inc()
+        code, text = get("/metrics")
+        assert code == 200
+        assert 'npc_agent_applies_total{kind="sets",network="default"} 1.0' in text
+        for name in (
+            "npc_agent_apply_duration_seconds",
+            "npc_agent_watch_restarts",
+            "npc_agent_debounce_batch_size",
+        ):
+            assert f"# HELP {name}" in text
+        health.beat -= 3600
+        assert get("/healthz")[0] == 503
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_json_log_lines_carry_the_apply_fields() -> None:
+    record = logging.LogRecord("npc.agent", logging.INFO, __file__, 1, "applied %s", ("x",), None)
+    record.fields = {"network": "default", "kind": "sets", "added": 2}
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "applied x" and line["kind"] == "sets" and line["added"] == 2
+    assert line["level"] == "info" and line["time"].endswith("Z")
+
+
+def test_file_watcher_follows_symlink_swaps_of_a_folder(tmp_path: Path) -> None:
+    """git-sync / ConfigMap style: ``current`` is swapped to a new folder; edits in the new folder
+    are seen too (the watch moved with the link)."""
+    for rev in ("rev1", "rev2"):
+        (tmp_path / rev).mkdir()
+        (tmp_path / rev / "p.yaml").write_text(rev)
+    (tmp_path / "current").symlink_to("rev1")
+    seen = threading.Event()
+    stop = threading.Event()
+    FileWatcher([str(tmp_path / "current")], seen.set, stop).start()
+    try:
+        time.sleep(0.3)  # the watch is up
+        link = tmp_path / ".tmp"
+        link.symlink_to("rev2")
+        link.replace(tmp_path / "current")
+        assert seen.wait(5), "the swap went unnoticed"
+        time.sleep(0.3)
+        seen.clear()
+        (tmp_path / "rev2" / "p.yaml").write_text("edited")
+        assert seen.wait(5), "an edit in the new target went unnoticed"
+    finally:
+        stop.set()

@@ -1,0 +1,394 @@
+"""``npc agent`` in the loop with the kernel: one agent per cluster, inputs rewritten under it.
+
+The agent runs in the cluster's node namespace exactly as a user starts it; each step rewrites its
+inputs (files, or objects in the API stand-in listening inside that namespace), waits for the
+agent's apply line and then probes. The kernel judges: truth tables of the project's cases fed one
+after another, pod churn with the rules byte-identical, a bad input keeping the previous state,
+drift repaired by the resync, SIGTERM leaving the rules in force.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import yaml
+from kernel.case import Case, Endpoint, load_cases
+from kernel.cluster import Cluster
+from kernel.multinet import MultinetCase, load_multinet_cases
+from kernel.report import observations_report
+from kube_standin import KubeStandin
+from test_kernel_churn import AFTER, AFTER_TABLES, BEFORE, BEFORE_TABLES, CHURN, expecting, inventory
+
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("netns_session")]
+
+BACKENDS = ("iptables", "nftables")
+MULTI = load_multinet_cases()
+APPLIED = re.compile(r"applied network |kernel already up to date")  # one line per change handled
+
+
+def same_layout(cases: Sequence[Case]) -> list[Case]:
+    """The cases sharing the first one's pods' addresses and families: one cluster serves them all."""
+
+    def layout(case: Case) -> object:
+        return (case.families, [(e.external, e.ipv4, e.ipv6, bool(e.attachments)) for e in case.endpoints])
+
+    return [c for c in cases if layout(c) == layout(cases[0])]
+
+
+def serving_all(cases: Sequence[Case]) -> Case:
+    """The first case, listening on every port any of ``cases`` probes."""
+    checks = {(c.protocol, c.port): c for case in cases for c in case.checks}
+    return attrs.evolve(cases[0], checks=tuple(checks.values()))
+
+
+class Agent:
+    """``npc agent`` started once in the node namespace; ``step`` changes inputs and waits for it."""
+
+    def __init__(self, cluster: Cluster, backend: str, args: Sequence[str], workdir: Path) -> None:
+        self.cluster, self.log_path = cluster, workdir / "agent.log"
+        argv = [
+            "ip", "netns", "exec", cluster.node, sys.executable, "-m", "npc", "agent",
+            "--backend", backend, "--listen", "127.0.0.1:9469", "--debounce", "50", *args,
+        ]  # fmt: skip
+        self.log = self.log_path.open("w")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def applies(self) -> int:
+        return len(APPLIED.findall(self.text()))
+
+    def wait(self, condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if condition():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited ({self.proc.returncode}):\n{self.text()}")
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.text()[-4000:]}")
+
+    def step(self, change: Callable[[], None], handled: bool = True) -> None:
+        """Make a change; wait for the agent to handle it (an apply, or its "up to date" line when
+        the change makes no difference to the kernel; ``handled=False``: a change it refuses or
+        that reads the same as before) and to settle."""
+        before = self.applies()
+        change()
+        if handled:
+            self.wait(lambda: self.applies() > before, "the change handled")
+        for _ in range(50):  # settled: nothing further handled within 0.5 s
+            seen = self.applies()
+            time.sleep(0.5)
+            if self.applies() == seen:
+                return
+        raise AssertionError(f"the agent never settled:\n{self.text()[-4000:]}")
+
+    def stop(self) -> float:
+        """SIGTERM; the seconds it took to exit (0 expected as exit code)."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=10)
+        took = time.monotonic() - started
+        assert code == 0, self.text()
+        return took
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@contextmanager
+def agent(cluster: Cluster, backend: str, args: Sequence[str], workdir: Path) -> Iterator[Agent]:
+    running = Agent(cluster, backend, args, workdir)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+class Files:
+    """The agent's file inputs: a policy folder and an inventory file, rewritten per step."""
+
+    def __init__(self, root: Path) -> None:
+        self.policies, self.inventory = root / "policies", root / "inventory.json"
+        self.policies.mkdir(parents=True)
+
+    def write(self, case: Case, endpoints: Sequence[Endpoint] | None = None, policies: Any = None) -> None:
+        docs = case.policy_documents() if policies is None else policies
+        wanted = {f"{n:02d}.yaml": yaml.safe_dump(doc) for n, doc in enumerate(docs)}
+        for old in self.policies.iterdir():
+            if old.name not in wanted:
+                old.unlink()
+        for name, text in wanted.items():
+            write_atomically(self.policies / name, text)
+        write_atomically(self.inventory, json.dumps(case.inventory(endpoints)))
+
+    @property
+    def args(self) -> list[str]:
+        return ["--policies", str(self.policies), "--inventory", str(self.inventory)]
+
+
+def assert_case(cluster: Cluster, case: Case, when: str = "") -> None:
+    failures = observations_report(case, cluster.probe(case.checks))
+    assert not failures, f"{case.id} {when}:\n{failures}"
+
+
+def npc_rules(cluster: Cluster, backend: str) -> str:
+    """npc's rules without set contents: iptables' saved lines, or nft's chains."""
+    if backend == "iptables":
+        saved = "".join(
+            cluster.node_exec([tool, "-t", "filter"]).stdout for tool in ("iptables-save", "ip6tables-save")
+        )
+        return "".join(f"{line}\n" for line in saved.splitlines() if "NPC-" in line)
+    listing = cluster.node_exec(["nft", "list", "table", "inet", "npc"]).stdout
+    chains = re.findall(r"^\tchain .*?^\t}", listing, re.M | re.S)
+    return "\n".join(chains)
+
+
+def npc_members(cluster: Cluster, backend: str) -> dict[str, frozenset[str]]:
+    """Every npc set's (and nft map's) elements, order aside."""
+    if backend == "iptables":
+        found: dict[str, set[str]] = {}
+        for line in cluster.node_exec(["ipset", "save"]).stdout.splitlines():
+            parts = line.split(" ", 2)
+            if parts[0] == "create" and parts[1].startswith("npc-"):
+                found.setdefault(parts[1], set())
+            elif parts[0] == "add" and parts[1].startswith("npc-"):
+                found[parts[1]].add(parts[2])
+        return {k: frozenset(v) for k, v in found.items()}
+    listing = json.loads(cluster.node_exec(["nft", "-j", "list", "table", "inet", "npc"]).stdout)
+    out = {}
+    for item in listing["nftables"]:
+        for kind in ("set", "map"):
+            if kind in item:
+                elements = item[kind].get("elem", [])
+                out[item[kind]["name"]] = frozenset(json.dumps(e, sort_keys=True) for e in elements)
+    return out
+
+
+# --- files: the truth tables, one after another, under one agent ----------------------------------
+
+CASES = same_layout(load_cases())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_file_mode_follows_every_case_and_keeps_the_last_good_state(backend: str, tmp_path: Path) -> None:
+    files = Files(tmp_path / "inputs")
+    files.write(CASES[0])
+    with Cluster(serving_all(CASES), tmp_path) as cluster, agent(cluster, backend, files.args, tmp_path) as a:
+        a.wait(lambda: a.applies() > 0, "the first apply")
+        assert_case(cluster, CASES[0], "at start")
+        for n, case in enumerate(CASES[1:], 1):
+            a.step(lambda case=case: files.write(case))
+            assert_case(cluster, case, f"(step {n})")
+            if n == 10:
+                break_and_mend(a, files, case, cluster)
+        assert "Traceback" not in a.text()
+
+
+def break_and_mend(a: Agent, files: Files, case: Case, cluster: Cluster) -> None:
+    """A broken policy file: logged with its position, the kernel keeps ``case``; then removed."""
+    errors = a.text().count("keeping the last good")
+    bad = files.policies / "99-broken.yaml"
+    text = (
+        "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: x, namespace: default}\n"
+        "spec:\n  podSelector: {}\n  ingress: [{ports: [{port: 99999}]}]\n"
+    )
+    a.step(lambda: bad.write_text(text), handled=False)
+    a.wait(lambda: a.text().count("keeping the last good") > errors, "the error line")
+    assert "99-broken.yaml:6:" in a.text(), a.text()[-2000:]
+    assert_case(cluster, case, "with a broken file beside it")
+    a.step(bad.unlink, handled=False)
+
+
+# --- pod churn: member deltas only; drift repaired; SIGTERM leaves the rules -------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pod_churn_moves_members_only_and_the_rules_outlive_the_agent(backend: str, tmp_path: Path) -> None:
+    files = Files(tmp_path / "inputs")
+    files.write(CHURN, inventory(CHURN, BEFORE))
+    args = [*files.args, "--resync", "2"]
+    with Cluster(CHURN, tmp_path) as cluster, agent(cluster, backend, args, tmp_path) as a:
+        a.wait(lambda: a.applies() > 0, "the first apply")
+        assert_tables(cluster, BEFORE_TABLES, "before the churn")
+        rules = npc_rules(cluster, backend)
+        assert rules
+        a.step(lambda: files.write(CHURN, inventory(CHURN, AFTER)))
+        assert_tables(cluster, AFTER_TABLES, "after the churn")
+        assert npc_rules(cluster, backend) == rules, "pod churn changed a rule"
+        churn = [line for line in a.text().splitlines() if "rules unchanged" in line]
+        assert churn and "+" in churn[0], a.text()
+        # what the deltas left is what a full load of the same inputs makes (the resync does one)
+        after_deltas = npc_members(cluster, backend)
+        resyncs = a.text().count("(resync)")
+        a.wait(lambda: a.text().count("(resync)") > resyncs, "a resync", timeout=10)
+        assert npc_members(cluster, backend) == after_deltas
+        # drift: someone flushes npc's ingress dispatch; the resync puts it back
+        if backend == "iptables":
+            chain = re.search(
+                r"^:(NPC-\w+-INGRESS)", rules + cluster.node_exec(["iptables-save"]).stdout, re.M
+            )
+            assert chain
+            cluster.node_exec(["iptables", "-F", chain.group(1)])
+        else:
+            cluster.node_exec(["nft", "flush", "chain", "inet", "npc", "ingress-4"])
+        assert npc_rules(cluster, backend) != rules
+        a.wait(lambda: npc_rules(cluster, backend) == rules, "the resync to repair the drift", timeout=10)
+        assert_tables(cluster, AFTER_TABLES, "after the repair")
+        took = a.stop()
+        assert took < 2.0, took
+        assert npc_rules(cluster, backend) == rules, "rules gone with the agent"
+        assert_tables(cluster, AFTER_TABLES, "after the agent stopped")
+
+
+def assert_tables(cluster: Cluster, tables: Mapping[int, Sequence[str]], when: str) -> None:
+    failures = observations_report(cluster.case, cluster.probe(expecting(cluster.case, tables)))
+    assert not failures, f"{when}:\n{failures}"
+
+
+# --- the API: the same cases from the stand-in ----------------------------------------------------
+
+API_KINDS = ("Namespace", "Pod", "NetworkPolicy")
+
+
+def api_objects(case: Case, endpoints: Sequence[Endpoint] | None = None) -> list[dict[str, Any]]:
+    listing = case.inventory(endpoints)["items"]
+    return [
+        *listing,
+        *({**p, "metadata": {"namespace": "default", **p["metadata"]}} for p in case.policy_documents()),
+    ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_api_mode_follows_cases_pod_churn_and_bad_objects(backend: str, tmp_path: Path) -> None:
+    cases = CASES[:: max(1, len(CASES) // 8)]
+    with Cluster(serving_all(CASES), tmp_path) as cluster:
+        api = KubeStandin(netns=cluster.node)
+        for obj in api_objects(cases[0]):
+            api.put(obj)
+        api.start()
+        args = ["--kubeconfig", str(api.kubeconfig(tmp_path))]
+        try:
+            with agent(cluster, backend, args, tmp_path) as a:
+                a.wait(lambda: a.applies() > 0, "the first apply")
+                assert_case(cluster, cases[0], "at start")
+                for case in cases[1:]:
+                    a.step(lambda case=case: api.replace_all(api_objects(case), API_KINDS))
+                    assert_case(cluster, case)
+                # a policy the API accepted but npc refuses: the last good state stays
+                case = cases[-1]
+                bad = {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "NetworkPolicy",
+                    "metadata": {"name": "bad", "namespace": "default"},
+                    "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 99999}]}]},
+                }
+                a.step(lambda: api.put(bad), handled=False)
+                a.wait(lambda: "api:networkpolicies/default/bad:" in a.text(), "the error line")
+                assert_case(cluster, case, "with a bad object in the API")
+                a.step(lambda: api.delete("NetworkPolicy", "default", "bad"))
+                assert "Traceback" not in a.text()
+        finally:
+            api.stop()
+    shutil.rmtree(tmp_path / "unused", ignore_errors=True)
+
+
+# --- reviewed artefacts: compiled without an inventory, swapped in by a symlink -------------------
+
+
+def publish(root: Path, n: int, case: Case, backend: str) -> None:
+    """What CI and git-sync do: compile the case's policies (no inventory) into a new revision
+    folder, then atomically point ``current`` at it."""
+    policies = root / f"src-{n}"
+    policies.mkdir()
+    for k, doc in enumerate(case.policy_documents()):
+        (policies / f"{k:02d}.yaml").write_text(yaml.safe_dump(doc))
+    argv = [
+        sys.executable,
+        "-m",
+        "npc",
+        "compile",
+        str(policies),
+        "--backend",
+        backend,
+        "-o",
+        str(root / f"rev-{n}"),
+    ]
+    subprocess.run(argv, check=True, capture_output=True)
+    link = root / ".current.tmp"
+    link.symlink_to(f"rev-{n}")
+    link.replace(root / "current")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_artefact_mode_fills_sets_from_the_inventory_and_follows_symlink_swaps(
+    backend: str, tmp_path: Path
+) -> None:
+    cases = CASES[1 :: max(1, len(CASES) // 8)]
+    root = tmp_path / "git"
+    root.mkdir()
+    publish(root, 0, cases[0], backend)
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps(cases[0].inventory()))
+    args = ["--artefacts", str(root / "current"), "--inventory", str(inventory)]
+    with Cluster(serving_all(CASES), tmp_path) as cluster, agent(cluster, backend, args, tmp_path) as a:
+        a.wait(lambda: a.applies() > 0, "the first apply")
+        assert_case(cluster, cases[0], "at start")
+        for n, case in enumerate(cases[1:], 1):
+
+            def change(n: int = n, case: Case = case) -> None:
+                publish(root, n, case, backend)
+                write_atomically(inventory, json.dumps(case.inventory()))
+
+            a.step(change)
+            assert_case(cluster, case, f"(revision {n})")
+        assert "Traceback" not in a.text()
+
+
+# --- every network of a networks file in one agent -------------------------------------------------
+
+
+def networks_file(applies: Sequence[Sequence[str]], path: Path) -> Path:
+    """The networks file saying what the case's ``npc apply`` runs say with flags."""
+    flags = {"--network": "name", "--ip-source": "ipSource", "--policy-kinds": "policyKinds"}
+    networks = []
+    for args in applies:
+        entry = {"name": "default"} | {flags[args[i]]: args[i + 1] for i in range(0, len(args), 2)}
+        networks.append(entry)
+    path.write_text(json.dumps({"networks": networks}))
+    return path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mcase", MULTI, ids=[m.id for m in MULTI])
+def test_one_agent_enforces_every_network(mcase: MultinetCase, backend: str, tmp_path: Path) -> None:
+    case = mcase.case
+    files = Files(tmp_path / "inputs")
+    files.write(case)
+    args = [*files.args, "--networks", str(networks_file(mcase.applies, tmp_path / "networks.json"))]
+    with Cluster(case, tmp_path) as cluster, agent(cluster, backend, args, tmp_path) as a:
+        a.wait(lambda: a.applies() >= len(mcase.applies), "every network's first apply")
+        assert_case(cluster, case)
+        assert "warning" not in a.text()

@@ -1,0 +1,85 @@
+"""Members kept up to date pod by pod equal ``resolve``'s for the new inventory: random programs,
+random inventories before and after (pods added, removed, relabelled, readdressed, namespaces
+relabelled), and with ``--node`` the policed-here sets hold local pods only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from npc.agent.engine import local_only_sets
+from npc.agent.live import LiveInventory, LiveSets
+from npc.inventory import Inventory, build_inventory, pod_ips
+from npc.ir import Program
+from npc.lower import lower
+from npc.resolve import resolve
+from random_clusters import inventories, programs
+
+
+def raw(inventory: Inventory, node_of: Any = lambda pod: "n1") -> list[dict[str, Any]]:
+    """The inventory as the API shows it."""
+    out: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns.name, "labels": dict(ns.labels)}}
+        for ns in inventory.namespaces
+    ]
+    for pod in inventory.pods:
+        ports = [{"name": p.name, "protocol": p.protocol, "containerPort": p.port} for p in pod.ports]
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod.name, "namespace": pod.namespace, "labels": dict(pod.labels)},
+                "spec": {"nodeName": node_of(pod), "containers": [{"name": "c", "ports": ports}]},
+                "status": {"phase": "Running", "podIPs": [{"ip": str(ip)} for ip in pod.ips]},
+            }
+        )
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(programs, inventories(), inventories())
+def test_pod_by_pod_members_equal_a_full_resolve(
+    program: Program, before: Inventory, after: Inventory
+) -> None:
+    lowered = lower(program)
+    live = LiveInventory(pod_ips)
+    live.update(raw(before))
+    sets = LiveSets(lowered, live, set())
+    assert sets.members() == resolve(lowered, build_inventory(raw(before)))
+    pods, namespaces = live.update(raw(after))
+    sets.change(pods, namespaces)
+    assert sets.members() == resolve(lowered, build_inventory(raw(after)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(programs, programs, inventories(), inventories())
+def test_a_policy_change_keeps_the_counts_of_sets_both_programs_have(
+    first: Program, second: Program, before: Inventory, after: Inventory
+) -> None:
+    live = LiveInventory(pod_ips)
+    live.update(raw(before))
+    sets = LiveSets(lower(first), live, set())
+    sets.members()
+    pods, namespaces = live.update(raw(after))
+    sets.change(pods, namespaces)
+    both = Program((*first.policies, *second.policies))  # shares sets with the first program
+    for program in (second, both):
+        lowered = lower(program)
+        sets = LiveSets(lowered, live, set(), sets)
+        assert sets.members() == resolve(lowered, build_inventory(raw(after)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(programs, inventories())
+def test_with_a_node_only_local_pods_are_policed_here(program: Program, inventory: Inventory) -> None:
+    lowered = lower(program)
+    on_node = lambda pod: "n1" if int(pod.name[3:]) % 2 else "n2"  # noqa: E731
+    live = LiveInventory(pod_ips, "n1")
+    live.update(raw(inventory, on_node))
+    members = LiveSets(lowered, live, local_only_sets(lowered)).members()
+    everywhere = resolve(lowered, build_inventory(raw(inventory)))
+    here = [o for o in raw(inventory, on_node) if o["kind"] == "Namespace" or o["spec"]["nodeName"] == "n1"]
+    local = resolve(lowered, build_inventory(here))
+    only_here = local_only_sets(lowered)
+    for name, entries in members.items():
+        assert entries == (local[name] if name in only_here else everywhere[name]), name
