@@ -31,7 +31,7 @@ from kernel.report import observations_report
 from kube_standin import KubeStandin
 from test_kernel_churn import AFTER, AFTER_TABLES, BEFORE, BEFORE_TABLES, CHURN, expecting, inventory
 
-pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("netns_session")]
+pytestmark = pytest.mark.kernel
 
 BACKENDS = ("iptables", "nftables")
 MULTI = load_multinet_cases()
