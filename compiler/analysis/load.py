@@ -7,6 +7,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from ..documents import objects_in
 from ..frontends.positions import FieldPath
 from ..inventory import Inventory, Pod
 from ..ir import Address, Policy, Program
@@ -59,15 +60,8 @@ def _listed(documents: Iterable[Any]) -> tuple[dict[str, int], dict[tuple[str, s
     """Where each namespace and pod first appears in the inventory documents."""
     namespaces: dict[str, int] = {}
     pods: dict[tuple[str, str], int] = {}
-    stack = list(reversed(list(documents)))
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        elif isinstance(item, dict):
-            if isinstance(item.get("items"), list) and str(item.get("kind", "")).endswith("List"):
-                stack.extend(reversed(item["items"]))
-                continue
+    for _, item in objects_in(list(documents)):  # Lists opened as the inventory reader opens them
+        if isinstance(item, dict):
             meta = item.get("metadata")
             meta = meta if isinstance(meta, dict) else {}
             if item.get("kind") == "Namespace" and meta.get("name"):
