@@ -15,6 +15,7 @@ established connection surviving rule changes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import sys
@@ -91,9 +92,27 @@ async def _probe_tcp(address: str, port: int) -> str:
     return "ok" if data == PAYLOAD else f"error: echoed {data!r}"
 
 
+_UDP_SOURCE_PORTS = itertools.cycle(range(20000, 32768))  # below the kernel's ephemeral range
+
+
+def _bind_fresh_udp_port(sock: socket.socket) -> None:
+    """Each UDP probe from this pod gets a source port the last 12,000 did not use. A kernel-chosen
+    port repeats at random, and a repeat within conntrack's UDP timeout (30-120 s) makes a probe
+    of a flow denied now answer through the entry of the same flow allowed a step earlier."""
+    host = "::" if sock.family == socket.AF_INET6 else "0.0.0.0"
+    for _ in range(100):
+        try:
+            sock.bind((host, next(_UDP_SOURCE_PORTS)))
+            return
+        except OSError:  # in use by a server or a probe still in flight: take the next
+            continue
+    sock.bind((host, 0))
+
+
 async def _probe_udp(address: str, port: int) -> str:
     loop = asyncio.get_running_loop()
     with socket.socket(_family(address), socket.SOCK_DGRAM) as sock:
+        _bind_fresh_udp_port(sock)
         sock.setblocking(False)
         await loop.sock_connect(sock, (address, port))
         await loop.sock_sendall(sock, PAYLOAD)
