@@ -37,7 +37,14 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generate
-from generate import SIZES, ClusterSpec, write_cluster
+import generate_mixed
+from generate import SIZES, ClusterSpec
+
+# generator name -> its writer; every generator writes the same files for the same sizes
+GENERATORS: dict[str, Callable[[ClusterSpec, Path], Path]] = {
+    "bench": generate.write_cluster,
+    "mixed": generate_mixed.write_cluster,
+}
 
 DATA = Path(tempfile.gettempdir()) / "npc-bench"
 Metrics = dict[str, Any]
@@ -133,6 +140,15 @@ BACKEND_METRICS: dict[str, Callable[[Any], Metrics]] = {
 }
 
 
+def policed_addresses(program: Any, inventory: Any) -> int:
+    """Addresses (both families) of the pods some policy selects: what set entries are per."""
+    from npc.resolve import PodIndex
+
+    index = PodIndex(inventory)
+    numbers = {i for policy in program.policies for i in index.peer_pods(policy.target)}
+    return sum(len(index.addresses(numbers, family)) for family in (4, 6))
+
+
 def stats(cluster: Path) -> Metrics:
     from npc.cli import Inputs, Job, build_parser
     from npc.ir import Program
@@ -150,6 +166,7 @@ def stats(cluster: Path) -> Metrics:
         "policies": len(original.policies),
         "pods": len(job.inventory.pods),
         "naive": naive_rules(original, job.inventory),
+        "policed_addresses": policed_addresses(original, job.inventory),
         "rules_without_passes": sum(
             line.startswith(("-A ", "-I "))
             for f in ("rules.v4", "rules.v6")
@@ -174,11 +191,11 @@ def load_iptables(out: Path) -> Metrics:
     name = f"npc-bench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        seconds = _netns(name, "ipset", "restore", stdin=str(out / "ipsets"))
-        seconds += _netns(name, "iptables-restore", "--noflush", stdin=str(out / "rules.v4"))
+        ipset = _netns(name, "ipset", "restore", stdin=str(out / "ipsets"))
+        seconds = ipset + _netns(name, "iptables-restore", "--noflush", stdin=str(out / "rules.v4"))
         seconds += _netns(name, "ip6tables-restore", "--noflush", stdin=str(out / "rules.v6"))
         version = subprocess.run(["iptables-restore", "--version"], capture_output=True, text=True).stdout
-        return {"load_s": seconds, "flavour": "nft" if "nf_tables" in version else "legacy"}
+        return {"load_s": seconds, "ipset_s": ipset, "flavour": "nft" if "nf_tables" in version else "legacy"}
     finally:
         for tool in ("iptables", "ip6tables"):  # rules first: sets in use cannot be destroyed
             for flag in ("-F", "-X"):
@@ -203,15 +220,15 @@ LOADERS: dict[str, Callable[[Path], Metrics]] = {"iptables": load_iptables, "nft
 # --- one size ----------------------------------------------------------------------------------
 
 
-def cluster_for(spec: ClusterSpec, data: Path) -> Path:
-    """The generated cluster, cached by its spec and the generator's source."""
-    where = data / f"{spec.name}-{spec.seed}"
+def cluster_for(spec: ClusterSpec, data: Path, generator: str = "bench") -> Path:
+    """The generated cluster, cached by its spec and the generators' sources."""
+    where = data / (f"{spec.name}-{spec.seed}" + ("" if generator == "bench" else f"-{generator}"))
     stamp = where / "spec.json"
-    generator = hashlib.sha256(Path(generate.__file__).read_bytes()).hexdigest()
-    wanted = json.dumps({**attrs.asdict(spec), "generator": generator}, sort_keys=True)
+    sources = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (generate, generate_mixed)))
+    wanted = json.dumps({**attrs.asdict(spec), "generator": [generator, sources.hexdigest()]}, sort_keys=True)
     if not stamp.exists() or stamp.read_text() != wanted:
-        print(f"generating {spec.name} into {where} ...", file=sys.stderr)
-        write_cluster(spec, where)
+        print(f"generating {generator} {spec.name} into {where} ...", file=sys.stderr)
+        GENERATORS[generator](spec, where)
         stamp.write_text(wanted)
     return where
 
@@ -240,11 +257,12 @@ def output_bytes(out: Path) -> int:
     return sum(f.stat().st_size for f in out.iterdir() if f.name != "manifest.json")
 
 
-def bench(spec: ClusterSpec, data: Path, load: bool) -> Metrics:
-    cluster = cluster_for(spec, data)
+def bench(spec: ClusterSpec, data: Path, load: bool, generator: str = "bench") -> Metrics:
+    cluster = cluster_for(spec, data, generator)
     parse = child("parse", str(cluster))
     out, compiled = compile_to(cluster, "iptables")
     row: Metrics = {
+        "generator": generator,
         "size": spec.name,
         "compile_s": compiled.wall,
         "compile_cpu_s": compiled.cpu,
@@ -284,6 +302,7 @@ def _backend(name: str, key: str) -> Callable[[Metrics], object]:
 
 
 COLUMNS = [
+    Column("generator", lambda r: r["generator"]),
     Column("size", lambda r: r["size"]),
     Column("pods", lambda r: r["pods"], "{:,}"),
     Column("policies", lambda r: r["policies"], "{:,}"),
@@ -296,6 +315,7 @@ COLUMNS = [
     Column("without passes", lambda r: r["rules_without_passes"], "{:,}"),
     Column("sets", lambda r: r["sets"], "{:,}"),
     Column("set entries", lambda r: r["entries"], "{:,}"),
+    Column("entries/policed address", lambda r: r["entries"] / max(1, r["policed_addresses"]), "{:.1f}"),
     Column("naive rules", lambda r: r["naive"], "{:,}"),
     Column("naive/rules", lambda r: r["naive"] / r["rules"], "{:,.0f}x"),
 ]
@@ -304,6 +324,7 @@ BACKEND_COLUMNS: dict[str, list[Column]] = {
         Column("iptables rules/packet", _backend("iptables", "rules_per_packet"), "{:,}"),
         Column("iptables output", lambda r: r["backends"]["iptables"]["output_bytes"] / 2**10, "{:,.0f} KiB"),
         Column("iptables load s", _backend("iptables", "load_s"), "{:.2f}"),
+        Column("of which ipset restore s", _backend("iptables", "ipset_s"), "{:.2f}"),
     ],
     "nftables": [
         Column("nftables compile s", _backend("nftables", "compile_s"), "{:.2f}"),
@@ -328,6 +349,9 @@ def table(rows: Sequence[Metrics], columns: Sequence[Column]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="S,M,L", help="comma-separated, from " + ",".join(SIZES))
+    parser.add_argument(
+        "--generators", default="bench,mixed", help="comma-separated, from " + ",".join(GENERATORS)
+    )
     parser.add_argument("--data", type=Path, default=DATA, help="where generated clusters are cached")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-load", action="store_true", help="skip loading into a network namespace")
@@ -339,11 +363,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(parse_only(path) if mode == "parse" else stats(path)))
         return 0
     rows = []
-    for name in args.sizes.split(","):
-        if name not in SIZES:
-            parser.error(f"unknown size {name!r}")
-        rows.append(bench(attrs.evolve(SIZES[name], seed=args.seed), args.data, not args.no_load))
-        print(f"{name}: done", file=sys.stderr)
+    for generator in args.generators.split(","):
+        if generator not in GENERATORS:
+            parser.error(f"unknown generator {generator!r}")
+        for name in args.sizes.split(","):
+            if name not in SIZES:
+                parser.error(f"unknown size {name!r}")
+            spec = attrs.evolve(SIZES[name], seed=args.seed)
+            rows.append(bench(spec, args.data, not args.no_load, generator))
+            print(f"{generator} {name}: done", file=sys.stderr)
     columns = COLUMNS + [c for cs in BACKEND_COLUMNS.values() for c in cs]
     print(table(rows, columns))
     if args.json:

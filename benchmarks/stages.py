@@ -1,6 +1,6 @@
 """Where a compile's time goes: CPU seconds per stage for one generated cluster.
 
-    python benchmarks/stages.py L            # the cluster run.py cached under /tmp/npc-bench
+    python benchmarks/stages.py L [--generator mixed]   # the cluster run.py cached under /tmp/npc-bench
 
 The stages are the CLI's, called one by one with the collector paused as the CLI pauses it;
 ``--gc`` keeps the collector running, to show what pausing it saves. The parse baseline is
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import attrs
 from generate import SIZES
-from run import DATA, child, cluster_for
+from run import DATA, GENERATORS, child, cluster_for
 
 
 def main() -> None:
@@ -24,9 +24,10 @@ def main() -> None:
     parser.add_argument("size", choices=sorted(SIZES))
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--generator", default="bench", choices=sorted(GENERATORS))
     parser.add_argument("--gc", action="store_true", help="leave the garbage collector running")
     args = parser.parse_args()
-    cluster = cluster_for(attrs.evolve(SIZES[args.size], seed=args.seed), args.data)
+    cluster = cluster_for(attrs.evolve(SIZES[args.size], seed=args.seed), args.data, args.generator)
     if not args.gc:
         gc.disable()
 

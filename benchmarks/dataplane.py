@@ -1,0 +1,222 @@
+"""What the loaded ruleset costs the dataplane: new flows forwarded per second, against no policy.
+
+Two pod namespaces (Calico-style /32 routes through a node namespace) send a flood of packets
+of an *allowed* connection between two policed pods, each chosen at its backend's worst dispatch
+position (the most rules before a verdict, per ``rules_for``). Connection tracking is off for
+these packets in the node (an nftables ``notrack`` rule at raw priority), so every packet is a
+new flow that walks npc's chains, not just the first of a connection. Delivered packets are the
+receiver's interface counter; the sender is Python (UDP sockets, or raw TCP SYNs for TCP ports),
+so the no-policy rate is the sender's, and the ratio says what the rules take from it.
+
+    python benchmarks/dataplane.py /tmp/npc-bench/L-0 --backend iptables     # root; after run.py
+
+Every namespace is ``npcb-<pid>-...`` and removed afterwards; the host namespace is not touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+NODE_MAC = "ee:ee:ee:ee:ee:ee"
+GATEWAY = "169.254.1.1"
+SENDER_MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02")
+NOTRACK = "table inet npcb-raw { chain pre { type filter hook prerouting priority raw; notrack; } }"
+
+
+def _ip(*argv: str, stdin: str | None = None) -> str:
+    done = subprocess.run(["ip", *argv], input=stdin, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"ip {' '.join(argv)}: {done.stderr}")
+    return done.stdout
+
+
+@contextmanager
+def topology(src: str, dst: str) -> Iterator[tuple[str, str, str]]:
+    """Namespaces (node, sender, receiver): the two pods' addresses routed through the node."""
+    base = f"npcb-{os.getpid()}"
+    node, pods = f"{base}-node", (f"{base}-a", f"{base}-b")
+    made: list[str] = []
+    try:
+        for name in (node, *pods):
+            _ip("netns", "add", name)
+            made.append(name)
+        for i, (pod, address) in enumerate(zip(pods, (src, dst), strict=True)):
+            veth = f"v{i}"
+            _ip("link", "add", veth, "netns", node, "address", NODE_MAC, "type", "veth",
+                "peer", "eth0", "netns", pod, "address", SENDER_MACS[i])  # fmt: skip
+            node_batch = f"link set {veth} up\nroute add {address}/32 dev {veth}\n"
+            node_batch += f"neigh replace {address} lladdr {SENDER_MACS[i]} dev {veth} nud permanent\n"
+            _ip("-n", node, "-batch", "-", stdin=node_batch)
+            pod_batch = (
+                f"link set lo up\nlink set eth0 up\naddr add {address}/32 dev eth0\n"
+                f"neigh replace {GATEWAY} lladdr {NODE_MAC} dev eth0 nud permanent\n"
+                f"route add 0.0.0.0/0 via {GATEWAY} dev eth0 onlink\n"
+            )
+            _ip("-n", pod, "-batch", "-", stdin=pod_batch)
+        _exec(node, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
+        _exec(node, "nft", "-f", "-", stdin=NOTRACK)
+        yield node, pods[0], pods[1]
+    finally:
+        for name in reversed(made):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def _exec(ns: str, *argv: str, stdin: str | None = None, file: Path | None = None) -> None:
+    with open(file, "rb") if file else open(os.devnull, "rb") as fh:
+        data = stdin.encode() if stdin is not None else fh.read()
+    subprocess.run(["ip", "netns", "exec", ns, *argv], input=data, capture_output=True, check=True)
+
+
+def load(node: str, out: Path, backend: str) -> None:
+    if backend == "iptables":
+        _exec(node, "ipset", "restore", file=out / "ipsets")
+        _exec(node, "iptables-restore", "--noflush", file=out / "rules.v4")
+        _exec(node, "ip6tables-restore", "--noflush", file=out / "rules.v6")
+    else:
+        _exec(node, "nft", "-f", str(out / "ruleset.nft"))
+
+
+def _rx(ns: str) -> int:
+    done = subprocess.run(
+        ["ip", "netns", "exec", ns, "cat", "/sys/class/net/eth0/statistics/rx_packets"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return int(done.stdout)
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _syns(src: str, dst: str, port: int, count: int) -> list[bytes]:
+    """TCP SYNs from ``count`` source ports: distinct flows, checksummed so the receiver keeps them."""
+    out = []
+    for sport in range(20000, 20000 + count):
+        header = struct.pack("!HHIIBBHHH", sport, port, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+        pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(header))
+        out.append(header[:16] + struct.pack("!H", _checksum(pseudo + header)) + header[18:])
+    return out
+
+
+def send(src: str, dst: str, protocol: str, port: int, seconds: float) -> int:
+    """Runs inside the sender namespace: flood for ``seconds``; packets handed to the kernel."""
+    sent, deadline = 0, time.monotonic() + seconds
+    if protocol == "TCP":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        packets = _syns(src, dst, port, 4096)
+        while time.monotonic() < deadline:
+            for packet in packets[:512]:
+                sock.sendto(packet, (dst, 0))
+            sent += 512
+            packets = packets[512:] + packets[:512]
+        return sent
+    socks = []
+    for i in range(64):  # distinct source ports: distinct flows
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((src, 20000 + i))
+        socks.append(sock)
+    payload = b"x" * 18
+    while time.monotonic() < deadline:
+        for sock in socks:
+            for _ in range(8):
+                sock.sendto(payload, (dst, port))
+        sent += 512
+    return sent
+
+
+def rate(
+    out: Path | None, backend: str, src: str, dst: str, protocol: str, port: int, seconds: float
+) -> float:
+    """Packets per second delivered to ``dst`` with ``out`` loaded (None: no policy at all)."""
+    with topology(src, dst) as (node, sender, receiver):
+        if out is not None:
+            load(node, out, backend)
+        before = _rx(receiver)
+        argv = [sys.executable, __file__, "--send", src, dst, protocol, str(port), str(seconds)]
+        subprocess.run(["ip", "netns", "exec", sender, *argv], check=True, capture_output=True)
+        time.sleep(0.2)
+        return (_rx(receiver) - before) / seconds
+
+
+# --- where to probe ----------------------------------------------------------------------------
+
+
+def worst_pair(cluster: Path, backend: str) -> tuple[str, str, str, int]:
+    """An allowed (src, dst, protocol, port) between policed IPv4 pods, each as deep in the
+    backend's dispatch as any pod allowed to talk goes (most rules before a verdict)."""
+    from npc.cli import Inputs, Job, build_parser
+    from npc.evaluate import Evaluator
+    from npc.ir import Program
+    from npc.pipeline import backend as load_backend
+
+    args = build_parser().parse_args(
+        ["compile", str(cluster / "policies"), "--inventory", str(cluster / "inventory.json")]
+    )
+    inputs = Inputs(args)
+    job = Job(args, inputs=inputs)
+    compiled, inventory = job.compiled, job.inventory
+    costs: Any = load_backend(backend).rules_for  # type: ignore[attr-defined]
+    egress = costs(compiled.lowered, compiled.members, 4, "egress")
+    ingress = costs(compiled.lowered, compiled.members, 4, "ingress")
+    evaluator = Evaluator(Program(inputs.loaded.policies), inventory)
+    by_ip = {str(ip): pod for pod in inventory.pods for ip in pod.ips if ip.version == 4}
+    sources = sorted(egress, key=lambda a: -egress[a])
+    for dst in sorted(ingress, key=lambda a: -ingress[a])[:40]:
+        named = by_ip[dst].named_ports()
+        ports = {(protocol, number) for (protocol, _), number in named.items()} | {("TCP", 80), ("UDP", 53)}
+        for src in sources[:300]:
+            for protocol, port in sorted(ports, key=lambda p: p[0] != "UDP"):
+                if evaluator.allowed(ipaddress.ip_address(src), ipaddress.ip_address(dst), protocol, port):
+                    return src, dst, protocol, port
+    raise SystemExit("no allowed pair among the deepest pods")
+
+
+def measure(cluster: Path, backend: str, seconds: float) -> dict[str, Any]:
+    out = cluster / f"out-{backend}"
+    src, dst, protocol, port = worst_pair(cluster, backend)
+    base = rate(None, backend, src, dst, protocol, port, seconds)
+    loaded = rate(out, backend, src, dst, protocol, port, seconds)
+    return {
+        "pair": f"{src} -> {dst} {protocol}/{port}",
+        "no_policy_pps": base,
+        "policy_pps": loaded,
+        "ratio": loaded / base if base else 0.0,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("cluster", type=Path, nargs="?", help="a cluster run.py generated and compiled")
+    parser.add_argument("--backend", choices=("iptables", "nftables"), default="iptables")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--send", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.send:
+        src, dst, protocol, port, seconds = args.send
+        print(send(src, dst, protocol, int(port), float(seconds)))
+        return 0
+    if args.cluster is None:
+        parser.error("a cluster directory is needed")
+    print(json.dumps(measure(args.cluster, args.backend, args.seconds)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
