@@ -14,10 +14,11 @@ import attrs
 
 from .. import __version__
 from ..ir import Direction
-from ..lower import Lowered, Match, SetSpec
+from ..lower import FamilyProgram, Lowered, Match, SetSpec
 from ..resolve import Entry
 from . import template_environment
 from .dispatch import dispatch_by_address
+from .mark_tree import DISPATCH_MASKS, Tree, map_members, tests_before, tree
 
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
 # Which end of the packet is the local pod and which the remote peer, per direction.
@@ -63,41 +64,70 @@ _ENV.filters["match"] = render_match
 
 @attrs.frozen
 class TableEdit:
-    """What ``apply`` adds to a restore transaction so it owns exactly its own objects:
-    the FORWARD jump (insert it, or delete surplus copies) and chains no longer wanted."""
+    """What ``apply`` adds to a restore transaction so it owns exactly its own objects in one
+    table: the FORWARD jump (insert it, or delete surplus copies) and chains no longer wanted."""
 
     insert_jump: bool = True
     surplus_jumps: int = 0
     stale_chains: tuple[str, ...] = ()
 
 
-def jump_rule(lowered: Lowered) -> str:
-    """The one rule in a chain npc does not own; ``apply`` looks for exactly this text."""
-    return f"FORWARD -m comment --comment {comment('npc network ' + lowered.names.network)} -j {lowered.forward_chain}"
+# npc's tables, in the order a packet meets them: ``mangle`` writes the namespace groups into the
+# mark (ipset's --map-set is refused elsewhere), ``filter`` decides.
+TABLES = ("mangle", "filter")
 
 
-def render_rules(lowered: Lowered, family: int, edit: TableEdit | None = None) -> str:
-    """An ``iptables-restore --noflush`` input for table filter (``ip6tables-restore`` for 6)."""
-    edit = edit or TableEdit()
+def entry_chain(lowered: Lowered, table: str) -> str:
+    return lowered.names.chain("MARK") if table == "mangle" else lowered.forward_chain
+
+
+def jump_rule(lowered: Lowered, table: str = "filter") -> str:
+    """The one rule per table in a chain npc does not own; ``apply`` looks for exactly this text."""
+    network = comment("npc network " + lowered.names.network)
+    return f"FORWARD -m comment --comment {network} -j {entry_chain(lowered, table)}"
+
+
+def trees(lowered: Lowered, family: int) -> dict[Direction, Tree]:
     program = lowered.family(family)
+    return {d: tree(program, d, lowered.names, DISPATCH_MASKS[d]) for d in ("egress", "ingress")}
+
+
+def chain_names(lowered: Lowered, family: int, table: str = "filter") -> list[str]:
+    """Every chain npc owns in one table of this family for this network."""
+    if table == "mangle":
+        return [entry_chain(lowered, table)]
+    return lowered.chain_names(family) + [c.name for t in trees(lowered, family).values() for c in t.chains]
+
+
+def _edit_lines(lowered: Lowered, table: str, edit: TableEdit) -> list[str]:
+    jump = jump_rule(lowered, table)
+    lines = [f"-I {jump.replace('FORWARD', 'FORWARD 1', 1)}"] if edit.insert_jump else []
+    lines += [f"-D {jump}"] * edit.surplus_jumps
+    return lines + [f"-X {name}" for name in edit.stale_chains]
+
+
+def render_rules(lowered: Lowered, family: int, edits: Mapping[str, TableEdit] | None = None) -> str:
+    """An ``iptables-restore --noflush`` input for tables mangle and filter (``ip6tables-restore`` for 6)."""
+    edits = edits or {}
     direction_chain = {d: lowered.direction_chain(d) for d in ("egress", "ingress")}
-    edits = [f"-I {jump_rule(lowered).replace('FORWARD', 'FORWARD 1', 1)}"] if edit.insert_jump else []
-    edits += [f"-D {jump_rule(lowered)}"] * edit.surplus_jumps
-    edits += [f"-X {name}" for name in edit.stale_chains]
+    program = lowered.family(family)
     return _ENV.get_template("iptables.rules.j2").render(
         version=__version__,
         network=comment(lowered.names.network)[1:-1],
         family=family,
         restore="iptables-restore" if family == 4 else "ip6tables-restore",
-        chains=lowered.chain_names(family) + list(edit.stale_chains),
+        chains=chain_names(lowered, family) + list(edits.get("filter", TableEdit()).stale_chains),
+        mangle_chains=chain_names(lowered, family, "mangle")
+        + list(edits.get("mangle", TableEdit()).stale_chains),
+        mark_chain=entry_chain(lowered, "mangle"),
         forward=lowered.forward_chain,
-        isolated={d: s.name for d, s in program.isolated.items()},
+        trees=trees(lowered, family),
         direction_chain=direction_chain,
         local=LOCAL,
         mark=hex(lowered.mark),
-        dispatch=program.dispatch,
         policy_chains=program.chains,
-        edits=edits,
+        mangle_edits=_edit_lines(lowered, "mangle", edits.get("mangle", TableEdit())),
+        edits=_edit_lines(lowered, "filter", edits.get("filter", TableEdit())),
     )
 
 
@@ -109,9 +139,13 @@ class SetText:
     hashsize: int
     maxelem: int
     members: Sequence[Entry]
+    options: str = ""
+
+    def renamed(self, name: str) -> SetText:
+        return attrs.evolve(self, name=name)
 
 
-def set_text(spec: SetSpec, members: Sequence[Entry], name: str | None = None) -> SetText:
+def set_text(name: str, kind: str, family: int, members: Sequence[Entry], options: str = "") -> SetText:
     """ipset's maxelem is fixed at creation: leave room to grow (sets are swapped, not resized)."""
     maxelem = 65536
     while maxelem < 2 * len(members):
@@ -119,12 +153,27 @@ def set_text(spec: SetSpec, members: Sequence[Entry], name: str | None = None) -
     hashsize = 1024
     while hashsize < len(members) // 2 and hashsize < 1 << 20:
         hashsize *= 2
-    family = "inet" if spec.family == 4 else "inet6"
-    return SetText(name or spec.name, SET_TYPES[spec.kind], family, hashsize, maxelem, members)
+    return SetText(name, kind, "inet" if family == 4 else "inet6", hashsize, maxelem, members, options)
 
 
-def all_sets(lowered: Lowered) -> list[SetSpec]:
-    return sorted({s for f in lowered.families for s in f.sets}, key=lambda s: s.name)
+def used_sets(program: FamilyProgram) -> set[SetSpec]:
+    """Sets a rule tests: peers, named ports, and targets a trie's group still has to test."""
+    found = {s for c in program.chains for m in c.matches for s in (m.peer, m.named_port) if s is not None}
+    for scopes in program.scopes.values():
+        found.update(d.target for scope in scopes for d, whole in scope.dispatch if not whole)
+    return found
+
+
+def kernel_sets(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> list[SetText]:
+    """Every set the rules use, with its members, by name: the map sets built from ``lower``'s
+    per-namespace isolated sets, which are themselves never loaded."""
+    out = []
+    for program in lowered.families:
+        out += [set_text(s.name, SET_TYPES[s.kind], s.family, members[s.name]) for s in used_sets(program)]
+        for found in trees(lowered, program.family).values():
+            entries = map_members(found, members, DISPATCH_MASKS[found.direction])
+            out.append(set_text(found.map_set, "hash:ip", program.family, entries, " skbinfo"))
+    return sorted(out, key=lambda s: s.name)
 
 
 def render_sets(
@@ -132,26 +181,39 @@ def render_sets(
 ) -> str:
     """An ``ipset restore`` input creating every set with its members."""
     if sets is None:
-        sets = [set_text(s, members[s.name]) for s in all_sets(lowered)]
+        sets = kernel_sets(lowered, members)
     return _ENV.get_template("ipset.j2").render(
         version=__version__, network=comment(lowered.names.network)[1:-1], sets=sets
     )
 
 
+def rules_for(
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], family: int, direction: Direction
+) -> dict[str, int]:
+    """Per isolated address, the rules of ``direction`` the first packet of a connection is
+    tested against: the allow-bit reset, the jump to the trie, the trie's tests, the group's dispatch
+    rules, every rule of each policy chain selecting the pod (MARK does not end a chain), the drop."""
+    program = lowered.family(family)
+    length = {c.name: len(c.matches) for c in program.chains}
+    found = trees(lowered, family)[direction]
+    chains = dispatch_by_address(program, direction, members)
+    out = {}
+    for group in found.groups:
+        fixed = 3 + tests_before(found, group.number) + len(group.dispatch)
+        for name in group.isolated:
+            for text, _ in members[name]:
+                out[text] = fixed + sum(length[d.chain] for d in chains.get(text, ()))
+    return out
+
+
 def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> int:
     """The most rules the first packet of one connection is tested against: the FORWARD jump and
-    npc's FORWARD chain (3), then per direction where the worst pod is isolated the mark reset,
-    every dispatch rule, every rule of each policy chain selecting that pod (MARK does not end a
-    chain) and the drop rule."""
+    npc's FORWARD chain (3), then the worst pod's rules of each direction (``rules_for``)."""
     worst = 0
     for program in lowered.families:
-        length = {c.name: len(c.matches) for c in program.chains}
         total = 1 + 3
         for direction in ("egress", "ingress"):
-            found = dispatch_by_address(program, direction, members)
-            if found:
-                chains = max(sum(length[d.chain] for d in ds) for ds in found.values())
-                total += 2 + len(program.dispatch[direction]) + chains
+            total += max(rules_for(lowered, members, program.family, direction).values(), default=0)
         worst = max(worst, total)
     return worst
 

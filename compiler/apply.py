@@ -20,7 +20,16 @@ from typing import Literal
 
 import attrs
 
-from .backends.iptables import TableEdit, all_sets, jump_rule, render_rules, render_sets, set_text
+from .backends.iptables import (
+    TABLES,
+    TableEdit,
+    chain_names,
+    entry_chain,
+    jump_rule,
+    kernel_sets,
+    render_rules,
+    render_sets,
+)
 from .errors import ApplyError, UsageError
 from .lower import Lowered
 from .resolve import Entry
@@ -89,15 +98,15 @@ def detect_tools(force: str | None = None) -> Tools:
 
 @attrs.frozen
 class TableState:
-    """What this network already has in one family's filter table."""
+    """What this network already has in one table of one family."""
 
     chains: tuple[str, ...]
     rules: tuple[str, ...]  # our chains' -A lines, as saved
     jumps: int
 
 
-def _table_state(tools: Tools, family: int, lowered: Lowered) -> TableState:
-    result = _run([tools.save[family], "-t", "filter"])
+def _table_state(tools: Tools, family: int, lowered: Lowered, table: str) -> TableState:
+    result = _run([tools.save[family], "-t", table])
     if result.returncode != 0:
         raise ApplyError(f"{tools.save[family]} failed: {result.stderr.strip()}")
     prefix = lowered.names.chain_prefix
@@ -107,21 +116,23 @@ def _table_state(tools: Tools, family: int, lowered: Lowered) -> TableState:
             chains.append(line[1:].split()[0])
         elif line.startswith("-A " + prefix):
             rules.append(line)
-        elif line.startswith("-A FORWARD ") and line.endswith(f" -j {lowered.forward_chain}"):
+        elif line.startswith("-A FORWARD ") and line.endswith(f" -j {entry_chain(lowered, table)}"):
             jumps += 1
     return TableState(tuple(chains), tuple(rules), jumps)
 
 
-def _rollback_text(lowered: Lowered, old: TableState, new_chains: Iterable[str]) -> str:
-    """Put one family's npc chains back as they were before this apply."""
-    created = sorted(set(new_chains) - set(old.chains))
-    lines = ["*filter"]
-    lines += [f":{c} - [0:0]" for c in sorted(set(old.chains) | set(created))]
-    lines += list(old.rules)
-    if old.jumps == 0:
-        lines.append(f"-D {jump_rule(lowered)}")
-    lines += [f"-X {c}" for c in created]
-    lines.append("COMMIT")
+def _rollback_text(lowered: Lowered, old: Mapping[str, TableState], family: int) -> str:
+    """Put one family's npc chains back as they were before this apply, in every table."""
+    lines = []
+    for table in TABLES:
+        created = sorted(set(chain_names(lowered, family, table)) - set(old[table].chains))
+        lines.append(f"*{table}")
+        lines += [f":{c} - [0:0]" for c in sorted(set(old[table].chains) | set(created))]
+        lines += list(old[table].rules)
+        if old[table].jumps == 0:
+            lines.append(f"-D {jump_rule(lowered, table)}")
+        lines += [f"-X {c}" for c in created]
+        lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
 
@@ -157,8 +168,8 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
     def temp(name: str) -> str:
         return names.temp_set_prefix + name[len(names.set_prefix) :]
 
-    wanted = all_sets(lowered)
-    staged = [set_text(s, members[s.name], temp(s.name) if s.name in existing else None) for s in wanted]
+    wanted = kernel_sets(lowered, members)
+    staged = [s.renamed(temp(s.name)) if s.name in existing else s for s in wanted]
     fresh = [s.name for s in wanted if s.name not in existing]
     temps = [temp(s.name) for s in wanted if s.name in existing]
     result = _ipset(render_sets(lowered, members, staged))
@@ -166,22 +177,23 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
         _destroy([*fresh, *temps])
         raise ApplyError(f"ipset restore rejected the new sets: {result.stderr.strip()}")
 
-    before = {family: _table_state(tools, family, lowered) for family in (4, 6)}
+    before = {f: {t: _table_state(tools, f, lowered, t) for t in TABLES} for f in (4, 6)}
     done: list[int] = []
     for family in (4, 6):
-        old = before[family]
-        own = lowered.chain_names(family)
-        edit = TableEdit(
-            insert_jump=old.jumps == 0,
-            surplus_jumps=max(old.jumps - 1, 0),
-            stale_chains=tuple(sorted(set(old.chains) - set(own))),
-        )
-        result = _run([tools.restore[family], "--noflush", "--wait=30"], render_rules(lowered, family, edit))
+        edits = {
+            table: TableEdit(
+                insert_jump=old.jumps == 0,
+                surplus_jumps=max(old.jumps - 1, 0),
+                stale_chains=tuple(sorted(set(old.chains) - set(chain_names(lowered, family, table)))),
+            )
+            for table, old in before[family].items()
+        }
+        result = _run([tools.restore[family], "--noflush", "--wait=30"], render_rules(lowered, family, edits))
         if result.returncode != 0:
             for undone in done:
                 _run(
                     [tools.restore[undone], "--noflush", "--wait=30"],
-                    _rollback_text(lowered, before[undone], lowered.chain_names(undone)),
+                    _rollback_text(lowered, before[undone], undone),
                 )
             _destroy([*fresh, *temps])
             raise ApplyError(f"{tools.restore[family]} rejected the new rules: {result.stderr.strip()}")
@@ -202,6 +214,6 @@ def apply_iptables(lowered: Lowered, members: Mapping[str, Sequence[Entry]], too
         len(fresh),
         len(temps),
         len(stale),
-        sum(len(lowered.chain_names(f)) for f in (4, 6)),
+        sum(len(chain_names(lowered, f)) for f in (4, 6)),
         tuple(warnings),
     )
