@@ -1,18 +1,21 @@
-"""Backends: one module per dataplane, each rendering a lowered program from its templates."""
+"""Backends: one package per dataplane, each a ``Backend`` (see ``base``) named ``BACKEND``.
+
+A new dataplane is a package here and one line in ``BACKENDS``; nothing else names backends.
+"""
 
 from __future__ import annotations
 
-import jinja2
+import importlib
+
+from ..errors import UsageError
+from .base import Backend
+
+# name -> package under npc.backends; imported only when used
+BACKENDS: dict[str, str] = {"iptables": "iptables", "nftables": "nftables"}
 
 
-def template_environment() -> jinja2.Environment:
-    """The templates under ``templates/``, rendered strictly (an unknown name is an error) and
-    verbatim (no HTML escaping: the output is rule text, made safe before it gets here)."""
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("npc.backends", "templates"),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-    )
+def get(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise UsageError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+    backend: Backend = importlib.import_module(f"npc.backends.{BACKENDS[name]}").BACKEND
+    return backend

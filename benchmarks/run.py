@@ -14,7 +14,7 @@ Every measurement runs in its own child process, so peak RSS (``wait4``) is that
 - per backend: its own compile into ``out-<backend>`` (the main compile columns are the default
   backend's), the artefacts' size, and the most rules one packet is tested against.
 
-Columns are data: another backend adds its metrics to ``BACKEND_METRICS`` and its columns to
+Columns are data: another backend adds its name to ``MEASURED`` and its columns to
 ``BACKEND_COLUMNS`` (and a loader to ``LOADERS``) without touching the rest.
 """
 
@@ -121,23 +121,8 @@ def naive_rules(program: Any, inventory: Any) -> int:
     return total
 
 
-def _iptables_metrics(compiled: Any) -> Metrics:
-    from npc.backends import iptables
-
-    return {"rules_per_packet": iptables.rules_per_packet(compiled.lowered, compiled.members)}
-
-
-def _nftables_metrics(compiled: Any) -> Metrics:
-    from npc.backends import nftables
-
-    return {"rules_per_packet": nftables.rules_per_packet(compiled.lowered, compiled.members)}
-
-
-# backend -> metrics from the compiled program; add a backend here and its columns below
-BACKEND_METRICS: dict[str, Callable[[Any], Metrics]] = {
-    "iptables": _iptables_metrics,
-    "nftables": _nftables_metrics,
-}
+# the backends measured; each gets the same columns below
+MEASURED = ("iptables", "nftables")
 
 
 def policed_addresses(program: Any, inventory: Any) -> int:
@@ -150,29 +135,28 @@ def policed_addresses(program: Any, inventory: Any) -> int:
 
 
 def stats(cluster: Path) -> Metrics:
-    from npc.cli import Inputs, Job, build_parser
+    from npc import pipeline
+    from npc.backends import get
+    from npc.backends.base import Options
     from npc.ir import Program
-    from npc.pipeline import backend, compile_program
+    from npc.networks import network_spec
 
-    args = build_parser().parse_args(
-        ["compile", str(cluster / "policies"), "--inventory", str(cluster / "inventory.json")]
-    )
-    inputs = Inputs(args)
-    job = Job(args, inputs=inputs)
-    original = Program(inputs.loaded.policies)
-    unoptimised = compile_program(original, job.inventory, passes=())
-    files = backend("iptables").artefacts(unoptimised.lowered, unoptimised.members)
+    sources = pipeline.read_sources([str(cluster / "policies")], str(cluster / "inventory.json"))
+    job = pipeline.build(sources, network_spec("default", None, None))
+    original = Program(sources.loaded.policies)
+    inventory = job.assembled.inventory
+    unoptimised = pipeline.compile_program(original, inventory, passes=())
+    iptables, options = get("iptables"), Options()
     return {
         "policies": len(original.policies),
-        "pods": len(job.inventory.pods),
-        "naive": naive_rules(original, job.inventory),
-        "policed_addresses": policed_addresses(original, job.inventory),
-        "rules_without_passes": sum(
-            line.startswith(("-A ", "-I "))
-            for f in ("rules.v4", "rules.v6")
-            for line in files[f].splitlines()
-        ),
-        "backends": {name: metric(job.compiled) for name, metric in BACKEND_METRICS.items()},
+        "pods": len(inventory.pods),
+        "naive": naive_rules(original, inventory),
+        "policed_addresses": policed_addresses(original, inventory),
+        # every -A rule, plus the FORWARD jumps (mangle and filter) each family's file inserts
+        "rules_without_passes": sum(iptables.rule_counts(unoptimised, options).values()) + 4,
+        "backends": {
+            name: {"rules_per_packet": get(name).rules_per_packet(job.compiled, options)} for name in MEASURED
+        },
     }
 
 

@@ -31,10 +31,12 @@ def main() -> None:
     if not args.gc:
         gc.disable()
 
+    from npc.backends import BACKENDS, get
+    from npc.backends.base import Options
     from npc.inventory import build_inventory, read_inventory_documents
     from npc.ir import Program
     from npc.lower import lower
-    from npc.pipeline import BACKENDS, backend, optimise
+    from npc.pipeline import Compiled, optimise
     from npc.resolve import resolve
     from npc.sources import read_policy_sources
 
@@ -60,7 +62,7 @@ def main() -> None:
     members = resolve(lowered, inventory)
     done("set members")
     for name in BACKENDS:
-        backend(name).artefacts(lowered, members)
+        get(name).render(Compiled(program, lowered, members), Options())
         done(f"render {name}")
     total = sum(seconds for _, seconds in stages)
     parse = child("parse", str(cluster))["cpu"]  # its own process, collector running

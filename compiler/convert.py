@@ -9,21 +9,20 @@ ingress isolated), so no traffic decision is lost on the way.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal, TextIO
 
 import attrs
 
+from .backends.base import write_atomic
 from .dsl_writer import render, write_dsl
 from .errors import InputError
 from .frontends.dsl import policies_from_document
 from .frontends.dsl_parser import read_document
-from .frontends.k8s import NETWORK_POLICY
 from .frontends.legacy import isolation_policies, namespaces_from_objects
 from .frontends.positions import printable, show
-from .ir import Policy, Program
+from .ir import NETWORK_POLICY, Policy, Program
 from .k8s_writer import write_k8s
 from .sources import policy_files, read_policy_sources
 
@@ -91,20 +90,6 @@ def _read(path: str) -> str:
         raise InputError(f"cannot read: {exc.strerror or exc}", printable(path)) from None
 
 
-def _replace(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, keeping the file's mode."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".npc-fmt-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def fmt(paths: Sequence[str], check: bool = False) -> list[str]:
     """Files that are not in canonical form; rewritten in place unless ``check``.
 
@@ -118,5 +103,5 @@ def fmt(paths: Sequence[str], check: bool = False) -> list[str]:
             changed[path] = formatted
     if not check:
         for path, text in changed.items():
-            _replace(path, text)
+            write_atomic(Path(path), text, keep_mode=True)
     return list(changed)

@@ -25,6 +25,27 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP")
+DIRECTIONS: tuple[Direction, ...] = ("egress", "ingress")
+DEFAULT_NETWORK = "default"  # the pod's primary network (status.podIPs)
+# Policy kinds (``Policy.kind``): where a policy came from, which decides the networks it governs.
+NETWORK_POLICY = "NetworkPolicy"
+MULTI_NETWORK_POLICY = "MultiNetworkPolicy"
+
+
+def subnet_of(small: Network, big: Network) -> bool:
+    """``small`` lies inside ``big`` (False across address families, where ipaddress raises)."""
+    return small.version == big.version and small.subnet_of(big)  # type: ignore[arg-type]
+
+
+def merge_intervals(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive integer intervals, overlapping and adjacent ones joined, in order."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 def _sorted_unique(values: Iterable[str]) -> tuple[str, ...]:
@@ -162,6 +183,11 @@ class PortSpec:
         return self.port <= port <= (self.end_port or self.port)
 
 
+def port_spans(specs: Iterable[PortSpec]) -> list[tuple[int, int]]:
+    """The numeric ports and ranges of ``specs`` as merged inclusive spans (names and "all" left out)."""
+    return merge_intervals((s.port, s.end_port or s.port) for s in specs if isinstance(s.port, int))
+
+
 def _peers(values: Iterable[Peer] | None) -> tuple[Peer, ...] | None:
     if values is None:
         return None
@@ -200,7 +226,7 @@ class Policy:
     pod_selector: Selector = attrs.field(factory=Selector)
     ingress: tuple[Rule, ...] | None = attrs.field(default=None, converter=_rules)
     egress: tuple[Rule, ...] | None = attrs.field(default=None, converter=_rules)
-    kind: str = "NetworkPolicy"
+    kind: str = NETWORK_POLICY
     policy_for: tuple[str, ...] = attrs.field(default=(), converter=_sorted_unique)
     source: str = attrs.field(default="", eq=False, order=False)
 

@@ -23,14 +23,22 @@ from typing import Literal
 
 import attrs
 
-from .ir import PROTOCOLS, Direction, IPBlock, PodPeer, Policy, PortSpec, Program, Rule, Selector
+from .ir import (
+    DEFAULT_NETWORK,
+    DIRECTIONS,
+    PROTOCOLS,
+    Direction,
+    IPBlock,
+    PodPeer,
+    Policy,
+    Program,
+    Rule,
+    Selector,
+    port_spans,
+)
 
 SetKind = Literal["pods", "net", "port"]
-DIRECTIONS: tuple[Direction, ...] = ("egress", "ingress")
 FAMILIES = (4, 6)
-MULTIPORT_MAX = 15  # iptables multiport slots; a range takes two
-DEFAULT_NETWORK = "default"
-DEFAULT_MARK = 0x1000000
 
 
 def digest(*parts: object, size: int = 12) -> str:
@@ -60,7 +68,8 @@ class SetSpec:
 
 @attrs.frozen(cache_hash=True)
 class Match:
-    """One rendered rule: the remote peer set (None: anyone), protocol and ports, or a named port."""
+    """One allow rule: the remote peer set (None: anyone), protocol and its port spans (however
+    many: a backend splits them if its matches hold fewer), or a named port."""
 
     peer: SetSpec | None = None
     protocol: str | None = None
@@ -125,10 +134,6 @@ class Names:
     def set_prefix(self) -> str:
         return f"npc-{self.tag}-"
 
-    @property
-    def temp_set_prefix(self) -> str:
-        return f"npt-{self.tag}-"
-
     def chain(self, role: str) -> str:
         return self.chain_prefix + role
 
@@ -156,7 +161,6 @@ def pod_union(peers: Iterable[PodPeer]) -> tuple[PodPeer, ...]:
 @attrs.frozen
 class Lowered:
     names: Names
-    mark: int
     families: tuple[FamilyProgram, ...]
 
     @property
@@ -173,35 +177,6 @@ class Lowered:
         """Every chain npc owns in this family for this network, fixed ones first."""
         fixed = [self.forward_chain, self.direction_chain("egress"), self.direction_chain("ingress")]
         return fixed + [c.name for c in self.family(family).chains]
-
-
-def port_ranges(specs: Iterable[PortSpec]) -> list[tuple[int, int]]:
-    """Numeric ports and ranges, overlapping and adjacent ones joined."""
-    spans = sorted((s.port, s.end_port or s.port) for s in specs if isinstance(s.port, int))
-    out: list[tuple[int, int]] = []
-    for lo, hi in spans:
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(hi, out[-1][1]))
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def chunk_ports(spans: list[tuple[int, int]]) -> list[tuple[tuple[int, int], ...]]:
-    """Split into groups that fit one multiport match (a range uses two of its 15 slots)."""
-    groups: list[tuple[tuple[int, int], ...]] = []
-    current: list[tuple[int, int]] = []
-    used = 0
-    for span in spans:
-        cost = 1 if span[0] == span[1] else 2
-        if used + cost > MULTIPORT_MAX:
-            groups.append(tuple(current))
-            current, used = [], 0
-        current.append(span)
-        used += cost
-    if current:
-        groups.append(tuple(current))
-    return groups
 
 
 class _Lowerer:
@@ -248,7 +223,9 @@ class _Lowerer:
             if any(p.port is None for p in specs):
                 out.append((protocol, (), None))
                 continue
-            out.extend((protocol, group, None) for group in chunk_ports(port_ranges(specs)))
+            spans = tuple(port_spans(specs))
+            if spans:
+                out.append((protocol, spans, None))
             for name in sorted({p.port for p in specs if isinstance(p.port, str)}):
                 out.append((protocol, (), self._set("port", (protocol, name))))
         return out
@@ -325,6 +302,6 @@ class _Lowerer:
         )
 
 
-def lower(program: Program, network: str = DEFAULT_NETWORK, mark: int = DEFAULT_MARK) -> Lowered:
+def lower(program: Program, network: str = DEFAULT_NETWORK) -> Lowered:
     names = Names(network)
-    return Lowered(names, mark, tuple(_Lowerer(names, f).program(program.policies) for f in FAMILIES))
+    return Lowered(names, tuple(_Lowerer(names, f).program(program.policies) for f in FAMILIES))

@@ -22,11 +22,10 @@ from typing import Any, Literal
 
 import attrs
 
-from .frontends.k8s import MULTI_NETWORK_POLICY, NETWORK_POLICY, POLICY_FOR_ANNOTATION
+from .frontends.k8s import POLICY_FOR_ANNOTATION
 from .frontends.positions import show
 from .inventory import pod_ips
-from .ir import Address, Policy, Program
-from .lower import DEFAULT_NETWORK
+from .ir import DEFAULT_NETWORK, MULTI_NETWORK_POLICY, NETWORK_POLICY, Address, Policy, Program
 
 PRIMARY_NETWORK = DEFAULT_NETWORK
 POLICY_KINDS: tuple[str, ...] = (NETWORK_POLICY, MULTI_NETWORK_POLICY)

@@ -1,27 +1,41 @@
-"""The one road from policies to artefacts: passes, lowering, set membership, rendering.
+"""The one road from policies to artefacts, which ``compile``, ``apply``, the agent and the
+analysis commands all take: read the sources once, assemble one network's program, run the
+passes, lower, resolve set members, render with a backend.
 
 ``PASSES`` is the single list of optimiser passes (each a pure ``Program -> Program``), run in
 order; a pass is added by writing its module under ``passes/`` and naming it here.
+
+Rules depend on the policies only, set members on the inventory only: ``compile_rules`` and
+``resolve_members`` are separate steps, so a caller that keeps the rules (the agent, on pod churn)
+re-resolves members without parsing or lowering anything again.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+import datetime
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 import attrs
 
-from .errors import UsageError
-from .inventory import Inventory
-from .ir import Program
-from .lower import DEFAULT_MARK, DEFAULT_NETWORK, Lowered, lower
+from . import __version__
+from .backends.base import Backend, Options
+from .frontends.legacy import isolation_policies, namespaces_from_objects
+from .inventory import Inventory, build_inventory, read_inventory_documents
+from .ir import DEFAULT_NETWORK, Program
+from .lower import Lowered, lower
+from .networks import NetworkSpec, select_policies, ungoverned_note
 from .passes.drop_dead_rules import drop_dead_rules
 from .passes.drop_inert_policies import drop_inert_policies
 from .passes.merge_peers import merge_peers
 from .passes.merge_ports import merge_ports
 from .passes.remove_shadowed import remove_shadowed
+from .progress import Progress, quiet
 from .resolve import Entry, resolve
+from .sources import Loaded, read_policy_sources
 
 Pass = Callable[[Program], Program]
 PASSES: tuple[Pass, ...] = (
@@ -31,20 +45,6 @@ PASSES: tuple[Pass, ...] = (
     remove_shadowed,
     drop_inert_policies,
 )
-BACKENDS = ("iptables", "nftables")
-
-
-class Backend(Protocol):
-    def artefacts(self, lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> dict[str, str]: ...
-
-    def rule_counts(self, files: Mapping[str, str]) -> dict[str, int]: ...
-
-
-def backend(name: str) -> Backend:
-    if name not in BACKENDS:
-        raise UsageError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
-    module: Backend = importlib.import_module(f"npc.backends.{name}")  # type: ignore[assignment]
-    return module
 
 
 def optimise(program: Program, passes: Sequence[Pass] = PASSES) -> Program:
@@ -54,19 +54,144 @@ def optimise(program: Program, passes: Sequence[Pass] = PASSES) -> Program:
 
 
 @attrs.frozen
+class Rules:
+    """What depends on the policies only: the optimised program and its sets and chains."""
+
+    program: Program
+    lowered: Lowered
+
+
+@attrs.frozen
 class Compiled:
+    """Rules plus the members of their sets for one inventory: what a backend renders."""
+
     program: Program
     lowered: Lowered
     members: dict[str, list[Entry]]
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(self.program, self.lowered)
+
+
+def compile_rules(program: Program, network: str = DEFAULT_NETWORK, passes: Sequence[Pass] = PASSES) -> Rules:
+    optimised = optimise(program, passes)
+    return Rules(optimised, lower(optimised, network))
+
+
+def resolve_members(rules: Rules, inventory: Inventory) -> Compiled:
+    return Compiled(rules.program, rules.lowered, resolve(rules.lowered, inventory))
 
 
 def compile_program(
     program: Program,
     inventory: Inventory,
     network: str = DEFAULT_NETWORK,
-    mark: int = DEFAULT_MARK,
     passes: Sequence[Pass] = PASSES,
 ) -> Compiled:
-    optimised = optimise(program, passes)
-    lowered = lower(optimised, network, mark)
-    return Compiled(optimised, lowered, resolve(lowered, inventory))
+    return resolve_members(compile_rules(program, network, passes), inventory)
+
+
+@attrs.frozen
+class Sources:
+    """What every network's compile shares, read once: the policy sources and the inventory's
+    parsed documents (and hashes, for the manifest)."""
+
+    loaded: Loaded
+    inventory_documents: list[Any]
+    inventory_path: str | None = None
+    inventory_sha256: str = ""
+
+
+def read_sources(
+    paths: Sequence[str], inventory: str | None, stdin: TextIO | None = None, progress: Progress = quiet
+) -> Sources:
+    progress("reading policies")
+    loaded = read_policy_sources(paths, stdin)
+    progress("reading inventory")
+    documents, sha256 = read_inventory_documents(inventory) if inventory else ([], "")
+    return Sources(loaded, documents, inventory, sha256)
+
+
+@attrs.frozen
+class Assembled:
+    """One network's input: its policies (the 1.6 annotation's included) and its inventory."""
+
+    network: NetworkSpec
+    program: Program
+    inventory: Inventory
+    notes: tuple[str, ...]  # about this network (e.g. no policy governs it)
+    warnings: tuple[str, ...]  # malformed address annotations, one per pod
+
+
+def assemble(sources: Sources, network: NetworkSpec) -> Assembled:
+    address_source = network.address_source()
+    inventory = build_inventory(
+        sources.inventory_documents, address_source, sources.inventory_path or "<inventory>"
+    )
+    namespaces = {ns.name: ns for ns in inventory.namespaces}
+    # Namespace objects among the policy inputs are the desired state: their 1.6 annotation wins.
+    namespaces.update((ns.name, ns) for ns in namespaces_from_objects(sources.loaded.namespaces))
+    program = Program(sources.loaded.policies + tuple(isolation_policies(namespaces.values())))
+    program = select_policies(program, network)
+    ungoverned = not program.policies and not network.is_primary
+    notes = (ungoverned_note(network),) if ungoverned else ()
+    return Assembled(network, program, inventory, notes, tuple(address_source.warnings))
+
+
+@attrs.frozen
+class Build:
+    """One network compiled from the shared sources."""
+
+    sources: Sources
+    assembled: Assembled
+    compiled: Compiled
+
+    @property
+    def network(self) -> NetworkSpec:
+        return self.assembled.network
+
+
+def build(sources: Sources, network: NetworkSpec, progress: Progress = quiet) -> Build:
+    progress(f"indexing pods for network {network.name}")
+    assembled = assemble(sources, network)
+    progress(f"compiling {len(assembled.program.policies)} policies for network {network.name}")
+    compiled = compile_program(assembled.program, assembled.inventory, network.name)
+    return Build(sources, assembled, compiled)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest(job: Build, backend: Backend, options: Options, files: dict[str, str]) -> str:
+    """``manifest.json``: what was compiled from what, with counts; no clock unless
+    ``SOURCE_DATE_EPOCH`` asks for one, so the same inputs give the same bytes."""
+    compiled, sources = job.compiled, job.sources
+    lowered = compiled.lowered
+    inventory = None
+    if sources.inventory_path:
+        inventory = {"path": sources.inventory_path, "sha256": sources.inventory_sha256}
+    data: dict[str, object] = {
+        "npc": __version__,
+        "backend": backend.name,
+        "network": lowered.names.network,
+        "ip_source": str(job.network.ip_source),
+        "policy_kinds": list(job.network.policy_kinds),
+        "inputs": [{"path": p, "sha256": h} for p, h in sorted(sources.loaded.files)],
+        "inventory": inventory,
+        "counts": {
+            "policies": len(job.assembled.program.policies),
+            "policies_after_passes": len(compiled.program.policies),
+            "chains": {str(f.family): len(lowered.chain_names(f.family)) for f in lowered.families},
+            "rules": backend.rule_counts(compiled, options),
+            "sets": len(compiled.members),
+            "set_entries": sum(len(m) for m in compiled.members.values()),
+        },
+        "files": {name: _sha256(text.encode()) for name, text in sorted(files.items())},
+    }
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.isdigit():
+        stamp = datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
+        data["generated"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"

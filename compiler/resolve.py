@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from .inventory import Inventory
-from .ir import NAMESPACE_NAME_LABEL, IPBlock, Network, PodPeer, Selector
+from .ir import NAMESPACE_NAME_LABEL, IPBlock, Network, PodPeer, Selector, subnet_of
 from .lower import Lowered, SetSpec
 
 Entry = tuple[str, bool]  # (rendered member, nomatch)
@@ -108,7 +108,7 @@ class PodIndex:
 def _net_entries(block: IPBlock) -> list[Entry]:
     """``cidr`` plus ``except`` as nomatch entries. ipset has no /0, so a /0 becomes two /1s;
     an except that covers the whole cidr leaves the set empty."""
-    if any(e.version == block.version and block.cidr.subnet_of(e) for e in block.excepts):  # type: ignore[arg-type]
+    if any(subnet_of(block.cidr, e) for e in block.excepts):
         return []
 
     def split(net: Network) -> Iterable[Network]:

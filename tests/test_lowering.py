@@ -18,10 +18,12 @@ import attrs
 import pytest
 from dataplane_sim import Dataplane, parse_ipsets
 from hypothesis import HealthCheck, given, settings
+from npc.backends import get as get_backend
+from npc.backends.base import Options
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, Pod
 from npc.ir import IPBlock, Policy, Program, Rule
-from npc.pipeline import backend, compile_program
+from npc.pipeline import compile_program
 from random_clusters import (
     OUTSIDERS,
     V4_BASE,
@@ -38,7 +40,7 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 def _artefacts(program: Program, inventory: Inventory, optimised: bool = True) -> dict[str, str]:
     compiled = compile_program(program, inventory, **({} if optimised else {"passes": ()}))
-    return backend("iptables").artefacts(compiled.lowered, compiled.members)
+    return get_backend("iptables").render(compiled, Options())
 
 
 @pytest.mark.parametrize("optimised", [True, False], ids=["passes", "no-passes"])

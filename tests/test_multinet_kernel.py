@@ -17,7 +17,7 @@ from kernel.cluster import Cluster, Observation
 from kernel.multinet import MultinetCase, load_multinet_cases
 from kernel.report import diff_report
 from npc.backends.nftables import table_name
-from npc.cli import Job, build_parser
+from npc.cli import build_from_args, build_parser
 from npc.evaluate import Evaluator
 from npc.lower import Names
 from test_case_expectations import evaluated
@@ -45,9 +45,9 @@ def test_multinet_evaluator_agrees_with_table(mcase: MultinetCase, tmp_path: Pat
     reports = []
     for args in mcase.applies:
         argv = ["compile", *map(str, paths), "--inventory", str(inventory), *args]
-        job = Job(build_parser().parse_args(argv))
-        assert not job.warnings, job.warnings  # the harness writes the annotations as plugins do
-        evaluator = Evaluator(job.compiled.program, job.inventory)
+        job = build_from_args(build_parser().parse_args(argv))
+        assert not job.assembled.warnings, job.assembled.warnings  # the harness writes them as plugins do
+        evaluator = Evaluator(job.compiled.program, job.assembled.inventory)
         for check in (c for c in case.checks if c.network == _network_of(args)):
             reports.append(
                 diff_report(case, check, evaluated(case, check, evaluator), observed_title="evaluator")

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 
 from ..errors import InputError
 from ..ir import (
+    MULTI_NETWORK_POLICY,
+    NETWORK_POLICY,
     Direction,
     IPBlock,
     Network,
@@ -35,7 +37,6 @@ from ..ir import (
 )
 from . import dsl_syntax as syn
 from .dsl_parser import error_at, read_document
-from .k8s import MULTI_NETWORK_POLICY, NETWORK_POLICY
 from .positions import show
 from .validate import dns_label_problem, dns_subdomain_problem, label_value_problem, port_name_problem
 from .validate import qualified_name_problem as label_key_problem

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from typing import Any, get_args
 
 from ..ir import (
+    MULTI_NETWORK_POLICY,
+    NETWORK_POLICY,
     PROTOCOLS,
     IPBlock,
     Operator,
@@ -45,8 +47,6 @@ from .validate import (
     type_name,
 )
 
-NETWORK_POLICY = "NetworkPolicy"
-MULTI_NETWORK_POLICY = "MultiNetworkPolicy"
 API_VERSIONS: Mapping[str, tuple[str, ...]] = {
     NETWORK_POLICY: ("networking.k8s.io/v1", "extensions/v1beta1"),
     MULTI_NETWORK_POLICY: ("k8s.cni.cncf.io/v1beta1", "k8s.cni.cncf.io/v1beta2"),

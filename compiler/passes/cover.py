@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Iterable
 
-from ..ir import IPBlock, Peer, PodPeer, PortSpec, Requirement, Rule, Selector
+from ..ir import IPBlock, Peer, PodPeer, PortSpec, Requirement, Rule, Selector, port_spans, subnet_of
 
 Span = tuple[int, int]
 
@@ -72,16 +71,16 @@ def peer_dead(peer: Peer) -> bool:
     """A peer no address can ever match."""
     if isinstance(peer, PodPeer):
         return unsatisfiable(peer.namespaces) or unsatisfiable(peer.pods)
-    return any(peer.cidr.subnet_of(e) for e in peer.excepts if e.version == peer.version)  # type: ignore[arg-type]
+    return any(subnet_of(peer.cidr, e) for e in peer.excepts)
 
 
 def _block_covers(big: IPBlock, small: IPBlock) -> bool:
-    if big.version != small.version or not small.cidr.subnet_of(big.cidr):  # type: ignore[arg-type]
+    if not subnet_of(small.cidr, big.cidr):
         return False
     for hole in big.excepts:
         if hole.version != small.version or not hole.overlaps(small.cidr):
             continue
-        if not any(hole.subnet_of(e) for e in small.excepts if e.version == hole.version):  # type: ignore[arg-type]
+        if not any(subnet_of(hole, e) for e in small.excepts):
             return False  # part of ``small`` may fall into ``big``'s hole
     return True
 
@@ -106,17 +105,6 @@ def peers_cover(big: tuple[Peer, ...] | None, small: tuple[Peer, ...] | None) ->
     return all(any(peer_covers(b, s) for b in big) for s in small)
 
 
-def spans(specs: Iterable[PortSpec]) -> list[Span]:
-    """Numeric ports and ranges as sorted spans, overlapping and adjacent ones joined."""
-    out: list[Span] = []
-    for lo, hi in sorted((s.port, s.end_port or s.port) for s in specs if isinstance(s.port, int)):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(hi, out[-1][1]))
-        else:
-            out.append((lo, hi))
-    return out
-
-
 def _spec_covered(spec: PortSpec, by: tuple[PortSpec, ...]) -> bool:
     same = [b for b in by if b.protocol == spec.protocol]
     if any(b.port is None for b in same):
@@ -126,7 +114,7 @@ def _spec_covered(spec: PortSpec, by: tuple[PortSpec, ...]) -> bool:
     if isinstance(spec.port, str):
         return any(b.port == spec.port for b in same)
     lo, hi = spec.port, spec.end_port or spec.port
-    return any(a <= lo and hi <= b for a, b in spans(same))
+    return any(a <= lo and hi <= b for a, b in port_spans(same))
 
 
 def ports_cover(big: tuple[PortSpec, ...], small: tuple[PortSpec, ...]) -> bool:

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..ir import Policy, Program
-from ..lower import DIRECTIONS
+from ..ir import DIRECTIONS, Policy, Program
 from .cover import selector_implies, unsatisfiable
 from .rewrite import with_rules
 

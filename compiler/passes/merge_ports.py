@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..ir import PROTOCOLS, Peer, PortSpec, Program, Rule
-from .cover import spans
+from ..ir import PROTOCOLS, Peer, PortSpec, Program, Rule, port_spans
 from .rewrite import map_rules
 
 
@@ -25,7 +24,7 @@ def canonical_ports(specs: Iterable[PortSpec]) -> tuple[PortSpec, ...]:
         if any(s.port is None for s in mine):
             out.append(PortSpec(protocol))
             continue
-        out += [PortSpec(protocol, lo, hi if hi != lo else None) for lo, hi in spans(mine)]
+        out += [PortSpec(protocol, lo, hi if hi != lo else None) for lo, hi in port_spans(mine)]
         out += [PortSpec(protocol, name) for name in {s.port for s in mine if isinstance(s.port, str)}]
     return tuple(out)
 

@@ -18,8 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ..ir import Direction, Peer, Policy, Program, Rule
-from ..lower import DIRECTIONS
+from ..ir import DIRECTIONS, Direction, Peer, Policy, Program, Rule
 from .cover import peer_covers, rule_covers, selector_implies
 from .rewrite import with_rules
 

@@ -10,8 +10,7 @@ from collections.abc import Callable
 
 import attrs
 
-from ..ir import Direction, Policy, Program, Rule
-from ..lower import DIRECTIONS
+from ..ir import DIRECTIONS, Direction, Policy, Program, Rule
 
 RuleRewrite = Callable[[tuple[Rule, ...]], tuple[Rule, ...]]
 

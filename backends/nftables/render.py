@@ -41,13 +41,12 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from .. import __version__
-from ..ir import Direction
-from ..lower import DEFAULT_NETWORK, Chain, FamilyProgram, Lowered, Match, Names, SetSpec
-from ..resolve import Entry
-from . import template_environment
-from .dispatch import dispatch_by_address
-from .iptables import sanitise
+from ... import __version__
+from ...ir import DEFAULT_NETWORK, DIRECTIONS, Direction, merge_intervals
+from ...lower import Chain, FamilyProgram, Lowered, Match, Names, SetSpec
+from ...resolve import Entry
+from ..base import sanitise, template_environment
+from ..dispatch import dispatch_by_address
 
 FAMILY_KEYWORD = {4: "ip", 6: "ip6"}
 NFPROTO = {4: "ipv4", 6: "ipv6"}
@@ -109,7 +108,7 @@ def _interval(lo: int, hi: int, family: int) -> str:
 def net_elements(entries: Sequence[Entry], family: int) -> list[str]:
     """The addresses in some entry but in no ``nomatch`` entry (ipset's hash:net meaning), as
     disjoint intervals: nft interval sets have no nomatch, so excepts are cut out here."""
-    spans: list[list[int]] = []
+    spans: list[tuple[int, int]] = []
     holes: list[tuple[int, int]] = []
     for text, nomatch in entries:
         net = ipaddress.ip_network(text, strict=False)
@@ -119,15 +118,9 @@ def net_elements(entries: Sequence[Entry], family: int) -> list[str]:
         if nomatch:
             holes.append(span)
         else:
-            spans.append(list(span))
-    merged: list[list[int]] = []
-    for lo, hi in sorted(spans):
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
+            spans.append(span)
     out: list[tuple[int, int]] = []
-    for lo, hi in merged:
+    for lo, hi in merge_intervals(spans):
         for hole_lo, hole_hi in sorted(holes):
             if hole_hi < lo or hole_lo > hi:
                 continue
@@ -210,8 +203,8 @@ def rank_maps(
 
 
 def merged_matches(matches: Iterable[Match]) -> list[Match]:
-    """Adjacent port groups of one peer and protocol as one match: iptables' multiport needed
-    them split into 15-slot chunks, an nft anonymous set does not."""
+    """Adjacent port matches of one peer and protocol (from different rules of a policy) as one
+    rule: an nft anonymous set holds any number of ports."""
     out: list[Match] = []
     for m in matches:
         last = out[-1] if out else None
@@ -305,6 +298,13 @@ class Ruleset:
         return 1 + 4 * len(self.families) + len(self.policy_chains)
 
     @property
+    def rule_count(self) -> int:
+        """As the template writes them: forward 2; per family source 2, destination 2, and the
+        rank lookups plus the drop of egress and ingress; every policy chain's rules."""
+        fixed = sum(6 + len(f.ranks["egress"]) + len(f.ranks["ingress"]) for f in self.families)
+        return 2 + fixed + sum(len(c.rules) for c in self.policy_chains)
+
+    @property
     def element_count(self) -> int:
         return sum(len(s.elements) for s in self.sets) + sum(len(m.elements) for m in self.maps)
 
@@ -318,7 +318,7 @@ def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
     for program in lowered.families:
         sets += [set_text(s, members[s.name], names) for s in referenced_sets(program)]
         ranks: dict[Direction, tuple[str, ...]] = {}
-        for direction in ("egress", "ingress"):
+        for direction in DIRECTIONS:
             found = rank_maps(program, direction, members, names)
             maps += found
             ranks[direction] = tuple(m.name for m in found)
@@ -371,22 +371,4 @@ def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -
     return worst
 
 
-def artefacts(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> dict[str, str]:
-    return {"ruleset.nft": render_ruleset(lowered, members)}
-
-
-_ENV = template_environment()
-
-
-def rule_counts(files: Mapping[str, str]) -> dict[str, int]:
-    """Rules in the ruleset (for the manifest): the lines of chain bodies, less their hook lines."""
-    count, in_chain = 0, False
-    for line in files.get("ruleset.nft", "").splitlines():
-        text = line.strip()
-        if text.startswith("chain "):
-            in_chain = True
-        elif text == "}":
-            in_chain = False
-        elif in_chain and text and not text.startswith("type "):
-            count += 1
-    return {"ruleset.nft": count}
+_ENV = template_environment("npc.backends.nftables")

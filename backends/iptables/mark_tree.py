@@ -5,7 +5,7 @@ the whole cluster. Policies select pods of their own namespace only, so what can
 follows from its namespace: namespaces whose dispatch is the same list (``lower.Scope``) form a
 *group*, numbered 0..G-1 in the order of their lists (policies alone decide both). One
 ``hash:ip skbinfo`` set per direction maps every isolated address to its group's number, spread
-over that direction's mask (``DISPATCH_MASKS``); a fixed chain in table mangle writes both into
+over that direction's mask (``Marks``); a fixed chain in table mangle writes both into
 the mark (``-j SET --map-set ... --map-mark``, which the kernel allows in mangle only; bits outside
 the mask are kept). In filter, a trie finds the group's chain: chain(x) tests, from high to low,
 each bit below x's lowest set bit and ``goto``s chain(x | bit) when it is set, so a packet meets
@@ -22,13 +22,34 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from ..ir import Direction
-from ..lower import Dispatch, FamilyProgram, Names, digest
-from ..resolve import Entry
+from ...ir import Direction
+from ...lower import Dispatch, FamilyProgram, Names, digest
+from ...resolve import Entry
+from ..base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options
 
-# Where each direction's group number lives in the mark: 11 bits each (2,048 groups), clear of
-# kube-proxy's 0x4000 (masquerade) and 0x8000 (drop) and of npc's allow bit 0x1000000.
-DISPATCH_MASKS: dict[Direction, int] = {"egress": 0x0EFF0000, "ingress": 0xF000007F}
+
+@attrs.frozen
+class Marks:
+    """The mark bits npc uses: ``allow`` (a policy chain allowed the packet) and, per direction,
+    where the pod's group number goes; none may overlap, or one would overwrite another."""
+
+    allow: int = DEFAULT_MARK
+    egress: int = DEFAULT_GROUP_MASKS[0]
+    ingress: int = DEFAULT_GROUP_MASKS[1]
+
+    def __attrs_post_init__(self) -> None:
+        if self.allow & self.egress or self.allow & self.ingress or self.egress & self.ingress:
+            raise ValueError(
+                f"mark bits overlap: allow {self.allow:#x}, egress groups {self.egress:#x}, "
+                f"ingress groups {self.ingress:#x}"
+            )
+
+    def group(self, direction: Direction) -> int:
+        return self.egress if direction == "egress" else self.ingress
+
+    @classmethod
+    def of(cls, options: Options) -> Marks:
+        return cls(options.mark, *options.group_marks)
 
 
 @attrs.frozen

@@ -1,0 +1,163 @@
+"""What every backend is: rendering (what the rules are) and loading (programming the kernel),
+behind one protocol, plus the few helpers they share.
+
+Like Calico felix keeps its ``rules/`` apart from its dataplane programming, a backend renders
+artefacts from the compiled program without touching the kernel, and loads them through a
+``Runner`` - the one door to the outside world, so tests can replace the kernel's tools and walk
+every rollback path without root. The CLI, the agent and the benchmarks know backends only
+through ``Backend``; a new dataplane is a new package, not a branch in any of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+import jinja2
+
+from ..errors import ApplyError
+
+if TYPE_CHECKING:
+    from ..pipeline import Compiled
+
+DEFAULT_MARK = 0x1000000
+# iptables: where a pod's namespace group goes in the mark, egress and ingress: 11 bits each,
+# clear of kube-proxy's 0x4000/0x8000 and of DEFAULT_MARK (see backends/iptables/mark_tree.py)
+DEFAULT_GROUP_MASKS = (0x0EFF0000, 0xF000007F)
+_UNSAFE = re.compile(r"[^A-Za-z0-9 ._/:=@+-]")
+
+
+def sanitise(text: str, limit: int) -> str:
+    """``text`` reduced to a quote-, escape- and newline-free ASCII alphabet, at most ``limit`` bytes:
+    the only form in which text from input (policy names) reaches rule text, as comments."""
+    return _UNSAFE.sub("_", text)[:limit]
+
+
+@attrs.frozen
+class Options:
+    """Rendering and loading choices a user may make; each backend reads the ones it has."""
+
+    mark: int = DEFAULT_MARK  # iptables: the packet mark bit npc may use
+    group_marks: tuple[int, int] = DEFAULT_GROUP_MASKS  # iptables: mark bits for egress, ingress groups
+    iptables: str | None = None  # iptables: force the "legacy" or "nft" flavour
+
+
+@attrs.frozen
+class Ran:
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+class Runner(Protocol):
+    """Runs one command with ``stdin``; raises ApplyError when the program is missing."""
+
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran: ...
+
+    def which(self, program: str) -> bool: ...
+
+
+class SubprocessRunner:
+    """The real kernel tools of this network namespace."""
+
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
+        try:
+            done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            raise ApplyError(
+                f"{argv[0]} not found: install it (Debian: apt-get install {_package(argv[0])})"
+            ) from None
+        return Ran(done.returncode, done.stdout, done.stderr)
+
+    def which(self, program: str) -> bool:
+        return shutil.which(program) is not None
+
+
+def _package(program: str) -> str:
+    return "ipset" if program == "ipset" else "nftables" if program == "nft" else "iptables"
+
+
+@attrs.frozen
+class LoadReport:
+    """What a load (or reset) did, for one line on stderr and the agent's log and metrics."""
+
+    backend: str
+    network: str
+    summary: str  # e.g. "12 chains, sets 3 created, 1 updated, 0 removed"
+    warnings: tuple[str, ...] = ()
+
+
+class Backend(Protocol):
+    """A dataplane: artefacts from a compiled program, and loading them into this namespace."""
+
+    name: str
+    # what ``npc compile -o`` writes besides manifest.json, for the help text
+    files: tuple[str, ...]
+
+    def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
+        """The artefact files (name -> text); pure: no kernel, no clock."""
+        ...
+
+    def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
+        """Rules per artefact file, counted on the data model (not on rendered text)."""
+        ...
+
+    def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
+        """The most rules the first packet of a connection is tested against."""
+        ...
+
+    def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
+        """Replace this network's objects in the kernel atomically; ApplyError leaves the old ones."""
+        ...
+
+    def reset(self, network: str, options: Options, runner: Runner) -> LoadReport:
+        """Remove every object npc owns for ``network`` in this namespace."""
+        ...
+
+
+def template_environment(package: str) -> jinja2.Environment:
+    """The templates of one backend package, rendered strictly (an unknown name is an error) and
+    verbatim (no HTML escaping: the output is rule text, made safe before it gets here)."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader(package, "templates"),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+
+
+def write_atomic(path: Path, text: str, keep_mode: bool = False) -> None:
+    """Replace ``path`` with ``text`` in one rename (keeping the old file's mode if asked); on
+    any failure no temporary is left behind. The one writer of files in npc."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        if keep_mode:
+            shutil.copymode(path, tmp)
+        else:  # what open() would have made, not mkstemp's 0600
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_files(folder: Path, files: Mapping[str, str]) -> None:
+    """Every file of one artefact set into ``folder``, each replaced atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in sorted(files.items()):
+        write_atomic(folder / name, text)
