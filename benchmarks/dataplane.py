@@ -32,7 +32,9 @@ from typing import Any
 NODE_MAC = "ee:ee:ee:ee:ee:ee"
 GATEWAY = "169.254.1.1"
 SENDER_MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02")
-NOTRACK = "table inet npcb-raw { chain pre { type filter hook prerouting priority raw; notrack; } }"
+NOTRACK = (
+    "table inet npcb-raw {\n chain pre {\n  type filter hook prerouting priority raw;\n  notrack\n }\n}\n"
+)
 
 
 def _ip(*argv: str, stdin: str | None = None) -> str:
