@@ -11,7 +11,7 @@ from ..errors import UsageError
 from .base import Backend
 
 # name -> package under npc.backends; imported only when used
-BACKENDS: dict[str, str] = {"iptables": "iptables", "nftables": "nftables"}
+BACKENDS: dict[str, str] = {"iptables": "iptables", "nftables": "nftables", "calico": "calico"}
 
 
 def get(name: str) -> Backend:

@@ -101,6 +101,9 @@ class Backend(Protocol):
     name: str
     # what ``npc compile -o`` writes besides manifest.json, for the help text
     files: tuple[str, ...]
+    # the one file ``npc compile`` without -o prints alone, and ``npc convert --to <name>`` writes;
+    # None: every file, each under a header line
+    stdout: str | None
 
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
         """The artefact files (name -> text); pure: no kernel, no clock."""

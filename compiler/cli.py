@@ -120,7 +120,12 @@ def _apply_parser(p: argparse.ArgumentParser) -> None:
 
 def _convert_parser(p: argparse.ArgumentParser) -> None:
     add_paths(p)
-    p.add_argument("--to", required=True, choices=TARGETS, help="dsl: npc language; k8s: multi-document YAML")
+    p.add_argument(
+        "--to",
+        required=True,
+        choices=(*TARGETS, *BACKENDS),
+        help="dsl: npc language; k8s: multi-document YAML; a backend: what npc compile --backend prints",
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
 
@@ -176,6 +181,8 @@ def _compile(args: argparse.Namespace) -> int:
         if args.networks:
             folder = job.network.folder
             _write(files, str(Path(args.output) / folder) if args.output else None, f"{folder}/")
+        elif not args.output and backend.stdout:  # one stream another tool reads
+            sys.stdout.write(files[backend.stdout])
         else:
             _write(files, args.output)
     return 0
@@ -204,12 +211,21 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    result = convert(args.paths, args.to, sys.stdin)
-    _notes(result.notes)
-    if args.output:
-        write_atomic(Path(args.output), result.text)
+    if args.to in BACKENDS:  # the primary network's artefact, as ``compile --backend`` prints it
+        backend = get_backend(args.to)
+        if not backend.stdout:
+            raise UsageError(f"--to {args.to} is several files: use npc compile --backend {args.to} -o DIR")
+        job = pipeline.build(read_sources(args.paths, None, sys.stdin), network_spec())
+        _notes(job.sources.loaded.notes)
+        text = backend.render(job.compiled, Options())[backend.stdout]
     else:
-        sys.stdout.write(result.text)
+        result = convert(args.paths, args.to, sys.stdin)
+        _notes(result.notes)
+        text = result.text
+    if args.output:
+        write_atomic(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -234,7 +250,8 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "compile": Command(
-        "write artefacts (iptables: rules.v4, rules.v6, ipsets; nftables: ruleset.nft; manifest.json)",
+        "write artefacts (iptables: rules.v4, rules.v6, ipsets; nftables: ruleset.nft; calico: calico.yaml; "
+        "manifest.json)",
         _compile_parser,
         _compile,
     ),

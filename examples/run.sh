@@ -10,10 +10,13 @@ npc compile examples/policies --inventory "$inventory" -o out/seed
 npc compile examples/policies --inventory "$inventory" -o out/seed-nft --backend nftables
 npc compile examples/legacy --inventory "$inventory" -o out/legacy
 npc compile examples/dsl --inventory "$inventory" -o out/seed-dsl
-for dir in out/seed out/seed-nft out/legacy; do
+npc compile examples/policies --backend calico -o out/seed-calico
+npc compile examples/dsl --backend calico -o out/seed-dsl-calico
+for dir in out/seed out/seed-nft out/legacy out/seed-calico; do
     for f in "$dir"/*; do echo "==> $f <=="; cat "$f"; done
 done
 for f in rules.v4 rules.v6 ipsets; do
     cmp out/seed/$f out/seed-dsl/$f
 done
+cmp out/seed-calico/calico.yaml out/seed-dsl-calico/calico.yaml
 echo "examples/policies (YAML) and examples/dsl (npc language) compile to identical artefacts"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from kernel.case import SHARED_SEEDS, Case, Check, case_paths, load_cases, write_inputs
@@ -16,7 +17,7 @@ from kernel.report import diff_report
 from npc.evaluate import Evaluator
 from npc.frontends.legacy import isolation_policies, namespaces_from_objects
 from npc.inventory import read_inventory
-from npc.ir import Program
+from npc.ir import Address, Program
 from npc.sources import read_policy_sources
 
 CASES = load_cases()
@@ -34,8 +35,13 @@ def evaluator_for(case: Case, directory: Path, form: str) -> Evaluator:
     return Evaluator(Program(loaded.policies + tuple(isolation_policies(namespaces.values()))), inventory)
 
 
-def evaluated(case: Case, check: Check, evaluator: Evaluator) -> tuple[str, ...]:
-    """The evaluator's table for ``check``, on the network it probes (the primary one by default)."""
+class Decider(Protocol):
+    def allowed(self, src: Address, dst: Address, protocol: str, port: int) -> bool: ...
+
+
+def evaluated(case: Case, check: Check, evaluator: Decider) -> tuple[str, ...]:
+    """An evaluator's table for ``check``, on the network it probes (the primary one by default):
+    npc's reference evaluator, or a model of another dataplane."""
     rows = []
     for src in case.endpoints:
         row = ""

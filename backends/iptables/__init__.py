@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class IptablesBackend:
     name = "iptables"
     files = ("rules.v4", "rules.v6", "ipsets")
+    stdout = None
 
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
         return _render.artefacts(compiled.lowered, compiled.members, Marks.of(options))

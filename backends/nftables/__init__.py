@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class NftablesBackend:
     name = "nftables"
     files = ("ruleset.nft",)
+    stdout = None
 
     def __init__(self) -> None:
         self._last: tuple[Compiled, Ruleset] | None = None
