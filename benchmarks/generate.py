@@ -60,6 +60,7 @@ class ClusterSpec:
 
 SIZES = {
     "S": ClusterSpec("S", namespaces=4, pods=100, policies=40),
+    "1k": ClusterSpec("1k", namespaces=30, pods=1_000, policies=300),  # the size analysers are compared at
     "M": ClusterSpec("M", namespaces=100, pods=5_000, policies=1_000),
     "L": ClusterSpec("L", namespaces=1_000, pods=50_000, policies=10_000),
 }

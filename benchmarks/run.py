@@ -241,6 +241,29 @@ def output_bytes(out: Path) -> int:
     return sum(f.stat().st_size for f in out.iterdir() if f.name != "manifest.json")
 
 
+MATRIX_PODS = 10_000
+
+
+def analysis(cluster: Path) -> Metrics:
+    """``npc matrix --format json`` over every default port (output discarded, so only npc is timed)
+    and ``npc explain`` of one pair (the first and the last pod listed). No matrix above
+    ``MATRIX_PODS``: at L one port's matrix alone is 2.5 GB of cells."""
+    policies, inventory = str(cluster / "policies"), str(cluster / "inventory.json")
+    pods = [i for i in json.loads((cluster / "inventory.json").read_text())["items"] if i["kind"] == "Pod"]
+    out: Metrics = {}
+    if len(pods) <= MATRIX_PODS:
+        npc = f"exec {sys.executable} -m npc"
+        argv = ["sh", "-c", f"{npc} matrix {policies} --inventory {inventory} --format json >/dev/null"]
+        matrix = measure(argv)
+        out.update(matrix_s=matrix.wall, matrix_cpu_s=matrix.cpu)
+    first, last = (f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in (pods[0], pods[-1]))
+    explain = measure(
+        [sys.executable, "-m", "npc", "explain", policies, "--inventory", inventory,
+         "--from", first, "--to", last, "--port", "tcp/80"]
+    )  # fmt: skip
+    return {**out, "explain_s": explain.wall, "explain_cpu_s": explain.cpu}
+
+
 def bench(spec: ClusterSpec, data: Path, load: bool, generator: str = "bench") -> Metrics:
     cluster = cluster_for(spec, data, generator)
     parse = child("parse", str(cluster))
@@ -255,6 +278,7 @@ def bench(spec: ClusterSpec, data: Path, load: bool, generator: str = "bench") -
         "parse_cpu_s": parse["cpu"],
         **_artefact_counts(out),
         **child("stats", str(cluster)),
+        **analysis(cluster),
     }
     for name, metrics in row["backends"].items():
         where, done = (out, compiled) if name == "iptables" else compile_to(cluster, name)
@@ -302,6 +326,10 @@ COLUMNS = [
     Column("entries/policed address", lambda r: r["entries"] / max(1, r["policed_addresses"]), "{:.1f}"),
     Column("naive rules", lambda r: r["naive"], "{:,}"),
     Column("naive/rules", lambda r: r["naive"] / r["rules"], "{:,.0f}x"),
+    Column("matrix s", lambda r: r["matrix_s"], "{:.2f}"),
+    Column("matrix cpu s", lambda r: r["matrix_cpu_s"], "{:.2f}"),
+    Column("explain s", lambda r: r["explain_s"], "{:.2f}"),
+    Column("explain cpu s", lambda r: r["explain_cpu_s"], "{:.2f}"),
 ]
 BACKEND_COLUMNS: dict[str, list[Column]] = {
     "iptables": [

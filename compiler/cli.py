@@ -17,6 +17,7 @@ from pathlib import Path
 import attrs
 
 from . import __version__, collector, pipeline
+from .analysis import commands as analysis
 from .backends import BACKENDS
 from .backends import get as get_backend
 from .backends.base import (
@@ -241,6 +242,10 @@ def _notes(notes: Sequence[str], level: str = "note") -> None:
         print(f"npc: {level}: {note}", file=sys.stderr)
 
 
+def _analysis(args: argparse.Namespace) -> int:
+    return analysis.COMMANDS[args.command].run(args, _notes)
+
+
 @attrs.frozen
 class Command:
     help: str
@@ -260,6 +265,10 @@ COMMANDS: dict[str, Command] = {
         "rewrite policies in the npc language (dsl) or as Kubernetes YAML (k8s)", _convert_parser, _convert
     ),
     "fmt": Command("rewrite .npc files in canonical form, in place", _fmt_parser, _fmt),
+    **{
+        name: Command(c.help, c.arguments, lambda args: _analysis(args))
+        for name, c in analysis.COMMANDS.items()
+    },
 }
 
 

@@ -49,6 +49,9 @@ class Loaded:
     namespaces: tuple[Mapping[str, Any], ...] = ()
     notes: tuple[str, ...] = ()
     files: tuple[tuple[str, str], ...] = ()  # (name, sha256) of every source read, for the manifest
+    # (kind, namespace, name) -> where a field of that policy is (``file:line:column``), worked out
+    # only when asked: analysis names the rule that allowed a connection
+    places: Mapping[tuple[str, str, str], Callable[[FieldPath], str]] = attrs.field(factory=dict, eq=False)
 
 
 @attrs.frozen
@@ -86,7 +89,9 @@ def read_policy_sources(paths: Sequence[str], stdin: TextIO | None = None) -> Lo
     for source in _sources(paths, stdin):
         reader.read(source)
         files.append((source.name, source.sha256))
-    return Loaded(tuple(reader.policies), tuple(reader.namespaces), reader.notes(), tuple(files))
+    return Loaded(
+        tuple(reader.policies), tuple(reader.namespaces), reader.notes(), tuple(files), dict(reader.places)
+    )
 
 
 def _sources(paths: Sequence[str], stdin: TextIO | None) -> Iterator[_Source]:
@@ -137,6 +142,7 @@ class _Reader:
         self.namespaces: list[Mapping[str, Any]] = []
         self._ignored: dict[tuple[str, str], int] = {}
         self._first_place: dict[tuple[str, str, str], Callable[[], str]] = {}
+        self.places: dict[tuple[str, str, str], Callable[[FieldPath], str]] = {}
 
     def notes(self) -> tuple[str, ...]:
         return tuple(
@@ -148,8 +154,11 @@ class _Reader:
         if source.name.lower().endswith(".npc"):
             from .frontends.dsl import parse
 
-            for policy in parse(source.text, source.name):
-                self._add(policy, None, source.name)
+            rule_places: dict[tuple[str, str, str], dict[FieldPath, str]] = {}
+            for policy in parse(source.text, source.name, rule_places):
+                self._add(
+                    policy, None, source.name, rule_places.get((policy.kind, policy.namespace, policy.name))
+                )
             return
         try:
             documents = load_documents(source.name, source.text, strict=True)
@@ -202,7 +211,9 @@ class _Reader:
             raise origin.error(err) from None
         self.namespaces.append(obj)
 
-    def _add(self, policy: Policy, origin: _Origin | None, name: str) -> None:
+    def _add(
+        self, policy: Policy, origin: _Origin | None, name: str, rules: Mapping[FieldPath, str] | None = None
+    ) -> None:
         key = (policy.kind, policy.namespace, policy.name)
         place: Callable[[], str]
         if origin is None:
@@ -219,6 +230,11 @@ class _Reader:
                 raise InputError(message, place())
             raise origin.error(fail(("metadata", "name"), message))
         self._first_place[key] = place
+        if origin is not None:
+            self.places[key] = origin.place
+        else:  # the npc language: rules where they are written, anything else at the policy's name
+            written = dict(rules or {})
+            self.places[key] = lambda parts: written.get(parts) or place()
         self.policies.append(policy)
 
 

@@ -357,7 +357,7 @@ def test_namespaces_from_the_policy_folder(tmp_path: Path) -> None:
 def test_npc_files_go_to_the_dsl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, str]] = []
 
-    def parse(text: str, file: str) -> list[Policy]:
+    def parse(text: str, file: str, rule_places: object = None) -> list[Policy]:
         calls.append((text, file))
         return [Policy("ns", "from-dsl", kind="Dsl", source=f"{file}:1:1")]
 

@@ -37,7 +37,7 @@ from ..ir import (
 )
 from . import dsl_syntax as syn
 from .dsl_parser import error_at, read_document
-from .positions import show
+from .positions import FieldPath, show
 from .validate import dns_label_problem, dns_subdomain_problem, label_value_problem, port_name_problem
 from .validate import qualified_name_problem as label_key_problem
 
@@ -47,20 +47,28 @@ _NUMBER = re.compile(r"[0-9]+")
 _RANGE = re.compile(r"([0-9]+)-([0-9]+)")
 
 
-def parse(text: str, file: str) -> list[Policy]:
-    """The policies of one ``.npc`` file, in file order; ``InputError`` for any mistake."""
-    return policies_from_document(read_document(text, file), text, file)
+# (kind, namespace, name) -> ("spec", direction, rule index) -> "file:line:column" of the rule
+RulePlaces = dict[tuple[str, str, str], dict[FieldPath, str]]
 
 
-def policies_from_document(document: syn.Document, text: str, file: str) -> list[Policy]:
-    """Meaning of a parsed document; ``text`` and ``file`` only serve error messages."""
-    return _Meaning(text, file).document(document)
+def parse(text: str, file: str, rule_places: RulePlaces | None = None) -> list[Policy]:
+    """The policies of one ``.npc`` file, in file order; ``InputError`` for any mistake.
+    ``rule_places`` (when given) is filled with where each rule is written."""
+    return policies_from_document(read_document(text, file), text, file, rule_places)
+
+
+def policies_from_document(
+    document: syn.Document, text: str, file: str, rule_places: RulePlaces | None = None
+) -> list[Policy]:
+    """Meaning of a parsed document; ``text`` and ``file`` only serve messages and places."""
+    return _Meaning(text, file, rule_places).document(document)
 
 
 class _Meaning:
-    def __init__(self, text: str, file: str) -> None:
+    def __init__(self, text: str, file: str, rule_places: RulePlaces | None = None) -> None:
         self.text = text
         self.file = file
+        self.rule_places = rule_places
         self.selectors: dict[str, tuple[Requirement, ...]] = {}
         self.port_sets: dict[str, tuple[PortValue, ...]] = {}
         self.defined: dict[str, syn.Word] = {}
@@ -253,6 +261,7 @@ class _Meaning:
         rules: dict[Direction, list[Rule]] = {"ingress": [], "egress": []}
         allowed: dict[Direction, syn.Word] = {}
         isolated: dict[Direction, syn.Word] = {}
+        places: dict[FieldPath, str] = {}
         for statement in decl.statements:
             direction = statement.direction
             if isinstance(statement, syn.Isolate):
@@ -265,6 +274,8 @@ class _Meaning:
                 continue
             allowed.setdefault(direction, statement.keyword)
             peers = None if statement.peers is None else [self.peer(p, namespace) for p in statement.peers]
+            at: FieldPath = ("spec", direction, len(rules[direction]))
+            places[at] = f"{self.file}:{statement.keyword.line}:{statement.keyword.column}"
             rules[direction].append(Rule(peers, self.ports(statement.ports)))
         for direction, word in isolated.items():
             if direction in allowed:
@@ -282,13 +293,16 @@ class _Meaning:
         def governed(direction: Direction) -> tuple[Rule, ...] | None:
             return tuple(rules[direction]) if direction in allowed or direction in isolated else None
 
+        kind = MULTI_NETWORK_POLICY if networks else NETWORK_POLICY
+        if self.rule_places is not None:
+            self.rule_places[kind, namespace, name] = places
         return Policy(
             namespace=namespace,
             name=name,
             pod_selector=pod_selector,
             ingress=governed("ingress"),
             egress=governed("egress"),
-            kind=MULTI_NETWORK_POLICY if networks else NETWORK_POLICY,
+            kind=kind,
             policy_for=tuple(networks),
             source=f"{self.file}:{decl.name.line}:{decl.name.column}",
         )

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import attrs
 
-from .case import Case
-from .cluster import Cluster
+from .case import Case, write_inputs
+from .cluster import Cluster, Observation
+from .matrix import as_table, disagreements, matrix_json
 from .report import observations_report
 
 DEFAULT_JOBS = 3
@@ -31,6 +32,7 @@ class CaseRun:
     apply: subprocess.CompletedProcess[str]
     failures: str  # empty when every probed cell matched its table
     workdir: Path  # the inputs handed to npc, kept for a look after a failure
+    matrix_failures: str = ""  # empty when ``npc matrix`` agreed with every probe
 
     def problem(self, case: Case) -> str:
         """Why this run failed, in words for a test report; empty when it passed."""
@@ -39,7 +41,8 @@ class CaseRun:
             return (
                 f"npc apply exited {self.apply.returncode} {inputs}:\n{self.apply.stderr}{self.apply.stdout}"
             )
-        return f"{case.path.name}: {case.name} {inputs}\n{self.failures}" if self.failures else ""
+        failures = "\n\n".join(f for f in (self.failures, self.matrix_failures) if f)
+        return f"{case.path.name}: {case.name} {inputs}\n{failures}" if failures else ""
 
 
 def run_case(case: Case, workdir: Path, backend: str = "iptables", form: str = "yaml") -> CaseRun:
@@ -47,7 +50,32 @@ def run_case(case: Case, workdir: Path, backend: str = "iptables", form: str = "
         done = cluster.apply(backend=backend, form=form, check=False)
         if done.returncode != 0:
             return CaseRun(done, "", workdir)
-        return CaseRun(done, observations_report(case, cluster.probe()), workdir)
+        observations = cluster.probe()
+        return CaseRun(
+            done,
+            observations_report(case, observations),
+            workdir,
+            matrix_report(case, observations, workdir, form),
+        )
+
+
+def matrix_report(case: Case, observations: list[Observation], workdir: Path, form: str) -> str:
+    """Where ``npc matrix`` on the same inputs disagrees with what the kernel let through."""
+    paths, inventory = write_inputs(case, workdir / "matrix", form)
+    data = matrix_json(paths, inventory, case.checks)
+    lines = []
+    for o in observations:
+        table = as_table(case, o.check, data)
+        for i, j in disagreements(table, o.observed):
+            src, dst = case.endpoints[i], case.endpoints[j]
+            lines.append(
+                f"npc matrix {o.check.label}: {src.ref} -> {dst.ref}: matrix {table[i][j]}, kernel {o.observed[i][j]}"
+            )
+        if not any(c != "?" for row in table for c in row) and any(
+            not e.external for e in case.endpoints[1:]
+        ):
+            lines.append(f"npc matrix {o.check.label}: no cell compared")
+    return "\n".join(lines)
 
 
 def jobs() -> int:

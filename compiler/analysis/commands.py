@@ -1,0 +1,205 @@
+"""``npc matrix``, ``npc explain`` and ``npc diff``: their arguments and what they print."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+
+import attrs
+
+from ..errors import InputError
+from ..ir import Program
+from ..pipeline import Sources, read_sources
+from . import diff, render
+from .classes import address
+from .explain import Endpoint, Explainer
+from .load import Model, load_model, with_policies
+from .matrix import matrices
+from .ports import PortQuery, default_ports, parse_port, unique
+
+Notes = Callable[[Sequence[str], str], None]
+
+
+def _ports(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--port",
+        metavar="PROTO/PORT",
+        action="append",
+        type=parse_port,
+        help="tcp/80, udp/53, sctp/9000 or a container port name (tcp/http); repeatable "
+        "(default: every port the policies name and every container port)",
+    )
+
+
+def _inventory(p: argparse.ArgumentParser) -> None:
+    from ..cli import add_network_args  # the CLI imports this module: its helpers only at call time
+
+    p.add_argument(
+        "--inventory", metavar="FILE", required=True, help="kubectl get namespaces,pods -A -o json output"
+    )
+    add_network_args(p)
+
+
+def matrix_arguments(p: argparse.ArgumentParser) -> None:
+    from ..cli import add_paths
+
+    add_paths(p)
+    _inventory(p)
+    _ports(p)
+    p.add_argument("--format", default="text", choices=render.FORMATS)
+
+
+def explain_arguments(p: argparse.ArgumentParser) -> None:
+    from ..cli import add_paths
+
+    add_paths(p)
+    _inventory(p)
+    p.add_argument("--from", dest="source", required=True, metavar="NS/POD")
+    p.add_argument("--to", dest="target", required=True, metavar="NS/POD|ADDRESS")
+    p.add_argument("--port", required=True, type=parse_port, metavar="PROTO/PORT")
+    p.add_argument("--format", default="text", choices=("text", "json"))
+
+
+def diff_arguments(p: argparse.ArgumentParser) -> None:
+    for flag in ("--old", "--new"):
+        p.add_argument(
+            flag, nargs="+", required=True, metavar="PATH", help=f"the {flag[2:]} policy files or folders"
+        )
+    _inventory(p)
+    _ports(p)
+    p.add_argument("--format", default="text", choices=("text", "json"))
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when anything changed, 0 when not")
+
+
+def _model(args: argparse.Namespace, paths: Sequence[str], notes: Notes) -> tuple[Sources, Model]:
+    """The sources (policies and inventory read once) and one network's model, as compile builds it."""
+    from ..cli import network_from_args
+
+    sources = read_sources(paths, args.inventory, sys.stdin)
+    model = load_model(sources, network_from_args(args))
+    notes(model.notes, "note")
+    notes(model.warnings, "warning")
+    return sources, model
+
+
+def _queries(args: argparse.Namespace, programs: Iterable[Program], model: Model) -> list[PortQuery]:
+    return unique(args.port) if args.port else default_ports(programs, model.inventory)
+
+
+def _write(chunks: Iterable[str | bytes]) -> None:
+    """Big matrices go out as bytes, past the text layer's encoding."""
+    for chunk in chunks:
+        if isinstance(chunk, bytes):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        else:
+            sys.stdout.write(chunk)
+
+
+def run_matrix(args: argparse.Namespace, notes: Notes) -> int:
+    _, model = _model(args, args.paths, notes)
+    found = matrices(model.program, model.pods, model.namespaces, _queries(args, [model.program], model))
+    if args.format == "json":
+        _write(render.as_json(model.pods, found))
+    elif args.format == "csv":
+        _write(render.as_csv(model.pods, found))
+    elif args.format == "html":
+        _write(render.as_html(model.pods, found, Explainer(model)))
+    else:
+        _write(render.as_text(model.pods, found))
+    return 0
+
+
+def _endpoint(model: Model, text: str, inventory: str, family: int | None) -> Endpoint:
+    """A pod named ``ns/name`` (its address in ``family``), or an address (a pod's if one has it)."""
+    try:
+        ip = ipaddress.ip_interface(text).ip
+    except ValueError:
+        pod = model.pod(text)
+        if pod is None:
+            raise InputError(f"no policed pod {text!r} in the inventory on this network", inventory) from None
+        found = address(pod, family) if family else pod.ips[0]
+        if found is None:
+            raise InputError(f"pod {text!r} has no IPv{family} address on this network", inventory) from None
+        return Endpoint(found, pod)
+    return Endpoint(ip, model.owner(ip))
+
+
+def run_explain(args: argparse.Namespace, notes: Notes) -> int:
+    _, model = _model(args, args.paths, notes)
+    dst = _endpoint(model, args.target, args.inventory, None)
+    if dst.pod is not None and "/" in args.target and model.pod(args.target) is not None:
+        source_pod = model.pod(args.source)
+        common = [ip.version for ip in dst.pod.ips if source_pod and address(source_pod, ip.version)]
+        dst = _endpoint(model, args.target, args.inventory, common[0] if common else None)
+    src = _endpoint(model, args.source, args.inventory, dst.address.version)
+    if src.pod is None:
+        raise InputError(f"--from must name a pod of the inventory, not {args.source!r}", args.inventory)
+    query: PortQuery = args.port
+    port = query.port
+    problem = None
+    if isinstance(port, str):
+        number = dst.pod.named_ports().get((query.protocol, port)) if dst.pod else None
+        if number is None:
+            problem = f"{dst.name} has no {query.protocol} container port named {port!r}"
+        port = number if number is not None else 0
+    explainer = Explainer(model)
+    egress, ingress = explainer.explain(src, dst, query.protocol, port)
+    allowed = problem is None and egress.allowed and ingress.allowed
+    if args.format == "json":
+        data = {
+            "allowed": allowed,
+            "from": src.name,
+            "to": dst.name,
+            "protocol": query.protocol,
+            "port": query.port,
+            "resolvedPort": port if problem is None else None,
+            "ipFamily": f"IPv{dst.address.version}",
+            "egress": egress.json(),
+            "ingress": ingress.json(),
+        }
+        if problem:
+            data["problem"] = problem
+        print(json.dumps(data, indent=2))
+    else:
+        resolved = f" ({port})" if isinstance(query.port, str) and problem is None else ""
+        print(f"{'ALLOWED' if allowed else 'DENIED'}: {src.name} -> {dst.name} {query.label}{resolved}")
+        if problem:
+            print(problem)
+        print(egress.text())
+        print(ingress.text())
+    return 0
+
+
+def run_diff(args: argparse.Namespace, notes: Notes) -> int:
+    from ..cli import network_from_args
+
+    sources, old = _model(args, args.old, notes)
+    new = load_model(with_policies(sources, args.new, sys.stdin), network_from_args(args))
+    notes([n for n in new.notes if n not in old.notes], "note")
+    found = diff.changes(old, new, _queries(args, [old.program, new.program], new))
+    if args.format == "json":
+        print(json.dumps(diff.as_json(found, new.pods)))
+    else:
+        _write(diff.as_text(found, new.pods, Explainer(new)))
+    return 1 if args.exit_code and found else 0
+
+
+@attrs.frozen
+class Command:
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Notes], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "matrix": Command("which pod may open a connection to which, per port", matrix_arguments, run_matrix),
+    "explain": Command("why one connection is allowed or denied", explain_arguments, run_explain),
+    "diff": Command(
+        "connections gained and lost between two versions of the policies", diff_arguments, run_diff
+    ),
+}

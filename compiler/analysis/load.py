@@ -1,0 +1,108 @@
+"""The policies and pods an analysis is about, read exactly as ``npc compile`` reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TextIO
+
+import attrs
+
+from ..frontends.positions import FieldPath
+from ..inventory import Inventory, Pod
+from ..ir import Address, Policy, Program
+from ..networks import NetworkSpec
+from ..pipeline import Sources, assemble
+from ..sources import read_policy_sources
+
+
+@attrs.frozen
+class Model:
+    """One network's policies (before any pass) and its policed pods in the order a matrix lists them."""
+
+    program: Program
+    inventory: Inventory
+    pods: tuple[Pod, ...]
+    places: Mapping[tuple[str, str, str], Callable[[FieldPath], str]] = attrs.field(eq=False)
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    _by_ref: dict[str, Pod] = attrs.field(init=False, eq=False)
+    _by_address: dict[Address, Pod] = attrs.field(init=False, eq=False)
+    _places: dict[tuple[Policy, FieldPath], str] = attrs.field(init=False, eq=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_by_ref", {f"{p.namespace}/{p.name}": p for p in self.pods})
+        object.__setattr__(self, "_by_address", {ip: p for p in self.pods for ip in p.ips})
+
+    def place(self, policy: Policy, parts: FieldPath = ("metadata", "name")) -> str:
+        """``file:line:column`` of a field of ``policy`` (its name by default), or its source."""
+        known = self._places.get((policy, parts))
+        if known is None:
+            found = self.places.get((policy.kind, policy.namespace, policy.name))
+            known = found(parts) if found is not None else policy.source or "<unknown>"
+            self._places[policy, parts] = known
+        return known
+
+    @property
+    def namespaces(self) -> Mapping[str, Mapping[str, str]]:
+        """Each namespace's labels, what namespace selectors read."""
+        return {ns.name: ns.labels for ns in self.inventory.namespaces}
+
+    def pod(self, ref: str) -> Pod | None:
+        return self._by_ref.get(ref)
+
+    def owner(self, address: Address) -> Pod | None:
+        """The pod with ``address`` on this network, if any."""
+        return self._by_address.get(address)
+
+
+def _listed(documents: Iterable[Any]) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+    """Where each namespace and pod first appears in the inventory documents."""
+    namespaces: dict[str, int] = {}
+    pods: dict[tuple[str, str], int] = {}
+    stack = list(reversed(list(documents)))
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            if isinstance(item.get("items"), list) and str(item.get("kind", "")).endswith("List"):
+                stack.extend(reversed(item["items"]))
+                continue
+            meta = item.get("metadata")
+            meta = meta if isinstance(meta, dict) else {}
+            if item.get("kind") == "Namespace" and meta.get("name"):
+                namespaces.setdefault(str(meta["name"]), len(namespaces))
+            elif item.get("kind") == "Pod":
+                namespace = str(meta.get("namespace") or "default")
+                namespaces.setdefault(namespace, len(namespaces))
+                pods.setdefault((namespace, str(meta.get("name"))), len(pods))
+    return namespaces, pods
+
+
+def listed_order(inventory: Inventory, documents: Sequence[Any]) -> tuple[Pod, ...]:
+    """Pods grouped by namespace in the order namespaces are listed, each namespace's pods as listed."""
+    namespaces, pods = _listed(documents)
+    return tuple(
+        sorted(
+            inventory.pods,
+            key=lambda p: (namespaces.get(p.namespace, len(namespaces)), pods.get((p.namespace, p.name), 0)),
+        )
+    )
+
+
+def load_model(sources: Sources, network: NetworkSpec) -> Model:
+    """One network's policies and pods, assembled exactly as ``compile`` assembles them."""
+    assembled = assemble(sources, network)
+    return Model(
+        assembled.program,
+        assembled.inventory,
+        listed_order(assembled.inventory, sources.inventory_documents),
+        sources.loaded.places,
+        (*sources.loaded.notes, *assembled.notes),
+        assembled.warnings,
+    )
+
+
+def with_policies(sources: Sources, paths: Sequence[str], stdin: TextIO | None = None) -> Sources:
+    """Other policy sources against the same inventory (read once): the new side of a diff."""
+    return attrs.evolve(sources, loaded=read_policy_sources(paths, stdin))

@@ -1,0 +1,512 @@
+"""``npc matrix``, ``explain`` and ``diff``: the truth tables, the reference evaluator, and the
+NetworkPolicy corner cases analysers get wrong.
+
+Every case table must come out of ``npc matrix --format json`` (the kernel suite also compares the
+matrix with what the probes saw); on random clusters the class-based matrix must equal the
+evaluator's pair-by-pair verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from kernel.case import Case, load_cases, write_inputs
+from kernel.matrix import as_table
+from kernel.multinet import load_multinet_cases
+from kernel.report import diff_report
+from npc.analysis.matrix import matrices, rows
+from npc.analysis.ports import PortQuery
+from npc.cli import main
+from npc.evaluate import Evaluator
+from npc.inventory import Inventory
+from npc.ir import PROTOCOLS, Program
+from random_clusters import PORT_NAMES, PROBE_PORTS, inventories, programs
+
+CASES = load_cases()
+MULTI = load_multinet_cases()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def port_args(case: Case) -> list[str]:
+    return [a for c in case.checks for a in ("--port", f"{c.protocol.lower()}/{c.port}")]
+
+
+def table_failures(case: Case, data: dict[str, Any], network: str | None = None) -> str:
+    reports = []
+    for check in (c for c in case.checks if c.network == network):
+        got = as_table(case, check, data)
+        report = diff_report(case, check, [
+            "".join(g if g != "?" else e for g, e in zip(grow, erow, strict=True))
+            for grow, erow in zip(got, check.expect, strict=True)
+        ], observed_title="npc matrix")  # fmt: skip
+        reports.append(report)
+    return "\n\n".join(r for r in reports if r)
+
+
+def assert_shape(data: dict[str, Any]) -> None:
+    assert list(data) == ["pods", "matrices"]
+    dual = any("ipFamily" in m for m in data["matrices"])
+    for m in data["matrices"]:
+        assert list(m) == ["protocol", "port", *(["ipFamily"] if dual else []), "expect"]
+        assert len(m["expect"]) == len(data["pods"])
+        for i, row in enumerate(m["expect"]):
+            assert len(row) == len(data["pods"]) and row[i] == "-" and set(row) <= {".", "X", "-"}
+
+
+# --- every truth table --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["yaml", "dsl"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_matrix_equals_the_case_table(
+    case: Case, form: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths, inventory = write_inputs(case, tmp_path, form)
+    code, out, err = run(
+        capsys,
+        "matrix",
+        *map(str, paths),
+        "--inventory",
+        str(inventory),
+        *port_args(case),
+        "--format",
+        "json",
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert_shape(data)
+    assert data["pods"] == [e.ref for e in case.endpoints if not e.external] or {*data["pods"]} == {
+        e.ref for e in case.endpoints if not e.external
+    }
+    failures = table_failures(case, data)
+    assert not failures, f"{case.path.name}: {case.name}\n{failures}"
+
+
+@pytest.mark.parametrize("mcase", MULTI, ids=[m.id for m in MULTI])
+def test_matrix_on_each_network_equals_the_table(
+    mcase: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = mcase.case
+    paths, inventory = write_inputs(case, tmp_path)
+    for args in mcase.applies:
+        network = args[args.index("--network") + 1] if "--network" in args else None
+        code, out, err = run(
+            capsys, "matrix", *map(str, paths), "--inventory", str(inventory), *args, *port_args(case),
+            "--format", "json",
+        )  # fmt: skip
+        assert code == 0, err
+        failures = table_failures(case, json.loads(out), network)
+        assert not failures, f"{case.path.name} {args}: {case.name}\n{failures}"
+
+
+def test_pods_are_listed_by_namespace_then_as_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = next(c for c in CASES if c.id.startswith("40-"))  # its pods interleave namespaces
+    paths, inventory = write_inputs(case, tmp_path)
+    _, out, _ = run(capsys, "matrix", *map(str, paths), "--inventory", str(inventory), "--port", "tcp/80",
+                    "--format", "json")  # fmt: skip
+    namespaces = [ns["name"] for ns in case.namespaces]
+    pods = [e for e in case.endpoints if not e.external]
+    wanted = [e.ref for ns in namespaces for e in pods if e.namespace == ns]
+    assert json.loads(out)["pods"] == wanted != [e.ref for e in pods]
+
+
+# --- the reference evaluator on random clusters --------------------------------------------------
+
+
+QUERIES = [PortQuery(p, n) for p in PROTOCOLS for n in (*PROBE_PORTS, *PORT_NAMES)]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=programs, inventory=inventories())
+def test_matrix_decides_like_the_evaluator(program: Program, inventory: Inventory) -> None:
+    evaluator = Evaluator(program, inventory)
+    namespaces = {ns.name: ns.labels for ns in inventory.namespaces}
+    pods = inventory.pods
+    for matrix in matrices(program, pods, namespaces, QUERIES):
+        family = matrix.family or matrix.classes.family
+        for i, row in enumerate(rows(matrix.cells())):
+            src = next((ip for ip in pods[i].ips if ip.version == family), None)
+            for j, cell in enumerate(row):
+                dst = next((ip for ip in pods[j].ips if ip.version == family), None)
+                if i == j:
+                    assert cell == "-"
+                    continue
+                port = matrix.query.port
+                if isinstance(port, str):
+                    port = pods[j].named_ports().get((matrix.protocol, port), -1)
+                want = src is not None and dst is not None and port >= 0
+                want = want and evaluator.allowed(src, dst, matrix.protocol, port)  # type: ignore[arg-type]
+                assert cell == ("." if want else "X"), (matrix.query, family, pods[i].name, pods[j].name)
+
+
+# --- corner cases other analysers get wrong --------------------------------------------------------
+
+
+def _pod(
+    ns: str, name: str, ip: str, labels: dict[str, str], ports: dict[str, int] | None = None
+) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "c", "image": "x"}
+    if ports:
+        container["ports"] = [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports.items()]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"namespace": ns, "name": name, "labels": labels},
+        "spec": {"containers": [container]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": a} for a in ip.split(",")]},
+    }
+
+
+def _namespace(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}}
+
+
+def _policy(name: str, spec: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def write_cluster(
+    tmp: Path, items: list[dict[str, Any]], policies: list[dict[str, Any]], name: str = "p"
+) -> tuple[str, str]:
+    inventory = tmp / "inventory.json"
+    inventory.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    folder = tmp / name
+    folder.mkdir(exist_ok=True)
+    (folder / "policies.yaml").write_text(yaml.safe_dump_all(policies, sort_keys=False))
+    return str(folder), str(inventory)
+
+
+CLUSTER = [
+    _namespace("default"),
+    _namespace("prod", {"env": "prod"}),
+    _pod("default", "a", "10.0.0.1", {"app": "a"}, {"http": 80}),
+    _pod("default", "b", "10.0.0.2", {"app": "b"}, {"http": 8080}),
+    _pod("prod", "c", "10.0.0.3", {"app": "c", "role": "db"}, {"http": 80}),
+    _pod("prod", "d", "10.0.0.4", {"app": "d"}),
+]
+
+
+def matrix_of(
+    capsys: pytest.CaptureFixture[str], policies: str, inventory: str, *ports: str
+) -> dict[str, list[str]]:
+    args = [a for p in ports for a in ("--port", p)]
+    code, out, err = run(capsys, "matrix", policies, "--inventory", inventory, *args, "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert_shape(data)
+    assert data["pods"] == ["default/a", "default/b", "prod/c", "prod/d"]
+    return {f"{m['protocol'].lower()}/{m['port']}": m["expect"] for m in data["matrices"]}
+
+
+def test_egress_empty_list_without_policy_types_does_not_isolate_egress(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """policyTypes defaults to Egress only when there are egress rules: ``egress: []`` leaves egress open."""
+    policy = _policy("a", {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [], "egress": []})
+    got = matrix_of(capsys, *write_cluster(tmp_path, CLUSTER, [policy]), "tcp/80")
+    assert got["tcp/80"] == ["-...", "X-..", "X.-.", "X..-"]
+
+
+def test_peer_with_both_selectors_using_exists_and_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One peer with both selectors is their AND: namespaces having ``env``, pods lacking ``role``."""
+    peer = {
+        "namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "Exists"}]},
+        "podSelector": {"matchExpressions": [{"key": "role", "operator": "DoesNotExist"}]},
+    }
+    policy = _policy("b", {"podSelector": {"matchLabels": {"app": "b"}}, "ingress": [{"from": [peer]}]})
+    got = matrix_of(capsys, *write_cluster(tmp_path, CLUSTER, [policy]), "tcp/8080")
+    assert got["tcp/8080"] == ["-X..", ".-..", ".X-.", "..." + "-"]
+
+
+def test_named_port_towards_an_ip_block_resolves_on_the_destination_pod(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Egress to an ipBlock on port ``http``: allowed where the destination pod's ``http`` is the port."""
+    rule = {"to": [{"ipBlock": {"cidr": "10.0.0.0/24"}}], "ports": [{"port": "http"}]}
+    policy = _policy("egress", {"podSelector": {"matchLabels": {"app": "a"}}, "egress": [rule]})
+    got = matrix_of(capsys, *write_cluster(tmp_path, CLUSTER, [policy]), "tcp/80", "tcp/8080", "tcp/http")
+    assert got["tcp/80"][0] == "-X.X"  # b's http is 8080; d has no http
+    assert got["tcp/8080"][0] == "-.XX"
+    assert got["tcp/http"][0] == "-..X"  # each pod's own http; d has none to connect to
+
+
+def test_default_ports_are_the_policies_and_the_container_ports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rule = {"ports": [{"protocol": "UDP", "port": 53}, {"port": 9000, "endPort": 9100}]}
+    policy = _policy("a", {"podSelector": {}, "ingress": [rule]})
+    got = matrix_of(capsys, *write_cluster(tmp_path, CLUSTER, [policy]))
+    assert list(got) == ["tcp/80", "tcp/8080", "tcp/9000", "udp/53"]
+    assert got["tcp/9000"][1] == ".-.." and got["tcp/80"][1] == "X-.."  # prod is not isolated
+
+
+def test_dual_stack_matrices_carry_the_family(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    items = [
+        _namespace("default"),
+        _pod("default", "a", "10.0.0.1,fd00::1", {}),
+        _pod("default", "b", "10.0.0.2", {}),
+    ]
+    folder, inventory = write_cluster(tmp_path, items, [_policy("x", {"podSelector": {}})])
+    code, out, _ = run(
+        capsys, "matrix", folder, "--inventory", inventory, "--port", "tcp/80", "--format", "json"
+    )
+    assert code == 0
+    assert json.loads(out) == {
+        "pods": ["default/a", "default/b"],
+        "matrices": [
+            {"protocol": "TCP", "port": 80, "ipFamily": "IPv4", "expect": ["-X", "X-"]},
+            {"protocol": "TCP", "port": 80, "ipFamily": "IPv6", "expect": ["-X", "X-"]},
+        ],
+    }
+
+
+# --- text, csv, html ----------------------------------------------------------------------------------
+
+
+def test_text_groups_pods_into_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    items = [
+        _namespace("default"),
+        *(_pod("default", f"web-{i}", f"10.0.0.{i + 1}", {"app": "web", "pod": str(i)}) for i in range(50)),
+    ]
+    items.append(_pod("default", "db", "10.0.1.1", {"app": "db"}))
+    policy = _policy(
+        "db",
+        {
+            "podSelector": {"matchLabels": {"app": "db"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "nobody"}}}]}],
+        },
+    )
+    folder, inventory = write_cluster(tmp_path, items, [policy])
+    code, out, _ = run(capsys, "matrix", folder, "--inventory", inventory, "--port", "tcp/5432")
+    assert code == 0
+    assert "pod classes (IPv4): 2 classes for 51 pods" in out
+    assert "c0  default {app=web}  50 pods" in out and "c1  default {app=db}  1 pod" in out
+    assert out.split("tcp/5432", 1)[1].splitlines()[1:] == [
+        "  g0  c0  (50 pods)",
+        "  g1  c1  (1 pod)",
+        "     g0 g1",
+        "  g0  .  X",
+        "  g1  .  -",
+    ]
+
+
+def test_text_groups_classes_a_port_treats_alike(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, inventory = write_cluster(tmp_path, CLUSTER, [])
+    code, out, _ = run(capsys, "matrix", folder, "--inventory", inventory, "--port", "tcp/80")
+    assert code == 0
+    assert "tcp/80: 1 group of classes alike" in out and "  g0  c0 c1  (4 pods)" in out
+
+
+def test_csv_has_a_row_per_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, inventory = write_cluster(
+        tmp_path, CLUSTER, [_policy("x", {"podSelector": {"matchLabels": {"app": "a"}}})]
+    )
+    code, out, _ = run(
+        capsys, "matrix", folder, "--inventory", inventory, "--port", "tcp/80", "--format", "csv"
+    )
+    assert code == 0
+    assert out.splitlines() == [
+        "protocol,port,ipFamily,from,default/a,default/b,prod/c,prod/d",
+        "TCP,80,,default/a,-,.,.,.",
+        "TCP,80,,default/b,X,-,.,.",
+        "TCP,80,,prod/c,X,.,-,.",
+        "TCP,80,,prod/d,X,.,.,-",
+    ]
+
+
+def test_html_is_one_self_contained_page_naming_the_deciding_policies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, inventory = write_cluster(
+        tmp_path, CLUSTER, [_policy("only-a", {"podSelector": {"matchLabels": {"app": "a"}}})]
+    )
+    code, out, _ = run(
+        capsys, "matrix", folder, "--inventory", inventory, "--port", "tcp/80", "--format", "html"
+    )
+    assert code == 0
+    assert out.startswith("<!DOCTYPE html>") and "</html>" in out
+    assert "src=" not in out and "href=" not in out and "://" not in out
+    assert "isolated by default/only-a" in out
+
+
+# --- explain ------------------------------------------------------------------------------------------
+
+
+def test_explain_names_the_rule_and_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = [
+        {"from": [{"podSelector": {"matchLabels": {"app": "a"}}}], "ports": [{"port": 443}]},
+        {"from": [{"namespaceSelector": {"matchLabels": {"env": "prod"}}}], "ports": [{"port": 8080}]},
+    ]
+    policy = _policy("b-in", {"podSelector": {"matchLabels": {"app": "b"}}, "ingress": rules})
+    folder, inventory = write_cluster(tmp_path, CLUSTER, [policy])
+    code, out, _ = run(capsys, "explain", folder, "--inventory", inventory, "--from", "prod/d", "--to", "default/b",
+                       "--port", "tcp/http", "--format", "json")  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert data["allowed"] is True and data["resolvedPort"] == 8080
+    assert data["egress"]["isolated"] is False and data["egress"]["allowed"] is True
+    ingress = data["ingress"]
+    assert ingress["isolated"] and [p["policy"] for p in ingress["isolatedBy"]] == ["default/b-in"]
+    by = ingress["allowedBy"]
+    assert (by["policy"], by["direction"], by["rule"]) == ("default/b-in", "ingress", 1)
+    file, line, _ = by["place"].rsplit(":", 2)
+    text = (Path(folder) / "policies.yaml").read_text().splitlines()
+    rule_lines = [n for n, t in enumerate(text, 1) if t.strip() == "- from:"]
+    assert file.endswith("policies.yaml") and int(line) == rule_lines[1]
+
+    code, out, _ = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/a", "--to", "default/b",
+                       "--port", "tcp/80")  # fmt: skip
+    assert code == 0
+    assert out.startswith("DENIED: default/a -> default/b tcp/80")
+    assert "nearest miss: default/b-in ingress[0]" in out and "the peer matches but not the port" in out
+
+
+def test_explain_to_an_address_outside_the_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rule = {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]}
+    policy = _policy("out", {"podSelector": {"matchLabels": {"app": "a"}}, "egress": [rule]})
+    folder, inventory = write_cluster(tmp_path, CLUSTER, [policy])
+    answers = {}
+    for to in ("192.0.2.7", "10.9.9.9", "10.0.0.2"):
+        code, out, _ = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/a", "--to", to,
+                           "--port", "tcp/443", "--format", "json")  # fmt: skip
+        assert code == 0
+        answers[to] = json.loads(out)
+    assert answers["192.0.2.7"]["allowed"] and answers["192.0.2.7"]["ingress"]["pod"] is None
+    assert not answers["10.9.9.9"]["allowed"]
+    assert answers["10.0.0.2"]["to"] == "default/b" and not answers["10.0.0.2"]["allowed"]
+
+
+# --- diff ----------------------------------------------------------------------------------------------
+
+
+def test_diff_lists_gained_and_lost_connections(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = _policy(
+        "b-in",
+        {
+            "podSelector": {"matchLabels": {"app": "b"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "a"}}}]}],
+        },
+    )
+    new = _policy(
+        "b-in",
+        {
+            "podSelector": {"matchLabels": {"app": "b"}},
+            "ingress": [{"from": [{"namespaceSelector": {}}], "ports": [{"port": 80}]}],
+        },
+    )
+    old_dir, inventory = write_cluster(tmp_path, CLUSTER, [old], "old")
+    new_dir, _ = write_cluster(tmp_path, CLUSTER, [new], "new")
+    base = [
+        "diff",
+        "--old",
+        old_dir,
+        "--new",
+        new_dir,
+        "--inventory",
+        inventory,
+        "--port",
+        "tcp/80",
+        "--port",
+        "tcp/8080",
+    ]
+    code, out, _ = run(capsys, *base, "--format", "json", "--exit-code")
+    assert code == 1
+    assert json.loads(out) == {
+        "gained": [
+            {"from": "prod/c", "to": "default/b", "protocol": "TCP", "port": 80},
+            {"from": "prod/d", "to": "default/b", "protocol": "TCP", "port": 80},
+        ],
+        "lost": [{"from": "default/a", "to": "default/b", "protocol": "TCP", "port": 8080}],
+    }
+    code, out, _ = run(capsys, *base)
+    assert code == 0
+    assert "+ tcp/80  prod {app=c} -> default {app=b}" in out and "allowed by default/b-in ingress[0]" in out
+    assert "- tcp/8080  default {app=a} -> default {app=b}" in out and "isolated by default/b-in" in out
+    code, out, _ = run(capsys, "diff", "--old", old_dir, "--new", old_dir, "--inventory", inventory, "--exit-code",
+                       "--format", "json")  # fmt: skip
+    assert (code, json.loads(out)) == (0, {"gained": [], "lost": []})
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+
+def test_bad_policy_is_reported_with_its_position(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _policy("x", {"podSelector": {}, "ingress": [{"ports": [{"port": 70000}]}]})
+    folder, inventory = write_cluster(tmp_path, CLUSTER, [bad])
+    for argv in (
+        ["matrix", folder],
+        ["explain", folder, "--from", "default/a", "--to", "default/b", "--port", "tcp/80"],
+        ["diff", "--old", folder, "--new", folder],
+    ):
+        code, out, err = run(capsys, *argv, "--inventory", inventory)
+        assert (code, out) == (1, ""), argv
+        assert "policies.yaml:" in err and "spec.ingress[0].ports[0].port" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["--port", "tcp/0"], 2, "port must be 1-65535"),
+        (["--port", "icmp/1"], 2, "PROTO tcp, udp or sctp"),
+        (["--port", "tcp/Bad_Name"], 2, "container port name"),
+        (["--format", "pdf"], 2, "invalid choice"),
+    ],
+)
+def test_bad_flags_are_usage_errors(
+    argv: list[str], code: int, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, inventory = write_cluster(tmp_path, CLUSTER, [])
+    got, out, err = run(capsys, "matrix", folder, "--inventory", inventory, *argv)
+    assert (got, out) == (code, "") and message in err
+
+
+def test_explain_of_an_unknown_pod_is_invalid_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, inventory = write_cluster(tmp_path, CLUSTER, [])
+    code, _, err = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/zz", "--to", "default/a",
+                       "--port", "tcp/80")  # fmt: skip
+    assert code == 1 and "default/zz" in err
+
+
+def test_explain_places_rules_of_the_npc_language(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, inventory = write_cluster(tmp_path, CLUSTER, [])
+    source = tmp_path / "b.npc"
+    source.write_text(
+        "policy default/b-in {\n"
+        "    select app == 'b'\n"
+        "    allow ingress\n"
+        "        from pods(app == 'a')\n"
+        "        on tcp port 443\n"
+        "    allow ingress\n"
+        "        from namespaces(env == 'prod')\n"
+        "        on tcp port 8080\n"
+        "}\n"
+    )
+    code, out, _ = run(capsys, "explain", str(source), "--inventory", inventory, "--from", "prod/d", "--to",
+                       "default/b", "--port", "tcp/8080", "--format", "json")  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert data["allowed"] and data["ingress"]["allowedBy"]["place"] == f"{source}:6:5"
+    assert data["ingress"]["isolatedBy"][0]["place"] == f"{source}:1:8"
