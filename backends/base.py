@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 import jinja2
 
-from ..errors import ApplyError
+from ..errors import ApplyError, UsageError
 from ..lock import DEFAULT_WAIT
 from ..resolve import Entry
 
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from ..pipeline import Compiled
 
 DEFAULT_MARK = 0x1000000
+# iptables: where a pod's namespace group goes in the mark, egress and ingress: 11 bits each,
+# clear of kube-proxy's 0x4000/0x8000 and of DEFAULT_MARK (see backends/iptables/mark_tree.py)
+DEFAULT_GROUP_MASKS = (0x0EFF0000, 0xF000007F)
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._/:=@+-]")
 
 
@@ -46,8 +49,13 @@ class Options:
     """Rendering and loading choices a user may make; each backend reads the ones it has."""
 
     mark: int = DEFAULT_MARK  # iptables: the packet mark bit npc may use
+    group_marks: tuple[int, int] = DEFAULT_GROUP_MASKS  # iptables: mark bits for egress, ingress groups
     iptables: str | None = None  # iptables: force the "legacy" or "nft" flavour
     wait: float = DEFAULT_WAIT  # load and reset: seconds to wait for this namespace's apply lock
+
+    def __attrs_post_init__(self) -> None:
+        if self.mark & (self.group_marks[0] | self.group_marks[1]):
+            raise UsageError(f"--mark {self.mark:#x} overlaps --group-marks")
 
 
 @attrs.frozen

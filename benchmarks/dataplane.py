@@ -32,7 +32,9 @@ from typing import Any
 NODE_MAC = "ee:ee:ee:ee:ee:ee"
 GATEWAY = "169.254.1.1"
 SENDER_MACS = ("02:00:00:00:00:01", "02:00:00:00:00:02")
-NOTRACK = "table inet npcb-raw { chain pre { type filter hook prerouting priority raw; notrack; } }"
+NOTRACK = (
+    "table inet npcb-raw {\n chain pre {\n  type filter hook prerouting priority raw;\n  notrack\n }\n}\n"
+)
 
 
 def _ip(*argv: str, stdin: str | None = None) -> str:
@@ -158,30 +160,30 @@ def rate(
 # --- where to probe ----------------------------------------------------------------------------
 
 
-def worst_pair(cluster: Path, backend: str) -> tuple[str, str, str, int]:
+def worst_pair(cluster: Path) -> tuple[str, str, str, int]:
     """An allowed (src, dst, protocol, port) between policed IPv4 pods, each as deep in the
-    backend's dispatch as any pod allowed to talk goes (most rules before a verdict)."""
-    from npc.cli import Inputs, Job, build_parser
+    iptables dispatch as any pod allowed to talk goes (most rules before a verdict); nftables is
+    probed on the same pair (its maps make every position cost the same few lookups)."""
+    from npc import pipeline
+    from npc.backends.iptables.mark_tree import Marks
+    from npc.backends.iptables.render import rules_for
     from npc.evaluate import Evaluator
     from npc.ir import Program
-    from npc.pipeline import backend as load_backend
+    from npc.networks import network_spec
 
-    args = build_parser().parse_args(
-        ["compile", str(cluster / "policies"), "--inventory", str(cluster / "inventory.json")]
-    )
-    inputs = Inputs(args)
-    job = Job(args, inputs=inputs)
-    compiled, inventory = job.compiled, job.inventory
-    costs: Any = load_backend(backend).rules_for  # type: ignore[attr-defined]
-    egress = costs(compiled.lowered, compiled.members, 4, "egress")
-    ingress = costs(compiled.lowered, compiled.members, 4, "ingress")
-    evaluator = Evaluator(Program(inputs.loaded.policies), inventory)
+    sources = pipeline.read_sources([str(cluster / "policies")], str(cluster / "inventory.json"))
+    job = pipeline.build(sources, network_spec("default", None, None))
+    compiled, inventory = job.compiled, job.assembled.inventory
+    egress = rules_for(compiled.lowered, compiled.members, 4, "egress", Marks())
+    ingress = rules_for(compiled.lowered, compiled.members, 4, "ingress", Marks())
+    evaluator = Evaluator(Program(sources.loaded.policies), inventory)
     by_ip = {str(ip): pod for pod in inventory.pods for ip in pod.ips if ip.version == 4}
-    sources = sorted(egress, key=lambda a: -egress[a])
-    for dst in sorted(ingress, key=lambda a: -ingress[a])[:40]:
+    sources_by_cost = sorted(by_ip, key=lambda a: -egress.get(a, 0))
+    for dst in sorted(ingress, key=lambda a: -ingress[a])[:100]:
         named = by_ip[dst].named_ports()
         ports = {(protocol, number) for (protocol, _), number in named.items()} | {("TCP", 80), ("UDP", 53)}
-        for src in sources[:300]:
+        near = [a for a in sources_by_cost if by_ip[a].namespace == by_ip[dst].namespace]  # local peers
+        for src in [*near, *sources_by_cost[:100]]:
             for protocol, port in sorted(ports, key=lambda p: p[0] != "UDP"):
                 if evaluator.allowed(ipaddress.ip_address(src), ipaddress.ip_address(dst), protocol, port):
                     return src, dst, protocol, port
@@ -190,7 +192,7 @@ def worst_pair(cluster: Path, backend: str) -> tuple[str, str, str, int]:
 
 def measure(cluster: Path, backend: str, seconds: float) -> dict[str, Any]:
     out = cluster / f"out-{backend}"
-    src, dst, protocol, port = worst_pair(cluster, backend)
+    src, dst, protocol, port = worst_pair(cluster)
     base = rate(None, backend, src, dst, protocol, port, seconds)
     loaded = rate(out, backend, src, dst, protocol, port, seconds)
     return {

@@ -23,7 +23,7 @@ from .agent.command import add_agent_args, run_agent
 from .analysis import commands as analysis
 from .backends import BACKENDS
 from .backends import get as get_backend
-from .backends.base import DEFAULT_MARK, Options, SubprocessRunner
+from .backends.base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options, SubprocessRunner
 from .convert import TARGETS, convert, fmt
 from .errors import NpcError, UsageError
 from .ir import DEFAULT_NETWORK
@@ -69,10 +69,29 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _group_marks(text: str) -> tuple[int, int]:
+    try:
+        egress, ingress = (int(part, 0) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "must be two masks, EGRESS,INGRESS, e.g. 0x0eff0000,0xf000007f"
+        ) from None
+    if not egress or not ingress or egress & ingress or (egress | ingress) >> 32:
+        raise argparse.ArgumentTypeError("must be two non-empty, disjoint 32-bit masks")
+    return egress, ingress
+
+
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="iptables", choices=list(BACKENDS))
     p.add_argument(
         "--mark", type=_mark, default=DEFAULT_MARK, help="packet mark bit npc may use (default 0x1000000)"
+    )
+    p.add_argument(
+        "--group-marks",
+        type=_group_marks,
+        default=DEFAULT_GROUP_MASKS,
+        metavar="EGRESS,INGRESS",
+        help="iptables: mark bits for a pod's namespace group (default 0x0eff0000,0xf000007f)",
     )
 
 
@@ -144,7 +163,10 @@ def network_from_args(args: argparse.Namespace) -> NetworkSpec:
 
 def options_from_args(args: argparse.Namespace) -> Options:
     return Options(
-        mark=args.mark, iptables=getattr(args, "iptables", None), wait=getattr(args, "wait", DEFAULT_WAIT)
+        mark=args.mark,
+        group_marks=args.group_marks,
+        iptables=getattr(args, "iptables", None),
+        wait=getattr(args, "wait", DEFAULT_WAIT),
     )
 
 

@@ -33,6 +33,7 @@ from .ir import (
     Policy,
     Program,
     Rule,
+    Selector,
     port_spans,
 )
 
@@ -92,12 +93,26 @@ class Dispatch:
 
 
 @attrs.frozen
+class Scope:
+    """One namespace's share of a direction's dispatch. Policies select pods of their own
+    namespace only, so which dispatch entries can concern a pod is known from its namespace:
+    ``isolated`` holds the namespace's isolated pods, ``dispatch`` the entries whose target has
+    a policy of this namespace, in dispatch order, each with ``whole``: that policy selects every
+    pod of the namespace, so no target test is needed once the namespace is known."""
+
+    namespace: str
+    isolated: SetSpec
+    dispatch: tuple[tuple[Dispatch, bool], ...]
+
+
+@attrs.frozen
 class FamilyProgram:
     family: int
     sets: tuple[SetSpec, ...]
     isolated: dict[Direction, SetSpec] = attrs.field(hash=False)
     dispatch: dict[Direction, tuple[Dispatch, ...]] = attrs.field(hash=False)
     chains: tuple[Chain, ...]
+    scopes: dict[Direction, tuple[Scope, ...]] = attrs.field(hash=False, factory=dict)
 
 
 @attrs.frozen
@@ -177,11 +192,19 @@ class _Lowerer:
         return spec
 
     def _peer_sets(self, rule: Rule) -> list[SetSpec | None]:
-        """Remote peers as sets; [] when the rule names peers but none exist in this family."""
+        """Remote peers as sets; [] when the rule names peers but none exist in this family.
+
+        One set per namespace selector among the pod peers: a peer reaching across namespaces
+        (``tenant=a`` x ``role=gateway``) is shared by every rule that lists it, never copied
+        into a union with a rule's local peers, so set entries grow with the cluster, not with
+        policies x shared peers."""
         if rule.peers is None:
             return [None]
-        pods = pod_union(p for p in rule.peers if isinstance(p, PodPeer))
-        out: list[SetSpec | None] = [self._set("pods", pods)] if pods else []
+        scopes: dict[Selector, list[PodPeer]] = {}
+        for peer in rule.peers:
+            if isinstance(peer, PodPeer):
+                scopes.setdefault(peer.namespaces, []).append(peer)
+        out: list[SetSpec | None] = [self._set("pods", pod_union(peers)) for peers in scopes.values()]
         for block in rule.peers:
             if isinstance(block, IPBlock) and block.version == self.family:
                 out.append(self._set("net", block))
@@ -246,17 +269,36 @@ class _Lowerer:
                 targets = users.setdefault((direction, chain.name), {})
                 targets.setdefault(policy.target, f"{policy.namespace}/{policy.name}")
         dispatch: dict[Direction, list[Dispatch]] = {d: [] for d in DIRECTIONS}
+        # namespace -> its dispatch entries, in dispatch order, each with "selects the whole namespace"
+        shares: dict[Direction, dict[str, dict[Dispatch, bool]]] = {d: {} for d in DIRECTIONS}
         for (direction, chain_name), targets in users.items():
             first = next(iter(targets.values()))
             comment = first if len(targets) == 1 else f"{first} and {len(targets) - 1} more"
-            target = self._set("pods", pod_union(targets))
-            dispatch[direction].append(Dispatch(target, chain_name, comment))
+            entry = Dispatch(self._set("pods", pod_union(targets)), chain_name, comment)
+            dispatch[direction].append(entry)
+            for target, label in targets.items():
+                share = shares[direction].setdefault(label.split("/", 1)[0], {})
+                share[entry] = share.get(entry, False) or target.pods.is_all
+        scopes = {d: self._scopes(policies, d, shares[d]) for d in DIRECTIONS}
         return FamilyProgram(
             self.family,
             tuple(sorted(self.sets.values(), key=lambda s: s.sort_key)),
             isolated,
             {d: tuple(v) for d, v in dispatch.items()},
             tuple(sorted(chains.values(), key=lambda c: c.name)),
+            scopes,
+        )
+
+    def _scopes(
+        self, policies: tuple[Policy, ...], direction: Direction, shares: dict[str, dict[Dispatch, bool]]
+    ) -> tuple[Scope, ...]:
+        targets: dict[str, list[PodPeer]] = {}
+        for policy in policies:
+            if policy.rules(direction) is not None:
+                targets.setdefault(policy.namespace, []).append(policy.target)
+        return tuple(
+            Scope(ns, self._set("pods", pod_union(found)), tuple(shares.get(ns, {}).items()))
+            for ns, found in sorted(targets.items())
         )
 
 

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from .errors import InputError
 from .ir import Direction, IPBlock, PodPeer, Requirement, Selector
-from .lower import Chain, Dispatch, FamilyProgram, Lowered, Match, Names, SetKind, SetSpec
+from .lower import Chain, Dispatch, FamilyProgram, Lowered, Match, Names, Scope, SetKind, SetSpec
 
 FORMAT = 1
 
@@ -44,6 +44,19 @@ def _match(match: Match) -> dict[str, Any]:
     }
 
 
+def _scopes(f: FamilyProgram, direction: Direction) -> list[dict[str, Any]]:
+    """A scope's dispatch entries as indexes into the direction's dispatch list."""
+    index = {d: i for i, d in enumerate(f.dispatch[direction])}
+    return [
+        {
+            "namespace": s.namespace,
+            "isolated": s.isolated.name,
+            "dispatch": [[index[d], whole] for d, whole in s.dispatch],
+        }
+        for s in f.scopes.get(direction, ())
+    ]
+
+
 def encode(lowered: Lowered) -> dict[str, Any]:
     sets = {s.name: _meaning(s) for f in lowered.families for s in f.sets}
     families = [
@@ -55,6 +68,7 @@ def encode(lowered: Lowered) -> dict[str, Any]:
                 d: [{"target": x.target.name, "chain": x.chain, "comment": x.comment} for x in xs]
                 for d, xs in sorted(f.dispatch.items())
             },
+            "scopes": {d: _scopes(f, d) for d in sorted(f.scopes)},
             "chains": [
                 {
                     "name": c.name,
@@ -117,21 +131,34 @@ def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
             )
             return Chain(raw["name"], cast(Direction, raw["direction"]), matches, raw["comment"])
 
-        families = tuple(
-            FamilyProgram(
+        def family(f: Mapping[str, Any]) -> FamilyProgram:
+            dispatch = {
+                cast(Direction, d): tuple(Dispatch(sets[x["target"]], x["chain"], x["comment"]) for x in xs)
+                for d, xs in f["dispatch"].items()
+            }
+            scopes = {
+                cast(Direction, d): tuple(
+                    Scope(
+                        str(s["namespace"]),
+                        sets[s["isolated"]],
+                        tuple(
+                            (dispatch[cast(Direction, d)][int(i)], bool(whole)) for i, whole in s["dispatch"]
+                        ),
+                    )
+                    for s in raw
+                )
+                for d, raw in f["scopes"].items()
+            }
+            return FamilyProgram(
                 int(f["family"]),
                 tuple(sets[n] for n in f["sets"]),
                 {cast(Direction, d): sets[n] for d, n in f["isolated"].items()},
-                {
-                    cast(Direction, d): tuple(
-                        Dispatch(sets[x["target"]], x["chain"], x["comment"]) for x in xs
-                    )
-                    for d, xs in f["dispatch"].items()
-                },
+                dispatch,
                 tuple(chain(c) for c in f["chains"]),
+                scopes,
             )
-            for f in data["families"]
-        )
+
+        families = tuple(family(f) for f in data["families"])
         return Lowered(Names(str(data["network"]), str(data["tag"])), families)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(

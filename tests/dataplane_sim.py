@@ -24,6 +24,7 @@ class _Set:
     addresses: set[Address] = attrs.field(factory=set)
     nets: dict[Network, bool] = attrs.field(factory=dict)  # net -> nomatch
     ports: set[tuple[Address, str, int]] = attrs.field(factory=set)
+    marks: dict[Address, tuple[int, int]] = attrs.field(factory=dict)  # skbinfo: (value, mask)
 
     def add(self, member: str, nomatch: bool) -> None:
         if self.type == "hash:ip":
@@ -58,6 +59,10 @@ def parse_ipsets(text: str) -> dict[str, _Set]:
             continue
         if words[0] == "create":
             sets[words[1]] = _Set(words[2])
+        elif words[0] == "add" and words[3:4] == ["skbmark"]:
+            value, mask = (int(x, 16) for x in words[4].split("/"))
+            sets[words[1]].add(words[2], False)
+            sets[words[1]].marks[ipaddress.ip_address(words[2])] = (value, mask)
         elif words[0] == "add":
             sets[words[1]].add(words[2], words[3:] == ["nomatch"])
         else:
@@ -78,6 +83,7 @@ class _Rule:
     conditions: tuple[tuple[str, ...], ...]
     target: str
     target_args: tuple[str, ...]
+    goto: bool = False
 
 
 def _parse_rule(words: list[str]) -> _Rule:
@@ -85,8 +91,8 @@ def _parse_rule(words: list[str]) -> _Rule:
     i = 0
     while i < len(words):
         w = words[i]
-        if w == "-j":
-            return _Rule(tuple(conditions), words[i + 1], tuple(words[i + 2 :]))
+        if w in ("-j", "-g"):
+            return _Rule(tuple(conditions), words[i + 1], tuple(words[i + 2 :]), w == "-g")
         if w == "-p":
             conditions.append(("proto", words[i + 1]))
             i += 2
@@ -94,7 +100,7 @@ def _parse_rule(words: list[str]) -> _Rule:
             module = words[i + 1]
             i += 2
             args = []
-            while i < len(words) and words[i] not in ("-m", "-j", "-p"):
+            while i < len(words) and words[i] not in ("-m", "-j", "-g", "-p"):
                 args.append(words[i])
                 i += 1
             conditions.append((module, *args))
@@ -112,13 +118,17 @@ def _port_in(spec: str, port: int) -> bool:
 
 
 class Table:
-    """One family's filter table as npc renders it, plus the sets it refers to."""
+    """One family's mangle and filter tables as npc renders them, plus the sets they refer to.
+    Chains are keyed by table and name; a packet meets mangle's FORWARD first, then filter's."""
 
     def __init__(self, rules_text: str, sets: Mapping[str, _Set]) -> None:
         self.sets = sets
-        self.chains: dict[str, list[_Rule]] = defaultdict(list)
+        self.tables: dict[str, dict[str, list[_Rule]]] = defaultdict(lambda: defaultdict(list))
+        self.chains = self.tables["filter"]
         for line in rules_text.splitlines():
-            if line.startswith(":"):
+            if line.startswith("*"):
+                self.chains = self.tables[line[1:]]
+            elif line.startswith(":"):
                 self.chains[line[1:].split()[0]] = []
             elif line.startswith("-A "):
                 words = shlex.split(line)
@@ -160,15 +170,28 @@ class Table:
 
     def run(self, packet: Packet) -> bool:
         """Whether FORWARD (policy ACCEPT) lets the first packet of this connection through."""
-        verdict, _ = self._walk("FORWARD", packet, 0, 0)
-        return verdict != "DROP"
+        mark = 0
+        for table in ("mangle", "filter"):
+            self.chains = self.tables[table]
+            verdict, mark = self._walk("FORWARD", packet, mark, 0)
+            if verdict == "DROP":
+                return False
+        return True
 
     def _walk(self, chain: str, packet: Packet, mark: int, depth: int) -> tuple[str | None, int]:
-        assert depth < 10, "jump loop"
+        assert depth < 40, "jump loop"
         for rule in self.chains[chain]:
             if not all(self._holds(c, packet, mark) for c in rule.conditions):
                 continue
-            if rule.target == "MARK":
+            if rule.goto:  # the target's end returns to whoever called this chain
+                return self._walk(rule.target, packet, mark, depth + 1)
+            if rule.target == "SET":
+                assert rule.target_args[0] == "--map-set" and rule.target_args[3] == "--map-mark"
+                name, side = rule.target_args[1], rule.target_args[2]
+                found = self.sets[name].marks.get(packet.src if side == "src" else packet.dst)
+                if found is not None:
+                    mark = (mark & ~found[1]) ^ found[0]
+            elif rule.target == "MARK":
                 assert rule.target_args[0] == "--set-xmark"
                 value, mask = (int(x, 16) for x in rule.target_args[1].split("/"))
                 mark = (mark & ~mask) ^ value

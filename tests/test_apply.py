@@ -33,6 +33,10 @@ def test_apply_loads_chains_sets_and_one_jump(netns: Netns) -> None:
     assert result.returncode == 0, result.stderr
     state = netns.state()
     assert len(re.findall(r"^-A FORWARD .* -j NPC-\w+-FORWARD$", state, re.M)) == 2  # v4 and v6
+    assert len(re.findall(r"^-A FORWARD .* -j NPC-\w+-MARK$", state, re.M)) == 2  # mangle, v4 and v6
+    # the group dispatch: isolated pods' addresses carry their namespace group into the mark
+    assert re.search(r"^create npc-\w+-m4-\w+ hash:ip .* skbinfo", state, re.M)
+    assert re.search(r"^add npc-\w+-m4-\w+ 10\.9\.0\.1 skbmark 0x0/0xf000007f$", state, re.M)
     assert re.search(r"^add npc-\S+ 10\.9\.0\.1$", state, re.M)
     assert re.search(r"^add npc-\S+ fd09::1$", state, re.M)
     assert re.search(r"^add npc-\S+ 10\.9\.0\.2$", state, re.M)
@@ -53,6 +57,19 @@ def test_foreign_rules_and_sets_survive_byte_for_byte(netns: Netns) -> None:
     netns.run("iptables", "-A", "FOREIGN", "-s", "192.0.2.0/24", "-j", "DROP")
     netns.run("iptables", "-A", "FORWARD", "-m", "set", "--match-set", "foreign", "src", "-j", "FOREIGN")
     netns.run("ip6tables", "-A", "FORWARD", "-s", "2001:db8::/32", "-j", "ACCEPT")
+    netns.run(
+        "iptables",
+        "-t",
+        "mangle",
+        "-A",
+        "FORWARD",
+        "-s",
+        "192.0.2.0/24",
+        "-j",
+        "MARK",
+        "--set-mark",
+        "0x4000",
+    )
     before = [line for line in netns.state().splitlines() if line not in our_lines(netns.state())]
     for policies in ([policy("a")], [policy("b", "redis"), policy("c", 80)], []):
         result = netns.npc_apply(*policies)
@@ -80,7 +97,7 @@ def test_kernel_rejection_keeps_previous_state_and_exits_3(netns: Netns) -> None
     # after IPv4 was already replaced; npc must put IPv4 back and leave the sets as they were.
     netns.run("ip6tables", "-A", "INPUT", "-j", policy_chain.group(1))
     previous = netns.state()
-    result = netns.npc_apply(policy("z", 80))
+    result = netns.npc_apply(policy("z", 80, "frontend"))  # other groups: mangle's map set changes too
     assert result.returncode == 3, result.stderr
     assert "rejected" in result.stderr
     assert "Traceback" not in result.stderr

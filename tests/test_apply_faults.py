@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 from npc import lock
-from npc.backends.base import DEFAULT_MARK, Ran
+from npc.backends.base import Ran
 from npc.backends.iptables import load as apply
-from npc.backends.iptables.render import SET_TYPES
+from npc.backends.iptables.mark_tree import Marks
+from npc.backends.iptables.render import kernel_sets
 from npc.errors import ApplyError, MixedStateError
 from npc.inventory import Inventory, Namespace, Pod
 from npc.ir import PodPeer, Policy, Program, Requirement, Rule, Selector
@@ -72,16 +73,15 @@ def compiled() -> Compiled:
 
 def run_apply(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stand_in: StandIn, compiled: Compiled) -> None:
     monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
-    apply.apply_iptables(compiled.lowered, compiled.members, DEFAULT_MARK, apply._tools("legacy"), stand_in)
+    apply.apply_iptables(compiled.lowered, compiled.members, Marks(), apply._tools("legacy"), stand_in)
 
 
 def existing_sets(compiled: Compiled) -> str:
     """``ipset list -t`` output in which every set of the program already exists, with its right type."""
     blocks = []
-    for spec in apply.all_sets(compiled.lowered):
-        family = "inet6" if spec.family == 6 else "inet"
+    for spec in kernel_sets(compiled.lowered, compiled.members, Marks()):
         blocks.append(
-            f"Name: {spec.name}\nType: {SET_TYPES[spec.kind]}\nHeader: family {family} hashsize 1024\n"
+            f"Name: {spec.name}\nType: {spec.type}\nHeader: family {spec.family} hashsize 1024\n"
             "References: 1\n"
         )
     return "\n".join(blocks)

@@ -30,7 +30,7 @@ def test_compile_writes_the_persistent_file_set(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["ipsets", "manifest.json", "rules.v4", "rules.v6"]
-    assert (out / "rules.v4").read_text().splitlines()[2] == "*filter"
+    assert (out / "rules.v4").read_text().splitlines()[2] == "*mangle"
     assert "family inet6" in (out / "ipsets").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["backend"] == "iptables"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from kernel.case import Case, load_cases, write_inputs
-from npc.backends.base import DEFAULT_MARK
+from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.render import render_rules
 from npc.errors import InputError
 from npc.lowered_json import decode
@@ -35,7 +35,7 @@ def test_the_manifest_program_renders_the_reviewed_rules(case: Case, tmp_path: P
     manifest = json.loads((out / "manifest.json").read_text())
     lowered = decode(manifest["program"])
     for family in (4, 6):
-        assert render_rules(lowered, family, DEFAULT_MARK) == (out / f"rules.v{family}").read_text()
+        assert render_rules(lowered, family, Marks()) == (out / f"rules.v{family}").read_text()
     sets = manifest["program"]["sets"]
     kinds = {meaning["kind"] for meaning in sets.values()}
     assert "pods" in kinds  # every case has an isolation set at least

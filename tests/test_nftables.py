@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from kernel.netns import fresh_netns
 from nft_sim import Ruleset
 from npc.backends.iptables import render as iptables
+from npc.backends.iptables.mark_tree import Marks
 from npc.backends.nftables import render as nftables
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, NamedPort, Namespace, Pod
@@ -238,7 +239,7 @@ def test_per_packet_work_does_not_grow_with_the_number_of_policies() -> None:
             )
         )
         compiled = compile_program(program, Inventory(NAMESPACES, pods))
-        costs["iptables"].append(iptables.rules_per_packet(compiled.lowered, compiled.members))
+        costs["iptables"].append(iptables.rules_per_packet(compiled.lowered, compiled.members, Marks()))
         costs["nftables"].append(nftables.rules_per_packet(compiled.lowered, compiled.members))
     assert costs["nftables"] == [8, 8, 8]  # forward 2, source 2, destination 1, rank, rule, drop
     assert costs["iptables"][-1] > 200

@@ -10,6 +10,7 @@ from ...lower import Lowered, lower
 from ..base import LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
 from .load import _tools, apply_iptables, detect_tools, load_members, reset_iptables
+from .mark_tree import Marks
 
 if TYPE_CHECKING:
     from ...pipeline import Compiled
@@ -21,13 +22,13 @@ class IptablesBackend:
     stdout = None
 
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
-        return _render.artefacts(compiled.lowered, compiled.members, options.mark)
+        return _render.artefacts(compiled.lowered, compiled.members, Marks.of(options))
 
     def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
-        return {f"rules.v{f}": _render.rule_count(compiled.lowered, f) for f in (4, 6)}
+        return {f"rules.v{f}": _render.rule_count(compiled.lowered, f, Marks.of(options)) for f in (4, 6)}
 
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
-        return _render.rules_per_packet(compiled.lowered, compiled.members)
+        return _render.rules_per_packet(compiled.lowered, compiled.members, Marks.of(options))
 
     def notes(self, compiled: Compiled, options: Options) -> tuple[str, ...]:
         return ()
@@ -35,7 +36,7 @@ class IptablesBackend:
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
             tools = detect_tools(runner, options.iptables)
-            report = apply_iptables(compiled.lowered, compiled.members, options.mark, tools, runner)
+            report = apply_iptables(compiled.lowered, compiled.members, Marks.of(options), tools, runner)
         return LoadReport(
             self.name,
             compiled.lowered.names.network,
@@ -47,8 +48,10 @@ class IptablesBackend:
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
     ) -> MemberDelta:
+        """Member deltas of the kernel's sets: a pod added to a policed namespace gets its
+        group's entry in the map set; rules stay."""
         with netns_lock(options.wait):
-            return load_members(old, new, runner)
+            return load_members(_render.set_changes(lowered, old, new, Marks.of(options)), runner)
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         if options.iptables:

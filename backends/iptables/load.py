@@ -1,14 +1,14 @@
 """Load compiled iptables/ipset output into the kernel of the current network namespace.
 
 Ownership: npc touches only sets named ``npc-<tag>-`` and chains named ``NPC-<tag>-`` for its
-network, the one FORWARD rule it writes (exactly that text: others' jumps to its chain are
-theirs), and the temporary sets it records before creating them (under /run, so a crashed
+network, the one FORWARD rule it writes in table filter and, with group marks, the one in table
+mangle (exactly that text: others' jumps to its chains are theirs), and the temporary sets it records before creating them (under /run, so a crashed
 run's leftovers are provably its own). Everything else on the node is left byte for byte.
 Order of work, so that a failure leaves the previous state in force:
 
 1. one ``ipset restore``: new sets under their final names (no live rule uses them yet),
    new contents of existing sets under recorded temporary names;
-2. one ``iptables-restore --noflush`` transaction per family (atomic per table); if IPv6 fails
+2. one ``iptables-restore --noflush`` transaction per family (mangle and filter, each atomic); if IPv6 fails
    after IPv4 succeeded, IPv4 is put back from the snapshot taken before;
 3. swap the temporary sets into place (all swaps, then the destroys, so a lasting refusal can
    swap back), then destroy sets no rule uses any more.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -30,21 +30,24 @@ import attrs
 
 from ...errors import ApplyError, MixedStateError, UsageError
 from ...lock import record_path
-from ...lower import Lowered, Names, SetSpec
+from ...lower import Lowered, Names
 from ...resolve import Entry
-from ..base import MemberDelta, Members, Runner, member_changes
+from ..base import MemberDelta, Runner
 from ..nftables.render import table_name
+from .mark_tree import Marks
 from .render import (
     NPC_LAYOUT,
-    SET_TYPES,
     Layout,
-    all_sets,
+    SetText,
     insert_jump,
     jump_rule,
+    kernel_sets,
     render_rules,
     render_sets,
-    set_text,
+    tables,
 )
+
+TABLES = ("mangle", "filter")  # every table npc may hold chains in, in the order a packet meets them
 
 
 @attrs.frozen
@@ -104,25 +107,39 @@ def detect_tools(run: Runner, force: str | None = None) -> Tools:
 
 @attrs.frozen
 class TableState:
-    """What this network already has in one family's filter table."""
+    """What this network already has in one table of one family."""
 
-    chains: tuple[str, ...]  # ours by prefix
-    rules: tuple[str, ...]  # our chains' -A lines (the layout's fixed-name chains' too), as saved
-    jumps: int
-    hooked: bool  # some rule outside them jumps to the layout's first fixed chain
+    chains: tuple[str, ...] = ()  # ours by prefix
+    rules: tuple[str, ...] = ()  # our chains' -A lines (the layout's fixed-name chains' too), as saved
+    jumps: int = 0
+    hooked: bool = False  # some rule outside them jumps to the layout's first fixed chain
+
+    @property
+    def held(self) -> bool:
+        return bool(self.chains or self.jumps or self.rules)
 
 
-def _table_state(
+def _section(saved: str, table: str) -> str:
+    return saved.partition(f"*{table}\n")[2].partition("\nCOMMIT")[0]
+
+
+def _table_states(
     run: Runner, tools: Tools, family: int, lowered: Lowered, layout: Layout = NPC_LAYOUT
-) -> TableState:
-    result = run([tools.save[family], "-t", "filter"])
+) -> dict[str, TableState]:
+    """npc's part of tables mangle and filter, from one save of every table (``-t`` would make
+    iptables-nft create a table npc did not have)."""
+    result = run([tools.save[family]])
     if result.returncode != 0:
         raise ApplyError(f"{tools.save[family]} failed: {result.stderr.strip()}")
+    return {t: _state(_section(result.stdout, t), lowered, t, layout) for t in TABLES}
+
+
+def _state(saved: str, lowered: Lowered, table: str, layout: Layout) -> TableState:
     prefix = lowered.names.chain_prefix
-    fixed = layout.fixed_chains(lowered)
-    own_jump = "-A " + jump_rule(lowered)  # exactly npc's rule: others' jumps to the chain are theirs
+    fixed = layout.fixed_chains(lowered) if table == "filter" else []
+    own_jump = "-A " + jump_rule(lowered, table)  # exactly npc's rule: others' jumps are theirs
     chains, rules, jumps, hooked = [], [], 0, False
-    for line in result.stdout.splitlines():
+    for line in saved.splitlines():
         words = line.split()
         if line.startswith(":" + prefix):
             chains.append(line[1:].split()[0])
@@ -130,24 +147,44 @@ def _table_state(
             rules.append(line)
         elif line == own_jump:
             jumps += 1
-        hooked = hooked or (line.startswith("-A ") and line.endswith(f" -j {fixed[0]}"))
+        hooked = hooked or bool(fixed and line.startswith("-A ") and line.endswith(f" -j {fixed[0]}"))
     return TableState(tuple(chains), tuple(rules), jumps, hooked)
 
 
+def _edited(old: Mapping[str, TableState], marks: Marks) -> list[str]:
+    """The tables a transaction writes: npc's, and mangle when it still holds npc's objects."""
+    return [t for t in TABLES if t in tables(marks) or old[t].held]
+
+
 def _rollback_text(
-    lowered: Lowered, old: TableState, new_chains: Iterable[str], layout: Layout = NPC_LAYOUT
+    lowered: Lowered,
+    old: Mapping[str, TableState],
+    now: Mapping[str, TableState],
+    layout: Layout = NPC_LAYOUT,
 ) -> str:
-    """Put one family's npc chains back as they were before this apply."""
-    fixed = layout.fixed_chains(lowered)
-    created = sorted(set(new_chains) - set(old.chains) - set(fixed))
-    lines = ["*filter"]
-    lines += [f":{c} - [0:0]" for c in [*fixed, *sorted(set(old.chains) | set(created))]]
-    lines += list(old.rules)
-    if layout.forward_jump and old.jumps == 0:
-        lines.append(f"-D {jump_rule(lowered)}")
-    lines += [f"-X {c}" for c in created]
-    lines.append("COMMIT")
+    """Put one family's npc chains back as they were before this apply (``old``), from what the
+    tables hold now: each table of a restore commits on its own, so a rejected one may follow
+    one that was committed."""
+    lines = []
+    for table in TABLES:
+        if not (old[table].held or now[table].held):
+            continue
+        fixed = layout.fixed_chains(lowered) if table == "filter" else []
+        created = sorted(set(now[table].chains) - set(old[table].chains) - set(fixed))
+        lines.append(f"*{table}")
+        lines += [f":{c} - [0:0]" for c in [*fixed, *sorted(set(old[table].chains) | set(created))]]
+        lines += list(old[table].rules)
+        lines += [f"-D {jump_rule(lowered, table)}"] * (now[table].jumps - old[table].jumps)
+        lines += [insert_jump(lowered, table)] * (old[table].jumps - now[table].jumps)
+        lines += [f"-X {c}" for c in created]
+        lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+def _owns_jump(layout: Layout, marks: Marks, table: str) -> bool:
+    """Whether npc writes its FORWARD jump in ``table`` (mangle: with group marks; filter: unless
+    the layout is hooked by another tool)."""
+    return marks.grouped if table == "mangle" else layout.forward_jump
 
 
 @attrs.frozen
@@ -159,9 +196,9 @@ class TableEdit:
     surplus_jumps: int = 0
     stale_chains: tuple[str, ...] = ()
 
-    def lines(self, lowered: Lowered) -> list[str]:
-        edits = [insert_jump(lowered)] if self.insert_jump else []
-        edits += [f"-D {jump_rule(lowered)}"] * self.surplus_jumps
+    def lines(self, lowered: Lowered, table: str) -> list[str]:
+        edits = [insert_jump(lowered, table)] if self.insert_jump else []
+        edits += [f"-D {jump_rule(lowered, table)}"] * self.surplus_jumps
         return edits + [f"-X {name}" for name in self.stale_chains]
 
 
@@ -231,12 +268,12 @@ def _destroy_recorded(run: Runner, names: Names, present: Mapping[str, SetInfo])
     record.unlink(missing_ok=True)
 
 
-def _repair_types(run: Runner, wanted: Sequence[SetSpec], present: dict[str, SetInfo]) -> None:
+def _repair_types(run: Runner, wanted: Sequence[SetText], present: dict[str, SetInfo]) -> None:
     """A set of npc's name but another type or family (made by someone else) cannot take a swap:
     destroyed when nothing uses it, so it is created anew; refused when a rule uses it."""
     for spec in wanted:
         info = present.get(spec.name)
-        want_type, want_family = SET_TYPES[spec.kind], "inet6" if spec.family == 6 else "inet"
+        want_type, want_family = spec.type, spec.family
         if info is None or (info.type, info.family) == (want_type, want_family):
             continue
         if info.references:
@@ -284,7 +321,7 @@ class _Undo:
 def apply_iptables(
     lowered: Lowered,
     members: Mapping[str, Sequence[Entry]],
-    mark: int,
+    marks: Marks,
     tools: Tools,
     run: Runner,
     layout: Layout = NPC_LAYOUT,
@@ -295,14 +332,14 @@ def apply_iptables(
     refuse_other_backends(run, lowered, tools)
     present = _sets(run)
     _destroy_recorded(run, names, present)
-    wanted = all_sets(lowered, layout.families)
+    wanted = kernel_sets(lowered, members, marks, layout.families)
     _repair_types(run, wanted, present)
     existing = {n for n in present if n.startswith(names.set_prefix)}
 
     def temp(name: str) -> str:
         return temp_set_prefix(lowered) + name[len(names.set_prefix) :]
 
-    staged = [set_text(s, members[s.name], temp(s.name) if s.name in existing else None) for s in wanted]
+    staged = [s.renamed(temp(s.name)) if s.name in existing else s for s in wanted]
     fresh = [s.name for s in wanted if s.name not in existing]
     kept = sorted(existing & {w.name for w in wanted})
     temps = [temp(name) for name in kept]
@@ -320,34 +357,51 @@ def apply_iptables(
         if not error:
             _record(names).unlink(missing_ok=True)
 
-    result = run(["ipset", "restore"], render_sets(lowered, members, staged))  # the layout's families
+    result = run(["ipset", "restore"], render_sets(lowered, staged))  # the layout's families
     if result.returncode != 0:
         drop_new()
         undo.finish(f"ipset restore rejected the new sets: {result.stderr.strip()}")
 
-    before = {family: _table_state(run, tools, family, lowered, layout) for family in layout.families}
+    before = {family: _table_states(run, tools, family, lowered, layout) for family in layout.families}
     done: list[int] = []
 
-    def rules_back() -> None:
-        for undone in done:
-            back = run(
-                [tools.restore[undone], "--noflush", "--wait=30"],
-                _rollback_text(lowered, before[undone], layout.chain_names(lowered, undone), layout),
-            )
+    def rules_back(rejected: int | None = None) -> None:
+        """Every family done, and the rejected one's tables committed before the rejection."""
+        for undone in [*done, *([] if rejected is None else [rejected])]:
+            try:
+                now = _table_states(run, tools, undone, lowered, layout)
+            except ApplyError as exc:
+                undo.step(f"reading the IPv{undone} rules", str(exc))
+                continue
+            text = _rollback_text(lowered, before[undone], now, layout)
+            if undone == rejected and not text.strip():
+                continue  # npc holds nothing there, before or now
+            back = run([tools.restore[undone], "--noflush", "--wait=30"], text)
             undo.step(f"putting the IPv{undone} rules back", back.stderr.strip() if back.returncode else "")
 
     for family in layout.families:
-        old = before[family]
-        own = layout.chain_names(lowered, family)
-        edit = TableEdit(  # a layout hooked by others removes npc's own jump, left by another backend
-            insert_jump=layout.forward_jump and old.jumps == 0,
-            surplus_jumps=max(old.jumps - 1, 0) if layout.forward_jump else old.jumps,
-            stale_chains=tuple(sorted(set(old.chains) - set(own))),
+        edits = {
+            table: TableEdit(  # a jump npc does not own here (left by another layout) is removed
+                insert_jump=_owns_jump(layout, marks, table) and old.jumps == 0,
+                surplus_jumps=max(old.jumps - 1, 0) if _owns_jump(layout, marks, table) else old.jumps,
+                stale_chains=tuple(
+                    sorted(set(old.chains) - set(layout.chain_names(lowered, family, marks, table)))
+                ),
+            )
+            for table, old in before[family].items()
+            if table in _edited(before[family], marks)
+        }
+        text = render_rules(
+            lowered,
+            family,
+            marks,
+            {table: edit.lines(lowered, table) for table, edit in edits.items()},
+            {table: edit.stale_chains for table, edit in edits.items()},
+            layout,
         )
-        text = render_rules(lowered, family, mark, edit.lines(lowered), edit.stale_chains, layout)
         result = run([tools.restore[family], "--noflush", "--wait=30"], text)
         if result.returncode != 0:
-            rules_back()
+            rules_back(family)
             drop_new()
             undo.finish(f"{tools.restore[family]} rejected the new rules: {result.stderr.strip()}")
         done.append(family)
@@ -381,14 +435,14 @@ def apply_iptables(
     warnings += [
         f"nothing jumps to {entry} in IPv{family}: the rules are loaded but no traffic reaches them"
         for family, old in before.items()
-        if not layout.forward_jump and not old.hooked
+        if not layout.forward_jump and not old["filter"].hooked
     ]
     return ApplyReport(
         tools.flavour,
         len(fresh),
         len(temps),
         len(stale),
-        sum(len(layout.chain_names(lowered, f)) for f in layout.families),
+        sum(len(layout.chain_names(lowered, f, marks, t)) for f in layout.families for t in tables(marks)),
         tuple(warnings),
         len(adopted),
     )
@@ -415,24 +469,30 @@ def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layo
     """Remove the network's chains and FORWARD jumps in one family: how many chains went."""
     if not run.which(tools.restore[family]):
         return 0
-    state = _table_state(run, tools, family, lowered, layout)
-    fixed = layout.fixed_chains(lowered) if family in layout.families and not layout.forward_jump else []
-    if not state.chains and not state.jumps and not state.rules:
+    states = _table_states(run, tools, family, lowered, layout)
+    lines: list[str] = []
+    for table, state in states.items():
+        hooked = table == "filter" and family in layout.families and not layout.forward_jump
+        fixed = layout.fixed_chains(lowered) if hooked else []
+        if not state.held:
+            continue
+        gone = [*state.chains, *(c for c in fixed if c not in layout.kept)]
+        lines += [f"*{table}", *(f":{c} - [0:0]" for c in [*fixed, *state.chains])]
+        lines += [f"-D {jump_rule(lowered, table)}"] * state.jumps
+        lines += [f"-X {c}" for c in gone]
+        lines.append("COMMIT")
+    if not lines:
         return 0
-    gone = [*state.chains, *(c for c in fixed if c not in layout.kept)]
-    lines = ["*filter", *(f":{c} - [0:0]" for c in [*fixed, *state.chains])]
-    lines += [f"-D {jump_rule(lowered)}"] * state.jumps
-    lines += [f"-X {c}" for c in gone]
-    result = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*lines, "COMMIT"]) + "\n")
+    result = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join(lines) + "\n")
     if result.returncode != 0:
         raise ApplyError(f"{tools.restore[family]} refused to remove npc's chains: {result.stderr.strip()}")
-    return len(state.chains)
+    return sum(len(state.chains) for state in states.values())
 
 
 # --- other backends and flavours, and reset ----------------------------------------------------
 
-_NPC_SET = re.compile(r"npc-[a-z2-7]{5}-[snp][46]-[a-z2-7]+")
-_ANY_JUMP = re.compile(r'-A FORWARD -m comment --comment "?npc network .* -j NPC-[a-z2-7]{5}-FORWARD')
+_NPC_SET = re.compile(r"npc-[a-z2-7]{5}-[snpm][46]-[a-z2-7]+")
+_ANY_JUMP = re.compile(r'-A FORWARD -m comment --comment "?npc network .* -j NPC-[a-z2-7]{5}-(FORWARD|MARK)')
 
 
 def _other_flavours(run: Runner, tools: Tools) -> list[Tools]:
@@ -495,27 +555,31 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
             saved = run([tools.save[family]])  # not "-t filter": iptables-nft would create the table
             if saved.returncode != 0:
                 raise ApplyError(f"{tools.save[family]} failed: {saved.stderr.strip()}")
-            filter_table = saved.stdout.partition("*filter\n")[2].partition("\nCOMMIT")[0]
-            prefix = names.chain_prefix if names else "NPC-"
-            chains = [
-                line[1:].split()[0] for line in filter_table.splitlines() if line.startswith(":" + prefix)
-            ]
-            own = f"-A {jump_rule(lowered)}" if lowered else None
-            jumps = [
-                line
-                for line in filter_table.splitlines()
-                if (line == own if own else bool(_ANY_JUMP.fullmatch(line)))
-            ]
-            if not chains and not jumps:
+            script, gone = [], []
+            for table in TABLES:
+                section = _section(saved.stdout, table).splitlines()
+                prefix = names.chain_prefix if names else "NPC-"
+                chains = [line[1:].split()[0] for line in section if line.startswith(":" + prefix)]
+                own = f"-A {jump_rule(lowered, table)}" if lowered else None
+                jumps = [
+                    line for line in section if (line == own if own else bool(_ANY_JUMP.fullmatch(line)))
+                ]
+                if chains or jumps:
+                    script += [
+                        f"*{table}",
+                        *(f"-D {j[3:]}" for j in jumps),
+                        *(f":{c} - [0:0]" for c in chains),
+                    ]
+                    script += [f"-X {c}" for c in chains] + ["COMMIT"]
+                    gone += [f"iptables-{tools.flavour} IPv{family} chain {c}" for c in chains]
+            if not script:
                 continue
-            script = ["*filter", *(f"-D {j[3:]}" for j in jumps), *(f":{c} - [0:0]" for c in chains)]
-            script += [f"-X {c}" for c in chains] + ["COMMIT", ""]
-            done = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join(script))
+            done = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*script, ""]))
             if done.returncode != 0:
                 raise ApplyError(
                     f"{tools.restore[family]} refused to remove npc's chains: {done.stderr.strip()}"
                 )
-            removed += [f"iptables-{tools.flavour} IPv{family} chain {c}" for c in chains]
+            removed += gone
     if run.which("ipset"):
         present = _sets(run)
         if names:
@@ -536,13 +600,13 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
     return removed
 
 
-def load_members(old: Members, new: Members, run: Runner) -> MemberDelta:
-    """One ``ipset -exist restore`` batch of ``del``/``add`` lines: members move, rules stay."""
+def load_members(changes: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]], run: Runner) -> MemberDelta:
+    """One ``ipset -exist restore`` batch of ``del``/``add`` lines (``render.set_changes``):
+    members move, rules stay. A map set's entry is deleted by its address alone."""
     lines: list[str] = []
     added = removed = 0
-    changes = member_changes(old, new)
     for name, (gone, fresh) in sorted(changes.items()):
-        lines += [f"del {name} {member}" for member, _ in gone]
+        lines += [f"del {name} {member.partition(' skbmark ')[0]}" for member, _ in gone]
         lines += [f"add {name} {member}{' nomatch' if nomatch else ''}" for member, nomatch in fresh]
         removed, added = removed + len(gone), added + len(fresh)
     if lines:

@@ -15,10 +15,11 @@ import jinja2
 
 from ... import __version__
 from ...ir import DIRECTIONS, Direction
-from ...lower import Lowered, Match, SetSpec
+from ...lower import FamilyProgram, Lowered, Match, SetSpec
 from ...resolve import Entry
-from ..base import sanitise, template_environment
+from ..base import Members, member_changes, sanitise, template_environment
 from ..dispatch import dispatch_by_address
+from .mark_tree import Marks, Tree, map_entries, tests_before, tree
 
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
 # Which end of the packet is the local pod and which the remote peer, per direction.
@@ -84,7 +85,8 @@ def render_match(match: Match, direction: Direction) -> str:
 class Layout:
     """Where npc's chains hang in table filter. npc's own layout: one FORWARD jump into
     ``NPC-<tag>-FORWARD``, which dispatches to ``NPC-<tag>-EGRESS``/``-INGRESS``, each ending in a
-    drop. A dataplane whose own hooks call chains of fixed names (Weave Net's router) names them,
+    drop; with group marks (``Marks.grouped``) also one FORWARD jump in table mangle into
+    ``NPC-<tag>-MARK``, which writes each isolated pod's namespace group into the mark. A dataplane whose own hooks call chains of fixed names (Weave Net's router) names them,
     its template (in its own package, extending ``iptables.rules.j2``'s blocks ``entry`` and
     ``verdict``), the families it carries and what its rules cost."""
 
@@ -108,9 +110,31 @@ class Layout:
     def direction_chain(self, lowered: Lowered, direction: Direction) -> str:
         return self.direction_chains.get(direction) or lowered.direction_chain(direction)
 
-    def chain_names(self, lowered: Lowered, family: int) -> list[str]:
-        """Every chain this layout fills in ``family``, fixed ones first."""
-        return self.fixed_chains(lowered) + [c.name for c in lowered.family(family).chains]
+    def chain_names(self, lowered: Lowered, family: int, marks: Marks, table: str = "filter") -> list[str]:
+        """Every chain this layout fills in one table of ``family``, fixed ones first."""
+        if table == "mangle":
+            return [mark_chain(lowered)] if marks.grouped else []
+        found = trees(lowered, family, marks).values()
+        policy = [c.name for c in lowered.family(family).chains]
+        return self.fixed_chains(lowered) + policy + [c.name for t in found for c in t.chains]
+
+
+def tables(marks: Marks) -> tuple[str, ...]:
+    """npc's tables, in the order a packet meets them: ``mangle`` writes the namespace groups
+    into the mark (ipset's ``--map-set`` is refused in filter), ``filter`` decides."""
+    return ("mangle", "filter") if marks.grouped else ("filter",)
+
+
+def mark_chain(lowered: Lowered) -> str:
+    return lowered.names.chain("MARK")
+
+
+def trees(lowered: Lowered, family: int, marks: Marks) -> dict[Direction, Tree]:
+    """The dispatch tries of one family; none when dispatch is flat."""
+    if not marks.grouped:
+        return {}
+    program = lowered.family(family)
+    return {d: tree(program, d, lowered.names, marks.group(d)) for d in DIRECTIONS}
 
 
 NPC_LAYOUT = Layout()
@@ -127,31 +151,36 @@ def _environment(package: str) -> jinja2.Environment:
     return env
 
 
-def jump_rule(lowered: Lowered) -> str:
-    """The one rule in a chain npc does not own; loading looks for exactly this text."""
-    return f"FORWARD -m comment --comment {comment('npc network ' + lowered.names.network)} -j {lowered.forward_chain}"
+def jump_rule(lowered: Lowered, table: str = "filter") -> str:
+    """The one rule per table in a chain npc does not own; loading looks for exactly this text."""
+    target = mark_chain(lowered) if table == "mangle" else lowered.forward_chain
+    return f"FORWARD -m comment --comment {comment('npc network ' + lowered.names.network)} -j {target}"
 
 
-def insert_jump(lowered: Lowered) -> str:
-    return f"-I {jump_rule(lowered).replace('FORWARD', 'FORWARD 1', 1)}"
+def insert_jump(lowered: Lowered, table: str = "filter") -> str:
+    return f"-I {jump_rule(lowered, table).replace('FORWARD', 'FORWARD 1', 1)}"
 
 
 def render_rules(
     lowered: Lowered,
     family: int,
-    mark: int,
-    edits: Sequence[str] | None = None,
-    extra_chains: Sequence[str] = (),
+    marks: Marks,
+    edits: Mapping[str, Sequence[str]] | None = None,
+    extra_chains: Mapping[str, Sequence[str]] | None = None,
     layout: Layout = NPC_LAYOUT,
 ) -> str:
-    """An ``iptables-restore --noflush`` input for table filter (``ip6tables-restore`` for 6).
-    ``edits`` end the transaction (default: insert the FORWARD jump if the layout has one, as a
-    boot-time restore needs); ``extra_chains`` are declared (so flushed) too, for edits that
-    delete them."""
+    """An ``iptables-restore --noflush`` input for npc's tables (``ip6tables-restore`` for 6).
+    ``edits`` end each table's part (default: insert npc's FORWARD jumps, the filter one if the
+    layout has it, as a boot-time restore needs); ``extra_chains`` are declared (so flushed) too,
+    for edits that delete them."""
     program = lowered.family(family)
     direction_chain = {d: layout.direction_chain(lowered, d) for d in DIRECTIONS}
+    found = trees(lowered, family, marks)
     if edits is None:
-        edits = [insert_jump(lowered)] if layout.forward_jump else []
+        edits = {"mangle": [insert_jump(lowered, "mangle")] if marks.grouped else []}
+        edits["filter"] = [insert_jump(lowered)] if layout.forward_jump else []
+    extra = extra_chains or {}
+    isolated = {d: found[d].map_set if found else s.name for d, s in program.isolated.items()}
     return (
         _environment(layout.package)
         .get_template(layout.template)
@@ -160,15 +189,20 @@ def render_rules(
             network=comment(lowered.names.network)[1:-1],
             family=family,
             restore="iptables-restore" if family == 4 else "ip6tables-restore",
-            chains=layout.chain_names(lowered, family) + list(extra_chains),
+            chains=layout.chain_names(lowered, family, marks) + list(extra.get("filter", ())),
+            mangle_chains=layout.chain_names(lowered, family, marks, "mangle")
+            + list(extra.get("mangle", ())),
+            mark_chain=mark_chain(lowered),
             forward=lowered.forward_chain,
-            isolated={d: s.name for d, s in program.isolated.items()},
+            isolated=isolated,
+            trees=found,
             direction_chain=direction_chain,
             local=LOCAL,
-            mark=hex(mark),
+            mark=hex(marks.allow),
             dispatch=program.dispatch,
             policy_chains=program.chains,
-            edits=edits,
+            mangle_edits=edits.get("mangle", ()),
+            edits=edits.get("filter", ()),
         )
     )
 
@@ -181,9 +215,13 @@ class SetText:
     hashsize: int
     maxelem: int
     members: Sequence[Entry]
+    options: str = ""  # after the create line's fixed fields (" skbinfo" for a map set)
+
+    def renamed(self, name: str) -> SetText:
+        return attrs.evolve(self, name=name)
 
 
-def set_text(spec: SetSpec, members: Sequence[Entry], name: str | None = None) -> SetText:
+def set_text(name: str, kind: str, family: int, members: Sequence[Entry], options: str = "") -> SetText:
     """ipset's maxelem is fixed at creation: leave room to grow (sets are swapped, not resized)."""
     maxelem = 65536
     while maxelem < 2 * len(members):
@@ -191,23 +229,75 @@ def set_text(spec: SetSpec, members: Sequence[Entry], name: str | None = None) -
     hashsize = 1024
     while hashsize < len(members) // 2 and hashsize < 1 << 20:
         hashsize *= 2
-    family = "inet" if spec.family == 4 else "inet6"
-    return SetText(name or spec.name, SET_TYPES[spec.kind], family, hashsize, maxelem, members)
+    return SetText(name, kind, "inet" if family == 4 else "inet6", hashsize, maxelem, members, options)
 
 
-def all_sets(lowered: Lowered, families: Sequence[int] = (4, 6)) -> list[SetSpec]:
-    return sorted({s for f in lowered.families if f.family in families for s in f.sets}, key=lambda s: s.name)
+def used_sets(program: FamilyProgram, grouped: bool) -> set[SetSpec]:
+    """The sets a rule tests: peers, named ports, and the dispatch's; with group marks only the
+    targets a group still has to test (the isolated sets become the map sets' members)."""
+    found = {s for c in program.chains for m in c.matches for s in (m.peer, m.named_port) if s is not None}
+    if grouped:
+        for scopes in program.scopes.values():
+            found.update(d.target for scope in scopes for d, whole in scope.dispatch if not whole)
+    else:
+        found.update(program.isolated.values())
+        found.update(d.target for ds in program.dispatch.values() for d in ds)
+    return found
 
 
-def render_sets(
-    lowered: Lowered,
-    members: Mapping[str, Sequence[Entry]],
-    sets: Sequence[SetText] | None = None,
-    families: Sequence[int] = (4, 6),
-) -> str:
-    """An ``ipset restore`` input creating every set (of ``families``) with its members."""
-    if sets is None:
-        sets = [set_text(s, members[s.name]) for s in all_sets(lowered, families)]
+def _map_sets(lowered: Lowered, family: int, marks: Marks) -> list[tuple[str, dict[str, str]]]:
+    """Per map set of ``family``: its name and, per isolated set feeding it, the mark suffix its
+    addresses carry."""
+    return [
+        (found.map_set, map_entries(found, marks.group(found.direction)))
+        for found in trees(lowered, family, marks).values()
+    ]
+
+
+def kernel_sets(
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], marks: Marks, families: Sequence[int] = (4, 6)
+) -> list[SetText]:
+    """Every set the rules use, with its members, by name; with group marks, the map sets built
+    from ``lower``'s per-namespace isolated sets, which are themselves never loaded."""
+    out = []
+    for program in lowered.families:
+        if program.family not in families:
+            continue
+        used = used_sets(program, marks.grouped)
+        out += [set_text(s.name, SET_TYPES[s.kind], s.family, members[s.name]) for s in used]
+        for name, feeds in _map_sets(lowered, program.family, marks):
+            entries = [(text + suffix, False) for iso, suffix in feeds.items() for text, _ in members[iso]]
+            out.append(set_text(name, "hash:ip", program.family, entries, " skbinfo"))
+    return sorted(out, key=lambda s: s.name)
+
+
+def set_changes(
+    lowered: Lowered, old: Members, new: Members, marks: Marks, families: Sequence[int] = (4, 6)
+) -> dict[str, tuple[list[Entry], list[Entry]]]:
+    """Per kernel set that changed: (entries to remove, entries to add). A map set's entries
+    follow the isolated sets feeding it, so only the pods that came or went are touched."""
+    changes = member_changes(old, new)
+    out: dict[str, tuple[list[Entry], list[Entry]]] = {}
+    for program in lowered.families:
+        if program.family not in families:
+            continue
+        for spec in used_sets(program, marks.grouped):
+            if spec.name in changes:
+                out[spec.name] = changes[spec.name]
+        for name, feeds in _map_sets(lowered, program.family, marks):
+            gone: list[Entry] = []
+            fresh: list[Entry] = []
+            for iso, suffix in feeds.items():
+                removed, added = changes.get(iso, ([], []))
+                gone += [(text + suffix, False) for text, _ in removed]
+                fresh += [(text + suffix, False) for text, _ in added]
+            if gone or fresh:
+                out[name] = (gone, fresh)
+    return out
+
+
+def render_sets(lowered: Lowered, sets: Sequence[SetText]) -> str:
+    """An ``ipset restore`` input creating every set with its members."""
     return (
         _environment(NPC_LAYOUT.package)
         .get_template("ipset.j2")
@@ -215,24 +305,50 @@ def render_sets(
     )
 
 
+def rules_for(
+    lowered: Lowered,
+    members: Mapping[str, Sequence[Entry]],
+    family: int,
+    direction: Direction,
+    marks: Marks,
+    layout: Layout = NPC_LAYOUT,
+) -> dict[str, int]:
+    """Per isolated address, the rules of ``direction`` the first packet of a connection is tested
+    against: the allow-bit reset; flat, every dispatch rule, or with group marks the jump to the
+    trie, the trie's tests and the group's dispatch; every rule of each policy chain selecting the
+    pod (MARK does not end a chain); the verdict."""
+    program = lowered.family(family)
+    length = {c.name: chain_rules(c.matches) for c in program.chains}
+    chains = dispatch_by_address(program, direction, members)
+    fixed = 1 + layout.verdict_rules[direction]
+    if not marks.grouped:
+        flat = fixed + len(program.dispatch[direction])
+        return {text: flat + sum(length[d.chain] for d in ds) for text, ds in chains.items()}
+    found = trees(lowered, family, marks)[direction]
+    out = {}
+    for group in found.groups:
+        cost = fixed + 1 + tests_before(found, group.number) + len(group.dispatch)
+        for name in group.isolated:
+            for text, _ in members[name]:
+                out[text] = cost + sum(length[d.chain] for d in chains.get(text, ()))
+    return out
+
+
 def rules_per_packet(
-    lowered: Lowered, members: Mapping[str, Sequence[Entry]], layout: Layout = NPC_LAYOUT
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], marks: Marks, layout: Layout = NPC_LAYOUT
 ) -> int:
-    """The most rules the first packet of one connection is tested against: the layout's fixed
-    cost (npc's: the FORWARD jump and npc's FORWARD chain), then per direction where the worst pod
-    is isolated the mark reset, every dispatch rule, every rule of each policy chain selecting that
-    pod (MARK does not end a chain) and the verdict."""
+    """The most rules the first packet of one connection is tested against in table filter: the
+    layout's fixed cost (npc's: the FORWARD jump and npc's FORWARD chain), then the worst pod's
+    rules of each direction (``rules_for``). Mangle's chain (at most four rules, no set tests
+    but the map lookup) is not counted."""
     worst = 0
     for program in lowered.families:
         if program.family not in layout.families:
             continue
-        length = {c.name: chain_rules(c.matches) for c in program.chains}
         total = layout.per_packet
         for direction in DIRECTIONS:
-            found = dispatch_by_address(program, direction, members)
-            if found:
-                chains = max(sum(length[d.chain] for d in ds) for ds in found.values())
-                total += 1 + layout.verdict_rules[direction] + len(program.dispatch[direction]) + chains
+            costs = rules_for(lowered, members, program.family, direction, marks, layout)
+            total += max(costs.values(), default=0)
         worst = max(worst, total)
     return worst
 
@@ -241,19 +357,27 @@ def chain_rules(matches: Sequence[Match]) -> int:
     return sum(len(split_match(m)) for m in matches)
 
 
-def rule_count(lowered: Lowered, family: int, layout: Layout = NPC_LAYOUT) -> int:
+def rule_count(lowered: Lowered, family: int, marks: Marks, layout: Layout = NPC_LAYOUT) -> int:
     """The ``-A`` rules of one family's file, as the template writes them: the entry block (npc's:
-    three in the FORWARD chain); per direction the mark reset, one per dispatch and the verdict;
-    every policy chain's."""
+    three in the FORWARD chain); per direction the mark reset and the verdict, then flat one per
+    dispatch, or with group marks the jump to the trie, its tests and its groups' dispatch (and
+    mangle's three); every policy chain's."""
     program = lowered.family(family)
-    dispatch = sum(1 + layout.verdict_rules[d] + len(program.dispatch[d]) for d in DIRECTIONS)
-    return layout.entry_rules + dispatch + sum(chain_rules(c.matches) for c in program.chains)
+    total = layout.entry_rules + sum(chain_rules(c.matches) for c in program.chains)
+    total += sum(1 + layout.verdict_rules[d] for d in DIRECTIONS)
+    found = trees(lowered, family, marks)
+    if not found:
+        return total + sum(len(program.dispatch[d]) for d in DIRECTIONS)
+    total += 3  # mangle: replies return, one map lookup per direction
+    return total + sum(
+        1 + sum(len(c.tests) + len(c.group.dispatch) for c in t.chains) for t in found.values()
+    )
 
 
 def artefacts(
-    lowered: Lowered, members: Mapping[str, Sequence[Entry]], mark: int, layout: Layout = NPC_LAYOUT
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], marks: Marks, layout: Layout = NPC_LAYOUT
 ) -> dict[str, str]:
     """The iptables-persistent / ipset-persistent file set (of the layout's families)."""
-    files = {"ipsets": render_sets(lowered, members, families=layout.families)}
-    files.update((f"rules.v{f}", render_rules(lowered, f, mark, layout=layout)) for f in layout.families)
+    files = {"ipsets": render_sets(lowered, kernel_sets(lowered, members, marks, layout.families))}
+    files.update((f"rules.v{f}", render_rules(lowered, f, marks, layout=layout)) for f in layout.families)
     return files

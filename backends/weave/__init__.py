@@ -19,9 +19,10 @@ from ...errors import UsageError
 from ...ir import DEFAULT_NETWORK, Program
 from ...lock import netns_lock
 from ...lower import Lowered, lower
-from ..base import DEFAULT_MARK, LoadReport, MemberDelta, Members, Options, Runner
+from ..base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, LoadReport, MemberDelta, Members, Options, Runner
 from ..iptables import render as iptables
 from ..iptables.load import apply_iptables, detect_tools, load_members, reset_iptables, reset_layout
+from ..iptables.mark_tree import Marks
 
 if TYPE_CHECKING:
     from ...pipeline import Compiled
@@ -53,10 +54,14 @@ LAYOUT = iptables.Layout(
 )
 
 
-def _mark(options: Options) -> int:
+def _marks(options: Options) -> Marks:
+    """Weave Net's mark, and no group bits: dispatch stays one flat list per direction (see
+    README, "Dispatch by namespace group")."""
     if options.mark != DEFAULT_MARK:
         raise UsageError(f"--mark does not apply to --backend weave: Weave Net's mark is {EGRESS_MARK:#x}")
-    return EGRESS_MARK
+    if options.group_marks != DEFAULT_GROUP_MASKS:
+        raise UsageError("--group-marks does not apply to --backend weave: its dispatch is flat")
+    return Marks(EGRESS_MARK, 0, 0)
 
 
 class WeaveBackend:
@@ -64,13 +69,13 @@ class WeaveBackend:
     files = ("rules.v4", "ipsets")
 
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
-        return iptables.artefacts(compiled.lowered, compiled.members, _mark(options), LAYOUT)
+        return iptables.artefacts(compiled.lowered, compiled.members, _marks(options), LAYOUT)
 
     def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
-        return {"rules.v4": iptables.rule_count(compiled.lowered, 4, LAYOUT)}
+        return {"rules.v4": iptables.rule_count(compiled.lowered, 4, _marks(options), LAYOUT)}
 
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
-        return iptables.rules_per_packet(compiled.lowered, compiled.members, LAYOUT)
+        return iptables.rules_per_packet(compiled.lowered, compiled.members, _marks(options), LAYOUT)
 
     def notes(self, compiled: Compiled, options: Options) -> tuple[str, ...]:
         """IPv6 pod addresses and ipBlocks are left out (never an error)."""
@@ -87,7 +92,9 @@ class WeaveBackend:
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
             tools = detect_tools(runner, options.iptables)
-            report = apply_iptables(compiled.lowered, compiled.members, _mark(options), tools, runner, LAYOUT)
+            report = apply_iptables(
+                compiled.lowered, compiled.members, _marks(options), tools, runner, LAYOUT
+            )
         adopted = f", {report.adopted} weave-npc sets removed" if report.adopted else ""
         return LoadReport(
             self.name,
@@ -102,13 +109,9 @@ class WeaveBackend:
     ) -> MemberDelta:
         """Weave's sets are ipsets like the iptables backend's: the same member deltas, for the
         sets it carries (IPv4 only: the IPv6 sets were never created)."""
-        carried = {s.name for s in iptables.all_sets(lowered, LAYOUT.families)}
+        changes = iptables.set_changes(lowered, old, new, _marks(options), LAYOUT.families)
         with netns_lock(options.wait):
-            return load_members(
-                {n: m for n, m in old.items() if n in carried},
-                {n: m for n, m in new.items() if n in carried},
-                runner,
-            )
+            return load_members(changes, runner)
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         """npc's chains and sets go; WEAVE-NPC and WEAVE-NPC-EGRESS are left empty, as the router

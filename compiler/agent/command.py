@@ -108,7 +108,10 @@ def run_agent(args: argparse.Namespace) -> int:
         policies,
         inventory,
         networks,
-        Dataplane(get_backend(args.backend), Options(mark=args.mark, iptables=args.iptables)),
+        Dataplane(
+            get_backend(args.backend),
+            Options(mark=args.mark, group_marks=args.group_marks, iptables=args.iptables),
+        ),
         node=args.node,
         debounce=args.debounce / 1000,
         resync=args.resync,

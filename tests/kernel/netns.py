@@ -87,13 +87,17 @@ class Netns:
         )
 
     def state(self, flavour: str = "") -> str:
-        """Everything in this namespace's filter tables and sets, counters and set seeds removed."""
+        """Everything in this namespace's mangle and filter tables and sets, counters and set
+        seeds removed; sets by name (the kernel lists them in slot order, which reuses the slots
+        of destroyed sets, so it depends on history)."""
         infix = f"-{flavour}" if flavour else ""
-        text = (
-            self.run(f"iptables{infix}-save", "-t", "filter").stdout
-            + self.run(f"ip6tables{infix}-save", "-t", "filter").stdout
+        text = "".join(
+            self.run(f"{tool}{infix}-save", "-t", table).stdout
+            for tool in ("iptables", "ip6tables")
+            for table in ("mangle", "filter")
         )
-        text += self.run("ipset", "save").stdout
+        sets = re.split(r"\n(?=create )", self.run("ipset", "save").stdout.strip())
+        text += "\n".join(sorted(sets)) + "\n"
         text = re.sub(r" initval 0x[0-9a-f]+", "", text)  # ipset's random hash seed
         return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
 
