@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 import jinja2
 
-from ..errors import ApplyError, UsageError
+from ..errors import ApplyError
 from ..lock import DEFAULT_WAIT
 from ..resolve import Entry
 
@@ -52,10 +52,6 @@ class Options:
     group_marks: tuple[int, int] = DEFAULT_GROUP_MASKS  # iptables: mark bits for egress, ingress groups
     iptables: str | None = None  # iptables: force the "legacy" or "nft" flavour
     wait: float = DEFAULT_WAIT  # load and reset: seconds to wait for this namespace's apply lock
-
-    def __attrs_post_init__(self) -> None:
-        if self.mark & (self.group_marks[0] | self.group_marks[1]):
-            raise UsageError(f"--mark {self.mark:#x} overlaps --group-marks")
 
 
 @attrs.frozen

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import attrs
 
+from ...errors import UsageError
 from ...ir import Direction
 from ...lower import Dispatch, FamilyProgram, Names, digest
 from ..base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options
@@ -52,7 +53,11 @@ class Marks:
 
     @classmethod
     def of(cls, options: Options) -> Marks:
-        return cls(options.mark, *options.group_marks)
+        """The user's bits; overlapping ones are a usage error (``--mark``, ``--group-marks``)."""
+        try:
+            return cls(options.mark, *options.group_marks)
+        except ValueError as exc:
+            raise UsageError(f"--mark and --group-marks: {exc}") from None
 
 
 @attrs.frozen
@@ -115,9 +120,9 @@ def tree(program: FamilyProgram, direction: Direction, names: Names, mask: int) 
     found = groups(program, direction) or (Group(0, (), (), ()),)  # the root exists even when empty
     bits = max(1, (len(found) - 1).bit_length())
     if bits > bin(mask).count("1"):
-        raise ValueError(
+        raise UsageError(
             f"{len(found)} {direction} namespace groups need {bits} mark bits; "
-            f"the dispatch mask {mask:#x} has {bin(mask).count('1')}"
+            f"the {direction} mask of --group-marks ({mask:#x}) has {bin(mask).count('1')}"
         )
     letter = "E" if direction == "egress" else "I"
     key = (direction, program.family, mask, tuple((g.number, g.isolated) for g in found))
