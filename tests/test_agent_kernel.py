@@ -159,7 +159,9 @@ def npc_rules(cluster: Cluster, backend: str) -> str:
     """npc's rules without set contents: iptables' saved lines, or nft's chains."""
     if backend == "iptables":
         saved = "".join(
-            cluster.node_exec([tool, "-t", "filter"]).stdout for tool in ("iptables-save", "ip6tables-save")
+            cluster.node_exec([tool, "-t", table]).stdout
+            for tool in ("iptables-save", "ip6tables-save")
+            for table in ("mangle", "filter")
         )
         return "".join(f"{line}\n" for line in saved.splitlines() if "NPC-" in line)
     listing = cluster.node_exec(["nft", "list", "table", "inet", "npc"]).stdout

@@ -20,6 +20,8 @@ from dataplane_sim import Dataplane, parse_ipsets
 from hypothesis import HealthCheck, given, settings
 from npc.backends import get as get_backend
 from npc.backends.base import Options
+from npc.backends.iptables.mark_tree import Marks
+from npc.backends.iptables.render import kernel_sets, set_changes
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, Pod
 from npc.ir import IPBlock, Policy, Program, Rule
@@ -83,6 +85,24 @@ def test_pod_churn_changes_only_sets(program: Program, inventory: Inventory) -> 
         after = _artefacts(program, _churned(inventory, relabel))
         assert after["rules.v4"] == before["rules.v4"]
         assert after["rules.v6"] == before["rules.v6"]
+
+
+@SETTINGS
+@given(program=programs, inventory=inventories())
+def test_member_deltas_reach_what_a_full_load_makes(program: Program, inventory: Inventory) -> None:
+    """The agent's deltas (``set_changes``) applied to the kernel sets of one inventory give the
+    kernel sets of the churned one, map sets included: a pod new in a policed namespace gets its
+    group's mark entry, a pod gone loses it."""
+    before = compile_program(program, inventory)
+    for relabel in (False, True):
+        after = compile_program(program, _churned(inventory, relabel))
+        assert after.lowered == before.lowered
+        kernel = {s.name: set(s.members) for s in kernel_sets(before.lowered, before.members, Marks())}
+        for name, (gone, fresh) in set_changes(
+            before.lowered, before.members, after.members, Marks()
+        ).items():
+            kernel[name] = (kernel[name] - set(gone)) | set(fresh)
+        assert kernel == {s.name: set(s.members) for s in kernel_sets(after.lowered, after.members, Marks())}
 
 
 def _npc_compile(cluster: Path, inventory: Path, out: Path) -> dict[str, str]:
