@@ -18,6 +18,8 @@ the numbers from the policies, so pod churn still changes set members only.
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 
 from ...errors import UsageError
@@ -91,6 +93,7 @@ class Tree:
     bits: int
 
 
+@functools.cache  # a trie asks the same few (bit, mask) pairs thousands of times
 def spread(value: int, mask: int) -> int:
     """``value``'s bits, lowest first, placed on ``mask``'s set bits, lowest first."""
     out, bit = 0, 1
