@@ -222,15 +222,17 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    if args.to in BACKENDS:  # the primary network's artefact, as ``compile --backend`` prints it
-        backend = get_backend(args.to)
-        if not backend.stdout:
-            raise UsageError(f"--to {args.to} is several files: use npc compile --backend {args.to} -o DIR")
-        job = pipeline.build(read_sources(args.paths, None, sys.stdin), network_spec())
-        _notes(job.sources.loaded.notes)
-        text = backend.render(job.compiled, Options())[backend.stdout]
+    backend = get_backend(args.to) if args.to in BACKENDS else None
+    stream = backend.stdout if backend else None
+    if backend and not stream:
+        raise UsageError(f"--to {args.to} is several files: use npc compile --backend {args.to} -o DIR")
+    sources = read_sources(args.paths, None, sys.stdin)
+    _notes(sources.loaded.notes)
+    if backend and stream:  # the primary network's artefact, as ``compile --backend`` prints it
+        job = pipeline.build(sources, network_spec())
+        text = backend.render(job.compiled, Options())[stream]
     else:
-        result = convert(args.paths, args.to, sys.stdin)
+        result = convert(sources.loaded, args.to)
         _notes(result.notes)
         text = result.text
     if args.output:
