@@ -44,17 +44,19 @@ def convert(loaded: Loaded, to: Target) -> Converted:
     policies: list[Policy] = []
     notes: list[str] = []
     program = policy_program(loaded)
-    taken = {(p.namespace, p.name) for p in program.policies if p.kind == NETWORK_POLICY}
+    taken = {(p.namespace, p.name): p for p in program.policies if p.kind == NETWORK_POLICY}
     for policy in program.policies:
         if policy.kind != ISOLATION_KIND:
             policies.append(policy)
             continue
         renamed = attrs.evolve(policy, name=ISOLATION_POLICY_NAME, kind=NETWORK_POLICY)
-        if (renamed.namespace, renamed.name) in taken:
+        other = taken.get((renamed.namespace, renamed.name))
+        if other:  # said where the policy of that name is
+            place = loaded.places.get((other.kind, other.namespace, other.name))
             raise InputError(
                 f"namespace {show(renamed.namespace)} carries the 1.6 isolation annotation, which converts to "
                 f"policy {show(renamed.namespace + '/' + renamed.name)}, but a policy of that name exists",
-                policy.source,
+                place(("metadata", "name")) if place else other.source,
             )
         notes.append(
             f"the 1.6 isolation annotation of namespace {printable(renamed.namespace)} is written as policy "
