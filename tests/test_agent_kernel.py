@@ -25,12 +25,12 @@ import attrs
 import pytest
 import yaml
 from kernel.case import Case, Endpoint, load_cases
+from kernel.churn import AFTER, AFTER_TABLES, BEFORE, BEFORE_TABLES, CHURN, expecting, inventory
 from kernel.cluster import Cluster
 from kernel.multinet import MultinetCase, load_multinet_cases
 from kernel.report import observations_report
 from kernel.weave import WeaveCluster, weave_case
 from kube_standin import KubeStandin
-from test_kernel_churn import AFTER, AFTER_TABLES, BEFORE, BEFORE_TABLES, CHURN, expecting, inventory
 
 pytestmark = pytest.mark.kernel
 

@@ -7,20 +7,9 @@ import os
 import random
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-
-
-def npc(
-    *args: str, cwd: Path = ROOT, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "npc", *args], cwd=cwd, input=stdin, capture_output=True, text=True, env=env
-    )
+from kernel.command import EXAMPLES, npc
 
 
 def test_compile_writes_the_persistent_file_set(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from test_cli import EXAMPLES, npc
+from kernel.command import EXAMPLES, npc
 
 MULTINET = EXAMPLES / "multinet"
 WEAVE_NETWORK = ("--network", "weave", "--ip-source", "genie:ip2", "--policy-kinds", "NetworkPolicy")
