@@ -160,6 +160,7 @@ def build_from_args(args: argparse.Namespace, progress: Progress = quiet) -> pip
 
 def _compile(args: argparse.Namespace) -> int:
     backend, options = get_backend(args.backend), options_from_args(args)
+    backend.check(options)
     if args.networks:
         if args.network != DEFAULT_NETWORK or args.ip_source or args.policy_kinds:
             raise UsageError(
@@ -209,6 +210,7 @@ def _write(files: dict[str, str], output: str | None, label: str = "") -> None:
 
 def _apply(args: argparse.Namespace) -> int:
     backend, options = get_backend(args.backend), options_from_args(args)
+    backend.check(options)
     with collector.paused(), display() as progress:
         job = build_from_args(args, progress)
     _notes(job.sources.loaded.notes)

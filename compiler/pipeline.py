@@ -200,7 +200,7 @@ def manifest(job: Build, backend: Backend, options: Options, files: dict[str, st
         "counts": {
             "policies": len(job.assembled.program.policies),
             "policies_after_passes": len(compiled.program.policies),
-            "chains": {str(f.family): len(lowered.chain_names(f.family)) for f in lowered.families},
+            "chains": backend.chain_counts(compiled, options),
             "rules": backend.rule_counts(compiled, options),
             "sets": len(compiled.members),
             "set_entries": sum(len(m) for m in compiled.members.values()),

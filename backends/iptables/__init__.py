@@ -20,11 +20,17 @@ class IptablesBackend:
     files = ("rules.v4", "rules.v6", "ipsets")
     stdout = None
 
+    def check(self, options: Options) -> None:
+        """Every option is the iptables backend's."""
+
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
         return _render.artefacts(compiled.lowered, compiled.members, options.mark)
 
     def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         return {f"rules.v{f}": _render.rule_count(compiled.lowered, f) for f in (4, 6)}
+
+    def chain_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
+        return {f"rules.v{f}": len(_render.NPC_LAYOUT.chain_names(compiled.lowered, f)) for f in (4, 6)}
 
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
         return _render.rules_per_packet(compiled.lowered, compiled.members)

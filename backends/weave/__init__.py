@@ -63,11 +63,19 @@ class WeaveBackend:
     name = "weave"
     files = ("rules.v4", "ipsets")
 
+    def check(self, options: Options) -> None:
+        """``--iptables`` picks the flavour as for the iptables backend; the mark is Weave's."""
+        _mark(options)
+
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
         return iptables.artefacts(compiled.lowered, compiled.members, _mark(options), LAYOUT)
 
     def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         return {"rules.v4": iptables.rule_count(compiled.lowered, 4, LAYOUT)}
+
+    def chain_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
+        """Weave's seven WEAVE-NPC chains (two the router's) and npc's policy chains under them."""
+        return {"rules.v4": len(LAYOUT.chain_names(compiled.lowered, 4))}
 
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
         return iptables.rules_per_packet(compiled.lowered, compiled.members, LAYOUT)
