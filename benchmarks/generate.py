@@ -27,7 +27,7 @@ import ipaddress
 import json
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -406,14 +406,15 @@ def iter_sizes(text: str) -> Iterator[ClusterSpec]:
         yield SIZES[name]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(write: Callable[[ClusterSpec, Path], Path] = write_cluster, doc: str = __doc__) -> None:
+    """Every generator's command line: a size, a folder and the seeds, for ``write``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("size", choices=sorted(SIZES))
     parser.add_argument("out", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pod-seed", type=int)
     args = parser.parse_args()
-    write_cluster(attrs.evolve(SIZES[args.size], seed=args.seed, pod_seed=args.pod_seed), args.out)
+    write(attrs.evolve(SIZES[args.size], seed=args.seed, pod_seed=args.pod_seed), args.out)
 
 
 if __name__ == "__main__":

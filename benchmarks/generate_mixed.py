@@ -23,7 +23,6 @@ Same sizes and same CLI as ``generate.py``:
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
@@ -32,7 +31,7 @@ from typing import Any
 
 import attrs
 import yaml
-from generate import NS_LABEL, SIZES, SYSTEM_PODS, ClusterSpec, Obj, _namespace, _Pods, _policy, _split
+from generate import NS_LABEL, SYSTEM_PODS, ClusterSpec, Obj, _namespace, _Pods, _policy, _split, main
 
 TENANTS = tuple(f"tenant-{i:02d}" for i in range(40))
 STAGES = ("prod", "preprod", "qa", "sandbox")
@@ -281,15 +280,5 @@ def write_cluster(spec: ClusterSpec, out: Path) -> Path:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("size", choices=sorted(SIZES))
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pod-seed", type=int)
-    args = parser.parse_args()
-    write_cluster(attrs.evolve(SIZES[args.size], seed=args.seed, pod_seed=args.pod_seed), args.out)
-
-
 if __name__ == "__main__":
-    main()
+    main(write_cluster, __doc__)
