@@ -10,9 +10,28 @@ from ...lower import Lowered, lower
 from ..base import LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
 from .load import _tools, apply_iptables, detect_tools, load_members, reset_iptables
+from .render import NPC_LAYOUT, Layout
 
 if TYPE_CHECKING:
     from ...pipeline import Compiled
+
+
+def load_layout(
+    backend: str, compiled: Compiled, mark: int, options: Options, runner: Runner, layout: Layout = NPC_LAYOUT
+) -> LoadReport:
+    """Load one layout (npc's own, or Weave's hooks) into this namespace: the iptables backend's
+    load and Weave's."""
+    with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
+        tools = detect_tools(runner, options.iptables)
+        report = apply_iptables(compiled.lowered, compiled.members, mark, tools, runner, layout)
+    adopted = f", {report.adopted} {layout.replaces} sets removed" if report.adopted else ""
+    return LoadReport(
+        backend,
+        compiled.lowered.names.network,
+        f"{backend} ({report.flavour}): {report.chains} chains, sets {report.sets_created} created, "
+        f"{report.sets_updated} updated, {report.sets_destroyed} removed{adopted}",
+        report.warnings,
+    )
 
 
 class IptablesBackend:
@@ -39,16 +58,7 @@ class IptablesBackend:
         return ()
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
-        with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
-            tools = detect_tools(runner, options.iptables)
-            report = apply_iptables(compiled.lowered, compiled.members, options.mark, tools, runner)
-        return LoadReport(
-            self.name,
-            compiled.lowered.names.network,
-            f"iptables ({report.flavour}): {report.chains} chains, sets {report.sets_created} created, "
-            f"{report.sets_updated} updated, {report.sets_destroyed} removed",
-            report.warnings,
-        )
+        return load_layout(self.name, compiled, options.mark, options, runner)
 
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner

@@ -20,8 +20,9 @@ from ...ir import DEFAULT_NETWORK, Program
 from ...lock import netns_lock
 from ...lower import Lowered, lower
 from ..base import DEFAULT_MARK, LoadReport, MemberDelta, Members, Options, Runner
+from ..iptables import load_layout
 from ..iptables import render as iptables
-from ..iptables.load import apply_iptables, detect_tools, load_members, reset_iptables, reset_layout
+from ..iptables.load import detect_tools, load_members, reset_iptables, reset_layout
 
 if TYPE_CHECKING:
     from ...pipeline import Compiled
@@ -45,6 +46,7 @@ LAYOUT = iptables.Layout(
     direction_chains={"egress": "WEAVE-NPC-EGRESS-CUSTOM", "ingress": "WEAVE-NPC-INGRESS"},
     forward_jump=False,
     adopted_set_prefix="weave-",  # weave-npc's sets (the router's own set is weaver-...)
+    replaces="weave-npc",
     entry_rules=17,  # the template's entry block
     verdict_rules={"egress": 0, "ingress": 1},  # egress: WEAVE-NPC-EGRESS itself drops
     # the router's two FORWARD jumps; WEAVE-NPC-EGRESS up to -CUSTOM, -DEFAULT's two, the NFLOG and
@@ -93,17 +95,7 @@ class WeaveBackend:
         )
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
-        with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
-            tools = detect_tools(runner, options.iptables)
-            report = apply_iptables(compiled.lowered, compiled.members, _mark(options), tools, runner, LAYOUT)
-        adopted = f", {report.adopted} weave-npc sets removed" if report.adopted else ""
-        return LoadReport(
-            self.name,
-            compiled.lowered.names.network,
-            f"weave ({report.flavour}): {report.chains} chains, sets {report.sets_created} created, "
-            f"{report.sets_updated} updated, {report.sets_destroyed} removed{adopted}",
-            report.warnings,
-        )
+        return load_layout(self.name, compiled, _mark(options), options, runner, LAYOUT)
 
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
