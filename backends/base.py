@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 import jinja2
 
-from ..errors import ApplyError
+from ..errors import ApplyError, UsageError
 from ..lock import DEFAULT_WAIT
 from ..resolve import Entry
 
@@ -52,6 +52,12 @@ class Options:
     group_marks: tuple[int, int] = DEFAULT_GROUP_MASKS  # iptables: mark bits for egress, ingress groups
     iptables: str | None = None  # iptables: force the "legacy" or "nft" flavour
     wait: float = DEFAULT_WAIT  # load and reset: seconds to wait for this namespace's apply lock
+
+
+def no_iptables_flavour(options: Options) -> None:
+    """For a backend that runs no iptables: ``--iptables`` is a usage error, not ignored."""
+    if options.iptables:
+        raise UsageError("--iptables applies to the iptables-based backends (iptables, weave) only")
 
 
 @attrs.frozen
@@ -135,12 +141,20 @@ class Backend(Protocol):
     # None: every file, each under a header line
     stdout: str | None
 
+    def check(self, options: Options) -> None:
+        """UsageError for an option this backend cannot honour, before anything is read or loaded."""
+        ...
+
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
         """The artefact files (name -> text); pure: no kernel, no clock."""
         ...
 
     def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         """Rules per artefact file, counted on the data model (not on rendered text)."""
+        ...
+
+    def chain_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
+        """Chains per artefact file, as it writes them (its own fixed chains included)."""
         ...
 
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:

@@ -182,6 +182,7 @@ def build_from_args(args: argparse.Namespace, progress: Progress = quiet) -> pip
 
 def _compile(args: argparse.Namespace) -> int:
     backend, options = get_backend(args.backend), options_from_args(args)
+    backend.check(options)
     if args.networks:
         if args.network != DEFAULT_NETWORK or args.ip_source or args.policy_kinds:
             raise UsageError(
@@ -231,6 +232,7 @@ def _write(files: dict[str, str], output: str | None, label: str = "") -> None:
 
 def _apply(args: argparse.Namespace) -> int:
     backend, options = get_backend(args.backend), options_from_args(args)
+    backend.check(options)
     with collector.paused(), display() as progress:
         job = build_from_args(args, progress)
     _notes(job.sources.loaded.notes)
@@ -244,15 +246,17 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    if args.to in BACKENDS:  # the primary network's artefact, as ``compile --backend`` prints it
-        backend = get_backend(args.to)
-        if not backend.stdout:
-            raise UsageError(f"--to {args.to} is several files: use npc compile --backend {args.to} -o DIR")
-        job = pipeline.build(read_sources(args.paths, None, sys.stdin), network_spec())
-        _notes(job.sources.loaded.notes)
-        text = backend.render(job.compiled, Options())[backend.stdout]
+    backend = get_backend(args.to) if args.to in BACKENDS else None
+    stream = backend.stdout if backend else None
+    if backend and not stream:
+        raise UsageError(f"--to {args.to} is several files: use npc compile --backend {args.to} -o DIR")
+    sources = read_sources(args.paths, None, sys.stdin)
+    _notes(sources.loaded.notes)
+    if backend and stream:  # the primary network's artefact, as ``compile --backend`` prints it
+        job = pipeline.build(sources, network_spec())
+        text = backend.render(job.compiled, Options())[stream]
     else:
-        result = convert(args.paths, args.to, sys.stdin)
+        result = convert(sources.loaded, args.to)
         _notes(result.notes)
         text = result.text
     if args.output:

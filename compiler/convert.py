@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Literal, TextIO
+from typing import Literal
 
 import attrs
 
@@ -18,12 +18,13 @@ from .dsl_writer import render, write_dsl
 from .errors import InputError, UsageError
 from .frontends.dsl import policies_from_document
 from .frontends.dsl_parser import read_document
-from .frontends.legacy import isolation_policies, namespaces_from_objects
+from .frontends.legacy import ISOLATION_KIND
 from .frontends.positions import printable, show
 from .ir import NETWORK_POLICY, Policy, Program
 from .k8s_writer import write_k8s
 from .output import write_file
-from .sources import policy_files, read_policy_sources
+from .pipeline import policy_program
+from .sources import Loaded, policy_files
 from .text import read_text
 
 Target = Literal["dsl", "k8s"]
@@ -38,25 +39,30 @@ class Converted:
     notes: tuple[str, ...] = ()
 
 
-def convert(paths: Sequence[str], to: Target, stdin: TextIO | None = None) -> Converted:
-    """Every policy under ``paths`` (files, folders, ``-``) as one text in the ``to`` form."""
-    loaded = read_policy_sources(paths, stdin)
-    policies = list(loaded.policies)
-    notes = list(loaded.notes)
-    taken = {(p.namespace, p.name) for p in policies if p.kind == NETWORK_POLICY}
-    for legacy in isolation_policies(namespaces_from_objects(loaded.namespaces)):
-        policy = attrs.evolve(legacy, name=ISOLATION_POLICY_NAME, kind=NETWORK_POLICY)
-        if (policy.namespace, policy.name) in taken:
+def convert(loaded: Loaded, to: Target) -> Converted:
+    """Every policy read (``pipeline.read_sources``) as one text in the ``to`` form."""
+    policies: list[Policy] = []
+    notes: list[str] = []
+    program = policy_program(loaded)
+    taken = {(p.namespace, p.name): p for p in program.policies if p.kind == NETWORK_POLICY}
+    for policy in program.policies:
+        if policy.kind != ISOLATION_KIND:
+            policies.append(policy)
+            continue
+        renamed = attrs.evolve(policy, name=ISOLATION_POLICY_NAME, kind=NETWORK_POLICY)
+        other = taken.get((renamed.namespace, renamed.name))
+        if other:  # said where the policy of that name is
+            place = loaded.places.get((other.kind, other.namespace, other.name))
             raise InputError(
-                f"namespace {show(policy.namespace)} carries the 1.6 isolation annotation, which converts to "
-                f"policy {show(policy.namespace + '/' + policy.name)}, but a policy of that name exists",
-                legacy.source,
+                f"namespace {show(renamed.namespace)} carries the 1.6 isolation annotation, which converts to "
+                f"policy {show(renamed.namespace + '/' + renamed.name)}, but a policy of that name exists",
+                place(("metadata", "name")) if place else other.source,
             )
         notes.append(
-            f"the 1.6 isolation annotation of namespace {printable(policy.namespace)} is written as policy "
-            f"{printable(policy.namespace)}/{ISOLATION_POLICY_NAME}"
+            f"the 1.6 isolation annotation of namespace {printable(renamed.namespace)} is written as policy "
+            f"{printable(renamed.namespace)}/{ISOLATION_POLICY_NAME}"
         )
-        policies.append(policy)
+        policies.append(renamed)
     ordered: Sequence[Policy] = Program(tuple(policies)).policies
     text = write_dsl(ordered) if to == "dsl" else write_k8s(ordered)
     return Converted(text, tuple(notes))

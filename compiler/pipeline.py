@@ -16,7 +16,7 @@ import datetime
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 import attrs
@@ -25,7 +25,7 @@ from . import __version__, lowered_json
 from .backends.base import Backend, Options
 from .errors import UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
-from .inventory import Inventory, InventoryText, build_inventory, read_inventory_documents
+from .inventory import Inventory, InventoryText, Namespace, build_inventory, read_inventory_documents
 from .ir import DEFAULT_NETWORK, Program
 from .lower import Lowered, lower
 from .networks import NetworkSpec, select_policies, ungoverned_note
@@ -118,6 +118,14 @@ def read_sources(
     return Sources(loaded, list(found.documents), inventory, found.sha256, found.name, found.text)
 
 
+def policy_program(loaded: Loaded, namespaces: Iterable[Namespace] = ()) -> Program:
+    """The policies read, plus one per namespace the 1.6 annotation isolates. Namespace objects
+    among the policy sources are the desired state: their annotation wins over the inventory's."""
+    by_name = {ns.name: ns for ns in namespaces}
+    by_name.update((ns.name, ns) for ns in namespaces_from_objects(loaded.namespaces))
+    return Program(loaded.policies + tuple(isolation_policies(by_name.values())))
+
+
 @attrs.frozen
 class Assembled:
     """One network's input: its policies (the 1.6 annotation's included) and its inventory."""
@@ -140,11 +148,7 @@ def assemble(sources: Sources, network: NetworkSpec, *, lenient: bool = False) -
         sources.inventory_text,
         lenient=lenient,
     )
-    namespaces = {ns.name: ns for ns in inventory.namespaces}
-    # Namespace objects among the policy inputs are the desired state: their 1.6 annotation wins.
-    namespaces.update((ns.name, ns) for ns in namespaces_from_objects(sources.loaded.namespaces))
-    program = Program(sources.loaded.policies + tuple(isolation_policies(namespaces.values())))
-    program = select_policies(program, network)
+    program = select_policies(policy_program(sources.loaded, inventory.namespaces), network)
     ungoverned = not program.policies and not network.is_primary
     notes = (ungoverned_note(network),) if ungoverned else ()
     return Assembled(network, program, inventory, notes, (*inventory.warnings, *address_source.warnings))
@@ -196,7 +200,7 @@ def manifest(job: Build, backend: Backend, options: Options, files: dict[str, st
         "counts": {
             "policies": len(job.assembled.program.policies),
             "policies_after_passes": len(compiled.program.policies),
-            "chains": {str(f.family): len(lowered.chain_names(f.family)) for f in lowered.families},
+            "chains": backend.chain_counts(compiled, options),
             "rules": backend.rule_counts(compiled, options),
             "sets": len(compiled.members),
             "set_entries": sum(len(m) for m in compiled.members.values()),

@@ -17,6 +17,8 @@ import pytest
         (["--policies", "p", "--network", "net2"], "needs an IP source"),
         (["--policies", "p", "--debounce", "0"], "must be positive"),
         (["--policies", "p", "--backend", "nftables", "--iptables", "nft"], "--iptables applies"),
+        (["--policies", "p", "--backend", "calico", "--iptables", "nft"], "--iptables applies"),
+        (["--policies", "p", "--backend", "weave", "--mark", "0x10"], "Weave Net's mark is 0x40000"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> None:

@@ -150,5 +150,5 @@ def test_networks_live_side_by_side(node: Netns) -> None:
 def test_iptables_flavour_option_is_a_usage_error(node: Netns) -> None:
     result = node.npc_apply(policy("a"), extra=(*NFT, "--iptables", "nft"))
     assert result.returncode == 2, result.stderr
-    assert "--iptables applies to --backend iptables only" in result.stderr
+    assert "--iptables applies to the iptables-based backends (iptables, weave) only" in result.stderr
     assert ruleset(node) == ""

@@ -7,20 +7,10 @@ import os
 import random
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-
-
-def npc(
-    *args: str, cwd: Path = ROOT, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "npc", *args], cwd=cwd, input=stdin, capture_output=True, text=True, env=env
-    )
+import pytest
+from kernel.command import EXAMPLES, npc
 
 
 def test_compile_writes_the_persistent_file_set(tmp_path: Path) -> None:
@@ -40,6 +30,40 @@ def test_compile_writes_the_persistent_file_set(tmp_path: Path) -> None:
         "test-network-policy.yaml",
     ]
     assert "generated" not in manifest
+
+
+# how each kind of artefact declares a chain
+DECLARED_CHAIN = {
+    "rules.v4": r"^:\S+ - \[0:0\]$",
+    "rules.v6": r"^:\S+ - \[0:0\]$",
+    "ruleset.nft": r"^\s*chain \S+ \{$",
+}
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables", "weave", "calico"])
+def test_manifest_counts_the_chains_each_file_declares(backend: str, tmp_path: Path) -> None:
+    inventory = str(EXAMPLES / "inventory.json")
+    done = npc(
+        "compile",
+        str(EXAMPLES / "policies"),
+        "--inventory",
+        inventory,
+        "--backend",
+        backend,
+        "-o",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    counts = json.loads((tmp_path / "manifest.json").read_text())["counts"]
+    assert set(counts["chains"]) == set(counts["rules"])
+    declared = {
+        name: len(re.findall(DECLARED_CHAIN[name], (tmp_path / name).read_text(), re.M))
+        if name in DECLARED_CHAIN
+        else 0
+        for name in counts["rules"]
+    }  # calico.yaml holds resources, no chains
+    assert counts["chains"] == declared
+    assert min(declared.values()) > 0 or backend == "calico"
 
 
 def test_same_inputs_in_any_order_give_identical_bytes(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ line where the damage is (never a traceback, never a silently different policy).
 
 from __future__ import annotations
 
+import io
 import random
 import re
 from pathlib import Path
@@ -299,3 +300,31 @@ def test_convert_legacy_annotation_becomes_a_policy(capsys: pytest.CaptureFixtur
         (EXAMPLES / "dsl-legacy" / "namespace-isolation.npc").read_text(), "x"
     )
     assert "1.6 isolation annotation" in captured.err
+
+
+def test_convert_reads_stdin_like_compile(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One reader for every command: ``-`` is stdin, an error is ``<stdin>:line:column``, and the
+    annotation's policy may not take the name of a policy already read."""
+    legacy = "---\n".join(p.read_text() for p in sorted((EXAMPLES / "legacy").glob("*.yaml")))
+    monkeypatch.setattr("sys.stdin", io.StringIO(legacy))
+    assert main(["convert", "--to", "dsl", "-"]) == 0
+    from_stdin = capsys.readouterr().out
+    assert main(["convert", "--to", "dsl", str(EXAMPLES / "legacy")]) == 0
+    assert capsys.readouterr().out == from_stdin
+
+    taken = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations:\n"
+    taken += '    net.beta.kubernetes.io/network-policy: \'{"ingress": {"isolation": "DefaultDeny"}}\'\n'
+    taken += "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+    taken += "metadata: {name: npc-namespace-isolation, namespace: shop}\nspec: {podSelector: {}}\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(taken))
+    assert main(["convert", "--to", "k8s", "-"]) == 1
+    assert capsys.readouterr().err.startswith(
+        '<stdin>:10:18: error: namespace "shop" carries the 1.6 isolation annotation, which converts to '
+        'policy "shop/npc-namespace-isolation", but a policy of that name exists'
+    )
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(taken.replace("podSelector: {}", "podSelector: []")))
+    assert main(["convert", "--to", "k8s", "-"]) == 1
+    assert capsys.readouterr().err.startswith("<stdin>:11:21: error: spec.podSelector: must be a mapping")

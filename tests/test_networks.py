@@ -6,14 +6,13 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kernel.command import npc
 from npc.errors import InputError
 from npc.inventory import build_inventory
 from npc.ir import Policy, Program, Rule, Selector
@@ -358,10 +357,6 @@ def test_networks_file_errors_name_line_column_and_field(
 # --- the command line ---------------------------------------------------------------------------
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "multinet"
-
-
-def npc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "npc", *args], capture_output=True, text=True, check=False)
 
 
 def set_members(ipsets: str) -> set[str]:

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from test_cli import EXAMPLES, npc
+from kernel.command import EXAMPLES, npc
 
 MULTINET = EXAMPLES / "multinet"
 WEAVE_NETWORK = ("--network", "weave", "--ip-source", "genie:ip2", "--policy-kinds", "NetworkPolicy")
@@ -87,13 +87,16 @@ def test_pod_churn_changes_sets_never_rules(tmp_path: Path) -> None:
     assert (tmp_path / "before" / "ipsets").read_text() != (tmp_path / "after" / "ipsets").read_text()
 
 
-def test_manifest_counts_the_rules_the_file_has(tmp_path: Path) -> None:
+def test_manifest_counts_the_rules_and_chains_the_file_has(tmp_path: Path) -> None:
     compile_weave(tmp_path, *WEAVE_NETWORK, inventory=MULTINET / "inventory.json")
     compile_weave(tmp_path / "v1")
     for folder in (tmp_path, tmp_path / "v1"):
         rules = (folder / "rules.v4").read_text()
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["counts"]["rules"] == {"rules.v4": rules.count("\n-A ")}
+        declared = re.findall(r"^:(\S+) - \[0:0\]$", rules, re.M)
+        assert len(declared) > 7  # the seven WEAVE-NPC chains and npc's policy chains
+        assert manifest["counts"]["chains"] == {"rules.v4": len(declared)}
 
 
 def test_mark_is_weaves_own(tmp_path: Path) -> None:

@@ -19,11 +19,7 @@ from pathlib import Path
 import attrs
 import pytest
 from kernel.case import load_case
-from kernel.multinet import MultinetCase, load_multinet_cases
-from kernel.netns import fresh_netns, policy
-from kernel.report import observations_report
-from kernel.weave import NO_MASQ_SET, WeaveCluster, weave_case
-from test_kernel_churn import (
+from kernel.churn import (
     APPLIES,
     PAIRS,
     POLICIES_X,
@@ -39,6 +35,10 @@ from test_kernel_churn import (
     pods_from,
     traffic,
 )
+from kernel.multinet import MultinetCase, load_multinet_cases
+from kernel.netns import fresh_netns, policy
+from kernel.report import observations_report
+from kernel.weave import NO_MASQ_SET, WeaveCluster, weave_case
 
 pytestmark = pytest.mark.kernel
 

@@ -14,7 +14,7 @@ import yaml
 
 from ...errors import UsageError
 from ...ir import DEFAULT_NETWORK
-from ..base import LoadReport, MemberDelta, Members, Options, Runner
+from ..base import LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour
 from .render import Obj, calico_objects
 
 if TYPE_CHECKING:
@@ -65,6 +65,13 @@ class CalicoBackend:
     def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         objects = self._objects(compiled)
         return {FILE: sum(_rules(o, d) for o in objects for d in ("ingress", "egress"))}
+
+    def check(self, options: Options) -> None:
+        no_iptables_flavour(options)
+
+    def chain_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
+        """Calico resources hold rules; the chains are felix's."""
+        return {FILE: 0}
 
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
         """At most the egress rules of the source's namespace and the ingress rules of the

@@ -11,9 +11,33 @@ from ..base import LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
 from .load import _tools, apply_iptables, detect_tools, load_members, reset_iptables
 from .mark_tree import Marks
+from .render import NPC_LAYOUT, Layout
 
 if TYPE_CHECKING:
     from ...pipeline import Compiled
+
+
+def load_layout(
+    backend: str,
+    compiled: Compiled,
+    marks: Marks,
+    options: Options,
+    runner: Runner,
+    layout: Layout = NPC_LAYOUT,
+) -> LoadReport:
+    """Load one layout (npc's own, or Weave's hooks) into this namespace: the iptables backend's
+    load and Weave's."""
+    with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
+        tools = detect_tools(runner, options.iptables)
+        report = apply_iptables(compiled.lowered, compiled.members, marks, tools, runner, layout)
+    adopted = f", {report.adopted} {layout.replaces} sets removed" if report.adopted else ""
+    return LoadReport(
+        backend,
+        compiled.lowered.names.network,
+        f"{backend} ({report.flavour}): {report.chains} chains, sets {report.sets_created} created, "
+        f"{report.sets_updated} updated, {report.sets_destroyed} removed{adopted}",
+        report.warnings,
+    )
 
 
 class IptablesBackend:
@@ -21,11 +45,24 @@ class IptablesBackend:
     files = ("rules.v4", "rules.v6", "ipsets")
     stdout = None
 
+    def check(self, options: Options) -> None:
+        """Every option is the iptables backend's."""
+
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
         return _render.artefacts(compiled.lowered, compiled.members, Marks.of(options))
 
     def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         return {f"rules.v{f}": _render.rule_count(compiled.lowered, f, Marks.of(options)) for f in (4, 6)}
+
+    def chain_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
+        marks = Marks.of(options)
+        return {
+            f"rules.v{f}": sum(
+                len(_render.NPC_LAYOUT.chain_names(compiled.lowered, f, marks, t))
+                for t in ("filter", "mangle")
+            )
+            for f in (4, 6)
+        }
 
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
         return _render.rules_per_packet(compiled.lowered, compiled.members, Marks.of(options))
@@ -34,16 +71,7 @@ class IptablesBackend:
         return ()
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
-        with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
-            tools = detect_tools(runner, options.iptables)
-            report = apply_iptables(compiled.lowered, compiled.members, Marks.of(options), tools, runner)
-        return LoadReport(
-            self.name,
-            compiled.lowered.names.network,
-            f"iptables ({report.flavour}): {report.chains} chains, sets {report.sets_created} created, "
-            f"{report.sets_updated} updated, {report.sets_destroyed} removed",
-            report.warnings,
-        )
+        return load_layout(self.name, compiled, Marks.of(options), options, runner)
 
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner

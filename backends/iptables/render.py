@@ -98,6 +98,7 @@ class Layout:
     direction_chains: Mapping[Direction, str] = attrs.field(factory=dict)
     forward_jump: bool = True  # npc inserts (and owns) one jump from FORWARD
     adopted_set_prefix: str | None = None  # sets of the tool it replaces, destroyed once unused
+    replaces: str = ""  # that tool's name, for the load report
     entry_rules: int = 3  # the template's ``entry`` block
     verdict_rules: Mapping[Direction, int] = attrs.field(factory=lambda: {"egress": 1, "ingress": 1})
     per_packet: int = 4  # rules a first packet meets outside the dispatch (the FORWARD jump and entry)

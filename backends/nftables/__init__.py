@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...errors import UsageError
 from ...lock import netns_lock
 from ...lower import Lowered, Names
-from ..base import LoadReport, MemberDelta, Members, Options, Runner
+from ..base import LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour
 from . import render as _render
 from .load import delete_table, load_ruleset, npc_tables
 from .members import Ranks, RanksChanged, member_script
@@ -38,6 +37,12 @@ class NftablesBackend:
     def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         return {"ruleset.nft": self._build(compiled).rule_count}
 
+    def check(self, options: Options) -> None:
+        no_iptables_flavour(options)
+
+    def chain_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
+        return {"ruleset.nft": self._build(compiled).chain_count}
+
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
         return rules_per_packet(compiled.lowered, compiled.members)
 
@@ -45,8 +50,7 @@ class NftablesBackend:
         return ()
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
-        if options.iptables:
-            raise UsageError("--iptables applies to --backend iptables only")
+        self.check(options)
         from ..iptables.load import refuse_other_backends  # not at import: iptables reads our table names
 
         ruleset = self._build(compiled)

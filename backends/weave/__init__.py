@@ -20,8 +20,9 @@ from ...ir import DEFAULT_NETWORK, Program
 from ...lock import netns_lock
 from ...lower import Lowered, lower
 from ..base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, LoadReport, MemberDelta, Members, Options, Runner
+from ..iptables import load_layout
 from ..iptables import render as iptables
-from ..iptables.load import apply_iptables, detect_tools, load_members, reset_iptables, reset_layout
+from ..iptables.load import detect_tools, load_members, reset_iptables, reset_layout
 from ..iptables.mark_tree import Marks
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ LAYOUT = iptables.Layout(
     direction_chains={"egress": "WEAVE-NPC-EGRESS-CUSTOM", "ingress": "WEAVE-NPC-INGRESS"},
     forward_jump=False,
     adopted_set_prefix="weave-",  # weave-npc's sets (the router's own set is weaver-...)
+    replaces="weave-npc",
     entry_rules=17,  # the template's entry block
     verdict_rules={"egress": 0, "ingress": 1},  # egress: WEAVE-NPC-EGRESS itself drops
     # the router's two FORWARD jumps; WEAVE-NPC-EGRESS up to -CUSTOM, -DEFAULT's two, the NFLOG and
@@ -68,11 +70,19 @@ class WeaveBackend:
     name = "weave"
     files = ("rules.v4", "ipsets")
 
+    def check(self, options: Options) -> None:
+        """``--iptables`` picks the flavour as for the iptables backend; the mark is Weave's."""
+        _marks(options)
+
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
         return iptables.artefacts(compiled.lowered, compiled.members, _marks(options), LAYOUT)
 
     def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         return {"rules.v4": iptables.rule_count(compiled.lowered, 4, _marks(options), LAYOUT)}
+
+    def chain_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
+        """Weave's seven WEAVE-NPC chains (two the router's) and npc's policy chains under them."""
+        return {"rules.v4": len(LAYOUT.chain_names(compiled.lowered, 4, _marks(options)))}
 
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
         return iptables.rules_per_packet(compiled.lowered, compiled.members, _marks(options), LAYOUT)
@@ -90,19 +100,7 @@ class WeaveBackend:
         )
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
-        with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
-            tools = detect_tools(runner, options.iptables)
-            report = apply_iptables(
-                compiled.lowered, compiled.members, _marks(options), tools, runner, LAYOUT
-            )
-        adopted = f", {report.adopted} weave-npc sets removed" if report.adopted else ""
-        return LoadReport(
-            self.name,
-            compiled.lowered.names.network,
-            f"weave ({report.flavour}): {report.chains} chains, sets {report.sets_created} created, "
-            f"{report.sets_updated} updated, {report.sets_destroyed} removed{adopted}",
-            report.warnings,
-        )
+        return load_layout(self.name, compiled, _marks(options), options, runner, LAYOUT)
 
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner

@@ -83,8 +83,11 @@ def _networks(args: argparse.Namespace) -> tuple[NetworkSpec, ...]:
 
 def run_agent(args: argparse.Namespace) -> int:
     networks = _networks(args)
-    if args.iptables and args.backend != "iptables":
-        raise UsageError("--iptables applies to --backend iptables only")
+    backend, options = (
+        get_backend(args.backend),
+        Options(mark=args.mark, group_marks=args.group_marks, iptables=args.iptables),
+    )
+    backend.check(options)
     setup_logging(args.log_format)
     metrics, health = Metrics(), Health()
     stop = threading.Event()
@@ -108,10 +111,7 @@ def run_agent(args: argparse.Namespace) -> int:
         policies,
         inventory,
         networks,
-        Dataplane(
-            get_backend(args.backend),
-            Options(mark=args.mark, group_marks=args.group_marks, iptables=args.iptables),
-        ),
+        Dataplane(backend, options),
         node=args.node,
         debounce=args.debounce / 1000,
         resync=args.resync,

@@ -22,12 +22,11 @@ import attrs
 
 from ..backends.base import Backend, MemberDelta, Options, Runner, SubprocessRunner
 from ..errors import ApplyError, NpcError, UsageError
-from ..frontends.legacy import isolation_policies, namespaces_from_objects
 from ..inventory import Namespace
 from ..ir import Program
 from ..lower import Lowered
 from ..networks import NetworkSpec, select_policies
-from ..pipeline import Compiled, Rules, compile_rules
+from ..pipeline import Compiled, Rules, compile_rules, policy_program
 from ..resolve import Entry
 from ..sources import Loaded
 from .inputs import Artefacts, InventoryInput, PolicyInput
@@ -98,10 +97,7 @@ class Network:
         self._rules: Loaded | Artefacts | None = None
 
     def program(self, loaded: Loaded, namespaces: Sequence[Namespace]) -> Program:
-        by_name = {ns.name: ns for ns in namespaces}
-        by_name.update((ns.name, ns) for ns in namespaces_from_objects(loaded.namespaces))
-        program = Program(loaded.policies + tuple(isolation_policies(by_name.values())))
-        return select_policies(program, self.spec)
+        return select_policies(policy_program(loaded, namespaces), self.spec)
 
     def update(self, rules: Loaded | Artefacts, docs: Sequence[Any], force_full: bool) -> bool:
         """Bring the kernel to (policies, inventory); False when it already was. Raises NpcError

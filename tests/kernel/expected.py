@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Protocol
 
 from npc.evaluate import Evaluator
-from npc.frontends.legacy import isolation_policies, namespaces_from_objects
 from npc.inventory import read_inventory
-from npc.ir import Address, Program
+from npc.ir import Address
+from npc.pipeline import policy_program
 from npc.sources import read_policy_sources
 
 from .case import Case, Check, write_inputs
@@ -23,10 +23,7 @@ def evaluator_for(case: Case, directory: Path, form: str) -> Evaluator:
     paths, inventory_path = write_inputs(case, directory, form)
     loaded = read_policy_sources([str(p) for p in paths])
     inventory = read_inventory(str(inventory_path))
-    namespaces = {ns.name: ns for ns in inventory.namespaces}
-    for ns in namespaces_from_objects(loaded.namespaces):
-        namespaces.setdefault(ns.name, ns)
-    return Evaluator(Program(loaded.policies + tuple(isolation_policies(namespaces.values()))), inventory)
+    return Evaluator(policy_program(loaded, inventory.namespaces), inventory)
 
 
 class Decider(Protocol):
