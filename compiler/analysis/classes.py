@@ -14,7 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..inventory import Pod
-from ..ir import Address, IPBlock, PodPeer, Program
+from ..ir import IPBlock, PodPeer, Program
+from .load import address
 
 IntArray = npt.NDArray[np.int64]
 
@@ -44,11 +45,6 @@ def port_names(programs: Sequence[Program]) -> frozenset[str]:
         for port in rule.ports
         if isinstance(port.port, str)
     )
-
-
-def address(pod: Pod, family: int) -> Address | None:
-    """The pod's address in ``family`` on the network (its first, as the dataplane's sets hold it)."""
-    return next((ip for ip in pod.ips if ip.version == family), None)
 
 
 @attrs.frozen
