@@ -1,8 +1,8 @@
 """Equivalence classes of pods: pods no policy can tell apart get one row and one column.
 
 Two pods are alike when they share a namespace, the values of every label key some pod selector
-reads, the numbers of every port name a rule or query names, and the ipBlocks their address falls
-in. Any decision about one holds for the other, so a matrix is computed per class and expanded.
+reads, the numbers of every port name a rule or query names (a pod's first container port of that
+name, the one the dataplane resolves), and the ipBlocks their address falls in. Any decision about one holds for the other, so a matrix is computed per class and expanded.
 """
 
 from __future__ import annotations
@@ -63,7 +63,11 @@ class PodClasses:
         """``ns {app=a,tier=web}``: what the pods of the class have in common that policies read."""
         rep = self.reps[index]
         labels = ",".join(f"{k}={v}" for k, v in sorted(rep.labels.items()) if k in self.keys)
-        ports = "".join(f" {p.name}={p.protocol.lower()}/{p.port}" for p in rep.ports if p.name in self.names)
+        ports = "".join(
+            f" {name}={protocol.lower()}/{number}"
+            for (protocol, name), number in rep.named_ports().items()
+            if name in self.names
+        )
         return f"{rep.namespace} {{{labels}}}{ports}"
 
 
@@ -86,7 +90,7 @@ def classify(
         key = (
             pod.namespace,
             tuple(sorted((k, v) for k, v in pod.labels.items() if k in keys)),
-            tuple((p.protocol, p.name, p.port) for p in pod.ports if p.name in names),  # first one wins
+            tuple(sorted((k, n) for k, n in pod.named_ports().items() if k[1] in names)),
             tuple(j for j, block in enumerate(blocks) if block.contains(ip)),
         )
         found = index.get(key)
