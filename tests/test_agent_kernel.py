@@ -28,6 +28,7 @@ from kernel.case import Case, Endpoint, load_cases
 from kernel.cluster import Cluster
 from kernel.multinet import MultinetCase, load_multinet_cases
 from kernel.report import observations_report
+from kernel.weave import WeaveCluster, weave_case
 from kube_standin import KubeStandin
 from test_kernel_churn import AFTER, AFTER_TABLES, BEFORE, BEFORE_TABLES, CHURN, expecting, inventory
 
@@ -261,6 +262,35 @@ def test_pod_churn_moves_members_only_and_the_rules_outlive_the_agent(backend: s
         assert took < 2.0, took
         assert npc_rules(cluster, backend) == rules, "rules gone with the agent"
         assert_tables(cluster, AFTER_TABLES, "after the agent stopped")
+
+
+def test_weave_agent_moves_members_only_and_leaves_the_router_rules(tmp_path: Path) -> None:
+    """``--backend weave`` on a Weave Net node: the first apply fills the router's WEAVE-NPC chains,
+    pod churn arrives as set deltas (every filter rule byte-identical, the router's included), and
+    the rules stay in force when the agent stops."""
+    case = weave_case(CHURN)
+    files = Files(tmp_path / "inputs")
+    files.write(case, inventory(case, BEFORE))
+
+    def filter_rules() -> str:
+        return re.sub(
+            r"^#.*\n|\[\d+:\d+\]", "", cluster.node_exec(["iptables-save", "-t", "filter"]).stdout, flags=re.M
+        )
+
+    with WeaveCluster(case, tmp_path) as cluster, agent(cluster, "weave", files.args, tmp_path) as a:
+        a.wait(lambda: a.applies() > 0, "the first apply")
+        assert_tables(cluster, BEFORE_TABLES, "before the churn")
+        rules = filter_rules()
+        assert "-A WEAVE-NPC " in rules and "-A WEAVE-NPC-EGRESS " in rules, rules
+        a.step(lambda: files.write(case, inventory(case, AFTER)))
+        assert_tables(cluster, AFTER_TABLES, "after the churn")
+        assert filter_rules() == rules, "pod churn changed a rule"
+        churn = [line for line in a.text().splitlines() if "rules unchanged" in line]
+        assert churn and "+" in churn[0], a.text()
+        a.stop()
+        assert filter_rules() == rules, "rules gone with the agent"
+        assert_tables(cluster, AFTER_TABLES, "after the agent stopped")
+        assert "Traceback" not in a.text()
 
 
 def assert_tables(cluster: Cluster, tables: Mapping[int, Sequence[str]], when: str) -> None:

@@ -100,9 +100,15 @@ class WeaveBackend:
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
     ) -> MemberDelta:
-        """Weave's sets are ipsets like the iptables backend's: the same member deltas."""
+        """Weave's sets are ipsets like the iptables backend's: the same member deltas, for the
+        sets it carries (IPv4 only: the IPv6 sets were never created)."""
+        carried = {s.name for s in iptables.all_sets(lowered, LAYOUT.families)}
         with netns_lock(options.wait):
-            return load_members(old, new, runner)
+            return load_members(
+                {n: m for n, m in old.items() if n in carried},
+                {n: m for n, m in new.items() if n in carried},
+                runner,
+            )
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         """npc's chains and sets go; WEAVE-NPC and WEAVE-NPC-EGRESS are left empty, as the router
