@@ -19,12 +19,10 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from . import __version__, collector, pipeline
-from .agent.command import add_agent_args, run_agent
 from .analysis import commands as analysis
 from .backends import BACKENDS
 from .backends import get as get_backend
 from .backends.base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options, SubprocessRunner
-from .convert import TARGETS, convert, fmt
 from .errors import NpcError, UsageError
 from .ir import DEFAULT_NETWORK
 from .lock import DEFAULT_WAIT
@@ -133,6 +131,8 @@ def _reset_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _convert_parser(p: argparse.ArgumentParser) -> None:
+    from .convert import TARGETS  # the converters (and the DSL's parser) load for convert and fmt alone
+
     add_paths(p)
     p.add_argument(
         "--to",
@@ -149,9 +149,17 @@ def _fmt_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _agent_parser(p: argparse.ArgumentParser) -> None:
+    from .agent.command import add_agent_args  # the agent's modules (an API client) load for it alone
+
     add_backend_args(p)
     add_network_args(p)
     add_agent_args(p)
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from .agent.command import run_agent
+
+    return run_agent(args)
 
 
 def network_from_args(args: argparse.Namespace) -> NetworkSpec:
@@ -256,6 +264,8 @@ def _convert(args: argparse.Namespace) -> int:
         job = pipeline.build(sources, network_spec())
         text = backend.render(job.compiled, Options())[stream]
     else:
+        from .convert import convert
+
         result = convert(sources.loaded, args.to)
         _notes(result.notes)
         text = result.text
@@ -284,6 +294,8 @@ def _reset(args: argparse.Namespace) -> int:
 
 
 def _fmt(args: argparse.Namespace) -> int:
+    from .convert import fmt
+
     changed = fmt(args.paths, check=args.check)
     for path in changed:
         print(f"npc: {'would reformat' if args.check else 'reformatted'} {path}", file=sys.stderr)
@@ -296,7 +308,8 @@ def _notes(notes: Sequence[str], level: str = "note") -> None:
 
 
 def _analysis(args: argparse.Namespace) -> int:
-    return analysis.COMMANDS[args.command].run(args, _notes)
+    with collector.paused():
+        return analysis.COMMANDS[args.command].run(args, _notes)
 
 
 @attrs.frozen
@@ -320,7 +333,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "fmt": Command("rewrite .npc files in canonical form, in place", _fmt_parser, _fmt),
     "agent": Command(
-        "keep this node's kernel in step with policies and pods (foreground)", _agent_parser, run_agent
+        "keep this node's kernel in step with policies and pods (foreground)", _agent_parser, _agent
     ),
     **{
         name: Command(c.help, c.arguments, lambda args: _analysis(args))
@@ -329,7 +342,9 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's arguments, or only those of the command ``only``: defining the others
+    would import what they need (the agent's API client) for nothing."""
     parser = _Parser(
         prog="npc",
         description="Compile Kubernetes NetworkPolicy and the npc language into iptables/ipset or nftables.",
@@ -337,13 +352,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"npc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, command in COMMANDS.items():
-        command.arguments(sub.add_parser(name, help=command.help))
+        p = sub.add_parser(name, help=command.help)
+        if only in (None, name):
+            command.arguments(p)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command named on the command line (the first word; npc's own options take no value)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_command(argv)).parse_args(argv)
         code = COMMANDS[args.command].run(args)
         sys.stdout.flush()  # a full or closed stdout is reported here, not at exit
         return code

@@ -206,12 +206,14 @@ def build_inventory(
     text: str = "",
     *,
     lenient: bool = False,
+    keep: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> Inventory:
     """Namespaces and policed pods from parsed kubectl output (any mix of Lists and objects).
 
     A malformed object is an error naming its field (with line:column when ``text`` is given);
     ``lenient`` (apply, the agent) skips that one object with a warning instead, so one bad pod
-    cannot block every policy update of the node.
+    cannot block every policy update of the node. An object ``keep`` refuses is not read at all
+    (``npc explain`` reads two pods and their namespaces).
     """
     namespaces: dict[str, Namespace] = {}
     pods: list[Pod] = []
@@ -220,6 +222,8 @@ def build_inventory(
         for base, obj in objects_in(doc):
             if isinstance(obj, dict) and str(obj.get("kind", "")).endswith("List"):
                 raise _error(fail((*base, "items"), "must be a list"), base, file, text, index)
+            if keep is not None and isinstance(obj, dict) and not keep(obj):
+                continue
             try:
                 found, notes = _object(obj, ip_source, lenient)
             except FieldError as err:

@@ -16,7 +16,7 @@ import datetime
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 import attrs
@@ -37,6 +37,7 @@ from .passes.remove_shadowed import remove_shadowed
 from .progress import Progress, quiet
 from .resolve import Entry, resolve
 from .sources import Loaded, read_policy_sources
+from .text import Text
 
 Pass = Callable[[Program], Program]
 PASSES: tuple[Pass, ...] = (
@@ -107,12 +108,17 @@ class Sources:
 
 
 def read_sources(
-    paths: Sequence[str], inventory: str | None, stdin: TextIO | None = None, progress: Progress = quiet
+    paths: Sequence[str],
+    inventory: str | None,
+    stdin: TextIO | None = None,
+    progress: Progress = quiet,
+    keep: Callable[[Text], bool] | None = None,
 ) -> Sources:
+    """``keep``: which policy texts to parse (all by default; see ``read_policy_sources``)."""
     if inventory == "-" and "-" in paths:
         raise UsageError("stdin (-) can be read once: as policies or as --inventory, not both")
     progress("reading policies")
-    loaded = read_policy_sources(paths, stdin)
+    loaded = read_policy_sources(paths, stdin, keep)
     progress("reading inventory")
     found = read_inventory_documents(inventory, stdin) if inventory else InventoryText()
     return Sources(loaded, list(found.documents), inventory, found.sha256, found.name, found.text)
@@ -137,9 +143,16 @@ class Assembled:
     warnings: tuple[str, ...]  # skipped inventory objects, malformed address annotations
 
 
-def assemble(sources: Sources, network: NetworkSpec, *, lenient: bool = False) -> Assembled:
+def assemble(
+    sources: Sources,
+    network: NetworkSpec,
+    *,
+    lenient: bool = False,
+    keep: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> Assembled:
     """``lenient`` (apply, the agent): a malformed inventory object is skipped with a warning
-    instead of stopping, so one bad pod cannot block every policy update of the node."""
+    instead of stopping, so one bad pod cannot block every policy update of the node. ``keep``:
+    which inventory objects to read (all by default; see ``build_inventory``)."""
     address_source = network.address_source()
     inventory = build_inventory(
         sources.inventory_documents,
@@ -147,6 +160,7 @@ def assemble(sources: Sources, network: NetworkSpec, *, lenient: bool = False) -
         sources.inventory_name,
         sources.inventory_text,
         lenient=lenient,
+        keep=keep,
     )
     program = select_policies(policy_program(sources.loaded, inventory.namespaces), network)
     ungoverned = not program.policies and not network.is_primary

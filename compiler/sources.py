@@ -80,9 +80,12 @@ class _Origin:
         return InputError(err.message, self.source.name, line, column, err.path, snippet(text, line, column))
 
 
-def read_policy_sources(paths: Sequence[str], stdin: TextIO | None = None) -> Loaded:
-    """Read every path (file, directory searched recursively in sorted order, or ``-``)."""
-    return _load(lambda reader: _sources(paths, stdin, reader))
+def read_policy_sources(
+    paths: Sequence[str], stdin: TextIO | None = None, keep: Callable[[Text], bool] | None = None
+) -> Loaded:
+    """Read every path (file, directory searched recursively in sorted order, or ``-``); a text
+    ``keep`` refuses is left unparsed (``npc explain`` skips what cannot hold its namespaces)."""
+    return _load(lambda reader: (s for s in _sources(paths, stdin, reader) if keep is None or keep(s)))
 
 
 def read_policy_texts(texts: Iterable[tuple[str, str]]) -> Loaded:

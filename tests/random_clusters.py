@@ -9,6 +9,7 @@ peer lists), because passes must be right for every IR value.
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import sys
 from collections.abc import Callable, Iterable
@@ -169,13 +170,18 @@ def connectivity(
     return frozenset(c for c in connections(inventory) if allowed(*c))
 
 
-def generated_cluster(tmp: Path, seed: int, pod_seed: int, size: str = "S") -> Path:
-    """A realistic cluster from the benchmark generator: ``policies/`` and ``inventory.json``."""
+def generated_cluster(
+    tmp: Path, seed: int, pod_seed: int, size: str = "S", generator: str = "generate"
+) -> Path:
+    """A realistic cluster from a benchmark generator (``generate`` or ``generate_mixed``):
+    ``policies/`` and ``inventory.json``."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        from generate import SIZES, write_cluster
+        from generate import SIZES
+
+        write_cluster = importlib.import_module(generator).write_cluster
     finally:
         sys.path.remove(str(BENCHMARKS))
-    out = tmp / f"cluster-{size}-{seed}-{pod_seed}"
+    out = tmp / f"cluster-{generator}-{size}-{seed}-{pod_seed}"
     write_cluster(attrs.evolve(SIZES[size], seed=seed, pod_seed=pod_seed), out)
     return out

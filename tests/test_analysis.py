@@ -309,6 +309,31 @@ def test_text_groups_pods_into_classes(tmp_path: Path, capsys: pytest.CaptureFix
     ]
 
 
+def test_classes_are_formed_by_what_the_policies_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Labels no selector reads, port names no rule names and a repeated name's later numbers do not
+    split a class; a read label, a named port's number and an ipBlock do."""
+    items = [
+        _namespace("default"),
+        _pod("default", "web-0", "10.0.0.1", {"app": "web", "pod": "0"}, {"http": 80, "debug": 9000}),
+        _pod("default", "web-1", "10.0.0.2", {"app": "web", "pod": "1"}, {"http": 80}),
+        _pod("default", "web-2", "10.0.0.3", {"app": "web"}, {"http": 8080}),
+        _pod("default", "web-3", "10.0.2.1", {"app": "web"}, {"http": 80}),
+        _pod("default", "db", "10.0.1.1", {"app": "db"}),
+    ]
+    items[2]["spec"]["containers"][0]["ports"].append({"name": "http", "containerPort": 81})
+    rules = {"to": [{"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": "http"}]}
+    policy = _policy("db", {"podSelector": {"matchLabels": {"app": "db"}}, "egress": [rules, {"to": [
+        {"ipBlock": {"cidr": "10.0.2.0/24"}}]}]})  # fmt: skip
+    folder, inventory = write_cluster(tmp_path, items, [policy])
+    code, out, _ = run(capsys, "matrix", folder, "--inventory", inventory, "--port", "tcp/80")
+    assert code == 0
+    assert "pod classes (IPv4): 4 classes for 5 pods" in out
+    assert "c0  default {app=web} http=tcp/80  2 pods: default/web-0, default/web-1" in out
+    assert "default {app=web} http=tcp/8080  1 pod: default/web-2" in out
+
+
 def test_text_groups_classes_a_port_treats_alike(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder, inventory = write_cluster(tmp_path, CLUSTER, [])
     code, out, _ = run(capsys, "matrix", folder, "--inventory", inventory, "--port", "tcp/80")

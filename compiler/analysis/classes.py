@@ -1,8 +1,8 @@
 """Equivalence classes of pods: pods no policy can tell apart get one row and one column.
 
 Two pods are alike when they share a namespace, the values of every label key some pod selector
-reads, the numbers of every port name a rule or query names, and the ipBlocks their address falls
-in. Any decision about one holds for the other, so a matrix is computed per class and expanded.
+reads, the numbers of every port name a rule or query names (a pod's first container port of that
+name, the one the dataplane resolves), and the ipBlocks their address falls in. Any decision about one holds for the other, so a matrix is computed per class and expanded.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..inventory import Pod
-from ..ir import Address, IPBlock, PodPeer, Program
+from ..ir import IPBlock, PodPeer, Program
+from .load import address
 
 IntArray = npt.NDArray[np.int64]
 
@@ -46,11 +47,6 @@ def port_names(programs: Sequence[Program]) -> frozenset[str]:
     )
 
 
-def address(pod: Pod, family: int) -> Address | None:
-    """The pod's address in ``family`` on the network (its first, as the dataplane's sets hold it)."""
-    return next((ip for ip in pod.ips if ip.version == family), None)
-
-
 @attrs.frozen
 class PodClasses:
     family: int
@@ -67,7 +63,11 @@ class PodClasses:
         """``ns {app=a,tier=web}``: what the pods of the class have in common that policies read."""
         rep = self.reps[index]
         labels = ",".join(f"{k}={v}" for k, v in sorted(rep.labels.items()) if k in self.keys)
-        ports = "".join(f" {p.name}={p.protocol.lower()}/{p.port}" for p in rep.ports if p.name in self.names)
+        ports = "".join(
+            f" {name}={protocol.lower()}/{number}"
+            for (protocol, name), number in rep.named_ports().items()
+            if name in self.names
+        )
         return f"{rep.namespace} {{{labels}}}{ports}"
 
 
@@ -90,7 +90,7 @@ def classify(
         key = (
             pod.namespace,
             tuple(sorted((k, v) for k, v in pod.labels.items() if k in keys)),
-            tuple((p.protocol, p.name, p.port) for p in pod.ports if p.name in names),  # first one wins
+            tuple(sorted((k, n) for k, n in pod.named_ports().items() if k[1] in names)),
             tuple(j for j, block in enumerate(blocks) if block.contains(ip)),
         )
         found = index.get(key)

@@ -13,9 +13,9 @@ import attrs
 import numpy as np
 
 from ..inventory import Pod
-from .classes import PodClasses, address
+from .classes import PodClasses
 from .explain import Endpoint, Explainer
-from .load import Model
+from .load import Model, address
 from .matrix import deciders
 from .ports import PortQuery
 

@@ -56,6 +56,11 @@ class Model:
         return self._by_address.get(address)
 
 
+def address(pod: Pod, family: int) -> Address | None:
+    """The pod's address in ``family`` on the network (its first, as the dataplane's sets hold it)."""
+    return next((ip for ip in pod.ips if ip.version == family), None)
+
+
 def _listed(documents: Iterable[Any]) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
     """Where each namespace and pod first appears in the inventory documents."""
     namespaces: dict[str, int] = {}
@@ -84,13 +89,17 @@ def listed_order(inventory: Inventory, documents: Sequence[Any]) -> tuple[Pod, .
     )
 
 
-def load_model(sources: Sources, network: NetworkSpec) -> Model:
-    """One network's policies and pods, assembled exactly as ``compile`` assembles them."""
-    assembled = assemble(sources, network)
+def load_model(
+    sources: Sources, network: NetworkSpec, keep: Callable[[Mapping[str, Any]], bool] | None = None
+) -> Model:
+    """One network's policies and pods, assembled exactly as ``compile`` assembles them; ``keep``:
+    only those inventory objects (``npc explain``: then the pods' order is no one's concern)."""
+    assembled = assemble(sources, network, keep=keep)
+    inventory = assembled.inventory
     return Model(
         assembled.program,
-        assembled.inventory,
-        listed_order(assembled.inventory, sources.inventory_documents),
+        inventory,
+        inventory.pods if keep else listed_order(inventory, sources.inventory_documents),
         sources.loaded.places,
         (*sources.loaded.notes, *assembled.notes),
         assembled.warnings,

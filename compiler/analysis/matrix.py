@@ -17,7 +17,8 @@ import numpy.typing as npt
 
 from ..inventory import Pod
 from ..ir import Direction, IPBlock, Peer, Policy, PortSpec, Program, Protocol, Requirement, Selector
-from .classes import PodClasses, address, classify
+from .classes import PodClasses, classify
+from .load import address
 from .ports import PortQuery
 
 Mask = npt.NDArray[np.bool_]

@@ -13,11 +13,10 @@ import attrs
 import jinja2
 
 from ..inventory import Pod
-from .classes import PodClasses, address
+from .classes import PodClasses
 from .explain import Endpoint, Explainer
+from .load import address
 from .matrix import Matrix, json_rows, rows
-
-FORMATS = ("text", "json", "csv", "html")
 
 
 def ref(pod: Pod) -> str:
