@@ -151,6 +151,14 @@ class Backend(Protocol):
         """Replace this network's objects in the kernel atomically; ApplyError leaves the old ones."""
         ...
 
+    def load_update(
+        self, lowered: Lowered, members: Members, compiled: Compiled, options: Options, runner: Runner
+    ) -> LoadReport:
+        """The kernel holds (``lowered``, ``members``), as this process loaded them: bring it to
+        ``compiled`` with the promises of ``load`` (atomic, previous state kept on ApplyError),
+        loading only what differs where the dataplane can (else the whole network)."""
+        ...
+
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
     ) -> MemberDelta:

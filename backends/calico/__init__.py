@@ -83,6 +83,11 @@ class CalicoBackend:
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         raise UsageError("--backend calico writes resources for calicoctl apply; npc apply cannot load them")
 
+    def load_update(
+        self, lowered: Lowered, members: Members, compiled: Compiled, options: Options, runner: Runner
+    ) -> LoadReport:
+        return self.load(compiled, options, runner)
+
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
     ) -> MemberDelta:

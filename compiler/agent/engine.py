@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from ..backends.base import Backend, MemberDelta, Options, Runner, SubprocessRunner
+from ..backends.base import Backend, LoadReport, MemberDelta, Options, Runner, SubprocessRunner
 from ..errors import ApplyError, NpcError, UsageError
 from ..frontends.legacy import isolation_policies, namespaces_from_objects
 from ..inventory import Namespace
@@ -71,8 +71,11 @@ class Dataplane:
     def __init__(self, backend: Backend, options: Options, runner: Runner | None = None) -> None:
         self.backend, self.options, self.runner = backend, options, runner or SubprocessRunner()
 
-    def load(self, compiled: Compiled) -> None:
-        self.backend.load(compiled, self.options, self.runner)
+    def load(self, compiled: Compiled) -> LoadReport:
+        return self.backend.load(compiled, self.options, self.runner)
+
+    def load_update(self, applied: Applied, compiled: Compiled) -> LoadReport:
+        return self.backend.load_update(applied.lowered, applied.members, compiled, self.options, self.runner)
 
     def load_members(self, lowered: Lowered, old: Members, new: Members) -> MemberDelta:
         return self.backend.load_members(lowered, old, new, self.options, self.runner)
@@ -132,13 +135,19 @@ class Network:
                 lowered, self.live, local_only_sets(lowered) if self.node else set(), previous
             )
             members = self.sets.members()
-            self._load(lambda: self.plane.load(Compiled(made.program, lowered, members)))
+            compiled = Compiled(made.program, lowered, members)
+            applied = self.applied
+            if previous is None or applied is None:
+                report = self._load(lambda: self.plane.load(compiled))
+            else:  # the kernel holds what was applied: load only what differs
+                report = self._load(lambda: self.plane.load_update(applied, compiled))
             self.applied = Applied(key, lowered, members)
             self._done("full", started, members)
             _info(
                 f"applied network {name}: rules and sets{' (resync)' if force_full else ''} "
                 f"({len(lowered.chain_names(4)) + len(lowered.chain_names(6))} chains, "
-                f"{len(members)} sets, {sum(map(len, members.values()))} entries) in {_ms(started)} ms",
+                f"{len(members)} sets, {sum(map(len, members.values()))} entries; {report.summary}) "
+                f"in {_ms(started)} ms",
                 network=name,
                 kind="full",
                 sets=len(members),
