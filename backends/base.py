@@ -159,6 +159,13 @@ class Backend(Protocol):
         loading only what differs where the dataplane can (else the whole network)."""
         ...
 
+    def drift(
+        self, lowered: Lowered, members: Members, options: Options, runner: Runner
+    ) -> tuple[str, ...] | None:
+        """What differs between this network's objects in the kernel and (``lowered``, ``members``),
+        which this process loaded: () when nothing, None when this dataplane cannot tell."""
+        ...
+
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
     ) -> MemberDelta:

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.kernel
 
 BACKENDS = ("iptables", "nftables")
 MULTI = load_multinet_cases()
+UNDRIFTED = "resync: the kernel holds what was applied"
 APPLIED = re.compile(r"applied network |kernel already up to date")  # one line per change handled
 
 
@@ -275,11 +276,14 @@ def test_pod_churn_moves_members_only_and_the_rules_outlive_the_agent(backend: s
         assert npc_rules(cluster, backend) == rules, "pod churn changed a rule"
         churn = [line for line in a.text().splitlines() if "rules unchanged" in line]
         assert churn and "+" in churn[0], a.text()
-        # what the deltas left is what a full load of the same inputs makes (the resync does one)
+        # a resync finding the kernel as applied loads nothing
         after_deltas = npc_members(cluster, backend)
-        resyncs = a.text().count("(resync)")
-        a.wait(lambda: a.text().count("(resync)") > resyncs, "a resync", timeout=10)
-        assert npc_members(cluster, backend) == after_deltas
+        checked, loads = a.text().count(UNDRIFTED), a.text().count("applied network")
+        a.wait(lambda: a.text().count(UNDRIFTED) > checked + 1, "two resyncs", timeout=10)
+        assert a.text().count("applied network") == loads, "a resync without drift loaded something"
+        assert npc_members(cluster, backend) == after_deltas and npc_rules(cluster, backend) == rules
+        # what the deltas left is what a full load of the same inputs makes
+        assert full_load_state(cluster, backend, files) == (npc_chains(cluster, backend), after_deltas)
         # drift: someone flushes npc's ingress dispatch; the resync puts it back
         if backend == "iptables":
             chain = re.search(
@@ -291,6 +295,9 @@ def test_pod_churn_moves_members_only_and_the_rules_outlive_the_agent(backend: s
             cluster.node_exec(["nft", "flush", "chain", "inet", "npc", "ingress-4"])
         assert npc_rules(cluster, backend) != rules
         a.wait(lambda: npc_rules(cluster, backend) == rules, "the resync to repair the drift", timeout=10)
+        a.wait(lambda: "drift repaired: " in a.text(), "the repair's log line")
+        repaired = next(line for line in a.text().splitlines() if "drift repaired: " in line)
+        assert re.search(r"chain \S*(INGRESS|ingress-4) has 0 rules, not [1-9]", repaired), repaired
         assert_tables(cluster, AFTER_TABLES, "after the repair")
         took = a.stop()
         assert took < 2.0, took

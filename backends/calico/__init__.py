@@ -88,6 +88,11 @@ class CalicoBackend:
     ) -> LoadReport:
         return self.load(compiled, options, runner)
 
+    def drift(
+        self, lowered: Lowered, members: Members, options: Options, runner: Runner
+    ) -> tuple[str, ...] | None:
+        return None  # cannot tell: a resync reloads
+
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
     ) -> MemberDelta:

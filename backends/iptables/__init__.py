@@ -49,6 +49,16 @@ class IptablesBackend:
     ) -> LoadReport:
         return self.load(compiled, options, runner)  # the whole network: sets and chains by name
 
+    def drift(
+        self, lowered: Lowered, members: Members, options: Options, runner: Runner
+    ) -> tuple[str, ...] | None:
+        from .drift import iptables_drift  # only the agent's resync asks
+
+        with netns_lock(options.wait):
+            return iptables_drift(
+                lowered, members, options.mark, detect_tools(runner, options.iptables), runner
+            )
+
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
     ) -> MemberDelta:

@@ -9,6 +9,7 @@ from ...lock import netns_lock
 from ...lower import Lowered, Names
 from ..base import LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
+from .drift import table_drift
 from .load import delete_table, load_ruleset, npc_tables
 from .members import Ranks, TableChanged, member_script, update_script
 from .render import Ruleset, build, rules_per_packet, table_name
@@ -90,6 +91,13 @@ class NftablesBackend:
                 load_ruleset(script, runner)
         table = table_name(after.names)
         return LoadReport(self.name, after.names.network, f"nftables: table inet {table} updated: {summary}")
+
+    def drift(
+        self, lowered: Lowered, members: Members, options: Options, runner: Runner
+    ) -> tuple[str, ...] | None:
+        expected = build(lowered, members)
+        with netns_lock(options.wait):
+            return table_drift(expected, runner)
 
     def _load(self, ruleset: Ruleset, runner: Runner) -> None:
         load_ruleset(_render.render(ruleset), runner)

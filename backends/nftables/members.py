@@ -96,7 +96,8 @@ def element_diffs(before: Lowered, after: Lowered, old: Members, new: Members, r
     for was, now in zip(before.families, after.families, strict=True):
         tested = {s.name: s for s in referenced_sets(now)}
         if was is not now:
-            tested = {n: s for n, s in tested.items() if n in {t.name for t in referenced_sets(was)}}
+            kept = {t.name for t in referenced_sets(was)}
+            tested = {n: s for n, s in tested.items() if n in kept}
         for name in sorted(changes.keys() & tested.keys()):
             gone, fresh = changes[name]
             spec = tested[name]
@@ -119,7 +120,9 @@ def element_diffs(before: Lowered, after: Lowered, old: Members, new: Members, r
             if count is None:  # not loaded by this process: count once
                 count = max(map(len, chains_by_address(was, direction, old).values()), default=0)
             grown = max(map(len, chains_after.values()), default=0) > count
-            shrunk = not grown and any(len(c) == count for c in chains_before.values())
+            shrunk = not grown and any(
+                len(c) == count and len(chains_after.get(a, ())) < count for a, c in chains_before.items()
+            )
             if shrunk:  # the pod that needed the last rank moved: does any other need it?
                 shrunk = max(map(len, chains_by_address(now, direction, new).values()), default=0) < count
             if grown or shrunk:

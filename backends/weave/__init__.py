@@ -102,6 +102,11 @@ class WeaveBackend:
     ) -> LoadReport:
         return self.load(compiled, options, runner)  # the whole network: sets and chains by name
 
+    def drift(
+        self, lowered: Lowered, members: Members, options: Options, runner: Runner
+    ) -> tuple[str, ...] | None:
+        return None  # cannot tell: a resync reloads
+
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
     ) -> MemberDelta:
