@@ -8,7 +8,7 @@ on that namespace's loopback. Latencies are from the API write to the agent's JS
 the apply that carried it (written after the kernel accepted the load):
 - start: process start to the first full apply (imports, list, compile, load);
 - pod add / delete: a pod a policy selects appears and goes (p50, p99 of ``--events`` each);
-- policy: one policy gains a port (p50, p99 of 5): recompile and atomic replace;
+- policy: one policy gains a port (p50, p99 of 5): recompile, load what differs (or the network);
 - RSS: the agent's peak resident set (VmHWM); idle CPU: CPU seconds over 10 s of quiet.
 """
 
@@ -65,7 +65,7 @@ class Agent:
             except ValueError:
                 print(line, end="", file=sys.stderr)
 
-    def next_apply(self, timeout: float = 120.0) -> tuple[float, dict[str, Any]]:
+    def next_apply(self, timeout: float = 600.0) -> tuple[float, dict[str, Any]]:
         end = time.monotonic() + timeout
         while True:
             at, line = self.lines.get(timeout=max(0.1, end - time.monotonic()))
@@ -115,8 +115,9 @@ def run(size: str, backend: str, events: int) -> dict[str, Any]:
             api.put(obj)
         api.start()
         agent = Agent(netns, api.kubeconfig(DATA), backend)
-        at, _ = agent.next_apply(timeout=600)
+        at, _ = agent.next_apply(timeout=1800)
         row: dict[str, Any] = {"size": size, "backend": backend, "start_s": at - agent.started}
+        print(f"  {size} {backend}: first apply after {row['start_s']:.1f} s", file=sys.stderr, flush=True)
         row["pods"] = sum(1 for o in inventory if o["kind"] == "Pod")
         row["policies"] = len(policies)
         target = next(p for p in policies if p["spec"].get("podSelector", {}).get("matchLabels"))
@@ -144,6 +145,7 @@ def run(size: str, backend: str, events: int) -> dict[str, Any]:
             t0 = time.monotonic()
             api.put(changed)
             changes.append(agent.next_apply()[0] - t0)
+            print(f"  {size} {backend}: policy change {n + 1}: {changes[-1]:.2f} s", file=sys.stderr, flush=True)
         time.sleep(2)
         _, cpu0 = agent.stat()
         time.sleep(10)

@@ -109,9 +109,21 @@ class _SortKeys(dict[str, tuple[int, str]]):
 class _Index:
     """Pod peers and named ports of some sets, indexed by what can select a pod."""
 
-    def __init__(self, specs: Iterable[SetSpec]) -> None:
+    def __init__(
+        self, specs: Iterable[SetSpec], previous: _Index | None = None, kept: set[str] | None = None
+    ) -> None:
+        """``previous``: an index whose sets named in ``kept`` carry over as they were indexed
+        (peers recur across thousands of sets, and comparing equal peers is not free)."""
         self.peer_sets: dict[PodPeer, list[tuple[str, int]]] = defaultdict(list)
         self.port_sets: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+        if previous is not None:
+            keep = kept or set()
+            for kept_peer, sets in previous.peer_sets.items():
+                if found := [s for s in sets if s[0] in keep]:
+                    self.peer_sets[kept_peer] = found
+            for port, sets in previous.port_sets.items():
+                if found := [s for s in sets if s[0] in keep]:
+                    self.port_sets[port] = found
         for spec in specs:
             if spec.kind == "port":
                 protocol, name = (str(part) for part in spec.key)  # type: ignore[union-attr]
@@ -185,13 +197,13 @@ class LiveSets:
                         self.fixed[spec.name] = _net_members(spec)
                 else:
                     specs.setdefault(spec.name, spec)
-        self.index = _Index(specs.values())
         kept: set[str] = set()
         if previous is not None:
             kept = {
                 n for n in specs if n in previous.counts and (n in local_only) == (n in previous.local_only)
             }
         fresh = [spec for name, spec in specs.items() if name not in kept]
+        self.index: _Index = _Index(fresh, previous.index, kept) if previous else _Index(specs.values())
         self.counts: dict[str, Counter[str]] = {n: previous.counts[n] for n in kept} if previous else {}
         self.counts.update((spec.name, Counter()) for spec in fresh)
         self._sorted: dict[str, list[Entry]] = (
