@@ -110,6 +110,7 @@ def run(size: str, backend: str, events: int) -> dict[str, Any]:
     subprocess.run(["ip", "netns", "add", netns], check=True)
     subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
     api = KubeStandin(netns=netns, bookmark_every=60)
+    agent: Agent | None = None
     try:
         for obj in [*inventory, *policies]:
             api.put(obj)
@@ -145,7 +146,9 @@ def run(size: str, backend: str, events: int) -> dict[str, Any]:
             t0 = time.monotonic()
             api.put(changed)
             changes.append(agent.next_apply()[0] - t0)
-            print(f"  {size} {backend}: policy change {n + 1}: {changes[-1]:.2f} s", file=sys.stderr, flush=True)
+            print(
+                f"  {size} {backend}: policy change {n + 1}: {changes[-1]:.2f} s", file=sys.stderr, flush=True
+            )
         time.sleep(2)
         _, cpu0 = agent.stat()
         time.sleep(10)
@@ -159,6 +162,9 @@ def run(size: str, backend: str, events: int) -> dict[str, Any]:
         )  # fmt: skip
         return row
     finally:
+        if agent is not None and agent.proc.poll() is None:  # a measure failed: the agent must not outlive it
+            agent.proc.kill()
+            agent.proc.wait()
         api.stop()
         subprocess.run(["ip", "netns", "del", netns], check=False)
 

@@ -9,6 +9,7 @@ from ...lock import netns_lock
 from ...lower import Lowered, lower
 from ..base import LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
+from .drift import iptables_drift
 from .load import _tools, apply_iptables, detect_tools, load_members, reset_iptables
 
 if TYPE_CHECKING:
@@ -52,8 +53,6 @@ class IptablesBackend:
     def drift(
         self, lowered: Lowered, members: Members, options: Options, runner: Runner
     ) -> tuple[str, ...] | None:
-        from .drift import iptables_drift  # only the agent's resync asks
-
         with netns_lock(options.wait):
             return iptables_drift(
                 lowered, members, options.mark, detect_tools(runner, options.iptables), runner

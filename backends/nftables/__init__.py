@@ -78,7 +78,7 @@ class NftablesBackend:
         self, lowered: Lowered, members: Members, compiled: Compiled, options: Options, runner: Runner
     ) -> LoadReport:
         """Only what differs, in one transaction: new chains and sets, element moves, then the
-        chains and sets no longer used. A change of the fixed chains replaces the table."""
+        chains and sets no longer used. A change of the rank count replaces the table."""
         after = compiled.lowered
         try:
             script, summary = update_script(lowered, after, members, compiled.members, self._ranks)
