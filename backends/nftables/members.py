@@ -7,11 +7,14 @@ alone: a pod event costs its own dispatch, not the cluster's. A policy change ad
 sets that are new (chains and sets are named by their content, so a changed policy is a new chain),
 moves the map and set elements, then deletes the chains and sets no longer used, all in one
 transaction; a new isolation set rewrites the fixed chains that test it, in the same transaction.
-Only a rank rule more or less takes a table replace; the caller then does that (atomically).
+Only a rank rule more or less (or a kept chain's new comment) takes a table replace; the caller
+then does that (atomically).
 """
 
 from __future__ import annotations
 
+import bisect
+import ipaddress
 from collections.abc import Sequence
 
 from ...ir import DIRECTIONS, Direction
@@ -35,12 +38,28 @@ Diff = tuple[str, Sequence[str], Sequence[str]]  # (set or map, elements to dele
 
 
 class TableChanged(Exception):
-    """The rank count must change (or was never loaded here): only a table replace can do that."""
+    """The rank count must change, or a kept chain's comment (the first policy using it), or the
+    table was not loaded here: only a table replace can do that."""
+
+
+def _value(entry: Entry) -> int:
+    return int(ipaddress.ip_address(entry[0]))
 
 
 def _only(members: Members, sets: set[str], addresses: set[str]) -> dict[str, list[Entry]]:
-    """``sets`` holding only ``addresses``: enough to work out those addresses' dispatch."""
-    return {name: [e for e in members.get(name, ()) if e[0] in addresses] for name in sets}
+    """``sets`` (sets of pods, listed by address value as ``resolve`` lists them) holding only
+    ``addresses``, in that order: enough to work out those addresses' dispatch. Found by
+    bisection, so a pod event costs the log of the cluster's size, not the cluster."""
+    wanted = sorted((int(ipaddress.ip_address(a)), a) for a in addresses)
+    out: dict[str, list[Entry]] = {}
+    for name in sets:
+        entries = members.get(name, ())
+        found = out[name] = []
+        for value, address in wanted:
+            at = bisect.bisect_left(entries, value, key=_value)
+            if at < len(entries) and entries[at][0] == address:
+                found.append(entries[at])
+    return out
 
 
 def _key(element: str) -> str:
@@ -175,7 +194,7 @@ def update_script(
     before: Lowered, after: Lowered, old: Members, new: Members, ranks: Ranks
 ) -> tuple[str, str]:
     """The ``nft -f`` text moving the table from (``before``, ``old``) to (``after``, ``new``) and
-    a summary of it; TableChanged when the rank count would change (then replace the table)."""
+    a summary of it; TableChanged when only a table replace can (then replace the table)."""
     names = after.names
     table = table_name(names)
     fixed: list[tuple[str, tuple[str, ...]]] = []  # fixed chains whose rules differ: a new isolation set
@@ -186,11 +205,8 @@ def update_script(
     new_sets = {s.name: s for f in after.families for s in referenced_sets(f)}
     old_chains = {c.name: (f.family, c) for f in before.families for c in f.chains}
     new_chains = {c.name: (f.family, c) for f in after.families for c in f.chains}
-    for name in old_chains.keys() & new_chains.keys():  # same name, same rules; the comment may differ
-        (family, old_chain), (_, new_chain) = old_chains[name], new_chains[name]
-        if old_chain is not new_chain and chain_text(old_chain, family, names) != chain_text(
-            new_chain, family, names
-        ):
+    for name in old_chains.keys() & new_chains.keys():  # named by their rules: only the comment may differ
+        if old_chains[name][1].comment != new_chains[name][1].comment:
             raise TableChanged
     lines: list[str] = []
     for name in sorted(new_sets.keys() - old_sets.keys()):
