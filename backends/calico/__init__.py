@@ -83,16 +83,6 @@ class CalicoBackend:
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         raise UsageError("--backend calico writes resources for calicoctl apply; npc apply cannot load them")
 
-    def load_update(
-        self, lowered: Lowered, members: Members, compiled: Compiled, options: Options, runner: Runner
-    ) -> LoadReport:
-        return self.load(compiled, options, runner)
-
-    def drift(
-        self, lowered: Lowered, members: Members, options: Options, runner: Runner
-    ) -> tuple[str, ...] | None:
-        return None  # cannot tell: a resync reloads
-
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
     ) -> MemberDelta:

@@ -45,14 +45,7 @@ class IptablesBackend:
             report.warnings,
         )
 
-    def load_update(
-        self, lowered: Lowered, members: Members, compiled: Compiled, options: Options, runner: Runner
-    ) -> LoadReport:
-        return self.load(compiled, options, runner)  # the whole network: sets and chains by name
-
-    def drift(
-        self, lowered: Lowered, members: Members, options: Options, runner: Runner
-    ) -> tuple[str, ...] | None:
+    def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
         with netns_lock(options.wait):
             return iptables_drift(
                 lowered, members, options.mark, detect_tools(runner, options.iptables), runner

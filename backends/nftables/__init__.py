@@ -92,9 +92,7 @@ class NftablesBackend:
         table = table_name(after.names)
         return LoadReport(self.name, after.names.network, f"nftables: table inet {table} updated: {summary}")
 
-    def drift(
-        self, lowered: Lowered, members: Members, options: Options, runner: Runner
-    ) -> tuple[str, ...] | None:
+    def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
         expected = build(lowered, members)
         with netns_lock(options.wait):
             return table_drift(expected, runner)

@@ -97,16 +97,6 @@ class WeaveBackend:
             report.warnings,
         )
 
-    def load_update(
-        self, lowered: Lowered, members: Members, compiled: Compiled, options: Options, runner: Runner
-    ) -> LoadReport:
-        return self.load(compiled, options, runner)  # the whole network: sets and chains by name
-
-    def drift(
-        self, lowered: Lowered, members: Members, options: Options, runner: Runner
-    ) -> tuple[str, ...] | None:
-        return None  # cannot tell: a resync reloads
-
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
     ) -> MemberDelta:

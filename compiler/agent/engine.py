@@ -22,7 +22,16 @@ from typing import Any
 
 import attrs
 
-from ..backends.base import Backend, LoadReport, MemberDelta, Options, Runner, SubprocessRunner
+from ..backends.base import (
+    Backend,
+    ChecksDrift,
+    LoadReport,
+    LoadsUpdates,
+    MemberDelta,
+    Options,
+    Runner,
+    SubprocessRunner,
+)
 from ..errors import ApplyError, NpcError, UsageError
 from ..frontends.legacy import isolation_policies, namespaces_from_objects
 from ..inventory import Namespace
@@ -77,10 +86,18 @@ class Dataplane:
         return self.backend.load(compiled, self.options, self.runner)
 
     def load_update(self, applied: Applied, compiled: Compiled) -> LoadReport:
-        return self.backend.load_update(applied.lowered, applied.members, compiled, self.options, self.runner)
+        """What differs from ``applied``, where the backend can load that; else the whole network."""
+        if isinstance(self.backend, LoadsUpdates):
+            return self.backend.load_update(
+                applied.lowered, applied.members, compiled, self.options, self.runner
+            )
+        return self.load(compiled)
 
     def drift(self, applied: Applied) -> tuple[str, ...] | None:
-        return self.backend.drift(applied.lowered, applied.members, self.options, self.runner)
+        """What differs in the kernel from ``applied``; None when the backend cannot tell."""
+        if isinstance(self.backend, ChecksDrift):
+            return self.backend.drift(applied.lowered, applied.members, self.options, self.runner)
+        return None
 
     def load_members(self, lowered: Lowered, old: Members, new: Members) -> MemberDelta:
         return self.backend.load_members(lowered, old, new, self.options, self.runner)
