@@ -48,12 +48,15 @@ def _value(entry: Entry) -> int:
 
 def _only(members: Members, sets: set[str], addresses: set[str]) -> dict[str, list[Entry]]:
     """``sets`` (sets of pods, listed by address value as ``resolve`` lists them) holding only
-    ``addresses``, in that order: enough to work out those addresses' dispatch. Found by
-    bisection, so a pod event costs the log of the cluster's size, not the cluster."""
+    ``addresses``, in that order: enough to work out those addresses' dispatch. A few addresses
+    are found by bisection, so a pod event costs the log of the cluster's size, not the cluster."""
     wanted = sorted((int(ipaddress.ip_address(a)), a) for a in addresses)
     out: dict[str, list[Entry]] = {}
     for name in sets:
         entries = members.get(name, ())
+        if len(wanted) * 32 > len(entries):  # many addresses (a policy change): one scan is cheaper
+            out[name] = [e for e in entries if e[0] in addresses]
+            continue
         found = out[name] = []
         for value, address in wanted:
             at = bisect.bisect_left(entries, value, key=_value)
