@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
 import jinja2
@@ -178,6 +178,29 @@ class Backend(Protocol):
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         """Remove every object npc owns for ``network`` (None: every network) in this namespace."""
+        ...
+
+
+@runtime_checkable
+class LoadsUpdates(Protocol):
+    """A backend that can load a rules change by its difference (the agent's policy changes)."""
+
+    def load_update(
+        self, lowered: Lowered, members: Members, compiled: Compiled, options: Options, runner: Runner
+    ) -> LoadReport:
+        """The kernel holds (``lowered``, ``members``), as this process loaded them: bring it to
+        ``compiled`` with the promises of ``load`` (atomic, previous state kept on ApplyError),
+        loading only what differs."""
+        ...
+
+
+@runtime_checkable
+class ChecksDrift(Protocol):
+    """A backend that can tell whether the kernel still holds what it loaded (the agent's resync)."""
+
+    def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
+        """What differs between this network's objects in the kernel and (``lowered``, ``members``),
+        which this process loaded; () when nothing."""
         ...
 
 

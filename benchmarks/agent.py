@@ -8,8 +8,10 @@ on that namespace's loopback. Latencies are from the API write to the agent's JS
 the apply that carried it (written after the kernel accepted the load):
 - start: process start to the first full apply (imports, list, compile, load);
 - pod add / delete: a pod a policy selects appears and goes (p50, p99 of ``--events`` each);
-- policy: one policy gains a port (p50, p99 of 5): recompile and atomic replace;
-- RSS: the agent's peak resident set (VmHWM); idle CPU: CPU seconds over 10 s of quiet.
+- policy: one policy gains a port (p50, p99 of ``--policy-changes``, 5): recompile, load what
+  differs (or the network);
+- RSS: the agent's peak resident set (VmHWM); idle CPU: CPU seconds over 10 s of quiet; stop:
+  SIGTERM to exit.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class Agent:
             except ValueError:
                 print(line, end="", file=sys.stderr)
 
-    def next_apply(self, timeout: float = 120.0) -> tuple[float, dict[str, Any]]:
+    def next_apply(self, timeout: float = 600.0) -> tuple[float, dict[str, Any]]:
         end = time.monotonic() + timeout
         while True:
             at, line = self.lines.get(timeout=max(0.1, end - time.monotonic()))
@@ -79,9 +81,12 @@ class Agent:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return hwm, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def stop(self) -> None:
+    def stop(self) -> float:
+        """SIGTERM; the seconds until the agent exited."""
+        started = time.monotonic()
         self.proc.terminate()
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=30)
+        return time.monotonic() - started
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -101,7 +106,7 @@ def objects(cluster: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return policies, inventory
 
 
-def run(size: str, backend: str, events: int) -> dict[str, Any]:
+def run(size: str, backend: str, events: int, policy_changes: int) -> dict[str, Any]:
     cluster = DATA / size
     if not (cluster / "inventory.json").exists():
         write_cluster(SIZES[size], cluster)
@@ -110,13 +115,15 @@ def run(size: str, backend: str, events: int) -> dict[str, Any]:
     subprocess.run(["ip", "netns", "add", netns], check=True)
     subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
     api = KubeStandin(netns=netns, bookmark_every=60)
+    agent: Agent | None = None
     try:
         for obj in [*inventory, *policies]:
             api.put(obj)
         api.start()
         agent = Agent(netns, api.kubeconfig(DATA), backend)
-        at, _ = agent.next_apply(timeout=600)
+        at, _ = agent.next_apply(timeout=1800)
         row: dict[str, Any] = {"size": size, "backend": backend, "start_s": at - agent.started}
+        print(f"  {size} {backend}: first apply after {row['start_s']:.1f} s", file=sys.stderr, flush=True)
         row["pods"] = sum(1 for o in inventory if o["kind"] == "Pod")
         row["policies"] = len(policies)
         target = next(p for p in policies if p["spec"].get("podSelector", {}).get("matchLabels"))
@@ -138,17 +145,20 @@ def run(size: str, backend: str, events: int) -> dict[str, Any]:
             api.delete("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"])
             deletes.append(agent.next_apply()[0] - t0)
         changes = []
-        for n in range(5):
+        for n in range(policy_changes):
             changed = copy.deepcopy(target)
             changed["spec"].setdefault("ingress", []).append({"ports": [{"port": 40000 + n}]})
             t0 = time.monotonic()
             api.put(changed)
             changes.append(agent.next_apply()[0] - t0)
+            print(
+                f"  {size} {backend}: policy change {n + 1}: {changes[-1]:.2f} s", file=sys.stderr, flush=True
+            )
         time.sleep(2)
         _, cpu0 = agent.stat()
         time.sleep(10)
         rss, cpu1 = agent.stat()
-        agent.stop()
+        row["stop_s"] = agent.stop()
         row.update(
             add_p50=percentile(adds, 50), add_p99=percentile(adds, 99),
             del_p50=percentile(deletes, 50), del_p99=percentile(deletes, 99),
@@ -157,6 +167,9 @@ def run(size: str, backend: str, events: int) -> dict[str, Any]:
         )  # fmt: skip
         return row
     finally:
+        if agent is not None and agent.proc.poll() is None:  # a measure failed: the agent must not outlive it
+            agent.proc.kill()
+            agent.proc.wait()
         api.stop()
         subprocess.run(["ip", "netns", "del", netns], check=False)
 
@@ -166,21 +179,23 @@ def main() -> None:
     parser.add_argument("--sizes", default="S,M")
     parser.add_argument("--backends", default="iptables,nftables")
     parser.add_argument("--events", type=int, default=50)
+    parser.add_argument("--policy-changes", type=int, default=5)
     args = parser.parse_args()
     DATA.mkdir(exist_ok=True)
     print(
         "| size | backend | pods | policies | start -> first apply s | pod add p50 / p99 ms "
-        "| pod delete p50 / p99 ms | policy change p50 / p99 s | peak RSS MiB | idle CPU s / 10 s |"
+        "| pod delete p50 / p99 ms | policy change p50 / p99 s | peak RSS MiB | idle CPU s / 10 s | stop s |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes.split(","):
         for backend in args.backends.split(","):
-            r = run(size, backend, args.events)
+            r = run(size, backend, args.events, args.policy_changes)
             print(
                 f"| {size} | {backend} | {r['pods']:,} | {r['policies']:,} | {r['start_s']:.2f} "
                 f"| {r['add_p50'] * 1000:.0f} / {r['add_p99'] * 1000:.0f} "
                 f"| {r['del_p50'] * 1000:.0f} / {r['del_p99'] * 1000:.0f} "
-                f"| {r['policy_p50']:.2f} / {r['policy_p99']:.2f} | {r['rss_mib']:.0f} | {r['idle_cpu_s']:.2f} |",
+                f"| {r['policy_p50']:.2f} / {r['policy_p99']:.2f} | {r['rss_mib']:.0f} | {r['idle_cpu_s']:.2f} "
+                f"| {r['stop_s']:.1f} |",
                 flush=True,
             )
 

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 from kube_standin import free_port
-from npc.agent.engine import Engine
+from npc.agent.engine import Applied, Engine
 from npc.agent.inputs import FileInventory, FilePolicies, FileWatcher
 from npc.agent.observe import Health, JsonFormatter, Metrics, serve
-from npc.backends.base import MemberDelta, Members, member_changes
+from npc.backends.base import LoadReport, MemberDelta, Members, member_changes
 from npc.errors import ApplyError
 from npc.lower import Lowered
 from npc.networks import network_spec
@@ -38,9 +38,15 @@ class Recorder:
         self.loads: list[tuple[str, Lowered, dict[str, list[Any]]]] = []
         self.fail = False
 
-    def load(self, compiled: Compiled) -> None:
+    def load(self, compiled: Compiled, kind: str = "full") -> LoadReport:
         self._refuse()
-        self.loads.append(("full", compiled.lowered, {k: list(v) for k, v in compiled.members.items()}))
+        self.loads.append((kind, compiled.lowered, {k: list(v) for k, v in compiled.members.items()}))
+        return LoadReport("recorder", compiled.lowered.names.network, kind)
+
+    def load_update(self, applied: Applied, compiled: Compiled) -> LoadReport:
+        _, lowered, members = self.loads[-1]  # from exactly what the kernel holds
+        assert lowered is applied.lowered and members == applied.members
+        return self.load(compiled, "update")
 
     def _refuse(self) -> None:
         if self.fail:
@@ -144,7 +150,7 @@ def running(inputs: Inputs) -> Iterator[Running]:
     run.engine.notify("stop")
 
 
-def test_pod_churn_is_a_member_delta_and_a_policy_change_a_full_load(
+def test_pod_churn_is_a_member_delta_and_a_policy_change_an_update_from_the_rules_in_force(
     inputs: Inputs, running: Running
 ) -> None:
     assert running.plane.kinds() == ["full"]
@@ -156,7 +162,7 @@ def test_pod_churn_is_a_member_delta_and_a_policy_change_a_full_load(
     assert "10.0.0.3" in running.members("10.0.0.3")
     other = {**DB_POLICY, "metadata": {"name": "db2", "namespace": "default"}}
     running.change(lambda: inputs.write([DB_POLICY, other], pods))
-    assert running.plane.kinds()[-1] == "full"
+    assert running.plane.kinds()[-1] == "update"
 
 
 def test_bad_input_keeps_the_last_good_state_until_it_is_fixed(inputs: Inputs, running: Running) -> None:

@@ -9,6 +9,7 @@ from ...lock import netns_lock
 from ...lower import Lowered, lower
 from ..base import LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
+from .drift import iptables_drift
 from .load import _tools, apply_iptables, detect_tools, load_members, reset_iptables
 from .mark_tree import Marks
 from .render import NPC_LAYOUT, Layout
@@ -72,6 +73,12 @@ class IptablesBackend:
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         return load_layout(self.name, compiled, Marks.of(options), options, runner)
+
+    def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
+        with netns_lock(options.wait):
+            return iptables_drift(
+                lowered, members, options.mark, detect_tools(runner, options.iptables), runner
+            )
 
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner

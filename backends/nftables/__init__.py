@@ -8,8 +8,9 @@ from ...lock import netns_lock
 from ...lower import Lowered, Names
 from ..base import LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour
 from . import render as _render
+from .drift import table_drift
 from .load import delete_table, load_ruleset, npc_tables
-from .members import Ranks, RanksChanged, member_script
+from .members import Ranks, TableChanged, member_script, update_script
 from .render import Ruleset, build, rules_per_packet, table_name
 
 if TYPE_CHECKING:
@@ -70,12 +71,35 @@ class NftablesBackend:
         with netns_lock(options.wait):
             try:
                 script, delta = member_script(lowered, old, new, self._ranks)
-            except RanksChanged:  # a rank rule more or less: the whole table, atomically
+            except TableChanged:  # a rank rule more or less: the whole table, atomically
                 self._load(build(lowered, new), runner)
                 return MemberDelta(full=True)
             if script:
                 load_ruleset(script, runner)
             return delta
+
+    def load_update(
+        self, lowered: Lowered, members: Members, compiled: Compiled, options: Options, runner: Runner
+    ) -> LoadReport:
+        """Only what differs, in one transaction: new chains and sets, element moves, then the
+        chains and sets no longer used. A change of the rank count replaces the table."""
+        after = compiled.lowered
+        try:
+            script, summary = update_script(lowered, after, members, compiled.members, self._ranks)
+        except TableChanged:
+            return self.load(compiled, options, runner)
+        if options.iptables:
+            raise UsageError("--iptables applies to --backend iptables only")
+        with netns_lock(options.wait):
+            if script:
+                load_ruleset(script, runner)
+        table = table_name(after.names)
+        return LoadReport(self.name, after.names.network, f"nftables: table inet {table} updated: {summary}")
+
+    def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
+        expected = build(lowered, members)
+        with netns_lock(options.wait):
+            return table_drift(expected, runner)
 
     def _load(self, ruleset: Ruleset, runner: Runner) -> None:
         load_ruleset(_render.render(ruleset), runner)

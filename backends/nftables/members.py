@@ -1,32 +1,68 @@
-"""Member deltas for nftables: one ``nft -f`` transaction of element deletes and adds.
+"""Changes to a loaded table in one ``nft -f`` transaction: member deltas, and a policy change.
 
 Sets a rule tests change by their elements. Policy targets live in the rank maps (address ->
-its k-th policy chain), so when a target or isolation set changes, the map entries of the
-addresses that moved are worked out for those addresses alone: a pod event costs its own
-dispatch, not the cluster's. Only when the most policies selecting one pod changes does the table
-need a rank rule more or less; the caller then replaces the table (atomically).
+its k-th policy chain), so when a target or isolation set changes, or the dispatch of a policy
+chain does, the map entries of the addresses that moved are worked out for those addresses
+alone: a pod event costs its own dispatch, not the cluster's. A policy change adds the chains and
+sets that are new (chains and sets are named by their content, so a changed policy is a new chain),
+moves the map and set elements, then deletes the chains and sets no longer used, all in one
+transaction; a new isolation set rewrites the fixed chains that test it, in the same transaction.
+Only a rank rule more or less (or a kept chain's new comment) takes a table replace; the caller
+then does that (atomically).
 """
 
 from __future__ import annotations
 
+import bisect
+import ipaddress
 from collections.abc import Sequence
 
-from ...ir import DIRECTIONS
-from ...lower import Lowered
+from ...ir import DIRECTIONS, Direction
+from ...lower import FamilyProgram, Lowered, Names
 from ...resolve import Entry
 from ..base import MemberDelta, Members, member_changes
-from .render import chains_by_address, rank_maps, referenced_sets, set_name, set_text, table_name
+from .render import (
+    FamilyText,
+    chain_text,
+    chains_by_address,
+    rank_map,
+    rank_maps,
+    referenced_sets,
+    set_name,
+    set_text,
+    table_name,
+)
 
 Ranks = dict[tuple[str, int, str], int]  # (table, family, direction) -> rank maps in force
+Diff = tuple[str, Sequence[str], Sequence[str]]  # (set or map, elements to delete, elements to add)
 
 
-class RanksChanged(Exception):
-    """The rank count must change: only a full table replace can do that."""
+class TableChanged(Exception):
+    """The rank count must change, or a kept chain's comment (the first policy using it), or the
+    table was not loaded here: only a table replace can do that."""
+
+
+def _value(entry: Entry) -> int:
+    return int(ipaddress.ip_address(entry[0]))
 
 
 def _only(members: Members, sets: set[str], addresses: set[str]) -> dict[str, list[Entry]]:
-    """``sets`` holding only ``addresses``: enough to work out those addresses' dispatch."""
-    return {name: [e for e in members.get(name, ()) if e[0] in addresses] for name in sets}
+    """``sets`` (sets of pods, listed by address value as ``resolve`` lists them) holding only
+    ``addresses``, in that order: enough to work out those addresses' dispatch. A few addresses
+    are found by bisection, so a pod event costs the log of the cluster's size, not the cluster."""
+    wanted = sorted((int(ipaddress.ip_address(a)), a) for a in addresses)
+    out: dict[str, list[Entry]] = {}
+    for name in sets:
+        entries = members.get(name, ())
+        if len(wanted) * 32 > len(entries):  # many addresses (a policy change): one scan is cheaper
+            out[name] = [e for e in entries if e[0] in addresses]
+            continue
+        found = out[name] = []
+        for value, address in wanted:
+            at = bisect.bisect_left(entries, value, key=_value)
+            if at < len(entries) and entries[at][0] == address:
+                found.append(entries[at])
+    return out
 
 
 def _key(element: str) -> str:
@@ -34,14 +70,56 @@ def _key(element: str) -> str:
     return element.partition(" : ")[0]
 
 
-def member_script(lowered: Lowered, old: Members, new: Members, ranks: Ranks) -> tuple[str, MemberDelta]:
-    """The ``nft -f`` text moving ``old`` to ``new``; RanksChanged when that takes new rules."""
+def _targets(program: FamilyProgram, direction: Direction) -> set[str]:
+    return {d.target.name for d in program.dispatch[direction]} | {program.isolated[direction].name}
+
+
+def _moved(
+    was: FamilyProgram,
+    now: FamilyProgram,
+    direction: Direction,
+    old: Members,
+    new: Members,
+    changes: dict[str, tuple[list[Entry], list[Entry]]],
+) -> set[str]:
+    """Addresses whose chains (or isolation) may differ: members that moved in or out of a target,
+    and every member of a target whose dispatch entry is new or gone. If the entries both programs
+    have are in another order, any isolated address may have its chains in another order."""
+    moved = {
+        e for n in _targets(now, direction) & changes.keys() for e, _ in (*changes[n][0], *changes[n][1])
+    }
+    if was is now:
+        return moved
+    before = [(d.target.name, d.chain) for d in was.dispatch[direction]]
+    after = [(d.target.name, d.chain) for d in now.dispatch[direction]]
+    if before == after:
+        return moved
+    both = set(before) & set(after)
+    if [e for e in before if e in both] != [e for e in after if e in both]:
+        return {e for n in _targets(was, direction) for e, _ in old.get(n, ())} | {
+            e for n in _targets(now, direction) for e, _ in new.get(n, ())
+        }
+    for name in _targets(was, direction) - _targets(now, direction):  # an isolation set replaced
+        moved.update(e for e, _ in old.get(name, ()))
+    for target, _ in set(before) - both:
+        moved.update(e for e, _ in old.get(target, ()))
+    for target, _ in set(after) - both:
+        moved.update(e for e, _ in new.get(target, ()))
+    return moved
+
+
+def element_diffs(before: Lowered, after: Lowered, old: Members, new: Members, ranks: Ranks) -> list[Diff]:
+    """Element deletes and adds moving the sets both programs test, and the rank maps, from
+    (``before``, ``old``) to (``after``, ``new``); TableChanged when that takes new fixed rules."""
     changes = member_changes(old, new)
-    names = lowered.names
+    names = after.names
     table = table_name(names)
-    diffs: list[tuple[str, Sequence[str], Sequence[str]]] = []
-    for program in lowered.families:
-        tested = {s.name: s for s in referenced_sets(program)}
+    diffs: list[Diff] = []
+    for was, now in zip(before.families, after.families, strict=True):
+        tested = {s.name: s for s in referenced_sets(now)}
+        if was is not now:
+            kept = {t.name for t in referenced_sets(was)}
+            tested = {n: s for n, s in tested.items() if n in kept}
         for name in sorted(changes.keys() & tested.keys()):
             gone, fresh = changes[name]
             spec = tested[name]
@@ -53,31 +131,36 @@ def member_script(lowered: Lowered, old: Members, new: Members, ranks: Ranks) ->
                 )
             )
         for direction in DIRECTIONS:
-            targets = {d.target.name for d in program.dispatch[direction]} | {
-                program.isolated[direction].name
-            }
-            moved = {e for n in targets & changes.keys() for e, _ in (*changes[n][0], *changes[n][1])}
+            moved = _moved(was, now, direction, old, new, changes)
             if not moved:
                 continue
-            before = chains_by_address(program, direction, _only(old, targets, moved))
-            after = chains_by_address(program, direction, _only(new, targets, moved))
-            count = ranks.get((table, program.family, direction))
+            old_only = _only(old, _targets(was, direction), moved)
+            new_only = _only(new, _targets(now, direction), moved)
+            chains_before = chains_by_address(was, direction, old_only)
+            chains_after = chains_by_address(now, direction, new_only)
+            count = ranks.get((table, now.family, direction))
             if count is None:  # not loaded by this process: count once
-                count = max(map(len, chains_by_address(program, direction, old).values()), default=0)
-            grown = max(map(len, after.values()), default=0) > count
-            shrunk = not grown and any(len(c) == count for c in before.values())
+                count = max(map(len, chains_by_address(was, direction, old).values()), default=0)
+            grown = max(map(len, chains_after.values()), default=0) > count
+            shrunk = not grown and any(
+                len(c) == count and len(chains_after.get(a, ())) < count for a, c in chains_before.items()
+            )
             if shrunk:  # the pod that needed the last rank moved: does any other need it?
-                shrunk = max(map(len, chains_by_address(program, direction, new).values()), default=0) < count
+                shrunk = max(map(len, chains_by_address(now, direction, new).values()), default=0) < count
             if grown or shrunk:
-                raise RanksChanged
-            was = rank_maps(program, direction, _only(old, targets, moved), names, count)
-            now = rank_maps(program, direction, _only(new, targets, moved), names, count)
-            for old_map, new_map in zip(was, now, strict=True):
+                raise TableChanged
+            maps_before = rank_maps(was, direction, old_only, names, count)
+            maps_after = rank_maps(now, direction, new_only, names, count)
+            for old_map, new_map in zip(maps_before, maps_after, strict=True):
                 old_by_key = {_key(e): e for e in old_map.elements}
                 new_by_key = {_key(e): e for e in new_map.elements}
                 gone_keys = [k for k, e in old_by_key.items() if new_by_key.get(k) != e]
                 fresh_elements = [e for k, e in new_by_key.items() if old_by_key.get(k) != e]
                 diffs.append((old_map.name, gone_keys, fresh_elements))
+    return diffs
+
+
+def _element_lines(table: str, diffs: Sequence[Diff]) -> tuple[list[str], MemberDelta]:
     lines: list[str] = []
     added = removed = touched = 0
     for name, drop, put in diffs:
@@ -89,4 +172,74 @@ def member_script(lowered: Lowered, old: Members, new: Members, ranks: Ranks) ->
         if put:
             lines.append(f"add element inet {table} {name} {{ {', '.join(put)} }}")
         removed, added = removed + len(drop), added + len(put)
-    return "".join(f"{line}\n" for line in lines), MemberDelta(added, removed, touched)
+    return lines, MemberDelta(added, removed, touched)
+
+
+def member_script(lowered: Lowered, old: Members, new: Members, ranks: Ranks) -> tuple[str, MemberDelta]:
+    """The ``nft -f`` text moving ``old`` to ``new``; TableChanged when that takes new rules."""
+    lines, delta = _element_lines(table_name(lowered.names), element_diffs(lowered, lowered, old, new, ranks))
+    return "".join(f"{line}\n" for line in lines), delta
+
+
+def _family_text(program: FamilyProgram, names: Names, ranks: Ranks) -> FamilyText:
+    """The fixed chains' inputs as loaded: the isolation sets, and the rank maps in force."""
+    count = {d: ranks.get((table_name(names), program.family, d)) for d in DIRECTIONS}
+    if None in count.values():
+        raise TableChanged  # not loaded by this process
+    return FamilyText(
+        program.family,
+        {d: set_name(s, names) for d, s in program.isolated.items()},
+        {d: tuple(rank_map(d, program.family, k) for k in range(1, (count[d] or 0) + 1)) for d in DIRECTIONS},
+    )
+
+
+def update_script(
+    before: Lowered, after: Lowered, old: Members, new: Members, ranks: Ranks
+) -> tuple[str, str]:
+    """The ``nft -f`` text moving the table from (``before``, ``old``) to (``after``, ``new``) and
+    a summary of it; TableChanged when only a table replace can (then replace the table)."""
+    names = after.names
+    table = table_name(names)
+    fixed: list[tuple[str, tuple[str, ...]]] = []  # fixed chains whose rules differ: a new isolation set
+    for was, now in zip(before.families, after.families, strict=True):
+        old_rules, new_rules = (_family_text(p, names, ranks).chains() for p in (was, now))
+        fixed += [(name, rules) for name, rules in new_rules.items() if old_rules[name] != rules]
+    old_sets = {s.name: s for f in before.families for s in referenced_sets(f)}
+    new_sets = {s.name: s for f in after.families for s in referenced_sets(f)}
+    old_chains = {c.name: (f.family, c) for f in before.families for c in f.chains}
+    new_chains = {c.name: (f.family, c) for f in after.families for c in f.chains}
+    for name in old_chains.keys() & new_chains.keys():  # named by their rules: only the comment may differ
+        if old_chains[name][1].comment != new_chains[name][1].comment:
+            raise TableChanged
+    lines: list[str] = []
+    for name in sorted(new_sets.keys() - old_sets.keys()):
+        spec = new_sets[name]
+        text = set_text(spec, new[name], names)
+        flags = " flags interval;" if text.interval else ""
+        lines.append(f"add set inet {table} {text.name} {{ type {text.type};{flags} }}")
+        if text.elements:
+            lines.append(f"add element inet {table} {text.name} {{ {', '.join(text.elements)} }}")
+    fresh_chains = [
+        chain_text(c, f, names) for n, (f, c) in sorted(new_chains.items()) if n not in old_chains
+    ]
+    for chain in fresh_chains:  # every chain first: a rule may go to another new one
+        lines.append(f"add chain inet {table} {chain.name} {{ comment {chain.comment}; }}")
+    for chain in fresh_chains:
+        lines += [f"add rule inet {table} {chain.name} {rule}" for rule in chain.rules]
+    element_lines, delta = _element_lines(table, element_diffs(before, after, old, new, ranks))
+    lines += element_lines  # the maps leave the old chains here, so they can go next
+    for name, rules in fixed:
+        lines.append(f"flush chain inet {table} {name}")
+        lines += [f"add rule inet {table} {name} {rule}" for rule in rules]
+    stale_chains = [
+        chain_text(c, f, names).name for n, (f, c) in sorted(old_chains.items()) if n not in new_chains
+    ]
+    lines += [f"delete chain inet {table} {name}" for name in stale_chains]
+    stale_sets = sorted(old_sets.keys() - new_sets.keys())
+    lines += [f"delete set inet {table} {set_name(old_sets[n], names)}" for n in stale_sets]
+    summary = (
+        f"chains +{len(fresh_chains)} -{len(stale_chains)} ~{len(fixed)}, "
+        f"sets +{len(new_sets.keys() - old_sets.keys())} -{len(stale_sets)}, "
+        f"elements +{delta.added} -{delta.removed}"
+    )
+    return "".join(f"{line}\n" for line in lines), summary

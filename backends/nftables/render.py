@@ -287,6 +287,26 @@ class FamilyText:
     def nfproto(self) -> str:
         return NFPROTO[self.family]
 
+    def chains(self) -> dict[str, tuple[str, ...]]:
+        """The family's fixed chains and their rules: what the rank count and the isolation sets
+        decide (the template writes them; a policy change rewrites those that differ)."""
+        f, ip = self.family, self.ip
+        return {
+            f"source-{f}": (
+                f"{ip} saddr @{self.isolated['egress']} goto egress-{f}",
+                f"goto destination-{f}",
+            ),
+            f"egress-{f}": (
+                *(f"{ip} saddr vmap @{rank}" for rank in self.ranks["egress"]),
+                'drop comment "npc: no policy allows this egress"',
+            ),
+            f"destination-{f}": (f"{ip} daddr @{self.isolated['ingress']} goto ingress-{f}", "accept"),
+            f"ingress-{f}": (
+                *(f"{ip} daddr vmap @{rank}" for rank in self.ranks["ingress"]),
+                'drop comment "npc: no policy allows this ingress"',
+            ),
+        }
+
 
 @attrs.frozen
 class Ruleset:
@@ -306,9 +326,8 @@ class Ruleset:
 
     @property
     def rule_count(self) -> int:
-        """As the template writes them: forward 2; per family source 2, destination 2, and the
-        rank lookups plus the drop of egress and ingress; every policy chain's rules."""
-        fixed = sum(6 + len(f.ranks["egress"]) + len(f.ranks["ingress"]) for f in self.families)
+        """As the template writes them: forward 2, each family's fixed chains, every policy chain's rules."""
+        fixed = sum(len(rules) for f in self.families for rules in f.chains().values())
         return 2 + fixed + sum(len(c.rules) for c in self.policy_chains)
 
     @property

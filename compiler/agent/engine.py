@@ -1,12 +1,14 @@
 """The agent's loop: debounce input changes, then per network either replace rules or move members.
 
 Rules depend only on policies, so a network's rules change exactly when its selected ``Program``
-changes (policies, or a namespace's 1.6 annotation): then it is compiled and loaded whole,
-atomically, as ``npc apply`` does. Anything else (pods, labels, addresses, named ports, network
-annotations) only moves set members, kept up to date pod by pod (``live``), and only the
-differences are loaded. Bad input never reaches the kernel: each input keeps its last good value, the error is
-logged as ``compile`` reports it and counted, and the next good read is applied. A kernel failure
-keeps the previous state and is retried with backoff, by a full load.
+changes (policies, or a namespace's 1.6 annotation): then it is compiled, and the backend loads
+what differs from the state in force in one atomic step (or the whole network, where it cannot
+tell). Anything else (pods, labels, addresses, named ports, network annotations) only moves set
+members, kept up to date pod by pod (``live``), and only the differences are loaded. Bad input
+never reaches the kernel: each input keeps its last good value, the error is logged as
+``compile`` reports it and counted, and the next good read is applied. A kernel failure keeps the
+previous state and is retried with backoff, by a full load. A resync first asks the backend
+whether the kernel still holds what was applied, and reloads only if it does not (drift).
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from typing import Any
 
 import attrs
 
-from ..backends.base import Backend, MemberDelta, Options, Runner, SubprocessRunner
+from ..backends.base import (
+    Backend,
+    ChecksDrift,
+    LoadReport,
+    LoadsUpdates,
+    MemberDelta,
+    Options,
+    Runner,
+    SubprocessRunner,
+)
 from ..errors import ApplyError, NpcError, UsageError
 from ..inventory import Namespace
 from ..ir import Program
@@ -70,8 +81,22 @@ class Dataplane:
     def __init__(self, backend: Backend, options: Options, runner: Runner | None = None) -> None:
         self.backend, self.options, self.runner = backend, options, runner or SubprocessRunner()
 
-    def load(self, compiled: Compiled) -> None:
-        self.backend.load(compiled, self.options, self.runner)
+    def load(self, compiled: Compiled) -> LoadReport:
+        return self.backend.load(compiled, self.options, self.runner)
+
+    def load_update(self, applied: Applied, compiled: Compiled) -> LoadReport:
+        """What differs from ``applied``, where the backend can load that; else the whole network."""
+        if isinstance(self.backend, LoadsUpdates):
+            return self.backend.load_update(
+                applied.lowered, applied.members, compiled, self.options, self.runner
+            )
+        return self.load(compiled)
+
+    def drift(self, applied: Applied) -> tuple[str, ...] | None:
+        """What differs in the kernel from ``applied``; None when the backend cannot tell."""
+        if isinstance(self.backend, ChecksDrift):
+            return self.backend.drift(applied.lowered, applied.members, self.options, self.runner)
+        return None
 
     def load_members(self, lowered: Lowered, old: Members, new: Members) -> MemberDelta:
         return self.backend.load_members(lowered, old, new, self.options, self.runner)
@@ -91,6 +116,7 @@ class Network:
         self.spec, self.plane, self.metrics, self.node = spec, plane, metrics, node
         self.applied: Applied | None = None
         self.failed = False  # the last load failed: the next one is full
+        self.drift: tuple[str, ...] = ()  # what a resync found changed in the kernel: a full load repairs it
         self.source = spec.address_source()
         self.live = LiveInventory(self.source, node)
         self.sets: LiveSets | None = None
@@ -98,6 +124,28 @@ class Network:
 
     def program(self, loaded: Loaded, namespaces: Sequence[Namespace]) -> Program:
         return select_policies(policy_program(loaded, namespaces), self.spec)
+
+    def drifted(self) -> bool:
+        """Resync: does the kernel still hold what was applied? If not (or the backend cannot
+        tell), the next update is a full load, which repairs it."""
+        applied, name = self.applied, self.spec.name
+        if applied is None or self.failed:
+            return True
+        started = time.monotonic()
+        try:
+            found = self.plane.drift(applied)
+        except ApplyError as exc:
+            found = (f"cannot read the kernel's state: {exc}",)
+        if found is None:
+            return True
+        self.drift = found
+        if not found:
+            _info(
+                f"network {name}: resync: the kernel holds what was applied (checked in {_ms(started)} ms)",
+                network=name,
+                duration_ms=_ms(started),
+            )
+        return bool(found)
 
     def update(self, rules: Loaded | Artefacts, docs: Sequence[Any], force_full: bool) -> bool:
         """Bring the kernel to (policies, inventory); False when it already was. Raises NpcError
@@ -128,13 +176,19 @@ class Network:
                 lowered, self.live, local_only_sets(lowered) if self.node else set(), previous
             )
             members = self.sets.members()
-            self._load(lambda: self.plane.load(Compiled(made.program, lowered, members)))
+            compiled = Compiled(made.program, lowered, members)
+            applied = self.applied
+            if previous is None or applied is None:
+                report = self._load(lambda: self.plane.load(compiled))
+            else:  # the kernel holds what was applied: load only what differs
+                report = self._load(lambda: self.plane.load_update(applied, compiled))
             self.applied = Applied(key, lowered, members)
             self._done("full", started, members)
             _info(
-                f"applied network {name}: rules and sets{' (resync)' if force_full else ''} "
+                f"applied network {name}: rules and sets{self._why(force_full)} "
                 f"({len(lowered.chain_names(4)) + len(lowered.chain_names(6))} chains, "
-                f"{len(members)} sets, {sum(map(len, members.values()))} entries) in {_ms(started)} ms",
+                f"{len(members)} sets, {sum(map(len, members.values()))} entries; {report.summary}) "
+                f"in {_ms(started)} ms",
                 network=name,
                 kind="full",
                 sets=len(members),
@@ -163,6 +217,13 @@ class Network:
             duration_ms=_ms(started),
         )
         return True
+
+    def _why(self, force_full: bool) -> str:
+        """Why a full load: the drift a resync found (said once), else a forced reload."""
+        drift, self.drift = self.drift, ()
+        if drift:
+            return f" (drift repaired: {'; '.join(drift[:10])}{' ...' if len(drift) > 10 else ''})"
+        return " (full reload)" if force_full else ""
 
     def _load(self, load: Any) -> Any:
         try:
@@ -240,7 +301,7 @@ class Engine:
                     next_resync = now + self.resync
                     pending |= {"policies", "inventory"}
                 try:
-                    ok = self._process(pending, full or retry)
+                    ok = self._process(pending, retry, resync=full)
                 except UsageError as exc:
                     self.fatal = exc
                     self.stop.set()
@@ -325,16 +386,17 @@ class Engine:
             self._docs = []
         return changed
 
-    def _process(self, pending: set[str], full: bool) -> bool:
+    def _process(self, pending: set[str], full: bool, resync: bool = False) -> bool:
         """Read and apply; False when a network's load failed (to be retried)."""
         self.health.busy = True
         try:
-            if not self._read(pending, full) or self._loaded is None or self._docs is None:
+            if not self._read(pending, full or resync) or self._loaded is None or self._docs is None:
                 return True
             ok = True
             for network in self.networks:
                 try:
-                    if not network.update(self._loaded, self._docs, full):
+                    force = full or (resync and network.drifted())
+                    if not network.update(self._loaded, self._docs, force):
                         # said once per change read, so a user who edited an input sees it was
                         _info(f"network {network.spec.name}: inputs read, kernel already up to date")
                 except ApplyError as exc:

@@ -12,6 +12,7 @@ and in the same order (``tests/test_agent_live.py`` checks that on random churn)
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
@@ -109,9 +110,21 @@ class _SortKeys(dict[str, tuple[int, str]]):
 class _Index:
     """Pod peers and named ports of some sets, indexed by what can select a pod."""
 
-    def __init__(self, specs: Iterable[SetSpec]) -> None:
+    def __init__(
+        self, specs: Iterable[SetSpec], previous: _Index | None = None, kept: set[str] | None = None
+    ) -> None:
+        """``previous``: an index whose sets named in ``kept`` carry over as they were indexed
+        (peers recur across thousands of sets, and comparing equal peers is not free)."""
         self.peer_sets: dict[PodPeer, list[tuple[str, int]]] = defaultdict(list)
         self.port_sets: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+        if previous is not None:
+            keep = kept or set()
+            for kept_peer, sets in previous.peer_sets.items():
+                if found := [s for s in sets if s[0] in keep]:
+                    self.peer_sets[kept_peer] = found
+            for port, sets in previous.port_sets.items():
+                if found := [s for s in sets if s[0] in keep]:
+                    self.port_sets[port] = found
         for spec in specs:
             if spec.kind == "port":
                 protocol, name = (str(part) for part in spec.key)  # type: ignore[union-attr]
@@ -185,13 +198,13 @@ class LiveSets:
                         self.fixed[spec.name] = _net_members(spec)
                 else:
                     specs.setdefault(spec.name, spec)
-        self.index = _Index(specs.values())
         kept: set[str] = set()
         if previous is not None:
             kept = {
                 n for n in specs if n in previous.counts and (n in local_only) == (n in previous.local_only)
             }
         fresh = [spec for name, spec in specs.items() if name not in kept]
+        self.index: _Index = _Index(fresh, previous.index, kept) if previous else _Index(specs.values())
         self.counts: dict[str, Counter[str]] = {n: previous.counts[n] for n in kept} if previous else {}
         self.counts.update((spec.name, Counter()) for spec in fresh)
         self._sorted: dict[str, list[Entry]] = (
@@ -199,6 +212,11 @@ class LiveSets:
         )
         self._keys: _SortKeys = previous._keys if previous else _SortKeys()
         self.dirty: set[str] = {spec.name for spec in fresh} | (previous.dirty & kept if previous else set())
+        # entries that entered or left a sorted set since ``members``: moved into a copy of it by
+        # bisection, so one pod costs the log of a set's size (the isolation sets hold every pod)
+        self.moved: dict[str, tuple[set[str], set[str]]] = (
+            {n: previous.moved[n] for n in kept if n in previous.moved} if previous else {}
+        )
         self.given: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
         new_index = _Index(fresh) if previous else self.index
         for pod in inventory.pods.values():
@@ -215,8 +233,11 @@ class LiveSets:
             self.index.entries(pod, self.inventory, self.local_only)
         )
         for name, entry in given:
-            self.counts[name][entry] += 1
-            self.dirty.add(name)
+            counts = self.counts[name]
+            counts[entry] += 1
+            if counts[entry] == 1:
+                entered, left = self.moved.setdefault(name, (set(), set()))
+                (left.discard if entry in left else entered.add)(entry)
 
     def _remove(self, namespace: str, name: str) -> None:
         for set_name, entry in self.given.pop((namespace, name), ()):
@@ -224,7 +245,8 @@ class LiveSets:
             counts[entry] -= 1
             if counts[entry] <= 0:
                 del counts[entry]
-            self.dirty.add(set_name)
+                entered, left = self.moved.setdefault(set_name, (set(), set()))
+                (entered.discard if entry in entered else left.add)(entry)
 
     def change(self, pods: Iterable[PodChange], namespaces: Iterable[str]) -> None:
         """Apply pod changes, then re-count the pods of namespaces whose labels changed."""
@@ -241,8 +263,25 @@ class LiveSets:
                     self._add(pod)
 
     def members(self) -> dict[str, list[Entry]]:
+        """Every set's entries in ``resolve``'s order; a set nothing entered or left is the very
+        list returned before (so comparing with the members in force skips it)."""
+        key = self._keys.__getitem__
+        for name, (entered, left) in self.moved.items():
+            before = self._sorted.get(name)
+            if (not entered and not left) or name in self.dirty:
+                continue
+            if before is None or len(entered) + len(left) > len(before) // 8:
+                self.dirty.add(name)
+                continue
+            after = list(before)  # a new list: the one in force stays as it was
+            for entry in left:
+                del after[bisect.bisect_left(after, key(entry), key=lambda e: key(e[0]))]
+            for entry in entered:
+                bisect.insort(after, (entry, False), key=lambda e: key(e[0]))
+            self._sorted[name] = after
+        self.moved.clear()
         for name in self.dirty:
-            self._sorted[name] = [(e, False) for e in sorted(self.counts[name], key=self._keys.__getitem__)]
+            self._sorted[name] = [(e, False) for e in sorted(self.counts[name], key=key)]
         self.dirty.clear()
         return {**self.fixed, **self._sorted}
 
