@@ -77,7 +77,7 @@ class IptablesBackend:
     def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
         with netns_lock(options.wait):
             return iptables_drift(
-                lowered, members, options.mark, detect_tools(runner, options.iptables), runner
+                lowered, members, Marks.of(options), detect_tools(runner, options.iptables), runner
             )
 
     def load_members(

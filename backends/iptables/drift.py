@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from ...lower import Lowered
 from ...resolve import Entry
 from ..base import Runner
-from .load import Tools, _table_state
-from .render import all_sets, render_rules
+from .load import Tools, _owns_jump, _table_states
+from .mark_tree import Marks
+from .render import NPC_LAYOUT, kernel_sets, render_rules, tables
 
 
 def _rule_counts(lines: Sequence[str]) -> Counter[str]:
@@ -34,27 +35,30 @@ def _set_entries(run: Runner) -> dict[str, int]:
 
 
 def iptables_drift(
-    lowered: Lowered, members: Mapping[str, Sequence[Entry]], mark: int, tools: Tools, run: Runner
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], marks: Marks, tools: Tools, run: Runner
 ) -> tuple[str, ...]:
     """What differs between the kernel and (``lowered``, ``members``) (empty: nothing)."""
     found: list[str] = []
     for family in (4, 6):
-        state = _table_state(run, tools, family, lowered)
-        want = _rule_counts(render_rules(lowered, family, mark, []).splitlines())
-        have = _rule_counts(state.rules)
-        for chain in sorted(set(lowered.chain_names(family)) - set(state.chains)):
-            found.append(f"IPv{family} chain {chain} missing")
-        for chain in sorted(set(state.chains) - set(lowered.chain_names(family))):
-            found.append(f"IPv{family} chain {chain} not npc's")
+        states = _table_states(run, tools, family, lowered)
+        text = render_rules(lowered, family, marks, {t: [] for t in tables(marks)})
+        want = _rule_counts(text.splitlines())
+        have = _rule_counts([rule for state in states.values() for rule in state.rules])
+        wanted = {c for t in ("filter", "mangle") for c in NPC_LAYOUT.chain_names(lowered, family, marks, t)}
+        present = {c for state in states.values() for c in state.chains}
+        found += [f"IPv{family} chain {chain} missing" for chain in sorted(wanted - present)]
+        found += [f"IPv{family} chain {chain} not npc's" for chain in sorted(present - wanted)]
         for chain in sorted(want.keys() | have.keys()):
-            if want[chain] != have[chain] and chain in state.chains:
+            if want[chain] != have[chain] and chain in present:
                 found.append(f"IPv{family} chain {chain} has {have[chain]} rules, not {want[chain]}")
-        if state.jumps != 1:
-            found.append(f"IPv{family}: {state.jumps} FORWARD jumps to npc, not 1")
+        for table, state in states.items():
+            jumps = 1 if _owns_jump(NPC_LAYOUT, marks, table) else 0
+            if state.jumps != jumps:
+                found.append(f"IPv{family} {table}: {state.jumps} FORWARD jumps to npc, not {jumps}")
     entries = _set_entries(run)
-    for spec in all_sets(lowered):
+    for spec in kernel_sets(lowered, members, marks):
         if spec.name not in entries:
             found.append(f"set {spec.name} missing")
-        elif entries[spec.name] != len(members[spec.name]):
-            found.append(f"set {spec.name} has {entries[spec.name]} entries, not {len(members[spec.name])}")
+        elif entries[spec.name] != len(spec.members):
+            found.append(f"set {spec.name} has {entries[spec.name]} entries, not {len(spec.members)}")
     return tuple(found)

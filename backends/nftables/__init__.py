@@ -88,8 +88,6 @@ class NftablesBackend:
             script, summary = update_script(lowered, after, members, compiled.members, self._ranks)
         except TableChanged:
             return self.load(compiled, options, runner)
-        if options.iptables:
-            raise UsageError("--iptables applies to --backend iptables only")
         with netns_lock(options.wait):
             if script:
                 load_ruleset(script, runner)
