@@ -156,3 +156,25 @@ def test_a_lasting_swap_refusal_swaps_back_and_exits_3(
     assert swaps[-1] == swaps[0].splitlines(keepends=True)[0]  # the one done is swapped back
     restored = [argv[0] for argv, _ in stand_in.calls if argv[0].endswith("-restore")]
     assert restored[-2:] == ["iptables-legacy-restore", "ip6tables-legacy-restore"]  # rules put back
+
+
+def test_a_killed_runs_recorded_temporaries_are_removed_and_made_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
+) -> None:
+    """A run killed after staging its temporaries leaves them and its record; the next run removes
+    exactly those, then stages its own under the same names (not a clash with a stranger's sets)."""
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
+    names = compiled.lowered.names
+    temps = [
+        apply.temp_set_prefix(compiled.lowered) + spec.name[len(names.set_prefix) :]
+        for spec in kernel_sets(compiled.lowered, compiled.members, Marks())
+    ]
+    left = "".join(
+        f"\nName: {t}\nType: hash:ip\nHeader: family inet hashsize 1024\nReferences: 0\n" for t in temps
+    )
+    apply._record(names).write_text("".join(f"{t}\n" for t in temps))
+    stand_in = StandIn(lambda argv, stdin: None, existing_sets(compiled) + left)
+    run_apply(monkeypatch, tmp_path, stand_in, compiled)
+    batches = [stdin for argv, stdin in stand_in.calls if list(argv) == ["ipset", "restore"]]
+    assert batches[0] == "".join(f"destroy {t}\n" for t in temps)
+    assert any(f"create {temps[0]} " in batch for batch in batches[1:])

@@ -255,16 +255,19 @@ def _record(names: Names) -> Path:
     return Path(record_path(f"{names.tag}.sets"))
 
 
-def _destroy_recorded(run: Runner, names: Names, present: Mapping[str, SetInfo]) -> None:
-    """A crashed run's temporaries: only the ones it recorded, never other ``npt-`` sets."""
+def _destroy_recorded(run: Runner, names: Names, present: dict[str, SetInfo]) -> None:
+    """A crashed run's temporaries: only the ones it recorded, never other ``npt-`` sets; they
+    leave ``present`` too, so this run can make its own of the same names."""
     record = _record(names)
     try:
-        recorded = record.read_text().split()
+        recorded = [name for name in record.read_text().split() if name in present]
     except FileNotFoundError:
         return
-    _, error = ipset_lines(run, [f"destroy {name}\n" for name in recorded if name in present])
+    _, error = ipset_lines(run, [f"destroy {name}\n" for name in recorded])
     if error:
         raise ApplyError(f"could not remove a previous run's temporary sets: {error}")
+    for name in recorded:
+        del present[name]
     record.unlink(missing_ok=True)
 
 
