@@ -14,24 +14,13 @@ from collections.abc import Mapping, Sequence
 from ...lower import Lowered
 from ...resolve import Entry
 from ..base import Runner
-from .load import Tools, _owns_jump, _table_states
+from .load import Tools, _owns_jump, _sets, _table_states
 from .mark_tree import Marks
 from .render import NPC_LAYOUT, kernel_sets, render_rules, tables
 
 
 def _rule_counts(lines: Sequence[str]) -> Counter[str]:
     return Counter(line.split()[1] for line in lines if line.startswith("-A "))
-
-
-def _set_entries(run: Runner) -> dict[str, int]:
-    """Entries per set of the namespace (``ipset list -t``)."""
-    out: dict[str, int] = {}
-    listing = run(["ipset", "list", "-t"])
-    for block in listing.stdout.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "Name" in fields:
-            out[fields["Name"]] = int(fields.get("Number of entries", "0") or 0)
-    return out
 
 
 def iptables_drift(
@@ -55,10 +44,10 @@ def iptables_drift(
             jumps = 1 if _owns_jump(NPC_LAYOUT, marks, table) else 0
             if state.jumps != jumps:
                 found.append(f"IPv{family} {table}: {state.jumps} FORWARD jumps to npc, not {jumps}")
-    entries = _set_entries(run)
+    kernel = _sets(run)
     for spec in kernel_sets(lowered, members, marks):
-        if spec.name not in entries:
+        if spec.name not in kernel:
             found.append(f"set {spec.name} missing")
-        elif entries[spec.name] != len(spec.members):
-            found.append(f"set {spec.name} has {entries[spec.name]} entries, not {len(spec.members)}")
+        elif kernel[spec.name].entries != len(spec.members):
+            found.append(f"set {spec.name} has {kernel[spec.name].entries} entries, not {len(spec.members)}")
     return tuple(found)

@@ -212,10 +212,11 @@ class SetInfo:
     type: str
     family: str
     references: int
+    entries: int = 0
 
 
 def _sets(run: Runner) -> dict[str, SetInfo]:
-    """Every set of the namespace with its type, family and reference count (one ``ipset list -t``)."""
+    """Every set of the namespace with its type, family, reference and entry counts (one ``ipset list -t``)."""
     listing = run(["ipset", "list", "-t"])
     if listing.returncode != 0:
         raise ApplyError(f"ipset list failed: {listing.stderr.strip()}")
@@ -226,7 +227,10 @@ def _sets(run: Runner) -> dict[str, SetInfo]:
             header = fields.get("Header", "").split()
             family = header[header.index("family") + 1] if "family" in header else ""
             out[fields["Name"]] = SetInfo(
-                fields.get("Type", ""), family, int(fields.get("References", "0") or 0)
+                fields.get("Type", ""),
+                family,
+                int(fields.get("References", "0") or 0),
+                int(fields.get("Number of entries", "0") or 0),
             )
     return out
 
