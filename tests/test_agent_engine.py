@@ -323,3 +323,22 @@ def test_file_watcher_follows_symlink_swaps_of_a_folder(tmp_path: Path) -> None:
         assert seen.wait(5), "an edit in the new target went unnoticed"
     finally:
         stop.set()
+
+
+def test_file_watcher_ignores_the_neighbours_of_a_watched_file(tmp_path: Path) -> None:
+    """Writing beside the inventory file (a log file, an editor's swap file) is no input change;
+    replacing the file is."""
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text("{}")
+    seen, stop = threading.Event(), threading.Event()
+    FileWatcher([str(inventory)], seen.set, stop).start()
+    try:
+        time.sleep(0.3)  # the watch is up
+        (tmp_path / "agent.log").write_text("a line\n")
+        assert not seen.wait(1.0), "a neighbour's change was taken for the inventory's"
+        tmp = tmp_path / ".inventory.json.tmp"
+        tmp.write_text('{"items": []}')
+        tmp.replace(inventory)
+        assert seen.wait(5), "the inventory's replacement went unnoticed"
+    finally:
+        stop.set()

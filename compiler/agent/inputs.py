@@ -188,7 +188,10 @@ def _digest(value: object) -> str:
 
 
 class FileWatcher(threading.Thread):
-    """Calls ``notify()`` after any change under the given paths (recursively), symlink swaps included."""
+    """Calls ``notify()`` after any change under the given paths (recursively), symlink swaps
+    included. A file's folder is watched only to see the file replaced: changes to its neighbours
+    (a log file written beside the inventory) are not changes of the input, and taking them for
+    one made a bad input re-read and its error re-logged for every log line written."""
 
     def __init__(self, paths: Sequence[str], notify: Callable[[], None], stop: threading.Event) -> None:
         super().__init__(name="watch-files", daemon=True)
@@ -196,6 +199,18 @@ class FileWatcher(threading.Thread):
 
     def _targets(self) -> list[str]:
         return [os.path.realpath(p) for p in self.paths]
+
+    def _concerns(self, path: str) -> bool:
+        """Whether a change at ``path`` is at or under a watched path (or its target), or on the
+        way to one not there yet."""
+        for watched in {*self.paths, *self._targets()}:
+            if (
+                path == watched
+                or path.startswith(watched.rstrip("/") + "/")
+                or watched.startswith(path + "/")
+            ):
+                return True
+        return False
 
     def _roots(self) -> list[str]:
         """Folders to watch: each folder itself (its target when a symlink) and, for a file or a
@@ -220,7 +235,7 @@ class FileWatcher(threading.Thread):
             try:
                 for _ in watchfiles.watch(
                     *self._roots(),
-                    watch_filter=None,
+                    watch_filter=lambda _change, path: self._concerns(path),
                     debounce=50,
                     step=50,
                     stop_event=self.stop,
