@@ -205,15 +205,15 @@ def _compile(args: argparse.Namespace) -> int:
         jobs = [pipeline.build(sources, network, progress) for network in networks]
         progress(f"rendering {backend.name} artefacts")
         rendered = [backend.render(job.compiled, options) for job in jobs]
+        artefacts = [
+            dict(files, **{"manifest.json": pipeline.manifest(job, backend, options, files)})
+            for job, files in zip(jobs, rendered, strict=True)
+        ]
     _notes(sources.loaded.notes)
     for job in jobs:
         _notes(job.assembled.notes)
         _notes(backend.notes(job.compiled, options))
         _notes(job.assembled.warnings, "warning")
-    artefacts = [
-        dict(files, **{"manifest.json": pipeline.manifest(job, backend, options, files)})
-        for job, files in zip(jobs, rendered, strict=True)
-    ]
     if args.networks and args.output:  # every network's folder, or none
         tree = {
             f"{j.network.folder}/{n}": t for j, a in zip(jobs, artefacts, strict=True) for n, t in a.items()

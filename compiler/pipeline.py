@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 import attrs
 
-from . import __version__, lowered_json
+from . import __version__, indented_json, lowered_json
 from .backends.base import Backend, Options
 from .errors import UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
@@ -226,4 +225,4 @@ def manifest(job: Build, backend: Backend, options: Options, files: dict[str, st
     if epoch and epoch.isdigit():
         stamp = datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
         data["generated"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return indented_json.dumps(data) + "\n"
