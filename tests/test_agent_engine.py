@@ -27,7 +27,7 @@ from npc.backends.base import LoadReport, MemberDelta, Members, member_changes
 from npc.errors import ApplyError
 from npc.lower import Lowered
 from npc.networks import network_spec
-from npc.pipeline import Compiled
+from npc.resolve import Compiled
 from polling import wait_for
 
 
