@@ -141,6 +141,7 @@ def _compile(args: argparse.Namespace) -> int:
             dict(files, **{"manifest.json": pipeline.manifest(job, backend, options, files)})
             for job, files in zip(jobs, rendered, strict=True)
         ]
+    collector.keep((jobs, artefacts))  # the inventory, IR and artefacts: the OS frees them at exit
     _notes(sources.loaded.notes)
     for job in jobs:
         _notes(job.assembled.notes)

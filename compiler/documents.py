@@ -20,6 +20,7 @@ from .errors import InputError
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NULL_TAG = "tag:yaml.org,2002:null"
+_STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
@@ -102,6 +103,11 @@ class StrictLoader(Loader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[object] = set()
         if not isinstance(node, yaml.MappingNode):  # !!set [1]: the base class says so
+            return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        # Almost every key is a plain string: distinct texts are distinct keys, no need to
+        # construct each key twice (other tags can spell one key two ways: 1 and 0x1, ~ and null).
+        texts = {k.value for k, _ in node.value if k.tag == _STR_TAG}
+        if len(texts) == len(node.value):
             return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
         for key_node, _ in node.value:
             if key_node.tag == _MERGE_TAG:

@@ -53,20 +53,21 @@ class PodIndex:
         self._pods: dict[str, list[int]] = defaultdict(list)  # namespace -> pod numbers
         self._by_label: dict[str, dict[tuple[str, str], set[int]]] = defaultdict(lambda: defaultdict(set))
         self._by_key: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
-        for number, pod in enumerate(inventory.pods):
-            self._pods[pod.namespace].append(number)
-            for key, value in pod.labels.items():
-                self._by_label[pod.namespace][(key, value)].add(number)
-                self._by_key[pod.namespace][key].add(number)
         self._named: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
-        for number, pod in enumerate(inventory.pods):
-            for (protocol, name), port in pod.named_ports().items():
-                self._named[(protocol, name)].append((number, port))
         # (family, pod number) -> its addresses, rendered once with their sort keys
         self._addresses: dict[int, list[list[tuple[int, str]]]] = {4: [], 6: []}
-        for pod in inventory.pods:
-            for family, rendered in self._addresses.items():
-                rendered.append([(int(ip), str(ip)) for ip in pod.ips if ip.version == family])
+        v4, v6 = self._addresses[4], self._addresses[6]
+        for number, pod in enumerate(inventory.pods):
+            self._pods[pod.namespace].append(number)
+            by_label, by_key = self._by_label[pod.namespace], self._by_key[pod.namespace]
+            for key, value in pod.labels.items():
+                by_label[(key, value)].add(number)
+                by_key[key].add(number)
+            for (protocol, name), port in pod.named_ports().items():
+                self._named[(protocol, name)].append((number, port))
+            rendered = [(ip.version, int(ip), str(ip)) for ip in pod.ips]
+            v4.append([(key, text) for family, key, text in rendered if family == 4])
+            v6.append([(key, text) for family, key, text in rendered if family == 6])
         self._namespace_memo: dict[Selector, list[str]] = {}
         self._peer_memo: dict[PodPeer, list[int]] = {}
 

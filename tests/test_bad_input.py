@@ -392,6 +392,10 @@ SYNTAX_CASES = [
     ("p.yaml", HEAD + "spec:\n  podSelector: {\n»", "invalid YAML"),
     ("p.yaml", HEAD + "spec: [a, b\n»", "invalid YAML"),
     ("p.yaml", HEAD + "  »name: q\n", 'duplicate key "name"'),
+    # one key spelled two ways: distinct texts are not always distinct keys
+    ("p.yaml", HEAD + "spec:\n  1: a\n  »0x1: b\n", 'duplicate key "1"'),
+    ("p.yaml", HEAD + "spec:\n  ~: a\n  »null: b\n", 'duplicate key "None"'),
+    ("p.yaml", HEAD + "spec:\n  'a': x\n  »a: y\n", 'duplicate key "a"'),
     ("p.yaml", "a: b\n»\tc: d\n", "invalid YAML"),
     ("p.json", '{"kind": "NetworkPolicy",\n "metadata": {"name": "a",»}}\n', "invalid JSON"),
     (
