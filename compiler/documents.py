@@ -7,6 +7,7 @@ the text into nodes (JSON is YAML for that purpose) to find a field's line and c
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
@@ -41,21 +42,20 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
     }
 
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+    def construct_document(self, node: yaml.Node) -> Any:
+        """Constructed unguarded, which is fast; only a document that fails is constructed again
+        with every object guarded (``_guarded``), to say which value its tag cannot hold."""
         try:
-            return super().construct_object(node, deep=deep)
+            return super().construct_document(node)
         except (yaml.YAMLError, RecursionError):
             raise
-        except Exception:  # any text with any tag: the constructors were not written for that
-            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            value = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
-            shown = json.dumps(value if len(value) <= 40 else value[:40] + "...")
-            reason = f": more than {_MAX_DIGITS} digits" if len(value) > _MAX_DIGITS else ""
-            raise yaml.constructor.ConstructorError(
-                None, None, f"invalid {tag} value {shown}{reason}", node.start_mark
-            ) from None
-
-    def construct_document(self, node: yaml.Node) -> Any:
+        except Exception:
+            pass
+        self.constructed_objects: dict[yaml.Node, Any] = {}  # as a finished document leaves them
+        self.recursive_objects: dict[yaml.Node, None] = {}
+        self.state_generators: list[Any] = []
+        self.deep_construct = False
+        self.construct_object = functools.partial(_guarded, self)
         try:
             return super().construct_document(node)
         except (yaml.YAMLError, RecursionError):
@@ -64,12 +64,31 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read: {exc}", node.start_mark
             ) from None
+        finally:
+            del self.construct_object
 
     def construct_lenient_timestamp(self, node: yaml.ScalarNode) -> object:
         try:
             return self.construct_yaml_timestamp(node)
         except ValueError:
             return self.construct_scalar(node)
+
+
+def _guarded(loader: Loader, node: yaml.Node, deep: bool = False) -> Any:
+    """One object constructed, any failure but YAML's own turned into an error at its position
+    (any text with any tag: the constructors were not written for that)."""
+    try:
+        return _BaseLoader.construct_object(loader, node, deep=deep)
+    except (yaml.YAMLError, RecursionError):
+        raise
+    except Exception:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        value = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+        shown = json.dumps(value if len(value) <= 40 else value[:40] + "...")
+        reason = f": more than {_MAX_DIGITS} digits" if len(value) > _MAX_DIGITS else ""
+        raise yaml.constructor.ConstructorError(
+            None, None, f"invalid {tag} value {shown}{reason}", node.start_mark
+        ) from None
 
 
 Loader.add_implicit_resolver(
