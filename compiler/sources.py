@@ -25,6 +25,7 @@ from .frontends.positions import FieldPath, MapKey, locate, printable, show, sni
 from .frontends.validate import FieldError, check_name, dns_label_problem, fail, object_meta, type_name
 from .inventory import NAMESPACE_ISOLATION_ANNOTATION
 from .ir import Policy
+from .parse_ahead import parse_ahead
 from .text import NotRegularFile, Text, read_stdin, read_text
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json", ".npc")
@@ -98,10 +99,19 @@ def read_policy_texts(texts: Iterable[tuple[str, str]]) -> Loaded:
 
 def _load(sources: Callable[[_Reader], Iterable[Text]]) -> Loaded:
     reader = _Reader()
+    texts: list[Text] = []
+    unreadable: InputError | None = None  # raised after the texts before it, as when read one by one
+    try:
+        texts.extend(sources(reader))
+    except InputError as err:
+        unreadable = err
     files = []
-    for source in sources(reader):
-        reader.read(source)
-        files.append((source.name, source.sha256))
+    with parse_ahead(texts) as parsed:
+        for i, source in enumerate(texts):
+            reader.read(source, parsed(i))
+            files.append((source.name, source.sha256))
+    if unreadable is not None:
+        raise unreadable
     return Loaded(
         tuple(reader.policies), tuple(reader.namespaces), reader.notes(), tuple(files), dict(reader.places)
     )
@@ -152,7 +162,8 @@ class _Reader:
             ),
         )
 
-    def read(self, source: Text) -> None:
+    def read(self, source: Text, documents: list[Any] | None = None) -> None:
+        """``documents``: the text's, parsed ahead (``parse_ahead``); None: parsed here."""
         if source.name.lower().endswith(".npc"):
             from .frontends.dsl import parse
 
@@ -163,7 +174,8 @@ class _Reader:
                 )
             return
         try:
-            documents = load_documents(source.name, source.text, strict=True)
+            if documents is None:
+                documents = load_documents(source.name, source.text, strict=True)
         except InputError as err:
             raise attrs.evolve(err, snippet=snippet(source.text, err.line, err.column)) from None
         for index, document in enumerate(documents):

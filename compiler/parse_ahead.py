@@ -1,0 +1,105 @@
+"""Policy texts parsed in a second process while this one reads the first ones.
+
+At 10,000 policies PyYAML is more than half of reading the policy folder, and it runs on one
+core. Above ``MIN_BYTES`` of YAML, a forked child parses the later texts (a little over half of
+the bytes) while the parent parses and validates the earlier ones; the child's documents come
+back pickled (plain dicts, lists and scalars: a tenth of what parsing them costs). The child
+parses only: whatever it cannot parse it leaves to the parent, which then reads that text itself
+and reports its error exactly as without a child, in the same order. A process with other
+threads (the agent), without ``fork`` or without an idle core parses everything itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from .documents import load_documents
+from .text import Text
+
+MIN_BYTES = 2 << 20  # below this a second process costs more than it saves
+CHILD_SHARE = 0.55  # of the bytes: the parent also validates every policy and builds the IR
+
+Parsed = Callable[[int], list[Any] | None]  # a text's documents by position, or None: parse it yourself
+
+
+def _yaml(source: Text) -> bool:
+    return not source.name.lower().endswith((".npc", ".json"))
+
+
+def _worth_it(sources: Sequence[Text]) -> bool:
+    """Enough YAML, fork safe (one thread), and a core idle: on a busy machine the child would
+    only take turns with the parent, and its pickling would be pure loss."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return False
+    if sum(len(s.text) for s in sources if _yaml(s)) < MIN_BYTES:
+        return False
+    return os.getloadavg()[0] <= len(os.sched_getaffinity(0)) - 1
+
+
+def _split(sources: Sequence[Text]) -> int:
+    """The first position the child parses: the child takes the last ``CHILD_SHARE`` of the bytes."""
+    total = sum(len(s.text) for s in sources)
+    done = 0
+    for i, source in enumerate(sources):
+        if done >= total * (1 - CHILD_SHARE):
+            return i
+        done += len(source.text)
+    return len(sources)
+
+
+def _child(sources: Sequence[Text], out: int) -> None:
+    """Parse, pickle, write, exit: never back into the caller's code, never flushing its buffers."""
+    try:
+        parsed: list[list[Any] | None] = []
+        for source in sources:
+            if not _yaml(source):
+                parsed.append(None)
+                continue
+            try:
+                parsed.append(load_documents(source.name, source.text, strict=True))
+            except Exception:  # the parent reads it again and reports it
+                break
+        with os.fdopen(out, "wb") as pipe:
+            pipe.write(pickle.dumps(parsed, protocol=pickle.HIGHEST_PROTOCOL))
+    finally:
+        os._exit(0)
+
+
+@contextlib.contextmanager
+def parse_ahead(sources: Sequence[Text]) -> Iterator[Parsed]:
+    """``parsed(i)``: the documents of ``sources[i]`` if the child parsed them, else None."""
+    if not _worth_it(sources):
+        yield lambda _: None
+        return
+    first = _split(sources)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _child(sources[first:], write_end)
+    os.close(write_end)
+    pipe = os.fdopen(read_end, "rb")
+    received: list[list[Any] | None] | None = None
+
+    def parsed(i: int) -> list[Any] | None:
+        nonlocal received
+        if i < first:
+            return None
+        if received is None:
+            try:
+                received = pickle.loads(pipe.read())
+            except Exception:  # the child died: everything left is read here
+                received = []
+        j = i - first
+        return received[j] if j < len(received) else None
+
+    try:
+        yield parsed
+    finally:
+        pipe.close()  # a child still writing (the parent stopped at an error) gets EPIPE and exits
+        os.waitpid(pid, 0)
