@@ -98,6 +98,12 @@ def namespace_selector(namespace: str) -> Selector:
     return Selector((Requirement(NAMESPACE_NAME_LABEL, "In", (namespace,)),))
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _target(namespace: str, pods: Selector) -> PodPeer:
+    """A policy's target, one object per value: passes and lowering key dicts by targets."""
+    return PodPeer(namespace_selector(namespace), pods)
+
+
 @attrs.frozen(order=True, cache_hash=True)
 class PodPeer:
     """Pods matching ``pods`` inside namespaces matching ``namespaces``.
@@ -232,7 +238,7 @@ class Policy:
 
     @property
     def target(self) -> PodPeer:
-        return PodPeer(namespace_selector(self.namespace), self.pod_selector)
+        return _target(self.namespace, self.pod_selector)
 
     def rules(self, direction: Direction) -> tuple[Rule, ...] | None:
         return self.ingress if direction == "ingress" else self.egress

@@ -7,8 +7,9 @@ defaults, absent vs empty peer lists, podSelector-only peers meaning the policy'
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 from ..ir import (
     MULTI_NETWORK_POLICY,
@@ -141,10 +142,14 @@ def _peer(value: object, parts: FieldPath, namespace: str) -> Peer:
         if len(peer) > 1:
             raise fail(parts, "may not specify both ipBlock and another peer")
         return _ip_block(peer["ipBlock"], (*parts, "ipBlock"))
-    pods = selector(peer["podSelector"], (*parts, "podSelector")) if "podSelector" in peer else Selector()
+    pods = (
+        selector(peer["podSelector"], (*parts, "podSelector"))
+        if "podSelector" in peer
+        else _first_of(Selector())
+    )
     if "namespaceSelector" in peer:
-        return PodPeer(selector(peer["namespaceSelector"], (*parts, "namespaceSelector")), pods)
-    return PodPeer(namespace_selector(namespace), pods)
+        return _first_of(PodPeer(selector(peer["namespaceSelector"], (*parts, "namespaceSelector")), pods))
+    return _first_of(PodPeer(namespace_selector(namespace), pods))
 
 
 def _ip_block(value: object, parts: FieldPath) -> IPBlock:
@@ -199,7 +204,18 @@ def selector(value: object, parts: FieldPath) -> Selector:
     expressions_at: FieldPath = (*parts, "matchExpressions")
     for i, raw in enumerate(items(sel.get("matchExpressions"), expressions_at)):
         requirements.append(_requirement(raw, (*expressions_at, i)))
-    return Selector(tuple(requirements))
+    return _first_of(Selector(tuple(requirements)))
+
+
+_Shared = TypeVar("_Shared", Selector, PodPeer)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _first_of(value: _Shared) -> _Shared:
+    """The first value read that equals this one. Thousands of policies repeat a few selectors
+    and peers, and passes, lowering and resolving look them up in dicts again and again: equal
+    objects are compared field by field, one object is found by identity."""
+    return value
 
 
 def _requirement(value: object, parts: FieldPath) -> Requirement:
