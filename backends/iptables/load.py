@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -713,19 +713,32 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
     return removed
 
 
-def load_members(changes: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]], run: Runner) -> MemberDelta:
+def load_members(
+    changes: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]], restricting: Collection[str], run: Runner
+) -> MemberDelta:
     """One ``ipset -exist restore`` batch of ``del``/``add`` lines (``render.set_changes``):
-    members move, rules stay. A map set's entry is deleted by its address alone."""
-    lines: list[str] = []
+    members move, rules stay. Every change that restricts comes first (a permitting set's
+    deletions, a restricting set's additions; ``restricting``: ``render.restricting_sets``), then
+    every one that permits, so a batch cut short never allows more than before or after. An
+    element both gone and added (a map address's new group) is one add, which replaces it."""
+    first: list[str] = []
+    then: list[str] = []
     added = removed = 0
     for name, (gone, fresh) in sorted(changes.items()):
-        lines += [f"del {name} {member.partition(' skbmark ')[0]}" for member, _ in gone]
-        lines += [f"add {name} {member}{' nomatch' if nomatch else ''}" for member, nomatch in fresh]
+        restricts = name in restricting
+        readded = {_element(member)[0] for member, _ in fresh}
+        for member, nomatch in gone:
+            element = _element(member)[0]
+            if element not in readded:
+                (then if restricts != nomatch else first).append(f"del {name} {element}\n")
+        for member, nomatch in fresh:
+            line = f"add {name} {member}{' nomatch' if nomatch else ''}\n"
+            (first if restricts != nomatch else then).append(line)
         removed, added = removed + len(gone), added + len(fresh)
-    if lines:
+    if first or then:
         if not run.which("ipset"):
             raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
-        done = run(["ipset", "-exist", "restore"], "\n".join(lines) + "\n")
+        done = run(["ipset", "-exist", "restore"], "".join([*first, *then]))
         if done.returncode != 0:
             raise ApplyError(f"ipset restore rejected the member changes: {done.stderr.strip()}")
     return MemberDelta(added, removed, len(changes))
