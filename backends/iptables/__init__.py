@@ -15,7 +15,7 @@ from .mark_tree import Marks
 from .render import NPC_LAYOUT, Layout
 
 if TYPE_CHECKING:
-    from ...pipeline import Compiled
+    from ...resolve import Compiled
 
 
 def load_layout(
