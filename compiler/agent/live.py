@@ -107,8 +107,37 @@ class _SortKeys(dict[str, tuple[int, str]]):
         return key
 
 
+class _View:
+    """The pod peers that select pods of one namespace, indexed by a pod label they require."""
+
+    def __init__(self, peers: Iterable[PodPeer]) -> None:
+        self.by_label: dict[tuple[str, str], list[PodPeer]] = defaultdict(list)
+        self.by_key: dict[str, list[PodPeer]] = defaultdict(list)
+        self.unindexed: list[PodPeer] = []  # no positive pod requirement: tested for every pod
+        for peer in peers:
+            positive = next((r for r in peer.pods.requirements if r.op in ("In", "Exists")), None)
+            if positive is None:
+                self.unindexed.append(peer)
+            elif positive.op == "Exists":
+                self.by_key[positive.key].append(peer)
+            else:
+                for value in positive.values:
+                    self.by_label[(positive.key, value)].append(peer)
+
+    def selecting(self, labels: Mapping[str, str]) -> Iterator[PodPeer]:
+        """The peers whose pod selector matches ``labels``."""
+        candidates = set(self.unindexed)
+        for item in labels.items():
+            candidates.update(self.by_label.get(item, ()))
+        for key in labels:
+            candidates.update(self.by_key.get(key, ()))
+        return (peer for peer in candidates if peer.pods.matches(labels))
+
+
 class _Index:
-    """Pod peers and named ports of some sets, indexed by what can select a pod."""
+    """Pod peers and named ports of some sets, indexed by what can select a pod: a peer whose
+    namespace selector names its namespaces is listed under those names, any other is tested
+    against a namespace's labels once; per namespace, the peers are indexed by pod label."""
 
     def __init__(
         self, specs: Iterable[SetSpec], previous: _Index | None = None, kept: set[str] | None = None
@@ -133,45 +162,44 @@ class _Index:
                 for peer in spec.key:  # type: ignore[union-attr]
                     assert isinstance(peer, PodPeer)
                     self.peer_sets[peer].append((spec.name, spec.family))
-        self.by_label: dict[tuple[str, str], list[PodPeer]] = defaultdict(list)
-        self.by_key: dict[str, list[PodPeer]] = defaultdict(list)
-        self.unindexed: list[PodPeer] = []  # no positive pod requirement: listed per namespace
+        self.named: dict[str, list[PodPeer]] = defaultdict(list)
+        self.others: list[PodPeer] = []
         for peer in self.peer_sets:
-            positive = next((r for r in peer.pods.requirements if r.op in ("In", "Exists")), None)
-            if positive is None:
-                self.unindexed.append(peer)
-            elif positive.op == "Exists":
-                self.by_key[positive.key].append(peer)
+            names = next(
+                (
+                    r.values
+                    for r in peer.namespaces.requirements
+                    if (r.key, r.op) == (NAMESPACE_NAME_LABEL, "In")
+                ),
+                None,
+            )
+            if names is None:
+                self.others.append(peer)
             else:
-                for value in positive.values:
-                    self.by_label[(positive.key, value)].append(peer)
-        self.per_namespace: dict[str, list[PodPeer]] = {}
+                for name in names:
+                    self.named[name].append(peer)
+        self.per_namespace: dict[str, _View] = {}
+
+    def view(self, namespace: str, labels: Mapping[str, str]) -> _View:
+        found = self.per_namespace.get(namespace)
+        if found is None:
+            peers = [*self.named.get(namespace, ()), *self.others]
+            found = self.per_namespace[namespace] = _View(p for p in peers if p.namespaces.matches(labels))
+        return found
 
     def entries(self, pod: Pod, inventory: LiveInventory, local_only: set[str]) -> Iterator[tuple[str, str]]:
         """(set name, entry) for every entry ``pod`` gives to these sets."""
-        labels = pod.labels
-        ns_labels = inventory.namespace_labels(pod.namespace)
-        found = self.per_namespace.get(pod.namespace)
-        if found is None:
-            found = self.per_namespace[pod.namespace] = [
-                p for p in self.unindexed if p.namespaces.matches(ns_labels)
-            ]
-        candidates = set(found)
-        for item in labels.items():
-            candidates.update(self.by_label.get(item, ()))
-        for key in labels:
-            candidates.update(self.by_key.get(key, ()))
+        view = self.view(pod.namespace, inventory.namespace_labels(pod.namespace))
         local = inventory.is_local(pod)
-        for peer in candidates:
-            if not peer.matches(ns_labels, labels):
-                continue
+        ips = [(str(ip), ip.version) for ip in pod.ips]
+        for peer in view.selecting(pod.labels):
             for name, family in self.peer_sets[peer]:
                 if local or name not in local_only:
-                    yield from ((name, str(ip)) for ip in pod.ips if ip.version == family)
+                    yield from ((name, ip) for ip, version in ips if version == family)
         for (protocol, port_name), port in pod.named_ports().items():
             for name, family in self.port_sets.get((protocol, port_name), ()):
                 rest = f"{protocol.lower()}:{port}"
-                yield from ((name, f"{ip},{rest}") for ip in pod.ips if ip.version == family)
+                yield from ((name, f"{ip},{rest}") for ip, version in ips if version == family)
 
 
 class LiveSets:
