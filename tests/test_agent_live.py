@@ -7,12 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from npc.agent.engine import local_only_sets
 from npc.agent.live import LiveInventory, LiveSets
+from npc.backends.base import member_changes
 from npc.inventory import Inventory, build_inventory, pod_ips
 from npc.ir import Program
 from npc.lower import lower
-from npc.resolve import resolve
+from npc.resolve import Entry, resolve
 from random_clusters import inventories, programs
 
 
@@ -83,3 +85,20 @@ def test_with_a_node_only_local_pods_are_policed_here(program: Program, inventor
     only_here = local_only_sets(lowered)
     for name, entries in members.items():
         assert entries == (local[name] if name in only_here else everywhere[name]), name
+
+
+entry_lists = st.lists(st.tuples(st.sampled_from("abcdefgh"), st.booleans()), unique_by=lambda e: e[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(entry_lists, entry_lists)
+def test_member_changes_are_what_leaves_and_what_enters_in_member_order(
+    before: list[Entry], after: list[Entry]
+) -> None:
+    changes = member_changes({"s": before}, {"s": after})
+    if before == after:
+        assert changes == {}
+    else:
+        assert changes == {
+            "s": ([e for e in before if e not in after], [e for e in after if e not in before])
+        }

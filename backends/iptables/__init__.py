@@ -75,10 +75,10 @@ class IptablesBackend:
         return load_layout(self.name, compiled, Marks.of(options), options, runner)
 
     def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
-        with netns_lock(options.wait):
-            return iptables_drift(
-                lowered, members, Marks.of(options), detect_tools(runner, options.iptables), runner
-            )
+        """Without the apply lock, as nftables's: the agent asks while it goes on loading."""
+        return iptables_drift(
+            lowered, members, Marks.of(options), detect_tools(runner, options.iptables), runner
+        )
 
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner

@@ -95,9 +95,9 @@ class NftablesBackend:
         return LoadReport(self.name, after.names.network, f"nftables: table inet {table} updated: {summary}")
 
     def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
-        expected = build(lowered, members)
-        with netns_lock(options.wait):
-            return table_drift(expected, runner)
+        """Without the apply lock: a listing is one consistent dump, and the agent asks while it
+        goes on loading (an answer about a state it replaced meanwhile is dropped)."""
+        return table_drift(build(lowered, members), runner)
 
     def _load(self, ruleset: Ruleset, runner: Runner) -> None:
         load_ruleset(_render.render(ruleset), runner)
