@@ -9,6 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from npc.agent.engine import local_only_sets
+from npc.agent.inputs import ApiInventory
+from npc.agent.kube import NAMESPACES, PODS, Cache
 from npc.agent.live import LiveInventory, LiveSets
 from npc.backends.base import member_changes
 from npc.inventory import Inventory, build_inventory, pod_ips
@@ -102,3 +104,33 @@ def test_member_changes_are_what_leaves_and_what_enters_in_member_order(
         assert changes == {
             "s": ([e for e in before if e not in after], [e for e in after if e not in before])
         }
+
+
+@settings(max_examples=100, deadline=None)
+@given(inventories(), inventories(), inventories())
+def test_a_view_following_the_watch_cache_by_its_changes_equals_one_read_whole(
+    first: Inventory, second: Inventory, third: Inventory
+) -> None:
+    cache = Cache()
+    journal = ApiInventory(cache)
+    followed = LiveInventory(pod_ips)
+    for round, inventory in enumerate((first, second, third)):
+        objects = raw(inventory)
+        for resource in (NAMESPACES, PODS):
+            listed = {
+                (o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+                for o in objects
+                if o["kind"] == resource.kind
+            }
+            if round == 1:  # a relist
+                cache.replace(resource, listed)
+                continue
+            cached = dict(cache.objects.get(resource.name, {}))  # watch events
+            for key in cached.keys() - listed.keys():
+                cache.event(resource, "DELETED", cached[key])
+            for obj in listed.values():
+                cache.event(resource, "MODIFIED", obj)
+        followed.update(journal.read())
+        whole = LiveInventory(pod_ips)
+        whole.update(objects)
+        assert (followed.pods, followed.namespaces, followed.raw) == (whole.pods, whole.namespaces, whole.raw)

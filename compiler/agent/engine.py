@@ -42,9 +42,9 @@ from ..networks import NetworkSpec, select_policies
 from ..pipeline import Compiled, Rules, compile_rules, policy_program
 from ..resolve import Entry
 from ..sources import Loaded
-from .inputs import Artefacts, InventoryInput, PolicyInput
+from .inputs import Artefacts, CacheJournal, InventoryInput, PolicyInput
 from .kube import Backoff
-from .live import LiveInventory, LiveSets
+from .live import Journal, LiveInventory, LiveSets
 from .observe import Health, Metrics
 
 log = logging.getLogger("npc.agent")
@@ -157,11 +157,11 @@ class Network:
             self.repair, self.drift = True, found or ()
         return True
 
-    def update(self, rules: Loaded | Artefacts, docs: Sequence[Any], force_full: bool) -> bool:
+    def update(self, rules: Loaded | Artefacts, docs: Sequence[Any] | CacheJournal, force_full: bool) -> bool:
         """Bring the kernel to (policies, inventory); False when it already was. Raises NpcError
         (input) or ApplyError (kernel)."""
         started = time.monotonic()
-        pods, namespaces = self.live.update(objects(docs))
+        pods, namespaces = self.live.update(docs if isinstance(docs, Journal) else objects(docs))
         for warning in self.source.warnings:  # a malformed network annotation, said once per change
             log.warning("%s", warning)
         self.source.warnings.clear()
@@ -294,7 +294,7 @@ class Engine:
         self.stop = threading.Event()
         self.fatal: UsageError | None = None  # why run() gave up (the agent exits 2)
         self._loaded: Loaded | Artefacts | None = None  # last good inputs
-        self._docs: list[Any] | None = None
+        self._docs: list[Any] | CacheJournal | None = None
         self._digests = {"policies": "", "inventory": ""}
         self._answers: queue.Queue[tuple[Network, int, tuple[str, ...] | None]] = queue.Queue()
         self._checking: threading.Thread | None = None
@@ -423,9 +423,13 @@ class Engine:
                     self.metrics.objects.labels("policies").set(len(value.policies))
             else:
                 self._docs = value
-                kinds = [o.get("kind") for o in objects(value)]
-                self.metrics.objects.labels("namespaces").set(kinds.count("Namespace"))
-                self.metrics.objects.labels("pods").set(kinds.count("Pod"))
+                if isinstance(value, CacheJournal):  # counted by the cache: not a scan per event
+                    counts = {kind: value.count(kind) for kind in ("Namespace", "Pod")}
+                else:
+                    kinds = [o.get("kind") for o in objects(value)]
+                    counts = {kind: kinds.count(kind) for kind in ("Namespace", "Pod")}
+                self.metrics.objects.labels("namespaces").set(counts["Namespace"])
+                self.metrics.objects.labels("pods").set(counts["Pod"])
             changed = True
         if self.inventory is None and self._docs is None:
             self._docs = []

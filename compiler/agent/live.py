@@ -16,7 +16,7 @@ import bisect
 import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ..inventory import Inventory, IPSource, Namespace, Pod, build_inventory
 from ..ir import NAMESPACE_NAME_LABEL, PodPeer
@@ -32,6 +32,20 @@ def _key(obj: Mapping[str, Any]) -> Key:
     return (str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
+@runtime_checkable
+class Journal(Protocol):
+    """A listing that can also say what changed since an earlier read of it."""
+
+    seq: int  # the change it was read at
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]: ...
+
+    def since(self, seq: int) -> tuple[int, list[tuple[Key, Mapping[str, Any] | None]]] | None:
+        """(the change it reaches, the objects changed after ``seq``, None for one gone); None
+        when it cannot tell (read everything)."""
+        ...
+
+
 class LiveInventory:
     """A network's namespaces and pods (with their addresses on it), and which pods are local."""
 
@@ -41,16 +55,31 @@ class LiveInventory:
         self.pods: dict[Key, Pod] = {}
         self.local: set[Key] = set()
         self.namespaces: dict[str, Namespace] = {}
+        self.seen: int | None = None  # the journal's change this view is up to
+
+    def _changes(
+        self, objects: Iterable[Mapping[str, Any]]
+    ) -> tuple[int | None, dict[Key, Mapping[str, Any] | None]]:
+        """The objects that differ from the view (None: gone), from a journal's changes when it
+        can tell them, else from the full listing."""
+        if isinstance(objects, Journal) and self.seen is not None:
+            found = objects.since(self.seen)
+            if found is not None:
+                upto, changes = found
+                fresh = {k: o for k, o in changes if k[0] in ("Namespace", "Pod")}
+                return upto, {k: o for k, o in fresh.items() if self.raw.get(k) != o}
+        seen = objects.seq if isinstance(objects, Journal) else None
+        listed = {_key(o): o for o in objects if o.get("kind") in ("Namespace", "Pod")}
+        changed = [k for k in self.raw.keys() | listed.keys() if self.raw.get(k) is not listed.get(k)]
+        return seen, {k: listed.get(k) for k in changed if self.raw.get(k) != listed.get(k)}
 
     def update(self, objects: Iterable[Mapping[str, Any]]) -> tuple[list[PodChange], list[str]]:
-        """Take the full current listing; return the pods that changed and the namespaces that did
-        (a namespace's pods see their peers change with its labels). All or nothing: an object
-        that does not parse raises InputError and leaves the view as it was."""
-        fresh = {_key(o): o for o in objects if o.get("kind") in ("Namespace", "Pod")}
-        changed = [k for k in self.raw.keys() | fresh.keys() if self.raw.get(k) is not fresh.get(k)]
-        changed = [k for k in changed if self.raw.get(k) != fresh.get(k)]
+        """Take the current listing (or a journal); return the pods that changed and the
+        namespaces that did (a namespace's pods see their peers change with its labels). All or
+        nothing: an object that does not parse raises InputError and leaves the view as it was."""
+        seen, fresh = self._changes(objects)
         parsed: dict[Key, Namespace | Pod | None] = {}
-        for key in changed:
+        for key in fresh:
             new = fresh.get(key)
             if new is None:
                 parsed[key] = None
@@ -76,11 +105,16 @@ class LiveInventory:
             after = value if isinstance(value, Pod) else None
             if after is not None:
                 self.pods[key] = after
-                if self.node is None or (fresh[key].get("spec") or {}).get("nodeName") == self.node:
+                if self.node is None or ((fresh[key] or {}).get("spec") or {}).get("nodeName") == self.node:
                     self.local.add(key)
             if before != after:
                 pods.append((before, after))
-        self.raw = fresh
+        for key, obj in fresh.items():
+            if obj is None:
+                self.raw.pop(key, None)
+            else:
+                self.raw[key] = obj
+        self.seen = seen
         return pods, namespaces
 
     def namespace_labels(self, name: str) -> Mapping[str, str]:
