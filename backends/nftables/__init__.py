@@ -70,12 +70,13 @@ class NftablesBackend:
     ) -> MemberDelta:
         with netns_lock(options.wait):
             try:
-                script, delta = member_script(lowered, old, new, self._ranks)
+                script, delta, reached = member_script(lowered, old, new, self._ranks)
             except TableChanged:  # a rank rule more or less: the whole table, atomically
                 self._load(build(lowered, new), runner)
                 return MemberDelta(full=True)
             if script:
                 load_ruleset(script, runner)
+            self._ranks.update(reached)
             return delta
 
     def load_update(
@@ -85,12 +86,13 @@ class NftablesBackend:
         chains and sets no longer used. A change of the rank count replaces the table."""
         after = compiled.lowered
         try:
-            script, summary = update_script(lowered, after, members, compiled.members, self._ranks)
+            script, summary, reached = update_script(lowered, after, members, compiled.members, self._ranks)
         except TableChanged:
             return self.load(compiled, options, runner)
         with netns_lock(options.wait):
             if script:
                 load_ruleset(script, runner)
+        self._ranks.update(reached)
         table = table_name(after.names)
         return LoadReport(self.name, after.names.network, f"nftables: table inet {table} updated: {summary}")
 
@@ -101,9 +103,10 @@ class NftablesBackend:
 
     def _load(self, ruleset: Ruleset, runner: Runner) -> None:
         load_ruleset(_render.render(ruleset), runner)
+        jumps = {m.name: sum(" : jump " in e for e in m.elements) for m in ruleset.maps}
         for family in ruleset.families:
             for direction, maps in family.ranks.items():
-                self._ranks[(ruleset.table, family.family, direction)] = len(maps)
+                self._ranks[(ruleset.table, family.family, direction)] = [jumps[m] for m in maps]
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         tables = [table_name(Names(network))] if network is not None else npc_tables(runner)
