@@ -53,6 +53,7 @@ class LiveInventory:
         self.source, self.node = source, node
         self.raw: dict[Key, Mapping[str, Any]] = {}
         self.pods: dict[Key, Pod] = {}
+        self.by_namespace: dict[str, dict[Key, Pod]] = defaultdict(dict)
         self.local: set[Key] = set()
         self.namespaces: dict[str, Namespace] = {}
         self.seen: int | None = None  # the journal's change this view is up to
@@ -101,10 +102,11 @@ class LiveInventory:
                     self.namespaces.pop(key[2], None)
                 continue
             before = self.pods.pop(key, None)
+            self.by_namespace[key[1]].pop(key, None)
             self.local.discard(key)
             after = value if isinstance(value, Pod) else None
             if after is not None:
-                self.pods[key] = after
+                self.pods[key] = self.by_namespace[key[1]][key] = after
                 if self.node is None or ((fresh[key] or {}).get("spec") or {}).get("nodeName") == self.node:
                     self.local.add(key)
             if before != after:
@@ -127,6 +129,9 @@ class LiveInventory:
         for pod in self.pods.values():
             known.setdefault(pod.namespace, Namespace(pod.namespace, {NAMESPACE_NAME_LABEL: pod.namespace}))
         return sorted(known.values(), key=lambda n: n.name)
+
+    def in_namespace(self, namespace: str) -> Iterable[Pod]:
+        return self.by_namespace.get(namespace, {}).values()
 
     def is_local(self, pod: Pod) -> bool:
         return ("Pod", pod.namespace, pod.name) in self.local
@@ -280,14 +285,22 @@ class LiveSets:
             {n: previous.moved[n] for n in kept if n in previous.moved} if previous else {}
         )
         self.given: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
+        if previous is not None:  # what each pod gives the kept sets
+            dropped = previous.counts.keys() - kept
+            self.given = {
+                key: frozenset(e for e in given if e[0] not in dropped) if dropped else given
+                for key, given in previous.given.items()
+            }
         new_index = _Index(fresh) if previous else self.index
-        for pod in inventory.pods.values():
+        if not fresh:
+            return
+        for pod in _candidates(new_index, inventory):
             key = (pod.namespace, pod.name)
-            old = [e for e in previous.given.get(key, ()) if e[0] in kept] if previous else []
-            added = set(new_index.entries(pod, inventory, local_only)) if fresh else set()
+            added = set(new_index.entries(pod, inventory, local_only))
             for name, entry in added:
                 self.counts[name][entry] += 1
-            self.given[key] = frozenset(old).union(added)
+            if added:
+                self.given[key] = self.given.get(key, frozenset()).union(added)
 
     def _add(self, pod: Pod) -> None:
         # a union set counts a pod once per entry, however many of its peers select it
@@ -319,10 +332,9 @@ class LiveSets:
                 self._add(after)
         for namespace in set(namespaces):
             self.index.per_namespace.pop(namespace, None)
-            for pod in self.inventory.pods.values():
-                if pod.namespace == namespace:
-                    self._remove(pod.namespace, pod.name)
-                    self._add(pod)
+            for pod in list(self.inventory.in_namespace(namespace)):
+                self._remove(pod.namespace, pod.name)
+                self._add(pod)
 
     def members(self) -> dict[str, list[Entry]]:
         """Every set's entries in ``resolve``'s order; a set nothing entered or left is the very
@@ -346,6 +358,14 @@ class LiveSets:
             self._sorted[name] = [(e, False) for e in sorted(self.counts[name], key=key)]
         self.dirty.clear()
         return {**self.fixed, **self._sorted}
+
+
+def _candidates(index: _Index, inventory: LiveInventory) -> Iterable[Pod]:
+    """The pods that may give entries to ``index``'s sets: those of the namespaces its peers
+    name, unless a peer selects namespaces by label or a set is a named port's."""
+    if index.others or index.port_sets:
+        return inventory.pods.values()
+    return [pod for namespace in index.named for pod in inventory.in_namespace(namespace)]
 
 
 def _net_members(spec: SetSpec) -> list[Entry]:
