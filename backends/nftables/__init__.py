@@ -55,6 +55,7 @@ class NftablesBackend:
         from ..iptables.load import refuse_other_backends  # not at import: iptables reads our table names
 
         ruleset = self._build(compiled)
+        self._last = None  # loaded: not kept (at scale, hundreds of MiB of element text in the agent)
         with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
             refuse_other_backends(runner, compiled.lowered, None)
             self._load(ruleset, runner)
