@@ -29,7 +29,7 @@ from ..resolve import Entry
 
 if TYPE_CHECKING:
     from ..lower import Lowered
-    from ..pipeline import Compiled
+    from ..resolve import Compiled
 
 DEFAULT_MARK = 0x1000000
 # iptables: where a pod's namespace group goes in the mark, egress and ingress: 11 bits each,

@@ -36,8 +36,8 @@ def main() -> None:
     from npc.inventory import build_inventory, read_inventory_documents
     from npc.ir import Program
     from npc.lower import lower
-    from npc.pipeline import Compiled, optimise
-    from npc.resolve import resolve
+    from npc.pipeline import optimise
+    from npc.resolve import Compiled, resolve
     from npc.sources import read_policy_sources
 
     stages: list[tuple[str, float]] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import attrs
@@ -175,10 +175,13 @@ def _load(path: str, text: str, strict: bool) -> list[Any]:
     return documents
 
 
-def objects_in(document: object) -> Iterator[tuple[tuple[str | int, ...], object]]:
+def objects_in(
+    document: object, keep: Callable[[Mapping[str, Any]], bool] | None = None
+) -> Iterator[tuple[tuple[str | int, ...], object]]:
     """The objects a document holds, with their field paths, in order: a document that is a list,
     a ``v1 List`` or a typed list (``NetworkPolicyList``, ``PodList``) is opened; a typed list's
-    items, which the API server writes without kind and apiVersion, get the list's."""
+    items, which the API server writes without kind and apiVersion, get the list's. A List's
+    item ``keep`` refuses is passed over before its path is made (``npc explain`` at 50k pods)."""
     stack: list[tuple[tuple[str | int, ...], object, Mapping[str, Any] | None]] = [((), document, None)]
     while stack:
         base, doc, lent = stack.pop()
@@ -193,9 +196,10 @@ def objects_in(document: object) -> Iterator[tuple[tuple[str | int, ...], object
                     if kind == "List"
                     else {"kind": kind[: -len("List")], "apiVersion": doc.get("apiVersion")}
                 )
-                stack.extend(
-                    ((*base, "items", i), item, lend) for i, item in reversed(list(enumerate(doc["items"])))
-                )
+                items: Iterable[tuple[int, object]] = enumerate(doc["items"])
+                if keep is not None:
+                    items = [(i, item) for i, item in items if not isinstance(item, dict) or keep(item)]
+                stack.extend(((*base, "items", i), item, lend) for i, item in reversed(list(items)))
                 continue
             if lent:
                 doc = {**lent, **doc}

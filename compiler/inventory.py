@@ -15,12 +15,11 @@ import attrs
 
 from .documents import load_documents, objects_in
 from .errors import InputError
+from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingress
 from .frontends.positions import FieldPath, MapKey, locate, printable, render_path, show, snippet
 from .frontends.validate import FieldError, fail, integer, items, required, string, type_name
 from .ir import NAMESPACE_NAME_LABEL, PROTOCOLS, Address
 from .text import read_stdin, read_text
-
-NAMESPACE_ISOLATION_ANNOTATION = "net.beta.kubernetes.io/network-policy"
 
 
 @attrs.frozen
@@ -183,8 +182,6 @@ def _object(obj: object, ip_source: IPSource, lenient: bool) -> tuple[_Found, li
 
 def _isolation_annotation(annotations: dict[str, str], namespace: str, lenient: bool) -> list[str]:
     """The 1.6 annotation is checked here, where its position is known; apply drops a bad one."""
-    from .frontends.legacy import isolates_ingress
-
     value = annotations.get(NAMESPACE_ISOLATION_ANNOTATION)
     if value is None:
         return []
@@ -219,7 +216,7 @@ def build_inventory(
     pods: list[Pod] = []
     warnings: list[str] = []
     for index, doc in enumerate(docs):
-        for base, obj in objects_in(doc):
+        for base, obj in objects_in(doc, keep):
             if isinstance(obj, dict) and str(obj.get("kind", "")).endswith("List"):
                 raise _error(fail((*base, "items"), "must be a list"), base, file, text, index)
             if keep is not None and isinstance(obj, dict) and not keep(obj):

@@ -27,7 +27,7 @@ from .errors import UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
 from .inventory import Inventory, InventoryText, Namespace, build_inventory, read_inventory_documents
 from .ir import DEFAULT_NETWORK, Program
-from .lower import Lowered, lower
+from .lower import lower
 from .networks import NetworkSpec, select_policies, ungoverned_note
 from .passes.drop_dead_rules import drop_dead_rules
 from .passes.drop_inert_policies import drop_inert_policies
@@ -35,7 +35,7 @@ from .passes.merge_peers import merge_peers
 from .passes.merge_ports import merge_ports
 from .passes.remove_shadowed import remove_shadowed
 from .progress import Progress, quiet
-from .resolve import Entry, resolve
+from .resolve import Compiled, Rules, resolve
 from .sources import Loaded, read_policy_sources
 from .text import Text
 
@@ -53,27 +53,6 @@ def optimise(program: Program, passes: Sequence[Pass] = PASSES) -> Program:
     for run in passes:
         program = run(program)
     return program
-
-
-@attrs.frozen
-class Rules:
-    """What depends on the policies only: the optimised program and its sets and chains."""
-
-    program: Program
-    lowered: Lowered
-
-
-@attrs.frozen
-class Compiled:
-    """Rules plus the members of their sets for one inventory: what a backend renders."""
-
-    program: Program
-    lowered: Lowered
-    members: dict[str, list[Entry]]
-
-    @property
-    def rules(self) -> Rules:
-        return Rules(self.program, self.lowered)
 
 
 def compile_rules(program: Program, network: str = DEFAULT_NETWORK, passes: Sequence[Pass] = PASSES) -> Rules:

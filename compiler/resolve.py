@@ -12,12 +12,35 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
 
+import attrs
+
 from .inventory import Inventory
-from .ir import NAMESPACE_NAME_LABEL, IPBlock, Network, PodPeer, Selector, subnet_of
+from .ir import NAMESPACE_NAME_LABEL, IPBlock, Network, PodPeer, Program, Selector, subnet_of
 from .lower import Lowered, SetSpec
 
 Entry = tuple[str, bool]  # (rendered member, nomatch)
 _Keyed = tuple[tuple[int, str], str]  # ((address as int, rest), member): sorts like the kernel lists
+
+
+@attrs.frozen
+class Rules:
+    """What depends on the policies only: the optimised program and its sets and chains."""
+
+    program: Program
+    lowered: Lowered
+
+
+@attrs.frozen
+class Compiled:
+    """Rules plus the members of their sets for one inventory: what a backend renders."""
+
+    program: Program
+    lowered: Lowered
+    members: dict[str, list[Entry]]
+
+    @property
+    def rules(self) -> Rules:
+        return Rules(self.program, self.lowered)
 
 
 class PodIndex:

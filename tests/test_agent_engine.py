@@ -27,7 +27,7 @@ from npc.backends.base import LoadReport, MemberDelta, Members, member_changes
 from npc.errors import ApplyError
 from npc.lower import Lowered
 from npc.networks import network_spec
-from npc.pipeline import Compiled
+from npc.resolve import Compiled
 from polling import wait_for
 
 
@@ -172,8 +172,13 @@ def test_bad_input_keeps_the_last_good_state_until_it_is_fixed(inputs: Inputs, r
         "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nspec: 3\n"
     )
     running.engine.notify("files")
+    # the gauge is set mid-pass: wait for the pass to end too, or the next change races it
     wait_for(
-        lambda: metrics.get_sample_value("npc_agent_input_valid", {"input": "policies"}) == 0, "error seen"
+        lambda: (
+            metrics.get_sample_value("npc_agent_input_valid", {"input": "policies"}) == 0
+            and not running.engine.health.busy
+        ),
+        "error seen",
     )
     assert running.plane.kinds() == ["full"]
     # the inventory still moves members under the last good policies
@@ -181,7 +186,13 @@ def test_bad_input_keeps_the_last_good_state_until_it_is_fixed(inputs: Inputs, r
     assert running.plane.kinds() == ["full", "sets"]
     (inputs.policies / "bad.yaml").unlink()  # good again, and the same as the last good: nothing to load
     running.engine.notify("files")
-    wait_for(lambda: metrics.get_sample_value("npc_agent_input_valid", {"input": "policies"}) == 1, "valid")
+    wait_for(
+        lambda: (
+            metrics.get_sample_value("npc_agent_input_valid", {"input": "policies"}) == 1
+            and not running.engine.health.busy
+        ),
+        "valid",
+    )
     assert running.plane.kinds() == ["full", "sets"]
     assert metrics.get_sample_value("npc_agent_input_errors_total", {"input": "policies"}) == 2  # read twice
 

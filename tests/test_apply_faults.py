@@ -19,7 +19,8 @@ from npc.backends.iptables.render import kernel_sets
 from npc.errors import ApplyError, MixedStateError
 from npc.inventory import Inventory, Namespace, Pod
 from npc.ir import PodPeer, Policy, Program, Requirement, Rule, Selector
-from npc.pipeline import Compiled, compile_program
+from npc.pipeline import compile_program
+from npc.resolve import Compiled
 
 IN_USE = "ipset v7.17: Error in line 1: Set cannot be destroyed: it is in use by a kernel component\n"
 Answer = Callable[[Sequence[str], str], "Ran | None"]

@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 from npc.errors import InputError
 from npc.evaluate import Evaluator
-from npc.frontends.legacy import isolates_ingress, isolation_policies, namespaces_from_objects
+from npc.frontends.annotation import isolates_ingress
+from npc.frontends.legacy import isolation_policies, namespaces_from_objects
 from npc.inventory import NAMESPACE_ISOLATION_ANNOTATION, Inventory, Namespace, Pod
 from npc.ir import NAMESPACE_NAME_LABEL, PodPeer, Policy, Program, Rule, Selector, namespace_selector
 

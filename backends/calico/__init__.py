@@ -19,7 +19,7 @@ from .render import Obj, calico_objects
 
 if TYPE_CHECKING:
     from ...lower import Lowered
-    from ...pipeline import Compiled
+    from ...resolve import Compiled
 
 FILE = "calico.yaml"
 

@@ -45,7 +45,7 @@ from ...ir import (
     Selector,
 )
 from ...ir import namespace_selector as own_namespace
-from . import selectors
+from .selectors import MAX_SELECTOR, namespace_selector, pod_selector
 
 API_VERSION = "projectcalico.org/v3"
 TIER = "default"
@@ -131,12 +131,12 @@ def _entities(policy: Policy, peers: tuple[Peer, ...] | None) -> list[Obj]:
             continue
         assert isinstance(peer, PodPeer)
         own = peer.namespaces == own_namespace(policy.namespace)
-        namespaces = [None] if own else _fitting(peer.namespaces, selectors.namespace_selector, policy)
-        for pods in _fitting(peer.pods, selectors.pod_selector, policy):
+        namespaces = [None] if own else _fitting(peer.namespaces, namespace_selector, policy)
+        for pods in _fitting(peer.pods, pod_selector, policy):
             for scope in namespaces:
-                entity: Obj = {"selector": selectors.pod_selector(pods)}
+                entity: Obj = {"selector": pod_selector(pods)}
                 if scope is not None:
-                    entity["namespaceSelector"] = selectors.namespace_selector(scope)
+                    entity["namespaceSelector"] = namespace_selector(scope)
                 out.append(entity)
     return out
 
@@ -161,7 +161,7 @@ def _fitting(selector: Selector, text: Callable[[Selector], str], policy: Policy
     """Selectors whose union is ``selector``, each within Calico's 1024 characters: the widest
     ``in`` set is halved until the parts fit. (Only the meaning of a union is kept this way, which
     is all a policy's target or a peer needs.)"""
-    if len(text(selector)) <= selectors.MAX_SELECTOR:
+    if len(text(selector)) <= MAX_SELECTOR:
         return [selector]
     widest = max(
         (r for r in selector.requirements if r.op == "In" and len(r.values) > 1),
@@ -171,7 +171,7 @@ def _fitting(selector: Selector, text: Callable[[Selector], str], policy: Policy
     if widest is None:
         raise InputError(
             f"policy {policy.namespace}/{policy.name}: the selector {text(selector)!r} is "
-            f"{len(text(selector))} characters; Calico accepts at most {selectors.MAX_SELECTOR}",
+            f"{len(text(selector))} characters; Calico accepts at most {MAX_SELECTOR}",
             policy.source or "<input>",
         )
     rest = [r for r in selector.requirements if r != widest]
@@ -192,13 +192,11 @@ def policy_objects(policy: Policy) -> list[Obj]:
     parts = max(1, *((len(rs) + MAX_RULES - 1) // MAX_RULES for rs in rules.values()))
     name = object_name(policy)
     out: list[Obj] = []
-    for part, target in itertools.product(
-        range(parts), _fitting(policy.pod_selector, selectors.pod_selector, policy)
-    ):
+    for part, target in itertools.product(range(parts), _fitting(policy.pod_selector, pod_selector, policy)):
         spec: Obj = {
             "tier": TIER,
             "order": ORDER,
-            "selector": selectors.pod_selector(target),
+            "selector": pod_selector(target),
             "types": [d.capitalize() for d in governed],
         }
         for direction in governed:

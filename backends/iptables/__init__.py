@@ -16,7 +16,7 @@ from .render import NPC_LAYOUT, Layout
 from .update import Chains, chains, update_iptables
 
 if TYPE_CHECKING:
-    from ...pipeline import Compiled
+    from ...resolve import Compiled
 
 
 def load_layout(

@@ -14,7 +14,7 @@ from .members import Ranks, TableChanged, member_script, update_script
 from .render import Ruleset, build, rules_per_packet, table_name
 
 if TYPE_CHECKING:
-    from ...pipeline import Compiled
+    from ...resolve import Compiled
 
 
 class NftablesBackend:

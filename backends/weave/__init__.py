@@ -26,7 +26,7 @@ from ..iptables.load import detect_tools, load_members, reset_iptables, reset_la
 from ..iptables.mark_tree import Marks
 
 if TYPE_CHECKING:
-    from ...pipeline import Compiled
+    from ...resolve import Compiled
 
 EGRESS_MARK = 0x40000  # weave-npc's EgressMark; also what marks "allowed" for ingress, cleared first
 CHAINS = (

@@ -39,8 +39,8 @@ from ..inventory import Namespace
 from ..ir import Program
 from ..lower import Lowered
 from ..networks import NetworkSpec, select_policies
-from ..pipeline import Compiled, Rules, compile_rules, policy_program
-from ..resolve import Entry
+from ..pipeline import compile_rules, policy_program
+from ..resolve import Compiled, Entry, Rules
 from ..sources import Loaded
 from .inputs import Artefacts, CacheJournal, InventoryInput, PolicyInput
 from .kube import Backoff

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
+from .. import collector
+from ..arguments import add_network_args, add_paths, network_from_args
 from ..errors import InputError
 from ..ir import Program
 from ..pipeline import Sources, read_sources
@@ -38,7 +40,6 @@ def _ports(p: argparse.ArgumentParser) -> None:
 
 
 def _inventory(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_network_args  # the CLI imports this module: its helpers only at call time
 
     p.add_argument(
         "--inventory", metavar="FILE", required=True, help="kubectl get namespaces,pods -A -o json output"
@@ -47,7 +48,6 @@ def _inventory(p: argparse.ArgumentParser) -> None:
 
 
 def matrix_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_paths
 
     add_paths(p)
     _inventory(p)
@@ -56,7 +56,6 @@ def matrix_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def explain_arguments(p: argparse.ArgumentParser) -> None:
-    from ..cli import add_paths
 
     add_paths(p)
     _inventory(p)
@@ -82,10 +81,10 @@ def _model(
 ) -> tuple[Sources, Model]:
     """The sources (policies and inventory read once) and one network's model, as compile builds
     it; with a ``focus``, only what can matter to its pods (see ``focus``)."""
-    from ..cli import network_from_args
 
     keep = focus.may_hold if focus else None
     sources = read_sources(paths, args.inventory, sys.stdin, keep=keep)
+    collector.keep(sources)
     model = load_model(sources, network_from_args(args), focus.keep if focus else None)
     notes(model.notes, "note")
     notes(model.warnings, "warning")
@@ -201,7 +200,6 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
 
 
 def run_diff(args: argparse.Namespace, notes: Notes) -> int:
-    from ..cli import network_from_args
     from . import diff
 
     sources, old = _model(args, args.old, notes)

@@ -51,6 +51,11 @@ class Focus:
     """The pods (``namespace``, ``name``) a pair names, and so the namespaces that matter."""
 
     pods: frozenset[tuple[str, str]]
+    names: frozenset[str] = attrs.field(init=False)  # of the pods and namespaces: a quick test
+
+    @names.default
+    def _names(self) -> frozenset[str]:
+        return frozenset(name for pod in self.pods for name in pod)
 
     @classmethod
     def of(cls, *refs: str) -> Focus:
@@ -72,10 +77,13 @@ class Focus:
     def keep(self, obj: Mapping[str, Any]) -> bool:
         """Whether an inventory object may be one of the pods or namespaces: anything not plainly
         another pod or namespace is kept, so a malformed one is reported as compile reports it."""
+        meta = obj.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        if isinstance(name, str) and name not in self.names:  # the quick answer for nearly all
+            return obj.get("kind") not in ("Pod", "Namespace")
         kind = obj.get("kind")
         if kind not in ("Pod", "Namespace"):
             return True  # read as compile reads it (other kinds are nothing to the inventory)
-        meta = obj.get("metadata")
         if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
             return True
         if kind == "Namespace":

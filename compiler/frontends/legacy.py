@@ -8,41 +8,16 @@ becomes: the rest of npc never hears of the annotation.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import InputError
-from ..inventory import NAMESPACE_ISOLATION_ANNOTATION, Namespace, build_inventory
+from ..inventory import Namespace, build_inventory
 from ..ir import Policy, Selector
+from .annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingress
 from .positions import show
 
 ISOLATION_KIND = "NamespaceIsolation"
-
-
-def isolates_ingress(value: str) -> bool:
-    """Whether an annotation value asks for DefaultDeny; ValueError when it is not that JSON shape.
-
-    Mirrors Go's ``json.Unmarshal`` into the 1.6 struct: null and unknown keys are fine, a wrong
-    type is an error, and any isolation other than ``DefaultDeny`` means no isolation.
-    """
-    try:
-        doc = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if doc is None:
-        return False
-    if not isinstance(doc, dict):
-        raise ValueError('must be a JSON object like {"ingress": {"isolation": "DefaultDeny"}}')
-    ingress = doc.get("ingress")
-    if ingress is None:
-        return False
-    if not isinstance(ingress, dict):
-        raise ValueError('"ingress" must be a JSON object like {"isolation": "DefaultDeny"}')
-    isolation = ingress.get("isolation")
-    if isolation is not None and not isinstance(isolation, str):
-        raise ValueError('"ingress.isolation" must be a string')
-    return isolation == "DefaultDeny"
 
 
 def isolation_policies(namespaces: Iterable[Namespace], *, source: str = "<inventory>") -> list[Policy]:

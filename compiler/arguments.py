@@ -1,0 +1,84 @@
+"""The command-line flags several commands share, and what they mean as values: the CLI, the
+agent and the analysis commands all declare them here, so none imports another command's module."""
+
+from __future__ import annotations
+
+import argparse
+
+from .backends import BACKENDS
+from .backends.base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options
+from .errors import UsageError
+from .ir import DEFAULT_NETWORK
+from .lock import DEFAULT_WAIT
+from .networks import IP_SOURCE_HELP, NetworkSpec, network_spec
+
+
+def _mark(text: str) -> int:
+    value = int(text, 0)
+    if value <= 0 or value & (value - 1) or value > 0x80000000:
+        raise argparse.ArgumentTypeError("must be a single bit, e.g. 0x1000000")
+    return value
+
+
+def add_paths(p: argparse.ArgumentParser, metavar: str = "PATH") -> None:
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar=metavar,
+        help="policy files or folders (.yaml .yml .json .npc), - for stdin",
+    )
+
+
+def add_network_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--network", default=DEFAULT_NETWORK, help="network name (default: the primary network)")
+    p.add_argument(
+        "--ip-source", metavar="SRC", help=f"where pods' addresses on --network come from: {IP_SOURCE_HELP}"
+    )
+    p.add_argument(
+        "--policy-kinds",
+        metavar="KINDS",
+        help="NetworkPolicy and/or MultiNetworkPolicy, comma-separated (default: NetworkPolicy on the "
+        "primary network, MultiNetworkPolicy naming the network in policy-for on any other)",
+    )
+
+
+def _group_marks(text: str) -> tuple[int, int]:
+    try:
+        egress, ingress = (int(part, 0) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "must be two masks, EGRESS,INGRESS, e.g. 0x0eff0000,0xf000007f"
+        ) from None
+    if not egress or not ingress or egress & ingress or (egress | ingress) >> 32:
+        raise argparse.ArgumentTypeError("must be two non-empty, disjoint 32-bit masks")
+    return egress, ingress
+
+
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="iptables", choices=list(BACKENDS))
+    p.add_argument(
+        "--mark", type=_mark, default=DEFAULT_MARK, help="packet mark bit npc may use (default 0x1000000)"
+    )
+    p.add_argument(
+        "--group-marks",
+        type=_group_marks,
+        default=DEFAULT_GROUP_MASKS,
+        metavar="EGRESS,INGRESS",
+        help="iptables: mark bits for a pod's namespace group (default 0x0eff0000,0xf000007f)",
+    )
+
+
+def network_from_args(args: argparse.Namespace) -> NetworkSpec:
+    try:
+        return network_spec(args.network, args.ip_source, args.policy_kinds)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    return Options(
+        mark=args.mark,
+        group_marks=args.group_marks,
+        iptables=getattr(args, "iptables", None),
+        wait=getattr(args, "wait", DEFAULT_WAIT),
+    )
