@@ -153,7 +153,9 @@ class _View:
         self.by_label: dict[tuple[str, str], list[PodPeer]] = defaultdict(list)
         self.by_key: dict[str, list[PodPeer]] = defaultdict(list)
         self.unindexed: list[PodPeer] = []  # no positive pod requirement: tested for every pod
+        self.empty = True
         for peer in peers:
+            self.empty = False
             positive = next((r for r in peer.pods.requirements if r.op in ("In", "Exists")), None)
             if positive is None:
                 self.unindexed.append(peer)
@@ -229,6 +231,8 @@ class _Index:
     def entries(self, pod: Pod, inventory: LiveInventory, local_only: set[str]) -> Iterator[tuple[str, str]]:
         """(set name, entry) for every entry ``pod`` gives to these sets."""
         view = self.view(pod.namespace, inventory.namespace_labels(pod.namespace))
+        if view.empty and not self.port_sets:
+            return
         local = inventory.is_local(pod)
         ips = [(str(ip), ip.version) for ip in pod.ips]
         for peer in view.selecting(pod.labels):
@@ -361,11 +365,16 @@ class LiveSets:
 
 
 def _candidates(index: _Index, inventory: LiveInventory) -> Iterable[Pod]:
-    """The pods that may give entries to ``index``'s sets: those of the namespaces its peers
-    name, unless a peer selects namespaces by label or a set is a named port's."""
-    if index.others or index.port_sets:
+    """The pods that may give entries to ``index``'s sets: those of the namespaces some peer
+    selects (every pod when a set is a named port's)."""
+    if index.port_sets:
         return inventory.pods.values()
-    return [pod for namespace in index.named for pod in inventory.in_namespace(namespace)]
+    return [
+        pod
+        for namespace, pods in inventory.by_namespace.items()
+        if not index.view(namespace, inventory.namespace_labels(namespace)).empty
+        for pod in pods.values()
+    ]
 
 
 def _net_members(spec: SetSpec) -> list[Entry]:
