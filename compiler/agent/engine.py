@@ -15,6 +15,7 @@ a state that was replaced while it was asked is dropped and asked again later.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -195,6 +196,10 @@ class Network:
                 report = self._load(lambda: self.plane.load_update(applied, compiled))
             self.applied = Applied(key, lowered, members)
             self.repair = False
+            # what a full load leaves in force lives long: out of the cycle collector's sight, so no
+            # pod event waits for a full collection walking the cluster's objects (refcounting
+            # still frees what is dropped later)
+            gc.freeze()
             self._done("full", started, members)
             _info(
                 f"applied network {name}: rules and sets{self._why(force_full)} "
