@@ -29,10 +29,11 @@ Answer = Callable[[Sequence[str], str], "Ran | None"]
 class StandIn:
     """Records every command; ``answer`` may return a result, else the tool 'succeeds'."""
 
-    def __init__(self, answer: Answer, sets: str = "") -> None:
+    def __init__(self, answer: Answer, sets: str = "", saved: str = "") -> None:
         self.calls: list[tuple[tuple[str, ...], str]] = []
         self.answer = answer
         self.sets = sets
+        self.saved = saved  # ``ipset save``: the sets' members
 
     def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
         self.calls.append((tuple(argv), stdin))
@@ -41,6 +42,8 @@ class StandIn:
             return found
         if list(argv[:3]) == ["ipset", "list", "-t"]:
             return Ran(0, self.sets)
+        if list(argv) == ["ipset", "save"]:
+            return Ran(0, self.saved)
         return Ran(0, "*filter\nCOMMIT\n" if "save" in argv[0] else "")
 
     def which(self, program: str) -> bool:
@@ -88,6 +91,14 @@ def existing_sets(compiled: Compiled) -> str:
     return "\n".join(blocks)
 
 
+def leaving_members(compiled: Compiled) -> str:
+    """``ipset save`` output in which every set holds one member it loses in the new state: each
+    permitting set takes a transition content (swapped in before the rules), each restricting set
+    keeps its members until after them."""
+    specs = kernel_sets(compiled.lowered, compiled.members, Marks())
+    return "".join(f"create {s.name} {s.type}\nadd {s.name} 10.9.9.9\n" for s in specs)
+
+
 def test_ipv6_failure_with_a_failing_ipv4_rollback_is_a_mixed_state(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
 ) -> None:
@@ -131,7 +142,7 @@ def test_a_set_held_for_a_moment_is_retried_from_the_line_it_hit(
             return fail(refusals.pop(0))
         return None
 
-    stand_in = StandIn(answer, existing_sets(compiled))
+    stand_in = StandIn(answer, existing_sets(compiled), leaving_members(compiled))
     run_apply(monkeypatch, tmp_path, stand_in, compiled)
     swaps = [stdin for argv, stdin in stand_in.calls if stdin.startswith("swap")]
     assert len(swaps) == 3
@@ -149,14 +160,44 @@ def test_a_lasting_swap_refusal_swaps_back_and_exits_3(
             )
         return None
 
-    stand_in = StandIn(answer, existing_sets(compiled))
+    stand_in = StandIn(answer, existing_sets(compiled), leaving_members(compiled))
     with pytest.raises(ApplyError) as info:
         run_apply(monkeypatch, tmp_path, stand_in, compiled)
     assert info.value.exit_code == 3 and "refused to swap" in str(info.value)
     swaps = [stdin for argv, stdin in stand_in.calls if stdin.startswith("swap")]
     assert swaps[-1] == swaps[0].splitlines(keepends=True)[0]  # the one done is swapped back
-    restored = [argv[0] for argv, _ in stand_in.calls if argv[0].endswith("-restore")]
-    assert restored[-2:] == ["iptables-legacy-restore", "ip6tables-legacy-restore"]  # rules put back
+    assert not [argv for argv, _ in stand_in.calls if argv[0].endswith("-restore")]  # rules untouched
+
+
+def test_refused_member_changes_after_the_rules_undo_every_phase(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
+) -> None:
+    """The last phase (transition -> new members, in place) refused on its second line: that line's
+    predecessor is undone, the rules put back, the transitions swapped out, the temporaries removed."""
+
+    def answer(argv: Sequence[str], stdin: str) -> Ran | None:
+        if list(argv) == ["ipset", "-exist", "restore"] and stdin.count("\n") > 1:
+            return fail("ipset v7.17: Error in line 2: Hash is full, cannot add more elements\n")
+        return None
+
+    stand_in = StandIn(answer, existing_sets(compiled), leaving_members(compiled))
+    with pytest.raises(ApplyError) as info:
+        run_apply(monkeypatch, tmp_path, stand_in, compiled)
+    assert info.value.exit_code == 3 and "refused the new set members" in str(info.value)
+    steps = stand_in.commands()
+    moves = next(i for i, c in enumerate(steps) if c.startswith("ipset -exist restore"))
+    first = steps[moves].partition("<<")[2].split("; ")[0]
+    undone = steps[moves + 1].partition("<<")[2]
+    assert first.startswith("del ") and first.endswith(" 10.9.9.9") and undone == "add" + first[3:]
+    assert [c.split()[0] for c in steps[moves + 2 : moves + 6]] == [
+        "iptables-legacy-save",
+        "iptables-legacy-restore",
+        "ip6tables-legacy-save",
+        "ip6tables-legacy-restore",
+    ]
+    swaps = [c for c in steps if "<<swap" in c]
+    assert len(swaps) == 2 and swaps[0] == swaps[1]  # swapped in, then every one back
+    assert "destroy npt-" in steps[-1]
 
 
 def test_a_killed_runs_recorded_temporaries_are_removed_and_made_again(
@@ -174,8 +215,8 @@ def test_a_killed_runs_recorded_temporaries_are_removed_and_made_again(
         f"\nName: {t}\nType: hash:ip\nHeader: family inet hashsize 1024\nReferences: 0\n" for t in temps
     )
     apply._record(names).write_text("".join(f"{t}\n" for t in temps))
-    stand_in = StandIn(lambda argv, stdin: None, existing_sets(compiled) + left)
+    stand_in = StandIn(lambda argv, stdin: None, existing_sets(compiled) + left, leaving_members(compiled))
     run_apply(monkeypatch, tmp_path, stand_in, compiled)
     batches = [stdin for argv, stdin in stand_in.calls if list(argv) == ["ipset", "restore"]]
     assert batches[0] == "".join(f"destroy {t}\n" for t in temps)
-    assert any(f"create {temps[0]} " in batch for batch in batches[1:])
+    assert any(f"create {t} " in batch for t in temps for batch in batches[1:])

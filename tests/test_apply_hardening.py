@@ -18,7 +18,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
+from kernel.case import write_inputs as write_case_inputs
+from kernel.churn import make_case, network_policy
+from kernel.cluster import Cluster
 from kernel.netns import INVENTORY, Netns, fresh_netns, policy
 
 pytestmark = pytest.mark.kernel
@@ -239,3 +243,91 @@ def test_killed_at_random_moments_the_next_apply_repairs(netns: Netns, backend: 
         repaired = npc(netns, *args)
         assert repaired.returncode == 0, repaired.stderr
         assert state(netns, nft=True) == clean[round_ % 2]
+
+
+# --- an apply cut after any command ----------------------------------------------------------------
+
+CUT = Path(__file__).with_name("kernel") / "cut.py"
+
+
+def _ingress(name: str, target: str, **peer: str) -> dict[str, object]:
+    return network_policy(
+        name, {"matchLabels": {"app": target}}, ingress=[{"from": [{"podSelector": {"matchLabels": peer}}]}]
+    )
+
+
+# b admits only a; then only friends, in the same apply where p stops being a friend: new rules with
+# old members let p reach b, which neither state allows. x admits friends throughout (so the friend
+# set is kept, its members changing); y becomes an x (isolated), z stops being one (the map set keeps
+# its name, its members changing both ways).
+CUT_OLD = [_ingress("b", "b", app="a"), _ingress("x", "x", role="friend")]
+CUT_NEW = [_ingress("b", "b", role="friend"), _ingress("x", "x", role="friend")]
+CUT_LABELS_OLD = [{"app": "a"}, {"app": "b"}, {"role": "friend"}, {"app": "x"}, {"app": "y"}, {"app": "x"}]
+CUT_LABELS_NEW = [{"app": "a"}, {"app": "b"}, {"role": "other"}, {"app": "x"}, {"app": "x"}, {"app": "z"}]
+P, B = 2, 1
+
+
+def test_an_apply_cut_after_any_command_allows_no_more_than_its_phase_and_the_next_repairs(
+    tmp_path: Path,
+) -> None:
+    """Before a family's rules are replaced it allows no more than the old state, after it no more
+    than the new one; a rerun then reaches exactly the new state, with no temporaries left."""
+    pods = [{"name": f"pod{i}", "labels": labels} for i, labels in enumerate(CUT_LABELS_OLD)]
+    size = len(pods)
+    every = ["".join("?" if i == j else "." for j in range(size)) for i in range(size)]
+    case = make_case("cut-apply", pods, {80: every}, policies=CUT_OLD)
+    every_pair = case.checks
+    with Cluster(case, tmp_path) as cluster:
+        node = Netns(cluster.node, tmp_path)
+        renamed = [attrs.evolve(e, labels=CUT_LABELS_NEW[e.index]) for e in case.endpoints]
+        inputs = {
+            name: write_case_inputs(case, tmp_path / name, "yaml", endpoints, docs)
+            for name, endpoints, docs in [
+                ("old", case.endpoints, CUT_OLD),
+                ("new", renamed, CUT_NEW),
+                ("naive", case.endpoints, CUT_NEW),  # what a cut used to leave: new rules, old members
+            ]
+        }
+
+        def args(name: str) -> list[str]:
+            paths, inventory = inputs[name]
+            return ["apply", *map(str, paths), "--inventory", str(inventory), "--backend", "iptables"]
+
+        def allowed(**timeouts: float | None) -> dict[str, set[tuple[int, int]]]:
+            seen = cluster.probe(every_pair, **timeouts)  # type: ignore[arg-type]
+            return {
+                o.check.family: {
+                    (i, j) for i, row in enumerate(o.observed) for j, cell in enumerate(row) if cell == "."
+                }
+                for o in seen
+            }
+
+        truth = {}
+        for name in ("old", "naive", "new"):
+            assert cluster.npc(*args(name)).returncode == 0
+            truth[name] = allowed()
+        clean = state(node)
+        for family in ("v4", "v6"):
+            assert (P, B) in truth["naive"][family] - truth["old"][family] - truth["new"][family]
+        log = tmp_path / "ran.log"
+        assert cluster.npc(*args("old")).returncode == 0
+        whole = cluster.node_exec([sys.executable, str(CUT), "1000", str(log), *args("new")], check=False)
+        assert whole.returncode == 0 and state(node) == clean, whole.stderr
+        commands = len(log.read_text().splitlines())
+        for limit in range(1, commands):
+            assert cluster.npc(*args("old")).returncode == 0
+            log.unlink()
+            cut = cluster.node_exec(
+                [sys.executable, str(CUT), str(limit), str(log), *args("new")], check=False
+            )
+            assert cut.returncode == 137, cut.stderr
+            ran = log.read_text().split()
+            seen = allowed(timeout=0.4, retry_timeout=None)  # a slow answer only shrinks what is seen
+            for family, tool in (("v4", "iptables"), ("v6", "ip6tables")):
+                replaced = any(w.startswith(tool) and w.endswith("-restore") for w in ran)
+                bound = truth["new" if replaced else "old"][family]
+                assert seen[family] <= bound, f"cut after {ran[-2:]}: {family} allows {seen[family] - bound}"
+            repaired = cluster.npc(*args("new"))
+            assert repaired.returncode == 0, repaired.stderr
+            assert state(node) == clean, f"cut after command {limit}"
+            assert "npt-" not in node.run("ipset", "list", "-n").stdout

@@ -121,7 +121,9 @@ class IptablesBackend:
         """Member deltas of the kernel's sets: a pod added to a policed namespace gets its
         group's entry in the map set; rules stay."""
         with netns_lock(options.wait):
-            return load_members(_render.set_changes(lowered, old, new, Marks.of(options)), runner)
+            marks = Marks.of(options)
+            changes = _render.set_changes(lowered, old, new, marks)
+            return load_members(changes, _render.restricting_sets(lowered, marks), runner)
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         if options.iptables:

@@ -4,14 +4,26 @@ Ownership: npc touches only sets named ``npc-<tag>-`` and chains named ``NPC-<ta
 network, the one FORWARD rule it writes in table filter and, with group marks, the one in table
 mangle (exactly that text: others' jumps to its chains are theirs), and the temporary sets it records before creating them (under /run, so a crashed
 run's leftovers are provably its own). Everything else on the node is left byte for byte.
-Order of work, so that a failure leaves the previous state in force:
+Order of work, so that a failure leaves the previous state in force and a kill at any moment
+leaves no more allowed than the old state or the new one. Under fixed rules a set either
+*restricts* (more members allow less: the isolated sets, the map sets) or *permits* (peers,
+dispatch targets, named ports; ``render.restricting_sets``). For every kept set whose live
+contents (one ``ipset save``) differ from the new ones, a *transition* content sits between both:
+restricting sets hold old | new (a map address in both keeps its old mark), permitting sets
+old & new (``nomatch`` entries, which restrict, old | new).
 
-1. one ``ipset restore``: new sets under their final names (no live rule uses them yet),
-   new contents of existing sets under recorded temporary names;
-2. one ``iptables-restore --noflush`` transaction per family (mangle and filter, each atomic); if IPv6 fails
-   after IPv4 succeeded, IPv4 is put back from the snapshot taken before;
-3. swap the temporary sets into place (all swaps, then the destroys, so a lasting refusal can
-   swap back), then destroy sets no rule uses any more.
+1. one ``ipset restore``: new sets under their final names (no live rule uses them yet), each
+   transition content under a recorded temporary name;
+2. swap the transitions in: under the old rules each swap only restricts (every state <= old);
+3. one ``iptables-restore --noflush`` transaction per family (mangle and filter, each atomic): new
+   rules with transition members allow no more than the new state; if IPv6 fails after IPv4
+   succeeded, IPv4 is put back from the snapshot taken before;
+4. member changes in place, transition -> new (one ``ipset -exist restore``): each only permits,
+   up to the new state; then destroy the temporaries (the old contents) and sets no rule uses.
+
+Unchanged sets are not touched (a first apply has none to read). The next run reads the kernel
+as "old", so it repairs whatever a killed run left. ``load_members`` (the agent's deltas) orders
+its one batch the same way: restricting changes first.
 
 A set held for a moment by someone listing it ("in use by a kernel component") is retried; a
 lasting refusal undoes what was done (exit 3). If undoing fails too, the node is in a mixed
@@ -22,7 +34,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -44,6 +56,7 @@ from .render import (
     kernel_sets,
     render_rules,
     render_sets,
+    restricting_sets,
     tables,
 )
 
@@ -235,14 +248,16 @@ def _sets(run: Runner) -> dict[str, SetInfo]:
     return out
 
 
-def ipset_lines(run: Runner, lines: Sequence[str]) -> tuple[int, str]:
-    """Run ``ipset restore`` lines, retrying a transient refusal from the line it hit.
+def ipset_lines(run: Runner, lines: Sequence[str], exist: bool = False) -> tuple[int, str]:
+    """Run ``ipset restore`` lines (``-exist``: an add updates an element's mark or ``nomatch``),
+    retrying a transient refusal from the line it hit.
 
     Returns how many lines were done and the error of the line that failed for good ("" if none).
     """
+    argv = ["ipset", "-exist", "restore"] if exist else ["ipset", "restore"]
     start, attempts = 0, 0
     while start < len(lines):
-        done = run(["ipset", "restore"], "".join(lines[start:]))
+        done = run(argv, "".join(lines[start:]))
         if done.returncode == 0:
             return len(lines), ""
         found = _ERROR_LINE.search(done.stderr)
@@ -253,6 +268,64 @@ def ipset_lines(run: Runner, lines: Sequence[str]) -> tuple[int, str]:
         time.sleep(0.01 * attempts)
         start = failed
     return len(lines), ""
+
+
+Contents = dict[str, str]  # element (address, net, address,proto:port) -> what follows it ("" if nothing)
+NOMATCH = "nomatch"  # a ``hash:net`` element that excludes: it restricts whatever its set does
+
+
+def _element(member: str, nomatch: bool = False) -> tuple[str, str]:
+    """A member as the kernel spells it (``ipset save``): a host net without its /32 or /128."""
+    element, _, rest = member.partition(" ")
+    if element.endswith("/128") or (element.endswith("/32") and ":" not in element):
+        element = element.rpartition("/")[0]
+    return element, NOMATCH if nomatch else rest
+
+
+def _live_contents(run: Runner, names: set[str]) -> dict[str, Contents]:
+    """The members of ``names`` in the kernel, from one ``ipset save`` of every set."""
+    saved = run(["ipset", "save"])
+    if saved.returncode != 0:
+        raise ApplyError(f"ipset save failed: {saved.stderr.strip()}")
+    out: dict[str, Contents] = {name: {} for name in names}
+    for line in saved.stdout.splitlines():
+        verb, _, rest = line.partition(" ")
+        name, _, member = rest.partition(" ")
+        if verb == "add" and name in out:
+            element, value = _element(member)
+            out[name][element] = value
+    return out
+
+
+def transition(old: Contents, new: Contents, restricting: bool) -> Contents:
+    """Members allowing no more than ``old`` under the old rules and no more than ``new`` under
+    the new ones: a restricting set's union (an element in both keeps its old value: a map
+    address its old group), a permitting set's intersection (``nomatch`` entries: union)."""
+    if restricting:
+        return {**new, **old}
+    kept = {element: value for element, value in old.items() if new.get(element) == value}
+    kept.update((e, v) for e, v in [*old.items(), *new.items()] if v == NOMATCH)
+    return kept
+
+
+def _add(name: str, element: str, value: str) -> str:
+    return f"add {name} {element}{' ' + value if value else ''}\n"
+
+
+def _moves(name: str, start: Contents, end: Contents) -> tuple[list[str], list[str]]:
+    """``ipset -exist restore`` lines taking set ``name`` from ``start`` to ``end``, and per line
+    the line undoing it."""
+    forward, back = [], []
+    for element, value in start.items():
+        if element not in end:
+            forward.append(f"del {name} {element}\n")
+            back.append(_add(name, element, value))
+    for element, value in end.items():
+        if start.get(element) != value:
+            forward.append(_add(name, element, value))
+            was = start.get(element)
+            back.append(f"del {name} {element}\n" if was is None else _add(name, element, was))
+    return forward, back
 
 
 def _record(names: Names) -> Path:
@@ -342,14 +415,33 @@ def apply_iptables(
     wanted = kernel_sets(lowered, members, marks, layout.families)
     _repair_types(run, wanted, present)
     existing = {n for n in present if n.startswith(names.set_prefix)}
+    restricting = restricting_sets(lowered, marks, layout.families)
 
     def temp(name: str) -> str:
         return temp_set_prefix(lowered) + name[len(names.set_prefix) :]
 
-    staged = [s.renamed(temp(s.name)) if s.name in existing else s for s in wanted]
-    fresh = [s.name for s in wanted if s.name not in existing]
-    kept = sorted(existing & {w.name for w in wanted})
-    temps = [temp(name) for name in kept]
+    fresh = [s for s in wanted if s.name not in existing]
+    kept = [s for s in wanted if s.name in existing]
+    live = _live_contents(run, {s.name for s in kept}) if kept else {}
+    updated = 0
+    changed: list[str] = []  # swapped in a transition content
+    staged: list[SetText] = []  # their transition contents, under temporary names
+    moves: list[str] = []  # transition -> new, in place
+    unmoves: list[str] = []  # per move, its undoing
+    for spec in kept:
+        new = dict(_element(member, nomatch) for member, nomatch in spec.members)
+        if live[spec.name] == new:
+            continue
+        between = transition(live[spec.name], new, spec.name in restricting)
+        if between != live[spec.name]:  # else the old members are the transition already
+            entries = [(f"{e} {v}" if v and v != NOMATCH else e, v == NOMATCH) for e, v in between.items()]
+            changed.append(spec.name)
+            staged.append(spec.holding(temp(spec.name), entries))
+        updated += 1
+        forward, back = _moves(spec.name, between, new)
+        moves += forward
+        unmoves += back
+    temps = [s.name for s in staged]
     clashing = [t for t in temps if t in present]
     if clashing:  # not recorded by npc, so not npc's to remove
         raise ApplyError(
@@ -359,15 +451,28 @@ def apply_iptables(
     undo = _Undo()
 
     def drop_new() -> None:
-        _, error = ipset_lines(run, [f"destroy {n}\n" for n in [*fresh, *temps]])
+        _, error = ipset_lines(run, [f"destroy {n}\n" for n in [*(s.name for s in fresh), *temps]])
         undo.step("removing the new sets", error)
         if not error:
             _record(names).unlink(missing_ok=True)
 
-    result = run(["ipset", "restore"], render_sets(lowered, staged))  # the layout's families
-    if result.returncode != 0:
+    if fresh or staged:
+        result = run(["ipset", "restore"], render_sets(lowered, [*fresh, *staged]))  # the layout's families
+        if result.returncode != 0:
+            drop_new()
+            undo.finish(f"ipset restore rejected the new sets: {result.stderr.strip()}")
+
+    swaps = [f"swap {temp(name)} {name}\n" for name in changed]
+    swapped, error = ipset_lines(run, swaps)
+    if error:
+        _, back_error = ipset_lines(run, swaps[:swapped])  # a swap undoes itself
+        undo.step("swapping the sets back", back_error)
         drop_new()
-        undo.finish(f"ipset restore rejected the new sets: {result.stderr.strip()}")
+        undo.finish(f"ipset refused to swap in the sets' transition contents: {error}")
+
+    def sets_back() -> None:
+        _, back_error = ipset_lines(run, swaps)
+        undo.step("swapping the sets back", back_error)
 
     before = {family: _table_states(run, tools, family, lowered, layout) for family in layout.families}
     done: list[int] = []
@@ -409,18 +514,19 @@ def apply_iptables(
         result = run([tools.restore[family], "--noflush", "--wait=30"], text)
         if result.returncode != 0:
             rules_back(family)
+            sets_back()
             drop_new()
             undo.finish(f"{tools.restore[family]} rejected the new rules: {result.stderr.strip()}")
         done.append(family)
 
-    swaps = [f"swap {temp(name)} {name}\n" for name in kept]
-    swapped, error = ipset_lines(run, swaps)
+    moved, error = ipset_lines(run, moves, exist=True)
     if error:
-        _, back_error = ipset_lines(run, swaps[:swapped])  # a swap undoes itself
-        undo.step("swapping the sets back", back_error)
+        _, back_error = ipset_lines(run, unmoves[:moved][::-1], exist=True)
+        undo.step("putting the transition members back", back_error)
         rules_back()
+        sets_back()
         drop_new()
-        undo.finish(f"ipset refused to swap in new set contents: {error}")
+        undo.finish(f"ipset refused the new set members: {error}")
     warnings = []
     _, error = ipset_lines(run, [f"destroy {t}\n" for t in temps])  # now holding the old contents
     if error:
@@ -447,7 +553,7 @@ def apply_iptables(
     return ApplyReport(
         tools.flavour,
         len(fresh),
-        len(temps),
+        updated,
         len(stale),
         sum(len(layout.chain_names(lowered, f, marks, t)) for f in layout.families for t in tables(marks)),
         tuple(warnings),
@@ -607,19 +713,32 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
     return removed
 
 
-def load_members(changes: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]], run: Runner) -> MemberDelta:
+def load_members(
+    changes: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]], restricting: Collection[str], run: Runner
+) -> MemberDelta:
     """One ``ipset -exist restore`` batch of ``del``/``add`` lines (``render.set_changes``):
-    members move, rules stay. A map set's entry is deleted by its address alone."""
-    lines: list[str] = []
+    members move, rules stay. Every change that restricts comes first (a permitting set's
+    deletions, a restricting set's additions; ``restricting``: ``render.restricting_sets``), then
+    every one that permits, so a batch cut short never allows more than before or after. An
+    element both gone and added (a map address's new group) is one add, which replaces it."""
+    first: list[str] = []
+    then: list[str] = []
     added = removed = 0
     for name, (gone, fresh) in sorted(changes.items()):
-        lines += [f"del {name} {member.partition(' skbmark ')[0]}" for member, _ in gone]
-        lines += [f"add {name} {member}{' nomatch' if nomatch else ''}" for member, nomatch in fresh]
+        restricts = name in restricting
+        readded = {_element(member)[0] for member, _ in fresh}
+        for member, nomatch in gone:
+            element = _element(member)[0]
+            if element not in readded:
+                (then if restricts != nomatch else first).append(f"del {name} {element}\n")
+        for member, nomatch in fresh:
+            line = f"add {name} {member}{' nomatch' if nomatch else ''}\n"
+            (first if restricts != nomatch else then).append(line)
         removed, added = removed + len(gone), added + len(fresh)
-    if lines:
+    if first or then:
         if not run.which("ipset"):
             raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
-        done = run(["ipset", "-exist", "restore"], "\n".join(lines) + "\n")
+        done = run(["ipset", "-exist", "restore"], "".join([*first, *then]))
         if done.returncode != 0:
             raise ApplyError(f"ipset restore rejected the member changes: {done.stderr.strip()}")
     return MemberDelta(added, removed, len(changes))

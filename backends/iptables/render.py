@@ -221,6 +221,17 @@ class SetText:
     def renamed(self, name: str) -> SetText:
         return attrs.evolve(self, name=name)
 
+    def holding(self, name: str, members: Sequence[Entry]) -> SetText:
+        """Another set of this kind under ``name`` with ``members``, with room for both its own
+        members and this set's (it will become this set by member changes in place)."""
+        other = set_text(name, self.type, 4, members, self.options)
+        return attrs.evolve(
+            other,
+            family=self.family,
+            hashsize=max(self.hashsize, other.hashsize),
+            maxelem=max(self.maxelem, other.maxelem),
+        )
+
 
 def set_text(name: str, kind: str, family: int, members: Sequence[Entry], options: str = "") -> SetText:
     """ipset's maxelem is fixed at creation: leave room to grow (sets are swapped, not resized)."""
@@ -253,6 +264,25 @@ def _map_sets(lowered: Lowered, family: int, marks: Marks) -> list[tuple[str, di
         (found.map_set, map_entries(found, marks.group(found.direction)))
         for found in trees(lowered, family, marks).values()
     ]
+
+
+def restricting_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (4, 6)) -> set[str]:
+    """The kernel sets where more members allow less under fixed rules: the isolated sets (flat
+    dispatch) or the map sets (an address there is isolated). Every other set permits: a peer, a
+    dispatch target, a named port. ``load`` orders member changes by this, so a cut-short load
+    never allows more than the old or the new state.
+
+    A flat isolated set may fold with a peer set of the same selector, which then does both; it
+    counts as restricting, so an isolated pod is never left open for a moment."""
+    out: set[str] = set()
+    for program in lowered.families:
+        if program.family not in families:
+            continue
+        if marks.grouped:
+            out.update(name for name, _ in _map_sets(lowered, program.family, marks))
+        else:
+            out.update(s.name for s in program.isolated.values())
+    return out
 
 
 def kernel_sets(

@@ -107,9 +107,10 @@ class WeaveBackend:
     ) -> MemberDelta:
         """Weave's sets are ipsets like the iptables backend's: the same member deltas, for the
         sets it carries (IPv4 only: the IPv6 sets were never created)."""
-        changes = iptables.set_changes(lowered, old, new, _marks(options), LAYOUT.families)
+        marks = _marks(options)
+        changes = iptables.set_changes(lowered, old, new, marks, LAYOUT.families)
         with netns_lock(options.wait):
-            return load_members(changes, runner)
+            return load_members(changes, iptables.restricting_sets(lowered, marks, LAYOUT.families), runner)
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         """npc's chains and sets go; WEAVE-NPC and WEAVE-NPC-EGRESS are left empty, as the router
