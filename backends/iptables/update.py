@@ -29,7 +29,7 @@ from ...lower import Lowered
 from ..base import Members, Runner, member_changes
 from .load import Tools, _Undo, ipset_lines, load_members
 from .mark_tree import Marks
-from .render import Layout, kernel_sets, render_rules, render_sets, tables
+from .render import Layout, kernel_sets, render_rules, render_sets, restricting_sets, tables
 
 Chains = dict[str, dict[str, tuple[str, ...]]]  # table -> chain -> its rules, as a restore file writes them
 
@@ -147,11 +147,11 @@ def update_iptables(
     kept = {n: s.members for n, s in old_sets.items() if n in new_sets}
     moves = member_changes(kept, {n: new_sets[n].members for n in kept})
     try:
-        delta = load_members(moves, run)
+        delta = load_members(moves, restricting_sets(now, marks, layout.families), run)
     except ApplyError as exc:
         back = {name: (fresh, gone) for name, (gone, fresh) in moves.items()}
         try:
-            load_members(back, run)
+            load_members(back, restricting_sets(was, marks, layout.families), run)
         except ApplyError as back_exc:
             undo.step("moving the set members back", str(back_exc))
         rules_back()
