@@ -353,3 +353,51 @@ def test_file_watcher_ignores_the_neighbours_of_a_watched_file(tmp_path: Path) -
         assert seen.wait(5), "the inventory's replacement went unnoticed"
     finally:
         stop.set()
+
+
+class SlowDrift(Recorder):
+    """A dataplane whose drift checks take as long as the test holds ``gate``; the first finds
+    drift, the later ones none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.asked = threading.Event(), threading.Event()
+        self.answers = [("chain x has 0 rules, not 1",)]
+        self.checks = 0
+
+    def drift(self, applied: Applied) -> tuple[str, ...]:
+        self.asked.set()
+        self.gate.wait(10)
+        self.checks += 1
+        return self.answers.pop() if self.answers else ()
+
+
+def test_a_resync_checks_drift_beside_the_loop_and_drops_an_answer_about_a_replaced_state(
+    inputs: Inputs,
+) -> None:
+    inputs.write([DB_POLICY], [pod("db", "10.0.0.1", {"role": "db"})])
+    plane = SlowDrift()
+    engine = Engine(
+        FilePolicies([str(inputs.policies)]),
+        FileInventory(str(inputs.inventory)),
+        [network_spec()],
+        plane,  # type: ignore[arg-type]
+        debounce=0.05,
+        resync=0.5,
+    )
+    threading.Thread(target=engine.run, daemon=True).start()
+    try:
+        wait_for(lambda: plane.kinds() == ["full"], "the first load")
+        wait_for(plane.asked.is_set, "a resync's drift check")
+        # the check holds: a pod event is loaded meanwhile, not after it
+        inputs.write(
+            [DB_POLICY], [pod("db", "10.0.0.1", {"role": "db"}), pod("db2", "10.0.0.3", {"role": "db"})]
+        )
+        engine.notify("files")
+        wait_for(lambda: plane.kinds() == ["full", "sets"], "the pod's member delta during the check")
+        plane.gate.set()  # the drift it found is about the state before the pod: dropped, asked again
+        wait_for(lambda: plane.checks >= 3, "two more checks")
+        assert plane.kinds() == ["full", "sets"], "a stale drift answer reloaded the network"
+    finally:
+        engine.stop.set()
+        engine.notify("stop")

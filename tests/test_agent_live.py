@@ -7,12 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from npc.agent.engine import local_only_sets
+from npc.agent.inputs import ApiInventory
+from npc.agent.kube import NAMESPACES, PODS, Cache
 from npc.agent.live import LiveInventory, LiveSets
+from npc.backends.base import member_changes
 from npc.inventory import Inventory, build_inventory, pod_ips
 from npc.ir import Program
 from npc.lower import lower
-from npc.resolve import resolve
+from npc.resolve import Entry, resolve
 from random_clusters import inventories, programs
 
 
@@ -83,3 +87,50 @@ def test_with_a_node_only_local_pods_are_policed_here(program: Program, inventor
     only_here = local_only_sets(lowered)
     for name, entries in members.items():
         assert entries == (local[name] if name in only_here else everywhere[name]), name
+
+
+entry_lists = st.lists(st.tuples(st.sampled_from("abcdefgh"), st.booleans()), unique_by=lambda e: e[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(entry_lists, entry_lists)
+def test_member_changes_are_what_leaves_and_what_enters_in_member_order(
+    before: list[Entry], after: list[Entry]
+) -> None:
+    changes = member_changes({"s": before}, {"s": after})
+    if before == after:
+        assert changes == {}
+    else:
+        assert changes == {
+            "s": ([e for e in before if e not in after], [e for e in after if e not in before])
+        }
+
+
+@settings(max_examples=100, deadline=None)
+@given(inventories(), inventories(), inventories())
+def test_a_view_following_the_watch_cache_by_its_changes_equals_one_read_whole(
+    first: Inventory, second: Inventory, third: Inventory
+) -> None:
+    cache = Cache()
+    journal = ApiInventory(cache)
+    followed = LiveInventory(pod_ips)
+    for round, inventory in enumerate((first, second, third)):
+        objects = raw(inventory)
+        for resource in (NAMESPACES, PODS):
+            listed = {
+                (o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+                for o in objects
+                if o["kind"] == resource.kind
+            }
+            if round == 1:  # a relist
+                cache.replace(resource, listed)
+                continue
+            cached = dict(cache.objects.get(resource.name, {}))  # watch events
+            for key in cached.keys() - listed.keys():
+                cache.event(resource, "DELETED", cached[key])
+            for obj in listed.values():
+                cache.event(resource, "MODIFIED", obj)
+        followed.update(journal.read())
+        whole = LiveInventory(pod_ips)
+        whole.update(objects)
+        assert (followed.pods, followed.namespaces, followed.raw) == (whole.pods, whole.namespaces, whole.raw)

@@ -10,9 +10,10 @@ from ...lower import Lowered, lower
 from ..base import LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
 from .drift import iptables_drift
-from .load import _tools, apply_iptables, detect_tools, load_members, reset_iptables
+from .load import Tools, _tools, apply_iptables, detect_tools, load_members, reset_iptables
 from .mark_tree import Marks
 from .render import NPC_LAYOUT, Layout
+from .update import Chains, chains, update_iptables
 
 if TYPE_CHECKING:
     from ...resolve import Compiled
@@ -46,6 +47,15 @@ class IptablesBackend:
     files = ("rules.v4", "rules.v6", "ipsets")
     stdout = None
 
+    def __init__(self) -> None:
+        self._chains: tuple[Lowered, dict[int, Chains]] | None = None  # the program in force, rendered
+        self._tools: dict[str | None, Tools] = {}  # per --iptables: which tools the node uses
+
+    def _rendered(self, lowered: Lowered, marks: Marks) -> dict[int, Chains]:
+        if self._chains is not None and self._chains[0] is lowered:
+            return self._chains[1]
+        return {f: chains(lowered, f, marks, NPC_LAYOUT) for f in NPC_LAYOUT.families}
+
     def check(self, options: Options) -> None:
         """Every option is the iptables backend's."""
 
@@ -74,11 +84,36 @@ class IptablesBackend:
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         return load_layout(self.name, compiled, Marks.of(options), options, runner)
 
-    def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
+    def load_update(
+        self, lowered: Lowered, members: Members, compiled: Compiled, options: Options, runner: Runner
+    ) -> LoadReport:
+        """Only the chains and sets that differ (``update``): new sets, one restore per family
+        of the new, changed and gone chains, member moves, then the stale sets."""
+        marks, after = Marks.of(options), compiled.lowered
+        before_chains, after_chains = self._rendered(lowered, marks), self._rendered(after, marks)
         with netns_lock(options.wait):
-            return iptables_drift(
-                lowered, members, Marks.of(options), detect_tools(runner, options.iptables), runner
+            tools = self._tools.get(options.iptables) or detect_tools(runner, options.iptables)
+            report = update_iptables(
+                (lowered, members, before_chains),
+                (after, compiled.members, after_chains),
+                marks,
+                tools,
+                runner,
+                NPC_LAYOUT,
             )
+        self._tools[options.iptables], self._chains = tools, (after, after_chains)
+        return LoadReport(
+            self.name,
+            after.names.network,
+            f"iptables ({tools.flavour}): updated: {report.summary}",
+            report.warnings,
+        )
+
+    def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
+        """Without the apply lock, as nftables's: the agent asks while it goes on loading."""
+        return iptables_drift(
+            lowered, members, Marks.of(options), detect_tools(runner, options.iptables), runner
+        )
 
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner

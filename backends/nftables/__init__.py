@@ -55,6 +55,7 @@ class NftablesBackend:
         from ..iptables.load import refuse_other_backends  # not at import: iptables reads our table names
 
         ruleset = self._build(compiled)
+        self._last = None  # loaded: not kept (at scale, hundreds of MiB of element text in the agent)
         with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
             refuse_other_backends(runner, compiled.lowered, None)
             self._load(ruleset, runner)
@@ -70,12 +71,13 @@ class NftablesBackend:
     ) -> MemberDelta:
         with netns_lock(options.wait):
             try:
-                script, delta = member_script(lowered, old, new, self._ranks)
+                script, delta, reached = member_script(lowered, old, new, self._ranks)
             except TableChanged:  # a rank rule more or less: the whole table, atomically
                 self._load(build(lowered, new), runner)
                 return MemberDelta(full=True)
             if script:
                 load_ruleset(script, runner)
+            self._ranks.update(reached)
             return delta
 
     def load_update(
@@ -85,25 +87,27 @@ class NftablesBackend:
         chains and sets no longer used. A change of the rank count replaces the table."""
         after = compiled.lowered
         try:
-            script, summary = update_script(lowered, after, members, compiled.members, self._ranks)
+            script, summary, reached = update_script(lowered, after, members, compiled.members, self._ranks)
         except TableChanged:
             return self.load(compiled, options, runner)
         with netns_lock(options.wait):
             if script:
                 load_ruleset(script, runner)
+        self._ranks.update(reached)
         table = table_name(after.names)
         return LoadReport(self.name, after.names.network, f"nftables: table inet {table} updated: {summary}")
 
     def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
-        expected = build(lowered, members)
-        with netns_lock(options.wait):
-            return table_drift(expected, runner)
+        """Without the apply lock: a listing is one consistent dump, and the agent asks while it
+        goes on loading (an answer about a state it replaced meanwhile is dropped)."""
+        return table_drift(build(lowered, members), runner)
 
     def _load(self, ruleset: Ruleset, runner: Runner) -> None:
         load_ruleset(_render.render(ruleset), runner)
+        jumps = {m.name: sum(" : jump " in e for e in m.elements) for m in ruleset.maps}
         for family in ruleset.families:
             for direction, maps in family.ranks.items():
-                self._ranks[(ruleset.table, family.family, direction)] = len(maps)
+                self._ranks[(ruleset.table, family.family, direction)] = [jumps[m] for m in maps]
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         tables = [table_name(Names(network))] if network is not None else npc_tables(runner)

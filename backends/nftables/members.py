@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ...ir import DIRECTIONS, Direction
 from ...lower import FamilyProgram, Lowered, Names
@@ -33,7 +33,9 @@ from .render import (
     table_name,
 )
 
-Ranks = dict[tuple[str, int, str], int]  # (table, family, direction) -> rank maps in force
+# (table, family, direction) -> per rank map in force, how many addresses jump there (have at
+# least that many chains): a rank map more or less is told by the addresses that moved alone
+Ranks = dict[tuple[str, int, str], list[int]]
 Diff = tuple[str, Sequence[str], Sequence[str]]  # (set or map, elements to delete, elements to add)
 
 
@@ -108,9 +110,21 @@ def _moved(
     return moved
 
 
-def element_diffs(before: Lowered, after: Lowered, old: Members, new: Members, ranks: Ranks) -> list[Diff]:
+def reach(by_address: Mapping[str, Sequence[str]], count: int) -> list[int]:
+    """Per rank 1..``count``: how many addresses have at least that many chains."""
+    out = [0] * count
+    for chains in by_address.values():
+        for k in range(min(len(chains), count)):
+            out[k] += 1
+    return out
+
+
+def element_diffs(
+    before: Lowered, after: Lowered, old: Members, new: Members, ranks: Ranks, reached: Ranks
+) -> list[Diff]:
     """Element deletes and adds moving the sets both programs test, and the rank maps, from
-    (``before``, ``old``) to (``after``, ``new``); TableChanged when that takes new fixed rules."""
+    (``before``, ``old``) to (``after``, ``new``); TableChanged when that takes new fixed rules.
+    ``reached`` gets the rank counts after them, to keep once they are loaded."""
     changes = member_changes(old, new)
     names = after.names
     table = table_name(names)
@@ -138,17 +152,22 @@ def element_diffs(before: Lowered, after: Lowered, old: Members, new: Members, r
             new_only = _only(new, _targets(now, direction), moved)
             chains_before = chains_by_address(was, direction, old_only)
             chains_after = chains_by_address(now, direction, new_only)
-            count = ranks.get((table, now.family, direction))
-            if count is None:  # not loaded by this process: count once
-                count = max(map(len, chains_by_address(was, direction, old).values()), default=0)
-            grown = max(map(len, chains_after.values()), default=0) > count
-            shrunk = not grown and any(
-                len(c) == count and len(chains_after.get(a, ())) < count for a, c in chains_before.items()
-            )
-            if shrunk:  # the pod that needed the last rank moved: does any other need it?
-                shrunk = max(map(len, chains_by_address(now, direction, new).values()), default=0) < count
-            if grown or shrunk:
-                raise TableChanged
+            in_force = ranks.get((table, now.family, direction))
+            if in_force is None:  # not loaded by this process: count once
+                every = chains_by_address(was, direction, old)
+                in_force = reach(every, max(map(len, every.values()), default=0))
+            count = len(in_force)
+            if max(map(len, chains_after.values()), default=0) > count:
+                raise TableChanged  # a rank more
+            counts = [
+                n - gone + came
+                for n, gone, came in zip(
+                    in_force, reach(chains_before, count), reach(chains_after, count), strict=True
+                )
+            ]
+            if count and not counts[-1]:
+                raise TableChanged  # no address needs the last rank any more
+            reached[(table, now.family, direction)] = counts
             maps_before = rank_maps(was, direction, old_only, names, count)
             maps_after = rank_maps(now, direction, new_only, names, count)
             for old_map, new_map in zip(maps_before, maps_after, strict=True):
@@ -175,10 +194,15 @@ def _element_lines(table: str, diffs: Sequence[Diff]) -> tuple[list[str], Member
     return lines, MemberDelta(added, removed, touched)
 
 
-def member_script(lowered: Lowered, old: Members, new: Members, ranks: Ranks) -> tuple[str, MemberDelta]:
-    """The ``nft -f`` text moving ``old`` to ``new``; TableChanged when that takes new rules."""
-    lines, delta = _element_lines(table_name(lowered.names), element_diffs(lowered, lowered, old, new, ranks))
-    return "".join(f"{line}\n" for line in lines), delta
+def member_script(
+    lowered: Lowered, old: Members, new: Members, ranks: Ranks
+) -> tuple[str, MemberDelta, Ranks]:
+    """The ``nft -f`` text moving ``old`` to ``new`` and the rank counts after it; TableChanged
+    when that takes new rules."""
+    reached: Ranks = {}
+    diffs = element_diffs(lowered, lowered, old, new, ranks, reached)
+    lines, delta = _element_lines(table_name(lowered.names), diffs)
+    return "".join(f"{line}\n" for line in lines), delta, reached
 
 
 def _family_text(program: FamilyProgram, names: Names, ranks: Ranks) -> FamilyText:
@@ -189,15 +213,19 @@ def _family_text(program: FamilyProgram, names: Names, ranks: Ranks) -> FamilyTe
     return FamilyText(
         program.family,
         {d: set_name(s, names) for d, s in program.isolated.items()},
-        {d: tuple(rank_map(d, program.family, k) for k in range(1, (count[d] or 0) + 1)) for d in DIRECTIONS},
+        {
+            d: tuple(rank_map(d, program.family, k) for k in range(1, len(count[d] or ()) + 1))
+            for d in DIRECTIONS
+        },
     )
 
 
 def update_script(
     before: Lowered, after: Lowered, old: Members, new: Members, ranks: Ranks
-) -> tuple[str, str]:
-    """The ``nft -f`` text moving the table from (``before``, ``old``) to (``after``, ``new``) and
-    a summary of it; TableChanged when only a table replace can (then replace the table)."""
+) -> tuple[str, str, Ranks]:
+    """The ``nft -f`` text moving the table from (``before``, ``old``) to (``after``, ``new``), a
+    summary of it and the rank counts after it; TableChanged when only a table replace can (then
+    replace the table)."""
     names = after.names
     table = table_name(names)
     fixed: list[tuple[str, tuple[str, ...]]] = []  # fixed chains whose rules differ: a new isolation set
@@ -226,7 +254,8 @@ def update_script(
         lines.append(f"add chain inet {table} {chain.name} {{ comment {chain.comment}; }}")
     for chain in fresh_chains:
         lines += [f"add rule inet {table} {chain.name} {rule}" for rule in chain.rules]
-    element_lines, delta = _element_lines(table, element_diffs(before, after, old, new, ranks))
+    reached: Ranks = {}
+    element_lines, delta = _element_lines(table, element_diffs(before, after, old, new, ranks, reached))
     lines += element_lines  # the maps leave the old chains here, so they can go next
     for name, rules in fixed:
         lines.append(f"flush chain inet {table} {name}")
@@ -242,4 +271,4 @@ def update_script(
         f"sets +{len(new_sets.keys() - old_sets.keys())} -{len(stale_sets)}, "
         f"elements +{delta.added} -{delta.removed}"
     )
-    return "".join(f"{line}\n" for line in lines), summary
+    return "".join(f"{line}\n" for line in lines), summary, reached

@@ -7,12 +7,15 @@ tell). Anything else (pods, labels, addresses, named ports, network annotations)
 members, kept up to date pod by pod (``live``), and only the differences are loaded. Bad input
 never reaches the kernel: each input keeps its last good value, the error is logged as
 ``compile`` reports it and counted, and the next good read is applied. A kernel failure keeps the
-previous state and is retried with backoff, by a full load. A resync first asks the backend
-whether the kernel still holds what was applied, and reloads only if it does not (drift).
+previous state and is retried with backoff, by a full load. A resync asks the backend, on a
+thread of its own so that events go on meanwhile (listing a large table takes seconds), whether
+the kernel still holds what was applied; a network that drifted is reloaded whole. An answer about
+a state that was replaced while it was asked is dropped and asked again later.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -40,9 +43,9 @@ from ..networks import NetworkSpec, select_policies
 from ..pipeline import compile_rules, policy_program
 from ..resolve import Compiled, Entry, Rules
 from ..sources import Loaded
-from .inputs import Artefacts, InventoryInput, PolicyInput
+from .inputs import Artefacts, CacheJournal, InventoryInput, PolicyInput
 from .kube import Backoff
-from .live import LiveInventory, LiveSets
+from .live import Journal, LiveInventory, LiveSets
 from .observe import Health, Metrics
 
 log = logging.getLogger("npc.agent")
@@ -117,6 +120,8 @@ class Network:
         self.applied: Applied | None = None
         self.failed = False  # the last load failed: the next one is full
         self.drift: tuple[str, ...] = ()  # what a resync found changed in the kernel: a full load repairs it
+        self.repair = False  # the next update is a full load (a resync found drift)
+        self.loads = 0  # kernel writes so far: a drift answer about an older state is stale
         self.source = spec.address_source()
         self.live = LiveInventory(self.source, node)
         self.sets: LiveSets | None = None
@@ -125,33 +130,39 @@ class Network:
     def program(self, loaded: Loaded, namespaces: Sequence[Namespace]) -> Program:
         return select_policies(policy_program(loaded, namespaces), self.spec)
 
-    def drifted(self) -> bool:
-        """Resync: does the kernel still hold what was applied? If not (or the backend cannot
-        tell), the next update is a full load, which repairs it."""
-        applied, name = self.applied, self.spec.name
+    def check_drift(self) -> tuple[int, tuple[str, ...] | None]:
+        """Resync, on the checking thread: (the load count it was asked at, what differs in the
+        kernel from what was applied: None when the backend cannot tell, so a full load)."""
+        applied, loads, name = self.applied, self.loads, self.spec.name
         if applied is None or self.failed:
-            return True
+            return loads, None
         started = time.monotonic()
         try:
             found = self.plane.drift(applied)
         except ApplyError as exc:
             found = (f"cannot read the kernel's state: {exc}",)
-        if found is None:
-            return True
-        self.drift = found
-        if not found:
+        if found == ():
             _info(
                 f"network {name}: resync: the kernel holds what was applied (checked in {_ms(started)} ms)",
                 network=name,
                 duration_ms=_ms(started),
             )
-        return bool(found)
+        return loads, found
 
-    def update(self, rules: Loaded | Artefacts, docs: Sequence[Any], force_full: bool) -> bool:
+    def drifted(self, loads: int, found: tuple[str, ...] | None) -> bool:
+        """Take a drift answer on the loop: True when it is about the state still in force;
+        a network that drifted (or cannot tell) is loaded whole by its next update."""
+        if loads != self.loads:
+            return False
+        if found is None or found:
+            self.repair, self.drift = True, found or ()
+        return True
+
+    def update(self, rules: Loaded | Artefacts, docs: Sequence[Any] | CacheJournal, force_full: bool) -> bool:
         """Bring the kernel to (policies, inventory); False when it already was. Raises NpcError
         (input) or ApplyError (kernel)."""
         started = time.monotonic()
-        pods, namespaces = self.live.update(objects(docs))
+        pods, namespaces = self.live.update(docs if isinstance(docs, Journal) else objects(docs))
         for warning in self.source.warnings:  # a malformed network annotation, said once per change
             log.warning("%s", warning)
         self.source.warnings.clear()
@@ -164,6 +175,7 @@ class Network:
         else:
             key = self.program(rules, self.live.namespace_list())
         self._rules = rules
+        force_full = force_full or self.repair
         if self.applied is None or self.sets is None or force_full or self.failed or key != self.applied.key:
             # reviewed artefacts ship the lowering only: their optimised policies are not needed to load
             made = Rules(Program(), key) if isinstance(key, Lowered) else compile_rules(key, name)
@@ -183,6 +195,11 @@ class Network:
             else:  # the kernel holds what was applied: load only what differs
                 report = self._load(lambda: self.plane.load_update(applied, compiled))
             self.applied = Applied(key, lowered, members)
+            self.repair = False
+            # what a full load leaves in force lives long: out of the cycle collector's sight, so no
+            # pod event waits for a full collection walking the cluster's objects (refcounting
+            # still frees what is dropped later)
+            gc.freeze()
             self._done("full", started, members)
             _info(
                 f"applied network {name}: rules and sets{self._why(force_full)} "
@@ -226,12 +243,15 @@ class Network:
         return " (full reload)" if force_full else ""
 
     def _load(self, load: Any) -> Any:
+        self.loads += 1  # before and after: a drift check that overlapped the load sees it moved
         try:
             result = load()
         except ApplyError:
             self.failed = True
             self.metrics.failures.labels(self.spec.name, "kernel").inc()
             raise
+        finally:
+            self.loads += 1
         self.failed = False
         return result
 
@@ -279,11 +299,14 @@ class Engine:
         self.stop = threading.Event()
         self.fatal: UsageError | None = None  # why run() gave up (the agent exits 2)
         self._loaded: Loaded | Artefacts | None = None  # last good inputs
-        self._docs: list[Any] | None = None
+        self._docs: list[Any] | CacheJournal | None = None
         self._digests = {"policies": "", "inventory": ""}
+        self._answers: queue.Queue[tuple[Network, int, tuple[str, ...] | None]] = queue.Queue()
+        self._checking: threading.Thread | None = None
 
     def notify(self, what: str) -> None:
-        """Thread-safe: ``policies``, ``inventory``, ``files`` (either may have changed) or ``stop``."""
+        """Thread-safe: ``policies``, ``inventory``, ``files`` (either may have changed), ``drift``
+        (a resync's answer is in) or ``stop``."""
         self.events.put(what)
 
     def run(self) -> None:
@@ -300,6 +323,9 @@ class Engine:
                 if full:
                     next_resync = now + self.resync
                     pending |= {"policies", "inventory"}
+                    self._check_drift()
+                if "drift" in pending and not self._take_drift():  # asked again soon
+                    next_resync = min(next_resync, time.monotonic() + min(30.0, self.resync))
                 try:
                     ok = self._process(pending, retry, resync=full)
                 except UsageError as exc:
@@ -322,6 +348,30 @@ class Engine:
             except queue.Empty:
                 continue
             pending |= self._gather(first)
+
+    def _check_drift(self) -> None:
+        """Ask every network about drift on a thread of its own (one at a time); the answers
+        come back through ``drift``."""
+        if self._checking is not None and self._checking.is_alive():
+            return
+
+        def check() -> None:
+            for network in self.networks:
+                self._answers.put((network, *network.check_drift()))
+            self.notify("drift")
+
+        self._checking = threading.Thread(target=check, name="drift-check", daemon=True)
+        self._checking.start()
+
+    def _take_drift(self) -> bool:
+        """Hand the answers to their networks; False when one was about a replaced state."""
+        current = True
+        while True:
+            try:
+                network, loads, found = self._answers.get_nowait()
+            except queue.Empty:
+                return current
+            current = network.drifted(loads, found) and current
 
     def _gather(self, first: str) -> set[str]:
         """Every change arriving within ``debounce`` of the first one."""
@@ -378,9 +428,13 @@ class Engine:
                     self.metrics.objects.labels("policies").set(len(value.policies))
             else:
                 self._docs = value
-                kinds = [o.get("kind") for o in objects(value)]
-                self.metrics.objects.labels("namespaces").set(kinds.count("Namespace"))
-                self.metrics.objects.labels("pods").set(kinds.count("Pod"))
+                if isinstance(value, CacheJournal):  # counted by the cache: not a scan per event
+                    counts = {kind: value.count(kind) for kind in ("Namespace", "Pod")}
+                else:
+                    kinds = [o.get("kind") for o in objects(value)]
+                    counts = {kind: kinds.count(kind) for kind in ("Namespace", "Pod")}
+                self.metrics.objects.labels("namespaces").set(counts["Namespace"])
+                self.metrics.objects.labels("pods").set(counts["Pod"])
             changed = True
         if self.inventory is None and self._docs is None:
             self._docs = []
@@ -390,13 +444,14 @@ class Engine:
         """Read and apply; False when a network's load failed (to be retried)."""
         self.health.busy = True
         try:
-            if not self._read(pending, full or resync) or self._loaded is None or self._docs is None:
+            changed = self._read(pending, full or resync)
+            repair = any(n.repair for n in self.networks)
+            if not (changed or repair) or self._loaded is None or self._docs is None:
                 return True
             ok = True
             for network in self.networks:
                 try:
-                    force = full or (resync and network.drifted())
-                    if not network.update(self._loaded, self._docs, force):
+                    if not network.update(self._loaded, self._docs, full):
                         # said once per change read, so a user who edited an input sees it was
                         _info(f"network {network.spec.name}: inputs read, kernel already up to date")
                 except ApplyError as exc:

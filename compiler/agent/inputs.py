@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ from ..lowered_json import decode
 from ..networks import NetworkSpec
 from ..sources import Loaded, read_policy_sources, read_policy_texts
 from .kube import NAMESPACES, PODS, Cache, Resource
+from .live import Key as LiveKey
 
 log = logging.getLogger("npc.agent")
 
@@ -42,7 +43,7 @@ class PolicyInput(Protocol):
 
 
 class InventoryInput(Protocol):
-    def read(self) -> list[Any]: ...
+    def read(self) -> list[Any] | CacheJournal: ...
 
     def digest(self) -> str: ...
 
@@ -169,11 +170,33 @@ class ApiInventory:
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
 
-    def read(self) -> list[Any]:
-        return [*self.cache.items(NAMESPACES), *self.cache.items(PODS)]
+    def read(self) -> CacheJournal:
+        return CacheJournal(self.cache, self.cache.seq)
 
     def digest(self) -> str:
         return ""  # never asked: a watch event is a change
+
+
+@attrs.frozen
+class CacheJournal:
+    """The watch cache's namespaces and pods as read at change ``seq``: all of them (a first read)
+    or what changed since an earlier read (a ``Journal``: a pod event costs that pod)."""
+
+    cache: Cache
+    seq: int
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter([*self.cache.items(NAMESPACES), *self.cache.items(PODS)])
+
+    def since(self, seq: int) -> tuple[int, list[tuple[LiveKey, dict[str, Any] | None]]] | None:
+        found = self.cache.changes((NAMESPACES, PODS), seq)
+        if found is None:
+            return None
+        upto, changed = found
+        return upto, [((r.kind, *key), obj) for r, key, obj in changed]
+
+    def count(self, kind: str) -> int:
+        return self.cache.count(NAMESPACES if kind == "Namespace" else PODS)
 
 
 def _clean(obj: dict[str, Any]) -> dict[str, Any]:

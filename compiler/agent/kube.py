@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -92,11 +92,44 @@ class Backoff:
 
 
 class Cache:
-    """Raw objects per resource, shared by the watch threads and the agent's loop."""
+    """Raw objects per resource, shared by the watch threads and the agent's loop, with the order
+    they changed in: a reader asks what changed since it last read, not for the whole cluster."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.objects: dict[str, dict[Key, dict[str, Any]]] = {}
+        self.seq = 0  # changes so far
+        self.log: dict[tuple[str, Key], int] = {}  # (resource, key) -> its last change, oldest first
+        self.floor = 0  # changes up to here may have left the log (deleted objects are forgotten)
+
+    def _touch(self, name: str, key: Key) -> None:
+        self.seq += 1
+        self.log.pop((name, key), None)
+        self.log[(name, key)] = self.seq
+        if len(self.log) > 2 * sum(map(len, self.objects.values())) + 1024:
+            self.log = {k: v for k, v in self.log.items() if k[1] in self.objects.get(k[0], {})}
+            self.floor = self.seq
+
+    def changes(
+        self, resources: Sequence[Resource], since: int
+    ) -> tuple[int, list[tuple[Resource, Key, dict[str, Any] | None]]] | None:
+        """(the count to ask from next time, the objects of ``resources`` changed after ``since``,
+        None for one gone); None when the log no longer reaches back that far."""
+        by_name = {r.name: r for r in resources}
+        with self.lock:
+            if since < self.floor:
+                return None
+            out = []
+            for (name, key), seq in reversed(self.log.items()):
+                if seq <= since:
+                    break
+                if name in by_name:
+                    out.append((by_name[name], key, self.objects.get(name, {}).get(key)))
+            return self.seq, out
+
+    def count(self, resource: Resource) -> int:
+        with self.lock:
+            return len(self.objects.get(resource.name, {}))
 
     def items(self, resource: Resource) -> list[dict[str, Any]]:
         with self.lock:
@@ -108,17 +141,23 @@ class Cache:
         with self.lock:
             old = self.objects.get(resource.name, {})
             self.objects[resource.name] = objects
-        return sum(1 for k in old.keys() | objects.keys() if old.get(k) != objects.get(k))
+            changed = [k for k in old.keys() | objects.keys() if old.get(k) != objects.get(k)]
+            for key in sorted(changed):
+                self._touch(resource.name, key)
+        return len(changed)
 
     def event(self, resource: Resource, kind: str, obj: dict[str, Any]) -> bool:
         key = _key(obj)
         with self.lock:
             found = self.objects.setdefault(resource.name, {})
             if kind == "DELETED":
-                return found.pop(key, None) is not None
-            if found.get(key) == obj:
+                if found.pop(key, None) is None:
+                    return False
+            elif found.get(key) == obj:
                 return False
-            found[key] = obj
+            else:
+                found[key] = obj
+            self._touch(resource.name, key)
             return True
 
 

@@ -16,7 +16,7 @@ import bisect
 import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ..inventory import Inventory, IPSource, Namespace, Pod, build_inventory
 from ..ir import NAMESPACE_NAME_LABEL, PodPeer
@@ -32,6 +32,20 @@ def _key(obj: Mapping[str, Any]) -> Key:
     return (str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
+@runtime_checkable
+class Journal(Protocol):
+    """A listing that can also say what changed since an earlier read of it."""
+
+    seq: int  # the change it was read at
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]: ...
+
+    def since(self, seq: int) -> tuple[int, list[tuple[Key, Mapping[str, Any] | None]]] | None:
+        """(the change it reaches, the objects changed after ``seq``, None for one gone); None
+        when it cannot tell (read everything)."""
+        ...
+
+
 class LiveInventory:
     """A network's namespaces and pods (with their addresses on it), and which pods are local."""
 
@@ -39,18 +53,34 @@ class LiveInventory:
         self.source, self.node = source, node
         self.raw: dict[Key, Mapping[str, Any]] = {}
         self.pods: dict[Key, Pod] = {}
+        self.by_namespace: dict[str, dict[Key, Pod]] = defaultdict(dict)
         self.local: set[Key] = set()
         self.namespaces: dict[str, Namespace] = {}
+        self.seen: int | None = None  # the journal's change this view is up to
+
+    def _changes(
+        self, objects: Iterable[Mapping[str, Any]]
+    ) -> tuple[int | None, dict[Key, Mapping[str, Any] | None]]:
+        """The objects that differ from the view (None: gone), from a journal's changes when it
+        can tell them, else from the full listing."""
+        if isinstance(objects, Journal) and self.seen is not None:
+            found = objects.since(self.seen)
+            if found is not None:
+                upto, changes = found
+                fresh = {k: o for k, o in changes if k[0] in ("Namespace", "Pod")}
+                return upto, {k: o for k, o in fresh.items() if self.raw.get(k) != o}
+        seen = objects.seq if isinstance(objects, Journal) else None
+        listed = {_key(o): o for o in objects if o.get("kind") in ("Namespace", "Pod")}
+        changed = [k for k in self.raw.keys() | listed.keys() if self.raw.get(k) is not listed.get(k)]
+        return seen, {k: listed.get(k) for k in changed if self.raw.get(k) != listed.get(k)}
 
     def update(self, objects: Iterable[Mapping[str, Any]]) -> tuple[list[PodChange], list[str]]:
-        """Take the full current listing; return the pods that changed and the namespaces that did
-        (a namespace's pods see their peers change with its labels). All or nothing: an object
-        that does not parse raises InputError and leaves the view as it was."""
-        fresh = {_key(o): o for o in objects if o.get("kind") in ("Namespace", "Pod")}
-        changed = [k for k in self.raw.keys() | fresh.keys() if self.raw.get(k) is not fresh.get(k)]
-        changed = [k for k in changed if self.raw.get(k) != fresh.get(k)]
+        """Take the current listing (or a journal); return the pods that changed and the
+        namespaces that did (a namespace's pods see their peers change with its labels). All or
+        nothing: an object that does not parse raises InputError and leaves the view as it was."""
+        seen, fresh = self._changes(objects)
         parsed: dict[Key, Namespace | Pod | None] = {}
-        for key in changed:
+        for key in fresh:
             new = fresh.get(key)
             if new is None:
                 parsed[key] = None
@@ -72,15 +102,21 @@ class LiveInventory:
                     self.namespaces.pop(key[2], None)
                 continue
             before = self.pods.pop(key, None)
+            self.by_namespace[key[1]].pop(key, None)
             self.local.discard(key)
             after = value if isinstance(value, Pod) else None
             if after is not None:
-                self.pods[key] = after
-                if self.node is None or (fresh[key].get("spec") or {}).get("nodeName") == self.node:
+                self.pods[key] = self.by_namespace[key[1]][key] = after
+                if self.node is None or ((fresh[key] or {}).get("spec") or {}).get("nodeName") == self.node:
                     self.local.add(key)
             if before != after:
                 pods.append((before, after))
-        self.raw = fresh
+        for key, obj in fresh.items():
+            if obj is None:
+                self.raw.pop(key, None)
+            else:
+                self.raw[key] = obj
+        self.seen = seen
         return pods, namespaces
 
     def namespace_labels(self, name: str) -> Mapping[str, str]:
@@ -93,6 +129,9 @@ class LiveInventory:
         for pod in self.pods.values():
             known.setdefault(pod.namespace, Namespace(pod.namespace, {NAMESPACE_NAME_LABEL: pod.namespace}))
         return sorted(known.values(), key=lambda n: n.name)
+
+    def in_namespace(self, namespace: str) -> Iterable[Pod]:
+        return self.by_namespace.get(namespace, {}).values()
 
     def is_local(self, pod: Pod) -> bool:
         return ("Pod", pod.namespace, pod.name) in self.local
@@ -107,8 +146,39 @@ class _SortKeys(dict[str, tuple[int, str]]):
         return key
 
 
+class _View:
+    """The pod peers that select pods of one namespace, indexed by a pod label they require."""
+
+    def __init__(self, peers: Iterable[PodPeer]) -> None:
+        self.by_label: dict[tuple[str, str], list[PodPeer]] = defaultdict(list)
+        self.by_key: dict[str, list[PodPeer]] = defaultdict(list)
+        self.unindexed: list[PodPeer] = []  # no positive pod requirement: tested for every pod
+        self.empty = True
+        for peer in peers:
+            self.empty = False
+            positive = next((r for r in peer.pods.requirements if r.op in ("In", "Exists")), None)
+            if positive is None:
+                self.unindexed.append(peer)
+            elif positive.op == "Exists":
+                self.by_key[positive.key].append(peer)
+            else:
+                for value in positive.values:
+                    self.by_label[(positive.key, value)].append(peer)
+
+    def selecting(self, labels: Mapping[str, str]) -> Iterator[PodPeer]:
+        """The peers whose pod selector matches ``labels``."""
+        candidates = set(self.unindexed)
+        for item in labels.items():
+            candidates.update(self.by_label.get(item, ()))
+        for key in labels:
+            candidates.update(self.by_key.get(key, ()))
+        return (peer for peer in candidates if peer.pods.matches(labels))
+
+
 class _Index:
-    """Pod peers and named ports of some sets, indexed by what can select a pod."""
+    """Pod peers and named ports of some sets, indexed by what can select a pod: a peer whose
+    namespace selector names its namespaces is listed under those names, any other is tested
+    against a namespace's labels once; per namespace, the peers are indexed by pod label."""
 
     def __init__(
         self, specs: Iterable[SetSpec], previous: _Index | None = None, kept: set[str] | None = None
@@ -133,45 +203,46 @@ class _Index:
                 for peer in spec.key:  # type: ignore[union-attr]
                     assert isinstance(peer, PodPeer)
                     self.peer_sets[peer].append((spec.name, spec.family))
-        self.by_label: dict[tuple[str, str], list[PodPeer]] = defaultdict(list)
-        self.by_key: dict[str, list[PodPeer]] = defaultdict(list)
-        self.unindexed: list[PodPeer] = []  # no positive pod requirement: listed per namespace
+        self.named: dict[str, list[PodPeer]] = defaultdict(list)
+        self.others: list[PodPeer] = []
         for peer in self.peer_sets:
-            positive = next((r for r in peer.pods.requirements if r.op in ("In", "Exists")), None)
-            if positive is None:
-                self.unindexed.append(peer)
-            elif positive.op == "Exists":
-                self.by_key[positive.key].append(peer)
+            names = next(
+                (
+                    r.values
+                    for r in peer.namespaces.requirements
+                    if (r.key, r.op) == (NAMESPACE_NAME_LABEL, "In")
+                ),
+                None,
+            )
+            if names is None:
+                self.others.append(peer)
             else:
-                for value in positive.values:
-                    self.by_label[(positive.key, value)].append(peer)
-        self.per_namespace: dict[str, list[PodPeer]] = {}
+                for name in names:
+                    self.named[name].append(peer)
+        self.per_namespace: dict[str, _View] = {}
+
+    def view(self, namespace: str, labels: Mapping[str, str]) -> _View:
+        found = self.per_namespace.get(namespace)
+        if found is None:
+            peers = [*self.named.get(namespace, ()), *self.others]
+            found = self.per_namespace[namespace] = _View(p for p in peers if p.namespaces.matches(labels))
+        return found
 
     def entries(self, pod: Pod, inventory: LiveInventory, local_only: set[str]) -> Iterator[tuple[str, str]]:
         """(set name, entry) for every entry ``pod`` gives to these sets."""
-        labels = pod.labels
-        ns_labels = inventory.namespace_labels(pod.namespace)
-        found = self.per_namespace.get(pod.namespace)
-        if found is None:
-            found = self.per_namespace[pod.namespace] = [
-                p for p in self.unindexed if p.namespaces.matches(ns_labels)
-            ]
-        candidates = set(found)
-        for item in labels.items():
-            candidates.update(self.by_label.get(item, ()))
-        for key in labels:
-            candidates.update(self.by_key.get(key, ()))
+        view = self.view(pod.namespace, inventory.namespace_labels(pod.namespace))
+        if view.empty and not self.port_sets:
+            return
         local = inventory.is_local(pod)
-        for peer in candidates:
-            if not peer.matches(ns_labels, labels):
-                continue
+        ips = [(str(ip), ip.version) for ip in pod.ips]
+        for peer in view.selecting(pod.labels):
             for name, family in self.peer_sets[peer]:
                 if local or name not in local_only:
-                    yield from ((name, str(ip)) for ip in pod.ips if ip.version == family)
+                    yield from ((name, ip) for ip, version in ips if version == family)
         for (protocol, port_name), port in pod.named_ports().items():
             for name, family in self.port_sets.get((protocol, port_name), ()):
                 rest = f"{protocol.lower()}:{port}"
-                yield from ((name, f"{ip},{rest}") for ip in pod.ips if ip.version == family)
+                yield from ((name, f"{ip},{rest}") for ip, version in ips if version == family)
 
 
 class LiveSets:
@@ -218,14 +289,22 @@ class LiveSets:
             {n: previous.moved[n] for n in kept if n in previous.moved} if previous else {}
         )
         self.given: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
+        if previous is not None:  # what each pod gives the kept sets
+            dropped = previous.counts.keys() - kept
+            self.given = {
+                key: frozenset(e for e in given if e[0] not in dropped) if dropped else given
+                for key, given in previous.given.items()
+            }
         new_index = _Index(fresh) if previous else self.index
-        for pod in inventory.pods.values():
+        if not fresh:
+            return
+        for pod in _candidates(new_index, inventory):
             key = (pod.namespace, pod.name)
-            old = [e for e in previous.given.get(key, ()) if e[0] in kept] if previous else []
-            added = set(new_index.entries(pod, inventory, local_only)) if fresh else set()
+            added = set(new_index.entries(pod, inventory, local_only))
             for name, entry in added:
                 self.counts[name][entry] += 1
-            self.given[key] = frozenset(old).union(added)
+            if added:
+                self.given[key] = self.given.get(key, frozenset()).union(added)
 
     def _add(self, pod: Pod) -> None:
         # a union set counts a pod once per entry, however many of its peers select it
@@ -257,10 +336,9 @@ class LiveSets:
                 self._add(after)
         for namespace in set(namespaces):
             self.index.per_namespace.pop(namespace, None)
-            for pod in self.inventory.pods.values():
-                if pod.namespace == namespace:
-                    self._remove(pod.namespace, pod.name)
-                    self._add(pod)
+            for pod in list(self.inventory.in_namespace(namespace)):
+                self._remove(pod.namespace, pod.name)
+                self._add(pod)
 
     def members(self) -> dict[str, list[Entry]]:
         """Every set's entries in ``resolve``'s order; a set nothing entered or left is the very
@@ -284,6 +362,19 @@ class LiveSets:
             self._sorted[name] = [(e, False) for e in sorted(self.counts[name], key=key)]
         self.dirty.clear()
         return {**self.fixed, **self._sorted}
+
+
+def _candidates(index: _Index, inventory: LiveInventory) -> Iterable[Pod]:
+    """The pods that may give entries to ``index``'s sets: those of the namespaces some peer
+    selects (every pod when a set is a named port's)."""
+    if index.port_sets:
+        return inventory.pods.values()
+    return [
+        pod
+        for namespace, pods in inventory.by_namespace.items()
+        if not index.view(namespace, inventory.namespace_labels(namespace)).empty
+        for pod in pods.values()
+    ]
 
 
 def _net_members(spec: SetSpec) -> list[Entry]:

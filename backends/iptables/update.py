@@ -1,0 +1,173 @@
+"""A policy change loaded by difference: only the chains and sets that differ, not the network.
+
+The kernel holds (``before``, ``old``), as this process loaded it. Both programs are rendered as a
+restore file would write them and compared chain by chain, table by table; then, so that a
+failure leaves the previous state in force:
+
+1. one ``ipset restore`` creates the sets that are new, with their members (no rule uses them yet);
+2. one ``iptables-restore --noflush`` per family declares (so empties) every chain that is new,
+   changed or gone, writes the new and changed ones' rules and deletes the gone ones: each table
+   commits whole. If one is refused, the families already done (and the refused one's tables that
+   committed) get the inverse restore, which is harmless where nothing was committed;
+3. the sets both programs use move their members (``ipset -exist restore``), then the sets no
+   rule uses any more are destroyed.
+
+npc's FORWARD jumps and every object not named as npc's are not written at all. A kill between
+steps leaves new-but-unused sets (the next full load removes them), a family on the new rules and
+the other on the old, or new rules over the previous members: each a state the agent loaded or
+was about to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from ...errors import ApplyError
+from ...lower import Lowered
+from ..base import Members, Runner, member_changes
+from .load import Tools, _Undo, ipset_lines, load_members
+from .mark_tree import Marks
+from .render import Layout, kernel_sets, render_rules, render_sets, restricting_sets, tables
+
+Chains = dict[str, dict[str, tuple[str, ...]]]  # table -> chain -> its rules, as a restore file writes them
+
+
+def chains(lowered: Lowered, family: int, marks: Marks, layout: Layout) -> Chains:
+    """Every chain npc writes in one family, with its ``-A`` lines, per table."""
+    text = render_rules(lowered, family, marks, {t: [] for t in tables(marks)}, None, layout)
+    out: dict[str, dict[str, list[str]]] = {}
+    table: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = out[line[1:]] = {}
+        elif line.startswith(":"):
+            table[line[1:].split()[0]] = []
+        elif line.startswith("-A "):
+            table[line.split(maxsplit=2)[1]].append(line)
+    return {t: {c: tuple(rules) for c, rules in found.items()} for t, found in out.items()}
+
+
+@attrs.frozen
+class ChainEdit:
+    """One family's restore moving its chains from one program to another."""
+
+    text: str
+    written: int  # chains declared and filled
+    deleted: int
+
+
+def chain_edit(was: Chains, now: Chains) -> ChainEdit:
+    """The ``iptables-restore --noflush`` input taking a family's chains from ``was`` to ``now``
+    (its inverse is ``chain_edit(now, was)``); empty text when they are the same."""
+    lines: list[str] = []
+    written = deleted = 0
+    for table in sorted(was.keys() | now.keys(), key=("mangle", "filter").index):
+        old, new = was.get(table, {}), now.get(table, {})
+        fill = sorted(name for name, rules in new.items() if old.get(name) != rules)
+        gone = sorted(old.keys() - new.keys())
+        if not fill and not gone:
+            continue
+        lines.append(f"*{table}")
+        lines += [f":{name} - [0:0]" for name in [*fill, *gone]]  # declared: emptied (or made)
+        lines += [rule for name in fill for rule in new[name]]
+        lines += [f"-X {name}" for name in gone]
+        lines.append("COMMIT")
+        written, deleted = written + len(fill), deleted + len(gone)
+    return ChainEdit("".join(f"{line}\n" for line in lines), written, deleted)
+
+
+@attrs.frozen
+class UpdateReport:
+    chains_written: int
+    chains_deleted: int
+    sets_created: int
+    sets_destroyed: int
+    added: int
+    removed: int
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        return (
+            f"chains ~{self.chains_written} -{self.chains_deleted}, "
+            f"sets +{self.sets_created} -{self.sets_destroyed}, entries +{self.added} -{self.removed}"
+        )
+
+
+def update_iptables(
+    before: tuple[Lowered, Members, Mapping[int, Chains]],
+    after: tuple[Lowered, Members, Mapping[int, Chains]],
+    marks: Marks,
+    tools: Tools,
+    run: Runner,
+    layout: Layout,
+) -> UpdateReport:
+    """Move the kernel from ``before`` to ``after`` (each: program, members, ``chains`` per
+    family); ApplyError (previous state in force) or MixedStateError when undoing failed too."""
+    if not run.which("ipset"):
+        raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
+    (was, old, old_chains), (now, new, new_chains) = before, after
+    old_sets = {s.name: s for s in kernel_sets(was, old, marks, layout.families)}
+    new_sets = {s.name: s for s in kernel_sets(now, new, marks, layout.families)}
+    created = [s for name, s in sorted(new_sets.items()) if name not in old_sets]
+    stale = sorted(old_sets.keys() - new_sets.keys())
+    undo = _Undo()
+
+    def drop_created() -> None:
+        _, error = ipset_lines(run, [f"destroy {s.name}\n" for s in created])
+        undo.step("removing the new sets", error)
+
+    if created:
+        result = run(["ipset", "restore"], render_sets(now, created))
+        if result.returncode != 0:
+            drop_created()
+            undo.finish(f"ipset restore rejected the new sets: {result.stderr.strip()}")
+    edits = {f: chain_edit(old_chains[f], new_chains[f]) for f in layout.families}
+    done: list[int] = []
+
+    def rules_back() -> None:
+        for family in done:
+            back = chain_edit(new_chains[family], old_chains[family]).text
+            result = run([tools.restore[family], "--noflush", "--wait=30"], back)
+            undo.step(
+                f"putting the IPv{family} rules back", result.stderr.strip() if result.returncode else ""
+            )
+
+    for family, edit in edits.items():
+        if not edit.text:
+            continue
+        done.append(family)  # a refused restore may still have committed its first table
+        result = run([tools.restore[family], "--noflush", "--wait=30"], edit.text)
+        if result.returncode != 0:
+            rules_back()
+            drop_created()
+            undo.finish(f"{tools.restore[family]} rejected the changed rules: {result.stderr.strip()}")
+    kept = {n: s.members for n, s in old_sets.items() if n in new_sets}
+    moves = member_changes(kept, {n: new_sets[n].members for n in kept})
+    try:
+        delta = load_members(moves, restricting_sets(now, marks, layout.families), run)
+    except ApplyError as exc:
+        back = {name: (fresh, gone) for name, (gone, fresh) in moves.items()}
+        try:
+            load_members(back, restricting_sets(was, marks, layout.families), run)
+        except ApplyError as back_exc:
+            undo.step("moving the set members back", str(back_exc))
+        rules_back()
+        drop_created()
+        undo.finish(str(exc))
+    warnings = []
+    for name in stale:
+        _, error = ipset_lines(run, [f"destroy {name}\n"])
+        if error:
+            warnings.append(f"could not destroy stale set {name} (no npc rule uses it): {error}")
+    return UpdateReport(
+        sum(e.written for e in edits.values()),
+        sum(e.deleted for e in edits.values()),
+        len(created),
+        len(stale),
+        delta.added,
+        delta.removed,
+        tuple(warnings),
+    )
