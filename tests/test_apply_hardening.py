@@ -8,14 +8,16 @@ the previous one), and the next apply must always repair.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -24,6 +26,10 @@ from kernel.case import write_inputs as write_case_inputs
 from kernel.churn import make_case, network_policy
 from kernel.cluster import Cluster
 from kernel.netns import INVENTORY, Netns, fresh_netns, policy
+from npc.backends.base import Options, Ran
+from npc.backends.iptables import IptablesBackend
+from npc.networks import network_spec
+from npc.pipeline import build, read_sources
 
 pytestmark = pytest.mark.kernel
 
@@ -267,18 +273,47 @@ CUT_LABELS_NEW = [{"app": "a"}, {"app": "b"}, {"role": "other"}, {"app": "x"}, {
 P, B = 2, 1
 
 
-def test_an_apply_cut_after_any_command_allows_no_more_than_its_phase_and_the_next_repairs(
-    tmp_path: Path,
-) -> None:
-    """Before a family's rules are replaced it allows no more than the old state, after it no more
-    than the new one; a rerun then reaches exactly the new state, with no temporaries left."""
+@attrs.frozen
+class CutScenario:
+    """The scenario above in one cluster: the inputs by name (old, new, naive), what each allows
+    per family, and npc's objects in the node after a clean apply of the new inputs."""
+
+    cluster: Cluster
+    node: Netns
+    inputs: dict[str, tuple[list[Path], Path]]
+    truth: dict[str, dict[str, set[tuple[int, int]]]]
+    clean: list[str]
+
+    def args(self, name: str) -> list[str]:
+        paths, inventory = self.inputs[name]
+        return ["apply", *map(str, paths), "--inventory", str(inventory), "--backend", "iptables"]
+
+    def allowed(self, **timeouts: float | None) -> dict[str, set[tuple[int, int]]]:
+        seen = self.cluster.probe(self.cluster.case.checks, **timeouts)  # type: ignore[arg-type]
+        return {
+            o.check.family: {
+                (i, j) for i, row in enumerate(o.observed) for j, cell in enumerate(row) if cell == "."
+            }
+            for o in seen
+        }
+
+    def check_cut(self, ran: list[str]) -> None:
+        """Per family: no more than the old state before its rules were replaced, no more than the
+        new one after (``ran``: the programs that completed)."""
+        seen = self.allowed(timeout=0.4, retry_timeout=None)  # a slow answer only shrinks what is seen
+        for family, tool in (("v4", "iptables"), ("v6", "ip6tables")):
+            replaced = any(w.startswith(tool) and w.endswith("-restore") for w in ran)
+            bound = self.truth["new" if replaced else "old"][family]
+            assert seen[family] <= bound, f"cut after {ran[-2:]}: {family} allows {seen[family] - bound}"
+
+
+@contextlib.contextmanager
+def cut_scenario(tmp_path: Path) -> Iterator[CutScenario]:
     pods = [{"name": f"pod{i}", "labels": labels} for i, labels in enumerate(CUT_LABELS_OLD)]
     size = len(pods)
     every = ["".join("?" if i == j else "." for j in range(size)) for i in range(size)]
     case = make_case("cut-apply", pods, {80: every}, policies=CUT_OLD)
-    every_pair = case.checks
     with Cluster(case, tmp_path) as cluster:
-        node = Netns(cluster.node, tmp_path)
         renamed = [attrs.evolve(e, labels=CUT_LABELS_NEW[e.index]) for e in case.endpoints]
         inputs = {
             name: write_case_inputs(case, tmp_path / name, "yaml", endpoints, docs)
@@ -288,46 +323,87 @@ def test_an_apply_cut_after_any_command_allows_no_more_than_its_phase_and_the_ne
                 ("naive", case.endpoints, CUT_NEW),  # what a cut used to leave: new rules, old members
             ]
         }
-
-        def args(name: str) -> list[str]:
-            paths, inventory = inputs[name]
-            return ["apply", *map(str, paths), "--inventory", str(inventory), "--backend", "iptables"]
-
-        def allowed(**timeouts: float | None) -> dict[str, set[tuple[int, int]]]:
-            seen = cluster.probe(every_pair, **timeouts)  # type: ignore[arg-type]
-            return {
-                o.check.family: {
-                    (i, j) for i, row in enumerate(o.observed) for j, cell in enumerate(row) if cell == "."
-                }
-                for o in seen
-            }
-
-        truth = {}
+        scenario = CutScenario(cluster, Netns(cluster.node, tmp_path), inputs, {}, [])
         for name in ("old", "naive", "new"):
-            assert cluster.npc(*args(name)).returncode == 0
-            truth[name] = allowed()
-        clean = state(node)
+            assert cluster.npc(*scenario.args(name)).returncode == 0
+            scenario.truth[name] = scenario.allowed()
+        scenario.clean.extend(state(scenario.node))
         for family in ("v4", "v6"):
+            truth = scenario.truth
             assert (P, B) in truth["naive"][family] - truth["old"][family] - truth["new"][family]
+        yield scenario
+
+
+def test_an_apply_cut_after_any_command_allows_no_more_than_its_phase_and_the_next_repairs(
+    tmp_path: Path,
+) -> None:
+    """Before a family's rules are replaced it allows no more than the old state, after it no more
+    than the new one; a rerun then reaches exactly the new state, with no temporaries left."""
+    with cut_scenario(tmp_path) as scenario:
+        cluster, node = scenario.cluster, scenario.node
         log = tmp_path / "ran.log"
-        assert cluster.npc(*args("old")).returncode == 0
-        whole = cluster.node_exec([sys.executable, str(CUT), "1000", str(log), *args("new")], check=False)
-        assert whole.returncode == 0 and state(node) == clean, whole.stderr
+        assert cluster.npc(*scenario.args("old")).returncode == 0
+        whole = cluster.node_exec(
+            [sys.executable, str(CUT), "1000", str(log), *scenario.args("new")], check=False
+        )
+        assert whole.returncode == 0 and state(node) == scenario.clean, whole.stderr
         commands = len(log.read_text().splitlines())
         for limit in range(1, commands):
-            assert cluster.npc(*args("old")).returncode == 0
+            assert cluster.npc(*scenario.args("old")).returncode == 0
             log.unlink()
             cut = cluster.node_exec(
-                [sys.executable, str(CUT), str(limit), str(log), *args("new")], check=False
+                [sys.executable, str(CUT), str(limit), str(log), *scenario.args("new")], check=False
             )
             assert cut.returncode == 137, cut.stderr
-            ran = log.read_text().split()
-            seen = allowed(timeout=0.4, retry_timeout=None)  # a slow answer only shrinks what is seen
-            for family, tool in (("v4", "iptables"), ("v6", "ip6tables")):
-                replaced = any(w.startswith(tool) and w.endswith("-restore") for w in ran)
-                bound = truth["new" if replaced else "old"][family]
-                assert seen[family] <= bound, f"cut after {ran[-2:]}: {family} allows {seen[family] - bound}"
-            repaired = cluster.npc(*args("new"))
+            scenario.check_cut(log.read_text().split())
+            repaired = cluster.npc(*scenario.args("new"))
             assert repaired.returncode == 0, repaired.stderr
-            assert state(node) == clean, f"cut after command {limit}"
+            assert state(node) == scenario.clean, f"cut after command {limit}"
             assert "npt-" not in node.run("ipset", "list", "-n").stdout
+
+
+class _Cut(BaseException):
+    """A stand-in ``kill -9``: nothing of npc's handles it, so nothing after it runs."""
+
+
+class _CutRunner:
+    """The real tools in the node namespace, stopped dead after ``limit`` commands."""
+
+    def __init__(self, node: str, limit: int) -> None:
+        self.node, self.limit, self.ran = node, limit, []  # type: list[str]
+
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
+        if len(self.ran) >= self.limit:
+            raise _Cut
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.node, *argv], input=stdin, capture_output=True, text=True
+        )
+        self.ran += argv[:2]
+        return Ran(done.returncode, done.stdout, done.stderr)
+
+    def which(self, program: str) -> bool:
+        return shutil.which(program) is not None
+
+
+def test_an_agent_update_cut_after_any_command_allows_no_more_than_its_phase(tmp_path: Path) -> None:
+    """The agent's iptables policy change by difference (``update.py``) keeps the same bound as a
+    full apply: its member moves that restrict go before the rules, those that permit after."""
+    with cut_scenario(tmp_path) as scenario:
+        built = {
+            name: build(read_sources([str(p) for p in paths], str(inventory)), network_spec()).compiled
+            for name, (paths, inventory) in scenario.inputs.items()
+        }
+        old, new = built["old"], built["new"]
+
+        def update(limit: int) -> list[str]:
+            runner = _CutRunner(scenario.cluster.node, limit)
+            with contextlib.suppress(_Cut):
+                IptablesBackend().load_update(old.lowered, old.members, new, Options(), runner)
+            return runner.ran
+
+        assert scenario.cluster.npc(*scenario.args("old")).returncode == 0
+        commands = len(update(10_000)) // 2
+        assert state(scenario.node) == scenario.clean
+        for limit in range(1, commands):
+            assert scenario.cluster.npc(*scenario.args("old")).returncode == 0
+            scenario.check_cut(update(limit))

@@ -713,17 +713,15 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
     return removed
 
 
-def load_members(
-    changes: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]], restricting: Collection[str], run: Runner
-) -> MemberDelta:
-    """One ``ipset -exist restore`` batch of ``del``/``add`` lines (``render.set_changes``):
-    members move, rules stay. Every change that restricts comes first (a permitting set's
-    deletions, a restricting set's additions; ``restricting``: ``render.restricting_sets``), then
-    every one that permits, so a batch cut short never allows more than before or after. An
-    element both gone and added (a map address's new group) is one add, which replaces it."""
+def member_lines(
+    changes: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]], restricting: Collection[str]
+) -> tuple[list[str], list[str]]:
+    """``ipset -exist restore`` lines for member changes (``render.set_changes``), split into those
+    that restrict (a permitting set's deletions, a restricting set's additions;
+    ``restricting``: ``render.restricting_sets``) and those that permit. An element both gone and
+    added (a map address's new group) is one add, which replaces it."""
     first: list[str] = []
     then: list[str] = []
-    added = removed = 0
     for name, (gone, fresh) in sorted(changes.items()):
         restricts = name in restricting
         readded = {_element(member)[0] for member, _ in fresh}
@@ -734,11 +732,27 @@ def load_members(
         for member, nomatch in fresh:
             line = f"add {name} {member}{' nomatch' if nomatch else ''}\n"
             (first if restricts != nomatch else then).append(line)
-        removed, added = removed + len(gone), added + len(fresh)
-    if first or then:
-        if not run.which("ipset"):
-            raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
-        done = run(["ipset", "-exist", "restore"], "".join([*first, *then]))
-        if done.returncode != 0:
-            raise ApplyError(f"ipset restore rejected the member changes: {done.stderr.strip()}")
+    return first, then
+
+
+def run_member_lines(lines: Sequence[str], run: Runner) -> None:
+    """One ``ipset -exist restore`` batch of ``member_lines``; ApplyError if refused."""
+    if not lines:
+        return
+    if not run.which("ipset"):
+        raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
+    done = run(["ipset", "-exist", "restore"], "".join(lines))
+    if done.returncode != 0:
+        raise ApplyError(f"ipset restore rejected the member changes: {done.stderr.strip()}")
+
+
+def load_members(
+    changes: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]], restricting: Collection[str], run: Runner
+) -> MemberDelta:
+    """One batch: members move, rules stay. Every change that restricts comes first, then every
+    one that permits, so a batch cut short never allows more than before or after."""
+    first, then = member_lines(changes, restricting)
+    run_member_lines([*first, *then], run)
+    added = sum(len(fresh) for _, fresh in changes.values())
+    removed = sum(len(gone) for gone, _ in changes.values())
     return MemberDelta(added, removed, len(changes))

@@ -4,18 +4,21 @@ The kernel holds (``before``, ``old``), as this process loaded it. Both programs
 restore file would write them and compared chain by chain, table by table; then, so that a
 failure leaves the previous state in force:
 
-1. one ``ipset restore`` creates the sets that are new, with their members (no rule uses them yet);
+1. one ``ipset restore`` creates the sets that are new, with their members (no rule uses them
+   yet), and the restricting member moves of step 3 are made;
 2. one ``iptables-restore --noflush`` per family declares (so empties) every chain that is new,
    changed or gone, writes the new and changed ones' rules and deletes the gone ones: each table
    commits whole. If one is refused, the families already done (and the refused one's tables that
    committed) get the inverse restore, which is harmless where nothing was committed;
-3. the sets both programs use move their members (``ipset -exist restore``), then the sets no
-   rule uses any more are destroyed.
+3. the sets both programs use move their members in two ``ipset -exist restore`` batches, as a
+   full apply does (``load``): before step 2 the moves that restrict (a permitting set's
+   deletions, a restricting set's additions), after it those that permit; then the sets no rule
+   uses any more are destroyed.
 
 npc's FORWARD jumps and every object not named as npc's are not written at all. A kill between
-steps leaves new-but-unused sets (the next full load removes them), a family on the new rules and
-the other on the old, or new rules over the previous members: each a state the agent loaded or
-was about to.
+steps leaves new-but-unused sets (the next full load removes them), the old rules over members
+that allow no more than the old state, or the new rules over members that allow no more than the
+new one (a family at a time): never more than both.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import attrs
 from ...errors import ApplyError
 from ...lower import Lowered
 from ..base import Members, Runner, member_changes
-from .load import Tools, _Undo, ipset_lines, load_members
+from .load import Tools, _Undo, ipset_lines, load_members, member_lines, run_member_lines
 from .mark_tree import Marks
 from .render import Layout, kernel_sets, render_rules, render_sets, restricting_sets, tables
 
@@ -124,6 +127,23 @@ def update_iptables(
         if result.returncode != 0:
             drop_created()
             undo.finish(f"ipset restore rejected the new sets: {result.stderr.strip()}")
+    kept = {n: s.members for n, s in old_sets.items() if n in new_sets}
+    moves = member_changes(kept, {n: new_sets[n].members for n in kept})
+    narrowing, widening = member_lines(moves, restricting_sets(now, marks, layout.families))
+
+    def members_back() -> None:
+        back = {name: (fresh, gone) for name, (gone, fresh) in moves.items()}
+        try:
+            load_members(back, restricting_sets(was, marks, layout.families), run)
+        except ApplyError as back_exc:
+            undo.step("moving the set members back", str(back_exc))
+
+    try:  # under the old rules these only restrict: the state is within the old one
+        run_member_lines(narrowing, run)
+    except ApplyError as exc:
+        members_back()
+        drop_created()
+        undo.finish(str(exc))
     edits = {f: chain_edit(old_chains[f], new_chains[f]) for f in layout.families}
     done: list[int] = []
 
@@ -142,19 +162,14 @@ def update_iptables(
         result = run([tools.restore[family], "--noflush", "--wait=30"], edit.text)
         if result.returncode != 0:
             rules_back()
+            members_back()
             drop_created()
             undo.finish(f"{tools.restore[family]} rejected the changed rules: {result.stderr.strip()}")
-    kept = {n: s.members for n, s in old_sets.items() if n in new_sets}
-    moves = member_changes(kept, {n: new_sets[n].members for n in kept})
-    try:
-        delta = load_members(moves, restricting_sets(now, marks, layout.families), run)
+    try:  # under the new rules these only permit, up to the new state
+        run_member_lines(widening, run)
     except ApplyError as exc:
-        back = {name: (fresh, gone) for name, (gone, fresh) in moves.items()}
-        try:
-            load_members(back, restricting_sets(was, marks, layout.families), run)
-        except ApplyError as back_exc:
-            undo.step("moving the set members back", str(back_exc))
         rules_back()
+        members_back()
         drop_created()
         undo.finish(str(exc))
     warnings = []
@@ -167,7 +182,7 @@ def update_iptables(
         sum(e.deleted for e in edits.values()),
         len(created),
         len(stale),
-        delta.added,
-        delta.removed,
+        sum(len(fresh) for _, fresh in moves.values()),
+        sum(len(gone) for gone, _ in moves.values()),
         tuple(warnings),
     )
