@@ -21,6 +21,7 @@ from typing import NoReturn
 import attrs
 
 from . import __version__, collector, pipeline
+from .agent.flags import add_agent_args
 from .analysis import commands as analysis
 from .arguments import add_backend_args, add_network_args, add_paths, network_from_args, options_from_args
 from .backends import BACKENDS
@@ -97,8 +98,6 @@ def _fmt_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _agent_parser(p: argparse.ArgumentParser) -> None:
-    from .agent.command import add_agent_args  # the agent's modules (an API client) load for it alone
-
     add_backend_args(p)
     add_network_args(p)
     add_agent_args(p)

@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
 from types import FrameType
 
 from ..backends import get as get_backend
@@ -37,36 +36,6 @@ from .observe import Health, Metrics, serve, setup_logging
 
 log = logging.getLogger("npc.agent")
 STOP_GRACE = 1.5  # seconds an apply under way may take to finish after SIGTERM
-
-
-def add_agent_args(p: argparse.ArgumentParser) -> None:
-    """The agent's own flags (``cli`` adds the backend and network flags every command shares)."""
-    source = p.add_mutually_exclusive_group()
-    source.add_argument(
-        "--policies", nargs="+", metavar="PATH", help="policy files or folders, watched (default: the API)"
-    )
-    source.add_argument("--artefacts", metavar="DIR", help="what npc compile -o DIR wrote (GitOps)")
-    p.add_argument("--inventory", metavar="FILE", help="kubectl get namespaces,pods -A -o json, watched")
-    p.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, else in-cluster")
-    p.add_argument("--iptables", choices=("legacy", "nft"), help="force the iptables flavour")
-    p.add_argument("--networks", metavar="FILE", help="every network of this file, in one process")
-    p.add_argument("--node", metavar="NAME", help="police only pods with spec.nodeName NAME")
-    p.add_argument(
-        "--listen", default="127.0.0.1:9469", metavar="HOST:PORT", help="/metrics /healthz /readyz"
-    )
-    p.add_argument("--debounce", type=_positive(int), default=100, metavar="MS", help="default 100")
-    p.add_argument("--resync", type=_positive(float), default=300.0, metavar="SECONDS", help="default 300")
-    p.add_argument("--log-format", choices=("text", "json"), default="text")
-
-
-def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    def parse(text: str) -> int | float:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError("must be positive")
-        return value
-
-    return parse
 
 
 def _networks(args: argparse.Namespace) -> tuple[NetworkSpec, ...]:

@@ -451,8 +451,9 @@ class Engine:
             ok = True
             for network in self.networks:
                 try:
-                    if not network.update(self._loaded, self._docs, full):
+                    if not network.update(self._loaded, self._docs, full) and not resync:
                         # said once per change read, so a user who edited an input sees it was
+                        # (not every resync: inputs read again unchanged are no news)
                         _info(f"network {network.spec.name}: inputs read, kernel already up to date")
                 except ApplyError as exc:
                     ok = False
