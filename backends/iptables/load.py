@@ -719,19 +719,24 @@ def member_lines(
     """``ipset -exist restore`` lines for member changes (``render.set_changes``), split into those
     that restrict (a permitting set's deletions, a restricting set's additions;
     ``restricting``: ``render.restricting_sets``) and those that permit. An element both gone and
-    added (a map address's new group) is one add, which replaces it."""
+    added (a map address's new group) is one add, which replaces it, among those that permit: as
+    in ``transition``, the address keeps its old group until the rest has restricted."""
     first: list[str] = []
     then: list[str] = []
     for name, (gone, fresh) in sorted(changes.items()):
         restricts = name in restricting
         readded = {_element(member)[0] for member, _ in fresh}
+        regrouped: set[str] = set()  # in a restricting set: a map address's new group
         for member, nomatch in gone:
             element = _element(member)[0]
-            if element not in readded:
+            if element in readded:
+                regrouped.add(element)
+            else:
                 (then if restricts != nomatch else first).append(f"del {name} {element}\n")
         for member, nomatch in fresh:
             line = f"add {name} {member}{' nomatch' if nomatch else ''}\n"
-            (first if restricts != nomatch else then).append(line)
+            narrows = restricts != nomatch and not (restricts and _element(member)[0] in regrouped)
+            (first if narrows else then).append(line)
     return first, then
 
 
