@@ -19,7 +19,7 @@ from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingre
 from .frontends.positions import FieldPath, MapKey, locate, printable, render_path, show, snippet
 from .frontends.validate import FieldError, fail, integer, items, required, string, type_name
 from .ir import NAMESPACE_NAME_LABEL, PROTOCOLS, Address
-from .text import read_stdin, read_text
+from .text import decode, read_bytes, read_stdin, read_text
 
 
 @attrs.frozen
@@ -261,13 +261,31 @@ class InventoryText:
     sha256: str = ""
 
 
-def read_inventory_documents(path: str, stdin: TextIO | None = None) -> InventoryText:
-    """``path`` (``-``: stdin) read and parsed; nothing is built yet."""
-    source = (
-        read_stdin(stdin if stdin is not None else sys.stdin) if path == "-" else read_text(path, "inventory")
-    )
-    documents = load_documents(source.name, source.text)
-    return InventoryText(source.name, source.text, tuple(documents), source.sha256)
+def read_inventory_documents(
+    path: str, stdin: TextIO | None = None, keep: Callable[[Mapping[str, Any]], bool] | None = None
+) -> InventoryText:
+    """``path`` (``-``: stdin) read and parsed; nothing is built yet. ``keep`` (``npc explain``):
+    only the objects to be built; a JSON file's others are left unbuilt where simdjson can read
+    it (see ``focused_json``), and it is not hashed (no manifest is written)."""
+    if keep is None or path == "-":
+        source = (
+            read_stdin(stdin if stdin is not None else sys.stdin)
+            if path == "-"
+            else read_text(path, "inventory")
+        )
+        return InventoryText(
+            source.name, source.text, tuple(load_documents(source.name, source.text)), source.sha256
+        )
+    data = read_bytes(path, "inventory")
+    source = decode(data, printable(path), digest=False)
+    documents = None
+    if source.name.endswith(".json") or source.text.lstrip().startswith(("{", "[")):  # as ``load_documents``
+        from .focused_json import load_focused
+
+        documents = load_focused(data, keep)
+    if documents is None:
+        documents = load_documents(source.name, source.text)
+    return InventoryText(source.name, source.text, tuple(documents))
 
 
 def read_inventory(path: str, ip_source: IPSource = pod_ips) -> Inventory:
