@@ -218,7 +218,7 @@ def build_inventory(
     for index, doc in enumerate(docs):
         for base, obj in objects_in(doc, keep):
             if isinstance(obj, dict) and str(obj.get("kind", "")).endswith("List"):
-                raise _error(fail((*base, "items"), "must be a list"), base, file, text, index)
+                raise _error(fail(("items",), "must be a list"), base, file, text, index)
             if keep is not None and isinstance(obj, dict) and not keep(obj):
                 continue
             try:
