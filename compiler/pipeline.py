@@ -82,7 +82,7 @@ class Sources:
     inventory_path: str | None = None
     inventory_sha256: str = ""
     inventory_name: str = "<inventory>"  # as errors name it (<stdin> for -)
-    inventory_text: str = ""  # for an error's line:column
+    inventory_text: str | bytes = ""  # for an error's line:column (see ``InventoryText``)
 
 
 def read_sources(

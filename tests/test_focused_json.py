@@ -232,9 +232,11 @@ def test_explain_reports_a_syntax_error_far_from_the_pair_as_compile_does(
     assert (code, capsys.readouterr().err) == (1, explained.err)
 
 
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
 def test_explain_reports_a_malformed_pod_of_the_pair_with_its_place(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bom: str
 ) -> None:
+    """The text is decoded only for the error's position (after a byte-order mark, as compile reads it)."""
     bad = pod(
         "b",
         "q",
@@ -242,13 +244,19 @@ def test_explain_reports_a_malformed_pod_of_the_pair_with_its_place(
         ("spec", Obj([("containers", [Obj([("ports", [Obj([("containerPort", 70000)])])])])])),
     )
     inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps(json.loads(dumps(listed(*CLUSTER[:5], bad))), indent=1))
+    text = json.dumps(json.loads(dumps(listed(*CLUSTER[:5], bad))), indent=1)
+    inventory.write_text(bom + text)
+    at = text.index("70000")
+    line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
     (tmp_path / "p.yaml").write_text("")
     code = main(["explain", str(tmp_path / "p.yaml"), "--inventory", str(inventory), "--from", "a/p", "--to", "b/q",
                  "--port", "tcp/80"])  # fmt: skip
     explained = capsys.readouterr()
     assert (code, explained.out) == (1, "")
-    assert "items[5].spec.containers[0].ports[0].containerPort" in explained.err
+    assert (
+        f"{inventory}:{line}:{column}: error: items[5].spec.containers[0].ports[0].containerPort:"
+        in explained.err
+    )
     code = main(
         ["compile", str(tmp_path / "p.yaml"), "--inventory", str(inventory), "-o", str(tmp_path / "out")]
     )
