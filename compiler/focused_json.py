@@ -26,6 +26,8 @@ Keep = Callable[[Mapping[str, Any]], bool]
 MAX_DEPTH = 200  # kubectl output nests about 10 deep; json's limit, the stack's, is near 1,000
 _BOM = b"\xef\xbb\xbf"
 _ABSENT = object()
+_Object, _Array = simdjson.Object, simdjson.Array
+_NAMESPACE = (str, type(None))
 
 
 class _TooDeep(Exception):
@@ -55,14 +57,14 @@ def _focused(value: Any, keep: Keep, lent: str | None, depth: int) -> Any:
     refuses what it reads of it."""
     if depth > MAX_DEPTH:
         raise _TooDeep
-    if isinstance(value, simdjson.Array):
+    if isinstance(value, _Array):
         return [_focused(item, keep, None, depth + 1) for item in value]
-    if not isinstance(value, simdjson.Object) or _repeats(value):
+    if not isinstance(value, _Object) or _repeats(value):
         return _whole(value, depth)
     kind = value.get("kind", _ABSENT)
     if isinstance(kind, str) and kind.endswith("List"):
         items = value.get("items")
-        if isinstance(items, simdjson.Array):
+        if isinstance(items, _Array):
             lend = None if kind == "List" else kind[: -len("List")]
             return {
                 key: (
@@ -82,10 +84,10 @@ def _read_by_keep(obj: simdjson.Object, kind: object) -> dict[str, Any] | None:
     """The fields of ``obj`` that ``keep`` reads (its ``kind`` given), as ``json`` reads them;
     None when one is not plainly a string (the object is then built whole for ``keep``)."""
     meta = obj.get("metadata")
-    if not isinstance(meta, simdjson.Object) or _repeats(meta):
+    if not isinstance(meta, _Object) or _repeats(meta):
         return None
     name, namespace = meta.get("name"), meta.get("namespace", _ABSENT)
-    if not isinstance(name, str) or (namespace is not _ABSENT and not isinstance(namespace, str | None)):
+    if not isinstance(name, str) or (namespace is not _ABSENT and not isinstance(namespace, _NAMESPACE)):
         return None
     fields = {"name": name} if namespace is _ABSENT else {"name": name, "namespace": namespace}
     if kind is _ABSENT:
@@ -99,9 +101,9 @@ def _repeats(obj: simdjson.Object) -> bool:
 
 
 def _whole(value: Any, depth: int) -> Any:
-    if isinstance(value, simdjson.Object):
+    if isinstance(value, _Object):
         built: Any = value.as_dict()
-    elif isinstance(value, simdjson.Array):
+    elif isinstance(value, _Array):
         built = value.as_list()
     else:
         return value
