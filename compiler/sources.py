@@ -19,11 +19,10 @@ import attrs
 
 from .documents import load_documents, objects_in
 from .errors import InputError
-from .frontends.annotation import isolates_ingress
+from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingress
 from .frontends.k8s import API_VERSIONS, policy_from_object
 from .frontends.positions import FieldPath, MapKey, locate, printable, show, snippet
 from .frontends.validate import FieldError, check_name, dns_label_problem, fail, object_meta, type_name
-from .inventory import NAMESPACE_ISOLATION_ANNOTATION
 from .ir import Policy
 from .parse_ahead import parse_ahead
 from .text import NotRegularFile, Text, read_stdin, read_text

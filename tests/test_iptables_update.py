@@ -5,23 +5,18 @@ committed leaves the previous state exactly."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel.netns import INVENTORY, Netns, fresh_netns, policy
+from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, policy
 from npc import lock
-from npc.backends.base import Ran
 from npc.backends.iptables import load as apply
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.render import NPC_LAYOUT
 from npc.backends.iptables.update import chains, update_iptables
 from npc.errors import ApplyError
-from npc.inventory import build_inventory
-from npc.pipeline import Compiled, compile_program, policy_program
-from npc.sources import read_policy_texts
+from npc.pipeline import Compiled
 
 pytestmark = pytest.mark.kernel
 
@@ -29,37 +24,11 @@ MARKS = Marks()
 TOOLS = apply._tools("legacy")
 
 
-class InNetns:
-    """The real tools inside ``netns``; ``refuse``: a restore tool whose next input gets a last
-    table the kernel refuses (the tables before it commit)."""
-
-    def __init__(self, netns: Netns, refuse: str = "") -> None:
-        self.netns, self.refuse = netns, refuse
-
-    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
-        if argv[0] == self.refuse:
-            self.refuse = ""
-            stdin += "*filter\n-A NPC-NO-SUCH-CHAIN -j DROP\nCOMMIT\n"
-        done = subprocess.run(
-            ["ip", "netns", "exec", self.netns.name, *argv], input=stdin, capture_output=True, text=True
-        )
-        return Ran(done.returncode, done.stdout, done.stderr)
-
-    def which(self, program: str) -> bool:
-        return True
-
-
 @pytest.fixture
 def netns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Netns]:
     monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
     with fresh_netns("npc-update", tmp_path) as ns:
         yield ns
-
-
-def compiled(*policies: dict[str, object]) -> Compiled:
-    loaded = read_policy_texts([(f"{i}.json", json.dumps(p)) for i, p in enumerate(policies)])
-    inventory = build_inventory([INVENTORY])
-    return compile_program(policy_program(loaded, inventory.namespaces), inventory)
 
 
 def update(before: Compiled, after: Compiled, run: InNetns) -> str:
@@ -90,7 +59,7 @@ AFTER = (policy("a", 6380), policy("c", "redis", "web"))  # a changed, b gone, c
 def test_an_update_ends_where_a_full_apply_does_and_leaves_others_alone(netns: Netns) -> None:
     run = InNetns(netns)
     others(netns)
-    before, after = compiled(*BEFORE), compiled(*AFTER)
+    before, after = compile_policies(*BEFORE), compile_policies(*AFTER)
     apply.apply_iptables(before.lowered, before.members, MARKS, TOOLS, run)
     foreign = npc_free(netns.state("legacy"))
     summary = update(before, after, run)
@@ -104,7 +73,7 @@ def test_an_update_ends_where_a_full_apply_does_and_leaves_others_alone(netns: N
 @pytest.mark.parametrize("refused", ["iptables-legacy-restore", "ip6tables-legacy-restore"])
 def test_a_refused_restore_leaves_the_previous_state(netns: Netns, refused: str) -> None:
     others(netns)
-    before, after = compiled(*BEFORE), compiled(*AFTER)
+    before, after = compile_policies(*BEFORE), compile_policies(*AFTER)
     apply.apply_iptables(before.lowered, before.members, MARKS, TOOLS, InNetns(netns))
     state = netns.state("legacy")
     with pytest.raises(ApplyError, match="rejected the changed rules"):

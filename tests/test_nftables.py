@@ -18,10 +18,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kernel.netns import fresh_netns
+from kernel.netns import InNetns, compile_policies, fresh_netns, policy
 from nft_sim import Ruleset
+from npc import lock
+from npc.backends.base import Options
 from npc.backends.iptables import render as iptables
 from npc.backends.iptables.mark_tree import Marks
+from npc.backends.nftables import NftablesBackend
 from npc.backends.nftables import render as nftables
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, NamedPort, Namespace, Pod
@@ -262,9 +265,9 @@ def test_hostile_names_stay_inside_comments() -> None:
     program = Program((Policy("default", HOSTILE, sel(role="db"), ingress=(Rule(),)),))
     text = render(program, INVENTORY, network=HOSTILE)
     carriers = [line for line in text.splitlines() if "flush" in line]
-    assert len(carriers) == 4  # the header, the table comment, the policy chain (per family) comments
+    assert len(carriers) == 4  # the header, the table comment, the policy chain's rule (per family)
     for line in carriers:
-        assert re.fullmatch(r'(# [^\n]*|\s*comment "[^"\\;{}#]*")', line), line
+        assert re.fullmatch(r'(# [^\n]*|\s*([^"]* )?comment "[^"\\;{}#]*")', line), line
     Ruleset(text)  # still parses as npc's own shape
 
 
@@ -298,3 +301,44 @@ def test_nft_check_mode_accepts_the_text(check_netns: str, program: Program, net
 def test_nft_check_mode_accepts_hostile_names(check_netns: str) -> None:
     program = Program((Policy("default", HOSTILE, sel(role="db"), ingress=(Rule(),)),))
     nft_check(check_netns, render(program, INVENTORY, network=HOSTILE))
+
+
+# --- a policy change by difference ----------------------------------------------------------------
+
+
+def _table(run: InNetns) -> list[str]:
+    """``nft list table inet npc``, lines sorted and each line's elements sorted: what a table holds,
+    whichever order a load or an update put it in."""
+    listed = run(["nft", "list", "table", "inet", "npc"])
+    assert listed.returncode == 0, listed.stderr
+    lines = []
+    for line in listed.stdout.splitlines():
+        head, brace, rest = line.partition("elements = { ")
+        if brace:
+            line = head + brace + ", ".join(sorted(rest.rstrip(" }").split(", "))) + " }"
+        lines.append(line)
+    return sorted(lines)
+
+
+@pytest.mark.kernel
+def test_a_shared_chain_whose_first_policy_goes_is_updated_not_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two policies with the same rules share a chain, commented with the first; when it goes, the
+    comment must name the other. nft cannot change a chain's comment, so the comment is on the
+    rules: the agent's update rewrites them in its transaction instead of replacing the table."""
+    if not shutil.which("nft"):
+        pytest.skip("nft not installed (Debian: apt-get install nftables)")
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
+    before = compile_policies(policy("a"), policy("b", selector="frontend"))
+    after = compile_policies(policy("b", selector="frontend"))
+    with fresh_netns("npc-nftu", tmp_path) as netns:
+        run, backend = InNetns(netns), NftablesBackend()
+        backend.load(before, Options(), run)
+        assert 'comment "default/a"' in "\n".join(_table(run))
+        report = backend.load_update(before.lowered, before.members, after, Options(), run)
+        assert " updated: " in report.summary, report.summary  # not a table replace
+        updated = _table(run)
+        assert 'comment "default/b"' in "\n".join(updated) and "default/a" not in "\n".join(updated)
+        backend.load(after, Options(), run)
+        assert updated == _table(run)

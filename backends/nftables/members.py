@@ -6,9 +6,9 @@ chain does, the map entries of the addresses that moved are worked out for those
 alone: a pod event costs its own dispatch, not the cluster's. A policy change adds the chains and
 sets that are new (chains and sets are named by their content, so a changed policy is a new chain),
 moves the map and set elements, then deletes the chains and sets no longer used, all in one
-transaction; a new isolation set rewrites the fixed chains that test it, in the same transaction.
-Only a rank rule more or less (or a kept chain's new comment) takes a table replace; the caller
-then does that (atomically).
+transaction; a new isolation set rewrites the fixed chains that test it, and a kept chain whose
+first policy changed its rules' comments, in the same transaction. Only a rank rule more or less
+takes a table replace; the caller then does that (atomically).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ Diff = tuple[str, Sequence[str], Sequence[str]]  # (set or map, elements to dele
 
 
 class TableChanged(Exception):
-    """The rank count must change, or a kept chain's comment (the first policy using it), or the
-    table was not loaded here: only a table replace can do that."""
+    """The rank count must change, or the table was not loaded here: only a table replace can do
+    that."""
 
 
 def _value(entry: Entry) -> int:
@@ -236,9 +236,13 @@ def update_script(
     new_sets = {s.name: s for f in after.families for s in referenced_sets(f)}
     old_chains = {c.name: (f.family, c) for f in before.families for c in f.chains}
     new_chains = {c.name: (f.family, c) for f in after.families for c in f.chains}
-    for name in old_chains.keys() & new_chains.keys():  # named by their rules: only the comment may differ
-        if old_chains[name][1].comment != new_chains[name][1].comment:
-            raise TableChanged
+    for name in sorted(
+        old_chains.keys() & new_chains.keys()
+    ):  # named by their rules: only comments may differ
+        (_, old_chain), (family, new_chain) = old_chains[name], new_chains[name]
+        if old_chain.comment != new_chain.comment:  # another first policy: its rules say so
+            kept = chain_text(new_chain, family, names)
+            fixed.append((kept.name, kept.rules))
     lines: list[str] = []
     for name in sorted(new_sets.keys() - old_sets.keys()):
         spec = new_sets[name]
@@ -251,7 +255,7 @@ def update_script(
         chain_text(c, f, names) for n, (f, c) in sorted(new_chains.items()) if n not in old_chains
     ]
     for chain in fresh_chains:  # every chain first: a rule may go to another new one
-        lines.append(f"add chain inet {table} {chain.name} {{ comment {chain.comment}; }}")
+        lines.append(f"add chain inet {table} {chain.name}")
     for chain in fresh_chains:
         lines += [f"add rule inet {table} {chain.name} {rule}" for rule in chain.rules]
     reached: Ranks = {}

@@ -252,13 +252,19 @@ def render_match(match: Match, direction: Direction, family: int, names: Names) 
 @attrs.frozen
 class ChainText:
     name: str
-    comment: str
     rules: tuple[str, ...]
 
 
 def chain_text(chain: Chain, family: int, names: Names) -> ChainText:
-    rules = tuple(render_match(m, chain.direction, family, names) for m in merged_matches(chain.matches))
-    return ChainText(chain_name(chain.name, names), comment(chain.comment), rules)
+    """A policy chain, each rule commented with the (first) policy it comes from: on the rules,
+    not the chain, because nft cannot change a chain's comment, and a policy change that gives a
+    shared chain another first policy must not take a table replace."""
+    said = comment(chain.comment)
+    rules = tuple(
+        f"{render_match(m, chain.direction, family, names)} comment {said}"
+        for m in merged_matches(chain.matches)
+    )
+    return ChainText(chain_name(chain.name, names), rules)
 
 
 # --- the table ----------------------------------------------------------------------------------

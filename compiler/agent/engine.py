@@ -203,8 +203,7 @@ class Network:
             self._done("full", started, members)
             _info(
                 f"applied network {name}: rules and sets{self._why(force_full)} "
-                f"({len(lowered.chain_names(4)) + len(lowered.chain_names(6))} chains, "
-                f"{len(members)} sets, {sum(map(len, members.values()))} entries; {report.summary}) "
+                f"({len(members)} sets, {sum(map(len, members.values()))} entries; {report.summary}) "
                 f"in {_ms(started)} ms",
                 network=name,
                 kind="full",

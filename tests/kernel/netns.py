@@ -13,8 +13,13 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from npc.backends.base import Ran
+from npc.inventory import build_inventory
+from npc.pipeline import Compiled, compile_program, policy_program
+from npc.sources import read_policy_texts
 
 INVENTORY = {
     "apiVersion": "v1",
@@ -129,3 +134,30 @@ def rejecting_nft(tmp_path: Path) -> str:
     wrapper.write_text(f"#!/bin/sh\n{{ cat; printf '{tail}'; }} | exec {shutil.which('nft')} \"$@\"\n")
     wrapper.chmod(0o755)
     return f"{bin_dir}:{os.environ['PATH']}"
+
+
+def compile_policies(*policies: dict[str, object]) -> Compiled:
+    """``policies`` compiled against ``INVENTORY``, in process."""
+    loaded = read_policy_texts([(f"{i}.json", json.dumps(p)) for i, p in enumerate(policies)])
+    inventory = build_inventory([INVENTORY])
+    return compile_program(policy_program(loaded, inventory.namespaces), inventory)
+
+
+class InNetns:
+    """The real tools inside ``netns``; ``refuse``: a restore tool whose next input gets a last
+    table the kernel refuses (the tables before it commit)."""
+
+    def __init__(self, netns: Netns, refuse: str = "") -> None:
+        self.netns, self.refuse = netns, refuse
+
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
+        if argv[0] == self.refuse:
+            self.refuse = ""
+            stdin += "*filter\n-A NPC-NO-SUCH-CHAIN -j DROP\nCOMMIT\n"
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.netns.name, *argv], input=stdin, capture_output=True, text=True
+        )
+        return Ran(done.returncode, done.stdout, done.stderr)
+
+    def which(self, program: str) -> bool:
+        return True
