@@ -22,9 +22,10 @@ from typing import Any
 
 import simdjson
 
+from .text import UTF8_BOM
+
 Keep = Callable[[Mapping[str, Any]], bool]
 MAX_DEPTH = 200  # kubectl output nests about 10 deep; json's limit, the stack's, is near 1,000
-_BOM = b"\xef\xbb\xbf"
 _ABSENT = object()
 _Object, _Array = simdjson.Object, simdjson.Array
 _NAMESPACE = (str, type(None))
@@ -36,9 +37,9 @@ class _TooDeep(Exception):
 
 def load_focused(data: bytes, keep: Keep) -> list[Any] | None:
     """The documents ``load_documents`` would read from the JSON ``data`` (one, or none for
-    ``null``), each object ``keep`` refuses reduced to what it read; None: use ``json``."""
-    data = data.removeprefix(_BOM)  # as decoding drops one; simdjson would pass over another
-    if data.startswith(_BOM):
+    ``null``; its byte-order mark dropped), each object ``keep`` refuses reduced to what it read;
+    None: use ``json``. ``keep`` may read only an object's kind and metadata's name and namespace."""
+    if data.startswith(UTF8_BOM):  # a second one: json refuses it, simdjson would pass over it
         return None
     try:
         document = simdjson.Parser().parse(data)

@@ -20,7 +20,7 @@ from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingre
 from .frontends.positions import FieldPath, MapKey, locate, printable, render_path, show, snippet
 from .frontends.validate import FieldError, fail, integer, items, required, string, type_name
 from .ir import NAMESPACE_NAME_LABEL, PROTOCOLS, Address
-from .text import decode, read_bytes, read_stdin, read_text
+from .text import UTF8_BOM, decode, read_bytes, read_stdin, read_text
 
 
 @attrs.frozen
@@ -265,7 +265,6 @@ class InventoryText:
     sha256: str = ""
 
 
-_BOM = b"\xef\xbb\xbf"
 _JSON_START = re.compile(rb"[ \t\n\r\v\f]*[\[{]")  # what ``load_documents`` tries as JSON, as bytes
 
 
@@ -273,8 +272,9 @@ def read_inventory_documents(
     path: str, stdin: TextIO | None = None, keep: Callable[[Mapping[str, Any]], bool] | None = None
 ) -> InventoryText:
     """``path`` (``-``: stdin) read and parsed; nothing is built yet. ``keep`` (``npc explain``):
-    only the objects to be built; a JSON file's others are left unbuilt when simdjson can read it
-    (see ``focused_json``), and nothing is hashed (no manifest is written)."""
+    only the objects to be built, told by their kind and metadata's name and namespace (all it may
+    read); a JSON file's others are left unbuilt when simdjson can read it (see ``focused_json``),
+    and nothing is hashed (no manifest is written)."""
     if path == "-" or keep is None:
         source = (
             read_stdin(stdin if stdin is not None else sys.stdin)
@@ -285,12 +285,13 @@ def read_inventory_documents(
             source.name, source.text, tuple(load_documents(source.name, source.text)), source.sha256
         )
     data, name = read_bytes(path, "inventory"), printable(path)
-    if name.endswith(".json") or _JSON_START.match(data.removeprefix(_BOM)):
+    body = data.removeprefix(UTF8_BOM)
+    if name.endswith(".json") or _JSON_START.match(body):
         from .focused_json import load_focused
 
-        documents = load_focused(data, keep)
+        documents = load_focused(body, keep)
         if documents is not None:  # so simdjson found the bytes valid UTF-8
-            return InventoryText(name, data.removeprefix(_BOM), tuple(documents))
+            return InventoryText(name, body, tuple(documents))
     source = decode(data, name, digest=False)
     return InventoryText(name, source.text, tuple(load_documents(name, source.text)))
 

@@ -94,7 +94,8 @@ def read_sources(
     keep_objects: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> Sources:
     """``keep``: which policy texts to parse (all by default; see ``read_policy_sources``);
-    ``keep_objects``: which inventory objects will be built (see ``read_inventory_documents``)."""
+    ``keep_objects``: which inventory objects will be built, by their kind and metadata's name and
+    namespace (see ``read_inventory_documents``)."""
     if inventory == "-" and "-" in paths:
         raise UsageError("stdin (-) can be read once: as policies or as --inventory, not both")
     progress("reading policies")

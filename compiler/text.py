@@ -19,6 +19,7 @@ from .frontends.positions import printable
 
 STDIN_NAME = "<stdin>"
 _BOM = "\ufeff"
+UTF8_BOM = _BOM.encode()  # the byte-order mark decoding drops
 
 
 @attrs.frozen

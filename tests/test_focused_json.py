@@ -21,6 +21,7 @@ from npc.documents import load_documents, objects_in
 from npc.errors import InputError
 from npc.focused_json import MAX_DEPTH, load_focused
 from npc.inventory import Inventory, build_inventory
+from npc.text import UTF8_BOM
 
 KEEP = Focus.of("a/p", "b/q").keep
 
@@ -70,7 +71,7 @@ def kept(documents: list[Any]) -> dict[tuple[int, tuple[str | int, ...]], Any]:
 
 def focused_and_whole(text: str) -> tuple[Inventory | str | None, Inventory | str]:
     """The inventory (or error) from the focused read (None: it leaves the text to json) and from json."""
-    found = load_focused(text.encode(), KEEP)
+    found = load_focused(text.encode().removeprefix(UTF8_BOM), KEEP)  # one mark dropped, as read
     text = text.removeprefix("\ufeff")
     try:
         documents = load_documents("inv.json", text)
