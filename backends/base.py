@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
-import jinja2
 
 from ..errors import ApplyError, UsageError
 from ..lock import DEFAULT_WAIT
 from ..resolve import Entry
 
 if TYPE_CHECKING:
+    import jinja2
+
     from ..lower import Lowered
     from ..resolve import Compiled
 
@@ -229,7 +230,10 @@ class ChecksDrift(Protocol):
 
 def template_environment(package: str) -> jinja2.Environment:
     """The templates of one backend package, rendered strictly (an unknown name is an error) and
-    verbatim (no HTML escaping: the output is rule text, made safe before it gets here)."""
+    verbatim (no HTML escaping: the output is rule text, made safe before it gets here). Imported
+    here: commands that render nothing (``npc explain``) start without it."""
+    import jinja2
+
     return jinja2.Environment(
         loader=jinja2.PackageLoader(package, "templates"),
         trim_blocks=True,

@@ -7,6 +7,7 @@ Only set *contents* depend on this; rules never do. Pods that are not policed en
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
@@ -19,7 +20,7 @@ from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingre
 from .frontends.positions import FieldPath, MapKey, locate, printable, render_path, show, snippet
 from .frontends.validate import FieldError, fail, integer, items, required, string, type_name
 from .ir import NAMESPACE_NAME_LABEL, PROTOCOLS, Address
-from .text import read_stdin, read_text
+from .text import UTF8_BOM, decode, read_bytes, read_stdin, read_text
 
 
 @attrs.frozen
@@ -200,14 +201,15 @@ def build_inventory(
     docs: Iterable[Any],
     ip_source: IPSource = pod_ips,
     file: str = "<inventory>",
-    text: str = "",
+    text: str | bytes = "",
     *,
     lenient: bool = False,
     keep: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> Inventory:
     """Namespaces and policed pods from parsed kubectl output (any mix of Lists and objects).
 
-    A malformed object is an error naming its field (with line:column when ``text`` is given);
+    A malformed object is an error naming its field (with line:column when ``text`` is given: the
+    inventory's text, or its UTF-8 bytes, decoded only then);
     ``lenient`` (apply, the agent) skips that one object with a warning instead, so one bad pod
     cannot block every policy update of the node. An object ``keep`` refuses is not read at all
     (``npc explain`` reads two pods and their namespaces).
@@ -218,7 +220,7 @@ def build_inventory(
     for index, doc in enumerate(docs):
         for base, obj in objects_in(doc, keep):
             if isinstance(obj, dict) and str(obj.get("kind", "")).endswith("List"):
-                raise _error(fail((*base, "items"), "must be a list"), base, file, text, index)
+                raise _error(fail(("items",), "must be a list"), base, file, text, index)
             if keep is not None and isinstance(obj, dict) and not keep(obj):
                 continue
             try:
@@ -242,7 +244,8 @@ def build_inventory(
     )
 
 
-def _error(err: FieldError, base: FieldPath, file: str, text: str, document: int) -> InputError:
+def _error(err: FieldError, base: FieldPath, file: str, text: str | bytes, document: int) -> InputError:
+    text = text.decode("utf-8") if isinstance(text, bytes) else text
     parts = (*base, *err.parts)
     line, column = locate(text, document, parts, at_key=err.at_key) if text else (0, 0)
     return InputError(
@@ -253,21 +256,44 @@ def _error(err: FieldError, base: FieldPath, file: str, text: str, document: int
 @attrs.frozen
 class InventoryText:
     """The inventory as read: its documents, and its text (for positions) and hash (for the manifest),
-    read once however many networks are built from it."""
+    read once however many networks are built from it. Read for ``npc explain``, the text is left
+    undecoded (UTF-8 bytes, byte-order mark dropped) until an error needs a position."""
 
     name: str = "<inventory>"
-    text: str = ""
+    text: str | bytes = ""
     documents: tuple[Any, ...] = ()
     sha256: str = ""
 
 
-def read_inventory_documents(path: str, stdin: TextIO | None = None) -> InventoryText:
-    """``path`` (``-``: stdin) read and parsed; nothing is built yet."""
-    source = (
-        read_stdin(stdin if stdin is not None else sys.stdin) if path == "-" else read_text(path, "inventory")
-    )
-    documents = load_documents(source.name, source.text)
-    return InventoryText(source.name, source.text, tuple(documents), source.sha256)
+_JSON_START = re.compile(rb"[ \t\n\r\v\f]*[\[{]")  # what ``load_documents`` tries as JSON, as bytes
+
+
+def read_inventory_documents(
+    path: str, stdin: TextIO | None = None, keep: Callable[[Mapping[str, Any]], bool] | None = None
+) -> InventoryText:
+    """``path`` (``-``: stdin) read and parsed; nothing is built yet. ``keep`` (``npc explain``):
+    only the objects to be built, told by their kind and metadata's name and namespace (all it may
+    read); a JSON file's others are left unbuilt when simdjson can read it (see ``focused_json``),
+    and nothing is hashed (no manifest is written)."""
+    if path == "-" or keep is None:
+        source = (
+            read_stdin(stdin if stdin is not None else sys.stdin)
+            if path == "-"
+            else read_text(path, "inventory")
+        )
+        return InventoryText(
+            source.name, source.text, tuple(load_documents(source.name, source.text)), source.sha256
+        )
+    data, name = read_bytes(path, "inventory"), printable(path)
+    body = data.removeprefix(UTF8_BOM)
+    if name.endswith(".json") or _JSON_START.match(body):
+        from .focused_json import load_focused
+
+        documents = load_focused(body, keep)
+        if documents is not None:  # so simdjson found the bytes valid UTF-8
+            return InventoryText(name, body, tuple(documents))
+    source = decode(data, name, digest=False)
+    return InventoryText(name, source.text, tuple(load_documents(name, source.text)))
 
 
 def read_inventory(path: str, ip_source: IPSource = pod_ips) -> Inventory:

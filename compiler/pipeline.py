@@ -82,7 +82,7 @@ class Sources:
     inventory_path: str | None = None
     inventory_sha256: str = ""
     inventory_name: str = "<inventory>"  # as errors name it (<stdin> for -)
-    inventory_text: str = ""  # for an error's line:column
+    inventory_text: str | bytes = ""  # for an error's line:column (see ``InventoryText``)
 
 
 def read_sources(
@@ -91,14 +91,17 @@ def read_sources(
     stdin: TextIO | None = None,
     progress: Progress = quiet,
     keep: Callable[[Text], bool] | None = None,
+    keep_objects: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> Sources:
-    """``keep``: which policy texts to parse (all by default; see ``read_policy_sources``)."""
+    """``keep``: which policy texts to parse (all by default; see ``read_policy_sources``);
+    ``keep_objects``: which inventory objects will be built, by their kind and metadata's name and
+    namespace (see ``read_inventory_documents``)."""
     if inventory == "-" and "-" in paths:
         raise UsageError("stdin (-) can be read once: as policies or as --inventory, not both")
     progress("reading policies")
     loaded = read_policy_sources(paths, stdin, keep)
     progress("reading inventory")
-    found = read_inventory_documents(inventory, stdin) if inventory else InventoryText()
+    found = read_inventory_documents(inventory, stdin, keep_objects) if inventory else InventoryText()
     return Sources(loaded, list(found.documents), inventory, found.sha256, found.name, found.text)
 
 

@@ -19,6 +19,7 @@ from .frontends.positions import printable
 
 STDIN_NAME = "<stdin>"
 _BOM = "\ufeff"
+UTF8_BOM = _BOM.encode()  # the byte-order mark decoding drops
 
 
 @attrs.frozen
@@ -32,12 +33,13 @@ class NotRegularFile(InputError):
     """The path is a FIFO, device or socket: reading it could block or never end."""
 
 
-def decode(data: bytes, name: str) -> Text:
+def decode(data: bytes, name: str, *, digest: bool = True) -> Text:
+    """``digest``: hash the bytes (what only a manifest shows; a command writing none may skip it)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"not valid UTF-8 (byte offset {exc.start})", name) from None
-    return Text(name, text.removeprefix(_BOM), hashlib.sha256(data).hexdigest())
+    return Text(name, text.removeprefix(_BOM), hashlib.sha256(data).hexdigest() if digest else "")
 
 
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
@@ -45,6 +47,11 @@ _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFB
 
 def read_text(path: str, what: str = "") -> Text:
     """The text of the regular file ``path``; ``what`` ("inventory") names it in errors."""
+    return decode(read_bytes(path, what), printable(path))
+
+
+def read_bytes(path: str, what: str = "") -> bytes:
+    """The bytes of the regular file ``path``, as ``read_text`` reads them before decoding."""
     name = printable(path)
     prefix = f"cannot read {what}: " if what else "cannot read: "
     try:
@@ -63,7 +70,7 @@ def read_text(path: str, what: str = "") -> Text:
             data = fh.read()
         except OSError as exc:
             raise InputError(prefix + (exc.strerror or str(exc)), name) from None
-    return decode(data, name)
+    return data
 
 
 def read_stdin(stream: TextIO | None) -> Text:

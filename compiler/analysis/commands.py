@@ -82,10 +82,10 @@ def _model(
     """The sources (policies and inventory read once) and one network's model, as compile builds
     it; with a ``focus``, only what can matter to its pods (see ``focus``)."""
 
-    keep = focus.may_hold if focus else None
-    sources = read_sources(paths, args.inventory, sys.stdin, keep=keep)
+    keep, keep_objects = (focus.may_hold, focus.keep) if focus else (None, None)
+    sources = read_sources(paths, args.inventory, sys.stdin, keep=keep, keep_objects=keep_objects)
     collector.keep(sources)
-    model = load_model(sources, network_from_args(args), focus.keep if focus else None)
+    model = load_model(sources, network_from_args(args), keep_objects)
     notes(model.notes, "note")
     notes(model.warnings, "warning")
     return sources, model
