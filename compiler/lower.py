@@ -115,35 +115,40 @@ class FamilyProgram:
     scopes: dict[Direction, tuple[Scope, ...]] = attrs.field(hash=False, factory=dict)
 
 
-@attrs.frozen
-class Names:
-    """Every name npc creates for one network: ``NPC-<tag>-`` chains, ``npc-<tag>-`` sets."""
+def network_tag(network: str) -> str:
+    """A stable, short, name-safe stand-in for a network's name, for backends that must keep
+    networks apart in one namespace of names (the iptables backends' ``npc-<tag>-`` sets)."""
+    return digest("network", network, size=5)
 
-    network: str = DEFAULT_NETWORK
-    tag: str = attrs.field()
 
-    @tag.default
-    def _tag(self) -> str:
-        return digest("network", self.network, size=5)
+def set_name(kind: SetKind, family: int, key: SetKey) -> str:
+    """``s4-<digest>`` (pods), ``n4-`` (net), ``p4-`` (named port): letter, family, meaning."""
+    letter = {"pods": "s", "net": "n", "port": "p"}[kind]
+    # A union of pod peers can hold thousands (the isolated sets): spell each peer once.
+    spelled = tuple(map(_spelling, key)) if kind == "pods" and isinstance(key, tuple) else key
+    return f"{letter}{family}-{digest(kind, family, spelled)}"
 
-    @property
-    def chain_prefix(self) -> str:
-        return f"NPC-{self.tag}-"
 
-    @property
-    def set_prefix(self) -> str:
-        return f"npc-{self.tag}-"
+# The one place a backend's spelling reaches ``lower``. The first npc named sets and chains with
+# the iptables backends' prefixes here, and a policy chain's name is a digest of its content,
+# which spells its sets' names: keeping that spelling as the digest's input (and in the
+# manifest's program, format 1) keeps every name, and so every artefact, what it was.
+_PREFIXES = {True: "npc", False: "NPC"}  # set names begin lower case, chain names upper case
 
-    def chain(self, role: str) -> str:
-        return self.chain_prefix + role
 
-    def set(self, kind: SetKind, family: int, key: SetKey) -> SetSpec:
-        letter = {"pods": "s", "net": "n", "port": "p"}[kind]
-        # A union of pod peers can hold thousands (the isolated sets): spell each peer once.
-        spelled = tuple(map(_spelling, key)) if kind == "pods" and isinstance(key, tuple) else key
-        return SetSpec(
-            kind, family, key, f"{self.set_prefix}{letter}{family}-{digest(kind, family, spelled)}"
-        )
+def qualified(name: str, tag: str) -> str:
+    """A set or chain name as format 1 spells it: ``npc-<tag>-s4-...``, ``NPC-<tag>-P-...``."""
+    return f"{_PREFIXES[name[:1].islower()]}-{tag}-{name}"
+
+
+def unqualified(name: str, tag: str) -> str:
+    """The inverse of ``qualified``; ValueError for a name it cannot have made."""
+    for prefix in _PREFIXES.values():
+        if name.startswith(f"{prefix}-{tag}-"):
+            bare = name[len(prefix) + len(tag) + 2 :]
+            if bare and qualified(bare, tag) == name:
+                return bare
+    raise ValueError(f"{name!r} is not a set or chain name of network tag {tag!r}")
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -160,35 +165,31 @@ def pod_union(peers: Iterable[PodPeer]) -> tuple[PodPeer, ...]:
 
 @attrs.frozen
 class Lowered:
-    names: Names
+    """One network's program. Names are by meaning only (``s4-<digest>``, ``P-<digest>``): how a
+    dataplane tells networks apart (prefixes, tables) is its backend's business."""
+
+    network: str
     families: tuple[FamilyProgram, ...]
+    tag: str = attrs.field()
 
-    @property
-    def forward_chain(self) -> str:
-        return self.names.chain("FORWARD")
-
-    def direction_chain(self, direction: Direction) -> str:
-        return self.names.chain(direction.upper())
+    @tag.default
+    def _tag(self) -> str:
+        return network_tag(self.network)
 
     def family(self, family: int) -> FamilyProgram:
         return next(f for f in self.families if f.family == family)
 
-    def chain_names(self, family: int) -> list[str]:
-        """Every chain npc owns in this family for this network, fixed ones first."""
-        fixed = [self.forward_chain, self.direction_chain("egress"), self.direction_chain("ingress")]
-        return fixed + [c.name for c in self.family(family).chains]
-
 
 class _Lowerer:
-    def __init__(self, names: Names, family: int) -> None:
-        self.names = names
+    def __init__(self, tag: str, family: int) -> None:
+        self.tag = tag
         self.family = family
         self.sets: dict[tuple[SetKind, SetKey], SetSpec] = {}
 
     def _set(self, kind: SetKind, key: SetKey) -> SetSpec:
         spec = self.sets.get((kind, key))
         if spec is None:  # named once: the digest of a large key is not free
-            spec = self.sets[(kind, key)] = self.names.set(kind, self.family, key)
+            spec = self.sets[(kind, key)] = SetSpec(kind, self.family, key, set_name(kind, self.family, key))
         return spec
 
     def _peer_sets(self, rule: Rule) -> list[SetSpec | None]:
@@ -240,10 +241,17 @@ class _Lowerer:
         if not matches:
             return None
         # set names stand for their meaning, so they identify the content as well as the sets do
+        tag = self.tag
         content = tuple(
-            (m.peer and m.peer.name, m.protocol, m.ports, m.named_port and m.named_port.name) for m in matches
+            (
+                m.peer and qualified(m.peer.name, tag),
+                m.protocol,
+                m.ports,
+                m.named_port and qualified(m.named_port.name, tag),
+            )
+            for m in matches
         )
-        name = self.names.chain("P-" + digest(direction, self.family, content))
+        name = "P-" + digest(direction, self.family, content)
         return Chain(name, direction, tuple(matches), f"{policy.namespace}/{policy.name}")
 
     def program(self, policies: tuple[Policy, ...]) -> FamilyProgram:
@@ -303,5 +311,5 @@ class _Lowerer:
 
 
 def lower(program: Program, network: str = DEFAULT_NETWORK) -> Lowered:
-    names = Names(network)
-    return Lowered(names, tuple(_Lowerer(names, f).program(program.policies) for f in FAMILIES))
+    tag = network_tag(network)
+    return Lowered(network, tuple(_Lowerer(tag, f).program(program.policies) for f in FAMILIES), tag)

@@ -4,6 +4,8 @@ This is what lets a node load reviewed artefacts without compiling policy (``npc
 --artefacts``): the manifest says what each set *means* (the selectors, the CIDR with its
 excepts, the named port), so the node only resolves members against its live inventory and
 renders the very rules that were reviewed. ``decode(encode(x)) == x`` for every ``Lowered``.
+Format 1 spells set and chain names with the iptables backends' prefixes (``lower.qualified``),
+as the first npc's ``lower`` named them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,18 @@ from typing import Any, cast
 
 from .errors import InputError
 from .ir import Direction, IPBlock, PodPeer, Requirement, Selector
-from .lower import Chain, Dispatch, FamilyProgram, Lowered, Match, Names, Scope, SetKind, SetSpec
+from .lower import (
+    Chain,
+    Dispatch,
+    FamilyProgram,
+    Lowered,
+    Match,
+    Scope,
+    SetKind,
+    SetSpec,
+    qualified,
+    unqualified,
+)
 
 FORMAT = 1
 
@@ -35,22 +48,22 @@ def _meaning(spec: SetSpec) -> dict[str, Any]:
     return out
 
 
-def _match(match: Match) -> dict[str, Any]:
+def _match(match: Match, spelled: Mapping[str, str]) -> dict[str, Any]:
     return {
-        "peer": match.peer.name if match.peer else None,
+        "peer": spelled[match.peer.name] if match.peer else None,
         "protocol": match.protocol,
         "ports": [list(span) for span in match.ports],
-        "named_port": match.named_port.name if match.named_port else None,
+        "named_port": spelled[match.named_port.name] if match.named_port else None,
     }
 
 
-def _scopes(f: FamilyProgram, direction: Direction) -> list[dict[str, Any]]:
+def _scopes(f: FamilyProgram, direction: Direction, spelled: Mapping[str, str]) -> list[dict[str, Any]]:
     """A scope's dispatch entries as indexes into the direction's dispatch list."""
     index = {d: i for i, d in enumerate(f.dispatch[direction])}
     return [
         {
             "namespace": s.namespace,
-            "isolated": s.isolated.name,
+            "isolated": spelled[s.isolated.name],
             "dispatch": [[index[d], whole] for d, whole in s.dispatch],
         }
         for s in f.scopes.get(direction, ())
@@ -58,23 +71,28 @@ def _scopes(f: FamilyProgram, direction: Direction) -> list[dict[str, Any]]:
 
 
 def encode(lowered: Lowered) -> dict[str, Any]:
-    sets = {s.name: _meaning(s) for f in lowered.families for s in f.sets}
+    tag = lowered.tag
+    spelled = {s.name: qualified(s.name, tag) for f in lowered.families for s in f.sets}
+    sets = {spelled[s.name]: _meaning(s) for f in lowered.families for s in f.sets}
     families = [
         {
             "family": f.family,
-            "sets": [s.name for s in f.sets],
-            "isolated": {d: s.name for d, s in sorted(f.isolated.items())},
+            "sets": [spelled[s.name] for s in f.sets],
+            "isolated": {d: spelled[s.name] for d, s in sorted(f.isolated.items())},
             "dispatch": {
-                d: [{"target": x.target.name, "chain": x.chain, "comment": x.comment} for x in xs]
+                d: [
+                    {"target": spelled[x.target.name], "chain": qualified(x.chain, tag), "comment": x.comment}
+                    for x in xs
+                ]
                 for d, xs in sorted(f.dispatch.items())
             },
-            "scopes": {d: _scopes(f, d) for d in sorted(f.scopes)},
+            "scopes": {d: _scopes(f, d, spelled) for d in sorted(f.scopes)},
             "chains": [
                 {
-                    "name": c.name,
+                    "name": qualified(c.name, tag),
                     "direction": c.direction,
                     "comment": c.comment,
-                    "matches": list(map(_match, c.matches)),
+                    "matches": [_match(m, spelled) for m in c.matches],
                 }
                 for c in f.chains
             ],
@@ -83,8 +101,8 @@ def encode(lowered: Lowered) -> dict[str, Any]:
     ]
     return {
         "format": FORMAT,
-        "network": lowered.names.network,
-        "tag": lowered.names.tag,
+        "network": lowered.network,
+        "tag": tag,
         "sets": dict(sorted(sets.items())),
         "families": families,
     }
@@ -94,7 +112,7 @@ def _decode_selector(raw: Any) -> Selector:
     return Selector(Requirement(r["key"], r["op"], tuple(r["values"])) for r in raw)
 
 
-def _decode_set(name: str, raw: Mapping[str, Any]) -> SetSpec:
+def _decode_set(name: str, raw: Mapping[str, Any], tag: str) -> SetSpec:
     kind = cast(SetKind, raw["kind"])
     key: Any
     if kind == "net":
@@ -107,7 +125,7 @@ def _decode_set(name: str, raw: Mapping[str, Any]) -> SetSpec:
         )
     else:
         raise ValueError(f"unknown set kind {kind!r}")
-    return SetSpec(kind, int(raw["family"]), key, name)
+    return SetSpec(kind, int(raw["family"]), key, unqualified(name, tag))
 
 
 def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
@@ -117,7 +135,8 @@ def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
             raise ValueError(
                 f"program format {data.get('format')!r} is not {FORMAT} (compiled by another npc?)"
             )
-        sets = {name: _decode_set(name, raw) for name, raw in data["sets"].items()}
+        tag = str(data["tag"])
+        sets = {name: _decode_set(name, raw, tag) for name, raw in data["sets"].items()}
 
         def chain(raw: Mapping[str, Any]) -> Chain:
             matches = tuple(
@@ -129,11 +148,14 @@ def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
                 )
                 for m in raw["matches"]
             )
-            return Chain(raw["name"], cast(Direction, raw["direction"]), matches, raw["comment"])
+            name = unqualified(raw["name"], tag)
+            return Chain(name, cast(Direction, raw["direction"]), matches, raw["comment"])
 
         def family(f: Mapping[str, Any]) -> FamilyProgram:
             dispatch = {
-                cast(Direction, d): tuple(Dispatch(sets[x["target"]], x["chain"], x["comment"]) for x in xs)
+                cast(Direction, d): tuple(
+                    Dispatch(sets[x["target"]], unqualified(x["chain"], tag), x["comment"]) for x in xs
+                )
                 for d, xs in f["dispatch"].items()
             }
             scopes = {
@@ -159,7 +181,7 @@ def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
             )
 
         families = tuple(family(f) for f in data["families"])
-        return Lowered(Names(str(data["network"]), str(data["tag"])), families)
+        return Lowered(str(data["network"]), families, tag)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(
             f"not a program npc compiled: {type(exc).__name__}: {exc}", file, path="program"

@@ -2,9 +2,9 @@
 
 With CNI-Genie or Multus a pod has one interface per network, but ``status.podIPs`` only
 carries the primary one, so plugins that police ``podIPs`` leave every other network open. Here
-a network is a name (which also names its chains and sets, see ``lower.Names``), an IP source
-that reads the pod's address on it from the annotation its CNI meta-plugin writes, and the
-policy kinds that govern it. Everything downstream is unchanged: the inventory built with the
+a network is a name (which also keeps its chains and sets apart, see ``lower.network_tag``), an
+IP source that reads the pod's address on it from the annotation its CNI meta-plugin writes, and
+the policy kinds that govern it. Everything downstream is unchanged: the inventory built with the
 network's source simply holds those addresses, so pod peers, named ports and ipBlocks all match
 that network's traffic.
 

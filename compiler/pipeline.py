@@ -187,7 +187,7 @@ def manifest(job: Build, backend: Backend, options: Options, files: dict[str, st
     data: dict[str, object] = {
         "npc": __version__,
         "backend": backend.name,
-        "network": lowered.names.network,
+        "network": lowered.network,
         "ip_source": str(job.network.ip_source),
         "policy_kinds": list(job.network.policy_kinds),
         "inputs": [{"path": p, "sha256": h} for p, h in sorted(sources.loaded.files)],

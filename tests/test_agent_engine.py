@@ -41,7 +41,7 @@ class Recorder:
     def load(self, compiled: Compiled, kind: str = "full") -> LoadReport:
         self._refuse()
         self.loads.append((kind, compiled.lowered, {k: list(v) for k, v in compiled.members.items()}))
-        return LoadReport("recorder", compiled.lowered.names.network, kind)
+        return LoadReport("recorder", compiled.lowered.network, kind)
 
     def load_update(self, applied: Applied, compiled: Compiled) -> LoadReport:
         _, lowered, members = self.loads[-1]  # from exactly what the kernel holds
@@ -265,7 +265,7 @@ def test_a_change_on_one_network_loads_only_that_network(inputs: Inputs) -> None
         run.change(lambda: inputs.write([DB_POLICY, multi], [pods[0], annotated]))
         time.sleep(0.2)
         assert run.plane.kinds() == ["full", "full", "sets"]
-        assert run.plane.loads[-1][1].names.network == "net2"
+        assert run.plane.loads[-1][1].network == "net2"
     finally:
         run.engine.stop.set()
 

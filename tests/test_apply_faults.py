@@ -15,6 +15,7 @@ from npc import lock
 from npc.backends.base import Ran
 from npc.backends.iptables import load as apply
 from npc.backends.iptables.mark_tree import Marks
+from npc.backends.iptables.names import names_of
 from npc.backends.iptables.render import kernel_sets
 from npc.errors import ApplyError, MixedStateError
 from npc.inventory import Inventory, Namespace, Pod
@@ -206,11 +207,8 @@ def test_a_killed_runs_recorded_temporaries_are_removed_and_made_again(
     """A run killed after staging its temporaries leaves them and its record; the next run removes
     exactly those, then stages its own under the same names (not a clash with a stranger's sets)."""
     monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
-    names = compiled.lowered.names
-    temps = [
-        apply.temp_set_prefix(compiled.lowered) + spec.name[len(names.set_prefix) :]
-        for spec in kernel_sets(compiled.lowered, compiled.members, Marks())
-    ]
+    names = names_of(compiled.lowered)
+    temps = [names.temp(spec.name) for spec in kernel_sets(compiled.lowered, compiled.members, Marks())]
     left = "".join(
         f"\nName: {t}\nType: hash:ip\nHeader: family inet hashsize 1024\nReferences: 0\n" for t in temps
     )

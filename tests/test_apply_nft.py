@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from kernel.netns import Netns, fresh_netns, policy, rejecting_nft
-from npc.lower import Names
+from npc.lower import network_tag
 
 pytestmark = [
     pytest.mark.kernel,
@@ -25,7 +25,7 @@ pytestmark = [
 ]
 
 NFT = ("--backend", "nftables")
-BLUE = f"npc-{Names('blue').tag}"
+BLUE = f"npc-{network_tag('blue')}"
 BLUE_ARGS = (*NFT, "--network", "blue", "--ip-source", "multus:default/blue")
 FOREIGN = """table inet foreign {
     set s { type ipv4_addr; elements = { 192.0.2.7 }; }

@@ -4,16 +4,66 @@ reviewed artefacts renders byte for byte the rules that were reviewed."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from kernel.case import Case, load_cases, write_inputs
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.render import render_rules
 from npc.errors import InputError
-from npc.lowered_json import decode
+from npc.ir import Program
+from npc.lower import Lowered, lower, network_tag
+from npc.lowered_json import decode, encode
+from random_clusters import programs
+
+SET_NAME = re.compile(r"[snp][46]-[a-z2-7]{12}")  # letter, family, digest of the meaning
+CHAIN_NAME = re.compile(r"P-[a-z2-7]{12}")
+
+
+def _names(lowered: Lowered) -> tuple[set[str], set[str]]:
+    """Every set and every chain name the program uses, wherever it uses it."""
+    sets: set[str] = set()
+    chains: set[str] = set()
+    for f in lowered.families:
+        sets.update(s.name for s in f.sets)
+        sets.update(s.name for s in f.isolated.values())
+        for c in f.chains:
+            chains.add(c.name)
+            sets.update(s.name for m in c.matches for s in (m.peer, m.named_port) if s is not None)
+        for ds in f.dispatch.values():
+            sets.update(d.target.name for d in ds)
+            chains.update(d.chain for d in ds)
+        sets.update(s.isolated.name for scopes in f.scopes.values() for s in scopes)
+    return sets, chains
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=programs)
+def test_lower_names_by_meaning_only_and_the_manifest_keeps_format_1(program: Program) -> None:
+    """No backend's prefix or network tag in ``lower``'s names (backends spell those), while the
+    manifest's program still spells them as format 1 did, and reads back to the same program."""
+    lowered = lower(program, "blue")
+    tag = network_tag("blue")
+    assert lowered.tag == tag
+    sets, chains = _names(lowered)
+    assert sets and all(SET_NAME.fullmatch(n) for n in sets), sets
+    assert all(CHAIN_NAME.fullmatch(n) for n in chains), chains
+    data = encode(lowered)
+    assert set(data["sets"]) == {f"npc-{tag}-{n}" for n in sets}
+    assert {c["name"] for f in data["families"] for c in f["chains"]} == {f"NPC-{tag}-{n}" for n in chains}
+    assert decode(json.loads(json.dumps(data))) == lowered
+
+
+def test_a_manifest_name_of_another_network_is_an_input_error() -> None:
+    data = encode(lower(Program(), "blue"))
+    data["tag"] = network_tag("red")
+    with pytest.raises(InputError) as caught:
+        decode(data, "m.json")
+    assert "is not a set or chain name of network tag" in caught.value.render()
 
 
 @pytest.mark.parametrize("case", load_cases()[::3], ids=lambda c: c.id)

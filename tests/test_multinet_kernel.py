@@ -17,10 +17,11 @@ from kernel.cluster import Cluster, Observation
 from kernel.expected import evaluated
 from kernel.multinet import MultinetCase, load_multinet_cases
 from kernel.report import diff_report
+from npc.backends.iptables.names import Names
 from npc.backends.nftables import table_name
 from npc.cli import build_from_args, build_parser
 from npc.evaluate import Evaluator
-from npc.lower import Names
+from npc.lower import network_tag
 
 MULTI = load_multinet_cases()
 BACKENDS = ("iptables", "nftables")
@@ -103,9 +104,9 @@ def test_harness_routes_secondary_networks_through_the_node_from_their_own_addre
 
 def _owned(cluster: Cluster, network: str, backend: str) -> str:
     """Everything one network owns in the node: its chains, FORWARD jump and sets, or its nft table."""
-    names = Names(network)
+    names = Names(network_tag(network))
     if backend == "nftables":
-        return cluster.node_exec(["nft", "list", "table", "inet", table_name(names)]).stdout
+        return cluster.node_exec(["nft", "list", "table", "inet", table_name(network)]).stdout
     text = ""
     for tool in ("iptables-save", "ip6tables-save"):
         saved = cluster.node_exec([tool, "-t", "filter"]).stdout

@@ -40,7 +40,7 @@ from npc.ir import (
     Selector,
     namespace_selector,
 )
-from npc.lower import Names
+from npc.lower import network_tag
 from npc.pipeline import compile_program
 from random_clusters import OUTSIDERS, V4_BASE, V6_BASE, connectivity, inventories, ip_blocks, programs
 
@@ -174,7 +174,7 @@ def test_one_table_per_network_replaced_in_one_transaction() -> None:
     assert body[:3] == ["table inet npc {}", "delete table inet npc", "table inet npc {"]
     assert sum(1 for line in body if line.startswith("table ")) == 2
     other = render(RICH, INVENTORY, network="blue")
-    tag = Names("blue").tag
+    tag = network_tag("blue")
     assert f"table inet npc-{tag} {{}}\ndelete table inet npc-{tag}\n" in other
     assert "table inet npc {" not in other
 

@@ -50,10 +50,10 @@ class CalicoBackend:
         self._last: tuple[Compiled, list[Obj]] | None = None
 
     def _objects(self, compiled: Compiled) -> list[Obj]:
-        if compiled.lowered.names.network != DEFAULT_NETWORK:
+        if compiled.lowered.network != DEFAULT_NETWORK:
             raise UsageError(
                 f"--backend calico: Calico polices each pod's primary interface only, not network "
-                f"{compiled.lowered.names.network!r}; leave out --network"
+                f"{compiled.lowered.network!r}; leave out --network"
             )
         if self._last is None or self._last[0] is not compiled:
             self._last = (compiled, calico_objects(compiled.program))

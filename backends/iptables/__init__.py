@@ -35,7 +35,7 @@ def load_layout(
     adopted = f", {report.adopted} {layout.replaces} sets removed" if report.adopted else ""
     return LoadReport(
         backend,
-        compiled.lowered.names.network,
+        compiled.lowered.network,
         f"{backend} ({report.flavour}): {report.chains} chains, sets {report.sets_created} created, "
         f"{report.sets_updated} updated, {report.sets_destroyed} removed{adopted}",
         report.warnings,
@@ -104,7 +104,7 @@ class IptablesBackend:
         self._tools[options.iptables], self._chains = tools, (after, after_chains)
         return LoadReport(
             self.name,
-            after.names.network,
+            after.network,
             f"iptables ({tools.flavour}): updated: {report.summary}",
             report.warnings,
         )

@@ -42,11 +42,12 @@ import attrs
 
 from ...errors import ApplyError, MixedStateError, UsageError
 from ...lock import record_path
-from ...lower import Lowered, Names
+from ...lower import Lowered
 from ...resolve import Entry
 from ..base import MemberDelta, Runner
 from ..nftables.render import table_name
 from .mark_tree import Marks
+from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, names_of
 from .render import (
     NPC_LAYOUT,
     Layout,
@@ -77,11 +78,6 @@ def _tools(variant: str) -> Tools:
         {4: f"iptables{infix}-save", 6: f"ip6tables{infix}-save"},
         {4: f"iptables{infix}-restore", 6: f"ip6tables{infix}-restore"},
     )
-
-
-def temp_set_prefix(lowered: Lowered) -> str:
-    """Where new contents of existing sets are staged before the swap."""
-    return f"npt-{lowered.names.tag}-"
 
 
 def _rule_count(run: Runner, tools: Tools) -> int:
@@ -148,7 +144,7 @@ def _table_states(
 
 
 def _state(saved: str, lowered: Lowered, table: str, layout: Layout) -> TableState:
-    prefix = lowered.names.chain_prefix
+    prefix = names_of(lowered).chain_prefix
     fixed = layout.fixed_chains(lowered) if table == "filter" else []
     own_jump = "-A " + jump_rule(lowered, table)  # exactly npc's rule: others' jumps are theirs
     chains, rules, jumps, hooked = [], [], 0, False
@@ -408,7 +404,7 @@ def apply_iptables(
 ) -> ApplyReport:
     if not run.which("ipset"):
         raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
-    names = lowered.names
+    names = names_of(lowered)
     refuse_other_backends(run, lowered, tools)
     present = _sets(run)
     _destroy_recorded(run, names, present)
@@ -416,9 +412,6 @@ def apply_iptables(
     _repair_types(run, wanted, present)
     existing = {n for n in present if n.startswith(names.set_prefix)}
     restricting = restricting_sets(lowered, marks, layout.families)
-
-    def temp(name: str) -> str:
-        return temp_set_prefix(lowered) + name[len(names.set_prefix) :]
 
     fresh = [s for s in wanted if s.name not in existing]
     kept = [s for s in wanted if s.name in existing]
@@ -436,7 +429,7 @@ def apply_iptables(
         if between != live[spec.name]:  # else the old members are the transition already
             entries = [(f"{e} {v}" if v and v != NOMATCH else e, v == NOMATCH) for e, v in between.items()]
             changed.append(spec.name)
-            staged.append(spec.holding(temp(spec.name), entries))
+            staged.append(spec.holding(names.temp(spec.name), entries))
         updated += 1
         forward, back = _moves(spec.name, between, new)
         moves += forward
@@ -462,7 +455,7 @@ def apply_iptables(
             drop_new()
             undo.finish(f"ipset restore rejected the new sets: {result.stderr.strip()}")
 
-    swaps = [f"swap {temp(name)} {name}\n" for name in changed]
+    swaps = [f"swap {names.temp(name)} {name}\n" for name in changed]
     swapped, error = ipset_lines(run, swaps)
     if error:
         _, back_error = ipset_lines(run, swaps[:swapped])  # a swap undoes itself
@@ -570,8 +563,9 @@ def reset_layout(lowered: Lowered, tools: Tools, run: Runner, layout: Layout) ->
     another tool created are left empty, as that tool made them."""
     chains = sum(_clear_family(lowered, tools, run, family, layout) for family in layout.families)
     present = _sets(run) if run.which("ipset") else {}
-    _destroy_recorded(run, lowered.names, present)
-    owned = sorted(n for n in present if n.startswith(lowered.names.set_prefix))
+    names = names_of(lowered)
+    _destroy_recorded(run, names, present)
+    owned = sorted(n for n in present if n.startswith(names.set_prefix))
     _, error = ipset_lines(run, [f"destroy {n}\n" for n in owned])
     if error:
         raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
@@ -604,9 +598,6 @@ def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layo
 
 # --- other backends and flavours, and reset ----------------------------------------------------
 
-_NPC_SET = re.compile(r"npc-[a-z2-7]{5}-[snpm][46]-[a-z2-7]+")
-_ANY_JUMP = re.compile(r'-A FORWARD -m comment --comment "?npc network .* -j NPC-[a-z2-7]{5}-(FORWARD|MARK)')
-
 
 def _other_flavours(run: Runner, tools: Tools) -> list[Tools]:
     flavours = [_tools("legacy"), _tools("nft")]
@@ -624,10 +615,9 @@ def _holds_chains(run: Runner, tools: Tools, prefix: str) -> bool:
 def refuse_other_backends(run: Runner, lowered: Lowered, tools: Tools | None) -> None:
     """Two backends (or iptables flavours) enforcing one network would both filter: exit 3 with the
     command that removes the other, rather than apply beside it."""
-    names = lowered.names
-    network = names.network
+    names, network = names_of(lowered), lowered.network
     if tools is not None:
-        table = table_name(names)
+        table = table_name(network)
         if run.which("nft") and run(["nft", "list", "table", "inet", table]).returncode == 0:
             raise ApplyError(
                 f"network {network} is enforced by the nftables backend (table inet {table}); remove it "
@@ -660,7 +650,7 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
     """Remove npc's jump, chains and sets for one network (``None``: every network). Returns what
     was removed; ApplyError if the kernel refuses (others' rules using npc's chains or sets)."""
     removed: list[str] = []
-    names = lowered.names if lowered else None
+    names = names_of(lowered) if lowered else None
     for tools in flavours:
         for family in (4, 6):
             if not run.which(tools.save[family]):
@@ -671,12 +661,10 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
             script, gone = [], []
             for table in TABLES:
                 section = _section(saved.stdout, table).splitlines()
-                prefix = names.chain_prefix if names else "NPC-"
+                prefix = names.chain_prefix if names else ANY_CHAIN_PREFIX
                 chains = [line[1:].split()[0] for line in section if line.startswith(":" + prefix)]
                 own = f"-A {jump_rule(lowered, table)}" if lowered else None
-                jumps = [
-                    line for line in section if (line == own if own else bool(_ANY_JUMP.fullmatch(line)))
-                ]
+                jumps = [line for line in section if (line == own if own else bool(ANY_JUMP.fullmatch(line)))]
                 if chains or jumps:
                     script += [
                         f"*{table}",
@@ -705,7 +693,7 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
                 if not error:
                     record.unlink(missing_ok=True)
             present = _sets(run)
-            ours = [n for n in present if _NPC_SET.fullmatch(n)]
+            ours = [n for n in present if ANY_SET.fullmatch(n)]
         _, error = ipset_lines(run, [f"destroy {n}\n" for n in sorted(ours)])
         if error:
             raise ApplyError(f"ipset refused to destroy npc's sets: {error}")

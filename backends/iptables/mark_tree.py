@@ -24,8 +24,9 @@ import attrs
 
 from ...errors import UsageError
 from ...ir import Direction
-from ...lower import Dispatch, FamilyProgram, Names, digest
+from ...lower import Dispatch, FamilyProgram, digest
 from ..base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options
+from .names import Names
 
 
 @attrs.frozen
@@ -128,8 +129,8 @@ def tree(program: FamilyProgram, direction: Direction, names: Names, mask: int) 
             f"the {direction} mask of --group-marks ({mask:#x}) has {bin(mask).count('1')}"
         )
     letter = "E" if direction == "egress" else "I"
-    key = (direction, program.family, mask, tuple((g.number, g.isolated) for g in found))
-    map_set = f"{names.set_prefix}m{program.family}-{digest('map', *key)}"
+    spelled = tuple((g.number, tuple(map(names.set, g.isolated))) for g in found)  # as the kernel's
+    map_set = names.set(f"m{program.family}-{digest('map', direction, program.family, mask, spelled)}")
     chain = [names.chain(f"{letter}{program.family}-{g.number:x}") for g in found]
     chains = []
     for group in found:

@@ -20,6 +20,7 @@ from ...resolve import Entry
 from ..base import Members, member_changes, sanitise, template_environment
 from ..dispatch import dispatch_by_address
 from .mark_tree import Marks, Tree, map_entries, tests_before, tree
+from .names import Names, names_of
 
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
 # Which end of the packet is the local pod and which the remote peer, per direction.
@@ -57,17 +58,17 @@ def split_match(match: Match) -> list[Match]:
     return [attrs.evolve(match, ports=group) for group in chunk_ports(match.ports)]
 
 
-def render_matches(match: Match, direction: Direction) -> list[str]:
-    return [render_match(m, direction) for m in split_match(match)]
+def render_matches(match: Match, direction: Direction, names: Names) -> list[str]:
+    return [render_match(m, direction, names) for m in split_match(match)]
 
 
-def render_match(match: Match, direction: Direction) -> str:
+def render_match(match: Match, direction: Direction, names: Names) -> str:
     """Spelled in the order iptables-save prints it, so a saved table diffs cleanly."""
     parts: list[str] = []
     if match.protocol:
         parts.append(f"-p {match.protocol.lower()}")
     if match.peer is not None:
-        parts.append(f"-m set --match-set {match.peer.name} {REMOTE[direction]}")
+        parts.append(f"-m set --match-set {names.set(match.peer.name)} {REMOTE[direction]}")
     if match.protocol:
         proto = match.protocol.lower()
         if len(match.ports) == 1:
@@ -77,7 +78,7 @@ def render_match(match: Match, direction: Direction) -> str:
             spans = ",".join(f"{lo}:{hi}" if hi != lo else str(lo) for lo, hi in match.ports)
             parts.append(f"-m multiport --dports {spans}")
     if match.named_port is not None:
-        parts.append(f"-m set --match-set {match.named_port.name} dst,dst")
+        parts.append(f"-m set --match-set {names.set(match.named_port.name)} dst,dst")
     return "".join(" " + p for p in parts)
 
 
@@ -106,17 +107,18 @@ class Layout:
     def fixed_chains(self, lowered: Lowered) -> list[str]:
         if self.fixed:
             return list(self.fixed)
-        return [lowered.forward_chain, *(lowered.direction_chain(d) for d in DIRECTIONS)]
+        names = names_of(lowered)
+        return [names.forward, *(names.direction(d) for d in DIRECTIONS)]
 
     def direction_chain(self, lowered: Lowered, direction: Direction) -> str:
-        return self.direction_chains.get(direction) or lowered.direction_chain(direction)
+        return self.direction_chains.get(direction) or names_of(lowered).direction(direction)
 
     def chain_names(self, lowered: Lowered, family: int, marks: Marks, table: str = "filter") -> list[str]:
         """Every chain this layout fills in one table of ``family``, fixed ones first."""
         if table == "mangle":
             return [mark_chain(lowered)] if marks.grouped else []
         found = trees(lowered, family, marks).values()
-        policy = [c.name for c in lowered.family(family).chains]
+        policy = list(map(names_of(lowered).chain, (c.name for c in lowered.family(family).chains)))
         return self.fixed_chains(lowered) + policy + [c.name for t in found for c in t.chains]
 
 
@@ -127,7 +129,7 @@ def tables(marks: Marks) -> tuple[str, ...]:
 
 
 def mark_chain(lowered: Lowered) -> str:
-    return lowered.names.chain("MARK")
+    return names_of(lowered).mark
 
 
 def trees(lowered: Lowered, family: int, marks: Marks) -> dict[Direction, Tree]:
@@ -135,7 +137,8 @@ def trees(lowered: Lowered, family: int, marks: Marks) -> dict[Direction, Tree]:
     if not marks.grouped:
         return {}
     program = lowered.family(family)
-    return {d: tree(program, d, lowered.names, marks.group(d)) for d in DIRECTIONS}
+    names = names_of(lowered)
+    return {d: tree(program, d, names, marks.group(d)) for d in DIRECTIONS}
 
 
 NPC_LAYOUT = Layout()
@@ -154,8 +157,8 @@ def _environment(package: str) -> jinja2.Environment:
 
 def jump_rule(lowered: Lowered, table: str = "filter") -> str:
     """The one rule per table in a chain npc does not own; loading looks for exactly this text."""
-    target = mark_chain(lowered) if table == "mangle" else lowered.forward_chain
-    return f"FORWARD -m comment --comment {comment('npc network ' + lowered.names.network)} -j {target}"
+    target = mark_chain(lowered) if table == "mangle" else names_of(lowered).forward
+    return f"FORWARD -m comment --comment {comment('npc network ' + lowered.network)} -j {target}"
 
 
 def insert_jump(lowered: Lowered, table: str = "filter") -> str:
@@ -175,26 +178,28 @@ def render_rules(
     layout has it, as a boot-time restore needs); ``extra_chains`` are declared (so flushed) too,
     for edits that delete them."""
     program = lowered.family(family)
+    names = names_of(lowered)
     direction_chain = {d: layout.direction_chain(lowered, d) for d in DIRECTIONS}
     found = trees(lowered, family, marks)
     if edits is None:
         edits = {"mangle": [insert_jump(lowered, "mangle")] if marks.grouped else []}
         edits["filter"] = [insert_jump(lowered)] if layout.forward_jump else []
     extra = extra_chains or {}
-    isolated = {d: found[d].map_set if found else s.name for d, s in program.isolated.items()}
+    isolated = {d: found[d].map_set if found else names.set(s.name) for d, s in program.isolated.items()}
     return (
         _environment(layout.package)
         .get_template(layout.template)
         .render(
             version=__version__,
-            network=comment(lowered.names.network)[1:-1],
+            network=comment(lowered.network)[1:-1],
+            names=names,
             family=family,
             restore="iptables-restore" if family == 4 else "ip6tables-restore",
             chains=layout.chain_names(lowered, family, marks) + list(extra.get("filter", ())),
             mangle_chains=layout.chain_names(lowered, family, marks, "mangle")
             + list(extra.get("mangle", ())),
             mark_chain=mark_chain(lowered),
-            forward=lowered.forward_chain,
+            forward=names.forward,
             isolated=isolated,
             trees=found,
             direction_chain=direction_chain,
@@ -281,7 +286,7 @@ def restricting_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (
         if marks.grouped:
             out.update(name for name, _ in _map_sets(lowered, program.family, marks))
         else:
-            out.update(s.name for s in program.isolated.values())
+            out.update(names_of(lowered).set(s.name) for s in program.isolated.values())
     return out
 
 
@@ -291,11 +296,12 @@ def kernel_sets(
     """Every set the rules use, with its members, by name; with group marks, the map sets built
     from ``lower``'s per-namespace isolated sets, which are themselves never loaded."""
     out = []
+    names = names_of(lowered)
     for program in lowered.families:
         if program.family not in families:
             continue
         used = used_sets(program, marks.grouped)
-        out += [set_text(s.name, SET_TYPES[s.kind], s.family, members[s.name]) for s in used]
+        out += [set_text(names.set(s.name), SET_TYPES[s.kind], s.family, members[s.name]) for s in used]
         for name, feeds in _map_sets(lowered, program.family, marks):
             entries = [(text + suffix, False) for iso, suffix in feeds.items() for text, _ in members[iso]]
             out.append(set_text(name, "hash:ip", program.family, entries, " skbinfo"))
@@ -308,13 +314,14 @@ def set_changes(
     """Per kernel set that changed: (entries to remove, entries to add). A map set's entries
     follow the isolated sets feeding it, so only the pods that came or went are touched."""
     changes = member_changes(old, new)
+    names = names_of(lowered)
     out: dict[str, tuple[list[Entry], list[Entry]]] = {}
     for program in lowered.families:
         if program.family not in families:
             continue
         for spec in used_sets(program, marks.grouped):
             if spec.name in changes:
-                out[spec.name] = changes[spec.name]
+                out[names.set(spec.name)] = changes[spec.name]
         for name, feeds in _map_sets(lowered, program.family, marks):
             gone: list[Entry] = []
             fresh: list[Entry] = []
@@ -332,7 +339,7 @@ def render_sets(lowered: Lowered, sets: Sequence[SetText]) -> str:
     return (
         _environment(NPC_LAYOUT.package)
         .get_template("ipset.j2")
-        .render(version=__version__, network=comment(lowered.names.network)[1:-1], sets=sets)
+        .render(version=__version__, network=comment(lowered.network)[1:-1], sets=sets)
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...lock import netns_lock
-from ...lower import Lowered, Names
+from ...lower import Lowered
 from ..base import LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour
 from . import render as _render
 from .drift import table_drift
@@ -94,8 +94,8 @@ class NftablesBackend:
             if script:
                 load_ruleset(script, runner)
         self._ranks.update(reached)
-        table = table_name(after.names)
-        return LoadReport(self.name, after.names.network, f"nftables: table inet {table} updated: {summary}")
+        table = table_name(after.network)
+        return LoadReport(self.name, after.network, f"nftables: table inet {table} updated: {summary}")
 
     def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
         """Without the apply lock: a listing is one consistent dump, and the agent asks while it
@@ -110,7 +110,7 @@ class NftablesBackend:
                 self._ranks[(ruleset.table, family.family, direction)] = [jumps[m] for m in maps]
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
-        tables = [table_name(Names(network))] if network is not None else npc_tables(runner)
+        tables = [table_name(network)] if network is not None else npc_tables(runner)
         with netns_lock(options.wait):
             gone = [t for t in tables if delete_table(t, runner)]
         self._ranks = {k: v for k, v in self._ranks.items() if k[0] not in tables}

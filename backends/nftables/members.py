@@ -18,7 +18,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 
 from ...ir import DIRECTIONS, Direction
-from ...lower import FamilyProgram, Lowered, Names
+from ...lower import FamilyProgram, Lowered
 from ...resolve import Entry
 from ..base import MemberDelta, Members, member_changes
 from .render import (
@@ -28,7 +28,6 @@ from .render import (
     rank_map,
     rank_maps,
     referenced_sets,
-    set_name,
     set_text,
     table_name,
 )
@@ -126,8 +125,7 @@ def element_diffs(
     (``before``, ``old``) to (``after``, ``new``); TableChanged when that takes new fixed rules.
     ``reached`` gets the rank counts after them, to keep once they are loaded."""
     changes = member_changes(old, new)
-    names = after.names
-    table = table_name(names)
+    table = table_name(after.network)
     diffs: list[Diff] = []
     for was, now in zip(before.families, after.families, strict=True):
         tested = {s.name: s for s in referenced_sets(now)}
@@ -137,13 +135,7 @@ def element_diffs(
         for name in sorted(changes.keys() & tested.keys()):
             gone, fresh = changes[name]
             spec = tested[name]
-            diffs.append(
-                (
-                    set_name(spec, names),
-                    set_text(spec, gone, names).elements,
-                    set_text(spec, fresh, names).elements,
-                )
-            )
+            diffs.append((spec.name, set_text(spec, gone).elements, set_text(spec, fresh).elements))
         for direction in DIRECTIONS:
             moved = _moved(was, now, direction, old, new, changes)
             if not moved:
@@ -168,8 +160,8 @@ def element_diffs(
             if count and not counts[-1]:
                 raise TableChanged  # no address needs the last rank any more
             reached[(table, now.family, direction)] = counts
-            maps_before = rank_maps(was, direction, old_only, names, count)
-            maps_after = rank_maps(now, direction, new_only, names, count)
+            maps_before = rank_maps(was, direction, old_only, count)
+            maps_after = rank_maps(now, direction, new_only, count)
             for old_map, new_map in zip(maps_before, maps_after, strict=True):
                 old_by_key = {_key(e): e for e in old_map.elements}
                 new_by_key = {_key(e): e for e in new_map.elements}
@@ -201,18 +193,18 @@ def member_script(
     when that takes new rules."""
     reached: Ranks = {}
     diffs = element_diffs(lowered, lowered, old, new, ranks, reached)
-    lines, delta = _element_lines(table_name(lowered.names), diffs)
+    lines, delta = _element_lines(table_name(lowered.network), diffs)
     return "".join(f"{line}\n" for line in lines), delta, reached
 
 
-def _family_text(program: FamilyProgram, names: Names, ranks: Ranks) -> FamilyText:
+def _family_text(program: FamilyProgram, table: str, ranks: Ranks) -> FamilyText:
     """The fixed chains' inputs as loaded: the isolation sets, and the rank maps in force."""
-    count = {d: ranks.get((table_name(names), program.family, d)) for d in DIRECTIONS}
+    count = {d: ranks.get((table, program.family, d)) for d in DIRECTIONS}
     if None in count.values():
         raise TableChanged  # not loaded by this process
     return FamilyText(
         program.family,
-        {d: set_name(s, names) for d, s in program.isolated.items()},
+        {d: s.name for d, s in program.isolated.items()},
         {
             d: tuple(rank_map(d, program.family, k) for k in range(1, len(count[d] or ()) + 1))
             for d in DIRECTIONS
@@ -226,11 +218,10 @@ def update_script(
     """The ``nft -f`` text moving the table from (``before``, ``old``) to (``after``, ``new``), a
     summary of it and the rank counts after it; TableChanged when only a table replace can (then
     replace the table)."""
-    names = after.names
-    table = table_name(names)
+    table = table_name(after.network)
     fixed: list[tuple[str, tuple[str, ...]]] = []  # fixed chains whose rules differ: a new isolation set
     for was, now in zip(before.families, after.families, strict=True):
-        old_rules, new_rules = (_family_text(p, names, ranks).chains() for p in (was, now))
+        old_rules, new_rules = (_family_text(p, table, ranks).chains() for p in (was, now))
         fixed += [(name, rules) for name, rules in new_rules.items() if old_rules[name] != rules]
     old_sets = {s.name: s for f in before.families for s in referenced_sets(f)}
     new_sets = {s.name: s for f in after.families for s in referenced_sets(f)}
@@ -241,19 +232,17 @@ def update_script(
     ):  # named by their rules: only comments may differ
         (_, old_chain), (family, new_chain) = old_chains[name], new_chains[name]
         if old_chain.comment != new_chain.comment:  # another first policy: its rules say so
-            kept = chain_text(new_chain, family, names)
+            kept = chain_text(new_chain, family)
             fixed.append((kept.name, kept.rules))
     lines: list[str] = []
     for name in sorted(new_sets.keys() - old_sets.keys()):
         spec = new_sets[name]
-        text = set_text(spec, new[name], names)
+        text = set_text(spec, new[name])
         flags = " flags interval;" if text.interval else ""
         lines.append(f"add set inet {table} {text.name} {{ type {text.type};{flags} }}")
         if text.elements:
             lines.append(f"add element inet {table} {text.name} {{ {', '.join(text.elements)} }}")
-    fresh_chains = [
-        chain_text(c, f, names) for n, (f, c) in sorted(new_chains.items()) if n not in old_chains
-    ]
+    fresh_chains = [chain_text(c, f) for n, (f, c) in sorted(new_chains.items()) if n not in old_chains]
     for chain in fresh_chains:  # every chain first: a rule may go to another new one
         lines.append(f"add chain inet {table} {chain.name}")
     for chain in fresh_chains:
@@ -264,12 +253,10 @@ def update_script(
     for name, rules in fixed:
         lines.append(f"flush chain inet {table} {name}")
         lines += [f"add rule inet {table} {name} {rule}" for rule in rules]
-    stale_chains = [
-        chain_text(c, f, names).name for n, (f, c) in sorted(old_chains.items()) if n not in new_chains
-    ]
+    stale_chains = [chain_text(c, f).name for n, (f, c) in sorted(old_chains.items()) if n not in new_chains]
     lines += [f"delete chain inet {table} {name}" for name in stale_chains]
     stale_sets = sorted(old_sets.keys() - new_sets.keys())
-    lines += [f"delete set inet {table} {set_name(old_sets[n], names)}" for n in stale_sets]
+    lines += [f"delete set inet {table} {n}" for n in stale_sets]
     summary = (
         f"chains +{len(fresh_chains)} -{len(stale_chains)} ~{len(fixed)}, "
         f"sets +{len(new_sets.keys() - old_sets.keys())} -{len(stale_sets)}, "

@@ -43,7 +43,7 @@ import attrs
 
 from ... import __version__
 from ...ir import DEFAULT_NETWORK, DIRECTIONS, Direction, merge_intervals
-from ...lower import Chain, FamilyProgram, Lowered, Match, Names, SetSpec
+from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, network_tag
 from ...resolve import Entry
 from ..base import sanitise, template_environment
 from ..dispatch import dispatch_by_address
@@ -56,8 +56,9 @@ REMOTE_FIELD: Mapping[Direction, str] = {"ingress": "saddr", "egress": "daddr"}
 COMMENT_MAX = 120  # nft refuses comments longer than 128 bytes
 
 
-def table_name(names: Names) -> str:
-    return "npc" if names.network == DEFAULT_NETWORK else f"npc-{names.tag}"
+def table_name(network: str) -> str:
+    """The network's table: its own namespace, so sets and chains keep ``lower``'s names."""
+    return "npc" if network == DEFAULT_NETWORK else f"npc-{network_tag(network)}"
 
 
 def comment(text: str) -> str:
@@ -65,12 +66,8 @@ def comment(text: str) -> str:
     return '"' + sanitise(text, COMMENT_MAX) + '"'
 
 
-def set_name(spec: SetSpec, names: Names) -> str:
-    return spec.name.removeprefix(names.set_prefix)
-
-
-def chain_name(lowered_chain: str, names: Names) -> str:
-    return lowered_chain.removeprefix(names.chain_prefix).lower()
+def chain_name(lowered_chain: str) -> str:
+    return lowered_chain.lower()
 
 
 def rank_map(direction: Direction, family: int, rank: int) -> str:
@@ -150,14 +147,14 @@ class SetText:
     elements: tuple[str, ...]
 
 
-def set_text(spec: SetSpec, entries: Sequence[Entry], names: Names) -> SetText:
+def set_text(spec: SetSpec, entries: Sequence[Entry]) -> SetText:
     address_type = ADDRESS_TYPE[spec.family]
     if spec.kind == "net":
-        return SetText(set_name(spec, names), address_type, True, tuple(net_elements(entries, spec.family)))
+        return SetText(spec.name, address_type, True, tuple(net_elements(entries, spec.family)))
     if spec.kind == "port":
         kind = f"{address_type} . inet_proto . inet_service"
-        return SetText(set_name(spec, names), kind, False, tuple(port_element(e) for e, _ in entries))
-    return SetText(set_name(spec, names), address_type, False, tuple(_address(e) for e, _ in entries))
+        return SetText(spec.name, kind, False, tuple(port_element(e) for e, _ in entries))
+    return SetText(spec.name, address_type, False, tuple(_address(e) for e, _ in entries))
 
 
 # --- dispatch -----------------------------------------------------------------------------------
@@ -184,7 +181,6 @@ def rank_maps(
     program: FamilyProgram,
     direction: Direction,
     members: Mapping[str, Sequence[Entry]],
-    names: Names,
     ranks: int | None = None,
 ) -> list[MapText]:
     """Map k: address -> jump to its k-th policy chain, or drop right after its last one.
@@ -198,7 +194,7 @@ def rank_maps(
         elements = []
         for address, chains in by_address.items():
             if k <= len(chains):
-                elements.append(f"{_address(address)} : jump {chain_name(chains[k - 1], names)}")
+                elements.append(f"{_address(address)} : jump {chain_name(chains[k - 1])}")
             elif k == len(chains) + 1:
                 elements.append(f"{_address(address)} : drop")
         name = rank_map(direction, program.family, k)
@@ -234,13 +230,13 @@ def _ports(spans: Sequence[tuple[int, int]]) -> str:
     return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
 
 
-def render_match(match: Match, direction: Direction, family: int, names: Names) -> str:
+def render_match(match: Match, direction: Direction, family: int) -> str:
     ip = FAMILY_KEYWORD[family]
     parts: list[str] = []
     if match.peer is not None:
-        parts.append(f"{ip} {REMOTE_FIELD[direction]} @{set_name(match.peer, names)}")
+        parts.append(f"{ip} {REMOTE_FIELD[direction]} @{match.peer.name}")
     if match.named_port is not None:
-        parts.append(f"{ip} daddr . meta l4proto . th dport @{set_name(match.named_port, names)}")
+        parts.append(f"{ip} daddr . meta l4proto . th dport @{match.named_port.name}")
     elif match.protocol and match.ports:
         parts.append(f"{match.protocol.lower()} dport {_ports(match.ports)}")
     elif match.protocol:
@@ -255,16 +251,15 @@ class ChainText:
     rules: tuple[str, ...]
 
 
-def chain_text(chain: Chain, family: int, names: Names) -> ChainText:
+def chain_text(chain: Chain, family: int) -> ChainText:
     """A policy chain, each rule commented with the (first) policy it comes from: on the rules,
     not the chain, because nft cannot change a chain's comment, and a policy change that gives a
     shared chain another first policy must not take a table replace."""
     said = comment(chain.comment)
     rules = tuple(
-        f"{render_match(m, chain.direction, family, names)} comment {said}"
-        for m in merged_matches(chain.matches)
+        f"{render_match(m, chain.direction, family)} comment {said}" for m in merged_matches(chain.matches)
     )
-    return ChainText(chain_name(chain.name, names), rules)
+    return ChainText(chain_name(chain.name), rules)
 
 
 # --- the table ----------------------------------------------------------------------------------
@@ -342,24 +337,23 @@ class Ruleset:
 
 
 def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
-    names = lowered.names
     sets: list[SetText] = []
     maps: list[MapText] = []
     chains: list[ChainText] = []
     families: list[FamilyText] = []
     for program in lowered.families:
-        sets += [set_text(s, members[s.name], names) for s in referenced_sets(program)]
+        sets += [set_text(s, members[s.name]) for s in referenced_sets(program)]
         ranks: dict[Direction, tuple[str, ...]] = {}
         for direction in DIRECTIONS:
-            found = rank_maps(program, direction, members, names)
+            found = rank_maps(program, direction, members)
             maps += found
             ranks[direction] = tuple(m.name for m in found)
-        chains += [chain_text(c, program.family, names) for c in program.chains]
-        isolated = {d: set_name(s, names) for d, s in program.isolated.items()}
+        chains += [chain_text(c, program.family) for c in program.chains]
+        isolated = {d: s.name for d, s in program.isolated.items()}
         families.append(FamilyText(program.family, isolated, ranks))
     return Ruleset(
-        names.network,
-        table_name(names),
+        lowered.network,
+        table_name(lowered.network),
         tuple(sorted(sets, key=lambda s: s.name)),
         tuple(maps),
         tuple(families),
