@@ -11,14 +11,16 @@ through ``Backend``; a new dataplane is a new package, not a branch in any of th
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -107,6 +109,34 @@ class LoadReport:
 
 
 Members = Mapping[str, Sequence[Entry]]
+_Program = TypeVar("_Program")
+_Args = ParamSpec("_Args")
+_Result = TypeVar("_Result")
+
+
+def per_program(
+    function: Callable[Concatenate[_Program, _Args], _Result],
+) -> Callable[Concatenate[_Program, _Args], _Result]:
+    """``function(program, *args)`` worked out once per program object and arguments (hashable,
+    positional), and forgotten with the program: what a lowered program implies (tries, map sets,
+    the sets a rule tests) is the same for every pod event the agent loads under it. Programs are
+    told apart by identity (equal ones hash by their whole content); results are shared, so
+    never changed by a caller."""
+    cache: dict[int, dict[tuple[Hashable, ...], _Result]] = {}
+
+    @functools.wraps(function)
+    def cached(program: _Program, *args: _Args.args, **kwargs: _Args.kwargs) -> _Result:
+        assert not kwargs, "per_program: positional arguments only"
+        found = cache.get(id(program))
+        if found is None:
+            found = cache[id(program)] = {}
+            weakref.finalize(program, cache.pop, id(program), None)
+        key: tuple[Hashable, ...] = args
+        if key not in found:
+            found[key] = function(program, *args, **kwargs)
+        return found[key]
+
+    return cached
 
 
 @attrs.frozen

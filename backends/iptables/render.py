@@ -17,7 +17,7 @@ from ... import __version__
 from ...ir import DIRECTIONS, Direction
 from ...lower import FamilyProgram, Lowered, Match, SetSpec
 from ...resolve import Entry
-from ..base import Members, member_changes, sanitise, template_environment
+from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
 from .mark_tree import Marks, Tree, map_entries, tests_before, tree
 
@@ -130,8 +130,10 @@ def mark_chain(lowered: Lowered) -> str:
     return lowered.names.chain("MARK")
 
 
-def trees(lowered: Lowered, family: int, marks: Marks) -> dict[Direction, Tree]:
-    """The dispatch tries of one family; none when dispatch is flat."""
+@per_program
+def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tree]:
+    """The dispatch tries of one family; none when dispatch is flat. Once per program: every
+    member delta's map sets are the tries' (tens of ms at scale)."""
     if not marks.grouped:
         return {}
     program = lowered.family(family)
@@ -244,7 +246,8 @@ def set_text(name: str, kind: str, family: int, members: Sequence[Entry], option
     return SetText(name, kind, "inet" if family == 4 else "inet6", hashsize, maxelem, members, options)
 
 
-def used_sets(program: FamilyProgram, grouped: bool) -> set[SetSpec]:
+@per_program
+def used_sets(program: FamilyProgram, grouped: bool) -> frozenset[SetSpec]:
     """The sets a rule tests: peers, named ports, and the dispatch's; with group marks only the
     targets a group still has to test (the isolated sets become the map sets' members)."""
     found = {s for c in program.chains for m in c.matches for s in (m.peer, m.named_port) if s is not None}
@@ -254,9 +257,10 @@ def used_sets(program: FamilyProgram, grouped: bool) -> set[SetSpec]:
     else:
         found.update(program.isolated.values())
         found.update(d.target for ds in program.dispatch.values() for d in ds)
-    return found
+    return frozenset(found)
 
 
+@per_program
 def _map_sets(lowered: Lowered, family: int, marks: Marks) -> list[tuple[str, dict[str, str]]]:
     """Per map set of ``family``: its name and, per isolated set feeding it, the mark suffix its
     addresses carry."""
@@ -266,7 +270,8 @@ def _map_sets(lowered: Lowered, family: int, marks: Marks) -> list[tuple[str, di
     ]
 
 
-def restricting_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (4, 6)) -> set[str]:
+@per_program
+def restricting_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (4, 6)) -> frozenset[str]:
     """The kernel sets where more members allow less under fixed rules: the isolated sets (flat
     dispatch) or the map sets (an address there is isolated). Every other set permits: a peer, a
     dispatch target, a named port. ``load`` orders member changes by this, so a cut-short load
@@ -282,7 +287,7 @@ def restricting_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (
             out.update(name for name, _ in _map_sets(lowered, program.family, marks))
         else:
             out.update(s.name for s in program.isolated.values())
-    return out
+    return frozenset(out)
 
 
 def kernel_sets(

@@ -200,6 +200,8 @@ class Network:
             # pod event waits for a full collection walking the cluster's objects (refcounting
             # still frees what is dropped later)
             gc.freeze()
+            lowered_rules = sum(len(c.matches) for f in lowered.families for c in f.chains)
+            self.metrics.rules.labels(name).set(lowered_rules)  # rules change with full loads only
             self._done("full", started, members)
             _info(
                 f"applied network {name}: rules and sets{self._why(force_full)} "
@@ -259,9 +261,6 @@ class Network:
         m.apply_seconds.labels(name, kind).observe(time.monotonic() - started)
         m.applies.labels(name, kind).inc()
         m.last_success.labels(name).set(time.time())
-        assert self.applied is not None
-        lowered = self.applied.lowered
-        m.rules.labels(name).set(sum(len(c.matches) for f in lowered.families for c in f.chains))
         m.sets.labels(name).set(len(members))
         m.entries.labels(name).set(sum(len(v) for v in members.values()))
 
