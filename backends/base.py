@@ -152,9 +152,10 @@ class MemberDelta:
 def member_changes(old: Members, new: Members) -> dict[str, tuple[list[Entry], list[Entry]]]:
     """Per changed set: (entries to remove, entries to add), each in the set's member order."""
     out = {}
-    for name, entries in new.items():
-        before = old.get(name, ())
-        if before is entries or before == entries:  # kept sets are the very same lists: no scan
+    # kept sets are the very same lists: found in one pass (a pod event changes a few of thousands)
+    for name in [name for name, entries in new.items() if old.get(name) is not entries]:
+        before, entries = old.get(name, ()), new[name]
+        if before == entries:
             continue
         before, entries = _middles(before, entries)
         kept, now = set(before), set(entries)

@@ -26,6 +26,7 @@ from npc.backends.iptables import render as iptables
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.nftables import NftablesBackend
 from npc.backends.nftables import render as nftables
+from npc.errors import ApplyError
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, NamedPort, Namespace, Pod
 from npc.ir import (
@@ -342,3 +343,50 @@ def test_a_shared_chain_whose_first_policy_goes_is_updated_not_replaced(
         assert 'comment "default/b"' in "\n".join(updated) and "default/a" not in "\n".join(updated)
         backend.load(after, Options(), run)
         assert updated == _table(run)
+
+
+@pytest.mark.kernel
+def test_a_delta_never_loaded_leaves_no_trace_in_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend keeps, between pod events, which sets each address in force is in and how many
+    addresses each rank map holds. A delta the kernel refused must leave both as the kernel is:
+    here the refused one put pod x in policy a's target, the next puts it in b's only, so an index
+    that believed the refused one would delete an element the kernel never had (and be refused)."""
+    if not shutil.which("nft"):
+        pytest.skip("nft not installed (Debian: apt-get install nftables)")
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
+    program = Program(
+        (
+            Policy("default", "a", sel(role="a"), ingress=(Rule(),)),
+            Policy(
+                "default",
+                "b",
+                sel(tier="b"),
+                ingress=(
+                    Rule(
+                        (peer(role="web"),),
+                    ),
+                ),
+            ),
+        )
+    )
+    db, web = pod("db", 1, role="a", tier="b"), pod("web", 3, role="web")  # db: two ranks
+    base, refused, taken = (
+        compile_program(program, Inventory(NAMESPACES, (db, web, *extra)))
+        for extra in ((), (pod("x", 5, role="a"),), (pod("x", 5, tier="b"),))
+    )
+    lowered = base.lowered
+    assert refused.lowered == lowered == taken.lowered  # members differ, rules do not
+    with fresh_netns("npc-nftd", tmp_path) as netns:
+        backend = NftablesBackend()
+        backend.load(base, Options(), InNetns(netns))
+        with pytest.raises(ApplyError):
+            backend.load_members(
+                lowered, base.members, refused.members, Options(), InNetns(netns, refuse="nft")
+            )
+        delta = backend.load_members(lowered, base.members, taken.members, Options(), InNetns(netns))
+        assert not delta.full and delta.added  # elements moved, the table was not replaced
+        moved = _table(InNetns(netns))
+        NftablesBackend().load(taken, Options(), InNetns(netns))
+        assert moved == _table(InNetns(netns))
