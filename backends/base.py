@@ -15,6 +15,8 @@ import functools
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
 import weakref
@@ -92,6 +94,42 @@ class SubprocessRunner:
 
     def which(self, program: str) -> bool:
         return shutil.which(program) is not None
+
+    def netfilter(self, batch: bytes, replies: int) -> list[int]:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+            return netfilter_exchange(sock, batch, replies)
+
+
+@runtime_checkable
+class SendsNetfilter(Protocol):
+    """A runner that can also hand the kernel of its namespace one nfnetlink batch itself."""
+
+    def netfilter(self, batch: bytes, replies: int) -> list[int]:
+        """Send ``batch`` (one transaction); the error numbers of the ``replies`` acknowledgements it
+        asks for (0: done), in order, up to the first that is not 0 (a commit the kernel refuses
+        as a whole is answered by that one error alone). OSError when the socket fails."""
+        ...
+
+
+NETLINK_NETFILTER = 12
+NLMSG_ERROR = 2
+
+
+def netfilter_exchange(sock: socket.socket, batch: bytes, replies: int) -> list[int]:
+    """``SendsNetfilter.netfilter`` over ``sock`` (a NETLINK_NETFILTER socket)."""
+    sock.settimeout(30)
+    sock.bind((0, 0))
+    sock.send(batch)
+    errors: list[int] = []
+    while len(errors) < replies and not any(errors):
+        data = sock.recv(1 << 20)
+        at = 0
+        while at + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, at)
+            if kind == NLMSG_ERROR:
+                errors.append(-struct.unpack_from("=i", data, at + 16)[0])
+            at += max(16, (length + 3) & ~3)
+    return errors
 
 
 def _package(program: str) -> str:

@@ -169,10 +169,13 @@ class KubeStandin:
         self.stop()
 
 
-def socket_in_netns(name: str) -> socket.socket:
-    """A TCP socket made inside network namespace ``name``: a socket stays in the namespace it was
-    made in, so this process serves the namespace's 127.0.0.1 without joining it. The namespace is
-    entered by a throw-away thread (setns changes only the calling thread)."""
+def socket_in_netns(
+    name: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM, proto: int = 0
+) -> socket.socket:
+    """A socket (default TCP) made inside network namespace ``name``: a socket stays in the
+    namespace it was made in, so this process serves the namespace's 127.0.0.1 (or talks to its
+    netfilter) without joining it. The namespace is entered by a throw-away thread (setns changes
+    only the calling thread)."""
     made: list[socket.socket | BaseException] = []
 
     def make() -> None:
@@ -181,7 +184,7 @@ def socket_in_netns(name: str) -> socket.socket:
             with open(f"/var/run/netns/{name}", "rb") as fh:
                 if libc.setns(fh.fileno(), CLONE_NEWNET) != 0:
                     raise OSError(ctypes.get_errno(), f"setns {name}")
-            made.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            made.append(socket.socket(family, kind, proto))
         except BaseException as exc:
             made.append(exc)
 

@@ -9,8 +9,8 @@ from ...lower import Lowered, Names
 from ..base import LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour
 from . import render as _render
 from .drift import table_drift
-from .load import delete_table, load_ruleset, npc_tables
-from .members import Ranks, TableChanged, Where, member_script, update_script
+from .load import delete_table, load_elements, load_ruleset, npc_tables
+from .members import Ranks, TableChanged, Where, member_diffs, update_script
 from .render import Ruleset, build, rules_per_packet, table_name
 
 if TYPE_CHECKING:
@@ -74,13 +74,13 @@ class NftablesBackend:
         where = self._index(lowered, old)
         with netns_lock(options.wait):
             try:
-                script, delta, reached, moved = member_script(lowered, old, new, self._ranks, where)
+                diffs, delta, reached, moved = member_diffs(lowered, old, new, self._ranks, where)
             except TableChanged:  # a rank rule more or less: the whole table, atomically
                 self._load(build(lowered, new), runner)
                 self._where[table_name(lowered.names)] = Where(lowered, new)
                 return MemberDelta(full=True)
-            if script:
-                load_ruleset(script, runner)
+            if diffs:
+                load_elements(table_name(lowered.names), diffs, runner)
             self._ranks.update(reached)
             where.take(moved, new)  # only now: a refused delta leaves the index as the kernel is
             return delta

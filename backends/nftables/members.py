@@ -22,6 +22,7 @@ from ...lower import FamilyProgram, Lowered, Names, SetSpec
 from ...resolve import Entry
 from ..base import MemberDelta, Members, member_changes, per_program
 from ..dispatch import dispatch_of
+from .load import Diff, element_lines
 from .render import (
     FamilyText,
     chain_text,
@@ -37,7 +38,6 @@ from .render import (
 # (table, family, direction) -> per rank map in force, how many addresses jump there (have at
 # least that many chains): a rank map more or less is told by the addresses that moved alone
 Ranks = dict[tuple[str, int, str], list[int]]
-Diff = tuple[str, Sequence[str], Sequence[str]]  # (set or map, elements to delete, elements to add)
 
 
 class TableChanged(Exception):
@@ -223,34 +223,26 @@ def element_diffs(
 
 
 def _element_lines(table: str, diffs: Sequence[Diff]) -> tuple[list[str], MemberDelta]:
-    lines: list[str] = []
-    added = removed = touched = 0
-    for name, drop, put in diffs:
-        if not drop and not put:
-            continue
-        touched += 1
-        if drop:
-            lines.append(f"delete element inet {table} {name} {{ {', '.join(drop)} }}")
-        if put:
-            lines.append(f"add element inet {table} {name} {{ {', '.join(put)} }}")
-        removed, added = removed + len(drop), added + len(put)
-    return lines, MemberDelta(added, removed, touched)
+    changed = [d for d in diffs if d[1] or d[2]]
+    added, removed = sum(len(put) for _, _, put in changed), sum(len(drop) for _, drop, _ in changed)
+    return element_lines(table, changed), MemberDelta(added, removed, len(changed))
 
 
-def member_script(
+def member_diffs(
     lowered: Lowered, old: Members, new: Members, ranks: Ranks, where: Where
-) -> tuple[str, MemberDelta, Ranks, dict[str, tuple[str, ...]]]:
-    """The ``nft -f`` text moving ``old`` to ``new`` (``where``: the index of ``old``), the rank
-    counts after it and the index's moves (``Where.take`` them once the kernel took the text);
-    TableChanged when that takes new rules."""
+) -> tuple[list[Diff], MemberDelta, Ranks, dict[str, tuple[str, ...]]]:
+    """The element changes moving ``old`` to ``new`` (``where``: the index of ``old``; none when
+    nothing moves), what they change, the rank counts after them and the index's moves
+    (``Where.take`` them once the kernel took the changes); TableChanged when that takes new rules."""
     reached: Ranks = {}
     changes = member_changes(old, new)
     moved = where.moved(changes)
     diffs = element_diffs(
         (lowered, old, where.of), (lowered, new, ChainMap(moved, where.of)), changes, ranks, reached
     )
-    lines, delta = _element_lines(table_name(lowered.names), diffs)
-    return "".join(f"{line}\n" for line in lines), delta, reached, moved
+    diffs = [(name, drop, put) for name, drop, put in diffs if drop or put]
+    _, delta = _element_lines(table_name(lowered.names), diffs)
+    return diffs, delta, reached, moved
 
 
 def _family_text(program: FamilyProgram, names: Names, ranks: Ranks) -> FamilyText:
