@@ -307,28 +307,48 @@ def kernel_sets(
     return sorted(out, key=lambda s: s.name)
 
 
+@per_program
+def _feeding(lowered: Lowered, family: int, marks: Marks) -> Mapping[str, tuple[tuple[str, int, str], ...]]:
+    """Per isolated set of ``family``: each map set it feeds, its place among that map set's
+    feeds and the mark suffix its addresses carry there."""
+    out: dict[str, tuple[tuple[str, int, str], ...]] = {}
+    for name, feeds in _map_sets(lowered, family, marks):
+        for at, (iso, suffix) in enumerate(feeds.items()):
+            out[iso] = (*out.get(iso, ()), (name, at, suffix))
+    return out
+
+
+@per_program
+def _used_names(program: FamilyProgram, grouped: bool) -> frozenset[str]:
+    return frozenset(s.name for s in used_sets(program, grouped))
+
+
 def set_changes(
     lowered: Lowered, old: Members, new: Members, marks: Marks, families: Sequence[int] = (4, 6)
 ) -> dict[str, tuple[list[Entry], list[Entry]]]:
     """Per kernel set that changed: (entries to remove, entries to add). A map set's entries
-    follow the isolated sets feeding it, so only the pods that came or went are touched."""
+    follow the isolated sets feeding it, so only the pods that came or went are touched; only
+    the sets that changed are looked at (a pod event changes a few of thousands)."""
     changes = member_changes(old, new)
     out: dict[str, tuple[list[Entry], list[Entry]]] = {}
     for program in lowered.families:
         if program.family not in families:
             continue
-        for spec in used_sets(program, marks.grouped):
-            if spec.name in changes:
-                out[spec.name] = changes[spec.name]
-        for name, feeds in _map_sets(lowered, program.family, marks):
+        used, feeding = _used_names(program, marks.grouped), _feeding(lowered, program.family, marks)
+        fed: dict[str, list[tuple[int, str, tuple[list[Entry], list[Entry]]]]] = {}
+        for name, change in changes.items():
+            if name in used:
+                out[name] = change
+            for map_set, at, suffix in feeding.get(name, ()):
+                fed.setdefault(map_set, []).append((at, suffix, change))
+        for map_set, feeds in fed.items():
             gone: list[Entry] = []
             fresh: list[Entry] = []
-            for iso, suffix in feeds.items():
-                removed, added = changes.get(iso, ([], []))
+            for _, suffix, (removed, added) in sorted(feeds, key=lambda f: f[0]):  # in the feeds' order
                 gone += [(text + suffix, False) for text, _ in removed]
                 fresh += [(text + suffix, False) for text, _ in added]
             if gone or fresh:
-                out[name] = (gone, fresh)
+                out[map_set] = (gone, fresh)
     return out
 
 

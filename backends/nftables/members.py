@@ -1,10 +1,11 @@
-"""Changes to a loaded table in one ``nft -f`` transaction: member deltas, and a policy change.
+"""Changes to a loaded table in one transaction: member deltas, and a policy change.
 
 Sets a rule tests change by their elements. Policy targets live in the rank maps (address ->
 its k-th policy chain), so when a target or isolation set changes, or the dispatch of a policy
 chain does, the map entries of the addresses that moved are worked out for those addresses
-alone: a pod event costs its own dispatch, not the cluster's. A policy change adds the chains and
-sets that are new (chains and sets are named by their content, so a changed policy is a new chain),
+alone, from an index of the target sets each address is in (``Where``): a pod event costs its
+own dispatch, not the cluster's; its element changes go to the kernel as one netlink batch
+(``load.load_elements``). A policy change (one ``nft -f``) adds the chains and sets that are new (chains and sets are named by their content, so a changed policy is a new chain),
 moves the map and set elements, then deletes the chains and sets no longer used, all in one
 transaction; a new isolation set rewrites the fixed chains that test it, and a kept chain whose
 first policy changed its rules' comments, in the same transaction. Only a rank rule more or less
@@ -222,10 +223,12 @@ def element_diffs(
     return diffs
 
 
-def _element_lines(table: str, diffs: Sequence[Diff]) -> tuple[list[str], MemberDelta]:
+def _delta(diffs: Sequence[Diff]) -> MemberDelta:
+    """What ``diffs`` change: elements added and removed, sets and maps touched."""
     changed = [d for d in diffs if d[1] or d[2]]
-    added, removed = sum(len(put) for _, _, put in changed), sum(len(drop) for _, drop, _ in changed)
-    return element_lines(table, changed), MemberDelta(added, removed, len(changed))
+    return MemberDelta(
+        sum(len(put) for *_, put in changed), sum(len(drop) for _, drop, _ in changed), len(changed)
+    )
 
 
 def member_diffs(
@@ -240,9 +243,7 @@ def member_diffs(
     diffs = element_diffs(
         (lowered, old, where.of), (lowered, new, ChainMap(moved, where.of)), changes, ranks, reached
     )
-    diffs = [(name, drop, put) for name, drop, put in diffs if drop or put]
-    _, delta = _element_lines(table_name(lowered.names), diffs)
-    return diffs, delta, reached, moved
+    return [d for d in diffs if d[1] or d[2]], _delta(diffs), reached, moved
 
 
 def _family_text(program: FamilyProgram, names: Names, ranks: Ranks) -> FamilyText:
@@ -301,8 +302,8 @@ def update_script(in_force: Where, coming: Where, ranks: Ranks) -> tuple[str, st
     diffs = element_diffs(
         (before, old, in_force.of), (after, new, coming.of), member_changes(old, new), ranks, reached
     )
-    element_lines, delta = _element_lines(table, diffs)
-    lines += element_lines  # the maps leave the old chains here, so they can go next
+    delta = _delta(diffs)
+    lines += element_lines(table, diffs)  # the maps leave the old chains here, so they can go next
     for name, rules in fixed:
         lines.append(f"flush chain inet {table} {name}")
         lines += [f"add rule inet {table} {name} {rule}" for rule in rules]
