@@ -26,7 +26,9 @@ DATA_VALUE, DATA_VERDICT = 1, 2  # NFTA_DATA_*
 VERDICT_CODE, VERDICT_CHAIN = 1, 2  # NFTA_VERDICT_*
 VERDICTS = {"accept": 1, "drop": 0, "jump": -3, "goto": -4}
 PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
-MOST = 4000  # elements per batch: beyond this (a namespace relabelled), nft -f is cheap enough
+# elements per batch (a map's jump element takes about 60 bytes; a batch is one datagram, which
+# must fit the socket's send buffer, ~200 KiB): beyond this (a namespace relabelled), nft -f
+MOST = 1000
 PER_MESSAGE = 256  # elements per message, well inside a netlink message's size
 
 
