@@ -11,14 +11,18 @@ through ``Backend``; a new dataplane is a new package, not a branch in any of th
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -91,6 +95,42 @@ class SubprocessRunner:
     def which(self, program: str) -> bool:
         return shutil.which(program) is not None
 
+    def netfilter(self, batch: bytes, replies: int) -> list[int]:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+            return netfilter_exchange(sock, batch, replies)
+
+
+@runtime_checkable
+class SendsNetfilter(Protocol):
+    """A runner that can also hand the kernel of its namespace one nfnetlink batch itself."""
+
+    def netfilter(self, batch: bytes, replies: int) -> list[int]:
+        """Send ``batch`` (one transaction); the error numbers of the ``replies`` acknowledgements it
+        asks for (0: done), in order, up to the first that is not 0 (a commit the kernel refuses
+        as a whole is answered by that one error alone). OSError when the socket fails."""
+        ...
+
+
+NETLINK_NETFILTER = 12
+NLMSG_ERROR = 2
+
+
+def netfilter_exchange(sock: socket.socket, batch: bytes, replies: int) -> list[int]:
+    """``SendsNetfilter.netfilter`` over ``sock`` (a NETLINK_NETFILTER socket)."""
+    sock.settimeout(30)
+    sock.bind((0, 0))
+    sock.send(batch)
+    errors: list[int] = []
+    while len(errors) < replies and not any(errors):
+        data = sock.recv(1 << 20)
+        at = 0
+        while at + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, at)
+            if kind == NLMSG_ERROR:
+                errors.append(-struct.unpack_from("=i", data, at + 16)[0])
+            at += max(16, (length + 3) & ~3)
+    return errors
+
 
 def _package(program: str) -> str:
     return "ipset" if program == "ipset" else "nftables" if program == "nft" else "iptables"
@@ -107,6 +147,34 @@ class LoadReport:
 
 
 Members = Mapping[str, Sequence[Entry]]
+_Program = TypeVar("_Program")
+_Args = ParamSpec("_Args")
+_Result = TypeVar("_Result")
+
+
+def per_program(
+    function: Callable[Concatenate[_Program, _Args], _Result],
+) -> Callable[Concatenate[_Program, _Args], _Result]:
+    """``function(program, *args)`` worked out once per program object and arguments (hashable,
+    positional), and forgotten with the program: what a lowered program implies (tries, map sets,
+    the sets a rule tests) is the same for every pod event the agent loads under it. Programs are
+    told apart by identity (equal ones hash by their whole content); results are shared, so
+    never changed by a caller."""
+    cache: dict[int, dict[tuple[Hashable, ...], _Result]] = {}
+
+    @functools.wraps(function)
+    def cached(program: _Program, *args: _Args.args, **kwargs: _Args.kwargs) -> _Result:
+        assert not kwargs, "per_program: positional arguments only"
+        found = cache.get(id(program))
+        if found is None:
+            found = cache[id(program)] = {}
+            weakref.finalize(program, cache.pop, id(program), None)
+        key: tuple[Hashable, ...] = args
+        if key not in found:
+            found[key] = function(program, *args, **kwargs)
+        return found[key]
+
+    return cached
 
 
 @attrs.frozen
@@ -122,9 +190,10 @@ class MemberDelta:
 def member_changes(old: Members, new: Members) -> dict[str, tuple[list[Entry], list[Entry]]]:
     """Per changed set: (entries to remove, entries to add), each in the set's member order."""
     out = {}
-    for name, entries in new.items():
-        before = old.get(name, ())
-        if before is entries or before == entries:  # kept sets are the very same lists: no scan
+    # kept sets are the very same lists: found in one pass (a pod event changes a few of thousands)
+    for name in [name for name, entries in new.items() if old.get(name) is not entries]:
+        before, entries = old.get(name, ()), new[name]
+        if before == entries:
             continue
         before, entries = _middles(before, entries)
         kept, now = set(before), set(entries)

@@ -52,7 +52,9 @@ def test_pod_by_pod_members_equal_a_full_resolve(
     assert sets.members() == resolve(lowered, build_inventory(raw(before)))
     pods, namespaces = live.update(raw(after))
     sets.change(pods, namespaces)
-    assert sets.members() == resolve(lowered, build_inventory(raw(after)))
+    members = sets.members()
+    assert members == resolve(lowered, build_inventory(raw(after)))
+    assert sets.entries == sum(map(len, members.values()))  # counted as they move, for the metric
 
 
 @settings(max_examples=150, deadline=None)
@@ -70,7 +72,9 @@ def test_a_policy_change_keeps_the_counts_of_sets_both_programs_have(
     for program in (second, both):
         lowered = lower(program)
         sets = LiveSets(lowered, live, set(), sets)
-        assert sets.members() == resolve(lowered, build_inventory(raw(after)))
+        members = sets.members()
+        assert members == resolve(lowered, build_inventory(raw(after)))
+        assert sets.entries == sum(map(len, members.values()))
 
 
 @settings(max_examples=150, deadline=None)

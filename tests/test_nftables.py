@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kernel.netns import InNetns, compile_policies, fresh_netns, policy
+from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, policy
 from nft_sim import Ruleset
 from npc import lock
 from npc.backends.base import Options
@@ -26,6 +26,7 @@ from npc.backends.iptables import render as iptables
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.nftables import NftablesBackend
 from npc.backends.nftables import render as nftables
+from npc.errors import ApplyError
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, NamedPort, Namespace, Pod
 from npc.ir import (
@@ -41,7 +42,7 @@ from npc.ir import (
     namespace_selector,
 )
 from npc.lower import network_tag
-from npc.pipeline import compile_program
+from npc.pipeline import Compiled, compile_program
 from random_clusters import OUTSIDERS, V4_BASE, V6_BASE, connectivity, inventories, ip_blocks, programs
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -342,3 +343,56 @@ def test_a_shared_chain_whose_first_policy_goes_is_updated_not_replaced(
         assert 'comment "default/b"' in "\n".join(updated) and "default/a" not in "\n".join(updated)
         backend.load(after, Options(), run)
         assert updated == _table(run)
+
+
+@pytest.mark.kernel
+def test_a_delta_never_loaded_leaves_no_trace_in_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend keeps, between pod events, which sets each address in force is in and how many
+    addresses each rank map holds. A delta the kernel refused must leave both as the kernel is:
+    here the refused one put pod x in policy a's target, the next puts it in b's only, so an index
+    that believed the refused one would delete an element the kernel never had (and be refused).
+    Both go over netlink, as the agent sends them; the one taken leaves what a full load of its
+    members does (map jumps and drops, a named port's concatenation, both families)."""
+    if not shutil.which("nft"):
+        pytest.skip("nft not installed (Debian: apt-get install nftables)")
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
+    program = Program(
+        (
+            Policy("default", "a", sel(role="a"), ingress=(Rule(),)),
+            Policy(
+                "default",
+                "b",
+                sel(tier="b"),
+                ingress=(Rule((peer(role="web"),), (PortSpec("TCP", "redis"),)),),
+            ),
+        )
+    )
+    db, web = pod("db", 1, role="a", tier="b"), pod("web", 3, role="web")  # db: two ranks
+    redis = (NamedPort("redis", "TCP", 6379),)
+    base, refused, taken = (
+        compile_program(program, Inventory(NAMESPACES, (db, web, *extra)))
+        for extra in ((), (pod("x", 5, role="a"),), (pod("x", 5, redis, tier="b"),))
+    )
+    lowered = base.lowered
+    assert refused.lowered == lowered == taken.lowered  # members differ, rules do not
+    with fresh_netns("npc-nftd", tmp_path) as netns:
+        backend = NftablesBackend()
+        backend.load(base, Options(), InNetns(netns))
+        with pytest.raises(ApplyError, match="kernel refused"):
+            backend.load_members(
+                lowered, base.members, refused.members, Options(), InNetns(netns, refuse="nft")
+            )
+        assert _table(InNetns(netns)) == _loaded(taken=base, netns=netns, tmp_path=tmp_path)
+        delta = backend.load_members(lowered, base.members, taken.members, Options(), InNetns(netns))
+        assert not delta.full and delta.added  # elements moved, the table was not replaced
+        assert any("10.0.0.5 . tcp . 6379" in line for line in _table(InNetns(netns)))
+        assert _table(InNetns(netns)) == _loaded(taken=taken, netns=netns, tmp_path=tmp_path)
+
+
+def _loaded(taken: Compiled, netns: Netns, tmp_path: Path) -> list[str]:
+    """What a full load of ``taken`` holds, loaded beside (into a namespace of its own)."""
+    with fresh_netns("npc-nftf", tmp_path) as other:
+        NftablesBackend().load(taken, Options(), InNetns(other))
+        return _table(InNetns(other))

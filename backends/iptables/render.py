@@ -17,7 +17,7 @@ from ... import __version__
 from ...ir import DIRECTIONS, Direction
 from ...lower import FamilyProgram, Lowered, Match, SetSpec
 from ...resolve import Entry
-from ..base import Members, member_changes, sanitise, template_environment
+from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
 from .mark_tree import Marks, Tree, map_entries, tests_before, tree
 from .names import Names, names_of
@@ -132,8 +132,10 @@ def mark_chain(lowered: Lowered) -> str:
     return names_of(lowered).mark
 
 
-def trees(lowered: Lowered, family: int, marks: Marks) -> dict[Direction, Tree]:
-    """The dispatch tries of one family; none when dispatch is flat."""
+@per_program
+def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tree]:
+    """The dispatch tries of one family; none when dispatch is flat. Once per program: every
+    member delta's map sets are the tries' (tens of ms at scale)."""
     if not marks.grouped:
         return {}
     program = lowered.family(family)
@@ -249,7 +251,8 @@ def set_text(name: str, kind: str, family: int, members: Sequence[Entry], option
     return SetText(name, kind, "inet" if family == 4 else "inet6", hashsize, maxelem, members, options)
 
 
-def used_sets(program: FamilyProgram, grouped: bool) -> set[SetSpec]:
+@per_program
+def used_sets(program: FamilyProgram, grouped: bool) -> frozenset[SetSpec]:
     """The sets a rule tests: peers, named ports, and the dispatch's; with group marks only the
     targets a group still has to test (the isolated sets become the map sets' members)."""
     found = {s for c in program.chains for m in c.matches for s in (m.peer, m.named_port) if s is not None}
@@ -259,9 +262,10 @@ def used_sets(program: FamilyProgram, grouped: bool) -> set[SetSpec]:
     else:
         found.update(program.isolated.values())
         found.update(d.target for ds in program.dispatch.values() for d in ds)
-    return found
+    return frozenset(found)
 
 
+@per_program
 def _map_sets(lowered: Lowered, family: int, marks: Marks) -> list[tuple[str, dict[str, str]]]:
     """Per map set of ``family``: its name and, per isolated set feeding it, the mark suffix its
     addresses carry."""
@@ -271,7 +275,8 @@ def _map_sets(lowered: Lowered, family: int, marks: Marks) -> list[tuple[str, di
     ]
 
 
-def restricting_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (4, 6)) -> set[str]:
+@per_program
+def restricting_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (4, 6)) -> frozenset[str]:
     """The kernel sets where more members allow less under fixed rules: the isolated sets (flat
     dispatch) or the map sets (an address there is isolated). Every other set permits: a peer, a
     dispatch target, a named port. ``load`` orders member changes by this, so a cut-short load
@@ -287,7 +292,7 @@ def restricting_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (
             out.update(name for name, _ in _map_sets(lowered, program.family, marks))
         else:
             out.update(names_of(lowered).set(s.name) for s in program.isolated.values())
-    return out
+    return frozenset(out)
 
 
 def kernel_sets(
@@ -308,29 +313,49 @@ def kernel_sets(
     return sorted(out, key=lambda s: s.name)
 
 
+@per_program
+def _feeding(lowered: Lowered, family: int, marks: Marks) -> Mapping[str, tuple[tuple[str, int, str], ...]]:
+    """Per isolated set of ``family``: each map set it feeds, its place among that map set's
+    feeds and the mark suffix its addresses carry there."""
+    out: dict[str, tuple[tuple[str, int, str], ...]] = {}
+    for name, feeds in _map_sets(lowered, family, marks):
+        for at, (iso, suffix) in enumerate(feeds.items()):
+            out[iso] = (*out.get(iso, ()), (name, at, suffix))
+    return out
+
+
+@per_program
+def _used_names(program: FamilyProgram, grouped: bool) -> frozenset[str]:
+    return frozenset(s.name for s in used_sets(program, grouped))
+
+
 def set_changes(
     lowered: Lowered, old: Members, new: Members, marks: Marks, families: Sequence[int] = (4, 6)
 ) -> dict[str, tuple[list[Entry], list[Entry]]]:
     """Per kernel set that changed: (entries to remove, entries to add). A map set's entries
-    follow the isolated sets feeding it, so only the pods that came or went are touched."""
+    follow the isolated sets feeding it, so only the pods that came or went are touched; only
+    the sets that changed are looked at (a pod event changes a few of thousands)."""
     changes = member_changes(old, new)
     names = names_of(lowered)
     out: dict[str, tuple[list[Entry], list[Entry]]] = {}
     for program in lowered.families:
         if program.family not in families:
             continue
-        for spec in used_sets(program, marks.grouped):
-            if spec.name in changes:
-                out[names.set(spec.name)] = changes[spec.name]
-        for name, feeds in _map_sets(lowered, program.family, marks):
+        used, feeding = _used_names(program, marks.grouped), _feeding(lowered, program.family, marks)
+        fed: dict[str, list[tuple[int, str, tuple[list[Entry], list[Entry]]]]] = {}
+        for name, change in changes.items():
+            if name in used:
+                out[names.set(name)] = change
+            for map_set, at, suffix in feeding.get(name, ()):
+                fed.setdefault(map_set, []).append((at, suffix, change))
+        for map_set, feeds in fed.items():
             gone: list[Entry] = []
             fresh: list[Entry] = []
-            for iso, suffix in feeds.items():
-                removed, added = changes.get(iso, ([], []))
+            for _, suffix, (removed, added) in sorted(feeds, key=lambda f: f[0]):  # in the feeds' order
                 gone += [(text + suffix, False) for text, _ in removed]
                 fresh += [(text + suffix, False) for text, _ in added]
             if gone or fresh:
-                out[name] = (gone, fresh)
+                out[map_set] = (gone, fresh)
     return out
 
 

@@ -9,8 +9,8 @@ from ...lower import Lowered
 from ..base import LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour
 from . import render as _render
 from .drift import table_drift
-from .load import delete_table, load_ruleset, npc_tables
-from .members import Ranks, TableChanged, member_script, update_script
+from .load import delete_table, load_elements, load_ruleset, npc_tables
+from .members import Ranks, TableChanged, Where, member_diffs, update_script
 from .render import Ruleset, build, rules_per_packet, table_name
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ class NftablesBackend:
     def __init__(self) -> None:
         self._last: tuple[Compiled, Ruleset] | None = None
         self._ranks: Ranks = {}  # rank maps in force, per table, family and direction
+        self._where: dict[str, Where] = {}  # per table: which target sets each address in force is in
 
     def _build(self, compiled: Compiled) -> Ruleset:
         """Rendering and counting one compiled program build its ruleset once (seconds at scale)."""
@@ -59,6 +60,7 @@ class NftablesBackend:
         with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
             refuse_other_backends(runner, compiled.lowered, None)
             self._load(ruleset, runner)
+        self._where[ruleset.table] = Where(compiled.lowered, compiled.members)  # warm for pod events
         return LoadReport(
             self.name,
             ruleset.network,
@@ -69,16 +71,28 @@ class NftablesBackend:
     def load_members(
         self, lowered: Lowered, old: Members, new: Members, options: Options, runner: Runner
     ) -> MemberDelta:
+        where = self._index(lowered, old)
         with netns_lock(options.wait):
             try:
-                script, delta, reached = member_script(lowered, old, new, self._ranks)
+                diffs, delta, reached, moved = member_diffs(lowered, old, new, self._ranks, where)
             except TableChanged:  # a rank rule more or less: the whole table, atomically
                 self._load(build(lowered, new), runner)
+                self._where[table_name(lowered.network)] = Where(lowered, new)
                 return MemberDelta(full=True)
-            if script:
-                load_ruleset(script, runner)
+            if diffs:
+                load_elements(table_name(lowered.network), diffs, runner)
             self._ranks.update(reached)
+            where.take(moved, new)  # only now: a refused delta leaves the index as the kernel is
             return delta
+
+    def _index(self, lowered: Lowered, members: Members) -> Where:
+        """The index of (``lowered``, ``members``), which the kernel holds: the one kept since
+        they were loaded, or (loaded by another process, or another program) made now."""
+        table = table_name(lowered.network)
+        found = self._where.get(table)
+        if found is None or found.lowered is not lowered or found.members is not members:
+            found = self._where[table] = Where(lowered, members)
+        return found
 
     def load_update(
         self, lowered: Lowered, members: Members, compiled: Compiled, options: Options, runner: Runner
@@ -86,8 +100,9 @@ class NftablesBackend:
         """Only what differs, in one transaction: new chains and sets, element moves, then the
         chains and sets no longer used. A change of the rank count replaces the table."""
         after = compiled.lowered
+        coming = Where(after, compiled.members)
         try:
-            script, summary, reached = update_script(lowered, after, members, compiled.members, self._ranks)
+            script, summary, reached = update_script(self._index(lowered, members), coming, self._ranks)
         except TableChanged:
             return self.load(compiled, options, runner)
         with netns_lock(options.wait):
@@ -95,6 +110,7 @@ class NftablesBackend:
                 load_ruleset(script, runner)
         self._ranks.update(reached)
         table = table_name(after.network)
+        self._where[table] = coming
         return LoadReport(self.name, after.network, f"nftables: table inet {table} updated: {summary}")
 
     def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
@@ -114,6 +130,7 @@ class NftablesBackend:
         with netns_lock(options.wait):
             gone = [t for t in tables if delete_table(t, runner)]
         self._ranks = {k: v for k, v in self._ranks.items() if k[0] not in tables}
+        self._where = {k: v for k, v in self._where.items() if k not in tables}
         removed = tuple(f"table inet {t}" for t in gone)
         return LoadReport(
             self.name, network or "every network", f"nftables: removed {len(gone)} tables", removed

@@ -8,10 +8,15 @@ commits whole or not at all: if anything is rejected, the previous table stays i
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Sequence
 
 from ...errors import ApplyError
-from ..base import Runner
+from ..base import Runner, SendsNetfilter
+from .netlink import element_batch
+
+Diff = tuple[str, Sequence[str], Sequence[str]]  # (set or map, elements to delete, elements to add)
 
 
 def _nft(run: Runner) -> str:
@@ -26,6 +31,40 @@ def load_ruleset(text: str, run: Runner) -> None:
     if done.returncode != 0:
         raise ApplyError(
             f"nft rejected the new ruleset (the previous table stays in force): {done.stderr.strip()}"
+        )
+
+
+def element_lines(table: str, diffs: Sequence[Diff]) -> list[str]:
+    """``nft -f`` lines deleting, then adding, each set's (or map's) elements."""
+    lines = []
+    for name, drop, put in diffs:
+        if drop:
+            lines.append(f"delete element inet {table} {name} {{ {', '.join(drop)} }}")
+        if put:
+            lines.append(f"add element inet {table} {name} {{ {', '.join(put)} }}")
+    return lines
+
+
+def load_elements(table: str, diffs: Sequence[Diff], run: Runner) -> None:
+    """Element changes in one transaction: one nfnetlink batch where the runner sends them itself
+    (no ``nft``, so none of its cache), else ``nft -f``; ApplyError leaves every element as it was."""
+    batch = element_batch(table, diffs) if isinstance(run, SendsNetfilter) else None
+    if batch is None:
+        load_ruleset("".join(f"{line}\n" for line in element_lines(table, diffs)), run)
+        return
+    data, names = batch
+    if not names:
+        return
+    assert isinstance(run, SendsNetfilter)
+    try:
+        errors = run.netfilter(data, len(names))
+    except OSError as exc:
+        raise ApplyError(f"netlink to nftables failed (the previous elements stay in force): {exc}") from None
+    said = [*names, *["the transaction"] * len(errors)]  # a refused commit: one error for all
+    refused = [f"{name}: {os.strerror(errno)}" for name, errno in zip(said, errors, strict=False) if errno]
+    if refused:
+        raise ApplyError(
+            f"the kernel refused the element changes (the previous elements stay in force): {'; '.join(refused)}"
         )
 
 

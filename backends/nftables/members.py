@@ -1,10 +1,11 @@
-"""Changes to a loaded table in one ``nft -f`` transaction: member deltas, and a policy change.
+"""Changes to a loaded table in one transaction: member deltas, and a policy change.
 
 Sets a rule tests change by their elements. Policy targets live in the rank maps (address ->
 its k-th policy chain), so when a target or isolation set changes, or the dispatch of a policy
 chain does, the map entries of the addresses that moved are worked out for those addresses
-alone: a pod event costs its own dispatch, not the cluster's. A policy change adds the chains and
-sets that are new (chains and sets are named by their content, so a changed policy is a new chain),
+alone, from an index of the target sets each address is in (``Where``): a pod event costs its
+own dispatch, not the cluster's; its element changes go to the kernel as one netlink batch
+(``load.load_elements``). A policy change (one ``nft -f``) adds the chains and sets that are new (chains and sets are named by their content, so a changed policy is a new chain),
 moves the map and set elements, then deletes the chains and sets no longer used, all in one
 transaction; a new isolation set rewrites the fixed chains that test it, and a kept chain whose
 first policy changed its rules' comments, in the same transaction. Only a rank rule more or less
@@ -13,14 +14,16 @@ takes a table replace; the caller then does that (atomically).
 
 from __future__ import annotations
 
-import bisect
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections import ChainMap
+from collections.abc import Iterable, Mapping, Sequence
 
 from ...ir import DIRECTIONS, Direction
-from ...lower import FamilyProgram, Lowered
+from ...lower import FamilyProgram, Lowered, SetSpec
 from ...resolve import Entry
-from ..base import MemberDelta, Members, member_changes
+from ..base import MemberDelta, Members, member_changes, per_program
+from ..dispatch import dispatch_of
+from .load import Diff, element_lines
 from .render import (
     FamilyText,
     chain_text,
@@ -35,7 +38,6 @@ from .render import (
 # (table, family, direction) -> per rank map in force, how many addresses jump there (have at
 # least that many chains): a rank map more or less is told by the addresses that moved alone
 Ranks = dict[tuple[str, int, str], list[int]]
-Diff = tuple[str, Sequence[str], Sequence[str]]  # (set or map, elements to delete, elements to add)
 
 
 class TableChanged(Exception):
@@ -43,26 +45,59 @@ class TableChanged(Exception):
     that."""
 
 
-def _value(entry: Entry) -> int:
-    return int(ipaddress.ip_address(entry[0]))
+class Where:
+    """Address -> the policy-target and isolation sets of one program holding it (every family
+    and direction), so that the dispatch of the few addresses a pod event moves is worked out
+    from the sets they are in: a pod event costs those sets, not a search of every target set
+    (0.2 s per event at L). Built once from the members in force (a full load warms it, a policy
+    change builds the new program's), then moved by each member delta the kernel took, and only
+    then: a delta that was refused leaves it as it was, in step with the kernel."""
+
+    def __init__(self, lowered: Lowered, members: Members) -> None:
+        self.lowered, self.members = lowered, members
+        self.names = frozenset(n for f in lowered.families for d in DIRECTIONS for n in _targets(f, d))
+        self.of: dict[str, tuple[str, ...]] = {}
+        for name in sorted(self.names):
+            for text, _ in members.get(name, ()):
+                self.of[text] = (*self.of.get(text, ()), name)
+
+    def moved(
+        self, changes: Mapping[str, tuple[Sequence[Entry], Sequence[Entry]]]
+    ) -> dict[str, tuple[str, ...]]:
+        """The sets of each address ``changes`` move into or out of a target or isolation set, after them."""
+        out: dict[str, tuple[str, ...]] = {}
+        for name in sorted(changes.keys() & self.names):
+            gone, fresh = changes[name]
+            for text, _ in gone:
+                out[text] = tuple(n for n in out.get(text, self.of.get(text, ())) if n != name)
+            for text, _ in fresh:
+                out[text] = (*out.get(text, self.of.get(text, ())), name)
+        return out
+
+    def take(self, moved: Mapping[str, tuple[str, ...]], members: Members) -> None:
+        """``moved`` is in the kernel now, and with it ``members``."""
+        for text, sets in moved.items():
+            if sets:
+                self.of[text] = sets
+            else:
+                self.of.pop(text, None)
+        self.members = members
 
 
-def _only(members: Members, sets: set[str], addresses: set[str]) -> dict[str, list[Entry]]:
-    """``sets`` (sets of pods, listed by address value as ``resolve`` lists them) holding only
-    ``addresses``, in that order: enough to work out those addresses' dispatch. A few addresses
-    are found by bisection, so a pod event costs the log of the cluster's size, not the cluster."""
-    wanted = sorted((int(ipaddress.ip_address(a)), a) for a in addresses)
-    out: dict[str, list[Entry]] = {}
-    for name in sets:
-        entries = members.get(name, ())
-        if len(wanted) * 32 > len(entries):  # many addresses (a policy change): one scan is cheaper
-            out[name] = [e for e in entries if e[0] in addresses]
-            continue
-        found = out[name] = []
-        for value, address in wanted:
-            at = bisect.bisect_left(entries, value, key=_value)
-            if at < len(entries) and entries[at][0] == address:
-                found.append(entries[at])
+def _chains_of(
+    program: FamilyProgram,
+    direction: Direction,
+    where: Mapping[str, tuple[str, ...]],
+    addresses: Iterable[str],
+) -> dict[str, list[str]]:
+    """``chains_by_address`` for ``addresses`` alone (those isolated for ``direction``), from
+    the sets each is in (``where``)."""
+    isolated = program.isolated[direction].name
+    out = {}
+    for address in addresses:
+        sets = where.get(address, ())
+        if isolated in sets:
+            out[address] = list(dict.fromkeys(d.chain for d in dispatch_of(program, direction, sets)))
     return out
 
 
@@ -71,8 +106,14 @@ def _key(element: str) -> str:
     return element.partition(" : ")[0]
 
 
-def _targets(program: FamilyProgram, direction: Direction) -> set[str]:
-    return {d.target.name for d in program.dispatch[direction]} | {program.isolated[direction].name}
+@per_program
+def _targets(program: FamilyProgram, direction: Direction) -> frozenset[str]:
+    return frozenset(d.target.name for d in program.dispatch[direction]) | {program.isolated[direction].name}
+
+
+@per_program
+def _tested(program: FamilyProgram) -> Mapping[str, SetSpec]:
+    return {s.name: s for s in referenced_sets(program)}
 
 
 def _moved(
@@ -81,14 +122,13 @@ def _moved(
     direction: Direction,
     old: Members,
     new: Members,
-    changes: dict[str, tuple[list[Entry], list[Entry]]],
+    changes: Mapping[str, tuple[list[Entry], list[Entry]]],
 ) -> set[str]:
     """Addresses whose chains (or isolation) may differ: members that moved in or out of a target,
     and every member of a target whose dispatch entry is new or gone. If the entries both programs
     have are in another order, any isolated address may have its chains in another order."""
-    moved = {
-        e for n in _targets(now, direction) & changes.keys() for e, _ in (*changes[n][0], *changes[n][1])
-    }
+    targets = _targets(now, direction)
+    moved = {e for n in changes if n in targets for e, _ in (*changes[n][0], *changes[n][1])}
     if was is now:
         return moved
     before = [(d.target.name, d.chain) for d in was.dispatch[direction]]
@@ -119,18 +159,23 @@ def reach(by_address: Mapping[str, Sequence[str]], count: int) -> list[int]:
 
 
 def element_diffs(
-    before: Lowered, after: Lowered, old: Members, new: Members, ranks: Ranks, reached: Ranks
+    before: tuple[Lowered, Members, Mapping[str, tuple[str, ...]]],
+    after: tuple[Lowered, Members, Mapping[str, tuple[str, ...]]],
+    changes: Mapping[str, tuple[list[Entry], list[Entry]]],
+    ranks: Ranks,
+    reached: Ranks,
 ) -> list[Diff]:
     """Element deletes and adds moving the sets both programs test, and the rank maps, from
-    (``before``, ``old``) to (``after``, ``new``); TableChanged when that takes new fixed rules.
+    ``before`` to ``after`` (each: program, members, ``Where``'s sets of each address), by
+    ``changes`` (``member_changes`` of the members); TableChanged when that takes new fixed rules.
     ``reached`` gets the rank counts after them, to keep once they are loaded."""
-    changes = member_changes(old, new)
-    table = table_name(after.network)
+    (lowered_before, old, where_before), (lowered_after, new, where_after) = before, after
+    table = table_name(lowered_after.network)
     diffs: list[Diff] = []
-    for was, now in zip(before.families, after.families, strict=True):
-        tested = {s.name: s for s in referenced_sets(now)}
+    for was, now in zip(lowered_before.families, lowered_after.families, strict=True):
+        tested = _tested(now)
         if was is not now:
-            kept = {t.name for t in referenced_sets(was)}
+            kept = _tested(was)
             tested = {n: s for n, s in tested.items() if n in kept}
         for name in sorted(changes.keys() & tested.keys()):
             gone, fresh = changes[name]
@@ -140,10 +185,9 @@ def element_diffs(
             moved = _moved(was, now, direction, old, new, changes)
             if not moved:
                 continue
-            old_only = _only(old, _targets(was, direction), moved)
-            new_only = _only(new, _targets(now, direction), moved)
-            chains_before = chains_by_address(was, direction, old_only)
-            chains_after = chains_by_address(now, direction, new_only)
+            addresses = sorted(moved, key=lambda a: int(ipaddress.ip_address(a)))  # as resolve lists them
+            chains_before = _chains_of(was, direction, where_before, addresses)
+            chains_after = _chains_of(now, direction, where_after, addresses)
             in_force = ranks.get((table, now.family, direction))
             if in_force is None:  # not loaded by this process: count once
                 every = chains_by_address(was, direction, old)
@@ -160,8 +204,8 @@ def element_diffs(
             if count and not counts[-1]:
                 raise TableChanged  # no address needs the last rank any more
             reached[(table, now.family, direction)] = counts
-            maps_before = rank_maps(was, direction, old_only, count)
-            maps_after = rank_maps(now, direction, new_only, count)
+            maps_before = rank_maps(was, direction, chains_before, count)
+            maps_after = rank_maps(now, direction, chains_after, count)
             for old_map, new_map in zip(maps_before, maps_after, strict=True):
                 old_by_key = {_key(e): e for e in old_map.elements}
                 new_by_key = {_key(e): e for e in new_map.elements}
@@ -171,30 +215,27 @@ def element_diffs(
     return diffs
 
 
-def _element_lines(table: str, diffs: Sequence[Diff]) -> tuple[list[str], MemberDelta]:
-    lines: list[str] = []
-    added = removed = touched = 0
-    for name, drop, put in diffs:
-        if not drop and not put:
-            continue
-        touched += 1
-        if drop:
-            lines.append(f"delete element inet {table} {name} {{ {', '.join(drop)} }}")
-        if put:
-            lines.append(f"add element inet {table} {name} {{ {', '.join(put)} }}")
-        removed, added = removed + len(drop), added + len(put)
-    return lines, MemberDelta(added, removed, touched)
+def _delta(diffs: Sequence[Diff]) -> MemberDelta:
+    """What ``diffs`` change: elements added and removed, sets and maps touched."""
+    changed = [d for d in diffs if d[1] or d[2]]
+    return MemberDelta(
+        sum(len(put) for *_, put in changed), sum(len(drop) for _, drop, _ in changed), len(changed)
+    )
 
 
-def member_script(
-    lowered: Lowered, old: Members, new: Members, ranks: Ranks
-) -> tuple[str, MemberDelta, Ranks]:
-    """The ``nft -f`` text moving ``old`` to ``new`` and the rank counts after it; TableChanged
-    when that takes new rules."""
+def member_diffs(
+    lowered: Lowered, old: Members, new: Members, ranks: Ranks, where: Where
+) -> tuple[list[Diff], MemberDelta, Ranks, dict[str, tuple[str, ...]]]:
+    """The element changes moving ``old`` to ``new`` (``where``: the index of ``old``; none when
+    nothing moves), what they change, the rank counts after them and the index's moves
+    (``Where.take`` them once the kernel took the changes); TableChanged when that takes new rules."""
     reached: Ranks = {}
-    diffs = element_diffs(lowered, lowered, old, new, ranks, reached)
-    lines, delta = _element_lines(table_name(lowered.network), diffs)
-    return "".join(f"{line}\n" for line in lines), delta, reached
+    changes = member_changes(old, new)
+    moved = where.moved(changes)
+    diffs = element_diffs(
+        (lowered, old, where.of), (lowered, new, ChainMap(moved, where.of)), changes, ranks, reached
+    )
+    return [d for d in diffs if d[1] or d[2]], _delta(diffs), reached, moved
 
 
 def _family_text(program: FamilyProgram, table: str, ranks: Ranks) -> FamilyText:
@@ -212,12 +253,11 @@ def _family_text(program: FamilyProgram, table: str, ranks: Ranks) -> FamilyText
     )
 
 
-def update_script(
-    before: Lowered, after: Lowered, old: Members, new: Members, ranks: Ranks
-) -> tuple[str, str, Ranks]:
-    """The ``nft -f`` text moving the table from (``before``, ``old``) to (``after``, ``new``), a
-    summary of it and the rank counts after it; TableChanged when only a table replace can (then
-    replace the table)."""
+def update_script(in_force: Where, coming: Where, ranks: Ranks) -> tuple[str, str, Ranks]:
+    """The ``nft -f`` text moving the table from the program and members ``in_force`` indexes to
+    those ``coming`` does, a summary of it and the rank counts after it; TableChanged when only
+    a table replace can (then replace the table)."""
+    before, old, after, new = in_force.lowered, in_force.members, coming.lowered, coming.members
     table = table_name(after.network)
     fixed: list[tuple[str, tuple[str, ...]]] = []  # fixed chains whose rules differ: a new isolation set
     for was, now in zip(before.families, after.families, strict=True):
@@ -248,8 +288,11 @@ def update_script(
     for chain in fresh_chains:
         lines += [f"add rule inet {table} {chain.name} {rule}" for rule in chain.rules]
     reached: Ranks = {}
-    element_lines, delta = _element_lines(table, element_diffs(before, after, old, new, ranks, reached))
-    lines += element_lines  # the maps leave the old chains here, so they can go next
+    diffs = element_diffs(
+        (before, old, in_force.of), (after, new, coming.of), member_changes(old, new), ranks, reached
+    )
+    delta = _delta(diffs)
+    lines += element_lines(table, diffs)  # the maps leave the old chains here, so they can go next
     for name, rules in fixed:
         lines.append(f"flush chain inet {table} {name}")
         lines += [f"add rule inet {table} {name} {rule}" for rule in rules]

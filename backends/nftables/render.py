@@ -45,7 +45,7 @@ from ... import __version__
 from ...ir import DEFAULT_NETWORK, DIRECTIONS, Direction, merge_intervals
 from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, network_tag
 from ...resolve import Entry
-from ..base import sanitise, template_environment
+from ..base import per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
 
 FAMILY_KEYWORD = {4: "ip", 6: "ip6"}
@@ -180,13 +180,13 @@ class MapText:
 def rank_maps(
     program: FamilyProgram,
     direction: Direction,
-    members: Mapping[str, Sequence[Entry]],
+    by_address: Mapping[str, Sequence[str]],
     ranks: int | None = None,
 ) -> list[MapText]:
-    """Map k: address -> jump to its k-th policy chain, or drop right after its last one.
-    ``ranks``: how many maps the table has (default: as many as ``members`` need; the agent
-    passes the table's count when it works out the entries of a few addresses)."""
-    by_address = chains_by_address(program, direction, members)
+    """Map k: address -> jump to its k-th policy chain (``by_address``: ``chains_by_address``),
+    or drop right after its last one. ``ranks``: how many maps the table has (default: as many
+    as ``by_address`` needs; the agent passes the table's count when it works out the entries of
+    a few addresses)."""
     if ranks is None:
         ranks = max((len(c) for c in by_address.values()), default=0)
     maps = []
@@ -265,13 +265,15 @@ def chain_text(chain: Chain, family: int) -> ChainText:
 # --- the table ----------------------------------------------------------------------------------
 
 
-def referenced_sets(program: FamilyProgram) -> list[SetSpec]:
-    """Sets a rule tests: isolation, peers, named ports (policy targets live in the rank maps)."""
+@per_program
+def referenced_sets(program: FamilyProgram) -> tuple[SetSpec, ...]:
+    """Sets a rule tests: isolation, peers, named ports (policy targets live in the rank maps).
+    Once per program: every member delta asks."""
     found = {*program.isolated.values()}
     for chain in program.chains:
         for m in chain.matches:
             found.update(s for s in (m.peer, m.named_port) if s is not None)
-    return sorted(found, key=lambda s: s.name)
+    return tuple(sorted(found, key=lambda s: s.name))
 
 
 @attrs.frozen
@@ -345,7 +347,7 @@ def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
         sets += [set_text(s, members[s.name]) for s in referenced_sets(program)]
         ranks: dict[Direction, tuple[str, ...]] = {}
         for direction in DIRECTIONS:
-            found = rank_maps(program, direction, members)
+            found = rank_maps(program, direction, chains_by_address(program, direction, members))
             maps += found
             ranks[direction] = tuple(m.name for m in found)
         chains += [chain_text(c, program.family) for c in program.chains]

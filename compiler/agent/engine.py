@@ -200,10 +200,14 @@ class Network:
             # pod event waits for a full collection walking the cluster's objects (refcounting
             # still frees what is dropped later)
             gc.freeze()
+            # rules change with full loads only: counted here, not per pod event
+            self.metrics.rules.labels(name).set(
+                sum(len(c.matches) for f in lowered.families for c in f.chains)
+            )
             self._done("full", started, members)
             _info(
                 f"applied network {name}: rules and sets{self._why(force_full)} "
-                f"({len(members)} sets, {sum(map(len, members.values()))} entries; {report.summary}) "
+                f"({len(members)} sets, {self.sets.entries} entries; {report.summary}) "
                 f"in {_ms(started)} ms",
                 network=name,
                 kind="full",
@@ -259,11 +263,9 @@ class Network:
         m.apply_seconds.labels(name, kind).observe(time.monotonic() - started)
         m.applies.labels(name, kind).inc()
         m.last_success.labels(name).set(time.time())
-        assert self.applied is not None
-        lowered = self.applied.lowered
-        m.rules.labels(name).set(sum(len(c.matches) for f in lowered.families for c in f.chains))
         m.sets.labels(name).set(len(members))
-        m.entries.labels(name).set(sum(len(v) for v in members.values()))
+        if self.sets is not None:
+            m.entries.labels(name).set(self.sets.entries)
 
 
 def _ms(started: float) -> int:

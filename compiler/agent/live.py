@@ -296,6 +296,8 @@ class LiveSets:
                 for key, given in previous.given.items()
             }
         new_index = _Index(fresh) if previous else self.index
+        # entries of every set as ``members`` last returned them, kept up to date by it (a metric)
+        self.entries = sum(map(len, self.fixed.values())) + sum(map(len, self._sorted.values()))
         if not fresh:
             return
         for pod in _candidates(new_index, inventory):
@@ -357,9 +359,12 @@ class LiveSets:
             for entry in entered:
                 bisect.insort(after, (entry, False), key=lambda e: key(e[0]))
             self._sorted[name] = after
+            self.entries += len(entered) - len(left)
         self.moved.clear()
         for name in self.dirty:
+            self.entries -= len(self._sorted.get(name, ()))
             self._sorted[name] = [(e, False) for e in sorted(self.counts[name], key=key)]
+            self.entries += len(self._sorted[name])
         self.dirty.clear()
         return {**self.fixed, **self._sorted}
 

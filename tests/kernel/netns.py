@@ -11,12 +11,15 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from npc.backends.base import Ran
+from kube_standin import socket_in_netns
+from npc.backends.base import NETLINK_NETFILTER, Ran, netfilter_exchange
+from npc.backends.nftables.netlink import element_batch
 from npc.inventory import build_inventory
 from npc.pipeline import Compiled, compile_program, policy_program
 from npc.sources import read_policy_texts
@@ -144,8 +147,9 @@ def compile_policies(*policies: dict[str, object]) -> Compiled:
 
 
 class InNetns:
-    """The real tools inside ``netns``; ``refuse``: a restore tool whose next input gets a last
-    table the kernel refuses (the tables before it commit)."""
+    """The real tools inside ``netns``, and its netfilter over netlink; ``refuse``: a restore tool
+    whose next input gets a last table the kernel refuses (the tables before it commit), or
+    ``nft``: its next input, or next netlink batch, gets a last change the kernel refuses."""
 
     def __init__(self, netns: Netns, refuse: str = "") -> None:
         self.netns, self.refuse = netns, refuse
@@ -161,3 +165,14 @@ class InNetns:
 
     def which(self, program: str) -> bool:
         return True
+
+    def netfilter(self, batch: bytes, replies: int) -> list[int]:
+        if self.refuse == "nft":  # a last message deleting from a set that is not there
+            self.refuse = ""
+            refused = element_batch("npc", [("no-such-set", ["192.0.2.1"], [])])
+            assert refused is not None
+            batch = batch[:-20] + refused[0][20:-20] + batch[-20:]  # inside BATCH_BEGIN ... BATCH_END
+            replies += 1
+        sock = socket_in_netns(self.netns.name, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        with sock:
+            return netfilter_exchange(sock, batch, replies)
