@@ -36,6 +36,7 @@ from .ir import (
     Selector,
     port_spans,
 )
+from .memo import Memo
 
 SetKind = Literal["pods", "net", "port"]
 FAMILIES = (4, 6)
@@ -180,9 +181,10 @@ class Lowered:
 
 
 class _Lowerer:
-    def __init__(self, names: Names, family: int) -> None:
+    def __init__(self, names: Names, family: int, memo: Memo | None = None) -> None:
         self.names = names
         self.family = family
+        self.memo = memo
         self.sets: dict[tuple[SetKind, SetKey], SetSpec] = {}
 
     def _set(self, kind: SetKind, key: SetKey) -> SetSpec:
@@ -231,7 +233,19 @@ class _Lowerer:
         return out
 
     def chain(self, policy: Policy, direction: Direction) -> Chain | None:
-        """The policy's rules for one direction, or None when they can allow nothing here."""
+        """The policy's rules for one direction, or None when they can allow nothing here; from
+        the memo when an earlier compile lowered the same policy (its sets noted again)."""
+        if self.memo is None:
+            return self._chain(policy, direction)
+        key = ("chain", self.names, self.family, policy, direction)
+        found = self.memo.get(key, lambda: self._chain(policy, direction))
+        for match in found.matches if found is not None else ():
+            for spec in (match.peer, match.named_port):
+                if spec is not None:
+                    self.sets.setdefault((spec.kind, spec.key), spec)
+        return found
+
+    def _chain(self, policy: Policy, direction: Direction) -> Chain | None:
         matches: dict[Match, None] = {}  # ordered and de-duplicated
         for rule in policy.rules(direction) or ():
             for peer in self._peer_sets(rule):
@@ -302,6 +316,6 @@ class _Lowerer:
         )
 
 
-def lower(program: Program, network: str = DEFAULT_NETWORK) -> Lowered:
+def lower(program: Program, network: str = DEFAULT_NETWORK, memo: Memo | None = None) -> Lowered:
     names = Names(network)
-    return Lowered(names, tuple(_Lowerer(names, f).program(program.policies) for f in FAMILIES))
+    return Lowered(names, tuple(_Lowerer(names, f, memo).program(program.policies) for f in FAMILIES))
