@@ -36,6 +36,7 @@ from .ir import (
     Selector,
     port_spans,
 )
+from .memo import Memo
 
 SetKind = Literal["pods", "net", "port"]
 FAMILIES = (4, 6)
@@ -181,9 +182,10 @@ class Lowered:
 
 
 class _Lowerer:
-    def __init__(self, tag: str, family: int) -> None:
+    def __init__(self, tag: str, family: int, memo: Memo | None = None) -> None:
         self.tag = tag
         self.family = family
+        self.memo = memo
         self.sets: dict[tuple[SetKind, SetKey], SetSpec] = {}
 
     def _set(self, kind: SetKind, key: SetKey) -> SetSpec:
@@ -232,7 +234,19 @@ class _Lowerer:
         return out
 
     def chain(self, policy: Policy, direction: Direction) -> Chain | None:
-        """The policy's rules for one direction, or None when they can allow nothing here."""
+        """The policy's rules for one direction, or None when they can allow nothing here; from
+        the memo when an earlier compile lowered the same policy (its sets noted again)."""
+        if self.memo is None:
+            return self._chain(policy, direction)
+        key = ("chain", self.tag, self.family, policy, direction)
+        found = self.memo.get(key, lambda: self._chain(policy, direction))
+        for match in found.matches if found is not None else ():
+            for spec in (match.peer, match.named_port):
+                if spec is not None:
+                    self.sets.setdefault((spec.kind, spec.key), spec)
+        return found
+
+    def _chain(self, policy: Policy, direction: Direction) -> Chain | None:
         matches: dict[Match, None] = {}  # ordered and de-duplicated
         for rule in policy.rules(direction) or ():
             for peer in self._peer_sets(rule):
@@ -310,6 +324,6 @@ class _Lowerer:
         )
 
 
-def lower(program: Program, network: str = DEFAULT_NETWORK) -> Lowered:
+def lower(program: Program, network: str = DEFAULT_NETWORK, memo: Memo | None = None) -> Lowered:
     tag = network_tag(network)
-    return Lowered(network, tuple(_Lowerer(tag, f).program(program.policies) for f in FAMILIES), tag)
+    return Lowered(network, tuple(_Lowerer(tag, f, memo).program(program.policies) for f in FAMILIES), tag)

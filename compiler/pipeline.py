@@ -13,8 +13,10 @@ re-resolves members without parsing or lowering anything again.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import os
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
@@ -25,8 +27,9 @@ from .backends.base import Backend, Options
 from .errors import UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
 from .inventory import Inventory, InventoryText, Namespace, build_inventory, read_inventory_documents
-from .ir import DEFAULT_NETWORK, Program
+from .ir import DEFAULT_NETWORK, Policy, Program
 from .lower import lower
+from .memo import Memo
 from .networks import NetworkSpec, select_policies, ungoverned_note
 from .passes.drop_dead_rules import drop_dead_rules
 from .passes.drop_inert_policies import drop_inert_policies
@@ -48,15 +51,44 @@ PASSES: tuple[Pass, ...] = (
 )
 
 
-def optimise(program: Program, passes: Sequence[Pass] = PASSES) -> Program:
-    for run in passes:
-        program = run(program)
-    return program
+def optimise(program: Program, passes: Sequence[Pass] = PASSES, memo: Memo | None = None) -> Program:
+    """The passes in order. Each keeps to one namespace and its networks (a policy selects pods
+    of its own namespace; shadowing and inert isolation are decided among that group's policies),
+    so they run group by group, and with a ``memo`` a group unchanged since the last compile is
+    not run again (the agent's policy change costs its namespace, not the cluster)."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Policy]] = defaultdict(list)
+    for policy in program.policies:
+        groups[(policy.namespace, policy.policy_for)].append(policy)
+    steps = tuple(passes)
+
+    def run(policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
+        part = Program(policies)
+        for step in steps:
+            part = step(part)
+        return part.policies
+
+    out: list[Policy] = []
+    for found in groups.values():
+        part = tuple(found)
+        out += (
+            run(part) if memo is None else memo.get(("optimise", steps, part), functools.partial(run, part))
+        )
+    return Program(tuple(out))
 
 
-def compile_rules(program: Program, network: str = DEFAULT_NETWORK, passes: Sequence[Pass] = PASSES) -> Rules:
-    optimised = optimise(program, passes)
-    return Rules(optimised, lower(optimised, network))
+def compile_rules(
+    program: Program,
+    network: str = DEFAULT_NETWORK,
+    passes: Sequence[Pass] = PASSES,
+    memo: Memo | None = None,
+) -> Rules:
+    """``memo``: what the previous compile of this network worked out (the agent keeps one per
+    network), reused where the policies are the same."""
+    optimised = optimise(program, passes, memo)
+    rules = Rules(optimised, lower(optimised, network, memo))
+    if memo is not None:
+        memo.done()
+    return rules
 
 
 def resolve_members(rules: Rules, inventory: Inventory) -> Compiled:

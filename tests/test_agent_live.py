@@ -77,6 +77,28 @@ def test_a_policy_change_keeps_the_counts_of_sets_both_programs_have(
         assert sets.entries == sum(map(len, members.values()))
 
 
+@settings(max_examples=100, deadline=None)
+@given(programs, programs, st.lists(inventories(), min_size=3, max_size=3))
+def test_sets_dropped_by_a_policy_change_and_back_later_count_as_a_full_resolve(
+    first: Program, second: Program, inventories: list[Inventory]
+) -> None:
+    """What pods gave the sets a change dropped is swept lazily: pods that go while it lingers,
+    and the same sets returning with the first program, still count right."""
+    live = LiveInventory(pod_ips)
+    current = inventories[0]
+    live.update(raw(current))
+    sets = LiveSets(lower(first), live, set())
+    sets.members()
+    for program, inventory in zip((second, first, second), (*inventories[1:], inventories[0]), strict=True):
+        lowered = lower(program)
+        sets = LiveSets(lowered, live, set(), sets)
+        assert sets.members() == resolve(lowered, build_inventory(raw(current)))
+        pods, namespaces = live.update(raw(inventory))
+        sets.change(pods, namespaces)
+        current = inventory
+        assert sets.members() == resolve(lowered, build_inventory(raw(current)))
+
+
 @settings(max_examples=150, deadline=None)
 @given(programs, inventories())
 def test_with_a_node_only_local_pods_are_policed_here(program: Program, inventory: Inventory) -> None:

@@ -32,13 +32,14 @@ from npc.ir import (
     namespace_selector,
 )
 from npc.lower import lower
+from npc.memo import Memo
 from npc.passes.cover import peer_covers, ports_cover, rule_covers, selector_implies, unsatisfiable
 from npc.passes.drop_dead_rules import drop_dead_rules
 from npc.passes.drop_inert_policies import drop_inert_policies
 from npc.passes.merge_peers import merge_peers
 from npc.passes.merge_ports import canonical_ports, merge_ports
 from npc.passes.remove_shadowed import remove_shadowed
-from npc.pipeline import PASSES, Pass, compile_program, optimise
+from npc.pipeline import PASSES, Pass, compile_program, compile_rules, optimise
 from npc.sources import read_policy_sources
 from random_clusters import (
     NAMESPACES,
@@ -94,6 +95,29 @@ def test_pass_preserves_meaning(run: Pass, program: Program, inventory: Inventor
 @given(program=programs, inventory=inventories())
 def test_pipeline_preserves_meaning(program: Program, inventory: Inventory) -> None:
     _same_meaning(program, optimise(program), inventory)
+
+
+@EACH_PASS
+@settings(max_examples=200, deadline=None)
+@given(program=programs)
+def test_a_pass_keeps_to_one_namespace_and_its_networks(run: Pass, program: Program) -> None:
+    """What ``optimise`` runs group by group (and the agent's memo reuses): a pass over the whole
+    program is the pass over each (namespace, networks) group's policies alone."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Policy]] = {}
+    for policy in program.policies:
+        groups.setdefault((policy.namespace, policy.policy_for), []).append(policy)
+    parts = [p for found in groups.values() for p in run(Program(tuple(found))).policies]
+    assert run(program) == Program(tuple(parts))
+
+
+@settings(max_examples=100, deadline=None)
+@given(first=programs, second=programs)
+def test_a_compile_with_the_last_ones_memo_equals_a_fresh_one(first: Program, second: Program) -> None:
+    """The agent's memo: policies changed, added, removed and back, each compile as from scratch."""
+    memo = Memo()
+    both = Program((*first.policies, *second.policies))
+    for program in (first, both, second, first):
+        assert compile_rules(program, memo=memo) == compile_rules(program)
 
 
 @EACH_PASS

@@ -39,6 +39,7 @@ from ..errors import ApplyError, NpcError, UsageError
 from ..inventory import Namespace
 from ..ir import Program
 from ..lower import Lowered
+from ..memo import Memo
 from ..networks import NetworkSpec, select_policies
 from ..pipeline import compile_rules, policy_program
 from ..resolve import Compiled, Entry, Rules
@@ -126,6 +127,7 @@ class Network:
         self.live = LiveInventory(self.source, node)
         self.sets: LiveSets | None = None
         self._rules: Loaded | Artefacts | None = None
+        self.memo = Memo()  # the last compile's pieces: a policy change recompiles its namespace
 
     def program(self, loaded: Loaded, namespaces: Sequence[Namespace]) -> Program:
         return select_policies(policy_program(loaded, namespaces), self.spec)
@@ -178,7 +180,11 @@ class Network:
         force_full = force_full or self.repair
         if self.applied is None or self.sets is None or force_full or self.failed or key != self.applied.key:
             # reviewed artefacts ship the lowering only: their optimised policies are not needed to load
-            made = Rules(Program(), key) if isinstance(key, Lowered) else compile_rules(key, name)
+            made = (
+                Rules(Program(), key)
+                if isinstance(key, Lowered)
+                else compile_rules(key, name, memo=self.memo)
+            )
             lowered = made.lowered
             previous = None
             if self.sets is not None and not (force_full or self.failed):

@@ -233,12 +233,19 @@ class _Index:
         view = self.view(pod.namespace, inventory.namespace_labels(pod.namespace))
         if view.empty and not self.port_sets:
             return
-        local = inventory.is_local(pod)
-        ips = [(str(ip), ip.version) for ip in pod.ips]
+        # spelled only for a pod some set takes: a new set is tested against every pod of the
+        # namespaces it may select, and most give it nothing
+        ips: list[tuple[str, int]] | None = None
         for peer in view.selecting(pod.labels):
+            if ips is None:
+                local, ips = inventory.is_local(pod), [(str(ip), ip.version) for ip in pod.ips]
             for name, family in self.peer_sets[peer]:
                 if local or name not in local_only:
                     yield from ((name, ip) for ip, version in ips if version == family)
+        if not self.port_sets:
+            return
+        if ips is None:
+            ips = [(str(ip), ip.version) for ip in pod.ips]
         for (protocol, port_name), port in pod.named_ports().items():
             for name, family in self.port_sets.get((protocol, port_name), ()):
                 rest = f"{protocol.lower()}:{port}"
@@ -288,13 +295,24 @@ class LiveSets:
         self.moved: dict[str, tuple[set[str], set[str]]] = (
             {n: previous.moved[n] for n in kept if n in previous.moved} if previous else {}
         )
+        # what each pod gives the sets; entries of sets since dropped stay until the pod changes
+        # (``_remove`` skips them), so a policy change does not rewrite every pod's entries; they
+        # are swept out once they outnumber the live entries, or when a dropped set's name returns
         self.given: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
-        if previous is not None:  # what each pod gives the kept sets
+        self.stale: set[str] = set()  # names of dropped sets that ``given`` may still hold
+        self.stale_entries = 0  # how many, at most
+        if previous is not None:
             dropped = previous.counts.keys() - kept
-            self.given = {
-                key: frozenset(e for e in given if e[0] not in dropped) if dropped else given
-                for key, given in previous.given.items()
-            }
+            self.given = dict(previous.given)
+            self.stale = previous.stale | dropped
+            self.stale_entries = previous.stale_entries + sum(len(previous.counts[n]) for n in dropped)
+            live = sum(map(len, self.counts.values()))
+            if self.stale_entries > live or not self.stale.isdisjoint(s.name for s in fresh):
+                stale = self.stale
+                self.given = {
+                    key: frozenset(e for e in given if e[0] not in stale) for key, given in self.given.items()
+                }
+                self.stale, self.stale_entries = set(), 0
         new_index = _Index(fresh) if previous else self.index
         # entries of every set as ``members`` last returned them, kept up to date by it (a metric)
         self.entries = sum(map(len, self.fixed.values())) + sum(map(len, self._sorted.values()))
@@ -322,7 +340,9 @@ class LiveSets:
 
     def _remove(self, namespace: str, name: str) -> None:
         for set_name, entry in self.given.pop((namespace, name), ()):
-            counts = self.counts[set_name]
+            counts = self.counts.get(set_name)
+            if counts is None:  # a dropped set's
+                continue
             counts[entry] -= 1
             if counts[entry] <= 0:
                 del counts[entry]
@@ -374,12 +394,22 @@ def _candidates(index: _Index, inventory: LiveInventory) -> Iterable[Pod]:
     selects (every pod when a set is a named port's)."""
     if index.port_sets:
         return inventory.pods.values()
-    return [
-        pod
-        for namespace, pods in inventory.by_namespace.items()
-        if not index.view(namespace, inventory.namespace_labels(namespace)).empty
-        for pod in pods.values()
-    ]
+    found: list[Pod] = []
+    for namespace, pods in inventory.by_namespace.items():
+        view = index.view(namespace, inventory.namespace_labels(namespace))
+        if view.empty:
+            continue
+        if view.unindexed:
+            found += pods.values()
+            continue
+        # a peer indexed by a label can select only a pod carrying that label (or its key)
+        by_label, by_key = view.by_label, view.by_key
+        found += (
+            pod
+            for pod in pods.values()
+            if any(item in by_label for item in pod.labels.items()) or any(k in by_key for k in pod.labels)
+        )
+    return found
 
 
 def _net_members(spec: SetSpec) -> list[Entry]:
