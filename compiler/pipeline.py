@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
+import operator
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,6 +52,9 @@ PASSES: tuple[Pass, ...] = (
 )
 
 
+MAX_ROUNDS = 8  # a bound, never reached by the passes npc has
+
+
 def optimise(program: Program, passes: Sequence[Pass] = PASSES, memo: Memo | None = None) -> Program:
     """The passes in order. Each keeps to one namespace and its networks (a policy selects pods
     of its own namespace; shadowing and inert isolation are decided among that group's policies),
@@ -62,9 +66,17 @@ def optimise(program: Program, passes: Sequence[Pass] = PASSES, memo: Memo | Non
     steps = tuple(passes)
 
     def run(policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
+        # the passes enable each other (a shadowed peer gone leaves two rules one merge can
+        # join, a merged rule can shadow another): again until a round changes nothing, which
+        # ``PASSES`` reach in a few rounds (each can only remove or join); a pass hands back a
+        # policy it did not change as the very object, so a change is cheap to see
         part = Program(policies)
-        for step in steps:
-            part = step(part)
+        for _ in range(MAX_ROUNDS):
+            before = part.policies
+            for step in steps:
+                part = step(part)
+            if len(before) == len(part.policies) and all(map(operator.is_, before, part.policies)):
+                break
         return part.policies
 
     out: list[Policy] = []
