@@ -15,7 +15,7 @@ import jinja2
 
 from ... import __version__
 from ...ir import DIRECTIONS, Direction
-from ...lower import FamilyProgram, Lowered, Match, SetSpec
+from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec
 from ...resolve import Entry
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
@@ -60,6 +60,19 @@ def split_match(match: Match) -> list[Match]:
 
 def render_matches(match: Match, direction: Direction, names: Names) -> list[str]:
     return [render_match(m, direction, names) for m in split_match(match)]
+
+
+@per_program
+def policy_rules(chain: Chain, names: Names, mark: str) -> tuple[str, ...]:
+    """A policy chain's ``-A`` lines; once per chain object: the agent's memo hands a policy
+    change the chains of every unchanged policy again, so only the changed ones are spelled."""
+    name, tail = (
+        names.chain(chain.name),
+        f" -m comment --comment {comment(chain.comment)} -j MARK --set-xmark {mark}/{mark}",
+    )
+    return tuple(
+        f"-A {name}{text}{tail}" for m in chain.matches for text in render_matches(m, chain.direction, names)
+    )
 
 
 def render_match(match: Match, direction: Direction, names: Names) -> str:
@@ -153,7 +166,6 @@ def _environment(package: str) -> jinja2.Environment:
     if package != NPC_LAYOUT.package:
         env.loader = jinja2.ChoiceLoader([env.loader, _environment(NPC_LAYOUT.package).loader])  # type: ignore[list-item]
     env.filters["comment"] = comment
-    env.filters["matches"] = render_matches
     return env
 
 
@@ -208,7 +220,7 @@ def render_rules(
             local=LOCAL,
             mark=hex(marks.allow),
             dispatch=program.dispatch,
-            policy_chains=program.chains,
+            policy_rules=[rule for c in program.chains for rule in policy_rules(c, names, hex(marks.allow))],
             mangle_edits=edits.get("mangle", ()),
             edits=edits.get("filter", ()),
         )
