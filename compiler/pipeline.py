@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
-import operator
+import itertools
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -67,16 +67,18 @@ def optimise(program: Program, passes: Sequence[Pass] = PASSES, memo: Memo | Non
 
     def run(policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
         # the passes enable each other (a shadowed peer gone leaves two rules one merge can
-        # join, a merged rule can shadow another): again until a round changes nothing, which
-        # ``PASSES`` reach in a few rounds (each can only remove or join); a pass hands back a
-        # policy it did not change as the very object, so a change is cheap to see
-        part = Program(policies)
-        for _ in range(MAX_ROUNDS):
-            before = part.policies
-            for step in steps:
-                part = step(part)
-            if len(before) == len(part.policies) and all(map(operator.is_, before, part.policies)):
+        # join, a merged rule can shadow another): they go round until every pass has seen the
+        # result and left it alone. A pass hands back a policy it did not change as the very
+        # object, so that is cheap to see; dropping whole policies gives no other pass more to
+        # do, and a pass's own result is already its own fixed point, so most groups settle
+        # within the first round
+        part, left_alone = Program(policies), 0
+        for step in itertools.islice(itertools.cycle(steps), MAX_ROUNDS * len(steps)):
+            if left_alone == len(steps):
                 break
+            done = step(part)
+            kept = set(map(id, part.policies))
+            part, left_alone = done, left_alone + 1 if all(id(p) in kept for p in done.policies) else 1
         return part.policies
 
     out: list[Policy] = []

@@ -121,6 +121,15 @@ def test_a_compile_with_the_last_ones_memo_equals_a_fresh_one(first: Program, se
 
 
 @EACH_PASS
+@settings(max_examples=300, deadline=None)
+@given(program=programs)
+def test_a_pass_is_its_own_fixed_point(run: Pass, program: Program) -> None:
+    """What ``optimise``'s rounds rely on: a pass has nothing left to do on its own result."""
+    once = run(program)
+    assert run(once) == once
+
+
+@EACH_PASS
 @settings(max_examples=100, deadline=None)
 @given(program=programs)
 def test_pass_is_idempotent_after_the_pipeline(run: Pass, program: Program) -> None:
