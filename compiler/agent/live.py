@@ -165,6 +165,15 @@ class _View:
                 for value in positive.values:
                     self.by_label[(positive.key, value)].append(peer)
 
+    def may_select(self, labels: Mapping[str, str]) -> bool:
+        """Whether a peer here can select a pod with ``labels``: one indexed by a label selects
+        only pods carrying that label (or its key)."""
+        return (
+            bool(self.unindexed)
+            or any(item in self.by_label for item in labels.items())
+            or any(key in self.by_key for key in labels)
+        )
+
     def selecting(self, labels: Mapping[str, str]) -> Iterator[PodPeer]:
         """The peers whose pod selector matches ``labels``."""
         candidates = set(self.unindexed)
@@ -397,18 +406,8 @@ def _candidates(index: _Index, inventory: LiveInventory) -> Iterable[Pod]:
     found: list[Pod] = []
     for namespace, pods in inventory.by_namespace.items():
         view = index.view(namespace, inventory.namespace_labels(namespace))
-        if view.empty:
-            continue
-        if view.unindexed:
-            found += pods.values()
-            continue
-        # a peer indexed by a label can select only a pod carrying that label (or its key)
-        by_label, by_key = view.by_label, view.by_key
-        found += (
-            pod
-            for pod in pods.values()
-            if any(item in by_label for item in pod.labels.items()) or any(k in by_key for k in pod.labels)
-        )
+        if not view.empty:
+            found += (pod for pod in pods.values() if view.may_select(pod.labels))
     return found
 
 
