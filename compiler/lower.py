@@ -26,6 +26,7 @@ import attrs
 from .ir import (
     DEFAULT_NETWORK,
     DIRECTIONS,
+    NAMESPACE_NAME_LABEL as NS_NAME,
     PROTOCOLS,
     Direction,
     IPBlock,
@@ -61,10 +62,43 @@ class SetSpec:
     family: int
     key: SetKey = attrs.field(hash=True)
     name: str = attrs.field(eq=False)
+    # (namespace's pods, selector's pods cluster-wide): a set a dataplane may test instead of
+    # this one where it allows (``tested``); a function of ``key`` (``part_keys``).
+    parts: tuple[SetSpec, ...] = attrs.field(default=(), eq=False, repr=False)
 
     @property
     def sort_key(self) -> tuple[str, str]:
         return (self.kind, self.name)
+
+
+EVERYWHERE = Selector()
+
+
+def part_keys(key: SetKey) -> tuple[tuple[PodPeer, ...], tuple[PodPeer, ...]] | None:
+    """A pod set of one namespace and one selector as (the namespace's pods, the selector's
+    pods in every namespace).
+
+    A pod's address is that one pod's, so the set is the intersection of the two; and the two
+    are shared: a namespace's pods by every peer inside it, a selector's pods by every namespace
+    whose policies name it. Tested that way, sets number the namespaces plus the distinct
+    selectors instead of their product, and the kernel looks sets up by name in a list (ipset,
+    nf_tables): loading costs grow with the square of the set count. None for a union (a union
+    of intersections is no intersection), a set that is a namespace's pods already, and peers
+    across namespaces by label: those are few, and their namespaces' pods would hold far more
+    than the peer."""
+    if not (isinstance(key, tuple) and len(key) == 1 and isinstance(key[0], PodPeer)):
+        return None
+    peer = key[0]
+    one = peer.namespaces.requirements
+    if peer.pods.is_all or len(one) != 1 or (one[0].key, one[0].op, len(one[0].values)) != (NS_NAME, "In", 1):
+        return None
+    return (PodPeer(peer.namespaces, EVERYWHERE),), (PodPeer(EVERYWHERE, peer.pods),)
+
+
+def tested(spec: SetSpec) -> tuple[SetSpec, ...]:
+    """The sets a rule that *allows* by ``spec`` tests (all of them): its parts, or itself. An
+    isolation test stays one set: weave negates it, and the negation of an AND is no AND."""
+    return spec.parts or (spec,)
 
 
 @attrs.frozen(cache_hash=True)
@@ -191,7 +225,10 @@ class _Lowerer:
     def _set(self, kind: SetKind, key: SetKey) -> SetSpec:
         spec = self.sets.get((kind, key))
         if spec is None:  # named once: the digest of a large key is not free
-            spec = self.sets[(kind, key)] = SetSpec(kind, self.family, key, set_name(kind, self.family, key))
+            found = part_keys(key) if kind == "pods" else None
+            parts = tuple(self._set("pods", k) for k in found) if found else ()
+            name = set_name(kind, self.family, key)
+            spec = self.sets[(kind, key)] = SetSpec(kind, self.family, key, name, parts)
         return spec
 
     def _peer_sets(self, rule: Rule) -> list[SetSpec | None]:
@@ -242,8 +279,8 @@ class _Lowerer:
         found = self.memo.get(key, lambda: self._chain(policy, direction))
         for match in found.matches if found is not None else ():
             for spec in (match.peer, match.named_port):
-                if spec is not None:
-                    self.sets.setdefault((spec.kind, spec.key), spec)
+                for one in (spec, *spec.parts) if spec is not None else ():
+                    self.sets.setdefault((one.kind, one.key), one)
         return found
 
     def _chain(self, policy: Policy, direction: Direction) -> Chain | None:
@@ -258,7 +295,7 @@ class _Lowerer:
         tag = self.tag
         content = tuple(
             (
-                m.peer and qualified(m.peer.name, tag),
+                m.peer and "&".join(qualified(s.name, tag) for s in tested(m.peer)),
                 m.protocol,
                 m.ports,
                 m.named_port and qualified(m.named_port.name, tag),

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
+import attrs
+
 from .errors import InputError
 from .ir import Direction, IPBlock, PodPeer, Requirement, Selector
 from .lower import (
@@ -24,7 +26,9 @@ from .lower import (
     Scope,
     SetKind,
     SetSpec,
+    part_keys,
     qualified,
+    set_name,
     unqualified,
 )
 
@@ -128,6 +132,18 @@ def _decode_set(name: str, raw: Mapping[str, Any], tag: str) -> SetSpec:
     return SetSpec(kind, int(raw["family"]), key, unqualified(name, tag))
 
 
+def _with_parts(sets: dict[str, SetSpec], tag: str) -> dict[str, SetSpec]:
+    """Each pod set with the parts ``lower`` gave it (``part_keys``): they are sets of the
+    program too, so the manifest lists them."""
+    out = dict(sets)
+    for name, spec in sets.items():
+        keys = part_keys(spec.key) if spec.kind == "pods" else None
+        if keys:
+            parts = tuple(sets[qualified(set_name("pods", spec.family, k), tag)] for k in keys)
+            out[name] = attrs.evolve(spec, parts=parts)
+    return out
+
+
 def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
     """The ``Lowered`` that ``encode`` wrote; InputError when ``data`` is not that."""
     try:
@@ -136,7 +152,7 @@ def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
                 f"program format {data.get('format')!r} is not {FORMAT} (compiled by another npc?)"
             )
         tag = str(data["tag"])
-        sets = {name: _decode_set(name, raw, tag) for name, raw in data["sets"].items()}
+        sets = _with_parts({name: _decode_set(name, raw, tag) for name, raw in data["sets"].items()}, tag)
 
         def chain(raw: Mapping[str, Any]) -> Chain:
             matches = tuple(

@@ -15,7 +15,7 @@ import jinja2
 
 from ... import __version__
 from ...ir import DIRECTIONS, Direction
-from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec
+from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, tested
 from ...resolve import Entry
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
@@ -81,7 +81,7 @@ def render_match(match: Match, direction: Direction, names: Names) -> str:
     if match.protocol:
         parts.append(f"-p {match.protocol.lower()}")
     if match.peer is not None:
-        parts.append(f"-m set --match-set {names.set(match.peer.name)} {REMOTE[direction]}")
+        parts.append(set_tests(match.peer, REMOTE[direction], names).lstrip())
     if match.protocol:
         proto = match.protocol.lower()
         if len(match.ports) == 1:
@@ -93,6 +93,11 @@ def render_match(match: Match, direction: Direction, names: Names) -> str:
     if match.named_port is not None:
         parts.append(f"-m set --match-set {names.set(match.named_port.name)} dst,dst")
     return "".join(" " + p for p in parts)
+
+
+def set_tests(spec: SetSpec, where: str, names: Names) -> str:
+    """`` -m set --match-set`` for each set an allowing test of ``spec`` tests (``tested``)."""
+    return "".join(f" -m set --match-set {names.set(s.name)} {where}" for s in tested(spec))
 
 
 @attrs.frozen
@@ -220,6 +225,7 @@ def render_rules(
             local=LOCAL,
             mark=hex(marks.allow),
             dispatch=program.dispatch,
+            set_tests=functools.partial(set_tests, names=names),
             policy_rules=[rule for c in program.chains for rule in policy_rules(c, names, hex(marks.allow))],
             mangle_edits=edits.get("mangle", ()),
             edits=edits.get("filter", ()),
@@ -267,13 +273,16 @@ def set_text(name: str, kind: str, family: int, members: Sequence[Entry], option
 def used_sets(program: FamilyProgram, grouped: bool) -> frozenset[SetSpec]:
     """The sets a rule tests: peers, named ports, and the dispatch's; with group marks only the
     targets a group still has to test (the isolated sets become the map sets' members)."""
-    found = {s for c in program.chains for m in c.matches for s in (m.peer, m.named_port) if s is not None}
+    found = {s for c in program.chains for m in c.matches if m.peer is not None for s in tested(m.peer)}
+    found.update(m.named_port for c in program.chains for m in c.matches if m.named_port is not None)
     if grouped:
         for scopes in program.scopes.values():
-            found.update(d.target for scope in scopes for d, whole in scope.dispatch if not whole)
+            found.update(
+                s for scope in scopes for d, whole in scope.dispatch if not whole for s in tested(d.target)
+            )
     else:
         found.update(program.isolated.values())
-        found.update(d.target for ds in program.dispatch.values() for d in ds)
+        found.update(s for ds in program.dispatch.values() for d in ds for s in tested(d.target))
     return frozenset(found)
 
 

@@ -43,7 +43,7 @@ import attrs
 
 from ... import __version__
 from ...ir import DEFAULT_NETWORK, DIRECTIONS, Direction, merge_intervals
-from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, network_tag
+from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, network_tag, tested
 from ...resolve import Entry
 from ..base import per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
@@ -234,7 +234,7 @@ def render_match(match: Match, direction: Direction, family: int) -> str:
     ip = FAMILY_KEYWORD[family]
     parts: list[str] = []
     if match.peer is not None:
-        parts.append(f"{ip} {REMOTE_FIELD[direction]} @{match.peer.name}")
+        parts += [f"{ip} {REMOTE_FIELD[direction]} @{s.name}" for s in tested(match.peer)]
     if match.named_port is not None:
         parts.append(f"{ip} daddr . meta l4proto . th dport @{match.named_port.name}")
     elif match.protocol and match.ports:
@@ -272,7 +272,8 @@ def referenced_sets(program: FamilyProgram) -> tuple[SetSpec, ...]:
     found = {*program.isolated.values()}
     for chain in program.chains:
         for m in chain.matches:
-            found.update(s for s in (m.peer, m.named_port) if s is not None)
+            found.update(tested(m.peer) if m.peer is not None else ())
+            found.update((m.named_port,) if m.named_port is not None else ())
     return tuple(sorted(found, key=lambda s: s.name))
 
 

@@ -38,7 +38,7 @@ from ..backends.base import (
 from ..errors import ApplyError, NpcError, UsageError
 from ..inventory import Namespace
 from ..ir import Program
-from ..lower import Lowered
+from ..lower import Lowered, tested
 from ..memo import Memo
 from ..networks import NetworkSpec, select_policies
 from ..pipeline import compile_rules, policy_program
@@ -64,9 +64,13 @@ def local_only_sets(lowered: Lowered) -> set[str]:
     peers: set[str] = set()
     for program in lowered.families:
         targets.update(s.name for s in program.isolated.values())
-        targets.update(d.target.name for ds in program.dispatch.values() for d in ds)
+        targets.update(
+            s.name for ds in program.dispatch.values() for d in ds for s in (d.target, *tested(d.target))
+        )
         for chain in program.chains:
-            peers.update(s.name for m in chain.matches for s in (m.peer, m.named_port) if s is not None)
+            for m in chain.matches:
+                found = (*tested(m.peer), m.peer) if m.peer is not None else ()
+                peers.update(s.name for s in (*found, m.named_port) if s is not None)
     return targets - peers
 
 
