@@ -26,7 +26,7 @@ import attrs
 from .ir import (
     DEFAULT_NETWORK,
     DIRECTIONS,
-    NAMESPACE_NAME_LABEL as NS_NAME,
+    NAMESPACE_NAME_LABEL,
     PROTOCOLS,
     Direction,
     IPBlock,
@@ -35,6 +35,7 @@ from .ir import (
     Program,
     Rule,
     Selector,
+    namespace_selector,
     port_spans,
 )
 from .memo import Memo
@@ -90,15 +91,25 @@ def part_keys(key: SetKey) -> tuple[tuple[PodPeer, ...], tuple[PodPeer, ...]] | 
         return None
     peer = key[0]
     one = peer.namespaces.requirements
-    if peer.pods.is_all or len(one) != 1 or (one[0].key, one[0].op, len(one[0].values)) != (NS_NAME, "In", 1):
+    if (
+        peer.pods.is_all
+        or len(one) != 1
+        or (one[0].key, one[0].op, len(one[0].values)) != (NAMESPACE_NAME_LABEL, "In", 1)
+    ):
         return None
     return (PodPeer(peer.namespaces, EVERYWHERE),), (PodPeer(EVERYWHERE, peer.pods),)
 
 
-def tested(spec: SetSpec) -> tuple[SetSpec, ...]:
-    """The sets a rule that *allows* by ``spec`` tests (all of them): its parts, or itself. An
-    isolation test stays one set: weave negates it, and the negation of an AND is no AND."""
-    return spec.parts or (spec,)
+def tested(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[SetSpec, ...]:
+    """The sets a rule that *allows* by ``spec`` tests (all of them): its parts, or itself; with
+    ``local``, the namespaces the pod tested is known to be in (a dispatch group's), a namespace
+    part that is all of them is no test. An isolation test stays one set: weave negates it, and
+    the negation of an AND is no AND."""
+    if not spec.parts:
+        return (spec,)
+    if len(set(local)) == 1 and spec.parts[0].key == (PodPeer(namespace_selector(local[0]), EVERYWHERE),):
+        return spec.parts[1:]
+    return spec.parts
 
 
 @attrs.frozen(cache_hash=True)

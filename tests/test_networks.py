@@ -370,7 +370,9 @@ def test_compile_for_a_secondary_network_uses_its_addresses(tmp_path: Path) -> N
                "--policy-kinds", "NetworkPolicy", "-o", str(tmp_path / "weave"))  # fmt: skip
     assert done.returncode == 0, done.stderr
     members = set_members((tmp_path / "weave" / "ipsets").read_text())
-    assert members == {"10.32.0.4", "10.32.0.5", "10.32.0.7"}  # db; frontend and myproject/app
+    # db (isolated); default's pods (the peer role=frontend in default is tested as default's pods
+    # and role=frontend's pods) and myproject/app; other/app is in no set
+    assert members == {"10.32.0.4", "10.32.0.5", "10.32.0.6", "10.32.0.7"}
     manifest = json.loads((tmp_path / "weave" / "manifest.json").read_text())
     assert (manifest["network"], manifest["ip_source"], manifest["policy_kinds"]) == (
         "weave",
@@ -386,7 +388,7 @@ def test_compile_networks_file_writes_one_folder_per_network(tmp_path: Path) -> 
                "--networks", str(EXAMPLE / "networks.yaml"), "-o", str(out))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["default", "weave"]
-    for folder, addresses_ in (("default", {"10.244.0.201", "10.244.0.202", "10.244.0.204", "10.244.1.10"}),
+    for folder, addresses_ in (("default", {"10.244.0.201", "10.244.0.202", "10.244.0.203", "10.244.0.204", "10.244.1.10"}),
                                ("weave", {"10.32.0.4", "10.32.0.5", "10.32.0.6", "10.32.0.7"})):  # fmt: skip
         assert sorted(p.name for p in (out / folder).iterdir()) == [
             "ipsets",

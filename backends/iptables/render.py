@@ -8,6 +8,7 @@ reduces it to a safe alphabet (names are DNS-1123 already; this is defence in de
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -95,9 +96,10 @@ def render_match(match: Match, direction: Direction, names: Names) -> str:
     return "".join(" " + p for p in parts)
 
 
-def set_tests(spec: SetSpec, where: str, names: Names) -> str:
-    """`` -m set --match-set`` for each set an allowing test of ``spec`` tests (``tested``)."""
-    return "".join(f" -m set --match-set {names.set(s.name)} {where}" for s in tested(spec))
+def set_tests(spec: SetSpec, where: str, names: Names, local: tuple[str, ...] = ()) -> str:
+    """`` -m set --match-set`` for each set an allowing test of ``spec`` tests (``tested``);
+    ``local``: the namespaces of a dispatch group, which its mark has proved."""
+    return "".join(f" -m set --match-set {names.set(s.name)} {where}" for s in tested(spec, local))
 
 
 @attrs.frozen
@@ -270,20 +272,29 @@ def set_text(name: str, kind: str, family: int, members: Sequence[Entry], option
 
 
 @per_program
-def used_sets(program: FamilyProgram, grouped: bool) -> frozenset[SetSpec]:
-    """The sets a rule tests: peers, named ports, and the dispatch's; with group marks only the
-    targets a group still has to test (the isolated sets become the map sets' members)."""
-    found = {s for c in program.chains for m in c.matches if m.peer is not None for s in tested(m.peer)}
-    found.update(m.named_port for c in program.chains for m in c.matches if m.named_port is not None)
-    if grouped:
+def set_tests_per_set(program: FamilyProgram, grouped: bool) -> Mapping[SetSpec, int]:
+    """How often rules test each set (a group's dispatch counted per namespace): peers, named
+    ports, and the dispatch's; with group marks only the targets a group still has to test
+    (the isolated sets become the map sets' members)."""
+    found: Counter[SetSpec] = Counter()
+    for chain in program.chains:
+        for m in chain.matches:
+            found.update(tested(m.peer) if m.peer is not None else ())
+            found.update((m.named_port,) if m.named_port is not None else ())
+    if grouped:  # a group's mark proves its namespace (see ``tree``: a factored target's group is one)
         for scopes in program.scopes.values():
-            found.update(
-                s for scope in scopes for d, whole in scope.dispatch if not whole for s in tested(d.target)
-            )
+            for scope in scopes:
+                local = (scope.namespace,)
+                found.update(s for d, whole in scope.dispatch if not whole for s in tested(d.target, local))
     else:
         found.update(program.isolated.values())
         found.update(s for ds in program.dispatch.values() for d in ds for s in tested(d.target))
-    return frozenset(found)
+    return found
+
+
+def used_sets(program: FamilyProgram, grouped: bool) -> frozenset[SetSpec]:
+    """The sets a rule tests."""
+    return frozenset(set_tests_per_set(program, grouped))
 
 
 @per_program
@@ -322,16 +333,26 @@ def kernel_sets(
     """Every set the rules use, with its members, by name; with group marks, the map sets built
     from ``lower``'s per-namespace isolated sets, which are themselves never loaded."""
     out = []
+    tests: dict[str, int] = {}
     names = names_of(lowered)
     for program in lowered.families:
         if program.family not in families:
             continue
-        used = used_sets(program, marks.grouped)
-        out += [set_text(names.set(s.name), SET_TYPES[s.kind], s.family, members[s.name]) for s in used]
+        for s, count in set_tests_per_set(program, marks.grouped).items():
+            out.append(set_text(names.set(s.name), SET_TYPES[s.kind], s.family, members[s.name]))
+            tests[out[-1].name] = count
         for name, feeds in _map_sets(lowered, program.family, marks):
             entries = [(text + suffix, False) for iso, suffix in feeds.items() for text, _ in members[iso]]
             out.append(set_text(name, "hash:ip", program.family, entries, " skbinfo"))
-    return sorted(out, key=lambda s: s.name)
+    return sorted(out, key=lambda s: creation_order(s, tests.get(s.name, 1)))
+
+
+def creation_order(text: SetText, tests: int) -> tuple[bool, int, str]:
+    """ipset finds a set by name along a list in creation order, in the kernel for each rule's
+    ``--match-set`` and in ``ipset restore`` for each ``add`` line; so the sets with most adds
+    (the map sets, named ports: one entry per pod) come first, then the most tested. By policy
+    alone, so pod churn never moves a set in the file."""
+    return (not (text.options or text.type == SET_TYPES["port"]), -tests, text.name)
 
 
 @per_program

@@ -1,0 +1,118 @@
+"""Pod sets of one namespace and one selector are tested as two shared sets (``lower.part_keys``):
+the namespace's pods and the selector's pods in every namespace. That is only right if the two
+hold exactly the set's members between them, and every backend tests both."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from hypothesis import HealthCheck, given, settings
+from npc.backends import get as get_backend
+from npc.backends.base import Options
+from npc.backends.iptables.render import used_sets
+from npc.inventory import Inventory, Namespace, Pod
+from npc.ir import (
+    NAMESPACE_NAME_LABEL,
+    PodPeer,
+    Policy,
+    Program,
+    Requirement,
+    Rule,
+    Selector,
+    namespace_selector,
+)
+from npc.lower import EVERYWHERE, lower
+from npc.lower import tested as _tested  # a test name to pytest
+from npc.lowered_json import decode, encode
+from npc.pipeline import compile_program
+from random_clusters import inventories, programs
+
+WEB = Selector((Requirement("app", "In", ("web",)),))
+
+
+def _allow_web_from_web(namespace: str) -> Policy:
+    web = PodPeer(namespace_selector(namespace), WEB)
+    return Policy(namespace, "web", WEB, ingress=(Rule(peers=(web,)),))
+
+
+NAMESPACES = ("a", "b", "c")
+PROGRAM = Program(tuple(_allow_web_from_web(ns) for ns in NAMESPACES))
+INVENTORY = Inventory(
+    tuple(Namespace(ns, {NAMESPACE_NAME_LABEL: ns}) for ns in NAMESPACES),
+    tuple(
+        Pod(ns, f"{app}-{i}", {"app": app}, (ipaddress.ip_address(f"10.0.{n}.{i + 10 * (app == 'db')}"),))
+        for n, ns in enumerate(NAMESPACES)
+        for app in ("web", "db")
+        for i in range(1, 3)
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=programs, inventory=inventories())
+def test_a_set_holds_exactly_what_its_parts_both_hold(program: Program, inventory: Inventory) -> None:
+    compiled = compile_program(program, inventory)
+    members = compiled.members
+    for family in compiled.lowered.families:
+        for spec in family.sets:
+            if not spec.parts:
+                continue
+            ns_part, selector_part = spec.parts
+            (peer,) = spec.key  # type: ignore[misc]
+            assert ns_part.key == (PodPeer(peer.namespaces, EVERYWHERE),)
+            assert selector_part.key == (PodPeer(EVERYWHERE, peer.pods),)
+            both = {e for e, _ in members[ns_part.name]} & {e for e, _ in members[selector_part.name]}
+            assert {e for e, _ in members[spec.name]} == both
+
+
+def test_one_selector_in_three_namespaces_is_four_sets_not_three_products() -> None:
+    """Per family: a set per namespace and one for ``app=web`` everywhere (the three products
+    are still the program's sets, for dispatch and the manifest, but no rule tests them)."""
+    lowered = lower(PROGRAM)
+    used = used_sets(lowered.family(4), grouped=True)
+    keys = {s.key for s in used}
+    assert keys == {(PodPeer(namespace_selector(ns), EVERYWHERE),) for ns in NAMESPACES} | {
+        (PodPeer(EVERYWHERE, WEB),)
+    }
+    compiled = compile_program(PROGRAM, INVENTORY)
+    selector = next(s for s in used if s.key == ((PodPeer(EVERYWHERE, WEB),)))
+    assert [e for e, _ in compiled.members[selector.name]] == [
+        f"10.0.{n}.{i}" for n in range(3) for i in (1, 2)
+    ]
+
+
+def test_every_backend_tests_both_parts() -> None:
+    compiled = compile_program(PROGRAM, INVENTORY)
+    peer = compiled.lowered.family(4).chains[0].matches[0].peer
+    assert peer is not None
+    ns_part, selector_part = (s.name for s in _tested(peer))
+    rules = get_backend("iptables").render(compiled, Options())["rules.v4"]
+    both = f"-m set --match-set npc-ycua4-{ns_part} src -m set --match-set npc-ycua4-{selector_part} src"
+    assert both in rules, rules
+    # a dispatch group's mark proves the namespace: only the selector is left to test
+    dispatch = [line for line in rules.splitlines() if "-j NPC-ycua4-P-" in line and "I4-" in line.split()[1]]
+    assert len(dispatch) == 3
+    assert all(line.count("--match-set") == 1 and selector_part in line for line in dispatch), dispatch
+    flat = get_backend("weave").render(compiled, Options())["rules.v4"]  # no group marks: both parts
+    dispatch = [
+        line for line in flat.splitlines() if line.startswith("-A WEAVE-NPC-INGRESS ") and "-j NPC-" in line
+    ]
+    assert len(dispatch) == 3
+    assert all(line.count("--match-set") == 2 and selector_part in line for line in dispatch), dispatch
+    assert (
+        f"npc-ycua4-{peer.name}" not in rules + get_backend("iptables").render(compiled, Options())["ipsets"]
+    )
+    nft = get_backend("nftables").render(compiled, Options())["ruleset.nft"]
+    assert f"ip saddr @{ns_part} ip saddr @{selector_part} " in nft
+    assert f"@{peer.name}" not in nft
+
+
+def test_parts_survive_the_manifest() -> None:
+    lowered = lower(PROGRAM)
+    back = decode(json.loads(json.dumps(encode(lowered))))
+    for was, now in zip(lowered.families, back.families, strict=True):
+        assert [(s.name, [p.name for p in s.parts]) for s in was.sets] == [
+            (s.name, [p.name for p in s.parts]) for s in now.sets
+        ]
+        assert any(s.parts for s in now.sets)
