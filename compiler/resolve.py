@@ -68,8 +68,24 @@ class PodIndex:
             rendered = [(ip.version, int(ip), str(ip)) for ip in pod.ips]
             v4.append([(key, text) for family, key, text in rendered if family == 4])
             v6.append([(key, text) for family, key, text in rendered if family == 6])
+        self._all: tuple[dict[tuple[str, str], set[int]], dict[str, set[int]]] | None = None
+        self._in_known_namespaces: list[int] = []
         self._namespace_memo: dict[Selector, list[str]] = {}
         self._peer_memo: dict[PodPeer, list[int]] = {}
+
+    def _everywhere(self) -> tuple[dict[tuple[str, str], set[int]], dict[str, set[int]]]:
+        """The label indexes over the pods of every namespace the inventory has, made once."""
+        if self._all is None:
+            by_label: dict[tuple[str, str], set[int]] = defaultdict(set)
+            by_key: dict[str, set[int]] = defaultdict(set)
+            for ns in self._ns_by_name:
+                for label, numbers in self._by_label.get(ns, {}).items():
+                    by_label[label] |= numbers
+                for key, numbers in self._by_key.get(ns, {}).items():
+                    by_key[key] |= numbers
+            self._all = (by_label, by_key)
+            self._in_known_namespaces = sorted(i for ns in self._ns_by_name for i in self._pods.get(ns, ()))
+        return self._all
 
     def match_namespaces(self, selector: Selector) -> list[str]:
         found = self._namespace_memo.get(selector)
@@ -84,16 +100,24 @@ class PodIndex:
                 return [ns.name for ns in candidates if selector.matches(ns.labels)]
         return [ns.name for ns in self.namespaces if selector.matches(ns.labels)]
 
-    def match_pods(self, namespace: str, selector: Selector) -> list[int]:
-        """Numbers (positions in the inventory) of the pods of ``namespace`` that ``selector`` picks."""
-        numbers = self._pods.get(namespace, [])
+    def match_pods(self, namespace: str | None, selector: Selector) -> list[int]:
+        """Numbers (positions in the inventory) of the pods of ``namespace`` (None: of every
+        namespace the inventory has) that ``selector`` picks."""
+        if namespace is None:
+            by_label, by_key = self._everywhere()
+            numbers = self._in_known_namespaces
+        else:
+            numbers, by_label, by_key = (
+                self._pods.get(namespace, []),
+                self._by_label[namespace],
+                self._by_key[namespace],
+            )
         candidates: set[int] | None = None
         for req in selector.requirements:
             if req.op == "In":
-                by_label = self._by_label[namespace]
                 found = set().union(*(by_label.get((req.key, v), set()) for v in req.values))
             elif req.op == "Exists":
-                found = self._by_key[namespace].get(req.key, set())
+                found = by_key.get(req.key, set())
             else:
                 continue
             candidates = found if candidates is None else candidates & found
@@ -108,9 +132,12 @@ class PodIndex:
     def peer_pods(self, peer: PodPeer) -> list[int]:
         found = self._peer_memo.get(peer)
         if found is None:
-            found = [
-                i for ns in self.match_namespaces(peer.namespaces) for i in self.match_pods(ns, peer.pods)
-            ]
+            if peer.namespaces.is_all:  # a selector's pods in every namespace (``lower.part_keys``)
+                found = self.match_pods(None, peer.pods)
+            else:
+                found = [
+                    i for ns in self.match_namespaces(peer.namespaces) for i in self.match_pods(ns, peer.pods)
+                ]
             self._peer_memo[peer] = found
         return found
 

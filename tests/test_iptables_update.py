@@ -70,6 +70,16 @@ def test_an_update_ends_where_a_full_apply_does_and_leaves_others_alone(netns: N
     assert netns.state("legacy") == updated
 
 
+def test_a_full_apply_reports_the_chains_an_update_compares_with(netns: Netns) -> None:
+    """What a load wrote (its own restore input, read back) is what ``chains`` renders, also
+    when that input deleted another program's chains: the agent keeps it instead of rendering."""
+    run = InNetns(netns)
+    before, after = compile_policies(*BEFORE), compile_policies(*AFTER)
+    for compiled in (before, after):  # the second replaces the first's chains
+        report = apply.apply_iptables(compiled.lowered, compiled.members, MARKS, TOOLS, run)
+        assert report.written == {f: chains(compiled.lowered, f, MARKS, NPC_LAYOUT) for f in (4, 6)}
+
+
 @pytest.mark.parametrize("refused", ["iptables-legacy-restore", "ip6tables-legacy-restore"])
 def test_a_refused_restore_leaves_the_previous_state(netns: Netns, refused: str) -> None:
     others(netns)

@@ -27,15 +27,19 @@ def load_layout(
     runner: Runner,
     layout: Layout = NPC_LAYOUT,
     known: dict[str | None, Tools] | None = None,
+    written: dict[int, Chains] | None = None,
 ) -> LoadReport:
     """Load one layout (npc's own, or Weave's hooks) into this namespace: the iptables backend's
     load and Weave's. ``known`` remembers the tools found per ``--iptables``: detecting them
-    saves every table of both flavours, a second at L, which a later update need not pay."""
+    saves every table of both flavours, a second at L, which a later update need not pay;
+    ``written`` gets the chains now in force, per family, as an update compares them."""
     with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
         tools = detect_tools(runner, options.iptables)
         if known is not None:
             known[options.iptables] = tools
         report = apply_iptables(compiled.lowered, compiled.members, marks, tools, runner, layout)
+    if written is not None:
+        written.update(report.written)
     adopted = f", {report.adopted} {layout.replaces} sets removed" if report.adopted else ""
     return LoadReport(
         backend,
@@ -86,11 +90,13 @@ class IptablesBackend:
         return ()
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
-        marks = Marks.of(options)
-        report = load_layout(self.name, compiled, marks, options, runner, known=self._tools)
-        # the program now in force, rendered as an update compares it: the agent's first policy
-        # change then renders only its new program (a third of a second per family at L)
-        self._chains = (compiled.lowered, self._rendered(compiled.lowered, marks))
+        written: dict[int, Chains] = {}
+        report = load_layout(
+            self.name, compiled, Marks.of(options), options, runner, known=self._tools, written=written
+        )
+        # the program now in force, as an update compares it (from the restore's own input, not
+        # rendered again): the agent's first policy change then renders only its new program
+        self._chains = (compiled.lowered, written)
         return report
 
     def load_update(

@@ -50,8 +50,10 @@ from .mark_tree import Marks
 from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, names_of
 from .render import (
     NPC_LAYOUT,
+    Chains,
     Layout,
     SetText,
+    chains_in,
     insert_jump,
     jump_rule,
     kernel_sets,
@@ -211,6 +213,10 @@ class TableEdit:
         return edits + [f"-X {name}" for name in self.stale_chains]
 
 
+# Sets per ``ipset restore``: it finds the set of each ``add`` line by name along the list of the
+# sets it has seen, so one process for 4,000 sets and 500,000 adds spends most of its time
+# comparing names; a few hundred per process keep that list short (process start-up: a few ms).
+RESTORE_SETS = 256
 _IN_USE = "in use by a kernel component"  # someone listing the set holds it for a moment
 _RETRIES = 50
 _ERROR_LINE = re.compile(r"Error in line (\d+):")
@@ -372,6 +378,9 @@ class ApplyReport:
     chains: int
     warnings: tuple[str, ...] = ()
     adopted: int = 0  # sets of the tool the layout replaces, destroyed
+    # per family, the chains now in force as the restore wrote them (``chains_in``): what an
+    # update compares with, without rendering the program again
+    written: Mapping[int, Chains] = attrs.field(factory=dict)
 
 
 class _Undo:
@@ -449,8 +458,9 @@ def apply_iptables(
         if not error:
             _record(names).unlink(missing_ok=True)
 
-    if fresh or staged:
-        result = run(["ipset", "restore"], render_sets(lowered, [*fresh, *staged]))  # the layout's families
+    creating = [*fresh, *staged]  # the layout's families
+    for start in range(0, len(creating), RESTORE_SETS):  # a prefix of them at a time, as drop_new assumes
+        result = run(["ipset", "restore"], render_sets(lowered, creating[start : start + RESTORE_SETS]))
         if result.returncode != 0:
             drop_new()
             undo.finish(f"ipset restore rejected the new sets: {result.stderr.strip()}")
@@ -469,6 +479,7 @@ def apply_iptables(
 
     before = {family: _table_states(run, tools, family, lowered, layout) for family in layout.families}
     done: list[int] = []
+    written: dict[int, Chains] = {}
 
     def rules_back(rejected: int | None = None) -> None:
         """Every family done, and the rejected one's tables committed before the rejection."""
@@ -496,14 +507,16 @@ def apply_iptables(
             for table, old in before[family].items()
             if table in _edited(before[family], marks)
         }
+        gone = {table: edit.stale_chains for table, edit in edits.items()}
         text = render_rules(
             lowered,
             family,
             marks,
             {table: edit.lines(lowered, table) for table, edit in edits.items()},
-            {table: edit.stale_chains for table, edit in edits.items()},
+            gone,
             layout,
         )
+        written[family] = chains_in(text, gone)
         result = run([tools.restore[family], "--noflush", "--wait=30"], text)
         if result.returncode != 0:
             rules_back(family)
@@ -551,6 +564,7 @@ def apply_iptables(
         sum(len(layout.chain_names(lowered, f, marks, t)) for f in layout.families for t in tables(marks)),
         tuple(warnings),
         len(adopted),
+        written,
     )
 
 

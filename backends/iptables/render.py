@@ -486,3 +486,25 @@ def artefacts(
     files = {"ipsets": render_sets(lowered, kernel_sets(lowered, members, marks, layout.families))}
     files.update((f"rules.v{f}", render_rules(lowered, f, marks, layout=layout)) for f in layout.families)
     return files
+
+
+Chains = dict[str, dict[str, tuple[str, ...]]]  # table -> chain -> its rules, as a restore file writes them
+
+
+def chains_in(text: str, stale: Mapping[str, Sequence[str]] | None = None) -> Chains:
+    """The chains a restore input declares (but ``stale``'s, per table: declared to be deleted)
+    with its ``-A`` lines, per table: a load's own input gives what ``chains`` would render."""
+    out: dict[str, dict[str, list[str]]] = {}
+    table: dict[str, list[str]] = {}
+    gone: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = out[line[1:]] = {}
+            gone = set((stale or {}).get(line[1:], ()))
+        elif line.startswith(":"):
+            name = line[1:].split()[0]
+            if name not in gone:
+                table[name] = []
+        elif line.startswith("-A "):
+            table[line.split(maxsplit=2)[1]].append(line)
+    return {t: {c: tuple(rules) for c, rules in found.items()} for t, found in out.items()}

@@ -32,24 +32,21 @@ from ...lower import Lowered
 from ..base import Members, Runner, member_changes
 from .load import Tools, _Undo, ipset_lines, load_members, member_lines, run_member_lines
 from .mark_tree import Marks
-from .render import Layout, kernel_sets, render_rules, render_sets, restricting_sets, tables
-
-Chains = dict[str, dict[str, tuple[str, ...]]]  # table -> chain -> its rules, as a restore file writes them
+from .render import (
+    Chains,
+    Layout,
+    chains_in,
+    kernel_sets,
+    render_rules,
+    render_sets,
+    restricting_sets,
+    tables,
+)
 
 
 def chains(lowered: Lowered, family: int, marks: Marks, layout: Layout) -> Chains:
     """Every chain npc writes in one family, with its ``-A`` lines, per table."""
-    text = render_rules(lowered, family, marks, {t: [] for t in tables(marks)}, None, layout)
-    out: dict[str, dict[str, list[str]]] = {}
-    table: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line.startswith("*"):
-            table = out[line[1:]] = {}
-        elif line.startswith(":"):
-            table[line[1:].split()[0]] = []
-        elif line.startswith("-A "):
-            table[line.split(maxsplit=2)[1]].append(line)
-    return {t: {c: tuple(rules) for c, rules in found.items()} for t, found in out.items()}
+    return chains_in(render_rules(lowered, family, marks, {t: [] for t in tables(marks)}, None, layout))
 
 
 @attrs.frozen

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
@@ -205,9 +206,16 @@ def rank_maps(
 # --- policy chains ------------------------------------------------------------------------------
 
 
-def merged_matches(matches: Iterable[Match]) -> list[Match]:
-    """Adjacent port matches of one peer and protocol (from different rules of a policy) as one
-    rule: an nft anonymous set holds any number of ports."""
+SPAN_RULES = 4  # a port list this long or shorter is a rule per span, not an anonymous set
+
+
+def rule_matches(matches: Iterable[Match]) -> list[Match]:
+    """The rules of a policy chain. Adjacent port matches of one peer and protocol (from
+    different rules of a policy) join into one port list; a list of more than ``SPAN_RULES``
+    spans is one rule over an nft anonymous set (``tcp dport { 80, 443, ... }``), a shorter one
+    a rule per span: the kernel walks a whole load's transaction twice for each anonymous set
+    (to find it, to bind it), about a millisecond apiece when a load holds a few hundred thousand
+    set elements, while a packet pays a few nanoseconds for a rule."""
     out: list[Match] = []
     for m in matches:
         last = out[-1] if out else None
@@ -222,7 +230,13 @@ def merged_matches(matches: Iterable[Match]) -> list[Match]:
             out[-1] = attrs.evolve(last, ports=last.ports + m.ports)
         else:
             out.append(m)
-    return out
+    return [
+        split
+        for m in out
+        for split in (
+            [attrs.evolve(m, ports=(s,)) for s in m.ports] if 1 < len(m.ports) <= SPAN_RULES else [m]
+        )
+    ]
 
 
 def _ports(spans: Sequence[tuple[int, int]]) -> str:
@@ -257,7 +271,7 @@ def chain_text(chain: Chain, family: int) -> ChainText:
     shared chain another first policy must not take a table replace."""
     said = comment(chain.comment)
     rules = tuple(
-        f"{render_match(m, chain.direction, family)} comment {said}" for m in merged_matches(chain.matches)
+        f"{render_match(m, chain.direction, family)} comment {said}" for m in rule_matches(chain.matches)
     )
     return ChainText(chain_name(chain.name), rules)
 
@@ -266,15 +280,21 @@ def chain_text(chain: Chain, family: int) -> ChainText:
 
 
 @per_program
-def referenced_sets(program: FamilyProgram) -> tuple[SetSpec, ...]:
-    """Sets a rule tests: isolation, peers, named ports (policy targets live in the rank maps).
-    Once per program: every member delta asks."""
-    found = {*program.isolated.values()}
+def set_tests(program: FamilyProgram) -> Mapping[SetSpec, int]:
+    """How many rules test each set: isolation, peers, named ports (policy targets live in the
+    rank maps)."""
+    found: Counter[SetSpec] = Counter(program.isolated.values())
     for chain in program.chains:
         for m in chain.matches:
             found.update(tested(m.peer) if m.peer is not None else ())
             found.update((m.named_port,) if m.named_port is not None else ())
-    return tuple(sorted(found, key=lambda s: s.name))
+    return found
+
+
+@per_program
+def referenced_sets(program: FamilyProgram) -> tuple[SetSpec, ...]:
+    """Sets a rule tests, by name. Once per program: every member delta asks."""
+    return tuple(sorted(set_tests(program), key=lambda s: s.name))
 
 
 @attrs.frozen
@@ -344,8 +364,10 @@ def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
     maps: list[MapText] = []
     chains: list[ChainText] = []
     families: list[FamilyText] = []
+    tests: dict[str, int] = {}
     for program in lowered.families:
         sets += [set_text(s, members[s.name]) for s in referenced_sets(program)]
+        tests.update((s.name, n) for s, n in set_tests(program).items())
         ranks: dict[Direction, tuple[str, ...]] = {}
         for direction in DIRECTIONS:
             found = rank_maps(program, direction, chains_by_address(program, direction, members))
@@ -357,7 +379,8 @@ def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
     return Ruleset(
         lowered.network,
         table_name(lowered.network),
-        tuple(sorted(sets, key=lambda s: s.name)),
+        # the kernel finds a set by name along a list in creation order: the most tested first
+        tuple(sorted(sets, key=lambda s: (-tests[s.name], s.name))),
         tuple(maps),
         tuple(families),
         tuple(sorted(chains, key=lambda c: c.name)),
@@ -390,7 +413,7 @@ def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -
     map's drop entry) 1."""
     worst = 0
     for program in lowered.families:
-        length = {c.name: len(merged_matches(c.matches)) for c in program.chains}
+        length = {c.name: len(rule_matches(c.matches)) for c in program.chains}
         ingress = [_cost(c, length) + 1 for c in chains_by_address(program, "ingress", members).values()]
         destination = 1 + max(ingress, default=1)  # the test, then ingress-<f> or accept
         paths = [2 + 2 + destination]  # a source not isolated for egress

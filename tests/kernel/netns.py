@@ -97,7 +97,7 @@ class Netns:
     def state(self, flavour: str = "") -> str:
         """Everything in this namespace's mangle and filter tables and sets, counters and set
         seeds removed; sets by name (the kernel lists them in slot order, which reuses the slots
-        of destroyed sets, so it depends on history)."""
+        of destroyed sets, so it depends on history), members sorted."""
         infix = f"-{flavour}" if flavour else ""
         text = "".join(
             self.run(f"{tool}{infix}-save", "-t", table).stdout
@@ -105,7 +105,8 @@ class Netns:
             for table in ("mangle", "filter")
         )
         sets = re.split(r"\n(?=create )", self.run("ipset", "save").stdout.strip())
-        text += "\n".join(sorted(sets)) + "\n"
+        # members sorted too: a hash set lists them in bucket order, which its random seed decides
+        text += "\n".join(sorted("\n".join(sorted(s.splitlines())) for s in sets)) + "\n"
         text = re.sub(r" initval 0x[0-9a-f]+", "", text)  # ipset's random hash seed
         return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
 
