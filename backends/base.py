@@ -10,6 +10,7 @@ through ``Backend``; a new dataplane is a new package, not a branch in any of th
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import os
@@ -92,12 +93,31 @@ class SubprocessRunner:
             ) from None
         return Ran(done.returncode, done.stdout, done.stderr)
 
+    def together(self, calls: Sequence[tuple[Sequence[str], str]]) -> list[Ran]:
+        with concurrent.futures.ThreadPoolExecutor(len(calls) or 1) as pool:
+            return list(pool.map(lambda call: self(*call), calls))
+
     def which(self, program: str) -> bool:
         return shutil.which(program) is not None
 
     def netfilter(self, batch: bytes, replies: int) -> list[int]:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
             return netfilter_exchange(sock, batch, replies)
+
+
+@runtime_checkable
+class RunsTogether(Protocol):
+    """A runner that can run independent commands at once (each waits in its own thread)."""
+
+    def together(self, calls: Sequence[tuple[Sequence[str], str]]) -> list[Ran]: ...
+
+
+def run_together(run: Runner, calls: Sequence[tuple[Sequence[str], str]]) -> list[Ran]:
+    """Commands that touch different kernel objects (IPv4's and IPv6's tables), at once where the
+    runner can: each spends most of its time in its own userspace, and a node has cores."""
+    if isinstance(run, RunsTogether):
+        return run.together(calls)
+    return [run(argv, stdin) for argv, stdin in calls]
 
 
 @runtime_checkable

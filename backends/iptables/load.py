@@ -44,7 +44,7 @@ from ...errors import ApplyError, MixedStateError, UsageError
 from ...lock import record_path
 from ...lower import Lowered
 from ...resolve import Entry
-from ..base import MemberDelta, Runner
+from ..base import MemberDelta, Runner, run_together
 from ..nftables.render import table_name
 from .mark_tree import Marks
 from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, names_of
@@ -481,20 +481,21 @@ def apply_iptables(
     done: list[int] = []
     written: dict[int, Chains] = {}
 
-    def rules_back(rejected: int | None = None) -> None:
-        """Every family done, and the rejected one's tables committed before the rejection."""
-        for undone in [*done, *([] if rejected is None else [rejected])]:
+    def rules_back(rejected: Sequence[int] = ()) -> None:
+        """Every family done, and the rejected ones' tables committed before the rejection."""
+        for undone in [*done, *rejected]:
             try:
                 now = _table_states(run, tools, undone, lowered, layout)
             except ApplyError as exc:
                 undo.step(f"reading the IPv{undone} rules", str(exc))
                 continue
             text = _rollback_text(lowered, before[undone], now, layout)
-            if undone == rejected and not text.strip():
+            if undone in rejected and not text.strip():
                 continue  # npc holds nothing there, before or now
             back = run([tools.restore[undone], "--noflush", "--wait=30"], text)
             undo.step(f"putting the IPv{undone} rules back", back.stderr.strip() if back.returncode else "")
 
+    restores: list[tuple[Sequence[str], str]] = []  # per family: IPv4's and IPv6's tables are apart
     for family in layout.families:
         edits = {
             table: TableEdit(  # a jump npc does not own here (left by another layout) is removed
@@ -517,13 +518,16 @@ def apply_iptables(
             layout,
         )
         written[family] = chains_in(text, gone)
-        result = run([tools.restore[family], "--noflush", "--wait=30"], text)
-        if result.returncode != 0:
-            rules_back(family)
-            sets_back()
-            drop_new()
-            undo.finish(f"{tools.restore[family]} rejected the new rules: {result.stderr.strip()}")
-        done.append(family)
+        restores.append(([tools.restore[family], "--noflush", "--wait=30"], text))
+    results = dict(zip(layout.families, run_together(run, restores), strict=True))  # one per family
+    done += [family for family, result in results.items() if result.returncode == 0]
+    rejected = [family for family, result in results.items() if result.returncode != 0]
+    if rejected:
+        rules_back(rejected)
+        sets_back()
+        drop_new()
+        refused = rejected[0]
+        undo.finish(f"{tools.restore[refused]} rejected the new rules: {results[refused].stderr.strip()}")
 
     moved, error = ipset_lines(run, moves, exist=True)
     if error:

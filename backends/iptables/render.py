@@ -228,7 +228,9 @@ def render_rules(
             mark=hex(marks.allow),
             dispatch=program.dispatch,
             set_tests=functools.partial(set_tests, names=names),
-            policy_rules=[rule for c in program.chains for rule in policy_rules(c, names, hex(marks.allow))],
+            policy_rules="".join(  # joined here: tens of thousands of lines at L
+                f"{rule}\n" for c in program.chains for rule in policy_rules(c, names, hex(marks.allow))
+            ),
             mangle_edits=edits.get("mangle", ()),
             edits=edits.get("filter", ()),
         )
@@ -244,6 +246,12 @@ class SetText:
     maxelem: int
     members: Sequence[Entry]
     options: str = ""  # after the create line's fixed fields (" skbinfo" for a map set)
+
+    @property
+    def adds(self) -> str:
+        """The ``add`` lines (spelled here, not in the template: half a million at L)."""
+        name = self.name
+        return "".join(f"add {name} {m} nomatch\n" if no else f"add {name} {m}\n" for m, no in self.members)
 
     def renamed(self, name: str) -> SetText:
         return attrs.evolve(self, name=name)
