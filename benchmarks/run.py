@@ -10,7 +10,9 @@ Every measurement runs in its own child process, so peak RSS (``wait4``) is that
 - stats: the naive rule count (one rule per selected pod x peer pod x port, per policy rule) and,
   per backend, what a packet costs;
 - load (root only): ``ipset restore`` + ``iptables-restore`` + ``ip6tables-restore`` of the
-  artefacts into a fresh network namespace, removed afterwards; for nftables one ``nft -f``.
+  artefacts into a fresh network namespace, removed afterwards; for nftables one ``nft -f``:
+  the tools alone on the artefact files, the floor; and npc's own load (``npc apply`` after its
+  compile: the backend's ``load`` in a fresh namespace, rendering included).
 - per backend: its own compile into ``out-<backend>`` (the main compile columns are the default
   backend's), the artefacts' size, and the most rules one packet is tested against.
 
@@ -201,6 +203,36 @@ def load_nftables(out: Path) -> Metrics:
 LOADERS: dict[str, Callable[[Path], Metrics]] = {"iptables": load_iptables, "nftables": load_nftables}
 
 
+def npc_load(cluster: Path, backend: str) -> Metrics:
+    """What ``npc apply`` spends after compiling, into an empty namespace: the backend's ``load``
+    (rendering, then the tools as npc runs them: ipset a few hundred sets per process, IPv4's
+    and IPv6's restores at once; nftables one ``nft -f``). The tool-only columns are the floor."""
+    name = f"npc-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        argv = [sys.executable, __file__, "--child", "npc-load", str(cluster), backend]
+        done = subprocess.run(
+            ["ip", "netns", "exec", name, *argv], check=True, capture_output=True, text=True
+        )
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def load_here(cluster: Path, backend: str) -> Metrics:
+    """``npc_load``'s child, in the namespace: compile in-process, then time the load alone."""
+    from npc import pipeline
+    from npc.backends import get
+    from npc.backends.base import Options, SubprocessRunner
+    from npc.networks import network_spec
+
+    policies, inventory = str(cluster / "policies"), str(cluster / "inventory.json")
+    job = pipeline.build(pipeline.read_sources([policies], inventory), network_spec())
+    start = time.perf_counter()
+    get(backend).load(job.compiled, Options(), SubprocessRunner())
+    return {"npc_load_s": time.perf_counter() - start}
+
+
 # --- one size ----------------------------------------------------------------------------------
 
 
@@ -285,6 +317,7 @@ def bench(spec: ClusterSpec, data: Path, load: bool, generator: str = "bench") -
         metrics.update(compile_s=done.wall, output_bytes=output_bytes(where))
         if load and os.geteuid() == 0:
             metrics.update(LOADERS[name](where))
+            metrics.update(npc_load(cluster, name))
     return row
 
 
@@ -337,12 +370,14 @@ BACKEND_COLUMNS: dict[str, list[Column]] = {
         Column("iptables output", lambda r: r["backends"]["iptables"]["output_bytes"] / 2**10, "{:,.0f} KiB"),
         Column("iptables load s", _backend("iptables", "load_s"), "{:.2f}"),
         Column("of which ipset restore s", _backend("iptables", "ipset_s"), "{:.2f}"),
+        Column("iptables npc load s", _backend("iptables", "npc_load_s"), "{:.2f}"),
     ],
     "nftables": [
         Column("nftables compile s", _backend("nftables", "compile_s"), "{:.2f}"),
         Column("nftables rules/packet", _backend("nftables", "rules_per_packet"), "{:,}"),
         Column("nftables output", lambda r: r["backends"]["nftables"]["output_bytes"] / 2**10, "{:,.0f} KiB"),
         Column("nftables load s", _backend("nftables", "load_s"), "{:.2f}"),
+        Column("nftables npc load s", _backend("nftables", "npc_load_s"), "{:.2f}"),
     ],
 }
 
@@ -372,7 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         mode, path = args.child[0], Path(args.child[1])
-        print(json.dumps(parse_only(path) if mode == "parse" else stats(path)))
+        if mode == "npc-load":
+            print(json.dumps(load_here(path, args.child[2])))
+        else:
+            print(json.dumps(parse_only(path) if mode == "parse" else stats(path)))
         return 0
     rows = []
     for generator in args.generators.split(","):

@@ -10,7 +10,8 @@ Shape (per network and address family):
   dispatch: for each policy (target set -> policy chain) whose chain can allow something, jump
             while nothing has allowed yet; then drop unless something allowed.
   policy chain: one match per (peer set x port group); a match marks the packet allowed.
-Identical policy chains are shared, identical sets are one set.
+Identical policy chains are shared, identical sets are one set, and a set of one namespace's
+pods matching one selector is tested as two shared sets (``part_keys``).
 """
 
 from __future__ import annotations

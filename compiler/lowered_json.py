@@ -133,14 +133,15 @@ def _decode_set(name: str, raw: Mapping[str, Any], tag: str) -> SetSpec:
 
 
 def _with_parts(sets: dict[str, SetSpec], tag: str) -> dict[str, SetSpec]:
-    """Each pod set with the parts ``lower`` gave it (``part_keys``): they are sets of the
-    program too, so the manifest lists them."""
+    """Each pod set with the parts ``lower`` gave it (``part_keys``), which the manifest lists
+    as sets of the program too; a manifest from before parts has none, and its sets are tested
+    whole, as its rules were."""
     out = dict(sets)
     for name, spec in sets.items():
         keys = part_keys(spec.key) if spec.kind == "pods" else None
-        if keys:
-            parts = tuple(sets[qualified(set_name("pods", spec.family, k), tag)] for k in keys)
-            out[name] = attrs.evolve(spec, parts=parts)
+        names = [qualified(set_name("pods", spec.family, k), tag) for k in keys or ()]
+        if names and all(n in sets for n in names):
+            out[name] = attrs.evolve(spec, parts=tuple(sets[n] for n in names))
     return out
 
 

@@ -20,7 +20,7 @@ from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, tested
 from ...resolve import Entry
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
-from .mark_tree import Marks, Tree, map_entries, tests_before, tree
+from .mark_tree import Marks, Tree, groups, map_entries, tests_before, tree
 from .names import Names, names_of
 
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
@@ -289,11 +289,12 @@ def set_tests_per_set(program: FamilyProgram, grouped: bool) -> Mapping[SetSpec,
         for m in chain.matches:
             found.update(tested(m.peer) if m.peer is not None else ())
             found.update((m.named_port,) if m.named_port is not None else ())
-    if grouped:  # a group's mark proves its namespace (see ``tree``: a factored target's group is one)
-        for scopes in program.scopes.values():
-            for scope in scopes:
-                local = (scope.namespace,)
-                found.update(s for d, whole in scope.dispatch if not whole for s in tested(d.target, local))
+    if grouped:  # per group, as the trie's chains test them
+        for direction in program.scopes:
+            for group in groups(program, direction):
+                found.update(
+                    s for d, whole in group.dispatch if not whole for s in tested(d.target, group.namespaces)
+                )
     else:
         found.update(program.isolated.values())
         found.update(s for ds in program.dispatch.values() for d in ds for s in tested(d.target))
