@@ -276,19 +276,25 @@ def output_bytes(out: Path) -> int:
 MATRIX_PODS = 10_000
 
 
+def first_and_last_pods(cluster: Path) -> tuple[int, str, str]:
+    """How many pods the inventory lists, and the first and the last (``namespace/name``)."""
+    pods = [i for i in json.loads((cluster / "inventory.json").read_text())["items"] if i["kind"] == "Pod"]
+    first, last = (f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in (pods[0], pods[-1]))
+    return len(pods), first, last
+
+
 def analysis(cluster: Path) -> Metrics:
     """``npc matrix --format json`` over every default port (output discarded, so only npc is timed)
     and ``npc explain`` of one pair (the first and the last pod listed). No matrix above
     ``MATRIX_PODS``: at L one port's matrix alone is 2.5 GB of cells."""
     policies, inventory = str(cluster / "policies"), str(cluster / "inventory.json")
-    pods = [i for i in json.loads((cluster / "inventory.json").read_text())["items"] if i["kind"] == "Pod"]
+    count, first, last = child("pods", str(cluster))["pods"]  # not read here: children would inherit the RSS
     out: Metrics = {}
-    if len(pods) <= MATRIX_PODS:
+    if count <= MATRIX_PODS:
         npc = f"exec {sys.executable} -m npc"
         argv = ["sh", "-c", f"{npc} matrix {policies} --inventory {inventory} --format json >/dev/null"]
         matrix = measure(argv)
         out.update(matrix_s=matrix.wall, matrix_cpu_s=matrix.cpu)
-    first, last = (f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in (pods[0], pods[-1]))
     explain = measure(
         [sys.executable, "-m", "npc", "explain", policies, "--inventory", inventory,
          "--from", first, "--to", last, "--port", "tcp/80"]
@@ -409,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mode, path = args.child[0], Path(args.child[1])
         if mode == "npc-load":
             print(json.dumps(load_here(path, args.child[2])))
+        elif mode == "pods":
+            print(json.dumps({"pods": first_and_last_pods(path)}))
         else:
             print(json.dumps(parse_only(path) if mode == "parse" else stats(path)))
         return 0
