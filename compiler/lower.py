@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from typing import Literal
 
@@ -160,6 +161,17 @@ class FamilyProgram:
     dispatch: dict[Direction, tuple[Dispatch, ...]] = attrs.field(hash=False)
     chains: tuple[Chain, ...]
     scopes: dict[Direction, tuple[Scope, ...]] = attrs.field(hash=False, factory=dict)
+
+
+def chain_set_tests(program: FamilyProgram) -> Counter[SetSpec]:
+    """How many matches of the policy chains test each set: each peer's ``tested`` sets and each
+    named port (a new Counter: backends add their own tests to it)."""
+    found: Counter[SetSpec] = Counter()
+    for chain in program.chains:
+        for m in chain.matches:
+            found.update(tested(m.peer) if m.peer is not None else ())
+            found.update((m.named_port,) if m.named_port is not None else ())
+    return found
 
 
 def network_tag(network: str) -> str:

@@ -19,6 +19,8 @@ from .ir import NAMESPACE_NAME_LABEL, IPBlock, Network, PodPeer, Program, Select
 from .lower import Lowered, SetSpec
 
 Entry = tuple[str, bool]  # (rendered member, nomatch)
+# pod numbers, and their numbers by (label key, value) and by label key
+_Index = tuple[list[int], dict[tuple[str, str], set[int]], dict[str, set[int]]]
 _Keyed = tuple[tuple[int, str], str]  # ((address as int, rest), member): sorts like the kernel lists
 
 
@@ -68,13 +70,12 @@ class PodIndex:
             rendered = [(ip.version, int(ip), str(ip)) for ip in pod.ips]
             v4.append([(key, text) for family, key, text in rendered if family == 4])
             v6.append([(key, text) for family, key, text in rendered if family == 6])
-        self._all: tuple[dict[tuple[str, str], set[int]], dict[str, set[int]]] | None = None
-        self._in_known_namespaces: list[int] = []
+        self._all: _Index | None = None
         self._namespace_memo: dict[Selector, list[str]] = {}
         self._peer_memo: dict[PodPeer, list[int]] = {}
 
-    def _everywhere(self) -> tuple[dict[tuple[str, str], set[int]], dict[str, set[int]]]:
-        """The label indexes over the pods of every namespace the inventory has, made once."""
+    def _everywhere(self) -> _Index:
+        """The pods of every namespace the inventory has, with their label indexes, made once."""
         if self._all is None:
             by_label: dict[tuple[str, str], set[int]] = defaultdict(set)
             by_key: dict[str, set[int]] = defaultdict(set)
@@ -83,8 +84,8 @@ class PodIndex:
                     by_label[label] |= numbers
                 for key, numbers in self._by_key.get(ns, {}).items():
                     by_key[key] |= numbers
-            self._all = (by_label, by_key)
-            self._in_known_namespaces = sorted(i for ns in self._ns_by_name for i in self._pods.get(ns, ()))
+            pods = sorted(i for ns in self._ns_by_name for i in self._pods.get(ns, ()))
+            self._all = (pods, by_label, by_key)
         return self._all
 
     def match_namespaces(self, selector: Selector) -> list[str]:
@@ -104,8 +105,7 @@ class PodIndex:
         """Numbers (positions in the inventory) of the pods of ``namespace`` (None: of every
         namespace the inventory has) that ``selector`` picks."""
         if namespace is None:
-            by_label, by_key = self._everywhere()
-            numbers = self._in_known_namespaces
+            numbers, by_label, by_key = self._everywhere()
         else:
             numbers, by_label, by_key = (
                 self._pods.get(namespace, []),

@@ -8,7 +8,6 @@ reduces it to a safe alphabet (names are DNS-1123 already; this is defence in de
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -16,7 +15,7 @@ import jinja2
 
 from ... import __version__
 from ...ir import DIRECTIONS, Direction
-from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, tested
+from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, chain_set_tests, tested
 from ...resolve import Entry
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
@@ -281,14 +280,10 @@ def set_text(name: str, kind: str, family: int, members: Sequence[Entry], option
 
 @per_program
 def set_tests_per_set(program: FamilyProgram, grouped: bool) -> Mapping[SetSpec, int]:
-    """How often rules test each set (a group's dispatch counted per namespace): peers, named
-    ports, and the dispatch's; with group marks only the targets a group still has to test
-    (the isolated sets become the map sets' members)."""
-    found: Counter[SetSpec] = Counter()
-    for chain in program.chains:
-        for m in chain.matches:
-            found.update(tested(m.peer) if m.peer is not None else ())
-            found.update((m.named_port,) if m.named_port is not None else ())
+    """How often rules test each set: peers, named ports, and the dispatch's; with group marks
+    only the targets a group still has to test, once per group (the isolated sets become the
+    map sets' members)."""
+    found = chain_set_tests(program)
     if grouped:  # per group, as the trie's chains test them
         for direction in program.scopes:
             for group in groups(program, direction):

@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
 from ... import __version__
 from ...ir import DEFAULT_NETWORK, DIRECTIONS, Direction, merge_intervals
-from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, network_tag, tested
+from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, chain_set_tests, network_tag, tested
 from ...resolve import Entry
 from ..base import per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
@@ -280,21 +279,18 @@ def chain_text(chain: Chain, family: int) -> ChainText:
 
 
 @per_program
-def set_tests(program: FamilyProgram) -> Mapping[SetSpec, int]:
+def tests_per_set(program: FamilyProgram) -> Mapping[SetSpec, int]:
     """How many rules test each set: isolation, peers, named ports (policy targets live in the
     rank maps)."""
-    found: Counter[SetSpec] = Counter(program.isolated.values())
-    for chain in program.chains:
-        for m in chain.matches:
-            found.update(tested(m.peer) if m.peer is not None else ())
-            found.update((m.named_port,) if m.named_port is not None else ())
+    found = chain_set_tests(program)
+    found.update(program.isolated.values())
     return found
 
 
 @per_program
 def referenced_sets(program: FamilyProgram) -> tuple[SetSpec, ...]:
     """Sets a rule tests, by name. Once per program: every member delta asks."""
-    return tuple(sorted(set_tests(program), key=lambda s: s.name))
+    return tuple(sorted(tests_per_set(program), key=lambda s: s.name))
 
 
 @attrs.frozen
@@ -367,7 +363,7 @@ def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
     tests: dict[str, int] = {}
     for program in lowered.families:
         sets += [set_text(s, members[s.name]) for s in referenced_sets(program)]
-        tests.update((s.name, n) for s, n in set_tests(program).items())
+        tests.update((s.name, n) for s, n in tests_per_set(program).items())
         ranks: dict[Direction, tuple[str, ...]] = {}
         for direction in DIRECTIONS:
             found = rank_maps(program, direction, chains_by_address(program, direction, members))
