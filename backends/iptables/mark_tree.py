@@ -3,22 +3,29 @@
 A flat dispatch list makes the first packet of every connection test one set per policy chain of
 the whole cluster. Policies select pods of their own namespace only, so what can concern a pod
 follows from its namespace: namespaces whose dispatch is the same list (``lower.Scope``) form a
-*group*, numbered 0..G-1 in the order of their lists (policies alone decide both). One
-``hash:ip skbinfo`` set per direction maps every isolated address to its group's number, spread
-over that direction's mask (``Marks``); a fixed chain in table mangle writes both into
-the mark (``-j SET --map-set ... --map-mark``, which the kernel allows in mangle only; bits outside
-the mask are kept). In filter, a trie finds the group's chain: chain(x) tests, from high to low,
-each bit below x's lowest set bit and ``goto``s chain(x | bit) when it is set, so a packet meets
-at most one test per bit (11 bits for 2,048 groups); once no test fires the number is x, and
-chain(x)'s remaining rules are group x's own dispatch. G chains, G - 1 tests.
+*group* (numbered 0..G-1 in the order of their lists, for chain names). One ``hash:ip skbinfo``
+set per direction maps every isolated address to its group's *code*, spread over that direction's
+mask (``Marks``); a fixed chain in table mangle writes both into the mark (``-j SET --map-set ...
+--map-mark``, which the kernel allows in mangle only; bits outside the mask are kept).
 
-The map set's members (which address has which number) come from the inventory; the chains and
-the numbers from the policies, so pod churn still changes set members only.
+In filter, a binary trie over the codes finds the group's chain: a code of length L is L bits,
+the one at depth d on the mask's d-th bit, and a packet meets one test per depth: the test at a
+node ``goto``s the chain of its 1-subtree when the bit is set, and a packet whose bit is clear
+goes on in the same chain, down the 0-side, to the next test or, at a leaf, to the group's own
+dispatch. G chains, G - 1 tests. The codes are weighted, not balanced (``code_lengths``): a group
+whose own dispatch and policy chains are long gets a short code, so the worst packet's total
+(tests + the group's rules) is the smallest a prefix code allows within the mask's bits, and never
+more than a balanced trie's.
+
+The map set's members (which address has which code) come from the inventory; the chains, the
+weights and the codes from the policies, so pod churn still changes set members only.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -83,6 +90,8 @@ class TreeChain:
     name: str
     tests: tuple[Test, ...]
     group: Group
+    mark: int  # the group's code, spread over the mask: what its addresses carry
+    depth: int  # the tests a packet of the group meets, in the trie's chains down to this one
 
 
 @attrs.frozen
@@ -120,49 +129,103 @@ def groups(program: FamilyProgram, direction: Direction) -> tuple[Group, ...]:
     )
 
 
-def tree(program: FamilyProgram, direction: Direction, names: Names, mask: int) -> Tree:
+def code_lengths(weights: Sequence[int], bits: int) -> list[int]:
+    """Per group (of these ``weights``: the rules a packet of it can meet past the trie), its code
+    length: the least ``worst`` such that lengths ``min(bits, worst - weight)`` form a prefix code
+    (Kraft: the shares ``2**(bits - length)`` sum to at most ``2**bits``), then the longest codes
+    shortened, heaviest first, until the shares sum to exactly that: a full tree, every test
+    useful. The weights are the policies', so the codes depend on policies alone."""
+    if len(weights) == 1:
+        return [0]
+    whole = 1 << bits
+
+    def lengths(worst: int) -> list[int]:
+        return [min(bits, worst - w) for w in weights]
+
+    def fits(found: list[int]) -> bool:
+        return min(found) >= 1 and sum(1 << (bits - n) for n in found) <= whole
+
+    top = max(weights)
+    found = next(f for f in map(lengths, range(top + 1, top + bits + 1)) if fits(f))
+    slack = whole - sum(1 << (bits - n) for n in found)
+    heap = [(-n, -w, i) for i, (n, w) in enumerate(zip(found, weights, strict=True))]
+    heapq.heapify(heap)
+    while slack:  # a multiple of the longest code's share, so that one always fits
+        n, w, i = heapq.heappop(heap)
+        slack -= 1 << (bits + n)
+        found[i] = -n - 1
+        heapq.heappush(heap, (n + 1, w, i))
+    return found
+
+
+def canonical(lengths: Sequence[int]) -> list[int]:
+    """Per length, in order, its code (the first bit the most significant): shorter codes first,
+    each the next free one, as canonical Huffman codes are assigned."""
+    codes = [0] * len(lengths)
+    code, previous = 0, 0
+    for i in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        code <<= lengths[i] - previous
+        codes[i], previous = code, lengths[i]
+        code += 1
+    return codes
+
+
+def tree(
+    program: FamilyProgram, direction: Direction, names: Names, mask: int, weight: Callable[[Group], int]
+) -> Tree:
     found = groups(program, direction) or (Group(0, (), (), ()),)  # the root exists even when empty
-    bits = max(1, (len(found) - 1).bit_length())
-    if bits > bin(mask).count("1"):
+    bits = bin(mask).count("1")
+    if len(found) > 1 << bits:
         raise UsageError(
-            f"{len(found)} {direction} namespace groups need {bits} mark bits; "
-            f"the {direction} mask of --group-marks ({mask:#x}) has {bin(mask).count('1')}"
+            f"{len(found)} {direction} namespace groups need {(len(found) - 1).bit_length()} mark bits; "
+            f"the {direction} mask of --group-marks ({mask:#x}) has {bits}"
         )
+    lengths = code_lengths([weight(g) for g in found], bits)
+    codes = canonical(lengths)
+    # depth d's bit (the code's d-th from the most significant) goes on the mask's d-th bit
+    marks = [
+        spread(sum(1 << d for d in range(n) if code >> (n - 1 - d) & 1), mask)
+        for code, n in zip(codes, lengths, strict=True)
+    ]
     letter = "E" if direction == "egress" else "I"
-    spelled = tuple((g.number, tuple(map(names.set, g.isolated))) for g in found)  # as the kernel's
+    spelled = tuple((m, tuple(map(names.set, g.isolated))) for g, m in zip(found, marks, strict=True))
     map_set = names.set(f"m{program.family}-{digest('map', direction, program.family, mask, spelled)}")
     chain = [names.chain(f"{letter}{program.family}-{g.number:x}") for g in found]
-    chains = []
-    for group in found:
-        lowest = (group.number & -group.number).bit_length() - 1 if group.number else bits
-        tests = tuple(
-            Test(j, spread(1 << j, mask), chain[group.number | 1 << j])
-            for j in range(lowest - 1, -1, -1)
-            if group.number | 1 << j < len(found)
+    chains = [
+        TreeChain(
+            chain[i],
+            tuple(Test(d, spread(1 << d, mask), chain[j]) for d, j in tests),
+            g,
+            marks[i],
+            lengths[i],
         )
-        chains.append(TreeChain(chain[group.number], tests, group))
+        for i, (g, tests) in enumerate(zip(found, links(codes, lengths), strict=True))
+    ]
+    root = min(range(len(found)), key=lambda i: (codes[i], lengths[i]))  # the all-0 code
+    chains.insert(0, chains.pop(root))
     return Tree(direction, map_set, found, tuple(chains), bits)
+
+
+def links(codes: Sequence[int], lengths: Sequence[int]) -> list[list[tuple[int, int]]]:
+    """Per code, the trie's tests in its chain: (depth, the code whose chain a set bit there
+    leads to). A code whose last 1 is at depth k starts the chain of the 1-subtree it is the
+    leftmost leaf of (the all-0 code: the root's), which walks down the 0-side from depth k + 1,
+    one test per depth, to the code's own leaf; a full tree has a leftmost leaf in each subtree."""
+
+    def last(code: int, length: int) -> int:  # the depth of the code's last 1 bit, -1 for none
+        return length - (code & -code).bit_length() if code else -1
+
+    starts = {
+        (c >> (n - 1 - last(c, n)), last(c, n)): i
+        for i, (c, n) in enumerate(zip(codes, lengths, strict=True))
+    }
+    return [
+        [(d, starts[(c >> (n - d)) << 1 | 1, d]) for d in range(last(c, n) + 1, n)]
+        for c, n in zip(codes, lengths, strict=True)
+    ]
 
 
 def map_entries(tree: Tree, mask: int) -> dict[str, str]:
     """Per isolated set feeding the map set, what follows each of its addresses there:
     `` skbmark NUMBER/MASK`` (only the mask's bits change)."""
-    return {
-        name: f" skbmark {spread(group.number, mask):#x}/{mask:#x}"
-        for group in tree.groups
-        for name in group.isolated
-    }
-
-
-def tests_before(tree: Tree, number: int) -> int:
-    """Trie tests a packet of group ``number`` meets, up to and in the group's own chain."""
-    by_name = {c.name: c for c in tree.chains}
-    current, count = tree.chains[0], 0
-    while True:
-        for test in current.tests:
-            count += 1
-            if number >> test.bit & 1:
-                current = by_name[test.chain]
-                break
-        else:
-            return count
+    return {name: f" skbmark {c.mark:#x}/{mask:#x}" for c in tree.chains for name in c.group.isolated}

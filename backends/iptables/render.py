@@ -19,7 +19,7 @@ from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, chain_set_te
 from ...resolve import Entry
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
-from .mark_tree import Marks, Tree, groups, map_entries, tests_before, tree
+from .mark_tree import Group, Marks, Tree, groups, map_entries, tree
 from .names import Names, names_of
 
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
@@ -159,7 +159,16 @@ def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tre
         return {}
     program = lowered.family(family)
     names = names_of(lowered)
-    return {d: tree(program, d, names, marks.group(d)) for d in DIRECTIONS}
+    length = {c.name: chain_rules(c.matches) for c in program.chains}
+
+    def weight(group: Group) -> int:
+        """The rules past the trie a packet of ``group`` meets when its pod is in the target of
+        the longest policy chain: a short code for the group whose dispatch is long, or whose
+        policies are. (Every chain's, a pod in every target, is a bound that ranks groups by
+        policies no pod meets together: 3 rules worse at the mixed L.)"""
+        return len(group.dispatch) + max((length[d.chain] for d, _ in group.dispatch), default=0)
+
+    return {d: tree(program, d, names, marks.group(d), weight) for d in DIRECTIONS}
 
 
 NPC_LAYOUT = Layout()
@@ -435,8 +444,9 @@ def rules_for(
         return {text: flat + sum(length[d.chain] for d in ds) for text, ds in chains.items()}
     found = trees(lowered, family, marks)[direction]
     out = {}
-    for group in found.groups:
-        cost = fixed + 1 + tests_before(found, group.number) + len(group.dispatch)
+    for chain in found.chains:
+        group = chain.group
+        cost = fixed + 1 + chain.depth + len(group.dispatch)
         for name in group.isolated:
             for text, _ in members[name]:
                 out[text] = cost + sum(length[d.chain] for d in chains.get(text, ()))
