@@ -88,7 +88,13 @@ def part_keys(key: SetKey) -> tuple[tuple[PodPeer, ...], tuple[PodPeer, ...]] | 
     nf_tables): loading costs grow with the square of the set count. None for a union (a union
     of intersections is no intersection), a set that is a namespace's pods already, and peers
     across namespaces by label: those are few, and their namespaces' pods would hold far more
-    than the peer."""
+    than the peer.
+
+    Only a selector of label equalities and ``Exists`` is split: a pod is in such a selector's
+    part only if the selector names a subset of its own labels, so however many policies there
+    are, a pod is in a bounded number of parts. ``NotIn``, ``DoesNotExist`` or a multi-valued
+    ``In`` match pods by what they lack or by any of many values; one such selector per namespace
+    (``app NotIn [<its own app>]``) would make a thousand parts of nearly every pod each."""
     if not (isinstance(key, tuple) and len(key) == 1 and isinstance(key[0], PodPeer)):
         return None
     peer = key[0]
@@ -97,6 +103,7 @@ def part_keys(key: SetKey) -> tuple[tuple[PodPeer, ...], tuple[PodPeer, ...]] | 
         peer.pods.is_all
         or len(one) != 1
         or (one[0].key, one[0].op, len(one[0].values)) != (NAMESPACE_NAME_LABEL, "In", 1)
+        or not all(r.op == "Exists" or (r.op == "In" and len(r.values) == 1) for r in peer.pods.requirements)
     ):
         return None
     return (PodPeer(peer.namespaces, EVERYWHERE),), (PodPeer(EVERYWHERE, peer.pods),)

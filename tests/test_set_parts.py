@@ -116,3 +116,42 @@ def test_parts_survive_the_manifest() -> None:
             (s.name, [p.name for p in s.parts]) for s in now.sets
         ]
         assert any(s.parts for s in now.sets)
+
+
+def test_a_selector_by_what_pods_lack_is_not_split() -> None:
+    """``app NotIn [<own app>]`` in every namespace: split, each part would hold nearly every pod
+    of the cluster; whole, each set holds its namespace's few. Equalities and ``Exists`` split."""
+    apps = [f"app{i}" for i in range(20)]
+    spaces = [f"ns{i}" for i in range(20)]
+
+    def policy(ns: str, pods: Selector) -> Policy:
+        return Policy(ns, "p", Selector(), ingress=(Rule(peers=(PodPeer(namespace_selector(ns), pods),)),))
+
+    others = [Selector((Requirement("app", "NotIn", (app,)),)) for app in apps]
+    many = [Selector((Requirement("app", "In", (app, "x")),)) for app in apps]
+    lacking = [Selector((Requirement(app, "DoesNotExist"),)) for app in apps]
+    mixed = [
+        Selector((Requirement("app", "In", ("web",)), Requirement("v", "NotIn", (app,)))) for app in apps
+    ]
+    plain = [
+        Selector((Requirement("app", "In", ("web",)),)),
+        Selector((Requirement("app", "Exists"), Requirement("tier", "In", ("db",)))),
+    ]
+    inventory = Inventory(
+        tuple(Namespace(ns, {NAMESPACE_NAME_LABEL: ns}) for ns in spaces),
+        tuple(
+            Pod(ns, app, {"app": app}, (ipaddress.ip_address(f"10.1.{n}.{a}"),))
+            for n, ns in enumerate(spaces)
+            for a, app in enumerate(apps)
+        ),
+    )
+    for selectors in (others, many, lacking, mixed):
+        program = Program(tuple(policy(ns, s) for ns, s in zip(spaces, selectors, strict=True)))
+        compiled = compile_program(program, inventory)
+        assert not any(s.parts for f in compiled.lowered.families for s in f.sets)
+        entries = get_backend("iptables").render(compiled, Options())["ipsets"].count("\nadd ")
+        assert entries < 3 * len(inventory.pods)  # 400 pods; split, these would be 20 x 380
+    for selector in plain:
+        program = Program(tuple(policy(ns, selector) for ns in spaces))
+        peer = lower(program).family(4).chains[0].matches[0].peer
+        assert peer is not None and len(peer.parts) == 2
