@@ -85,8 +85,14 @@ class SubprocessRunner:
     """The real kernel tools of this network namespace."""
 
     def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
+        """The tool reads its input from an unlinked file, written at once: fed through a pipe,
+        4 KiB per write, each write would wait for the interpreter's lock while another thread
+        renders (``while_running``)."""
         try:
-            done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
+            with tempfile.TemporaryFile() as fh:
+                fh.write(stdin.encode())
+                fh.seek(0)
+                done = subprocess.run(list(argv), stdin=fh, capture_output=True, text=True, check=False)
         except FileNotFoundError:
             raise ApplyError(
                 f"{argv[0]} not found: install it (Debian: apt-get install {_package(argv[0])})"
@@ -118,6 +124,26 @@ def run_together(run: Runner, calls: Sequence[tuple[Sequence[str], str]]) -> lis
     if isinstance(run, RunsTogether):
         return run.together(calls)
     return [run(argv, stdin) for argv, stdin in calls]
+
+
+T = TypeVar("T")
+
+
+def while_running(run: Runner, commands: Callable[[], str], work: Callable[[], T]) -> tuple[str, T | None]:
+    """``commands`` (the runner's; they return an error, or "") and ``work`` (Python, say rendering
+    what comes next) at once where the runner can run commands from another thread: a restore
+    waits on its tool, the interpreter need not. Else one after the other, and ``work`` only
+    if ``commands`` succeeded. ``work``'s exception comes once ``commands`` are done."""
+    if not isinstance(run, RunsTogether):
+        error = commands()
+        return error, None if error else work()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(commands)
+        try:
+            done = work()
+        finally:
+            error = running.result()
+    return error, None if error else done
 
 
 @runtime_checkable

@@ -44,7 +44,7 @@ from ...errors import ApplyError, MixedStateError, UsageError
 from ...lock import record_path
 from ...lower import Lowered
 from ...resolve import Entry
-from ..base import MemberDelta, Runner, run_together
+from ..base import MemberDelta, Runner, run_together, while_running
 from ..nftables.render import table_name
 from .mark_tree import Marks
 from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, names_of
@@ -459,11 +459,57 @@ def apply_iptables(
             _record(names).unlink(missing_ok=True)
 
     creating = [*fresh, *staged]  # the layout's families
-    for start in range(0, len(creating), RESTORE_SETS):  # a prefix of them at a time, as drop_new assumes
-        result = run(["ipset", "restore"], render_sets(lowered, creating[start : start + RESTORE_SETS]))
-        if result.returncode != 0:
-            drop_new()
-            undo.finish(f"ipset restore rejected the new sets: {result.stderr.strip()}")
+
+    inputs = [
+        render_sets(lowered, creating[i : i + RESTORE_SETS]) for i in range(0, len(creating), RESTORE_SETS)
+    ]
+
+    def create() -> str:
+        """The new sets, a prefix of them at a time (as drop_new assumes); the first refusal."""
+        for text in inputs:
+            result = run(["ipset", "restore"], text)
+            if result.returncode != 0:
+                return result.stderr.strip() or f"exit status {result.returncode}"
+        return ""
+
+    def prepare() -> tuple[
+        dict[int, dict[str, TableState]], list[tuple[Sequence[str], str]], dict[int, Chains]
+    ]:
+        """Per family, its tables as they are and the restore input that edits them (rendered
+        while ``ipset`` creates the sets: neither needs the other)."""
+        before = {family: _table_states(run, tools, family, lowered, layout) for family in layout.families}
+        written: dict[int, Chains] = {}
+        out: list[tuple[Sequence[str], str]] = []  # per family: IPv4's and IPv6's tables are apart
+        for family in layout.families:
+            edits = {
+                table: TableEdit(  # a jump npc does not own here (left by another layout) is removed
+                    insert_jump=_owns_jump(layout, marks, table) and old.jumps == 0,
+                    surplus_jumps=max(old.jumps - 1, 0) if _owns_jump(layout, marks, table) else old.jumps,
+                    stale_chains=tuple(
+                        sorted(set(old.chains) - set(layout.chain_names(lowered, family, marks, table)))
+                    ),
+                )
+                for table, old in before[family].items()
+                if table in _edited(before[family], marks)
+            }
+            gone = {table: edit.stale_chains for table, edit in edits.items()}
+            text = render_rules(
+                lowered,
+                family,
+                marks,
+                {table: edit.lines(lowered, table) for table, edit in edits.items()},
+                gone,
+                layout,
+            )
+            written[family] = chains_in(text, gone)
+            out.append(([tools.restore[family], "--noflush", "--wait=30"], text))
+        return before, out, written
+
+    not_created, prepared = while_running(run, create, prepare)
+    if prepared is None:
+        drop_new()
+        undo.finish(f"ipset restore rejected the new sets: {not_created}")
+    before, restores, written = prepared
 
     swaps = [f"swap {names.temp(name)} {name}\n" for name in changed]
     swapped, error = ipset_lines(run, swaps)
@@ -477,9 +523,7 @@ def apply_iptables(
         _, back_error = ipset_lines(run, swaps)
         undo.step("swapping the sets back", back_error)
 
-    before = {family: _table_states(run, tools, family, lowered, layout) for family in layout.families}
     done: list[int] = []
-    written: dict[int, Chains] = {}
 
     def rules_back(rejected: Sequence[int] = ()) -> None:
         """Every family done, and the rejected ones' tables committed before the rejection."""
@@ -495,30 +539,6 @@ def apply_iptables(
             back = run([tools.restore[undone], "--noflush", "--wait=30"], text)
             undo.step(f"putting the IPv{undone} rules back", back.stderr.strip() if back.returncode else "")
 
-    restores: list[tuple[Sequence[str], str]] = []  # per family: IPv4's and IPv6's tables are apart
-    for family in layout.families:
-        edits = {
-            table: TableEdit(  # a jump npc does not own here (left by another layout) is removed
-                insert_jump=_owns_jump(layout, marks, table) and old.jumps == 0,
-                surplus_jumps=max(old.jumps - 1, 0) if _owns_jump(layout, marks, table) else old.jumps,
-                stale_chains=tuple(
-                    sorted(set(old.chains) - set(layout.chain_names(lowered, family, marks, table)))
-                ),
-            )
-            for table, old in before[family].items()
-            if table in _edited(before[family], marks)
-        }
-        gone = {table: edit.stale_chains for table, edit in edits.items()}
-        text = render_rules(
-            lowered,
-            family,
-            marks,
-            {table: edit.lines(lowered, table) for table, edit in edits.items()},
-            gone,
-            layout,
-        )
-        written[family] = chains_in(text, gone)
-        restores.append(([tools.restore[family], "--noflush", "--wait=30"], text))
     results = dict(zip(layout.families, run_together(run, restores), strict=True))  # one per family
     done += [family for family, result in results.items() if result.returncode == 0]
     rejected = [family for family, result in results.items() if result.returncode != 0]
