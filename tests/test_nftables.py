@@ -396,3 +396,23 @@ def _loaded(taken: Compiled, netns: Netns, tmp_path: Path) -> list[str]:
     with fresh_netns("npc-nftf", tmp_path) as other:
         NftablesBackend().load(taken, Options(), InNetns(other))
         return _table(InNetns(other))
+
+
+@pytest.mark.parametrize(
+    "kind, good, bad",
+    [
+        ("pods", ["10.0.0.1", "fd00::1"], "10.0.0.1 } ; flush ruleset ; {"),
+        ("port", ["10.0.0.1,tcp:80", "fd00::1,udp:53"], "10.0.0.1,tcp:80 }"),
+        ("port", ["10.0.0.1,tcp:80"], "10.0.0.1,tcp:70000"),
+    ],
+)
+def test_set_elements_carry_nothing_but_addresses_and_ports(kind: str, good: list[str], bad: str) -> None:
+    """Elements are checked in one pass over all of them; one bad entry among good ones is
+    refused, by its text, before anything reaches a ruleset."""
+    from npc.lower import SetSpec
+
+    spec = SetSpec(kind, 4, ("k",), "s4-x")  # type: ignore[arg-type]
+    entries = [(e, False) for e in good]
+    assert len(nftables.set_text(spec, entries).elements) == len(good)
+    with pytest.raises(ValueError, match=re.escape(repr(bad))):
+        nftables.set_text(spec, [*entries, (bad, False), *entries])

@@ -83,15 +83,20 @@ def verdict(direction: Direction, family: int) -> str:
 
 
 _ADDRESS = re.compile(r"[0-9a-f.:]+")
+_ADDRESSES = re.compile(r"[0-9a-f.:]+(?:\n[0-9a-f.:]+)*")
 _PORT_ENTRY = re.compile(r"(?P<address>[0-9a-f.:]+),(?P<protocol>tcp|udp|sctp):(?P<port>[0-9]{1,5})")
+_PORT_ENTRIES = re.compile(
+    r"[0-9a-f.:]+,(?:tcp|udp|sctp):[0-9]{1,5}(?:\n[0-9a-f.:]+,(?:tcp|udp|sctp):[0-9]{1,5})*"
+)
 
 
-def _address(text: str) -> str:
-    """An address as ``resolve`` rendered it from a parsed one; checked (cheaply: sets hold
-    millions of them) to be nothing but an address's characters, so it cannot carry syntax."""
-    if not _ADDRESS.fullmatch(text):
-        raise ValueError(f"not an address: {text!r}")
-    return text
+def _addresses(texts: Sequence[str]) -> Sequence[str]:
+    """Addresses as ``resolve`` rendered them from parsed ones; checked (in one pass over their
+    lines: sets hold hundreds of thousands) to be nothing but addresses' characters, so they
+    cannot carry syntax."""
+    if texts and not _ADDRESSES.fullmatch("\n".join(texts)):
+        raise ValueError(f"not an address: {next(t for t in texts if not _ADDRESS.fullmatch(t))!r}")
+    return texts
 
 
 def _interval(lo: int, hi: int, family: int) -> str:
@@ -139,6 +144,20 @@ def port_element(text: str) -> str:
     return f"{found['address']} . {found['protocol']} . {int(found['port'])}"
 
 
+def port_elements(texts: Sequence[str]) -> list[str]:
+    """``port_element`` of each; the spelling checked in one pass over their lines."""
+    if texts and not _PORT_ENTRIES.fullmatch("\n".join(texts)):
+        return [port_element(t) for t in texts]  # says which
+    out = []
+    for text in texts:
+        address, rest = text.split(",")
+        protocol, port = rest.split(":")
+        if not 0 < int(port) < 65536:
+            raise ValueError(f"bad named-port entry {text!r}")
+        out.append(f"{address} . {protocol} . {int(port)}")
+    return out
+
+
 @attrs.frozen
 class SetText:
     name: str
@@ -153,8 +172,8 @@ def set_text(spec: SetSpec, entries: Sequence[Entry]) -> SetText:
         return SetText(spec.name, address_type, True, tuple(net_elements(entries, spec.family)))
     if spec.kind == "port":
         kind = f"{address_type} . inet_proto . inet_service"
-        return SetText(spec.name, kind, False, tuple(port_element(e) for e, _ in entries))
-    return SetText(spec.name, address_type, False, tuple(_address(e) for e, _ in entries))
+        return SetText(spec.name, kind, False, tuple(port_elements([e for e, _ in entries])))
+    return SetText(spec.name, address_type, False, tuple(_addresses([e for e, _ in entries])))
 
 
 # --- dispatch -----------------------------------------------------------------------------------
@@ -189,17 +208,16 @@ def rank_maps(
     a few addresses)."""
     if ranks is None:
         ranks = max((len(c) for c in by_address.values()), default=0)
-    maps = []
-    for k in range(1, ranks + 1):
-        elements = []
-        for address, chains in by_address.items():
-            if k <= len(chains):
-                elements.append(f"{_address(address)} : jump {chain_name(chains[k - 1])}")
-            elif k == len(chains) + 1:
-                elements.append(f"{_address(address)} : drop")
-        name = rank_map(direction, program.family, k)
-        maps.append(MapText(name, f"{ADDRESS_TYPE[program.family]} : verdict", tuple(elements)))
-    return maps
+    elements: list[list[str]] = [[] for _ in range(ranks + 1)]  # per k, from 1
+    for address, chains in zip(_addresses(list(by_address)), by_address.values(), strict=True):
+        for k, chain in enumerate(chains[:ranks], 1):
+            elements[k].append(f"{address} : jump {chain_name(chain)}")
+        if len(chains) < ranks:
+            elements[len(chains) + 1].append(f"{address} : drop")
+    kind = f"{ADDRESS_TYPE[program.family]} : verdict"
+    return [
+        MapText(rank_map(direction, program.family, k), kind, tuple(elements[k])) for k in range(1, ranks + 1)
+    ]
 
 
 # --- policy chains ------------------------------------------------------------------------------
