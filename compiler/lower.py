@@ -90,11 +90,12 @@ def part_keys(key: SetKey) -> tuple[tuple[PodPeer, ...], tuple[PodPeer, ...]] | 
     across namespaces by label: those are few, and their namespaces' pods would hold far more
     than the peer.
 
-    Only a selector of label equalities and ``Exists`` is split: a pod is in such a selector's
-    part only if the selector names a subset of its own labels, so however many policies there
-    are, a pod is in a bounded number of parts. ``NotIn``, ``DoesNotExist`` or a multi-valued
-    ``In`` match pods by what they lack or by any of many values; one such selector per namespace
-    (``app NotIn [<its own app>]``) would make a thousand parts of nearly every pod each."""
+    Only a selector of ``In`` and ``Exists`` requirements is split: a pod is in its part only if
+    every requirement names a label the pod has (with the pod's value among those listed), so
+    the parts a pod is in follow from its own labels and the values policies list together, not
+    from how many namespaces there are. ``NotIn`` and ``DoesNotExist`` match pods by what they
+    lack: one such selector per namespace (``app NotIn [<its own app>]``) would make a thousand
+    parts of nearly every pod each."""
     if not (isinstance(key, tuple) and len(key) == 1 and isinstance(key[0], PodPeer)):
         return None
     peer = key[0]
@@ -103,7 +104,7 @@ def part_keys(key: SetKey) -> tuple[tuple[PodPeer, ...], tuple[PodPeer, ...]] | 
         peer.pods.is_all
         or len(one) != 1
         or (one[0].key, one[0].op, len(one[0].values)) != (NAMESPACE_NAME_LABEL, "In", 1)
-        or not all(r.op == "Exists" or (r.op == "In" and len(r.values) == 1) for r in peer.pods.requirements)
+        or not all(r.op in ("In", "Exists") for r in peer.pods.requirements)
     ):
         return None
     return (PodPeer(peer.namespaces, EVERYWHERE),), (PodPeer(EVERYWHERE, peer.pods),)
