@@ -85,11 +85,11 @@ class SubprocessRunner:
     """The real kernel tools of this network namespace."""
 
     def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
-        """The tool reads its input from an unlinked file, written at once: fed through a pipe,
-        4 KiB per write, each write would wait for the interpreter's lock while another thread
-        renders (``while_running``)."""
+        """The tool reads its input from an anonymous memory file written at once (no file
+        system needed): fed through a pipe, 4 KiB per write, each write would wait for the
+        interpreter's lock while another thread renders (``while_running``)."""
         try:
-            with tempfile.TemporaryFile() as fh:
+            with os.fdopen(os.memfd_create("npc-input", os.MFD_CLOEXEC), "w+b") as fh:
                 fh.write(stdin.encode())
                 fh.seek(0)
                 done = subprocess.run(list(argv), stdin=fh, capture_output=True, text=True, check=False)
