@@ -17,7 +17,9 @@ from npc.networks import network_spec
 from random_clusters import generated_cluster
 
 weights_and_bits = st.integers(1, 11).flatmap(
-    lambda bits: st.tuples(st.lists(st.integers(0, 40), min_size=1, max_size=min(2**bits, 300)), st.just(bits))
+    lambda bits: st.tuples(
+        st.lists(st.integers(0, 40), min_size=1, max_size=min(2**bits, 300)), st.just(bits)
+    )
 )
 
 

@@ -76,13 +76,12 @@ def policy_rules(chain: Chain, names: Names, mark: str) -> tuple[str, ...]:
 
 
 def render_match(match: Match, direction: Direction, names: Names) -> str:
-    """Spelled in the order iptables-save prints it, so a saved table diffs cleanly."""
+    """Spelled in the order iptables-save prints it, so a saved table diffs cleanly. The kernel
+    tests a rule's matches in order and stops at the first that fails: the port (a compare)
+    before the peer's sets (a hash lookup each), which most packets of other ports never reach."""
     parts: list[str] = []
     if match.protocol:
         parts.append(f"-p {match.protocol.lower()}")
-    if match.peer is not None:
-        parts.append(set_tests(match.peer, REMOTE[direction], names).lstrip())
-    if match.protocol:
         proto = match.protocol.lower()
         if len(match.ports) == 1:
             lo, hi = match.ports[0]
@@ -90,6 +89,8 @@ def render_match(match: Match, direction: Direction, names: Names) -> str:
         elif match.ports:
             spans = ",".join(f"{lo}:{hi}" if hi != lo else str(lo) for lo, hi in match.ports)
             parts.append(f"-m multiport --dports {spans}")
+    if match.peer is not None:
+        parts.append(set_tests(match.peer, REMOTE[direction], names).lstrip())
     if match.named_port is not None:
         parts.append(f"-m set --match-set {names.set(match.named_port.name)} dst,dst")
     return "".join(" " + p for p in parts)

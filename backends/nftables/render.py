@@ -264,14 +264,14 @@ def _ports(spans: Sequence[tuple[int, int]]) -> str:
 def render_match(match: Match, direction: Direction, family: int) -> str:
     ip = FAMILY_KEYWORD[family]
     parts: list[str] = []
-    if match.peer is not None:
+    if match.named_port is None and match.protocol and match.ports:
+        parts.append(f"{match.protocol.lower()} dport {_ports(match.ports)}")
+    elif match.named_port is None and match.protocol:
+        parts.append(f"meta l4proto {match.protocol.lower()}")
+    if match.peer is not None:  # after the port: a compare fails most packets before a lookup
         parts += [f"{ip} {REMOTE_FIELD[direction]} @{s.name}" for s in tested(match.peer)]
     if match.named_port is not None:
         parts.append(f"{ip} daddr . meta l4proto . th dport @{match.named_port.name}")
-    elif match.protocol and match.ports:
-        parts.append(f"{match.protocol.lower()} dport {_ports(match.ports)}")
-    elif match.protocol:
-        parts.append(f"meta l4proto {match.protocol.lower()}")
     parts.append(verdict(direction, family))
     return " ".join(parts)
 
