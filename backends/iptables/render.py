@@ -166,7 +166,7 @@ def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tre
         """The rules past the trie a packet of ``group`` meets when its pod is in the target of
         the longest policy chain: a short code for the group whose dispatch is long, or whose
         policies are. (Every chain's, a pod in every target, is a bound that ranks groups by
-        policies no pod meets together: 3 rules worse at the mixed L.)"""
+        policies no pod meets together: 1-3 rules worse at the mixed L.)"""
         return len(group.dispatch) + max((length[d.chain] for d, _ in group.dispatch), default=0)
 
     return {d: tree(program, d, names, marks.group(d), weight) for d in DIRECTIONS}
