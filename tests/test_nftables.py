@@ -404,6 +404,7 @@ def _loaded(taken: Compiled, netns: Netns, tmp_path: Path) -> list[str]:
         ("pods", ["10.0.0.1", "fd00::1"], "10.0.0.1 } ; flush ruleset ; {"),
         ("port", ["10.0.0.1,tcp:80", "fd00::1,udp:53"], "10.0.0.1,tcp:80 }"),
         ("port", ["10.0.0.1,tcp:80"], "10.0.0.1,tcp:70000"),
+        ("pods", ["10.0.0.1"], "10.0.0.2\n10.0.0.3"),  # each line an address, but one entry
     ],
 )
 def test_set_elements_carry_nothing_but_addresses_and_ports(kind: str, good: list[str], bad: str) -> None:

@@ -35,6 +35,7 @@ chain names are hashes, elements are checked to hold nothing but an address's ch
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -82,20 +83,28 @@ def verdict(direction: Direction, family: int) -> str:
 # --- elements -----------------------------------------------------------------------------------
 
 
-_ADDRESS = re.compile(r"[0-9a-f.:]+")
-_ADDRESSES = re.compile(r"[0-9a-f.:]+(?:\n[0-9a-f.:]+)*")
-_PORT_ENTRY = re.compile(r"(?P<address>[0-9a-f.:]+),(?P<protocol>tcp|udp|sctp):(?P<port>[0-9]{1,5})")
-_PORT_ENTRIES = re.compile(
-    r"[0-9a-f.:]+,(?:tcp|udp|sctp):[0-9]{1,5}(?:\n[0-9a-f.:]+,(?:tcp|udp|sctp):[0-9]{1,5})*"
-)
+_ADDRESS = r"[0-9a-f.:]+"
+_PORT_ENTRY = _ADDRESS + r",(?:tcp|udp|sctp):[0-9]{1,5}"
+
+
+@functools.cache
+def _lines(pattern: str) -> re.Pattern[str]:
+    return re.compile(f"{pattern}(?:\n{pattern})*")
+
+
+def _check(texts: Sequence[str], pattern: str, refusal: str) -> None:
+    """Every text is all ``pattern``: one pass over their lines (sets hold hundreds of thousands
+    of them), none with a line break of its own; ValueError names the first that is not."""
+    joined = "\n".join(texts)
+    if texts and (joined.count("\n") != len(texts) - 1 or not _lines(pattern).fullmatch(joined)):
+        one = re.compile(pattern)
+        raise ValueError(f"{refusal} {next(t for t in texts if not one.fullmatch(t))!r}")
 
 
 def _addresses(texts: Sequence[str]) -> Sequence[str]:
-    """Addresses as ``resolve`` rendered them from parsed ones; checked (in one pass over their
-    lines: sets hold hundreds of thousands) to be nothing but addresses' characters, so they
-    cannot carry syntax."""
-    if texts and not _ADDRESSES.fullmatch("\n".join(texts)):
-        raise ValueError(f"not an address: {next(t for t in texts if not _ADDRESS.fullmatch(t))!r}")
+    """Addresses as ``resolve`` rendered them from parsed ones; checked to be nothing but
+    addresses' characters, so they cannot carry syntax."""
+    _check(texts, _ADDRESS, "not an address:")
     return texts
 
 
@@ -136,18 +145,10 @@ def net_elements(entries: Sequence[Entry], family: int) -> list[str]:
     return [_interval(lo, hi, family) for lo, hi in out]
 
 
-def port_element(text: str) -> str:
-    """``ADDRESS,PROTOCOL:PORT`` (resolve's spelling) as an ``addr . proto . service`` element."""
-    found = _PORT_ENTRY.fullmatch(text)
-    if not found or not 0 < int(found["port"]) < 65536:
-        raise ValueError(f"bad named-port entry {text!r}")
-    return f"{found['address']} . {found['protocol']} . {int(found['port'])}"
-
-
 def port_elements(texts: Sequence[str]) -> list[str]:
-    """``port_element`` of each; the spelling checked in one pass over their lines."""
-    if texts and not _PORT_ENTRIES.fullmatch("\n".join(texts)):
-        return [port_element(t) for t in texts]  # says which
+    """``ADDRESS,PROTOCOL:PORT`` entries (resolve's spelling) as ``addr . proto . service``
+    elements."""
+    _check(texts, _PORT_ENTRY, "bad named-port entry")
     out = []
     for text in texts:
         address, rest = text.split(",")
