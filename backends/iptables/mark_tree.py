@@ -100,7 +100,6 @@ class Tree:
     map_set: str
     groups: tuple[Group, ...]
     chains: tuple[TreeChain, ...]  # chains[0] is the root
-    bits: int
 
 
 @functools.cache  # a trie asks the same few (bit, mask) pairs thousands of times
@@ -201,9 +200,8 @@ def tree(
         )
         for i, (g, tests) in enumerate(zip(found, links(codes, lengths), strict=True))
     ]
-    root = min(range(len(found)), key=lambda i: (codes[i], lengths[i]))  # the all-0 code
-    chains.insert(0, chains.pop(root))
-    return Tree(direction, map_set, found, tuple(chains), bits)
+    chains.insert(0, chains.pop(codes.index(0)))  # the root's: the all-0 code
+    return Tree(direction, map_set, found, tuple(chains))
 
 
 def links(codes: Sequence[int], lengths: Sequence[int]) -> list[list[tuple[int, int]]]:
