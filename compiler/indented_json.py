@@ -3,8 +3,9 @@
 With ``indent`` the standard library falls back from its C encoder to a generator per value
 and level; at size L the manifest (the lowered program, 40 MB) took 2 s that way. This writer
 keeps the C string and number encoders and replaces the generators by one recursive function
-appending to a list. Only what JSON holds is accepted: dicts with string keys, lists (or tuples),
-strings, numbers, booleans and None.
+appending to a list, joined into a chunk every few thousand pieces (all the pieces of an L
+manifest at once were 200 MB, the compile's peak). Only what JSON holds is accepted: dicts with
+string keys, lists (or tuples), strings, numbers, booleans and None.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 
 _scalar = json.JSONEncoder().encode  # numbers, booleans, None, as json writes them
 _CONTAINERS = (dict, list, tuple)
+_CHUNK = 4096  # pieces joined at a time
 
 
 def dumps(value: Any) -> str:
     out: list[str] = []
     add = out.append
+    chunks: list[str] = []
 
     def scalar(x: Any) -> str:
         return encode_basestring_ascii(x) if x.__class__ is str else _scalar(x)
@@ -43,6 +46,9 @@ def dumps(value: Any) -> str:
                     add(lead + encode_basestring_ascii(k) + ": " + scalar(x))
                 lead = sep
             add("\n" + pad + "}")
+            if len(out) > _CHUNK:
+                chunks.append("".join(out))
+                out.clear()
         else:
             if not v:
                 add("[]")
@@ -61,4 +67,5 @@ def dumps(value: Any) -> str:
         emit(value, "")
     else:
         add(scalar(value))
-    return "".join(out)
+    chunks.append("".join(out))
+    return "".join(chunks)
