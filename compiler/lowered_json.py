@@ -4,8 +4,8 @@ This is what lets a node load reviewed artefacts without compiling policy (``npc
 --artefacts``): the manifest says what each set *means* (the selectors, the CIDR with its
 excepts, the named port), so the node only resolves members against its live inventory and
 renders the very rules that were reviewed. ``decode(encode(x)) == x`` for every ``Lowered``.
-Format 1 spells set and chain names with the iptables backends' prefixes (``lower.qualified``),
-as the first npc's ``lower`` named them.
+Set and chain names are spelled with the iptables backends' prefixes (``lower.qualified``), as
+the first npc's ``lower`` named them. Format 2 adds the parts a split set is tested by.
 """
 
 from __future__ import annotations
@@ -32,15 +32,17 @@ from .lower import (
     unqualified,
 )
 
-FORMAT = 1
+FORMAT = 2  # 2: split sets name their parts
 
 
 def _selector(selector: Selector) -> list[dict[str, Any]]:
     return [{"key": r.key, "op": r.op, "values": list(r.values)} for r in selector.requirements]
 
 
-def _meaning(spec: SetSpec) -> dict[str, Any]:
+def _meaning(spec: SetSpec, spelled: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": spec.kind, "family": spec.family}
+    if spec.parts:  # which sets are split depends on the whole program (``lower.shared_lists``)
+        out["parts"] = [spelled[p.name] for p in spec.parts]
     if isinstance(spec.key, IPBlock):
         out.update(cidr=str(spec.key.cidr), excepts=[str(n) for n in spec.key.excepts])
     elif spec.kind == "port":
@@ -77,7 +79,7 @@ def _scopes(f: FamilyProgram, direction: Direction, spelled: Mapping[str, str]) 
 def encode(lowered: Lowered) -> dict[str, Any]:
     tag = lowered.tag
     spelled = {s.name: qualified(s.name, tag) for f in lowered.families for s in f.sets}
-    sets = {spelled[s.name]: _meaning(s) for f in lowered.families for s in f.sets}
+    sets = {spelled[s.name]: _meaning(s, spelled) for f in lowered.families for s in f.sets}
     families = [
         {
             "family": f.family,
@@ -132,14 +134,22 @@ def _decode_set(name: str, raw: Mapping[str, Any], tag: str) -> SetSpec:
     return SetSpec(kind, int(raw["family"]), key, unqualified(name, tag))
 
 
-def _with_parts(sets: dict[str, SetSpec], tag: str) -> dict[str, SetSpec]:
-    """Each pod set with the parts ``lower`` gave it (``part_keys``), which the manifest lists
-    as sets of the program too; a manifest from before parts has none, and its sets are tested
-    whole, as its rules were."""
+def _with_parts(
+    sets: dict[str, SetSpec], raw: Mapping[str, Any], tag: str, named: bool
+) -> dict[str, SetSpec]:
+    """Each pod set with the parts ``lower`` gave it: as the manifest names them (format 2; which
+    sets are split depends on the whole program, ``lower.shared_lists``). Format 1 named none:
+    every set ``part_keys`` splits had its parts where they are sets of the program too (a
+    manifest from before parts has none, and its sets are tested whole, as its rules were)."""
     out = dict(sets)
     for name, spec in sets.items():
-        keys = part_keys(spec.key) if spec.kind == "pods" else None
-        names = [qualified(set_name("pods", spec.family, k), tag) for k in keys or ()]
+        if named:
+            names = [str(n) for n in raw[name].get("parts", ())]
+            if not all(n in sets for n in names):
+                raise ValueError(f"set {name}: its parts {names} are not all sets of the program")
+        else:
+            keys = part_keys(spec.key) if spec.kind == "pods" else None
+            names = [qualified(set_name("pods", spec.family, k), tag) for k in keys or ()]
         if names and all(n in sets for n in names):
             out[name] = attrs.evolve(spec, parts=tuple(sets[n] for n in names))
     return out
@@ -148,12 +158,14 @@ def _with_parts(sets: dict[str, SetSpec], tag: str) -> dict[str, SetSpec]:
 def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
     """The ``Lowered`` that ``encode`` wrote; InputError when ``data`` is not that."""
     try:
-        if data.get("format") != FORMAT:
+        if data.get("format") not in (1, FORMAT):
             raise ValueError(
-                f"program format {data.get('format')!r} is not {FORMAT} (compiled by another npc?)"
+                f"program format {data.get('format')!r} is not 1 or {FORMAT} (compiled by another npc?)"
             )
         tag = str(data["tag"])
-        sets = _with_parts({name: _decode_set(name, raw, tag) for name, raw in data["sets"].items()}, tag)
+        raw_sets = data["sets"]
+        decoded = {name: _decode_set(name, raw, tag) for name, raw in raw_sets.items()}
+        sets = _with_parts(decoded, raw_sets, tag, named=data["format"] == FORMAT)
 
         def chain(raw: Mapping[str, Any]) -> Chain:
             matches = tuple(

@@ -22,7 +22,7 @@ from npc.ir import (
     Selector,
     namespace_selector,
 )
-from npc.lower import EVERYWHERE, lower
+from npc.lower import EVERYWHERE, SHARED_LISTS, lower
 from npc.lower import tested as _tested  # a test name to pytest
 from npc.lowered_json import decode, encode
 from npc.pipeline import compile_program
@@ -155,3 +155,78 @@ def test_a_selector_by_what_pods_lack_is_not_split() -> None:
         program = Program(tuple(policy(ns, selector) for ns in spaces))
         peer = lower(program).family(4).chains[0].matches[0].peer
         assert peer is not None and len(peer.parts) == 2
+
+
+COMPONENTS = [f"c{i}" for i in range(8)]
+PAIRS = [(a, b) for i, a in enumerate(COMPONENTS) for b in COMPONENTS[i + 1 :]]  # 28 lists
+SPACES = [f"ns{n}" for n in range(40)]
+COMPONENT_PODS = Inventory(
+    tuple(Namespace(ns, {NAMESPACE_NAME_LABEL: ns}) for ns in SPACES),
+    tuple(
+        Pod(ns, c, {"component": c}, (ipaddress.ip_address(f"10.2.{n}.{i + 1}"),))
+        for n, ns in enumerate(SPACES)
+        for i, c in enumerate(COMPONENTS)
+    ),
+)
+
+
+def _naming(lists: dict[tuple[str, ...], list[str]]) -> Program:
+    """Per list, a policy in each of its namespaces allowing that namespace's pods of the list."""
+
+    def policy(ns: str, i: int, pair: tuple[str, ...]) -> Policy:
+        peer = PodPeer(namespace_selector(ns), Selector((Requirement("component", "In", pair),)))
+        return Policy(ns, f"p{i}", Selector(), ingress=(Rule(peers=(peer,)),))
+
+    return Program(
+        tuple(policy(ns, i, pair) for i, (pair, spaces) in enumerate(lists.items()) for ns in spaces)
+    )
+
+
+def _split_lists(program: Program) -> tuple[set[tuple[str, ...]], int]:
+    """The lists split into parts, and the most parts one pod is in."""
+    compiled = compile_program(program, COMPONENT_PODS)
+    family = compiled.lowered.family(4)
+    split = {
+        s.key[0].pods.requirements[0].values for s in family.sets if s.parts and isinstance(s.key, tuple)
+    }
+    parts = {p for s in family.sets for p in s.parts if p.key[0].namespaces.is_all}
+    held = [{member for member, _ in compiled.members[p.name]} for p in parts]
+    back = decode(json.loads(json.dumps(encode(compiled.lowered))))
+    assert [(s.name, [p.name for p in s.parts]) for s in back.family(4).sets] == [
+        (s.name, [p.name for p in s.parts]) for s in family.sets
+    ]
+    return split, max((sum(str(pod.ips[0]) in m for m in held) for pod in COMPONENT_PODS.pods), default=0)
+
+
+def test_value_lists_named_in_few_namespaces_are_not_split() -> None:
+    """Each of 28 lists of 2 of 8 components named in one or two of 40 namespaces: split, each
+    list's part would hold its pods in all 40, and a pod would be in the part of all 7 lists
+    holding its component. Whole, each set holds its namespace's 2 pods."""
+    split, most = _split_lists(
+        _naming({pair: [SPACES[i % 40], SPACES[(i * 7) % 40]] for i, pair in enumerate(PAIRS)})
+    )
+    assert split == set() and most == 0
+
+
+def test_of_lists_named_widely_only_the_most_named_are_split() -> None:
+    """Six lists named in 20, 18, ..., 11 of 40 namespaces (a quarter at least), the other 22 in
+    one each: the ``SHARED_LISTS`` named most are split, so a pod is in at most that many parts."""
+    widely = {pair: SPACES[:count] for pair, count in zip(PAIRS, (20, 18, 16, 14, 12, 11), strict=False)}
+    rarely = {pair: [SPACES[i]] for i, pair in enumerate(PAIRS[6:])}
+    split, most = _split_lists(_naming({**widely, **rarely}))
+    assert split == set(PAIRS[:SHARED_LISTS]) and SHARED_LISTS == 4
+    assert 0 < most <= 4  # all six split: 5
+
+
+def test_a_format_1_manifest_splits_what_part_keys_splits() -> None:
+    """Manifests written before parts were named split every set ``part_keys`` splits whose parts
+    are sets of the program: read back, they render the rules that were reviewed then."""
+    data = json.loads(json.dumps(encode(lower(PROGRAM))))
+    data["format"] = 1
+    for meaning in data["sets"].values():
+        meaning.pop("parts", None)
+    back = decode(data)
+    assert [(s.name, [p.name for p in s.parts]) for s in back.family(4).sets] == [
+        (s.name, [p.name for p in s.parts]) for s in lower(PROGRAM).family(4).sets
+    ]
+    assert any(s.parts for s in back.family(4).sets)
