@@ -16,6 +16,10 @@ writes what platform teams and tenants add over time, in the same output format:
   ranges (``endPort``), ``NotIn``/``DoesNotExist`` selectors;
 - about 1% of pods finished, a few ``hostNetwork`` pods, one namespace in seven dual-stack.
 
+``run.py --generators lists`` is this mix with each component's local peer written as a list
+(``component In [2 or 3 of the 8]``, 84 lists in all): what a cut of set parts by value list
+must survive.
+
 Same sizes and same CLI as ``generate.py``:
 
     python benchmarks/generate_mixed.py L /tmp/mixed-L
@@ -91,7 +95,7 @@ def _labels(name: str, component: str) -> Obj:
     return {"matchLabels": {NAME: name, COMPONENT: component}}
 
 
-def _component_policies(ns: Tenancy, app: str, component: str, rng: random.Random) -> list[Obj]:
+def _component_policies(ns: Tenancy, app: str, component: str, rng: random.Random, lists: bool) -> list[Obj]:
     n, me = ns.name, _labels(app, component)
     ports = [p for p, _, _ in PORTS[component] if p != "metrics"] or ["metrics"]
     gateway_of_tenant = {
@@ -107,6 +111,11 @@ def _component_policies(ns: Tenancy, app: str, component: str, rng: random.Rando
         "podSelector": {"matchExpressions": [{"key": "debug", "operator": "DoesNotExist"}]},
     }
     local_peer = {"podSelector": _labels(app, rng.choice(COMPONENTS))}
+    if lists:  # the same pods' neighbours by a list of components of their own namespace
+        some = sorted(rng.sample(COMPONENTS, rng.choice((2, 3))))
+        local_peer = {
+            "podSelector": {"matchExpressions": [{"key": COMPONENT, "operator": "In", "values": some}]}
+        }
     out = [
         _policy(
             n,
@@ -166,7 +175,7 @@ def _component_policies(ns: Tenancy, app: str, component: str, rng: random.Rando
     return out
 
 
-def namespace_policies(ns: Tenancy, rng: random.Random) -> list[Obj]:
+def namespace_policies(ns: Tenancy, rng: random.Random, lists: bool = False) -> list[Obj]:
     n = ns.name
     out = [
         _policy(n, "default-deny", {}, ["Ingress", "Egress"] if ns.both_directions else ["Ingress"]),
@@ -204,7 +213,7 @@ def namespace_policies(ns: Tenancy, rng: random.Random) -> list[Obj]:
         )
     app = f"{ns.tenant}-app"
     for component in ns.components:
-        out += _component_policies(ns, app, component, rng)
+        out += _component_policies(ns, app, component, rng, lists)
     while len(out) < ns.budget:  # one-off grants added over time: a partner tenant's clients
         partner, component = rng.choice(TENANTS), rng.choice(ns.components)
         peer = {
@@ -264,8 +273,9 @@ def inventory(spec: ClusterSpec, namespaces: list[Tenancy]) -> Obj:
     return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}
 
 
-def write_cluster(spec: ClusterSpec, out: Path) -> Path:
-    """``out/policies/<namespace>.yaml`` and ``out/inventory.json``, like ``generate.write_cluster``."""
+def write_cluster(spec: ClusterSpec, out: Path, lists: bool = False) -> Path:
+    """``out/policies/<namespace>.yaml`` and ``out/inventory.json``, like ``generate.write_cluster``;
+    with ``lists``, each component's local peer is ``component In [2 or 3 of the 8]`` instead."""
     namespaces = layout(spec)
     rng = random.Random(spec.seed * 7919 + 3)
     policies = out / "policies"
@@ -274,7 +284,7 @@ def write_cluster(spec: ClusterSpec, out: Path) -> Path:
     policies.mkdir(parents=True)
     dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     for ns in namespaces:
-        text = yaml.dump_all(namespace_policies(ns, rng), Dumper=dumper, sort_keys=False)
+        text = yaml.dump_all(namespace_policies(ns, rng, lists), Dumper=dumper, sort_keys=False)
         (policies / f"{ns.name}.yaml").write_text(text)
     with (out / "inventory.json").open("w") as fh:
         json.dump(inventory(spec, namespaces), fh, indent=1)

@@ -23,6 +23,7 @@ Columns are data: another backend adds its name to ``MEASURED`` and its columns 
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import hashlib
 import json
@@ -46,6 +47,7 @@ from generate import SIZES, ClusterSpec
 GENERATORS: dict[str, Callable[[ClusterSpec, Path], Path]] = {
     "bench": generate.write_cluster,
     "mixed": generate_mixed.write_cluster,
+    "lists": functools.partial(generate_mixed.write_cluster, lists=True),
 }
 
 DATA = Path(tempfile.gettempdir()) / "npc-bench"
