@@ -246,7 +246,19 @@ def cluster_for(spec: ClusterSpec, data: Path, generator: str = "bench") -> Path
     wanted = json.dumps({**attrs.asdict(spec), "generator": [generator, sources.hexdigest()]}, sort_keys=True)
     if not stamp.exists() or stamp.read_text() != wanted:
         print(f"generating {generator} {spec.name} into {where} ...", file=sys.stderr)
-        GENERATORS[generator](spec, where)
+        # in a child: a generator holds the whole cluster, and every child this process starts
+        # afterwards would report this process's peak as its own (Linux keeps it across exec)
+        measure(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "generate",
+                str(where),
+                generator,
+                json.dumps(attrs.asdict(spec)),
+            ]
+        )
         stamp.write_text(wanted)
     return where
 
@@ -417,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         mode, path = args.child[0], Path(args.child[1])
         if mode == "npc-load":
             print(json.dumps(load_here(path, args.child[2])))
+        elif mode == "generate":
+            GENERATORS[args.child[2]](ClusterSpec(**json.loads(args.child[3])), path)
+            print("{}")
         elif mode == "pods":
             print(json.dumps({"pods": first_and_last_pods(path)}))
         else:
