@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import math
 from collections import Counter
 from collections.abc import Iterable
 from typing import Literal
@@ -35,6 +36,7 @@ from .ir import (
     PodPeer,
     Policy,
     Program,
+    Requirement,
     Rule,
     Selector,
     namespace_selector,
@@ -77,13 +79,7 @@ class SetSpec:
 EVERYWHERE = Selector()
 
 
-Lists = frozenset[tuple[str, tuple[str, ...]]]  # (label key, values) of ``key In [values]``
-SHARED_LISTS = 4  # per label key: the value lists a selector part may be cut by (``shared_lists``)
-
-
-def part_keys(
-    key: SetKey, lists: Lists | None = None
-) -> tuple[tuple[PodPeer, ...], tuple[PodPeer, ...]] | None:
+def part_keys(key: SetKey, lists: bool = False) -> tuple[tuple[PodPeer, ...], tuple[PodPeer, ...]] | None:
     """A pod set of one namespace and one selector as (the namespace's pods, the selector's
     pods in every namespace).
 
@@ -98,18 +94,17 @@ def part_keys(
 
     Only a selector of ``In`` and ``Exists`` requirements is split: a pod is in its part only if
     every requirement names a label the pod has (with the pod's value among those listed), so
-    the parts a pod is in follow from its own labels and the values policies list together, not
-    from how many namespaces there are. ``NotIn`` and ``DoesNotExist`` match pods by what they
-    lack: one such selector per namespace (``app NotIn [<its own app>]``) would make a thousand
-    parts of nearly every pod each. And an ``In`` of several values only with a list among
-    ``lists`` (None: any): a pod is in the part of every list holding its value, and policies
-    choosing 2 or 3 of 8 components made 84 lists and 30 entries per pod."""
+    the parts a pod is in follow from its own labels, not from how many namespaces there are.
+    ``NotIn`` and ``DoesNotExist`` match pods by what they lack: one such selector per namespace
+    (``app NotIn [<own app>]``) would make a thousand parts of nearly every pod each. And each
+    ``In`` names one value: a list's part holds a pod for every list holding its value, and
+    policies choosing 2 or 3 of 8 components wrote 84 lists (30 entries per pod); ``by_value``
+    makes a peer of lists peers of one value each. ``lists``: split ``In`` of several values
+    too, as format 1 manifests did."""
     if not (isinstance(key, tuple) and len(key) == 1 and isinstance(key[0], PodPeer)):
         return None
     peer = key[0]
-    if not _splittable(peer) or not all(
-        lists is None or len(r.values) < 2 or (r.key, r.values) in lists for r in peer.pods.requirements
-    ):
+    if not _splittable(peer) or not (lists or all(len(r.values) < 2 for r in peer.pods.requirements)):
         return None
     return (PodPeer(peer.namespaces, EVERYWHERE),), (PodPeer(EVERYWHERE, peer.pods),)
 
@@ -125,31 +120,21 @@ def _splittable(peer: PodPeer) -> bool:
     )
 
 
-def shared_lists(policies: Iterable[Policy]) -> Lists:
-    """The value lists (``key In [a, b, ...]``) parts may be cut by, from the policies alone: per
-    label key the ``SHARED_LISTS`` named in the most namespaces (ties by the values), of those
-    named in a quarter of the namespaces whose peers could be split at least. A list's part holds
-    its pods in every namespace, so one named in few namespaces would hold mostly pods no rule
-    of theirs asks for; and however many lists policies write, a pod is in at most
-    ``SHARED_LISTS`` parts per label."""
-    named: dict[tuple[str, tuple[str, ...]], set[str]] = {}
-    spaces: set[str] = set()
-    for policy in policies:
-        for direction in DIRECTIONS:
-            for rule in policy.rules(direction) or ():
-                for peer in rule.peers or ():
-                    if isinstance(peer, PodPeer) and _splittable(peer):
-                        spaces.add(policy.namespace)
-                        for r in peer.pods.requirements:
-                            if len(r.values) > 1:
-                                named.setdefault((r.key, r.values), set()).add(policy.namespace)
-    ranked: dict[str, list[tuple[int, tuple[str, ...]]]] = {}
-    for (label, values), where in named.items():
-        if 4 * len(where) >= len(spaces):
-            ranked.setdefault(label, []).append((-len(where), values))
-    return frozenset(
-        (label, values) for label, found in ranked.items() for _, values in sorted(found)[:SHARED_LISTS]
-    )
+EXPANDED = 4  # the most sets one peer's value lists become (``by_value``)
+
+
+def by_value(peer: PodPeer) -> list[tuple[PodPeer, ...]]:
+    """The keys of a peer's sets: one, or, for a peer ``part_keys`` would split but for its
+    value lists, one per combination of their values (at most ``EXPANDED``; more, one set).
+    ``component In [a, b]`` is ``component In [a]`` or ``component In [b]``: a match each, and
+    parts that hold a pod once per label, however many lists policies write."""
+    lists = [r for r in peer.pods.requirements if len(r.values) > 1]
+    if not lists or not _splittable(peer) or math.prod(len(r.values) for r in lists) > EXPANDED:
+        return [(peer,)]
+    chosen: list[list[Requirement]] = [[r for r in peer.pods.requirements if len(r.values) < 2]]
+    for r in lists:
+        chosen = [[*c, Requirement(r.key, "In", (value,))] for c in chosen for value in r.values]
+    return [(PodPeer(peer.namespaces, Selector(c)),) for c in chosen]
 
 
 def tested(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[SetSpec, ...]:
@@ -290,17 +275,16 @@ class Lowered:
 
 
 class _Lowerer:
-    def __init__(self, tag: str, family: int, lists: Lists, memo: Memo | None = None) -> None:
+    def __init__(self, tag: str, family: int, memo: Memo | None = None) -> None:
         self.tag = tag
         self.family = family
-        self.lists = lists
         self.memo = memo
         self.sets: dict[tuple[SetKind, SetKey], SetSpec] = {}
 
     def _set(self, kind: SetKind, key: SetKey) -> SetSpec:
         spec = self.sets.get((kind, key))
         if spec is None:  # named once: the digest of a large key is not free
-            found = part_keys(key, self.lists) if kind == "pods" else None
+            found = part_keys(key) if kind == "pods" else None
             parts = tuple(self._set("pods", k) for k in found) if found else ()
             name = set_name(kind, self.family, key)
             spec = self.sets[(kind, key)] = SetSpec(kind, self.family, key, name, parts)
@@ -319,7 +303,11 @@ class _Lowerer:
         for peer in rule.peers:
             if isinstance(peer, PodPeer):
                 scopes.setdefault(peer.namespaces, []).append(peer)
-        out: list[SetSpec | None] = [self._set("pods", pod_union(peers)) for peers in scopes.values()]
+        out: list[SetSpec | None] = [
+            self._set("pods", key)
+            for peers in scopes.values()
+            for key in (by_value(peers[0]) if len(peers) == 1 else (pod_union(peers),))
+        ]
         for block in rule.peers:
             if isinstance(block, IPBlock) and block.version == self.family:
                 out.append(self._set("net", block))
@@ -350,7 +338,7 @@ class _Lowerer:
         the memo when an earlier compile lowered the same policy (its sets noted again)."""
         if self.memo is None:
             return self._chain(policy, direction)
-        key = ("chain", self.tag, self.family, policy, direction, self.lists)  # lists decide parts
+        key = ("chain", self.tag, self.family, policy, direction)
         found = self.memo.get(key, lambda: self._chain(policy, direction))
         for match in found.matches if found is not None else ():
             for spec in (match.peer, match.named_port):
@@ -437,7 +425,5 @@ class _Lowerer:
 
 
 def lower(program: Program, network: str = DEFAULT_NETWORK, memo: Memo | None = None) -> Lowered:
-    tag, lists = network_tag(network), shared_lists(program.policies)
-    return Lowered(
-        network, tuple(_Lowerer(tag, f, lists, memo).program(program.policies) for f in FAMILIES), tag
-    )
+    tag = network_tag(network)
+    return Lowered(network, tuple(_Lowerer(tag, f, memo).program(program.policies) for f in FAMILIES), tag)

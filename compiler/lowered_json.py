@@ -41,7 +41,7 @@ def _selector(selector: Selector) -> list[dict[str, Any]]:
 
 def _meaning(spec: SetSpec, spelled: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": spec.kind, "family": spec.family}
-    if spec.parts:  # which sets are split depends on the whole program (``lower.shared_lists``)
+    if spec.parts:  # named: format 1 split value lists, which lower no longer does (``part_keys``)
         out["parts"] = [spelled[p.name] for p in spec.parts]
     if isinstance(spec.key, IPBlock):
         out.update(cidr=str(spec.key.cidr), excepts=[str(n) for n in spec.key.excepts])
@@ -137,10 +137,10 @@ def _decode_set(name: str, raw: Mapping[str, Any], tag: str) -> SetSpec:
 def _with_parts(
     sets: dict[str, SetSpec], raw: Mapping[str, Any], tag: str, named: bool
 ) -> dict[str, SetSpec]:
-    """Each pod set with the parts ``lower`` gave it: as the manifest names them (format 2; which
-    sets are split depends on the whole program, ``lower.shared_lists``). Format 1 named none:
-    every set ``part_keys`` splits had its parts where they are sets of the program too (a
-    manifest from before parts has none, and its sets are tested whole, as its rules were)."""
+    """Each pod set with the parts ``lower`` gave it, as the manifest names them (format 2).
+    Format 1 named none: every set ``part_keys`` split then (value lists too) had its parts where
+    they are sets of the program too (a manifest from before parts has none, and its sets are
+    tested whole, as its rules were)."""
     out = dict(sets)
     for name, spec in sets.items():
         if named:
@@ -148,7 +148,7 @@ def _with_parts(
             if not all(n in sets for n in names):
                 raise ValueError(f"set {name}: its parts {names} are not all sets of the program")
         else:
-            keys = part_keys(spec.key) if spec.kind == "pods" else None
+            keys = part_keys(spec.key, lists=True) if spec.kind == "pods" else None
             names = [qualified(set_name("pods", spec.family, k), tag) for k in keys or ()]
         if names and all(n in sets for n in names):
             out[name] = attrs.evolve(spec, parts=tuple(sets[n] for n in names))

@@ -22,10 +22,11 @@ from npc.ir import (
     Selector,
     namespace_selector,
 )
-from npc.lower import EVERYWHERE, SHARED_LISTS, lower
+from npc.lower import EVERYWHERE, EXPANDED, lower
 from npc.lower import tested as _tested  # a test name to pytest
 from npc.lowered_json import decode, encode
 from npc.pipeline import compile_program
+from npc.resolve import Compiled
 from random_clusters import inventories, programs
 
 WEB = Selector((Requirement("app", "In", ("web",)),))
@@ -182,40 +183,51 @@ def _naming(lists: dict[tuple[str, ...], list[str]]) -> Program:
     )
 
 
-def _split_lists(program: Program) -> tuple[set[tuple[str, ...]], int]:
-    """The lists split into parts, and the most parts one pod is in."""
+def _lowered_with_manifest(program: Program) -> Compiled:
+    """The program compiled over ``COMPONENT_PODS``; its parts survive the manifest."""
     compiled = compile_program(program, COMPONENT_PODS)
-    family = compiled.lowered.family(4)
-    split = {
-        s.key[0].pods.requirements[0].values for s in family.sets if s.parts and isinstance(s.key, tuple)
-    }
-    parts = {p for s in family.sets for p in s.parts if p.key[0].namespaces.is_all}
-    held = [{member for member, _ in compiled.members[p.name]} for p in parts]
     back = decode(json.loads(json.dumps(encode(compiled.lowered))))
-    assert [(s.name, [p.name for p in s.parts]) for s in back.family(4).sets] == [
-        (s.name, [p.name for p in s.parts]) for s in family.sets
-    ]
-    return split, max((sum(str(pod.ips[0]) in m for m in held) for pod in COMPONENT_PODS.pods), default=0)
+    for was, now in zip(compiled.lowered.families, back.families, strict=True):
+        assert [(s.name, [p.name for p in s.parts]) for s in now.sets] == [
+            (s.name, [p.name for p in s.parts]) for s in was.sets
+        ]
+    return compiled
 
 
-def test_value_lists_named_in_few_namespaces_are_not_split() -> None:
-    """Each of 28 lists of 2 of 8 components named in one or two of 40 namespaces: split, each
-    list's part would hold its pods in all 40, and a pod would be in the part of all 7 lists
-    holding its component. Whole, each set holds its namespace's 2 pods."""
-    split, most = _split_lists(
+def test_value_lists_are_tested_value_by_value() -> None:
+    """28 lists of 2 of 8 components, each named in one or two of 40 namespaces. A list's own part
+    would hold its pods of all 40 namespaces, a pod in the part of all 7 lists holding its
+    component; whole, each list of each namespace would be a set. Value by value, each rule
+    tests its namespace and one component: 8 parts, each pod in one."""
+    compiled = _lowered_with_manifest(
         _naming({pair: [SPACES[i % 40], SPACES[(i * 7) % 40]] for i, pair in enumerate(PAIRS)})
     )
-    assert split == set() and most == 0
+    family = compiled.lowered.family(4)
+    pods = [s for s in family.sets if isinstance(s.key, tuple) and len(s.key) == 1 and s.kind == "pods"]
+    assert all(len(r.values) < 2 for s in pods for r in s.key[0].pods.requirements)
+    selector_parts = {p for s in pods for p in s.parts if p.key[0].namespaces.is_all}
+    assert {p.key[0].pods.requirements[0].values for p in selector_parts} == {(c,) for c in COMPONENTS}
+    for pod in COMPONENT_PODS.pods:
+        assert (
+            sum(any(m == str(pod.ips[0]) for m, _ in compiled.members[p.name]) for p in selector_parts) == 1
+        )
+    chain = next(c for c in family.chains if c.comment == "ns0/p0")
+    assert len(chain.matches) == 2  # c0 or c1
 
 
-def test_of_lists_named_widely_only_the_most_named_are_split() -> None:
-    """Six lists named in 20, 18, ..., 11 of 40 namespaces (a quarter at least), the other 22 in
-    one each: the ``SHARED_LISTS`` named most are split, so a pod is in at most that many parts."""
-    widely = {pair: SPACES[:count] for pair, count in zip(PAIRS, (20, 18, 16, 14, 12, 11), strict=False)}
-    rarely = {pair: [SPACES[i]] for i, pair in enumerate(PAIRS[6:])}
-    split, most = _split_lists(_naming({**widely, **rarely}))
-    assert split == set(PAIRS[:SHARED_LISTS]) and SHARED_LISTS == 4
-    assert 0 < most <= 4  # all six split: 5
+def test_a_peer_of_more_combinations_than_expanded_is_one_set() -> None:
+    """``component In [5 values]``: five rules for one peer would cost more than its set."""
+    compiled = _lowered_with_manifest(
+        _naming({tuple(COMPONENTS[:5]): ["ns0"], tuple(COMPONENTS[:2]): ["ns1"]})
+    )
+    family = compiled.lowered.family(4)
+    five = [
+        s
+        for s in family.sets
+        if s.kind == "pods" and any(len(r.values) == 5 for p in s.key for r in p.pods.requirements)
+    ]
+    assert len(five) == 1 and not five[0].parts and EXPANDED == 4
+    assert len(next(c for c in family.chains if c.comment == "ns0/p0").matches) == 1
 
 
 def test_a_format_1_manifest_splits_what_part_keys_splits() -> None:
