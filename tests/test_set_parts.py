@@ -119,6 +119,18 @@ def test_parts_survive_the_manifest() -> None:
         assert any(s.parts for s in now.sets)
 
 
+def _one_pod_per_value(spaces: list[str], key: str, values: list[str], net: int) -> Inventory:
+    """In each namespace one pod per value, labelled ``key=value``, at 10.<net>.<namespace>.<value>."""
+    return Inventory(
+        tuple(Namespace(ns, {NAMESPACE_NAME_LABEL: ns}) for ns in spaces),
+        tuple(
+            Pod(ns, value, {key: value}, (ipaddress.ip_address(f"10.{net}.{n}.{i + 1}"),))
+            for n, ns in enumerate(spaces)
+            for i, value in enumerate(values)
+        ),
+    )
+
+
 def test_a_selector_by_what_pods_lack_is_not_split() -> None:
     """``app NotIn [<own app>]`` in every namespace: split, each part would hold nearly every pod
     of the cluster; whole, each set holds its namespace's few. ``In`` and ``Exists`` split."""
@@ -138,14 +150,7 @@ def test_a_selector_by_what_pods_lack_is_not_split() -> None:
         Selector((Requirement("app", "Exists"), Requirement("tier", "In", ("db",)))),
         Selector((Requirement("app", "In", ("web",)), Requirement("tier", "In", ("api", "db")))),
     ]
-    inventory = Inventory(
-        tuple(Namespace(ns, {NAMESPACE_NAME_LABEL: ns}) for ns in spaces),
-        tuple(
-            Pod(ns, app, {"app": app}, (ipaddress.ip_address(f"10.1.{n}.{a}"),))
-            for n, ns in enumerate(spaces)
-            for a, app in enumerate(apps)
-        ),
-    )
+    inventory = _one_pod_per_value(spaces, "app", apps, 1)
     for selectors in (others, lacking, mixed):
         program = Program(tuple(policy(ns, s) for ns, s in zip(spaces, selectors, strict=True)))
         compiled = compile_program(program, inventory)
@@ -161,14 +166,7 @@ def test_a_selector_by_what_pods_lack_is_not_split() -> None:
 COMPONENTS = [f"c{i}" for i in range(8)]
 PAIRS = [(a, b) for i, a in enumerate(COMPONENTS) for b in COMPONENTS[i + 1 :]]  # 28 lists
 SPACES = [f"ns{n}" for n in range(40)]
-COMPONENT_PODS = Inventory(
-    tuple(Namespace(ns, {NAMESPACE_NAME_LABEL: ns}) for ns in SPACES),
-    tuple(
-        Pod(ns, c, {"component": c}, (ipaddress.ip_address(f"10.2.{n}.{i + 1}"),))
-        for n, ns in enumerate(SPACES)
-        for i, c in enumerate(COMPONENTS)
-    ),
-)
+COMPONENT_PODS = _one_pod_per_value(SPACES, "component", COMPONENTS, 2)
 
 
 def _naming(lists: dict[tuple[str, ...], list[str]]) -> Program:
