@@ -248,17 +248,7 @@ def cluster_for(spec: ClusterSpec, data: Path, generator: str = "bench") -> Path
         print(f"generating {generator} {spec.name} into {where} ...", file=sys.stderr)
         # in a child: a generator holds the whole cluster, and every child this process starts
         # afterwards would report this process's peak as its own (Linux keeps it across exec)
-        measure(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                "generate",
-                str(where),
-                generator,
-                json.dumps(attrs.asdict(spec)),
-            ]
-        )
+        child("generate", str(where), generator, json.dumps(attrs.asdict(spec)))
         stamp.write_text(wanted)
     return where
 
