@@ -11,7 +11,8 @@ Shape (per network and address family):
             while nothing has allowed yet; then drop unless something allowed.
   policy chain: one match per (peer set x port group); a match marks the packet allowed.
 Identical policy chains are shared, identical sets are one set, and a set of one namespace's
-pods matching one selector is tested as two shared sets (``part_keys``).
+pods matching one selector is tested as shared sets (``part_keys``): the namespace's pods and each
+requirement's pods in every namespace.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class SetSpec:
     family: int
     key: SetKey = attrs.field(hash=True)
     name: str = attrs.field(eq=False)
-    # (namespace's pods, selector's pods cluster-wide): a set a dataplane may test instead of
-    # this one where it allows (``tested``); a function of ``key`` (``part_keys``).
+    # (namespace's pods, each requirement's pods cluster-wide): sets a dataplane may test instead
+    # of this one where it allows (``tested``); a function of ``key`` (``part_keys``).
     parts: tuple[SetSpec, ...] = attrs.field(default=(), eq=False, repr=False)
 
     @property
@@ -79,34 +80,41 @@ class SetSpec:
 EVERYWHERE = Selector()
 
 
-def part_keys(key: SetKey, lists: bool = False) -> tuple[tuple[PodPeer, ...], tuple[PodPeer, ...]] | None:
-    """A pod set of one namespace and one selector as (the namespace's pods, the selector's
-    pods in every namespace).
+def part_keys(key: SetKey, lists: bool = False) -> tuple[tuple[PodPeer, ...], ...] | None:
+    """A pod set of one namespace and one selector as the namespace's pods and, per requirement
+    of the selector, its pods in every namespace.
 
-    A pod's address is that one pod's, so the set is the intersection of the two; and the two
-    are shared: a namespace's pods by every peer inside it, a selector's pods by every namespace
-    whose policies name it. Tested that way, sets number the namespaces plus the distinct
-    selectors instead of their product, and the kernel looks sets up by name in a list (ipset,
-    nf_tables): loading costs grow with the square of the set count. None for a union (a union
-    of intersections is no intersection), a set that is a namespace's pods already, and peers
+    A pod's address is that one pod's, so the set is the intersection of the parts; and the parts
+    are shared: a namespace's pods by every peer inside it, a requirement's pods by every
+    selector and namespace naming it. Tested that way, sets number the namespaces plus the
+    distinct requirements instead of their product, and a pod is in one part per label that
+    selectors name (a part per whole selector held a pod once per selector matching it:
+    ``component=db`` and ``component=db, name=shop``...: 3.3 entries per policed address at
+    the lists L, against 2.3). The kernel looks sets up by name in a list (ipset, nf_tables):
+    loading costs grow with the square of the set count. None for a union (a union of
+    intersections is no intersection), a set that is a namespace's pods already, and peers
     across namespaces by label: those are few, and their namespaces' pods would hold far more
     than the peer.
 
-    Only a selector of ``In`` and ``Exists`` requirements is split: a pod is in its part only if
-    every requirement names a label the pod has (with the pod's value among those listed), so
-    the parts a pod is in follow from its own labels, not from how many namespaces there are.
-    ``NotIn`` and ``DoesNotExist`` match pods by what they lack: one such selector per namespace
-    (``app NotIn [<own app>]``) would make a thousand parts of nearly every pod each. And each
-    ``In`` names one value: a list's part holds a pod for every list holding its value, and
-    policies choosing 2 or 3 of 8 components wrote 84 lists (30 entries per pod); ``by_value``
-    makes a peer of lists peers of one value each. ``lists``: split ``In`` of several values
-    too, as format 1 manifests did."""
+    Only a selector of ``In`` and ``Exists`` requirements is split: a pod is in a part only if
+    it has the label named (with the value listed), so the parts a pod is in follow from its own
+    labels, not from how many namespaces there are. ``NotIn`` and ``DoesNotExist`` match pods by
+    what they lack: one such selector per namespace (``app NotIn [<own app>]``) would make a
+    thousand parts of nearly every pod each. And each ``In`` names one value: a list's part holds
+    a pod for every list holding its value, and policies choosing 2 or 3 of 8 components wrote
+    84 lists (30 entries per pod); ``by_value`` makes a peer of lists peers of one value each.
+    ``lists``: the split format 1 manifests were compiled with (a part per whole selector, value
+    lists too)."""
     if not (isinstance(key, tuple) and len(key) == 1 and isinstance(key[0], PodPeer)):
         return None
     peer = key[0]
     if not _splittable(peer) or not (lists or all(len(r.values) < 2 for r in peer.pods.requirements)):
         return None
-    return (PodPeer(peer.namespaces, EVERYWHERE),), (PodPeer(EVERYWHERE, peer.pods),)
+    if lists:
+        return (PodPeer(peer.namespaces, EVERYWHERE),), (PodPeer(EVERYWHERE, peer.pods),)
+    return (PodPeer(peer.namespaces, EVERYWHERE),), *(
+        (PodPeer(EVERYWHERE, Selector((r,))),) for r in peer.pods.requirements
+    )
 
 
 def _splittable(peer: PodPeer) -> bool:
