@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, policy
 from nft_sim import Ruleset
@@ -26,6 +26,8 @@ from npc.backends.iptables import render as iptables
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.nftables import NftablesBackend
 from npc.backends.nftables import render as nftables
+from npc.backends.nftables.load import element_lines
+from npc.backends.nftables.members import Ranks, TableChanged, Where, member_diffs, update_script
 from npc.errors import ApplyError
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, NamedPort, Namespace, Pod
@@ -147,6 +149,49 @@ addresses_to_probe = st.sampled_from(
 
 
 @settings(max_examples=500, deadline=None)
+def _full_load(compiled: Compiled) -> tuple[Ruleset, Ranks]:
+    """A full load of ``compiled`` as the sim holds it, and the rank counts the backend keeps."""
+    built = nftables.build(compiled.lowered, compiled.members)
+    jumps = {m.name: sum(" : jump " in e for e in m.elements) for m in built.maps}
+    ranks = {
+        (built.table, f.family, d): [jumps[m] for m in ms]
+        for f in built.families
+        for d, ms in f.ranks.items()
+    }
+    return Ruleset(nftables.render(built)), ranks
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs=st.lists(programs, min_size=2, max_size=2), inventory=inventories(), other=inventories())
+def test_an_update_and_a_member_delta_leave_what_a_full_load_of_the_new_inputs_makes(
+    programs: list[Program], inventory: Inventory, other: Inventory
+) -> None:
+    """What the agent loads by difference (a policy change: ``update_script``; pod churn:
+    ``member_diffs``) played on the table in force is the table a full load would make, every
+    set, map element and rule (stale rank-1 entries would isolate pods that are not)."""
+    was, now = (compile_program(p, inventory) for p in programs)
+    table, ranks = _full_load(was)
+    try:
+        script, _, _ = update_script(Where(was.lowered, was.members), Where(now.lowered, now.members), ranks)
+    except TableChanged:  # a rank more or less: a full load
+        event("a policy change that takes a full load")
+        return
+    table.play(script)
+    assert table.state() == _full_load(now)[0].state()
+    churned = compile_program(programs[1], other)
+    table, ranks = _full_load(now)
+    try:
+        diffs, *_ = member_diffs(
+            now.lowered, now.members, churned.members, ranks, Where(now.lowered, now.members)
+        )
+    except TableChanged:
+        event("pod churn that takes a full load")
+        return
+    table.play("".join(f"{line}\n" for line in element_lines(table.table, diffs)))
+    expected = Ruleset(nftables.render_ruleset(now.lowered, churned.members))
+    assert table.state() == expected.state()
+
+
 @given(block=ip_blocks(), probes=st.lists(addresses_to_probe, min_size=1, max_size=40))
 def test_net_elements_are_the_cidr_minus_its_excepts(block: IPBlock, probes: list[Address]) -> None:
     entries = [(str(block.cidr), False)] + [(str(e), True) for e in block.excepts]
@@ -195,10 +240,14 @@ def test_a_pod_selected_by_several_policies_gets_one_rank_per_policy() -> None:
     jumps = [ranks[f"ingress-4-{k}"][db] for k in (1, 2, 3)]
     assert all(j.startswith("jump p-") for j in jumps) and len(set(jumps)) == 3
     assert ranks["ingress-4-1"][api].startswith("jump p-")
-    assert ranks["ingress-4-2"][api] == "drop"  # right after its only policy
-    assert api not in ranks["ingress-4-3"]
+    assert api not in ranks["ingress-4-2"] and api not in ranks["ingress-4-3"]  # misses, then the drop
     assert "10.0.0.3" not in ranks["ingress-4-1"]  # web is not isolated for ingress
     assert ruleset.maps["egress-4-1"]["10.0.0.2"] == "drop"  # deny-all egress: no policy chain at all
+    assert "drop" not in {v for k in (2, 3) for v in ranks[f"ingress-4-{k}"].values()}
+    # rank 1 holds every isolated address: it is the isolation test, and no set is
+    assert ruleset.chains["destination-4"][0] == ["ip", "daddr", "@ingress-4-1", "goto", "ingress-4"]
+    assert ruleset.chains["source-4"][0] == ["ip", "saddr", "@egress-4-1", "goto", "egress-4"]
+    assert all(not name.startswith(("ingress-", "egress-")) for name in ruleset.sets)
 
 
 def test_port_groups_merge_into_one_rule() -> None:

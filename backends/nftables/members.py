@@ -7,9 +7,9 @@ alone, from an index of the target sets each address is in (``Where``): a pod ev
 own dispatch, not the cluster's; its element changes go to the kernel as one netlink batch
 (``load.load_elements``). A policy change (one ``nft -f``) adds the chains and sets that are new (chains and sets are named by their content, so a changed policy is a new chain),
 moves the map and set elements, then deletes the chains and sets no longer used, all in one
-transaction; a new isolation set rewrites the fixed chains that test it, and a kept chain whose
-first policy changed its rules' comments, in the same transaction. Only a rank rule more or less
-takes a table replace; the caller then does that (atomically).
+transaction; a kept chain whose first policy changed has its rules' comments rewritten in the
+same transaction. The fixed chains depend on the rank count alone (rank 1 is the isolation test),
+so only a rank rule more or less takes a table replace; the caller then does that (atomically).
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ from ..base import MemberDelta, Members, member_changes, per_program
 from ..dispatch import dispatch_of
 from .load import Diff, element_lines
 from .render import (
-    FamilyText,
     chain_text,
     chains_by_address,
-    rank_map,
     rank_maps,
     referenced_sets,
     set_text,
@@ -131,6 +129,11 @@ def _moved(
     moved = {e for n in changes if n in targets for e, _ in (*changes[n][0], *changes[n][1])}
     if was is now:
         return moved
+    # an isolation set replaced (rank 1 is the isolation test: every address leaving or joining
+    # it moves, even one of a set that is kept, as another direction's isolation or a target)
+    was_targets, now_targets = _targets(was, direction), _targets(now, direction)
+    moved.update(e for n in was_targets - now_targets for e, _ in old.get(n, ()))
+    moved.update(e for n in now_targets - was_targets for e, _ in new.get(n, ()))
     before = [(d.target.name, d.chain) for d in was.dispatch[direction]]
     after = [(d.target.name, d.chain) for d in now.dispatch[direction]]
     if before == after:
@@ -140,8 +143,6 @@ def _moved(
         return {e for n in _targets(was, direction) for e, _ in old.get(n, ())} | {
             e for n in _targets(now, direction) for e, _ in new.get(n, ())
         }
-    for name in _targets(was, direction) - _targets(now, direction):  # an isolation set replaced
-        moved.update(e for e, _ in old.get(name, ()))
     for target, _ in set(before) - both:
         moved.update(e for e, _ in old.get(target, ()))
     for target, _ in set(after) - both:
@@ -191,7 +192,7 @@ def element_diffs(
             in_force = ranks.get((table, now.family, direction))
             if in_force is None:  # not loaded by this process: count once
                 every = chains_by_address(was, direction, old)
-                in_force = reach(every, max(map(len, every.values()), default=0))
+                in_force = reach(every, max(1, max(map(len, every.values()), default=0)))
             count = len(in_force)
             if max(map(len, chains_after.values()), default=0) > count:
                 raise TableChanged  # a rank more
@@ -201,8 +202,8 @@ def element_diffs(
                     in_force, reach(chains_before, count), reach(chains_after, count), strict=True
                 )
             ]
-            if count and not counts[-1]:
-                raise TableChanged  # no address needs the last rank any more
+            if count > 1 and not counts[-1]:
+                raise TableChanged  # no address needs the last rank any more (rank 1 stays: isolation)
             reached[(table, now.family, direction)] = counts
             maps_before = rank_maps(was, direction, chains_before, count)
             maps_after = rank_maps(now, direction, chains_after, count)
@@ -238,31 +239,15 @@ def member_diffs(
     return [d for d in diffs if d[1] or d[2]], _delta(diffs), reached, moved
 
 
-def _family_text(program: FamilyProgram, table: str, ranks: Ranks) -> FamilyText:
-    """The fixed chains' inputs as loaded: the isolation sets, and the rank maps in force."""
-    count = {d: ranks.get((table, program.family, d)) for d in DIRECTIONS}
-    if None in count.values():
-        raise TableChanged  # not loaded by this process
-    return FamilyText(
-        program.family,
-        {d: s.name for d, s in program.isolated.items()},
-        {
-            d: tuple(rank_map(d, program.family, k) for k in range(1, len(count[d] or ()) + 1))
-            for d in DIRECTIONS
-        },
-    )
-
-
 def update_script(in_force: Where, coming: Where, ranks: Ranks) -> tuple[str, str, Ranks]:
     """The ``nft -f`` text moving the table from the program and members ``in_force`` indexes to
     those ``coming`` does, a summary of it and the rank counts after it; TableChanged when only
     a table replace can (then replace the table)."""
     before, old, after, new = in_force.lowered, in_force.members, coming.lowered, coming.members
     table = table_name(after.network)
-    fixed: list[tuple[str, tuple[str, ...]]] = []  # fixed chains whose rules differ: a new isolation set
-    for was, now in zip(before.families, after.families, strict=True):
-        old_rules, new_rules = (_family_text(p, table, ranks).chains() for p in (was, now))
-        fixed += [(name, rules) for name, rules in new_rules.items() if old_rules[name] != rules]
+    if any((table, f.family, d) not in ranks for f in before.families for d in DIRECTIONS):
+        raise TableChanged  # not loaded by this process
+    fixed: list[tuple[str, tuple[str, ...]]] = []  # kept chains whose comments differ
     old_sets = {s.name: s for f in before.families for s in referenced_sets(f)}
     new_sets = {s.name: s for f in after.families for s in referenced_sets(f)}
     old_chains = {c.name: (f.family, c) for f in before.families for c in f.chains}

@@ -9,19 +9,24 @@ Layout of a table (``<f>`` is 4 or 6; each family has its own chains):
 
   forward        base chain (hook forward, priority filter, policy accept): replies of allowed
                  connections accept; then ``meta nfproto`` sends the packet to ``source-<f>``.
-  source-<f>     a source isolated for egress goes to ``egress-<f>``, anything else to
-                 ``destination-<f>``.
+  source-<f>     a source isolated for egress (a key of ``egress-<f>-1``) goes to ``egress-<f>``,
+                 anything else to ``destination-<f>``.
   egress-<f>     ``ip saddr vmap @egress-<f>-<k>`` for rank k = 1..K, then drop.
-  destination-<f> a destination isolated for ingress goes to ``ingress-<f>``; otherwise accept.
+  destination-<f> a destination isolated for ingress (a key of ``ingress-<f>-1``) goes to
+                 ``ingress-<f>``; otherwise accept.
   ingress-<f>    ``ip daddr vmap @ingress-<f>-<k>`` for k = 1..K, then drop.
   p-<digest>     one chain per lowered policy chain; a match is ``goto destination-<f>`` (egress
                  allowed: the destination side decides next) or ``accept`` (ingress allowed).
 
 Dispatch without marks: rank map k sends an isolated pod's address to the k-th policy chain
-selecting it (``jump``: falling off that chain's end tries the next rank) and, right after its
-last one, to ``drop``. A packet does at most m + 1 map lookups, m being the number of policies
-selecting its pod, where the iptables backend tests one set per policy of the whole cluster.
-Every chain reached by ``goto`` ends in a verdict, so no ``jump`` ever resumes after an allow.
+selecting it (``jump``: falling off that chain's end tries the next rank; past its last one the
+lookups miss, and the chain's final rule drops). A packet does at most K + 1 map lookups (K: the
+most policies selecting one pod), where the iptables backend tests one set per policy of the
+whole cluster. Every chain reached by ``goto`` ends in a verdict, so no ``jump`` ever resumes
+after an allow. Rank 1 holds every isolated address (one no policy chain can allow for goes to
+``drop`` there), so it is also the isolation test: no isolation set of its own, and no drop
+entry past rank 1. At L those were a third of the table's elements, which is what ``nft -f``
+spends most of its time on (a miss costs a packet a hash lookup).
 
 ``accept`` here ends only this table's base chain: other tables' chains on the forward hook
 still see the packet and their drop still drops, so accepting is the same as the iptables
@@ -203,18 +208,18 @@ def rank_maps(
     by_address: Mapping[str, Sequence[str]],
     ranks: int | None = None,
 ) -> list[MapText]:
-    """Map k: address -> jump to its k-th policy chain (``by_address``: ``chains_by_address``),
-    or drop right after its last one. ``ranks``: how many maps the table has (default: as many
-    as ``by_address`` needs; the agent passes the table's count when it works out the entries of
-    a few addresses)."""
+    """Map k: address -> jump to its k-th policy chain (``by_address``: ``chains_by_address``);
+    an address no chain selects, drop in map 1. ``ranks``: how many maps the table has (default:
+    as many as ``by_address`` needs, and at least one, which the isolation tests name; the agent
+    passes the table's count when it works out the entries of a few addresses)."""
     if ranks is None:
-        ranks = max((len(c) for c in by_address.values()), default=0)
+        ranks = max(1, max((len(c) for c in by_address.values()), default=0))
     elements: list[list[str]] = [[] for _ in range(ranks + 1)]  # per k, from 1
     for address, chains in zip(_addresses(list(by_address)), by_address.values(), strict=True):
         for k, chain in enumerate(chains[:ranks], 1):
             elements[k].append(f"{address} : jump {chain_name(chain)}")
-        if len(chains) < ranks:
-            elements[len(chains) + 1].append(f"{address} : drop")
+        if not chains:
+            elements[1].append(f"{address} : drop")
     kind = f"{ADDRESS_TYPE[program.family]} : verdict"
     return [
         MapText(rank_map(direction, program.family, k), kind, tuple(elements[k])) for k in range(1, ranks + 1)
@@ -299,11 +304,9 @@ def chain_text(chain: Chain, family: int) -> ChainText:
 
 @per_program
 def tests_per_set(program: FamilyProgram) -> Mapping[SetSpec, int]:
-    """How many rules test each set: isolation, peers, named ports (policy targets live in the
-    rank maps)."""
-    found = chain_set_tests(program)
-    found.update(program.isolated.values())
-    return found
+    """How many rules test each set: peers, named ports (policy targets and isolation live in
+    the rank maps)."""
+    return chain_set_tests(program)
 
 
 @per_program
@@ -315,8 +318,7 @@ def referenced_sets(program: FamilyProgram) -> tuple[SetSpec, ...]:
 @attrs.frozen
 class FamilyText:
     family: int
-    isolated: Mapping[Direction, str]
-    ranks: Mapping[Direction, tuple[str, ...]]
+    ranks: Mapping[Direction, tuple[str, ...]]  # never empty: rank 1 is the isolation test
 
     @property
     def ip(self) -> str:
@@ -327,19 +329,18 @@ class FamilyText:
         return NFPROTO[self.family]
 
     def chains(self) -> dict[str, tuple[str, ...]]:
-        """The family's fixed chains and their rules: what the rank count and the isolation sets
-        decide (the template writes them; a policy change rewrites those that differ)."""
+        """The family's fixed chains and their rules: what the rank count decides."""
         f, ip = self.family, self.ip
         return {
             f"source-{f}": (
-                f"{ip} saddr @{self.isolated['egress']} goto egress-{f}",
+                f"{ip} saddr @{self.ranks['egress'][0]} goto egress-{f}",
                 f"goto destination-{f}",
             ),
             f"egress-{f}": (
                 *(f"{ip} saddr vmap @{rank}" for rank in self.ranks["egress"]),
                 'drop comment "npc: no policy allows this egress"',
             ),
-            f"destination-{f}": (f"{ip} daddr @{self.isolated['ingress']} goto ingress-{f}", "accept"),
+            f"destination-{f}": (f"{ip} daddr @{self.ranks['ingress'][0]} goto ingress-{f}", "accept"),
             f"ingress-{f}": (
                 *(f"{ip} daddr vmap @{rank}" for rank in self.ranks["ingress"]),
                 'drop comment "npc: no policy allows this ingress"',
@@ -389,8 +390,7 @@ def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
             maps += found
             ranks[direction] = tuple(m.name for m in found)
         chains += [chain_text(c, program.family) for c in program.chains]
-        isolated = {d: s.name for d, s in program.isolated.items()}
-        families.append(FamilyText(program.family, isolated, ranks))
+        families.append(FamilyText(program.family, ranks))
     return Ruleset(
         lowered.network,
         table_name(lowered.network),
@@ -416,24 +416,28 @@ def render_ruleset(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> 
     return render(build(lowered, members))
 
 
-def _cost(chains: Sequence[str], length: Mapping[str, int]) -> int:
-    """Rank lookups plus every rule of every policy chain, when none of them matches."""
-    return len(chains) + sum(length[c] for c in chains)
+def _rules(length: Mapping[str, int], chains: Sequence[str]) -> int:
+    return sum(length[c] for c in chains)
 
 
 def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> int:
     """The most rules the first packet of one connection is tested against (a map lookup counts
     as one rule). The fixed counts follow the template: ``forward`` 2, ``source-<f>`` 1 or 2,
-    ``destination-<f>`` 1 or 2; the final drop of ``egress-<f>``/``ingress-<f>`` (or the rank
-    map's drop entry) 1."""
+    ``destination-<f>`` 1 or 2. An isolated address no chain selects: its rank-1 drop. Else the
+    rules of its chains, and either all K rank lookups and the final drop (denied), or, for
+    egress, its own m lookups and then the destination side (allowed by its last chain's last
+    rule)."""
     worst = 0
     for program in lowered.families:
         length = {c.name: len(rule_matches(c.matches)) for c in program.chains}
-        ingress = [_cost(c, length) + 1 for c in chains_by_address(program, "ingress", members).values()]
+        by = {d: chains_by_address(program, d, members) for d in DIRECTIONS}
+        ranks = {d: max((len(c) for c in by[d].values()), default=0) for d in DIRECTIONS}
+        rules = functools.partial(_rules, length)
+        ingress = [rules(c) + ranks["ingress"] + 1 if c else 1 for c in by["ingress"].values()]
         destination = 1 + max(ingress, default=1)  # the test, then ingress-<f> or accept
         paths = [2 + 2 + destination]  # a source not isolated for egress
-        for chains in chains_by_address(program, "egress", members).values():
-            paths.append(2 + 1 + _cost(chains, length) + (destination if chains else 1))
+        for c in by["egress"].values():
+            paths.append(2 + 1 + (rules(c) + max(len(c) + destination, ranks["egress"] + 1) if c else 1))
         worst = max(worst, *paths)
     return worst
 
