@@ -25,7 +25,7 @@ most policies selecting one pod), where the iptables backend tests one set per p
 whole cluster. Every chain reached by ``goto`` ends in a verdict, so no ``jump`` ever resumes
 after an allow. Rank 1 holds every isolated address (one no policy chain can allow for goes to
 ``drop`` there), so it is also the isolation test: no isolation set of its own, and no drop
-entry past rank 1. At L those were a third of the table's elements, which is what ``nft -f``
+entry past rank 1. At L those were a quarter of the table's elements, which is what ``nft -f``
 spends most of its time on (a miss costs a packet a hash lookup).
 
 ``accept`` here ends only this table's base chain: other tables' chains on the forward hook
