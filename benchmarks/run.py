@@ -223,7 +223,7 @@ def npc_load(cluster: Path, backend: str) -> Metrics:
 
 def load_here(cluster: Path, backend: str) -> Metrics:
     """``npc_load``'s child, in the namespace: compile in-process, then time the load alone."""
-    from npc import pipeline
+    from npc import collector, pipeline
     from npc.backends import get
     from npc.backends.base import Options, SubprocessRunner
     from npc.networks import network_spec
@@ -231,7 +231,8 @@ def load_here(cluster: Path, backend: str) -> Metrics:
     policies, inventory = str(cluster / "policies"), str(cluster / "inventory.json")
     job = pipeline.build(pipeline.read_sources([policies], inventory), network_spec())
     start = time.perf_counter()
-    get(backend).load(job.compiled, Options(), SubprocessRunner())
+    with collector.paused():  # as ``npc apply`` loads
+        get(backend).load(job.compiled, Options(), SubprocessRunner())
     return {"npc_load_s": time.perf_counter() - start}
 
 

@@ -179,7 +179,9 @@ def _apply(args: argparse.Namespace) -> int:
     _notes(job.assembled.notes)
     _notes(backend.notes(job.compiled, options))
     _notes(job.assembled.warnings, "warning")
-    report = backend.load(job.compiled, options, SubprocessRunner())
+    with collector.paused():  # rendering allocates millions of objects: no collection walks the heap
+        report = backend.load(job.compiled, options, SubprocessRunner())
+    collector.keep(job)  # the OS frees it at exit
     _notes(report.warnings, "warning")
     print(f"npc: applied network {report.network} with {report.summary}", file=sys.stderr)
     return 0

@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 
+from .. import collector
 from ..backends.base import (
     Backend,
     ChecksDrift,
@@ -46,7 +47,7 @@ from ..resolve import Compiled, Entry, Rules
 from ..sources import Loaded
 from .inputs import Artefacts, CacheJournal, InventoryInput, PolicyInput
 from .kube import Backoff
-from .live import Journal, LiveInventory, LiveSets
+from .live import Journal, LiveInventory, LiveSets, PodChange
 from .observe import Health, Metrics
 
 log = logging.getLogger("npc.agent")
@@ -164,6 +165,34 @@ class Network:
             self.repair, self.drift = True, found or ()
         return True
 
+    def _full(
+        self,
+        key: Program | Lowered,
+        name: str,
+        pods: list[PodChange],
+        namespaces: list[str],
+        force_full: bool,
+    ) -> tuple[LoadReport, Lowered, Members, LiveSets]:
+        """Compile ``key`` (reviewed artefacts ship the lowering only: their optimised policies
+        are not needed to load), count its sets and load them: whole, or what differs from the
+        state in force."""
+        made = Rules(Program(), key) if isinstance(key, Lowered) else compile_rules(key, name, memo=self.memo)
+        lowered = made.lowered
+        previous = None
+        if self.sets is not None and not (force_full or self.failed):
+            self.sets.change(pods, namespaces)  # up to date first; then its kept sets carry over
+            previous = self.sets
+        sets = self.sets = LiveSets(
+            lowered, self.live, local_only_sets(lowered) if self.node else set(), previous
+        )
+        members = sets.members()
+        compiled = Compiled(made.program, lowered, members)
+        applied = self.applied
+        if previous is None or applied is None:
+            return self._load(lambda: self.plane.load(compiled)), lowered, members, sets
+        # the kernel holds what was applied: load only what differs
+        return self._load(lambda: self.plane.load_update(applied, compiled)), lowered, members, sets
+
     def update(self, rules: Loaded | Artefacts, docs: Sequence[Any] | CacheJournal, force_full: bool) -> bool:
         """Bring the kernel to (policies, inventory); False when it already was. Raises NpcError
         (input) or ApplyError (kernel)."""
@@ -183,27 +212,10 @@ class Network:
         self._rules = rules
         force_full = force_full or self.repair
         if self.applied is None or self.sets is None or force_full or self.failed or key != self.applied.key:
-            # reviewed artefacts ship the lowering only: their optimised policies are not needed to load
-            made = (
-                Rules(Program(), key)
-                if isinstance(key, Lowered)
-                else compile_rules(key, name, memo=self.memo)
-            )
-            lowered = made.lowered
-            previous = None
-            if self.sets is not None and not (force_full or self.failed):
-                self.sets.change(pods, namespaces)  # up to date first; then its kept sets carry over
-                previous = self.sets
-            self.sets = LiveSets(
-                lowered, self.live, local_only_sets(lowered) if self.node else set(), previous
-            )
-            members = self.sets.members()
-            compiled = Compiled(made.program, lowered, members)
-            applied = self.applied
-            if previous is None or applied is None:
-                report = self._load(lambda: self.plane.load(compiled))
-            else:  # the kernel holds what was applied: load only what differs
-                report = self._load(lambda: self.plane.load_update(applied, compiled))
+            # compiling, counting and rendering allocate millions of objects: no collection walks
+            # the cluster's heap meanwhile (``collector``); what stays is frozen below
+            with collector.paused():
+                report, lowered, members, sets = self._full(key, name, pods, namespaces, force_full)
             self.applied = Applied(key, lowered, members)
             self.repair = False
             # what a full load leaves in force lives long: out of the cycle collector's sight, so no
@@ -217,7 +229,7 @@ class Network:
             self._done("full", started, members)
             _info(
                 f"applied network {name}: rules and sets{self._why(force_full)} "
-                f"({len(members)} sets, {self.sets.entries} entries; {report.summary}) "
+                f"({len(members)} sets, {sets.entries} entries; {report.summary}) "
                 f"in {_ms(started)} ms",
                 network=name,
                 kind="full",
