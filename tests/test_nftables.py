@@ -27,7 +27,14 @@ from npc.backends.iptables.mark_tree import Marks
 from npc.backends.nftables import NftablesBackend
 from npc.backends.nftables import render as nftables
 from npc.backends.nftables.load import element_lines
-from npc.backends.nftables.members import Ranks, TableChanged, Where, member_diffs, update_script
+from npc.backends.nftables.members import (
+    Ranks,
+    TableChanged,
+    Where,
+    loaded_ranks,
+    member_diffs,
+    update_script,
+)
 from npc.errors import ApplyError
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, NamedPort, Namespace, Pod
@@ -152,13 +159,7 @@ addresses_to_probe = st.sampled_from(
 def _full_load(compiled: Compiled) -> tuple[Ruleset, Ranks]:
     """A full load of ``compiled`` as the sim holds it, and the rank counts the backend keeps."""
     built = nftables.build(compiled.lowered, compiled.members)
-    jumps = {m.name: sum(" : jump " in e for e in m.elements) for m in built.maps}
-    ranks = {
-        (built.table, f.family, d): [jumps[m] for m in ms]
-        for f in built.families
-        for d, ms in f.ranks.items()
-    }
-    return Ruleset(nftables.render(built)), ranks
+    return Ruleset(nftables.render(built)), loaded_ranks(built)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,7 @@ from ..base import LoadReport, MemberDelta, Members, Options, Runner, no_iptable
 from . import render as _render
 from .drift import table_drift
 from .load import delete_table, load_elements, load_ruleset, npc_tables
-from .members import Ranks, TableChanged, Where, member_diffs, update_script
+from .members import Ranks, TableChanged, Where, loaded_ranks, member_diffs, update_script
 from .render import Ruleset, build, rules_per_packet, table_name
 
 if TYPE_CHECKING:
@@ -120,10 +120,7 @@ class NftablesBackend:
 
     def _load(self, ruleset: Ruleset, runner: Runner) -> None:
         load_ruleset(_render.render(ruleset), runner)
-        jumps = {m.name: sum(" : jump " in e for e in m.elements) for m in ruleset.maps}
-        for family in ruleset.families:
-            for direction, maps in family.ranks.items():
-                self._ranks[(ruleset.table, family.family, direction)] = [jumps[m] for m in maps]
+        self._ranks.update(loaded_ranks(ruleset))
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         tables = [table_name(network)] if network is not None else npc_tables(runner)

@@ -25,6 +25,7 @@ from ..base import MemberDelta, Members, member_changes, per_program
 from ..dispatch import dispatch_of
 from .load import Diff, element_lines
 from .render import (
+    Ruleset,
     chain_text,
     chains_by_address,
     rank_maps,
@@ -36,6 +37,16 @@ from .render import (
 # (table, family, direction) -> per rank map in force, how many addresses jump there (have at
 # least that many chains): a rank map more or less is told by the addresses that moved alone
 Ranks = dict[tuple[str, int, str], list[int]]
+
+
+def loaded_ranks(ruleset: Ruleset) -> Ranks:
+    """The rank counts a full load of ``ruleset`` puts in force: per rank map, its jumps."""
+    jumps = {m.name: sum(" : jump " in e for e in m.elements) for m in ruleset.maps}
+    return {
+        (ruleset.table, family.family, direction): [jumps[m] for m in maps]
+        for family in ruleset.families
+        for direction, maps in family.ranks.items()
+    }
 
 
 class TableChanged(Exception):
