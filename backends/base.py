@@ -106,9 +106,9 @@ class SubprocessRunner:
     def which(self, program: str) -> bool:
         return shutil.which(program) is not None
 
-    def netfilter(self, batch: bytes, replies: int) -> list[int]:
+    def netfilter(self, batch: bytes, replies: int, answers: list[bytes] | None = None) -> list[int]:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
-            return netfilter_exchange(sock, batch, replies)
+            return netfilter_exchange(sock, batch, replies, answers)
 
 
 @runtime_checkable
@@ -150,10 +150,11 @@ def while_running(run: Runner, commands: Callable[[], str], work: Callable[[], T
 class SendsNetfilter(Protocol):
     """A runner that can also hand the kernel of its namespace one nfnetlink batch itself."""
 
-    def netfilter(self, batch: bytes, replies: int) -> list[int]:
+    def netfilter(self, batch: bytes, replies: int, answers: list[bytes] | None = None) -> list[int]:
         """Send ``batch`` (one transaction); the error numbers of the ``replies`` acknowledgements it
         asks for (0: done), in order, up to the first that is not 0 (a commit the kernel refuses
-        as a whole is answered by that one error alone). OSError when the socket fails."""
+        as a whole is answered by that one error alone); the other messages the kernel answers
+        with go to ``answers``. OSError when the socket fails."""
         ...
 
 
@@ -161,7 +162,9 @@ NETLINK_NETFILTER = 12
 NLMSG_ERROR = 2
 
 
-def netfilter_exchange(sock: socket.socket, batch: bytes, replies: int) -> list[int]:
+def netfilter_exchange(
+    sock: socket.socket, batch: bytes, replies: int, answers: list[bytes] | None = None
+) -> list[int]:
     """``SendsNetfilter.netfilter`` over ``sock`` (a NETLINK_NETFILTER socket)."""
     sock.settimeout(30)
     sock.bind((0, 0))
@@ -174,6 +177,8 @@ def netfilter_exchange(sock: socket.socket, batch: bytes, replies: int) -> list[
             length, kind = struct.unpack_from("=IH", data, at)
             if kind == NLMSG_ERROR:
                 errors.append(-struct.unpack_from("=i", data, at + 16)[0])
+            elif answers is not None:
+                answers.append(data[at : at + length])
             at += max(16, (length + 3) & ~3)
     return errors
 

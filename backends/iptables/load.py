@@ -12,8 +12,9 @@ contents (one ``ipset save``) differ from the new ones, a *transition* content s
 restricting sets hold old | new (a map address in both keeps its old mark), permitting sets
 old & new (``nomatch`` entries, which restrict, old | new).
 
-1. one ``ipset restore``: new sets under their final names (no live rule uses them yet), each
-   transition content under a recorded temporary name;
+1. create the new sets under their final names (no live rule uses them yet), each transition
+   content under a recorded temporary name: over netlink (``ipset_netlink``) where the runner
+   sends it itself, else ``ipset restore``;
 2. swap the transitions in: under the old rules each swap only restricts (every state <= old);
 3. one ``iptables-restore --noflush`` transaction per family (mangle and filter, each atomic): new
    rules with transition members allow no more than the new state; if IPv6 fails after IPv4
@@ -44,8 +45,9 @@ from ...errors import ApplyError, MixedStateError, UsageError
 from ...lock import record_path
 from ...lower import Lowered
 from ...resolve import Entry
-from ..base import MemberDelta, Runner, run_together, while_running
+from ..base import MemberDelta, Runner, SendsNetfilter, run_together, while_running
 from ..nftables.render import table_name
+from .ipset_netlink import create_sets
 from .mark_tree import Marks
 from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, names_of
 from .render import (
@@ -452,20 +454,32 @@ def apply_iptables(
     _record(names).write_text("".join(f"{t}\n" for t in temps))
     undo = _Undo()
 
-    def drop_new() -> None:
-        _, error = ipset_lines(run, [f"destroy {n}\n" for n in [*(s.name for s in fresh), *temps]])
+    def drop_new(refused_create: bool = False) -> None:
+        """Destroy the new sets; after a refused create, those the kernel has (not all were made)."""
+        made = _sets(run) if refused_create else None
+        new = [*(s.name for s in fresh), *temps]
+        _, error = ipset_lines(run, [f"destroy {n}\n" for n in new if made is None or n in made])
         undo.step("removing the new sets", error)
         if not error:
             _record(names).unlink(missing_ok=True)
 
     creating = [*fresh, *staged]  # the layout's families
 
-    inputs = [
-        render_sets(lowered, creating[i : i + RESTORE_SETS]) for i in range(0, len(creating), RESTORE_SETS)
-    ]
+    netlink = isinstance(run, SendsNetfilter)
+    inputs = (
+        []
+        if netlink
+        else [
+            render_sets(lowered, creating[i : i + RESTORE_SETS])
+            for i in range(0, len(creating), RESTORE_SETS)
+        ]
+    )
 
     def create() -> str:
-        """The new sets, a prefix of them at a time (as drop_new assumes); the first refusal."""
+        """The new sets (over netlink where the runner sends it itself: no libipset parsing every
+        line); the first refusal."""
+        if isinstance(run, SendsNetfilter):
+            return create_sets(run, creating)
         for text in inputs:
             result = run(["ipset", "restore"], text)
             if result.returncode != 0:
@@ -507,7 +521,7 @@ def apply_iptables(
 
     not_created, prepared = while_running(run, create, prepare)
     if prepared is None:
-        drop_new()
+        drop_new(refused_create=True)
         undo.finish(f"ipset restore rejected the new sets: {not_created}")
     before, restores, written = prepared
 

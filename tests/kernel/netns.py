@@ -167,7 +167,7 @@ class InNetns:
     def which(self, program: str) -> bool:
         return True
 
-    def netfilter(self, batch: bytes, replies: int) -> list[int]:
+    def netfilter(self, batch: bytes, replies: int, answers: list[bytes] | None = None) -> list[int]:
         if self.refuse == "nft":  # a last message deleting from a set that is not there
             self.refuse = ""
             refused = element_batch("npc", [("no-such-set", ["192.0.2.1"], [])])
@@ -176,4 +176,4 @@ class InNetns:
             replies += 1
         sock = socket_in_netns(self.netns.name, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         with sock:
-            return netfilter_exchange(sock, batch, replies)
+            return netfilter_exchange(sock, batch, replies, answers)

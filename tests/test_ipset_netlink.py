@@ -1,0 +1,104 @@
+"""Sets created over netlink (``backends/iptables/ipset_netlink.py``) are the sets ``ipset restore``
+makes of the same text, on a real kernel: every type, family and member shape npc writes, sets
+of several messages, empty sets; refusals name the set and the reason."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kernel.netns import InNetns, Netns, fresh_netns
+from npc.backends.iptables import ipset_netlink
+from npc.backends.iptables.render import SetText, render_sets, set_text
+from npc.lower import Lowered
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[tuple[Netns, Netns]]:
+    with fresh_netns("npc-nl-a", tmp_path) as a, fresh_netns("npc-nl-b", tmp_path) as b:
+        yield a, b
+
+
+def _v4(r: random.Random) -> str:
+    return f"10.{r.randrange(256)}.{r.randrange(256)}.{r.randrange(1, 255)}"
+
+
+def _v6(r: random.Random) -> str:
+    return f"fd00:10:{r.randrange(1 << 16):x}::{r.randrange(1, 1 << 16):x}"
+
+
+NETS4 = ("0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/8", "10.1.0.0/16", "192.168.1.7", "169.254.0.0/16")
+
+
+def specs(seed: int) -> list[SetText]:
+    """One set of every shape npc writes (``render.kernel_sets``), members drawn at random."""
+    r = random.Random(seed)
+
+    def some(make: object, n: int) -> list[str]:
+        assert callable(make)
+        return sorted({make(r) for _ in range(n)})
+
+    marks = [f" skbmark 0x{r.randrange(1 << 7) << 24:x}/0xf000007f" for _ in range(3)]
+    ports = [f",{p}:{n}" for p in ("tcp", "udp", "sctp") for n in (53, 8080, 65535)]
+    return [
+        set_text("npc-t-ip4", "hash:ip", 4, [(a, False) for a in some(_v4, 9000)]),  # several messages
+        set_text("npc-t-ip6", "hash:ip", 6, [(a, False) for a in some(_v6, 300)]),
+        set_text("npc-t-empty", "hash:ip", 6, []),
+        set_text(
+            "npc-t-map4", "hash:ip", 4, [(a + r.choice(marks), False) for a in some(_v4, 500)], " skbinfo"
+        ),
+        set_text(
+            "npc-t-map6", "hash:ip", 6, [(a + r.choice(marks), False) for a in some(_v6, 50)], " skbinfo"
+        ),
+        set_text("npc-t-port4", "hash:ip,port", 4, [(a + r.choice(ports), False) for a in some(_v4, 2000)]),
+        set_text("npc-t-port6", "hash:ip,port", 6, [(a + r.choice(ports), False) for a in some(_v6, 200)]),
+        set_text("npc-t-net4", "hash:net", 4, [(n, n.startswith(("10.0.", "169."))) for n in NETS4]),
+        set_text("npc-t-net6", "hash:net", 6, [("::/1", False), ("8000::/1", False), ("fd00::/8", True)]),
+    ]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_netlink_makes_the_sets_ipset_restore_makes(two: tuple[Netns, Netns], seed: int) -> None:
+    by_netlink, by_restore = two
+    made = specs(seed)
+    assert ipset_netlink.create_sets(InNetns(by_netlink), made) == ""
+    text = render_sets(Lowered(network="default", families=()), made)
+    assert InNetns(by_restore)(["ipset", "restore"], text).returncode == 0
+    assert by_netlink.state() == by_restore.state()
+    assert len(
+        [line for line in by_netlink.state().splitlines() if line.startswith("add npc-t-ip4 ")]
+    ) == len(made[0].members)
+
+
+def test_a_refusal_names_the_set_and_the_reason(two: tuple[Netns, Netns]) -> None:
+    netns, _ = two
+    netns.run("ipset", "create", "npc-t-taken", "hash:ip")
+    first = set_text("npc-t-first", "hash:ip", 4, [("10.0.0.1", False)])
+    taken = set_text("npc-t-taken", "hash:ip", 4, [("10.0.0.2", False)])
+    error = ipset_netlink.create_sets(InNetns(netns), [first, taken])
+    assert error == "set npc-t-taken: a set of that name exists already"
+    assert "npc-t-first" in netns.run("ipset", "list", "-n").stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        (set_text("npc-t-bad", "hash:ip", 4, [("10.0.0.1", False), ("10.0.0.300", False)]), "'10.0.0.300'"),
+        (set_text("npc-t-bad", "hash:ip", 6, [("10.0.0.1", False)]), "not an inet6 address"),
+        (set_text("npc-t-bad", "hash:ip,port", 4, [("10.0.0.1,icmp:3", False)]), "not protocol:port"),
+        (set_text("npc-t-bad", "hash:net", 4, [("10.0.0.0/33", False)]), "not a prefix length"),
+        (set_text("npc-t-bad", "hash:ip", 4, [("10.0.0.1 skbmark x", False)], " skbinfo"), "skbmark"),
+        (set_text("npc-t-bad", "list:set", 4, [("x", False)]), "list:set"),
+    ],
+)
+def test_a_member_npc_cannot_spell_is_an_error_before_the_set_is_sent(
+    two: tuple[Netns, Netns], spec: SetText, said: str
+) -> None:
+    netns, _ = two
+    error = ipset_netlink.create_sets(InNetns(netns), [spec])
+    assert said in error
+    assert "npc-t-bad" not in netns.run("ipset", "list", "-n").stdout
