@@ -207,8 +207,8 @@ LOADERS: dict[str, Callable[[Path], Metrics]] = {"iptables": load_iptables, "nft
 
 def npc_load(cluster: Path, backend: str) -> Metrics:
     """What ``npc apply`` spends after compiling, into an empty namespace: the backend's ``load``
-    (rendering, then the tools as npc runs them: ipset a few hundred sets per process, IPv4's
-    and IPv6's restores at once; nftables one ``nft -f``). The tool-only columns are the floor."""
+    (rendering, then the kernel work as npc does it: the sets over netlink, IPv4's and IPv6's
+    restores at once; nftables one ``nft -f``). The tool-only columns run the tools alone."""
     name = f"npc-bench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:

@@ -4,14 +4,21 @@ of several messages, empty sets; refusals name the set and the reason."""
 
 from __future__ import annotations
 
+import errno
+import os
 import random
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from kernel.netns import InNetns, Netns, fresh_netns
-from npc.backends.iptables import ipset_netlink
+from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, policy
+from npc import lock
+from npc.backends.base import Ran
+from npc.backends.iptables import ipset_netlink, load
+from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.render import SetText, render_sets, set_text
+from npc.errors import ApplyError
 from npc.lower import Lowered
 
 pytestmark = pytest.mark.kernel
@@ -102,3 +109,41 @@ def test_a_member_npc_cannot_spell_is_an_error_before_the_set_is_sent(
     error = ipset_netlink.create_sets(InNetns(netns), [spec])
     assert said in error
     assert "npc-t-bad" not in netns.run("ipset", "list", "-n").stdout
+
+
+class CutOff(InNetns):
+    """The real kernel until the ``calls``-th netlink exchange, which fails (a socket error)."""
+
+    def __init__(self, netns: Netns, calls: int) -> None:
+        super().__init__(netns)
+        self.calls = calls
+        self.destroyed: list[str] = []
+
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
+        if list(argv) == ["ipset", "restore"]:
+            self.destroyed += re.findall(r"^destroy (\S+)$", stdin, re.M)
+        return super().__call__(argv, stdin)
+
+    def netfilter(self, batch: bytes, replies: int, answers: list[bytes] | None = None) -> list[int]:
+        self.calls -= 1
+        if self.calls == 0:
+            raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+        return super().netfilter(batch, replies, answers)
+
+
+def test_a_load_whose_set_creation_fails_midway_leaves_nothing_of_npc(
+    two: tuple[Netns, Netns], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netns, _ = two
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
+    monkeypatch.setattr(ipset_netlink, "SEND_MESSAGES", 2)  # many exchanges: fail after some sets exist
+    compiled = compile_policies(policy("a"), policy("b", 5432, "cache"))
+    before = netns.state("legacy")
+    run = CutOff(netns, 6)
+    with pytest.raises(ApplyError) as info:
+        load.apply_iptables(compiled.lowered, compiled.members, Marks(), load._tools("legacy"), run)
+    assert info.value.exit_code == 3
+    assert "the new sets were refused: netlink to ipset failed" in str(info.value)
+    assert "previous state stays in force" in str(info.value)
+    assert run.destroyed  # some sets were made before the cut, and only they were destroyed
+    assert netns.state("legacy") == before

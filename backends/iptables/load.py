@@ -274,6 +274,27 @@ def ipset_lines(run: Runner, lines: Sequence[str], exist: bool = False) -> tuple
     return len(lines), ""
 
 
+def create_new_sets(run: Runner, lowered: Lowered, specs: Sequence[SetText]) -> str:
+    """Create ``specs`` with their members: over netlink where the runner sends it itself
+    (``ipset_netlink``: no libipset parsing every line), else ``ipset restore``, ``RESTORE_SETS``
+    sets per process. The first refusal ("" if none); after one, not every set exists."""
+    if isinstance(run, SendsNetfilter):
+        return create_sets(run, specs)
+    for i in range(0, len(specs), RESTORE_SETS):
+        result = run(["ipset", "restore"], render_sets(lowered, specs[i : i + RESTORE_SETS]))
+        if result.returncode != 0:
+            return result.stderr.strip() or f"exit status {result.returncode}"
+    return ""
+
+
+def destroy_sets(run: Runner, names: Sequence[str], refused_create: bool = False) -> str:
+    """Destroy ``names``; after a refused ``create_new_sets``, those of them the kernel has."""
+    if refused_create:
+        present = _sets(run)
+        names = [n for n in names if n in present]
+    return ipset_lines(run, [f"destroy {n}\n" for n in names])[1]
+
+
 Contents = dict[str, str]  # element (address, net, address,proto:port) -> what follows it ("" if nothing)
 NOMATCH = "nomatch"  # a ``hash:net`` element that excludes: it restricts whatever its set does
 
@@ -455,36 +476,15 @@ def apply_iptables(
     undo = _Undo()
 
     def drop_new(refused_create: bool = False) -> None:
-        """Destroy the new sets; after a refused create, those the kernel has (not all were made)."""
-        made = _sets(run) if refused_create else None
-        new = [*(s.name for s in fresh), *temps]
-        _, error = ipset_lines(run, [f"destroy {n}\n" for n in new if made is None or n in made])
+        error = destroy_sets(run, [*(s.name for s in fresh), *temps], refused_create)
         undo.step("removing the new sets", error)
         if not error:
             _record(names).unlink(missing_ok=True)
 
     creating = [*fresh, *staged]  # the layout's families
 
-    netlink = isinstance(run, SendsNetfilter)
-    inputs = (
-        []
-        if netlink
-        else [
-            render_sets(lowered, creating[i : i + RESTORE_SETS])
-            for i in range(0, len(creating), RESTORE_SETS)
-        ]
-    )
-
     def create() -> str:
-        """The new sets (over netlink where the runner sends it itself: no libipset parsing every
-        line); the first refusal."""
-        if isinstance(run, SendsNetfilter):
-            return create_sets(run, creating)
-        for text in inputs:
-            result = run(["ipset", "restore"], text)
-            if result.returncode != 0:
-                return result.stderr.strip() or f"exit status {result.returncode}"
-        return ""
+        return create_new_sets(run, lowered, creating)
 
     def prepare() -> tuple[
         dict[int, dict[str, TableState]], list[tuple[Sequence[str], str]], dict[int, Chains]
@@ -522,7 +522,7 @@ def apply_iptables(
     not_created, prepared = while_running(run, create, prepare)
     if prepared is None:
         drop_new(refused_create=True)
-        undo.finish(f"ipset restore rejected the new sets: {not_created}")
+        undo.finish(f"the new sets were refused: {not_created}")
     before, restores, written = prepared
 
     swaps = [f"swap {names.temp(name)} {name}\n" for name in changed]

@@ -4,7 +4,7 @@ The kernel holds (``before``, ``old``), as this process loaded it. Both programs
 restore file would write them and compared chain by chain, table by table; then, so that a
 failure leaves the previous state in force:
 
-1. one ``ipset restore`` creates the sets that are new, with their members (no rule uses them
+1. the sets that are new are created with their members (``load.create_new_sets``; no rule uses them
    yet), and the restricting member moves of step 3 are made;
 2. one ``iptables-restore --noflush`` per family declares (so empties) every chain that is new,
    changed or gone, writes the new and changed ones' rules and deletes the gone ones: each table
@@ -30,7 +30,16 @@ import attrs
 from ...errors import ApplyError
 from ...lower import Lowered
 from ..base import Members, Runner, member_changes
-from .load import Tools, _Undo, ipset_lines, load_members, member_lines, run_member_lines
+from .load import (
+    Tools,
+    _Undo,
+    create_new_sets,
+    destroy_sets,
+    ipset_lines,
+    load_members,
+    member_lines,
+    run_member_lines,
+)
 from .mark_tree import Marks
 from .render import (
     Chains,
@@ -38,7 +47,6 @@ from .render import (
     chains_in,
     kernel_sets,
     render_rules,
-    render_sets,
     restricting_sets,
     tables,
 )
@@ -115,15 +123,12 @@ def update_iptables(
     stale = sorted(old_sets.keys() - new_sets.keys())
     undo = _Undo()
 
-    def drop_created() -> None:
-        _, error = ipset_lines(run, [f"destroy {s.name}\n" for s in created])
-        undo.step("removing the new sets", error)
+    def drop_created(refused_create: bool = False) -> None:
+        undo.step("removing the new sets", destroy_sets(run, [s.name for s in created], refused_create))
 
-    if created:
-        result = run(["ipset", "restore"], render_sets(now, created))
-        if result.returncode != 0:
-            drop_created()
-            undo.finish(f"ipset restore rejected the new sets: {result.stderr.strip()}")
+    if error := create_new_sets(run, now, created):
+        drop_created(refused_create=True)
+        undo.finish(f"the new sets were refused: {error}")
     kept = {n: s.members for n, s in old_sets.items() if n in new_sets}
     moves = member_changes(kept, {n: new_sets[n].members for n in kept})
     narrowing, widening = member_lines(moves, restricting_sets(now, marks, layout.families))
