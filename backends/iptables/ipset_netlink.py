@@ -3,12 +3,14 @@
 Profiled at the mixed L (4,210 sets, 546k members): ``ipset restore`` took 3.7-4.1 s, most of it
 libipset's work per line - a resolver call per address (glibc's ``getaddrinfo`` stats
 ``/etc/resolv.conf`` each time), ``/etc/protocols`` read per ``ip,port`` member, the set looked up
-by name along the sets it has seen - and about 0.5 s the kernel's. The messages below are the ones
-``ipset restore`` sends (checked against it, byte for byte apart from line numbers, and by
-``tests/test_ipset_netlink.py`` on a kernel), built from the same member text.
+by name along the sets it has seen - and about 1 s the kernel's. The messages below are the ones
+``ipset restore`` sends (compared with its ``strace``: the same but for the line numbers it gives
+each member), built from the same member text; ``tests/test_ipset_netlink.py`` checks on a kernel
+that they make the same sets.
 
-Only creating new sets goes this way (``apply``'s first step). Swaps, member changes in place and
-destroys stay ``ipset restore`` lines: few, and their retry on a busy set is that tool's.
+Only creating new sets goes this way (``load.create_new_sets``: ``npc apply`` and the agent's
+policy changes). Swaps, member changes in place and destroys stay ``ipset restore`` lines: few,
+and their retry on a busy set is that tool's.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def _head(name: str) -> bytes:
 
 
 class MemberError(ValueError):
-    """A member npc cannot spell on the wire (a bug upstream: members are rendered by npc)."""
+    """What cannot be sent: a member or set option npc cannot spell on the wire (members are
+    npc's own rendering, so a bug), or a set type the kernel does not have."""
 
 
 def _tail(rest: str, nomatch: bool, kind: str, family: str) -> bytes:
