@@ -22,12 +22,23 @@ import struct
 from collections.abc import Iterator, Sequence
 
 from ..base import SendsNetfilter
+from ..netlink import (
+    NLA_F_NESTED,
+    NLA_F_NET_BYTEORDER,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    PROTOCOLS,
+    attr,
+    message,
+    nest,
+    string,
+)
 from .render import SetText
 
 NFNL_SUBSYS_IPSET = 6
 CMD_CREATE, CMD_ADD, CMD_TYPE = 2, 9, 13
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
-NLA_F_NESTED, NLA_F_NET_BYTEORDER = 0x8000, 0x4000
 PROTOCOL = 7  # IPSET_PROTOCOL of every kernel since 3.x (minimum 6)
 # command attributes
 A_PROTOCOL, A_SETNAME, A_TYPENAME, A_REVISION, A_FAMILY, A_DATA, A_ADT, A_LINENO = 1, 2, 3, 4, 5, 7, 8, 9
@@ -37,7 +48,6 @@ IPADDR_IPV4, IPADDR_IPV6 = 1, 2
 FLAG_NOMATCH, FLAG_WITH_SKBINFO = 1 << 2, 1 << 6
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
 NFPROTO = {"inet": 2, "inet6": 10}
-PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
 ADT_BYTES = 60_000  # members per message: its ADT attribute's 16-bit length
 SEND_BYTES = 128 << 10  # messages per datagram: inside the socket's send buffer (~200 KiB)
 SEND_MESSAGES = 64  # and their acknowledgements (about 1 KiB each) inside its receive buffer
@@ -55,26 +65,16 @@ ERRORS = {  # ipset's own error numbers (linux/netfilter/ipset/ip_set.h), and it
 }
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
-
-
-def _string(kind: int, text: str) -> bytes:
-    return _attr(kind, text.encode() + b"\0")
-
-
 def _net32(kind: int, value: int) -> bytes:
-    return _attr(kind | NLA_F_NET_BYTEORDER, struct.pack("!I", value))
+    return attr(kind | NLA_F_NET_BYTEORDER, struct.pack("!I", value))
 
 
-def _message(command: int, flags: int, body: bytes) -> bytes:
-    header = struct.pack("=IHHII", 20 + len(body), NFNL_SUBSYS_IPSET << 8 | command, flags, 0, 0)
-    return header + struct.pack("=BBH", socket.AF_INET, 0, 0) + body
+def _ipset(command: int, flags: int, body: bytes) -> bytes:
+    return message(NFNL_SUBSYS_IPSET << 8 | command, flags, 0, socket.AF_INET, body)
 
 
 def _head(name: str) -> bytes:
-    return _attr(A_PROTOCOL, bytes([PROTOCOL])) + _string(A_SETNAME, name)
+    return attr(A_PROTOCOL, bytes([PROTOCOL])) + string(A_SETNAME, name)
 
 
 class MemberError(ValueError):
@@ -90,13 +90,13 @@ def _tail(rest: str, nomatch: bool, kind: str, family: str) -> bytes:
         protocol, _, port = rest.partition(":")
         if protocol not in PROTOCOLS or not port.isdigit() or int(port) > 65535:
             raise MemberError(f"{rest!r} is not protocol:port")
-        attrs = [_attr(D_PORT | NLA_F_NET_BYTEORDER, struct.pack("!H", int(port))),
-                 _attr(D_PROTO, bytes([PROTOCOLS[protocol]]))]  # fmt: skip
+        attrs = [attr(D_PORT | NLA_F_NET_BYTEORDER, struct.pack("!H", int(port))),
+                 attr(D_PROTO, bytes([PROTOCOLS[protocol]]))]  # fmt: skip
     elif kind == "hash:net":
         width = 32 if family == "inet" else 128
         if rest and (not rest.isdigit() or not 0 < int(rest) <= width):
             raise MemberError(f"{rest!r} is not a prefix length")
-        attrs = [_attr(D_CIDR, bytes([int(rest) if rest else width]))]
+        attrs = [attr(D_CIDR, bytes([int(rest) if rest else width]))]
     elif kind != "hash:ip":
         raise MemberError(f"set type {kind} is not spelled here")
     elif rest:
@@ -106,7 +106,7 @@ def _tail(rest: str, nomatch: bool, kind: str, family: str) -> bytes:
             if option != "skbmark":
                 raise ValueError(option)
             attrs.append(
-                _attr(
+                attr(
                     D_SKBMARK | NLA_F_NET_BYTEORDER,
                     struct.pack("!II", int(mark, 0), int(mask or "0xffffffff", 0)),
                 )
@@ -157,14 +157,14 @@ def set_messages(spec: SetText, revision: int) -> Iterator[bytes]:
         sizes = _net32(D_CADT_FLAGS, FLAG_WITH_SKBINFO) + sizes
     elif spec.options.strip():
         raise MemberError(f"set option {spec.options.strip()!r} is not spelled here")
-    yield _message(
+    yield _ipset(
         CMD_CREATE,
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE,
         _head(spec.name)
-        + _string(A_TYPENAME, spec.type)
-        + _attr(A_REVISION, bytes([revision]))
-        + _attr(A_FAMILY, bytes([NFPROTO[spec.family]]))
-        + _attr(A_DATA | NLA_F_NESTED, sizes),
+        + string(A_TYPENAME, spec.type)
+        + attr(A_REVISION, bytes([revision]))
+        + attr(A_FAMILY, bytes([NFPROTO[spec.family]]))
+        + nest(A_DATA, sizes),
     )
     head = _head(spec.name) + _net32(A_LINENO, 0)  # the kernel wants a line number beside ADT
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL
@@ -183,7 +183,7 @@ def set_messages(spec: SetText, revision: int) -> Iterator[bytes]:
             size += len(member)
     for chunk in chunks:
         if chunk:
-            yield _message(CMD_ADD, flags, head + _attr(A_ADT | NLA_F_NESTED, b"".join(chunk)))
+            yield _ipset(CMD_ADD, flags, head + nest(A_ADT, *chunk))
 
 
 def _reason(number: int) -> str:
@@ -193,19 +193,19 @@ def _reason(number: int) -> str:
 def revision(run: SendsNetfilter, kind: str, family: str) -> int:
     """The newest revision of set type ``kind`` the kernel has for ``family`` (as libipset asks)."""
     body = (
-        _attr(A_PROTOCOL, bytes([PROTOCOL]))
-        + _string(A_TYPENAME, kind)
-        + _attr(A_FAMILY, bytes([NFPROTO[family]]))
+        attr(A_PROTOCOL, bytes([PROTOCOL]))
+        + string(A_TYPENAME, kind)
+        + attr(A_FAMILY, bytes([NFPROTO[family]]))
     )
     answers: list[bytes] = []
-    errors = run.netfilter(_message(CMD_TYPE, NLM_F_REQUEST | NLM_F_ACK, body), 1, answers)
+    errors = run.netfilter(_ipset(CMD_TYPE, NLM_F_REQUEST | NLM_F_ACK, body), 1, answers)
     if any(errors):
         raise MemberError(f"the kernel has no set type {kind} for {family}: {_reason(errors[0])}")
     for answer in answers:
         at = 20
         while at + 4 <= len(answer):
-            length, attr = struct.unpack_from("=HH", answer, at)
-            if attr & 0x3FFF == A_REVISION and length >= 5:
+            length, found = struct.unpack_from("=HH", answer, at)
+            if found & 0x3FFF == A_REVISION and length >= 5:
                 return answer[at + 4]
             at += max(4, (length + 3) & ~3)
     raise MemberError(f"the kernel did not say which revisions of {kind} it has")

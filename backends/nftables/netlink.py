@@ -14,35 +14,21 @@ import ipaddress
 import struct
 from collections.abc import Sequence
 
+from ..netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, PROTOCOLS, attr, message, nest, string
+
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE = 0x1, 0x4, 0x400
 NFPROTO_INET, NFPROTO_UNSPEC = 1, 0
-NLA_F_NESTED = 0x8000
 LIST_TABLE, LIST_SET, LIST_ELEMENTS, LIST_ELEM = 1, 2, 3, 1  # NFTA_SET_ELEM_LIST_*, NFTA_LIST_ELEM
 ELEM_KEY, ELEM_DATA = 1, 2  # NFTA_SET_ELEM_*
 DATA_VALUE, DATA_VERDICT = 1, 2  # NFTA_DATA_*
 VERDICT_CODE, VERDICT_CHAIN = 1, 2  # NFTA_VERDICT_*
 VERDICTS = {"accept": 1, "drop": 0, "jump": -3, "goto": -4}
-PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
 # elements per batch (a map's jump element takes about 60 bytes; a batch is one datagram, which
 # must fit the socket's send buffer, ~200 KiB): beyond this (a namespace relabelled), nft -f
 MOST = 1000
 PER_MESSAGE = 256  # elements per message, well inside a netlink message's size
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
-
-
-def _nest(kind: int, *attrs: bytes) -> bytes:
-    return _attr(kind | NLA_F_NESTED, b"".join(attrs))
-
-
-def _string(kind: int, text: str) -> bytes:
-    return _attr(kind, text.encode() + b"\0")
 
 
 def _key(text: str) -> bytes:
@@ -59,19 +45,14 @@ def _key(text: str) -> bytes:
 def _element(text: str, keys_only: bool) -> bytes:
     """``10.0.0.1``, ``10.0.0.1 . tcp . 80`` or a map's ``10.0.0.1 : jump p-x`` (``drop``)."""
     key, _, data = text.partition(" : ")
-    attrs = [_nest(ELEM_KEY, _attr(DATA_VALUE, _key(key)))]
+    attrs = [nest(ELEM_KEY, attr(DATA_VALUE, _key(key)))]
     if data and not keys_only:
         verdict, _, chain = data.partition(" ")
-        code = [_attr(VERDICT_CODE, struct.pack("!i", VERDICTS[verdict]))]
+        code = [attr(VERDICT_CODE, struct.pack("!i", VERDICTS[verdict]))]
         if chain:
-            code.append(_string(VERDICT_CHAIN, chain))
-        attrs.append(_nest(ELEM_DATA, _nest(DATA_VERDICT, *code)))
-    return _nest(LIST_ELEM, *attrs)
-
-
-def _message(kind: int, flags: int, seq: int, family: int, body: bytes, res_id: int = 0) -> bytes:
-    header = struct.pack("=IHHII", 20 + len(body), kind, flags, seq, 0)
-    return header + struct.pack("=BB", family, 0) + res_id.to_bytes(2, "big") + body
+            code.append(string(VERDICT_CHAIN, chain))
+        attrs.append(nest(ELEM_DATA, nest(DATA_VERDICT, *code)))
+    return nest(LIST_ELEM, *attrs)
 
 
 def element_batch(
@@ -90,10 +71,10 @@ def element_batch(
                 flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE if kind == NFT_MSG_NEWSETELEM else 0)
                 for start in range(0, len(elements), PER_MESSAGE):
                     chunk = elements[start : start + PER_MESSAGE]
-                    body = _string(LIST_TABLE, table) + _string(LIST_SET, name)
-                    body += _nest(LIST_ELEMENTS, *(_element(e, kind == NFT_MSG_DELSETELEM) for e in chunk))
+                    body = string(LIST_TABLE, table) + string(LIST_SET, name)
+                    body += nest(LIST_ELEMENTS, *(_element(e, kind == NFT_MSG_DELSETELEM) for e in chunk))
                     messages.append(
-                        _message(
+                        message(
                             NFNL_SUBSYS_NFTABLES << 8 | kind, flags, len(messages) + 2, NFPROTO_INET, body
                         )
                     )
@@ -102,8 +83,8 @@ def element_batch(
         return None
     if not messages:
         return b"", []
-    begin = _message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, NFPROTO_UNSPEC, b"", NFNL_SUBSYS_NFTABLES)
-    end = _message(
+    begin = message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 1, NFPROTO_UNSPEC, b"", NFNL_SUBSYS_NFTABLES)
+    end = message(
         NFNL_MSG_BATCH_END, NLM_F_REQUEST, len(messages) + 2, NFPROTO_UNSPEC, b"", NFNL_SUBSYS_NFTABLES
     )
     return begin + b"".join(messages) + end, names
