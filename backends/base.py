@@ -133,7 +133,8 @@ def while_running(run: Runner, commands: Callable[[], str], work: Callable[[], T
     """``commands`` (the runner's; they return an error, or "") and ``work`` (Python, say rendering
     what comes next) at once where the runner can run commands from another thread: a restore
     waits on its tool, the interpreter need not. Else one after the other, and ``work`` only
-    if ``commands`` succeeded. ``work``'s exception comes once ``commands`` are done."""
+    if ``commands`` succeeded. ``work``'s exception comes once ``commands`` are done; one of
+    ``commands`` comes as it is (then ``work``'s, if any, is dropped)."""
     if not isinstance(run, RunsTogether):
         error = commands()
         return error, None if error else work()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...errors import ApplyError
 from ...lock import netns_lock
 from ...lower import Lowered
 from ..base import LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour, while_running
@@ -58,21 +57,15 @@ class NftablesBackend:
 
         ruleset = self._build(compiled)
         self._last = None  # loaded: not kept (at scale, hundreds of MiB of element text in the agent)
-        refused: list[ApplyError] = []
 
         def load() -> str:
-            try:
-                self._load(ruleset, runner)
-            except ApplyError as exc:
-                refused.append(exc)
-            return str(refused[0]) if refused else ""
+            self._load(ruleset, runner)  # a refusal raises ApplyError, through ``while_running``
+            return ""
 
         with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
             refuse_other_backends(runner, compiled.lowered, None)
             # the index pod events need, built while nft loads (0.15 s at L, the interpreter idle)
             _, where = while_running(runner, load, lambda: Where(compiled.lowered, compiled.members))
-        if refused:
-            raise refused[0]
         assert where is not None
         self._where[ruleset.table] = where  # warm for pod events
         return LoadReport(
