@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 import attrs
+import orjson
 
-from . import __version__, indented_json, lowered_json
+from . import __version__, lowered_json
 from .backends.base import Backend, Options
 from .errors import UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
@@ -224,7 +225,9 @@ def _sha256(data: bytes) -> str:
 
 def manifest(job: Build, backend: Backend, options: Options, files: dict[str, str]) -> str:
     """``manifest.json``: what was compiled from what, with counts; no clock unless
-    ``SOURCE_DATE_EPOCH`` asks for one, so the same inputs give the same bytes."""
+    ``SOURCE_DATE_EPOCH`` asks for one, so the same inputs give the same bytes. Written by orjson:
+    the standard library indents in pure Python (1.1 s for the L manifest's 40 MB, orjson 0.09 s),
+    the same bytes but for text beyond ASCII, which orjson writes as UTF-8 instead of escapes."""
     compiled, sources = job.compiled, job.sources
     lowered = compiled.lowered
     inventory = None
@@ -253,4 +256,4 @@ def manifest(job: Build, backend: Backend, options: Options, files: dict[str, st
     if epoch and epoch.isdigit():
         stamp = datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
         data["generated"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return indented_json.dumps(data) + "\n"
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
