@@ -256,4 +256,6 @@ def manifest(job: Build, backend: Backend, options: Options, files: dict[str, st
     if epoch and epoch.isdigit():
         stamp = datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
         data["generated"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    return orjson.dumps(
+        data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+    ).decode()

@@ -30,6 +30,8 @@ def test_compile_writes_the_persistent_file_set(tmp_path: Path) -> None:
         "test-network-policy.yaml",
     ]
     assert "generated" not in manifest
+    text = (out / "manifest.json").read_text()  # reviewed as a diff: one value per line, keys sorted
+    assert text == json.dumps(manifest, indent=2, sort_keys=True) + "\n"
 
 
 # how each kind of artefact declares a chain
