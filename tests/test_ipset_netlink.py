@@ -8,7 +8,7 @@ import errno
 import os
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -45,8 +45,7 @@ def specs(seed: int) -> list[SetText]:
     """One set of every shape npc writes (``render.kernel_sets``), members drawn at random."""
     r = random.Random(seed)
 
-    def some(make: object, n: int) -> list[str]:
-        assert callable(make)
+    def some(make: Callable[[random.Random], str], n: int) -> list[str]:
         return sorted({make(r) for _ in range(n)})
 
     marks = [f" skbmark 0x{r.randrange(1 << 7) << 24:x}/0xf000007f" for _ in range(3)]

@@ -73,8 +73,11 @@ def _ipset(command: int, flags: int, body: bytes) -> bytes:
     return message(NFNL_SUBSYS_IPSET << 8 | command, flags, 0, socket.AF_INET, body)
 
 
+_PROTOCOL = attr(A_PROTOCOL, bytes([PROTOCOL]))  # the first attribute of every command
+
+
 def _head(name: str) -> bytes:
-    return attr(A_PROTOCOL, bytes([PROTOCOL])) + string(A_SETNAME, name)
+    return _PROTOCOL + string(A_SETNAME, name)
 
 
 class MemberError(ValueError):
@@ -192,11 +195,7 @@ def _reason(number: int) -> str:
 
 def revision(run: SendsNetfilter, kind: str, family: str) -> int:
     """The newest revision of set type ``kind`` the kernel has for ``family`` (as libipset asks)."""
-    body = (
-        attr(A_PROTOCOL, bytes([PROTOCOL]))
-        + string(A_TYPENAME, kind)
-        + attr(A_FAMILY, bytes([NFPROTO[family]]))
-    )
+    body = _PROTOCOL + string(A_TYPENAME, kind) + attr(A_FAMILY, bytes([NFPROTO[family]]))
     answers: list[bytes] = []
     errors = run.netfilter(_ipset(CMD_TYPE, NLM_F_REQUEST | NLM_F_ACK, body), 1, answers)
     if any(errors):
