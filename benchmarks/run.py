@@ -40,6 +40,7 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generate
+import generate_catalogue
 import generate_mixed
 from generate import SIZES, ClusterSpec
 
@@ -48,6 +49,7 @@ GENERATORS: dict[str, Callable[[ClusterSpec, Path], Path]] = {
     "bench": generate.write_cluster,
     "mixed": generate_mixed.write_cluster,
     "lists": functools.partial(generate_mixed.write_cluster, lists=True),
+    "catalogue": generate_catalogue.write_cluster,
 }
 
 DATA = Path(tempfile.gettempdir()) / "npc-bench"
@@ -243,7 +245,9 @@ def cluster_for(spec: ClusterSpec, data: Path, generator: str = "bench") -> Path
     """The generated cluster, cached by its spec and the generators' sources."""
     where = data / (f"{spec.name}-{spec.seed}" + ("" if generator == "bench" else f"-{generator}"))
     stamp = where / "spec.json"
-    sources = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (generate, generate_mixed)))
+    sources = hashlib.sha256(
+        b"".join(Path(m.__file__).read_bytes() for m in (generate, generate_mixed, generate_catalogue))
+    )
     wanted = json.dumps({**attrs.asdict(spec), "generator": [generator, sources.hexdigest()]}, sort_keys=True)
     if not stamp.exists() or stamp.read_text() != wanted:
         print(f"generating {generator} {spec.name} into {where} ...", file=sys.stderr)

@@ -117,13 +117,16 @@ def part_keys(key: SetKey, lists: bool = False) -> tuple[tuple[PodPeer, ...], ..
     )
 
 
+def _one_namespace(peer: PodPeer) -> bool:
+    one = peer.namespaces.requirements
+    return len(one) == 1 and (one[0].key, one[0].op, len(one[0].values)) == (NAMESPACE_NAME_LABEL, "In", 1)
+
+
 def _splittable(peer: PodPeer) -> bool:
     """One namespace's pods by a selector of ``In`` and ``Exists`` requirements."""
-    one = peer.namespaces.requirements
     return (
         not peer.pods.is_all
-        and len(one) == 1
-        and (one[0].key, one[0].op, len(one[0].values)) == (NAMESPACE_NAME_LABEL, "In", 1)
+        and _one_namespace(peer)
         and all(r.op in ("In", "Exists") for r in peer.pods.requirements)
     )
 
@@ -301,15 +304,19 @@ class _Lowerer:
     def _peer_sets(self, rule: Rule) -> list[SetSpec | None]:
         """Remote peers as sets; [] when the rule names peers but none exist in this family.
 
-        One set per namespace selector among the pod peers: a peer reaching across namespaces
-        (``tenant=a`` x ``role=gateway``) is shared by every rule that lists it, never copied
-        into a union with a rule's local peers, so set entries grow with the cluster, not with
-        policies x shared peers."""
+        Only one namespace's peers are a union (its pods, so a copy bounded by the namespace):
+        a peer reaching across namespaces (``tenant=a`` x ``role=gateway``, or every namespace's
+        ``app=x``) is a set of its own, shared by every rule that lists it, never copied into a
+        union with a rule's other peers, so set entries grow with the cluster, not with policies
+        x shared peers (``app In [x]`` and ``app In [y]`` in every namespace, listed in pairs by
+        a thousand rules, were a thousand copies)."""
         if rule.peers is None:
             return [None]
-        scopes: dict[Selector, list[PodPeer]] = {}
+        scopes: dict[Selector | PodPeer, list[PodPeer]] = {}
         for peer in rule.peers:
-            if isinstance(peer, PodPeer):
+            if isinstance(peer, PodPeer) and not _one_namespace(peer):
+                scopes[peer] = [peer]  # listed twice, still one set
+            elif isinstance(peer, PodPeer):
                 scopes.setdefault(peer.namespaces, []).append(peer)
         out: list[SetSpec | None] = [
             self._set("pods", key)

@@ -306,3 +306,38 @@ def test_a_format_1_manifest_splits_what_part_keys_splits() -> None:
         (s.name, [p.name for p in s.parts]) for s in lower(PROGRAM).family(4).sets
     ]
     assert any(s.parts for s in back.family(4).sets)
+
+
+def test_peers_across_namespaces_are_never_copied_into_a_union() -> None:
+    """Rules that list two cluster-wide peers (``app In [x]`` in every namespace) side by side:
+    each peer is one shared set (the requirement's own part), however many rules pair them, so
+    entries grow with the pods, not with the pairs; a rule's local peers are still one union."""
+    apps = [f"app{i}" for i in range(6)]
+    spaces = ["a", "b", "c"]
+    everywhere = [PodPeer(EVERYWHERE, Selector((Requirement("app", "In", (app,)),))) for app in apps]
+    local = [
+        PodPeer(namespace_selector("a"), Selector((Requirement("tier", "In", (tier,)),)))
+        for tier in ("x", "y")
+    ]
+    policies = tuple(
+        Policy(ns, f"p-{i}-{j}", WEB, ingress=(Rule(peers=(everywhere[i], everywhere[j], *local)),))
+        for ns in spaces
+        for i in range(len(apps))
+        for j in range(i + 1, len(apps))
+    )
+    inventory = _one_pod_per_value(spaces, "app", apps, net=0)
+    compiled = compile_program(Program(policies), inventory)
+    program = compiled.lowered.family(4)
+    used = used_sets(program, grouped=True)
+    cross = {s.key for s in used if s.key[0].namespaces == EVERYWHERE}  # type: ignore[index,union-attr]
+    assert cross == {(peer,) for peer in everywhere}  # 6 sets for 15 pairs x 3 namespaces
+    entries = sum(len(compiled.members[s.name]) for s in used if s.kind == "pods")
+    assert entries <= 3 * len(inventory.pods), entries
+    peers = {m.peer for c in program.chains for m in c.matches if m.peer is not None}
+    assert [s.key for s in peers if len(s.key) > 1] == [tuple(sorted(local, key=repr))]  # type: ignore[arg-type]
+    chain = next(c for c in program.chains if c.comment == "a/p-0-1")
+    assert {m.peer.key for m in chain.matches if m.peer} == {  # type: ignore[union-attr]
+        (everywhere[0],),
+        (everywhere[1],),
+        tuple(sorted(local, key=repr)),
+    }
