@@ -34,6 +34,7 @@ from .ir import (
     PROTOCOLS,
     Direction,
     IPBlock,
+    Network,
     PodPeer,
     Policy,
     Program,
@@ -160,6 +161,15 @@ def tested(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[SetSpec, ...]:
     return spec.parts
 
 
+def plain_cidr(spec: SetSpec | None) -> Network | None:
+    """An ipBlock without ``except`` is one CIDR, which every dataplane matches in the rule itself:
+    no set to load. A kernel set is looked up by name for each rule that tests it, along the list
+    of every set (ipset, nf_tables), and egress rules to partners' and services' /24s made
+    thousands of one-entry sets. The set stays in the program (named by meaning, in the manifest)."""
+    key = spec.key if spec is not None and spec.kind == "net" else None
+    return key.cidr if isinstance(key, IPBlock) and not key.excepts else None
+
+
 @attrs.frozen(cache_hash=True)
 class Match:
     """One allow rule: the remote peer set (None: anyone), protocol and its port spans (however
@@ -215,7 +225,7 @@ def chain_set_tests(program: FamilyProgram) -> Counter[SetSpec]:
     found: Counter[SetSpec] = Counter()
     for chain in program.chains:
         for m in chain.matches:
-            found.update(tested(m.peer) if m.peer is not None else ())
+            found.update(tested(m.peer) if m.peer is not None and plain_cidr(m.peer) is None else ())
             found.update((m.named_port,) if m.named_port is not None else ())
     return found
 

@@ -93,14 +93,14 @@ def _parse_rule(words: list[str]) -> _Rule:
         w = words[i]
         if w in ("-j", "-g"):
             return _Rule(tuple(conditions), words[i + 1], tuple(words[i + 2 :]), w == "-g")
-        if w == "-p":
-            conditions.append(("proto", words[i + 1]))
+        if w in ("-p", "-s", "-d"):
+            conditions.append(({"-p": "proto", "-s": "source", "-d": "destination"}[w], words[i + 1]))
             i += 2
         elif w == "-m":
             module = words[i + 1]
             i += 2
             args = []
-            while i < len(words) and words[i] not in ("-m", "-j", "-g", "-p"):
+            while i < len(words) and words[i] not in ("-m", "-j", "-g", "-p", "-s", "-d"):
                 args.append(words[i])
                 i += 1
             conditions.append((module, *args))
@@ -145,6 +145,8 @@ class Table:
         kind = cond[0]
         if kind == "proto":
             return packet.protocol.lower() == cond[1]
+        if kind in ("source", "destination"):
+            return (packet.src if kind == "source" else packet.dst) in ipaddress.ip_network(cond[1])
         if kind == "comment":
             return True
         if kind == "conntrack":

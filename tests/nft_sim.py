@@ -241,6 +241,11 @@ class Ruleset:
                     key: tuple[object, ...] = (address, packet.protocol.lower(), packet.port)
                     name = words[i + 8].removeprefix("@")
                     i += 9
+                elif not words[i + 2].startswith("@"):  # a CIDR in the rule itself
+                    if address not in ipaddress.ip_network(words[i + 2]):
+                        return None
+                    i += 3
+                    continue
                 else:
                     key = (address,)
                     name = words[i + 2].removeprefix("@")

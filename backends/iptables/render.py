@@ -15,7 +15,7 @@ import jinja2
 
 from ... import __version__
 from ...ir import DIRECTIONS, Direction
-from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, chain_set_tests, tested
+from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, chain_set_tests, plain_cidr, tested
 from ...resolve import Entry
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
@@ -80,6 +80,9 @@ def render_match(match: Match, direction: Direction, names: Names) -> str:
     tests a rule's matches in order and stops at the first that fails: the port (a compare)
     before the peer's sets (a hash lookup each), which most packets of other ports never reach."""
     parts: list[str] = []
+    cidr = plain_cidr(match.peer)
+    if cidr is not None:
+        parts.append(f"{'-s' if REMOTE[direction] == 'src' else '-d'} {cidr}")
     if match.protocol:
         parts.append(f"-p {match.protocol.lower()}")
         proto = match.protocol.lower()
@@ -89,7 +92,7 @@ def render_match(match: Match, direction: Direction, names: Names) -> str:
         elif match.ports:
             spans = ",".join(f"{lo}:{hi}" if hi != lo else str(lo) for lo, hi in match.ports)
             parts.append(f"-m multiport --dports {spans}")
-    if match.peer is not None:
+    if match.peer is not None and cidr is None:
         parts.append(set_tests(match.peer, REMOTE[direction], names).lstrip())
     if match.named_port is not None:
         parts.append(f"-m set --match-set {names.set(match.named_port.name)} dst,dst")

@@ -49,7 +49,17 @@ import attrs
 
 from ... import __version__
 from ...ir import DEFAULT_NETWORK, DIRECTIONS, Direction, merge_intervals
-from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, chain_set_tests, network_tag, tested
+from ...lower import (
+    Chain,
+    FamilyProgram,
+    Lowered,
+    Match,
+    SetSpec,
+    chain_set_tests,
+    network_tag,
+    plain_cidr,
+    tested,
+)
 from ...resolve import Entry
 from ..base import per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
@@ -274,7 +284,10 @@ def render_match(match: Match, direction: Direction, family: int) -> str:
         parts.append(f"{match.protocol.lower()} dport {_ports(match.ports)}")
     elif match.named_port is None and match.protocol:
         parts.append(f"meta l4proto {match.protocol.lower()}")
-    if match.peer is not None:  # after the port: a compare fails most packets before a lookup
+    cidr = plain_cidr(match.peer)
+    if cidr is not None:
+        parts.append(f"{ip} {REMOTE_FIELD[direction]} {cidr}")
+    elif match.peer is not None:  # after the port: a compare fails most packets before a lookup
         parts += [f"{ip} {REMOTE_FIELD[direction]} @{s.name}" for s in tested(match.peer)]
     if match.named_port is not None:
         parts.append(f"{ip} daddr . meta l4proto . th dport @{match.named_port.name}")
