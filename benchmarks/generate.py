@@ -27,7 +27,7 @@ import ipaddress
 import json
 import random
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,27 +124,21 @@ def _tcp(*ports: int | str) -> list[Obj]:
     return [{"protocol": "TCP", "port": p} for p in ports]
 
 
+def allow_dns(namespace: str) -> Obj:
+    """Egress to CoreDNS on 53, TCP and UDP: what nearly every namespace with egress policy has."""
+    dns = {
+        "namespaceSelector": {"matchLabels": {NS_LABEL: "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }
+    ports = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    return _policy(namespace, "allow-dns", {}, ["Egress"], egress=[{"to": [dns], "ports": ports}])
+
+
 def namespace_policies(ns: AppNamespace) -> list[Obj]:
     n = ns.name
     out = [
         _policy(n, "default-deny", {}, ["Ingress", "Egress"]),
-        _policy(
-            n,
-            "allow-dns",
-            {},
-            ["Egress"],
-            egress=[
-                {
-                    "to": [
-                        {
-                            "namespaceSelector": {"matchLabels": {NS_LABEL: "kube-system"}},
-                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                        }
-                    ],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                }
-            ],
-        ),
+        allow_dns(n),
         _policy(
             n,
             "allow-monitoring",
@@ -383,20 +377,27 @@ def inventory(spec: ClusterSpec, namespaces: list[AppNamespace]) -> Obj:
     return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}
 
 
+def write_files(out: Path, policies: Iterable[tuple[str, list[Obj]]], listed: Obj) -> Path:
+    """Every generator's output: ``out/policies/<namespace>.yaml`` (multi-document), from
+    (namespace, its policies) in order, and ``out/inventory.json``."""
+    folder = out / "policies"
+    if folder.exists():
+        shutil.rmtree(folder)  # a previous layout's files would still be read
+    folder.mkdir(parents=True)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    for namespace, docs in policies:
+        (folder / f"{namespace}.yaml").write_text(yaml.dump_all(docs, Dumper=dumper, sort_keys=False))
+    with (out / "inventory.json").open("w") as fh:
+        json.dump(listed, fh, indent=1)
+    return out
+
+
 def write_cluster(spec: ClusterSpec, out: Path) -> Path:
     """``out/policies/<namespace>.yaml`` (multi-document) and ``out/inventory.json``."""
     namespaces = layout(spec)
-    policies = out / "policies"
-    if policies.exists():
-        shutil.rmtree(policies)  # a previous layout's files would still be read
-    policies.mkdir(parents=True)
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    for ns in namespaces:
-        text = yaml.dump_all(namespace_policies(ns), Dumper=dumper, sort_keys=False)
-        (policies / f"{ns.name}.yaml").write_text(text)
-    with (out / "inventory.json").open("w") as fh:
-        json.dump(inventory(spec, namespaces), fh, indent=1)
-    return out
+    return write_files(
+        out, ((ns.name, namespace_policies(ns)) for ns in namespaces), inventory(spec, namespaces)
+    )
 
 
 def iter_sizes(text: str) -> Iterator[ClusterSpec]:

@@ -17,17 +17,24 @@ Same sizes and same CLI as ``generate.py``:
 
 from __future__ import annotations
 
-import json
 import random
-import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import attrs
 import generate
-import yaml
-from generate import NS_LABEL, SYSTEM_PODS, ClusterSpec, Obj, _namespace, _Pods, _policy, _split
+from generate import (
+    NS_LABEL,
+    SYSTEM_PODS,
+    ClusterSpec,
+    Obj,
+    _namespace,
+    _Pods,
+    _policy,
+    _split,
+    allow_dns,
+    write_files,
+)
 
 TEAMS = tuple(f"team-{i:02d}" for i in range(25))
 ENVS = ("prod", "staging", "dev", "test")
@@ -196,23 +203,7 @@ def _drawn(ns: Space, rng: random.Random, index: int) -> Obj:
 
 FIXED: tuple[Callable[[str], Obj], ...] = (
     lambda n: _policy(n, "default-deny", {}, ["Ingress", "Egress"]),
-    lambda n: _policy(
-        n,
-        "allow-dns",
-        {},
-        ["Egress"],
-        egress=[
-            {
-                "to": [
-                    {
-                        "namespaceSelector": {"matchLabels": {NS_LABEL: "kube-system"}},
-                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                    }
-                ],
-                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-            }
-        ],
-    ),
+    allow_dns,
     lambda n: _policy(n, "allow-same-namespace", {}, ["Ingress"], ingress=[{"from": [{"podSelector": {}}]}]),
     lambda n: _policy(
         n,
@@ -267,17 +258,9 @@ def write_cluster(spec: ClusterSpec, out: Path) -> Path:
     """``out/policies/<namespace>.yaml`` and ``out/inventory.json``, like ``generate.write_cluster``."""
     namespaces = layout(spec)
     rng = random.Random(spec.seed * 104729 + 13)
-    policies = out / "policies"
-    if policies.exists():
-        shutil.rmtree(policies)
-    policies.mkdir(parents=True)
-    dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    for ns in namespaces:
-        text = yaml.dump_all(namespace_policies(ns, rng), Dumper=dumper, sort_keys=False)
-        (policies / f"{ns.name}.yaml").write_text(text)
-    with (out / "inventory.json").open("w") as fh:
-        json.dump(inventory(spec, namespaces), fh, indent=1)
-    return out
+    return write_files(
+        out, ((ns.name, namespace_policies(ns, rng)) for ns in namespaces), inventory(spec, namespaces)
+    )
 
 
 if __name__ == "__main__":

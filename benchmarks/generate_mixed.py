@@ -27,16 +27,12 @@ Same sizes and same CLI as ``generate.py``:
 
 from __future__ import annotations
 
-import json
 import random
-import shutil
 from pathlib import Path
-from typing import Any
 
 import attrs
 import generate
-import yaml
-from generate import NS_LABEL, SYSTEM_PODS, ClusterSpec, Obj, _namespace, _Pods, _policy, _split
+from generate import NS_LABEL, SYSTEM_PODS, ClusterSpec, Obj, _namespace, _Pods, _policy, _split, write_files
 
 TENANTS = tuple(f"tenant-{i:02d}" for i in range(40))
 STAGES = ("prod", "preprod", "qa", "sandbox")
@@ -278,17 +274,8 @@ def write_cluster(spec: ClusterSpec, out: Path, lists: bool = False) -> Path:
     with ``lists``, each component's local peer is ``component In [2 or 3 of the 8]`` instead."""
     namespaces = layout(spec)
     rng = random.Random(spec.seed * 7919 + 3)
-    policies = out / "policies"
-    if policies.exists():
-        shutil.rmtree(policies)
-    policies.mkdir(parents=True)
-    dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    for ns in namespaces:
-        text = yaml.dump_all(namespace_policies(ns, rng, lists), Dumper=dumper, sort_keys=False)
-        (policies / f"{ns.name}.yaml").write_text(text)
-    with (out / "inventory.json").open("w") as fh:
-        json.dump(inventory(spec, namespaces), fh, indent=1)
-    return out
+    drawn = ((ns.name, namespace_policies(ns, rng, lists)) for ns in namespaces)
+    return write_files(out, drawn, inventory(spec, namespaces))
 
 
 if __name__ == "__main__":
