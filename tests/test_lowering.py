@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import attrs
 import pytest
 from dataplane_sim import Dataplane, parse_ipsets
 from hypothesis import HealthCheck, given, settings
+from nft_sim import Ruleset
 from npc.backends import get as get_backend
 from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.render import kernel_sets, set_changes
 from npc.evaluate import Evaluator
-from npc.inventory import Inventory, Pod
+from npc.inventory import Inventory, Pod, read_inventory
 from npc.ir import IPBlock, Policy, Program, Rule
 from npc.pipeline import compile_program
+from npc.sources import read_policy_sources
 from random_clusters import (
     OUTSIDERS,
     V4_BASE,
@@ -146,3 +150,34 @@ def test_cli_churn_on_a_generated_cluster(tmp_path: Path) -> None:
     pods_a = {i["metadata"]["name"] for i in json.loads((first / "inventory.json").read_text())["items"]}
     pods_b = {i["metadata"]["name"] for i in json.loads((second / "inventory.json").read_text())["items"]}
     assert pods_a != pods_b
+
+
+@pytest.mark.parametrize("generator", ["generate", "generate_mixed", "generate_catalogue"])
+def test_a_generated_cluster_s_artefacts_decide_like_the_evaluator(tmp_path: Path, generator: str) -> None:
+    """A benchmark mix of the S size, neither mix shaped for a test: both backends' rendered
+    text, run by the dataplane models, answers sampled probes between its pods (and outside
+    addresses) on the ports its policies name as the reference evaluator does."""
+    cluster = generated_cluster(tmp_path, seed=6, pod_seed=6, generator=generator)
+    program = Program(read_policy_sources([str(cluster / "policies")]).policies)
+    inventory = read_inventory(str(cluster / "inventory.json"))
+    compiled = compile_program(program, inventory)
+    iptables = Dataplane(get_backend("iptables").render(compiled, Options()))
+    nft = Ruleset(get_backend("nftables").render(compiled, Options())["ruleset.nft"])
+    evaluator = Evaluator(program, inventory)
+    ips = [ip for pod in inventory.pods for ip in pod.ips] + list(OUTSIDERS)
+    blocks = {p.cidr for policy in program.policies for d in ("ingress", "egress") for rule in policy.rules(d) or ()
+              for p in rule.peers or () if isinstance(p, IPBlock)}  # fmt: skip
+    ips += [block[1] for block in sorted(blocks, key=str)]  # an address inside each ipBlock
+    rng = random.Random(generator)
+    ports = [53, 80, 443, 3000, 5000, 5432, 6379, 8000, 8050, 8080, 8443, 9000, 9090, 9092, 9100, 27017]
+    seen: Counter[bool] = Counter()
+    for _ in range(20000):
+        src, dst = rng.choice(ips), rng.choice(ips)
+        if src.version != dst.version:
+            continue
+        probe = (src, dst, rng.choice(("TCP", "UDP")), rng.choice(ports))
+        want = evaluator.allowed(*probe)
+        assert iptables.allowed(*probe) == want, probe
+        assert nft.allowed(*probe) == want, probe
+        seen[want] += 1
+    assert seen[True] > 200 and seen[False] > 200, seen  # both answers occur: the test can fail
