@@ -286,15 +286,17 @@ MATRIX_PODS = 10_000
 
 
 def first_and_last_pods(cluster: Path) -> tuple[int, str, str]:
-    """How many pods the inventory lists, and the first and the last (``namespace/name``)."""
+    """How many pods the inventory lists, and the first and the last that npc polices, running
+    on the pod network (``namespace/name``): explain answers about those only."""
     pods = [i for i in json.loads((cluster / "inventory.json").read_text())["items"] if i["kind"] == "Pod"]
-    first, last = (f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in (pods[0], pods[-1]))
+    live = [p for p in pods if p["status"]["phase"] == "Running" and not p["spec"].get("hostNetwork")]
+    first, last = (f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in (live[0], live[-1]))
     return len(pods), first, last
 
 
 def analysis(cluster: Path) -> Metrics:
     """``npc matrix --format json`` over every default port (output discarded, so only npc is timed)
-    and ``npc explain`` of one pair (the first and the last pod listed). No matrix above
+    and ``npc explain`` of one pair (the first and the last live pod listed). No matrix above
     ``MATRIX_PODS``: at L one port's matrix alone is 2.5 GB of cells."""
     policies, inventory = str(cluster / "policies"), str(cluster / "inventory.json")
     count, first, last = child("pods", str(cluster))["pods"]  # not read here: children would inherit the RSS
