@@ -231,7 +231,7 @@ def load_here(cluster: Path, backend: str) -> Metrics:
     from npc.networks import network_spec
 
     policies, inventory = str(cluster / "policies"), str(cluster / "inventory.json")
-    job = pipeline.build(pipeline.read_sources([policies], inventory), network_spec())
+    job = pipeline.build_all(pipeline.read_sources([policies], inventory), [network_spec()])[0]  # as apply
     start = time.perf_counter()
     with collector.paused():  # as ``npc apply`` loads
         get(backend).load(job.compiled, Options(), SubprocessRunner())

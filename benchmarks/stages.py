@@ -1,4 +1,4 @@
-"""Where a compile's time goes: CPU seconds per stage for one generated cluster.
+"""Where a compile's time and memory go: CPU seconds and RSS per stage for one generated cluster.
 
     python benchmarks/stages.py L [--generator mixed]   # the cluster run.py cached under /tmp/npc-bench
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import resource
 import sys
 import time
 from pathlib import Path
@@ -44,13 +45,17 @@ def main() -> None:
     from npc.sources import read_policy_sources
 
     parse_ahead.MIN_BYTES = sys.maxsize  # everything in this process, so its clock sees it all
-    stages: list[tuple[str, float]] = []
+    stages: list[tuple[str, float, float, float]] = []
     clock = time.process_time()
 
     def done(stage: str) -> None:
+        """The stage's CPU, then the process's resident and peak memory after it (MiB)."""
         nonlocal clock
         now = time.process_time()
-        stages.append((stage, now - clock))
+        resident = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+        stages.append(
+            (stage, now - clock, resident, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10)
+        )
         clock = now
 
     inventory_path = str(cluster / "inventory.json")
@@ -59,7 +64,9 @@ def main() -> None:
     found = read_inventory_documents(inventory_path)
     done("inventory: JSON")
     sources = Sources(loaded, list(found.documents), inventory_path, found.sha256, found.name, found.text)
+    del found  # ``sources`` holds the documents now, as ``read_sources`` leaves them
     assembled = assemble(sources, network_spec())
+    sources.release_inventory()  # as compile and apply do (``pipeline.build_all``)
     done("inventory: pods and addresses")
     program = optimise(assembled.program)
     done("passes")
@@ -74,10 +81,11 @@ def main() -> None:
         if name == "iptables":
             manifest(Build(sources, assembled, compiled), get(name), Options(), files)
             done("manifest (iptables)")
-    total = sum(seconds for _, seconds in stages)
+    total = sum(seconds for _, seconds, _, _ in stages)
     parse = child("parse", str(cluster))["cpu"]  # its own process, collector running
-    for stage, seconds in stages:
-        print(f"{stage:34} {seconds:6.2f} s  {seconds / total:4.0%}")
+    print(f"{'stage':34} {'CPU':>8}  {'share':>5}  {'RSS after':>9}  {'peak':>8}")
+    for stage, seconds, resident, peak in stages:
+        print(f"{stage:34} {seconds:6.2f} s  {seconds / total:5.0%}  {resident:5.0f} MiB  {peak:4.0f} MiB")
     print(f"{'total':34} {total:6.2f} s   ({total / parse:.2f}x the {parse:.2f} s parse baseline)")
 
 

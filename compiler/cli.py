@@ -116,7 +116,7 @@ def _read(args: argparse.Namespace, progress: Progress) -> Sources:
 def build_from_args(args: argparse.Namespace, progress: Progress = quiet) -> pipeline.Build:
     """One network compiled from the command line's PATHs, --inventory and network flags."""
     lenient = args.command == "apply"  # one bad pod must not block every update of the node
-    return pipeline.build(_read(args, progress), network_from_args(args), progress, lenient=lenient)
+    return pipeline.build_all(_read(args, progress), [network_from_args(args)], progress, lenient=lenient)[0]
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -133,7 +133,7 @@ def _compile(args: argparse.Namespace) -> int:
     # every network compiled and rendered before anything is written
     with collector.paused(), display() as progress:
         sources = _read(args, progress)
-        jobs = [pipeline.build(sources, network, progress) for network in networks]
+        jobs = pipeline.build_all(sources, networks, progress)
         progress(f"rendering {backend.name} artefacts")
         rendered = [backend.render(job.compiled, options) for job in jobs]
         artefacts = [

@@ -203,3 +203,22 @@ def test_other_groups_policies_are_skipped_but_unknown_versions_of_ours_are_erro
     result = npc("compile", str(future))
     assert result.returncode == 1
     assert f"{future}:1:13:" in result.stderr and "unsupported apiVersion" in result.stderr
+
+
+def test_build_all_lets_the_inventory_go_once_every_network_is_assembled() -> None:
+    """compile and apply read their sources for one build: the inventory's documents and text
+    (at L a third of the peak) go once every network's inventory is built, and an assemble after
+    that is refused rather than given an empty inventory."""
+    from npc.networks import network_spec
+    from npc.pipeline import assemble, build, build_all, read_sources
+
+    paths, inventory = [str(EXAMPLES / "policies")], str(EXAMPLES / "inventory.json")
+    kept = build(read_sources(paths, inventory), network_spec())
+    sources = read_sources(paths, inventory)
+    assert sources.inventory_documents and sources.inventory_text
+    jobs = build_all(sources, [network_spec(), network_spec()])
+    assert sources.released and sources.inventory_documents == [] and sources.inventory_text == ""
+    assert [job.assembled.inventory for job in jobs] == [kept.assembled.inventory] * 2
+    assert [job.compiled.members for job in jobs] == [kept.compiled.members] * 2
+    with pytest.raises(RuntimeError, match="released"):
+        assemble(sources, network_spec())
