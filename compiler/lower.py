@@ -324,10 +324,12 @@ class _Lowerer:
             return [None]
         scopes: dict[Selector | PodPeer, list[PodPeer]] = {}
         for peer in rule.peers:
-            if isinstance(peer, PodPeer) and not _one_namespace(peer):
-                scopes[peer] = [peer]  # listed twice, still one set
-            elif isinstance(peer, PodPeer):
+            if not isinstance(peer, PodPeer):
+                continue
+            if _one_namespace(peer):
                 scopes.setdefault(peer.namespaces, []).append(peer)
+            else:
+                scopes[peer] = [peer]  # listed twice, still one set
         out: list[SetSpec | None] = [
             self._set("pods", key)
             for peers in scopes.values()
