@@ -70,6 +70,9 @@ class Requirement:
         return self.key not in labels
 
 
+SelectorKey = tuple[tuple[str, str, tuple[str, ...]], ...]
+
+
 def _requirements(reqs: Iterable[Requirement]) -> tuple[Requirement, ...]:
     return tuple(sorted(set(reqs)))
 
@@ -90,6 +93,12 @@ class Selector:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(r.matches(labels) for r in self.requirements)
+
+    @functools.cached_property
+    def order_key(self) -> SelectorKey:
+        """attrs' ordering as plain tuples, which compare in C: attrs' ``__lt__`` builds a tuple
+        per object per comparison, and sorting rules' peers was a tenth of a compile."""
+        return tuple((r.key, r.op, r.values) for r in self.requirements)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -117,6 +126,10 @@ class PodPeer:
 
     def matches(self, namespace_labels: Mapping[str, str], pod_labels: Mapping[str, str]) -> bool:
         return self.namespaces.matches(namespace_labels) and self.pods.matches(pod_labels)
+
+    @functools.cached_property
+    def order_key(self) -> tuple[SelectorKey, SelectorKey]:
+        return (self.namespaces.order_key, self.pods.order_key)
 
 
 def _network(value: str | Network) -> Network:
@@ -160,7 +173,7 @@ Peer = PodPeer | IPBlock
 
 
 def peer_sort_key(peer: Peer) -> tuple[int, object]:
-    return (0, peer) if isinstance(peer, PodPeer) else (1, peer._key())
+    return (0, peer.order_key) if isinstance(peer, PodPeer) else (1, peer._key())
 
 
 @attrs.frozen(order=True, cache_hash=True)

@@ -170,6 +170,20 @@ ADDRESSES = [*V4_BASE, *V6_BASE, *OUTSIDERS]
 NAMED = [{}, *({(p, n): v} for p in ("TCP", "UDP") for n in PORT_NAMES for v in PORT_NUMBERS)]
 
 
+@settings(max_examples=300, deadline=None)
+@given(a=selectors(), b=selectors(), c=selectors(), d=selectors())
+def test_a_peers_order_key_orders_as_attrs_does(a: Selector, b: Selector, c: Selector, d: Selector) -> None:
+    """Rules sort their peers by the plain-tuple key (fast); the order, so every artefact, must
+    be attrs' field-by-field one."""
+    for x, y in (
+        (PodPeer(a, b), PodPeer(c, d)),
+        (PodPeer(a, b), PodPeer(a, d)),
+        (PodPeer(a, b), PodPeer(c, b)),
+    ):
+        assert (x.order_key < y.order_key) == (x < y)
+        assert (x.order_key == y.order_key) == (x == y)
+
+
 @settings(max_examples=1000, deadline=None)
 @given(a=selectors(), b=selectors())
 def test_selector_implication_is_sound(a: Selector, b: Selector) -> None:
