@@ -19,6 +19,12 @@ more than a balanced trie's.
 
 The map set's members (which address has which code) come from the inventory; the chains, the
 weights and the codes from the policies, so pod churn still changes set members only.
+
+A code has at most ``MAX_CODE_BITS`` bits, however wide the mask: nf_tables (iptables-nft)
+refuses a chain more than 15 jumps or gotos below its base chain ("Too many links", checked when
+the rules are committed). FORWARD -> ``NPC-<tag>-FORWARD`` -> the direction's chain -> the trie's
+root is 3; each 1 bit of a code is a ``goto`` (the all-1 code of a full trie has as many as its
+length); the group's policy chains are one more: 3 + 11 + 1 = 15.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from ...ir import Direction
 from ...lower import Dispatch, FamilyProgram, digest
 from ..base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options
 from .names import Names
+
+MAX_CODE_BITS = 11  # nf_tables' 15 levels below a base chain, less the 4 around the trie
 
 
 @attrs.frozen
@@ -173,11 +181,16 @@ def tree(
     program: FamilyProgram, direction: Direction, names: Names, mask: int, weight: Callable[[Group], int]
 ) -> Tree:
     found = groups(program, direction) or (Group(0, (), (), ()),)  # the root exists even when empty
-    bits = bin(mask).count("1")
+    bits = min(bin(mask).count("1"), MAX_CODE_BITS)
     if len(found) > 1 << bits:
         raise UsageError(
             f"{len(found)} {direction} namespace groups need {(len(found) - 1).bit_length()} mark bits; "
-            f"the {direction} mask of --group-marks ({mask:#x}) has {bits}"
+            + (
+                f"the {direction} mask of --group-marks ({mask:#x}) has {bits}"
+                if bits < MAX_CODE_BITS
+                else f"iptables-nft allows a trie of {MAX_CODE_BITS} (15 chains below FORWARD): "
+                "use --backend nftables"
+            )
         )
     lengths = code_lengths([weight(g) for g in found], bits)
     codes = canonical(lengths)
