@@ -10,6 +10,8 @@ cluster. A code now has at most ``MAX_CODE_BITS`` bits whatever the mask (here t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +110,29 @@ def test_wide_masks_load_and_enforce_on_iptables_nft(tmp_path: Path) -> None:
     with Cluster(CASE, tmp_path) as cluster:
         cluster.apply(backend="iptables", extra_args=("--group-marks", WIDE))
         assert_tables(cluster, {80: _expect()}, "16-bit group marks")
+
+
+@pytest.mark.parametrize("masks", [None, WIDE])
+def test_more_groups_than_the_trie_holds_is_a_clear_error(tmp_path: Path, masks: str | None) -> None:
+    """2,049 namespaces whose dispatch lists differ (a chain each) need a 12-bit code: the default
+    masks have 11 bits, a wider one may not use more; either way a usage error that names the
+    way out, not a ruleset iptables-nft would refuse."""
+    policies = [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "own-port", "namespace": f"ns-{k}"},
+            "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 1000 + k}]}]},
+        }
+        for k in range(2049)
+    ]
+    (tmp_path / "policies.json").write_text(json.dumps({"kind": "List", "items": policies}))
+    (tmp_path / "inventory.json").write_text(json.dumps({"kind": "List", "items": []}))
+    args = ["compile", str(tmp_path / "policies.json"), "--inventory", str(tmp_path / "inventory.json")]
+    args += ["-o", str(tmp_path / "out"), *(("--group-marks", masks) if masks else ())]
+    done = subprocess.run([sys.executable, "-m", "npc", *args], capture_output=True, text=True, check=False)
+    assert done.returncode == 2, done.stderr  # a usage error: the masks or the backend
+    assert "Traceback" not in done.stderr
+    assert "2049 ingress namespace groups need 12 mark bits" in done.stderr
+    assert "iptables-nft allows a trie of 11" in done.stderr and "--backend nftables" in done.stderr
+    assert not (tmp_path / "out").exists()
