@@ -11,6 +11,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from npc.backends import get as get_backend
 from npc.backends.base import Options
+from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.render import used_sets
 from npc.inventory import Inventory, Namespace, Pod
 from npc.ir import (
@@ -74,7 +75,7 @@ def test_one_selector_in_three_namespaces_is_four_sets_not_three_products() -> N
     """Per family: a set per namespace and one for ``app=web`` everywhere (the three products
     are still the program's sets, for dispatch and the manifest, but no rule tests them)."""
     lowered = lower(PROGRAM)
-    used = used_sets(lowered.family(4), grouped=True)
+    used = used_sets(lowered.family(4), Marks())
     keys = {s.key for s in used}
     assert keys == {(PodPeer(namespace_selector(ns), EVERYWHERE),) for ns in NAMESPACES} | {
         (PodPeer(EVERYWHERE, WEB),)
@@ -208,7 +209,7 @@ def test_a_selector_is_tested_requirement_by_requirement() -> None:
         )
     ]  # apart: the optimiser finds app=a<i>, tier=db within tier=db for the same pods
     compiled = compile_program(Program(tuple(policies)), inventory)
-    used = used_sets(compiled.lowered.family(4), grouped=True)
+    used = used_sets(compiled.lowered.family(4), Marks())
     selector_parts = [s for s in used if s.key[0].namespaces.is_all]  # type: ignore[union-attr]
     assert sorted(str(s.key[0].pods) for s in selector_parts) == sorted(  # type: ignore[union-attr]
         str(selector(**{k: v})) for k, v in [("tier", "db"), *(("app", f"a{a}") for a in range(5))]
@@ -328,7 +329,7 @@ def test_peers_across_namespaces_are_never_copied_into_a_union() -> None:
     inventory = _one_pod_per_value(spaces, "app", apps, net=0)
     compiled = compile_program(Program(policies), inventory)
     program = compiled.lowered.family(4)
-    used = used_sets(program, grouped=True)
+    used = used_sets(program, Marks())
     cross = {s.key for s in used if s.key[0].namespaces == EVERYWHERE}  # type: ignore[index,union-attr]
     assert cross == {(peer,) for peer in everywhere}  # 6 sets for 15 pairs x 3 namespaces
     entries = sum(len(compiled.members[s.name]) for s in used if s.kind == "pods")

@@ -24,7 +24,9 @@ A code has at most ``MAX_CODE_BITS`` bits, however wide the mask: nf_tables (ipt
 refuses a chain more than 15 jumps or gotos below its base chain ("Too many links", checked when
 the rules are committed). FORWARD -> ``NPC-<tag>-FORWARD`` -> the direction's chain -> the trie's
 root is 3; each 1 bit of a code is a ``goto`` (the all-1 code of a full trie has as many as its
-length); the group's policy chains are one more: 3 + 11 + 1 = 15.
+length); the group's policy chains are one more: 3 + 11 + 1 = 15. More groups than a code can
+number are merged (``groups``): a packet of a merged group meets both groups' dispatch, and no
+cluster is refused for its number of namespaces.
 """
 
 from __future__ import annotations
@@ -124,16 +126,49 @@ def spread(value: int, mask: int) -> int:
     return out
 
 
-def groups(program: FamilyProgram, direction: Direction) -> tuple[Group, ...]:
-    """Namespaces with the same dispatch list form one group ("" for an entry without a target test)."""
+def code_bits(mask: int) -> int:
+    """The bits a code may have in ``mask``: its own, up to ``MAX_CODE_BITS``."""
+    return min(bin(mask).count("1"), MAX_CODE_BITS)
+
+
+def groups(program: FamilyProgram, direction: Direction, bits: int = MAX_CODE_BITS) -> tuple[Group, ...]:
+    """Namespaces with the same dispatch list form one group ("" for an entry without a target test).
+
+    More groups than ``bits`` can number are merged, the two with the shortest dispatch lists
+    first, until they fit: a merged group's dispatch is both lists in dispatch order, each entry
+    testing its target (its pods are in every namespace of the merge only where both lists
+    select their whole namespaces). Its packets meet the longer list; nothing is refused."""
     by_list: dict[tuple[tuple[str, str], ...], list[tuple[str, str, tuple[tuple[Dispatch, bool], ...]]]] = {}
     for scope in program.scopes[direction]:
         key = tuple((d.chain, "" if whole else d.target.name) for d, whole in scope.dispatch)
         by_list.setdefault(key, []).append((scope.namespace, scope.isolated.name, scope.dispatch))
-    return tuple(
-        Group(i, tuple(ns for ns, _, _ in found), tuple(s for _, s, _ in found), found[0][2])
-        for i, (_, found) in enumerate(sorted(by_list.items()))
-    )
+    found = [
+        (tuple(ns for ns, _, _ in members), tuple(s for _, s, _ in members), members[0][2])
+        for _, members in sorted(by_list.items())
+    ]
+    if len(found) > 1 << bits:
+        found = _merged(found, 1 << bits, {d: at for at, d in enumerate(program.dispatch[direction])})
+    return tuple(Group(i, *group) for i, group in enumerate(found))
+
+
+_Members = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[Dispatch, bool], ...]]
+
+
+def _merged(found: list[_Members], most: int, order: dict[Dispatch, int]) -> list[_Members]:
+    """``found`` merged down to ``most`` groups (see ``groups``), by policies alone; ordered by
+    their first namespace."""
+    heap = [(len(group[2]), n, group) for n, group in enumerate(found)]
+    heapq.heapify(heap)
+    made = len(heap)
+    while len(heap) > most:
+        _, _, (ns_a, iso_a, a) = heapq.heappop(heap)
+        _, _, (ns_b, iso_b, b) = heapq.heappop(heap)
+        whole_a, whole_b = dict(a), dict(b)
+        both = sorted(whole_a.keys() | whole_b.keys(), key=order.__getitem__)
+        dispatch = tuple((d, whole_a.get(d, False) and whole_b.get(d, False)) for d in both)
+        heapq.heappush(heap, (len(dispatch), made, (ns_a + ns_b, iso_a + iso_b, dispatch)))
+        made += 1
+    return sorted((group for _, _, group in heap), key=lambda group: min(group[0]))
 
 
 def code_lengths(weights: Sequence[int], bits: int) -> list[int]:
@@ -180,18 +215,8 @@ def canonical(lengths: Sequence[int]) -> list[int]:
 def tree(
     program: FamilyProgram, direction: Direction, names: Names, mask: int, weight: Callable[[Group], int]
 ) -> Tree:
-    found = groups(program, direction) or (Group(0, (), (), ()),)  # the root exists even when empty
-    bits = min(bin(mask).count("1"), MAX_CODE_BITS)
-    if len(found) > 1 << bits:
-        raise UsageError(
-            f"{len(found)} {direction} namespace groups need {(len(found) - 1).bit_length()} mark bits; "
-            + (
-                f"the {direction} mask of --group-marks ({mask:#x}) has {bits}"
-                if bits < MAX_CODE_BITS
-                else f"iptables-nft allows a trie of {MAX_CODE_BITS} (15 chains below FORWARD): "
-                "use --backend nftables"
-            )
-        )
+    bits = code_bits(mask)
+    found = groups(program, direction, bits) or (Group(0, (), (), ()),)  # the root exists even when empty
     lengths = code_lengths([weight(g) for g in found], bits)
     codes = canonical(lengths)
     # depth d's bit (the code's d-th from the most significant) goes on the mask's d-th bit

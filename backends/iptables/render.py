@@ -19,7 +19,7 @@ from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, chain_set_te
 from ...resolve import Entry
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
-from .mark_tree import Group, Marks, Tree, groups, map_entries, tree
+from .mark_tree import Group, Marks, Tree, code_bits, groups, map_entries, tree
 from .names import Names, names_of
 
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
@@ -294,14 +294,14 @@ def set_text(name: str, kind: str, family: int, members: Sequence[Entry], option
 
 
 @per_program
-def set_tests_per_set(program: FamilyProgram, grouped: bool) -> Mapping[SetSpec, int]:
+def set_tests_per_set(program: FamilyProgram, marks: Marks) -> Mapping[SetSpec, int]:
     """How often rules test each set: peers, named ports, and the dispatch's; with group marks
     only the targets a group still has to test, once per group (the isolated sets become the
     map sets' members)."""
     found = chain_set_tests(program)
-    if grouped:  # per group, as the trie's chains test them
+    if marks.grouped:  # per group, as the trie's chains test them
         for direction in program.scopes:
-            for group in groups(program, direction):
+            for group in groups(program, direction, code_bits(marks.group(direction))):
                 found.update(
                     s for d, whole in group.dispatch if not whole for s in tested(d.target, group.namespaces)
                 )
@@ -311,9 +311,9 @@ def set_tests_per_set(program: FamilyProgram, grouped: bool) -> Mapping[SetSpec,
     return found
 
 
-def used_sets(program: FamilyProgram, grouped: bool) -> frozenset[SetSpec]:
+def used_sets(program: FamilyProgram, marks: Marks) -> frozenset[SetSpec]:
     """The sets a rule tests."""
-    return frozenset(set_tests_per_set(program, grouped))
+    return frozenset(set_tests_per_set(program, marks))
 
 
 @per_program
@@ -357,7 +357,7 @@ def kernel_sets(
     for program in lowered.families:
         if program.family not in families:
             continue
-        for s, count in set_tests_per_set(program, marks.grouped).items():
+        for s, count in set_tests_per_set(program, marks).items():
             out.append(set_text(names.set(s.name), SET_TYPES[s.kind], s.family, members[s.name]))
             tests[out[-1].name] = count
         for name, feeds in _map_sets(lowered, program.family, marks):
@@ -386,8 +386,8 @@ def _feeding(lowered: Lowered, family: int, marks: Marks) -> Mapping[str, tuple[
 
 
 @per_program
-def _used_names(program: FamilyProgram, grouped: bool) -> frozenset[str]:
-    return frozenset(s.name for s in used_sets(program, grouped))
+def _used_names(program: FamilyProgram, marks: Marks) -> frozenset[str]:
+    return frozenset(s.name for s in used_sets(program, marks))
 
 
 def set_changes(
@@ -402,7 +402,7 @@ def set_changes(
     for program in lowered.families:
         if program.family not in families:
             continue
-        used, feeding = _used_names(program, marks.grouped), _feeding(lowered, program.family, marks)
+        used, feeding = _used_names(program, marks), _feeding(lowered, program.family, marks)
         fed: dict[str, list[tuple[int, str, tuple[list[Entry], list[Entry]]]]] = {}
         for name, change in changes.items():
             if name in used:
