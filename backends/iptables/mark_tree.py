@@ -131,13 +131,15 @@ def code_bits(mask: int) -> int:
     return min(bin(mask).count("1"), MAX_CODE_BITS)
 
 
-def groups(program: FamilyProgram, direction: Direction, bits: int = MAX_CODE_BITS) -> tuple[Group, ...]:
+def groups(program: FamilyProgram, direction: Direction, bits: int) -> tuple[Group, ...]:
     """Namespaces with the same dispatch list form one group ("" for an entry without a target test).
 
     More groups than ``bits`` can number are merged, the two with the shortest dispatch lists
     first, until they fit: a merged group's dispatch is both lists in dispatch order, each entry
     testing its target (its pods are in every namespace of the merge only where both lists
-    select their whole namespaces). Its packets meet the longer list; nothing is refused."""
+    select their whole namespaces). Its packets meet both lists; nothing is refused. ``bits``:
+    ``code_bits`` of the direction's mask, which every caller must agree on (the trie's chains
+    and the sets they test)."""
     by_list: dict[tuple[tuple[str, str], ...], list[tuple[str, str, tuple[tuple[Dispatch, bool], ...]]]] = {}
     for scope in program.scopes[direction]:
         key = tuple((d.chain, "" if whole else d.target.name) for d, whole in scope.dispatch)
