@@ -120,6 +120,11 @@ class Running:
         self.thread = threading.Thread(target=self.engine.run, daemon=True)
         self.thread.start()
 
+    def stop(self) -> None:
+        """End the engine's loop and wait for it: a loop left waiting would outlive the test (and
+        a thread more makes later tests' compiles skip parsing ahead)."""
+        stop_engine(self.engine, self.thread)
+
     def change(self, action: Callable[[], None]) -> None:
         """Make a change and tell the engine, as the file watcher would; wait until it is handled."""
         count = len(self.plane.loads)
@@ -146,8 +151,14 @@ def running(inputs: Inputs) -> Iterator[Running]:
     run = Running(inputs)
     wait_for(lambda: run.engine.health.ready.is_set(), "ready")
     yield run
-    run.engine.stop.set()
-    run.engine.notify("stop")
+    run.stop()
+
+
+def stop_engine(engine: Engine, thread: threading.Thread) -> None:
+    engine.stop.set()
+    engine.notify("stop")  # the loop waits for a notice
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the engine's loop did not end"
 
 
 def test_pod_churn_is_a_member_delta_and_a_policy_change_an_update_from_the_rules_in_force(
@@ -245,7 +256,7 @@ def test_node_polices_local_pods_only_while_peers_stay_cluster_wide(inputs: Inpu
         assert members[target] == members[isolated] == [("10.0.0.1", False)]
         assert members[peer.name] == [("10.0.0.3", False)]  # a peer on another node still counts
     finally:
-        run.engine.stop.set()
+        run.stop()
 
 
 def test_a_change_on_one_network_loads_only_that_network(inputs: Inputs) -> None:
@@ -267,7 +278,7 @@ def test_a_change_on_one_network_loads_only_that_network(inputs: Inputs) -> None
         assert run.plane.kinds() == ["full", "full", "sets"]
         assert run.plane.loads[-1][1].network == "net2"
     finally:
-        run.engine.stop.set()
+        run.stop()
 
 
 def test_endpoint_serves_metrics_health_and_readiness() -> None:
@@ -385,7 +396,8 @@ def test_a_resync_checks_drift_beside_the_loop_and_drops_an_answer_about_a_repla
         debounce=0.05,
         resync=0.5,
     )
-    threading.Thread(target=engine.run, daemon=True).start()
+    thread = threading.Thread(target=engine.run, daemon=True)
+    thread.start()
     try:
         wait_for(lambda: plane.kinds() == ["full"], "the first load")
         wait_for(plane.asked.is_set, "a resync's drift check")
@@ -399,5 +411,4 @@ def test_a_resync_checks_drift_beside_the_loop_and_drops_an_answer_about_a_repla
         wait_for(lambda: plane.checks >= 3, "two more checks")
         assert plane.kinds() == ["full", "sets"], "a stale drift answer reloaded the network"
     finally:
-        engine.stop.set()
-        engine.notify("stop")
+        stop_engine(engine, thread)

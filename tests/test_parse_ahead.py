@@ -4,6 +4,7 @@ policies in the same order, and the same first error, whichever process met it."
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +39,8 @@ Read = Callable[[Path], Loaded]
 
 @pytest.fixture
 def both(monkeypatch: pytest.MonkeyPatch) -> tuple[Read, list[int]]:
-    """(read with the child forced on, forks made); serial reading is ``read_policy_sources``."""
+    """(read with the child forced on, forks made); serial reading is ``read_policy_sources``.
+    Forced whatever threads earlier tests left behind (the gate is tested on its own below)."""
     forks: list[int] = []
     real_fork = os.fork
 
@@ -53,6 +55,7 @@ def both(monkeypatch: pytest.MonkeyPatch) -> tuple[Read, list[int]]:
             m.setattr(parse_ahead, "MIN_BYTES", 0)
             m.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
             m.setattr(os, "sched_getaffinity", lambda _: {0, 1})
+            m.setattr(threading, "active_count", lambda: 1)
             m.setattr(os, "fork", fork)
             return read_policy_sources([str(path)])
 
@@ -99,15 +102,19 @@ def test_the_first_error_wins_whichever_process_met_it(tmp_path: Path, both: tup
     assert "10.yaml" in error(serial, tmp_path)
 
 
-def test_small_inputs_and_busy_machines_stay_in_one_process(
+def test_small_inputs_busy_machines_and_threads_stay_in_one_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    forks: list[int] = []
-    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or 0)
+    def refuse() -> int:  # raising, not returning 0: a stand-in child would end pytest with exit 0
+        raise AssertionError("forked")
+
+    monkeypatch.setattr(os, "fork", refuse)
     folder(tmp_path)
     serial(tmp_path)  # a few kilobytes
     monkeypatch.setattr(parse_ahead, "MIN_BYTES", 0)
     monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 8.0, 8.0))
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
     serial(tmp_path)
-    assert forks == []
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # idle, but a thread runs (the agent)
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    serial(tmp_path)  # with one thread, the same call forks: ``both`` above
