@@ -155,8 +155,7 @@ def running(inputs: Inputs) -> Iterator[Running]:
 
 
 def stop_engine(engine: Engine, thread: threading.Thread) -> None:
-    engine.stop.set()
-    engine.notify("stop")  # the loop waits for a notice
+    engine.shutdown()
     thread.join(timeout=10)
     assert not thread.is_alive(), "the engine's loop did not end"
 

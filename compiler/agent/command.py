@@ -114,8 +114,7 @@ def run_agent(args: argparse.Namespace) -> int:
 
     def on_signal(number: int, frame: FrameType | None) -> None:
         stop.set()
-        engine.stop.set()
-        engine.notify("stop")
+        engine.shutdown()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

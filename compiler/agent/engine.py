@@ -332,6 +332,11 @@ class Engine:
         (a resync's answer is in) or ``stop``."""
         self.events.put(what)
 
+    def shutdown(self) -> None:
+        """Thread-safe: end ``run`` (the flag alone would leave it waiting for a notice)."""
+        self.stop.set()
+        self.notify("stop")
+
     def run(self) -> None:
         backoff = Backoff(first=1.0, cap=60.0)
         next_resync = time.monotonic() + self.resync
@@ -353,8 +358,7 @@ class Engine:
                     ok = self._process(pending, retry, resync=full)
                 except UsageError as exc:
                     self.fatal = exc
-                    self.stop.set()
-                    self.notify("stop")
+                    self.shutdown()
                     return
                 except Exception:  # a bug must not end enforcement: keep the state, try again later
                     log.exception("apply failed unexpectedly; previous state kept")
