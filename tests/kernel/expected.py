@@ -6,6 +6,7 @@ probes saw.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -15,12 +16,15 @@ from npc.ir import Address
 from npc.pipeline import policy_program
 from npc.sources import read_policy_sources
 
-from .case import Case, Check, write_inputs
+from .case import Case, Check, Endpoint, write_inputs
 
 
-def evaluator_for(case: Case, directory: Path, form: str) -> Evaluator:
-    """The program and inventory exactly as ``npc`` builds them from the files a user passes."""
-    paths, inventory_path = write_inputs(case, directory, form)
+def evaluator_for(
+    case: Case, directory: Path, form: str, endpoints: Iterable[Endpoint] | None = None
+) -> Evaluator:
+    """The program and inventory exactly as ``npc`` builds them from the files a user passes
+    (``endpoints``: the pods the inventory lists, all of the case's by default)."""
+    paths, inventory_path = write_inputs(case, directory, form, endpoints)
     loaded = read_policy_sources([str(p) for p in paths])
     inventory = read_inventory(str(inventory_path))
     return Evaluator(policy_program(loaded, inventory.namespaces), inventory)

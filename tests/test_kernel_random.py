@@ -1,0 +1,94 @@
+"""The kernel judges random clusters too: each seed's case (``kernel/random_case.py``), its tables
+filled in by the reference evaluator, applied with ``npc apply`` and probed pair by pair; and
+applied again onto a node that runs other policies for other pods (the update path).
+
+The hand-written cases fix what each rule of the API means; these check that what npc loads means
+the same when many shapes meet on one pod (and ``npc matrix`` with it, as for every case). A
+failure names the seed and keeps the case file and npc's inputs in the run's folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from kernel.cluster import Cluster
+from kernel.random_case import Update, random_case, random_update
+from kernel.report import observations_report
+from kernel.runner import CaseRun, Key, case_runs, jobs
+from kernel.weave import WeaveCluster, weave_case
+
+pytestmark = pytest.mark.kernel
+
+# ``NPC_RANDOM_SEEDS=100:400`` runs other seeds (many more, on a machine with time to spare).
+FIRST, _, END = os.environ.get("NPC_RANDOM_SEEDS", "0:12").partition(":")
+SEEDS = range(int(FIRST), int(END))
+# As the hand-written cases run: both backends from YAML, the language (``npc convert --to dsl``)
+# on iptables, and the weave backend on a Weave Net node (its IPv4 probes).
+RUNS = (("iptables", "yaml"), ("nftables", "yaml"), ("iptables", "dsl"), ("weave", "yaml"))
+
+
+@pytest.fixture(scope="module")
+def random_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Key, Future[CaseRun]]]:
+    """Every seed on every backend, started up front in the kernel suite's small pool."""
+    root = tmp_path_factory.mktemp("kernel-random")
+    cases = [random_case(seed, root) for seed in SEEDS]
+    with case_runs([(c, backend, form) for c in cases for backend, form in RUNS], root) as futures:
+        yield futures
+
+
+@pytest.mark.parametrize(("backend", "form"), RUNS)
+@pytest.mark.parametrize("seed", SEEDS, ids=[f"seed-{s}" for s in SEEDS])
+def test_random_case_on_kernel(
+    seed: int, backend: str, form: str, random_runs: dict[Key, Future[CaseRun]]
+) -> None:
+    outcome = random_runs[(f"random-{seed:03d}", backend, form)].result()
+    case = random_case(seed, outcome.workdir)  # the same case: a function of its seed
+    problem = outcome.problem(case)
+    assert not problem, problem
+
+
+BACKENDS = ("iptables", "nftables", "weave")
+
+
+def run_update(update: Update, backend: str, workdir: Path) -> str:
+    """The first apply, then the case's: what the probes disagree with (empty: nothing)."""
+    case = weave_case(update.case) if backend == "weave" else update.case
+    with (WeaveCluster if backend == "weave" else Cluster)(case, workdir) as cluster:
+        for policies, listed in ((update.first_policies, update.first_listed), (None, update.listed)):
+            endpoints = [case.endpoints[i] for i in listed]
+            done = cluster.apply(backend=backend, policies=policies, endpoints=endpoints, check=False)
+            if done.returncode != 0:
+                return f"npc apply exited {done.returncode} (inputs in {workdir}):\n{done.stderr}"
+        report = observations_report(case, cluster.probe())
+    return f"{case.name}, after another apply (inputs in {workdir}):\n{report}" if report else ""
+
+
+@pytest.fixture(scope="module")
+def update_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[int, str], Future[str]]]:
+    root = tmp_path_factory.mktemp("kernel-random-update")
+    with ThreadPoolExecutor(max_workers=jobs(), thread_name_prefix="npc-kernel") as pool:
+        futures = {}
+        for seed in SEEDS:
+            update = random_update(seed, root)
+            for backend in BACKENDS:
+                workdir = root / f"{seed:03d}-{backend}"
+                workdir.mkdir()
+                futures[(seed, backend)] = pool.submit(run_update, update, backend, workdir)
+        try:
+            yield futures
+        finally:
+            for future in futures.values():
+                future.cancel()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", SEEDS, ids=[f"seed-{s}" for s in SEEDS])
+def test_random_case_after_another_apply(
+    seed: int, backend: str, update_runs: dict[tuple[int, str], Future[str]]
+) -> None:
+    problem = update_runs[(seed, backend)].result()
+    assert not problem, problem
