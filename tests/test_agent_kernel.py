@@ -9,6 +9,7 @@ drift repaired by the resync, SIGTERM leaving the rules in force.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -36,6 +37,7 @@ from kernel.churn import (
 )
 from kernel.cluster import Cluster
 from kernel.multinet import MultinetCase, load_multinet_cases
+from kernel.random_case import random_update, seeds
 from kernel.report import observations_report
 from kernel.weave import WeaveCluster, weave_case
 from kube_standin import KubeStandin
@@ -253,6 +255,37 @@ def test_a_policy_change_loads_only_what_differs_and_equals_a_full_load(backend:
             assert incremental == full_load_state(cluster, backend, files), f"step {n}: {case.id}"
             updates = a.text().count(" updated: chains")
         assert updates >= 6, a.text()  # most steps: loaded by difference (nftables: no table replace)
+        assert "Traceback" not in a.text()
+
+
+# Random changes (``kernel/random_case.py``): pod churn and a policy change, in either order.
+RANDOM_SEEDS = seeds(range(4))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", RANDOM_SEEDS, ids=[f"seed-{s}" for s in RANDOM_SEEDS])
+def test_random_changes_by_difference_end_as_a_full_load(seed: int, backend: str, tmp_path: Path) -> None:
+    """A random cluster's first policies and pods, then its pods and its policies changed one at a
+    time (member deltas, then a load by difference, or the other way round): the kernel answers
+    as the evaluator says, and holds what a full ``npc apply`` of the last inputs makes."""
+    update = random_update(seed, tmp_path)
+    case = update.case
+    first_pods, pods = ([case.endpoints[i] for i in at] for at in (update.first_listed, update.listed))
+    first_policies = list(update.first_policies)
+    files = Files(tmp_path / "inputs")
+    files.write(case, first_pods, first_policies)
+    middle = (pods, first_policies) if seed % 2 else (first_pods, None)  # None: the case's policies
+    steps = [
+        (functools.partial(files.write, case, *middle), middle != (first_pods, first_policies)),
+        (functools.partial(files.write, case, pods), middle != (pods, None)),
+    ]
+    with Cluster(case, tmp_path) as cluster, agent(cluster, backend, files.args, tmp_path) as a:
+        a.wait(lambda: a.applies() > 0, "the first apply")
+        for change, differs in steps:  # the same inputs again are not a change the agent reports
+            a.step(change, handled=differs)
+        assert_case(cluster, case, f"(seed {seed}, inputs in {tmp_path})")
+        incremental = npc_chains(cluster, backend), npc_members(cluster, backend)
+        assert incremental == full_load_state(cluster, backend, files), f"seed {seed}"
         assert "Traceback" not in a.text()
 
 

@@ -9,23 +9,20 @@ failure names the seed and keeps the case file and npc's inputs in the run's fol
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from kernel.cluster import Cluster
-from kernel.random_case import Update, random_case, random_update
+from kernel.random_case import Update, random_case, random_update, seeds
 from kernel.report import observations_report
 from kernel.runner import CaseRun, Key, case_runs, jobs
 from kernel.weave import WeaveCluster, weave_case
 
 pytestmark = pytest.mark.kernel
 
-# ``NPC_RANDOM_SEEDS=100:400`` runs other seeds (many more, on a machine with time to spare).
-FIRST, _, END = os.environ.get("NPC_RANDOM_SEEDS", "0:12").partition(":")
-SEEDS = range(int(FIRST), int(END))
+SEEDS = seeds(range(12))
 # As the hand-written cases run: both backends from YAML, the language (``npc convert --to dsl``)
 # on iptables, and the weave backend on a Weave Net node (its IPv4 probes).
 RUNS = (("iptables", "yaml"), ("nftables", "yaml"), ("iptables", "dsl"), ("weave", "yaml"))

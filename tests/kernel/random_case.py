@@ -13,6 +13,7 @@ Everything drawn is what the API server accepts: a case must compile, and a refu
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,13 @@ TEAMS = ("x", "y")
 # Probed on every case: named ports resolve to 80 or 8080 (TCP) or 53 (UDP); 81 sits in ranges.
 PROBES = (("TCP", 80), ("TCP", 8080), ("TCP", 81), ("UDP", 53))
 DEFAULT_DENY = "net.beta.kubernetes.io/network-policy"
+
+
+def seeds(default: range) -> range:
+    """The seeds a test runs: ``default``, or ``NPC_RANDOM_SEEDS=100:400`` (other seeds, many more,
+    on a machine with time to spare)."""
+    first, _, end = os.environ.get("NPC_RANDOM_SEEDS", "").partition(":")
+    return range(int(first), int(end)) if end else default
 
 
 def _labels(rng: random.Random, choices: dict[str, tuple[str, ...]]) -> dict[str, str]:
