@@ -271,17 +271,17 @@ def test_random_changes_by_difference_end_as_a_full_load(seed: int, backend: str
     update = random_update(seed, tmp_path)
     case = update.case
     first_pods, pods = ([case.endpoints[i] for i in at] for at in (update.first_listed, update.listed))
-    first_policies = list(update.first_policies)
+    first_policies, policies = list(update.first_policies), case.policy_documents()
     files = Files(tmp_path / "inputs")
     files.write(case, first_pods, first_policies)
-    middle = (pods, first_policies) if seed % 2 else (first_pods, None)  # None: the case's policies
-    steps = [
+    middle = (pods, first_policies) if seed % 2 else (first_pods, policies)
+    steps = [  # each with whether it changes the inputs (the same inputs again are no change)
         (functools.partial(files.write, case, *middle), middle != (first_pods, first_policies)),
-        (functools.partial(files.write, case, pods), middle != (pods, None)),
+        (functools.partial(files.write, case, pods, policies), middle != (pods, policies)),
     ]
     with Cluster(case, tmp_path) as cluster, agent(cluster, backend, files.args, tmp_path) as a:
         a.wait(lambda: a.applies() > 0, "the first apply")
-        for change, differs in steps:  # the same inputs again are not a change the agent reports
+        for change, differs in steps:
             a.step(change, handled=differs)
         assert_case(cluster, case, f"(seed {seed}, inputs in {tmp_path})")
         incremental = npc_chains(cluster, backend), npc_members(cluster, backend)
