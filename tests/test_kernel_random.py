@@ -14,11 +14,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from kernel.cluster import Cluster
+from kernel.case import Case
 from kernel.random_case import Update, random_case, random_update, seeds
 from kernel.report import observations_report
-from kernel.runner import CaseRun, Key, case_runs, jobs
-from kernel.weave import WeaveCluster, weave_case
+from kernel.runner import CaseRun, Key, case_runs, jobs, node_for
 
 pytestmark = pytest.mark.kernel
 
@@ -29,22 +28,25 @@ RUNS = (("iptables", "yaml"), ("nftables", "yaml"), ("iptables", "dsl"), ("weave
 
 
 @pytest.fixture(scope="module")
-def random_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Key, Future[CaseRun]]]:
-    """Every seed on every backend, started up front in the kernel suite's small pool."""
+def random_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[dict[int, Case], dict[Key, Future[CaseRun]]]]:
+    """Every seed's case, and its runs, started up front in the kernel suite's small pool."""
     root = tmp_path_factory.mktemp("kernel-random")
-    cases = [random_case(seed, root) for seed in SEEDS]
-    with case_runs([(c, backend, form) for c in cases for backend, form in RUNS], root) as futures:
-        yield futures
+    cases = {seed: random_case(seed, root) for seed in SEEDS}
+    wanted = [(c, backend, form) for c in cases.values() for backend, form in RUNS]
+    with case_runs(wanted, root) as futures:
+        yield cases, futures
 
 
 @pytest.mark.parametrize(("backend", "form"), RUNS)
 @pytest.mark.parametrize("seed", SEEDS, ids=[f"seed-{s}" for s in SEEDS])
 def test_random_case_on_kernel(
-    seed: int, backend: str, form: str, random_runs: dict[Key, Future[CaseRun]]
+    seed: int, backend: str, form: str, random_runs: tuple[dict[int, Case], dict[Key, Future[CaseRun]]]
 ) -> None:
-    outcome = random_runs[(f"random-{seed:03d}", backend, form)].result()
-    case = random_case(seed, outcome.workdir)  # the same case: a function of its seed
-    problem = outcome.problem(case)
+    cases, futures = random_runs
+    case = cases[seed]
+    problem = futures[(case.id, backend, form)].result().problem(case)
     assert not problem, problem
 
 
@@ -53,8 +55,8 @@ BACKENDS = ("iptables", "nftables", "weave")
 
 def run_update(update: Update, backend: str, workdir: Path) -> str:
     """The first apply, then the case's: what the probes disagree with (empty: nothing)."""
-    case = weave_case(update.case) if backend == "weave" else update.case
-    with (WeaveCluster if backend == "weave" else Cluster)(case, workdir) as cluster:
+    topology, case = node_for(update.case, backend)
+    with topology(case, workdir) as cluster:
         for policies, listed in ((update.first_policies, update.first_listed), (None, update.listed)):
             endpoints = [case.endpoints[i] for i in listed]
             done = cluster.apply(backend=backend, policies=policies, endpoints=endpoints, check=False)

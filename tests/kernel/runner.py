@@ -46,11 +46,14 @@ class CaseRun:
         return f"{case.path.name}: {case.name} {inputs}\n{failures}" if failures else ""
 
 
+def node_for(case: Case, backend: str) -> tuple[type[Cluster], Case]:
+    """A Weave Net node (and the case's IPv4 probes only) for the weave backend, else Calico-style
+    routing and the whole case."""
+    return (WeaveCluster, weave_case(case)) if backend == "weave" else (Cluster, case)
+
+
 def run_case(case: Case, workdir: Path, backend: str = "iptables", form: str = "yaml") -> CaseRun:
-    """On a Weave Net node (its IPv4 probes only) for the weave backend, else Calico-style routing."""
-    topology = WeaveCluster if backend == "weave" else Cluster
-    if backend == "weave":
-        case = weave_case(case)
+    topology, case = node_for(case, backend)
     with topology(case, workdir) as cluster:
         done = cluster.apply(backend=backend, form=form, check=False)
         if done.returncode != 0:
