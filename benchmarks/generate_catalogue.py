@@ -5,7 +5,8 @@ catalogue of the shapes real policy folders hold, the awkward ones included.
 both are regular. Here every namespace draws its own policies, so no one shape dominates and the
 worst combinations meet: a rule that lists several apps as separate peers (three to six
 ``podSelector`` peers in one ``from``), port lists of one to six ports, value lists longer than
-four, ``Exists`` and ``NotIn`` targets, ``namespaceSelector`` by ``NotIn``, several ``ipBlock``
+four, ``Exists`` and ``NotIn`` targets, ``namespaceSelector`` by ``NotIn`` and by value lists
+(the team and a partner team, two environments, shared namespaces by name), several ``ipBlock``
 peers, allow-all egress, ports-only rules, policies of both directions with several rules each,
 a pod selected by many policies of its namespace. Namespaces carry ``team``/``env``/``zone``;
 pods ``app``, ``tier``, ``version`` and sometimes ``role``.
@@ -117,11 +118,20 @@ def _peer(ns: Space, rng: random.Random) -> Obj:
     if roll < 0.45:
         values = rng.sample(APPS, rng.randint(2, 7))  # lists beyond four values
         return {"podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": values}]}}
-    if roll < 0.55:
+    if roll < 0.5:
         return {"namespaceSelector": {"matchLabels": {NS_LABEL: rng.choice(SHARED)}}}
-    if roll < 0.65:
+    if roll < 0.55:  # shared namespaces by name, a few at once
+        names = sorted(rng.sample(SHARED, 2))
+        return {"namespaceSelector": {"matchExpressions": [{"key": NS_LABEL, "operator": "In", "values": names}]}}
+    if roll < 0.6:
         return {
             "namespaceSelector": {"matchLabels": {"team": ns.team}},
+            "podSelector": {"matchLabels": {"tier": rng.choice(TIERS)}},
+        }
+    if roll < 0.65:  # the team and a partner team
+        teams = [ns.team, rng.choice([t for t in TEAMS if t != ns.team])]
+        return {
+            "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": teams}]},
             "podSelector": {"matchLabels": {"tier": rng.choice(TIERS)}},
         }
     if roll < 0.72:
@@ -133,8 +143,11 @@ def _peer(ns: Space, rng: random.Random) -> Obj:
         }
     if roll < 0.8:
         return {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": rng.choice(APPS)}}}
-    if roll < 0.88:
+    if roll < 0.84:
         return {"namespaceSelector": {"matchLabels": {"zone": rng.choice(ZONES), "env": ns.env}}}
+    if roll < 0.88:  # every namespace of some environments
+        envs = sorted(rng.sample(ENVS, 2))
+        return {"namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "In", "values": envs}]}}
     if roll < 0.94:
         return {
             "podSelector": {"matchLabels": {"app": rng.choice(ns.apps), "version": rng.choice(("v1", "v2"))}}

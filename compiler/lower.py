@@ -132,7 +132,24 @@ def _splittable(peer: PodPeer) -> bool:
     )
 
 
-EXPANDED = 4  # the most sets one peer's value lists become (``by_value``)
+EXPANDED = 4  # the most sets one peer's value lists become (``by_value``, ``by_namespace``)
+
+
+def _lists(selector: Selector, names: bool = True) -> list[Requirement]:
+    """``In`` requirements of several values (``names``: of namespace names too)."""
+    return [
+        r
+        for r in selector.requirements
+        if r.op == "In" and len(r.values) > 1 and (names or r.key != NAMESPACE_NAME_LABEL)
+    ]
+
+
+def _each_value(selector: Selector, lists: list[Requirement]) -> list[Selector]:
+    """``selector`` with each of ``lists`` one value, one selector per combination of values."""
+    chosen: list[list[Requirement]] = [[r for r in selector.requirements if r not in lists]]
+    for r in lists:
+        chosen = [[*c, Requirement(r.key, "In", (value,))] for c in chosen for value in r.values]
+    return [Selector(c) for c in chosen]
 
 
 def by_value(peer: PodPeer) -> list[tuple[PodPeer, ...]]:
@@ -140,13 +157,26 @@ def by_value(peer: PodPeer) -> list[tuple[PodPeer, ...]]:
     value lists, one per combination of their values (at most ``EXPANDED``; more, one set).
     ``component In [a, b]`` is ``component In [a]`` or ``component In [b]``: a match each, and
     parts that hold a pod once per label, however many lists policies write."""
-    lists = [r for r in peer.pods.requirements if len(r.values) > 1]
+    lists = _lists(peer.pods)
     if not lists or not _splittable(peer) or math.prod(len(r.values) for r in lists) > EXPANDED:
         return [(peer,)]
-    chosen: list[list[Requirement]] = [[r for r in peer.pods.requirements if len(r.values) < 2]]
-    for r in lists:
-        chosen = [[*c, Requirement(r.key, "In", (value,))] for c in chosen for value in r.values]
-    return [(PodPeer(peer.namespaces, Selector(c)),) for c in chosen]
+    return [(PodPeer(peer.namespaces, pods),) for pods in _each_value(peer.pods, lists)]
+
+
+def by_namespace(peer: PodPeer) -> list[PodPeer]:
+    """A peer whose namespace selector lists label values, as one peer per value (per
+    combination, with its pods' lists at most ``EXPANDED``; more, the peer as it is).
+    ``team In [a, b]`` in a thousand rules, each its own pair, was a thousand sets, each a copy
+    of two teams' pods: a pod was in one for every list naming its team (114 entries per policed
+    address on a catalogue M whose peers were half such lists, 12 one value each). Lists of
+    namespace *names* stay one set: its copy is of the named namespaces only, and the rule a
+    name would cost is paid by every packet the chain sees (the lists L's platform peer,
+    ``kubernetes.io/metadata.name In`` three namespaces, split: 64 -> 66 rules per packet)."""
+    lists = _lists(peer.namespaces, names=False)
+    counts = [len(r.values) for r in (*lists, *_lists(peer.pods))]
+    if not lists or math.prod(counts) > EXPANDED:
+        return [peer]
+    return [PodPeer(namespaces, peer.pods) for namespaces in _each_value(peer.namespaces, lists)]
 
 
 def tested(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[SetSpec, ...]:
@@ -323,13 +353,14 @@ class _Lowerer:
         if rule.peers is None:
             return [None]
         scopes: dict[Selector | PodPeer, list[PodPeer]] = {}
-        for peer in rule.peers:
-            if not isinstance(peer, PodPeer):
+        for listed in rule.peers:
+            if not isinstance(listed, PodPeer):
                 continue
-            if _one_namespace(peer):
-                scopes.setdefault(peer.namespaces, []).append(peer)
-            else:
-                scopes[peer] = [peer]  # listed twice, still one set
+            for peer in by_namespace(listed):
+                if _one_namespace(peer):
+                    scopes.setdefault(peer.namespaces, []).append(peer)
+                else:
+                    scopes[peer] = [peer]  # listed twice, still one set
         out: list[SetSpec | None] = [
             self._set("pods", key)
             for peers in scopes.values()

@@ -24,7 +24,7 @@ from npc.ir import (
     Selector,
     namespace_selector,
 )
-from npc.lower import EVERYWHERE, EXPANDED, lower
+from npc.lower import EVERYWHERE, EXPANDED, SetSpec, lower
 from npc.lower import tested as _tested  # a test name to pytest
 from npc.lowered_json import decode, encode
 from npc.pipeline import compile_program
@@ -342,3 +342,61 @@ def test_peers_across_namespaces_are_never_copied_into_a_union() -> None:
         (everywhere[1],),
         tuple(sorted(local, key=repr)),
     }
+
+
+TEAMS = [f"t{i}" for i in range(8)]
+TEAM_SPACES = [f"ns{i}" for i in range(24)]  # three a team
+
+
+NAMES = PodPeer(Selector((Requirement(NAMESPACE_NAME_LABEL, "In", ("ns0", "ns1")),)), Selector())
+
+
+def _team_lists() -> tuple[Program, Inventory]:
+    """Each namespace allows from its own team and two others (``team In [3 teams]``, 72 lists
+    of 56 possible), of all pods and of ``app=web``; and from two namespaces by name."""
+    cluster = _one_pod_per_value(TEAM_SPACES, "app", ["web", "db"], net=0)
+    teams = {ns: TEAMS[i // 3] for i, ns in enumerate(TEAM_SPACES)}
+    namespaces = tuple(Namespace(ns, {NAMESPACE_NAME_LABEL: ns, "team": teams[ns]}) for ns in TEAM_SPACES)
+
+    def peer(i: int, ns: str, pods: Selector) -> PodPeer:
+        others = [t for t in TEAMS if t != teams[ns]]
+        listed = (teams[ns], others[i % 7], others[(i * 3 + 1) % 7])
+        return PodPeer(Selector((Requirement("team", "In", listed),)), pods)
+
+    policies = [
+        Policy(ns, f"p{j}", WEB, ingress=(Rule(peers=(peer(i + j, ns, pods),)),))
+        for i, ns in enumerate(TEAM_SPACES)
+        for j, pods in enumerate((Selector(), WEB))
+    ]
+    policies.append(Policy("ns5", "names", WEB, ingress=(Rule(peers=(NAMES,)),)))
+    return Program(tuple(policies)), Inventory(namespaces, cluster.pods)
+
+
+def test_namespace_value_lists_are_tested_value_by_value() -> None:
+    """A ``team In [...]`` peer is a peer per team: a set per (team, pods) shared by every rule
+    naming that team, so a pod is in one per pod selector, not one per list naming its team (7
+    here, more with more namespaces). A list of names stays one set (its copy is of the named
+    namespaces only), and so does a peer of more combinations than ``EXPANDED``."""
+    program, inventory = _team_lists()
+    compiled = compile_program(program, inventory)
+    family = compiled.lowered.family(4)
+
+    def teams(spec: SetSpec) -> list[int]:
+        key = spec.key[0] if spec.kind == "pods" and isinstance(spec.key, tuple) else None
+        if not isinstance(key, PodPeer):
+            return []
+        return [len(r.values) for r in key.namespaces.requirements if r.key == "team"]
+
+    across = [s for s in used_sets(family, Marks()) if teams(s)]
+    assert {n for s in across for n in teams(s)} == {1}
+    assert len(across) == 2 * len(TEAMS)  # per team: all pods, app=web
+    assert sum(len(compiled.members[s.name]) for s in across) == len(inventory.pods) * 3 // 2
+    chain = next(c for c in family.chains if c.comment == "ns0/p0")
+    assert len(chain.matches) == 3  # one team each
+    named = next(c for c in family.chains if c.comment == "ns5/names")
+    (match,) = named.matches
+    assert match.peer is not None and match.peer.key == (NAMES,)
+    five = PodPeer(Selector((Requirement("team", "In", tuple(TEAMS[:5])),)), Selector())
+    many = compile_program(Program((Policy("ns0", "five", WEB, ingress=(Rule(peers=(five,)),)),)), inventory)
+    chain = next(c for c in many.lowered.family(4).chains if c.comment == "ns0/five")
+    assert len(chain.matches) == 1 and EXPANDED == 4
