@@ -132,7 +132,7 @@ def _splittable(peer: PodPeer) -> bool:
     )
 
 
-EXPANDED = 4  # the most sets one peer's value lists become (``by_value``, ``by_namespace``)
+EXPANDED = 4  # the most sets one peer's value lists become (``by_value``, ``across``)
 
 
 def _lists(selector: Selector, names: bool = True) -> list[Requirement]:
@@ -163,20 +163,27 @@ def by_value(peer: PodPeer) -> list[tuple[PodPeer, ...]]:
     return [(PodPeer(peer.namespaces, pods),) for pods in _each_value(peer.pods, lists)]
 
 
-def by_namespace(peer: PodPeer) -> list[PodPeer]:
-    """A peer whose namespace selector lists label values, as one peer per value (per
-    combination, with its pods' lists at most ``EXPANDED``; more, the peer as it is).
-    ``team In [a, b]`` in a thousand rules, each its own pair, was a thousand sets, each a copy
-    of two teams' pods: a pod was in one for every list naming its team (114 entries per policed
-    address on a catalogue M whose peers were half such lists, 12 one value each). Lists of
-    namespace *names* stay one set: its copy is of the named namespaces only, and the rule a
-    name would cost is paid by every packet the chain sees (the lists L's platform peer,
-    ``kubernetes.io/metadata.name In`` three namespaces, split: 64 -> 66 rules per packet)."""
-    lists = _lists(peer.namespaces, names=False)
-    counts = [len(r.values) for r in (*lists, *_lists(peer.pods))]
-    if not lists or math.prod(counts) > EXPANDED:
+def across(peer: PodPeer) -> list[PodPeer]:
+    """A peer reaching across namespaces whose selectors list values, as one peer per combination
+    of values (at most ``EXPANDED``; more, the peer as it is). ``team In [a, b]`` in a thousand
+    rules, each its own pair, was a thousand sets, each a copy of two teams' pods: a pod was in
+    one for every list naming its team; ``app In [x, y]`` in every namespace likewise (114 and
+    106 entries per policed address on catalogue Ms whose peers were half such lists; 12 one
+    value each). One value each, a peer is a set shared by every rule naming that value, or
+    (every namespace's ``app=x``) the requirement's own part. Lists of namespace *names* stay
+    one set: its copy is of the named namespaces only, and the rule a name would cost is paid by
+    every packet the chain sees (the lists L's platform peer, ``kubernetes.io/metadata.name In``
+    three namespaces, split: 64 -> 66 rules per packet). A peer of one namespace is ``by_value``'s."""
+    if _one_namespace(peer):
         return [peer]
-    return [PodPeer(namespaces, peer.pods) for namespaces in _each_value(peer.namespaces, lists)]
+    spaces, pods = _lists(peer.namespaces, names=False), _lists(peer.pods)
+    if not (spaces or pods) or math.prod(len(r.values) for r in (*spaces, *pods)) > EXPANDED:
+        return [peer]
+    return [
+        PodPeer(namespaces, selector)
+        for namespaces in _each_value(peer.namespaces, spaces)
+        for selector in _each_value(peer.pods, pods)
+    ]
 
 
 def tested(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[SetSpec, ...]:
@@ -356,7 +363,7 @@ class _Lowerer:
         for listed in rule.peers:
             if not isinstance(listed, PodPeer):
                 continue
-            for peer in by_namespace(listed):
+            for peer in across(listed):
                 if _one_namespace(peer):
                     scopes.setdefault(peer.namespaces, []).append(peer)
                 else:

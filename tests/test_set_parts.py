@@ -372,11 +372,12 @@ def _team_lists() -> tuple[Program, Inventory]:
     return Program(tuple(policies)), Inventory(namespaces, cluster.pods)
 
 
-def test_namespace_value_lists_are_tested_value_by_value() -> None:
+def test_value_lists_across_namespaces_are_tested_value_by_value() -> None:
     """A ``team In [...]`` peer is a peer per team: a set per (team, pods) shared by every rule
     naming that team, so a pod is in one per pod selector, not one per list naming its team (7
-    here, more with more namespaces). A list of names stays one set (its copy is of the named
-    namespaces only), and so does a peer of more combinations than ``EXPANDED``."""
+    here, more with more namespaces); ``app In [...]`` in every namespace is each app's own part.
+    A list of names stays one set (its copy is of the named namespaces only), and so does a peer
+    of more combinations than ``EXPANDED``."""
     program, inventory = _team_lists()
     compiled = compile_program(program, inventory)
     family = compiled.lowered.family(4)
@@ -397,6 +398,15 @@ def test_namespace_value_lists_are_tested_value_by_value() -> None:
     (match,) = named.matches
     assert match.peer is not None and match.peer.key == (NAMES,)
     five = PodPeer(Selector((Requirement("team", "In", tuple(TEAMS[:5])),)), Selector())
-    many = compile_program(Program((Policy("ns0", "five", WEB, ingress=(Rule(peers=(five,)),)),)), inventory)
-    chain = next(c for c in many.lowered.family(4).chains if c.comment == "ns0/five")
+    apps = PodPeer(EVERYWHERE, Selector((Requirement("app", "In", ("db", "web")),)))
+    more = (
+        Policy("ns0", "five", WEB, ingress=(Rule(peers=(five,)),)),
+        Policy("ns0", "apps", WEB, ingress=(Rule(peers=(apps,)),)),
+    )
+    family = compile_program(Program(more), inventory).lowered.family(4)
+    chain = next(c for c in family.chains if c.comment == "ns0/five")
     assert len(chain.matches) == 1 and EXPANDED == 4
+    chain = next(c for c in family.chains if c.comment == "ns0/apps")
+    assert {m.peer.key for m in chain.matches if m.peer} == {
+        (PodPeer(EVERYWHERE, Selector((Requirement("app", "In", (app,)),))),) for app in ("db", "web")
+    }
