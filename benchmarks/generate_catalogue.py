@@ -122,7 +122,9 @@ def _peer(ns: Space, rng: random.Random) -> Obj:
         return {"namespaceSelector": {"matchLabels": {NS_LABEL: rng.choice(SHARED)}}}
     if roll < 0.55:  # shared namespaces by name, a few at once
         names = sorted(rng.sample(SHARED, 2))
-        return {"namespaceSelector": {"matchExpressions": [{"key": NS_LABEL, "operator": "In", "values": names}]}}
+        return {
+            "namespaceSelector": {"matchExpressions": [{"key": NS_LABEL, "operator": "In", "values": names}]}
+        }
     if roll < 0.6:
         return {
             "namespaceSelector": {"matchLabels": {"team": ns.team}},
