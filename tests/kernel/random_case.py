@@ -63,7 +63,15 @@ def _selector(rng: random.Random, choices: dict[str, tuple[str, ...]]) -> dict[s
 
 def _pod_peer(rng: random.Random) -> dict[str, Any]:
     peer: dict[str, Any] = {}
-    shape = rng.choice(("pods", "namespaces", "both"))
+    shape = rng.choice(("pods", "namespaces", "both", "lists"))
+    if shape == "lists":  # value lists across namespaces, which npc tests a value at a time
+        peer["namespaceSelector"] = {
+            "matchExpressions": [{"key": "team", "operator": "In", "values": list(TEAMS)}]
+        }
+        if rng.random() < 0.5:
+            values = sorted(rng.sample(APPS, 2))
+            peer["podSelector"] = {"matchExpressions": [{"key": "app", "operator": "In", "values": values}]}
+        return peer
     if shape in ("pods", "both"):
         peer["podSelector"] = _selector(rng, {"app": APPS, "tier": TIERS})
     if shape in ("namespaces", "both"):
