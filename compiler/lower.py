@@ -72,6 +72,8 @@ class SetSpec:
     # (namespace's pods, each requirement's pods cluster-wide): sets a dataplane may test instead
     # of this one where it allows (``tested``); a function of ``key`` (``part_keys``).
     parts: tuple[SetSpec, ...] = attrs.field(default=(), eq=False, repr=False)
+    # sets an address must *not* be in, beside ``parts`` (``exclusions``): a selector by absence
+    excluded: tuple[SetSpec, ...] = attrs.field(default=(), eq=False, repr=False)
 
     @property
     def sort_key(self) -> tuple[str, str]:
@@ -116,6 +118,48 @@ def part_keys(key: SetKey, lists: bool = False) -> tuple[tuple[PodPeer, ...], ..
     return (PodPeer(peer.namespaces, EVERYWHERE),), *(
         (PodPeer(EVERYWHERE, Selector((r,))),) for r in peer.pods.requirements
     )
+
+
+EXCLUDED = 8  # the most sets a peer by absence is tested as not being in (``exclusions``)
+ABSENCE = ("NotIn", "DoesNotExist")
+
+
+def _present(r: Requirement) -> list[Selector]:
+    """What ``r``, a requirement by absence, excludes, one selector each: its values one by one
+    (``app NotIn [x, y]`` is neither ``app=x`` nor ``app=y``), or the key (``DoesNotExist``)."""
+    if r.op == "DoesNotExist":
+        return [Selector((Requirement(r.key, "Exists"),))]
+    return [Selector((Requirement(r.key, "In", (value,)),)) for value in r.values]
+
+
+Keys = tuple[tuple[PodPeer, ...], ...]
+
+
+def exclusions(key: SetKey) -> tuple[Keys, Keys] | None:
+    """A peer across namespaces that selects by absence (``NotIn``, ``DoesNotExist``, of pods or
+    of namespaces) as the pods its other requirements select *and not* in the parts of what it
+    excludes: ``namespaceSelector: {}`` with ``app NotIn [x]`` is every pod and not ``app=x``'s
+    part. Whole, each was a near-copy of every pod it could match, one per excluded value (every
+    namespace's ``app NotIn [<own app>]`` of a thousand apps: a thousand copies of the cluster).
+    An address is one live pod's, so it is not in a part exactly when its pod (or the pod's
+    namespace) lacks what the part holds. None for anything else: a peer of one namespace is
+    bounded by it, a union is no such difference, and past ``EXCLUDED`` tests a set is cheaper."""
+    if not (isinstance(key, tuple) and len(key) == 1 and isinstance(key[0], PodPeer)):
+        return None
+    peer = key[0]
+    if _one_namespace(peer):
+        return None
+    spaces = [r for r in peer.namespaces.requirements if r.op in ABSENCE]
+    pods = [r for r in peer.pods.requirements if r.op in ABSENCE]
+    excluded = [PodPeer(s, EVERYWHERE) for r in spaces for s in _present(r)]
+    excluded += [PodPeer(EVERYWHERE, s) for r in pods for s in _present(r)]
+    if not excluded or len(excluded) > EXCLUDED:  # none: only ``NotIn []``, which excludes nothing
+        return None
+    kept = PodPeer(
+        Selector(r for r in peer.namespaces.requirements if r not in spaces),
+        Selector(r for r in peer.pods.requirements if r not in pods),
+    )
+    return ((kept,),), tuple((e,) for e in dict.fromkeys(excluded))
 
 
 def _one_namespace(peer: PodPeer) -> bool:
@@ -186,16 +230,23 @@ def across(peer: PodPeer) -> list[PodPeer]:
     ]
 
 
-def tested(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[SetSpec, ...]:
-    """The sets a rule that *allows* by ``spec`` tests (all of them): its parts, or itself; with
-    ``local``, the namespaces the pod tested is known to be in (a dispatch group's), a namespace
-    part that is all of them is no test. An isolation test stays one set: weave negates it, and
-    the negation of an AND is no AND."""
+def tests(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[tuple[SetSpec, bool], ...]:
+    """The sets a rule that *allows* by ``spec`` tests (all of them), each with whether the
+    address must be *out* of it: its parts, or itself, then what it excludes; with ``local``, the
+    namespaces the pod tested is known to be in (a dispatch group's), a namespace part that is
+    all of them is no test. An isolation test stays one set: weave negates it, and the negation
+    of an AND is no AND."""
     if not spec.parts:
-        return (spec,)
-    if len(set(local)) == 1 and spec.parts[0].key == (PodPeer(namespace_selector(local[0]), EVERYWHERE),):
-        return spec.parts[1:]
-    return spec.parts
+        return ((spec, False),)
+    parts = spec.parts
+    if len(set(local)) == 1 and parts[0].key == (PodPeer(namespace_selector(local[0]), EVERYWHERE),):
+        parts = parts[1:]
+    return (*((s, False) for s in parts), *((s, True) for s in spec.excluded))
+
+
+def tested(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[SetSpec, ...]:
+    """The sets ``tests`` tests, in or out."""
+    return tuple(s for s, _ in tests(spec, local))
 
 
 def plain_cidr(spec: SetSpec | None) -> Network | None:
@@ -343,9 +394,12 @@ class _Lowerer:
         spec = self.sets.get((kind, key))
         if spec is None:  # named once: the digest of a large key is not free
             found = part_keys(key) if kind == "pods" else None
-            parts = tuple(self._set("pods", k) for k in found) if found else ()
+            absent = exclusions(key) if kind == "pods" and not found else None
+            kept, excluded = absent or (found or (), ())  # found: split, absent: by absence
+            parts = tuple(self._set("pods", k) for k in kept)
             name = set_name(kind, self.family, key)
-            spec = self.sets[(kind, key)] = SetSpec(kind, self.family, key, name, parts)
+            spec = SetSpec(kind, self.family, key, name, parts, tuple(self._set("pods", k) for k in excluded))
+            self.sets[(kind, key)] = spec
         return spec
 
     def _peer_sets(self, rule: Rule) -> list[SetSpec | None]:
@@ -407,7 +461,7 @@ class _Lowerer:
         found = self.memo.get(key, lambda: self._chain(policy, direction))
         for match in found.matches if found is not None else ():
             for spec in (match.peer, match.named_port):
-                for one in (spec, *spec.parts) if spec is not None else ():
+                for one in (spec, *spec.parts, *spec.excluded) if spec is not None else ():
                     self.sets.setdefault((one.kind, one.key), one)
         return found
 
@@ -423,7 +477,8 @@ class _Lowerer:
         tag = self.tag
         content = tuple(
             (
-                m.peer and "&".join(qualified(s.name, tag) for s in tested(m.peer)),
+                m.peer
+                and "&".join(("!" if out else "") + qualified(s.name, tag) for s, out in tests(m.peer)),
                 m.protocol,
                 m.ports,
                 m.named_port and qualified(m.named_port.name, tag),

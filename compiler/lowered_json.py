@@ -5,7 +5,8 @@ This is what lets a node load reviewed artefacts without compiling policy (``npc
 excepts, the named port), so the node only resolves members against its live inventory and
 renders the very rules that were reviewed. ``decode(encode(x)) == x`` for every ``Lowered``.
 Set and chain names are spelled with the iptables backends' prefixes (``lower.qualified``), as
-the first npc's ``lower`` named them. Format 2 adds the parts a split set is tested by.
+the first npc's ``lower`` named them. Format 2 adds the parts a split set is tested by, format 3
+the sets a set by absence is tested as not being in.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .lower import (
     unqualified,
 )
 
-FORMAT = 2  # 2: split sets name their parts
+FORMAT = 3  # 2: split sets name their parts; 3: and what a set by absence excludes
 
 
 def _selector(selector: Selector) -> list[dict[str, Any]]:
@@ -43,6 +44,8 @@ def _meaning(spec: SetSpec, spelled: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": spec.kind, "family": spec.family}
     if spec.parts:  # named: format 1 split value lists, which lower no longer does (``part_keys``)
         out["parts"] = [spelled[p.name] for p in spec.parts]
+    if spec.excluded:
+        out["excluded"] = [spelled[p.name] for p in spec.excluded]
     if isinstance(spec.key, IPBlock):
         out.update(cidr=str(spec.key.cidr), excepts=[str(n) for n in spec.key.excepts])
     elif spec.kind == "port":
@@ -137,35 +140,38 @@ def _decode_set(name: str, raw: Mapping[str, Any], tag: str) -> SetSpec:
 def _with_parts(
     sets: dict[str, SetSpec], raw: Mapping[str, Any], tag: str, named: bool
 ) -> dict[str, SetSpec]:
-    """Each pod set with the parts ``lower`` gave it, as the manifest names them (format 2).
+    """Each pod set with the parts ``lower`` gave it, as the manifest names them (formats 2, 3).
     Format 1 named none: every set ``part_keys`` split then (value lists too) had its parts where
     they are sets of the program too (a manifest from before parts has none, and its sets are
     tested whole, as its rules were)."""
     out = dict(sets)
     for name, spec in sets.items():
+        excluded: list[str] = []
         if named:
             names = [str(n) for n in raw[name].get("parts", ())]
-            if not all(n in sets for n in names):
-                raise ValueError(f"set {name}: its parts {names} are not all sets of the program")
+            excluded = [str(n) for n in raw[name].get("excluded", ())]
+            if not all(n in sets for n in (*names, *excluded)):
+                raise ValueError(f"set {name}: its parts {names + excluded} are not all sets of the program")
         else:
             keys = part_keys(spec.key, lists=True) if spec.kind == "pods" else None
             names = [qualified(set_name("pods", spec.family, k), tag) for k in keys or ()]
         if names and all(n in sets for n in names):
-            out[name] = attrs.evolve(spec, parts=tuple(sets[n] for n in names))
+            parts, out_of = tuple(sets[n] for n in names), tuple(sets[n] for n in excluded)
+            out[name] = attrs.evolve(spec, parts=parts, excluded=out_of)
     return out
 
 
 def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
     """The ``Lowered`` that ``encode`` wrote; InputError when ``data`` is not that."""
     try:
-        if data.get("format") not in (1, FORMAT):
+        if data.get("format") not in (1, 2, FORMAT):
             raise ValueError(
-                f"program format {data.get('format')!r} is not 1 or {FORMAT} (compiled by another npc?)"
+                f"program format {data.get('format')!r} is not 1 to {FORMAT} (compiled by another npc?)"
             )
         tag = str(data["tag"])
         raw_sets = data["sets"]
         decoded = {name: _decode_set(name, raw, tag) for name, raw in raw_sets.items()}
-        sets = _with_parts(decoded, raw_sets, tag, named=data["format"] == FORMAT)
+        sets = _with_parts(decoded, raw_sets, tag, named=data["format"] > 1)
 
         def chain(raw: Mapping[str, Any]) -> Chain:
             matches = tuple(

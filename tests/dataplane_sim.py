@@ -154,6 +154,8 @@ class Table:
         if kind == "mark":
             value, mask = (int(x, 16) for x in cond[2].split("/"))
             return mark & mask == value
+        if kind == "set" and cond[1] == "!":
+            return not self._holds((kind, *cond[2:]), packet, mark)
         if kind == "set":
             assert cond[1] == "--match-set"
             name, dirs = cond[2], cond[3].split(",")

@@ -233,6 +233,12 @@ class Ruleset:
                 field = words[i + 1]
                 address = packet.src if field == "saddr" else packet.dst
                 assert field in ("saddr", "daddr"), words
+                if words[i + 2 : i + 4] == ["!", "="]:  # not in a set (the lexer splits ``!=``)
+                    assert words[i + 4].startswith("@"), words
+                    if self.sets[words[i + 4].removeprefix("@")].holds((address,)):
+                        return None
+                    i += 5
+                    continue
                 if words[i + 2] == "vmap":
                     name = words[i + 3].removeprefix("@")
                     return self.maps[name].get(str(address))

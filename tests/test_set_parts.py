@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 
 from hypothesis import HealthCheck, given, settings
 from npc.backends import get as get_backend
@@ -55,11 +56,23 @@ INVENTORY = Inventory(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(program=programs, inventory=inventories())
 def test_a_set_holds_exactly_what_its_parts_all_hold(program: Program, inventory: Inventory) -> None:
+    """... and, for a peer by absence across namespaces, what its part of the other
+    requirements holds and none of the parts of what it excludes do."""
     compiled = compile_program(program, inventory)
     members = compiled.members
+
+    def held(spec: SetSpec) -> set[str]:
+        return {e for e, _ in members[spec.name]}
+
     for family in compiled.lowered.families:
         for spec in family.sets:
             if not spec.parts:
+                continue
+            if spec.excluded:
+                (kept,) = spec.parts
+                selectors = (kept.key[0].namespaces, kept.key[0].pods)  # type: ignore[index,union-attr]
+                assert all(r.op in ("In", "Exists") for s in selectors for r in s.requirements)
+                assert held(spec) == held(kept) - set().union(*map(held, spec.excluded))
                 continue
             ns_part, *selector_parts = spec.parts
             (peer,) = spec.key  # type: ignore[misc]
@@ -67,8 +80,7 @@ def test_a_set_holds_exactly_what_its_parts_all_hold(program: Program, inventory
             assert [p.key for p in selector_parts] == [
                 (PodPeer(EVERYWHERE, Selector((r,))),) for r in peer.pods.requirements
             ]
-            every = set.intersection(*({e for e, _ in members[p.name]} for p in spec.parts))
-            assert {e for e, _ in members[spec.name]} == every
+            assert held(spec) == set.intersection(*map(held, spec.parts))
 
 
 def test_one_selector_in_three_namespaces_is_four_sets_not_three_products() -> None:
@@ -410,3 +422,39 @@ def test_value_lists_across_namespaces_are_tested_value_by_value() -> None:
     assert {m.peer.key for m in chain.matches if m.peer} == {
         (PodPeer(EVERYWHERE, Selector((Requirement("app", "In", (app,)),))),) for app in ("db", "web")
     }
+
+
+def test_a_peer_by_absence_across_namespaces_is_every_pod_and_not_a_part() -> None:
+    """Every namespace allows from all pods but its own app's (``namespaceSelector: {}``, ``app
+    NotIn [<own app>]``). Whole, each peer was a set of nearly every pod, one per app; now each
+    tests the one set of every pod and, negated, its app's part: a pod is in two sets."""
+    apps = [f"app{i}" for i in range(12)]
+    spaces = [f"ns{i}" for i in range(12)]
+    inventory = _one_pod_per_value(spaces, "app", apps, net=0)
+    policies = tuple(
+        Policy(
+            ns,
+            "all-but-own",
+            WEB,
+            ingress=(Rule(peers=(PodPeer(EVERYWHERE, Selector((Requirement("app", "NotIn", (app,)),))),)),),
+        )
+        for ns, app in zip(spaces, apps, strict=True)
+    )
+    compiled = compile_program(Program(policies), inventory)
+    family = compiled.lowered.family(4)
+    used = used_sets(family, Marks())
+    assert sum(len(compiled.members[s.name]) for s in used if s.kind == "pods") <= 2 * len(
+        inventory.pods
+    ) + len(spaces)
+    (match,) = next(c for c in family.chains if c.comment == "ns3/all-but-own").matches
+    assert match.peer is not None
+    (every,) = match.peer.parts
+    assert every.key == (PodPeer(EVERYWHERE, EVERYWHERE),)
+    assert [s.key for s in match.peer.excluded] == [
+        (PodPeer(EVERYWHERE, Selector((Requirement("app", "In", ("app3",)),))),)
+    ]
+    rules = get_backend("iptables").render(compiled, Options())["rules.v4"]
+    tests = rf"-m set --match-set npc-\w+-{every.name} src -m set ! --match-set npc-\w+-{match.peer.excluded[0].name} src"
+    assert re.search(tests, rules)
+    ruleset = get_backend("nftables").render(compiled, Options())["ruleset.nft"]
+    assert f"ip saddr @{every.name} ip saddr != @{match.peer.excluded[0].name} " in ruleset

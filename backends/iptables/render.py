@@ -15,7 +15,7 @@ import jinja2
 
 from ... import __version__
 from ...ir import DIRECTIONS, Direction
-from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, chain_set_tests, plain_cidr, tested
+from ...lower import Chain, FamilyProgram, Lowered, Match, SetSpec, chain_set_tests, plain_cidr, tested, tests
 from ...resolve import Entry
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
@@ -100,9 +100,13 @@ def render_match(match: Match, direction: Direction, names: Names) -> str:
 
 
 def set_tests(spec: SetSpec, where: str, names: Names, local: tuple[str, ...] = ()) -> str:
-    """`` -m set --match-set`` for each set an allowing test of ``spec`` tests (``tested``);
-    ``local``: the namespaces of a dispatch group, which its mark has proved."""
-    return "".join(f" -m set --match-set {names.set(s.name)} {where}" for s in tested(spec, local))
+    """`` -m set --match-set`` for each set an allowing test of ``spec`` tests (``tested``), ``!``
+    for those it must not be in; ``local``: the namespaces of a dispatch group, which its mark
+    has proved."""
+    return "".join(
+        f" -m set {'! ' if out else ''}--match-set {names.set(s.name)} {where}"
+        for s, out in tests(spec, local)
+    )
 
 
 @attrs.frozen
@@ -329,16 +333,18 @@ def _map_sets(lowered: Lowered, family: int, marks: Marks) -> list[tuple[str, di
 @per_program
 def restricting_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (4, 6)) -> frozenset[str]:
     """The kernel sets where more members allow less under fixed rules: the isolated sets (flat
-    dispatch) or the map sets (an address there is isolated). Every other set permits: a peer, a
-    dispatch target, a named port. ``load`` orders member changes by this, so a cut-short load
-    never allows more than the old or the new state.
+    dispatch) or the map sets (an address there is isolated), and what a peer by absence
+    excludes. Every other set permits: a peer, a dispatch target, a named port. ``load`` orders
+    member changes by this, so a cut-short load never allows more than the old or the new state.
 
-    A flat isolated set may fold with a peer set of the same selector, which then does both; it
-    counts as restricting, so an isolated pod is never left open for a moment."""
+    A flat isolated set may fold with a peer set of the same selector, which then does both, and
+    a requirement's part may be excluded by one peer and tested by another; such sets count as
+    restricting, so an isolated pod is never left open for a moment."""
     out: set[str] = set()
     for program in lowered.families:
         if program.family not in families:
             continue
+        out.update(names_of(lowered).set(e.name) for s in program.sets for e in s.excluded)
         if marks.grouped:
             out.update(name for name, _ in _map_sets(lowered, program.family, marks))
         else:

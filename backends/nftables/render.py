@@ -58,7 +58,7 @@ from ...lower import (
     chain_set_tests,
     network_tag,
     plain_cidr,
-    tested,
+    tests,
 )
 from ...resolve import Entry
 from ..base import per_program, sanitise, template_environment
@@ -288,7 +288,9 @@ def render_match(match: Match, direction: Direction, family: int) -> str:
     if cidr is not None:
         parts.append(f"{ip} {REMOTE_FIELD[direction]} {cidr}")
     elif match.peer is not None:  # after the port: a compare fails most packets before a lookup
-        parts += [f"{ip} {REMOTE_FIELD[direction]} @{s.name}" for s in tested(match.peer)]
+        parts += [
+            f"{ip} {REMOTE_FIELD[direction]} {'!= ' if out else ''}@{s.name}" for s, out in tests(match.peer)
+        ]
     if match.named_port is not None:
         parts.append(f"{ip} daddr . meta l4proto . th dport @{match.named_port.name}")
     parts.append(verdict(direction, family))

@@ -63,7 +63,7 @@ def _selector(rng: random.Random, choices: dict[str, tuple[str, ...]]) -> dict[s
 
 def _pod_peer(rng: random.Random) -> dict[str, Any]:
     peer: dict[str, Any] = {}
-    shape = rng.choice(("pods", "namespaces", "both", "lists"))
+    shape = rng.choice(("pods", "namespaces", "both", "lists", "absence"))
     if shape == "lists":  # value lists across namespaces, which npc tests a value at a time
         peer["namespaceSelector"] = {
             "matchExpressions": [{"key": "team", "operator": "In", "values": list(TEAMS)}]
@@ -72,6 +72,16 @@ def _pod_peer(rng: random.Random) -> dict[str, Any]:
             values = sorted(rng.sample(APPS, 2))
             peer["podSelector"] = {"matchExpressions": [{"key": "app", "operator": "In", "values": values}]}
         return peer
+    if shape == "absence":  # across namespaces, tested as in one set and not in others
+        spaces = rng.choice(([], [{"key": "team", "operator": "NotIn", "values": [rng.choice(TEAMS)]}]))
+        pods = rng.choice((
+            [{"key": "app", "operator": "NotIn", "values": [rng.choice(APPS)]}],
+            [{"key": "tier", "operator": "DoesNotExist"}],
+            [{"key": "tier", "operator": "In", "values": [rng.choice(TIERS)]}],
+        ))  # fmt: skip
+        if not spaces and pods[0]["operator"] == "In":
+            spaces = [{"key": "team", "operator": "DoesNotExist"}]
+        return {"namespaceSelector": {"matchExpressions": spaces}, "podSelector": {"matchExpressions": pods}}
     if shape in ("pods", "both"):
         peer["podSelector"] = _selector(rng, {"app": APPS, "tier": TIERS})
     if shape in ("namespaces", "both"):
