@@ -214,10 +214,8 @@ def across(peer: PodPeer) -> list[PodPeer]:
     one for every list naming its team; ``app In [x, y]`` in every namespace likewise (114 and
     106 entries per policed address on catalogue Ms whose peers were half such lists; 12 one
     value each). One value each, a peer is a set shared by every rule naming that value, or
-    (every namespace's ``app=x``) the requirement's own part. Lists of namespace *names* stay
-    one set: its copy is of the named namespaces only, and the rule a name would cost is paid by
-    every packet the chain sees (the lists L's platform peer, ``kubernetes.io/metadata.name In``
-    three namespaces, split: 64 -> 66 rules per packet). A peer of one namespace is ``by_value``'s."""
+    (every namespace's ``app=x``) the requirement's own part. Lists of namespace *names* are
+    ``by_name``'s. A peer of one namespace is ``by_value``'s."""
     if _one_namespace(peer):
         return [peer]
     spaces, pods = _lists(peer.namespaces, names=False), _lists(peer.pods)
@@ -228,6 +226,54 @@ def across(peer: PodPeer) -> list[PodPeer]:
         for namespaces in _each_value(peer.namespaces, spaces)
         for selector in _each_value(peer.pods, pods)
     ]
+
+
+LISTED = 3  # the most lists of names a namespace's pods are copied into (``crowded``)
+NAMED = 8  # the most peers one list of names becomes (``by_name``)
+
+
+def _names(peer: PodPeer) -> tuple[str, ...]:
+    """The namespaces a peer lists by name, when its namespace selector is that list alone."""
+    one = peer.namespaces.requirements
+    if len(one) == 1 and one[0].key == NAMESPACE_NAME_LABEL and one[0].op == "In":
+        return one[0].values
+    return ()
+
+
+def crowded(policies: Iterable[Policy]) -> frozenset[str]:
+    """Namespaces that more than ``LISTED`` different peers list by name with others. A list of
+    names is one set, a copy of the named namespaces' pods (which the selector picks): where every
+    rule names its own few namespaces, a pod was in one set per list naming its namespace (63
+    entries per policed address on a catalogue M whose peers were half such lists). Where one
+    list recurs (the platform namespaces, the same everywhere), its one copy is cheaper than the
+    rule per name a split costs every packet the chain sees (the lists L, split: 64 -> 66 rules
+    per packet). A function of the policies alone, so rules still depend on nothing else."""
+    lists = {
+        peer
+        for policy in policies
+        for direction in DIRECTIONS
+        for rule in policy.rules(direction) or ()
+        for listed in rule.peers or ()
+        if isinstance(listed, PodPeer) and not _one_namespace(listed)
+        for peer in across(listed)
+        if len(_names(peer)) > 1
+    }
+    counts = Counter(name for peer in lists for name in _names(peer))
+    return frozenset(name for name, count in counts.items() if count > LISTED)
+
+
+def by_name(peer: PodPeer, crowded: frozenset[str]) -> list[PodPeer]:
+    """A list of names as a peer of one namespace per ``crowded`` name (its pods, then, are that
+    namespace's part and its requirements' parts: no copy) and one peer listing the rest, which
+    only namespaces named by few lists are copied into; at most ``NAMED`` peers, else as it is."""
+    names = _names(peer)
+    split = [name for name in names if name in crowded]
+    rest = tuple(name for name in names if name not in crowded)
+    if not split or len(split) + bool(rest) > NAMED:
+        return [peer]
+    spaces = [namespace_selector(name) for name in split]
+    spaces += [Selector((Requirement(NAMESPACE_NAME_LABEL, "In", rest),))] if rest else []
+    return [PodPeer(namespaces, peer.pods) for namespaces in spaces]
 
 
 def tests(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[tuple[SetSpec, bool], ...]:
@@ -384,10 +430,13 @@ class Lowered:
 
 
 class _Lowerer:
-    def __init__(self, tag: str, family: int, memo: Memo | None = None) -> None:
+    def __init__(
+        self, tag: str, family: int, memo: Memo | None = None, crowded: frozenset[str] = frozenset()
+    ) -> None:
         self.tag = tag
         self.family = family
         self.memo = memo
+        self.crowded = crowded
         self.sets: dict[tuple[SetKind, SetKey], SetSpec] = {}
 
     def _set(self, kind: SetKind, key: SetKey) -> SetSpec:
@@ -417,7 +466,7 @@ class _Lowerer:
         for listed in rule.peers:
             if not isinstance(listed, PodPeer):
                 continue
-            for peer in across(listed):
+            for peer in (p for one in across(listed) for p in by_name(one, self.crowded)):
                 if _one_namespace(peer):
                     scopes.setdefault(peer.namespaces, []).append(peer)
                 else:
@@ -457,7 +506,7 @@ class _Lowerer:
         the memo when an earlier compile lowered the same policy (its sets noted again)."""
         if self.memo is None:
             return self._chain(policy, direction)
-        key = ("chain", self.tag, self.family, policy, direction)
+        key = ("chain", self.tag, self.family, policy, direction, self.crowded)
         found = self.memo.get(key, lambda: self._chain(policy, direction))
         for match in found.matches if found is not None else ():
             for spec in (match.peer, match.named_port):
@@ -546,4 +595,7 @@ class _Lowerer:
 
 def lower(program: Program, network: str = DEFAULT_NETWORK, memo: Memo | None = None) -> Lowered:
     tag = network_tag(network)
-    return Lowered(network, tuple(_Lowerer(tag, f, memo).program(program.policies) for f in FAMILIES), tag)
+    names = crowded(program.policies)
+    return Lowered(
+        network, tuple(_Lowerer(tag, f, memo, names).program(program.policies) for f in FAMILIES), tag
+    )

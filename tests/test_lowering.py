@@ -21,6 +21,7 @@ import pytest
 from dataplane_sim import Dataplane, parse_ipsets
 from hypothesis import HealthCheck, given, settings
 from nft_sim import Ruleset
+from npc import lower
 from npc.backends import get as get_backend
 from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
@@ -56,6 +57,21 @@ def test_artefacts_decide_like_the_evaluator(optimised: bool, program: Program, 
     dataplane = Dataplane(_artefacts(program, inventory, optimised))
     expected = connectivity(Evaluator(program, inventory).allowed, inventory)
     assert connectivity(dataplane.allowed, inventory) == expected
+
+
+@SETTINGS
+@given(program=programs, inventory=inventories())
+def test_lists_of_names_split_decide_like_the_evaluator(program: Program, inventory: Inventory) -> None:
+    """``lower.by_name`` with every listed namespace crowded: each list of names is a peer per
+    namespace (the rare case in the random programs above), on iptables and nftables."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lower, "LISTED", -1)
+        compiled = compile_program(program, inventory)
+    expected = connectivity(Evaluator(program, inventory).allowed, inventory)
+    iptables = Dataplane(get_backend("iptables").render(compiled, Options()))
+    assert connectivity(iptables.allowed, inventory) == expected
+    nft = Ruleset(get_backend("nftables").render(compiled, Options())["ruleset.nft"])
+    assert connectivity(nft.allowed, inventory) == expected
 
 
 @settings(max_examples=1000, deadline=None)

@@ -28,11 +28,13 @@ from npc.ir import (
 from npc.lower import EVERYWHERE, EXPANDED, SetSpec, lower
 from npc.lower import tested as _tested  # a test name to pytest
 from npc.lowered_json import decode, encode
-from npc.pipeline import compile_program
+from npc.memo import Memo
+from npc.pipeline import compile_program, compile_rules
 from npc.resolve import Compiled
 from random_clusters import inventories, programs
 
 WEB = Selector((Requirement("app", "In", ("web",)),))
+DB = Selector((Requirement("app", "In", ("db",)),))
 
 
 def _allow_web_from_web(namespace: str) -> Policy:
@@ -458,3 +460,48 @@ def test_a_peer_by_absence_across_namespaces_is_every_pod_and_not_a_part() -> No
     assert re.search(tests, rules)
     ruleset = get_backend("nftables").render(compiled, Options())["ruleset.nft"]
     assert f"ip saddr @{every.name} ip saddr != @{match.peer.excluded[0].name} " in ruleset
+
+
+def test_namespaces_many_lists_name_are_tested_one_namespace_at_a_time() -> None:
+    """Each of 12 namespaces allows its ``web`` pods from the next three by name, and its ``db``
+    pods from their ``app=web`` pods (``kubernetes.io/metadata.name In [...]``, 24 lists). Whole, each list was a set, a copy of
+    its namespaces' pods: a pod was in 3 to 6. Every name here is in more than ``LISTED``
+    lists, so each is tested as its namespace's own part (one match per name, no copies). Two
+    platform namespaces every policy lists the same way stay one set: its one copy is cheaper than a
+    rule per name. And a memo made before the names were crowded gives what a fresh compile gives."""
+    spaces = [f"ns{i}" for i in range(12)]
+    inventory = _one_pod_per_value([*spaces, "p0", "p1"], "app", ["web", "db"], net=0)
+
+    def names(*listed: str) -> Selector:
+        return Selector((Requirement(NAMESPACE_NAME_LABEL, "In", listed),))
+
+    platform = PodPeer(names("p0", "p1"), Selector())
+    policies = tuple(
+        Policy(
+            ns,
+            f"p{j}",
+            WEB if j == 0 else DB,
+            ingress=(
+                Rule(peers=(PodPeer(names(*(spaces[(i + k) % 12] for k in (1, 2, 3))), pods), platform)),
+            ),
+        )
+        for i, ns in enumerate(spaces)
+        for j, pods in enumerate((Selector(), WEB))
+    )
+    compiled = compile_program(Program(policies), inventory)
+    family = compiled.lowered.family(4)
+    used = used_sets(family, Marks())
+    entries = sum(len(compiled.members[s.name]) for s in used if s.kind == "pods")
+    assert entries <= 3 * len(inventory.pods), entries  # whole lists: 5 a pod
+    chain = next(c for c in family.chains if c.comment == "ns0/p1")
+    keys = {m.peer.key for m in chain.matches if m.peer is not None}
+    assert keys == {
+        *((PodPeer(namespace_selector(ns), WEB),) for ns in ("ns1", "ns2", "ns3")),
+        (platform,),
+    }
+    (whole,) = (s for s in used if s.key == (platform,))
+    assert len(compiled.members[whole.name]) == 4  # the platform namespaces' pods, once
+    memo = Memo()
+    few = Program(policies[:2])  # nothing crowded yet
+    for program in (few, Program(policies), few):
+        assert compile_rules(program, memo=memo) == compile_rules(program)

@@ -63,7 +63,15 @@ def _selector(rng: random.Random, choices: dict[str, tuple[str, ...]]) -> dict[s
 
 def _pod_peer(rng: random.Random) -> dict[str, Any]:
     peer: dict[str, Any] = {}
-    shape = rng.choice(("pods", "namespaces", "both", "lists", "absence"))
+    shape = rng.choice(("pods", "namespaces", "both", "lists", "absence", "names"))
+    if shape == "names":  # lists of names, which npc splits where many lists name a namespace
+        names = sorted(rng.sample(NAMESPACES, 2))
+        peer["namespaceSelector"] = {
+            "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": names}]
+        }
+        if rng.random() < 0.7:
+            peer["podSelector"] = {"matchLabels": {"app": rng.choice(APPS)}}
+        return peer
     if shape == "lists":  # value lists across namespaces, which npc tests a value at a time
         peer["namespaceSelector"] = {
             "matchExpressions": [{"key": "team", "operator": "In", "values": list(TEAMS)}]
