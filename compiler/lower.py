@@ -214,8 +214,8 @@ def across(peer: PodPeer) -> list[PodPeer]:
     one for every list naming its team; ``app In [x, y]`` in every namespace likewise (114 and
     106 entries per policed address on catalogue Ms whose peers were half such lists; 12 one
     value each). One value each, a peer is a set shared by every rule naming that value, or
-    (every namespace's ``app=x``) the requirement's own part. Lists of namespace *names* are
-    ``by_name``'s. A peer of one namespace is ``by_value``'s."""
+    (every namespace's ``app=x``) the requirement's own part. Lists of namespace *names*, and
+    lists of more combinations, are ``by_crowding``'s. A peer of one namespace is ``by_value``'s."""
     if _one_namespace(peer):
         return [peer]
     spaces, pods = _lists(peer.namespaces, names=False), _lists(peer.pods)
@@ -228,26 +228,25 @@ def across(peer: PodPeer) -> list[PodPeer]:
     ]
 
 
-LISTED = 3  # the most lists of names a namespace's pods are copied into (``crowded``)
-NAMED = 8  # the most peers one list of names becomes (``by_name``)
+LISTED = 3  # the most lists holding one value a pod is copied into (``crowded``)
+NAMED = 8  # the most peers ``by_crowding`` makes of one
 
 
-def _names(peer: PodPeer) -> tuple[str, ...]:
-    """The namespaces a peer lists by name, when its namespace selector is that list alone."""
-    one = peer.namespaces.requirements
-    if len(one) == 1 and one[0].key == NAMESPACE_NAME_LABEL and one[0].op == "In":
-        return one[0].values
-    return ()
+Side = Literal["namespaces", "pods"]
+SIDES: tuple[Side, ...] = ("namespaces", "pods")
+Crowded = frozenset[tuple[Side, str, str]]  # (selector, key, value)
 
 
-def crowded(policies: Iterable[Policy]) -> frozenset[str]:
-    """Namespaces that more than ``LISTED`` different peers list by name with others. A list of
-    names is one set, a copy of the named namespaces' pods (which the selector picks): where every
-    rule names its own few namespaces, a pod was in one set per list naming its namespace (63
-    entries per policed address on a catalogue M whose peers were half such lists). Where one
-    list recurs (the platform namespaces, the same everywhere), its one copy is cheaper than the
-    rule per name a split costs every packet the chain sees (the lists L, split: 64 -> 66 rules
-    per packet). A function of the policies alone, so rules still depend on nothing else."""
+def crowded(policies: Iterable[Policy]) -> Crowded:
+    """The values (namespace or pod selector, key, value) that more than ``LISTED`` different
+    peers across namespaces list with others, in lists ``across`` leaves (of namespace names,
+    or of more than ``EXPANDED`` combinations). Such a list is one set, a copy of the pods it
+    selects: where each rule lists its own (`kubernetes.io/metadata.name In [2-5 namespaces]`,
+    `team In [5-7 teams]`), a pod was in one set per list holding its value (63, 359 entries per
+    policed address on catalogue Ms of half such peers). Where one list recurs (the platform
+    namespaces, the same everywhere), its one copy is cheaper than the rule per value a split
+    costs every packet the chain sees (the lists L, split: 64 -> 66 rules per packet). A
+    function of the policies alone, so rules still depend on nothing else."""
     lists = {
         peer
         for policy in policies
@@ -256,24 +255,41 @@ def crowded(policies: Iterable[Policy]) -> frozenset[str]:
         for listed in rule.peers or ()
         if isinstance(listed, PodPeer) and not _one_namespace(listed)
         for peer in across(listed)
-        if len(_names(peer)) > 1
     }
-    counts = Counter(name for peer in lists for name in _names(peer))
-    return frozenset(name for name, count in counts.items() if count > LISTED)
+    counts = Counter(
+        (side, r.key, value)
+        for peer in lists
+        for side in SIDES
+        for r in _lists(getattr(peer, side))
+        for value in r.values
+    )
+    return frozenset(value for value, count in counts.items() if count > LISTED)
 
 
-def by_name(peer: PodPeer, crowded: frozenset[str]) -> list[PodPeer]:
-    """A list of names as a peer of one namespace per ``crowded`` name (its pods, then, are that
-    namespace's part and its requirements' parts: no copy) and one peer listing the rest, which
-    only namespaces named by few lists are copied into; at most ``NAMED`` peers, else as it is."""
-    names = _names(peer)
-    split = [name for name in names if name in crowded]
-    rest = tuple(name for name in names if name not in crowded)
-    if not split or len(split) + bool(rest) > NAMED:
+def by_crowding(peer: PodPeer, crowded: Crowded) -> list[PodPeer]:
+    """A peer across namespaces as one peer per ``crowded`` value of its lists (the value's own
+    set, which every rule naming it shares: a namespace by name is its namespace part, every
+    namespace's ``app=x`` the requirement's part) and one peer listing the rest, which only
+    values few lists hold are copied into; at most ``NAMED`` peers (the lists split so far)."""
+    if _one_namespace(peer):
         return [peer]
-    spaces = [namespace_selector(name) for name in split]
-    spaces += [Selector((Requirement(NAMESPACE_NAME_LABEL, "In", rest),))] if rest else []
-    return [PodPeer(namespaces, peer.pods) for namespaces in spaces]
+    out = [peer]
+    for side in SIDES:
+        for r in _lists(getattr(peer, side)):
+            hot = [value for value in r.values if (side, r.key, value) in crowded]
+            rest = tuple(value for value in r.values if value not in hot)
+            lists = [(value,) for value in hot] + ([rest] if rest else [])
+            if not hot or len(out) * len(lists) > NAMED:
+                continue
+            out = [_listing(one, side, r, values) for one in out for values in lists]
+    return out
+
+
+def _listing(peer: PodPeer, side: Side, r: Requirement, values: tuple[str, ...]) -> PodPeer:
+    """``peer`` with requirement ``r`` of its ``side`` selector listing ``values`` instead."""
+    selector = getattr(peer, side)
+    one = Selector(Requirement(r.key, "In", values) if q == r else q for q in selector.requirements)
+    return attrs.evolve(peer, **{side: one})
 
 
 def tests(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[tuple[SetSpec, bool], ...]:
@@ -431,7 +447,7 @@ class Lowered:
 
 class _Lowerer:
     def __init__(
-        self, tag: str, family: int, memo: Memo | None = None, crowded: frozenset[str] = frozenset()
+        self, tag: str, family: int, memo: Memo | None = None, crowded: Crowded = frozenset()
     ) -> None:
         self.tag = tag
         self.family = family
@@ -466,7 +482,7 @@ class _Lowerer:
         for listed in rule.peers:
             if not isinstance(listed, PodPeer):
                 continue
-            for peer in (p for one in across(listed) for p in by_name(one, self.crowded)):
+            for peer in (p for one in across(listed) for p in by_crowding(one, self.crowded)):
                 if _one_namespace(peer):
                     scopes.setdefault(peer.namespaces, []).append(peer)
                 else:

@@ -505,3 +505,33 @@ def test_namespaces_many_lists_name_are_tested_one_namespace_at_a_time() -> None
     few = Program(policies[:2])  # nothing crowded yet
     for program in (few, Program(policies), few):
         assert compile_rules(program, memo=memo) == compile_rules(program)
+
+
+def test_long_value_lists_many_peers_hold_are_split_where_crowded() -> None:
+    """Each of 24 namespaces allows from five of eight teams (``team In [...]``, more values
+    than ``EXPANDED``; 8 different lists) and from every namespace's ``app In [web, db, api,
+    x, y]`` (one list, the same everywhere). Whole, each team list was a set, a copy of five
+    teams' pods: a pod was in one for every list naming its team (5 here). Each team is in more
+    than ``LISTED`` lists, so each is a peer of its own, shared by every list naming it; the app
+    list recurs unchanged, so it stays one set."""
+    _, inventory = _team_lists()
+    apps = PodPeer(EVERYWHERE, Selector((Requirement("app", "In", ("api", "db", "web", "x", "y")),)))
+
+    def five(i: int) -> PodPeer:
+        listed = tuple(TEAMS[(i + k) % 8] for k in range(5))
+        return PodPeer(Selector((Requirement("team", "In", listed),)), Selector())
+
+    policies = tuple(
+        Policy(ns, "five", WEB, ingress=(Rule(peers=(five(i), apps)),)) for i, ns in enumerate(TEAM_SPACES)
+    )
+    compiled = compile_program(Program(policies), inventory)
+    family = compiled.lowered.family(4)
+    used = used_sets(family, Marks())
+    entries = sum(len(compiled.members[s.name]) for s in used if s.kind == "pods")
+    assert entries <= 3 * len(inventory.pods), entries  # whole lists: 6.5 a pod
+    chain = next(c for c in family.chains if c.comment == "ns0/five")
+    keys = {m.peer.key for m in chain.matches if m.peer is not None}
+    assert keys == {
+        *((PodPeer(Selector((Requirement("team", "In", (t,)),)), Selector()),) for t in TEAMS[:5]),
+        (apps,),
+    }
