@@ -10,6 +10,7 @@ import json
 import re
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from npc.backends import get as get_backend
 from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
@@ -25,7 +26,7 @@ from npc.ir import (
     Selector,
     namespace_selector,
 )
-from npc.lower import EVERYWHERE, EXPANDED, SetSpec, lower
+from npc.lower import EVERYWHERE, EXPANDED, NAMED, SetSpec, Side, across, by_crowding, by_value, lower
 from npc.lower import tested as _tested  # a test name to pytest
 from npc.lowered_json import decode, encode
 from npc.memo import Memo
@@ -535,3 +536,53 @@ def test_long_value_lists_many_peers_hold_are_split_where_crowded() -> None:
         *((PodPeer(Selector((Requirement("team", "In", (t,)),)), Selector()),) for t in TEAMS[:5]),
         (apps,),
     }
+
+
+_VALUES = ("a", "b", "c", "d", "e", "f")
+_lists_of_values = st.lists(st.sampled_from(_VALUES), min_size=1, max_size=6)
+
+
+def _selector_of(keys: tuple[str, ...]) -> st.SearchStrategy[Selector]:
+    requirement = st.builds(
+        Requirement, st.sampled_from(keys), st.sampled_from(("In", "NotIn")), _lists_of_values
+    )
+    bare = st.builds(Requirement, st.sampled_from(keys), st.sampled_from(("Exists", "DoesNotExist")))
+    return st.lists(st.one_of(requirement, requirement, bare), max_size=3).map(Selector)
+
+
+def _label_choices(key: str) -> list[dict[str, str]]:
+    return [{}, *({key: value} for value in _VALUES)]
+
+
+# every namespace (by name and team) and every pod (by app and tier) of the values drawn from
+_NAMESPACES = [{NAMESPACE_NAME_LABEL: n, **t} for n in _VALUES for t in _label_choices("team")]
+_PODS = [{**a, **t} for a in _label_choices("app") for t in _label_choices("tier")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    peer=st.builds(PodPeer, _selector_of((NAMESPACE_NAME_LABEL, "team")), _selector_of(("app", "tier"))),
+    data=st.data(),
+)
+def test_a_split_peer_matches_what_the_peer_matches(peer: PodPeer, data: st.DataObject) -> None:
+    """``across``, then ``by_crowding`` (some of the peer's listed values crowded), then
+    ``by_value``: the peers they make of one select, between them, exactly the pods it selects
+    (every namespace and pod of the values drawn from), and no more of them than each bound
+    allows."""
+    listed = sorted(
+        (side, r.key, value)
+        for side in ("namespaces", "pods")
+        for r in getattr(peer, side).requirements
+        for value in r.values
+    )
+    crowded: frozenset[tuple[Side, str, str]] = frozenset(
+        data.draw(st.sets(st.sampled_from(listed))) if listed else ()
+    )
+    made = [p for one in across(peer) for p in by_crowding(one, crowded)]
+    assert len(across(peer)) <= EXPANDED and all(len(by_crowding(p, crowded)) <= NAMED for p in across(peer))
+    split = [key[0] for p in made for key in by_value(p)]
+    for spaces in _NAMESPACES:
+        for pods in _PODS:
+            wanted = peer.matches(spaces, pods)
+            assert any(p.matches(spaces, pods) for p in made) == wanted
+            assert any(p.matches(spaces, pods) for p in split) == wanted
