@@ -6,7 +6,7 @@ both are regular. Here every namespace draws its own policies, so no one shape d
 worst combinations meet: a rule that lists several apps as separate peers (three to six
 ``podSelector`` peers in one ``from``), port lists of one to six ports, value lists longer than
 four, ``Exists`` and ``NotIn`` targets, ``namespaceSelector`` by ``NotIn`` and by value lists
-(the team and a partner team, two environments, shared namespaces by name), several ``ipBlock``
+(the team and one, two or five partner teams, two environments, shared namespaces by name), several ``ipBlock``
 peers, allow-all egress, ports-only rules, policies of both directions with several rules each,
 a pod selected by many policies of its namespace. Namespaces carry ``team``/``env``/``zone``;
 pods ``app``, ``tier``, ``version`` and sometimes ``role``.
@@ -130,8 +130,8 @@ def _peer(ns: Space, rng: random.Random) -> Obj:
             "namespaceSelector": {"matchLabels": {"team": ns.team}},
             "podSelector": {"matchLabels": {"tier": rng.choice(TIERS)}},
         }
-    if roll < 0.65:  # the team and a partner team
-        teams = [ns.team, rng.choice([t for t in TEAMS if t != ns.team])]
+    if roll < 0.65:  # the team and partner teams: one, two or five
+        teams = [ns.team, *rng.sample([t for t in TEAMS if t != ns.team], rng.choice((1, 1, 2, 5)))]
         return {
             "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": teams}]},
             "podSelector": {"matchLabels": {"tier": rng.choice(TIERS)}},

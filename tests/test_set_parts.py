@@ -463,6 +463,19 @@ def test_a_peer_by_absence_across_namespaces_is_every_pod_and_not_a_part() -> No
     assert f"ip saddr @{every.name} ip saddr != @{match.peer.excluded[0].name} " in ruleset
 
 
+def _used_entries(policies: tuple[Policy, ...], inventory: Inventory) -> tuple[Compiled, list[SetSpec], int]:
+    """The compile of ``policies``, the IPv4 sets its rules use and their pod entries."""
+    compiled = compile_program(Program(policies), inventory)
+    used = list(used_sets(compiled.lowered.family(4), Marks()))
+    return compiled, used, sum(len(compiled.members[s.name]) for s in used if s.kind == "pods")
+
+
+def _peer_keys(compiled: Compiled, comment: str) -> set[object]:
+    """The peer sets' keys of the IPv4 policy chain of the policy ``comment`` names."""
+    chain = next(c for c in compiled.lowered.family(4).chains if c.comment == comment)
+    return {m.peer.key for m in chain.matches if m.peer is not None}
+
+
 def test_namespaces_many_lists_name_are_tested_one_namespace_at_a_time() -> None:
     """Each of 12 namespaces allows its ``web`` pods from the next three by name, and its ``db``
     pods from their ``app=web`` pods (``kubernetes.io/metadata.name In [...]``, 24 lists). Whole, each list was a set, a copy of
@@ -489,14 +502,9 @@ def test_namespaces_many_lists_name_are_tested_one_namespace_at_a_time() -> None
         for i, ns in enumerate(spaces)
         for j, pods in enumerate((Selector(), WEB))
     )
-    compiled = compile_program(Program(policies), inventory)
-    family = compiled.lowered.family(4)
-    used = used_sets(family, Marks())
-    entries = sum(len(compiled.members[s.name]) for s in used if s.kind == "pods")
+    compiled, used, entries = _used_entries(policies, inventory)
     assert entries <= 3 * len(inventory.pods), entries  # whole lists: 5 a pod
-    chain = next(c for c in family.chains if c.comment == "ns0/p1")
-    keys = {m.peer.key for m in chain.matches if m.peer is not None}
-    assert keys == {
+    assert _peer_keys(compiled, "ns0/p1") == {
         *((PodPeer(namespace_selector(ns), WEB),) for ns in ("ns1", "ns2", "ns3")),
         (platform,),
     }
@@ -525,14 +533,9 @@ def test_long_value_lists_many_peers_hold_are_split_where_crowded() -> None:
     policies = tuple(
         Policy(ns, "five", WEB, ingress=(Rule(peers=(five(i), apps)),)) for i, ns in enumerate(TEAM_SPACES)
     )
-    compiled = compile_program(Program(policies), inventory)
-    family = compiled.lowered.family(4)
-    used = used_sets(family, Marks())
-    entries = sum(len(compiled.members[s.name]) for s in used if s.kind == "pods")
+    compiled, _, entries = _used_entries(policies, inventory)
     assert entries <= 3 * len(inventory.pods), entries  # whole lists: 6.5 a pod
-    chain = next(c for c in family.chains if c.comment == "ns0/five")
-    keys = {m.peer.key for m in chain.matches if m.peer is not None}
-    assert keys == {
+    assert _peer_keys(compiled, "ns0/five") == {
         *((PodPeer(Selector((Requirement("team", "In", (t,)),)), Selector()),) for t in TEAMS[:5]),
         (apps,),
     }
