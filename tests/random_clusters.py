@@ -55,19 +55,22 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 # Not ``strategies.selectors``/``policies`` (even with ``SMALL``) on purpose: those draw only what the
 # API server accepts, these also draw IR-only values (``In`` with no values, empty peer lists, policies
 # governing no direction), and the namespace selectors draw keys of their own (``team``, the name label).
-def _requirement(keys: tuple[str, ...], values: tuple[str, ...]) -> st.SearchStrategy[Requirement]:
+def _requirement(
+    keys: tuple[str, ...], values: tuple[str, ...], listed: int
+) -> st.SearchStrategy[Requirement]:
     key = st.sampled_from(keys)
-    listed = st.builds(
-        Requirement, key, st.sampled_from(("In", "NotIn")), st.lists(st.sampled_from(values), max_size=2)
+    lists = st.builds(
+        Requirement, key, st.sampled_from(("In", "NotIn")), st.lists(st.sampled_from(values), max_size=listed)
     )
     bare = st.builds(Requirement, key, st.sampled_from(("Exists", "DoesNotExist")))
-    return st.one_of(listed, bare)
+    return st.one_of(lists, bare)
 
 
 def selectors(
-    keys: tuple[str, ...] = POD_KEYS, values: tuple[str, ...] = VALUES
+    keys: tuple[str, ...] = POD_KEYS, values: tuple[str, ...] = VALUES, listed: int = 2
 ) -> st.SearchStrategy[Selector]:
-    return st.lists(_requirement(keys, values), max_size=2).map(Selector)
+    """``listed``: the most values an ``In`` or ``NotIn`` requirement lists."""
+    return st.lists(_requirement(keys, values, listed), max_size=2).map(Selector)
 
 
 namespace_selectors = st.one_of(

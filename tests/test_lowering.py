@@ -62,8 +62,9 @@ def test_artefacts_decide_like_the_evaluator(optimised: bool, program: Program, 
 @SETTINGS
 @given(program=programs, inventory=inventories())
 def test_lists_of_names_split_decide_like_the_evaluator(program: Program, inventory: Inventory) -> None:
-    """``lower.by_name`` with every listed namespace crowded: each list of names is a peer per
-    namespace (the rare case in the random programs above), on iptables and nftables."""
+    """``lower.by_crowding`` with every listed value crowded: each list ``across`` leaves (of
+    namespace names, the rare case in the random programs above) is a peer per value, on iptables
+    and nftables."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(lower, "LISTED", -1)
         compiled = compile_program(program, inventory)

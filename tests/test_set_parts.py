@@ -33,6 +33,7 @@ from npc.memo import Memo
 from npc.pipeline import compile_program, compile_rules
 from npc.resolve import Compiled
 from random_clusters import inventories, programs
+from random_clusters import selectors as drawn_selectors
 
 WEB = Selector((Requirement("app", "In", ("web",)),))
 DB = Selector((Requirement("app", "In", ("db",)),))
@@ -542,15 +543,6 @@ def test_long_value_lists_many_peers_hold_are_split_where_crowded() -> None:
 
 
 _VALUES = ("a", "b", "c", "d", "e", "f")
-_lists_of_values = st.lists(st.sampled_from(_VALUES), min_size=1, max_size=6)
-
-
-def _selector_of(keys: tuple[str, ...]) -> st.SearchStrategy[Selector]:
-    requirement = st.builds(
-        Requirement, st.sampled_from(keys), st.sampled_from(("In", "NotIn")), _lists_of_values
-    )
-    bare = st.builds(Requirement, st.sampled_from(keys), st.sampled_from(("Exists", "DoesNotExist")))
-    return st.lists(st.one_of(requirement, requirement, bare), max_size=3).map(Selector)
 
 
 def _label_choices(key: str) -> list[dict[str, str]]:
@@ -564,7 +556,11 @@ _PODS = [{**a, **t} for a in _label_choices("app") for t in _label_choices("tier
 
 @settings(max_examples=300, deadline=None)
 @given(
-    peer=st.builds(PodPeer, _selector_of((NAMESPACE_NAME_LABEL, "team")), _selector_of(("app", "tier"))),
+    peer=st.builds(
+        PodPeer,
+        drawn_selectors((NAMESPACE_NAME_LABEL, "team"), _VALUES, listed=6),
+        drawn_selectors(("app", "tier"), _VALUES, listed=6),
+    ),
     data=st.data(),
 )
 def test_a_split_peer_matches_what_the_peer_matches(peer: PodPeer, data: st.DataObject) -> None:
