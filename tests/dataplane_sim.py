@@ -25,12 +25,16 @@ class _Set:
     nets: dict[Network, bool] = attrs.field(factory=dict)  # net -> nomatch
     ports: set[tuple[Address, str, int]] = attrs.field(factory=set)
     marks: dict[Address, tuple[int, int]] = attrs.field(factory=dict)  # skbinfo: (value, mask)
+    members: list[str] = attrs.field(factory=list)  # list:set: the sets it holds, by name
 
     def add(self, member: str, nomatch: bool) -> None:
         if self.type == "hash:ip":
             self.addresses.add(ipaddress.ip_address(member))
         elif self.type == "hash:net":
             self.nets[ipaddress.ip_network(member)] = nomatch
+        elif self.type == "list:set":
+            assert not nomatch
+            self.members.append(member)
         elif self.type == "hash:ip,port":
             ip, _, port = member.rpartition(",")
             protocol, _, number = port.partition(":")
@@ -59,6 +63,10 @@ def parse_ipsets(text: str) -> dict[str, _Set]:
             continue
         if words[0] == "create":
             sets[words[1]] = _Set(words[2])
+        elif words[0] == "add" and sets[words[1]].type == "list:set":
+            if words[2] not in sets:  # as the kernel: a member exists before the list holds it
+                raise ValueError(f"list {words[1]} holds {words[2]}, which is not created before it")
+            sets[words[1]].add(words[2], False)
         elif words[0] == "add" and words[3:4] == ["skbmark"]:
             value, mask = (int(x, 16) for x in words[4].split("/"))
             sets[words[1]].add(words[2], False)
@@ -163,7 +171,10 @@ class Table:
             if len(dirs) == 2:
                 assert dirs[1] == "dst"
                 return self.sets[name].holds(address, packet.protocol, packet.port)
-            return self.sets[name].holds(address)
+            found = self.sets[name]
+            if found.type == "list:set":  # any member holding the address (a nomatch: not that one)
+                return any(self.sets[member].holds(address) for member in found.members)
+            return found.holds(address)
         if kind in ("tcp", "udp", "sctp"):
             assert cond[1] == "--dport"
             return packet.protocol.lower() == kind and _port_in(cond[2], packet.port)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel.netns import Netns, fresh_netns, policy
+from kernel.netns import Netns, fresh_netns, listing, policy
 
 pytestmark = pytest.mark.kernel
 
@@ -86,6 +87,29 @@ def test_changed_policies_leave_no_stale_chains_or_sets(netns: Netns) -> None:
     subprocess.run(["ip", "netns", "add", netns.name], check=True)
     assert netns.npc_apply(policy("c", 443, "frontend")).returncode == 0
     assert netns.state() == with_history
+
+
+def test_lists_of_sets_are_made_after_and_removed_before_their_members(netns: Netns) -> None:
+    """A list holds its member sets: the kernel refuses to destroy a held set, and to fill a list
+    with a set that does not exist yet. A change of lists leaves what a fresh apply makes; a
+    reset leaves nothing of npc's."""
+    assert netns.npc_apply(listing("l", ("frontend", "db", "cache"))).returncode == 0
+    first = netns.state()
+    assert re.search(r"^create npc-\w+-l4-\w+ list:set size 8$", first, re.M), first
+    assert len(re.findall(r"^add npc-\w+-l4-\w+ npc-\w+-s4-\w+$", first, re.M)) == 3
+    assert re.search(r"^-A NPC-\w+-P-\w+ .*--match-set npc-\w+-l4-\w+ src ", first, re.M)
+    # db and cache: stale, and held by the old list until it goes
+    changed = netns.npc_apply(listing("l", ("frontend", "queue", "web")))
+    assert changed.returncode == 0, changed.stderr
+    with_history = netns.state()
+    assert "warning" not in changed.stderr.lower(), changed.stderr
+    subprocess.run(["ip", "netns", "del", netns.name], check=True)
+    subprocess.run(["ip", "netns", "add", netns.name], check=True)
+    assert netns.npc_apply(listing("l", ("frontend", "queue", "web"))).returncode == 0
+    assert netns.state() == with_history
+    reset = netns.run(sys.executable, "-m", "npc", "reset", "--all", check=False)
+    assert reset.returncode == 0, reset.stderr
+    assert our_lines(netns.state()) == []
 
 
 def test_kernel_rejection_keeps_previous_state_and_exits_3(netns: Netns) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, policy
+from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, listing, policy
 from npc import lock
 from npc.backends.iptables import load as apply
 from npc.backends.iptables.mark_tree import Marks
@@ -54,18 +54,28 @@ def npc_free(state: str) -> list[str]:
 
 BEFORE = (policy("a"), policy("b", 5432, "cache"))
 AFTER = (policy("a", 6380), policy("c", "redis", "web"))  # a changed, b gone, c new
+# iptables tests the peers of each as one list:set: the first list goes, and with it the set of
+# cache, which it holds; its other members stay in the new lists
+LISTS = (
+    (listing("l", ("frontend", "db", "cache")),),
+    (listing("l", ("frontend", "queue", "web")), listing("m", ("db", "batch", "extra"))),
+)
 
 
-def test_an_update_ends_where_a_full_apply_does_and_leaves_others_alone(netns: Netns) -> None:
+@pytest.mark.parametrize(("was", "now"), [(BEFORE, AFTER), LISTS], ids=["policies", "lists"])
+def test_an_update_ends_where_a_full_apply_does_and_leaves_others_alone(
+    netns: Netns, was: tuple[dict[str, object], ...], now: tuple[dict[str, object], ...]
+) -> None:
     run = InNetns(netns)
     others(netns)
-    before, after = compile_policies(*BEFORE), compile_policies(*AFTER)
+    before, after = compile_policies(*was), compile_policies(*now)
     apply.apply_iptables(before.lowered, before.members, MARKS, TOOLS, run)
     foreign = npc_free(netns.state("legacy"))
     summary = update(before, after, run)
     assert "chains ~" in summary and "sets +" in summary
     updated = netns.state("legacy")
     assert npc_free(updated) == foreign
+    assert (updated.count(" list:set ") == 4) == (was is LISTS[0])  # two lists per family
     apply.apply_iptables(after.lowered, after.members, MARKS, TOOLS, run)
     assert netns.state("legacy") == updated
 

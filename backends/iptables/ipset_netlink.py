@@ -35,7 +35,7 @@ from ..netlink import (
     nest,
     string,
 )
-from .render import SetText
+from .render import LIST_SET, SetText
 
 NFNL_SUBSYS_IPSET = 6
 CMD_CREATE, CMD_ADD, CMD_TYPE = 2, 9, 13
@@ -44,10 +44,12 @@ PROTOCOL = 7  # IPSET_PROTOCOL of every kernel since 3.x (minimum 6)
 A_PROTOCOL, A_SETNAME, A_TYPENAME, A_REVISION, A_FAMILY, A_DATA, A_ADT, A_LINENO = 1, 2, 3, 4, 5, 7, 8, 9
 # data attributes
 D_IP, D_CIDR, D_PORT, D_PROTO, D_CADT_FLAGS, D_HASHSIZE, D_MAXELEM, D_SKBMARK = 1, 3, 4, 7, 8, 18, 19, 27
+D_SIZE = 23  # a list:set's size
+D_NAME = 18  # an ADT attribute: a list:set's member (the create attribute 18 is the hash size)
 IPADDR_IPV4, IPADDR_IPV6 = 1, 2
 FLAG_NOMATCH, FLAG_WITH_SKBINFO = 1 << 2, 1 << 6
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
-NFPROTO = {"inet": 2, "inet6": 10}
+NFPROTO = {"inet": 2, "inet6": 10, "": 0}  # a list:set has no family (NFPROTO_UNSPEC)
 ADT_BYTES = 60_000  # members per message: its ADT attribute's 16-bit length
 SEND_BYTES = 128 << 10  # messages per datagram: inside the socket's send buffer (~200 KiB)
 SEND_MESSAGES = 64  # and their acknowledgements (about 1 KiB each) inside its receive buffer
@@ -61,7 +63,7 @@ ERRORS = {  # ipset's own error numbers (linux/netfilter/ipset/ip_set.h), and it
     4104: "invalid CIDR",
     4106: "invalid family",
     4114: "skbinfo not supported by the set",
-    4352: "the set is full",
+    4352: "the set is full (a list:set: a member set does not exist)",  # type-specific
 }
 
 
@@ -126,7 +128,10 @@ SEPARATOR = {"hash:ip": " ", "hash:ip,port": ",", "hash:net": "/"}  # after a me
 
 def members_data(spec: SetText) -> list[bytes]:
     """Each member as ``ipset restore`` sends it (an ``IPSET_ATTR_DATA``). Members of a set share
-    a few shapes, so each shape's bytes are made once and a member costs its address."""
+    a few shapes, so each shape's bytes are made once and a member costs its address. A
+    ``list:set``'s members are set names."""
+    if spec.type == LIST_SET:
+        return [nest(A_DATA, string(D_NAME, name)) for name, _ in spec.members]
     width = 4 if spec.family == "inet" else 16
     address_kind = IPADDR_IPV4 if spec.family == "inet" else IPADDR_IPV6
     ip = struct.pack("=HHHH", 8 + width, D_IP | NLA_F_NESTED, 4 + width, address_kind | NLA_F_NET_BYTEORDER)
@@ -156,7 +161,9 @@ def members_data(spec: SetText) -> list[bytes]:
 def set_messages(spec: SetText, revision: int) -> Iterator[bytes]:
     """The CREATE message of ``spec``, then ADD messages holding its members."""
     sizes = _net32(D_HASHSIZE, spec.hashsize) + _net32(D_MAXELEM, spec.maxelem)
-    if spec.options.split() == ["skbinfo"]:
+    if spec.type == LIST_SET:
+        sizes = _net32(D_SIZE, spec.maxelem)
+    elif spec.options.split() == ["skbinfo"]:
         sizes = _net32(D_CADT_FLAGS, FLAG_WITH_SKBINFO) + sizes
     elif spec.options.strip():
         raise MemberError(f"set option {spec.options.strip()!r} is not spelled here")

@@ -22,6 +22,11 @@ old & new (``nomatch`` entries, which restrict, old | new).
 4. member changes in place, transition -> new (one ``ipset -exist restore``): each only permits,
    up to the new state; then destroy the temporaries (the old contents) and sets no rule uses.
 
+A ``list:set`` (``render.ListSet``) holds other sets by name: it is created after them (last,
+``render.creation_order``) and destroyed before them (``names.destruction_order``), since the
+kernel refuses a member that does not exist and keeps a held set from being destroyed. Named by
+its members, a list's contents never change in place.
+
 Unchanged sets are not touched (a first apply has none to read). The next run reads the kernel
 as "old", so it repairs whatever a killed run left. ``load_members`` (the agent's deltas) orders
 its one batch the same way: restricting changes first.
@@ -49,7 +54,7 @@ from ..base import MemberDelta, Runner, SendsNetfilter, run_together, while_runn
 from ..nftables.render import table_name
 from .ipset_netlink import create_sets
 from .mark_tree import Marks
-from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, names_of
+from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, destruction_order, names_of
 from .render import (
     NPC_LAYOUT,
     Chains,
@@ -292,7 +297,7 @@ def destroy_sets(run: Runner, names: Sequence[str], refused_create: bool = False
     if refused_create:
         present = _sets(run)
         names = [n for n in names if n in present]
-    return ipset_lines(run, [f"destroy {n}\n" for n in names])[1]
+    return ipset_lines(run, [f"destroy {n}\n" for n in destruction_order(names)])[1]
 
 
 Contents = dict[str, str]  # element (address, net, address,proto:port) -> what follows it ("" if nothing)
@@ -365,7 +370,7 @@ def _destroy_recorded(run: Runner, names: Names, present: dict[str, SetInfo]) ->
         recorded = [name for name in record.read_text().split() if name in present]
     except FileNotFoundError:
         return
-    _, error = ipset_lines(run, [f"destroy {name}\n" for name in recorded])
+    _, error = ipset_lines(run, [f"destroy {name}\n" for name in destruction_order(recorded)])
     if error:
         raise ApplyError(f"could not remove a previous run's temporary sets: {error}")
     for name in recorded:
@@ -572,7 +577,7 @@ def apply_iptables(
         drop_new()
         undo.finish(f"ipset refused the new set members: {error}")
     warnings = []
-    _, error = ipset_lines(run, [f"destroy {t}\n" for t in temps])  # now holding the old contents
+    error = destroy_sets(run, temps)  # now holding the old contents
     if error:
         warnings.append(f"could not remove old set contents (the next apply will): {error}")
     else:
@@ -582,7 +587,7 @@ def apply_iptables(
             _clear_family(lowered, tools, run, family, NPC_LAYOUT)
         except ApplyError as exc:
             warnings.append(str(exc))
-    stale = sorted(existing - {w.name for w in wanted})
+    stale = destruction_order(existing - {w.name for w in wanted})
     adopted = sorted(n for n in present if _adopted(layout, n))
     for name in [*stale, *adopted]:
         _, error = ipset_lines(run, [f"destroy {name}\n"])
@@ -617,7 +622,7 @@ def reset_layout(lowered: Lowered, tools: Tools, run: Runner, layout: Layout) ->
     present = _sets(run) if run.which("ipset") else {}
     names = names_of(lowered)
     _destroy_recorded(run, names, present)
-    owned = sorted(n for n in present if n.startswith(names.set_prefix))
+    owned = destruction_order(n for n in present if n.startswith(names.set_prefix))
     _, error = ipset_lines(run, [f"destroy {n}\n" for n in owned])
     if error:
         raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
@@ -741,12 +746,12 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
         else:
             for record in Path(record_path("")).parent.glob(Path(record_path("*.sets")).name):
                 recorded = [n for n in record.read_text().split() if n in present]
-                _, error = ipset_lines(run, [f"destroy {n}\n" for n in recorded])
+                _, error = ipset_lines(run, [f"destroy {n}\n" for n in destruction_order(recorded)])
                 if not error:
                     record.unlink(missing_ok=True)
             present = _sets(run)
             ours = [n for n in present if ANY_SET.fullmatch(n)]
-        _, error = ipset_lines(run, [f"destroy {n}\n" for n in sorted(ours)])
+        _, error = ipset_lines(run, [f"destroy {n}\n" for n in destruction_order(ours)])
         if error:
             raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
         removed += [f"set {n}" for n in sorted(ours)]

@@ -9,6 +9,7 @@ sets, and ``npt-<tag>-`` for the temporary sets an apply stages new contents in.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
     from ...lower import Lowered
 
 ANY_CHAIN_PREFIX = "NPC-"  # any network's chains
-ANY_SET = re.compile(r"npc-[a-z2-7]{5}-[snpm][46]-[a-z2-7]+")  # any network's sets
+ANY_SET = re.compile(r"npc-[a-z2-7]{5}-[snpml][46]-[a-z2-7]+")  # any network's sets
+_LIST = re.compile(r"np[ct]-[a-z2-7]{5}-l[46]-")  # a list:set (``render.ListSet``), or its temporary
 ANY_JUMP = re.compile(r'-A FORWARD -m comment --comment "?npc network .* -j NPC-[a-z2-7]{5}-(FORWARD|MARK)')
 
 
@@ -69,6 +71,11 @@ class Names:
     def direction(self, direction: Direction) -> str:
         """The dispatch chain of ``direction``: ``NPC-<tag>-EGRESS``, ``NPC-<tag>-INGRESS``."""
         return self.chain(direction.upper())
+
+
+def destruction_order(sets: Iterable[str]) -> list[str]:
+    """``sets`` with the lists first: the kernel refuses to destroy a set a list holds."""
+    return sorted(sets, key=lambda name: (not _LIST.match(name), name))
 
 
 def names_of(lowered: Lowered) -> Names:

@@ -41,6 +41,7 @@ from .load import (
     run_member_lines,
 )
 from .mark_tree import Marks
+from .names import destruction_order
 from .render import (
     Chains,
     Layout,
@@ -119,8 +120,8 @@ def update_iptables(
     (was, old, old_chains), (now, new, new_chains) = before, after
     old_sets = {s.name: s for s in kernel_sets(was, old, marks, layout.families)}
     new_sets = {s.name: s for s in kernel_sets(now, new, marks, layout.families)}
-    created = [s for name, s in sorted(new_sets.items()) if name not in old_sets]
-    stale = sorted(old_sets.keys() - new_sets.keys())
+    created = [s for name, s in new_sets.items() if name not in old_sets]  # in creation order
+    stale = destruction_order(old_sets.keys() - new_sets.keys())
     undo = _Undo()
 
     def drop_created(refused_create: bool = False) -> None:

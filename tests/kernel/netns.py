@@ -58,6 +58,16 @@ def policy(name: str, port: int | str = 6379, selector: str = "db") -> dict[str,
     }
 
 
+def listing(name: str, roles: tuple[str, ...]) -> dict[str, object]:
+    """A rule listing every namespace's pods of each role one by one: one set per peer, which
+    the iptables rules test as one ``list:set`` of them."""
+    peers = [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": r}}} for r in roles]
+    return {
+        **policy(name),
+        "spec": {"podSelector": {}, "ingress": [{"from": peers, "ports": [{"port": 80}]}]},
+    }
+
+
 class Netns:
     def __init__(self, name: str, tmp: Path) -> None:
         self.name = name
