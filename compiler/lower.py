@@ -526,9 +526,16 @@ class _Lowerer:
         found = self.memo.get(key, lambda: self._chain(policy, direction))
         for match in found.matches if found is not None else ():
             for spec in (match.peer, match.named_port):
-                for one in (spec, *spec.parts, *spec.excluded) if spec is not None else ():
-                    self.sets.setdefault((one.kind, one.key), one)
+                if spec is not None:
+                    self._note(spec)
         return found
+
+    def _note(self, spec: SetSpec) -> None:
+        """``spec`` and the sets ``_set`` made with it, at any depth (a part may have parts or
+        exclusions of its own: a namespace part selecting by absence), as a fresh compile has them."""
+        self.sets.setdefault((spec.kind, spec.key), spec)
+        for one in (*spec.parts, *spec.excluded):
+            self._note(one)
 
     def _chain(self, policy: Policy, direction: Direction) -> Chain | None:
         matches: dict[Match, None] = {}  # ordered and de-duplicated

@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from npc.backends import get as get_backend
 from npc.backends.base import Options
 from npc.evaluate import Evaluator
@@ -110,8 +110,22 @@ def test_a_pass_keeps_to_one_namespace_and_its_networks(run: Pass, program: Prog
     assert run(program) == Program(tuple(parts))
 
 
+# found by CI: a namespace part that selects by absence has an exclusion of its own, which a
+# chain from the memo did not note again (one level only)
+_BY_ABSENCE = PodPeer(
+    Selector((Requirement(NAMESPACE_NAME_LABEL, "In", ("x",)), Requirement("team", "DoesNotExist", ()))),
+    Selector((Requirement("app", "In", ("x",)),)),
+)
+
+
 @settings(max_examples=100, deadline=None)
 @given(first=programs, second=programs)
+@example(
+    first=Program(()),
+    second=Program(
+        (Policy("a", "p0", Selector(()), None, (Rule(None, (PortSpec("TCP"),)), Rule((_BY_ABSENCE,), ()))),)
+    ),
+)
 def test_a_compile_with_the_last_ones_memo_equals_a_fresh_one(first: Program, second: Program) -> None:
     """The agent's memo: policies changed, added, removed and back, each compile as from scratch."""
     memo = Memo()
