@@ -370,7 +370,7 @@ def _destroy_recorded(run: Runner, names: Names, present: dict[str, SetInfo]) ->
         recorded = [name for name in record.read_text().split() if name in present]
     except FileNotFoundError:
         return
-    _, error = ipset_lines(run, [f"destroy {name}\n" for name in destruction_order(recorded)])
+    error = destroy_sets(run, recorded)
     if error:
         raise ApplyError(f"could not remove a previous run's temporary sets: {error}")
     for name in recorded:
@@ -622,8 +622,8 @@ def reset_layout(lowered: Lowered, tools: Tools, run: Runner, layout: Layout) ->
     present = _sets(run) if run.which("ipset") else {}
     names = names_of(lowered)
     _destroy_recorded(run, names, present)
-    owned = destruction_order(n for n in present if n.startswith(names.set_prefix))
-    _, error = ipset_lines(run, [f"destroy {n}\n" for n in owned])
+    owned = [n for n in present if n.startswith(names.set_prefix)]
+    error = destroy_sets(run, owned)
     if error:
         raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
     return chains, len(owned)
@@ -746,12 +746,11 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
         else:
             for record in Path(record_path("")).parent.glob(Path(record_path("*.sets")).name):
                 recorded = [n for n in record.read_text().split() if n in present]
-                _, error = ipset_lines(run, [f"destroy {n}\n" for n in destruction_order(recorded)])
-                if not error:
+                if not destroy_sets(run, recorded):
                     record.unlink(missing_ok=True)
             present = _sets(run)
             ours = [n for n in present if ANY_SET.fullmatch(n)]
-        _, error = ipset_lines(run, [f"destroy {n}\n" for n in destruction_order(ours)])
+        error = destroy_sets(run, ours)
         if error:
             raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
         removed += [f"set {n}" for n in sorted(ours)]

@@ -123,10 +123,14 @@ def folded(matches: tuple[Match, ...]) -> tuple[Rule, ...]:
     walk. A chain's rules only set the allow bit, so their order is free. Only members whose
     list saves ``FOLDED`` rules of the chain are listed: two peers under one port list stay two
     rules."""
+    keys: list[_Shared | None] = []
     groups: dict[_Shared, list[SetSpec]] = {}
     for m in matches:
-        if (varied := _varied(m)) is not None:
-            found = groups.setdefault((m.protocol, m.ports, m.named_port, varied[0]), [])
+        varied = _varied(m)
+        key = None if varied is None else (m.protocol, m.ports, m.named_port, varied[0])
+        keys.append(key)
+        if key is not None and varied is not None:
+            found = groups.setdefault(key, [])
             if varied[1] not in found:
                 found.append(varied[1])
     lists = {
@@ -137,9 +141,7 @@ def folded(matches: tuple[Match, ...]) -> tuple[Rule, ...]:
         saved[members] += (len(members) - 1) * len(chunk_ports(ports) or [()])
     out: list[Rule] = []
     done: set[_Shared] = set()
-    for m in matches:
-        varied = _varied(m)
-        key: _Shared | None = None if varied is None else (m.protocol, m.ports, m.named_port, varied[0])
+    for m, key in zip(matches, keys, strict=True):
         members = lists.get(key, ()) if key is not None else ()
         if key is None or saved[members] < FOLDED:
             out.append(Rule(m))
