@@ -7,6 +7,11 @@ back pickled (plain dicts, lists and scalars: a tenth of what parsing them costs
 parses only: whatever it cannot parse it leaves to the parent, which then reads that text itself
 and reports its error exactly as without a child, in the same order. A process with other
 threads (the agent), without ``fork`` or without an idle core parses everything itself.
+
+Whether a core is idle is measured over ``SAMPLE_S`` from ``/proc/stat`` (this process asleep
+meanwhile), not read from the load average: that is a minute's decaying mean, so the previous
+step of a script (a compile, a load) still counted as load for a minute after it ended, and the
+benchmark's compiles ran without the child although both cores were free.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import os
 import pickle
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -31,6 +37,34 @@ def _yaml(source: Text) -> bool:
     return not source.name.lower().endswith((".npc", ".json"))
 
 
+SAMPLE_S = 0.1  # how long idle CPU is measured before forking: little beside 2 MiB of YAML
+IDLE_NEEDED = 1.5  # idle CPUs measured while asleep: this process's and the child's, less slack
+
+
+def cpu_times(stat: str) -> tuple[int, int, int]:
+    """(idle ticks, all ticks, CPUs) from the text of ``/proc/stat``; iowait counts as idle."""
+    lines = stat.splitlines()
+    ticks = [int(x) for x in lines[0].split()[1:9]]  # user .. steal: guest time is inside user
+    cpus = sum(1 for line in lines[1:] if line.startswith("cpu"))
+    return ticks[3] + ticks[4], sum(ticks), cpus
+
+
+def _proc_stat() -> str:
+    with open("/proc/stat") as f:
+        return f.read()
+
+
+def idle_cpus(seconds: float = SAMPLE_S, read: Callable[[], str] = _proc_stat) -> float | None:
+    """How many CPUs were idle over the next ``seconds``; None where ``/proc/stat`` is not read."""
+    try:
+        idle0, total0, cpus = cpu_times(read())
+        time.sleep(seconds)
+        idle1, total1, _ = cpu_times(read())
+    except (OSError, ValueError, IndexError):
+        return None
+    return (idle1 - idle0) / (total1 - total0) * cpus if total1 > total0 else None
+
+
 def _worth_it(sources: Sequence[Text]) -> bool:
     """Enough YAML, fork safe (one thread), and a core idle: on a busy machine the child would
     only take turns with the parent, and its pickling would be pure loss."""
@@ -38,7 +72,11 @@ def _worth_it(sources: Sequence[Text]) -> bool:
         return False
     if sum(len(s.text) for s in sources if _yaml(s)) < MIN_BYTES:
         return False
-    return os.getloadavg()[0] <= len(os.sched_getaffinity(0)) - 1
+    cores = len(os.sched_getaffinity(0))
+    idle = idle_cpus()
+    if idle is None:
+        return os.getloadavg()[0] <= cores - 1
+    return min(idle, cores) >= IDLE_NEEDED
 
 
 def _split(sources: Sequence[Text]) -> int:
