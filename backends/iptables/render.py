@@ -127,12 +127,13 @@ def folded(matches: tuple[Match, ...]) -> tuple[Rule, ...]:
     groups: dict[_Shared, list[SetSpec]] = {}
     for m in matches:
         varied = _varied(m)
-        key = None if varied is None else (m.protocol, m.ports, m.named_port, varied[0])
-        keys.append(key)
-        if key is not None and varied is not None:
-            found = groups.setdefault(key, [])
-            if varied[1] not in found:
-                found.append(varied[1])
+        if varied is None:
+            keys.append(None)
+            continue
+        keys.append(shared := (m.protocol, m.ports, m.named_port, varied[0]))
+        found = groups.setdefault(shared, [])
+        if varied[1] not in found:
+            found.append(varied[1])
     lists = {
         key: tuple(sorted(found, key=lambda s: s.name)) for key, found in groups.items() if len(found) > 1
     }
