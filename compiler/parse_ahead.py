@@ -73,6 +73,8 @@ def _worth_it(sources: Sequence[Text]) -> bool:
     if sum(len(s.text) for s in sources if _yaml(s)) < MIN_BYTES:
         return False
     cores = len(os.sched_getaffinity(0))
+    if cores < 2:  # no core for the child: no need to spend the sample finding that out
+        return False
     idle = idle_cpus()
     if idle is None:
         return os.getloadavg()[0] <= cores - 1

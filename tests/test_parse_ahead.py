@@ -111,6 +111,9 @@ def test_small_inputs_busy_machines_and_threads_stay_in_one_process(
     def refuse() -> int:  # raising, not returning 0: a stand-in child would end pytest with exit 0
         raise AssertionError("forked")
 
+    def sample() -> float:
+        raise AssertionError("sampled with one CPU")
+
     monkeypatch.setattr(os, "fork", refuse)
     folder(tmp_path)
     serial(tmp_path)  # a few kilobytes
@@ -118,7 +121,7 @@ def test_small_inputs_busy_machines_and_threads_stay_in_one_process(
     monkeypatch.setattr(parse_ahead, "idle_cpus", lambda: 1.2)  # another process takes a core
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
     serial(tmp_path)
-    monkeypatch.setattr(parse_ahead, "idle_cpus", lambda: 3.9)  # idle CPUs beyond this process's two
+    monkeypatch.setattr(parse_ahead, "idle_cpus", sample)  # one CPU: no fork, and no sample needed
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0})
     serial(tmp_path)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
