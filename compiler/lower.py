@@ -111,6 +111,8 @@ def part_keys(key: SetKey, lists: bool = False) -> tuple[tuple[PodPeer, ...], ..
     if not (isinstance(key, tuple) and len(key) == 1 and isinstance(key[0], PodPeer)):
         return None
     peer = key[0]
+    if peer.namespaces.is_all and not lists:
+        return _requirement_parts(peer.pods)
     if not _splittable(peer) or not (lists or all(len(r.values) < 2 for r in peer.pods.requirements)):
         return None
     if lists:
@@ -118,6 +120,15 @@ def part_keys(key: SetKey, lists: bool = False) -> tuple[tuple[PodPeer, ...], ..
     return (PodPeer(peer.namespaces, EVERYWHERE),), *(
         (PodPeer(EVERYWHERE, Selector((r,))),) for r in peer.pods.requirements
     )
+
+
+def _requirement_parts(pods: Selector) -> tuple[tuple[PodPeer, ...], ...] | None:
+    """A selector's pods in every namespace as each requirement's part, when it has several,
+    each ``In`` one value or ``Exists`` (a dispatch group's target, its namespace known)."""
+    requirements = pods.requirements
+    if len(requirements) < 2 or not all(r.op in ("In", "Exists") and len(r.values) < 2 for r in requirements):
+        return None
+    return tuple((PodPeer(EVERYWHERE, Selector((r,))),) for r in requirements)
 
 
 EXCLUDED = 8  # the most sets a peer by absence is tested as not being in (``exclusions``)
@@ -130,6 +141,17 @@ def _present(r: Requirement) -> list[Selector]:
     if r.op == "DoesNotExist":
         return [Selector((Requirement(r.key, "Exists"),))]
     return [Selector((Requirement(r.key, "In", (value,)),)) for value in r.values]
+
+
+def _by_parts(pods: Selector) -> bool:
+    """Whether a selector's pods in every namespace are tested by shared parts alone: values one
+    at a time, and by absence (``exclusions``) only beside at most one other requirement (the
+    pods it keeps are a part, or every pod: no test where a dispatch group's mark proves a pod)."""
+    present = [r for r in pods.requirements if r.op not in ABSENCE]
+    excluded = sum(len(_present(r)) for r in pods.requirements if r.op in ABSENCE)
+    if any(r.op == "In" and len(r.values) != 1 for r in present) or excluded > EXCLUDED:
+        return False
+    return not excluded or len(present) < 2
 
 
 Keys = tuple[tuple[PodPeer, ...], ...]
@@ -295,15 +317,24 @@ def _listing(peer: PodPeer, side: Side, r: Requirement, values: tuple[str, ...])
 def tests(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[tuple[SetSpec, bool], ...]:
     """The sets a rule that *allows* by ``spec`` tests (all of them), each with whether the
     address must be *out* of it: its parts, or itself, then what it excludes; with ``local``, the
-    namespaces the pod tested is known to be in (a dispatch group's), a namespace part that is
-    all of them is no test. An isolation test stays one set: weave negates it, and the negation
+    namespaces the pod tested is known to be in (a dispatch group's), what the group's mark
+    proves is no test (``_proved``). An isolation test stays one set: weave negates it, and the negation
     of an AND is no AND."""
     if not spec.parts:
         return ((spec, False),)
     parts = spec.parts
-    if len(set(local)) == 1 and parts[0].key == (PodPeer(namespace_selector(local[0]), EVERYWHERE),):
+    if local and parts[0].key in _proved(local):
         parts = parts[1:]
     return (*((s, False) for s in parts), *((s, True) for s in spec.excluded))
+
+
+def _proved(local: tuple[str, ...]) -> tuple[SetKey, ...]:
+    """What a dispatch group's mark proves of an address: a pod's (every pod), and, for a group
+    of one namespace, that namespace's."""
+    every: SetKey = (PodPeer(EVERYWHERE, EVERYWHERE),)
+    if len(set(local)) != 1:
+        return (every,)
+    return every, (PodPeer(namespace_selector(local[0]), EVERYWHERE),)
 
 
 def tested(spec: SetSpec, local: tuple[str, ...] = ()) -> tuple[SetSpec, ...]:
@@ -351,12 +382,16 @@ class Scope:
     """One namespace's share of a direction's dispatch. Policies select pods of their own
     namespace only, so which dispatch entries can concern a pod is known from its namespace:
     ``isolated`` holds the namespace's isolated pods, ``dispatch`` the entries whose target has
-    a policy of this namespace, in dispatch order, each with ``whole``: that policy selects every
-    pod of the namespace, so no target test is needed once the namespace is known."""
+    a policy of this namespace, in dispatch order, each with its ``local`` test: once the
+    namespace is known, the pods of *any* namespace its policies' selectors match (the entry's
+    target is a union over every namespace sharing the chain: a copy of their pods, 1.1 entries
+    per policed address at the mixed M for one ``role NotIn [batch]`` policy in each namespace;
+    a selector alone is its requirements' parts, shared with every peer naming them), or None:
+    a policy selects every pod of the namespace, so no test at all."""
 
     namespace: str
     isolated: SetSpec
-    dispatch: tuple[tuple[Dispatch, bool], ...]
+    dispatch: tuple[tuple[Dispatch, SetSpec | None], ...]
 
 
 @attrs.frozen
@@ -583,16 +618,17 @@ class _Lowerer:
                 targets = users.setdefault((direction, chain.name), {})
                 targets.setdefault(policy.target, f"{policy.namespace}/{policy.name}")
         dispatch: dict[Direction, list[Dispatch]] = {d: [] for d in DIRECTIONS}
-        # namespace -> its dispatch entries, in dispatch order, each with "selects the whole namespace"
-        shares: dict[Direction, dict[str, dict[Dispatch, bool]]] = {d: {} for d in DIRECTIONS}
+        # namespace -> its dispatch entries, in dispatch order, each with its policies' pod selectors
+        shares: dict[Direction, dict[str, dict[Dispatch, list[Selector]]]] = {d: {} for d in DIRECTIONS}
         for (direction, chain_name), targets in users.items():
             first = next(iter(targets.values()))
             comment = first if len(targets) == 1 else f"{first} and {len(targets) - 1} more"
             entry = Dispatch(self._set("pods", pod_union(targets)), chain_name, comment)
             dispatch[direction].append(entry)
             for target, label in targets.items():
-                share = shares[direction].setdefault(label.split("/", 1)[0], {})
-                share[entry] = share.get(entry, False) or target.pods.is_all
+                shares[direction].setdefault(label.split("/", 1)[0], {}).setdefault(entry, []).append(
+                    target.pods
+                )
         scopes = {d: self._scopes(policies, d, shares[d]) for d in DIRECTIONS}
         return FamilyProgram(
             self.family,
@@ -604,16 +640,33 @@ class _Lowerer:
         )
 
     def _scopes(
-        self, policies: tuple[Policy, ...], direction: Direction, shares: dict[str, dict[Dispatch, bool]]
+        self,
+        policies: tuple[Policy, ...],
+        direction: Direction,
+        shares: dict[str, dict[Dispatch, list[Selector]]],
     ) -> tuple[Scope, ...]:
         targets: dict[str, list[PodPeer]] = {}
         for policy in policies:
             if policy.rules(direction) is not None:
                 targets.setdefault(policy.namespace, []).append(policy.target)
         return tuple(
-            Scope(ns, self._set("pods", pod_union(found)), tuple(shares.get(ns, {}).items()))
+            Scope(
+                ns,
+                self._set("pods", pod_union(found)),
+                tuple((d, self._local(d, selectors)) for d, selectors in shares.get(ns, {}).items()),
+            )
             for ns, found in sorted(targets.items())
         )
+
+    def _local(self, entry: Dispatch, selectors: list[Selector]) -> SetSpec | None:
+        """A scope's test for one dispatch entry (``Scope``): the selector's pods everywhere when
+        parts test them, else the entry's target (a union of selectors, or a value list, would
+        be a copy of every namespace's pods it matches)."""
+        if any(s.is_all for s in selectors):
+            return None
+        if len(set(selectors)) > 1 or not _by_parts(selectors[0]):
+            return entry.target
+        return self._set("pods", (PodPeer(EVERYWHERE, selectors[0]),))
 
 
 def lower(program: Program, network: str = DEFAULT_NETWORK, memo: Memo | None = None) -> Lowered:

@@ -33,7 +33,7 @@ from .lower import (
     unqualified,
 )
 
-FORMAT = 3  # 2: split sets name their parts; 3: and what a set by absence excludes
+FORMAT = 4  # 2: split sets name their parts; 3: and what a set by absence excludes; 4: scopes' local tests
 
 
 def _selector(selector: Selector) -> list[dict[str, Any]]:
@@ -67,13 +67,14 @@ def _match(match: Match, spelled: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _scopes(f: FamilyProgram, direction: Direction, spelled: Mapping[str, str]) -> list[dict[str, Any]]:
-    """A scope's dispatch entries as indexes into the direction's dispatch list."""
+    """A scope's dispatch entries as indexes into the direction's dispatch list, each with its
+    local test (a set's name, or null: no test)."""
     index = {d: i for i, d in enumerate(f.dispatch[direction])}
     return [
         {
             "namespace": s.namespace,
             "isolated": spelled[s.isolated.name],
-            "dispatch": [[index[d], whole] for d, whole in s.dispatch],
+            "dispatch": [[index[d], spelled[local.name] if local else None] for d, local in s.dispatch],
         }
         for s in f.scopes.get(direction, ())
     ]
@@ -161,10 +162,18 @@ def _with_parts(
     return out
 
 
+def _local(entry: Dispatch, test: object, sets: Mapping[str, SetSpec]) -> tuple[Dispatch, SetSpec | None]:
+    """A scope's entry with its local test: a set's name (format 4), or, before, whether a policy
+    selected the whole namespace (no test; else the entry's target, as those programs tested)."""
+    if isinstance(test, bool):
+        return entry, None if test else entry.target
+    return entry, sets[str(test)] if test is not None else None
+
+
 def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
     """The ``Lowered`` that ``encode`` wrote; InputError when ``data`` is not that."""
     try:
-        if data.get("format") not in (1, 2, FORMAT):
+        if data.get("format") not in range(1, FORMAT + 1):
             raise ValueError(
                 f"program format {data.get('format')!r} is not 1 to {FORMAT} (compiled by another npc?)"
             )
@@ -199,7 +208,8 @@ def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
                         str(s["namespace"]),
                         sets[s["isolated"]],
                         tuple(
-                            (dispatch[cast(Direction, d)][int(i)], bool(whole)) for i, whole in s["dispatch"]
+                            _local(dispatch[cast(Direction, d)][int(i)], test, sets)
+                            for i, test in s["dispatch"]
                         ),
                     )
                     for s in raw

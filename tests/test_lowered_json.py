@@ -38,6 +38,7 @@ def _names(lowered: Lowered) -> tuple[set[str], set[str]]:
             sets.update(d.target.name for d in ds)
             chains.update(d.chain for d in ds)
         sets.update(s.isolated.name for scopes in f.scopes.values() for s in scopes)
+        sets.update(t.name for scopes in f.scopes.values() for s in scopes for _, t in s.dispatch if t)
     return sets, chains
 
 
@@ -56,6 +57,25 @@ def test_lower_names_by_meaning_only_and_the_manifest_keeps_format_1(program: Pr
     assert set(data["sets"]) == {f"npc-{tag}-{n}" for n in sets}
     assert {c["name"] for f in data["families"] for c in f["chains"]} == {f"NPC-{tag}-{n}" for n in chains}
     assert decode(json.loads(json.dumps(data))) == lowered
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=programs)
+def test_a_format_3_manifest_tests_each_scope_entry_as_it_did(program: Program) -> None:
+    """Format 3 said of a scope's entry only whether a policy selected the whole namespace: no
+    test, else the entry's target, which its groups tested."""
+    lowered = lower(program, "blue")
+    data = json.loads(json.dumps(encode(lowered)))
+    data["format"] = 3
+    for f in data["families"]:
+        for scopes in f["scopes"].values():
+            for scope in scopes:
+                scope["dispatch"] = [[i, test is None] for i, test in scope["dispatch"]]
+    old = decode(data)
+    for now, then in zip(lowered.families, old.families, strict=True):
+        for direction, scopes in now.scopes.items():
+            for scope, was in zip(scopes, then.scopes[direction], strict=True):
+                assert [t for _, t in was.dispatch] == [t and d.target for d, t in scope.dispatch]
 
 
 def test_a_manifest_name_of_another_network_is_an_input_error() -> None:

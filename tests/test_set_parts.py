@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from npc.backends import get as get_backend
 from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
+from npc.backends.iptables.names import names_of
 from npc.backends.iptables.render import used_sets
 from npc.inventory import Inventory, Namespace, Pod
 from npc.ir import (
@@ -78,9 +79,11 @@ def test_a_set_holds_exactly_what_its_parts_all_hold(program: Program, inventory
                 assert all(r.op in ("In", "Exists") for s in selectors for r in s.requirements)
                 assert held(spec) == held(kept) - set().union(*map(held, spec.excluded))
                 continue
-            ns_part, *selector_parts = spec.parts
             (peer,) = spec.key  # type: ignore[misc]
-            assert ns_part.key == (PodPeer(peer.namespaces, EVERYWHERE),)
+            selector_parts = list(spec.parts)
+            if not peer.namespaces.is_all:  # a selector's pods everywhere: its requirements' parts alone
+                ns_part = selector_parts.pop(0)
+                assert ns_part.key == (PodPeer(peer.namespaces, EVERYWHERE),)
             assert [p.key for p in selector_parts] == [
                 (PodPeer(EVERYWHERE, Selector((r,))),) for r in peer.pods.requirements
             ]
@@ -181,6 +184,46 @@ def test_a_selector_by_what_pods_lack_is_not_split() -> None:
         program = Program(tuple(policy(ns, selector) for ns in spaces))
         peer = lower(program).family(4).chains[0].matches[0].peer
         assert peer is not None and len(peer.parts) == 1 + len(peer.key[0].pods.requirements)  # type: ignore[union-attr]
+
+
+def test_a_target_in_every_namespace_is_tested_by_parts_once_the_namespace_is_known() -> None:
+    """One policy in each of 20 namespaces, the same rules (one chain, one dispatch entry): its
+    target is a union of 20 namespaces' pods, a copy of every pod it selects. A dispatch group's
+    mark proves the pod's namespace, so the group tests the selector alone, by parts: not in
+    ``role=batch``'s, or in ``role=api``'s and ``tier=db``'s; a value list keeps the union."""
+    spaces = [f"ns{i}" for i in range(20)]
+    inventory = _one_pod_per_value(spaces, "role", ["batch", "api", "web"], 2)
+    rule = Rule(peers=(PodPeer(EVERYWHERE, Selector((Requirement("role", "In", ("web",)),))),))
+
+    def part(key: str, value: str) -> tuple[PodPeer]:
+        return (PodPeer(EVERYWHERE, Selector((Requirement(key, "In", (value,)),))),)
+
+    cases = [
+        (Selector((Requirement("role", "NotIn", ("batch",)),)), {part("role", "batch"): True}),
+        (
+            Selector((Requirement("role", "In", ("api",)), Requirement("tier", "In", ("db",)))),
+            {part("role", "api"): False, part("tier", "db"): False},
+        ),
+    ]
+    for selector, tests in cases:
+        program = Program(tuple(Policy(ns, "p", selector, ingress=(rule,)) for ns in spaces))
+        compiled = compile_program(program, inventory)
+        family = compiled.lowered.family(4)
+        used = used_sets(family, Marks())
+        assert all(len(s.key) == 1 for s in used if s.kind == "pods")  # type: ignore[arg-type]
+        files = get_backend("iptables").render(compiled, Options())
+        assert files["ipsets"].count("\nadd ") < 2 * len(inventory.pods)  # the union alone: 40 or 20 more
+        names = names_of(compiled.lowered)
+        dispatch = [line for line in files["rules.v4"].splitlines() if "-j NPC-" in line and "P-" in line]
+        by_key = {s.key: s for s in used}
+        for key, out in tests.items():
+            test = f"-m set {'! ' if out else ''}--match-set {names.set(by_key[key].name)} dst"
+            assert any(test in line for line in dispatch), (test, dispatch)
+    listed = Selector((Requirement("role", "In", ("api", "batch")),))
+    program = Program(tuple(Policy(ns, "p", listed, ingress=(rule,)) for ns in spaces))
+    family = compile_program(program, inventory).lowered.family(4)
+    (scope, *_) = family.scopes["ingress"]
+    assert [test for _, test in scope.dispatch] == [family.dispatch["ingress"][0].target]
 
 
 def test_a_selector_is_tested_requirement_by_requirement() -> None:
@@ -347,7 +390,8 @@ def test_peers_across_namespaces_are_never_copied_into_a_union() -> None:
     program = compiled.lowered.family(4)
     used = used_sets(program, Marks())
     cross = {s.key for s in used if s.key[0].namespaces == EVERYWHERE}  # type: ignore[index,union-attr]
-    assert cross == {(peer,) for peer in everywhere}  # 6 sets for 15 pairs x 3 namespaces
+    # 6 sets for 15 pairs x 3 namespaces, and the targets' ``app=web`` part: the dispatch's test
+    assert cross == {(peer,) for peer in everywhere} | {(PodPeer(EVERYWHERE, WEB),)}
     entries = sum(len(compiled.members[s.name]) for s in used if s.kind == "pods")
     assert entries <= 3 * len(inventory.pods), entries
     peers = {m.peer for c in program.chains for m in c.matches if m.peer is not None}

@@ -39,7 +39,7 @@ import attrs
 
 from ...errors import UsageError
 from ...ir import Direction
-from ...lower import Dispatch, FamilyProgram, digest
+from ...lower import Dispatch, FamilyProgram, SetSpec, digest
 from ..base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options
 from .names import Names
 
@@ -85,7 +85,7 @@ class Group:
     number: int
     namespaces: tuple[str, ...]
     isolated: tuple[str, ...]  # the namespaces' isolated-pod sets (for the map set's members)
-    dispatch: tuple[tuple[Dispatch, bool], ...]  # (entry, whole namespace: no target test)
+    dispatch: tuple[tuple[Dispatch, SetSpec | None], ...]  # (entry, its test: ``Scope``'s local test)
 
 
 @attrs.frozen
@@ -132,17 +132,17 @@ def code_bits(mask: int) -> int:
 
 
 def groups(program: FamilyProgram, direction: Direction, bits: int) -> tuple[Group, ...]:
-    """Namespaces with the same dispatch list form one group ("" for an entry without a target test).
+    """Namespaces with the same dispatch list and local tests form one group.
 
     More groups than ``bits`` can number are merged, the two with the shortest dispatch lists
     first, until they fit: a merged group's dispatch is both lists in dispatch order, each entry
-    testing its target (its pods are in every namespace of the merge only where both lists
-    select their whole namespaces). Its packets meet both lists; nothing is refused. ``bits``:
+    with the local test both had, else testing its target (its pods are in every namespace of
+    the merge only where both lists select their whole namespaces). Its packets meet both lists; nothing is refused. ``bits``:
     ``code_bits`` of the direction's mask, which every caller must agree on (the trie's chains
     and the sets they test)."""
-    by_list: dict[tuple[tuple[str, str], ...], list[tuple[str, str, tuple[tuple[Dispatch, bool], ...]]]] = {}
+    by_list: dict[tuple[tuple[str, str], ...], list[tuple[str, str, Local]]] = {}
     for scope in program.scopes[direction]:
-        key = tuple((d.chain, "" if whole else d.target.name) for d, whole in scope.dispatch)
+        key = tuple((d.chain, local.name if local else "") for d, local in scope.dispatch)
         by_list.setdefault(key, []).append((scope.namespace, scope.isolated.name, scope.dispatch))
     found = [
         (tuple(ns for ns, _, _ in members), tuple(s for _, s, _ in members), members[0][2])
@@ -153,7 +153,8 @@ def groups(program: FamilyProgram, direction: Direction, bits: int) -> tuple[Gro
     return tuple(Group(i, *group) for i, group in enumerate(found))
 
 
-_Members = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[Dispatch, bool], ...]]
+Local = tuple[tuple[Dispatch, SetSpec | None], ...]
+_Members = tuple[tuple[str, ...], tuple[str, ...], Local]
 
 
 def _merged(found: list[_Members], most: int, order: dict[Dispatch, int]) -> list[_Members]:
@@ -165,12 +166,21 @@ def _merged(found: list[_Members], most: int, order: dict[Dispatch, int]) -> lis
     while len(heap) > most:
         _, _, (ns_a, iso_a, a) = heapq.heappop(heap)
         _, _, (ns_b, iso_b, b) = heapq.heappop(heap)
-        whole_a, whole_b = dict(a), dict(b)
-        both = sorted(whole_a.keys() | whole_b.keys(), key=order.__getitem__)
-        dispatch = tuple((d, whole_a.get(d, False) and whole_b.get(d, False)) for d in both)
+        local_a, local_b = dict(a), dict(b)
+        both = sorted(local_a.keys() | local_b.keys(), key=order.__getitem__)
+        dispatch = tuple((d, _shared(d, local_a, local_b)) for d in both)
         heapq.heappush(heap, (len(dispatch), made, (ns_a + ns_b, iso_a + iso_b, dispatch)))
         made += 1
     return sorted((group for _, _, group in heap), key=lambda group: min(group[0]))
+
+
+def _shared(
+    d: Dispatch, a: dict[Dispatch, SetSpec | None], b: dict[Dispatch, SetSpec | None]
+) -> SetSpec | None:
+    """An entry's test in a merge of two groups: the local test both have, else its target."""
+    if d in a and d in b and a[d] == b[d]:
+        return a[d]
+    return d.target
 
 
 def code_lengths(weights: Sequence[int], bits: int) -> list[int]:

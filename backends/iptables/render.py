@@ -427,7 +427,7 @@ def set_tests_per_set(program: FamilyProgram, marks: Marks) -> Mapping[SetSpec, 
         for direction in program.scopes:
             for group in groups(program, direction, code_bits(marks.group(direction))):
                 found.update(
-                    s for d, whole in group.dispatch if not whole for s in tested(d.target, group.namespaces)
+                    s for _, local in group.dispatch if local for s in tested(local, group.namespaces)
                 )
     else:
         found.update(program.isolated.values())
