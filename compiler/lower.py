@@ -567,8 +567,13 @@ class _Lowerer:
 
     def _note(self, spec: SetSpec) -> None:
         """``spec`` and the sets ``_set`` made with it, at any depth (a part may have parts or
-        exclusions of its own: a namespace part selecting by absence), as a fresh compile has them."""
-        self.sets.setdefault((spec.kind, spec.key), spec)
+        exclusions of its own: a namespace part selecting by absence), as a fresh compile has them.
+        A set already here has its own here too (``_set`` makes them before it, this notes them
+        after it), so a part many peers share is walked once."""
+        key = (spec.kind, spec.key)
+        if key in self.sets:
+            return
+        self.sets[key] = spec
         for one in (*spec.parts, *spec.excluded):
             self._note(one)
 
