@@ -117,18 +117,25 @@ def part_keys(key: SetKey, lists: bool = False) -> tuple[tuple[PodPeer, ...], ..
         return None
     if lists:
         return (PodPeer(peer.namespaces, EVERYWHERE),), (PodPeer(EVERYWHERE, peer.pods),)
-    return (PodPeer(peer.namespaces, EVERYWHERE),), *(
-        (PodPeer(EVERYWHERE, Selector((r,))),) for r in peer.pods.requirements
-    )
+    return ((PodPeer(peer.namespaces, EVERYWHERE),), *_each_part(peer.pods))
+
+
+def _each_part(pods: Selector) -> tuple[tuple[PodPeer, ...], ...]:
+    """Each requirement's pods in every namespace: the shared parts."""
+    return tuple((PodPeer(EVERYWHERE, Selector((r,))),) for r in pods.requirements)
+
+
+def _of_parts(pods: Selector) -> bool:
+    """Whether each requirement is a part: ``In`` one value, or ``Exists``."""
+    return all(r.op in ("In", "Exists") and len(r.values) < 2 for r in pods.requirements)
 
 
 def _requirement_parts(pods: Selector) -> tuple[tuple[PodPeer, ...], ...] | None:
     """A selector's pods in every namespace as each requirement's part, when it has several,
-    each ``In`` one value or ``Exists`` (a dispatch group's target, its namespace known)."""
-    requirements = pods.requirements
-    if len(requirements) < 2 or not all(r.op in ("In", "Exists") and len(r.values) < 2 for r in requirements):
+    all parts (a dispatch group's target, its namespace known)."""
+    if len(pods.requirements) < 2 or not _of_parts(pods):
         return None
-    return tuple((PodPeer(EVERYWHERE, Selector((r,))),) for r in requirements)
+    return _each_part(pods)
 
 
 EXCLUDED = 8  # the most sets a peer by absence is tested as not being in (``exclusions``)
@@ -144,14 +151,14 @@ def _present(r: Requirement) -> list[Selector]:
 
 
 def _by_parts(pods: Selector) -> bool:
-    """Whether a selector's pods in every namespace are tested by shared parts alone: values one
-    at a time, and by absence (``exclusions``) only beside at most one other requirement (the
-    pods it keeps are a part, or every pod: no test where a dispatch group's mark proves a pod)."""
-    present = [r for r in pods.requirements if r.op not in ABSENCE]
-    excluded = sum(len(_present(r)) for r in pods.requirements if r.op in ABSENCE)
-    if any(r.op == "In" and len(r.values) != 1 for r in present) or excluded > EXCLUDED:
-        return False
-    return not excluded or len(present) < 2
+    """Whether a selector's pods in every namespace are tested by shared parts alone (``_set``
+    makes its set so): its requirements' parts, or, by absence (``exclusions``), the parts it
+    excludes beside one part or every pod (no test where a dispatch group's mark proves a pod)."""
+    absent = exclusions((PodPeer(EVERYWHERE, pods),))
+    if absent is not None:
+        ((kept,),), _ = absent
+        return len(kept.pods.requirements) < 2 and _of_parts(kept.pods)
+    return _of_parts(pods)
 
 
 Keys = tuple[tuple[PodPeer, ...], ...]

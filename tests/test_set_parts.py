@@ -226,6 +226,28 @@ def test_a_target_in_every_namespace_is_tested_by_parts_once_the_namespace_is_kn
     assert [test for _, test in scope.dispatch] == [family.dispatch["ingress"][0].target]
 
 
+@settings(max_examples=200)
+@given(selector=st.one_of(drawn_selectors(listed=3), st.just(Selector((Requirement("app", "NotIn", ()),)))))
+def test_a_group_tests_a_target_by_parts_or_as_the_target(selector: Selector) -> None:
+    """Whatever the selector, a dispatch group tests a target shared by two namespaces either as
+    the target itself or by shared parts only (a requirement of one value or ``Exists``, or
+    every pod), never as a new set of the selector's pods in every namespace: that set would copy
+    every namespace's pods it matches. ``NotIn []`` excludes nothing, so it is no part."""
+    rule = Rule(peers=(PodPeer(EVERYWHERE, WEB),))
+    program = Program(tuple(Policy(ns, "p", selector, ingress=(rule,)) for ns in ("a", "b")))
+    family = lower(program).family(4)
+    for scope in family.scopes["ingress"]:
+        for entry, test in scope.dispatch:
+            if test is None or test == entry.target:
+                continue
+            for part in _tested(test, ("a", "b")):
+                (peer,) = part.key  # type: ignore[misc]
+                assert peer.namespaces == EVERYWHERE, part
+                requirements = peer.pods.requirements
+                assert len(requirements) <= 1, part
+                assert all(r.op in ("In", "Exists") and len(r.values) < 2 for r in requirements), part
+
+
 def test_a_selector_is_tested_requirement_by_requirement() -> None:
     """``app=a<i>, tier=db``, ``app=a<i>`` and ``tier=db`` in every namespace: as whole selectors
     a pod of tier db would be in three parts (and one per other selector holding its app); one
