@@ -162,12 +162,19 @@ def _with_parts(
     return out
 
 
-def _local(entry: Dispatch, test: object, sets: Mapping[str, SetSpec]) -> tuple[Dispatch, SetSpec | None]:
-    """A scope's entry with its local test: a set's name (format 4), or, before, whether a policy
-    selected the whole namespace (no test; else the entry's target, as those programs tested)."""
-    if isinstance(test, bool):
+def _local(
+    entry: Dispatch, test: object, sets: Mapping[str, SetSpec], format: int
+) -> tuple[Dispatch, SetSpec | None]:
+    """A scope's entry with its local test: a set's name or null (format 4), or, before, whether
+    a policy selected the whole namespace (no test; else the entry's target, as those programs
+    tested)."""
+    if format < 4:
+        if not isinstance(test, bool):
+            raise ValueError(f"a format {format} scope entry holds {test!r}, not true or false")
         return entry, None if test else entry.target
-    return entry, sets[str(test)] if test is not None else None
+    if test is not None and not isinstance(test, str):
+        raise ValueError(f"a scope entry's test is {test!r}, not a set's name or null")
+    return entry, sets[test] if test is not None else None
 
 
 def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
@@ -208,7 +215,7 @@ def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
                         str(s["namespace"]),
                         sets[s["isolated"]],
                         tuple(
-                            _local(dispatch[cast(Direction, d)][int(i)], test, sets)
+                            _local(dispatch[cast(Direction, d)][int(i)], test, sets, data["format"])
                             for i, test in s["dispatch"]
                         ),
                     )

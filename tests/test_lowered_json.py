@@ -15,8 +15,8 @@ from kernel.case import Case, load_cases, write_inputs
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.render import render_rules
 from npc.errors import InputError
-from npc.ir import Program
-from npc.lower import Lowered, lower, network_tag
+from npc.ir import PodPeer, Policy, Program, Requirement, Rule, Selector
+from npc.lower import EVERYWHERE, Lowered, lower, network_tag
 from npc.lowered_json import decode, encode
 from random_clusters import programs
 
@@ -76,6 +76,21 @@ def test_a_format_3_manifest_tests_each_scope_entry_as_it_did(program: Program) 
         for direction, scopes in now.scopes.items():
             for scope, was in zip(scopes, then.scopes[direction], strict=True):
                 assert [t for _, t in was.dispatch] == [t and d.target for d, t in scope.dispatch]
+
+
+@pytest.mark.parametrize(("format", "test"), [(4, True), (4, 0), (3, "s4-x"), (3, None)])
+def test_a_scope_entry_of_another_format_is_an_input_error(format: int, test: object) -> None:
+    """Format 4 names a set or null per scope entry, formats 1-3 a bool: the other is no manifest
+    npc wrote (a bool read as a set name, or a name as a flag, would test something else)."""
+    web = Selector((Requirement("app", "In", ("web",)),))
+    rule = Rule(peers=(PodPeer(EVERYWHERE, web),))
+    data = encode(lower(Program((Policy("a", "p", web, ingress=(rule,)),)), "blue"))
+    data["format"] = format
+    (scope,) = data["families"][0]["scopes"]["ingress"]
+    scope["dispatch"] = [[i, test] for i, _ in scope["dispatch"]]
+    with pytest.raises(InputError) as caught:
+        decode(data, "m.json")
+    assert "scope entry" in caught.value.render()
 
 
 def test_a_manifest_name_of_another_network_is_an_input_error() -> None:

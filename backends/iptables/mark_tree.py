@@ -137,9 +137,9 @@ def groups(program: FamilyProgram, direction: Direction, bits: int) -> tuple[Gro
     More groups than ``bits`` can number are merged, the two with the shortest dispatch lists
     first, until they fit: a merged group's dispatch is both lists in dispatch order, each entry
     with the local test both had, else testing its target (its pods are in every namespace of
-    the merge only where both lists select their whole namespaces). Its packets meet both lists; nothing is refused. ``bits``:
-    ``code_bits`` of the direction's mask, which every caller must agree on (the trie's chains
-    and the sets they test)."""
+    the merge only where both lists select their whole namespaces). Its packets meet both lists;
+    nothing is refused. ``bits``: ``code_bits`` of the direction's mask, which every caller must
+    agree on (the trie's chains and the sets they test)."""
     by_list: dict[tuple[tuple[str, str], ...], list[tuple[str, str, Local]]] = {}
     for scope in program.scopes[direction]:
         key = tuple((d.chain, local.name if local else "") for d, local in scope.dispatch)
