@@ -113,7 +113,7 @@ def part_keys(key: SetKey, lists: bool = False) -> tuple[tuple[PodPeer, ...], ..
     peer = key[0]
     if peer.namespaces.is_all and not lists:
         return _requirement_parts(peer.pods)
-    if not _splittable(peer) or not (lists or all(len(r.values) < 2 for r in peer.pods.requirements)):
+    if not _splittable(peer) or not (lists or _of_parts(peer.pods)):
         return None
     if lists:
         return (PodPeer(peer.namespaces, EVERYWHERE),), (PodPeer(EVERYWHERE, peer.pods),)
