@@ -163,14 +163,14 @@ def _with_parts(
 
 
 def _local(
-    entry: Dispatch, test: object, sets: Mapping[str, SetSpec], format: int
+    entry: Dispatch, test: object, sets: Mapping[str, SetSpec], version: int
 ) -> tuple[Dispatch, SetSpec | None]:
     """A scope's entry with its local test: a set's name or null (format 4), or, before, whether
     a policy selected the whole namespace (no test; else the entry's target, as those programs
     tested)."""
-    if format < 4:
+    if version < 4:
         if not isinstance(test, bool):
-            raise ValueError(f"a format {format} scope entry holds {test!r}, not true or false")
+            raise ValueError(f"a format {version} scope entry holds {test!r}, not true or false")
         return entry, None if test else entry.target
     if test is not None and not isinstance(test, str):
         raise ValueError(f"a scope entry's test is {test!r}, not a set's name or null")
