@@ -231,6 +231,9 @@ class Resolved(Mapping[str, list[Entry]]):
             found = self._found[name] = self._resolver.members(self._specs[name])
         return found
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs  # without working the set out (``Mapping``'s would)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._specs)
 

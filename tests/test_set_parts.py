@@ -105,6 +105,7 @@ def test_a_backend_works_out_the_members_of_only_the_sets_it_reads(monkeypatch: 
 
     monkeypatch.setattr(Resolver, "members", counting)
     compiled = compile_program(PROGRAM, INVENTORY)
+    assert all(name in compiled.members for name in compiled.members) and "x" not in compiled.members
     assert asked == []
     backends = ("iptables", "nftables", "weave", "calico")
     files = [get_backend(backends[0]).render(compiled, Options())]
