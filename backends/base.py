@@ -309,6 +309,12 @@ class Backend(Protocol):
         """What this dataplane leaves out of the compiled program (a family it does not carry)."""
         ...
 
+    def read_sets(self, lowered: Lowered, options: Options) -> frozenset[str]:
+        """The program sets whose members ``load``, ``load_members``, ``load_update`` and
+        ``drift`` read (rendering and counting may read more): the agent keeps only these up to
+        date, since a program holds many sets no dataplane loads (sets tested by their parts)."""
+        ...
+
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         """Replace this network's objects in the kernel atomically; ApplyError leaves the old ones."""
         ...

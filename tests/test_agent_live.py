@@ -12,11 +12,12 @@ from npc.agent.engine import local_only_sets
 from npc.agent.inputs import ApiInventory
 from npc.agent.kube import NAMESPACES, PODS, Cache
 from npc.agent.live import LiveInventory, LiveSets
-from npc.backends.base import member_changes
+from npc.backends import get as get_backend
+from npc.backends.base import Options, member_changes
 from npc.inventory import Inventory, build_inventory, pod_ips
 from npc.ir import Program
 from npc.lower import lower
-from npc.resolve import Entry, resolve
+from npc.resolve import Compiled, Entry, resolve
 from random_clusters import inventories, programs
 
 
@@ -55,6 +56,25 @@ def test_pod_by_pod_members_equal_a_full_resolve(
     members = sets.members()
     assert members == resolve(lowered, build_inventory(raw(after)))
     assert sets.entries == sum(map(len, members.values()))  # counted as they move, for the metric
+
+
+@settings(max_examples=100, deadline=None)
+@given(programs, inventories(), st.sampled_from(("iptables", "nftables", "weave")))
+def test_the_sets_a_backend_reads_are_all_it_renders_and_loads_from(
+    program: Program, inventory: Inventory, backend_name: str
+) -> None:
+    """The agent counts only ``read_sets`` (Weave: one flat dispatch, IPv4 only): the artefacts
+    from those members alone are the artefacts from every set's (a load reads what rendering
+    does: ``kernel_sets``, ``build``), and they are ``resolve``'s members of those sets."""
+    backend, lowered = get_backend(backend_name), lower(program)
+    live = LiveInventory(pod_ips)
+    live.update(raw(inventory))
+    read = backend.read_sets(lowered, Options())
+    members = LiveSets(lowered, live, set(), read=read).members()
+    full = resolve(lowered, build_inventory(raw(inventory)))
+    assert members == {name: full[name] for name in read}
+    only_read = backend.render(Compiled(program, lowered, members), Options())
+    assert only_read == backend.render(Compiled(program, lowered, full), Options())
 
 
 @settings(max_examples=150, deadline=None)

@@ -87,6 +87,9 @@ class CalicoBackend:
     def notes(self, compiled: Compiled, options: Options) -> tuple[str, ...]:
         return ()
 
+    def read_sets(self, lowered: Lowered, options: Options) -> frozenset[str]:
+        return frozenset()  # nothing is loaded here
+
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         raise UsageError("--backend calico writes resources for calicoctl apply; npc apply cannot load them")
 

@@ -89,6 +89,9 @@ class IptablesBackend:
     def notes(self, compiled: Compiled, options: Options) -> tuple[str, ...]:
         return ()
 
+    def read_sets(self, lowered: Lowered, options: Options) -> frozenset[str]:
+        return _render.read_sets(lowered, Marks.of(options))
+
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         written: dict[int, Chains] = {}
         report = load_layout(

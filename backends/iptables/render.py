@@ -526,6 +526,17 @@ def _used_names(program: FamilyProgram, marks: Marks) -> frozenset[str]:
     return frozenset(s.name for s in used_sets(program, marks))
 
 
+@per_program
+def read_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (4, 6)) -> frozenset[str]:
+    """The program sets whose members ``kernel_sets`` (and so every load) reads: those a rule
+    tests and the isolated sets feeding the map sets."""
+    out: set[str] = set()
+    for program in lowered.families:
+        if program.family in families:
+            out.update(_used_names(program, marks), _feeding(lowered, program.family, marks))
+    return frozenset(out)
+
+
 def set_changes(
     lowered: Lowered, old: Members, new: Members, marks: Marks, families: Sequence[int] = (4, 6)
 ) -> dict[str, tuple[list[Entry], list[Entry]]]:

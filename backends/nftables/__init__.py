@@ -10,7 +10,7 @@ from ..base import LoadReport, MemberDelta, Members, Options, Runner, no_iptable
 from . import render as _render
 from .drift import table_drift
 from .load import delete_table, load_elements, load_ruleset, npc_tables
-from .members import Ranks, TableChanged, Where, loaded_ranks, member_diffs, update_script
+from .members import Ranks, TableChanged, Where, loaded_ranks, member_diffs, read_sets, update_script
 from .render import Ruleset, build, rules_per_packet, table_name
 
 if TYPE_CHECKING:
@@ -50,6 +50,9 @@ class NftablesBackend:
 
     def notes(self, compiled: Compiled, options: Options) -> tuple[str, ...]:
         return ()
+
+    def read_sets(self, lowered: Lowered, options: Options) -> frozenset[str]:
+        return read_sets(lowered)
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         self.check(options)

@@ -121,6 +121,14 @@ def _targets(program: FamilyProgram, direction: Direction) -> frozenset[str]:
 
 
 @per_program
+def read_sets(lowered: Lowered) -> frozenset[str]:
+    """The program sets whose members a load reads: those the rules test, and the policy targets
+    and isolation sets that the rank maps and ``Where`` are made of."""
+    tested = (s.name for f in lowered.families for s in referenced_sets(f))
+    return frozenset(tested).union(*(_targets(f, d) for f in lowered.families for d in DIRECTIONS))
+
+
+@per_program
 def _tested(program: FamilyProgram) -> Mapping[str, SetSpec]:
     return {s.name: s for s in referenced_sets(program)}
 

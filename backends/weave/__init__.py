@@ -99,6 +99,9 @@ class WeaveBackend:
             f"{blocks} IPv6 ipBlock peers",
         )
 
+    def read_sets(self, lowered: Lowered, options: Options) -> frozenset[str]:
+        return iptables.read_sets(lowered, _marks(options), LAYOUT.families)
+
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
         return load_layout(self.name, compiled, _marks(options), options, runner, LAYOUT)
 

@@ -110,6 +110,10 @@ class Dataplane:
     def load_members(self, lowered: Lowered, old: Members, new: Members) -> MemberDelta:
         return self.backend.load_members(lowered, old, new, self.options, self.runner)
 
+    def read_sets(self, lowered: Lowered) -> frozenset[str] | None:
+        """The sets whose members the loads read: the only ones kept up to date (None: all)."""
+        return self.backend.read_sets(lowered, self.options)
+
 
 @attrs.define
 class Applied:
@@ -182,9 +186,8 @@ class Network:
         if self.sets is not None and not (force_full or self.failed):
             self.sets.change(pods, namespaces)  # up to date first; then its kept sets carry over
             previous = self.sets
-        sets = self.sets = LiveSets(
-            lowered, self.live, local_only_sets(lowered) if self.node else set(), previous
-        )
+        local_only = local_only_sets(lowered) if self.node else set()
+        sets = self.sets = LiveSets(lowered, self.live, local_only, previous, self.plane.read_sets(lowered))
         members = sets.members()
         compiled = Compiled(made.program, lowered, members)
         applied = self.applied

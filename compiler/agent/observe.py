@@ -45,8 +45,15 @@ class Metrics:
             registry=r,
         )
         self.rules = Gauge("npc_agent_rules", "Rules (policy matches) in force", ["network"], registry=r)
-        self.sets = Gauge("npc_agent_sets", "Sets in force", ["network"], registry=r)
-        self.entries = Gauge("npc_agent_set_entries", "Set entries in force", ["network"], registry=r)
+        self.sets = Gauge(
+            "npc_agent_sets",
+            "Program sets kept up to date (those the backend loads from)",
+            ["network"],
+            registry=r,
+        )
+        self.entries = Gauge(
+            "npc_agent_set_entries", "Entries of the program sets kept up to date", ["network"], registry=r
+        )
         self.objects = Gauge("npc_agent_input_objects", "Input objects by kind", ["kind"], registry=r)
         self.input_ok = Gauge(
             "npc_agent_input_valid",
