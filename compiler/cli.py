@@ -131,7 +131,7 @@ def _compile(args: argparse.Namespace) -> int:
     else:
         networks = [network_from_args(args)]
     # every network compiled and rendered before anything is written
-    with collector.paused(), display() as progress:
+    with collector.paused(to_the_end=True), display() as progress:
         sources = _read(args, progress)
         jobs = pipeline.build_all(sources, networks, progress)
         progress(f"rendering {backend.name} artefacts")
@@ -173,7 +173,7 @@ def _write(files: dict[str, str], output: str | None, label: str = "") -> None:
 def _apply(args: argparse.Namespace) -> int:
     backend, options = get_backend(args.backend), options_from_args(args)
     backend.check(options)
-    with collector.paused(), display() as progress:
+    with collector.paused(to_the_end=True), display() as progress:
         job = build_from_args(args, progress)
     _notes(job.sources.loaded.notes)
     _notes(job.assembled.notes)
