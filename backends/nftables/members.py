@@ -64,7 +64,7 @@ class Where:
 
     def __init__(self, lowered: Lowered, members: Members) -> None:
         self.lowered, self.members = lowered, members
-        self.names = frozenset(n for f in lowered.families for d in DIRECTIONS for n in _targets(f, d))
+        self.names = _every_target(lowered)
         self.of: dict[str, tuple[str, ...]] = {}
         for name in sorted(self.names):
             for text, _ in members.get(name, ()):
@@ -121,11 +121,16 @@ def _targets(program: FamilyProgram, direction: Direction) -> frozenset[str]:
 
 
 @per_program
+def _every_target(lowered: Lowered) -> frozenset[str]:
+    """``_targets`` of every family and direction: what ``Where`` indexes."""
+    return frozenset(n for f in lowered.families for d in DIRECTIONS for n in _targets(f, d))
+
+
+@per_program
 def read_sets(lowered: Lowered) -> frozenset[str]:
     """The program sets whose members a load reads: those the rules test, and the policy targets
     and isolation sets that the rank maps and ``Where`` are made of."""
-    tested = (s.name for f in lowered.families for s in referenced_sets(f))
-    return frozenset(tested).union(*(_targets(f, d) for f in lowered.families for d in DIRECTIONS))
+    return _every_target(lowered).union(*(_tested(f) for f in lowered.families))
 
 
 @per_program
