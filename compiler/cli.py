@@ -110,7 +110,7 @@ def _agent(args: argparse.Namespace) -> int:
 
 
 def _read(args: argparse.Namespace, progress: Progress) -> Sources:
-    return read_sources(args.paths, args.inventory, sys.stdin, progress)
+    return read_sources(args.paths, args.inventory, sys.stdin, progress, defer_inventory=True)
 
 
 def build_from_args(args: argparse.Namespace, progress: Progress = quiet) -> pipeline.Build:

@@ -20,7 +20,7 @@ from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingre
 from .frontends.positions import FieldPath, MapKey, locate, printable, render_path, show, snippet
 from .frontends.validate import FieldError, fail, integer, items, required, string, type_name
 from .ir import NAMESPACE_NAME_LABEL, PROTOCOLS, Address
-from .text import UTF8_BOM, decode, read_bytes, read_stdin, read_text
+from .text import UTF8_BOM, decode, read_bytes, read_stdin
 
 
 @attrs.frozen
@@ -275,15 +275,13 @@ def read_inventory_documents(
     only the objects to be built, told by their kind and metadata's name and namespace (all it may
     read); a JSON file's others are left unbuilt when simdjson can read it (see ``focused_json``),
     and nothing is hashed (no manifest is written)."""
-    if path == "-" or keep is None:
-        source = (
-            read_stdin(stdin if stdin is not None else sys.stdin)
-            if path == "-"
-            else read_text(path, "inventory")
-        )
+    if path == "-":
+        source = read_stdin(stdin if stdin is not None else sys.stdin)
         return InventoryText(
             source.name, source.text, tuple(load_documents(source.name, source.text)), source.sha256
         )
+    if keep is None:
+        return inventory_documents(read_bytes(path, "inventory"), printable(path))
     data, name = read_bytes(path, "inventory"), printable(path)
     body = data.removeprefix(UTF8_BOM)
     if name.endswith(".json") or _JSON_START.match(body):
@@ -294,6 +292,14 @@ def read_inventory_documents(
             return InventoryText(name, body, tuple(documents))
     source = decode(data, name, digest=False)
     return InventoryText(name, source.text, tuple(load_documents(name, source.text)))
+
+
+def inventory_documents(data: bytes, name: str) -> InventoryText:
+    """An inventory file's bytes (``read_bytes``) decoded, hashed and parsed."""
+    source = decode(data, name)
+    return InventoryText(
+        source.name, source.text, tuple(load_documents(source.name, source.text)), source.sha256
+    )
 
 
 def read_inventory(path: str, ip_source: IPSource = pod_ips) -> Inventory:

@@ -66,11 +66,13 @@ def idle_cpus(seconds: float = SAMPLE_S, read: Callable[[], str] = _proc_stat) -
 
 
 def _worth_it(sources: Sequence[Text]) -> bool:
-    """Enough YAML, fork safe (one thread), and a core idle: on a busy machine the child would
-    only take turns with the parent, and its pickling would be pure loss."""
+    return sum(len(s.text) for s in sources if _yaml(s)) >= MIN_BYTES and spare_core()
+
+
+def spare_core() -> bool:
+    """Fork safe (one thread) and a core idle: on a busy machine a child would only take turns
+    with the parent, and its pickling would be pure loss (``inventory_ahead`` asks too)."""
     if not hasattr(os, "fork") or threading.active_count() > 1:
-        return False
-    if sum(len(s.text) for s in sources if _yaml(s)) < MIN_BYTES:
         return False
     cores = len(os.sched_getaffinity(0))
     if cores < 2:  # no core for the child: no need to spend the sample finding that out

@@ -24,11 +24,18 @@ from typing import Any, TextIO
 import attrs
 import orjson
 
-from . import __version__, lowered_json
+from . import __version__, inventory_ahead, lowered_json
 from .backends.base import Backend, Options
 from .errors import UsageError
 from .frontends.legacy import isolation_policies, namespaces_from_objects
-from .inventory import Inventory, InventoryText, Namespace, build_inventory, read_inventory_documents
+from .inventory import (
+    Inventory,
+    InventoryText,
+    Namespace,
+    build_inventory,
+    inventory_documents,
+    read_inventory_documents,
+)
 from .ir import DEFAULT_NETWORK, Policy, Program
 from .lower import lower
 from .memo import Memo
@@ -41,7 +48,7 @@ from .passes.remove_shadowed import remove_shadowed
 from .progress import Progress, quiet
 from .resolve import Compiled, Rules, resolve
 from .sources import Loaded, read_policy_sources
-from .text import Text
+from .text import Text, printable, read_bytes
 
 Pass = Callable[[Program], Program]
 PASSES: tuple[Pass, ...] = (
@@ -131,6 +138,7 @@ class Sources:
     inventory_name: str = "<inventory>"  # as errors name it (<stdin> for -)
     inventory_text: str | bytes = ""  # for an error's line:column (see ``InventoryText``)
     released: bool = False
+    inventory_data: bytes | None = None  # read, not yet parsed (``read_sources``' ``defer_inventory``)
 
     def release_inventory(self) -> None:
         """Let go of the inventory's parsed documents and text once every network's inventory is
@@ -146,15 +154,22 @@ def read_sources(
     progress: Progress = quiet,
     keep: Callable[[Text], bool] | None = None,
     keep_objects: Callable[[Mapping[str, Any]], bool] | None = None,
+    *,
+    defer_inventory: bool = False,
 ) -> Sources:
     """``keep``: which policy texts to parse (all by default; see ``read_policy_sources``);
     ``keep_objects``: which inventory objects will be built, by their kind and metadata's name and
-    namespace (see ``read_inventory_documents``)."""
+    namespace (see ``read_inventory_documents``). ``defer_inventory`` (for ``build_all`` alone):
+    an inventory file is read but not parsed, so that ``build_all`` may parse and build it in a
+    second process while this one compiles the policies."""
     if inventory == "-" and "-" in paths:
         raise UsageError("stdin (-) can be read once: as policies or as --inventory, not both")
     progress("reading policies")
     loaded = read_policy_sources(paths, stdin, keep)
     progress("reading inventory")
+    if defer_inventory and inventory and inventory != "-" and keep_objects is None:
+        data = read_bytes(inventory, "inventory")
+        return Sources(loaded, [], inventory, inventory_name=printable(inventory), inventory_data=data)
     found = read_inventory_documents(inventory, stdin, keep_objects) if inventory else InventoryText()
     return Sources(loaded, list(found.documents), inventory, found.sha256, found.name, found.text)
 
@@ -190,6 +205,7 @@ def assemble(
     which inventory objects to read (all by default; see ``build_inventory``)."""
     if sources.released:
         raise RuntimeError("the inventory's documents were released: assemble every network first")
+    _parse_deferred(sources)
     address_source = network.address_source()
     inventory = build_inventory(
         sources.inventory_documents,
@@ -199,10 +215,24 @@ def assemble(
         lenient=lenient,
         keep=keep,
     )
-    program = select_policies(policy_program(sources.loaded, inventory.namespaces), network)
+    return _assembly(sources.loaded, network, inventory, address_source.warnings)
+
+
+def _assembly(
+    loaded: Loaded, network: NetworkSpec, inventory: Inventory, address_warnings: Sequence[str]
+) -> Assembled:
+    program = select_policies(policy_program(loaded, inventory.namespaces), network)
     ungoverned = not program.policies and not network.is_primary
     notes = (ungoverned_note(network),) if ungoverned else ()
-    return Assembled(network, program, inventory, notes, (*inventory.warnings, *address_source.warnings))
+    return Assembled(network, program, inventory, notes, (*inventory.warnings, *address_warnings))
+
+
+def _parse_deferred(sources: Sources) -> None:
+    """The inventory ``read_sources`` left unparsed, parsed as it would have parsed it."""
+    if sources.inventory_data is not None:
+        found = inventory_documents(sources.inventory_data, sources.inventory_name)
+        sources.inventory_documents, sources.inventory_sha256 = list(found.documents), found.sha256
+        sources.inventory_text, sources.inventory_data = found.text, None
 
 
 @attrs.frozen
@@ -229,10 +259,50 @@ def build_all(
 ) -> list[Build]:
     """Every network of a command, all from ``sources``: each assembled, then the inventory's
     documents released (``Sources.release_inventory``), then each compiled. For commands that
-    read their sources for this alone (compile, apply): ``sources`` builds nothing after."""
+    read their sources for this alone (compile, apply): ``sources`` builds nothing after.
+
+    An inventory ``read_sources`` deferred is built in a second process while this one compiles
+    the policies, where that is worth it (``inventory_ahead``)."""
+    data = sources.inventory_data
+    if data is not None and not sources.loaded.namespaces and inventory_ahead.worth_it(data):
+        built = _built_ahead(sources, data, networks, progress, lenient)
+        if built is not None:
+            return built
     assembled = [_assembled(sources, network, progress, lenient) for network in networks]
     sources.release_inventory()
     return [_compiled(sources, one, progress) for one in assembled]
+
+
+def _built_ahead(
+    sources: Sources, data: bytes, networks: Sequence[NetworkSpec], progress: Progress, lenient: bool
+) -> list[Build] | None:
+    """``build_all`` with the inventory built in a child beside the passes and lowering; None
+    where the child built nothing (``build_all`` then reads it here, and meets its error).
+
+    The policies are compiled before their namespaces are known, as if none carried the 1.6
+    annotation (``worth_it`` found none in the bytes): a network whose inventory says otherwise
+    (no policy source may hold a Namespace: those join the program in the inventory's order) is
+    compiled again with its program."""
+    with inventory_ahead.inventories_ahead(data, sources.inventory_name, networks, lenient) as result:
+        programs = [select_policies(policy_program(sources.loaded), network) for network in networks]
+        rules = []
+        for network, program in zip(networks, programs, strict=True):
+            progress(f"compiling {len(program.policies)} policies for network {network.name}")
+            rules.append(compile_rules(program, network.name))
+        progress("indexing pods")
+        built = result()
+    if built is None:
+        return None
+    sources.inventory_sha256, sources.inventory_data, sources.released = built.sha256, None, True
+    jobs = []
+    for network, program, compiled, (inventory, warnings) in zip(
+        networks, programs, rules, built.networks, strict=True
+    ):
+        assembled = _assembly(sources.loaded, network, inventory, warnings)
+        if assembled.program != program:
+            compiled = compile_rules(assembled.program, network.name)
+        jobs.append(Build(sources, assembled, resolve_members(compiled, inventory)))
+    return jobs
 
 
 def _assembled(sources: Sources, network: NetworkSpec, progress: Progress, lenient: bool) -> Assembled:
