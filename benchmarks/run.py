@@ -41,6 +41,7 @@ import attrs
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generate
 import generate_catalogue
+import generate_independent
 import generate_mixed
 from generate import SIZES, ClusterSpec
 
@@ -50,6 +51,8 @@ GENERATORS: dict[str, Callable[[ClusterSpec, Path], Path]] = {
     "mixed": generate_mixed.write_cluster,
     "lists": functools.partial(generate_mixed.write_cluster, lists=True),
     "catalogue": generate_catalogue.write_cluster,
+    "independent": generate_independent.write_cluster,
+    "independent-messy": functools.partial(generate_independent.write_cluster, mix="messy"),
 }
 
 DATA = Path(tempfile.gettempdir()) / "npc-bench"
@@ -95,9 +98,15 @@ def parse_only(cluster: Path) -> Metrics:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     start, cpu = time.perf_counter(), time.process_time()
     documents = 0
-    for name in sorted(glob.glob(str(cluster / "policies" / "**" / "*.yaml"), recursive=True)):
+    for name in sorted(glob.glob(str(cluster / "policies" / "**" / "*"), recursive=True)):
+        if not name.endswith((".yaml", ".yml", ".json")):
+            continue
         with open(name, encoding="utf-8") as fh:
-            documents += sum(1 for _ in yaml.load_all(fh.read(), Loader=loader))
+            text = fh.read()
+        if name.endswith(".json"):  # as npc reads them: ``json``, not YAML
+            documents += json.loads(text) is not None
+        else:
+            documents += sum(1 for _ in yaml.load_all(text, Loader=loader))
     with open(cluster / "inventory.json", encoding="utf-8") as fh:
         items = len(json.load(fh)["items"])
     return {
@@ -245,9 +254,10 @@ def cluster_for(spec: ClusterSpec, data: Path, generator: str = "bench") -> Path
     """The generated cluster, cached by its spec and the generators' sources."""
     where = data / (f"{spec.name}-{spec.seed}" + ("" if generator == "bench" else f"-{generator}"))
     stamp = where / "spec.json"
-    sources = hashlib.sha256(
-        b"".join(Path(m.__file__).read_bytes() for m in (generate, generate_mixed, generate_catalogue))
-    )
+    modules = [generate, generate_mixed, generate_catalogue]  # what the first four mixes' stamps hash
+    if generator.startswith("independent"):
+        modules.append(generate_independent)
+    sources = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in modules))
     wanted = json.dumps({**attrs.asdict(spec), "generator": [generator, sources.hexdigest()]}, sort_keys=True)
     if not stamp.exists() or stamp.read_text() != wanted:
         print(f"generating {generator} {spec.name} into {where} ...", file=sys.stderr)
