@@ -7,7 +7,9 @@ source scripts/bootstrap.sh
 if [ "$(id -u)" = 0 ]; then apt_install iptables nftables ipset iproute2; fi
 NPC_EXTRAS="[test]" source scripts/bootstrap.sh
 echo "== ruff"; ruff check . && ruff format --check .
-echo "== mypy"; (cd /tmp && mypy -p npc)
+# from /tmp, so that npc is the installed link tree; the cache in this checkout, so that another
+# checkout's (a shared /tmp/.mypy_cache) can never stand for this one's modules
+echo "== mypy"; root=$PWD; (cd /tmp && mypy --cache-dir "$root/.mypy_cache" -p npc)
 echo "== pytest"
 set +e
 python -m pytest "$@"
