@@ -101,12 +101,23 @@ class Inputs:
         self.policies.mkdir()
 
     def write(self, policies: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]) -> None:
-        for old in self.policies.iterdir():
-            old.unlink()
+        """Each file replaced whole, as a deployment tool does: a read by a running engine's resync
+        never meets an emptied folder or half a file (which a pod event's test took for a policy
+        change now and then)."""
+        names = {f"{n}.yaml" for n in range(len(policies))}
         for n, doc in enumerate(policies):
-            (self.policies / f"{n}.yaml").write_text(yaml.safe_dump(dict(doc)))
+            _replace(self.policies / f"{n}.yaml", yaml.safe_dump(dict(doc)))
+        for old in self.policies.iterdir():
+            if old.name not in names:
+                old.unlink()
         items = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}, *pods]
-        self.inventory.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+        _replace(self.inventory, json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 class Running:
