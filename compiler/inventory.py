@@ -20,7 +20,7 @@ from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingre
 from .frontends.positions import FieldPath, MapKey, locate, printable, render_path, show, snippet
 from .frontends.validate import FieldError, fail, integer, items, required, string, type_name
 from .ir import NAMESPACE_NAME_LABEL, PROTOCOLS, Address
-from .text import UTF8_BOM, decode, read_bytes, read_stdin
+from .text import UTF8_BOM, Text, decode, read_bytes, read_stdin
 
 
 @attrs.frozen
@@ -276,10 +276,7 @@ def read_inventory_documents(
     read); a JSON file's others are left unbuilt when simdjson can read it (see ``focused_json``),
     and nothing is hashed (no manifest is written)."""
     if path == "-":
-        source = read_stdin(stdin if stdin is not None else sys.stdin)
-        return InventoryText(
-            source.name, source.text, tuple(load_documents(source.name, source.text)), source.sha256
-        )
+        return _parsed(read_stdin(stdin if stdin is not None else sys.stdin))
     if keep is None:
         return inventory_documents(read_bytes(path, "inventory"), printable(path))
     data, name = read_bytes(path, "inventory"), printable(path)
@@ -296,7 +293,10 @@ def read_inventory_documents(
 
 def inventory_documents(data: bytes, name: str) -> InventoryText:
     """An inventory file's bytes (``read_bytes``) decoded, hashed and parsed."""
-    source = decode(data, name)
+    return _parsed(decode(data, name))
+
+
+def _parsed(source: Text) -> InventoryText:
     return InventoryText(
         source.name, source.text, tuple(load_documents(source.name, source.text)), source.sha256
     )
