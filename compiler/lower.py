@@ -10,7 +10,8 @@ Shape (per network and address family):
   dispatch: for each policy (target set -> policy chain) whose chain can allow something, jump
             while nothing has allowed yet; then drop unless something allowed.
   policy chain: one match per (peer set x port group); a match marks the packet allowed.
-Identical policy chains are shared, identical sets are one set, and a set of one namespace's
+Identical policy chains are shared, the unshared chains of policies selecting the same pods of
+one namespace are one chain (``_combined``), identical sets are one set, and a set of one namespace's
 pods matching one selector is tested as shared sets (``part_keys``): the namespace's pods and each
 requirement's pods in every namespace.
 """
@@ -41,6 +42,7 @@ from .ir import (
     Requirement,
     Rule,
     Selector,
+    merge_intervals,
     namespace_selector,
     port_spans,
 )
@@ -487,6 +489,35 @@ class Lowered:
         return next(f for f in self.families if f.family == family)
 
 
+_Lowered = tuple[Policy, Direction, Chain, int]  # a policy's chain, and how many policies it holds
+
+
+def _joined(matches: Iterable[Match]) -> tuple[Match, ...]:
+    """Each match once, in order, a peer's numeric ports of one protocol joined in its first
+    match (rules are OR-ed; ``()``, every port, absorbs the rest)."""
+    spans: dict[tuple[SetSpec | None, str | None], list[tuple[int, int]] | None] = {}
+    out: dict[Match, None] = {}
+    for m in matches:
+        if m.named_port is not None or m.protocol is None:
+            out.setdefault(m)
+            continue
+        key = (m.peer, m.protocol)
+        if key not in spans:
+            spans[key] = list(m.ports) if m.ports else None
+            out.setdefault(Match(m.peer, m.protocol))  # a placeholder, its ports filled below
+        elif (known := spans[key]) is not None:
+            if m.ports:
+                known.extend(m.ports)
+            else:
+                spans[key] = None
+    return tuple(
+        m
+        if m.named_port is not None or m.protocol is None
+        else Match(m.peer, m.protocol, tuple(merge_intervals(spans[(m.peer, m.protocol)] or ())))
+        for m in out
+    )
+
+
 class _Lowerer:
     def __init__(
         self, tag: str, family: int, memo: Memo | None = None, crowded: Crowded = frozenset()
@@ -592,6 +623,9 @@ class _Lowerer:
                     matches[Match(peer, protocol, ports, named)] = None
         if not matches:
             return None
+        return self._named(direction, tuple(matches), f"{policy.namespace}/{policy.name}")
+
+    def _named(self, direction: Direction, matches: tuple[Match, ...], comment: str) -> Chain:
         # set names stand for their meaning, so they identify the content as well as the sets do
         tag = self.tag
         content = tuple(
@@ -604,40 +638,70 @@ class _Lowerer:
             )
             for m in matches
         )
-        name = "P-" + digest(direction, self.family, content)
-        return Chain(name, direction, tuple(matches), f"{policy.namespace}/{policy.name}")
+        return Chain("P-" + digest(direction, self.family, content), direction, matches, comment)
+
+    def _combined(self, lowered: list[_Lowered]) -> list[_Lowered]:
+        """The chains of policies that select the same pods of one namespace, as one chain, where
+        no other policy shares them: a pod selected by forty policies met forty dispatch tests
+        (one per policy, 145 in one namespace of an independently written L), and the forty
+        chains' matches repeat peers and ports (rules are OR-ed, so one chain of all of them,
+        each match once and a peer's numeric ports joined, allows the same). A chain other
+        policies share (the same rules in many namespaces) stays as it is: copied into each
+        namespace's combination, its rules would be written once per namespace."""
+        uses = Counter(chain.name for _, _, chain, _ in lowered)
+        alike: dict[tuple[Direction, PodPeer], list[_Lowered]] = {}
+        for one in lowered:
+            policy, direction, chain, _ = one
+            if uses[chain.name] == 1:
+                alike.setdefault((direction, policy.target), []).append(one)
+        out: list[_Lowered] = []
+        for one in lowered:
+            policy, direction, chain, _ = one
+            group = alike.get((direction, policy.target), [])
+            if len(group) < 2 or uses[chain.name] != 1:
+                out.append(one)
+            elif group[0] is one:
+                matches = _joined(m for _, _, c, _ in group for m in c.matches)
+                comment = f"{chain.comment} and {len(group) - 1} more"
+                out.append((policy, direction, self._named(direction, matches, comment), len(group)))
+        return out
 
     def program(self, policies: tuple[Policy, ...]) -> FamilyProgram:
         """One dispatch per (direction, chain), its target the union of the targets of every
         policy whose rules lower to that chain: "jump if in T1; jump if in T2" to the same
         chain is "jump if in T1 u T2", so a policy repeated across namespaces costs one rule."""
         chains: dict[str, Chain] = {}
-        users: dict[tuple[Direction, str], dict[PodPeer, str]] = {}  # target -> policy, in order
+        # target -> (its first policy, how many policies), in order
+        users: dict[tuple[Direction, str], dict[PodPeer, tuple[str, int]]] = {}
         # The pods isolated for a direction: the union of the targets of every policy governing it,
         # named by those targets (not by the direction), like every other set.
         isolated = {
             d: self._set("pods", pod_union(p.target for p in policies if p.rules(d) is not None))
             for d in DIRECTIONS
         }
+        lowered: list[_Lowered] = []
         for policy in policies:
             for direction in DIRECTIONS:
                 if policy.rules(direction) is None:
                     continue
                 chain = self.chain(policy, direction)
-                if chain is None:
-                    continue  # isolates only: it is one of the isolated set's targets
-                chains.setdefault(chain.name, chain)
-                targets = users.setdefault((direction, chain.name), {})
-                targets.setdefault(policy.target, f"{policy.namespace}/{policy.name}")
+                if chain is not None:  # else it isolates only: one of the isolated set's targets
+                    lowered.append((policy, direction, chain, 1))
+        for policy, direction, chain, count in self._combined(lowered):
+            chains.setdefault(chain.name, chain)
+            targets = users.setdefault((direction, chain.name), {})
+            if policy.target not in targets:
+                targets[policy.target] = (f"{policy.namespace}/{policy.name}", count)
         dispatch: dict[Direction, list[Dispatch]] = {d: [] for d in DIRECTIONS}
         # namespace -> its dispatch entries, in dispatch order, each with its policies' pod selectors
         shares: dict[Direction, dict[str, dict[Dispatch, list[Selector]]]] = {d: {} for d in DIRECTIONS}
         for (direction, chain_name), targets in users.items():
-            first = next(iter(targets.values()))
-            comment = first if len(targets) == 1 else f"{first} and {len(targets) - 1} more"
+            first, _ = next(iter(targets.values()))
+            more = sum(count for _, count in targets.values()) - 1
+            comment = f"{first} and {more} more" if more else first
             entry = Dispatch(self._set("pods", pod_union(targets)), chain_name, comment)
             dispatch[direction].append(entry)
-            for target, label in targets.items():
+            for target, (label, _) in targets.items():
                 shares[direction].setdefault(label.split("/", 1)[0], {}).setdefault(entry, []).append(
                     target.pods
                 )

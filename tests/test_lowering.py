@@ -27,8 +27,19 @@ from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.render import kernel_sets, set_changes
 from npc.evaluate import Evaluator
-from npc.inventory import Inventory, Pod, read_inventory
-from npc.ir import IPBlock, Policy, Program, Rule
+from npc.inventory import Inventory, Namespace, Pod, read_inventory
+from npc.ir import (
+    NAMESPACE_NAME_LABEL,
+    IPBlock,
+    PodPeer,
+    Policy,
+    PortSpec,
+    Program,
+    Requirement,
+    Rule,
+    Selector,
+    namespace_selector,
+)
 from npc.pipeline import compile_program
 from npc.sources import read_policy_sources
 from random_clusters import (
@@ -202,3 +213,65 @@ def test_a_generated_cluster_s_artefacts_decide_like_the_evaluator(tmp_path: Pat
         assert nft.allowed(*probe) == want, probe
         seen[want] += 1
     assert seen[True] > 200 and seen[False] > 200, seen  # both answers occur: the test can fail
+
+
+def _webhooks(name: str, source: str, ports: tuple[int, ...], namespace: str = "shop") -> Policy:
+    """Ingress to ``app=webhooks`` of ``namespace`` from ``app=<source>`` of the same namespace."""
+    webhooks = Selector((Requirement("app", "In", ("webhooks",)),))
+    peer = PodPeer(namespace_selector(namespace), Selector((Requirement("app", "In", (source,)),)))
+    return Policy(
+        namespace, name, webhooks, ingress=(Rule((peer,), tuple(PortSpec("TCP", p) for p in ports)),)
+    )
+
+
+def test_policies_selecting_the_same_pods_are_one_chain() -> None:
+    """Three policies of one namespace selecting ``app=webhooks``, each its own rules, are one
+    chain and one dispatch entry (``lower._combined``): each match once, a peer's ports joined.
+    A chain the same policy has in two namespaces stays shared, a dispatch entry of its own."""
+    monitoring = PodPeer(Selector((Requirement("team", "In", ("ops",)),)), Selector())
+    scrape = [
+        Policy(
+            ns, "scrape", Selector((Requirement("app", "In", ("webhooks",)),)), ingress=(Rule((monitoring,)),)
+        )
+        for ns in ("shop", "bank")
+    ]
+    program = Program(
+        (
+            _webhooks("a", "api", (80,)),
+            _webhooks("b", "api", (443, 80)),
+            _webhooks("c", "web", (80,)),
+            *scrape,
+        )
+    )
+    family = lower.lower(program).family(4)
+    by_comment = {c.comment: c for c in family.chains}
+    assert sorted(by_comment) == ["bank/scrape", "shop/a and 2 more"]
+    joined = by_comment["shop/a and 2 more"].matches
+    assert [(m.peer and m.peer.key[0].pods.requirements[0].values, m.ports) for m in joined] == [
+        (("api",), ((80, 80), (443, 443))),
+        (("web",), ((80, 80),)),
+    ]
+    ingress = family.dispatch["ingress"]
+    assert [d.comment for d in ingress] == ["bank/scrape and 1 more", "shop/a and 2 more"]  # by name
+    (shop,) = (s for s in family.scopes["ingress"] if s.namespace == "shop")
+    assert len(shop.dispatch) == 2
+    assert lower.lower(Program(tuple(reversed(program.policies)))) == lower.lower(program)
+
+
+def test_joined_policies_allow_what_each_allowed() -> None:
+    """The joined chain decides like the policies one by one, on the rendered rules."""
+    program = Program(
+        (_webhooks("a", "api", (80,)), _webhooks("b", "api", (81,)), _webhooks("c", "web", (8080,)))
+    )
+    ips = {
+        app: ipaddress.ip_address(f"10.0.0.{i}") for i, app in enumerate(("webhooks", "api", "web", "db"), 1)
+    }
+    inventory = Inventory(
+        (Namespace("shop", {NAMESPACE_NAME_LABEL: "shop"}),),
+        tuple(Pod("shop", app, {"app": app}, (ip,)) for app, ip in ips.items()),
+    )
+    dataplane = Dataplane(_artefacts(program, inventory))
+    expected = connectivity(Evaluator(program, inventory).allowed, inventory)
+    assert connectivity(dataplane.allowed, inventory) == expected
+    to_webhooks = {(src, protocol, port) for src, dst, protocol, port in expected if dst == ips["webhooks"]}
+    assert to_webhooks == {(ips["api"], "TCP", 80), (ips["api"], "TCP", 81), (ips["web"], "TCP", 8080)}

@@ -103,7 +103,7 @@ RICH = Program(
         Policy(
             "default",
             "many-ports",
-            sel(role="db"),
+            sel(role="db", tier="back"),  # not db-from-web's selector: a chain of its own
             ingress=(Rule(None, tuple(PortSpec("UDP", p) for p in range(1000, 1040, 2))),),
         ),
         Policy(

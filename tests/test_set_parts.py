@@ -478,7 +478,8 @@ def _team_lists() -> tuple[Program, Inventory]:
         for i, ns in enumerate(TEAM_SPACES)
         for j, pods in enumerate((Selector(), WEB))
     ]
-    policies.append(Policy("ns5", "names", WEB, ingress=(Rule(peers=(NAMES,)),)))
+    # every pod, not WEB: a chain of its own, not joined with ns5's own pN (``lower._combined``)
+    policies.append(Policy("ns5", "names", Selector(), ingress=(Rule(peers=(NAMES,)),)))
     return Program(tuple(policies)), Inventory(namespaces, cluster.pods)
 
 
@@ -511,7 +512,7 @@ def test_value_lists_across_namespaces_are_tested_value_by_value() -> None:
     apps = PodPeer(EVERYWHERE, Selector((Requirement("app", "In", ("db", "web")),)))
     more = (
         Policy("ns0", "five", WEB, ingress=(Rule(peers=(five,)),)),
-        Policy("ns0", "apps", WEB, ingress=(Rule(peers=(apps,)),)),
+        Policy("ns0", "apps", Selector(), ingress=(Rule(peers=(apps,)),)),
     )
     family = compile_program(Program(more), inventory).lowered.family(4)
     chain = next(c for c in family.chains if c.comment == "ns0/five")
