@@ -495,26 +495,19 @@ _Lowered = tuple[Policy, Direction, Chain, int]  # a policy's chain, and how man
 def _joined(matches: Iterable[Match]) -> tuple[Match, ...]:
     """Each match once, in order, a peer's numeric ports of one protocol joined in its first
     match (rules are OR-ed; ``()``, every port, absorbs the rest)."""
-    spans: dict[tuple[SetSpec | None, str | None], list[tuple[int, int]] | None] = {}
-    out: dict[Match, None] = {}
+    spans: dict[Match, list[tuple[int, int]] | None] = {}  # None: as it is, or every port
     for m in matches:
         if m.named_port is not None or m.protocol is None:
-            out.setdefault(m)
+            spans.setdefault(m, None)
             continue
-        key = (m.peer, m.protocol)
-        if key not in spans:
-            spans[key] = list(m.ports) if m.ports else None
-            out.setdefault(Match(m.peer, m.protocol))  # a placeholder, its ports filled below
-        elif (known := spans[key]) is not None:
-            if m.ports:
-                known.extend(m.ports)
-            else:
-                spans[key] = None
+        known = spans.setdefault(Match(m.peer, m.protocol), [])
+        if known is not None and m.ports:
+            known.extend(m.ports)
+        elif known is not None:
+            spans[Match(m.peer, m.protocol)] = None
     return tuple(
-        m
-        if m.named_port is not None or m.protocol is None
-        else Match(m.peer, m.protocol, tuple(merge_intervals(spans[(m.peer, m.protocol)] or ())))
-        for m in out
+        m if found is None else attrs.evolve(m, ports=tuple(merge_intervals(found)))
+        for m, found in spans.items()
     )
 
 
