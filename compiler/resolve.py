@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import attrs
 
 from .inventory import Inventory
-from .ir import NAMESPACE_NAME_LABEL, IPBlock, Network, PodPeer, Program, Selector, subnet_of
+from .ir import IPBlock, Network, PodPeer, Program, Selector, subnet_of
 from .lower import Lowered, SetSpec
 
 Entry = tuple[str, bool]  # (rendered member, nomatch)
@@ -52,13 +52,17 @@ class PodIndex:
         self.namespaces = inventory.namespaces
         self.pods = inventory.pods
         self._ns_by_name = {ns.name: ns for ns in inventory.namespaces}
+        self._ns_index: _Index = _indexed(ns.labels for ns in inventory.namespaces)
         self._pods: dict[str, list[int]] = defaultdict(list)  # namespace -> pod numbers
         self._by_label: dict[str, dict[tuple[str, str], set[int]]] = defaultdict(lambda: defaultdict(set))
         self._by_key: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
         self._named: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
-        # (family, pod number) -> its addresses, rendered once with their sort keys
-        self._addresses: dict[int, list[list[tuple[int, str]]]] = {4: [], 6: []}
-        v4, v6 = self._addresses[4], self._addresses[6]
+        # per family, per pod number: the ranks of its addresses among all the family's
+        # addresses by value, and each rank's (address as int, text): a set's members are its
+        # pods' ranks sorted, so one value held by two pods is one member
+        self._ranks: dict[int, list[tuple[int, ...]]] = {}
+        self._by_rank: dict[int, list[tuple[int, str]]] = {}
+        rendered: dict[int, list[list[tuple[int, str]]]] = {4: [], 6: []}
         for number, pod in enumerate(inventory.pods):
             self._pods[pod.namespace].append(number)
             by_label, by_key = self._by_label[pod.namespace], self._by_key[pod.namespace]
@@ -67,9 +71,12 @@ class PodIndex:
                 by_key[key].add(number)
             for (protocol, name), port in pod.named_ports().items():
                 self._named[(protocol, name)].append((number, port))
-            rendered = [(ip.version, int(ip), str(ip)) for ip in pod.ips]
-            v4.append([(key, text) for family, key, text in rendered if family == 4])
-            v6.append([(key, text) for family, key, text in rendered if family == 6])
+            for family, addresses in rendered.items():
+                addresses.append([(int(ip), str(ip)) for ip in pod.ips if ip.version == family])
+        for family, addresses in rendered.items():
+            self._by_rank[family] = sorted({a for pod in addresses for a in pod})
+            rank = {a: r for r, a in enumerate(self._by_rank[family])}
+            self._ranks[family] = [tuple(rank[a] for a in pod) for pod in addresses]
         self._all: _Index | None = None
         self._namespace_memo: dict[Selector, list[str]] = {}
         self._peer_memo: dict[PodPeer, list[int]] = {}
@@ -91,43 +98,20 @@ class PodIndex:
     def match_namespaces(self, selector: Selector) -> list[str]:
         found = self._namespace_memo.get(selector)
         if found is None:
-            found = self._namespace_memo[selector] = self._match_namespaces(selector)
+            namespaces = self.namespaces
+            chosen = _select(self._ns_index, selector, lambda i: namespaces[i].labels)
+            found = self._namespace_memo[selector] = [namespaces[i].name for i in chosen]
         return found
-
-    def _match_namespaces(self, selector: Selector) -> list[str]:
-        for req in selector.requirements:  # the common "one namespace" case is a dict lookup
-            if req.key == NAMESPACE_NAME_LABEL and req.op == "In":
-                candidates = [self._ns_by_name[n] for n in req.values if n in self._ns_by_name]
-                return [ns.name for ns in candidates if selector.matches(ns.labels)]
-        return [ns.name for ns in self.namespaces if selector.matches(ns.labels)]
 
     def match_pods(self, namespace: str | None, selector: Selector) -> list[int]:
         """Numbers (positions in the inventory) of the pods of ``namespace`` (None: of every
         namespace the inventory has) that ``selector`` picks."""
         if namespace is None:
-            numbers, by_label, by_key = self._everywhere()
+            index = self._everywhere()
         else:
-            numbers, by_label, by_key = (
-                self._pods.get(namespace, []),
-                self._by_label[namespace],
-                self._by_key[namespace],
-            )
-        candidates: set[int] | None = None
-        for req in selector.requirements:
-            if req.op == "In":
-                found = set().union(*(by_label.get((req.key, v), set()) for v in req.values))
-            elif req.op == "Exists":
-                found = by_key.get(req.key, set())
-            else:
-                continue
-            candidates = found if candidates is None else candidates & found
-        chosen = numbers if candidates is None else sorted(candidates)
-        # the index answers In and Exists exactly; only the negative requirements need a look
-        rest = [r for r in selector.requirements if r.op in ("NotIn", "DoesNotExist")]
-        if not rest:
-            return chosen
+            index = (self._pods.get(namespace, []), self._by_label[namespace], self._by_key[namespace])
         pods = self.pods
-        return [i for i in chosen if all(r.matches(pods[i].labels) for r in rest)]
+        return _select(index, selector, lambda i: pods[i].labels)
 
     def peer_pods(self, peer: PodPeer) -> list[int]:
         found = self._peer_memo.get(peer)
@@ -143,17 +127,49 @@ class PodIndex:
 
     def addresses(self, numbers: Iterable[int], family: int) -> list[Entry]:
         """The pods' addresses in ``family``, sorted by value, each once."""
-        rendered = self._addresses[family]
-        by_value = {key: text for i in numbers for key, text in rendered[i]}
-        return [(by_value[key], False) for key in sorted(by_value)]
+        ranks, by_rank = self._ranks[family], self._by_rank[family]
+        return [(by_rank[r][1], False) for r in sorted({r for i in numbers for r in ranks[i]})]
 
     def named_port(self, protocol: str, name: str, family: int) -> list[_Keyed]:
-        rendered, rest = self._addresses[family], protocol.lower()
+        ranks, by_rank, rest = self._ranks[family], self._by_rank[family], protocol.lower()
         return [
             ((key, f"{rest}:{port}"), f"{text},{rest}:{port}")
             for i, port in self._named.get((protocol, name), [])
-            for key, text in rendered[i]
+            for key, text in (by_rank[r] for r in ranks[i])
         ]
+
+
+def _indexed(labelled: Iterable[Mapping[str, str]]) -> _Index:
+    """Objects' numbers (positions), and their numbers by (label key, value) and by key."""
+    numbers: list[int] = []
+    by_label: dict[tuple[str, str], set[int]] = defaultdict(set)
+    by_key: dict[str, set[int]] = defaultdict(set)
+    for number, labels in enumerate(labelled):
+        numbers.append(number)
+        for key, value in labels.items():
+            by_label[(key, value)].add(number)
+            by_key[key].add(number)
+    return numbers, by_label, by_key
+
+
+def _select(index: _Index, selector: Selector, labels: Callable[[int], Mapping[str, str]]) -> list[int]:
+    """The numbers of ``index`` that ``selector`` picks, in order: the index answers ``In`` and
+    ``Exists`` exactly; only the negative requirements need a look at ``labels``."""
+    numbers, by_label, by_key = index
+    candidates: set[int] | None = None
+    for req in selector.requirements:
+        if req.op == "In":
+            found = set().union(*(by_label.get((req.key, v), set()) for v in req.values))
+        elif req.op == "Exists":
+            found = by_key.get(req.key, set())
+        else:
+            continue
+        candidates = found if candidates is None else candidates & found
+    chosen = numbers if candidates is None else sorted(candidates)
+    rest = [r for r in selector.requirements if r.op in ("NotIn", "DoesNotExist")]
+    if not rest:
+        return chosen
+    return [i for i in chosen if all(r.matches(labels(i)) for r in rest)]
 
 
 def _net_entries(block: IPBlock) -> list[Entry]:
