@@ -288,7 +288,7 @@ def read_inventory_documents(
         if documents is not None:  # so simdjson found the bytes valid UTF-8
             return InventoryText(name, body, tuple(documents))
     source = decode(data, name, digest=False)
-    return InventoryText(name, source.text, tuple(load_documents(name, source.text)))
+    return InventoryText(name, source.text, _documents(name, source.text))
 
 
 def inventory_documents(data: bytes, name: str) -> InventoryText:
@@ -297,9 +297,19 @@ def inventory_documents(data: bytes, name: str) -> InventoryText:
 
 
 def _parsed(source: Text) -> InventoryText:
-    return InventoryText(
-        source.name, source.text, tuple(load_documents(source.name, source.text)), source.sha256
-    )
+    return InventoryText(source.name, source.text, _documents(source.name, source.text), source.sha256)
+
+
+def _documents(name: str, text: str) -> tuple[Any, ...]:
+    """The inventory's documents; none is an error, not an inventory without pods: an empty file
+    or stdin is what a failed ``kubectl get`` or a writer caught mid-write leaves, and applied it
+    would take every pod out of every set."""
+    documents = tuple(load_documents(name, text))
+    if not documents:
+        raise InputError(
+            'holds no document (an inventory without pods is {"kind": "List", "items": []})', name
+        )
+    return documents
 
 
 def read_inventory(path: str, ip_source: IPSource = pod_ips) -> Inventory:

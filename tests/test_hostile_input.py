@@ -201,6 +201,20 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], int, list[str]]] = [
         1,
         ["p.yaml:8:13", '"1:20"'],
     ),
+    (  # what a failed ``kubectl get`` leaves: applied, every pod would leave every set
+        "empty-inventory",
+        {"p.yaml": OK, "pods.yaml": ""},
+        ["{d}/p.yaml", "--inventory", "{d}/pods.yaml"],
+        1,
+        ["pods.yaml: error: holds no document"],
+    ),
+    (
+        "comments-only-inventory",
+        {"p.yaml": OK, "pods.yaml": "# kubectl get pods -A -o yaml\n---\n"},
+        ["{d}/p.yaml", "--inventory", "{d}/pods.yaml"],
+        1,
+        ["pods.yaml: error: holds no document"],
+    ),
 ]
 
 
@@ -258,6 +272,12 @@ def test_inventory_from_stdin_and_bom_everywhere(tmp_path: Path) -> None:
     assert "10.0.0.1" in result.stdout
     both = run("compile", "-", "--inventory", "-", stdin=OK.encode())
     assert both.returncode == 2 and "stdin" in both.stderr
+    empty = run("compile", str(tmp_path / "p.yaml"), "--inventory", "-", stdin=b"")
+    assert empty.returncode == 1 and "<stdin>: error: holds no document" in empty.stderr
+    none = run(
+        "compile", str(tmp_path / "p.yaml"), "--inventory", "-", stdin=b'{"kind": "List", "items": []}'
+    )
+    assert none.returncode == 0, none.stderr  # no pods, said so
 
 
 def _no_file_writes() -> None:
