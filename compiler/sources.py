@@ -25,7 +25,7 @@ from .frontends.positions import FieldPath, MapKey, locate, printable, show, sni
 from .frontends.validate import FieldError, check_name, dns_label_problem, fail, object_meta, type_name
 from .ir import Policy
 from .parse_ahead import parse_ahead
-from .text import NotRegularFile, Text, read_stdin, read_text
+from .text import STDIN_NAME, NotRegularFile, Text, read_stdin, read_text
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json", ".npc")
 STDIN = "-"
@@ -177,6 +177,12 @@ class _Reader:
                 documents = load_documents(source.name, source.text, strict=True)
         except InputError as err:
             raise attrs.evolve(err, snippet=snippet(source.text, err.line, err.column)) from None
+        if not documents and source.name == STDIN_NAME:  # a file may be empty, a pipe's input not
+            raise InputError(
+                'holds no document (no policies is {"kind": "List", "items": []}): an empty pipe is '
+                "what a failed command leaves, and applied it would remove every policy",
+                source.name,
+            )
         for index, document in enumerate(documents):
             for base, obj in objects_in(document):
                 self._object(obj, _Origin(source, index, base))

@@ -262,6 +262,10 @@ def test_stdin_closed_or_not_utf8() -> None:
     assert closed.returncode == 1 and "stdin is closed" in closed.stderr
     binary = run("compile", "-", stdin=b"\xff\xfe\x00")
     assert binary.returncode == 1 and "<stdin>: error: not valid UTF-8" in binary.stderr
+    for empty in (b"", b"# kubectl get networkpolicies -A -o yaml\n"):  # what a failed command pipes
+        refused = run("compile", "-", stdin=empty)
+        assert refused.returncode == 1 and "<stdin>: error: holds no document" in refused.stderr
+    assert run("compile", "-", stdin=b'{"kind": "List", "items": []}').returncode == 0  # no policies
 
 
 def test_inventory_from_stdin_and_bom_everywhere(tmp_path: Path) -> None:
