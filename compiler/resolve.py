@@ -57,12 +57,11 @@ class PodIndex:
         self._by_label: dict[str, dict[tuple[str, str], set[int]]] = defaultdict(lambda: defaultdict(set))
         self._by_key: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
         self._named: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
-        # per family, per pod number: the ranks of its addresses among all the family's
-        # addresses by value, and each rank's (address as int, text): a set's members are its
-        # pods' ranks sorted, so one value held by two pods is one member
-        self._ranks: dict[int, list[tuple[int, ...]]] = {}
-        self._by_rank: dict[int, list[tuple[int, str]]] = {}
-        rendered: dict[int, list[list[tuple[int, str]]]] = {4: [], 6: []}
+        # per family: each pod's addresses as integers, and each address's text, rendered once;
+        # a set's members are its pods' integers, deduplicated and sorted as integers
+        self._values: dict[int, list[list[int]]] = {4: [], 6: []}
+        self._texts: dict[int, dict[int, str]] = {4: {}, 6: {}}
+        (v4, t4), (v6, t6) = ((self._values[f], self._texts[f]) for f in (4, 6))
         for number, pod in enumerate(inventory.pods):
             self._pods[pod.namespace].append(number)
             by_label, by_key = self._by_label[pod.namespace], self._by_key[pod.namespace]
@@ -71,12 +70,18 @@ class PodIndex:
                 by_key[key].add(number)
             for (protocol, name), port in pod.named_ports().items():
                 self._named[(protocol, name)].append((number, port))
-            for family, addresses in rendered.items():
-                addresses.append([(int(ip), str(ip)) for ip in pod.ips if ip.version == family])
-        for family, addresses in rendered.items():
-            self._by_rank[family] = sorted({a for pod in addresses for a in pod})
-            rank = {a: r for r, a in enumerate(self._by_rank[family])}
-            self._ranks[family] = [tuple(rank[a] for a in pod) for pod in addresses]
+            mine4: list[int] = []
+            mine6: list[int] = []
+            for ip in pod.ips:
+                address = int(ip)
+                if ip.version == 4:
+                    t4[address] = str(ip)
+                    mine4.append(address)
+                else:
+                    t6[address] = str(ip)
+                    mine6.append(address)
+            v4.append(mine4)
+            v6.append(mine6)
         self._all: _Index | None = None
         self._namespace_memo: dict[Selector, list[str]] = {}
         self._peer_memo: dict[PodPeer, list[int]] = {}
@@ -127,15 +132,15 @@ class PodIndex:
 
     def addresses(self, numbers: Iterable[int], family: int) -> list[Entry]:
         """The pods' addresses in ``family``, sorted by value, each once."""
-        ranks, by_rank = self._ranks[family], self._by_rank[family]
-        return [(by_rank[r][1], False) for r in sorted({r for i in numbers for r in ranks[i]})]
+        values, texts = self._values[family], self._texts[family]
+        return [(texts[a], False) for a in sorted({a for i in numbers for a in values[i]})]
 
     def named_port(self, protocol: str, name: str, family: int) -> list[_Keyed]:
-        ranks, by_rank, rest = self._ranks[family], self._by_rank[family], protocol.lower()
+        values, texts, rest = self._values[family], self._texts[family], protocol.lower()
         return [
-            ((key, f"{rest}:{port}"), f"{text},{rest}:{port}")
+            ((address, f"{rest}:{port}"), f"{texts[address]},{rest}:{port}")
             for i, port in self._named.get((protocol, name), [])
-            for key, text in (by_rank[r] for r in ranks[i])
+            for address in values[i]
         ]
 
 
