@@ -500,11 +500,12 @@ def _joined(matches: Iterable[Match]) -> tuple[Match, ...]:
         if m.named_port is not None or m.protocol is None:
             spans.setdefault(m, None)
             continue
-        known = spans.setdefault(Match(m.peer, m.protocol), [])
+        key = Match(m.peer, m.protocol)
+        known = spans.setdefault(key, [])
         if known is not None and m.ports:
             known.extend(m.ports)
         elif known is not None:
-            spans[Match(m.peer, m.protocol)] = None
+            spans[key] = None
     return tuple(
         m if found is None else attrs.evolve(m, ports=tuple(merge_intervals(found)))
         for m, found in spans.items()
