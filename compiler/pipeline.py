@@ -41,6 +41,7 @@ from .lower import lower
 from .memo import Memo
 from .networks import NetworkSpec, select_policies, ungoverned_note
 from .passes.drop_dead_rules import drop_dead_rules
+from .passes.drop_implied_requirements import drop_implied_requirements
 from .passes.drop_inert_policies import drop_inert_policies
 from .passes.merge_peers import merge_peers
 from .passes.merge_ports import merge_ports
@@ -52,6 +53,7 @@ from .text import Text, printable, read_bytes
 
 Pass = Callable[[Program], Program]
 PASSES: tuple[Pass, ...] = (
+    drop_implied_requirements,
     drop_dead_rules,
     merge_ports,
     merge_peers,

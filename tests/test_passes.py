@@ -35,6 +35,7 @@ from npc.lower import lower
 from npc.memo import Memo
 from npc.passes.cover import peer_covers, ports_cover, rule_covers, selector_implies, unsatisfiable
 from npc.passes.drop_dead_rules import drop_dead_rules
+from npc.passes.drop_implied_requirements import drop_implied_requirements
 from npc.passes.drop_inert_policies import drop_inert_policies
 from npc.passes.merge_peers import merge_peers
 from npc.passes.merge_ports import canonical_ports, merge_ports
@@ -352,6 +353,30 @@ def test_dead_rules_and_peers_go() -> None:
         ]
     )
     assert drop_dead_rules(program).policies[0].ingress == (Rule([FRONT], []),)
+
+
+def test_requirements_another_implies_go() -> None:
+    """``team Exists`` beside ``team In [a]``, ``tier NotIn [db]`` beside ``tier In [web]``,
+    ``debug NotIn [1]`` beside ``debug DoesNotExist``: the selector without them, in targets and
+    in both sides of peers; a requirement nothing implies stays, and so does a policy with none."""
+
+    def sel(*reqs: tuple[str, str, tuple[str, ...]]) -> Selector:
+        return Selector(Requirement(k, op, v) for k, op, v in reqs)
+
+    team = sel(("team", "Exists", ()), ("team", "In", ("a",)), ("env", "NotIn", ("dev",)))
+    tier = sel(("tier", "NotIn", ("db",)), ("tier", "In", ("web",)), ("debug", "NotIn", ("1",)))
+    tier = Selector((*tier.requirements, Requirement("debug", "DoesNotExist")))
+    rule = Rule([PodPeer(team, tier), FRONT], [PortSpec("TCP", 80)])
+    policy = Policy("a", "p", tier, [rule], [Rule([PodPeer(Selector(), team)], [])])
+    (out,) = drop_implied_requirements(Program([policy])).policies
+    tidy_team = sel(("team", "In", ("a",)), ("env", "NotIn", ("dev",)))
+    tidy_tier = sel(("tier", "In", ("web",)), ("debug", "DoesNotExist", ()))
+    assert out.pod_selector == tidy_tier
+    assert out.ingress == (Rule([PodPeer(tidy_team, tidy_tier), FRONT], [PortSpec("TCP", 80)]),)
+    assert out.egress == (Rule([PodPeer(Selector(), tidy_team)], []),)
+    plain = _policy([Rule([FRONT], [PortSpec("TCP", 80)])])
+    (same,) = drop_implied_requirements(Program([plain])).policies
+    assert same is plain
 
 
 def test_inert_policies_go_but_isolation_stays() -> None:

@@ -39,7 +39,7 @@ def unsatisfiable(selector: Selector) -> bool:
     return False
 
 
-def _requirement_implies(a: Requirement, b: Requirement) -> bool:
+def requirement_implies(a: Requirement, b: Requirement) -> bool:
     """Every label set ``a`` accepts, ``b`` accepts."""
     if a == b:
         return True
@@ -65,7 +65,7 @@ def selector_implies(a: Selector, b: Selector) -> bool:
     """Whatever ``a`` matches, ``b`` matches: each of ``b``'s requirements follows from one of ``a``'s."""
     if unsatisfiable(a):
         return True
-    return all(any(_requirement_implies(x, y) for x in a.requirements) for y in b.requirements)
+    return all(any(requirement_implies(x, y) for x in a.requirements) for y in b.requirements)
 
 
 def peer_dead(peer: Peer) -> bool:

@@ -1,0 +1,69 @@
+"""Drop a selector's requirements that another of its requirements already implies.
+
+``team Exists`` beside ``team In [payments]``, ``tier NotIn [db]`` beside ``tier In [web]``,
+``debug NotIn [1]`` beside ``debug DoesNotExist``: the selector matches the same label sets
+without them. Written both ways, one selector was two sets of the same pods (a copy of a team's
+pods per spelling, 17k entries for one spelling at the messy L), and a requirement too many
+keeps a peer from being tested by the parts other rules load anyway (``lower.part_keys``).
+Implication is ``cover``'s, which only ever answers what holds for every inventory.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import attrs
+
+from ..ir import Peer, PodPeer, Policy, Program, Rule, Selector
+from .cover import requirement_implies
+
+
+@functools.lru_cache(maxsize=1 << 16)  # the same few selectors recur across thousands of policies
+def _tidied(selector: Selector) -> Selector | None:
+    """``selector`` without its implied requirements; None when it has none (so an unchanged
+    policy is handed back as the very object, which is how the optimiser's rounds see it)."""
+    kept = tuple(
+        r
+        for r in selector.requirements
+        if not any(other != r and requirement_implies(other, r) for other in selector.requirements)
+    )
+    return None if len(kept) == len(selector.requirements) else Selector(kept)
+
+
+def _peer(peer: Peer) -> Peer:
+    if not isinstance(peer, PodPeer):
+        return peer
+    spaces, pods = _tidied(peer.namespaces), _tidied(peer.pods)
+    if spaces is None and pods is None:
+        return peer
+    return PodPeer(peer.namespaces if spaces is None else spaces, peer.pods if pods is None else pods)
+
+
+def _rule(rule: Rule) -> Rule:
+    if rule.peers is None:
+        return rule
+    peers = tuple(map(_peer, rule.peers))
+    return (
+        rule
+        if all(a is b for a, b in zip(peers, rule.peers, strict=True))
+        else attrs.evolve(rule, peers=peers)
+    )
+
+
+def _rules(rules: tuple[Rule, ...] | None) -> tuple[Rule, ...] | None:
+    if rules is None:
+        return None
+    out = tuple(map(_rule, rules))
+    return rules if all(a is b for a, b in zip(out, rules, strict=True)) else out
+
+
+def _policy(policy: Policy) -> Policy:
+    pods, ingress, egress = _tidied(policy.pod_selector), _rules(policy.ingress), _rules(policy.egress)
+    if pods is None and ingress is policy.ingress and egress is policy.egress:
+        return policy
+    selector = policy.pod_selector if pods is None else pods
+    return attrs.evolve(policy, pod_selector=selector, ingress=ingress, egress=egress)
+
+
+def drop_implied_requirements(program: Program) -> Program:
+    return Program(tuple(map(_policy, program.policies)))
