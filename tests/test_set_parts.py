@@ -82,9 +82,15 @@ def test_a_set_holds_exactly_what_its_parts_all_hold(program: Program, inventory
                 continue
             (peer,) = spec.key  # type: ignore[misc]
             selector_parts = list(spec.parts)
-            if not peer.namespaces.is_all:  # a selector's pods everywhere: its requirements' parts alone
+            named = [v for r in peer.namespaces.requirements[:1] for v in r.values[:1]]
+            one_namespace = any(peer.namespaces == namespace_selector(v) for v in named)
+            if one_namespace:  # a selector's pods everywhere: its requirements' parts alone
                 ns_part = selector_parts.pop(0)
                 assert ns_part.key == (PodPeer(peer.namespaces, EVERYWHERE),)
+            elif not peer.namespaces.is_all:  # across namespaces: each namespace requirement's too
+                spaces = peer.namespaces.requirements
+                ns_parts, selector_parts = selector_parts[: len(spaces)], selector_parts[len(spaces) :]
+                assert [p.key for p in ns_parts] == [(PodPeer(Selector((r,)), EVERYWHERE),) for r in spaces]
             assert [p.key for p in selector_parts] == [
                 (PodPeer(EVERYWHERE, Selector((r,))),) for r in peer.pods.requirements
             ]
@@ -557,6 +563,70 @@ def test_a_peer_by_absence_across_namespaces_is_every_pod_and_not_a_part() -> No
     assert re.search(tests, rules)
     ruleset = get_backend("nftables").render(compiled, Options())["ruleset.nft"]
     assert f"ip saddr @{every.name} ip saddr != @{match.peer.excluded[0].name} " in ruleset
+
+
+PROD = Selector((Requirement("env", "In", ("prod",)),))
+A = Selector((Requirement("app", "In", ("a",)),))
+
+
+def _from_prod_a(standing: bool) -> tuple[Policy, ...]:
+    """``b`` from ``env=prod`` x ``app=a`` and, with ``standing``, other rules testing each of
+    those alone (case 75's policies)."""
+    product = Policy(
+        "default",
+        "b",
+        Selector((Requirement("app", "In", ("b",)),)),
+        ingress=(Rule(peers=(PodPeer(PROD, A),)),),
+    )
+    alone = (
+        Policy(
+            "default",
+            "c",
+            Selector((Requirement("app", "In", ("c",)),)),
+            ingress=(Rule(peers=(PodPeer(PROD, Selector()),)),),
+        ),
+        Policy(
+            "prod",
+            "z",
+            Selector((Requirement("app", "In", ("z",)),)),
+            ingress=(Rule(peers=(PodPeer(EVERYWHERE, A),)),),
+        ),
+    )
+    return (product, *alone) if standing else (product,)
+
+
+def test_a_peer_across_namespaces_is_its_parts_where_they_stand() -> None:
+    """``env=prod`` x ``app=a`` is a set of its own, unless other rules test ``env=prod``'s pods
+    and ``app=a``'s pods everywhere anyway: then it is those two sets (no new entry at all), in
+    every backend that tests parts; a part of its own (``env=prod``'s pods) would hold far more
+    than the product. Split or whole, its pods are the same."""
+    spaces = (Namespace("default", {}), Namespace("prod", {"env": "prod"}), Namespace("dev", {"env": "dev"}))
+    inventory = Inventory(
+        spaces,
+        tuple(
+            Pod(ns.name, f"{app}-{i}", {"app": app}, (ipaddress.ip_address(f"10.0.{n}.{i}"),))
+            for n, ns in enumerate(spaces)
+            for i, app in enumerate(("a", "b", "c", "z"), 1)
+        ),
+    )
+    product = (PodPeer(PROD, A),)
+    parts = [(PodPeer(PROD, EVERYWHERE),), (PodPeer(EVERYWHERE, A),)]
+    whole, _, _ = _used_entries(_from_prod_a(standing=False), inventory)
+    assert _peer_keys(whole, "default/b") == {product}
+    spec = next(s for s in whole.lowered.family(4).sets if s.key == product)
+    assert not spec.parts
+    split, used, _ = _used_entries(_from_prod_a(standing=True), inventory)
+    spec = next(s for s in split.lowered.family(4).sets if s.key == product)
+    assert [p.key for p in spec.parts] == parts
+    assert product not in {s.key for s in used} and all(k in {s.key for s in used} for k in parts)
+    assert {e for e, _ in whole.members[spec.name]} == {"10.0.1.1"}
+    assert set.intersection(*({e for e, _ in split.members[p.name]} for p in spec.parts)) == {"10.0.1.1"}
+    nft = get_backend("nftables").render(split, Options())["ruleset.nft"]
+    assert f"ip saddr @{spec.parts[0].name} ip saddr @{spec.parts[1].name} " in nft
+    memo = Memo()
+    for standing in (False, True, False):
+        program = Program(_from_prod_a(standing))
+        assert compile_rules(program, memo=memo) == compile_rules(program)
 
 
 def _used_entries(policies: tuple[Policy, ...], inventory: Inventory) -> tuple[Compiled, list[SetSpec], int]:
