@@ -363,6 +363,28 @@ def standing(policies: Iterable[Policy], crowded: Crowded) -> frozenset[SetKey]:
     return frozenset(key for key in found if _single(key))
 
 
+def together(policies: Iterable[Policy], crowded: Crowded) -> frozenset[SetKey]:
+    """Peers across namespaces that a rule lists beside another (and what such a peer by absence
+    keeps): kept whole, so that iptables folds them into one rule testing a ``list:set`` of them,
+    as before; split into parts, each pair tests a different namespace part and stays a rule of
+    its own (the messy L's rules per packet went 158 -> 189)."""
+    found: set[SetKey] = set()
+    for policy in policies:
+        for direction in DIRECTIONS:
+            for rule in policy.rules(direction) or ():
+                peers = [
+                    p
+                    for listed in rule.peers or ()
+                    if isinstance(listed, PodPeer) and not _one_namespace(listed)
+                    for one in across(listed)
+                    for p in by_crowding(one, crowded)
+                    if not _one_namespace(p)
+                ]
+                if len(peers) > 1:
+                    found.update(k for p in peers for k in ((p,), *(exclusions((p,)) or ((),))[0]))
+    return frozenset(found)
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _local_parts(pods: Selector) -> tuple[SetKey, ...]:
     """The parts in every namespace that a peer of one namespace selecting ``pods`` is tested
@@ -587,20 +609,21 @@ class _Lowerer:
         memo: Memo | None = None,
         crowded: Crowded = frozenset(),
         standing: frozenset[SetKey] = frozenset(),
+        together: frozenset[SetKey] = frozenset(),
     ) -> None:
         self.tag = tag
         self.family = family
         self.memo = memo
         self.crowded = crowded
         self.standing = standing
-        # what a memoised chain's sets depend on beside its policy, short enough to compare
-        self.context = digest(sorted(crowded), sorted(map(_spelling, standing)))
+        self.together = together
+        self._splits: dict[PodPeer, tuple[bool, ...]] = {}  # ``_split``'s, per peer listed
         self.sets: dict[tuple[SetKind, SetKey], SetSpec] = {}
 
     def _set(self, kind: SetKind, key: SetKey) -> SetSpec:
         spec = self.sets.get((kind, key))
         if spec is None:  # named once: the digest of a large key is not free
-            found = part_keys(key, standing=self.standing) if kind == "pods" else None
+            found = self._parts(key) if kind == "pods" else None
             absent = exclusions(key) if kind == "pods" and not found else None
             kept, excluded = absent or (found or (), ())  # found: split, absent: by absence
             # what a selector by absence keeps is tested as its own parts where it has them
@@ -612,13 +635,18 @@ class _Lowerer:
             self.sets[(kind, key)] = spec
         return spec
 
+    def _parts(self, key: SetKey) -> tuple[tuple[PodPeer, ...], ...] | None:
+        """``part_keys``, a peer across namespaces split only where its parts stand and no rule
+        lists it beside another such peer (``together``)."""
+        return part_keys(key, standing=frozenset() if key in self.together else self.standing)
+
     def _pods(self, key: SetKey) -> SetSpec:
         return self._set("pods", key)
 
     def _tested_as(self, key: SetKey) -> tuple[SetSpec, ...]:
         """The sets a selector without absence is tested as: its parts, or itself (no set of
         the whole when split: a fresh compile holds the sets a memoised one notes)."""
-        split = part_keys(key, standing=self.standing)
+        split = self._parts(key)
         return tuple(map(self._pods, split)) if split else (self._pods(key),)
 
     def _peer_sets(self, rule: Rule) -> list[SetSpec | None]:
@@ -676,13 +704,39 @@ class _Lowerer:
         the memo when an earlier compile lowered the same policy (its sets noted again)."""
         if self.memo is None:
             return self._chain(policy, direction)
-        key = ("chain", self.tag, self.family, policy, direction, self.context)
+        key = (
+            "chain",
+            self.tag,
+            self.family,
+            policy,
+            direction,
+            self.crowded,
+            self._split(policy, direction),
+        )
         found = self.memo.get(key, lambda: self._chain(policy, direction))
         for match in found.matches if found is not None else ():
             for spec in (match.peer, match.named_port):
                 if spec is not None:
                     self._note(spec)
         return found
+
+    def _split(self, policy: Policy, direction: Direction) -> tuple[bool, ...]:
+        """Which of the rules' peers across namespaces (and what peers by absence keep) ``standing``
+        splits: all a memoised chain depends on beside its policy and ``crowded``. Keyed by these
+        alone, a policy change that makes another set standing re-lowers the chains it concerns,
+        not every chain (a change at L in about 0.5 s, not 1.5-2.5 s)."""
+        out: list[bool] = []
+        for rule in policy.rules(direction) or ():
+            for listed in rule.peers or ():
+                if not isinstance(listed, PodPeer) or _one_namespace(listed):
+                    continue
+                found = self._splits.get(listed)
+                if found is None:
+                    peers = (p for one in across(listed) for p in by_crowding(one, self.crowded))
+                    keys = (k for p in peers for k in (exclusions((p,)) or (((p,),), ()))[0])
+                    found = self._splits[listed] = tuple(self._parts(k) is not None for k in keys)
+                out.extend(found)
+        return tuple(out)
 
     def _note(self, spec: SetSpec) -> None:
         """``spec`` and the sets ``_set`` made with it, at any depth (a part may have parts or
@@ -829,9 +883,9 @@ class _Lowerer:
 def lower(program: Program, network: str = DEFAULT_NETWORK, memo: Memo | None = None) -> Lowered:
     tag = network_tag(network)
     names = crowded(program.policies)
-    loaded = standing(program.policies, names)
+    loaded, beside = standing(program.policies, names), together(program.policies, names)
     return Lowered(
         network,
-        tuple(_Lowerer(tag, f, memo, names, loaded).program(program.policies) for f in FAMILIES),
+        tuple(_Lowerer(tag, f, memo, names, loaded, beside).program(program.policies) for f in FAMILIES),
         tag,
     )

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import re
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,7 @@ from npc.backends.iptables.render import used_sets
 from npc.inventory import Inventory, Namespace, Pod
 from npc.ir import (
     NAMESPACE_NAME_LABEL,
+    Direction,
     PodPeer,
     Policy,
     Program,
@@ -28,7 +30,19 @@ from npc.ir import (
     Selector,
     namespace_selector,
 )
-from npc.lower import EVERYWHERE, EXPANDED, NAMED, SetSpec, Side, across, by_crowding, by_value, lower
+from npc.lower import (
+    EVERYWHERE,
+    EXPANDED,
+    NAMED,
+    Chain,
+    SetSpec,
+    Side,
+    _Lowerer,
+    across,
+    by_crowding,
+    by_value,
+    lower,
+)
 from npc.lower import tested as _tested  # a test name to pytest
 from npc.lowered_json import decode, encode
 from npc.memo import Memo
@@ -627,6 +641,45 @@ def test_a_peer_across_namespaces_is_its_parts_where_they_stand() -> None:
     for standing in (False, True, False):
         program = Program(_from_prod_a(standing))
         assert compile_rules(program, memo=memo) == compile_rules(program)
+
+
+def test_peers_a_rule_lists_together_stay_whole() -> None:
+    """Split, two peers across namespaces listed in one rule test different namespace parts, so
+    iptables could not fold them into one ``list:set`` rule: each rule would cost a packet one
+    more. Listed together, they stay whole even where their parts stand."""
+    (product, *alone) = _from_prod_a(standing=True)
+    dev_a = PodPeer(Selector((Requirement("env", "In", ("dev",)),)), A)
+    both = attrs.evolve(product, ingress=(Rule(peers=(PodPeer(PROD, A), dev_a)),))
+    extra = Policy("default", "d", DB, ingress=(Rule(peers=(PodPeer(dev_a.namespaces, Selector()),)),))
+    lowered = lower(Program((both, *alone, extra)))
+    keys = {s.key: s for s in lowered.family(4).sets}
+    assert not keys[(PodPeer(PROD, A),)].parts and not keys[(dev_a,)].parts
+    assert keys[(PodPeer(PROD, A),)] in used_sets(lowered.family(4), Marks())
+
+
+def test_a_policy_change_lowers_again_only_the_chains_standing_concerns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The agent's memo keys a chain by its policy and by which of its peers across namespaces
+    ``standing`` splits: policies that make ``env=prod``'s and ``app=a``'s sets standing lower
+    their own chains and ``b``'s (its product is now split), not an unrelated policy's; the result
+    is a fresh compile's."""
+    unrelated = Policy("dev", "web", WEB, ingress=(Rule(peers=(PodPeer(namespace_selector("dev"), DB),)),))
+    before, after = (Program((*_from_prod_a(standing), unrelated)) for standing in (False, True))
+    memo = Memo()
+    compile_rules(before, memo=memo)
+    lowered: list[str] = []
+    chain = _Lowerer._chain
+
+    def counting(self: _Lowerer, policy: Policy, direction: Direction) -> Chain | None:
+        lowered.append(f"{policy.namespace}/{policy.name}")
+        return chain(self, policy, direction)
+
+    monkeypatch.setattr(_Lowerer, "_chain", counting)
+    found = compile_rules(after, memo=memo)
+    assert sorted(set(lowered)) == ["default/b", "default/c", "prod/z"]
+    monkeypatch.undo()
+    assert found == compile_rules(after)
 
 
 def _used_entries(policies: tuple[Policy, ...], inventory: Inventory) -> tuple[Compiled, list[SetSpec], int]:
