@@ -23,7 +23,7 @@ import functools
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import attrs
@@ -301,13 +301,7 @@ def crowded(policies: Iterable[Policy]) -> Crowded:
     costs every packet the chain sees (the lists L, split: 64 -> 66 rules per packet). A
     function of the policies alone, so rules still depend on nothing else."""
     lists = {
-        peer
-        for policy in policies
-        for direction in DIRECTIONS
-        for rule in policy.rules(direction) or ()
-        for listed in rule.peers or ()
-        if isinstance(listed, PodPeer) and not _one_namespace(listed)
-        for peer in across(listed)
+        peer for listed in _listed(_rules(policies)) if not _one_namespace(listed) for peer in across(listed)
     }
     counts = Counter(
         (side, r.key, value)
@@ -345,16 +339,10 @@ def standing(policies: Iterable[Policy], crowded: Crowded) -> frozenset[SetKey]:
     in every namespace of a rule's peer of one namespace (``part_keys``). None of them is ever
     split nor tested by what it excludes, so each is a set some rule tests. Each distinct peer is
     looked at once (the bench L: 0.29 s when each rule's peers were, 0.04 s)."""
-    listed = {
-        peer
-        for policy in policies
-        for direction in DIRECTIONS
-        for rule in policy.rules(direction) or ()
-        for peer in rule.peers or ()
-        if isinstance(peer, PodPeer)
-    }
     found: set[SetKey] = set()
-    for peer in (p for one in listed for q in across(one) for p in by_crowding(q, crowded)):
+    for peer in (
+        p for one in set(_listed(_rules(policies))) for q in across(one) for p in by_crowding(q, crowded)
+    ):
         if _one_namespace(peer):
             found.update(_local_parts(peer.pods))
         else:
@@ -369,20 +357,28 @@ def together(policies: Iterable[Policy], crowded: Crowded) -> frozenset[SetKey]:
     as before; split into parts, each pair tests a different namespace part and stays a rule of
     its own (the messy L's rules per packet went 158 -> 189)."""
     found: set[SetKey] = set()
-    for policy in policies:
-        for direction in DIRECTIONS:
-            for rule in policy.rules(direction) or ():
-                peers = [
-                    p
-                    for listed in rule.peers or ()
-                    if isinstance(listed, PodPeer) and not _one_namespace(listed)
-                    for one in across(listed)
-                    for p in by_crowding(one, crowded)
-                    if not _one_namespace(p)
-                ]
-                if len(peers) > 1:
-                    found.update(k for p in peers for k in ((p,), *(exclusions((p,)) or ((),))[0]))
+    for rule in _rules(policies):
+        peers = [
+            p
+            for listed in _listed((rule,))
+            if not _one_namespace(listed)
+            for one in across(listed)
+            for p in by_crowding(one, crowded)
+            if not _one_namespace(p)
+        ]
+        if len(peers) > 1:
+            found.update(k for p in peers for k in ((p,), *(exclusions((p,)) or ((),))[0]))
     return frozenset(found)
+
+
+def _rules(policies: Iterable[Policy]) -> Iterator[Rule]:
+    """Every rule of every direction the policies govern."""
+    return (rule for policy in policies for direction in DIRECTIONS for rule in policy.rules(direction) or ())
+
+
+def _listed(rules: Iterable[Rule]) -> Iterator[PodPeer]:
+    """The pod peers ``rules`` list, as often as listed."""
+    return (peer for rule in rules for peer in rule.peers or () if isinstance(peer, PodPeer))
 
 
 @functools.lru_cache(maxsize=1 << 16)
