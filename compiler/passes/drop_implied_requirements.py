@@ -16,6 +16,7 @@ import attrs
 
 from ..ir import Peer, PodPeer, Policy, Program, Rule, Selector
 from .cover import requirement_implies
+from .rewrite import map_rules
 
 
 @functools.lru_cache(maxsize=1 << 16)  # the same few selectors recur across thousands of policies
@@ -50,20 +51,15 @@ def _rule(rule: Rule) -> Rule:
     )
 
 
-def _rules(rules: tuple[Rule, ...] | None) -> tuple[Rule, ...] | None:
-    if rules is None:
-        return None
+def _rules(rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
     out = tuple(map(_rule, rules))
     return rules if all(a is b for a, b in zip(out, rules, strict=True)) else out
 
 
-def _policy(policy: Policy) -> Policy:
-    pods, ingress, egress = _tidied(policy.pod_selector), _rules(policy.ingress), _rules(policy.egress)
-    if pods is None and ingress is policy.ingress and egress is policy.egress:
-        return policy
-    selector = policy.pod_selector if pods is None else pods
-    return attrs.evolve(policy, pod_selector=selector, ingress=ingress, egress=egress)
+def _target(policy: Policy) -> Policy:
+    pods = _tidied(policy.pod_selector)
+    return policy if pods is None else attrs.evolve(policy, pod_selector=pods)
 
 
 def drop_implied_requirements(program: Program) -> Program:
-    return Program(tuple(map(_policy, program.policies)))
+    return Program(tuple(map(_target, map_rules(program, _rules).policies)))
