@@ -258,6 +258,48 @@ def test_policies_selecting_the_same_pods_are_one_chain() -> None:
     assert lower.lower(Program(tuple(reversed(program.policies)))) == lower.lower(program)
 
 
+def test_a_namespace_sharing_a_chain_by_two_selectors_tests_its_own_pods() -> None:
+    """One chain for four policies of three namespaces: ``open`` selects every pod (no test),
+    ``one`` a label (the label's part), ``two`` two labels, whose test is its own pods those
+    select, not the chain's target, which holds every pod of ``open`` too (``_owned``); the rules
+    decide as the policies do."""
+    ops = Rule((PodPeer(Selector((Requirement("team", "In", ("ops",)),)), Selector()),))
+
+    def app(value: str) -> Selector:
+        return Selector((Requirement("app", "In", (value,)),))
+
+    program = Program(
+        (
+            Policy("open", "scrape", Selector(), ingress=(ops,)),
+            Policy("one", "scrape", app("api"), ingress=(ops,)),
+            Policy("two", "scrape-api", app("api"), ingress=(ops,)),
+            Policy("two", "scrape-web", app("web"), ingress=(ops,)),
+        )
+    )
+    family = lower.lower(program).family(4)
+    (entry,) = family.dispatch["ingress"]
+    local = {s.namespace: dict(s.dispatch)[entry] for s in family.scopes["ingress"]}
+    assert local["open"] is None
+    assert local["one"] is not None and local["one"].key == (PodPeer(Selector(), app("api")),)
+    two = lower.pod_union(PodPeer(namespace_selector("two"), app(v)) for v in ("api", "web"))
+    assert local["two"] is not None and local["two"].key == two != entry.target.key
+    namespaces = [Namespace(n, {NAMESPACE_NAME_LABEL: n, "team": n}) for n in ("open", "one", "two", "ops")]
+    pods = [
+        Pod(ns.name, f"{ns.name}-{value}", {"app": value}, (ipaddress.ip_address(f"10.0.{i}.{j}"),))
+        for i, ns in enumerate(namespaces, 1)
+        for j, value in enumerate(("api", "web", "db"), 1)
+    ]
+    inventory = Inventory(tuple(namespaces), tuple(pods))
+    dataplane = Dataplane(_artefacts(program, inventory))
+    expected = connectivity(Evaluator(program, inventory).allowed, inventory)
+    assert connectivity(dataplane.allowed, inventory) == expected
+    ip = {pod.name: pod.ips[0] for pod in pods}
+    from_one = {dst for src, dst, _, _ in expected if src == ip["one-db"]}
+    isolated = {p.name for p in pods if p.ips[0] not in from_one}
+    assert isolated == {"open-api", "open-web", "open-db", "one-api", "two-api", "two-web"}
+    assert lower.lower(Program(tuple(reversed(program.policies)))) == lower.lower(program)
+
+
 def test_joined_policies_allow_what_each_allowed() -> None:
     """The joined chain decides like the policies one by one, on the rendered rules."""
     program = Program(
