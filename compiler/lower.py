@@ -488,8 +488,9 @@ class Scope:
     namespace is known, the pods of *any* namespace its policies' selectors match (the entry's
     target is a union over every namespace sharing the chain: a copy of their pods, 1.1 entries
     per policed address at the mixed M for one ``role NotIn [batch]`` policy in each namespace;
-    a selector alone is its requirements' parts, shared with every peer naming them), or None:
-    a policy selects every pod of the namespace, so no test at all."""
+    a selector alone is its requirements' parts, shared with every peer naming them); where
+    parts do not test them, the pods of the namespaces that test so (``_owned``); or None: a
+    policy selects every pod of the namespace, so no test at all."""
 
     namespace: str
     isolated: SetSpec
