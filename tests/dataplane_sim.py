@@ -131,6 +131,7 @@ class Table:
 
     def __init__(self, rules_text: str, sets: Mapping[str, _Set]) -> None:
         self.sets = sets
+        self.walked = 0
         self.tables: dict[str, dict[str, list[_Rule]]] = defaultdict(lambda: defaultdict(list))
         self.chains = self.tables["filter"]
         for line in rules_text.splitlines():
@@ -184,8 +185,10 @@ class Table:
         raise ValueError(f"unknown match {cond}")
 
     def run(self, packet: Packet) -> bool:
-        """Whether FORWARD (policy ACCEPT) lets the first packet of this connection through."""
+        """Whether FORWARD (policy ACCEPT) lets the first packet of this connection through;
+        ``walked``: how many rules of table filter it was tested against."""
         mark = 0
+        self.walked = 0
         for table in ("mangle", "filter"):
             self.chains = self.tables[table]
             verdict, mark = self._walk("FORWARD", packet, mark, 0)
@@ -196,6 +199,7 @@ class Table:
     def _walk(self, chain: str, packet: Packet, mark: int, depth: int) -> tuple[str | None, int]:
         assert depth < 40, "jump loop"
         for rule in self.chains[chain]:
+            self.walked += self.chains is self.tables["filter"]
             if not all(self._holds(c, packet, mark) for c in rule.conditions):
                 continue
             if rule.goto:  # the target's end returns to whoever called this chain

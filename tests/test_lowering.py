@@ -25,7 +25,8 @@ from npc import lower
 from npc.backends import get as get_backend
 from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
-from npc.backends.iptables.render import kernel_sets, set_changes
+from npc.backends.iptables.names import names_of
+from npc.backends.iptables.render import NPC_LAYOUT, kernel_sets, rules_for, set_changes
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, Namespace, Pod, read_inventory
 from npc.ir import (
@@ -298,6 +299,52 @@ def test_a_namespace_sharing_a_chain_by_two_selectors_tests_its_own_pods() -> No
     isolated = {p.name for p in pods if p.ips[0] not in from_one}
     assert isolated == {"open-api", "open-web", "open-db", "one-api", "two-api", "two-web"}
     assert lower.lower(Program(tuple(reversed(program.policies)))) == lower.lower(program)
+
+
+def test_a_chain_of_one_rule_is_tested_in_its_dispatch_rule() -> None:
+    """With group marks a policy chain of one rule is no chain: the group's dispatch rule tests
+    that rule (``render.inlined``), so a pod it selects meets one rule where it met two; a chain
+    of two rules is jumped to as before; flat dispatch writes both chains. The rules decide as
+    the evaluator, and a packet meets the rules ``rules_for`` counts (the simulator's walk, past
+    npc's FORWARD jump and entry)."""
+
+    def shop(app: str) -> PodPeer:
+        return PodPeer(namespace_selector("shop"), Selector((Requirement("app", "In", (app,)),)))
+
+    program = Program(
+        (
+            Policy("shop", "one", shop("api").pods, ingress=(Rule((shop("web"),), (PortSpec("TCP", 80),)),)),
+            Policy(
+                "shop",
+                "two",
+                shop("db").pods,
+                ingress=(
+                    Rule((shop("web"),), (PortSpec("TCP", 5432),)),
+                    Rule((shop("api"),), (PortSpec("TCP", 6379),)),
+                ),
+            ),
+        )
+    )
+    ip = {app: ipaddress.ip_address(f"10.0.0.{i}") for i, app in enumerate(("web", "api", "db"), 1)}
+    inventory = Inventory(
+        (Namespace("shop", {NAMESPACE_NAME_LABEL: "shop"}),),
+        tuple(Pod("shop", app, {"app": app}, (address,)) for app, address in ip.items()),
+    )
+    compiled = compile_program(program, inventory)
+    one, two = sorted(compiled.lowered.family(4).chains, key=lambda c: c.comment)
+    names = names_of(compiled.lowered)
+    expected = connectivity(Evaluator(program, inventory).allowed, inventory)
+    for options, inline in ((Options(), True), (Options(group_marks=(0, 0)), False)):
+        files = get_backend("iptables").render(compiled, options)
+        declared = {line[1:].split()[0] for line in files["rules.v4"].splitlines() if line.startswith(":")}
+        assert (names.chain(one.name) in declared, names.chain(two.name) in declared) == (not inline, True)
+        dataplane = Dataplane(files)
+        assert connectivity(dataplane.allowed, inventory) == expected
+        costs = rules_for(compiled.lowered, compiled.members, 4, "ingress", Marks.of(options))
+        for app in ("api", "db"):
+            dataplane.allowed(ipaddress.ip_address("192.168.1.1"), ip[app], "UDP", 9)
+            assert dataplane.tables[4].walked == NPC_LAYOUT.per_packet + costs[str(ip[app])]
+        assert costs[str(ip["db"])] - costs[str(ip["api"])] == (2 if inline else 1)
 
 
 def test_joined_policies_allow_what_each_allowed() -> None:

@@ -161,10 +161,15 @@ def test_every_backend_tests_both_parts() -> None:
     rules = get_backend("iptables").render(compiled, Options())["rules.v4"]
     both = f"-m set --match-set npc-ycua4-{ns_part} src -m set --match-set npc-ycua4-{selector_part} src"
     assert both in rules, rules
-    # a dispatch group's mark proves the namespace: only the selector is left to test
-    dispatch = [line for line in rules.splitlines() if "-j NPC-ycua4-P-" in line and "I4-" in line.split()[1]]
+    # a dispatch group's mark proves the namespace: only the selector is left to test (the pod's
+    # end, dst); the chain, of one rule, is its dispatch rule (``inlined``), the peer's tests beside
+    dispatch = [
+        line for line in rules.splitlines() if "-m mark --mark 0x0/" in line and "I4-" in line.split()[1]
+    ]
     assert len(dispatch) == 3
-    assert all(line.count("--match-set") == 1 and selector_part in line for line in dispatch), dispatch
+    assert all(line.count(" dst") == 1 and f"{selector_part} dst" in line for line in dispatch), dispatch
+    assert sum(both in line for line in dispatch) == 1  # each namespace's own peer: its own part
+    assert all(line.count(" src") == 2 and f"{selector_part} src" in line for line in dispatch), dispatch
     flat = get_backend("weave").render(compiled, Options())["rules.v4"]  # no group marks: both parts
     dispatch = [
         line for line in flat.splitlines() if line.startswith("-A WEAVE-NPC-INGRESS ") and "-j NPC-" in line
@@ -261,7 +266,7 @@ def test_a_target_in_every_namespace_is_tested_by_parts_once_the_namespace_is_kn
         files = get_backend("iptables").render(compiled, Options())
         assert files["ipsets"].count("\nadd ") < 2 * len(inventory.pods)  # the union alone: 40 or 20 more
         names = names_of(compiled.lowered)
-        dispatch = [line for line in files["rules.v4"].splitlines() if "-j NPC-" in line and "P-" in line]
+        dispatch = [line for line in files["rules.v4"].splitlines() if "-m mark --mark 0x0/" in line]
         by_key = {s.key: s for s in used}
         for key, out in tests.items():
             test = f"-m set {'! ' if out else ''}--match-set {names.set(by_key[key].name)} dst"

@@ -18,6 +18,7 @@ from ... import __version__
 from ...ir import DIRECTIONS, Direction
 from ...lower import (
     Chain,
+    Dispatch,
     FamilyProgram,
     Lowered,
     Match,
@@ -189,26 +190,78 @@ def render_match(
     tests a rule's matches in order and stops at the first that fails: the port (a compare)
     before the peer's sets (a hash lookup each), which most packets of other ports never reach.
     ``listed``: the peers' list, tested where the peer would be, after their shared ``beside``."""
+    return "".join(_match_text(match, direction, names, listed, beside))
+
+
+def _match_text(
+    match: Match, direction: Direction, names: Names, listed: ListSet | None, beside: tuple[Test, ...]
+) -> tuple[str, str, str]:
+    """``render_match`` in three: what iptables-save prints first whatever the order given (the
+    address and protocol of the rule's entry), the port match, the set matches."""
+    head: list[str] = []
+    ports: list[str] = []
     parts: list[str] = []
     cidr = plain_cidr(match.peer)
     if cidr is not None:
-        parts.append(f"{'-s' if REMOTE[direction] == 'src' else '-d'} {cidr}")
+        head.append(f"{'-s' if REMOTE[direction] == 'src' else '-d'} {cidr}")
     if match.protocol:
-        parts.append(f"-p {match.protocol.lower()}")
+        head.append(f"-p {match.protocol.lower()}")
         proto = match.protocol.lower()
         if len(match.ports) == 1:
             lo, hi = match.ports[0]
-            parts.append(f"-m {proto} --dport {lo}" + (f":{hi}" if hi != lo else ""))
+            ports.append(f"-m {proto} --dport {lo}" + (f":{hi}" if hi != lo else ""))
         elif match.ports:
             spans = ",".join(f"{lo}:{hi}" if hi != lo else str(lo) for lo, hi in match.ports)
-            parts.append(f"-m multiport --dports {spans}")
+            ports.append(f"-m multiport --dports {spans}")
     if match.peer is not None and cidr is None:
         parts.append(set_tests(match.peer, REMOTE[direction], names).lstrip())
     if listed is not None:
         parts.append(spelled((*beside, (listed, False)), REMOTE[direction], names).lstrip())
     if match.named_port is not None:
         parts.append(f"-m set --match-set {names.set(match.named_port.name)} dst,dst")
-    return "".join(" " + p for p in parts)
+    head_text, port_text, set_text = ("".join(" " + p for p in found) for found in (head, ports, parts))
+    return head_text, port_text, set_text
+
+
+def inlined(chain: Chain) -> Rule | None:
+    """A policy chain of one rule of one line: with group marks, each dispatch rule that would
+    jump to it tests that rule itself (``dispatch_rule``), and the chain is not written. A
+    packet of a pod it selects meets one rule where it met two, and an allowed one takes no
+    jump."""
+    rules = folded(chain.matches)
+    return rules[0] if len(rules) == 1 and len(split_match(rules[0].match)) == 1 else None
+
+
+def dispatch_rule(
+    entry: Dispatch,
+    test: SetSpec | None,
+    namespaces: tuple[str, ...],
+    direction: Direction,
+    names: Names,
+    mark: str,
+    chains: Mapping[str, Chain],
+) -> str:
+    """A dispatch trie group's rule for one entry, after ``-A <chain>``: a packet not allowed yet
+    whose pod passes the entry's ``test`` (``tests`` with the group's ``namespaces``) jumps to
+    the policy chain, or meets its one rule here (``inlined``)."""
+    local = set_tests(test, LOCAL[direction], names, namespaces) if test is not None else ""
+    note = f" -m comment --comment {comment(entry.comment)}"
+    rule = inlined(chains[entry.chain])
+    if rule is None:
+        return f" -m mark --mark 0x0/{mark}{local}{note} -j {names.chain(entry.chain)}"
+    head, ports, sets = _match_text(rule.match, direction, names, rule.listed, rule.beside)
+    return f"{head} -m mark --mark 0x0/{mark}{ports}{local}{sets}{note} -j MARK --set-xmark {mark}/{mark}"
+
+
+def written(program: FamilyProgram, marks: Marks) -> tuple[Chain, ...]:
+    """The policy chains a file writes: with group marks, not those the dispatch inlines."""
+    return tuple(c for c in program.chains if not (marks.grouped and inlined(c)))
+
+
+def past_dispatch(program: FamilyProgram, marks: Marks) -> dict[str, int]:
+    """Per policy chain, the rules a packet its dispatch rule sends on meets: none where the
+    dispatch rule is the chain's rule (``inlined``)."""
+    return {c.name: 0 if marks.grouped and inlined(c) else chain_rules(c.matches) for c in program.chains}
 
 
 def set_tests(spec: SetSpec, where: str, names: Names, local: tuple[str, ...] = ()) -> str:
@@ -261,7 +314,7 @@ class Layout:
         if table == "mangle":
             return [mark_chain(lowered)] if marks.grouped else []
         found = trees(lowered, family, marks).values()
-        policy = list(map(names_of(lowered).chain, (c.name for c in lowered.family(family).chains)))
+        policy = [names_of(lowered).chain(c.name) for c in written(lowered.family(family), marks)]
         return self.fixed_chains(lowered) + policy + [c.name for t in found for c in t.chains]
 
 
@@ -283,7 +336,7 @@ def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tre
         return {}
     program = lowered.family(family)
     names = names_of(lowered)
-    length = {c.name: chain_rules(c.matches) for c in program.chains}
+    length = past_dispatch(program, marks)
 
     def weight(group: Group) -> int:
         """The rules past the trie a packet of ``group`` meets when its pod is in the target of
@@ -362,8 +415,13 @@ def render_rules(
             mark=hex(marks.allow),
             dispatch=program.dispatch,
             set_tests=functools.partial(set_tests, names=names),
+            dispatch_rule=functools.partial(
+                dispatch_rule, names=names, mark=hex(marks.allow), chains={c.name: c for c in program.chains}
+            ),
             policy_rules="".join(  # joined here: tens of thousands of lines at L
-                f"{rule}\n" for c in program.chains for rule in policy_rules(c, names, hex(marks.allow))
+                f"{rule}\n"
+                for c in written(program, marks)
+                for rule in policy_rules(c, names, hex(marks.allow))
             ),
             mangle_edits=edits.get("mangle", ()),
             edits=edits.get("filter", ()),
@@ -587,9 +645,10 @@ def rules_for(
     """Per isolated address, the rules of ``direction`` the first packet of a connection is tested
     against: the allow-bit reset; flat, every dispatch rule, or with group marks the jump to the
     trie, the trie's tests and the group's dispatch; every rule of each policy chain selecting the
-    pod (MARK does not end a chain); the verdict."""
+    pod (MARK does not end a chain; none of a chain its dispatch rule is, ``inlined``); the
+    verdict."""
     program = lowered.family(family)
-    length = {c.name: chain_rules(c.matches) for c in program.chains}
+    length = past_dispatch(program, marks)
     chains = dispatch_by_address(program, direction, members)
     fixed = 1 + layout.verdict_rules[direction]
     if not marks.grouped:
@@ -633,9 +692,9 @@ def rule_count(lowered: Lowered, family: int, marks: Marks, layout: Layout = NPC
     """The ``-A`` rules of one family's file, as the template writes them: the entry block (npc's:
     three in the FORWARD chain); per direction the mark reset and the verdict, then flat one per
     dispatch, or with group marks the jump to the trie, its tests and its groups' dispatch (and
-    mangle's three); every policy chain's."""
+    mangle's three); every policy chain's that is written (``written``)."""
     program = lowered.family(family)
-    total = layout.entry_rules + sum(chain_rules(c.matches) for c in program.chains)
+    total = layout.entry_rules + sum(chain_rules(c.matches) for c in written(program, marks))
     total += sum(1 + layout.verdict_rules[d] for d in DIRECTIONS)
     found = trees(lowered, family, marks)
     if not found:
