@@ -123,7 +123,12 @@ POLICIES_X = [
     network_policy(
         "d-ingress",
         {"matchLabels": {"app": "d"}},
-        ingress=[{"from": pods_from("a"), "ports": [{"port": 80}]}],
+        # the second rule allows nobody (no pod is app=nobody): two rules are a policy chain of its
+        # own, which Y deletes (a chain of one rule is its dispatch rule, ``render.inlined``)
+        ingress=[
+            {"from": pods_from("a"), "ports": [{"port": 80}]},
+            {"from": pods_from("nobody"), "ports": [{"port": 81}]},
+        ],
     ),
 ]
 POLICIES_Y = [

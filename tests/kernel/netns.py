@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from kube_standin import socket_in_netns
 from npc.backends.base import NETLINK_NETFILTER, Ran, netfilter_exchange
@@ -56,6 +57,14 @@ def policy(name: str, port: int | str = 6379, selector: str = "db") -> dict[str,
             ],
         },
     }
+
+
+def two_rules(found: dict[str, Any]) -> dict[str, object]:
+    """``found`` with a second rule that allows nobody (no pod has ``role=nobody``): a policy
+    chain of its own, where a chain of one rule is its dispatch rule (``render.inlined``), for
+    tests that need a chain the next apply deletes."""
+    rule = {"from": [{"podSelector": {"matchLabels": {"role": "nobody"}}}], "ports": [{"port": 6380}]}
+    return {**found, "spec": {**found["spec"], "ingress": [*found["spec"]["ingress"], rule]}}
 
 
 def listing(name: str, roles: tuple[str, ...]) -> dict[str, object]:
