@@ -174,6 +174,8 @@ def _present(r: Requirement) -> list[Selector]:
     return [Selector((Requirement(r.key, "In", (value,)),)) for value in r.values]
 
 
+# asked per namespace and dispatch entry, twice (``_owned``, ``_local``)
+@functools.lru_cache(maxsize=1 << 16)
 def _by_parts(pods: Selector) -> bool:
     """Whether a selector's pods in every namespace are tested by shared parts alone (``_set``
     makes its set so): its requirements' parts, or, by absence (``exclusions``), the parts it

@@ -223,11 +223,13 @@ def _match_text(
     return head_text, port_text, set_text
 
 
-def inlined(chain: Chain) -> Rule | None:
-    """A policy chain of one rule of one line: with group marks, each dispatch rule that would
+def inlined(chain: Chain, marks: Marks) -> Rule | None:
+    """A policy chain of one rule of one line, with group marks: each dispatch rule that would
     jump to it tests that rule itself (``dispatch_rule``), and the chain is not written. A
     packet of a pod it selects meets one rule where it met two, and an allowed one takes no
-    jump."""
+    jump. Flat dispatch keeps every chain."""
+    if not marks.grouped:
+        return None
     rules = folded(chain.matches)
     return rules[0] if len(rules) == 1 and len(split_match(rules[0].match)) == 1 else None
 
@@ -238,15 +240,15 @@ def dispatch_rule(
     namespaces: tuple[str, ...],
     direction: Direction,
     names: Names,
-    mark: str,
+    marks: Marks,
     chains: Mapping[str, Chain],
 ) -> str:
     """A dispatch trie group's rule for one entry, after ``-A <chain>``: a packet not allowed yet
     whose pod passes the entry's ``test`` (``tests`` with the group's ``namespaces``) jumps to
     the policy chain, or meets its one rule here (``inlined``)."""
     local = set_tests(test, LOCAL[direction], names, namespaces) if test is not None else ""
-    note = f" -m comment --comment {comment(entry.comment)}"
-    rule = inlined(chains[entry.chain])
+    note, mark = f" -m comment --comment {comment(entry.comment)}", hex(marks.allow)
+    rule = inlined(chains[entry.chain], marks)
     if rule is None:
         return f" -m mark --mark 0x0/{mark}{local}{note} -j {names.chain(entry.chain)}"
     head, ports, sets = _match_text(rule.match, direction, names, rule.listed, rule.beside)
@@ -255,13 +257,13 @@ def dispatch_rule(
 
 def written(program: FamilyProgram, marks: Marks) -> tuple[Chain, ...]:
     """The policy chains a file writes: with group marks, not those the dispatch inlines."""
-    return tuple(c for c in program.chains if not (marks.grouped and inlined(c)))
+    return tuple(c for c in program.chains if not inlined(c, marks))
 
 
 def past_dispatch(program: FamilyProgram, marks: Marks) -> dict[str, int]:
     """Per policy chain, the rules a packet its dispatch rule sends on meets: none where the
     dispatch rule is the chain's rule (``inlined``)."""
-    return {c.name: 0 if marks.grouped and inlined(c) else chain_rules(c.matches) for c in program.chains}
+    return {c.name: 0 if inlined(c, marks) else chain_rules(c.matches) for c in program.chains}
 
 
 def set_tests(spec: SetSpec, where: str, names: Names, local: tuple[str, ...] = ()) -> str:
@@ -416,7 +418,7 @@ def render_rules(
             dispatch=program.dispatch,
             set_tests=functools.partial(set_tests, names=names),
             dispatch_rule=functools.partial(
-                dispatch_rule, names=names, mark=hex(marks.allow), chains={c.name: c for c in program.chains}
+                dispatch_rule, names=names, marks=marks, chains={c.name: c for c in program.chains}
             ),
             policy_rules="".join(  # joined here: tens of thousands of lines at L
                 f"{rule}\n"
