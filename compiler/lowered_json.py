@@ -11,6 +11,7 @@ the sets a set by absence is tested as not being in.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -36,6 +37,7 @@ from .lower import (
 FORMAT = 4  # 2: split sets name their parts; 3: and what a set by absence excludes; 4: scopes' local tests
 
 
+@functools.lru_cache(maxsize=1 << 14)  # a few thousand selectors spell 100k set keys at L; read only
 def _selector(selector: Selector) -> list[dict[str, Any]]:
     return [{"key": r.key, "op": r.op, "values": list(r.values)} for r in selector.requirements]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import chain, repeat
 
 import attrs
 
@@ -82,6 +83,11 @@ class PodIndex:
                     mine6.append(address)
             v4.append(mine4)
             v6.append(mine6)
+        # a pod has one address per family (``podIPs``), so usually a flat list answers: -1, none
+        self._single: dict[int, list[int] | None] = {
+            f: None if any(len(v) > 1 for v in values) else [v[0] if v else -1 for v in values]
+            for f, values in self._values.items()
+        }
         self._all: _Index | None = None
         self._namespace_memo: dict[Selector, list[str]] = {}
         self._peer_memo: dict[PodPeer, list[int]] = {}
@@ -132,8 +138,13 @@ class PodIndex:
 
     def addresses(self, numbers: Iterable[int], family: int) -> list[Entry]:
         """The pods' addresses in ``family``, sorted by value, each once."""
-        values, texts = self._values[family], self._texts[family]
-        return [(texts[a], False) for a in sorted({a for i in numbers for a in values[i]})]
+        single, texts = self._single[family], self._texts[family]
+        if single is None:
+            found = set(chain.from_iterable(map(self._values[family].__getitem__, numbers)))
+        else:  # C loops, not a comprehension: a million entries at L
+            found = set(map(single.__getitem__, numbers))
+            found.discard(-1)
+        return list(zip(map(texts.__getitem__, sorted(found)), repeat(False)))
 
     def named_port(self, protocol: str, name: str, family: int) -> list[_Keyed]:
         values, texts, rest = self._values[family], self._texts[family], protocol.lower()

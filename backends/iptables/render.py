@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 
 import attrs
 import jinja2
@@ -444,8 +445,12 @@ class SetText:
     @property
     def adds(self) -> str:
         """The ``add`` lines (spelled here, not in the template: half a million at L)."""
-        name = self.name
-        return "".join(f"add {name} {m} nomatch\n" if no else f"add {name} {m}\n" for m, no in self.members)
+        if not self.members:
+            return ""
+        add = f"add {self.name} "
+        if not any(map(itemgetter(1), self.members)):  # the usual set: one join, no line by line
+            return add + f"\n{add}".join(map(itemgetter(0), self.members)) + "\n"
+        return "".join(f"{add}{m} nomatch\n" if no else f"{add}{m}\n" for m, no in self.members)
 
     def renamed(self, name: str) -> SetText:
         return attrs.evolve(self, name=name)
