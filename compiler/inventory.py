@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
@@ -74,6 +75,14 @@ IPSource = Callable[[Mapping[str, Any], str], tuple[Address, ...]]
 def pod_address(text: str) -> Address:
     """A pod's address as the kernel can match it: no zone (``fe80::1%eth0``), not unspecified;
     a prefix length (``10.0.0.1/32``) is tolerated. ValueError says what is wrong."""
+    try:  # the usual dotted quad, by the C parser (as strict as ``ipaddress``: no leading zeros)
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):  # ValueError: a NUL in the text
+        pass
+    else:
+        address4 = ipaddress.IPv4Address(packed)
+        if not address4.is_unspecified:
+            return address4
     try:
         address = ipaddress.ip_address(text.split("/", 1)[0].strip())
     except ValueError:

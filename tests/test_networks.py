@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kernel.command import npc
 from npc.errors import InputError
-from npc.inventory import build_inventory
+from npc.inventory import build_inventory, pod_address
 from npc.ir import Policy, Program, Rule, Selector
 from npc.network_file import read_networks_file
 from npc.networks import (
@@ -454,3 +454,22 @@ def test_bad_networks_file_exits_1(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"{path}:2:9: error: networks[0].name:" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+_OCTET = st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "007", "", "1a", " 1", "+1"]))
+
+
+@given(st.lists(_OCTET, min_size=3, max_size=5).map(".".join))
+def test_a_dotted_address_reads_as_ipaddress_reads_it(text: str) -> None:
+    """The C fast path of ``pod_address`` takes exactly what ``ipaddress`` takes, as the same address."""
+    try:
+        expected: object = ipaddress.ip_address(text.strip())
+    except ValueError:
+        expected = ValueError
+    if expected == ipaddress.ip_address("0.0.0.0"):
+        expected = ValueError
+    try:
+        found: object = pod_address(text)
+    except ValueError:
+        found = ValueError
+    assert found == expected
