@@ -492,3 +492,18 @@ def test_rule_counts_go_down_on_a_generated_cluster(tmp_path: Path) -> None:
     assert after < before * 0.9, (before, after)
     assert rendered_after < rendered_before, (rendered_before, rendered_after)
     _same_meaning(program, optimise(program), inventory)
+
+
+@given(program=programs)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_remove_shadowed_keys_skip_no_covering_pair(program: Program) -> None:
+    """``remove_shadowed`` compares only rules sharing a key: it keeps what comparing every pair keeps."""
+    from npc.passes import remove_shadowed as module
+
+    every_pair = module.keep_maximal
+    keyed = remove_shadowed(program)
+    try:
+        module.keep_maximal = lambda items, covers, *_: every_pair(items, covers)  # type: ignore[assignment,misc]
+        assert remove_shadowed(program) == keyed
+    finally:
+        module.keep_maximal = every_pair

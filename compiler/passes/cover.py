@@ -106,7 +106,7 @@ def peer_covers(big: Peer, small: Peer) -> bool:
 # implies; a dead peer by anything.
 
 Key = Hashable
-_ANY = ("any",)
+ANY_KEY = ("any",)  # among every peer's anchors: what a dead peer probes
 
 
 def _chosen(peer: PodPeer) -> tuple[str, Requirement] | None:
@@ -128,20 +128,20 @@ def _block_key(cidr: Network, bits: int) -> Key:
 def peer_anchors(peer: Peer) -> list[Key]:
     """Keys under which ``peer`` is found as a possible cover of others."""
     if isinstance(peer, IPBlock):
-        return [_ANY, _block_key(peer.cidr, peer.cidr.prefixlen)]
+        return [ANY_KEY, _block_key(peer.cidr, peer.cidr.prefixlen)]
     chosen = _chosen(peer)
     if chosen is None:
-        return [_ANY, ("pods-all",)]
+        return [ANY_KEY, ("pods-all",)]
     side, req = chosen
     if req.op == "In":
-        return [_ANY, *((side, req.key, "=", value) for value in req.values)]
-    return [_ANY, (side, req.key)]
+        return [ANY_KEY, *((side, req.key, "=", value) for value in req.values)]
+    return [ANY_KEY, (side, req.key)]
 
 
 def peer_probes(peer: Peer) -> list[Key]:
     """Keys to look up for the peers that may cover ``peer``."""
     if peer_dead(peer):
-        return [_ANY]
+        return [ANY_KEY]
     if isinstance(peer, IPBlock):
         return [_block_key(peer.cidr, bits) for bits in range(peer.cidr.prefixlen + 1)]
     keys: list[Key] = [("pods-all",)]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
 from ..ir import DIRECTIONS, Direction, Peer, Policy, Program, Rule
-from .cover import peer_anchors, peer_covers, peer_probes, rule_covers, selector_implies
+from .cover import ANY_KEY, peer_anchors, peer_covers, peer_probes, rule_covers, selector_implies
 from .rewrite import with_rules
 
 T = TypeVar("T")
@@ -63,6 +63,28 @@ def _without_shadowed_peers(rule: Rule) -> Rule:
     return rule if len(peers) == len(rule.peers) else Rule(peers, rule.ports)
 
 
+_EVERY_PEER = ("rule: every peer",)
+
+
+def _rule_anchors(item: tuple[int, Rule]) -> list[Hashable]:
+    """A rule covers another only if its peers cover the other's first peer (or it has no peer
+    list): keyed by its peers' anchors, a namespace of a thousand rules compares far fewer than
+    every pair (``keep_maximal``)."""
+    peers = item[1].peers
+    if peers is None:
+        return [ANY_KEY, _EVERY_PEER]
+    return list(dict.fromkeys((ANY_KEY, *(key for peer in peers for key in peer_anchors(peer)))))
+
+
+def _rule_probes(item: tuple[int, Rule]) -> list[Hashable]:
+    peers = item[1].peers
+    if peers is None:
+        return [_EVERY_PEER]
+    if not peers:  # no peer: any rule covers it
+        return [ANY_KEY]
+    return [_EVERY_PEER, *peer_probes(peers[0])]
+
+
 def _group(policies: list[tuple[int, Policy]], direction: Direction) -> dict[int, tuple[Rule, ...]]:
     """The surviving rules of each policy of one namespace/networks group, for one direction."""
     # wider[i]: policies whose selector matches every pod policy i's selector matches
@@ -75,7 +97,7 @@ def _group(policies: list[tuple[int, Policy]], direction: Direction) -> dict[int
         return big[0] in wider[small[0]] and rule_covers(big[1], small[1])
 
     out: dict[int, list[Rule]] = {i: [] for i, _ in policies}
-    for i, rule in keep_maximal(items, covers):
+    for i, rule in keep_maximal(items, covers, _rule_anchors, _rule_probes):
         out[i].append(rule)
     return {i: tuple(rules) for i, rules in out.items()}
 
