@@ -235,6 +235,13 @@ def inlined(chain: Chain, marks: Marks) -> Rule | None:
     return rules[0] if len(rules) == 1 and len(split_match(rules[0].match)) == 1 else None
 
 
+@per_program
+def inlined_rules(program: FamilyProgram, marks: Marks) -> Mapping[str, Rule | None]:
+    """``inlined`` per policy chain, by name: once per program, for the trie's weights, the
+    dispatch rules and the chains written alike."""
+    return {c.name: inlined(c, marks) for c in program.chains}
+
+
 def dispatch_rule(
     entry: Dispatch,
     test: SetSpec | None,
@@ -242,14 +249,14 @@ def dispatch_rule(
     direction: Direction,
     names: Names,
     marks: Marks,
-    chains: Mapping[str, Chain],
+    inline: Mapping[str, Rule | None],
 ) -> str:
     """A dispatch trie group's rule for one entry, after ``-A <chain>``: a packet not allowed yet
     whose pod passes the entry's ``test`` (``tests`` with the group's ``namespaces``) jumps to
     the policy chain, or meets its one rule here (``inlined``)."""
     local = set_tests(test, LOCAL[direction], names, namespaces) if test is not None else ""
     note, mark = f" -m comment --comment {comment(entry.comment)}", hex(marks.allow)
-    rule = inlined(chains[entry.chain], marks)
+    rule = inline[entry.chain]
     if rule is None:
         return f" -m mark --mark 0x0/{mark}{local}{note} -j {names.chain(entry.chain)}"
     head, ports, sets = _match_text(rule.match, direction, names, rule.listed, rule.beside)
@@ -258,13 +265,15 @@ def dispatch_rule(
 
 def written(program: FamilyProgram, marks: Marks) -> tuple[Chain, ...]:
     """The policy chains a file writes: with group marks, not those the dispatch inlines."""
-    return tuple(c for c in program.chains if not inlined(c, marks))
+    inline = inlined_rules(program, marks)
+    return tuple(c for c in program.chains if not inline[c.name])
 
 
 def past_dispatch(program: FamilyProgram, marks: Marks) -> dict[str, int]:
     """Per policy chain, the rules a packet its dispatch rule sends on meets: none where the
     dispatch rule is the chain's rule (``inlined``)."""
-    return {c.name: 0 if inlined(c, marks) else chain_rules(c.matches) for c in program.chains}
+    inline = inlined_rules(program, marks)
+    return {c.name: 0 if inline[c.name] else chain_rules(c.matches) for c in program.chains}
 
 
 def set_tests(spec: SetSpec, where: str, names: Names, local: tuple[str, ...] = ()) -> str:
@@ -419,7 +428,7 @@ def render_rules(
             dispatch=program.dispatch,
             set_tests=functools.partial(set_tests, names=names),
             dispatch_rule=functools.partial(
-                dispatch_rule, names=names, marks=marks, chains={c.name: c for c in program.chains}
+                dispatch_rule, names=names, marks=marks, inline=inlined_rules(program, marks)
             ),
             policy_rules="".join(  # joined here: tens of thousands of lines at L
                 f"{rule}\n"

@@ -25,7 +25,9 @@ def canonical_ports(specs: Iterable[PortSpec]) -> tuple[PortSpec, ...]:
             out.append(PortSpec(protocol))
             continue
         out += [PortSpec(protocol, lo, hi if hi != lo else None) for lo, hi in port_spans(mine)]
-        out += [PortSpec(protocol, name) for name in {s.port for s in mine if isinstance(s.port, str)}]
+        out += [
+            PortSpec(protocol, name) for name in sorted({s.port for s in mine if isinstance(s.port, str)})
+        ]
     return tuple(out)
 
 
