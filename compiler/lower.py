@@ -36,6 +36,7 @@ from .ir import (
     Direction,
     IPBlock,
     Network,
+    Peer,
     PodPeer,
     Policy,
     Program,
@@ -608,6 +609,59 @@ def _joined(matches: Iterable[Match]) -> tuple[Match, ...]:
     )
 
 
+_PortShape = tuple[str | None, tuple[tuple[int, int], ...], str | None]  # protocol, spans, port name
+
+
+def _peer_keys(peers: tuple[Peer, ...], crowded: Crowded) -> tuple[SetKey, ...]:
+    """The pod sets a rule's peers are tested as (``_Lowerer._peer_sets``), by key."""
+    scopes: dict[Selector | PodPeer, list[PodPeer]] = {}
+    for listed in peers:
+        if not isinstance(listed, PodPeer):
+            continue
+        for peer in _expanded(listed, crowded):
+            if _one_namespace(peer):
+                scopes.setdefault(peer.namespaces, []).append(peer)
+            else:
+                scopes[peer] = [peer]  # listed twice, still one set
+    return tuple(
+        key
+        for found in scopes.values()
+        for key in (by_value(found[0]) if len(found) == 1 else (pod_union(found),))
+    )
+
+
+def _port_shapes(rule: Rule) -> tuple[_PortShape, ...]:
+    """A rule's ports as matches: all ports, a protocol's spans, or one named port apiece."""
+    if not rule.ports:
+        return ((None, (), None),)
+    out: list[_PortShape] = []
+    for protocol in PROTOCOLS:
+        specs = [p for p in rule.ports if p.protocol == protocol]
+        if not specs:
+            continue
+        if any(p.port is None for p in specs):
+            out.append((protocol, (), None))
+            continue
+        spans = tuple(port_spans(specs))
+        if spans:
+            out.append((protocol, spans, None))
+        out += [(protocol, (), name) for name in sorted({p.port for p in specs if isinstance(p.port, str)})]
+    return tuple(out)
+
+
+@attrs.frozen
+class _Plans:
+    """What lowering works out alike for every family, worked out once: which keys a rule's pod
+    peers are tested by, its ports' shapes, and how a set key splits. Keyed by the rule object
+    (alive as long as the program being lowered) or the set key."""
+
+    peers: dict[int, tuple[SetKey, ...]] = attrs.Factory(dict)
+    ports: dict[int, tuple[_PortShape, ...]] = attrs.Factory(dict)
+    splits: dict[SetKey, tuple[tuple[tuple[PodPeer, ...], ...] | None, tuple[Keys, Keys] | None]] = (
+        attrs.Factory(dict)
+    )
+
+
 class _Lowerer:
     def __init__(
         self,
@@ -617,6 +671,7 @@ class _Lowerer:
         crowded: Crowded = frozenset(),
         standing: frozenset[SetKey] = frozenset(),
         together: frozenset[SetKey] = frozenset(),
+        plans: _Plans | None = None,
     ) -> None:
         self.tag = tag
         self.family = family
@@ -624,14 +679,18 @@ class _Lowerer:
         self.crowded = crowded
         self.standing = standing
         self.together = together
+        self.plans = plans or _Plans()
         self._splits: dict[PodPeer, tuple[bool, ...]] = {}  # ``_split``'s, per peer listed
         self.sets: dict[tuple[SetKind, SetKey], SetSpec] = {}
 
     def _set(self, kind: SetKind, key: SetKey) -> SetSpec:
         spec = self.sets.get((kind, key))
         if spec is None:  # named once: the digest of a large key is not free
-            found = self._parts(key) if kind == "pods" else None
-            absent = exclusions(key) if kind == "pods" and not found else None
+            split = self.plans.splits.get(key) if kind == "pods" else (None, None)
+            if split is None:
+                found = self._parts(key)
+                split = self.plans.splits[key] = (found, None if found else exclusions(key))
+            found, absent = split
             kept, excluded = absent or (found or (), ())  # found: split, absent: by absence
             # what a selector by absence keeps is tested as its own parts where it has them
             parts = (
@@ -667,20 +726,10 @@ class _Lowerer:
         a thousand rules, were a thousand copies)."""
         if rule.peers is None:
             return [None]
-        scopes: dict[Selector | PodPeer, list[PodPeer]] = {}
-        for listed in rule.peers:
-            if not isinstance(listed, PodPeer):
-                continue
-            for peer in _expanded(listed, self.crowded):
-                if _one_namespace(peer):
-                    scopes.setdefault(peer.namespaces, []).append(peer)
-                else:
-                    scopes[peer] = [peer]  # listed twice, still one set
-        out: list[SetSpec | None] = [
-            self._set("pods", key)
-            for peers in scopes.values()
-            for key in (by_value(peers[0]) if len(peers) == 1 else (pod_union(peers),))
-        ]
+        keys = self.plans.peers.get(id(rule))
+        if keys is None:
+            keys = self.plans.peers[id(rule)] = _peer_keys(rule.peers, self.crowded)
+        out: list[SetSpec | None] = [self._set("pods", key) for key in keys]
         for block in rule.peers:
             if isinstance(block, IPBlock) and block.version == self.family:
                 out.append(self._set("net", block))
@@ -689,22 +738,17 @@ class _Lowerer:
     def _port_matches(
         self, rule: Rule
     ) -> list[tuple[str | None, tuple[tuple[int, int], ...], SetSpec | None]]:
-        if not rule.ports:
-            return [(None, (), None)]
-        out: list[tuple[str | None, tuple[tuple[int, int], ...], SetSpec | None]] = []
-        for protocol in PROTOCOLS:
-            specs = [p for p in rule.ports if p.protocol == protocol]
-            if not specs:
-                continue
-            if any(p.port is None for p in specs):
-                out.append((protocol, (), None))
-                continue
-            spans = tuple(port_spans(specs))
-            if spans:
-                out.append((protocol, spans, None))
-            for name in sorted({p.port for p in specs if isinstance(p.port, str)}):
-                out.append((protocol, (), self._set("port", (protocol, name))))
-        return out
+        shapes = self.plans.ports.get(id(rule))
+        if shapes is None:
+            shapes = self.plans.ports[id(rule)] = _port_shapes(rule)
+        return [
+            (
+                protocol,
+                spans,
+                None if name is None or protocol is None else self._set("port", (protocol, name)),
+            )
+            for protocol, spans, name in shapes
+        ]
 
     def chain(self, policy: Policy, direction: Direction) -> Chain | None:
         """The policy's rules for one direction, or None when they can allow nothing here; from
@@ -914,8 +958,11 @@ def lower(program: Program, network: str = DEFAULT_NETWORK, memo: Memo | None = 
     tag = network_tag(network)
     names = crowded(program.policies)
     loaded, beside = standing(program.policies, names), together(program.policies, names)
+    plans = _Plans()  # lives for this call only: keyed by the ids of the program's rules
     return Lowered(
         network,
-        tuple(_Lowerer(tag, f, memo, names, loaded, beside).program(program.policies) for f in FAMILIES),
+        tuple(
+            _Lowerer(tag, f, memo, names, loaded, beside, plans).program(program.policies) for f in FAMILIES
+        ),
         tag,
     )
