@@ -29,6 +29,10 @@ _MAX_DIGITS = 4300  # Python's default limit for int(str); longer numbers are re
 _MAX_EXPANSION = 1_000_000  # values that YAML aliases may add to a file (a billion laughs adds 10**9)
 
 
+_RESOLVED: dict[tuple[type, str, Any], str] = {}  # ``Loader.resolve``'s, bounded
+_RESOLVED_MAX = 1 << 16
+
+
 class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     """The C safe loader reading YAML as the API server does (sigs.k8s.io/yaml, go-yaml v2).
 
@@ -55,7 +59,7 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         self.recursive_objects: dict[yaml.Node, None] = {}
         self.state_generators: list[Any] = []
         self.deep_construct = False
-        self.construct_object = functools.partial(_guarded, self)
+        self.construct_object = functools.partial(_guarded, self)  # type: ignore[method-assign]
         try:
             return super().construct_document(node)
         except (yaml.YAMLError, RecursionError):
@@ -66,6 +70,27 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
             ) from None
         finally:
             del self.construct_object
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A plain string is its text: the base class's bookkeeping (aliases, recursion, the
+        constructor looked up by tag) costs more than the string, and most scalars are strings."""
+        if node.tag == _STR_TAG and node.__class__ is yaml.ScalarNode:
+            return node.value
+        return super().construct_object(node, deep=deep)
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        """A scalar's tag, remembered by its text: the same few keys and values recur thousands
+        of times, each tried against the implicit resolvers' patterns (no path resolvers here,
+        so the tag depends on nothing else)."""
+        if kind is not yaml.ScalarNode or self.yaml_path_resolvers:
+            return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
+        key = (self.__class__, value, implicit)
+        tag = _RESOLVED.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(_RESOLVED) < _RESOLVED_MAX:
+                _RESOLVED[key] = tag
+        return tag  # type: ignore[no-any-return]
 
     def construct_lenient_timestamp(self, node: yaml.ScalarNode) -> object:
         try:

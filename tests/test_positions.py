@@ -99,3 +99,43 @@ def test_snippet_is_safe_and_windowed() -> None:
 def test_compose_document_skips_empty_documents() -> None:
     node = compose_document("---\n---\na: 1\n", 0)
     assert isinstance(node, yaml.MappingNode)
+
+
+# --- the loader's fast paths (``documents.Loader.construct_object``, ``resolve``) ---------------
+
+_TRICKY = st.sampled_from(
+    ["yes", "no", "on", "off", "~", "null", "", "1:20", "0x1F", "0o17", "017", "1_000", "1e3", ".inf",
+     "-.inf", ".nan", "2024-01-02", "2024-13-45", "2001-12-14t21:59:43.10-05:00", "<<", "=", "true",
+     "False", "8080", "-1", "+1", "0b101", "1.5", "app", "a b", "#x", "- x"]
+)  # fmt: skip
+_SCALARS = st.one_of(
+    _TRICKY, st.text(max_size=6), st.integers(), st.booleans(), st.none(), st.floats(allow_nan=False)
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(_TRICKY | st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_VALUES, st.sampled_from([None, '"', "'", "|"]), st.booleans())
+@settings(max_examples=300)
+def test_the_loader_reads_as_its_base_class(value: Any, style: str | None, flow: bool) -> None:
+    """Strings by their text and tags remembered by text give what PyYAML's own methods give."""
+    from npc import documents
+
+    class Reference(documents.Loader):  # type: ignore[misc, valid-type]
+        construct_object = documents._BaseLoader.construct_object
+        resolve = documents._BaseLoader.resolve
+
+    text = yaml.safe_dump({"v": value, "w": [value, value]}, default_style=style, default_flow_style=flow)
+    texts = [text, text.replace("'", "")]  # unquoted too, where that is still YAML
+    for one in texts:
+        try:
+            expected = yaml.load(one, Loader=Reference)
+        except yaml.YAMLError:
+            continue
+        found = yaml.load(one, Loader=documents.Loader)
+        assert repr(found) == repr(expected)  # types too: True is not 1, 1.0 is not 1
