@@ -31,6 +31,7 @@ _MAX_EXPANSION = 1_000_000  # values that YAML aliases may add to a file (a bill
 
 _RESOLVED: dict[tuple[type, str, Any], str] = {}  # ``Loader.resolve``'s, bounded
 _RESOLVED_MAX = 1 << 16
+_RESOLVED_TEXT = 253  # longer texts (never a label key or value) are resolved each time, not kept
 
 
 class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
@@ -88,7 +89,7 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         tag = _RESOLVED.get(key)
         if tag is None:
             tag = super().resolve(kind, value, implicit)
-            if len(_RESOLVED) < _RESOLVED_MAX:
+            if len(value) <= _RESOLVED_TEXT and len(_RESOLVED) < _RESOLVED_MAX:
                 _RESOLVED[key] = tag
         return tag  # type: ignore[no-any-return]
 
