@@ -652,11 +652,11 @@ def _port_shapes(rule: Rule) -> tuple[_PortShape, ...]:
 @attrs.frozen
 class _Plans:
     """What lowering works out alike for every family, worked out once: which keys a rule's pod
-    peers are tested by, its ports' shapes, and how a set key splits. Keyed by the rule object
-    (alive as long as the program being lowered) or the set key."""
+    peers are tested by, its ports' shapes (both by rule: equal rules of other policies share
+    them), and how a set key splits."""
 
-    peers: dict[int, tuple[SetKey, ...]] = attrs.Factory(dict)
-    ports: dict[int, tuple[_PortShape, ...]] = attrs.Factory(dict)
+    peers: dict[Rule, tuple[SetKey, ...]] = attrs.Factory(dict)
+    ports: dict[Rule, tuple[_PortShape, ...]] = attrs.Factory(dict)
     splits: dict[SetKey, tuple[tuple[tuple[PodPeer, ...], ...] | None, tuple[Keys, Keys] | None]] = (
         attrs.Factory(dict)
     )
@@ -726,9 +726,9 @@ class _Lowerer:
         a thousand rules, were a thousand copies)."""
         if rule.peers is None:
             return [None]
-        keys = self.plans.peers.get(id(rule))
+        keys = self.plans.peers.get(rule)
         if keys is None:
-            keys = self.plans.peers[id(rule)] = _peer_keys(rule.peers, self.crowded)
+            keys = self.plans.peers[rule] = _peer_keys(rule.peers, self.crowded)
         out: list[SetSpec | None] = [self._set("pods", key) for key in keys]
         for block in rule.peers:
             if isinstance(block, IPBlock) and block.version == self.family:
@@ -738,9 +738,9 @@ class _Lowerer:
     def _port_matches(
         self, rule: Rule
     ) -> list[tuple[str | None, tuple[tuple[int, int], ...], SetSpec | None]]:
-        shapes = self.plans.ports.get(id(rule))
+        shapes = self.plans.ports.get(rule)
         if shapes is None:
-            shapes = self.plans.ports[id(rule)] = _port_shapes(rule)
+            shapes = self.plans.ports[rule] = _port_shapes(rule)
         return [
             (
                 protocol,
@@ -958,7 +958,7 @@ def lower(program: Program, network: str = DEFAULT_NETWORK, memo: Memo | None = 
     tag = network_tag(network)
     names = crowded(program.policies)
     loaded, beside = standing(program.policies, names), together(program.policies, names)
-    plans = _Plans()  # lives for this call only: keyed by the ids of the program's rules
+    plans = _Plans()  # for this call's families only
     return Lowered(
         network,
         tuple(
