@@ -187,7 +187,7 @@ def worst_pair(cluster: Path) -> tuple[str, str, str, int]:
         for src in [*near, *sources_by_cost[:100]]:
             if src == dst:  # two namespaces, one route each: a pod to itself is no probe
                 continue
-            for protocol, port in sorted(ports, key=lambda p: p[0] != "UDP"):
+            for protocol, port in sorted(ports, key=lambda p: (p[0] != "UDP", p)):
                 if evaluator.allowed(ipaddress.ip_address(src), ipaddress.ip_address(dst), protocol, port):
                     return src, dst, protocol, port
     raise SystemExit("no allowed pair among the deepest pods")

@@ -264,7 +264,13 @@ class Ruleset:
                     return None
             elif w in ("tcp", "udp", "sctp"):
                 assert words[i + 1] == "dport", words
-                spans, i = _port_spec(words, i + 2)
+                if words[i + 2].startswith("@"):  # a port list: a named interval set of services
+                    listed = self.sets[words[i + 2][1:]]
+                    assert listed.type == "inet_service", listed
+                    spans, _ = _port_spec(["{", *listed.elements, "}"], 0)
+                    i += 3
+                else:
+                    spans, i = _port_spec(words, i + 2)
                 if packet.protocol.lower() != w or not any(lo <= packet.port <= hi for lo, hi in spans):
                     return None
             elif w == "meta" and words[i + 1] == "l4proto":

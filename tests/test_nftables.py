@@ -26,6 +26,7 @@ from npc.backends.iptables import render as iptables
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.nftables import NftablesBackend
 from npc.backends.nftables import render as nftables
+from npc.backends.nftables.drift import table_drift
 from npc.backends.nftables.load import element_lines
 from npc.backends.nftables.members import (
     Ranks,
@@ -252,9 +253,14 @@ def test_a_pod_selected_by_several_policies_gets_one_rank_per_policy() -> None:
 
 
 def test_port_groups_merge_into_one_rule() -> None:
+    """A port list is one rule over one named set, which every rule testing that list shares."""
     text = render(RICH, INVENTORY)
-    ports = ", ".join(str(p) for p in range(1000, 1040, 2))
-    assert text.count(f"udp dport {{ {ports} }} accept") == 2  # one rule per family, 20 ports
+    ruleset = Ruleset(text)
+    lists = {n: s for n, s in ruleset.sets.items() if s.type == "inet_service"}
+    assert [s.elements for s in lists.values()] == [[str(p) for p in range(1000, 1040, 2)]]
+    ((name, listed),) = lists.items()
+    assert not listed.interval  # single ports: a set the kernel may look up in one step
+    assert text.count(f"udp dport @{name} accept") == 2  # one rule per family, 20 ports
     assert re.search(r"\ttcp dport 8000-8100 ip saddr @s4-\w+ ip saddr @s4-\w+ accept", text)  # port first
 
 
@@ -393,6 +399,45 @@ def test_a_shared_chain_whose_first_policy_goes_is_updated_not_replaced(
         assert 'comment "default/b"' in "\n".join(updated) and "default/a" not in "\n".join(updated)
         backend.load(after, Options(), run)
         assert updated == _table(run)
+
+
+def _listing(*ports: int | str, name: str = "db", selector: str = "db") -> dict[str, object]:
+    """``policy`` with its ingress rule on several ports (a port list, in one nft set)."""
+    found = policy(name, selector=selector)
+    spec = found["spec"]
+    assert isinstance(spec, dict)
+    spec["ingress"][0]["ports"] = [{"port": p} for p in ports]
+    return found
+
+
+@pytest.mark.kernel
+def test_an_update_adds_the_port_lists_its_new_rules_test_and_deletes_the_unused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy change by difference makes the kernel's table the one a full load makes: the new
+    chains' port lists created (with their elements) before the rules naming them, the old list
+    deleted after the chain testing it."""
+    if not shutil.which("nft"):
+        pytest.skip("nft not installed (Debian: apt-get install nftables)")
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
+    before = compile_policies(_listing(80, 443), _listing(53, 54, name="keep", selector="frontend"))
+    after = compile_policies(
+        _listing(8080, 9000, 9001, 9003), _listing(53, 54, name="keep", selector="frontend")
+    )
+    with fresh_netns("npc-nftl", tmp_path) as netns:
+        run, backend = InNetns(netns), NftablesBackend()
+        backend.load(before, Options(), run)
+        assert any("elements = { 443, 80 }" in line for line in _table(run))
+        report = backend.load_update(before.lowered, before.members, after, Options(), run)
+        assert " updated: " in report.summary and "sets +1 -1" in report.summary, report.summary
+        updated = _table(run)
+        assert any("elements = { 8080, 9000-9001, 9003 }" in line for line in updated)
+        assert not any("53-54 }" in line for line in updated)  # adjacent ports: one range, in the rule
+        assert any("dport 53-54 " in line for line in updated)
+        assert not any("443" in line for line in updated)
+        backend.load(after, Options(), run)
+        assert updated == _table(run)
+        assert table_drift(nftables.build(after.lowered, after.members), run) == ()  # as listed
 
 
 @pytest.mark.kernel

@@ -32,6 +32,7 @@ from .render import (
     referenced_sets,
     set_text,
     table_name,
+    table_port_lists,
 )
 
 # (table, family, direction) -> per rank map in force, how many addresses jump there (have at
@@ -283,10 +284,10 @@ def update_script(in_force: Where, coming: Where, ranks: Ranks) -> tuple[str, st
         if old_chain.comment != new_chain.comment:  # another first policy: its rules say so
             kept = chain_text(new_chain, family)
             fixed.append((kept.name, kept.rules))
+    old_lists, new_lists = table_port_lists(before), table_port_lists(after)
     lines: list[str] = []
-    for name in sorted(new_sets.keys() - old_sets.keys()):
-        spec = new_sets[name]
-        text = set_text(spec, new[name])
+    added = [set_text(new_sets[n], new[n]) for n in sorted(new_sets.keys() - old_sets.keys())]
+    for text in added + [new_lists[n] for n in sorted(new_lists.keys() - old_lists.keys())]:
         flags = " flags interval;" if text.interval else ""
         lines.append(f"add set inet {table} {text.name} {{ type {text.type};{flags} }}")
         if text.elements:
@@ -307,11 +308,11 @@ def update_script(in_force: Where, coming: Where, ranks: Ranks) -> tuple[str, st
         lines += [f"add rule inet {table} {name} {rule}" for rule in rules]
     stale_chains = [chain_text(c, f).name for n, (f, c) in sorted(old_chains.items()) if n not in new_chains]
     lines += [f"delete chain inet {table} {name}" for name in stale_chains]
-    stale_sets = sorted(old_sets.keys() - new_sets.keys())
+    stale_sets = sorted(old_sets.keys() - new_sets.keys()) + sorted(old_lists.keys() - new_lists.keys())
     lines += [f"delete set inet {table} {n}" for n in stale_sets]
     summary = (
         f"chains +{len(fresh_chains)} -{len(stale_chains)} ~{len(fixed)}, "
-        f"sets +{len(new_sets.keys() - old_sets.keys())} -{len(stale_sets)}, "
+        f"sets +{len(added) + len(new_lists.keys() - old_lists.keys())} -{len(stale_sets)}, "
         f"elements +{delta.added} -{delta.removed}"
     )
     return "".join(f"{line}\n" for line in lines), summary, reached
