@@ -17,8 +17,9 @@ Layout of a table (``<f>`` is 4 or 6; each family has its own chains):
   ingress-<f>    ``ip daddr vmap @ingress-<f>-<k>`` for k = 1..K, then drop.
   p-<digest>     one chain per lowered policy chain; a match is ``goto destination-<f>`` (egress
                  allowed: the destination side decides next) or ``accept`` (ingress allowed).
-  ports-<digest> a list of several ports, one named interval set per distinct list in the table,
-                 which every rule testing it names (``tcp dport @ports-...``).
+  ports-<digest> a list of several ports, one named set per distinct list in the table (an
+                 interval set where a range is listed), which every rule testing it names
+                 (``tcp dport @ports-...``).
 
 Dispatch without marks: rank map k sends an isolated pod's address to the k-th policy chain
 selecting it (``jump``: falling off that chain's end tries the next rank; past its last one the
@@ -275,7 +276,7 @@ def port_list_name(spans: Sequence[tuple[int, int]]) -> str:
 
 
 def port_list(spans: Sequence[tuple[int, int]]) -> SetText:
-    """A named interval set of ports, one per distinct list in the table (both families', any
+    """A named set of ports, one per distinct list in the table (both families', any
     protocol: the rule names the protocol), shared by every rule testing that list. Named, not
     anonymous: the kernel walks a whole load's transaction twice for each anonymous set (to find
     it, to bind it), about a millisecond apiece when a load holds a few hundred thousand set
@@ -297,7 +298,7 @@ def render_match(match: Match, direction: Direction, family: int) -> str:
     ip = FAMILY_KEYWORD[family]
     parts: list[str] = []
     if match.named_port is None and match.protocol and match.ports:
-        ports = _span(*match.ports[0]) if len(match.ports) == 1 else f"@{port_list_name(match.ports)}"
+        ports = f"@{port_list_name(match.ports)}" if _listed(match) else _span(*match.ports[0])
         parts.append(f"{match.protocol.lower()} dport {ports}")
     elif match.named_port is None and match.protocol:
         parts.append(f"meta l4proto {match.protocol.lower()}")
