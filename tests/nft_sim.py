@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import attrs
 from npc.ir import Address
@@ -72,11 +72,16 @@ def _port_spec(words: list[str], i: int) -> tuple[list[tuple[int, int]], int]:
     else:
         items.append(words[i])
         i += 1
+    return _spans(items), i
+
+
+def _spans(items: Iterable[str]) -> list[tuple[int, int]]:
+    """Ports and ``lo-hi`` ranges as inclusive spans."""
     spans = []
     for item in items:
         lo, _, hi = item.partition("-")
         spans.append((int(lo), int(hi or lo)))
-    return spans, i
+    return spans
 
 
 class Ruleset:
@@ -264,10 +269,10 @@ class Ruleset:
                     return None
             elif w in ("tcp", "udp", "sctp"):
                 assert words[i + 1] == "dport", words
-                if words[i + 2].startswith("@"):  # a port list: a named interval set of services
+                if words[i + 2].startswith("@"):  # a port list: a named set of services
                     listed = self.sets[words[i + 2][1:]]
                     assert listed.type == "inet_service", listed
-                    spans, _ = _port_spec(["{", *listed.elements, "}"], 0)
+                    spans = _spans(listed.elements)
                     i += 3
                 else:
                     spans, i = _port_spec(words, i + 2)

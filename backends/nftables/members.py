@@ -287,7 +287,8 @@ def update_script(in_force: Where, coming: Where, ranks: Ranks) -> tuple[str, st
     old_lists, new_lists = table_port_lists(before), table_port_lists(after)
     lines: list[str] = []
     added = [set_text(new_sets[n], new[n]) for n in sorted(new_sets.keys() - old_sets.keys())]
-    for text in added + [new_lists[n] for n in sorted(new_lists.keys() - old_lists.keys())]:
+    added += [new_lists[n] for n in sorted(new_lists.keys() - old_lists.keys())]
+    for text in added:
         flags = " flags interval;" if text.interval else ""
         lines.append(f"add set inet {table} {text.name} {{ type {text.type};{flags} }}")
         if text.elements:
@@ -312,7 +313,7 @@ def update_script(in_force: Where, coming: Where, ranks: Ranks) -> tuple[str, st
     lines += [f"delete set inet {table} {n}" for n in stale_sets]
     summary = (
         f"chains +{len(fresh_chains)} -{len(stale_chains)} ~{len(fixed)}, "
-        f"sets +{len(added) + len(new_lists.keys() - old_lists.keys())} -{len(stale_sets)}, "
+        f"sets +{len(added)} -{len(stale_sets)}, "
         f"elements +{delta.added} -{delta.removed}"
     )
     return "".join(f"{line}\n" for line in lines), summary, reached

@@ -432,7 +432,8 @@ def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
         sets += [set_text(s, members[s.name]) for s in referenced_sets(program)]
         tests.update((s.name, n) for s, n in tests_per_set(program).items())
         for ports, n in port_lists(program).items():
-            tests[port_list_name(ports)] = tests.get(port_list_name(ports), 0) + n
+            name = port_list_name(ports)
+            tests[name] = tests.get(name, 0) + n
         ranks: dict[Direction, tuple[str, ...]] = {}
         for direction in DIRECTIONS:
             found = rank_maps(program, direction, chains_by_address(program, direction, members))
