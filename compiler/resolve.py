@@ -17,7 +17,7 @@ import attrs
 
 from .inventory import Inventory
 from .ir import IPBlock, Network, PodPeer, Program, Selector, subnet_of
-from .lower import Lowered, SetSpec
+from .lower import Lowered, SetSpec, port_scopes
 
 Entry = tuple[str, bool]  # (rendered member, nomatch)
 # pod numbers, and their numbers by (label key, value) and by label key
@@ -146,11 +146,19 @@ class PodIndex:
             found.discard(-1)
         return list(zip(map(texts.__getitem__, sorted(found)), repeat(False)))
 
-    def named_port(self, protocol: str, name: str, family: int) -> list[_Keyed]:
+    def named_port(
+        self, protocol: str, name: str, family: int, scope: tuple[PodPeer, ...] | None = None
+    ) -> list[_Keyed]:
+        """The port's (address, number) for each pod naming it; of the pods of ``scope`` only
+        (``lower.port_scopes``) when given."""
         values, texts, rest = self._values[family], self._texts[family], protocol.lower()
+        named = self._named.get((protocol, name), [])
+        if scope is not None:
+            within = {i for peer in scope for i in self.peer_pods(peer)}
+            named = [(i, port) for i, port in named if i in within]
         return [
             ((address, f"{rest}:{port}"), f"{texts[address]},{rest}:{port}")
-            for i, port in self._named.get((protocol, name), [])
+            for i, port in named
             for address in values[i]
         ]
 
@@ -222,8 +230,9 @@ class Resolver:
     def __init__(self, index: PodIndex) -> None:
         self.index = index
 
-    def members(self, spec: SetSpec) -> list[Entry]:
-        """The set's entries, sorted and unique, as ``ipset``/``nft`` spell them."""
+    def members(self, spec: SetSpec, scope: tuple[PodPeer, ...] | None = None) -> list[Entry]:
+        """The set's entries, sorted and unique, as ``ipset``/``nft`` spell them; a named port's
+        of ``scope``'s pods only, when given (``lower.port_scopes``)."""
         if spec.kind == "pods":
             assert isinstance(spec.key, tuple)
             peers = [peer for peer in spec.key if isinstance(peer, PodPeer)]
@@ -238,7 +247,7 @@ class Resolver:
             return sorted(set(_net_entries(spec.key)), key=_net_sort_key)
         assert spec.kind == "port" and isinstance(spec.key, tuple)
         protocol, name = (str(part) for part in spec.key)
-        return _sorted_unique(self.index.named_port(protocol, name, spec.family))
+        return _sorted_unique(self.index.named_port(protocol, name, spec.family, scope))
 
 
 class Resolved(Mapping[str, list[Entry]]):
@@ -251,16 +260,18 @@ class Resolved(Mapping[str, list[Entry]]):
 
     def __init__(self, lowered: Lowered, inventory: Inventory) -> None:
         self._specs: dict[str, SetSpec] = {}
+        self._scopes: dict[str, tuple[PodPeer, ...] | None] = {}
         for fam in lowered.families:
             for spec in fam.sets:
                 self._specs.setdefault(spec.name, spec)
+            self._scopes.update(port_scopes(fam))
         self._resolver = Resolver(PodIndex(inventory))
         self._found: dict[str, list[Entry]] = {}
 
     def __getitem__(self, name: str) -> list[Entry]:
         found = self._found.get(name)
         if found is None:
-            found = self._found[name] = self._resolver.members(self._specs[name])
+            found = self._found[name] = self._resolver.members(self._specs[name], self._scopes.get(name))
         return found
 
     def __contains__(self, name: object) -> bool:

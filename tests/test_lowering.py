@@ -22,13 +22,14 @@ from dataplane_sim import Dataplane, parse_ipsets
 from hypothesis import HealthCheck, given, settings
 from nft_sim import Ruleset
 from npc import lower
+from npc.agent.live import LiveInventory, LiveSets
 from npc.backends import get as get_backend
 from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.names import names_of
 from npc.backends.iptables.render import NPC_LAYOUT, kernel_sets, rules_for, set_changes
 from npc.evaluate import Evaluator
-from npc.inventory import Inventory, Namespace, Pod, read_inventory
+from npc.inventory import Inventory, NamedPort, Namespace, Pod, pod_ips, read_inventory
 from npc.ir import (
     NAMESPACE_NAME_LABEL,
     IPBlock,
@@ -53,6 +54,7 @@ from random_clusters import (
     ip_blocks,
     programs,
 )
+from test_agent_live import raw
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -345,6 +347,66 @@ def test_a_chain_of_one_rule_is_tested_in_its_dispatch_rule() -> None:
             dataplane.allowed(ipaddress.ip_address("192.168.1.1"), ip[app], "UDP", 9)
             assert dataplane.tables[4].walked == NPC_LAYOUT.per_packet + costs[str(ip[app])]
         assert costs[str(ip["db"])] - costs[str(ip["api"])] == (2 if inline else 1)
+
+
+def test_a_named_port_set_holds_the_pods_its_rules_can_concern() -> None:
+    """``http`` is named by pods of three namespaces: an ingress rule of ``shop``'s ``api`` and
+    an egress rule to ``bank``'s ``db`` test it, so its set holds those pods' ports and not
+    ``lab``'s, which no rule reaches (``lower.port_scopes``); an egress rule to anyone makes it
+    every pod's. Both decide as the evaluator, and the agent's live sets hold the same."""
+
+    def app(value: str) -> Selector:
+        return Selector((Requirement("app", "In", (value,)),))
+
+    http = (PortSpec("TCP", "http"),)
+    anyone = PodPeer(Selector(), Selector())
+    scoped = Program(
+        (
+            Policy("shop", "api", app("api"), ingress=(Rule((anyone,), http),)),
+            Policy(
+                "shop",
+                "to-db",
+                app("web"),
+                egress=(Rule((PodPeer(namespace_selector("bank"), app("db")),), http),),
+            ),
+        )
+    )
+    whole = Program((*scoped.policies, Policy("lab", "out", Selector(), egress=(Rule(None, http),))))
+    namespaces = tuple(Namespace(n, {NAMESPACE_NAME_LABEL: n}) for n in ("shop", "bank", "lab"))
+    pods = tuple(
+        Pod(
+            ns.name,
+            f"{ns.name}-{value}",
+            {"app": value},
+            (ipaddress.ip_address(f"10.0.{i}.{j}"),),
+            (NamedPort("http", "TCP", 8000 + j),),
+        )
+        for i, ns in enumerate(namespaces, 1)
+        for j, value in enumerate(("api", "web", "db"), 1)
+    )
+    inventory = Inventory(namespaces, pods)
+    for program, holders in (
+        (scoped, {"shop-api", "bank-db"}),
+        (whole, {p.name for p in pods}),
+    ):
+        compiled = compile_program(program, inventory)
+        (spec,) = (s for s in compiled.lowered.family(4).sets if s.kind == "port")
+        expected_entries = sorted(f"{p.ips[0]},tcp:{p.ports[0].port}" for p in pods if p.name in holders)
+        assert sorted(e for e, _ in compiled.members[spec.name]) == expected_entries
+        dataplane = Dataplane(get_backend("iptables").render(compiled, Options()))
+        expected = connectivity(Evaluator(program, inventory).allowed, inventory)
+        assert connectivity(dataplane.allowed, inventory) == expected
+        live = LiveInventory(pod_ips)
+        live.update(raw(inventory))
+        assert LiveSets(compiled.lowered, live, set()).members()[spec.name] == compiled.members[spec.name]
+    # the agent's policy change: the set keeps its name, and its counts only where its scope stayed
+    live = LiveInventory(pod_ips)
+    live.update(raw(inventory))
+    sets = None
+    for program in (scoped, whole, scoped):
+        compiled = compile_program(program, inventory)
+        sets = LiveSets(compiled.lowered, live, set(), sets)
+        assert sets.members() == dict(compiled.members.items())
 
 
 def test_joined_policies_allow_what_each_allowed() -> None:

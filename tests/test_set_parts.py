@@ -120,9 +120,9 @@ def test_a_backend_works_out_the_members_of_only_the_sets_it_reads(monkeypatch: 
     asked: list[str] = []
     members = Resolver.members
 
-    def counting(self: Resolver, spec: SetSpec) -> list[Entry]:
+    def counting(self: Resolver, spec: SetSpec, scope: tuple[PodPeer, ...] | None = None) -> list[Entry]:
         asked.append(spec.name)
-        return members(self, spec)
+        return members(self, spec, scope)
 
     monkeypatch.setattr(Resolver, "members", counting)
     compiled = compile_program(PROGRAM, INVENTORY)

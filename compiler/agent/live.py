@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..inventory import Inventory, IPSource, Namespace, Pod, build_inventory
 from ..ir import NAMESPACE_NAME_LABEL, PodPeer
-from ..lower import Lowered, SetSpec
+from ..lower import Lowered, SetSpec, port_scopes
 from ..resolve import Entry, PodIndex, Resolver
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -190,24 +190,40 @@ class _Index:
     against a namespace's labels once; per namespace, the peers are indexed by pod label."""
 
     def __init__(
-        self, specs: Iterable[SetSpec], previous: _Index | None = None, kept: set[str] | None = None
+        self,
+        specs: Iterable[SetSpec],
+        scopes: Mapping[str, tuple[PodPeer, ...] | None],
+        previous: _Index | None = None,
+        kept: set[str] | None = None,
     ) -> None:
         """``previous``: an index whose sets named in ``kept`` carry over as they were indexed
-        (peers recur across thousands of sets, and comparing equal peers is not free)."""
+        (peers recur across thousands of sets, and comparing equal peers is not free).
+        ``scopes``: a named port's pods that rules can concern (``lower.port_scopes``): its
+        scope's peers are indexed like a set's, and ``opens`` says which port sets each admits."""
         self.peer_sets: dict[PodPeer, list[tuple[str, int]]] = defaultdict(list)
-        self.port_sets: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+        # (set name, family, whether a scope bounds it)
+        self.port_sets: dict[tuple[str, str], list[tuple[str, int, bool]]] = defaultdict(list)
+        self.opens: dict[PodPeer, list[str]] = defaultdict(list)
         if previous is not None:
             keep = kept or set()
             for kept_peer, sets in previous.peer_sets.items():
                 if found := [s for s in sets if s[0] in keep]:
                     self.peer_sets[kept_peer] = found
-            for port, sets in previous.port_sets.items():
-                if found := [s for s in sets if s[0] in keep]:
-                    self.port_sets[port] = found
+            for port, ports in previous.port_sets.items():
+                if kept_ports := [s for s in ports if s[0] in keep]:
+                    self.port_sets[port] = kept_ports
+            for kept_peer, admitted in previous.opens.items():
+                if opened := [n for n in admitted if n in keep]:
+                    self.opens[kept_peer] = opened
+                    self.peer_sets.setdefault(kept_peer, [])  # indexed, if it feeds no set
         for spec in specs:
             if spec.kind == "port":
                 protocol, name = (str(part) for part in spec.key)  # type: ignore[union-attr]
-                self.port_sets[(protocol, name)].append((spec.name, spec.family))
+                scope = scopes.get(spec.name)
+                self.port_sets[(protocol, name)].append((spec.name, spec.family, scope is not None))
+                for scope_peer in scope or ():
+                    self.opens[scope_peer].append(spec.name)
+                    self.peer_sets.setdefault(scope_peer, [])  # indexed, if it feeds no set
             else:
                 for peer in spec.key:  # type: ignore[union-attr]
                     assert isinstance(peer, PodPeer)
@@ -245,18 +261,22 @@ class _Index:
         # spelled only for a pod some set takes: a new set is tested against every pod of the
         # namespaces it may select, and most give it nothing
         ips: list[tuple[str, int]] | None = None
+        opened: set[str] = set()  # the port sets whose scope takes the pod
         for peer in view.selecting(pod.labels):
             if ips is None:
                 local, ips = inventory.is_local(pod), [(str(ip), ip.version) for ip in pod.ips]
             for name, family in self.peer_sets[peer]:
                 if local or name not in local_only:
                     yield from ((name, ip) for ip, version in ips if version == family)
+            opened.update(self.opens.get(peer, ()))
         if not self.port_sets:
             return
         if ips is None:
             ips = [(str(ip), ip.version) for ip in pod.ips]
         for (protocol, port_name), port in pod.named_ports().items():
-            for name, family in self.port_sets.get((protocol, port_name), ()):
+            for name, family, scoped in self.port_sets.get((protocol, port_name), ()):
+                if scoped and name not in opened:
+                    continue
                 rest = f"{protocol.lower()}:{port}"
                 yield from ((name, f"{ip},{rest}") for ip, version in ips if version == family)
 
@@ -291,13 +311,26 @@ class LiveSets:
                         self.fixed[spec.name] = _net_members(spec)
                 else:
                     specs.setdefault(spec.name, spec)
+        # a named port's scope is the program's (``lower.port_scopes``): a set keeps its counts
+        # across a policy change only where its scope stayed
+        self.scopes = {
+            n: s for family in lowered.families for n, s in port_scopes(family).items() if n in specs
+        }
         kept: set[str] = set()
         if previous is not None:
             kept = {
-                n for n in specs if n in previous.counts and (n in local_only) == (n in previous.local_only)
+                n
+                for n in specs
+                if n in previous.counts
+                and (n in local_only) == (n in previous.local_only)
+                and self.scopes.get(n) == previous.scopes.get(n)
             }
         fresh = [spec for name, spec in specs.items() if name not in kept]
-        self.index: _Index = _Index(fresh, previous.index, kept) if previous else _Index(specs.values())
+        self.index: _Index = (
+            _Index(fresh, self.scopes, previous.index, kept)
+            if previous
+            else _Index(specs.values(), self.scopes)
+        )
         self.counts: dict[str, Counter[str]] = {n: previous.counts[n] for n in kept} if previous else {}
         self.counts.update((spec.name, Counter()) for spec in fresh)
         self._sorted: dict[str, list[Entry]] = (
@@ -328,7 +361,7 @@ class LiveSets:
                     key: frozenset(e for e in given if e[0] not in stale) for key, given in self.given.items()
                 }
                 self.stale, self.stale_entries = set(), 0
-        new_index = _Index(fresh) if previous else self.index
+        new_index = _Index(fresh, self.scopes) if previous else self.index
         # entries of every set as ``members`` last returned them, kept up to date by it (a metric)
         self.entries = sum(map(len, self.fixed.values())) + sum(map(len, self._sorted.values()))
         if not fresh:
