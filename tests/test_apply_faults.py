@@ -15,7 +15,7 @@ from npc import lock
 from npc.backends.base import Ran
 from npc.backends.iptables import load as apply
 from npc.backends.iptables.mark_tree import Marks
-from npc.backends.iptables.names import names_of
+from npc.backends.iptables.names import destruction_order, names_of
 from npc.backends.iptables.render import kernel_sets
 from npc.errors import ApplyError, MixedStateError
 from npc.inventory import Inventory, Namespace, Pod
@@ -85,10 +85,10 @@ def existing_sets(compiled: Compiled) -> str:
     """``ipset list -t`` output in which every set of the program already exists, with its right type."""
     blocks = []
     for spec in kernel_sets(compiled.lowered, compiled.members, Marks()):
-        blocks.append(
-            f"Name: {spec.name}\nType: {spec.type}\nHeader: family {spec.family} hashsize 1024\n"
-            "References: 1\n"
-        )
+        header = (
+            "size 8" if spec.type == "list:set" else f"family {spec.family} hashsize 1024"
+        )  # as ipset prints
+        blocks.append(f"Name: {spec.name}\nType: {spec.type}\nHeader: {header}\nReferences: 1\n")
     return "\n".join(blocks)
 
 
@@ -216,5 +216,5 @@ def test_a_killed_runs_recorded_temporaries_are_removed_and_made_again(
     stand_in = StandIn(lambda argv, stdin: None, existing_sets(compiled) + left, leaving_members(compiled))
     run_apply(monkeypatch, tmp_path, stand_in, compiled)
     batches = [stdin for argv, stdin in stand_in.calls if list(argv) == ["ipset", "restore"]]
-    assert batches[0] == "".join(f"destroy {t}\n" for t in temps)
+    assert batches[0] == "".join(f"destroy {t}\n" for t in destruction_order(temps))  # lists first
     assert any(f"create {t} " in batch for t in temps for batch in batches[1:])

@@ -27,7 +27,7 @@ from npc.backends import get as get_backend
 from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.names import names_of
-from npc.backends.iptables.render import NPC_LAYOUT, kernel_sets, rules_for, set_changes
+from npc.backends.iptables.render import NPC_LAYOUT, everyone, kernel_sets, rules_for, set_changes
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, NamedPort, Namespace, Pod, pod_ips, read_inventory
 from npc.ir import (
@@ -407,6 +407,55 @@ def test_a_named_port_set_holds_the_pods_its_rules_can_concern() -> None:
         compiled = compile_program(program, inventory)
         sets = LiveSets(compiled.lowered, live, set(), sets)
         assert sets.members() == dict(compiled.members.items())
+
+
+def test_every_pod_is_the_map_sets_and_the_rest_through_churn() -> None:
+    """With group marks, a peer of every pod is tested as a list of the two map sets and the pods
+    neither holds (``render.everyone``): not loaded as a set of its own. The rest takes a new pod
+    of an unpoliced namespace, gives up a pod relabelled into a policy's target and one deleted;
+    the deltas reach what a full load makes, and the rules decide as the evaluator."""
+    anyone = PodPeer(Selector(), Selector())
+    web = Selector((Requirement("app", "In", ("web",)),))
+    program = Program(
+        (
+            Policy("shop", "web-from-all", web, ingress=(Rule((anyone,), (PortSpec("TCP", 80),)),)),
+            Policy("bank", "out-to-all", Selector(), egress=(Rule((anyone,)),)),
+        )
+    )
+    namespaces = tuple(Namespace(n, {NAMESPACE_NAME_LABEL: n}) for n in ("shop", "bank", "lab"))
+
+    def pod(ns: str, name: str, app: str, host: int) -> Pod:
+        return Pod(ns, name, {"app": app}, (ipaddress.ip_address(f"10.0.0.{host}"),))
+
+    pods = [
+        pod("shop", "web", "web", 1),
+        pod("shop", "db", "db", 2),
+        pod("bank", "api", "api", 3),
+        pod("lab", "x", "x", 4),
+    ]
+    churned = [pod("shop", "web", "web", 1), pod("shop", "db", "web", 2), pod("lab", "y", "y", 5)]
+    before = compile_program(program, Inventory(namespaces, tuple(pods)))
+    after = compile_program(program, Inventory(namespaces, tuple(churned)))
+    found = everyone(before.lowered, 4, Marks())
+    assert found is not None
+    kernel = {s.name: s.members for s in kernel_sets(before.lowered, before.members, Marks())}
+    assert [t for t, _ in kernel[found.rest]] == ["10.0.0.2", "10.0.0.4"]
+    assert kernel[found.name] == [(n, False) for n in (*found.maps, found.rest)]
+    assert not any(name.endswith(found.spec.name) for name in kernel)
+    changes = set_changes(before.lowered, before.members, after.members, Marks())
+    assert changes[found.rest] == ([("10.0.0.2", False), ("10.0.0.4", False)], [("10.0.0.5", False)])
+    moved = {
+        n: (set(m) - set(changes.get(n, ((), ()))[0])) | set(changes.get(n, ((), ()))[1])
+        for n, m in kernel.items()
+    }
+    assert moved == {s.name: set(s.members) for s in kernel_sets(after.lowered, after.members, Marks())}
+    for compiled, inventory in (
+        (before, Inventory(namespaces, tuple(pods))),
+        (after, Inventory(namespaces, tuple(churned))),
+    ):
+        dataplane = Dataplane(get_backend("iptables").render(compiled, Options()))
+        expected = connectivity(Evaluator(program, inventory).allowed, inventory)
+        assert connectivity(dataplane.allowed, inventory) == expected
 
 
 def test_joined_policies_allow_what_each_allowed() -> None:

@@ -17,7 +17,7 @@ from npc.backends import get as get_backend
 from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.names import names_of
-from npc.backends.iptables.render import used_sets
+from npc.backends.iptables.render import everyone, used_sets
 from npc.inventory import Inventory, Namespace, Pod
 from npc.ir import (
     NAMESPACE_NAME_LABEL,
@@ -578,9 +578,13 @@ def test_a_peer_by_absence_across_namespaces_is_every_pod_and_not_a_part() -> No
     assert [s.key for s in match.peer.excluded] == [
         (PodPeer(EVERYWHERE, Selector((Requirement("app", "In", ("app3",)),))),)
     ]
-    rules = get_backend("iptables").render(compiled, Options())["rules.v4"]
-    tests = rf"-m set --match-set npc-\w+-{every.name} src -m set ! --match-set npc-\w+-{match.peer.excluded[0].name} src"
-    assert re.search(tests, rules)
+    files = get_backend("iptables").render(compiled, Options())
+    # with group marks, every pod is the list of the map sets and the pods neither holds
+    listed = everyone(compiled.lowered, 4, Marks())
+    assert listed is not None and listed.spec == every
+    tests = rf"-m set --match-set {listed.name} src -m set ! --match-set npc-\w+-{match.peer.excluded[0].name} src"
+    assert re.search(tests, files["rules.v4"])
+    assert f"-{every.name} " not in files["ipsets"]
     ruleset = get_backend("nftables").render(compiled, Options())["ruleset.nft"]
     assert f"ip saddr @{every.name} ip saddr != @{match.peer.excluded[0].name} " in ruleset
 

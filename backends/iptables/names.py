@@ -30,9 +30,16 @@ class Names:
     """One network's names."""
 
     tag: str
+    # a program set the rules test under another kernel set's name (``render.everyone``)
+    aliases: tuple[tuple[str, str], ...] = ()
     chain_prefix: str = attrs.field(init=False)
     set_prefix: str = attrs.field(init=False)
     temp_prefix: str = attrs.field(init=False)
+    _aliased: dict[str, str] = attrs.field(init=False, eq=False, repr=False)
+
+    @_aliased.default
+    def _aliased_default(self) -> dict[str, str]:
+        return dict(self.aliases)
 
     @chain_prefix.default
     def _chain_prefix(self) -> str:
@@ -52,7 +59,7 @@ class Names:
 
     def set(self, name: str) -> str:
         """A set of ``lower``'s (``s4-<digest>``) or of the layout's (``m4-<digest>``)."""
-        return self.set_prefix + name
+        return self.set_prefix + self._aliased.get(name, name)
 
     def temp(self, kernel_set: str) -> str:
         """Where apply stages new contents of the kernel's set ``kernel_set`` before the swap."""

@@ -8,6 +8,7 @@ reduces it to a safe alphabet (names are DNS-1123 already; this is defence in de
 from __future__ import annotations
 
 import functools
+import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from operator import itemgetter
@@ -16,8 +17,9 @@ import attrs
 import jinja2
 
 from ... import __version__
-from ...ir import DIRECTIONS, Direction
+from ...ir import DIRECTIONS, Direction, PodPeer
 from ...lower import (
+    EVERYWHERE,
     Chain,
     Dispatch,
     FamilyProgram,
@@ -107,6 +109,8 @@ def _varied(match: Match) -> tuple[tuple[Test, ...], SetSpec] | None:
         return None
     found = tests(match.peer)
     last = max(i for i, (_, out) in enumerate(found) if not out)
+    if found[last][0].key == EVERYONE:  # with group marks itself a list (``everyone``), and no
+        return None  # list holds a list
     return found[:last] + found[last + 1 :], found[last][0]
 
 
@@ -360,6 +364,96 @@ def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tre
     return {d: tree(program, d, names, marks.group(d), weight) for d in DIRECTIONS}
 
 
+EVERYONE = (PodPeer(EVERYWHERE, EVERYWHERE),)  # the key of "every pod of the network"
+
+
+@attrs.frozen
+class Everyone:
+    """With group marks, "every pod" (``namespaceSelector: {}``, as prometheus scrapes and DNS
+    is allowed) is a ``list:set`` of the direction's map sets and ``rest``, the pods neither map
+    holds, instead of a set of its own: the maps hold every isolated pod already, so the peer
+    costs the pods no policy isolates, not a copy of the cluster (50,000 entries at the
+    independent L, where 99% of pods are isolated). The map sets are named by the groups, so the
+    list and ``rest`` are too: a policy change that regroups namespaces renames them."""
+
+    spec: SetSpec  # the program's every-pod set, read for its members, never loaded
+    maps: tuple[str, ...]  # kernel names, in ``DIRECTIONS`` order
+    feeds: tuple[str, ...]  # the program's isolated sets the maps hold
+    rest: str
+    name: str  # the list's
+
+
+@per_program
+def everyone(lowered: Lowered, family: int, marks: Marks) -> Everyone | None:
+    """``Everyone`` for ``family``, where a rule tests every pod and dispatch is by group."""
+    found = trees(lowered, family, marks)
+    program = lowered.family(family)
+    spec = next((s for s in used_sets(program, marks) if s.kind == "pods" and s.key == EVERYONE), None)
+    if spec is None or not found:
+        return None
+    names = names_of(lowered)
+    maps = tuple(found[d].map_set for d in DIRECTIONS)
+    feeds = tuple(iso for _, isolated in _map_sets(lowered, family, marks) for iso in isolated)
+    rest = names.set(f"s{family}-{digest('rest', maps)}")
+    return Everyone(spec, maps, feeds, rest, names.set(f"l{family}-{digest('everyone', maps, rest)}"))
+
+
+@per_program
+def rule_names(lowered: Lowered, marks: Marks) -> Names:
+    """The names the rules spell: every pod as its list where there is one (``everyone``)."""
+    prefix = names_of(lowered).set_prefix
+    found = (everyone(lowered, f.family, marks) for f in lowered.families)
+    return Names(lowered.tag, tuple((e.spec.name, e.name.removeprefix(prefix)) for e in found if e))
+
+
+def _rest(found: Everyone, members: Mapping[str, Sequence[Entry]]) -> list[Entry]:
+    """Every pod's entries that no map set holds, in ``resolve``'s order."""
+    mapped = {text for iso in found.feeds for text, _ in members[iso]}
+    return [e for e in members[found.spec.name] if e[0] not in mapped]
+
+
+_TEXTS: dict[int, tuple[Sequence[Entry], frozenset[str]]] = {}
+
+
+def _texts(entries: Sequence[Entry]) -> frozenset[str]:
+    """A member list's texts as a set, remembered per list: the agent's members reuse the very
+    list of a set no pod entered or left, so a pod event builds the sets of the lists it changed."""
+    found = _TEXTS.get(id(entries))
+    if found is None or found[0] is not entries:
+        if len(_TEXTS) > 20_000:
+            _TEXTS.clear()
+        found = _TEXTS[id(entries)] = (entries, frozenset(text for text, _ in entries))
+    return found[1]
+
+
+def _rest_change(
+    found: Everyone,
+    old: Mapping[str, Sequence[Entry]],
+    new: Mapping[str, Sequence[Entry]],
+    changes: Mapping[str, tuple[list[Entry], list[Entry]]],
+) -> tuple[list[Entry], list[Entry]]:
+    """``rest``'s (removed, added) from the addresses that entered or left every pod's set or a
+    map's feeds: a map's addresses are pods', so an address touched only by the maps is a pod's
+    before and after, and whether it is in ``rest`` is whether a feed holds it (a few of a
+    thousand sets tested per address, not the cluster's 50,000 compared per event)."""
+    pods = changes.get(found.spec.name, ([], []))
+    came, went = {t for t, _ in pods[1]}, {t for t, _ in pods[0]}
+    touched = {
+        t for name in (found.spec.name, *found.feeds) for part in changes.get(name, ()) for t, _ in part
+    }
+
+    def mapped(members: Mapping[str, Sequence[Entry]], text: str) -> bool:
+        return any(text in _texts(members[iso]) for iso in found.feeds)
+
+    removed: list[Entry] = []
+    added: list[Entry] = []
+    for text in sorted(touched, key=ipaddress.ip_address):
+        was, now = text not in came and not mapped(old, text), text not in went and not mapped(new, text)
+        if was != now:
+            (added if now else removed).append((text, False))
+    return removed, added
+
+
 NPC_LAYOUT = Layout()
 
 
@@ -396,7 +490,7 @@ def render_rules(
     layout has it, as a boot-time restore needs); ``extra_chains`` are declared (so flushed) too,
     for edits that delete them."""
     program = lowered.family(family)
-    names = names_of(lowered)
+    names = rule_names(lowered, marks)
     direction_chain = {d: layout.direction_chain(lowered, d) for d in DIRECTIONS}
     found = trees(lowered, family, marks)
     if edits is None:
@@ -557,12 +651,20 @@ def kernel_sets(
     for program in lowered.families:
         if program.family not in families:
             continue
+        every = everyone(lowered, program.family, marks)
         for s, count in set_tests_per_set(program, marks).items():
+            if every is not None and s == every.spec:
+                tests[every.rest] = count
+                continue
             out.append(set_text(names.set(s.name), SET_TYPES[s.kind], s.family, members[s.name]))
             tests[out[-1].name] = count
         for name, feeds in _map_sets(lowered, program.family, marks):
             entries = [(text + suffix, False) for iso, suffix in feeds.items() for text, _ in members[iso]]
             out.append(set_text(name, "hash:ip", program.family, entries, " skbinfo"))
+        if every is not None:
+            rest = _rest(every, members)
+            out.append(set_text(every.rest, "hash:ip", program.family, rest))
+            out.append(set_text(every.name, LIST_SET, 0, [(n, False) for n in (*every.maps, every.rest)]))
         for listed in list_sets(program):
             held = [(names.set(m.name), False) for m in listed.members]
             out.append(set_text(names.set(listed.name), LIST_SET, 0, held))
@@ -624,9 +726,12 @@ def set_changes(
         if program.family not in families:
             continue
         used, feeding = _used_names(program, marks), _feeding(lowered, program.family, marks)
+        every = everyone(lowered, program.family, marks)
+        if every is not None and (rest := _rest_change(every, old, new, changes)) != ([], []):
+            out[every.rest] = rest
         fed: dict[str, list[tuple[int, str, tuple[list[Entry], list[Entry]]]]] = {}
         for name, change in changes.items():
-            if name in used:
+            if name in used and (every is None or name != every.spec.name):
                 out[names.set(name)] = change
             for map_set, at, suffix in feeding.get(name, ()):
                 fed.setdefault(map_set, []).append((at, suffix, change))
