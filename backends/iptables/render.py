@@ -377,7 +377,7 @@ class Everyone:
     list and ``rest`` are too: a policy change that regroups namespaces renames them."""
 
     spec: SetSpec  # the program's every-pod set, read for its members, never loaded
-    maps: tuple[str, ...]  # kernel names, in ``DIRECTIONS`` order
+    maps: tuple[str, ...]  # kernel names, ingress's first: policies isolate more pods for ingress
     feeds: tuple[str, ...]  # the program's isolated sets the maps hold
     rest: str
     name: str  # the list's
@@ -392,7 +392,7 @@ def everyone(lowered: Lowered, family: int, marks: Marks) -> Everyone | None:
     if spec is None or not found:
         return None
     names = names_of(lowered)
-    maps = tuple(found[d].map_set for d in DIRECTIONS)
+    maps = tuple(found[d].map_set for d in ("ingress", "egress"))  # the first lookup finds most pods
     feeds = tuple(iso for _, isolated in _map_sets(lowered, family, marks) for iso in isolated)
     rest = names.set(f"s{family}-{digest('rest', maps)}")
     return Everyone(spec, maps, feeds, rest, names.set(f"l{family}-{digest('everyone', maps, rest)}"))
