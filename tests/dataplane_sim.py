@@ -24,6 +24,7 @@ class _Set:
     addresses: set[Address] = attrs.field(factory=set)
     nets: dict[Network, bool] = attrs.field(factory=dict)  # net -> nomatch
     ports: set[tuple[Address, str, int]] = attrs.field(factory=set)
+    numbers: set[int] = attrs.field(factory=set)  # bitmap:port: port numbers of any protocol
     marks: dict[Address, tuple[int, int]] = attrs.field(factory=dict)  # skbinfo: (value, mask)
     members: list[str] = attrs.field(factory=list)  # list:set: the sets it holds, by name
 
@@ -35,6 +36,9 @@ class _Set:
         elif self.type == "list:set":
             assert not nomatch
             self.members.append(member)
+        elif self.type == "bitmap:port":
+            assert not nomatch
+            self.numbers.add(int(member))
         elif self.type == "hash:ip,port":
             ip, _, port = member.rpartition(",")
             protocol, _, number = port.partition(":")
@@ -47,6 +51,8 @@ class _Set:
             return address in self.addresses
         if self.type == "hash:ip,port":
             return (address, protocol.lower(), port) in self.ports
+        if self.type == "bitmap:port":  # the flags' first direction: the port's
+            return protocol.lower() in ("tcp", "udp", "sctp") and port in self.numbers
         best = max(
             (n for n in self.nets if n.version == address.version and address in n),
             key=lambda n: n.prefixlen,
@@ -169,10 +175,11 @@ class Table:
             assert cond[1] == "--match-set"
             name, dirs = cond[2], cond[3].split(",")
             address = packet.src if dirs[0] == "src" else packet.dst
-            if len(dirs) == 2:
-                assert dirs[1] == "dst"
-                return self.sets[name].holds(address, packet.protocol, packet.port)
             found = self.sets[name]
+            if len(dirs) == 2:  # a list passes both directions on to each member
+                assert dirs == ["dst", "dst"]
+                held = [self.sets[m] for m in found.members] if found.type == "list:set" else [found]
+                return any(s.holds(address, packet.protocol, packet.port) for s in held)
             if found.type == "list:set":  # any member holding the address (a nomatch: not that one)
                 return any(self.sets[member].holds(address) for member in found.members)
             return found.holds(address)

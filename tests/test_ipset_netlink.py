@@ -41,7 +41,7 @@ def _v6(r: random.Random) -> str:
 NETS4 = ("0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/8", "10.1.0.0/16", "192.168.1.7", "169.254.0.0/16")
 
 
-LISTED = ("ip4", "ip6", "empty", "map4", "map6", "port4", "port6", "net4", "net6")
+LISTED = ("ip4", "ip6", "empty", "map4", "map6", "port4", "port6", "net4", "net6", "ports")
 
 
 def specs(seed: int) -> list[SetText]:
@@ -67,6 +67,9 @@ def specs(seed: int) -> list[SetText]:
         set_text("npc-t-port6", "hash:ip,port", 6, [(a + r.choice(ports), False) for a in some(_v6, 200)]),
         set_text("npc-t-net4", "hash:net", 4, [(n, n.startswith(("10.0.", "169."))) for n in NETS4]),
         set_text("npc-t-net6", "hash:net", 6, [("::/1", False), ("8000::/1", False), ("fd00::/8", True)]),
+        set_text(
+            "npc-t-ports", "bitmap:port", 0, [(str(p), False) for p in sorted(r.sample(range(1, 65536), 15))]
+        ),
         set_text(
             "npc-t-list", "list:set", 0, [(n, False) for n in ("npc-t-net4", "npc-t-ip4", "npc-t-empty")]
         ),
@@ -107,7 +110,11 @@ def test_a_refusal_names_the_set_and_the_reason(two: tuple[Netns, Netns]) -> Non
         (set_text("npc-t-bad", "hash:ip,port", 4, [("10.0.0.1,icmp:3", False)]), "not protocol:port"),
         (set_text("npc-t-bad", "hash:net", 4, [("10.0.0.0/33", False)]), "not a prefix length"),
         (set_text("npc-t-bad", "hash:ip", 4, [("10.0.0.1 skbmark x", False)], " skbinfo"), "skbmark"),
-        (set_text("npc-t-bad", "bitmap:port", 4, [("80", False)]), "bitmap:port"),
+        (set_text("npc-t-bad", "hash:mac", 4, [("80", False)]), "hash:mac"),
+        (
+            SetText("npc-t-bad", "bitmap:port", "", 0, 2, [("80", False), ("8o", False)], " range 80-81"),
+            "'8o'",
+        ),
     ],
 )
 def test_a_member_npc_cannot_spell_is_an_error_before_the_set_is_sent(

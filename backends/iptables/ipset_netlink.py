@@ -35,7 +35,7 @@ from ..netlink import (
     nest,
     string,
 )
-from .render import LIST_SET, SetText
+from .render import LIST_SET, PORT_SET, SetText
 
 NFNL_SUBSYS_IPSET = 6
 CMD_CREATE, CMD_ADD, CMD_TYPE = 2, 9, 13
@@ -44,6 +44,7 @@ PROTOCOL = 7  # IPSET_PROTOCOL of every kernel since 3.x (minimum 6)
 A_PROTOCOL, A_SETNAME, A_TYPENAME, A_REVISION, A_FAMILY, A_DATA, A_ADT, A_LINENO = 1, 2, 3, 4, 5, 7, 8, 9
 # data attributes
 D_IP, D_CIDR, D_PORT, D_PROTO, D_CADT_FLAGS, D_HASHSIZE, D_MAXELEM, D_SKBMARK = 1, 3, 4, 7, 8, 18, 19, 27
+D_PORT_TO = 5  # with D_PORT, a bitmap:port's range
 D_SIZE = 23  # a list:set's size
 D_NAME = 18  # an ADT attribute: a list:set's member (the create attribute 18 is the hash size)
 IPADDR_IPV4, IPADDR_IPV6 = 1, 2
@@ -69,6 +70,12 @@ ERRORS = {  # ipset's own error numbers (linux/netfilter/ipset/ip_set.h), and it
 
 def _net32(kind: int, value: int) -> bytes:
     return attr(kind | NLA_F_NET_BYTEORDER, struct.pack("!I", value))
+
+
+def _port(kind: int, text: str) -> bytes:
+    if not text.isdigit() or int(text) > 65535:
+        raise MemberError(f"{text!r} is not a port")
+    return attr(kind | NLA_F_NET_BYTEORDER, struct.pack("!H", int(text)))
 
 
 def _ipset(command: int, flags: int, body: bytes) -> bytes:
@@ -132,6 +139,8 @@ def members_data(spec: SetText) -> list[bytes]:
     ``list:set``'s members are set names."""
     if spec.type == LIST_SET:
         return [nest(A_DATA, string(D_NAME, name)) for name, _ in spec.members]
+    if spec.type == PORT_SET:
+        return [nest(A_DATA, _port(D_PORT, text)) for text, _ in spec.members]
     width = 4 if spec.family == "inet" else 16
     address_kind = IPADDR_IPV4 if spec.family == "inet" else IPADDR_IPV6
     ip = struct.pack("=HHHH", 8 + width, D_IP | NLA_F_NESTED, 4 + width, address_kind | NLA_F_NET_BYTEORDER)
@@ -163,6 +172,12 @@ def set_messages(spec: SetText, revision: int) -> Iterator[bytes]:
     sizes = _net32(D_HASHSIZE, spec.hashsize) + _net32(D_MAXELEM, spec.maxelem)
     if spec.type == LIST_SET:
         sizes = _net32(D_SIZE, spec.maxelem)
+    elif spec.type == PORT_SET:
+        option, _, span = spec.options.strip().partition(" ")
+        lo, _, hi = span.partition("-")
+        if option != "range":
+            raise MemberError(f"set option {spec.options.strip()!r} is not spelled here")
+        sizes = _port(D_PORT, lo) + _port(D_PORT_TO, hi)
     elif spec.options.split() == ["skbinfo"]:
         sizes = _net32(D_CADT_FLAGS, FLAG_WITH_SKBINFO) + sizes
     elif spec.options.strip():

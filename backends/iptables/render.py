@@ -40,6 +40,8 @@ from .names import Names, names_of
 
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
 LIST_SET = "list:set"
+PORT_SET = "bitmap:port"
+PORTS_LISTED = 15  # most numeric ports a ``PortList``'s bitmap holds (each port is an entry)
 # A list must save this many rules (``folded``): each is one more kernel set, and creating a set
 # costs the kernel a walk of every set there is (at the catalogue L, every list: 9,575 lists,
 # 105 rules per packet; lists saving two or more: 7,300 lists, 107 rules per packet).
@@ -87,6 +89,35 @@ class ListSet:
         return f"l{self.family}-{digest('list', self.family, tuple(m.name for m in self.members))}"
 
 
+@attrs.frozen(cache_hash=True)
+class PortList:
+    """The destination ports of one peer's matches as one set test, where one of them names a
+    port: a ``list:set`` of the named ports' sets (``hash:ip,port``, each pod with its port) and
+    a ``bitmap:port`` of the numeric ports, tested ``dst,dst`` (the bitmap reads the first: the
+    port). A packet meets one rule where it met one per named port and one per port list. The
+    rule keeps its ``-p``; the bitmap holds port numbers of any protocol. Named by the policies
+    alone, like ``ListSet``: pod churn changes the named ports' members, never these."""
+
+    family: int
+    named: tuple[SetSpec, ...]
+    ports: tuple[tuple[int, int], ...]
+
+    @property
+    def name(self) -> str:
+        held = (tuple(s.name for s in self.named), self.ports)
+        return f"l{self.family}-{digest('ports', self.family, held)}"
+
+    @property
+    def numbers(self) -> str | None:
+        """The bitmap's name, if there are numeric ports."""
+        return f"t{self.family}-{digest('ports', self.ports)}" if self.ports else None
+
+    @property
+    def entries(self) -> list[str]:
+        """The bitmap's members as ``ipset save`` prints them: one per port."""
+        return [str(port) for lo, hi in self.ports for port in range(lo, hi + 1)]
+
+
 Test = tuple[SetSpec, bool]  # a set, and whether the address must be out of it (``lower.tests``)
 
 
@@ -95,11 +126,40 @@ class Rule:
     """One rule of a policy chain (before its ports are split into multiport matches): a match, or
     with ``listed`` the matches of one chain that differ only in one set their peers test, as
     one test of those sets' ``list:set`` beside the tests the peers share (``match`` then has no
-    peer)."""
+    peer); with ``ports``, the match's destination ports are that list's (``PortList``)."""
 
     match: Match
     listed: ListSet | None = None
     beside: tuple[Test, ...] = ()
+    ports: PortList | None = None
+
+
+def _port_lists(matches: tuple[Match, ...]) -> list[tuple[Match, PortList | None]]:
+    """``matches`` with those of one protocol and peer, one naming a port, as one match (at the
+    first's place) and its ``PortList``: (A and port 80) or (A and pod's http) is A and one
+    lookup of the packet's port. Not where a match of the peer allows every port (it makes
+    the rest moot), or where the numeric ports would exceed ``PORTS_LISTED`` entries."""
+    alike: dict[tuple[str | None, SetSpec | None], list[Match]] = {}
+    for m in matches:
+        alike.setdefault((m.protocol, m.peer), []).append(m)
+    lists: dict[tuple[str | None, SetSpec | None], PortList] = {}
+    for key, found in alike.items():
+        named = sorted({m.named_port for m in found if m.named_port is not None}, key=lambda s: s.name)
+        if key[0] is None or not named or len(found) < 2 or any(not (m.ports or m.named_port) for m in found):
+            continue
+        spans = tuple(sorted({span for m in found for span in m.ports}))
+        if sum(hi - lo + 1 for lo, hi in spans) <= PORTS_LISTED:
+            lists[key] = PortList(named[0].family, tuple(named), spans)
+    out: list[tuple[Match, PortList | None]] = []
+    done: set[tuple[str | None, SetSpec | None]] = set()
+    for m in matches:
+        key = (m.protocol, m.peer)
+        if key not in lists:
+            out.append((m, None))
+        elif key not in done:
+            done.add(key)
+            out.append((attrs.evolve(m, ports=(), named_port=None), lists[key]))
+    return out
 
 
 def _varied(match: Match) -> tuple[tuple[Test, ...], SetSpec] | None:
@@ -114,8 +174,8 @@ def _varied(match: Match) -> tuple[tuple[Test, ...], SetSpec] | None:
     return found[:last] + found[last + 1 :], found[last][0]
 
 
-# what the matches folded into one list share: protocol, ports, named port, their other tests
-_Shared = tuple[str | None, tuple[tuple[int, int], ...], SetSpec | None, tuple[Test, ...]]
+# what the matches folded into one list share: protocol, ports, named port, port list, other tests
+_Shared = tuple[str | None, tuple[tuple[int, int], ...], SetSpec | None, PortList | None, tuple[Test, ...]]
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -128,15 +188,16 @@ def folded(matches: tuple[Match, ...]) -> tuple[Rule, ...]:
     rules to 7). The members are looked up as before, in the kernel instead of along the rule
     walk. A chain's rules only set the allow bit, so their order is free. Only members whose
     list saves ``FOLDED`` rules of the chain are listed: two peers under one port list stay two
-    rules."""
+    rules. A peer's ports are first made one (``_port_lists``)."""
+    units = _port_lists(matches)
     keys: list[_Shared | None] = []
     groups: dict[_Shared, list[SetSpec]] = {}
-    for m in matches:
+    for m, port_list in units:
         varied = _varied(m)
         if varied is None:
             keys.append(None)
             continue
-        keys.append(shared := (m.protocol, m.ports, m.named_port, varied[0]))
+        keys.append(shared := (m.protocol, m.ports, m.named_port, port_list, varied[0]))
         found = groups.setdefault(shared, [])
         if varied[1] not in found:
             found.append(varied[1])
@@ -144,17 +205,18 @@ def folded(matches: tuple[Match, ...]) -> tuple[Rule, ...]:
         key: tuple(sorted(found, key=lambda s: s.name)) for key, found in groups.items() if len(found) > 1
     }
     saved: Counter[tuple[SetSpec, ...]] = Counter()
-    for (_, ports, _, _), members in lists.items():
+    for (_, ports, _, _, _), members in lists.items():
         saved[members] += (len(members) - 1) * len(chunk_ports(ports) or [()])
     out: list[Rule] = []
     done: set[_Shared] = set()
-    for m, key in zip(matches, keys, strict=True):
+    for (m, port_list), key in zip(units, keys, strict=True):
         members = lists.get(key, ()) if key is not None else ()
         if key is None or saved[members] < FOLDED:
-            out.append(Rule(m))
+            out.append(Rule(m, ports=port_list))
         elif key not in done:
             done.add(key)
-            out.append(Rule(attrs.evolve(m, peer=None), ListSet(members[0].family, members), key[3]))
+            listed = ListSet(members[0].family, members)
+            out.append(Rule(attrs.evolve(m, peer=None), listed, key[4], port_list))
     return tuple(out)
 
 
@@ -166,7 +228,7 @@ def split_match(match: Match) -> list[Match]:
 
 
 def render_rule(rule: Rule, direction: Direction, names: Names) -> list[str]:
-    return [render_match(m, direction, names, rule.listed, rule.beside) for m in split_match(rule.match)]
+    return [render_match(m, direction, names, rule) for m in split_match(rule.match)]
 
 
 @per_program
@@ -184,23 +246,16 @@ def policy_rules(chain: Chain, names: Names, mark: str) -> tuple[str, ...]:
     )
 
 
-def render_match(
-    match: Match,
-    direction: Direction,
-    names: Names,
-    listed: ListSet | None = None,
-    beside: tuple[Test, ...] = (),
-) -> str:
+def render_match(match: Match, direction: Direction, names: Names, rule: Rule | None = None) -> str:
     """Spelled in the order iptables-save prints it, so a saved table diffs cleanly. The kernel
     tests a rule's matches in order and stops at the first that fails: the port (a compare)
     before the peer's sets (a hash lookup each), which most packets of other ports never reach.
-    ``listed``: the peers' list, tested where the peer would be, after their shared ``beside``."""
-    return "".join(_match_text(match, direction, names, listed, beside))
+    ``rule``'s list of peers is tested where the peer would be, after their shared tests; its
+    port list last, where a named port would be."""
+    return "".join(_match_text(match, direction, names, rule))
 
 
-def _match_text(
-    match: Match, direction: Direction, names: Names, listed: ListSet | None, beside: tuple[Test, ...]
-) -> tuple[str, str, str]:
+def _match_text(match: Match, direction: Direction, names: Names, rule: Rule | None) -> tuple[str, str, str]:
     """``render_match`` in three: what iptables-save prints first whatever the order given (the
     address and protocol of the rule's entry), the port match, the set matches."""
     head: list[str] = []
@@ -220,10 +275,12 @@ def _match_text(
             ports.append(f"-m multiport --dports {spans}")
     if match.peer is not None and cidr is None:
         parts.append(set_tests(match.peer, REMOTE[direction], names).lstrip())
-    if listed is not None:
-        parts.append(spelled((*beside, (listed, False)), REMOTE[direction], names).lstrip())
+    if rule is not None and rule.listed is not None:
+        parts.append(spelled((*rule.beside, (rule.listed, False)), REMOTE[direction], names).lstrip())
     if match.named_port is not None:
         parts.append(f"-m set --match-set {names.set(match.named_port.name)} dst,dst")
+    if rule is not None and rule.ports is not None:
+        parts.append(f"-m set --match-set {names.set(rule.ports.name)} dst,dst")
     head_text, port_text, set_text = ("".join(" " + p for p in found) for found in (head, ports, parts))
     return head_text, port_text, set_text
 
@@ -263,7 +320,7 @@ def dispatch_rule(
     rule = inline[entry.chain]
     if rule is None:
         return f" -m mark --mark 0x0/{mark}{local}{note} -j {names.chain(entry.chain)}"
-    head, ports, sets = _match_text(rule.match, direction, names, rule.listed, rule.beside)
+    head, ports, sets = _match_text(rule.match, direction, names, rule)
     return f"{head} -m mark --mark 0x0/{mark}{ports}{local}{sets}{note} -j MARK --set-xmark {mark}/{mark}"
 
 
@@ -576,6 +633,9 @@ def set_text(name: str, kind: str, family: int, members: Sequence[Entry], option
     named by them, it never grows."""
     if kind == LIST_SET:
         return SetText(name, kind, "", 0, max(8, len(members)), members)
+    if kind == PORT_SET:  # ports of any protocol, from its lowest to its highest
+        ports = [int(p) for p, _ in members]
+        return SetText(name, kind, "", 0, len(members), members, f" range {min(ports)}-{max(ports)}")
     maxelem = 65536
     while maxelem < 2 * len(members):
         maxelem *= 2
@@ -668,14 +728,30 @@ def kernel_sets(
         for listed in list_sets(program):
             held = [(names.set(m.name), False) for m in listed.members]
             out.append(set_text(names.set(listed.name), LIST_SET, 0, held))
+        numbers: set[str] = set()
+        for ports in port_lists(program):
+            if ports.numbers is not None and ports.numbers not in numbers:
+                numbers.add(ports.numbers)
+                out.append(
+                    set_text(names.set(ports.numbers), PORT_SET, 0, [(p, False) for p in ports.entries])
+                )
+            sets = (*(s.name for s in ports.named), *((ports.numbers,) if ports.numbers else ()))
+            out.append(set_text(names.set(ports.name), LIST_SET, 0, [(names.set(n), False) for n in sets]))
     return sorted(out, key=lambda s: creation_order(s, tests.get(s.name, 1)))
 
 
 @per_program
 def list_sets(program: FamilyProgram) -> tuple[ListSet, ...]:
-    """The ``list:set``s the policy chains' rules test (``folded``), by name."""
+    """The ``list:set``s of peers the policy chains' rules test (``folded``), by name."""
     found = {r.listed for c in program.chains for r in folded(c.matches) if r.listed is not None}
     return tuple(sorted(found, key=lambda listed: listed.name))
+
+
+@per_program
+def port_lists(program: FamilyProgram) -> tuple[PortList, ...]:
+    """The port lists the policy chains' rules test (``folded``), by name."""
+    found = {r.ports for c in program.chains for r in folded(c.matches) if r.ports is not None}
+    return tuple(sorted(found, key=lambda ports: ports.name))
 
 
 def creation_order(text: SetText, tests: int) -> tuple[bool, bool, int, str]:
