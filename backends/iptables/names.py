@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ...lower import Lowered
 
 ANY_CHAIN_PREFIX = "NPC-"  # any network's chains
-ANY_SET = re.compile(r"npc-[a-z2-7]{5}-[snpmlt][46]-[a-z2-7]+")  # any network's sets
+ANY_SET = re.compile(r"npc-[a-z2-7]{5}-[snpmlt][046]-[a-z2-7]+")  # any network's sets (0: of no family)
 _LIST = re.compile(r"np[ct]-[a-z2-7]{5}-l[46]-")  # a list:set (``render.ListSet``), or its temporary
 ANY_JUMP = re.compile(r'-A FORWARD -m comment --comment "?npc network .* -j NPC-[a-z2-7]{5}-(FORWARD|MARK)')
 

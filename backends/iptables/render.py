@@ -109,8 +109,9 @@ class PortList:
 
     @property
     def numbers(self) -> str | None:
-        """The bitmap's name, if there are numeric ports."""
-        return f"t{self.family}-{digest('ports', self.ports)}" if self.ports else None
+        """The bitmap's name, if there are numeric ports: of no family (``t0-``), one set for
+        both families' lists (each set created costs the kernel a walk of every set there is)."""
+        return f"t0-{digest('ports', self.ports)}" if self.ports else None
 
     @property
     def entries(self) -> list[str]:
@@ -719,6 +720,7 @@ def kernel_sets(
     out = []
     tests: dict[str, int] = {}
     names = names_of(lowered)
+    numbers: set[str] = set()  # the port lists' bitmaps, of both families
     for program in lowered.families:
         if program.family not in families:
             continue
@@ -739,7 +741,6 @@ def kernel_sets(
         for listed in list_sets(program):
             held = [(names.set(m.name), False) for m in listed.members]
             out.append(set_text(names.set(listed.name), LIST_SET, 0, held))
-        numbers: set[str] = set()
         for ports in port_lists(program):
             if ports.numbers is not None and ports.numbers not in numbers:
                 numbers.add(ports.numbers)
