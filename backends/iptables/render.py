@@ -17,7 +17,7 @@ import attrs
 import jinja2
 
 from ... import __version__
-from ...ir import DIRECTIONS, Direction, PodPeer
+from ...ir import DIRECTIONS, Direction, PodPeer, merge_intervals
 from ...lower import (
     EVERYWHERE,
     Chain,
@@ -135,17 +135,6 @@ class Rule:
     ports: PortList | None = None
 
 
-def _joined(spans: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
-    """Port spans as the fewest spans holding the same ports (a set holds a port once)."""
-    out: list[tuple[int, int]] = []
-    for lo, hi in sorted(spans):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return tuple(out)
-
-
 def _port_lists(matches: tuple[Match, ...]) -> list[tuple[Match, PortList | None]]:
     """``matches`` with those of one protocol and peer, one naming a port, as one match (at the
     first's place) and its ``PortList``: (A and port 80) or (A and pod's http) is A and one
@@ -159,7 +148,7 @@ def _port_lists(matches: tuple[Match, ...]) -> list[tuple[Match, PortList | None
         named = sorted({m.named_port for m in found if m.named_port is not None}, key=lambda s: s.name)
         if key[0] is None or not named or len(found) < 2 or any(not (m.ports or m.named_port) for m in found):
             continue
-        spans = _joined(span for m in found for span in m.ports)
+        spans = tuple(merge_intervals(span for m in found for span in m.ports))  # a set holds a port once
         if sum(hi - lo + 1 for lo, hi in spans) <= PORTS_LISTED:
             lists[key] = PortList(named[0].family, tuple(named), spans)
     out: list[tuple[Match, PortList | None]] = []
