@@ -7,14 +7,19 @@ what lands in the kernel's ruleset.
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from kernel.netns import Netns, fresh_netns, policy, rejecting_nft
+from kernel.netns import KERNEL_REJECTS, InNetns, Netns, compile_policies, fresh_netns, policy, rejecting_nft
+from npc.backends.base import Options, Ran
+from npc.backends.nftables import NftablesBackend
+from npc.backends.nftables.render import build, render
+from npc.errors import ApplyError
 from npc.lower import network_tag
 
 pytestmark = [
@@ -152,3 +157,67 @@ def test_iptables_flavour_option_is_a_usage_error(node: Netns) -> None:
     assert result.returncode == 2, result.stderr
     assert "--iptables applies to the iptables-based backends (iptables, weave) only" in result.stderr
     assert ruleset(node) == ""
+
+
+# --- a first load, in parts ------------------------------------------------------------------------
+
+
+class InOrder(InNetns):
+    """The parts of a first load one after the other in ``order`` (indices of ``together``'s
+    calls), so a test chooses which the kernel commits first; ``refuse``: the index of the part
+    (3: the hook) whose input ends with a statement the kernel refuses. The table as it stands
+    when the hook is asked for is kept in ``unhooked``."""
+
+    def __init__(self, netns: Netns, order: Sequence[int], refuse: int = -1) -> None:
+        super().__init__(netns)
+        self.order, self.refused, self.unhooked = order, refuse, ""
+
+    def together(self, calls: Sequence[tuple[Sequence[str], str]]) -> list[Ran]:
+        done = {i: self._part(i, *calls[i]) for i in self.order}
+        return [done[i] for i in range(len(calls))]
+
+    def _part(self, index: int, argv: Sequence[str], stdin: str) -> Ran:
+        return self(argv, stdin + KERNEL_REJECTS if index == self.refused else stdin)
+
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
+        if "| hook: one part of a first load" in stdin:
+            self.unhooked = table(self.netns)
+            return super().__call__(argv, stdin + KERNEL_REJECTS if self.refused == 3 else stdin)
+        return super().__call__(argv, stdin)
+
+
+PARTS = (policy("a"), policy("b", "redis"), policy("c", 443, "frontend"))
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_a_first_load_in_parts_lists_as_one_whole_load_in_any_order(
+    node: Netns, order: Sequence[int]
+) -> None:
+    """Whichever part the kernel commits first, the table is the one a single ``nft -f`` of the
+    whole file makes, listed byte for byte alike; and it had no hook until its last part."""
+    compiled = compile_policies(*PARTS)
+    runner = InOrder(node, order)
+    NftablesBackend().load(compiled, Options(), runner)
+    in_parts = table(node)
+    assert "hook forward" in in_parts and "hook" not in runner.unhooked
+    assert "10.9.0.1 . tcp . 6379" in runner.unhooked and "vmap @ingress-4-1" in runner.unhooked
+    node.run("nft", "delete", "table", "inet", "npc")
+    whole = render(build(compiled.lowered, compiled.members))
+    assert InNetns(node)(["nft", "-f", "-"], whole).returncode == 0
+    assert table(node) == in_parts
+
+
+@pytest.mark.parametrize("refused", [0, 1, 2, 3])
+def test_a_refused_part_of_a_first_load_leaves_no_table(node: Netns, refused: int) -> None:
+    before = ruleset(node)
+    with pytest.raises(ApplyError, match="the network had no table of npc's, and has none"):
+        NftablesBackend().load(compile_policies(*PARTS), Options(), InOrder(node, (2, 1, 0), refused))
+    assert ruleset(node) == before
+
+
+def test_a_table_in_force_is_replaced_whole(node: Netns) -> None:
+    """Only a first load goes in parts: a table in force is replaced in one transaction."""
+    assert node.npc_apply(policy("a"), extra=NFT).returncode == 0
+    runner = InOrder(node, (0, 1, 2))
+    NftablesBackend().load(compile_policies(*PARTS), Options(), runner)
+    assert runner.unhooked == "" and "default/c" in table(node)

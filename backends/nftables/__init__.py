@@ -6,12 +6,21 @@ from typing import TYPE_CHECKING
 
 from ...lock import netns_lock
 from ...lower import Lowered
-from ..base import LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour, while_running
+from ..base import (
+    LoadReport,
+    MemberDelta,
+    Members,
+    Options,
+    Runner,
+    RunsTogether,
+    no_iptables_flavour,
+    while_running,
+)
 from . import render as _render
 from .drift import table_drift
-from .load import delete_table, load_elements, load_ruleset, npc_tables
+from .load import delete_table, load_elements, load_new_table, load_ruleset, npc_tables
 from .members import Ranks, TableChanged, Where, loaded_ranks, member_diffs, read_sets, update_script
-from .render import Ruleset, build, rules_per_packet, table_name
+from .render import FIRST_LOAD, HOOK, Ruleset, build, rules_per_packet, table_name
 
 if TYPE_CHECKING:
     from ...resolve import Compiled
@@ -61,8 +70,13 @@ class NftablesBackend:
         ruleset = self._build(compiled)
         self._last = None  # loaded: not kept (at scale, hundreds of MiB of element text in the agent)
 
-        def load() -> str:
-            self._load(ruleset, runner)  # a refusal raises ApplyError, through ``while_running``
+        def load() -> str:  # a refusal raises ApplyError, through ``while_running``
+            if isinstance(runner, RunsTogether) and ruleset.table not in npc_tables(runner):
+                parts = [_render.render(ruleset, part) for part in FIRST_LOAD]
+                load_new_table(ruleset.table, parts, _render.render(ruleset, HOOK), runner)
+                self._ranks.update(loaded_ranks(ruleset))
+            else:
+                self._load(ruleset, runner)
             return ""
 
         with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave

@@ -453,13 +453,54 @@ def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
     )
 
 
-def render(ruleset: Ruleset) -> str:
-    """An ``nft -f`` input that atomically replaces (or first creates) the network's table."""
+@attrs.frozen
+class Part:
+    """Which blocks of the table one ``nft -f`` input holds. A chain or set ``declared`` is
+    written without its rules or elements: nft adds it if missing and leaves it as it is if not,
+    so parts that name what others fill load in any order."""
+
+    name: str
+    replace: bool = False  # create, delete and define the table: the whole table, one transaction
+    sets: bool = False  # declared
+    elements: bool = False  # the sets' elements (with ``sets``)
+    maps: bool = False  # with their elements
+    forward: bool = False  # the base chain: the table's only hook
+    families: str = ""  # each family's fixed chains: "rules", "declared" or ""
+    policies: str = ""  # the policy chains: likewise
+
+
+WHOLE = Part(
+    "whole",
+    replace=True,
+    sets=True,
+    elements=True,
+    maps=True,
+    forward=True,
+    families="rules",
+    policies="rules",
+)
+# A table not yet in the kernel, loaded by three nft processes at once (each parses its own text;
+# the kernel commits them one after the other, in any order), and only then hooked in: until
+# ``HOOK`` commits, the table sees no packet, so none meets half of it. Every part names the
+# sets, and the chains, in the whole table's order, so whichever commits first, the kernel holds
+# (and lists) them in that order, as after one ``WHOLE`` load.
+FIRST_LOAD = (
+    Part("sets", sets=True, elements=True),
+    Part("policies", sets=True, families="declared", policies="rules"),
+    Part("dispatch", sets=True, maps=True, families="rules", policies="declared"),
+)
+HOOK = Part("hook", forward=True)
+
+
+def render(ruleset: Ruleset, part: Part = WHOLE) -> str:
+    """An ``nft -f`` input that atomically replaces (or first creates) the network's table; or,
+    given ``part``, that part of it."""
     return _ENV.get_template("ruleset.nft.j2").render(
         version=__version__,
         network=sanitise(ruleset.network, COMMENT_MAX),
         table_comment=comment(f"npc {__version__} network {ruleset.network}"),
         r=ruleset,
+        part=part,
     )
 
 
