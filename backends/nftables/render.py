@@ -1,4 +1,5 @@
-"""nftables text for a lowered program: one ``nft -f`` transaction that replaces one table.
+"""nftables text for a lowered program: one ``nft -f`` transaction that replaces one table (or,
+for a table the kernel does not hold yet, the parts of ``FIRST_LOAD`` and ``HOOK``).
 
 Rendering only: every decision was made in ``lower`` and ``resolve``; this module spells the same
 program with what nftables has. Each network owns one ``inet`` table (IPv4 and IPv6 together):
