@@ -18,7 +18,8 @@ import pytest
 from kernel.netns import KERNEL_REJECTS, InNetns, Netns, compile_policies, fresh_netns, policy, rejecting_nft
 from npc.backends.base import Options, Ran
 from npc.backends.nftables import NftablesBackend
-from npc.backends.nftables.render import build, render
+from npc.backends.nftables.load import load_new_table
+from npc.backends.nftables.render import FIRST_LOAD, HOOK, build, render
 from npc.errors import ApplyError
 from npc.lower import network_tag
 
@@ -163,27 +164,32 @@ def test_iptables_flavour_option_is_a_usage_error(node: Netns) -> None:
 
 
 class InOrder(InNetns):
-    """The parts of a first load one after the other in ``order`` (indices of ``together``'s
-    calls), so a test chooses which the kernel commits first; ``refuse``: the index of the part
-    (3: the hook) whose input ends with a statement the kernel refuses. The table as it stands
-    when the hook is asked for is kept in ``unhooked``."""
+    """The parts handed to ``together`` one after the other in ``order`` (indices of its calls),
+    so a test chooses which the kernel commits first; ``refuse``: the name of the part (``sets``,
+    ``policies``, ``dispatch``, ``hook``) whose input ends with a statement the kernel refuses.
+    The table as it stands when the hook is asked for is kept in ``unhooked``."""
 
-    def __init__(self, netns: Netns, order: Sequence[int], refuse: int = -1) -> None:
+    def __init__(self, netns: Netns, order: Sequence[int] = (0, 1, 2), refuse: str = "") -> None:
         super().__init__(netns)
         self.order, self.refused, self.unhooked = order, refuse, ""
+        self.together_parts: list[str] = []  # the parts handed to ``together``, as named
 
     def together(self, calls: Sequence[tuple[Sequence[str], str]]) -> list[Ran]:
-        done = {i: self._part(i, *calls[i]) for i in self.order}
+        self.together_parts += [_part(stdin) for _, stdin in calls]
+        done = {i: self(*calls[i]) for i in self.order if i < len(calls)}
         return [done[i] for i in range(len(calls))]
-
-    def _part(self, index: int, argv: Sequence[str], stdin: str) -> Ran:
-        return self(argv, stdin + KERNEL_REJECTS if index == self.refused else stdin)
 
     def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
         if "| hook: one part of a first load" in stdin:
             self.unhooked = table(self.netns)
-            return super().__call__(argv, stdin + KERNEL_REJECTS if self.refused == 3 else stdin)
+        if self.refused and f"| {self.refused}: one part of a first load" in stdin:
+            stdin += KERNEL_REJECTS
         return super().__call__(argv, stdin)
+
+
+def _part(text: str) -> str:
+    found = re.search(r"\| (\w+): one part of a first load", text)
+    return found.group(1) if found else ""
 
 
 PARTS = (policy("a"), policy("b", "redis"), policy("c", 443, "frontend"))
@@ -196,28 +202,44 @@ def test_a_first_load_in_parts_lists_as_one_whole_load_in_any_order(
     """Whichever part the kernel commits first, the table is the one a single ``nft -f`` of the
     whole file makes, listed byte for byte alike; and it had no hook until its last part."""
     compiled = compile_policies(*PARTS)
+    ruleset = build(compiled.lowered, compiled.members)
     runner = InOrder(node, order)
-    NftablesBackend().load(compiled, Options(), runner)
+    load_new_table("npc", [render(ruleset, p) for p in FIRST_LOAD], render(ruleset, HOOK), runner)
     in_parts = table(node)
     assert "hook forward" in in_parts and "hook" not in runner.unhooked
     assert "10.9.0.1 . tcp . 6379" in runner.unhooked and "vmap @ingress-4-1" in runner.unhooked
     node.run("nft", "delete", "table", "inet", "npc")
-    whole = render(build(compiled.lowered, compiled.members))
-    assert InNetns(node)(["nft", "-f", "-"], whole).returncode == 0
+    assert InNetns(node)(["nft", "-f", "-"], render(ruleset)).returncode == 0
     assert table(node) == in_parts
 
 
-@pytest.mark.parametrize("refused", [0, 1, 2, 3])
-def test_a_refused_part_of_a_first_load_leaves_no_table(node: Netns, refused: int) -> None:
+def test_apply_starts_the_policy_chains_first_and_lists_as_one_whole_load(node: Netns) -> None:
+    """``load``'s first load: the policy chains' part starts while the elements are worked out,
+    the other two after; the same table as one ``nft -f``."""
+    compiled = compile_policies(*PARTS)
+    runner = InOrder(node)
+    NftablesBackend().load(compiled, Options(), runner)
+    assert runner.together_parts == ["sets", "dispatch"]  # the policy chains' part went before
+    in_parts = table(node)
+    assert "hook forward" in in_parts and "hook" not in runner.unhooked
+    node.run("nft", "delete", "table", "inet", "npc")
+    assert (
+        InNetns(node)(["nft", "-f", "-"], render(build(compiled.lowered, compiled.members))).returncode == 0
+    )
+    assert table(node) == in_parts
+
+
+@pytest.mark.parametrize("refused", ["sets", "policies", "dispatch", "hook"])
+def test_a_refused_part_of_a_first_load_leaves_no_table(node: Netns, refused: str) -> None:
     before = ruleset(node)
     with pytest.raises(ApplyError, match="the network had no table of npc's, and has none"):
-        NftablesBackend().load(compile_policies(*PARTS), Options(), InOrder(node, (2, 1, 0), refused))
+        NftablesBackend().load(compile_policies(*PARTS), Options(), InOrder(node, (1, 0), refused))
     assert ruleset(node) == before
 
 
 def test_a_table_in_force_is_replaced_whole(node: Netns) -> None:
     """Only a first load goes in parts: a table in force is replaced in one transaction."""
     assert node.npc_apply(policy("a"), extra=NFT).returncode == 0
-    runner = InOrder(node, (0, 1, 2))
+    runner = InOrder(node)
     NftablesBackend().load(compile_policies(*PARTS), Options(), runner)
     assert runner.unhooked == "" and "default/c" in table(node)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from ...lock import netns_lock
@@ -11,6 +15,7 @@ from ..base import (
     MemberDelta,
     Members,
     Options,
+    Ran,
     Runner,
     RunsTogether,
     no_iptables_flavour,
@@ -18,7 +23,15 @@ from ..base import (
 )
 from . import render as _render
 from .drift import table_drift
-from .load import delete_table, load_elements, load_new_table, load_ruleset, npc_tables
+from .load import (
+    abandon_table,
+    delete_table,
+    load_elements,
+    load_new_table,
+    load_ruleset,
+    npc_tables,
+    start_part,
+)
 from .members import Ranks, TableChanged, Where, loaded_ranks, member_diffs, read_sets, update_script
 from .render import FIRST_LOAD, HOOK, Ruleset, build, rules_per_packet, table_name
 
@@ -67,20 +80,15 @@ class NftablesBackend:
         self.check(options)
         from ..iptables.load import refuse_other_backends  # not at import: iptables reads our table names
 
-        ruleset = self._build(compiled)
-        self._last = None  # loaded: not kept (at scale, hundreds of MiB of element text in the agent)
-
-        def load() -> str:  # a refusal raises ApplyError, through ``while_running``
-            if isinstance(runner, RunsTogether) and ruleset.table not in npc_tables(runner):
-                parts = [_render.render(ruleset, part) for part in FIRST_LOAD]
-                load_new_table(ruleset.table, parts, _render.render(ruleset, HOOK), runner)
-                self._ranks.update(loaded_ranks(ruleset))
-            else:
-                self._load(ruleset, runner)
-            return ""
-
         with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
             refuse_other_backends(runner, compiled.lowered, None)
+            table = table_name(compiled.lowered.network)
+            if isinstance(runner, RunsTogether) and table not in npc_tables(runner):  # a first load
+                ruleset, load = self._first_load(compiled, runner)
+            else:
+                ruleset = self._build(compiled)
+                load = functools.partial(self._load, ruleset, runner)
+            self._last = None  # loaded: not kept (at scale, hundreds of MiB of element text in the agent)
             # the index pod events need, built while nft loads (0.15 s at L, the interpreter idle)
             _, where = while_running(runner, load, lambda: Where(compiled.lowered, compiled.members))
         assert where is not None
@@ -142,9 +150,46 @@ class NftablesBackend:
         goes on loading (an answer about a state it replaced meanwhile is dropped)."""
         return table_drift(build(lowered, members), runner)
 
-    def _load(self, ruleset: Ruleset, runner: Runner) -> None:
+    def _load(self, ruleset: Ruleset, runner: Runner) -> str:
+        """One transaction; a refusal raises ApplyError (through ``while_running``)."""
         load_ruleset(_render.render(ruleset), runner)
         self._ranks.update(loaded_ranks(ruleset))
+        return ""
+
+    def _first_load(self, compiled: Compiled, runner: Runner) -> tuple[Ruleset, Callable[[], str]]:
+        """A table the kernel does not hold yet (``FIRST_LOAD``): the policy chains go to nft as
+        soon as the table's outline is known, while the sets' elements are worked out; the
+        function returned loads the other parts and hooks the table in."""
+        sets, policies, dispatch = FIRST_LOAD
+        table = table_name(compiled.lowered.network)
+        started: list[Future[Ran]] = []
+        rest = [sets, dispatch]
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        try:
+            if self._last is not None and self._last[0] is compiled:  # rendered already
+                ruleset, rest = self._last[1], list(FIRST_LOAD)
+            else:
+                ruleset = build(
+                    compiled.lowered,
+                    compiled.members,
+                    lambda outline: started.append(
+                        start_part(_render.render(outline, policies), runner, pool)
+                    ),
+                )
+            texts = [_render.render(ruleset, part) for part in rest]
+            hook = _render.render(ruleset, HOOK)
+        except BaseException:
+            abandon_table(table, runner, started)
+            raise
+        finally:
+            pool.shutdown(wait=False)  # a part started goes on; ``load_new_table`` waits for it
+
+        def load() -> str:
+            load_new_table(table, texts, hook, runner, started)
+            self._ranks.update(loaded_ranks(ruleset))
+            return ""
+
+        return ruleset, load
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         tables = [table_name(network)] if network is not None else npc_tables(runner)

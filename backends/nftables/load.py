@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import Executor, Future
 
 from ...errors import ApplyError
-from ..base import Runner, SendsNetfilter, run_together
+from ..base import Ran, Runner, SendsNetfilter, run_together
 from .netlink import element_batch
 
 Diff = tuple[str, Sequence[str], Sequence[str]]  # (set or map, elements to delete, elements to add)
@@ -35,21 +36,40 @@ def load_ruleset(text: str, run: Runner) -> None:
         )
 
 
-def load_new_table(table: str, parts: Sequence[str], hook: str, run: Runner) -> None:
+def load_new_table(
+    table: str, parts: Sequence[str], hook: str, run: Runner, started: Sequence[Future[Ran]] = ()
+) -> None:
     """A table the kernel does not hold yet: ``parts`` at once (each ``nft`` parses its own text
-    while the others do; at L a third less time than one ``nft -f``), then ``hook``, its base
-    chain. Until the hook commits the table sees no packet, so no packet meets half of it. A
-    refusal removes what was loaded: no table, as before (ApplyError)."""
+    while the others do; at L a third less time than one ``nft -f``), besides the ones already
+    ``started``, then ``hook``, its base chain. Until the hook commits the table sees no packet,
+    so no packet meets half of it. A refusal removes what was loaded: no table, as before
+    (ApplyError)."""
     nft = _nft(run)
-    done = run_together(run, [([nft, "-f", "-"], text) for text in parts])
+    try:
+        done = run_together(run, [([nft, "-f", "-"], text) for text in parts])
+    finally:
+        earlier = [f.result() for f in started]  # one still running would commit after the delete
+    done += earlier
     if all(d.returncode == 0 for d in done):
         done = [run([nft, "-f", "-"], hook)]
     refused = [d.stderr.strip() for d in done if d.returncode != 0]
     if refused:
-        delete_table(table, run)
+        abandon_table(table, run)
         raise ApplyError(
             f"nft rejected the new ruleset (the network had no table of npc's, and has none): {refused[0]}"
         )
+
+
+def start_part(text: str, run: Runner, pool: Executor) -> Future[Ran]:
+    """One part of a first load handed to ``nft`` now, in ``pool``: the rest is still being worked out."""
+    return pool.submit(run, [_nft(run), "-f", "-"], text)
+
+
+def abandon_table(table: str, run: Runner, started: Sequence[Future[Ran]] = ()) -> None:
+    """A first load that did not end: its parts waited for, then the table removed, as before."""
+    for f in started:
+        f.exception()  # done, whatever it did
+    delete_table(table, run)
 
 
 def element_lines(table: str, diffs: Sequence[Diff]) -> list[str]:

@@ -48,7 +48,7 @@ import functools
 import ipaddress
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
 
@@ -423,14 +423,21 @@ class Ruleset:
         return sum(len(s.elements) for s in self.sets) + sum(len(m.elements) for m in self.maps)
 
 
-def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
-    sets: list[SetText] = []
+def build(
+    lowered: Lowered,
+    members: Mapping[str, Sequence[Entry]],
+    outlined: Callable[[Ruleset], object] = lambda _: None,
+) -> Ruleset:
+    """The table. ``outlined`` is handed it without set elements as soon as that is known (the
+    rank maps' count needs the pods; the sets' elements, worked out last, are most of the time):
+    a first load starts on the policy chains, which name the sets but hold no element."""
+    specs: list[SetSpec] = []
     maps: list[MapText] = []
     chains: list[ChainText] = []
     families: list[FamilyText] = []
     tests: dict[str, int] = {}
     for program in lowered.families:
-        sets += [set_text(s, members[s.name]) for s in referenced_sets(program)]
+        specs += referenced_sets(program)
         tests.update((s.name, n) for s, n in tests_per_set(program).items())
         for ports, n in port_lists(program).items():
             name = port_list_name(ports)
@@ -442,16 +449,21 @@ def build(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> Ruleset:
             ranks[direction] = tuple(m.name for m in found)
         chains += [chain_text(c, program.family) for c in program.chains]
         families.append(FamilyText(program.family, ranks))
-    sets += table_port_lists(lowered).values()
-    return Ruleset(
-        lowered.network,
-        table_name(lowered.network),
-        # the kernel finds a set by name along a list in creation order: the most tested first
-        tuple(sorted(sets, key=lambda s: (-tests[s.name], s.name))),
-        tuple(maps),
-        tuple(families),
-        tuple(sorted(chains, key=lambda c: c.name)),
-    )
+    port_sets = list(table_port_lists(lowered).values())
+
+    def table(sets: list[SetText]) -> Ruleset:
+        return Ruleset(
+            lowered.network,
+            table_name(lowered.network),
+            # the kernel finds a set by name along a list in creation order: the most tested first
+            tuple(sorted(sets, key=lambda s: (-tests[s.name], s.name))),
+            tuple(maps),
+            tuple(families),
+            tuple(sorted(chains, key=lambda c: c.name)),
+        )
+
+    outlined(table([set_text(s, ()) for s in specs] + port_sets))
+    return table([set_text(s, members[s.name]) for s in specs] + port_sets)
 
 
 @attrs.frozen
