@@ -243,3 +243,19 @@ def test_a_table_in_force_is_replaced_whole(node: Netns) -> None:
     runner = InOrder(node)
     NftablesBackend().load(compile_policies(*PARTS), Options(), runner)
     assert runner.unhooked == "" and "default/c" in table(node)
+
+
+class FailsTogether(InOrder):
+    """Its ``together`` loads the first part it is given, then fails as a runner can."""
+
+    def together(self, calls: Sequence[tuple[Sequence[str], str]]) -> list[Ran]:
+        self(*calls[0])
+        raise OSError("the runner failed")
+
+
+def test_a_runner_failing_in_a_first_load_leaves_no_table(node: Netns) -> None:
+    """Parts already committed (the policy chains' and one more) go again."""
+    before = ruleset(node)
+    with pytest.raises(OSError, match="the runner failed"):
+        NftablesBackend().load(compile_policies(*PARTS), Options(), FailsTogether(node))
+    assert ruleset(node) == before

@@ -47,9 +47,10 @@ def load_new_table(
     nft = _nft(run)
     try:
         done = run_together(run, [([nft, "-f", "-"], text) for text in parts])
-    finally:
-        earlier = [f.result() for f in started]  # one still running would commit after the delete
-    done += earlier
+        done += [f.result() for f in started]
+    except BaseException:  # a runner's own failure: what committed goes too
+        abandon_table(table, run, started)
+        raise
     if all(d.returncode == 0 for d in done):
         done = [run([nft, "-f", "-"], hook)]
     refused = [d.stderr.strip() for d in done if d.returncode != 0]
@@ -66,7 +67,8 @@ def start_part(text: str, run: Runner, pool: Executor) -> Future[Ran]:
 
 
 def abandon_table(table: str, run: Runner, started: Sequence[Future[Ran]] = ()) -> None:
-    """A first load that did not end: its parts waited for, then the table removed, as before."""
+    """A first load that did not end: its parts waited for (one still running would commit after
+    the delete), then the table removed, as before."""
     for f in started:
         f.exception()  # done, whatever it did
     delete_table(table, run)
