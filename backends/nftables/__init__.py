@@ -49,10 +49,13 @@ class NftablesBackend:
         self._ranks: Ranks = {}  # rank maps in force, per table, family and direction
         self._where: dict[str, Where] = {}  # per table: which target sets each address in force is in
 
-    def _build(self, compiled: Compiled) -> Ruleset:
-        """Rendering and counting one compiled program build its ruleset once (seconds at scale)."""
+    def _build(self, compiled: Compiled, outlined: Callable[[Ruleset], object] = lambda _: None) -> Ruleset:
+        """Rendering and counting one compiled program build its ruleset once (seconds at scale).
+        ``outlined`` as ``build``'s: given the table built already, it gets that."""
         if self._last is None or self._last[0] is not compiled:
-            self._last = (compiled, build(compiled.lowered, compiled.members))
+            self._last = (compiled, build(compiled.lowered, compiled.members, outlined))
+        else:
+            outlined(self._last[1])
         return self._last[1]
 
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
@@ -163,20 +166,13 @@ class NftablesBackend:
         sets, policies, dispatch = FIRST_LOAD
         table = table_name(compiled.lowered.network)
         started: list[Future[Ran]] = []
-        rest = [sets, dispatch]
         pool = concurrent.futures.ThreadPoolExecutor(1)
         try:
-            if self._last is not None and self._last[0] is compiled:  # rendered already
-                ruleset, rest = self._last[1], list(FIRST_LOAD)
-            else:
-                ruleset = build(
-                    compiled.lowered,
-                    compiled.members,
-                    lambda outline: started.append(
-                        start_part(_render.render(outline, policies), runner, pool)
-                    ),
-                )
-            texts = [_render.render(ruleset, part) for part in rest]
+            ruleset = self._build(
+                compiled,
+                lambda outline: started.append(start_part(_render.render(outline, policies), runner, pool)),
+            )
+            texts = [_render.render(ruleset, part) for part in (sets, dispatch)]
             hook = _render.render(ruleset, HOOK)
         except BaseException:
             abandon_table(table, runner, started)
