@@ -199,7 +199,7 @@ def test_switching_backend_is_refused_until_reset(netns: Netns) -> None:
     assert netns.npc_apply(policy("a")).returncode == 0
     switched = netns.npc_apply(policy("a"), extra=("--backend", "nftables"))
     assert switched.returncode == 3 and "npc reset" in switched.stderr, switched.stderr
-    assert "table inet npc" not in netns.run("nft", "list", "ruleset").stdout
+    assert "npc" not in netns.run("nft", "list", "tables").stdout
     reset = npc(netns, "reset", "--backend", "iptables", "--all")
     assert reset.returncode == 0, reset.stderr
     assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith(("npc-", "npt-"))]
@@ -207,7 +207,7 @@ def test_switching_backend_is_refused_until_reset(netns: Netns) -> None:
     back = netns.npc_apply(policy("a"))
     assert back.returncode == 3 and "npc reset" in back.stderr
     assert npc(netns, "reset", "--backend", "nftables", "--all").returncode == 0
-    assert "table inet npc" not in netns.run("nft", "list", "ruleset").stdout
+    assert "npc" not in netns.run("nft", "list", "tables").stdout
 
 
 def test_a_flavour_switch_is_refused_until_reset(netns: Netns) -> None:

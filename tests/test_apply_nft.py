@@ -11,6 +11,7 @@ import itertools
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -51,22 +52,27 @@ def ruleset(ns: Netns) -> str:
 
 
 def table(ns: Netns, name: str = "npc") -> str:
-    return ns.run("nft", "list", "table", "inet", name).stdout
+    """Both families' tables of that name, listed."""
+    return "".join(ns.run("nft", "list", "table", family, name).stdout for family in ("ip", "ip6"))
+
+
+def drop_tables(ns: Netns, name: str = "npc") -> None:
+    ns.run("nft", f"delete table ip {name}; delete table ip6 {name}")
 
 
 def without_tables(text: str, *names: str) -> str:
-    """The listing with npc's own ``table inet NAME { ... }`` blocks cut out."""
+    """The listing with npc's own ``table ip[6] NAME { ... }`` blocks cut out."""
     for name in names:
-        text = re.sub(rf"^table inet {re.escape(name)} \{{\n.*?^\}}\n", "", text, flags=re.M | re.S)
+        text = re.sub(rf"^table ip6? {re.escape(name)} \{{\n.*?^\}}\n", "", text, flags=re.M | re.S)
     return text
 
 
-def test_apply_creates_one_inet_table_and_nothing_else(node: Netns) -> None:
+def test_apply_creates_a_table_per_family_and_nothing_else(node: Netns) -> None:
     before = ruleset(node)
     result = node.npc_apply(policy("a"), policy("b", "redis"), extra=NFT)
     assert result.returncode == 0, result.stderr
-    assert "with nftables: table inet npc" in result.stderr
-    assert node.run("nft", "list", "tables").stdout.split("\n") == ["table inet npc", ""]
+    assert "with nftables: tables ip and ip6 npc" in result.stderr
+    assert node.run("nft", "list", "tables").stdout.split("\n") == ["table ip npc", "table ip6 npc", ""]
     listing = table(node)
     assert "hook forward priority filter; policy accept;" in listing
     for address in ("10.9.0.1", "10.9.0.2", "fd09::1", "fd09::2"):
@@ -144,13 +150,46 @@ def test_networks_live_side_by_side(node: Netns) -> None:
     blue = node.npc_apply(policy("a"), extra=BLUE_ARGS)
     assert blue.returncode == 0, blue.stderr
     tables = node.run("nft", "list", "tables").stdout.split("\n")
-    assert sorted(t for t in tables if t) == ["table inet npc", f"table inet {BLUE}"]
+    assert sorted(t for t in tables if t) == [
+        "table ip npc",
+        f"table ip {BLUE}",
+        "table ip6 npc",
+        f"table ip6 {BLUE}",
+    ]
     blue_table = table(node, BLUE)
     assert node.npc_apply(policy("b", 80), policy("c", "redis"), extra=NFT).returncode == 0
     assert table(node, BLUE) == blue_table
     default_table = table(node)
     assert node.npc_apply(extra=BLUE_ARGS).returncode == 0
     assert table(node) == default_table
+
+
+LEGACY = """table inet npc {
+    set old { type ipv4_addr; elements = { 192.0.2.7 }; }
+    chain forward { type filter hook forward priority filter; ip saddr @old drop; }
+}
+"""
+
+
+def test_the_inet_table_of_an_older_npc_goes_in_the_load_that_replaces_it(node: Netns) -> None:
+    """An older npc loaded one ``inet`` table for both families: the first load of the tables
+    per family deletes it in the same transaction (no moment with both, or neither), and a reset
+    removes one left behind."""
+    foreign = node.tmp / "foreign.nft"
+    foreign.write_text(FOREIGN)
+    node.run("nft", "-f", str(foreign))
+    kept = ruleset(node)
+    (node.tmp / "legacy.nft").write_text(LEGACY)
+    node.run("nft", "-f", str(node.tmp / "legacy.nft"))
+    result = node.npc_apply(policy("a"), extra=NFT)
+    assert result.returncode == 0, result.stderr
+    listed = node.run("nft", "list", "tables").stdout.splitlines()
+    assert sorted(listed) == ["table inet foreign", "table ip npc", "table ip6 npc"]
+    assert without_tables(ruleset(node), "npc") == kept
+    node.run("nft", "-f", str(node.tmp / "legacy.nft"))
+    reset = node.run(sys.executable, "-m", "npc", "reset", "--backend", "nftables", "--all", check=False)
+    assert reset.returncode == 0, reset.stderr
+    assert ruleset(node) == kept
 
 
 def test_iptables_flavour_option_is_a_usage_error(node: Netns) -> None:
@@ -208,7 +247,7 @@ def test_a_first_load_in_parts_lists_as_one_whole_load_in_any_order(
     in_parts = table(node)
     assert "hook forward" in in_parts and "hook" not in runner.unhooked
     assert "10.9.0.1 . tcp . 6379" in runner.unhooked and "vmap @ingress-4-1" in runner.unhooked
-    node.run("nft", "delete", "table", "inet", "npc")
+    drop_tables(node)
     assert InNetns(node)(["nft", "-f", "-"], render(ruleset)).returncode == 0
     assert table(node) == in_parts
 
@@ -222,7 +261,7 @@ def test_apply_starts_the_policy_chains_first_and_lists_as_one_whole_load(node: 
     assert runner.together_parts == ["sets", "dispatch"]  # the policy chains' part went before
     in_parts = table(node)
     assert "hook forward" in in_parts and "hook" not in runner.unhooked
-    node.run("nft", "delete", "table", "inet", "npc")
+    drop_tables(node)
     assert (
         InNetns(node)(["nft", "-f", "-"], render(build(compiled.lowered, compiled.members))).returncode == 0
     )

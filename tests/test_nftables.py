@@ -216,20 +216,21 @@ def test_net_elements_are_the_cidr_minus_its_excepts(block: IPBlock, probes: lis
 # --- shape --------------------------------------------------------------------------------------
 
 
-def test_one_table_per_network_replaced_in_one_transaction() -> None:
+def test_a_table_per_family_and_network_replaced_in_one_transaction() -> None:
     text = render(RICH, INVENTORY)
     body = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert body[:3] == ["table inet npc {}", "delete table inet npc", "table inet npc {"]
-    assert sum(1 for line in body if line.startswith("table ")) == 2
+    assert body[:4] == ["table ip npc {}", "delete table ip npc", "table ip6 npc {}", "delete table ip6 npc"]
+    assert [line for line in body if line.startswith("table ")][2:] == ["table ip npc {", "table ip6 npc {"]
     other = render(RICH, INVENTORY, network="blue")
     tag = network_tag("blue")
-    assert f"table inet npc-{tag} {{}}\ndelete table inet npc-{tag}\n" in other
-    assert "table inet npc {" not in other
+    for family in ("ip", "ip6"):
+        assert f"table {family} npc-{tag} {{}}\ndelete table {family} npc-{tag}\n" in other
+        assert f"table {family} npc {{" not in other
 
 
 def test_forward_hook_and_no_marks() -> None:
     text = render(RICH, INVENTORY)
-    assert text.count("hook forward") == 1
+    assert text.count("hook forward") == 2  # a base chain per family's table
     assert "type filter hook forward priority filter; policy accept;" in text
     assert "mark" not in text
 
@@ -323,7 +324,7 @@ def test_hostile_names_stay_inside_comments() -> None:
     program = Program((Policy("default", HOSTILE, sel(role="db"), ingress=(Rule(),)),))
     text = render(program, INVENTORY, network=HOSTILE)
     carriers = [line for line in text.splitlines() if "flush" in line]
-    assert len(carriers) == 4  # the header, the table comment, the policy chain's rule (per family)
+    assert len(carriers) == 5  # the header, each table's comment, the policy chain's rule (per family)
     for line in carriers:
         assert re.fullmatch(r'(# [^\n]*|\s*([^"]* )?comment "[^"\\;{}#]*")', line), line
     Ruleset(text)  # still parses as npc's own shape
@@ -365,16 +366,17 @@ def test_nft_check_mode_accepts_hostile_names(check_netns: str) -> None:
 
 
 def _table(run: InNetns) -> list[str]:
-    """``nft list table inet npc``, lines sorted and each line's elements sorted: what a table holds,
-    whichever order a load or an update put it in."""
-    listed = run(["nft", "list", "table", "inet", "npc"])
-    assert listed.returncode == 0, listed.stderr
+    """``nft list table`` of both families' ``npc``, lines sorted and each line's elements sorted:
+    what the tables hold, whichever order a load or an update put it in."""
     lines = []
-    for line in listed.stdout.splitlines():
+    for family in ("ip", "ip6"):
+        listed = run(["nft", "list", "table", family, "npc"])
+        assert listed.returncode == 0, listed.stderr
+        lines += listed.stdout.splitlines()
+    for i, line in enumerate(lines):
         head, brace, rest = line.partition("elements = { ")
         if brace:
-            line = head + brace + ", ".join(sorted(rest.rstrip(" }").split(", "))) + " }"
-        lines.append(line)
+            lines[i] = head + brace + ", ".join(sorted(rest.rstrip(" }").split(", "))) + " }"
     return sorted(lines)
 
 
@@ -430,7 +432,8 @@ def test_an_update_adds_the_port_lists_its_new_rules_test_and_deletes_the_unused
         backend.load(before, Options(), run)
         assert any("elements = { 443, 80 }" in line for line in _table(run))
         report = backend.load_update(before.lowered, before.members, after, Options(), run)
-        assert " updated: " in report.summary and "sets +1 -1" in report.summary, report.summary
+        # a port list in each family's table
+        assert " updated: " in report.summary and "sets +2 -2" in report.summary, report.summary
         updated = _table(run)
         assert any("elements = { 8080, 9000-9001, 9003 }" in line for line in updated)
         assert not any("53-54 }" in line for line in updated)  # adjacent ports: one range, in the rule

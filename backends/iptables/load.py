@@ -51,6 +51,7 @@ from ...lock import record_path
 from ...lower import Lowered
 from ...resolve import Entry
 from ..base import MemberDelta, Runner, SendsNetfilter, run_together, while_running
+from ..nftables.load import npc_tables
 from ..nftables.render import table_name
 from .ipset_netlink import create_sets
 from .mark_tree import Marks
@@ -675,9 +676,10 @@ def refuse_other_backends(run: Runner, lowered: Lowered, tools: Tools | None) ->
     names, network = names_of(lowered), lowered.network
     if tools is not None:
         table = table_name(network)
-        if run.which("nft") and run(["nft", "list", "table", "inet", table]).returncode == 0:
+        held = [f"{family} {name}" for family, name in npc_tables(run) if name == table]
+        if held:
             raise ApplyError(
-                f"network {network} is enforced by the nftables backend (table inet {table}); remove it "
+                f"network {network} is enforced by the nftables backend (table {held[0]}); remove it "
                 f"first with: npc reset --backend nftables --network {network}"
             )
         for other in _other_flavours(run, tools):

@@ -1,4 +1,4 @@
-"""nftables: ``render`` spells the lowered program as one table, ``load`` replaces it with ``nft -f``."""
+"""nftables: ``render`` spells the lowered program as a table per family, ``load`` replaces them with ``nft -f``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ..base import (
 from . import render as _render
 from .drift import table_drift
 from .load import (
+    LEGACY,
     abandon_table,
     delete_table,
     load_elements,
@@ -86,11 +87,13 @@ class NftablesBackend:
         with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
             refuse_other_backends(runner, compiled.lowered, None)
             table = table_name(compiled.lowered.network)
-            if isinstance(runner, RunsTogether) and table not in npc_tables(runner):  # a first load
+            found = {family for family, name in npc_tables(runner) if name == table}
+            if isinstance(runner, RunsTogether) and not found:  # a first load
                 ruleset, load = self._first_load(compiled, runner)
             else:
                 ruleset = self._build(compiled)
-                load = functools.partial(self._load, ruleset, runner)
+                # the one table an older npc loaded goes in the same transaction
+                load = functools.partial(self._load, ruleset, runner, LEGACY in found)
             self._last = None  # loaded: not kept (at scale, hundreds of MiB of element text in the agent)
             # the index pod events need, built while nft loads (0.15 s at L, the interpreter idle)
             _, where = while_running(runner, load, lambda: Where(compiled.lowered, compiled.members))
@@ -99,7 +102,7 @@ class NftablesBackend:
         return LoadReport(
             self.name,
             ruleset.network,
-            f"nftables: table inet {ruleset.table}, {ruleset.chain_count} chains, "
+            f"nftables: tables ip and ip6 {ruleset.table}, {ruleset.chain_count} chains, "
             f"{len(ruleset.sets) + len(ruleset.maps)} sets and maps, {ruleset.element_count} elements",
         )
 
@@ -146,16 +149,18 @@ class NftablesBackend:
         self._ranks.update(reached)
         table = table_name(after.network)
         self._where[table] = coming
-        return LoadReport(self.name, after.network, f"nftables: table inet {table} updated: {summary}")
+        return LoadReport(self.name, after.network, f"nftables: tables ip and ip6 {table} updated: {summary}")
 
     def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
         """Without the apply lock: a listing is one consistent dump, and the agent asks while it
         goes on loading (an answer about a state it replaced meanwhile is dropped)."""
         return table_drift(build(lowered, members), runner)
 
-    def _load(self, ruleset: Ruleset, runner: Runner) -> str:
-        """One transaction; a refusal raises ApplyError (through ``while_running``)."""
-        load_ruleset(_render.render(ruleset), runner)
+    def _load(self, ruleset: Ruleset, runner: Runner, legacy: bool = False) -> str:
+        """One transaction (``legacy``: deleting the ``inet`` table too); a refusal raises
+        ApplyError (through ``while_running``)."""
+        retire = f"delete table {LEGACY} {ruleset.table}\n" if legacy else ""
+        load_ruleset(retire + _render.render(ruleset), runner)
         self._ranks.update(loaded_ranks(ruleset))
         return ""
 
@@ -188,14 +193,15 @@ class NftablesBackend:
         return ruleset, load
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
-        tables = [table_name(network)] if network is not None else npc_tables(runner)
         with netns_lock(options.wait):
+            found = npc_tables(runner)
+            tables = [table_name(network)] if network is not None else sorted({n for _, n in found})
             gone = [t for t in tables if delete_table(t, runner)]
         self._ranks = {k: v for k, v in self._ranks.items() if k[0] not in tables}
         self._where = {k: v for k, v in self._where.items() if k not in tables}
-        removed = tuple(f"table inet {t}" for t in gone)
+        removed = tuple(f"table {f} {t}" for f, t in found if t in gone)
         return LoadReport(
-            self.name, network or "every network", f"nftables: removed {len(gone)} tables", removed
+            self.name, network or "every network", f"nftables: removed {len(removed)} tables", removed
         )
 
 

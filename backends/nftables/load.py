@@ -1,10 +1,11 @@
 """Load compiled nftables output into the kernel of the current network namespace.
 
-Ownership: npc touches only its network's ``inet`` table (``npc`` for the default network,
-``npc-<tag>`` for others); every other table, iptables-nft's included, is left alone. The ruleset
-file creates, deletes and redefines that table in one ``nft -f`` transaction, which the kernel
-commits whole or not at all: if anything is rejected, the previous table stays in force. A table
-not yet there is loaded faster, in parts at once and hooked in last (``load_new_table``).
+Ownership: npc touches only its network's ``ip`` and ``ip6`` tables (``npc`` for the default
+network, ``npc-<tag>`` for others), and the ``inet`` table of that name npc wrote before it had one
+per family; every other table, iptables-nft's included, is left alone. The ruleset file creates,
+deletes and redefines both tables in one ``nft -f`` transaction, which the kernel commits whole or
+not at all: if anything is rejected, the previous tables stay in force. Tables not yet there are
+loaded faster, in parts at once and hooked in last (``load_new_table``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,13 @@ from concurrent.futures import Executor, Future
 from ...errors import ApplyError
 from ..base import Ran, Runner, SendsNetfilter, run_together
 from .netlink import element_batch
+from .render import FAMILY_KEYWORD
 
-Diff = tuple[str, Sequence[str], Sequence[str]]  # (set or map, elements to delete, elements to add)
+# (family, set or map, elements to delete, elements to add)
+Diff = tuple[int, str, Sequence[str], Sequence[str]]
+# the families' keywords, and the single table of both npc wrote before
+FAMILIES = ("ip", "ip6")
+LEGACY = "inet"
 
 
 def _nft(run: Runner) -> str:
@@ -32,17 +38,17 @@ def load_ruleset(text: str, run: Runner) -> None:
     done = run([_nft(run), "-f", "-"], text)
     if done.returncode != 0:
         raise ApplyError(
-            f"nft rejected the new ruleset (the previous table stays in force): {done.stderr.strip()}"
+            f"nft rejected the new ruleset (the previous tables stay in force): {done.stderr.strip()}"
         )
 
 
 def load_new_table(
     table: str, parts: Sequence[str], hook: str, run: Runner, started: Sequence[Future[Ran]] = ()
 ) -> None:
-    """A table the kernel does not hold yet: ``parts`` at once (each ``nft`` parses its own text
+    """Tables the kernel does not hold yet: ``parts`` at once (each ``nft`` parses its own text
     while the others do; at L a third less time than one ``nft -f``), besides the ones already
-    ``started``, then ``hook``, its base chain. Until the hook commits the table sees no packet,
-    so no packet meets half of it. A refusal removes what was loaded: no table, as before
+    ``started``, then ``hook``, their base chains. Until the hook commits the tables see no packet,
+    so no packet meets half of them. A refusal removes what was loaded: no table, as before
     (ApplyError)."""
     nft = _nft(run)
     try:
@@ -68,7 +74,7 @@ def start_part(text: str, run: Runner, pool: Executor) -> Future[Ran]:
 
 def abandon_table(table: str, run: Runner, started: Sequence[Future[Ran]] = ()) -> None:
     """A first load that did not end: its parts waited for (one still running would commit after
-    the delete), then the table removed, as before."""
+    the delete), then the tables removed, as before."""
     for f in started:
         f.exception()  # done, whatever it did
     delete_table(table, run)
@@ -77,11 +83,12 @@ def abandon_table(table: str, run: Runner, started: Sequence[Future[Ran]] = ()) 
 def element_lines(table: str, diffs: Sequence[Diff]) -> list[str]:
     """``nft -f`` lines deleting, then adding, each set's (or map's) elements."""
     lines = []
-    for name, drop, put in diffs:
+    for family, name, drop, put in diffs:
+        ip = FAMILY_KEYWORD[family]
         if drop:
-            lines.append(f"delete element inet {table} {name} {{ {', '.join(drop)} }}")
+            lines.append(f"delete element {ip} {table} {name} {{ {', '.join(drop)} }}")
         if put:
-            lines.append(f"add element inet {table} {name} {{ {', '.join(put)} }}")
+            lines.append(f"add element {ip} {table} {name} {{ {', '.join(put)} }}")
     return lines
 
 
@@ -109,24 +116,24 @@ def load_elements(table: str, diffs: Sequence[Diff], run: Runner) -> None:
 
 
 def delete_table(table: str, run: Runner) -> bool:
-    """Remove npc's table if present; False when there was none."""
-    if not run.which("nft"):
+    """Remove npc's tables of that name (every family's, in one transaction); False when there
+    was none."""
+    found = [family for family, name in npc_tables(run) if name == table]
+    if not found:
         return False
-    nft = "nft"
-    if run([nft, "list", "table", "inet", table]).returncode != 0:
-        return False
-    done = run([nft, "delete", "table", "inet", table])
+    done = run(["nft", "-f", "-"], "".join(f"delete table {family} {table}\n" for family in found))
     if done.returncode != 0:
-        raise ApplyError(f"nft refused to delete table inet {table}: {done.stderr.strip()}")
+        raise ApplyError(f"nft refused to delete table {found[0]} {table}: {done.stderr.strip()}")
     return True
 
 
-_NPC_TABLE = re.compile(r"table inet (npc(?:-[a-z2-7]{5})?)")
+_NPC_TABLE = re.compile(rf"table ({'|'.join((*FAMILIES, LEGACY))}) (npc(?:-[a-z2-7]{{5}})?)")
 
 
-def npc_tables(run: Runner) -> list[str]:
-    """Every table of npc's in this namespace (one per network)."""
+def npc_tables(run: Runner) -> list[tuple[str, str]]:
+    """Every table of npc's in this namespace, as (family, name): two per network (one, the
+    ``inet`` one, where an older npc loaded it)."""
     if not run.which("nft"):
         return []
     listed = run(["nft", "list", "tables"]).stdout.splitlines()
-    return [m.group(1) for line in listed if (m := _NPC_TABLE.fullmatch(line.strip()))]
+    return [(m.group(1), m.group(2)) for line in listed if (m := _NPC_TABLE.fullmatch(line.strip()))]

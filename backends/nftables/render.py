@@ -1,15 +1,18 @@
-"""nftables text for a lowered program: one ``nft -f`` transaction that replaces one table (or,
-for a table the kernel does not hold yet, the parts of ``FIRST_LOAD`` and ``HOOK``).
+"""nftables text for a lowered program: one ``nft -f`` transaction that replaces one network's
+tables (or, for tables the kernel does not hold yet, the parts of ``FIRST_LOAD`` and ``HOOK``).
 
 Rendering only: every decision was made in ``lower`` and ``resolve``; this module spells the same
-program with what nftables has. Each network owns one ``inet`` table (IPv4 and IPv6 together):
-``npc`` for the default network, ``npc-<tag>`` for any other, so applying one network never
-touches another's table, nor any table npc does not own (iptables-nft's ``ip filter`` included).
+program with what nftables has. Each network owns an ``ip`` and an ``ip6`` table of one name
+(``npc`` for the default network, ``npc-<tag>`` for any other), so applying one network never
+touches another's tables, nor any table npc does not own (iptables-nft's ``ip filter`` included).
+One table per family, as kube-proxy's nftables mode has, because the kernel finds a set by name
+along a list of its table's sets (creating one, and every rule and element message naming one):
+with IPv6's sets in a table of their own, the independent L's load took 3.9 s, not 5.3 s.
 
-Layout of a table (``<f>`` is 4 or 6; each family has its own chains):
+Layout of a family's table (``<f>`` is 4 or 6):
 
   forward        base chain (hook forward, priority filter, policy accept): replies of allowed
-                 connections accept; then ``meta nfproto`` sends the packet to ``source-<f>``.
+                 connections accept; then ``goto source-<f>``.
   source-<f>     a source isolated for egress (a key of ``egress-<f>-1``) goes to ``egress-<f>``,
                  anything else to ``destination-<f>``.
   egress-<f>     ``ip saddr vmap @egress-<f>-<k>`` for rank k = 1..K, then drop.
@@ -71,7 +74,6 @@ from ..base import per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
 
 FAMILY_KEYWORD = {4: "ip", 6: "ip6"}
-NFPROTO = {4: "ipv4", 6: "ipv6"}
 ADDRESS_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 # The remote peer's end of the packet, per direction (the local pod is the other end).
 REMOTE_FIELD: Mapping[Direction, str] = {"ingress": "saddr", "egress": "daddr"}
@@ -277,8 +279,8 @@ def port_list_name(spans: Sequence[tuple[int, int]]) -> str:
 
 
 def port_list(spans: Sequence[tuple[int, int]]) -> SetText:
-    """A named set of ports, one per distinct list in the table (both families', any
-    protocol: the rule names the protocol), shared by every rule testing that list. Named, not
+    """A named set of ports, one per distinct list in a family's table (any protocol:
+    the rule names the protocol), shared by every rule testing that list. Named, not
     anonymous: the kernel walks a whole load's transaction twice for each anonymous set (to find
     it, to bind it), about a millisecond apiece when a load holds a few hundred thousand set
     elements; a named set is found by name once per rule, like every set. Spans are disjoint and
@@ -358,23 +360,24 @@ def port_lists(program: FamilyProgram) -> Mapping[tuple[tuple[int, int], ...], i
     return found
 
 
-def table_port_lists(lowered: Lowered) -> dict[str, SetText]:
-    """Every family's port lists, by name: one table holds them once."""
-    return {port_list_name(p): port_list(p) for f in lowered.families for p in port_lists(f)}
+def table_port_lists(lowered: Lowered) -> dict[tuple[int, str], SetText]:
+    """Each family's port lists, by (family, name): each family's table holds its own."""
+    return {(f.family, port_list_name(p)): port_list(p) for f in lowered.families for p in port_lists(f)}
 
 
 @attrs.frozen
-class FamilyText:
+class TableText:
+    """One family's table: its sets (the most tested first), rank maps, fixed and policy chains."""
+
     family: int
     ranks: Mapping[Direction, tuple[str, ...]]  # never empty: rank 1 is the isolation test
+    sets: tuple[SetText, ...]
+    maps: tuple[MapText, ...]
+    policy_chains: tuple[ChainText, ...]
 
     @property
     def ip(self) -> str:
         return FAMILY_KEYWORD[self.family]
-
-    @property
-    def nfproto(self) -> str:
-        return NFPROTO[self.family]
 
     def chains(self) -> dict[str, tuple[str, ...]]:
         """The family's fixed chains and their rules: what the rank count decides."""
@@ -395,28 +398,37 @@ class FamilyText:
             ),
         }
 
+    @property
+    def rule_count(self) -> int:
+        """As the template writes them: forward 2, the fixed chains, every policy chain's rules."""
+        return 2 + sum(map(len, self.chains().values())) + sum(len(c.rules) for c in self.policy_chains)
+
 
 @attrs.frozen
 class Ruleset:
-    """One network's table, ready to print: what ``apply`` reports on and the template spells."""
+    """One network's tables (one per family, of one name), ready to print: what ``apply``
+    reports on and the template spells."""
 
     network: str
     table: str
-    sets: tuple[SetText, ...]
-    maps: tuple[MapText, ...]
-    families: tuple[FamilyText, ...]
-    policy_chains: tuple[ChainText, ...]
+    tables: tuple[TableText, ...]
+
+    @property
+    def sets(self) -> tuple[SetText, ...]:
+        return tuple(s for t in self.tables for s in t.sets)
+
+    @property
+    def maps(self) -> tuple[MapText, ...]:
+        return tuple(m for t in self.tables for m in t.maps)
 
     @property
     def chain_count(self) -> int:
-        """forward, the four chains of each family, the policy chains."""
-        return 1 + 4 * len(self.families) + len(self.policy_chains)
+        """Per table: forward, the four fixed chains, the policy chains."""
+        return sum(5 + len(t.policy_chains) for t in self.tables)
 
     @property
     def rule_count(self) -> int:
-        """As the template writes them: forward 2, each family's fixed chains, every policy chain's rules."""
-        fixed = sum(len(rules) for f in self.families for rules in f.chains().values())
-        return 2 + fixed + sum(len(c.rules) for c in self.policy_chains)
+        return sum(t.rule_count for t in self.tables)
 
     @property
     def element_count(self) -> int:
@@ -428,64 +440,57 @@ def build(
     members: Mapping[str, Sequence[Entry]],
     outlined: Callable[[Ruleset], object] = lambda _: None,
 ) -> Ruleset:
-    """The table. ``outlined`` is handed it without set elements as soon as that is known (the
+    """The tables. ``outlined`` is handed them without set elements as soon as that is known (the
     rank maps' count needs the pods; the sets' elements, worked out last, are most of the time):
     a first load starts on the policy chains, which name the sets but hold no element."""
-    specs: list[SetSpec] = []
-    maps: list[MapText] = []
-    chains: list[ChainText] = []
-    families: list[FamilyText] = []
-    tests: dict[str, int] = {}
+    plans = []
     for program in lowered.families:
-        specs += referenced_sets(program)
-        tests.update((s.name, n) for s, n in tests_per_set(program).items())
-        for ports, n in port_lists(program).items():
-            name = port_list_name(ports)
-            tests[name] = tests.get(name, 0) + n
+        tests = {s.name: n for s, n in tests_per_set(program).items()}
+        lists = port_lists(program)
+        tests.update((port_list_name(p), n) for p, n in lists.items())
         ranks: dict[Direction, tuple[str, ...]] = {}
+        maps: list[MapText] = []
         for direction in DIRECTIONS:
             found = rank_maps(program, direction, chains_by_address(program, direction, members))
             maps += found
             ranks[direction] = tuple(m.name for m in found)
-        chains += [chain_text(c, program.family) for c in program.chains]
-        families.append(FamilyText(program.family, ranks))
-    port_sets = list(table_port_lists(lowered).values())
+        chains = tuple(sorted((chain_text(c, program.family) for c in program.chains), key=lambda c: c.name))
+        plans.append((program, tests, [port_list(p) for p in lists], ranks, tuple(maps), chains))
 
-    def table(sets: list[SetText]) -> Ruleset:
-        return Ruleset(
-            lowered.network,
-            table_name(lowered.network),
-            # the kernel finds a set by name along a list in creation order: the most tested first
-            tuple(sorted(sets, key=lambda s: (-tests[s.name], s.name))),
-            tuple(maps),
-            tuple(families),
-            tuple(sorted(chains, key=lambda c: c.name)),
-        )
+    def tables(filled: bool) -> Ruleset:
+        out = []
+        for program, tests, port_sets, ranks, maps, chains in plans:
+            sets = [set_text(s, members[s.name] if filled else ()) for s in referenced_sets(program)]
+            # the kernel finds a set by name along its table's list, in creation order: the most
+            # tested first
+            ordered = tuple(sorted([*sets, *port_sets], key=lambda s: (-tests[s.name], s.name)))
+            out.append(TableText(program.family, ranks, ordered, maps, chains))
+        return Ruleset(lowered.network, table_name(lowered.network), tuple(out))
 
-    outlined(table([set_text(s, ()) for s in specs] + port_sets))
-    return table([set_text(s, members[s.name]) for s in specs] + port_sets)
+    outlined(tables(False))
+    return tables(True)
 
 
 @attrs.frozen
 class Part:
-    """Which blocks of the table one ``nft -f`` input holds, each "" (none), "declared" (named
+    """Which blocks of each table one ``nft -f`` input holds, each "" (none), "declared" (named
     without rules or elements: nft adds it if missing and leaves it as it is if not, so parts
     that name what others fill load in any order) or filled ("elements", "rules")."""
 
     name: str
-    replace: bool = False  # create, delete and define the table: the whole table, one transaction
+    replace: bool = False  # create, delete and define the tables: the whole of them, one transaction
     maps: str = ""
     sets: str = ""
     families: str = ""  # each family's fixed chains
     policies: str = ""  # the policy chains
-    forward: bool = False  # the base chain: the table's only hook
+    forward: bool = False  # the base chain: each table's only hook
 
 
 WHOLE = Part("whole", True, "elements", "elements", "rules", "rules", forward=True)
-# A table not yet in the kernel, loaded by three nft processes at once (each parses its own text;
+# Tables not yet in the kernel, loaded by three nft processes at once (each parses its own text;
 # the kernel commits them one after the other, in any order), and only then hooked in: until
-# ``HOOK`` commits, the table sees no packet, so none meets half of it. A part that names a map,
-# set or chain names all those before it in the whole table, in that order: whichever commits
+# ``HOOK`` commits, the tables see no packet, so none meets half of them. A part that names a map,
+# set or chain names all those before it in its whole table, in that order: whichever commits
 # first, the kernel holds (and lists) them as after one ``WHOLE`` load. The maps come first so
 # that the dispatch part need not name every set: the kernel finds a set by name along a list,
 # so naming the independent L's 7,712 sets once more cost its load 0.7-1.2 s.
@@ -498,7 +503,7 @@ HOOK = Part("hook", forward=True)
 
 
 def render(ruleset: Ruleset, part: Part = WHOLE) -> str:
-    """An ``nft -f`` input that atomically replaces (or first creates) the network's table; or,
+    """An ``nft -f`` input that atomically replaces (or first creates) the network's tables; or,
     given ``part``, that part of it."""
     return _ENV.get_template("ruleset.nft.j2").render(
         version=__version__,
