@@ -167,8 +167,15 @@ def members_data(spec: SetText) -> list[bytes]:
         raise
 
 
-def set_messages(spec: SetText, revision: int) -> Iterator[bytes]:
-    """The CREATE message of ``spec``, then ADD messages holding its members."""
+def set_messages(spec: SetText, revision: int, create: bool = True, fill: bool = True) -> Iterator[bytes]:
+    """The CREATE message of ``spec`` (``create``), then ADD messages holding its members (``fill``)."""
+    if create:
+        yield _create_message(spec, revision)
+    if fill:
+        yield from _add_messages(spec)
+
+
+def _create_message(spec: SetText, revision: int) -> bytes:
     sizes = _net32(D_HASHSIZE, spec.hashsize) + _net32(D_MAXELEM, spec.maxelem)
     if spec.type == LIST_SET:
         sizes = _net32(D_SIZE, spec.maxelem)
@@ -182,7 +189,7 @@ def set_messages(spec: SetText, revision: int) -> Iterator[bytes]:
         sizes = _net32(D_CADT_FLAGS, FLAG_WITH_SKBINFO) + sizes
     elif spec.options.strip():
         raise MemberError(f"set option {spec.options.strip()!r} is not spelled here")
-    yield _ipset(
+    return _ipset(
         CMD_CREATE,
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE,
         _head(spec.name)
@@ -191,6 +198,9 @@ def set_messages(spec: SetText, revision: int) -> Iterator[bytes]:
         + attr(A_FAMILY, bytes([NFPROTO[spec.family]]))
         + nest(A_DATA, sizes),
     )
+
+
+def _add_messages(spec: SetText) -> Iterator[bytes]:
     head = _head(spec.name) + _net32(A_LINENO, 0)  # the kernel wants a line number beside ADT
     flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL
     data = members_data(spec)
@@ -232,10 +242,10 @@ def revision(run: SendsNetfilter, kind: str, family: str) -> int:
     raise MemberError(f"the kernel did not say which revisions of {kind} it has")
 
 
-def create_sets(run: SendsNetfilter, specs: Sequence[SetText]) -> str:
-    """Create and fill ``specs``, in order; the first refusal ("" if none). The kernel goes on
-    with a datagram's later messages after a refusal, so after one, which sets exist is for the
-    caller to list."""
+def create_sets(run: SendsNetfilter, specs: Sequence[SetText], create: bool = True, fill: bool = True) -> str:
+    """Create (``create``) and fill (``fill``) ``specs``, in order; the first refusal ("" if
+    none). The kernel goes on with a datagram's later messages after a refusal, so after one,
+    which sets exist is for the caller to list."""
     revisions: dict[tuple[str, str], int] = {}
     batch: list[bytes] = []
     owners: list[str] = []  # per message, its set
@@ -243,9 +253,9 @@ def create_sets(run: SendsNetfilter, specs: Sequence[SetText]) -> str:
     try:
         for spec in specs:
             key = (spec.type, spec.family)
-            if key not in revisions:
+            if create and key not in revisions:
                 revisions[key] = revision(run, *key)
-            for message in set_messages(spec, revisions[key]):
+            for message in set_messages(spec, revisions.get(key, 0), create, fill):
                 if batch and (size + len(message) > SEND_BYTES or len(batch) == SEND_MESSAGES):
                     if error := _send(run, batch, owners):
                         return error

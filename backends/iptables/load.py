@@ -50,7 +50,7 @@ from ...errors import ApplyError, MixedStateError, UsageError
 from ...lock import record_path
 from ...lower import Lowered
 from ...resolve import Entry
-from ..base import MemberDelta, Runner, SendsNetfilter, run_together, while_running
+from ..base import MemberDelta, Runner, RunsTogether, SendsNetfilter, run_together, while_running
 from ..nftables.load import npc_tables
 from ..nftables.render import table_name
 from .ipset_netlink import create_sets
@@ -189,9 +189,11 @@ def _rollback_text(
         if not (old[table].held or now[table].held):
             continue
         fixed = layout.fixed_chains(lowered) if table == "filter" else []
-        created = sorted(set(now[table].chains) - set(old[table].chains) - set(fixed))
+        # npc's own fixed chains too when this apply made them (another layout's are not ours)
+        created = sorted(set(now[table].chains) - set(old[table].chains))
         lines.append(f"*{table}")
-        lines += [f":{c} - [0:0]" for c in [*fixed, *sorted(set(old[table].chains) | set(created))]]
+        declared = dict.fromkeys([*fixed, *sorted(set(old[table].chains) | set(created))])
+        lines += [f":{c} - [0:0]" for c in declared]
         lines += list(old[table].rules)
         lines += [f"-D {jump_rule(lowered, table)}"] * (now[table].jumps - old[table].jumps)
         lines += [insert_jump(lowered, table)] * (old[table].jumps - now[table].jumps)
@@ -280,12 +282,17 @@ def ipset_lines(run: Runner, lines: Sequence[str], exist: bool = False) -> tuple
     return len(lines), ""
 
 
-def create_new_sets(run: Runner, lowered: Lowered, specs: Sequence[SetText]) -> str:
+def create_new_sets(
+    run: Runner, lowered: Lowered, specs: Sequence[SetText], create: bool = True, fill: bool = True
+) -> str:
     """Create ``specs`` with their members: over netlink where the runner sends it itself
-    (``ipset_netlink``: no libipset parsing every line), else ``ipset restore``, ``RESTORE_SETS``
-    sets per process. The first refusal ("" if none); after one, not every set exists."""
+    (``ipset_netlink``: no libipset parsing every line; ``create``, ``fill``: one of the two
+    alone), else ``ipset restore``, ``RESTORE_SETS`` sets per process, both at once when asked
+    to create. The first refusal ("" if none); after one, not every set exists."""
     if isinstance(run, SendsNetfilter):
-        return create_sets(run, specs)
+        return create_sets(run, specs, create, fill)
+    if not create:
+        return ""  # filled as they were created
     for i in range(0, len(specs), RESTORE_SETS):
         result = run(["ipset", "restore"], render_sets(lowered, specs[i : i + RESTORE_SETS]))
         if result.returncode != 0:
@@ -488,22 +495,47 @@ def apply_iptables(
             _record(names).unlink(missing_ok=True)
 
     creating = [*fresh, *staged]  # the layout's families
+    # No set of this network's yet: the sets are created empty beside the rendering and, if no
+    # table holds anything of it either (a node's first load), filled while the rules load
+    # unhooked, then hooked in (``prepare``'s hooks): each waited for the other before.
+    in_parts = not existing and isinstance(run, SendsNetfilter) and isinstance(run, RunsTogether)
 
     def create() -> str:
-        return create_new_sets(run, lowered, creating)
+        return create_new_sets(run, lowered, creating, fill=not in_parts)
+
+    def fill() -> str:
+        return create_new_sets(run, lowered, creating, create=False) if in_parts else ""
 
     def prepare() -> tuple[
-        dict[int, dict[str, TableState]], list[tuple[Sequence[str], str]], dict[int, Chains]
+        dict[int, dict[str, TableState]],
+        list[tuple[Sequence[str], str]],
+        dict[int, Chains],
+        list[tuple[Sequence[str], str]] | None,
     ]:
         """Per family, its tables as they are and the restore input that edits them (rendered
-        while ``ipset`` creates the sets: neither needs the other)."""
+        while ``ipset`` creates the sets: neither needs the other); and, for a first load, the
+        restore inputs that then hook the chains in (else None: the edits do)."""
         before = {family: _table_states(run, tools, family, lowered, layout) for family in layout.families}
+        unhooked = in_parts and all(
+            _owns_jump(layout, marks, table) and not states[table].held
+            for states in before.values()
+            for table in _edited(states, marks)
+        )
         written: dict[int, Chains] = {}
         out: list[tuple[Sequence[str], str]] = []  # per family: IPv4's and IPv6's tables are apart
+        hooks: list[tuple[Sequence[str], str]] = []
         for family in layout.families:
+            hooks.append(
+                (
+                    [tools.restore[family], "--noflush", "--wait=30"],
+                    "".join(
+                        f"*{t}\n{insert_jump(lowered, t)}\nCOMMIT\n" for t in _edited(before[family], marks)
+                    ),
+                )
+            )
             edits = {
                 table: TableEdit(  # a jump npc does not own here (left by another layout) is removed
-                    insert_jump=_owns_jump(layout, marks, table) and old.jumps == 0,
+                    insert_jump=_owns_jump(layout, marks, table) and old.jumps == 0 and not unhooked,
                     surplus_jumps=max(old.jumps - 1, 0) if _owns_jump(layout, marks, table) else old.jumps,
                     stale_chains=tuple(
                         sorted(set(old.chains) - set(layout.chain_names(lowered, family, marks, table)))
@@ -523,13 +555,16 @@ def apply_iptables(
             )
             written[family] = chains_in(text, gone)
             out.append(([tools.restore[family], "--noflush", "--wait=30"], text))
-        return before, out, written
+        return before, out, written, hooks if unhooked else None
 
     not_created, prepared = while_running(run, create, prepare)
     if prepared is None:
         drop_new(refused_create=True)
         undo.finish(f"the new sets were refused: {not_created}")
-    before, restores, written = prepared
+    before, restores, written, hooks = prepared
+    if hooks is None and (not_filled := fill()):  # the rules name them hooked in: filled first
+        drop_new(refused_create=True)
+        undo.finish(f"the new sets were refused: {not_filled}")
 
     swaps = [f"swap {names.temp(name)} {name}\n" for name in changed]
     swapped, error = ipset_lines(run, swaps)
@@ -559,9 +594,22 @@ def apply_iptables(
             back = run([tools.restore[undone], "--noflush", "--wait=30"], text)
             undo.step(f"putting the IPv{undone} rules back", back.stderr.strip() if back.returncode else "")
 
-    results = dict(zip(layout.families, run_together(run, restores), strict=True))  # one per family
+    if hooks is None:
+        loaded = run_together(run, restores)
+    else:  # unhooked while the sets fill: no packet meets the rules before both are done
+        not_filled, beside = while_running(run, fill, lambda: run_together(run, restores))
+        if beside is None:
+            rules_back(layout.families)
+            drop_new(refused_create=True)
+            undo.finish(f"the new sets were refused: {not_filled}")
+        loaded = beside
+    results = dict(zip(layout.families, loaded, strict=True))  # one per family
     done += [family for family, result in results.items() if result.returncode == 0]
     rejected = [family for family, result in results.items() if result.returncode != 0]
+    if not rejected and hooks is not None:
+        results = dict(zip(layout.families, run_together(run, hooks), strict=True))
+        rejected = [family for family, result in results.items() if result.returncode != 0]
+        done = [family for family in done if family not in rejected]
     if rejected:
         rules_back(rejected)
         sets_back()
