@@ -27,6 +27,14 @@ A ``list:set`` (``render.ListSet``) holds other sets by name: it is created afte
 kernel refuses a member that does not exist and keeps a held set from being destroyed. Named by
 its members, a list's contents never change in place.
 
+A first load (no set of the network's yet, no chain or jump of it in the tables, and a runner
+that sends netlink itself and runs tools at once) goes in parts instead: the sets are created
+empty while the rules are rendered, the restores load the chains without the FORWARD jumps while
+the sets are filled, and then one small restore per family inserts the jumps. No packet reaches a
+rule before that, so none meets a set half filled; a refusal at any step removes everything the
+load made. The kernel's filling of the sets and its loading of the rules overlap, where each
+waited for the other.
+
 Unchanged sets are not touched (a first apply has none to read). The next run reads the kernel
 as "old", so it repairs whatever a killed run left. ``load_members`` (the agent's deltas) orders
 its one batch the same way: restricting changes first.
