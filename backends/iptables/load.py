@@ -531,16 +531,7 @@ def apply_iptables(
         )
         written: dict[int, Chains] = {}
         out: list[tuple[Sequence[str], str]] = []  # per family: IPv4's and IPv6's tables are apart
-        hooks: list[tuple[Sequence[str], str]] = []
         for family in layout.families:
-            hooks.append(
-                (
-                    [tools.restore[family], "--noflush", "--wait=30"],
-                    "".join(
-                        f"*{t}\n{insert_jump(lowered, t)}\nCOMMIT\n" for t in _edited(before[family], marks)
-                    ),
-                )
-            )
             edits = {
                 table: TableEdit(  # a jump npc does not own here (left by another layout) is removed
                     insert_jump=_owns_jump(layout, marks, table) and old.jumps == 0 and not unhooked,
@@ -563,7 +554,16 @@ def apply_iptables(
             )
             written[family] = chains_in(text, gone)
             out.append(([tools.restore[family], "--noflush", "--wait=30"], text))
-        return before, out, written, hooks if unhooked else None
+        if not unhooked:
+            return before, out, written, None
+        hooks: list[tuple[Sequence[str], str]] = [
+            (
+                [tools.restore[family], "--noflush", "--wait=30"],
+                "".join(f"*{t}\n{insert_jump(lowered, t)}\nCOMMIT\n" for t in _edited(before[family], marks)),
+            )
+            for family in layout.families
+        ]
+        return before, out, written, hooks
 
     not_created, prepared = while_running(run, create, prepare)
     if prepared is None:

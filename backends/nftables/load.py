@@ -22,9 +22,7 @@ from .render import FAMILY_KEYWORD
 
 # (family, set or map, elements to delete, elements to add)
 Diff = tuple[int, str, Sequence[str], Sequence[str]]
-# the families' keywords, and the single table of both npc wrote before
-FAMILIES = ("ip", "ip6")
-LEGACY = "inet"
+LEGACY = "inet"  # the single table of both families npc wrote before
 
 
 def _nft(run: Runner) -> str:
@@ -127,7 +125,7 @@ def delete_table(table: str, run: Runner) -> bool:
     return True
 
 
-_NPC_TABLE = re.compile(rf"table ({'|'.join((*FAMILIES, LEGACY))}) (npc(?:-[a-z2-7]{{5}})?)")
+_NPC_TABLE = re.compile(rf"table ({'|'.join((*FAMILY_KEYWORD.values(), LEGACY))}) (npc(?:-[a-z2-7]{{5}})?)")
 
 
 def npc_tables(run: Runner) -> list[tuple[str, str]]:
