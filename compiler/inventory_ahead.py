@@ -18,7 +18,6 @@ import contextlib
 import copyreg
 import io
 import operator
-import os
 import pickle
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -26,10 +25,10 @@ from typing import Any
 
 import attrs
 
+from .forked import in_child, spare_core
 from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION
 from .inventory import Inventory, NamedPort, Namespace, Pod, build_inventory, inventory_documents
 from .networks import NetworkSpec
-from .parse_ahead import spare_core
 
 MIN_BYTES = 4 << 20  # about 2,500 pods: below this a second process costs more than it saves
 
@@ -82,20 +81,15 @@ def _pickled(built: Built) -> bytes:
     return buffer.getvalue()
 
 
-def _child(data: bytes, name: str, networks: Sequence[NetworkSpec], lenient: bool, out: int) -> None:
-    """Build, pickle, write, exit: never back into the caller's code, never flushing its buffers."""
-    try:
-        found = inventory_documents(data, name)
-        built = []
-        for network in networks:
-            address_source = network.address_source()
-            inventory = build_inventory(found.documents, address_source, name, found.text, lenient=lenient)
-            built.append((inventory, tuple(address_source.warnings)))
-        blob = _pickled(Built(found.sha256, tuple(built)))
-        with os.fdopen(out, "wb") as pipe:
-            pipe.write(blob)
-    finally:
-        os._exit(0)
+def _built(data: bytes, name: str, networks: Sequence[NetworkSpec], lenient: bool) -> bytes:
+    """The child's work: the inventory of each network, pickled."""
+    found = inventory_documents(data, name)
+    built = []
+    for network in networks:
+        address_source = network.address_source()
+        inventory = build_inventory(found.documents, address_source, name, found.text, lenient=lenient)
+        built.append((inventory, tuple(address_source.warnings)))
+    return _pickled(Built(found.sha256, tuple(built)))
 
 
 @contextlib.contextmanager
@@ -104,23 +98,11 @@ def inventories_ahead(
 ) -> Iterator[Result]:
     """``data``: the inventory file's bytes, as ``read_bytes`` read them; ``name`` as errors name
     it. Inside the block, ``result()`` waits for the child and gives what it built, or None."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        _child(data, name, networks, lenient, write_end)
-    os.close(write_end)
-    pipe = os.fdopen(read_end, "rb")
+    with in_child(lambda: _built(data, name, networks, lenient)) as blob:
 
-    def result() -> Built | None:
-        try:
-            built = pickle.loads(pipe.read())
-        except Exception:  # the child failed before writing (or died writing): nothing built
-            return None
-        return built if isinstance(built, Built) and len(built.networks) == len(networks) else None
+        def result() -> Built | None:
+            found = blob()
+            built = pickle.loads(found) if found is not None else None
+            return built if isinstance(built, Built) and len(built.networks) == len(networks) else None
 
-    try:
         yield result
-    finally:
-        pipe.close()  # a child still writing (the parent stopped at an error) gets EPIPE and exits
-        os.waitpid(pid, 0)

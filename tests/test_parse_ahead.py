@@ -4,15 +4,12 @@ policies in the same order, and the same first error, whichever process met it."
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from npc import parse_ahead
+from npc import forked, parse_ahead
 from npc.errors import InputError
 from npc.sources import Loaded, read_policy_sources
 
@@ -56,7 +53,7 @@ def both(monkeypatch: pytest.MonkeyPatch) -> tuple[Read, list[int]]:
     def ahead(path: Path) -> Loaded:
         with monkeypatch.context() as m:
             m.setattr(parse_ahead, "MIN_BYTES", 0)
-            m.setattr(parse_ahead, "idle_cpus", lambda **_: 2.0)
+            m.setattr(forked, "idle_cpus", lambda **_: 2.0)
             m.setattr(os, "sched_getaffinity", lambda _: {0, 1})
             m.setattr(threading, "active_count", lambda: 1)
             m.setattr(os, "fork", fork)
@@ -118,85 +115,16 @@ def test_small_inputs_busy_machines_and_threads_stay_in_one_process(
     folder(tmp_path)
     serial(tmp_path)  # a few kilobytes
     monkeypatch.setattr(parse_ahead, "MIN_BYTES", 0)
-    monkeypatch.setattr(parse_ahead, "idle_cpus", lambda **_: 1.2)  # another process takes a core
+    monkeypatch.setattr(forked, "idle_cpus", lambda **_: 1.2)  # another process takes a core
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
     serial(tmp_path)
-    monkeypatch.setattr(parse_ahead, "idle_cpus", sample)  # one CPU: no fork, and no sample needed
+    monkeypatch.setattr(forked, "idle_cpus", sample)  # one CPU: no fork, and no sample needed
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0})
     serial(tmp_path)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
-    monkeypatch.setattr(parse_ahead, "idle_cpus", lambda **_: None)  # no /proc/stat: the load average
+    monkeypatch.setattr(forked, "idle_cpus", lambda **_: None)  # no /proc/stat: the load average
     monkeypatch.setattr(os, "getloadavg", lambda: (8.0, 8.0, 8.0))
     serial(tmp_path)
-    monkeypatch.setattr(parse_ahead, "idle_cpus", lambda **_: 2.0)  # idle, but a thread runs (the agent)
+    monkeypatch.setattr(forked, "idle_cpus", lambda **_: 2.0)  # idle, but a thread runs (the agent)
     monkeypatch.setattr(threading, "active_count", lambda: 2)
     serial(tmp_path)  # with one thread, the same call forks: ``both`` above
-
-
-STAT = """cpu  100 5 50 1000 20 0 3 7 0 0
-cpu0 50 2 25 500 10 0 1 3 0 0
-cpu1 50 3 25 500 10 0 2 4 0 0
-intr 12345
-ctxt 999
-"""
-
-
-def test_idle_ticks_count_idle_and_iowait_of_every_cpu() -> None:
-    assert parse_ahead.cpu_times(STAT) == (1020, 1185, 2)
-
-
-def test_idle_cpus_are_the_idle_share_of_the_ticks_between_two_reads() -> None:
-    later = STAT.replace("cpu  100 5 50 1000 20", "cpu  140 5 60 1130 40", 1)  # 200 ticks, 150 idle
-    texts = iter([STAT, later])
-    assert parse_ahead.idle_cpus(0, lambda: next(texts)) == pytest.approx(1.5, abs=0.02)  # + own ticks
-    assert parse_ahead.idle_cpus(0, lambda: STAT) is None  # no tick went by
-    assert parse_ahead.idle_cpus(0, lambda: "") is None
-
-
-def test_a_spinning_process_is_not_counted_idle() -> None:
-    """On this machine, with a child spinning on one CPU, at most the others are idle."""
-    cpus = parse_ahead.cpu_times(parse_ahead._proc_stat())[2]
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.2)
-        busy = parse_ahead.idle_cpus(0.5)
-    finally:
-        spinner.kill()
-        spinner.wait()
-    assert busy is not None and 0 <= busy <= cpus - 0.6, (cpus, busy)
-
-
-def test_a_window_already_gone_by_is_measured_without_a_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    """From a reading a second old: no sleep, and what this process ran meanwhile counts as free
-    (it computed, it was not asleep): 50 idle ticks of 200, plus its own 0.5 s (50 ticks)."""
-    slept: list[float] = []
-    monkeypatch.setattr(time, "sleep", slept.append)
-    monkeypatch.setattr(os, "sysconf", lambda _: 100)
-    own = os.times()
-    ran = own.user + own.system + own.children_user + own.children_system
-    since = (time.monotonic() - 1.0, parse_ahead.cpu_times(STAT), ran - 0.5)
-    later = STAT.replace("cpu  100 5 50 1000 20", "cpu  200 5 100 1040 30", 1)  # 200 ticks, 50 idle
-    idle = parse_ahead.idle_cpus(0.1, lambda: later, since=since)
-    assert idle == pytest.approx(1.0, abs=0.02)
-    assert slept == [0.0]
-
-
-def test_a_decision_measures_from_the_last_one_when_it_is_recent(monkeypatch: pytest.MonkeyPatch) -> None:
-    windows: list[object] = []
-
-    def idle(since: object = None) -> float:
-        windows.append(since)
-        return 2.0
-
-    monkeypatch.setattr(parse_ahead, "idle_cpus", idle)
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1})
-    monkeypatch.setattr(threading, "active_count", lambda: 1)
-    recent = (time.monotonic() - 0.5, parse_ahead.cpu_times(STAT), 0.0)
-    monkeypatch.setattr(parse_ahead, "_last", [recent])
-    assert parse_ahead.spare_core()
-    assert windows == [recent]
-    stale = (time.monotonic() - parse_ahead.MAX_WINDOW - 1, parse_ahead.cpu_times(STAT), 0.0)
-    monkeypatch.setattr(parse_ahead, "_last", [stale])
-    assert parse_ahead.spare_core()
-    assert windows == [recent, None]  # too old to say anything: a fresh sample
-    assert parse_ahead._last[0] is not None and parse_ahead._last[0] != stale  # the next measures from here
