@@ -196,7 +196,7 @@ class NftablesBackend:
         with netns_lock(options.wait):
             found = npc_tables(runner)
             tables = [table_name(network)] if network is not None else sorted({n for _, n in found})
-            gone = [t for t in tables if delete_table(t, runner)]
+            gone = [t for t in tables if delete_table(t, runner, found)]
         self._ranks = {k: v for k, v in self._ranks.items() if k[0] not in tables}
         self._where = {k: v for k, v in self._where.items() if k not in tables}
         removed = tuple(f"table {f} {t}" for f, t in found if t in gone)

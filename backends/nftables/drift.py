@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 from ..base import Runner
-from .render import Ruleset
+from .render import FORWARD_RULES, Ruleset
 
 
 def expected_counts(ruleset: Ruleset) -> tuple[dict[str, int], dict[str, int]]:
@@ -22,7 +22,7 @@ def expected_counts(ruleset: Ruleset) -> tuple[dict[str, int], dict[str, int]]:
     chains: dict[str, int] = {}
     elements: dict[str, int] = {}
     for t in ruleset.tables:
-        chains[f"{t.ip} forward"] = 2
+        chains[f"{t.ip} forward"] = FORWARD_RULES
         chains.update((f"{t.ip} {name}", len(rules)) for name, rules in t.chains().items())
         chains.update((f"{t.ip} {c.name}", len(c.rules)) for c in t.policy_chains)
         elements.update((f"{t.ip} {s.name}", len(s.elements)) for s in t.sets)

@@ -113,10 +113,10 @@ def load_elements(table: str, diffs: Sequence[Diff], run: Runner) -> None:
         )
 
 
-def delete_table(table: str, run: Runner) -> bool:
-    """Remove npc's tables of that name (every family's, in one transaction); False when there
-    was none."""
-    found = [family for family, name in npc_tables(run) if name == table]
+def delete_table(table: str, run: Runner, listed: Sequence[tuple[str, str]] | None = None) -> bool:
+    """Remove npc's tables of that name (every family's, in one transaction; ``listed``: the
+    ``npc_tables`` the caller has just read); False when there was none."""
+    found = [family for family, name in (npc_tables(run) if listed is None else listed) if name == table]
     if not found:
         return False
     done = run(["nft", "-f", "-"], "".join(f"delete table {family} {table}\n" for family in found))

@@ -365,6 +365,9 @@ def table_port_lists(lowered: Lowered) -> dict[tuple[int, str], SetText]:
     return {(f.family, port_list_name(p)): port_list(p) for f in lowered.families for p in port_lists(f)}
 
 
+FORWARD_RULES = 2  # the base chain's: replies of allowed connections accepted, then ``goto source-<f>``
+
+
 @attrs.frozen
 class TableText:
     """One family's table: its sets (the most tested first), rank maps, fixed and policy chains."""
@@ -400,8 +403,12 @@ class TableText:
 
     @property
     def rule_count(self) -> int:
-        """As the template writes them: forward 2, the fixed chains, every policy chain's rules."""
-        return 2 + sum(map(len, self.chains().values())) + sum(len(c.rules) for c in self.policy_chains)
+        """As the template writes them: forward's, the fixed chains', every policy chain's."""
+        return (
+            FORWARD_RULES
+            + sum(map(len, self.chains().values()))
+            + sum(len(c.rules) for c in self.policy_chains)
+        )
 
 
 @attrs.frozen
@@ -537,9 +544,11 @@ def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -
         rules = functools.partial(_rules, length)
         ingress = [rules(c) + ranks["ingress"] + 1 if c else 1 for c in by["ingress"].values()]
         destination = 1 + max(ingress, default=1)  # the test, then ingress-<f> or accept
-        paths = [2 + 2 + destination]  # a source not isolated for egress
+        paths = [FORWARD_RULES + 2 + destination]  # a source not isolated for egress
         for c in by["egress"].values():
-            paths.append(2 + 1 + (rules(c) + max(len(c) + destination, ranks["egress"] + 1) if c else 1))
+            paths.append(
+                FORWARD_RULES + 1 + (rules(c) + max(len(c) + destination, ranks["egress"] + 1) if c else 1)
+            )
         worst = max(worst, *paths)
     return worst
 
