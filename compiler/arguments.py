@@ -10,6 +10,7 @@ from .backends.base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options
 from .errors import UsageError
 from .ir import DEFAULT_NETWORK
 from .lock import DEFAULT_WAIT
+from .network_file import read_networks_file
 from .networks import IP_SOURCE_HELP, NetworkSpec, network_spec
 
 
@@ -39,6 +40,12 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
         metavar="KINDS",
         help="NetworkPolicy and/or MultiNetworkPolicy, comma-separated (default: NetworkPolicy on the "
         "primary network, MultiNetworkPolicy naming the network in policy-for on any other)",
+    )
+    p.add_argument(
+        "--ip-families",
+        metavar="FAMILIES",
+        help="IPv4 and/or IPv6, comma-separated: the families npc polices on --network (default both; "
+        "IPv4 on a single-stack IPv4 cluster loads no IPv6 rule or set)",
     )
 
 
@@ -70,9 +77,20 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
 
 def network_from_args(args: argparse.Namespace) -> NetworkSpec:
     try:
-        return network_spec(args.network, args.ip_source, args.policy_kinds)
+        return network_spec(args.network, args.ip_source, args.policy_kinds, args.ip_families)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def networks_from_args(args: argparse.Namespace) -> tuple[NetworkSpec, ...]:
+    """``--networks FILE``'s networks, or the one the network flags describe."""
+    if not args.networks:
+        return (network_from_args(args),)
+    if args.network != DEFAULT_NETWORK or args.ip_source or args.policy_kinds or args.ip_families:
+        raise UsageError(
+            "--networks lists every network: leave out --network, --ip-source, --policy-kinds and --ip-families"
+        )
+    return read_networks_file(args.networks)
 
 
 def options_from_args(args: argparse.Namespace) -> Options:

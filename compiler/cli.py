@@ -23,15 +23,21 @@ import attrs
 from . import __version__, collector, pipeline
 from .agent.flags import add_agent_args
 from .analysis import commands as analysis
-from .arguments import add_backend_args, add_network_args, add_paths, network_from_args, options_from_args
+from .arguments import (
+    add_backend_args,
+    add_network_args,
+    add_paths,
+    network_from_args,
+    networks_from_args,
+    options_from_args,
+)
 from .backends import BACKENDS
 from .backends import get as get_backend
 from .backends.base import Options, SubprocessRunner
 from .errors import NpcError, UsageError
 from .ir import DEFAULT_NETWORK
 from .lock import DEFAULT_WAIT
-from .network_file import read_networks_file
-from .networks import NetworkSpec, network_spec
+from .networks import network_spec
 from .output import OutputError, write_file, write_folder
 from .pipeline import Sources, read_sources
 from .progress import Progress, display, quiet
@@ -55,7 +61,7 @@ def _compile_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--networks",
         metavar="FILE",
-        help="YAML/JSON file listing networks (name, ipSource, policyKinds): compile each into DIR/<network>/",
+        help="YAML/JSON file listing networks (name, ipSource, policyKinds, ipFamilies): compile each into DIR/<network>/",
     )
 
 
@@ -122,14 +128,7 @@ def build_from_args(args: argparse.Namespace, progress: Progress = quiet) -> pip
 def _compile(args: argparse.Namespace) -> int:
     backend, options = get_backend(args.backend), options_from_args(args)
     backend.check(options)
-    if args.networks:
-        if args.network != DEFAULT_NETWORK or args.ip_source or args.policy_kinds:
-            raise UsageError(
-                "--networks lists every network: leave out --network, --ip-source and --policy-kinds"
-            )
-        networks: Sequence[NetworkSpec] = read_networks_file(args.networks)
-    else:
-        networks = [network_from_args(args)]
+    networks = networks_from_args(args)
     # every network compiled and rendered before anything is written
     with collector.paused(to_the_end=True), display() as progress:
         sources = _read(args, progress)

@@ -23,7 +23,7 @@ import functools
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import attrs
@@ -985,7 +985,13 @@ def _tests_own(selectors: list[Selector]) -> bool:
     return not any(s.is_all for s in selectors) and (len(set(selectors)) > 1 or not _by_parts(selectors[0]))
 
 
-def lower(program: Program, network: str = DEFAULT_NETWORK, memo: Memo | None = None) -> Lowered:
+def lower(
+    program: Program,
+    network: str = DEFAULT_NETWORK,
+    memo: Memo | None = None,
+    families: Sequence[int] = FAMILIES,
+) -> Lowered:
+    """``families``: those the network carries (``--ip-families``); a backend loads nothing of another."""
     tag = network_tag(network)
     names = crowded(program.policies)
     loaded, beside = standing(program.policies, names), together(program.policies, names)
@@ -993,7 +999,7 @@ def lower(program: Program, network: str = DEFAULT_NETWORK, memo: Memo | None = 
     return Lowered(
         network,
         tuple(
-            _Lowerer(tag, f, memo, names, loaded, beside, plans).program(program.policies) for f in FAMILIES
+            _Lowerer(tag, f, memo, names, loaded, beside, plans).program(program.policies) for f in families
         ),
         tag,
     )

@@ -6,6 +6,7 @@ networks:
 - name: net2
   ipSource: genie:ip2                # as --ip-source
   policyKinds: [NetworkPolicy]       # as --policy-kinds (a list or "A,B"); default by network
+  ipFamilies: [IPv4]                 # as --ip-families (a list or "A,B"); default both
 ```
 Errors name the file, line:column and field, like every other input.
 """
@@ -25,13 +26,14 @@ from .networks import (
     NetworkSpec,
     check_network_name,
     network_spec,
+    parse_ip_families,
     parse_ip_source,
     parse_policy_kinds,
 )
 from .text import read_text
 
 _TOP_FIELDS = ("networks",)
-_NETWORK_FIELDS = ("name", "ipSource", "policyKinds")
+_NETWORK_FIELDS = ("name", "ipSource", "policyKinds", "ipFamilies")
 
 
 def parse_networks(doc: Any) -> tuple[NetworkSpec, ...]:
@@ -55,9 +57,7 @@ def _network(raw: object, at: FieldPath) -> NetworkSpec:
     entry = fields(raw, at, _NETWORK_FIELDS)
     name = string(required(entry, "name", at), (*at, "name"))
     source = string(entry["ipSource"], (*at, "ipSource")) if "ipSource" in entry else None
-    kinds = entry.get("policyKinds")
-    if kinds is not None and not isinstance(kinds, str):
-        kinds = [string(k, (*at, "policyKinds", j)) for j, k in enumerate(items(kinds, (*at, "policyKinds")))]
+    kinds, families = (_names(entry, field, at) for field in ("policyKinds", "ipFamilies"))
 
     def checked(field: str, check: Callable[[], object]) -> Any:
         try:
@@ -68,8 +68,19 @@ def _network(raw: object, at: FieldPath) -> NetworkSpec:
     checked("name", lambda: check_network_name(name))
     checked("ipSource", lambda: source is None or parse_ip_source(source))
     checked("policyKinds", lambda: kinds is None or parse_policy_kinds(kinds))
+    checked("ipFamilies", lambda: families is None or parse_ip_families(families))
     # what is left is the combination: blame the IP source when there is one
-    return checked("ipSource" if source is not None else "name", lambda: network_spec(name, source, kinds))  # type: ignore[no-any-return]
+    return checked(  # type: ignore[no-any-return]
+        "ipSource" if source is not None else "name", lambda: network_spec(name, source, kinds, families)
+    )
+
+
+def _names(entry: dict[str, Any], field: str, at: FieldPath) -> str | list[str] | None:
+    """A field of names: a list of strings, or one string of them comma-separated."""
+    value = entry.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    return [string(v, (*at, field, j)) for j, v in enumerate(items(value, (*at, field)))]
 
 
 def read_networks_file(path: str) -> tuple[NetworkSpec, ...]:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
 
 from .frontends.k8s import POLICY_FOR_ANNOTATION
 from .frontends.positions import show
-from .inventory import pod_address, pod_ips
+from .inventory import Pod, pod_address, pod_ips
 from .ir import DEFAULT_NETWORK, MULTI_NETWORK_POLICY, NETWORK_POLICY, Address, Policy, Program
 
 PRIMARY_NETWORK = DEFAULT_NETWORK
@@ -270,6 +270,10 @@ def _default_kinds(name: str) -> tuple[str, ...]:
     return (NETWORK_POLICY,) if name == PRIMARY_NETWORK else (MULTI_NETWORK_POLICY,)
 
 
+IP_FAMILIES = (4, 6)
+FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}  # as Kubernetes spells a Service's ipFamilies
+
+
 @attrs.frozen
 class NetworkSpec:
     """One network npc compiles for: its name, where its addresses come from, what governs it."""
@@ -277,6 +281,7 @@ class NetworkSpec:
     name: str = PRIMARY_NETWORK
     ip_source: IPSourceSpec = POD_IPS
     policy_kinds: tuple[str, ...] = attrs.field()
+    ip_families: tuple[int, ...] = IP_FAMILIES  # what npc polices on it (``--ip-families``)
 
     @policy_kinds.default
     def _kinds(self) -> tuple[str, ...]:
@@ -321,10 +326,24 @@ def parse_policy_kinds(value: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(k for k in POLICY_KINDS if k in kinds)
 
 
+def parse_ip_families(value: str | Sequence[str]) -> tuple[int, ...]:
+    """``IPv4``, ``IPv6`` or both (comma-separated, or a list) as a sorted tuple of 4 and 6."""
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    named = {name: family for family, name in FAMILY_NAMES.items()}
+    given = [p.strip() for p in parts if p.strip()]
+    for name in given:
+        if name not in named:
+            raise ValueError(f"unknown IP family {show(name)}: expected IPv4 and/or IPv6")
+    if not given:
+        raise ValueError("no IP family given: expected IPv4 and/or IPv6")
+    return tuple(sorted({named[name] for name in given}))
+
+
 def network_spec(
     name: str = PRIMARY_NETWORK,
     ip_source: IPSourceSpec | str | None = None,
     policy_kinds: str | Sequence[str] | None = None,
+    ip_families: str | Sequence[str] | None = None,
 ) -> NetworkSpec:
     """A checked network; ValueError when the combination cannot be what the user meant.
 
@@ -344,7 +363,24 @@ def network_spec(
             f"network's addresses), e.g. genie:ip2 or multus:default/{name.rpartition('/')[2]}"
         )
     kinds = _default_kinds(name) if policy_kinds is None else parse_policy_kinds(policy_kinds)
-    return NetworkSpec(name, source, kinds)
+    families = IP_FAMILIES if ip_families is None else parse_ip_families(ip_families)
+    return NetworkSpec(name, source, kinds, families)
+
+
+def uncarried(network: NetworkSpec, pods: Iterable[Pod]) -> tuple[str, ...]:
+    """A warning when pods have addresses of a family the network does not carry (``--ip-families``):
+    npc loads nothing for that family, so their traffic in it goes unpoliced."""
+    left_out = [f for f in IP_FAMILIES if f not in network.ip_families]
+    if not left_out:
+        return ()
+    found = sum(1 for pod in pods if any(a.version in left_out for a in pod.ips))
+    if not found:
+        return ()
+    names = " and ".join(FAMILY_NAMES[f] for f in left_out)
+    return (
+        f"network {network.name}: {found} pods have {names} addresses, which npc does not police "
+        f"(--ip-families {','.join(FAMILY_NAMES[f] for f in network.ip_families)})",
+    )
 
 
 def policy_kind(policy: Policy) -> str:

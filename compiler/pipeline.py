@@ -39,7 +39,7 @@ from .inventory import (
 from .ir import DEFAULT_NETWORK, Policy, Program
 from .lower import lower
 from .memo import Memo
-from .networks import NetworkSpec, select_policies, ungoverned_note
+from .networks import FAMILY_NAMES, IP_FAMILIES, NetworkSpec, select_policies, uncarried, ungoverned_note
 from .passes.drop_dead_rules import drop_dead_rules
 from .passes.drop_implied_requirements import drop_implied_requirements
 from .passes.drop_inert_policies import drop_inert_policies
@@ -105,11 +105,12 @@ def compile_rules(
     network: str = DEFAULT_NETWORK,
     passes: Sequence[Pass] = PASSES,
     memo: Memo | None = None,
+    families: Sequence[int] = IP_FAMILIES,
 ) -> Rules:
     """``memo``: what the previous compile of this network worked out (the agent keeps one per
-    network), reused where the policies are the same."""
+    network), reused where the policies are the same; ``families``: the network's."""
     optimised = optimise(program, passes, memo)
-    rules = Rules(optimised, lower(optimised, network, memo))
+    rules = Rules(optimised, lower(optimised, network, memo, families))
     if memo is not None:
         memo.done()
     return rules
@@ -124,8 +125,9 @@ def compile_program(
     inventory: Inventory,
     network: str = DEFAULT_NETWORK,
     passes: Sequence[Pass] = PASSES,
+    families: Sequence[int] = IP_FAMILIES,
 ) -> Compiled:
-    return resolve_members(compile_rules(program, network, passes), inventory)
+    return resolve_members(compile_rules(program, network, passes, families=families), inventory)
 
 
 @attrs.define
@@ -226,7 +228,8 @@ def _assembly(
     program = select_policies(policy_program(loaded, inventory.namespaces), network)
     ungoverned = not program.policies and not network.is_primary
     notes = (ungoverned_note(network),) if ungoverned else ()
-    return Assembled(network, program, inventory, notes, (*inventory.warnings, *address_warnings))
+    warnings = (*inventory.warnings, *address_warnings, *uncarried(network, inventory.pods))
+    return Assembled(network, program, inventory, notes, warnings)
 
 
 def _parse_deferred(sources: Sources) -> None:
@@ -290,7 +293,7 @@ def _built_ahead(
         rules = []
         for network, program in zip(networks, programs, strict=True):
             progress(f"compiling {len(program.policies)} policies for network {network.name}")
-            rules.append(compile_rules(program, network.name))
+            rules.append(compile_rules(program, network.name, families=network.ip_families))
         progress("indexing pods")
         built = result()
     if built is None:
@@ -302,7 +305,7 @@ def _built_ahead(
     ):
         assembled = _assembly(sources.loaded, network, inventory, warnings)
         if assembled.program != program:
-            compiled = compile_rules(assembled.program, network.name)
+            compiled = compile_rules(assembled.program, network.name, families=network.ip_families)
         jobs.append(Build(sources, assembled, resolve_members(compiled, inventory)))
     return jobs
 
@@ -315,7 +318,9 @@ def _assembled(sources: Sources, network: NetworkSpec, progress: Progress, lenie
 def _compiled(sources: Sources, assembled: Assembled, progress: Progress) -> Build:
     network = assembled.network
     progress(f"compiling {len(assembled.program.policies)} policies for network {network.name}")
-    compiled = compile_program(assembled.program, assembled.inventory, network.name)
+    compiled = compile_program(
+        assembled.program, assembled.inventory, network.name, families=network.ip_families
+    )
     return Build(sources, assembled, compiled)
 
 
@@ -339,6 +344,7 @@ def manifest(job: Build, backend: Backend, options: Options, files: dict[str, st
         "network": lowered.network,
         "ip_source": str(job.network.ip_source),
         "policy_kinds": list(job.network.policy_kinds),
+        "ip_families": [FAMILY_NAMES[f] for f in job.network.ip_families],
         "inputs": [{"path": p, "sha256": h} for p, h in sorted(sources.loaded.files)],
         "inventory": inventory,
         "counts": {

@@ -32,7 +32,9 @@ from kernel.churn import (
     BEFORE,
     BEFORE_TABLES,
     CHURN,
+    Tables,
     assert_tables,
+    expecting,
     inventory,
 )
 from kernel.cluster import Cluster
@@ -175,7 +177,12 @@ def npc_rules(cluster: Cluster, backend: str) -> str:
             for table in ("mangle", "filter")
         )
         return "".join(f"{line}\n" for line in saved.splitlines() if "NPC-" in line)
-    listing = "".join(cluster.node_exec(["nft", "list", "table", f, "npc"]).stdout for f in ("ip", "ip6"))
+    tables = cluster.node_exec(["nft", "list", "tables"]).stdout.split("\n")
+    listing = "".join(
+        cluster.node_exec(["nft", "list", "table", f, "npc"]).stdout
+        for f in ("ip", "ip6")
+        if f"table {f} npc" in tables
+    )
     chains = re.findall(r"^\tchain .*?^\t}", listing, re.M | re.S)
     return "\n".join(chains)
 
@@ -380,6 +387,41 @@ def test_pod_churn_moves_members_only_and_the_rules_outlive_the_agent(backend: s
         assert took < 2.0, took
         assert npc_rules(cluster, backend) == rules, "rules gone with the agent"
         assert_tables(cluster, AFTER_TABLES, "after the agent stopped")
+
+
+def assert_ipv4_tables(cluster: Cluster, tables: Tables, when: str) -> None:
+    """``tables`` on IPv4; on IPv6, which ``--ip-families IPv4`` leaves unpoliced, every connection answers."""
+    checks = [
+        c if c.family == "v4" else attrs.evolve(c, expect=tuple(row.replace("X", ".") for row in c.expect))
+        for c in expecting(cluster.case, tables)
+    ]
+    failures = observations_report(cluster.case, cluster.probe(checks))
+    assert not failures, f"{when}:\n{failures}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_ipv4_agent_loads_nothing_of_ipv6_through_churn_and_resyncs(backend: str, tmp_path: Path) -> None:
+    """``--ip-families IPv4`` on a dual-stack cluster: IPv4 follows the truth tables through pod
+    churn, with the rules unchanged; nothing of IPv6 is loaded (so it is open), and a resync
+    finds the kernel as applied."""
+    files = Files(tmp_path / "inputs")
+    files.write(CHURN, inventory(CHURN, BEFORE))
+    args = [*files.args, "--resync", "2", "--ip-families", "IPv4"]
+    with Cluster(CHURN, tmp_path) as cluster, agent(cluster, backend, args, tmp_path) as a:
+        a.wait(lambda: a.applies() > 0, "the first apply")
+        assert_ipv4_tables(cluster, BEFORE_TABLES, "before the churn")
+        rules = npc_rules(cluster, backend)
+        assert rules
+        if backend == "iptables":
+            assert "NPC-" not in cluster.node_exec(["ip6tables-save"]).stdout
+            assert "inet6" not in cluster.node_exec(["ipset", "save"]).stdout
+        else:
+            assert "table ip6 npc" not in cluster.node_exec(["nft", "list", "tables"]).stdout
+        a.step(lambda: files.write(CHURN, inventory(CHURN, AFTER)))
+        assert_ipv4_tables(cluster, AFTER_TABLES, "after the churn")
+        assert npc_rules(cluster, backend) == rules, "pod churn changed a rule"
+        checked = a.text().count(UNDRIFTED)
+        a.wait(lambda: a.text().count(UNDRIFTED) > checked, "a resync finding no drift", timeout=10)
 
 
 def test_weave_agent_moves_members_only_and_leaves_the_router_rules(tmp_path: Path) -> None:

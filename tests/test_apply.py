@@ -159,3 +159,34 @@ def test_forced_flavour(netns: Netns) -> None:
     assert result.returncode == 0, result.stderr
     assert "NPC-" in netns.run("iptables-legacy-save", "-t", "filter").stdout
     assert "NPC-" not in netns.run("iptables-nft-save", "-t", "filter").stdout
+
+
+def _v4(state: str) -> list[str]:
+    """npc's IPv4 lines of ``Netns.state``: its iptables chains, jumps and rules (before
+    ip6tables' tables), and its IPv4 sets (after the last table)."""
+    ip6 = state.index("*mangle", state.index("*mangle") + 1)
+    sets = our_lines(state[state.rindex("COMMIT") :])
+    return our_lines(state[:ip6]) + [s for s in sets if not re.match(r"(create|add) npc-\w+-\w6-", s)]
+
+
+def test_an_ipv4_network_loads_nothing_of_ipv6_and_clears_what_a_dual_stack_load_left(netns: Netns) -> None:
+    """``--ip-families IPv4``: the same IPv4 chains, rules and sets as a dual-stack load (so the
+    truth tables hold for IPv4), no ip6tables chain, jump or IPv6 set; narrowing a dual-stack
+    load removes IPv6's, widening brings them back; others' IPv6 rules stay."""
+    netns.run("ip6tables", "-A", "FORWARD", "-s", "2001:db8::/32", "-j", "ACCEPT")
+    foreign = netns.run("ip6tables-save", "-t", "filter").stdout
+    assert netns.npc_apply(policy("a"), policy("b", "redis")).returncode == 0
+    dual = netns.state()
+    assert "NPC-" in netns.run("ip6tables-save").stdout
+    narrowed = netns.npc_apply(policy("a"), policy("b", "redis"), extra=("--ip-families", "IPv4"))
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert "pods have IPv6 addresses, which npc does not police (--ip-families IPv4)" in narrowed.stderr
+    v4 = netns.state()
+    assert _v4(v4) == _v4(dual)
+    assert any(line.startswith("-A NPC-") for line in _v4(dual)) and "add npc-" in "\n".join(_v4(dual))
+    assert "NPC-" not in netns.run("ip6tables-save").stdout
+    assert not re.search(r"inet6|^add npc-\S+ fd09::", v4, re.M)
+    strip = re.compile(r"^#.*\n|\[\d+:\d+\]", re.M)
+    assert strip.sub("", netns.run("ip6tables-save", "-t", "filter").stdout) == strip.sub("", foreign)
+    assert netns.npc_apply(policy("a"), policy("b", "redis")).returncode == 0
+    assert netns.state() == dual

@@ -298,3 +298,27 @@ def test_a_runner_failing_in_a_first_load_leaves_no_table(node: Netns) -> None:
     with pytest.raises(OSError, match="the runner failed"):
         NftablesBackend().load(compile_policies(*PARTS), Options(), FailsTogether(node))
     assert ruleset(node) == before
+
+
+def test_an_ipv4_network_loads_one_table_and_retires_ip6s_in_the_same_load(node: Netns) -> None:
+    """``--ip-families IPv4``: only ``table ip npc``, listed as a dual-stack load lists it; the
+    ``ip6`` table of an earlier load goes in the transaction that narrows it, widening brings it
+    back, and others' tables stay byte for byte."""
+    foreign = node.tmp / "foreign.nft"
+    foreign.write_text(FOREIGN)
+    node.run("nft", "-f", str(foreign))
+    kept = ruleset(node)
+    assert node.npc_apply(policy("a"), policy("b", "redis"), extra=NFT).returncode == 0
+    dual = ruleset(node)
+    ip = node.run("nft", "list", "table", "ip", "npc").stdout
+    narrowed = node.npc_apply(policy("a"), policy("b", "redis"), extra=(*NFT, "--ip-families", "IPv4"))
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert "pods have IPv6 addresses, which npc does not police" in narrowed.stderr
+    assert "with nftables: table ip npc," in narrowed.stderr
+    assert sorted(node.run("nft", "list", "tables").stdout.split()) == sorted(
+        ["table", "inet", "foreign", "table", "ip", "npc"]
+    )
+    assert node.run("nft", "list", "table", "ip", "npc").stdout == ip
+    assert without_tables(ruleset(node), "npc") == kept
+    assert node.npc_apply(policy("a"), policy("b", "redis"), extra=NFT).returncode == 0
+    assert ruleset(node) == dual

@@ -322,12 +322,18 @@ def test_networks_file(tmp_path: Path) -> None:
         "- name: default\n"
         "- name: net2\n  ipSource: genie:ip2\n  policyKinds: [NetworkPolicy]\n"
         "- name: macvlan\n  ipSource: multus:default/macvlan-net1\n  policyKinds: NetworkPolicy,MultiNetworkPolicy\n"
+        "  ipFamilies: [IPv4]\n"
+        "- name: v6\n  ipSource: genie:ip6\n  ipFamilies: IPv6, IPv4\n"
     )
     assert read_networks_file(str(path)) == (
         network_spec(),
         network_spec("net2", "genie:ip2", ["NetworkPolicy"]),
-        network_spec("macvlan", "multus:default/macvlan-net1", ["NetworkPolicy", "MultiNetworkPolicy"]),
+        network_spec(
+            "macvlan", "multus:default/macvlan-net1", ["NetworkPolicy", "MultiNetworkPolicy"], ["IPv4"]
+        ),
+        network_spec("v6", "genie:ip6"),
     )
+    assert [n.ip_families for n in read_networks_file(str(path))] == [(4, 6), (4, 6), (4,), (4, 6)]
 
 
 @pytest.mark.parametrize(
@@ -339,6 +345,9 @@ def test_networks_file(tmp_path: Path) -> None:
         ("networks:\n- name: n\n  ipSrc: genie:ip2\n", (3, 3, "networks[0].ipSrc"), "unknown field"),
         ("networks:\n- {name: n, ipSource: 'genie:ip2', policyKinds: [Foo]}\n", (2, 49, "networks[0].policyKinds"), "unknown policy kind"),
         ("networks: []\n", (1, 11, "networks"), "at least one"),
+        ("networks:\n- {name: default, ipFamilies: [IPv4, ipv6]}\n", (2, 31, "networks[0].ipFamilies"), "unknown IP family \"ipv6\""),
+        ("networks:\n- {name: default, ipFamilies: []}\n", (2, 31, "networks[0].ipFamilies"), "no IP family given"),
+        ("networks:\n- {name: default, ipFamilies: [4]}\n", (2, 32, "networks[0].ipFamilies[0]"), "must be a string"),
         ("nets: []\n", (1, 1, "nets"), "unknown field"),
     ],
 )  # fmt: skip
@@ -439,6 +448,9 @@ def test_malformed_annotation_reaches_stderr_as_a_warning(tmp_path: Path) -> Non
         ("--network", "weave"),
         ("--network", "weave", "--ip-source", "genie:ip2", "--policy-kinds", "Pod"),
         ("--networks", str(EXAMPLE / "networks.yaml"), "--network", "weave", "--ip-source", "genie:ip2"),
+        ("--networks", str(EXAMPLE / "networks.yaml"), "--ip-families", "IPv4"),
+        ("--ip-families", "IPv4,IPv5"),
+        ("--ip-families", ","),
     ],
 )
 def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
@@ -473,3 +485,43 @@ def test_a_dotted_address_reads_as_ipaddress_reads_it(text: str) -> None:
     except ValueError:
         found = ValueError
     assert found == expected
+
+
+def test_an_ipv4_network_writes_nothing_of_ipv6(tmp_path: Path) -> None:
+    """``--ip-families IPv4``: rules.v4 and ipsets as a dual-stack compile writes them but for
+    IPv6's sets, no rules.v6, the families in the manifest, a warning for the pods' IPv6
+    addresses; nftables writes one ``ip`` table; weave has nothing left to police with IPv6 alone."""
+    inventory = str(tmp_path / "inventory.json")
+    found = json.loads((EXAMPLE / "inventory.json").read_text())
+    pods = [item for item in found["items"] if item["kind"] == "Pod"]
+    for i, item in enumerate(pods, 1):  # dual-stack: an IPv6 address beside each IPv4 one
+        item["status"]["podIPs"].append({"ip": f"fd00::{i}"})
+    Path(inventory).write_text(json.dumps(found))
+    policies = str(EXAMPLE / "policies")
+    dual, v4 = tmp_path / "dual", tmp_path / "v4"
+    assert npc("compile", policies, "--inventory", inventory, "-o", str(dual)).returncode == 0
+    done = npc("compile", policies, "--inventory", inventory, "--ip-families", "IPv4", "-o", str(v4))
+    assert done.returncode == 0, done.stderr
+    assert "pods have IPv6 addresses, which npc does not police (--ip-families IPv4)" in done.stderr
+    assert sorted(p.name for p in v4.iterdir()) == ["ipsets", "manifest.json", "rules.v4"]
+    assert (v4 / "rules.v4").read_text() == (dual / "rules.v4").read_text()
+    dual_sets = (dual / "ipsets").read_text().split("\n")
+    assert "fd00::" in "\n".join(dual_sets) and "fd00::" not in (v4 / "ipsets").read_text()
+    assert (v4 / "ipsets").read_text().split("\n") == [
+        line
+        for line in dual_sets
+        if "inet6" not in line
+        and not line.startswith(("add npc-ycua4-s6", "add npc-ycua4-l6", "add npc-ycua4-m6"))
+    ]
+    manifest = json.loads((v4 / "manifest.json").read_text())
+    assert manifest["ip_families"] == ["IPv4"] and list(manifest["counts"]["rules"]) == ["rules.v4"]
+    nft = npc("compile", policies, "--inventory", inventory, "--ip-families", "IPv4", "--backend", "nftables")
+    assert nft.returncode == 0 and "table ip npc {" in nft.stdout and "table ip6" not in nft.stdout
+    calico = npc(
+        "compile", policies, "--inventory", inventory, "--ip-families", "IPv4", "--backend", "calico"
+    )
+    assert calico.returncode == 0 and "--ip-families does not narrow Calico resources" in calico.stderr
+    both = npc("compile", policies, "--inventory", inventory, "--backend", "calico")
+    assert both.stdout == calico.stdout and "--ip-families" not in both.stderr
+    weave = npc("compile", policies, "--inventory", inventory, "--ip-families", "IPv6", "--backend", "weave")
+    assert weave.returncode == 2 and "Weave Net carries IPv4 only" in weave.stderr, weave.stderr

@@ -85,7 +85,14 @@ class CalicoBackend:
         return worst
 
     def notes(self, compiled: Compiled, options: Options) -> tuple[str, ...]:
-        return ()
+        """Calico's resources hold no family of their own (``--ip-families`` changes nothing here):
+        Felix polices the families its ``FELIX_IPV6SUPPORT`` enables."""
+        if len(compiled.lowered.families) == 2:
+            return ()
+        return (
+            "--ip-families does not narrow Calico resources: Felix polices IPv6 as its "
+            "FELIX_IPV6SUPPORT says",
+        )
 
     def read_sets(self, lowered: Lowered, options: Options) -> frozenset[str]:
         return frozenset()  # nothing is loaded here

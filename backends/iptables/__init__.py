@@ -33,6 +33,7 @@ def load_layout(
     load and Weave's. ``known`` remembers the tools found per ``--iptables``: detecting them
     saves every table of both flavours, a second at L, which a later update need not pay;
     ``written`` gets the chains now in force, per family, as an update compares them."""
+    layout = layout.carrying(compiled.lowered)
     with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
         tools = detect_tools(runner, options.iptables)
         if known is not None:
@@ -62,16 +63,22 @@ class IptablesBackend:
     def _rendered(self, lowered: Lowered, marks: Marks) -> dict[int, Chains]:
         if self._chains is not None and self._chains[0] is lowered:
             return self._chains[1]
-        return {f: chains(lowered, f, marks, NPC_LAYOUT) for f in NPC_LAYOUT.families}
+        layout = NPC_LAYOUT.carrying(lowered)
+        return {f: chains(lowered, f, marks, layout) for f in layout.families}
 
     def check(self, options: Options) -> None:
         """Every option is the iptables backend's."""
 
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
-        return _render.artefacts(compiled.lowered, compiled.members, Marks.of(options))
+        lowered = compiled.lowered
+        return _render.artefacts(lowered, compiled.members, Marks.of(options), NPC_LAYOUT.carrying(lowered))
 
     def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
-        return {f"rules.v{f}": _render.rule_count(compiled.lowered, f, Marks.of(options)) for f in (4, 6)}
+        lowered = compiled.lowered
+        return {
+            f"rules.v{f}": _render.rule_count(lowered, f, Marks.of(options))
+            for f in NPC_LAYOUT.carrying(lowered).families
+        }
 
     def chain_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         marks = Marks.of(options)
@@ -80,7 +87,7 @@ class IptablesBackend:
                 len(_render.NPC_LAYOUT.chain_names(compiled.lowered, f, marks, t))
                 for t in ("filter", "mangle")
             )
-            for f in (4, 6)
+            for f in NPC_LAYOUT.carrying(compiled.lowered).families
         }
 
     def rules_per_packet(self, compiled: Compiled, options: Options) -> int:
@@ -117,7 +124,7 @@ class IptablesBackend:
                 marks,
                 tools,
                 runner,
-                NPC_LAYOUT,
+                NPC_LAYOUT.carrying(after),
             )
         self._tools[options.iptables], self._chains = tools, (after, after_chains)
         return LoadReport(

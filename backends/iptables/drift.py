@@ -28,7 +28,7 @@ def iptables_drift(
 ) -> tuple[str, ...]:
     """What differs between the kernel and (``lowered``, ``members``) (empty: nothing)."""
     found: list[str] = []
-    for family in (4, 6):
+    for family in NPC_LAYOUT.carrying(lowered).families:
         states = _table_states(run, tools, family, lowered)
         text = render_rules(lowered, family, marks, {t: [] for t in tables(marks)})
         want = _rule_counts(text.splitlines())

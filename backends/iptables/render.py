@@ -374,6 +374,13 @@ class Layout:
     verdict_rules: Mapping[Direction, int] = attrs.field(factory=lambda: {"egress": 1, "ingress": 1})
     per_packet: int = 4  # rules a first packet meets outside the dispatch (the FORWARD jump and entry)
 
+    def carrying(self, lowered: Lowered) -> Layout:
+        """This layout for the families ``lowered`` has (a network's ``--ip-families``): npc
+        writes, loads and checks nothing of another, and an apply clears what it finds of one."""
+        have = {program.family for program in lowered.families}
+        families = tuple(f for f in self.families if f in have)
+        return self if families == self.families else attrs.evolve(self, families=families)
+
     def fixed_chains(self, lowered: Lowered) -> list[str]:
         if self.fixed:
             return list(self.fixed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,6 @@ from ..base import (
 from . import render as _render
 from .drift import table_drift
 from .load import (
-    LEGACY,
     abandon_table,
     delete_table,
     load_elements,
@@ -34,7 +33,7 @@ from .load import (
     start_part,
 )
 from .members import Ranks, TableChanged, Where, loaded_ranks, member_diffs, read_sets, update_script
-from .render import FIRST_LOAD, HOOK, Ruleset, build, rules_per_packet, table_name
+from .render import FAMILY_KEYWORD, FIRST_LOAD, HOOK, Ruleset, build, rules_per_packet, table_name
 
 if TYPE_CHECKING:
     from ...resolve import Compiled
@@ -92,8 +91,10 @@ class NftablesBackend:
                 ruleset, load = self._first_load(compiled, runner)
             else:
                 ruleset = self._build(compiled)
-                # the one table an older npc loaded goes in the same transaction
-                load = functools.partial(self._load, ruleset, runner, LEGACY in found)
+                # in the same transaction: the one table an older npc loaded, and a family's
+                # table the network no longer carries (its --ip-families)
+                carried = {t.ip for t in ruleset.tables}
+                load = functools.partial(self._load, ruleset, runner, sorted(found - carried))
             self._last = None  # loaded: not kept (at scale, hundreds of MiB of element text in the agent)
             # the index pod events need, built while nft loads (0.15 s at L, the interpreter idle)
             _, where = while_running(runner, load, lambda: Where(compiled.lowered, compiled.members))
@@ -102,7 +103,7 @@ class NftablesBackend:
         return LoadReport(
             self.name,
             ruleset.network,
-            f"nftables: tables ip and ip6 {ruleset.table}, {ruleset.chain_count} chains, "
+            f"nftables: {_tables(compiled.lowered)}, {ruleset.chain_count} chains, "
             f"{len(ruleset.sets) + len(ruleset.maps)} sets and maps, {ruleset.element_count} elements",
         )
 
@@ -149,18 +150,18 @@ class NftablesBackend:
         self._ranks.update(reached)
         table = table_name(after.network)
         self._where[table] = coming
-        return LoadReport(self.name, after.network, f"nftables: tables ip and ip6 {table} updated: {summary}")
+        return LoadReport(self.name, after.network, f"nftables: {_tables(after)} updated: {summary}")
 
     def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
         """Without the apply lock: a listing is one consistent dump, and the agent asks while it
         goes on loading (an answer about a state it replaced meanwhile is dropped)."""
         return table_drift(build(lowered, members), runner)
 
-    def _load(self, ruleset: Ruleset, runner: Runner, legacy: bool = False) -> str:
-        """One transaction (``legacy``: deleting the ``inet`` table too); a refusal raises
-        ApplyError (through ``while_running``)."""
-        retire = f"delete table {LEGACY} {ruleset.table}\n" if legacy else ""
-        load_ruleset(retire + _render.render(ruleset), runner)
+    def _load(self, ruleset: Ruleset, runner: Runner, retire: Sequence[str] = ()) -> str:
+        """One transaction, deleting the tables of the families in ``retire`` too; a refusal
+        raises ApplyError (through ``while_running``)."""
+        deletes = "".join(f"delete table {family} {ruleset.table}\n" for family in retire)
+        load_ruleset(deletes + _render.render(ruleset), runner)
         self._ranks.update(loaded_ranks(ruleset))
         return ""
 
@@ -203,6 +204,12 @@ class NftablesBackend:
         return LoadReport(
             self.name, network or "every network", f"nftables: removed {len(removed)} tables", removed
         )
+
+
+def _tables(lowered: Lowered) -> str:
+    """``tables ip and ip6 npc``, or the one table of a network carrying one family."""
+    families = [FAMILY_KEYWORD[program.family] for program in lowered.families]
+    return f"table{'s' * (len(families) > 1)} {' and '.join(families)} {table_name(lowered.network)}"
 
 
 BACKEND = NftablesBackend()

@@ -66,6 +66,15 @@ def _marks(options: Options) -> Marks:
     return Marks(EGRESS_MARK, 0, 0)
 
 
+def _ipv4(lowered: Lowered) -> Lowered:
+    """``lowered``, which must carry IPv4: Weave Net's sets and rules are IPv4's alone."""
+    if not any(program.family == 4 for program in lowered.families):
+        raise UsageError(
+            f"network {lowered.network}: Weave Net carries IPv4 only, and --ip-families leaves it out"
+        )
+    return lowered
+
+
 class WeaveBackend:
     name = "weave"
     files = ("rules.v4", "ipsets")
@@ -75,7 +84,7 @@ class WeaveBackend:
         _marks(options)
 
     def render(self, compiled: Compiled, options: Options) -> dict[str, str]:
-        return iptables.artefacts(compiled.lowered, compiled.members, _marks(options), LAYOUT)
+        return iptables.artefacts(_ipv4(compiled.lowered), compiled.members, _marks(options), LAYOUT)
 
     def rule_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         return {"rules.v4": iptables.rule_count(compiled.lowered, 4, _marks(options), LAYOUT)}
@@ -89,6 +98,8 @@ class WeaveBackend:
 
     def notes(self, compiled: Compiled, options: Options) -> tuple[str, ...]:
         """IPv6 pod addresses and ipBlocks are left out (never an error)."""
+        if not any(program.family == 6 for program in compiled.lowered.families):
+            return ()  # the network's --ip-families leave IPv6 out
         v6 = compiled.lowered.family(6)
         addresses = {text for s in v6.sets if s.kind == "pods" for text, _ in compiled.members[s.name]}
         blocks = sum(1 for s in v6.sets if s.kind == "net")
@@ -103,6 +114,7 @@ class WeaveBackend:
         return iptables.read_sets(lowered, _marks(options), LAYOUT.families)
 
     def load(self, compiled: Compiled, options: Options, runner: Runner) -> LoadReport:
+        _ipv4(compiled.lowered)
         return load_layout(self.name, compiled, _marks(options), options, runner, LAYOUT)
 
     def load_members(

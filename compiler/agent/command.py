@@ -13,13 +13,11 @@ import signal
 import threading
 from types import FrameType
 
+from ..arguments import networks_from_args
 from ..backends import get as get_backend
 from ..backends.base import Options
 from ..errors import UsageError
 from ..frontends.k8s import MULTI_NETWORK_POLICY, NETWORK_POLICY
-from ..ir import DEFAULT_NETWORK
-from ..network_file import read_networks_file
-from ..networks import NetworkSpec, network_spec
 from .engine import Dataplane, Engine
 from .inputs import (
     ApiInventory,
@@ -38,21 +36,8 @@ log = logging.getLogger("npc.agent")
 STOP_GRACE = 1.5  # seconds an apply under way may take to finish after SIGTERM
 
 
-def _networks(args: argparse.Namespace) -> tuple[NetworkSpec, ...]:
-    if args.networks:
-        if args.network != DEFAULT_NETWORK or args.ip_source or args.policy_kinds:
-            raise UsageError(
-                "--networks lists every network: leave out --network, --ip-source, --policy-kinds"
-            )
-        return read_networks_file(args.networks)
-    try:
-        return (network_spec(args.network, args.ip_source, args.policy_kinds),)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def run_agent(args: argparse.Namespace) -> int:
-    networks = _networks(args)
+    networks = networks_from_args(args)
     backend, options = (
         get_backend(args.backend),
         Options(mark=args.mark, group_marks=args.group_marks, iptables=args.iptables),

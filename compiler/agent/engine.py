@@ -180,7 +180,11 @@ class Network:
         """Compile ``key`` (reviewed artefacts ship the lowering only: their optimised policies
         are not needed to load), count its sets and load them: whole, or what differs from the
         state in force."""
-        made = Rules(Program(), key) if isinstance(key, Lowered) else compile_rules(key, name, memo=self.memo)
+        made = (
+            Rules(Program(), key)
+            if isinstance(key, Lowered)
+            else compile_rules(key, name, memo=self.memo, families=self.spec.ip_families)
+        )
         lowered = made.lowered
         previous = None
         if self.sets is not None and not (force_full or self.failed):
