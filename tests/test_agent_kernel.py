@@ -409,6 +409,7 @@ def test_an_ipv4_agent_loads_nothing_of_ipv6_through_churn_and_resyncs(backend: 
     args = [*files.args, "--resync", "2", "--ip-families", "IPv4"]
     with Cluster(CHURN, tmp_path) as cluster, agent(cluster, backend, args, tmp_path) as a:
         a.wait(lambda: a.applies() > 0, "the first apply")
+        assert "pods have IPv6 addresses, which npc does not police (--ip-families IPv4)" in a.text()
         assert_ipv4_tables(cluster, BEFORE_TABLES, "before the churn")
         rules = npc_rules(cluster, backend)
         assert rules

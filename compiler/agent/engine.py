@@ -41,7 +41,7 @@ from ..inventory import Namespace
 from ..ir import Program
 from ..lower import Lowered, tested
 from ..memo import Memo
-from ..networks import NetworkSpec, select_policies
+from ..networks import NetworkSpec, select_policies, uncarried
 from ..pipeline import compile_rules, policy_program
 from ..resolve import Compiled, Entry, Rules
 from ..sources import Loaded
@@ -234,6 +234,8 @@ class Network:
                 sum(len(c.matches) for f in lowered.families for c in f.chains)
             )
             self._done("full", started, members)
+            for warning in uncarried(self.spec, self.live.pods.values()):  # said once per full load
+                log.warning("%s", warning)
             _info(
                 f"applied network {name}: rules and sets{self._why(force_full)} "
                 f"({len(members)} sets, {sets.entries} entries; {report.summary}) "
