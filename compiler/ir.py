@@ -26,6 +26,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 PROTOCOLS: tuple[Protocol, ...] = ("TCP", "UDP", "SCTP")
 DIRECTIONS: tuple[Direction, ...] = ("egress", "ingress")
+IP_FAMILIES = (4, 6)  # by IP version: what a network carries unless it says otherwise
 DEFAULT_NETWORK = "default"  # the pod's primary network (status.podIPs)
 # Policy kinds (``Policy.kind``): where a policy came from, which decides the networks it governs.
 NETWORK_POLICY = "NetworkPolicy"

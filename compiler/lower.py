@@ -31,6 +31,7 @@ import attrs
 from .ir import (
     DEFAULT_NETWORK,
     DIRECTIONS,
+    IP_FAMILIES,
     NAMESPACE_NAME_LABEL,
     PROTOCOLS,
     Direction,
@@ -50,7 +51,6 @@ from .ir import (
 from .memo import Memo
 
 SetKind = Literal["pods", "net", "port"]
-FAMILIES = (4, 6)
 
 
 def digest(*parts: object, size: int = 12) -> str:
@@ -989,7 +989,7 @@ def lower(
     program: Program,
     network: str = DEFAULT_NETWORK,
     memo: Memo | None = None,
-    families: Sequence[int] = FAMILIES,
+    families: Sequence[int] = IP_FAMILIES,
 ) -> Lowered:
     """``families``: those the network carries (``--ip-families``); a backend loads nothing of another."""
     tag = network_tag(network)

@@ -24,7 +24,7 @@ import attrs
 from .frontends.k8s import POLICY_FOR_ANNOTATION
 from .frontends.positions import show
 from .inventory import Pod, pod_address, pod_ips
-from .ir import DEFAULT_NETWORK, MULTI_NETWORK_POLICY, NETWORK_POLICY, Address, Policy, Program
+from .ir import DEFAULT_NETWORK, IP_FAMILIES, MULTI_NETWORK_POLICY, NETWORK_POLICY, Address, Policy, Program
 
 PRIMARY_NETWORK = DEFAULT_NETWORK
 POLICY_KINDS: tuple[str, ...] = (NETWORK_POLICY, MULTI_NETWORK_POLICY)
@@ -270,7 +270,6 @@ def _default_kinds(name: str) -> tuple[str, ...]:
     return (NETWORK_POLICY,) if name == PRIMARY_NETWORK else (MULTI_NETWORK_POLICY,)
 
 
-IP_FAMILIES = (4, 6)
 FAMILY_NAMES = {4: "IPv4", 6: "IPv6"}  # as Kubernetes spells a Service's ipFamilies
 
 

@@ -36,10 +36,10 @@ from .inventory import (
     inventory_documents,
     read_inventory_documents,
 )
-from .ir import DEFAULT_NETWORK, Policy, Program
+from .ir import DEFAULT_NETWORK, IP_FAMILIES, Policy, Program
 from .lower import lower
 from .memo import Memo
-from .networks import FAMILY_NAMES, IP_FAMILIES, NetworkSpec, select_policies, uncarried, ungoverned_note
+from .networks import FAMILY_NAMES, NetworkSpec, select_policies, uncarried, ungoverned_note
 from .passes.drop_dead_rules import drop_dead_rules
 from .passes.drop_implied_requirements import drop_implied_requirements
 from .passes.drop_inert_policies import drop_inert_policies
