@@ -217,14 +217,15 @@ def load_nftables(out: Path) -> Metrics:
 LOADERS: dict[str, Callable[[Path], Metrics]] = {"iptables": load_iptables, "nftables": load_nftables}
 
 
-def npc_load(cluster: Path, backend: str) -> Metrics:
+def npc_load(cluster: Path, backend: str, families: str = "IPv4,IPv6") -> Metrics:
     """What ``npc apply`` spends after compiling, into an empty namespace: the backend's ``load``
     (rendering, then the kernel work as npc does it: the sets over netlink, IPv4's and IPv6's
-    restores at once; nftables one ``nft -f``). The tool-only columns run the tools alone."""
+    restores at once; nftables one ``nft -f``). The tool-only columns run the tools alone.
+    ``families``: the network's ``--ip-families``."""
     name = f"npc-bench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        argv = [sys.executable, __file__, "--child", "npc-load", str(cluster), backend]
+        argv = [sys.executable, __file__, "--child", "npc-load", str(cluster), backend, families]
         done = subprocess.run(
             ["ip", "netns", "exec", name, *argv], check=True, capture_output=True, text=True
         )
@@ -233,7 +234,7 @@ def npc_load(cluster: Path, backend: str) -> Metrics:
         subprocess.run(["ip", "netns", "del", name], check=True)
 
 
-def load_here(cluster: Path, backend: str) -> Metrics:
+def load_here(cluster: Path, backend: str, families: str) -> Metrics:
     """``npc_load``'s child, in the namespace: compile in-process, then time the load alone."""
     from npc import collector, pipeline
     from npc.backends import get
@@ -241,7 +242,8 @@ def load_here(cluster: Path, backend: str) -> Metrics:
     from npc.networks import network_spec
 
     policies, inventory = str(cluster / "policies"), str(cluster / "inventory.json")
-    job = pipeline.build_all(pipeline.read_sources([policies], inventory), [network_spec()])[0]  # as apply
+    network = network_spec(ip_families=families)
+    job = pipeline.build_all(pipeline.read_sources([policies], inventory), [network])[0]  # as apply
     start = time.perf_counter()
     with collector.paused():  # as ``npc apply`` loads
         get(backend).load(job.compiled, Options(), SubprocessRunner())
@@ -441,12 +443,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--pairs", type=int, default=3, help="alternating parses and compiles (medians; default 3)"
     )
+    parser.add_argument(
+        "--loads",
+        metavar="FAMILIES",
+        help="only npc's load of each size's cluster with both backends, for a network of these "
+        "--ip-families (IPv4: what a single-stack cluster of that size pays)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         mode, path = args.child[0], Path(args.child[1])
         if mode == "npc-load":
-            print(json.dumps(load_here(path, args.child[2])))
+            print(json.dumps(load_here(path, args.child[2], args.child[3])))
         elif mode == "generate":
             GENERATORS[args.child[2]](ClusterSpec(**json.loads(args.child[3])), path)
             print("{}")
@@ -454,6 +462,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({"pods": first_and_last_pods(path)}))
         else:
             print(json.dumps(parse_only(path) if mode == "parse" else stats(path)))
+        return 0
+    if args.loads:
+        for generator in args.generators.split(","):
+            for name in args.sizes.split(","):
+                cluster = cluster_for(attrs.evolve(SIZES[name], seed=args.seed), args.data, generator)
+                for backend in LOADERS:
+                    took = npc_load(cluster, backend, args.loads)["npc_load_s"]
+                    print(f"{generator} {name} {backend} --ip-families {args.loads}: npc load {took:.2f} s")
         return 0
     rows = []
     for generator in args.generators.split(","):
