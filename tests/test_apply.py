@@ -172,7 +172,8 @@ def _v4(state: str) -> list[str]:
 def test_an_ipv4_network_loads_nothing_of_ipv6_and_clears_what_a_dual_stack_load_left(netns: Netns) -> None:
     """``--ip-families IPv4``: the same IPv4 chains, rules and sets as a dual-stack load (so the
     truth tables hold for IPv4), no ip6tables chain, jump or IPv6 set; narrowing a dual-stack
-    load removes IPv6's, widening brings them back; others' IPv6 rules stay."""
+    load removes IPv6's, widening brings them back, IPv6 alone leaves nothing of IPv4; others'
+    IPv6 rules stay."""
     netns.run("ip6tables", "-A", "FORWARD", "-s", "2001:db8::/32", "-j", "ACCEPT")
     foreign = netns.run("ip6tables-save", "-t", "filter").stdout
     assert netns.npc_apply(policy("a"), policy("b", "redis")).returncode == 0
@@ -190,3 +191,8 @@ def test_an_ipv4_network_loads_nothing_of_ipv6_and_clears_what_a_dual_stack_load
     assert strip.sub("", netns.run("ip6tables-save", "-t", "filter").stdout) == strip.sub("", foreign)
     assert netns.npc_apply(policy("a"), policy("b", "redis")).returncode == 0
     assert netns.state() == dual
+    v6 = netns.npc_apply(policy("a"), policy("b", "redis"), extra=("--ip-families", "IPv6"))
+    assert v6.returncode == 0, v6.stderr
+    assert "pods have IPv4 addresses, which npc does not police (--ip-families IPv6)" in v6.stderr
+    assert "NPC-" not in netns.run("iptables-save").stdout and "NPC-" in netns.run("ip6tables-save").stdout
+    assert not re.search(r"family inet |^add npc-\S+ 10\.9\.", netns.state(), re.M)
