@@ -463,24 +463,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(json.dumps(parse_only(path) if mode == "parse" else stats(path)))
         return 0
-    if args.loads:
-        for generator in args.generators.split(","):
-            for name in args.sizes.split(","):
-                cluster = cluster_for(attrs.evolve(SIZES[name], seed=args.seed), args.data, generator)
-                for backend in LOADERS:
-                    took = npc_load(cluster, backend, args.loads)["npc_load_s"]
-                    print(f"{generator} {name} {backend} --ip-families {args.loads}: npc load {took:.2f} s")
-        return 0
-    rows = []
+    runs = []  # (generator, size name, spec), each name checked before anything runs
     for generator in args.generators.split(","):
         if generator not in GENERATORS:
             parser.error(f"unknown generator {generator!r}")
         for name in args.sizes.split(","):
             if name not in SIZES:
                 parser.error(f"unknown size {name!r}")
-            spec = attrs.evolve(SIZES[name], seed=args.seed)
-            rows.append(bench(spec, args.data, not args.no_load, generator, args.pairs))
-            print(f"{generator} {name}: done", file=sys.stderr)
+            runs.append((generator, name, attrs.evolve(SIZES[name], seed=args.seed)))
+    if args.loads:
+        for generator, name, spec in runs:
+            cluster = cluster_for(spec, args.data, generator)
+            for backend in LOADERS:
+                took = npc_load(cluster, backend, args.loads)["npc_load_s"]
+                print(f"{generator} {name} {backend} --ip-families {args.loads}: npc load {took:.2f} s")
+        return 0
+    rows = []
+    for generator, name, spec in runs:
+        rows.append(bench(spec, args.data, not args.no_load, generator, args.pairs))
+        print(f"{generator} {name}: done", file=sys.stderr)
     columns = COLUMNS + [c for cs in BACKEND_COLUMNS.values() for c in cs]
     print(table(rows, columns))
     if args.json:
