@@ -366,18 +366,24 @@ def network_spec(
     return NetworkSpec(name, source, kinds, families)
 
 
+def unpoliced(network: NetworkSpec, pod: Pod) -> bool:
+    """Whether ``pod`` has an address of a family the network does not carry (``--ip-families``)."""
+    return any(a.version not in network.ip_families for a in pod.ips)
+
+
 def uncarried(network: NetworkSpec, pods: Iterable[Pod]) -> tuple[str, ...]:
     """A warning when pods have addresses of a family the network does not carry (``--ip-families``):
     npc loads nothing for that family, so their traffic in it goes unpoliced."""
     left_out = [f for f in IP_FAMILIES if f not in network.ip_families]
     if not left_out:
         return ()
-    found = sum(1 for pod in pods if any(a.version in left_out for a in pod.ips))
+    found = sum(1 for pod in pods if unpoliced(network, pod))
     if not found:
         return ()
     names = " and ".join(FAMILY_NAMES[f] for f in left_out)
     return (
-        f"network {network.name}: {found} pods have {names} addresses, which npc does not police "
+        f"network {network.name}: {found} {'pod has' if found == 1 else 'pods have'} {names} addresses, "
+        "which npc does not police "
         f"(--ip-families {','.join(FAMILY_NAMES[f] for f in network.ip_families)})",
     )
 

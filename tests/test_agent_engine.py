@@ -272,6 +272,43 @@ def test_node_polices_local_pods_only_while_peers_stay_cluster_wide(inputs: Inpu
         run.stop()
 
 
+def test_pods_of_a_family_the_network_does_not_carry_are_named_when_the_first_comes(
+    inputs: Inputs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--ip-families IPv4``: a full load counts the pods with IPv6 addresses; a pod event names
+    them when it brings the first after none, and says nothing while some are there already."""
+
+    def dual(name: str, ip: str, ip6: str) -> dict[str, Any]:
+        found = pod(name, ip, {"role": "web"})
+        found["status"]["podIPs"].append({"ip": ip6})
+        return found
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "does not police" in r.getMessage()]
+
+    caplog.set_level(logging.WARNING, logger="npc.agent")
+    pods = [pod("db", "10.0.0.1", {"role": "db"}), dual("web", "10.0.0.2", "fd00::2")]
+    inputs.write([DB_POLICY], pods)
+    run = Running(inputs, [network_spec(ip_families="IPv4")])
+    try:
+        wait_for(lambda: run.engine.health.ready.is_set(), "ready")
+        assert said() == [
+            "network default: 1 pod has IPv6 addresses, which npc does not police (--ip-families IPv4)"
+        ]
+        run.change(lambda: inputs.write([DB_POLICY], [*pods, dual("web2", "10.0.0.3", "fd00::3")]))
+        assert len(said()) == 1  # some were there already
+        run.change(lambda: inputs.write([DB_POLICY], [pods[0], pod("web3", "10.0.0.4", {"role": "web"})]))
+        assert len(said()) == 1  # they went
+        run.change(lambda: inputs.write([DB_POLICY], [pods[0], dual("web4", "10.0.0.5", "fd00::5")]))
+        assert run.plane.kinds() == ["full", "sets", "sets", "sets"]
+        assert said()[1:] == [
+            "network default: 1 pod has IPv6 addresses, which npc does not police "
+            "(--ip-families IPv4): default/web4"
+        ]
+    finally:
+        run.stop()
+
+
 def test_a_change_on_one_network_loads_only_that_network(inputs: Inputs) -> None:
     status = json.dumps([{"name": "default/net2", "interface": "net1", "ips": ["192.168.0.1"]}])
     multi = {**DB_POLICY, "kind": "MultiNetworkPolicy", "apiVersion": "k8s.cni.cncf.io/v1beta1"}

@@ -37,11 +37,11 @@ from ..backends.base import (
     SubprocessRunner,
 )
 from ..errors import ApplyError, NpcError, UsageError
-from ..inventory import Namespace
-from ..ir import Program
+from ..inventory import Namespace, Pod
+from ..ir import IP_FAMILIES, Program
 from ..lower import Lowered, tested
 from ..memo import Memo
-from ..networks import NetworkSpec, select_policies, uncarried
+from ..networks import NetworkSpec, select_policies, uncarried, unpoliced
 from ..pipeline import compile_rules, policy_program
 from ..resolve import Compiled, Entry, Rules
 from ..sources import Loaded
@@ -137,6 +137,8 @@ class Network:
         self.sets: LiveSets | None = None
         self._rules: Loaded | Artefacts | None = None
         self.memo = Memo()  # the last compile's pieces: a policy change recompiles its namespace
+        # pods with addresses of a family the network does not carry (``_unpoliced``)
+        self.unpoliced: set[tuple[str, str]] = set()
 
     def program(self, loaded: Loaded, namespaces: Sequence[Namespace]) -> Program:
         return select_policies(policy_program(loaded, namespaces), self.spec)
@@ -234,8 +236,8 @@ class Network:
                 sum(len(c.matches) for f in lowered.families for c in f.chains)
             )
             self._done("full", started, members)
-            for warning in uncarried(self.spec, self.live.pods.values()):  # said once per full load
-                log.warning("%s", warning)
+            self.unpoliced.clear()
+            self._unpoliced(((None, p) for p in self.live.pods.values()), full=True)
             _info(
                 f"applied network {name}: rules and sets{self._why(force_full)} "
                 f"({len(members)} sets, {sets.entries} entries; {report.summary}) "
@@ -248,6 +250,7 @@ class Network:
             return True
         if not pods and not namespaces:
             return False
+        self._unpoliced(pods)
         self.sets.change(pods, namespaces)
         applied = self.applied
         members = self.sets.members()
@@ -268,6 +271,23 @@ class Network:
             duration_ms=_ms(started),
         )
         return True
+
+    def _unpoliced(self, changes: Iterable[PodChange], full: bool = False) -> None:
+        """Warn of pods with addresses of a family the network does not carry (``--ip-families``):
+        their traffic in it goes unpoliced. A full load says how many there are; a pod event says
+        which pods, only when it brings the first (a rollout would repeat it for every pod)."""
+        if len(self.spec.ip_families) == len(IP_FAMILIES):
+            return
+        had, brought = bool(self.unpoliced), []
+        for before, after in changes:
+            if before is not None:
+                self.unpoliced.discard((before.namespace, before.name))
+            if after is not None and unpoliced(self.spec, after):
+                self.unpoliced.add((after.namespace, after.name))
+                brought.append(after)
+        if full or not had:
+            for warning in uncarried(self.spec, brought):
+                log.warning("%s", warning if full else f"{warning}: {', '.join(_names(brought))}")
 
     def _why(self, force_full: bool) -> str:
         """Why a full load: the drift a resync found (said once), else a forced reload."""
@@ -297,6 +317,11 @@ class Network:
         m.sets.labels(name).set(len(members))
         if self.sets is not None:
             m.entries.labels(name).set(self.sets.entries)
+
+
+def _names(pods: Sequence[Pod], most: int = 5) -> list[str]:
+    shown = [f"{p.namespace}/{p.name}" for p in pods[:most]]
+    return shown if len(pods) <= most else [*shown, f"... ({len(pods) - most} more)"]
 
 
 def _ms(started: float) -> int:
