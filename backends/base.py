@@ -278,12 +278,22 @@ def _shared(a: Sequence[Entry], b: Sequence[Entry]) -> int:
 class Backend(Protocol):
     """A dataplane: artefacts from a compiled program, and loading them into this namespace."""
 
-    name: str
-    # what ``npc compile -o`` writes besides manifest.json, for the help text
-    files: tuple[str, ...]
-    # the one file ``npc compile`` without -o prints alone, and ``npc convert --to <name>`` writes;
-    # None: every file, each under a header line
-    stdout: str | None
+    # read-only, so that a class attribute (``files = ("rules.v4", "ipsets")``) is one; each package's
+    # ``BACKEND: Backend`` has mypy check it against this protocol (a missing ``stdout`` was a
+    # traceback of ``npc compile --backend weave`` without -o)
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """What ``npc compile -o`` writes besides manifest.json, for the help text."""
+        ...
+
+    @property
+    def stdout(self) -> str | None:
+        """The one file ``npc compile`` without -o prints alone, and ``npc convert --to <name>``
+        writes; None: every file, each under a header line."""
+        ...
 
     def check(self, options: Options) -> None:
         """UsageError for an option this backend cannot honour, before anything is read or loaded."""

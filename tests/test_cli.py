@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from kernel.command import EXAMPLES, npc
+from npc.backends import BACKENDS, get
 
 
 def test_compile_writes_the_persistent_file_set(tmp_path: Path) -> None:
@@ -124,6 +125,31 @@ def test_stdin_input() -> None:
     assert result.returncode == 0, result.stderr
     assert "### npc artefact: rules.v4" in result.stdout
     assert "default/test-network-policy" in result.stdout
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_every_backend_compiles_to_stdout_without_an_output_folder(backend: str, tmp_path: Path) -> None:
+    """Without -o each backend prints what -o writes: the one file it names alone, or every file
+    under a header line (Weave's was a traceback: its backend lacked ``stdout``)."""
+    inputs = (
+        str(EXAMPLES / "policies"),
+        "--inventory",
+        str(EXAMPLES / "inventory.json"),
+        "--backend",
+        backend,
+    )
+    printed = npc("compile", *inputs)
+    assert printed.returncode == 0, printed.stderr
+    assert "Traceback" not in printed.stderr
+    assert npc("compile", *inputs, "-o", str(tmp_path)).returncode == 0
+    written = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    alone = get(backend).stdout
+    if alone is not None:
+        assert printed.stdout == written[alone]
+        return
+    parts = re.split(r"^### npc artefact: (\S+)\n", printed.stdout, flags=re.M)
+    assert parts[0] == ""
+    assert dict(zip(parts[1::2], parts[2::2], strict=True)) == written
 
 
 def test_namespace_annotation_among_policies_isolates_the_namespace() -> None:

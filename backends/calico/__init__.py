@@ -14,7 +14,7 @@ import yaml
 
 from ...errors import UsageError
 from ...ir import DEFAULT_NETWORK
-from ..base import LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour
+from ..base import Backend, LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour
 from .render import Obj, calico_objects
 
 if TYPE_CHECKING:
@@ -109,6 +109,6 @@ class CalicoBackend:
         raise UsageError("--backend calico: remove npc's Calico resources with calicoctl delete")
 
 
-BACKEND = CalicoBackend()
+BACKEND: Backend = CalicoBackend()
 
 __all__ = ["BACKEND", "FILE", "calico_objects", "to_yaml"]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ...ir import Program
 from ...lock import netns_lock
 from ...lower import Lowered, lower
-from ..base import LoadReport, MemberDelta, Members, Options, Runner
+from ..base import Backend, LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
 from .drift import iptables_drift
 from .load import Tools, _tools, apply_iptables, detect_tools, load_members, reset_iptables
@@ -164,4 +164,4 @@ class IptablesBackend:
         )
 
 
-BACKEND = IptablesBackend()
+BACKEND: Backend = IptablesBackend()

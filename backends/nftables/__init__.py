@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ...lock import netns_lock
 from ...lower import Lowered
 from ..base import (
+    Backend,
     LoadReport,
     MemberDelta,
     Members,
@@ -212,4 +213,4 @@ def _tables(lowered: Lowered) -> str:
     return f"table{'s' * (len(families) > 1)} {' and '.join(families)} {table_name(lowered.network)}"
 
 
-BACKEND = NftablesBackend()
+BACKEND: Backend = NftablesBackend()

@@ -19,7 +19,16 @@ from ...errors import UsageError
 from ...ir import DEFAULT_NETWORK, Program
 from ...lock import netns_lock
 from ...lower import Lowered, lower
-from ..base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, LoadReport, MemberDelta, Members, Options, Runner
+from ..base import (
+    DEFAULT_GROUP_MASKS,
+    DEFAULT_MARK,
+    Backend,
+    LoadReport,
+    MemberDelta,
+    Members,
+    Options,
+    Runner,
+)
 from ..iptables import load_layout
 from ..iptables import render as iptables
 from ..iptables.load import detect_tools, load_members, reset_iptables, reset_layout
@@ -78,6 +87,7 @@ def _ipv4(lowered: Lowered) -> Lowered:
 class WeaveBackend:
     name = "weave"
     files = ("rules.v4", "ipsets")
+    stdout = None  # every file, each under a header line, as for iptables
 
     def check(self, options: Options) -> None:
         """``--iptables`` picks the flavour as for the iptables backend; the mark is Weave's."""
@@ -143,4 +153,4 @@ class WeaveBackend:
         )
 
 
-BACKEND = WeaveBackend()
+BACKEND: Backend = WeaveBackend()
