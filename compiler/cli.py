@@ -255,7 +255,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "compile": Command(
         "write artefacts (iptables: rules.v4, rules.v6, ipsets; nftables: ruleset.nft; calico: calico.yaml; "
-        "manifest.json)",
+        "weave: rules.v4, ipsets; manifest.json)",
         _compile_parser,
         _compile,
     ),
@@ -280,7 +280,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     would import what they need (the agent's API client) for nothing."""
     parser = _Parser(
         prog="npc",
-        description="Compile Kubernetes NetworkPolicy and the npc language into iptables/ipset or nftables.",
+        description=(
+            "Compile Kubernetes NetworkPolicy, MultiNetworkPolicy and the npc language into "
+            "iptables/ipset, nftables, Calico or Weave Net rules."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"npc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -152,6 +152,13 @@ def test_every_backend_compiles_to_stdout_without_an_output_folder(backend: str,
     assert dict(zip(parts[1::2], parts[2::2], strict=True)) == written
 
 
+def test_the_help_names_every_backends_files() -> None:
+    """``npc --help`` says what each backend writes, as its ``files`` say (Weave was missing)."""
+    shown = " ".join(npc("--help").stdout.split())
+    for name in BACKENDS:
+        assert f"{name}: {', '.join(get(name).files)}" in shown
+
+
 def test_namespace_annotation_among_policies_isolates_the_namespace() -> None:
     result = npc("compile", str(EXAMPLES / "legacy"), "--inventory", str(EXAMPLES / "inventory.json"))
     assert result.returncode == 0, result.stderr
