@@ -309,6 +309,27 @@ def test_pods_of_a_family_the_network_does_not_carry_are_named_when_the_first_co
         run.stop()
 
 
+def test_a_malformed_pod_is_skipped_with_a_warning_and_blocks_nothing(
+    inputs: Inputs, running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pod the inventory gives malformed (``metadata: x`` ended every update in an exception,
+    so the agent stopped following churn) is skipped and named once; churn goes on."""
+    caplog.set_level(logging.WARNING, logger="npc.agent")
+    pods = [pod("db", "10.0.0.1", {"role": "db"}), pod("web", "10.0.0.2", {"role": "web"})]
+    broken = {"apiVersion": "v1", "kind": "Pod", "metadata": "x"}
+    running.change(
+        lambda: inputs.write([DB_POLICY], [*pods, broken, pod("web2", "10.0.0.3", {"role": "web"})])
+    )
+    assert running.plane.kinds() == ["full", "sets"] and "10.0.0.3" in running.members("10.0.0.3")
+    running.change(
+        lambda: inputs.write([DB_POLICY], [*pods, broken, pod("web3", "10.0.0.4", {"role": "web"})])
+    )
+    assert "10.0.0.4" in running.members("10.0.0.4")
+    said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert said == ["network default: Pod (unnamed): skipped metadata: must be a mapping, not a string"]
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 def test_a_change_on_one_network_loads_only_that_network(inputs: Inputs) -> None:
     status = json.dumps([{"name": "default/net2", "interface": "net1", "ips": ["192.168.0.1"]}])
     multi = {**DB_POLICY, "kind": "MultiNetworkPolicy", "apiVersion": "k8s.cni.cncf.io/v1beta1"}

@@ -180,3 +180,43 @@ def test_a_view_following_the_watch_cache_by_its_changes_equals_one_read_whole(
         whole = LiveInventory(pod_ips)
         whole.update(objects)
         assert (followed.pods, followed.namespaces, followed.raw) == (whole.pods, whole.namespaces, whole.raw)
+
+
+def test_a_malformed_object_is_skipped_with_a_warning_naming_it_and_said_once() -> None:
+    """An object the API (or an inventory file the agent follows) gives malformed is skipped with a
+    warning naming it, as a bad pod is: never an exception that blocks every later update
+    (``metadata: x`` was one), and said again only when it changes."""
+    good = {
+        "kind": "Pod",
+        "metadata": {"name": "ok", "namespace": "b"},
+        "spec": {"nodeName": "n1"},
+        "status": {"phase": "Running", "podIPs": [{"ip": "10.1.1.1"}]},
+    }
+    bad_ip = {
+        **good,
+        "metadata": {"name": "a", "namespace": "b"},
+        "status": {"podIPs": [{"ip": "300.1.1.1"}]},
+    }
+    listing: list[dict[str, Any]] = [
+        {"kind": "Pod", "metadata": "x"},
+        {"kind": "Pod", "metadata": {"name": "c", "namespace": "b"}, "spec": ["n1"], "status": 5},
+        bad_ip,
+        good,
+        {"kind": "Namespace", "metadata": {"name": "n", "labels": {"a": 5}}},
+    ]
+    live = LiveInventory(pod_ips, "n1")
+    pods, namespaces = live.update(listing)
+    assert [after.name for _, after in pods if after is not None] == ["ok"]
+    assert ("Pod", "b", "ok") in live.local
+    assert namespaces == ["n"] and "n" not in live.namespaces
+    assert sorted(live.warnings) == [
+        "Namespace n: skipped metadata.labels[a]: value must be a string, not an integer",
+        "Pod (unnamed): skipped metadata: must be a mapping, not a string",
+        'Pod b/a: skipped status.podIPs[0].ip: "300.1.1.1" is not an IP address',
+        "Pod b/c: skipped spec: must be a mapping, not a list",
+    ]
+    live.warnings.clear()
+    assert live.update(listing) == ([], []) and live.warnings == []  # unchanged: not read again
+    fixed = {**bad_ip, "status": good["status"] | {"podIPs": [{"ip": "10.1.1.2"}]}}
+    pods, _ = live.update([fixed if o is bad_ip else o for o in listing])
+    assert [after.name for _, after in pods if after is not None] == ["a"] and live.warnings == []

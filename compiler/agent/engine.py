@@ -210,6 +210,9 @@ class Network:
         for warning in self.source.warnings:  # a malformed network annotation, said once per change
             log.warning("%s", warning)
         self.source.warnings.clear()
+        for warning in self.live.warnings:  # an object skipped, said once per change of it
+            log.warning("network %s: %s", self.spec.name, warning)
+        self.live.warnings.clear()
         name = self.spec.name
         # reviewed artefacts give the rules (only members are worked out here); policies are compiled
         if isinstance(rules, Artefacts):

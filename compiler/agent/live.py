@@ -28,8 +28,16 @@ PodChange = tuple[Pod | None, Pod | None]  # (before, after); None: not there
 
 
 def _key(obj: Mapping[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
+    """Any object has one: a malformed one (``metadata: x``) is keyed too, and ``update`` skips it
+    with a warning when it fails to parse, as it does any bad pod."""
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
     return (str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def _node(obj: Mapping[str, Any] | None) -> object:
+    spec = (obj or {}).get("spec")
+    return spec.get("nodeName") if isinstance(spec, Mapping) else None
 
 
 @runtime_checkable
@@ -57,6 +65,9 @@ class LiveInventory:
         self.local: set[Key] = set()
         self.namespaces: dict[str, Namespace] = {}
         self.seen: int | None = None  # the journal's change this view is up to
+        # objects skipped since the caller last took these (one line each): a bad pod is skipped,
+        # not a blocker, and said once per change of it
+        self.warnings: list[str] = []
 
     def _changes(
         self, objects: Iterable[Mapping[str, Any]]
@@ -84,13 +95,13 @@ class LiveInventory:
             new = fresh.get(key)
             if new is None:
                 parsed[key] = None
-            elif key[0] == "Namespace":
-                parsed[key] = next(iter(build_inventory([new], lenient=True).namespaces), None)
             else:
-                found = build_inventory(
-                    [new], self.source, lenient=True
-                ).pods  # a bad pod: skipped, not a blocker
-                parsed[key] = found[0] if found else None
+                kind, namespace, name = key
+                label = f"{kind} {namespace + '/' if namespace else ''}{name or '(unnamed)'}"
+                found = build_inventory([new], self.source, label, lenient=True)
+                self.warnings += found.warnings
+                built: tuple[Namespace | Pod, ...] = found.namespaces if kind == "Namespace" else found.pods
+                parsed[key] = built[0] if built else None
         pods: list[PodChange] = []
         namespaces: list[str] = []
         for key, value in parsed.items():
@@ -107,7 +118,7 @@ class LiveInventory:
             after = value if isinstance(value, Pod) else None
             if after is not None:
                 self.pods[key] = self.by_namespace[key[1]][key] = after
-                if self.node is None or ((fresh[key] or {}).get("spec") or {}).get("nodeName") == self.node:
+                if self.node is None or _node(fresh[key]) == self.node:
                     self.local.add(key)
             if before != after:
                 pods.append((before, after))
