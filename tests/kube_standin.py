@@ -55,12 +55,24 @@ class KubeStandin:
         self.generation = 0  # bumped by drop_watches()
         self.requests: list[str] = []  # every request line, for assertions
         self.missing: set[str] = set()  # collection paths answered with 404 (a CRD not installed)
+        # what a broken server or proxy answers instead: each list takes the next raw body, each
+        # watch streams the next raw line and ends
+        self.bad_lists: list[bytes] = []
+        self.bad_events: list[bytes] = []
         self._server: ThreadingHTTPServer | None = None
 
     # -- the cluster ---------------------------------------------------------------------------
-    def put(self, obj: dict[str, Any]) -> None:
+    def put(self, obj: dict[str, Any], key: tuple[str, str] | None = None) -> None:
+        """Create or change ``obj``; ``key`` (namespace, name) for one whose metadata cannot say."""
         path = PATH_OF[obj["kind"]]
         obj = copy.deepcopy(obj)
+        if key is not None:
+            with self.changed:
+                self.version += 1
+                self.objects[path][key] = obj
+                self.history.append((self.version, path, "ADDED", obj))
+                self.changed.notify_all()
+            return
         meta = obj.setdefault("metadata", {})
         key = (meta.get("namespace", ""), meta["name"])
         with self.changed:
@@ -223,7 +235,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _raw(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def _list(self, path: str) -> None:
+        with self.api.changed:
+            bad = self.api.bad_lists.pop(0) if self.api.bad_lists else None
+        if bad is not None:
+            self._raw(bad)
+            return
         kind, api_version = COLLECTIONS[path]
         with self.api.changed:
             items = [copy.deepcopy(o) for _, o in sorted(self.api.objects[path].items())]
@@ -257,8 +281,11 @@ class _Handler(BaseHTTPRequestHandler):
         with api.changed:
             generation = api.generation
             expired = since < api.oldest
+            bad = api.bad_events.pop(0) if api.bad_events else None
         try:
-            if expired:
+            if bad is not None:
+                self.wfile.write(f"{len(bad) + 1:x}\r\n".encode() + bad + b"\n\r\n")
+            elif expired:
                 status = {
                     "kind": "Status",
                     "code": 410,

@@ -3,6 +3,7 @@ list, watch, bookmarks, 410 -> relist and diff, dropped watches, API down at sta
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -190,3 +191,58 @@ def test_a_kind_the_api_does_not_serve_counts_as_none(api: KubeStandin, tmp_path
         assert notified == ["policies"]
     finally:
         stop.set()
+
+
+def test_malformed_answers_are_retried_and_the_watch_goes_on(
+    api: KubeStandin, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a broken server or a proxy's error page answers (a list that is not an object, items
+    that are not objects, a watch event that is not one) is logged and retried with backoff, as
+    a dropped connection is: the watcher never dies, so the agent keeps following the cluster."""
+    caplog.set_level(logging.WARNING, logger="npc.agent")
+    api.put(pod("a", "10.0.0.1"))
+    api.bad_lists += [b"[1, 2]", b'{"items": ["x"]}', b'{"items": 3}']
+    cache, restarts, stop = Cache(), [], threading.Event()
+    watcher = Watcher(
+        api_client(str(api.kubeconfig(tmp_path))),
+        PODS,
+        cache,
+        lambda what, n: None,
+        lambda resource, reason: restarts.append(reason),
+        stop,
+        watch_timeout=30,
+    )
+    watcher.start()
+    try:
+        wait_for(watcher.synced.is_set, "the list after three bad ones", timeout=20)
+        assert [o["metadata"]["name"] for o in cache.items(PODS)] == ["a"]
+        wait_for(lambda: any("watch=true" in r for r in api.requests), "the first watch")
+        api.bad_events += [b'"oops"', b'{"type": "ADDED", "object": [1]}']
+        api.drop_watches()  # the next two watches get one bad line each
+        api.put(pod("b", "10.0.0.2"))
+        wait_for(lambda: not api.bad_events and len(cache.items(PODS)) == 2, "pod b", timeout=20)
+        assert watcher.is_alive() and restarts.count("error") >= 5
+        assert sum(1 for r in api.requests if r == "/api/v1/pods") == 4  # a bad event: no relist
+        said = [r.getMessage() for r in caplog.records]
+        for why in (
+            "malformed list response: a JSON object expected, not list",
+            "malformed list item: a JSON object expected, not str",
+            "malformed list response: items is not a list",
+            "malformed watch event: a JSON object expected, not str",
+            "malformed watch event's object: a JSON object expected, not list",
+        ):
+            assert any(why in line for line in said), (why, said)
+        assert not [r for r in caplog.records if r.exc_info]  # each one foreseen: no traceback
+    finally:
+        stop.set()
+
+
+def test_a_policy_whose_metadata_is_not_a_mapping_is_reported_at_its_path(
+    api: KubeStandin, watching: Watching
+) -> None:
+    api.put(policy("ok", {"podSelector": {}}))
+    api.put({**policy("x", {"podSelector": {}}), "metadata": "x"}, key=("default", "x"))
+    wait_for(lambda: len(watching.cache.items(NETWORK_POLICIES)) == 2, "both policies")
+    with pytest.raises(InputError) as caught:
+        ApiPolicies(watching.cache, [NETWORK_POLICIES]).read()
+    assert "metadata: must be a mapping, not a string" in caught.value.render()

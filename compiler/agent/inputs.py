@@ -143,7 +143,8 @@ class ApiPolicies:
         parts: dict[str, tuple[dict[str, Any], Loaded]] = {}
         for resource in self.resources:
             for obj in self.cache.items(resource):
-                meta = obj.get("metadata") or {}
+                meta = obj.get("metadata")
+                meta = meta if isinstance(meta, dict) else {}  # then reported at its field path
                 name = f"api:{resource.name}/{meta.get('namespace', '')}/{meta.get('name', '')}"
                 known = self._read.get(name)
                 if known is not None and known[0] is obj:
@@ -202,7 +203,9 @@ class CacheJournal:
 def _clean(obj: dict[str, Any]) -> dict[str, Any]:
     """Drop server-written bookkeeping a policy file would never hold (and the validator rejects
     nothing for): managedFields is large and says nothing about the policy."""
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    meta = obj.get("metadata") or {}
+    if isinstance(meta, dict):  # else left as it is, for the validator to report at its path
+        meta = {k: v for k, v in meta.items() if k != "managedFields"}
     return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
 
 

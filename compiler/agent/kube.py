@@ -161,14 +161,27 @@ class Cache:
             return True
 
 
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
 def _key(obj: dict[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
+    meta = _meta(obj)
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
 def _version(obj: dict[str, Any]) -> str | None:
-    value = (obj.get("metadata") or {}).get("resourceVersion")
+    value = _meta(obj).get("resourceVersion")
     return str(value) if value else None
+
+
+def _object(found: object, what: str) -> dict[str, Any]:
+    """A JSON object of the response, or ValueError: a proxy or a broken server answering
+    something else is retried with backoff like a dropped connection, never a dead watcher."""
+    if not isinstance(found, dict):
+        raise ValueError(f"malformed {what}: a JSON object expected, not {type(found).__name__}")
+    return found
 
 
 class Watcher(threading.Thread):
@@ -216,6 +229,10 @@ class Watcher(threading.Thread):
                 self._failed(f"HTTP {exc.status} {exc.reason}", backoff)
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
                 self._failed(type(exc).__name__ + (f": {exc}" if str(exc) else ""), backoff)
+            except Exception:  # a bug must not end the watch: the agent would stop following
+                log.exception("watch %s failed unexpectedly; listing again", self.resource.name)
+                self.version = None
+                self._failed("unexpected error", backoff)
 
     def _not_served(self) -> None:
         """A kind the cluster does not serve (no MultiNetworkPolicy CRD): none exist, so the
@@ -242,11 +259,15 @@ class Watcher(threading.Thread):
         """List everything; the cache becomes exactly the list (a relist after 410 diffs)."""
         response = self._get(_request_timeout=(5, 60))
         try:
-            body = json.loads(response.data)
+            body = _object(json.loads(response.data), "list response")
         finally:
             response.release_conn()
+        items = body.get("items") or []
+        if not isinstance(items, list):
+            raise ValueError("malformed list response: items is not a list")
         objects = {}
-        for item in body.get("items") or []:
+        for item in items:
+            item = _object(item, "list item")
             item.setdefault("kind", self.resource.kind)  # lists omit their items' kind
             item.setdefault("apiVersion", self.resource.api_version)
             objects[_key(item)] = item
@@ -255,7 +276,7 @@ class Watcher(threading.Thread):
         self.synced.set()
         if changed or first:
             self.notify(self.resource.input, changed)
-        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        version = _version(body) or ""
         log.debug("listed %s: %d objects at resourceVersion %s", self.resource.name, len(objects), version)
         return version
 
@@ -267,10 +288,13 @@ class Watcher(threading.Thread):
         """Stream events from ``self.version``, advancing it with every event and bookmark."""
         assert self.version is not None
         for event in self._events(self.version):
-            kind = event.get("type")
-            obj = event.get("object") or {}
+            kind = _object(event, "watch event").get("type")
+            obj = _object(event.get("object") or {}, "watch event's object")
             if kind == "ERROR":
-                raise ApiException(status=int(obj.get("code") or 500), reason=str(obj.get("message") or ""))
+                code = obj.get("code")
+                raise ApiException(
+                    status=code if isinstance(code, int) else 500, reason=str(obj.get("message") or "")
+                )
             self.version = _version(obj) or self.version
             if kind == "BOOKMARK":
                 continue
