@@ -236,7 +236,7 @@ def decode(data: Mapping[str, Any], file: str = "manifest.json") -> Lowered:
 
         families = tuple(family(f) for f in data["families"])
         return Lowered(str(data["network"]), families, tag)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (LookupError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise InputError(
             f"not a program npc compiled: {type(exc).__name__}: {exc}", file, path="program"
         ) from None

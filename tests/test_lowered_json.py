@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from kernel.case import Case, load_cases, write_inputs
+from kernel.command import EXAMPLES
+from npc.agent.inputs import ArtefactPolicies
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.render import render_rules
 from npc.errors import InputError
 from npc.ir import PodPeer, Policy, Program, Requirement, Rule, Selector
 from npc.lower import EVERYWHERE, Lowered, lower, network_tag
 from npc.lowered_json import decode, encode
+from npc.networks import network_spec
 from random_clusters import programs
 
 SET_NAME = re.compile(r"[snp][46]-[a-z2-7]{12}")  # letter, family, digest of the meaning
@@ -131,3 +134,35 @@ def test_a_foreign_program_is_an_input_error() -> None:
     with pytest.raises(InputError) as caught:
         decode({"format": 1, "sets": {"x": {"kind": "weird", "family": 4}}}, "m.json")
     assert caught.value.render().startswith("m.json: error: program:")
+
+
+def test_a_scope_entry_pointing_past_the_dispatch_list_is_an_input_error() -> None:
+    """An edited manifest's scope entry naming a dispatch entry that is not there (an IndexError
+    that escaped ``decode`` as a traceback before)."""
+    web = Selector((Requirement("app", "In", ("web",)),))
+    rule = Rule(peers=(PodPeer(EVERYWHERE, web),))
+    data = encode(lower(Program((Policy("a", "p", web, ingress=(rule,)),)), "blue"))
+    (scope,) = data["families"][0]["scopes"]["ingress"]
+    scope["dispatch"] = [[99, test] for _, test in scope["dispatch"]]
+    with pytest.raises(InputError) as caught:
+        decode(data, "m.json")
+    assert caught.value.render().startswith("m.json: error: program: not a program npc compiled: IndexError")
+
+
+@pytest.mark.parametrize(
+    "files", [["ipsets"], {"../manifest.json": "00"}, {"/etc/hostname": "00"}, {"ipsets": 3}]
+)
+def test_an_artefacts_folder_whose_manifest_lists_files_wrongly_is_an_input_error(
+    files: object, tmp_path: Path
+) -> None:
+    """The agent's ``--artefacts``: ``files`` must map names inside the folder to digests (a list
+    was a traceback; a name outside the folder was read)."""
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "npc", "compile", str(EXAMPLES / "policies"), "-o", str(out)]
+    subprocess.run(argv, check=True, capture_output=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    ArtefactPolicies(str(out), [network_spec()]).read()  # as written, it reads
+    (out / "manifest.json").write_text(json.dumps({**manifest, "files": files}))
+    with pytest.raises(InputError) as caught:
+        ArtefactPolicies(str(out), [network_spec()]).read()
+    assert "files: must map the folder's file names to sha256 digests" in caught.value.render()

@@ -71,6 +71,12 @@ class Artefacts:
         return self.programs[name]
 
 
+def _plain(name: str) -> bool:
+    """A file name inside the artefacts' folder: relative, no way up."""
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts
+
+
 class ArtefactPolicies:
     """``--artefacts DIR``: each network's manifest (``DIR/manifest.json``, or ``DIR/<network>/``
     with several networks). The folder is read through its symlink's target once per read, and
@@ -90,7 +96,7 @@ class ArtefactPolicies:
             try:
                 data = path.read_bytes()
                 manifest = json.loads(data)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 raise InputError(f"cannot read the artefacts' manifest: {exc}", str(path)) from None
             if not isinstance(manifest, dict) or "program" not in manifest:
                 raise InputError("no program in the manifest: compile it with this npc", str(path))
@@ -100,7 +106,14 @@ class ArtefactPolicies:
                     str(path),
                     path="network",
                 )
-            for name, sha in sorted((manifest.get("files") or {}).items()):
+            files = manifest.get("files") or {}
+            if not isinstance(files, dict) or not all(
+                isinstance(sha, str) and _plain(name) for name, sha in files.items()
+            ):
+                raise InputError(
+                    "must map the folder's file names to sha256 digests", str(path), path="files"
+                )
+            for name, sha in sorted(files.items()):
                 try:
                     actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
                 except OSError as exc:
