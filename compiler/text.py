@@ -59,13 +59,14 @@ def read_bytes(path: str, what: str = "") -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InputError(prefix + (exc.strerror or str(exc)), name) from None
-    with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
+    mode = os.fstat(fd).st_mode  # before fdopen, which refuses a directory with its own error
+    if not stat.S_ISREG(mode):
+        os.close(fd)
         if stat.S_ISDIR(mode):
             raise InputError(prefix + "is a directory", name)
-        if not stat.S_ISREG(mode):
-            kind = _KINDS.get(stat.S_IFMT(mode), "a socket")
-            raise NotRegularFile(f"{prefix}not a regular file ({kind})", name)
+        kind = _KINDS.get(stat.S_IFMT(mode), "a socket")
+        raise NotRegularFile(f"{prefix}not a regular file ({kind})", name)
+    with os.fdopen(fd, "rb") as fh:
         try:
             data = fh.read()
         except OSError as exc:

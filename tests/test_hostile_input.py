@@ -147,6 +147,21 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], int, list[str]]] = [
     ("doubling-macros", {"p.npc": DOUBLING}, ["{d}/p.npc"], 0, []),
     ("many-peers", {"p.json": json.dumps(MANY_PEERS)}, ["{d}/p.json"], 0, []),
     ("fifo-in-folder", {"p.yaml": OK, "f.yaml": "FIFO"}, ["{d}"], 0, ["skipped", "f.yaml", "FIFO"]),
+    # a folder given as the inventory was "cannot write output: Is a directory", exit 3
+    (
+        "inventory-a-folder",
+        {"p.yaml": OK},
+        ["{d}/p.yaml", "--inventory", "{d}"],
+        1,
+        ["cannot read inventory: is a directory"],
+    ),
+    (
+        "inventory-a-fifo",
+        {"p.yaml": OK, "i.json": "FIFO"},
+        ["{d}/p.yaml", "--inventory", "{d}/i.json"],
+        1,
+        ["i.json: error: cannot read inventory: not a regular file (a FIFO)"],
+    ),
     (
         "device-named",
         {"p.yaml": OK},
