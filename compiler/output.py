@@ -103,6 +103,6 @@ def _npcs(folder: Path, entry: os.DirEntry[str]) -> bool:
         return (Path(entry.path) / MANIFEST).is_file()
     try:
         listed = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files", {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # not a manifest npc wrote
         return False
     return isinstance(listed, dict) and entry.name in listed

@@ -331,6 +331,21 @@ def test_output_failures_are_clean_and_leave_no_temporaries(tmp_path: Path) -> N
     assert sorted(p.name for p in out.iterdir()) == sorted(before)
 
 
+def test_an_output_folder_holding_a_manifest_nested_too_deeply_is_written_over(tmp_path: Path) -> None:
+    """What the folder holds beside npc's files is carried over by the old manifest's list; one
+    that is not a manifest npc wrote (here nested past the JSON reader's depth, a traceback
+    before) lists nothing of npc's, so the other file stays and npc's are written."""
+    (tmp_path / "p.yaml").write_text(OK)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    (out / "theirs").write_text("x")
+    done = run("compile", str(tmp_path / "p.yaml"), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert (out / "theirs").read_text() == "x"
+    assert json.loads((out / "manifest.json").read_text())["backend"] == "iptables"
+
+
 def test_fmt_check_on_yaml_says_it_formats_npc_only(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(OK)
     result = run("fmt", "--check", str(tmp_path / "p.yaml"))
