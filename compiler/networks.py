@@ -67,6 +67,8 @@ def _json(value: str, annotation: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"{annotation} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise AnnotationError(f"{annotation} is nested too deeply") from None
 
 
 @attrs.frozen

@@ -196,6 +196,42 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], int, list[str]]] = [
         ["inv.json:", "metadata.annotations[net.beta.kubernetes.io/network-policy]", "not valid JSON"],
     ),
     (
+        "annotation-nested-too-deeply",
+        {"p.yaml": OK, "inv.json": pods(namespace("[" * DEEP + "]" * DEEP))},
+        ["{d}/p.yaml", "--inventory", "{d}/inv.json"],
+        1,
+        ["inv.json:", "metadata.annotations[net.beta.kubernetes.io/network-policy]: nested too deeply"],
+    ),
+    (
+        "network-status-nested-too-deeply",
+        {
+            "p.yaml": OK,
+            "inv.json": pods(
+                {
+                    **pod(),
+                    "metadata": {
+                        "name": "a",
+                        "namespace": "default",
+                        "annotations": {"k8s.v1.cni.cncf.io/network-status": "[" * DEEP + "]" * DEEP},
+                    },
+                }
+            ),
+        },
+        [
+            "{d}/p.yaml",
+            "--inventory",
+            "{d}/inv.json",
+            "--network",
+            "net2",
+            "--ip-source",
+            "multus:default/net2",
+        ],
+        0,
+        [
+            'pod "default/a": k8s.v1.cni.cncf.io/network-status is nested too deeply; the pod is not an endpoint'
+        ],
+    ),
+    (
         "kind-case-typo",
         {"p.yaml": OK.replace("kind: NetworkPolicy", "kind: networkpolicy")},
         ["{d}/p.yaml"],

@@ -18,6 +18,8 @@ def isolates_ingress(value: str) -> bool:
         doc = json.loads(value)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     if doc is None:
         return False
     if not isinstance(doc, dict):
