@@ -217,11 +217,11 @@ def test_malformed_answers_are_retried_and_the_watch_goes_on(
         wait_for(watcher.synced.is_set, "the list after three bad ones", timeout=20)
         assert [o["metadata"]["name"] for o in cache.items(PODS)] == ["a"]
         wait_for(lambda: any("watch=true" in r for r in api.requests), "the first watch")
-        api.bad_events += [b'"oops"', b'{"type": "ADDED", "object": [1]}']
-        api.drop_watches()  # the next two watches get one bad line each
+        api.bad_events += [b'"oops"', b'{"type": "ADDED", "object": [1]}', b"[" * 100_000 + b"]" * 100_000]
+        api.drop_watches()  # the next three watches get one bad line each
         api.put(pod("b", "10.0.0.2"))
         wait_for(lambda: not api.bad_events and len(cache.items(PODS)) == 2, "pod b", timeout=20)
-        assert watcher.is_alive() and restarts.count("error") >= 5
+        assert watcher.is_alive() and restarts.count("error") >= 6
         assert sum(1 for r in api.requests if r == "/api/v1/pods") == 4  # a bad event: no relist
         said = [r.getMessage() for r in caplog.records]
         for why in (
@@ -230,6 +230,7 @@ def test_malformed_answers_are_retried_and_the_watch_goes_on(
             "malformed list response: items is not a list",
             "malformed watch event: a JSON object expected, not str",
             "malformed watch event's object: a JSON object expected, not list",
+            "malformed watch event: nested too deeply",
         ):
             assert any(why in line for line in said), (why, said)
         assert not [r for r in caplog.records if r.exc_info]  # each one foreseen: no traceback

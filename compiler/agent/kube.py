@@ -176,6 +176,14 @@ def _version(obj: dict[str, Any]) -> str | None:
     return str(value) if value else None
 
 
+def _parsed(data: str | bytes, what: str) -> object:
+    """JSON, with a document nested past the reader's depth a ValueError like any malformed one."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError(f"malformed {what}: nested too deeply") from None
+
+
 def _object(found: object, what: str) -> dict[str, Any]:
     """A JSON object of the response, or ValueError: a proxy or a broken server answering
     something else is retried with backoff like a dropped connection, never a dead watcher."""
@@ -259,7 +267,7 @@ class Watcher(threading.Thread):
         """List everything; the cache becomes exactly the list (a relist after 410 diffs)."""
         response = self._get(_request_timeout=(5, 60))
         try:
-            body = _object(json.loads(response.data), "list response")
+            body = _object(_parsed(response.data, "list response"), "list response")
         finally:
             response.release_conn()
         items = body.get("items") or []
@@ -287,8 +295,9 @@ class Watcher(threading.Thread):
     def _watch(self) -> None:
         """Stream events from ``self.version``, advancing it with every event and bookmark."""
         assert self.version is not None
-        for event in self._events(self.version):
-            kind = _object(event, "watch event").get("type")
+        for found in self._events(self.version):
+            event = _object(found, "watch event")
+            kind = event.get("type")
             obj = _object(event.get("object") or {}, "watch event's object")
             if kind == "ERROR":
                 code = obj.get("code")
@@ -305,7 +314,7 @@ class Watcher(threading.Thread):
             if self.stop.is_set():
                 break
 
-    def _events(self, version: str) -> Iterator[dict[str, Any]]:
+    def _events(self, version: str) -> Iterator[object]:
         response = self._get(
             watch=True,
             resource_version=version,
@@ -316,7 +325,7 @@ class Watcher(threading.Thread):
         try:
             for line in iter_resp_lines(response):
                 if line:
-                    yield json.loads(line)
+                    yield _parsed(line, "watch event")
         finally:
             response.release_conn()
 
