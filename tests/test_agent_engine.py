@@ -21,7 +21,7 @@ import pytest
 import yaml
 from kube_standin import free_port
 from npc.agent.engine import Applied, Engine
-from npc.agent.inputs import FileInventory, FilePolicies, FileWatcher
+from npc.agent.inputs import POLL_S, FileInventory, FilePolicies, FileWatcher
 from npc.agent.observe import Health, JsonFormatter, Metrics, serve
 from npc.backends.base import LoadReport, MemberDelta, Members, member_changes
 from npc.errors import ApplyError
@@ -433,6 +433,36 @@ def test_file_watcher_ignores_the_neighbours_of_a_watched_file(tmp_path: Path) -
         tmp.write_text('{"items": []}')
         tmp.replace(inventory)
         assert seen.wait(5), "the inventory's replacement went unnoticed"
+    finally:
+        stop.set()
+
+
+def test_file_watcher_looks_for_a_path_not_there_yet_without_watching_its_ancestors(tmp_path: Path) -> None:
+    """``--policies DIR`` before DIR exists (git-sync's first clone still running) is looked at
+    every ``POLL_S``, not watched through the nearest folder that exists: for ``/missing`` that
+    was all of ``/``, recursively, failing on ``/proc`` and re-reading the inputs every second.
+    Once there, the folder is watched as any other."""
+    assert FileWatcher(
+        ["/missing-npc-test", "/inventory.json"], lambda: None, threading.Event()
+    )._roots() == (
+        [],
+        ["/missing-npc-test", "/inventory.json"],
+    )
+    policies = tmp_path / "sync" / "policies"
+    seen, stop = threading.Event(), threading.Event()
+    FileWatcher([str(policies)], seen.set, stop).start()
+    try:
+        time.sleep(0.3)
+        (tmp_path / "sync").mkdir()
+        (tmp_path / "sync" / "other").write_text("x")  # on the way, not the path
+        assert not seen.wait(1.0), "a change beside the path was taken for it"
+        policies.mkdir()
+        (policies / "p.yaml").write_text("a")
+        assert seen.wait(5), "the folder's creation went unnoticed"
+        time.sleep(POLL_S + 0.3)  # watched as a folder now
+        seen.clear()
+        (policies / "p.yaml").write_text("edited")
+        assert seen.wait(5), "an edit in the folder, once there, went unnoticed"
     finally:
         stop.set()
 

@@ -226,11 +226,26 @@ def _digest(value: object) -> str:
     return hashlib.sha256(repr(value).encode()).hexdigest() if value is not None else ""
 
 
+POLL_S = 0.5  # how often a path not watched by a folder (one not there yet) is looked at
+
+
+def _stat(path: str) -> tuple[int, int, int] | None:
+    """What changes when a file is written or replaced (or a path appears): None when absent."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
 class FileWatcher(threading.Thread):
     """Calls ``notify()`` after any change under the given paths (recursively), symlink swaps
     included. A file's folder is watched only to see the file replaced: changes to its neighbours
     (a log file written beside the inventory) are not changes of the input, and taking them for
-    one made a bad input re-read and its error re-logged for every log line written."""
+    one made a bad input re-read and its error re-logged for every log line written. A path not
+    there yet, and a file in ``/``, are looked at every ``POLL_S`` instead: watching the nearest
+    folder that exists would watch it recursively (``--policies /missing`` watched all of ``/``,
+    and failed on ``/proc`` every second)."""
 
     def __init__(self, paths: Sequence[str], notify: Callable[[], None], stop: threading.Event) -> None:
         super().__init__(name="watch-files", daemon=True)
@@ -240,50 +255,64 @@ class FileWatcher(threading.Thread):
         return [os.path.realpath(p) for p in self.paths]
 
     def _concerns(self, path: str) -> bool:
-        """Whether a change at ``path`` is at or under a watched path (or its target), or on the
-        way to one not there yet."""
+        """Whether a change at ``path`` is at or under a watched path (or its target)."""
         for watched in {*self.paths, *self._targets()}:
-            if (
-                path == watched
-                or path.startswith(watched.rstrip("/") + "/")
-                or watched.startswith(path + "/")
-            ):
+            if path == watched or path.startswith(watched.rstrip("/") + "/"):
                 return True
         return False
 
-    def _roots(self) -> list[str]:
-        """Folders to watch: each folder itself (its target when a symlink) and, for a file or a
-        symlink, the folder holding it; a path not there yet is watched from its nearest ancestor."""
+    def _roots(self) -> tuple[list[str], list[str]]:
+        """Folders to watch (each folder itself, its target when a symlink, and for a file or a
+        symlink the folder holding it), and the paths to poll."""
         roots: set[str] = set()
+        polled: list[str] = []
         for path in self.paths:
+            if not os.path.lexists(path):
+                polled.append(path)
+                continue
             if os.path.isdir(path):
                 roots.add(os.path.realpath(path))
             if not os.path.isdir(path) or os.path.islink(path):
-                parent = Path(path).parent
-                while not parent.is_dir() and parent != parent.parent:
-                    parent = parent.parent
-                roots.add(str(parent))
+                parent = str(Path(path).parent)
+                if parent == "/":
+                    polled.append(path)
+                else:
+                    roots.add(parent)
         # a root inside another is watched by it already
-        return sorted(
-            r for r in roots if not any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots)
-        )
+        inner = [r for r in roots if any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots)]
+        return sorted(roots - set(inner)), polled
 
     def run(self) -> None:
         while not self.stop.is_set():
-            targets = self._targets()
+            targets, (roots, polled) = self._targets(), self._roots()
+            looked = [_stat(p) for p in polled]
             try:
-                for _ in watchfiles.watch(
-                    *self._roots(),
-                    watch_filter=lambda _change, path: self._concerns(path),
-                    debounce=50,
-                    step=50,
-                    stop_event=self.stop,
-                    raise_interrupt=False,
-                ):
-                    self.notify()
-                    if self._targets() != targets:
-                        break  # a symlink now points elsewhere: watch the new target
+                for changes in self._changes(roots):
+                    if changes:
+                        self.notify()
+                    if [_stat(p) for p in polled] != looked:
+                        self.notify()  # a polled path appeared, went or changed
+                        break
+                    if self._targets() != targets or self._roots() != (roots, polled):
+                        break  # a symlink points elsewhere, or a path appeared: watch anew
             except (OSError, RuntimeError) as exc:
                 log.warning("watching %s: %s; retrying", ", ".join(self.paths), exc)
                 self.notify()
                 self.stop.wait(1.0)
+
+    def _changes(self, roots: list[str]) -> Iterator[set[Any]]:
+        """The watched changes, and an empty set every ``POLL_S`` without any."""
+        if not roots:
+            while not self.stop.wait(POLL_S):
+                yield set()
+            return
+        yield from watchfiles.watch(
+            *roots,
+            watch_filter=lambda _change, path: self._concerns(path),
+            debounce=50,
+            step=50,
+            stop_event=self.stop,
+            raise_interrupt=False,
+            rust_timeout=int(POLL_S * 1000),
+            yield_on_timeout=True,
+        )
