@@ -15,7 +15,11 @@ import pytest
         (["--policies", "p", "--artefacts", "d"], "not allowed with argument"),
         (["--kubeconfig", "/nonexistent/kubeconfig"], "kubeconfig /nonexistent/kubeconfig"),
         (["--policies", "p", "--network", "net2"], "needs an IP source"),
-        (["--policies", "p", "--debounce", "0"], "must be positive"),
+        (["--policies", "p", "--debounce", "0"], "must be a positive number"),
+        (["--policies", "p", "--resync", "nan"], "must be a positive number"),
+        (["--policies", "p", "--resync", "inf"], "must be a positive number"),
+        (["--policies", "p", "--inventory", "i", "--listen", ":99999"], "a port of 0-65535"),  # OverflowError
+        (["--policies", "p", "--inventory", "i", "--listen", "[::1]"], "expected HOST:PORT"),
         (["--policies", "p", "--backend", "nftables", "--iptables", "nft"], "--iptables applies"),
         (["--policies", "p", "--backend", "calico", "--iptables", "nft"], "--iptables applies"),
         (["--policies", "p", "--backend", "weave", "--mark", "0x10"], "Weave Net's mark is 0x40000"),

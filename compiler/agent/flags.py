@@ -4,6 +4,7 @@ must not load the Kubernetes client, which takes half a second to import."""
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 
 
@@ -30,8 +31,8 @@ def add_agent_args(p: argparse.ArgumentParser) -> None:
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     def parse(text: str) -> int | float:
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError("must be positive")
+        if not 0 < value < math.inf:  # nan and inf are floats too
+            raise argparse.ArgumentTypeError("must be a positive number")
         return value
 
     return parse

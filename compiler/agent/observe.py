@@ -93,7 +93,9 @@ class _Quiet(WSGIRequestHandler):
 
 def serve(listen: str, metrics: Metrics, health: Health) -> WSGIServer:
     """Start the HTTP endpoint in a daemon thread; ``listen`` is ``HOST:PORT`` (``[::1]:9469`` too)."""
-    host, _, port = listen.rpartition(":")
+    host, colon, port = listen.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535 or host.startswith("[") != host.endswith("]"):
+        raise ValueError("expected HOST:PORT with a port of 0-65535, e.g. 127.0.0.1:9469 or [::1]:9469")
     host = host.strip("[]") or "0.0.0.0"
     prometheus = make_wsgi_app(metrics.registry)
 
