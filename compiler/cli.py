@@ -68,10 +68,18 @@ def _compile_parser(p: argparse.ArgumentParser) -> None:
 _WAIT_HELP = "how long to wait for another npc apply or reset in this namespace (default 60)"
 
 
+def seconds(text: str) -> float:
+    """A wait: 0 (do not wait) or more, ``inf`` for ever; not nan, which would wait for ever too."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be 0 or more seconds")
+    return value
+
+
 def _apply_parser(p: argparse.ArgumentParser) -> None:
     _compile_args(p)
     p.add_argument("--iptables", choices=("legacy", "nft"), help="force the iptables flavour")
-    p.add_argument("--wait", type=float, default=DEFAULT_WAIT, metavar="SECONDS", help=_WAIT_HELP)
+    p.add_argument("--wait", type=seconds, default=DEFAULT_WAIT, metavar="SECONDS", help=_WAIT_HELP)
 
 
 def _reset_parser(p: argparse.ArgumentParser) -> None:
@@ -82,7 +90,7 @@ def _reset_parser(p: argparse.ArgumentParser) -> None:
         "--network", default=DEFAULT_NETWORK, help="network name (default: the primary network)"
     )
     where.add_argument("--all", action="store_true", help="every network")
-    p.add_argument("--wait", type=float, default=DEFAULT_WAIT, metavar="SECONDS", help=_WAIT_HELP)
+    p.add_argument("--wait", type=seconds, default=DEFAULT_WAIT, metavar="SECONDS", help=_WAIT_HELP)
 
 
 def _convert_parser(p: argparse.ArgumentParser) -> None:

@@ -192,6 +192,23 @@ def test_usage_error_exits_2() -> None:
     assert npc("compile", "x.yaml", "--backend", "pf").returncode == 2
 
 
+@pytest.mark.parametrize(
+    ("wait", "says"),
+    [
+        ("nan", "must be 0 or more seconds"),
+        ("-1", "must be 0 or more seconds"),
+        ("x", "invalid seconds value: 'x'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["apply", "reset"])
+def test_a_wait_that_is_no_number_of_seconds_is_a_usage_error(command: str, wait: str, says: str) -> None:
+    """``--wait nan`` waited for ever on a held lock (no time is past nan); refused before
+    anything is read or loaded."""
+    args = ["examples/policies"] if command == "apply" else []
+    result = npc(command, *args, "--wait", wait)
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+
+
 def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
     result = npc("compile", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1

@@ -29,10 +29,10 @@ def add_agent_args(p: argparse.ArgumentParser) -> None:
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    def parse(text: str) -> int | float:
+    def number(text: str) -> int | float:  # argparse names it: "invalid number value: 'x'"
         value = kind(text)
         if not 0 < value < math.inf:  # nan and inf are floats too
             raise argparse.ArgumentTypeError("must be a positive number")
         return value
 
-    return parse
+    return number
