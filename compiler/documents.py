@@ -257,6 +257,19 @@ def objects_in(
         yield base, doc
 
 
+def metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An object's ``metadata``, or nothing where it is not a mapping: the object is still named
+    (keyed, counted) and its reader reports it at its field path."""
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def namespaced_name(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, name) from ``metadata``, "" where missing: a key even for a malformed object."""
+    meta = metadata(obj)
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
 def _long_number_error(path: str, text: str) -> InputError:
     found = re.search(f"[0-9]{{{_MAX_DIGITS},}}", text)
     offset = found.start() if found else 0

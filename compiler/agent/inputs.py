@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import attrs
 import watchfiles
 
+from ..documents import metadata
 from ..errors import InputError
 from ..inventory import read_inventory_documents
 from ..lower import Lowered
@@ -156,8 +157,7 @@ class ApiPolicies:
         parts: dict[str, tuple[dict[str, Any], Loaded]] = {}
         for resource in self.resources:
             for obj in self.cache.items(resource):
-                meta = obj.get("metadata")
-                meta = meta if isinstance(meta, dict) else {}  # then reported at its field path
+                meta = metadata(obj)  # not a mapping: reported at its field path
                 name = f"api:{resource.name}/{meta.get('namespace', '')}/{meta.get('name', '')}"
                 known = self._read.get(name)
                 if known is not None and known[0] is obj:

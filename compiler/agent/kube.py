@@ -26,6 +26,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from ..documents import metadata, namespaced_name
 from ..errors import UsageError
 
 log = logging.getLogger("npc.agent")
@@ -147,7 +148,7 @@ class Cache:
         return len(changed)
 
     def event(self, resource: Resource, kind: str, obj: dict[str, Any]) -> bool:
-        key = _key(obj)
+        key = namespaced_name(obj)
         with self.lock:
             found = self.objects.setdefault(resource.name, {})
             if kind == "DELETED":
@@ -161,18 +162,8 @@ class Cache:
             return True
 
 
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, dict) else {}
-
-
-def _key(obj: dict[str, Any]) -> Key:
-    meta = _meta(obj)
-    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-
-
 def _version(obj: dict[str, Any]) -> str | None:
-    value = _meta(obj).get("resourceVersion")
+    value = metadata(obj).get("resourceVersion")
     return str(value) if value else None
 
 
@@ -278,7 +269,7 @@ class Watcher(threading.Thread):
             item = _object(item, "list item")
             item.setdefault("kind", self.resource.kind)  # lists omit their items' kind
             item.setdefault("apiVersion", self.resource.api_version)
-            objects[_key(item)] = item
+            objects[namespaced_name(item)] = item
         changed = self.cache.replace(self.resource, objects)
         first = not self.synced.is_set()
         self.synced.set()

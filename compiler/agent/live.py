@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from ..documents import namespaced_name
 from ..inventory import Inventory, IPSource, Namespace, Pod, build_inventory
 from ..ir import NAMESPACE_NAME_LABEL, PodPeer
 from ..lower import Lowered, SetSpec, port_scopes
@@ -30,9 +31,7 @@ PodChange = tuple[Pod | None, Pod | None]  # (before, after); None: not there
 def _key(obj: Mapping[str, Any]) -> Key:
     """Any object has one: a malformed one (``metadata: x``) is keyed too, and ``update`` skips it
     with a warning when it fails to parse, as it does any bad pod."""
-    meta = obj.get("metadata")
-    meta = meta if isinstance(meta, Mapping) else {}
-    return (str(obj.get("kind")), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    return (str(obj.get("kind")), *namespaced_name(obj))
 
 
 def _node(obj: Mapping[str, Any] | None) -> object:

@@ -7,7 +7,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from ..documents import objects_in
+from ..documents import metadata, objects_in
 from ..frontends.positions import FieldPath
 from ..inventory import Inventory, Pod
 from ..ir import Address, Policy, Program
@@ -67,8 +67,7 @@ def _listed(documents: Iterable[Any]) -> tuple[dict[str, int], dict[tuple[str, s
     pods: dict[tuple[str, str], int] = {}
     for _, item in objects_in(list(documents)):  # Lists opened as the inventory reader opens them
         if isinstance(item, dict):
-            meta = item.get("metadata")
-            meta = meta if isinstance(meta, dict) else {}
+            meta = metadata(item)
             if item.get("kind") == "Namespace" and meta.get("name"):
                 namespaces.setdefault(str(meta["name"]), len(namespaces))
             elif item.get("kind") == "Pod":
