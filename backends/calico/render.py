@@ -90,19 +90,19 @@ def _port_groups(ports: Sequence[PortSpec]) -> Iterator[tuple[str | None, list[i
 
 
 def _remaining(block: IPBlock, excepts: Sequence[Network]) -> list[Network]:
-    """The addresses of ``block`` as disjoint networks (when its excepts exceed Calico's limit)."""
-    nets: list[Network] = [block.cidr]
-    for hole in excepts:
-        next_nets: list[Network] = []
-        for net in nets:
-            if net.subnet_of(hole):  # type: ignore[arg-type]
-                continue
-            if hole.subnet_of(net):  # type: ignore[arg-type]
-                next_nets.extend(net.address_exclude(hole))  # type: ignore[arg-type]
-            else:
-                next_nets.append(net)
-        nets = next_nets
-    return list(ipaddress.collapse_addresses(nets))  # type: ignore[type-var]
+    """The addresses of ``block`` outside ``excepts`` (networks inside it) as the fewest disjoint
+    networks, in order: the gaps between the merged holes, each summarised. Linear in the holes
+    (cutting each out of every piece left was quadratic: 5,000 IPv6 holes took 10 minutes)."""
+    kind = type(block.cidr.network_address)
+    out: list[Network] = []
+    start = int(block.cidr.network_address)
+    for hole in ipaddress.collapse_addresses(excepts):  # type: ignore[type-var]
+        if int(hole.network_address) > start:
+            out += ipaddress.summarize_address_range(kind(start), kind(int(hole.network_address) - 1))
+        start = int(hole.broadcast_address) + 1
+    if start <= int(block.cidr.broadcast_address):
+        out += ipaddress.summarize_address_range(kind(start), block.cidr.broadcast_address)
+    return out
 
 
 def _ip_entities(block: IPBlock) -> list[Obj]:
