@@ -34,6 +34,7 @@ from ..ir import (
     Rule,
     Selector,
     namespace_selector,
+    too_many_pairs,
 )
 from . import dsl_syntax as syn
 from .dsl_parser import error_at, read_document
@@ -270,6 +271,7 @@ class _Meaning:
         allowed: dict[Direction, syn.Word] = {}
         isolated: dict[Direction, syn.Word] = {}
         places: dict[FieldPath, str] = {}
+        said: dict[Direction, list[syn.Word]] = {"ingress": [], "egress": []}  # each rule's `allow`
         for statement in decl.statements:
             direction = statement.direction
             if isinstance(statement, syn.Isolate):
@@ -285,6 +287,9 @@ class _Meaning:
             at: FieldPath = ("spec", direction, len(rules[direction]))
             places[at] = f"{self.file}:{statement.keyword.line}:{statement.keyword.column}"
             rules[direction].append(Rule(peers, self.ports(statement.ports)))
+            said[direction].append(statement.keyword)
+        if (found := too_many_pairs([*rules["ingress"], *rules["egress"]])) is not None:
+            raise self.fail([*said["ingress"], *said["egress"]][found[0]], found[1])
         for direction, word in isolated.items():
             if direction in allowed:
                 line = allowed[direction].line

@@ -25,6 +25,7 @@ from ..ir import (
     Rule,
     Selector,
     namespace_selector,
+    too_many_pairs,
 )
 from .positions import FieldPath, MapKey, show
 from .validate import (
@@ -93,6 +94,9 @@ def policy_from_object(obj: Mapping[str, Any], source: str = "") -> Policy:
     ingress = _rules(spec, "ingress", "from", meta.namespace)
     egress = _rules(spec, "egress", "to", meta.namespace)
     types = _policy_types(spec, has_egress=bool(egress))
+    listed = [*(("ingress", i) for i in range(len(ingress))), *(("egress", i) for i in range(len(egress)))]
+    if (found := too_many_pairs([*ingress, *egress])) is not None:
+        raise fail(("spec", *listed[found[0]]), found[1])
     return Policy(
         namespace=meta.namespace,
         name=meta.name,
