@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import npc.analysis.matrix as matrix_module
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -134,9 +136,19 @@ def test_matrix_decides_like_the_evaluator(program: Program, inventory: Inventor
     evaluator = Evaluator(program, inventory)
     namespaces = {ns.name: ns.labels for ns in inventory.namespaces}
     pods = inventory.pods
-    for matrix in matrices(program, pods, namespaces, QUERIES):
+    # a row per block and one class matrix kept: the paths a large cluster takes
+    with (
+        mock.patch.object(matrix_module, "BLOCK_CELLS", 5),
+        mock.patch.object(matrix_module, "CACHE_BYTES", 1),
+    ):
+        found = [
+            (m, [r for block in m.blocks() for r in rows(block)])
+            for m in matrices(program, pods, namespaces, QUERIES)
+        ]
+    for matrix, cells in found:
+        assert cells == rows(matrix.cells())
         family = matrix.family or matrix.classes.family
-        for i, row in enumerate(rows(matrix.cells())):
+        for i, row in enumerate(cells):
             src = next((ip for ip in pods[i].ips if ip.version == family), None)
             for j, cell in enumerate(row):
                 dst = next((ip for ip in pods[j].ips if ip.version == family), None)
@@ -149,6 +161,23 @@ def test_matrix_decides_like_the_evaluator(program: Program, inventory: Inventor
                 want = src is not None and dst is not None and port >= 0
                 want = want and evaluator.allowed(src, dst, matrix.protocol, port)  # type: ignore[arg-type]
                 assert cell == ("." if want else "X"), (matrix.query, family, pods[i].name, pods[j].name)
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_matrix_written_in_blocks_of_rows_is_the_same(capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    argv = [
+        "matrix",
+        str(examples / "policies"),
+        "--inventory",
+        str(examples / "inventory.json"),
+        "--format",
+        fmt,
+    ]
+    code, whole, _ = run(capsys, *argv)
+    with mock.patch.object(matrix_module, "BLOCK_CELLS", 5):
+        assert run(capsys, *argv) == (code, whole, "")
+    assert code == 0 and len(whole) > 200
 
 
 # --- corner cases other analysers get wrong --------------------------------------------------------

@@ -40,7 +40,8 @@ def as_json(pods: Sequence[Pod], matrices: Iterable[Matrix]) -> Iterator[str | b
     for i, matrix in enumerate(matrices):
         head = json.dumps(_header(matrix))[:-1]
         yield (", " if i else "") + head + ', "expect": ['
-        yield json_rows(matrix.cells())
+        for j, block in enumerate(matrix.blocks()):
+            yield (b", " if j else b"") + json_rows(block)
         yield "]}"
     yield "]}\n"
 
@@ -56,11 +57,14 @@ def as_csv(pods: Sequence[Pod], matrices: Iterable[Matrix]) -> Iterator[str]:
     writer.writerow(["protocol", "port", "ipFamily", "from", *names])
     for matrix in matrices:
         family = family_name(matrix.family) if matrix.family else ""
-        for name, row in zip(names, rows(matrix.cells()), strict=True):
-            writer.writerow([matrix.protocol, matrix.query.port, family, name, *row])
-        yield out.getvalue()
-        out.seek(0)
-        out.truncate()
+        done = 0
+        for block in matrix.blocks():
+            for name, row in zip(names[done : done + len(block)], rows(block), strict=True):
+                writer.writerow([matrix.protocol, matrix.query.port, family, name, *row])
+            done += len(block)
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
     yield out.getvalue()
 
 
