@@ -21,8 +21,11 @@ from kernel.case import Case, load_cases, write_inputs
 from kernel.matrix import as_table
 from kernel.multinet import load_multinet_cases
 from kernel.report import diff_report
+from npc.analysis.diff import changes
+from npc.analysis.load import Model
 from npc.analysis.matrix import matrices, rows
 from npc.analysis.ports import PortQuery
+from npc.analysis.render import ref
 from npc.cli import main
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory
@@ -495,11 +498,42 @@ def test_diff_lists_gained_and_lost_connections(tmp_path: Path, capsys: pytest.C
     }
     code, out, _ = run(capsys, *base)
     assert code == 0
-    assert "+ tcp/80  prod {app=c} -> default {app=b}" in out and "allowed by default/b-in ingress[0]" in out
+    # the two source classes that gained alike are one line, the first pair's reason with it
+    gained = "+ tcp/80  2 classes (prod {app=c}; prod {app=d}) -> default {app=b}  (2 pairs: prod/c -> default/b, prod/d"
+    assert gained in out and "prod {app=c} -> default {app=b}: allowed by default/b-in ingress[0]" in out
     assert "- tcp/8080  default {app=a} -> default {app=b}" in out and "isolated by default/b-in" in out
     code, out, _ = run(capsys, "diff", "--old", old_dir, "--new", old_dir, "--inventory", inventory, "--exit-code",
                        "--format", "json")  # fmt: skip
     assert (code, json.loads(out)) == (0, {"gained": [], "lost": []})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(old=programs, new=programs, inventory=inventories())
+def test_diff_is_the_evaluators_pairs_that_differ(old: Program, new: Program, inventory: Inventory) -> None:
+    """The class rectangles, expanded, are exactly the pod pairs and ports whose verdicts differ."""
+    pods = inventory.pods
+    models = [Model(p, inventory, pods, {}) for p in (old, new)]
+    found = changes(*models, QUERIES)
+    assert [c.sort_key for c in found] == sorted(c.sort_key for c in found)
+    got = {(c.gained, c.query, c.family, ref(s), ref(d)) for c in found for s, d in c.pairs(pods)}
+    assert sum(c.count() for c in found) == len(got)
+    evaluators = [Evaluator(p, inventory) for p in (old, new)]
+    dual = len({ip.version for pod in pods for ip in pod.ips}) > 1
+    want = set()
+    for query in QUERIES:
+        for src in pods:
+            for dst in pods:
+                for s_ip in src.ips if src is not dst else ():
+                    d_ip = next((ip for ip in dst.ips if ip.version == s_ip.version), None)
+                    port = query.port
+                    if isinstance(port, str):
+                        port = dst.named_ports().get((query.protocol, port), -1)
+                    if d_ip is None or port < 0:
+                        continue
+                    before, after = (e.allowed(s_ip, d_ip, query.protocol, port) for e in evaluators)  # type: ignore[arg-type]
+                    if before != after:
+                        want.add((after, query, s_ip.version if dual else None, ref(src), ref(dst)))
+    assert got == want
 
 
 # --- errors ---------------------------------------------------------------------------------------------

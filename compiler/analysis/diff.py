@@ -6,6 +6,7 @@ class pair is found by comparing two class matrices and only then expanded into 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,35 +21,59 @@ from .matrix import deciders
 from .ports import PortQuery
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Change:
-    """One class pair whose verdict changed on one port."""
+    """Class pairs whose verdict changed alike on one port: every source class of ``srcs`` with
+    every destination class of ``dsts`` (the destinations whose changed sources are the same)."""
 
     gained: bool
     query: PortQuery
     family: int | None
     classes: PodClasses
-    src: int
-    dst: int
+    srcs: tuple[int, ...]
+    dsts: tuple[int, ...]
 
     def pairs(self, pods: Sequence[Pod]) -> Iterator[tuple[Pod, Pod]]:
-        for s in self.classes.members[self.src]:
-            for d in self.classes.members[self.dst]:
-                if s != d:
-                    yield pods[s], pods[d]
+        members = self.classes.members
+        for src in self.srcs:
+            for s in members[src]:
+                for dst in self.dsts:
+                    for d in members[dst]:
+                        if s != d:
+                            yield pods[s], pods[d]
+
+    def count(self) -> int:
+        """``pairs``' length, from the classes' sizes."""
+        members = self.classes.members
+        sources, destinations = (sum(len(members[c]) for c in cs) for cs in (self.srcs, self.dsts))
+        return sources * destinations - sum(len(members[c]) for c in set(self.srcs) & set(self.dsts))
+
+    @property
+    def sort_key(self) -> tuple[object, ...]:
+        return (not self.gained, self.query.sort_key(), self.family or 0, self.srcs[0], self.dsts[0])
 
 
 def changes(old: Model, new: Model, queries: Sequence[PortQuery]) -> list[Change]:
+    """Per port, the changed class pairs as rectangles, in the order ``as_text`` prints them: one
+    per set of destination classes whose changed sources are the same. Pair by pair, removing one
+    namespace's policies at the independent L was 2.8 million changes and 1.6 GB of text."""
     found: list[Change] = []
     per_family = list(deciders([old.program, new.program], new.pods, new.namespaces, queries))
     dual = len(per_family) > 1
+    alone = {f: np.array([len(m) == 1 for m in classes.members], dtype=bool) for f, classes, _ in per_family}
     for query in queries:
         for family, classes, (before, after) in per_family:
             a, b = before.query(query), after.query(query)
+            diagonal = np.arange(len(classes))
             for gained, mask in ((True, b & ~a), (False, a & ~b)):
-                for s, d in zip(*np.nonzero(mask), strict=True):
-                    found.append(Change(gained, query, family if dual else None, classes, int(s), int(d)))
-    return found
+                mask[diagonal, diagonal] &= ~alone[family]  # a lone pod facing itself is no pair
+                by_sources: dict[bytes, list[int]] = {}
+                for d in np.flatnonzero(mask.any(axis=0)):
+                    by_sources.setdefault(mask[:, d].tobytes(), []).append(int(d))
+                for dsts in by_sources.values():
+                    srcs = tuple(int(s) for s in np.flatnonzero(mask[:, dsts[0]]))
+                    found.append(Change(gained, query, family if dual else None, classes, srcs, tuple(dsts)))
+    return sorted(found, key=lambda change: change.sort_key)
 
 
 def _entry(src: Pod, dst: Pod, change: Change) -> dict[str, Any]:
@@ -83,9 +108,10 @@ def as_json(changes: Sequence[Change], pods: Sequence[Pod]) -> dict[str, list[di
 
 
 def _reason(change: Change, explainer: Explainer) -> str:
-    """Who decides the pair now (the new version's allowing rules, or its isolating policies)."""
+    """Who decides the first class pair now (the new version's allowing rules, or its isolating
+    policies)."""
     classes = change.classes
-    src, dst = classes.reps[change.src], classes.reps[change.dst]
+    src, dst = classes.reps[change.srcs[0]], classes.reps[change.dsts[0]]
     port = change.query.port
     if isinstance(port, str):
         number = dst.named_ports().get((change.query.protocol, port))
@@ -109,25 +135,39 @@ def _reason(change: Change, explainer: Explainer) -> str:
     )
 
 
+SHOWN = 3  # classes and pod pairs named per line; the rest counted
+
+
+def _side(classes: PodClasses, found: tuple[int, ...]) -> str:
+    named = "; ".join(classes.label(c) for c in found[:SHOWN])
+    return (
+        named
+        if len(found) == 1
+        else f"{len(found):,} classes ({named}{'; ...' if len(found) > SHOWN else ''})"
+    )
+
+
 def as_text(changes: Sequence[Change], pods: Sequence[Pod], explainer: Explainer) -> Iterator[str]:
     if not changes:
         yield "no connection gained or lost\n"
         return
-    for change in sorted(
-        changes, key=lambda c: (not c.gained, c.query.sort_key(), c.family or 0, c.src, c.dst)
-    ):
-        classes = change.classes
-        count = sum(1 for _ in change.pairs(pods))
+    for change in changes:
+        count = change.count()
         if not count:
             continue
+        classes = change.classes
         family = f" IPv{change.family}" if change.family else ""
         sign = "+" if change.gained else "-"
-        names = ", ".join(
-            f"{s.namespace}/{s.name} -> {d.namespace}/{d.name}" for s, d in list(change.pairs(pods))[:3]
+        shown = list(itertools.islice(change.pairs(pods), SHOWN))
+        names = ", ".join(f"{s.namespace}/{s.name} -> {d.namespace}/{d.name}" for s, d in shown)
+        more = ", ..." if count > SHOWN else ""
+        example = (
+            ""
+            if len(change.srcs) == len(change.dsts) == 1
+            else f"{classes.label(change.srcs[0])} -> {classes.label(change.dsts[0])}: "
         )
-        more = ", ..." if count > 3 else ""
         yield (
-            f"{sign} {change.query.label}{family}  {classes.label(change.src)} -> {classes.label(change.dst)}"
-            f"  ({count} pair{'s' if count != 1 else ''}: {names}{more})\n"
-            f"    {_reason(change, explainer)}\n"
+            f"{sign} {change.query.label}{family}  {_side(classes, change.srcs)} -> {_side(classes, change.dsts)}"
+            f"  ({count:,} pair{'s' if count != 1 else ''}: {names}{more})\n"
+            f"    {example}{_reason(change, explainer)}\n"
         )
