@@ -405,6 +405,38 @@ def test_html_is_one_self_contained_page_naming_the_deciding_policies(
     assert "isolated by default/only-a" in out
 
 
+def test_html_past_its_budgets_names_groups_and_counts_pods(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A big cluster's page stays bounded: past the hover budget a cell names its groups only, and a
+    group's legend names some pods and counts the rest."""
+    import npc.analysis.render as render_module
+
+    folder, inventory = write_cluster(
+        tmp_path, CLUSTER, [_policy("only-a", {"podSelector": {"matchLabels": {"app": "a"}}})]
+    )
+    argv = [
+        "matrix",
+        folder,
+        "--inventory",
+        inventory,
+        "--port",
+        "tcp/80",
+        "--port",
+        "tcp/81",
+        "--format",
+        "html",
+    ]
+    with (
+        mock.patch.object(render_module, "_HOVER_BUDGET", 0),
+        mock.patch.object(render_module, "LISTED_PODS", 1),
+    ):
+        code, out, _ = run(capsys, *argv)
+    assert code == 0 and out.count("<h2>") == 2 and "</html>" in out
+    assert "isolated by" not in out and 'title="g0 -&gt; g1: ' in out
+    assert "3 pods: default/b, and 2 more" in out  # one group: b, c and d, alike on these ports
+
+
 # --- explain ------------------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import attrs
 import jinja2
@@ -153,12 +154,19 @@ def _hover(explainer: Explainer, matrix: Matrix, s: int, d: int) -> str:
 
 
 def as_html(pods: Sequence[Pod], matrices: Iterable[Matrix], explainer: Explainer) -> Iterator[str]:
+    """One page, streamed a matrix at a time (jinja's ``generate`` over a generator of views): the
+    independent L's 158 matrices, built whole before the page, took over 11 GiB."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("npc.analysis", "templates"),
         autoescape=True,
         keep_trailing_newline=True,
     )
-    views = []
+    yield from env.get_template("matrix.html.j2").generate(
+        views=_views(pods, matrices, explainer), pods=len(pods)
+    )
+
+
+def _views(pods: Sequence[Pod], matrices: Iterable[Matrix], explainer: Explainer) -> Iterator[dict[str, Any]]:
     budget = _HOVER_BUDGET
     for matrix in matrices:
         classes = matrix.classes
@@ -170,24 +178,26 @@ def as_html(pods: Sequence[Pod], matrices: Iterable[Matrix], explainer: Explaine
         for s, row in enumerate(view.cells):
             cells = []
             for d, cell in enumerate(row):
-                title = f"{names[s]} -> {names[d]}: {'denied' if cell == 'X' else 'allowed'}"
-                if detailed and cell != "-":
-                    title += "\n" + _hover(explainer, matrix, view.groups[s][0], view.groups[d][0])
+                verdict = "denied" if cell == "X" else "allowed"
+                if detailed:  # past the budget, the groups' names are the headers' and the legend's
+                    title = f"{names[s]} -> {names[d]}: {verdict}"
+                    if cell != "-":
+                        title += "\n" + _hover(explainer, matrix, view.groups[s][0], view.groups[d][0])
+                else:
+                    title = f"g{s} -> g{d}: {verdict}"
                 cells.append((cell, title))
             rows_.append(cells)
-        views.append(
-            {
-                "title": matrix.query.label + (f" {family_name(matrix.family)}" if matrix.family else ""),
-                "groups": [
-                    (
-                        f"g{i}",
-                        names[i],
-                        [classes.label(c) for c in group],
-                        [ref(pods[m]) for c in group for m in classes.members[c]],
-                    )
-                    for i, group in enumerate(view.groups)
-                ],
-                "grid": rows_,
-            }
-        )
-    yield env.get_template("matrix.html.j2").render(views=views, pods=len(pods))
+        groups = []
+        for i, group in enumerate(view.groups):
+            members = [m for c in group for m in classes.members[c]]
+            listed = ", ".join(ref(pods[m]) for m in members[:LISTED_PODS])
+            more = f", and {len(members) - LISTED_PODS} more" if len(members) > LISTED_PODS else ""
+            groups.append((f"g{i}", names[i], [classes.label(c) for c in group], len(members), listed + more))
+        yield {
+            "title": matrix.query.label + (f" {family_name(matrix.family)}" if matrix.family else ""),
+            "groups": groups,
+            "grid": rows_,
+        }
+
+
+LISTED_PODS = 50  # pods named per group in the page's legend
