@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 from ..ir import IPBlock, Network, Peer, PodPeer, PortSpec, Requirement, Rule, Selector, port_spans, subnet_of
 
@@ -102,22 +102,18 @@ def peer_covers(big: Peer, small: Peer) -> bool:
 # A key scheme for long peer lists (10k ipBlocks in one rule): whenever ``peer_covers(big, small)``,
 # some key of ``peer_probes(small)`` is among ``peer_anchors(big)``, so only peers sharing a key
 # need comparing. A block is covered only by blocks whose CIDR holds it (at most 129 supernets);
-# a pod peer only by peers whose first ``In`` requirement (or, lacking one, first key) it
-# implies; a dead peer by anything.
+# a pod peer only by peers one of whose requirements (the one ``peer_anchors`` chose: any will
+# do, as a covered peer implies them all) it implies; a dead peer by anything.
 
 Key = Hashable
 ANY_KEY = ("any",)  # among every peer's anchors: what a dead peer probes
 
 
-def _chosen(peer: PodPeer) -> tuple[str, Requirement] | None:
-    for side, selector in (("pods", peer.pods), ("namespaces", peer.namespaces)):
-        for req in selector.requirements:
-            if req.op == "In":
-                return side, req
-    for side, selector in (("pods", peer.pods), ("namespaces", peer.namespaces)):
-        if selector.requirements:
-            return side, selector.requirements[0]
-    return None
+def _anchor_keys(side: str, req: Requirement) -> list[Key]:
+    """Where a peer anchored by ``req`` is found: any of an ``In``'s values, else the key."""
+    if req.op == "In":
+        return [(side, req.key, "=", value) for value in req.values]
+    return [(side, req.key)]
 
 
 def _block_key(cidr: Network, bits: int) -> Key:
@@ -125,17 +121,24 @@ def _block_key(cidr: Network, bits: int) -> Key:
     return ("block", cidr.version, bits, int(cidr.network_address) >> (cidr.max_prefixlen - bits))
 
 
-def peer_anchors(peer: Peer) -> list[Key]:
-    """Keys under which ``peer`` is found as a possible cover of others."""
+def peer_anchors(peer: Peer, probed: Callable[[Key], int] = lambda _: 0) -> list[Key]:
+    """Keys under which ``peer`` is found as a possible cover of others: those of one of its
+    requirements (each peer it covers implies every one of them), the one whose keys the fewest
+    probes look up (``probed``; on a tie the first, pods before namespaces, ``In`` first). By the
+    pod side alone, 8,000 policies for one database, each from `app=c<i % 7>` pods of its own
+    namespace, compared each rule with a seventh of the others."""
     if isinstance(peer, IPBlock):
         return [ANY_KEY, _block_key(peer.cidr, peer.cidr.prefixlen)]
-    chosen = _chosen(peer)
-    if chosen is None:
+    every = [
+        (side, req)
+        for side, sel in (("pods", peer.pods), ("namespaces", peer.namespaces))
+        for req in sel.requirements
+    ]
+    found = sorted(every, key=lambda chosen: chosen[1].op != "In")
+    if not found:
         return [ANY_KEY, ("pods-all",)]
-    side, req = chosen
-    if req.op == "In":
-        return [ANY_KEY, *((side, req.key, "=", value) for value in req.values)]
-    return [ANY_KEY, (side, req.key)]
+    side, req = min(found, key=lambda chosen: sum(map(probed, _anchor_keys(*chosen))))
+    return [ANY_KEY, *_anchor_keys(side, req)]
 
 
 def peer_probes(peer: Peer) -> list[Key]:

@@ -14,7 +14,8 @@ Rule lists only shrink; whether a policy isolates a direction never changes here
 
 from __future__ import annotations
 
-from collections import defaultdict
+import functools
+from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
@@ -66,14 +67,14 @@ def _without_shadowed_peers(rule: Rule) -> Rule:
 _EVERY_PEER = ("rule: every peer",)
 
 
-def _rule_anchors(item: tuple[int, Rule]) -> list[Hashable]:
+def _rule_anchors(item: tuple[int, Rule], probed: Callable[[Hashable], int]) -> list[Hashable]:
     """A rule covers another only if its peers cover the other's first peer (or it has no peer
     list): keyed by its peers' anchors, a namespace of a thousand rules compares far fewer than
     every pair (``keep_maximal``)."""
     peers = item[1].peers
     if peers is None:
         return [ANY_KEY, _EVERY_PEER]
-    return list(dict.fromkeys((ANY_KEY, *(key for peer in peers for key in peer_anchors(peer)))))
+    return list(dict.fromkeys((ANY_KEY, *(key for peer in peers for key in peer_anchors(peer, probed)))))
 
 
 def _rule_probes(item: tuple[int, Rule]) -> list[Hashable]:
@@ -87,17 +88,19 @@ def _rule_probes(item: tuple[int, Rule]) -> list[Hashable]:
 
 def _group(policies: list[tuple[int, Policy]], direction: Direction) -> dict[int, tuple[Rule, ...]]:
     """The surviving rules of each policy of one namespace/networks group, for one direction."""
-    # wider[i]: policies whose selector matches every pod policy i's selector matches
-    wider = {
-        i: {j for j, q in policies if selector_implies(p.pod_selector, q.pod_selector)} for i, p in policies
-    }
+    selectors = dict(policies)
     items = [(i, _without_shadowed_peers(r)) for i, p in policies for r in p.rules(direction) or ()]
+    probes = Counter(key for item in items for key in _rule_probes(item))
 
     def covers(big: tuple[int, Rule], small: tuple[int, Rule]) -> bool:
-        return big[0] in wider[small[0]] and rule_covers(big[1], small[1])
+        """``big``'s policy selects every pod ``small``'s does (asked of the pairs compared only:
+        every pair of 8,000 policies was 64 million answers held at once), and its rule covers."""
+        wider = selector_implies(selectors[small[0]].pod_selector, selectors[big[0]].pod_selector)
+        return wider and rule_covers(big[1], small[1])
 
     out: dict[int, list[Rule]] = {i: [] for i, _ in policies}
-    for i, rule in keep_maximal(items, covers, _rule_anchors, _rule_probes):
+    anchors = functools.partial(_rule_anchors, probed=probes.__getitem__)
+    for i, rule in keep_maximal(items, covers, anchors, _rule_probes):
         out[i].append(rule)
     return {i: tuple(rules) for i, rules in out.items()}
 
