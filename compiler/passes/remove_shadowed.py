@@ -14,16 +14,16 @@ Rule lists only shrink; whether a policy isolates a direction never changes here
 
 from __future__ import annotations
 
-import functools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
-from ..ir import DIRECTIONS, Direction, Peer, Policy, Program, Rule
-from .cover import ANY_KEY, peer_anchors, peer_covers, peer_probes, rule_covers, selector_implies
+from ..ir import DIRECTIONS, Direction, Peer, PodPeer, Policy, Program, Rule, Selector
+from .cover import ANY_KEY, peer_anchors, peer_covers, peer_probes, rule_covers
 from .rewrite import with_rules
 
 T = TypeVar("T")
+EVERYWHERE = Selector()
 
 
 def keep_maximal(
@@ -87,20 +87,33 @@ def _rule_probes(item: tuple[int, Rule]) -> list[Hashable]:
 
 
 def _group(policies: list[tuple[int, Policy]], direction: Direction) -> dict[int, tuple[Rule, ...]]:
-    """The surviving rules of each policy of one namespace/networks group, for one direction."""
-    selectors = dict(policies)
+    """The surviving rules of each policy of one namespace/networks group, for one direction.
+
+    Rules are keyed by their peers and by their policy's selector together (a pair of keys, one
+    of each, ``keep_maximal``): a rule is compared only with rules that may cover it *and* whose
+    policy may select every pod its own does. By peers alone, 8,000 policies each selecting its
+    own `app` and allowing the same peer compared every pair (136 s)."""
+    selectors = {i: PodPeer(EVERYWHERE, p.pod_selector) for i, p in policies}  # a selector as a peer
     items = [(i, _without_shadowed_peers(r)) for i, p in policies for r in p.rules(direction) or ()]
-    probes = Counter(key for item in items for key in _rule_probes(item))
+    rule_probes = {id(item): _rule_probes(item) for item in items}
+    selector_probes = {i: peer_probes(peer) for i, peer in selectors.items()}
+    probed = Counter(key for item in items for key in rule_probes[id(item)])
+    selector_probed = Counter(key for i, _ in items for key in selector_probes[i])
+    selector_anchors = {i: peer_anchors(peer, selector_probed.__getitem__) for i, peer in selectors.items()}
+
+    def anchors(item: tuple[int, Rule]) -> list[Hashable]:
+        return [(r, s) for r in _rule_anchors(item, probed.__getitem__) for s in selector_anchors[item[0]]]
+
+    def probes(item: tuple[int, Rule]) -> list[Hashable]:
+        return [(r, s) for r in rule_probes[id(item)] for s in selector_probes[item[0]]]
 
     def covers(big: tuple[int, Rule], small: tuple[int, Rule]) -> bool:
         """``big``'s policy selects every pod ``small``'s does (asked of the pairs compared only:
         every pair of 8,000 policies was 64 million answers held at once), and its rule covers."""
-        wider = selector_implies(selectors[small[0]].pod_selector, selectors[big[0]].pod_selector)
-        return wider and rule_covers(big[1], small[1])
+        return peer_covers(selectors[big[0]], selectors[small[0]]) and rule_covers(big[1], small[1])
 
     out: dict[int, list[Rule]] = {i: [] for i, _ in policies}
-    anchors = functools.partial(_rule_anchors, probed=probes.__getitem__)
-    for i, rule in keep_maximal(items, covers, anchors, _rule_probes):
+    for i, rule in keep_maximal(items, covers, anchors, probes):
         out[i].append(rule)
     return {i: tuple(rules) for i, rules in out.items()}
 
