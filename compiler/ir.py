@@ -231,7 +231,7 @@ def _rules(values: Iterable[Rule] | None) -> tuple[Rule, ...] | None:
 
 
 # the most (peer, port) pairs one policy's rules may list: lowering makes a match of each pair
-# (one rule of 2,000 peers and 200 named ports took 1.4 GiB and 14 s), and one object must not
+# (2,000 peers and 200 named ports each way took 1.4 GiB and 14 s), and one object must not
 # take a node's memory
 MAX_PAIRS = 100_000
 
