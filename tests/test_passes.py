@@ -565,3 +565,31 @@ def test_remove_shadowed_compares_few_rules_of_many_policies_allowing_one_peer()
     compared, out = _compared(Program([*apps, _one_rule("every", Selector(), fe, "fe")]))
     assert compared < 4 * len(apps), compared
     assert {p.name for p in out.policies if p.ingress} == {"every"}
+
+
+def test_remove_shadowed_looks_up_pairs_of_keys_only_where_they_are_few() -> None:
+    """A selector and a peer of 1,000 requirements each would look up every pair of their keys
+    (3,000 each: 28 million keys and 6 GiB); past ``PAIRED`` pairs a rule looks up its peers' keys
+    alone, and the result is what comparing every pair keeps."""
+    from npc.passes import remove_shadowed as module
+
+    many = Selector(Requirement(f"k{i}", "Exists") for i in range(1000))
+    x = Requirement("x", "In", ("y",))
+    policies = [
+        Policy("a", "wide", many, ingress=(Rule((PodPeer(many, many),)),)),
+        Policy("a", "narrow", many, ingress=(Rule((PodPeer(many, Selector((*many.requirements, x))),)),)),
+    ]
+    looked_up: list[int] = []
+    keep_maximal = module.keep_maximal
+
+    def measuring(items: Any, covers: Any, anchors: Any, probes: Any) -> Any:
+        looked_up.extend(len(probes(item)) for item in items)
+        return keep_maximal(items, covers, anchors, probes)
+
+    try:
+        module.keep_maximal = measuring
+        out = remove_shadowed(Program(policies))
+    finally:
+        module.keep_maximal = keep_maximal
+    assert max(looked_up) < 5000, max(looked_up)
+    assert [p.name for p in out.policies if p.ingress] == ["wide"]

@@ -24,6 +24,7 @@ from .rewrite import with_rules
 
 T = TypeVar("T")
 EVERYWHERE = Selector()
+PAIRED = 256  # the most pairs of keys one rule looks up (``_group``)
 
 
 def keep_maximal(
@@ -91,7 +92,7 @@ def _group(policies: list[tuple[int, Policy]], direction: Direction) -> dict[int
 
     Rules are keyed by their peers and by their policy's selector together (a pair of keys, one
     of each, ``keep_maximal``): a rule is compared only with rules that may cover it *and* whose
-    policy may select every pod its own does. By peers alone, 8,000 policies each selecting its
+    policy may select every pod its own does (by its peers alone where the pairs would be many). By peers alone, 8,000 policies each selecting its
     own `app` and allowing the same peer compared every pair (136 s)."""
     selectors = {i: PodPeer(EVERYWHERE, p.pod_selector) for i, p in policies}  # a selector as a peer
     items = [(i, _without_shadowed_peers(r)) for i, p in policies for r in p.rules(direction) or ()]
@@ -102,10 +103,17 @@ def _group(policies: list[tuple[int, Policy]], direction: Direction) -> dict[int
     selector_anchors = {i: peer_anchors(peer, selector_probed.__getitem__) for i, peer in selectors.items()}
 
     def anchors(item: tuple[int, Rule]) -> list[Hashable]:
-        return [(r, s) for r in _rule_anchors(item, probed.__getitem__) for s in selector_anchors[item[0]]]
+        found = _rule_anchors(item, probed.__getitem__)
+        return [*found, *(("both", r, s) for r in found for s in selector_anchors[item[0]])]
 
     def probes(item: tuple[int, Rule]) -> list[Hashable]:
-        return [(r, s) for r in rule_probes[id(item)] for s in selector_probes[item[0]]]
+        """Pairs of keys, or where there would be more than ``PAIRED`` (selectors and peers of
+        thousands of requirements: their product was 28 million keys, 6 GiB) the peers' alone,
+        which every rule is anchored by too."""
+        found, wider = rule_probes[id(item)], selector_probes[item[0]]
+        if len(found) * len(wider) > PAIRED:
+            return found
+        return [("both", r, s) for r in found for s in wider]
 
     def covers(big: tuple[int, Rule], small: tuple[int, Rule]) -> bool:
         """``big``'s policy selects every pod ``small``'s does (asked of the pairs compared only:
