@@ -92,8 +92,9 @@ def _group(policies: list[tuple[int, Policy]], direction: Direction) -> dict[int
 
     Rules are keyed by their peers and by their policy's selector together (a pair of keys, one
     of each, ``keep_maximal``): a rule is compared only with rules that may cover it *and* whose
-    policy may select every pod its own does (by its peers alone where the pairs would be many). By peers alone, 8,000 policies each selecting its
-    own `app` and allowing the same peer compared every pair (136 s)."""
+    policy may select every pod its own does (by its peers alone where the pairs would be many).
+    By peers alone, 8,000 policies each selecting its own `app` and allowing the same peer
+    compared every pair (136 s)."""
     selectors = {i: PodPeer(EVERYWHERE, p.pod_selector) for i, p in policies}  # a selector as a peer
     items = [(i, _without_shadowed_peers(r)) for i, p in policies for r in p.rules(direction) or ()]
     rule_probes = {id(item): _rule_probes(item) for item in items}
