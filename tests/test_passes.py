@@ -31,10 +31,11 @@ from npc.ir import (
     Rule,
     Selector,
     namespace_selector,
+    subnet_of,
 )
 from npc.lower import lower
 from npc.memo import Memo
-from npc.passes.cover import peer_covers, ports_cover, rule_covers, selector_implies, unsatisfiable
+from npc.passes.cover import peer_covers, peer_dead, ports_cover, rule_covers, selector_implies, unsatisfiable
 from npc.passes.drop_dead_rules import drop_dead_rules
 from npc.passes.drop_implied_requirements import drop_implied_requirements
 from npc.passes.drop_inert_policies import drop_inert_policies
@@ -268,6 +269,21 @@ def test_ip_block_coverage() -> None:
     assert not peer_covers(wide, IPBlock("10.1.0.0/15"))
     assert not peer_covers(IPBlock("10.0.0.0/8"), IPBlock("fd00::/8"))
     assert peer_covers(IPBlock("10.0.0.0/8"), IPBlock("10.0.0.0/24", ("10.0.0.0/16",)))  # dead
+
+
+@settings(max_examples=1000, deadline=None)
+@given(big=peers, small=peers)
+def test_block_coverage_is_every_hole_inside_an_except(big: Peer, small: Peer) -> None:
+    """Holes are found among the excepts by key (``_except_keys``); the same answer as comparing
+    each hole with each except."""
+    if not (isinstance(big, IPBlock) and isinstance(small, IPBlock)) or peer_dead(small):
+        return
+    holes = [h for h in big.excepts if h.version == small.version and h.overlaps(small.cidr)]
+    want = subnet_of(small.cidr, big.cidr) and all(any(subnet_of(h, e) for e in small.excepts) for h in holes)
+    assert peer_covers(big, small) == want
+    inner = IPBlock("10.0.0.0/8", ("10.1.0.0/16", "10.2.3.0/24"))
+    assert peer_covers(IPBlock("10.0.0.0/8", ("10.1.2.0/24", "10.2.3.128/25")), inner)
+    assert not peer_covers(IPBlock("10.0.0.0/8", ("10.3.0.0/24",)), inner)
 
 
 def test_port_coverage_and_canonical_form() -> None:

@@ -78,12 +78,22 @@ def peer_dead(peer: Peer) -> bool:
 def _block_covers(big: IPBlock, small: IPBlock) -> bool:
     if not subnet_of(small.cidr, big.cidr):
         return False
+    keys, lengths = _except_keys(small) if big.excepts else (frozenset(), ())
     for hole in big.excepts:
         if hole.version != small.version or not hole.overlaps(small.cidr):
             continue
-        if not any(subnet_of(hole, e) for e in small.excepts):
-            return False  # part of ``small`` may fall into ``big``'s hole
+        if not any(_block_key(hole, bits) in keys for bits in lengths if bits <= hole.prefixlen):
+            return False  # part of ``small`` may fall into ``big``'s hole: no except of it holds this one
     return True
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _except_keys(block: IPBlock) -> tuple[frozenset[Key], tuple[int, ...]]:
+    """``block``'s excepts as keys (``_block_key``) and their prefix lengths: a hole lies in one
+    of them when its supernet of one of those lengths is among them. Comparing every hole with
+    every except, 200 blocks of 86 excepts each in 50 equal policies took 100 s."""
+    keys = frozenset(_block_key(e, e.prefixlen) for e in block.excepts)
+    return keys, tuple(sorted({e.prefixlen for e in block.excepts}))
 
 
 def peer_covers(big: Peer, small: Peer) -> bool:
