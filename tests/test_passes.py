@@ -609,3 +609,28 @@ def test_remove_shadowed_looks_up_pairs_of_keys_only_where_they_are_few() -> Non
         module.keep_maximal = keep_maximal
     assert max(looked_up) < 5000, max(looked_up)
     assert [p.name for p in out.policies if p.ingress] == ["wide"]
+
+
+def test_remove_shadowed_anchors_a_selector_of_long_value_lists_by_its_key() -> None:
+    """A selector `In` 50 values paired with a rule of 5 peers `In` 50 values each: anchored value by
+    value, 12,750 pairs of keys per rule; past ``FINE`` values a selector is anchored by its key."""
+    from npc.passes import remove_shadowed as module
+
+    values = tuple(f"v{i}" for i in range(50))
+    wide = Selector((Requirement("app", "In", values),))
+    peers = tuple(PodPeer(Selector((Requirement(f"k{i}", "In", values),)), Selector()) for i in range(5))
+    policies = [Policy("a", f"p{i}", wide, ingress=(Rule(peers[i:]),)) for i in range(3)]
+    anchored: list[int] = []
+    keep_maximal = module.keep_maximal
+
+    def measuring(items: Any, covers: Any, anchors: Any, probes: Any) -> Any:
+        anchored.extend(len(anchors(item)) for item in items)
+        return keep_maximal(items, covers, anchors, probes)
+
+    try:
+        module.keep_maximal = measuring
+        out = remove_shadowed(Program(policies))
+    finally:
+        module.keep_maximal = keep_maximal
+    assert max(anchored) < 1000, max(anchored)
+    assert [p.name for p in out.policies if p.ingress] == ["p0"]  # its peers hold the others'
