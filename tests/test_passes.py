@@ -11,6 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from npc.backends import get as get_backend
@@ -526,27 +527,41 @@ def test_remove_shadowed_keys_skip_no_covering_pair(program: Program) -> None:
         module.keep_maximal = every_pair
 
 
-def _compared(program: Program) -> tuple[int, Program]:
-    """``remove_shadowed``'s result and how many rule pairs it compared."""
+@attrs.frozen
+class _Keyed:
+    """What ``remove_shadowed`` did: its result, the rule pairs it compared, and the keys of each
+    item it keyed (rules, and the peers of rules listing several)."""
+
+    out: Program
+    compared: int
+    anchors: list[int]
+    probes: list[int]
+
+
+def _keyed(program: Program) -> _Keyed:
     from npc.passes import remove_shadowed as module
 
     compared = 0
+    anchored: list[int] = []
+    probed: list[int] = []
     keep_maximal = module.keep_maximal
 
-    def counting(items: Any, covers: Any, *keys: Any) -> Any:
+    def measuring(items: Any, covers: Any, anchors: Any, probes: Any) -> Any:
         def counted(big: Any, small: Any) -> bool:
             nonlocal compared
             compared += 1
             return bool(covers(big, small))
 
-        return keep_maximal(items, counted, *keys)
+        anchored.extend(len(anchors(item)) for item in items)
+        probed.extend(len(probes(item)) for item in items)
+        return keep_maximal(items, counted, anchors, probes)
 
     try:
-        module.keep_maximal = counting
+        module.keep_maximal = measuring
         out = remove_shadowed(program)
     finally:
         module.keep_maximal = keep_maximal
-    return compared, out
+    return _Keyed(out, compared, anchored, probed)
 
 
 def _one_rule(name: str, target: Selector, namespaces: Selector, app: str) -> Policy:
@@ -563,9 +578,9 @@ def test_remove_shadowed_compares_few_rules_of_many_policies_for_one_database() 
     4.2 GiB, with every pair's selector answer held); keyed by the rarer namespace, with none but
     itself. One policy from every namespace's `app=c0` still shadows the rules it covers."""
     clients = [_one_rule(f"p{i}", DB, namespace_selector(f"n{i}"), f"c{i % 7}") for i in range(3000)]
-    compared, out = _compared(Program([_one_rule("every-c0", DB, Selector(), "c0"), *clients]))
-    assert compared < 2 * len(clients), compared
-    left = {p.name for p in out.policies if p.ingress}
+    keyed = _keyed(Program([_one_rule("every-c0", DB, Selector(), "c0"), *clients]))
+    assert keyed.compared < 2 * len(clients), keyed.compared
+    left = {p.name for p in keyed.out.policies if p.ingress}
     assert left == {"every-c0"} | {f"p{i}" for i in range(3000) if i % 7}
 
 
@@ -575,62 +590,36 @@ def test_remove_shadowed_compares_few_rules_of_many_policies_allowing_one_peer()
     compared (8,000 policies: 136 s). A policy selecting every pod still shadows them all."""
     fe = namespace_selector("db")
     apps = [_one_rule(f"p{i}", Selector.from_labels({"app": f"a{i}"}), fe, "fe") for i in range(3000)]
-    compared, out = _compared(Program(apps))
-    assert compared < 2 * len(apps), compared
-    assert out == Program(apps)
-    compared, out = _compared(Program([*apps, _one_rule("every", Selector(), fe, "fe")]))
-    assert compared < 4 * len(apps), compared
-    assert {p.name for p in out.policies if p.ingress} == {"every"}
+    keyed = _keyed(Program(apps))
+    assert keyed.compared < 2 * len(apps), keyed.compared
+    assert keyed.out == Program(apps)
+    keyed = _keyed(Program([*apps, _one_rule("every", Selector(), fe, "fe")]))
+    assert keyed.compared < 4 * len(apps), keyed.compared
+    assert {p.name for p in keyed.out.policies if p.ingress} == {"every"}
 
 
 def test_remove_shadowed_looks_up_pairs_of_keys_only_where_they_are_few() -> None:
     """A selector and a peer of 1,000 requirements each would look up every pair of their keys
     (3,000 each: 28 million keys and 6 GiB); past ``PAIRED`` pairs a rule looks up its peers' keys
     alone, and the result is what comparing every pair keeps."""
-    from npc.passes import remove_shadowed as module
-
     many = Selector(Requirement(f"k{i}", "Exists") for i in range(1000))
     x = Requirement("x", "In", ("y",))
     policies = [
         Policy("a", "wide", many, ingress=(Rule((PodPeer(many, many),)),)),
         Policy("a", "narrow", many, ingress=(Rule((PodPeer(many, Selector((*many.requirements, x))),)),)),
     ]
-    looked_up: list[int] = []
-    keep_maximal = module.keep_maximal
-
-    def measuring(items: Any, covers: Any, anchors: Any, probes: Any) -> Any:
-        looked_up.extend(len(probes(item)) for item in items)
-        return keep_maximal(items, covers, anchors, probes)
-
-    try:
-        module.keep_maximal = measuring
-        out = remove_shadowed(Program(policies))
-    finally:
-        module.keep_maximal = keep_maximal
-    assert max(looked_up) < 5000, max(looked_up)
-    assert [p.name for p in out.policies if p.ingress] == ["wide"]
+    keyed = _keyed(Program(policies))
+    assert max(keyed.probes) < 5000, max(keyed.probes)
+    assert [p.name for p in keyed.out.policies if p.ingress] == ["wide"]
 
 
 def test_remove_shadowed_anchors_a_selector_of_long_value_lists_by_its_key() -> None:
     """A selector `In` 50 values paired with a rule of 5 peers `In` 50 values each: anchored value by
     value, 12,750 pairs of keys per rule; past ``FINE`` values a selector is anchored by its key."""
-    from npc.passes import remove_shadowed as module
-
     values = tuple(f"v{i}" for i in range(50))
     wide = Selector((Requirement("app", "In", values),))
     peers = tuple(PodPeer(Selector((Requirement(f"k{i}", "In", values),)), Selector()) for i in range(5))
     policies = [Policy("a", f"p{i}", wide, ingress=(Rule(peers[i:]),)) for i in range(3)]
-    anchored: list[int] = []
-    keep_maximal = module.keep_maximal
-
-    def measuring(items: Any, covers: Any, anchors: Any, probes: Any) -> Any:
-        anchored.extend(len(anchors(item)) for item in items)
-        return keep_maximal(items, covers, anchors, probes)
-
-    try:
-        module.keep_maximal = measuring
-        out = remove_shadowed(Program(policies))
-    finally:
-        module.keep_maximal = keep_maximal
-    assert max(anchored) < 1000, max(anchored)
-    assert [p.name for p in out.policies if p.ingress] == ["p0"]  # its peers hold the others'
+    keyed = _keyed(Program(policies))
+    assert max(keyed.anchors) < 1000, max(keyed.anchors)
+    assert [p.name for p in keyed.out.policies if p.ingress] == ["p0"]  # its peers hold the others'
