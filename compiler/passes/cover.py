@@ -119,9 +119,10 @@ Key = Hashable
 ANY_KEY = ("any",)  # among every peer's anchors: what a dead peer probes
 
 
-def _anchor_keys(side: str, req: Requirement) -> list[Key]:
-    """Where a peer anchored by ``req`` is found: any of an ``In``'s values, else the key."""
-    if req.op == "In":
+def _anchor_keys(side: str, req: Requirement, fine: int | None = None) -> list[Key]:
+    """Where a peer anchored by ``req`` is found: any of an ``In``'s values (at most ``fine`` of
+    them), else the key, which ``peer_probes`` holds for every requirement too."""
+    if req.op == "In" and (fine is None or len(req.values) <= fine):
         return [(side, req.key, "=", value) for value in req.values]
     return [(side, req.key)]
 
@@ -131,12 +132,14 @@ def _block_key(cidr: Network, bits: int) -> Key:
     return ("block", cidr.version, bits, int(cidr.network_address) >> (cidr.max_prefixlen - bits))
 
 
-def peer_anchors(peer: Peer, probed: Callable[[Key], int] = lambda _: 0) -> list[Key]:
+def peer_anchors(
+    peer: Peer, probed: Callable[[Key], int] = lambda _: 0, fine: int | None = None
+) -> list[Key]:
     """Keys under which ``peer`` is found as a possible cover of others: those of one of its
     requirements (each peer it covers implies every one of them), the one whose keys the fewest
     probes look up (``probed``; on a tie the first, pods before namespaces, ``In`` first). By the
     pod side alone, 8,000 policies for one database, each from `app=c<i % 7>` pods of its own
-    namespace, compared each rule with a seventh of the others."""
+    namespace, compared each rule with a seventh of the others. ``fine``: see ``_anchor_keys``."""
     if isinstance(peer, IPBlock):
         return [ANY_KEY, _block_key(peer.cidr, peer.cidr.prefixlen)]
     every = [
@@ -147,8 +150,8 @@ def peer_anchors(peer: Peer, probed: Callable[[Key], int] = lambda _: 0) -> list
     found = sorted(every, key=lambda chosen: chosen[1].op != "In")
     if not found:
         return [ANY_KEY, ("pods-all",)]
-    side, req = min(found, key=lambda chosen: sum(map(probed, _anchor_keys(*chosen))))
-    return [ANY_KEY, *_anchor_keys(side, req)]
+    side, req = min(found, key=lambda chosen: sum(map(probed, _anchor_keys(chosen[0], chosen[1], fine))))
+    return [ANY_KEY, *_anchor_keys(side, req, fine)]
 
 
 def peer_probes(peer: Peer) -> list[Key]:

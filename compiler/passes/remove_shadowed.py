@@ -87,21 +87,9 @@ def _rule_probes(item: tuple[int, Rule]) -> list[Hashable]:
     return [_EVERY_PEER, *peer_probes(peers[0])]
 
 
-def _selector_anchors(selector: PodPeer, probed: Callable[[Hashable], int]) -> list[Hashable]:
-    """Where a policy's selector (as a peer) is found: under the keys of one of its requirements,
-    the least probed; an `In` of more than ``FINE`` values under its label key alone, which
-    ``peer_probes`` holds for every requirement too. Paired with a rule's anchors, each of an
-    `In`'s 50 values made a rule of 250 anchors 12,750 pairs."""
-    found: list[list[Hashable]] = [
-        [("pods", r.key, "=", v) for v in r.values]
-        if r.op == "In" and len(r.values) <= FINE
-        else [("pods", r.key)]
-        for r in selector.pods.requirements
-    ]
-    return [ANY_KEY, *min(found, key=lambda keys: sum(map(probed, keys)), default=[("pods-all",)])]
-
-
-FINE = 4  # the most values of an `In` a selector is anchored by one by one
+# the most values of an `In` a policy's selector is anchored by one by one, else by its key: paired
+# with a rule's anchors, each of an `In`'s 50 values made a rule of 250 anchors 12,750 pairs
+FINE = 4
 
 
 def _group(policies: list[tuple[int, Policy]], direction: Direction) -> dict[int, tuple[Rule, ...]]:
@@ -119,7 +107,7 @@ def _group(policies: list[tuple[int, Policy]], direction: Direction) -> dict[int
     probed = Counter(key for item in items for key in rule_probes[id(item)])
     selector_probed = Counter(key for i, _ in items for key in selector_probes[i])
     selector_anchors = {
-        i: _selector_anchors(peer, selector_probed.__getitem__) for i, peer in selectors.items()
+        i: peer_anchors(peer, selector_probed.__getitem__, FINE) for i, peer in selectors.items()
     }
 
     def anchors(item: tuple[int, Rule]) -> list[Hashable]:
