@@ -218,15 +218,18 @@ class Decider:
         return out
 
 
-def expand(
-    classes: PodClasses, allowed: Mask, start: int = 0, stop: int | None = None
-) -> npt.NDArray[np.uint8]:
-    """The pod matrix (``.``, ``X``, ``-`` as bytes) from the class matrix, the rows of source
-    pods ``start`` to ``stop``; no address: ``X``."""
+def _lookup(classes: PodClasses, allowed: Mask) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """The class matrix as cells with a row and column for "no address" (``X``), and each pod's
+    row in it."""
     size = len(classes)
     padded = np.full((size + 1, size + 1), DENIED, dtype=np.uint8)
     padded[:size, :size][allowed] = ALLOWED
-    index = np.where(classes.of_pod < 0, size, classes.of_pod)
+    return padded, np.where(classes.of_pod < 0, size, classes.of_pod)
+
+
+def _rows(
+    padded: npt.NDArray[np.uint8], index: npt.NDArray[np.int64], start: int, stop: int | None
+) -> npt.NDArray[np.uint8]:
     sources = index[start:stop]
     cells = padded.take(sources, axis=0).take(index, axis=1)
     cells[np.arange(len(sources)), np.arange(start, start + len(sources))] = SELF
@@ -263,15 +266,16 @@ class Matrix:
         return self.query.protocol
 
     def cells(self) -> npt.NDArray[np.uint8]:
-        return expand(self.classes, self.allowed)
+        """The pod matrix (``.``, ``X``, ``-`` as bytes) from the class matrix; no address: ``X``."""
+        return _rows(*_lookup(self.classes, self.allowed), 0, None)
 
     def blocks(self) -> Iterator[npt.NDArray[np.uint8]]:
         """The pod matrix a block of rows at a time, each about ``BLOCK_CELLS``: whole, the
         50,000 pods of a large cluster were 2.5 GB per port, twice over."""
-        count = len(self.classes.of_pod)
-        step = max(1, BLOCK_CELLS // max(count, 1))
-        for start in range(0, count, step):
-            yield expand(self.classes, self.allowed, start, start + step)
+        padded, index = _lookup(self.classes, self.allowed)  # once: a block of rows is a slice
+        step = max(1, BLOCK_CELLS // max(len(index), 1))
+        for start in range(0, len(index), step):
+            yield _rows(padded, index, start, start + step)
 
 
 def families(pods: Sequence[Pod]) -> list[int]:
