@@ -9,6 +9,7 @@ import hypothesis.strategies as st
 from hypothesis import given, settings
 from npc.backends.iptables import render
 from npc.lower import Match, SetSpec
+from npc.lower import tests as peer_tests
 
 PEERS = tuple(SetSpec("pods", 4, (f"peer{i}",), f"s4-peer{i}") for i in range(3))  # type: ignore[arg-type]
 NAMED = tuple(SetSpec("port", 4, ("TCP", f"name{i}"), f"p4-name{i}") for i in range(3))
@@ -81,3 +82,75 @@ def test_one_peers_ports_are_one_rule_and_each_port_one_entry() -> None:
     assert rules[0].ports.named == (named,)
     every_port = (Match(peer, "TCP", ((80, 80),)), Match(peer, "TCP"), Match(peer, "TCP", (), named))
     assert all(r.ports is None for r in render.folded(every_port))
+
+
+NS = tuple(SetSpec("pods", 4, (f"ns{i}",), f"s4-ns{i}") for i in range(3))  # type: ignore[arg-type]
+APPS = tuple(SetSpec("pods", 4, (f"app{i}",), f"s4-app{i}") for i in range(3))  # type: ignore[arg-type]
+OUT = SetSpec("pods", 4, ("out",), "s4-out")  # type: ignore[arg-type]
+ADDRESSES = [
+    frozenset(s.name for k, s in enumerate((*NS, *APPS, OUT)) if bits >> k & 1) for bits in range(1 << 7)
+]
+
+
+def _peer(ns: int, app: int, out: bool) -> SetSpec:
+    """A peer of one namespace by a pod label, as ``lower`` splits it: the namespace's part and
+    the label's part, maybe less the pods of a label it must not have."""
+    key = (f"peer-{ns}-{app}-{out}",)
+    return SetSpec("pods", 4, key, f"s4-{key[0]}", (NS[ns], APPS[app]), (OUT,) if out else ())  # type: ignore[arg-type]
+
+
+def _in(spec: SetSpec, address: frozenset[str]) -> bool:
+    return all((s.name in address) != out for s, out in peer_tests(spec))
+
+
+parted = st.builds(
+    lambda ns, app, out, protocol, port: Match(_peer(ns, app, out), protocol, ((port, port),)),
+    st.integers(0, 2),
+    st.integers(0, 2),
+    st.booleans(),
+    st.sampled_from(("TCP", "UDP")),
+    st.sampled_from((80, 443)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(parted, max_size=10).map(tuple))
+def test_peers_of_two_parts_fold_on_either_and_allow_what_they_allowed(found: tuple[Match, ...]) -> None:
+    """Peers that are (namespace part and label part) fold into a list of whichever part varies,
+    the other tested beside it; a packet is allowed by the rules exactly when by the matches."""
+    rules = render.folded(found)
+    assert render.chain_rules(found) <= len(found)
+    for address in ADDRESSES:
+        for protocol in ("TCP", "UDP"):
+            for port in (80, 443):
+                want = any(
+                    m.protocol == protocol
+                    and m.ports[0][0] == port
+                    and m.peer is not None
+                    and _in(m.peer, address)
+                    for m in found
+                )
+                got = False
+                for r in rules:
+                    m = r.match
+                    if m.protocol != protocol or m.ports[0][0] != port:
+                        continue
+                    if r.listed is not None:
+                        beside = all((s.name in address) != out for s, out in r.beside)
+                        got |= beside and any(s.name in address for s in r.listed.members)
+                    else:
+                        got |= m.peer is not None and _in(m.peer, address)
+                assert got == want, (sorted(address), protocol, port)
+
+
+def test_peers_of_many_namespaces_under_one_label_are_one_rule() -> None:
+    """app0 in three namespaces and app1 in one, on one port: the namespaces vary under app0 (one
+    rule of a list of three namespaces' parts), where varying the last test (the label) lists
+    nothing (each namespace has one peer): four rules became two."""
+    peers = [_peer(0, 0, False), _peer(1, 0, False), _peer(2, 0, False), _peer(0, 1, False)]
+    found = tuple(Match(peer, "TCP", ((80, 80),)) for peer in peers)
+    rules = render.folded(found)
+    assert len(rules) == 2
+    listed = [r for r in rules if r.listed is not None]
+    assert [s.name for s in listed[0].listed.members] == ["s4-ns0", "s4-ns1", "s4-ns2"]  # type: ignore[union-attr]
+    assert listed[0].beside == ((APPS[0], False),)

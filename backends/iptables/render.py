@@ -8,6 +8,7 @@ reduces it to a safe alphabet (names are DNS-1123 already; this is defence in de
 from __future__ import annotations
 
 import functools
+import heapq
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -163,20 +164,27 @@ def _port_lists(matches: tuple[Match, ...]) -> list[tuple[Match, PortList | None
     return out
 
 
-def _varied(match: Match) -> tuple[tuple[Test, ...], SetSpec] | None:
-    """A peer's tests but its last positive one, and that one: the peers of a rule that lists
-    them one by one, or ``lower``'s parts of one namespace's selectors, differ there."""
+def _choices(match: Match) -> tuple[tuple[tuple[Test, ...], SetSpec], ...]:
+    """The ways a peer's tests can be split into the ones a list shares and the one it varies:
+    each positive test, the last first. Peers of a rule listed one by one, or ``lower``'s parts
+    of one namespace's selectors, differ in their last test (a namespace's pods by ``app``); peers
+    of many namespaces under one pod selector differ in their first (the namespace's part)."""
     if match.peer is None or plain_cidr(match.peer) is not None:
-        return None
+        return ()
     found = tests(match.peer)
-    last = max(i for i, (_, out) in enumerate(found) if not out)
-    if found[last][0].key == EVERYONE:  # with group marks itself a list (``everyone``), and no
-        return None  # list holds a list
-    return found[:last] + found[last + 1 :], found[last][0]
+    return tuple(
+        (found[:i] + found[i + 1 :], spec)
+        for i, (spec, out) in reversed(list(enumerate(found)))
+        # with group marks ``everyone`` is itself a list, and no list holds a list
+        if not out and spec.key != EVERYONE
+    )
 
 
 # what the matches folded into one list share: protocol, ports, named port, port list, other tests
 _Shared = tuple[str | None, tuple[tuple[int, int], ...], SetSpec | None, PortList | None, tuple[Test, ...]]
+
+
+_Option = tuple[_Shared, SetSpec]  # a match's shared tests (with its ports), and the set it varies
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -186,22 +194,57 @@ def folded(matches: tuple[Match, ...]) -> tuple[Rule, ...]:
     whose peers' tests differ in one set become one rule testing a ``list:set`` of those sets
     (an address is in (A and B) or (A and C) if it is in A and in one of B, C): the first packet
     meets one rule where it met one per peer (the longest chain of the catalogue M went from 42
-    rules to 7). The members are looked up as before, in the kernel instead of along the rule
-    walk. A chain's rules only set the allow bit, so their order is free. Only members whose
-    list saves ``FOLDED`` rules of the chain are listed: two peers under one port list stay two
-    rules. A peer's ports are first made one (``_port_lists``)."""
+    rules to 7). A match varies its last test, or, where that makes fewer rules, the test whose
+    list holds the most (``_covering``: (A and C) or (B and C) is one of A, B and in C: peers of
+    many namespaces under one pod selector). The members are looked up as before, in the kernel
+    instead of along the rule walk. A chain's rules only set the allow bit, so their order is
+    free. Only members whose list saves ``FOLDED`` rules of the chain are listed: two peers
+    under one port list stay two rules. A peer's ports are first made one (``_port_lists``)."""
     units = _port_lists(matches)
-    keys: list[_Shared | None] = []
+    options = [
+        [((m.protocol, m.ports, m.named_port, port_list, rest), spec) for rest, spec in _choices(m)]
+        for m, port_list in units
+    ]
+    last = _listed(units, [found[0] if found else None for found in options])
+    if all(len(found) < 2 for found in options):
+        return last
+    covering = _listed(units, _covering(options))
+    return covering if _lines(covering) < _lines(last) else last
+
+
+def _covering(options: list[list[_Option]]) -> list[_Option | None]:
+    """Each match's option, greedily: the shared tests most matches can share first (a set
+    cover's greedy choice; ties to a match's last test, then to the first match)."""
+    holders: dict[_Shared, list[tuple[int, SetSpec]]] = {}
+    order: dict[_Shared, tuple[int, int]] = {}
+    for i, found in enumerate(options):
+        for rank, (shared, spec) in enumerate(found):
+            holders.setdefault(shared, []).append((i, spec))
+            order.setdefault(shared, (rank, i))
+    heap = [(-len(held), order[shared], shared) for shared, held in holders.items()]
+    heapq.heapify(heap)
+    picked: list[_Option | None] = [None] * len(options)
+    while heap:
+        count, _, shared = heapq.heappop(heap)
+        free = [(i, spec) for i, spec in holders[shared] if picked[i] is None]
+        if len(free) < -count:  # others took some since it was counted: count it again
+            holders[shared] = free
+            if free:
+                heapq.heappush(heap, (-len(free), order[shared], shared))
+            continue
+        for i, spec in free:
+            picked[i] = (shared, spec)
+    return picked
+
+
+def _listed(units: list[tuple[Match, PortList | None]], picked: list[_Option | None]) -> tuple[Rule, ...]:
+    """The rules of ``units`` where each varies the set ``picked`` says (None: it varies none)."""
     # each group's sets once, kept in a dict and decided per key, not per match: a rule listing
     # 400 peers under 100 named ports spent 26 s comparing sets in lists and hashing lists
     groups: dict[_Shared, dict[SetSpec, None]] = {}
-    for m, port_list in units:
-        varied = _varied(m)
-        if varied is None:
-            keys.append(None)
-            continue
-        keys.append(shared := (m.protocol, m.ports, m.named_port, port_list, varied[0]))
-        groups.setdefault(shared, {})[varied[1]] = None
+    for option in picked:
+        if option is not None:
+            groups.setdefault(option[0], {})[option[1]] = None
     lists = {
         key: tuple(sorted(found, key=lambda s: s.name)) for key, found in groups.items() if len(found) > 1
     }
@@ -211,7 +254,8 @@ def folded(matches: tuple[Match, ...]) -> tuple[Rule, ...]:
     kept = {key: members for key, members in lists.items() if saved[members] >= FOLDED}
     out: list[Rule] = []
     done: set[_Shared] = set()
-    for (m, port_list), key in zip(units, keys, strict=True):
+    for (m, port_list), option in zip(units, picked, strict=True):
+        key = option[0] if option is not None else None
         members = kept.get(key, ()) if key is not None else ()
         if key is None or not members:
             out.append(Rule(m, ports=port_list))
@@ -220,6 +264,10 @@ def folded(matches: tuple[Match, ...]) -> tuple[Rule, ...]:
             listed = ListSet(members[0].family, members)
             out.append(Rule(attrs.evolve(m, peer=None), listed, key[4], port_list))
     return tuple(out)
+
+
+def _lines(rules: tuple[Rule, ...]) -> int:
+    return sum(len(split_match(r.match)) for r in rules)
 
 
 def split_match(match: Match) -> list[Match]:
@@ -891,7 +939,7 @@ def rules_per_packet(
 
 
 def chain_rules(matches: tuple[Match, ...]) -> int:
-    return sum(len(split_match(r.match)) for r in folded(matches))
+    return _lines(folded(matches))
 
 
 def rule_count(lowered: Lowered, family: int, marks: Marks, layout: Layout = NPC_LAYOUT) -> int:
