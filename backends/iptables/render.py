@@ -36,7 +36,8 @@ from ...lower import (
 from ...resolve import Entry
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
-from .mark_tree import Group, Marks, Tree, code_bits, groups, map_entries, tree
+from .branches import Plan, plan
+from .mark_tree import MAX_CODE_BITS, Group, Marks, Tree, TreeChain, code_bits, groups, map_entries, tree
 from .names import Names, names_of
 
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
@@ -355,23 +356,49 @@ def inlined_rules(program: FamilyProgram, marks: Marks) -> Mapping[str, Rule | N
 
 def dispatch_rule(
     entry: Dispatch,
-    test: SetSpec | None,
-    namespaces: tuple[str, ...],
+    tested: Sequence[Test],
     direction: Direction,
     names: Names,
     marks: Marks,
     inline: Mapping[str, Rule | None],
 ) -> str:
     """A dispatch trie group's rule for one entry, after ``-A <chain>``: a packet not allowed yet
-    whose pod passes the entry's ``test`` (``tests`` with the group's ``namespaces``) jumps to
-    the policy chain, or meets its one rule here (``inlined``)."""
-    local = set_tests(test, LOCAL[direction], names, namespaces) if test is not None else ""
+    whose pod passes the entry's tests (``tests`` with the group's namespaces, less a branch's)
+    jumps to the policy chain, or meets its one rule here (``inlined``)."""
+    local = spelled(tested, LOCAL[direction], names)
     note, mark = f" -m comment --comment {comment(entry.comment)}", hex(marks.allow)
     rule = inline[entry.chain]
     if rule is None:
         return f" -m mark --mark 0x0/{mark}{local}{note} -j {names.chain(entry.chain)}"
     head, ports, sets = _match_text(rule.match, direction, names, rule)
     return f"{head} -m mark --mark 0x0/{mark}{ports}{local}{sets}{note} -j MARK --set-xmark {mark}/{mark}"
+
+
+def group_plan(chain: TreeChain) -> Plan:
+    """A trie group's dispatch, branched by a label's values where its code leaves nf_tables a
+    level for the branch chains (``branches``; each 1 bit of the code is a ``goto``)."""
+    room = bin(chain.mark).count("1") < MAX_CODE_BITS
+    return plan(chain.group.dispatch, chain.group.namespaces, room)
+
+
+def branch_chain(chain: TreeChain, index: int) -> str:
+    return f"{chain.name}-{index:x}"
+
+
+def group_rules(
+    chain: TreeChain, direction: Direction, names: Names, marks: Marks, inline: Mapping[str, Rule | None]
+) -> Iterable[str]:
+    """The ``-A`` lines of a trie group's dispatch (``group_plan``): its chain's, then each
+    branch's chain's."""
+    found, mark = group_plan(chain), hex(marks.allow)
+    for entry, local in found.plain:
+        yield f"-A {chain.name}{dispatch_rule(entry, local, direction, names, marks, inline)}"
+    for i, branch in enumerate(found.branches):
+        test = spelled(((branch.test, False),), LOCAL[direction], names)
+        yield f"-A {chain.name} -m mark --mark 0x0/{mark}{test} -g {branch_chain(chain, i)}"
+    for i, branch in enumerate(found.branches):
+        for entry, local in branch.entries:
+            yield f"-A {branch_chain(chain, i)}{dispatch_rule(entry, local, direction, names, marks, inline)}"
 
 
 def written(program: FamilyProgram, marks: Marks) -> tuple[Chain, ...]:
@@ -445,7 +472,13 @@ class Layout:
             return [mark_chain(lowered)] if marks.grouped else []
         found = trees(lowered, family, marks).values()
         policy = [names_of(lowered).chain(c.name) for c in written(lowered.family(family), marks)]
-        return self.fixed_chains(lowered) + policy + [c.name for t in found for c in t.chains]
+        branched = [
+            name
+            for t in found
+            for c in t.chains
+            for name in (c.name, *(branch_chain(c, i) for i in range(len(group_plan(c).branches))))
+        ]
+        return self.fixed_chains(lowered) + policy + branched
 
 
 def tables(marks: Marks) -> tuple[str, ...]:
@@ -473,7 +506,8 @@ def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tre
         the longest policy chain: a short code for the group whose dispatch is long, or whose
         policies are. (Every chain's, a pod in every target, is a bound that ranks groups by
         policies no pod meets together: 1-3 rules worse at the mixed L.)"""
-        return len(group.dispatch) + max((length[d.chain] for d, _ in group.dispatch), default=0)
+        found = plan(group.dispatch, group.namespaces, True)  # as if its code had room
+        return found.worst + max((length[d.chain] for d, _ in group.dispatch), default=0)
 
     return {d: tree(program, d, names, marks.group(d), weight) for d in DIRECTIONS}
 
@@ -635,8 +669,8 @@ def render_rules(
             mark=hex(marks.allow),
             dispatch=program.dispatch,
             set_tests=functools.partial(set_tests, names=names),
-            dispatch_rule=functools.partial(
-                dispatch_rule, names=names, marks=marks, inline=inlined_rules(program, marks)
+            group_rules=functools.partial(
+                group_rules, names=names, marks=marks, inline=inlined_rules(program, marks)
             ),
             policy_rules="".join(  # joined here: tens of thousands of lines at L
                 f"{rule}\n"
@@ -909,13 +943,21 @@ def rules_for(
         flat = fixed + len(program.dispatch[direction])
         return {text: flat + sum(length[d.chain] for d in ds) for text, ds in chains.items()}
     found = trees(lowered, family, marks)[direction]
+    held: dict[str, frozenset[str]] = {}
+
+    def holding(spec: SetSpec) -> frozenset[str]:
+        if spec.name not in held:
+            held[spec.name] = frozenset(text for text, _ in members.get(spec.name, ()))
+        return held[spec.name]
+
     out = {}
     for chain in found.chains:
-        group = chain.group
-        cost = fixed + 1 + chain.depth + len(group.dispatch)
+        group, branched = chain.group, group_plan(chain)
+        cost = fixed + 1 + chain.depth
         for name in group.isolated:
             for text, _ in members[name]:
-                out[text] = cost + sum(length[d.chain] for d in chains.get(text, ()))
+                here = branched.cost(lambda spec: text in holding(spec))  # noqa: B023 (called at once)
+                out[text] = cost + here + sum(length[d.chain] for d in chains.get(text, ()))
     return out
 
 
@@ -955,8 +997,12 @@ def rule_count(lowered: Lowered, family: int, marks: Marks, layout: Layout = NPC
         return total + sum(len(program.dispatch[d]) for d in DIRECTIONS)
     total += 3  # mangle: replies return, one map lookup per direction
     return total + sum(
-        1 + sum(len(c.tests) + len(c.group.dispatch) for c in t.chains) for t in found.values()
+        1 + sum(len(c.tests) + _dispatch_rules(group_plan(c)) for c in t.chains) for t in found.values()
     )
+
+
+def _dispatch_rules(found: Plan) -> int:
+    return len(found.plain) + sum(1 + len(b.entries) for b in found.branches)
 
 
 def artefacts(
