@@ -503,8 +503,8 @@ def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tre
 
     def weight(group: Group) -> int:
         """The rules past the trie a packet of ``group`` meets when its pod is in the target of
-        the longest policy chain: a short code for the group whose dispatch is long, or whose
-        policies are. (Every chain's, a pod in every target, is a bound that ranks groups by
+        the longest policy chain (its dispatch's worst, branched, ``branches``): a short code
+        for the group whose dispatch is long, or whose policies are. (Every chain's, a pod in every target, is a bound that ranks groups by
         policies no pod meets together: 1-3 rules worse at the mixed L.)"""
         found = plan(group.dispatch, group.namespaces, True)  # as if its code had room
         return found.worst + max((length[d.chain] for d, _ in group.dispatch), default=0)
