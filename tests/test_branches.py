@@ -5,8 +5,16 @@ and the worst packet never meets more rules than the flat list. The kernel's sid
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import hypothesis.strategies as st
+import pytest
 from hypothesis import given, settings
+from kernel.case import CASES_DIR as CASES
+from kernel.case import load_case
+from kernel.churn import assert_tables
+from kernel.cluster import Cluster
 from npc.backends.iptables.branches import Plan, plan
 from npc.backends.iptables.mark_tree import MAX_CODE_BITS, Group, TreeChain
 from npc.backends.iptables.render import group_plan
@@ -117,3 +125,30 @@ def test_a_group_whose_code_takes_every_level_is_not_branched() -> None:
     full = (1 << MAX_CODE_BITS) - 1
     assert group_plan(TreeChain("NPC-x-I4-0", (), group, full, MAX_CODE_BITS)).branches == ()
     assert len(group_plan(TreeChain("NPC-x-I4-0", (), group, full >> 1, MAX_CODE_BITS)).branches) == 3
+
+
+@pytest.mark.kernel
+def test_branch_chains_come_and_go_with_the_policies(tmp_path: Path) -> None:
+    """Case 78 applied (three branches), then without the app=c policies (a saving of one rule:
+    the list flat again, every branch chain deleted), then again: the kernel enforces each."""
+    case = load_case(CASES / "78-dispatch-branched-by-label.json")
+    branched = list(case.checks[0].expect)
+    names = [e.name for e in case.endpoints]
+    flat = [list(row) for row in branched]
+    for src, dst in (("r7", "c"), ("r7", "cv"), ("r9", "cv")):  # only the app=c policies allowed these
+        flat[names.index(src)][names.index(dst)] = "X"
+    without_c = [d for d in case.policy_documents() if not d["metadata"]["name"].startswith("c")]
+
+    def branch_chains(cluster: Cluster) -> list[str]:
+        return re.findall(r"^:(NPC-\w+-I4-\w+-\w+) ", cluster.node_exec(["iptables-save"]).stdout, re.M)
+
+    with Cluster(case, tmp_path) as cluster:
+        cluster.apply(backend="iptables")
+        assert_tables(cluster, {80: branched}, "branched")
+        assert len(branch_chains(cluster)) == 3
+        cluster.apply(backend="iptables", policies=without_c)
+        assert_tables(cluster, {80: ["".join(row) for row in flat]}, "flat again")
+        assert branch_chains(cluster) == []
+        cluster.apply(backend="iptables")
+        assert_tables(cluster, {80: branched}, "branched again")
+        assert len(branch_chains(cluster)) == 3
