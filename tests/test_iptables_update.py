@@ -5,6 +5,7 @@ committed leaves the previous state exactly."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,7 +64,25 @@ LISTS = (
 )
 
 
-@pytest.mark.parametrize(("was", "now"), [(BEFORE, AFTER), LISTS], ids=["policies", "lists"])
+def selecting(name: str, labels: dict[str, str], port: int) -> dict[str, object]:
+    return {**policy(name), "spec": {**policy(name, port)["spec"], "podSelector": {"matchLabels": labels}}}  # type: ignore[dict-item]
+
+
+# three roles' pods, each selected alone, with tier=x and with version=v1 (ports apart, so nine
+# chains): the group's dispatch is three branches (``branches``); without the web ones it is flat
+THREE_ROLES = tuple(
+    selecting(f"{role}-{n}", {"role": role, **extra}, 1000 + 10 * r + n)
+    for r, role in enumerate(("db", "cache", "web"))
+    for n, extra in enumerate(({}, {"tier": "x"}, {"version": "v1"}))
+)
+BRANCHES = (THREE_ROLES, THREE_ROLES[:6])
+
+
+@pytest.mark.parametrize(
+    ("was", "now"),
+    [(BEFORE, AFTER), LISTS, BRANCHES, BRANCHES[::-1]],
+    ids=["policies", "lists", "branches-go", "branches-come"],
+)
 def test_an_update_ends_where_a_full_apply_does_and_leaves_others_alone(
     netns: Netns, was: tuple[dict[str, object], ...], now: tuple[dict[str, object], ...]
 ) -> None:
@@ -72,11 +91,14 @@ def test_an_update_ends_where_a_full_apply_does_and_leaves_others_alone(
     before, after = compile_policies(*was), compile_policies(*now)
     apply.apply_iptables(before.lowered, before.members, MARKS, TOOLS, run)
     foreign = npc_free(netns.state("legacy"))
+    branches = len(re.findall(r"^:NPC-\w+-I[46]-\w+-\w+ ", netns.state("legacy"), re.M))
+    assert branches == (6 if was is THREE_ROLES else 0)  # three per family
     summary = update(before, after, run)
     assert "chains ~" in summary and "sets +" in summary
     updated = netns.state("legacy")
     assert npc_free(updated) == foreign
     assert updated.count(" list:set ") == (2 if was is LISTS[0] else 0)  # one list per family
+    assert len(re.findall(r"^:NPC-\w+-I[46]-\w+-\w+ ", updated, re.M)) == (6 if now is THREE_ROLES else 0)
     apply.apply_iptables(after.lowered, after.members, MARKS, TOOLS, run)
     assert netns.state("legacy") == updated
 
