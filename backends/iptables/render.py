@@ -742,12 +742,13 @@ def set_tests_per_set(program: FamilyProgram, marks: Marks) -> Mapping[SetSpec, 
     only the targets a group still has to test, once per group (the isolated sets become the
     map sets' members)."""
     found = chain_set_tests(program)
-    if marks.grouped:  # per group, as the trie's chains test them
+    if marks.grouped:  # per group, as the trie's chains test them (branched as if it had room)
         for direction in program.scopes:
             for group in groups(program, direction, code_bits(marks.group(direction))):
-                found.update(
-                    s for _, local in group.dispatch if local for s in tested(local, group.namespaces)
-                )
+                branched = plan(group.dispatch, group.namespaces, True)
+                entries = [*branched.plain, *(e for b in branched.branches for e in b.entries)]
+                found.update(s for _, local in entries for s, _ in local)
+                found.update(b.test for b in branched.branches)
     else:
         found.update(program.isolated.values())
         found.update(s for ds in program.dispatch.values() for d in ds for s in tested(d.target))
