@@ -102,6 +102,9 @@ class Selector:
         return tuple((r.key, r.op, r.values) for r in self.requirements)
 
 
+EVERYWHERE = Selector()  # matches every object: a peer's side that selects all
+
+
 @functools.lru_cache(maxsize=4096)
 def namespace_selector(namespace: str) -> Selector:
     """The selector that means exactly one namespace (the API server guarantees the label)."""

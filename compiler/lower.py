@@ -31,6 +31,7 @@ import attrs
 from .ir import (
     DEFAULT_NETWORK,
     DIRECTIONS,
+    EVERYWHERE,
     IP_FAMILIES,
     NAMESPACE_NAME_LABEL,
     PROTOCOLS,
@@ -83,9 +84,6 @@ class SetSpec:
     @property
     def sort_key(self) -> tuple[str, str]:
         return (self.kind, self.name)
-
-
-EVERYWHERE = Selector()
 
 
 def part_keys(

@@ -18,8 +18,8 @@ from kernel.cluster import Cluster
 from npc.backends.iptables.branches import Plan, plan
 from npc.backends.iptables.mark_tree import MAX_CODE_BITS, Group, TreeChain
 from npc.backends.iptables.render import group_plan
-from npc.ir import PodPeer, Requirement, Selector
-from npc.lower import EVERYWHERE, Dispatch, SetSpec
+from npc.ir import EVERYWHERE, PodPeer, Requirement, Selector
+from npc.lower import Dispatch, SetSpec
 
 
 def _part(key: str, value: str) -> SetSpec:

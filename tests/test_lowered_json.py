@@ -17,8 +17,8 @@ from npc.agent.inputs import ArtefactPolicies
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.render import render_rules
 from npc.errors import InputError
-from npc.ir import PodPeer, Policy, Program, Requirement, Rule, Selector
-from npc.lower import EVERYWHERE, Lowered, lower, network_tag
+from npc.ir import EVERYWHERE, PodPeer, Policy, Program, Requirement, Rule, Selector
+from npc.lower import Lowered, lower, network_tag
 from npc.lowered_json import decode, encode
 from npc.networks import network_spec
 from random_clusters import programs

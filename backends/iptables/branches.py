@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from ...ir import PodPeer
-from ...lower import EVERYWHERE, Dispatch, SetSpec, tests
+from ...ir import EVERYWHERE, PodPeer
+from ...lower import Dispatch, SetSpec, tests
 
 # the rules a branched group's worst packet must save: each branch is a rule and a chain more to
 # load (a gain of one at the bench L: 444 rules and chains more, no fewer rules per packet)

@@ -18,9 +18,8 @@ import attrs
 import jinja2
 
 from ... import __version__
-from ...ir import DIRECTIONS, Direction, PodPeer, merge_intervals
+from ...ir import DIRECTIONS, EVERYWHERE, Direction, PodPeer, merge_intervals
 from ...lower import (
-    EVERYWHERE,
     Chain,
     Dispatch,
     FamilyProgram,

@@ -18,12 +18,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
-from ..ir import DIRECTIONS, Direction, Peer, PodPeer, Policy, Program, Rule, Selector
+from ..ir import DIRECTIONS, EVERYWHERE, Direction, Peer, PodPeer, Policy, Program, Rule
 from .cover import ANY_KEY, peer_anchors, peer_covers, peer_probes, rule_covers
 from .rewrite import with_rules
 
 T = TypeVar("T")
-EVERYWHERE = Selector()
 PAIRED = 256  # the most pairs of keys one rule looks up (``_group``)
 
 
