@@ -639,6 +639,7 @@ def _joined(matches: Iterable[Match]) -> tuple[Match, ...]:
 
 
 _PortShape = tuple[str | None, tuple[tuple[int, int], ...], str | None]  # protocol, spans, port name
+_PortMatch = tuple[str | None, tuple[tuple[int, int], ...], SetSpec | None]  # a match's ports
 
 
 def _peer_keys(peers: tuple[Peer, ...], crowded: Crowded) -> tuple[SetKey, ...]:
@@ -710,6 +711,7 @@ class _Lowerer:
         self.together = together
         self.plans = plans or _Plans()
         self._splits: dict[PodPeer, tuple[bool, ...]] = {}  # ``_split``'s, per peer listed
+        self._gathers: dict[str, Chain] = {}  # ``_gathered``'s, per chain
         self.sets: dict[tuple[SetKind, SetKey], SetSpec] = {}
 
     def _set(self, kind: SetKind, key: SetKey) -> SetSpec:
@@ -880,6 +882,39 @@ class _Lowerer:
                 out.append((policy, direction, self._named(direction, matches, comment), len(group)))
         return out
 
+    def _gathered(self, chain: Chain) -> Chain:
+        """``chain`` with the peers of one namespace each that several of its matches test by
+        parts (a namespace's and a label's), on the same ports, as one set of their pods. Tested
+        by parts, no two such peers are one rule (``ns=a, app=x`` and ``ns=b, app=y`` differ in
+        every test), so a chain of forty policies' peers was forty rules every packet walked
+        (22 of the independent L's 73 rules per packet); as one set, they are one, a copy of
+        pods bounded by their namespaces. Peers that differ by one test only (the same
+        selector in several namespaces) stay: a list of their parts is one rule already. A set
+        is a set more to load (about 0.3 s per thousand at the independent L), so two
+        peers are one only in a chain of ``LONG_CHAIN`` matches, where packets meet many rules:
+        everywhere, 1,229 sets more for the same 64 rules per packet as 507."""
+        done = self._gathers.get(chain.name)
+        if done is not None:  # a chain many namespaces share, worked out once
+            return done
+        groups: dict[_PortMatch, list[tuple[Match, tuple[PodPeer, ...]]]] = {}
+        for m in chain.matches:
+            split = _by_namespace(m.peer)
+            if split:
+                groups.setdefault((m.protocol, m.ports, m.named_port), []).append((m, split))
+        gathered: dict[Match, Match | None] = {}
+        least = 2 if len(chain.matches) >= LONG_CHAIN else 3
+        for (protocol, ports, named), found in groups.items():
+            peers = [p for _, each in found for p in each]
+            if len(found) < least or len({p.pods for p in peers}) < 2:
+                continue
+            one = Match(self._set("pods", pod_union(peers)), protocol, ports, named)
+            gathered.update((m, one if i == 0 else None) for i, (m, _) in enumerate(found))
+        if gathered:
+            matches = (gathered.get(m, m) for m in chain.matches)
+            done = self._named(chain.direction, tuple(m for m in matches if m is not None), chain.comment)
+        self._gathers[chain.name] = done or chain
+        return done or chain
+
     def program(self, policies: tuple[Policy, ...]) -> FamilyProgram:
         """One dispatch per (direction, chain), its target the union of the targets of every
         policy whose rules lower to that chain: "jump if in T1; jump if in T2" to the same
@@ -902,6 +937,7 @@ class _Lowerer:
                 if chain is not None:  # else it isolates only: one of the isolated set's targets
                     lowered.append((policy, direction, chain, 1))
         for policy, direction, chain, count in self._combined(lowered):
+            chain = self._gathered(chain)
             chains.setdefault(chain.name, chain)
             targets = users.setdefault((direction, chain.name), {})
             if policy.target not in targets:
@@ -975,6 +1011,18 @@ class _Lowerer:
         if _tests_own(selectors):
             return owned[entry]
         return self._set("pods", (PodPeer(EVERYWHERE, selectors[0]),))
+
+
+LONG_CHAIN = 8  # matches from which ``_gathered`` makes one set of two peers (else of three)
+
+
+def _by_namespace(spec: SetSpec | None) -> tuple[PodPeer, ...]:
+    """The peers of ``spec`` where it is pods of one namespace each, tested by more than one set
+    (its parts); else none."""
+    if spec is None or len(spec.parts) < 2 or not isinstance(spec.key, tuple):
+        return ()
+    peers = tuple(p for p in spec.key if isinstance(p, PodPeer) and _one_namespace(p))
+    return peers if len(peers) == len(spec.key) else ()
 
 
 def _tests_own(selectors: list[Selector]) -> bool:

@@ -1,0 +1,130 @@
+"""Peers of one namespace each that a chain tests by parts, on the same ports, are one set of
+their pods (``lower._Lowerer._gathered``): three such peers always, two in a chain of
+``LONG_CHAIN`` matches. The set must hold exactly the peers' pods: no pod of one peer's
+namespace with another peer's labels."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from dataplane_sim import Dataplane
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nft_sim import Ruleset
+from npc import lower
+from npc.backends import get as get_backend
+from npc.backends.base import Options
+from npc.evaluate import Evaluator
+from npc.inventory import Inventory
+from npc.ir import (
+    IPBlock,
+    PodPeer,
+    Policy,
+    PortSpec,
+    Program,
+    Requirement,
+    Rule,
+    Selector,
+    namespace_selector,
+)
+from npc.pipeline import compile_program
+from random_clusters import NAMESPACES, POD_KEYS, VALUES, connectivity, inventories
+
+DB = Selector((Requirement("app", "In", ("db",)),))
+HTTP = (PortSpec("TCP", 80),)
+
+
+def _peer(namespace: str, **labels: str) -> PodPeer:
+    return PodPeer(
+        namespace_selector(namespace), Selector(Requirement(k, "In", (v,)) for k, v in labels.items())
+    )
+
+
+def _chain(rules: tuple[Rule, ...]) -> lower.Chain:
+    (chain,) = lower.lower(Program((Policy("db", "clients", DB, ingress=rules),))).family(4).chains
+    return chain
+
+
+def _peer_keys(chain: lower.Chain) -> list[object]:
+    return [m.peer.key for m in chain.matches if m.peer is not None]
+
+
+def _sizes(chain: lower.Chain) -> list[int]:
+    """How many peers each match's set is of, smallest first."""
+    return sorted(len(k) for k in _peer_keys(chain) if isinstance(k, tuple))
+
+
+def test_three_peers_of_different_namespaces_and_selectors_are_one_set() -> None:
+    peers = (_peer("a", role="r1"), _peer("b", role="r2"), _peer("c", role="r1", tier="t"))
+    assert _peer_keys(_chain((Rule(peers, HTTP),))) == [lower.pod_union(peers)]
+
+
+def test_two_such_peers_are_one_set_only_in_a_long_chain() -> None:
+    pair = (_peer("a", role="r1"), _peer("b", role="r2"))
+    short = _chain((Rule(pair, HTTP),))
+    assert _sizes(short) == [1, 1]
+    # other matches on ports of their own make the chain long: the pair becomes one set
+    others = tuple(
+        Rule((IPBlock(ipaddress.ip_network(f"192.168.{i}.0/24")),), (PortSpec("TCP", 1000 + i),))
+        for i in range(lower.LONG_CHAIN - 1)
+    )
+    long = _chain((Rule(pair, HTTP), *others))
+    assert lower.pod_union(pair) in _peer_keys(long)
+    assert len(long.matches) == lower.LONG_CHAIN - 1 + 1
+
+
+def test_peers_differing_in_their_namespace_alone_stay_parts() -> None:
+    """The same selector in three namespaces is one rule already (a list of the namespace
+    parts beside the selector's part): no copy of their pods."""
+    peers = tuple(_peer(ns, role="r1") for ns in ("a", "b", "c"))
+    assert _sizes(_chain((Rule(peers, HTTP),))) == [1, 1, 1]
+
+
+def test_peers_on_different_ports_are_not_gathered() -> None:
+    rules = (
+        Rule((_peer("a", role="r1"),), HTTP),
+        Rule((_peer("b", role="r2"),), (PortSpec("TCP", 443),)),
+        Rule((_peer("c", role="r3"),), (PortSpec("UDP", 80),)),
+    )
+    assert _sizes(_chain(rules)) == [1, 1, 1]
+
+
+# peers of one namespace by name, selectors of labels with one value (so tested by parts)
+_split_peers = st.builds(
+    PodPeer,
+    st.sampled_from(NAMESPACES).map(namespace_selector),
+    st.lists(
+        st.builds(
+            Requirement, st.sampled_from(POD_KEYS), st.just("In"), st.sampled_from(VALUES).map(lambda v: (v,))
+        ),
+        min_size=1,
+        max_size=2,
+    ).map(Selector),
+)
+_ports = st.sampled_from(((PortSpec("TCP", 80),), (PortSpec("TCP", "http"),), ()))
+_rules = st.builds(Rule, st.lists(_split_peers, min_size=1, max_size=4), _ports)
+_gathering = st.lists(
+    st.builds(
+        Policy,
+        st.sampled_from(NAMESPACES),
+        st.sampled_from(("p0", "p1", "p2")),
+        st.just(Selector((Requirement("app", "In", ("x",)),))),
+        st.lists(_rules, min_size=1, max_size=3),
+        st.one_of(st.none(), st.lists(_rules, max_size=3)),
+    ),
+    min_size=1,
+    max_size=4,
+).map(Program)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=_gathering, inventory=inventories())
+def test_gathered_peers_decide_like_the_evaluator(program: Program, inventory: Inventory) -> None:
+    """Policies of one selector whose rules list several split peers: their chains gather them,
+    and iptables and nftables still allow exactly what the policies do."""
+    compiled = compile_program(program, inventory)
+    expected = connectivity(Evaluator(program, inventory).allowed, inventory)
+    iptables = Dataplane(get_backend("iptables").render(compiled, Options()))
+    assert connectivity(iptables.allowed, inventory) == expected
+    nft = Ruleset(get_backend("nftables").render(compiled, Options())["ruleset.nft"])
+    assert connectivity(nft.allowed, inventory) == expected
