@@ -1,7 +1,7 @@
 """Peers of one namespace each that a chain tests by parts, on the same ports, are one set of
-their pods (``lower._Lowerer._gathered``): three such peers always, two in a chain of
-``LONG_CHAIN`` matches. The set must hold exactly the peers' pods: no pod of one peer's
-namespace with another peer's labels."""
+their pods (``lower._Lowerer._gathered``) where lists of their parts would leave three rules or
+more (two in a chain of ``LONG_CHAIN`` matches). The set must hold exactly the peers' pods: no
+pod of one peer's namespace with another peer's labels."""
 
 from __future__ import annotations
 
@@ -78,6 +78,17 @@ def test_peers_differing_in_their_namespace_alone_stay_parts() -> None:
     parts beside the selector's part): no copy of their pods."""
     peers = tuple(_peer(ns, role="r1") for ns in ("a", "b", "c"))
     assert _sizes(_chain((Rule(peers, HTTP),))) == [1, 1, 1]
+
+
+def test_peers_of_one_namespace_stay_parts() -> None:
+    """Three rules' peers of one namespace, each its selector, are one rule already: the
+    namespace's part beside a list of the selectors' parts. Nor are two namespaces' four peers
+    gathered: two rules as lists (a pair of selectors in each namespace). (A rule's own peers of
+    one namespace are one set of their pods anyway: ``_peer_keys``.)"""
+    rules = tuple(Rule((_peer("a", app=v),), HTTP) for v in ("x", "y", "z"))
+    assert _sizes(_chain(rules)) == [1, 1, 1]
+    four = tuple(Rule((_peer(ns, app=v),), HTTP) for ns in ("a", "b") for v in ("x", "y"))
+    assert _sizes(_chain(four)) == [1, 1, 1, 1]
 
 
 def test_peers_on_different_ports_are_not_gathered() -> None:
