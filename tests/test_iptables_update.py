@@ -78,10 +78,27 @@ THREE_ROLES = tuple(
 BRANCHES = (THREE_ROLES, THREE_ROLES[:6])
 
 
+def gathering(pairs: tuple[tuple[str, str], ...]) -> dict[str, object]:
+    """One rule's peers of one namespace each (by name), each its own role."""
+    peers = [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+            "podSelector": {"matchLabels": {"role": role}},
+        }
+        for ns, role in pairs
+    ]
+    spec = policy("g")["spec"]
+    return {**policy("g"), "spec": {**spec, "ingress": [{"from": peers}]}}  # type: ignore[dict-item]
+
+
+# three such peers are one set of their pods (``lower._gathered``); two stay parts, a rule each
+GATHERED = ((gathering((("a", "x"), ("b", "y"), ("c", "z"))),), (gathering((("a", "x"), ("b", "y"))),))
+
+
 @pytest.mark.parametrize(
     ("was", "now"),
-    [(BEFORE, AFTER), LISTS, BRANCHES, BRANCHES[::-1]],
-    ids=["policies", "lists", "branches-go", "branches-come"],
+    [(BEFORE, AFTER), LISTS, BRANCHES, BRANCHES[::-1], GATHERED, GATHERED[::-1]],
+    ids=["policies", "lists", "branches-go", "branches-come", "gathered-go", "gathered-come"],
 )
 def test_an_update_ends_where_a_full_apply_does_and_leaves_others_alone(
     netns: Netns, was: tuple[dict[str, object], ...], now: tuple[dict[str, object], ...]
