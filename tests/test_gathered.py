@@ -125,6 +125,7 @@ _gathering = st.lists(
     ),
     min_size=1,
     max_size=4,
+    unique_by=lambda p: (p.namespace, p.name),  # as the API server keeps them
 ).map(Program)
 
 
@@ -139,3 +140,5 @@ def test_gathered_peers_decide_like_the_evaluator(program: Program, inventory: I
     assert connectivity(iptables.allowed, inventory) == expected
     nft = Ruleset(get_backend("nftables").render(compiled, Options())["ruleset.nft"])
     assert connectivity(nft.allowed, inventory) == expected
+    reordered = compile_program(Program(tuple(reversed(program.policies))), inventory)
+    assert reordered.lowered == compiled.lowered  # same input, any order
