@@ -13,7 +13,8 @@ Shape (per network and address family):
 Identical policy chains are shared, the unshared chains of policies selecting the same pods of
 one namespace are one chain (``_combined``), identical sets are one set, and a set of one namespace's
 pods matching one selector is tested as shared sets (``part_keys``): the namespace's pods and each
-requirement's pods in every namespace.
+requirement's pods in every namespace, but where a chain tests many such peers of different
+namespaces and selectors on the same ports: those are one set of their pods (``_gathered``).
 """
 
 from __future__ import annotations
