@@ -413,11 +413,10 @@ def past_dispatch(program: FamilyProgram, marks: Marks) -> dict[str, int]:
     return {c.name: 0 if inline[c.name] else chain_rules(c.matches) for c in program.chains}
 
 
-def set_tests(spec: SetSpec, where: str, names: Names, local: tuple[str, ...] = ()) -> str:
+def set_tests(spec: SetSpec, where: str, names: Names) -> str:
     """`` -m set --match-set`` for each set an allowing test of ``spec`` tests (``tested``), ``!``
-    for those it must not be in; ``local``: the namespaces of a dispatch group, which its mark
-    has proved."""
-    return spelled(tests(spec, local), where, names)
+    for those it must not be in."""
+    return spelled(tests(spec), where, names)
 
 
 def spelled(found: Iterable[tuple[SetSpec | ListSet, bool]], where: str, names: Names) -> str:
