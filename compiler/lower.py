@@ -1018,7 +1018,9 @@ class _Lowerer:
         return self._set("pods", (PodPeer(EVERYWHERE, selectors[0]),))
 
 
-LONG_CHAIN = 8  # matches from which ``_gathered`` makes one set of two peers (else of three)
+# matches from which ``_gathered`` makes one set of two peers (else of three), and from which
+# iptables lists two sets in one rule (``render.folded``; else three)
+LONG_CHAIN = 8
 
 
 def _by_namespace(spec: SetSpec | None) -> tuple[PodPeer, ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hypothesis.strategies as st
 from hypothesis import given, settings
 from npc.backends.iptables import render
-from npc.lower import Match, SetSpec
+from npc.lower import LONG_CHAIN, Match, SetSpec
 from npc.lower import tests as peer_tests
 
 PEERS = tuple(SetSpec("pods", 4, (f"peer{i}",), f"s4-peer{i}") for i in range(3))  # type: ignore[arg-type]
@@ -154,3 +154,18 @@ def test_peers_of_many_namespaces_under_one_label_are_one_rule() -> None:
     listed = [r for r in rules if r.listed is not None]
     assert [s.name for s in listed[0].listed.members] == ["s4-ns0", "s4-ns1", "s4-ns2"]  # type: ignore[union-attr]
     assert listed[0].beside == ((APPS[0], False),)
+
+
+def test_two_peers_are_one_list_in_a_long_chain_only() -> None:
+    """Two peers under one port saves one rule as a list: not worth a kernel set in a short
+    chain, but in a chain of ``LONG_CHAIN`` matches (where packets meet many rules) it is."""
+    pair = tuple(Match(peer, "TCP", ((80, 80),)) for peer in PEERS[:2])
+    others = tuple(Match(PEERS[2], "TCP", ((port, port),)) for port in range(1000, 1100, 10))
+
+    def listed(found: tuple[Match, ...]) -> list[list[str]]:
+        return [[s.name for s in r.listed.members] for r in render.folded(found) if r.listed is not None]
+
+    short = pair + others[: LONG_CHAIN - 3]
+    assert listed(short) == [] and len(render.folded(short)) == len(short)
+    long = pair + others[: LONG_CHAIN - 2]
+    assert listed(long) == [["s4-peer0", "s4-peer1"]] and len(render.folded(long)) == len(long) - 1

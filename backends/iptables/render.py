@@ -20,6 +20,7 @@ import jinja2
 from ... import __version__
 from ...ir import DIRECTIONS, EVERYWHERE, Direction, PodPeer, merge_intervals
 from ...lower import (
+    LONG_CHAIN,
     Chain,
     Dispatch,
     FamilyProgram,
@@ -45,7 +46,9 @@ PORT_SET = "bitmap:port"
 PORTS_LISTED = 15  # most numeric ports a ``PortList``'s bitmap holds (each port is an entry)
 # A list must save this many rules (``folded``): each is one more kernel set, and creating a set
 # costs the kernel a walk of every set there is (at the catalogue L, every list: 9,575 lists,
-# 105 rules per packet; lists saving two or more: 7,300 lists, 107 rules per packet).
+# 105 rules per packet; lists saving two or more: 7,300 lists, 107 rules per packet). In a chain
+# of ``LONG_CHAIN`` matches, where packets meet many rules, one saved rule is enough (as
+# ``lower._gathered`` makes a set of two peers there); such chains are few.
 FOLDED = 2
 # Which end of the packet is the local pod and which the remote peer, per direction.
 LOCAL: Mapping[Direction, str] = {"ingress": "dst", "egress": "src"}
@@ -199,16 +202,18 @@ def folded(matches: tuple[Match, ...]) -> tuple[Rule, ...]:
     many namespaces under one pod selector). The members are looked up as before, in the kernel
     instead of along the rule walk. A chain's rules only set the allow bit, so their order is
     free. Only members whose list saves ``FOLDED`` rules of the chain are listed: two peers
-    under one port list stay two rules. A peer's ports are first made one (``_port_lists``)."""
+    under one port list stay two rules, but become one in a chain of ``LONG_CHAIN`` matches (a
+    peer's port list counted once). A peer's ports are first made one (``_port_lists``)."""
     units = _port_lists(matches)
     options = [
         [((m.protocol, m.ports, m.named_port, port_list, rest), spec) for rest, spec in _choices(m)]
         for m, port_list in units
     ]
-    last = _listed(units, [found[0] if found else None for found in options])
+    least = 1 if len(units) >= LONG_CHAIN else FOLDED
+    last = _listed(units, [found[0] if found else None for found in options], least)
     if all(len(found) < 2 for found in options):
         return last
-    covering = _listed(units, _covering(options))
+    covering = _listed(units, _covering(options), least)
     return covering if _lines(covering) < _lines(last) else last
 
 
@@ -237,8 +242,11 @@ def _covering(options: list[list[_Option]]) -> list[_Option | None]:
     return picked
 
 
-def _listed(units: list[tuple[Match, PortList | None]], picked: list[_Option | None]) -> tuple[Rule, ...]:
-    """The rules of ``units`` where each varies the set ``picked`` says (None: it varies none)."""
+def _listed(
+    units: list[tuple[Match, PortList | None]], picked: list[_Option | None], least: int
+) -> tuple[Rule, ...]:
+    """The rules of ``units`` where each varies the set ``picked`` says (None: it varies none);
+    a list is made where it saves ``least`` rules."""
     # each group's sets once, kept in a dict and decided per key, not per match: a rule listing
     # 400 peers under 100 named ports spent 26 s comparing sets in lists and hashing lists
     groups: dict[_Shared, dict[SetSpec, None]] = {}
@@ -251,7 +259,7 @@ def _listed(units: list[tuple[Match, PortList | None]], picked: list[_Option | N
     saved: Counter[tuple[SetSpec, ...]] = Counter()
     for (_, ports, _, _, _), members in lists.items():
         saved[members] += (len(members) - 1) * len(chunk_ports(ports) or [()])
-    kept = {key: members for key, members in lists.items() if saved[members] >= FOLDED}
+    kept = {key: members for key, members in lists.items() if saved[members] >= least}
     out: list[Rule] = []
     done: set[_Shared] = set()
     for (m, port_list), option in zip(units, picked, strict=True):
