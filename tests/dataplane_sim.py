@@ -24,7 +24,7 @@ class _Set:
     addresses: set[Address] = attrs.field(factory=set)
     nets: dict[Network, bool] = attrs.field(factory=dict)  # net -> nomatch
     ports: set[tuple[Address, str, int]] = attrs.field(factory=set)
-    numbers: set[int] = attrs.field(factory=set)  # bitmap:port: port numbers of any protocol
+    numbers: set[int] = attrs.field(factory=set)  # bitmap:port: port numbers of TCP or UDP
     marks: dict[Address, tuple[int, int]] = attrs.field(factory=dict)  # skbinfo: (value, mask)
     members: list[str] = attrs.field(factory=list)  # list:set: the sets it holds, by name
 
@@ -52,7 +52,8 @@ class _Set:
         if self.type == "hash:ip,port":
             return (address, protocol.lower(), port) in self.ports
         if self.type == "bitmap:port":  # the flags' first direction: the port's
-            return protocol.lower() in ("tcp", "udp", "sctp") and port in self.numbers
+            # of a TCP or UDP packet only: the kernel's ip_set_get_ip_port refuses every other
+            return protocol.lower() in ("tcp", "udp") and port in self.numbers
         best = max(
             (n for n in self.nets if n.version == address.version and address in n),
             key=lambda n: n.prefixlen,

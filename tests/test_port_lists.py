@@ -21,7 +21,7 @@ spans = st.lists(
 matches = st.builds(
     lambda peer, protocol, ports, named: Match(peer, protocol, () if named else ports, named),
     st.sampled_from((None, *PEERS)),
-    st.sampled_from((None, "TCP", "UDP")),
+    st.sampled_from((None, "TCP", "UDP", "SCTP")),
     spans,
     st.sampled_from((None, *NAMED)),
 ).filter(lambda m: m.protocol is not None or not (m.ports or m.named_port))
@@ -46,7 +46,8 @@ def _rule_allows(rule: render.Rule, peer: int, protocol: str, port: int, named: 
     if rule.ports is None:
         return _allows(match, peer, protocol, port, named)
     listed = rule.ports
-    by_number = str(port) in listed.entries
+    # a bitmap:port matches a TCP or UDP packet's port only (the rule may have no -p)
+    by_number = protocol in ("TCP", "UDP") and str(port) in listed.entries
     return _allows(match, peer, protocol, port, named) and (
         by_number or any(s.name in named for s in listed.named)
     )
@@ -62,7 +63,7 @@ def test_folded_rules_allow_what_the_matches_allow(found: tuple[Match, ...]) -> 
             entries = rule.ports.entries
             assert len(entries) == len(set(entries)) <= render.PORTS_LISTED
     for peer in range(len(PEERS)):
-        for protocol in ("TCP", "UDP"):
+        for protocol in ("TCP", "UDP", "SCTP"):
             for port in (*PORTS, 84, 9999):
                 for named in (frozenset(), frozenset({"p4-name0"}), frozenset({"p4-name1", "p4-name2"})):
                     want = any(_allows(m, peer, protocol, port, named) for m in found)
@@ -133,7 +134,10 @@ def test_peers_of_two_parts_fold_on_either_and_allow_what_they_allowed(found: tu
                 got = False
                 for r in rules:
                     m = r.match
-                    if m.protocol != protocol or m.ports[0][0] != port:
+                    if r.ports is not None:  # TCP and UDP of one port: a bitmap, no protocol
+                        if m.protocol not in (None, protocol) or str(port) not in r.ports.entries:
+                            continue
+                    elif m.protocol != protocol or m.ports[0][0] != port:
                         continue
                     if r.listed is not None:
                         beside = all((s.name in address) != out for s, out in r.beside)
@@ -169,3 +173,18 @@ def test_two_peers_are_one_list_in_a_long_chain_only() -> None:
     assert listed(short) == [] and len(render.folded(short)) == len(short)
     long = pair + others[: LONG_CHAIN - 2]
     assert listed(long) == [["s4-peer0", "s4-peer1"]] and len(render.folded(long)) == len(long) - 1
+
+
+def test_one_peers_tcp_and_udp_of_the_same_ports_are_one_rule_without_a_protocol() -> None:
+    """TCP and UDP 53 to one peer: one rule, no -p, its ports a bitmap alone (which matches TCP
+    and UDP ports only); different ports, a named port, or any peer keep two rules."""
+    peer = PEERS[0]
+    dns = (Match(peer, "TCP", ((53, 53),)), Match(peer, "UDP", ((53, 53),)))
+    (rule,) = render.folded(dns)
+    assert rule.match.protocol is None and rule.match.ports == () and rule.ports is not None
+    assert rule.ports.named == () and rule.ports.entries == ["53"]
+    assert len(render.folded((Match(peer, "TCP", ((53, 53),)), Match(peer, "UDP", ((54, 54),))))) == 2
+    assert len(render.folded((Match(peer, "TCP", (), NAMED[0]), Match(peer, "UDP", (), NAMED[0])))) == 2
+    assert len(render.folded((Match(None, "TCP", ((53, 53),)), Match(None, "UDP", ((53, 53),))))) == 2
+    wide = ((1000, 1015),)  # 16 ports: more than a port list's bitmap holds
+    assert len(render.folded((Match(peer, "TCP", wide), Match(peer, "UDP", wide)))) == 2

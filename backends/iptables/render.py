@@ -43,6 +43,9 @@ from .names import Names, names_of
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
 LIST_SET = "list:set"
 PORT_SET = "bitmap:port"
+# the protocols whose ports a ``bitmap:port`` matches (the kernel's ``ip_set_get_ip_port``): an
+# SCTP packet's port is never in one, so SCTP ports are not listed in a ``PortList``
+BITMAP_PROTOCOLS = ("TCP", "UDP")
 PORTS_LISTED = 15  # most numeric ports a ``PortList``'s bitmap holds (each port is an entry)
 # A list must save this many rules (``folded``): each is one more kernel set, and creating a set
 # costs the kernel a walk of every set there is (at the catalogue L, every list: 9,575 lists,
@@ -99,8 +102,11 @@ class PortList:
     port: a ``list:set`` of the named ports' sets (``hash:ip,port``, each pod with its port) and
     a ``bitmap:port`` of the numeric ports, tested ``dst,dst`` (the bitmap reads the first: the
     port). A packet meets one rule where it met one per named port and one per port list. The
-    rule keeps its ``-p``; the bitmap holds port numbers of any protocol. Named by the policies
-    alone, like ``ListSet``: pod churn changes the named ports' members, never these."""
+    rule keeps its ``-p``: the bitmap holds port numbers of TCP and UDP alike (and matches no
+    other protocol's: ``BITMAP_PROTOCOLS``). Without named ports,
+    the list holds the bitmap alone and stands for one peer's TCP and UDP matches on the same
+    ports, in a rule without ``-p`` (``_either_transport``). Named by the policies alone, like
+    ``ListSet``: pod churn changes the named ports' members, never these."""
 
     family: int
     named: tuple[SetSpec, ...]
@@ -143,14 +149,17 @@ def _port_lists(matches: tuple[Match, ...]) -> list[tuple[Match, PortList | None
     """``matches`` with those of one protocol and peer, one naming a port, as one match (at the
     first's place) and its ``PortList``: (A and port 80) or (A and pod's http) is A and one
     lookup of the packet's port. Not where a match of the peer allows every port (it makes
-    the rest moot), or where the numeric ports would exceed ``PORTS_LISTED`` entries."""
+    the rest moot), where the numeric ports would exceed ``PORTS_LISTED`` entries, or for SCTP
+    (``BITMAP_PROTOCOLS``)."""
     alike: dict[tuple[str | None, SetSpec | None], list[Match]] = {}
     for m in matches:
         alike.setdefault((m.protocol, m.peer), []).append(m)
     lists: dict[tuple[str | None, SetSpec | None], PortList] = {}
     for key, found in alike.items():
         named = sorted({m.named_port for m in found if m.named_port is not None}, key=lambda s: s.name)
-        if key[0] is None or not named or len(found) < 2 or any(not (m.ports or m.named_port) for m in found):
+        if key[0] not in BITMAP_PROTOCOLS or not named or len(found) < 2:
+            continue
+        if any(not (m.ports or m.named_port) for m in found):
             continue
         spans = tuple(merge_intervals(span for m in found for span in m.ports))  # a set holds a port once
         if sum(hi - lo + 1 for lo, hi in spans) <= PORTS_LISTED:
@@ -165,6 +174,42 @@ def _port_lists(matches: tuple[Match, ...]) -> list[tuple[Match, PortList | None
             done.add(key)
             out.append((attrs.evolve(m, ports=(), named_port=None), lists[key]))
     return out
+
+
+def _either_transport(units: list[tuple[Match, PortList | None]]) -> list[tuple[Match, PortList | None]]:
+    """A peer's TCP and UDP matches on the same numeric ports as one (at the first's place), its
+    ports a ``PortList`` of the bitmap alone and no protocol: a ``bitmap:port`` matches a TCP or
+    UDP packet's port and no other protocol's (the kernel's ``ip_set_get_ip_port``), so one rule
+    without ``-p`` allows what the two allowed. Every namespace's DNS egress (TCP and UDP 53 to
+    kube-dns) was two rules on every packet's path. Not for "any peer" (a list is of one family)."""
+    protocols: dict[_Transport, set[str | None]] = {}
+    for m, port_list in units:
+        key = _transport(m, port_list)
+        if key is not None:
+            protocols.setdefault(key, set()).add(m.protocol)
+    out: list[tuple[Match, PortList | None]] = []
+    done: set[_Transport] = set()
+    for m, port_list in units:
+        key = _transport(m, port_list)
+        if key is None or len(protocols[key]) < 2:
+            out.append((m, port_list))
+        elif key not in done:
+            done.add(key)
+            out.append((attrs.evolve(m, protocol=None, ports=()), PortList(key[0].family, (), key[1])))
+    return out
+
+
+_Transport = tuple[SetSpec, tuple[tuple[int, int], ...]]  # a peer and numeric ports
+
+
+def _transport(match: Match, port_list: PortList | None) -> _Transport | None:
+    """The peer and ports of a match of TCP or UDP numeric ports, as few as a ``PortList``'s
+    bitmap holds; None for any other match."""
+    if port_list is not None or match.peer is None or match.protocol not in BITMAP_PROTOCOLS:
+        return None
+    if match.named_port is not None or not match.ports:
+        return None
+    return (match.peer, match.ports) if sum(hi - lo + 1 for lo, hi in match.ports) <= PORTS_LISTED else None
 
 
 def _choices(match: Match) -> tuple[tuple[tuple[Test, ...], SetSpec], ...]:
@@ -203,8 +248,9 @@ def folded(matches: tuple[Match, ...]) -> tuple[Rule, ...]:
     instead of along the rule walk. A chain's rules only set the allow bit, so their order is
     free. Only members whose list saves ``FOLDED`` rules of the chain are listed: two peers
     under one port list stay two rules, but become one in a chain of ``LONG_CHAIN`` matches (a
-    peer's port list counted once). A peer's ports are first made one (``_port_lists``)."""
-    units = _port_lists(matches)
+    peer's port list counted once). A peer's ports are first made one (``_port_lists``), and
+    its TCP and UDP matches of the same ports one (``_either_transport``)."""
+    units = _either_transport(_port_lists(matches))
     options = [
         [((m.protocol, m.ports, m.named_port, port_list, rest), spec) for rest, spec in _choices(m)]
         for m, port_list in units
