@@ -103,10 +103,10 @@ class PortList:
     a ``bitmap:port`` of the numeric ports, tested ``dst,dst`` (the bitmap reads the first: the
     port). A packet meets one rule where it met one per named port and one per port list. The
     rule keeps its ``-p``: the bitmap holds port numbers of TCP and UDP alike (and matches no
-    other protocol's: ``BITMAP_PROTOCOLS``). Without named ports,
-    the list holds the bitmap alone and stands for one peer's TCP and UDP matches on the same
-    ports, in a rule without ``-p`` (``_either_transport``). Named by the policies alone, like
-    ``ListSet``: pod churn changes the named ports' members, never these."""
+    other protocol's: ``BITMAP_PROTOCOLS``). Without named ports, the list holds the bitmap
+    alone and stands for one peer's TCP and UDP matches on the same ports, in a rule without
+    ``-p`` (``_either_transport``). Named by the policies alone, like ``ListSet``: pod churn
+    changes the named ports' members, never these."""
 
     family: int
     named: tuple[SetSpec, ...]
