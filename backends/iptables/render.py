@@ -162,7 +162,7 @@ def _port_lists(matches: tuple[Match, ...]) -> list[tuple[Match, PortList | None
         if any(not (m.ports or m.named_port) for m in found):
             continue
         spans = tuple(merge_intervals(span for m in found for span in m.ports))  # a set holds a port once
-        if sum(hi - lo + 1 for lo, hi in spans) <= PORTS_LISTED:
+        if _bitmap_holds(spans):
             lists[key] = PortList(named[0].family, tuple(named), spans)
     out: list[tuple[Match, PortList | None]] = []
     done: set[tuple[str | None, SetSpec | None]] = set()
@@ -182,15 +182,14 @@ def _either_transport(units: list[tuple[Match, PortList | None]]) -> list[tuple[
     UDP packet's port and no other protocol's (the kernel's ``ip_set_get_ip_port``), so one rule
     without ``-p`` allows what the two allowed. Every namespace's DNS egress (TCP and UDP 53 to
     kube-dns) was two rules on every packet's path. Not for "any peer" (a list is of one family)."""
+    keys = [_transport(m, port_list) for m, port_list in units]
     protocols: dict[_Transport, set[str | None]] = {}
-    for m, port_list in units:
-        key = _transport(m, port_list)
+    for (m, _), key in zip(units, keys, strict=True):
         if key is not None:
             protocols.setdefault(key, set()).add(m.protocol)
     out: list[tuple[Match, PortList | None]] = []
     done: set[_Transport] = set()
-    for m, port_list in units:
-        key = _transport(m, port_list)
+    for (m, port_list), key in zip(units, keys, strict=True):
         if key is None or len(protocols[key]) < 2:
             out.append((m, port_list))
         elif key not in done:
@@ -209,7 +208,12 @@ def _transport(match: Match, port_list: PortList | None) -> _Transport | None:
         return None
     if match.named_port is not None or not match.ports:
         return None
-    return (match.peer, match.ports) if sum(hi - lo + 1 for lo, hi in match.ports) <= PORTS_LISTED else None
+    return (match.peer, match.ports) if _bitmap_holds(match.ports) else None
+
+
+def _bitmap_holds(spans: Sequence[tuple[int, int]]) -> bool:
+    """Whether a ``PortList``'s bitmap may hold these ports: one entry per port."""
+    return sum(hi - lo + 1 for lo, hi in spans) <= PORTS_LISTED
 
 
 def _choices(match: Match) -> tuple[tuple[tuple[Test, ...], SetSpec], ...]:
