@@ -160,6 +160,8 @@ class SendsNetfilter(Protocol):
 
 
 NETLINK_NETFILTER = 12
+SOL_NETLINK, NETLINK_CAP_ACK, SO_RCVBUFFORCE = 270, 10, 33
+RECEIVE_BYTES = 4 << 20
 NLMSG_ERROR = 2
 
 
@@ -168,6 +170,11 @@ def netfilter_exchange(
 ) -> list[int]:
     """``SendsNetfilter.netfilter`` over ``sock`` (a NETLINK_NETFILTER socket)."""
     sock.settimeout(30)
+    sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # acknowledgements without the request echoed
+    try:  # room for a datagram's acknowledgements: each takes a socket buffer of its own
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BYTES)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BYTES)
     sock.bind((0, 0))
     sock.send(batch)
     errors: list[int] = []

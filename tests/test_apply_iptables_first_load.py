@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, policy
 from npc import lock
 from npc.backends.base import Ran, RunsTogether
+from npc.backends.iptables import ipset_netlink
 from npc.backends.iptables import load as apply
 from npc.backends.iptables.ipset_netlink import CMD_ADD, NFNL_SUBSYS_IPSET
 from npc.backends.iptables.mark_tree import Marks
+from npc.backends.iptables.render import set_makers
 from npc.errors import ApplyError
+from npc.resolve import Entry
 
 pytestmark = pytest.mark.kernel
 
@@ -101,4 +105,48 @@ def test_a_refused_step_of_a_first_load_leaves_the_namespace_as_it_was(node: Net
         ApplyError, match="rejected the new rules" if refuse == "hook" else "sets were refused"
     ):
         apply.apply_iptables(compiled.lowered, compiled.members, MARKS, TOOLS, Together(node, refuse))
+    assert node.state("legacy") == before
+
+
+class Members(Mapping[str, Sequence[Entry]]):
+    """``members`` that records which sets are read and, with ``failing``, cannot read that one
+    once the kernel holds a set of npc's: a first load creates the sets while later ones are
+    still being read (``render.set_makers``)."""
+
+    def __init__(self, members: Mapping[str, Sequence[Entry]], netns: Netns, failing: str = "") -> None:
+        self.members, self.netns, self.failing = members, netns, failing
+        self.read: list[str] = []
+
+    def __getitem__(self, name: str) -> Sequence[Entry]:
+        self.read.append(name)
+        if name == self.failing:
+            for _ in range(500):
+                if "npc-" in self.netns.run("ipset", "list", "-n").stdout:
+                    raise RuntimeError("members unreadable")
+                time.sleep(0.01)
+            raise AssertionError("no set was created while the members were read")
+        return self.members[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+def test_sets_created_before_a_failure_to_read_members_are_removed(
+    node: Netns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ipset_netlink, "SEND_MESSAGES", 1)  # each set created as soon as it is built
+    node.run("ipset", "create", "other-set", "hash:ip")
+    before = node.state("legacy")
+    compiled = compile_policies(*POLICIES)
+    recording = Members(compiled.members, node)
+    makers = set_makers(compiled.lowered, recording, MARKS, (4, 6))
+    assert not recording.read  # names and order come from the policies alone
+    for make in makers:
+        make()
+    failing = Members(compiled.members, node, failing=recording.read[-1])
+    with pytest.raises(RuntimeError, match="members unreadable"):
+        apply.apply_iptables(compiled.lowered, failing, MARKS, TOOLS, Together(node))
     assert node.state("legacy") == before

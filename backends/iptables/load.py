@@ -29,8 +29,9 @@ its members, a list's contents never change in place.
 
 A first load (no set of the network's yet, no chain or jump of it in the tables, and a runner
 that sends netlink itself and runs tools at once) goes in parts instead: the sets are created
-empty while the rules are rendered, the restores load the chains without the FORWARD jumps while
-the sets are filled, and then one small restore per family inserts the jumps. No packet reaches a
+empty as they are built (``render.set_makers``) and while the rules are rendered, the restores
+load the chains without the FORWARD jumps while the sets are filled, and then one small restore
+per family inserts the jumps. No packet reaches a
 rule before that, so none meets a set half filled; a refusal at any step removes everything the
 load made. The kernel's filling of the sets and its loading of the rules overlap, where each
 waited for the other.
@@ -46,9 +47,10 @@ state: ``MixedStateError`` says so (exit 4), and the next apply replaces everyth
 
 from __future__ import annotations
 
+import queue
 import re
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -72,10 +74,10 @@ from .render import (
     chains_in,
     insert_jump,
     jump_rule,
-    kernel_sets,
     render_rules,
     render_sets,
     restricting_sets,
+    set_makers,
     tables,
 )
 
@@ -291,7 +293,7 @@ def ipset_lines(run: Runner, lines: Sequence[str], exist: bool = False) -> tuple
 
 
 def create_new_sets(
-    run: Runner, lowered: Lowered, specs: Sequence[SetText], create: bool = True, fill: bool = True
+    run: Runner, lowered: Lowered, specs: Iterable[SetText], create: bool = True, fill: bool = True
 ) -> str:
     """Create ``specs`` with their members: over netlink where the runner sends it itself
     (``ipset_netlink``: no libipset parsing every line; ``create``, ``fill``: one of the two
@@ -301,8 +303,9 @@ def create_new_sets(
         return create_sets(run, specs, create, fill)
     if not create:
         return ""  # filled as they were created
-    for i in range(0, len(specs), RESTORE_SETS):
-        result = run(["ipset", "restore"], render_sets(lowered, specs[i : i + RESTORE_SETS]))
+    listed = list(specs)
+    for i in range(0, len(listed), RESTORE_SETS):
+        result = run(["ipset", "restore"], render_sets(lowered, listed[i : i + RESTORE_SETS]))
         if result.returncode != 0:
             return result.stderr.strip() or f"exit status {result.returncode}"
     return ""
@@ -427,6 +430,16 @@ class ApplyReport:
     written: Mapping[int, Chains] = attrs.field(factory=dict)
 
 
+# per family: its tables as they are, the restore input that edits them, the chains it writes;
+# for a first load, the restore inputs that then hook the chains in
+_Prepared = tuple[
+    dict[int, dict[str, TableState]],
+    list[tuple[Sequence[str], str]],
+    dict[int, Chains],
+    list[tuple[Sequence[str], str]] | None,
+]
+
+
 class _Undo:
     """Steps that put the previous state back, each checked: what could not be undone is said."""
 
@@ -461,7 +474,17 @@ def apply_iptables(
     refuse_other_backends(run, lowered, tools)
     present = _sets(run)
     _destroy_recorded(run, names, present)
-    wanted = kernel_sets(lowered, members, marks, layout.families)
+    makers = set_makers(lowered, members, marks, layout.families)
+    # No set of this network's yet: the sets are created empty as they are built (``set_makers``)
+    # and beside the rendering and, if no table holds anything of it either (a node's first
+    # load), filled while the rules load unhooked, then hooked in (``prepare``'s hooks): each
+    # waited for the other before.
+    in_parts = (
+        not any(n.startswith(names.set_prefix) for n in present)
+        and isinstance(run, SendsNetfilter)
+        and isinstance(run, RunsTogether)
+    )
+    wanted = [] if in_parts else [make() for make in makers]  # in parts: ``fresh``, as built
     _repair_types(run, wanted, present)
     existing = {n for n in present if n.startswith(names.set_prefix)}
     restricting = restricting_sets(lowered, marks, layout.families)
@@ -502,24 +525,28 @@ def apply_iptables(
         if not error:
             _record(names).unlink(missing_ok=True)
 
-    creating = [*fresh, *staged]  # the layout's families
-    # No set of this network's yet: the sets are created empty beside the rendering and, if no
-    # table holds anything of it either (a node's first load), filled while the rules load
-    # unhooked, then hooked in (``prepare``'s hooks): each waited for the other before.
-    in_parts = not existing and isinstance(run, SendsNetfilter) and isinstance(run, RunsTogether)
+    creating = fresh if in_parts else [*fresh, *staged]  # the layout's families
+    built: queue.SimpleQueue[SetText | None] = queue.SimpleQueue()  # in parts: each as it is built
 
     def create() -> str:
-        return create_new_sets(run, lowered, creating, fill=not in_parts)
+        if in_parts:
+            return create_new_sets(run, lowered, iter(built.get, None), fill=False)
+        return create_new_sets(run, lowered, creating)
+
+    def build_then_prepare() -> _Prepared:
+        if in_parts:
+            try:
+                for make in makers:
+                    fresh.append(make())
+                    built.put(fresh[-1])
+            finally:
+                built.put(None)
+        return prepare()
 
     def fill() -> str:
         return create_new_sets(run, lowered, creating, create=False) if in_parts else ""
 
-    def prepare() -> tuple[
-        dict[int, dict[str, TableState]],
-        list[tuple[Sequence[str], str]],
-        dict[int, Chains],
-        list[tuple[Sequence[str], str]] | None,
-    ]:
+    def prepare() -> _Prepared:
         """Per family, its tables as they are and the restore input that edits them (rendered
         while ``ipset`` creates the sets: neither needs the other); and, for a first load, the
         restore inputs that then hook the chains in (else None: the edits do)."""
@@ -565,7 +592,11 @@ def apply_iptables(
         ]
         return before, out, written, hooks
 
-    not_created, prepared = while_running(run, create, prepare)
+    try:
+        not_created, prepared = while_running(run, create, build_then_prepare)
+    except BaseException:
+        drop_new(refused_create=True)  # whatever of them the kernel has
+        raise
     if prepared is None:
         drop_new(refused_create=True)
         undo.finish(f"the new sets were refused: {not_created}")

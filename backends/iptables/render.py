@@ -11,7 +11,7 @@ import functools
 import heapq
 import ipaddress
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 
 import attrs
@@ -851,10 +851,35 @@ def restricting_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (
 def kernel_sets(
     lowered: Lowered, members: Mapping[str, Sequence[Entry]], marks: Marks, families: Sequence[int] = (4, 6)
 ) -> list[SetText]:
-    """Every set the rules use, with its members, by name; with group marks, the map sets built
-    from ``lower``'s per-namespace isolated sets, which are themselves never loaded."""
-    out = []
-    tests: dict[str, int] = {}
+    """Every set the rules use, with its members, in creation order (``set_makers``)."""
+    return [make() for make in set_makers(lowered, members, marks, families)]
+
+
+def set_makers(
+    lowered: Lowered, members: Mapping[str, Sequence[Entry]], marks: Marks, families: Sequence[int] = (4, 6)
+) -> list[Callable[[], SetText]]:
+    """Every set the rules use, in creation order, each read (its members) when called; with
+    group marks, the map sets built from ``lower``'s per-namespace isolated sets, which are
+    themselves never loaded. Names, kinds and order follow from the policies alone, so a first
+    load creates the first sets while the later ones' members are still being read: a fresh
+    namespace's kernel grows its list of sets 64 at a time, waiting a grace period each time
+    (1.8 s for the 9,000 sets of the independent L), and that wait now overlaps the reading."""
+    out: list[tuple[tuple[bool, bool, int, str], Callable[[], SetText]]] = []
+
+    def put(
+        name: str,
+        kind: str,
+        family: int,
+        entries: Callable[[], Sequence[Entry]],
+        tests: int = 1,
+        options: str = "",
+    ) -> None:
+        order = creation_order(kind, options, tests, name)
+        out.append((order, lambda: set_text(name, kind, family, entries(), options)))
+
+    def held(names: Sequence[str]) -> Callable[[], Sequence[Entry]]:
+        return lambda: [(n, False) for n in names]
+
     names = names_of(lowered)
     numbers: set[str] = set()  # the port lists' bitmaps, of both families
     for program in lowered.families:
@@ -863,29 +888,39 @@ def kernel_sets(
         every = everyone(lowered, program.family, marks)
         for s, count in set_tests_per_set(program, marks).items():
             if every is not None and s == every.spec:
-                tests[every.rest] = count
-                continue
-            out.append(set_text(names.set(s.name), SET_TYPES[s.kind], s.family, members[s.name]))
-            tests[out[-1].name] = count
+                put(every.rest, "hash:ip", program.family, functools.partial(_rest, every, members), count)
+            else:
+                put(
+                    names.set(s.name),
+                    SET_TYPES[s.kind],
+                    s.family,
+                    functools.partial(members.__getitem__, s.name),
+                    count,
+                )
         for name, feeds in _map_sets(lowered, program.family, marks):
-            entries = [(text + suffix, False) for iso, suffix in feeds.items() for text, _ in members[iso]]
-            out.append(set_text(name, "hash:ip", program.family, entries, " skbinfo"))
+            put(
+                name,
+                "hash:ip",
+                program.family,
+                functools.partial(_mapped, feeds, members),
+                options=" skbinfo",
+            )
         if every is not None:
-            rest = _rest(every, members)
-            out.append(set_text(every.rest, "hash:ip", program.family, rest))
-            out.append(set_text(every.name, LIST_SET, 0, [(n, False) for n in (*every.maps, every.rest)]))
+            put(every.name, LIST_SET, 0, held((*every.maps, every.rest)))
         for listed in list_sets(program):
-            held = [(names.set(m.name), False) for m in listed.members]
-            out.append(set_text(names.set(listed.name), LIST_SET, 0, held))
+            put(names.set(listed.name), LIST_SET, 0, held([names.set(m.name) for m in listed.members]))
         for ports in port_lists(program):
             if ports.numbers is not None and ports.numbers not in numbers:
                 numbers.add(ports.numbers)
-                out.append(
-                    set_text(names.set(ports.numbers), PORT_SET, 0, [(p, False) for p in ports.entries])
-                )
+                put(names.set(ports.numbers), PORT_SET, 0, held(ports.entries))
             sets = (*(s.name for s in ports.named), *((ports.numbers,) if ports.numbers else ()))
-            out.append(set_text(names.set(ports.name), LIST_SET, 0, [(names.set(n), False) for n in sets]))
-    return sorted(out, key=lambda s: creation_order(s, tests.get(s.name, 1)))
+            put(names.set(ports.name), LIST_SET, 0, held([names.set(n) for n in sets]))
+    return [make for _, make in sorted(out, key=itemgetter(0))]
+
+
+def _mapped(feeds: Mapping[str, str], members: Mapping[str, Sequence[Entry]]) -> list[Entry]:
+    """A map set's entries: each isolated set's addresses with its group's mark."""
+    return [(text + suffix, False) for iso, suffix in feeds.items() for text, _ in members[iso]]
 
 
 @per_program
@@ -902,12 +937,12 @@ def port_lists(program: FamilyProgram) -> tuple[PortList, ...]:
     return tuple(sorted(found, key=lambda ports: ports.name))
 
 
-def creation_order(text: SetText, tests: int) -> tuple[bool, bool, int, str]:
+def creation_order(kind: str, options: str, tests: int, name: str) -> tuple[bool, bool, int, str]:
     """ipset finds a set by name along a list in creation order, in the kernel for each rule's
     ``--match-set`` and in ``ipset restore`` for each ``add`` line; so the sets with most adds
-    (the map sets, named ports: one entry per pod) come first, then the most tested; the lists
+    (the map sets, named ports: one entry per pod; and the port bitmaps) come first, then the most tested; the lists
     last, after the sets they hold. By policy alone, so pod churn never moves a set in the file."""
-    return (text.type == LIST_SET, not (text.options or text.type == SET_TYPES["port"]), -tests, text.name)
+    return (kind == LIST_SET, not (options or kind in (SET_TYPES["port"], PORT_SET)), -tests, name)
 
 
 @per_program
