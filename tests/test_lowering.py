@@ -146,6 +146,26 @@ def test_member_deltas_reach_what_a_full_load_makes(program: Program, inventory:
         assert kernel == {s.name: set(s.members) for s in kernel_sets(after.lowered, after.members, Marks())}
 
 
+@SETTINGS
+@given(program=programs, inventory=inventories())
+def test_sets_are_made_in_an_order_the_kernel_takes_that_pods_never_move(
+    program: Program, inventory: Inventory
+) -> None:
+    """Each ``list:set`` after the sets it holds (the kernel refuses a member that is not), the
+    lists otherwise among the sets by how many rules test them (``creation_order``), and the
+    order the same across pod churn."""
+    compiled = compile_program(program, inventory)
+    made = kernel_sets(compiled.lowered, compiled.members, Marks())
+    place = {s.name: i for i, s in enumerate(made)}
+    assert len(place) == len(made)
+    for spec in made:
+        if spec.type == "list:set":
+            assert all(place[member] < place[spec.name] for member, _ in spec.members)
+    for relabel in (False, True):
+        after = compile_program(program, _churned(inventory, relabel))
+        assert [s.name for s in kernel_sets(after.lowered, after.members, Marks())] == list(place)
+
+
 def _npc_compile(cluster: Path, inventory: Path, out: Path) -> dict[str, str]:
     subprocess.run(
         [

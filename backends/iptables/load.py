@@ -22,8 +22,8 @@ old & new (``nomatch`` entries, which restrict, old | new).
 4. member changes in place, transition -> new (one ``ipset -exist restore``): each only permits,
    up to the new state; then destroy the temporaries (the old contents) and sets no rule uses.
 
-A ``list:set`` (``render.ListSet``) holds other sets by name: it is created after them (last,
-``render.creation_order``) and destroyed before them (``names.destruction_order``), since the
+A ``list:set`` (``render.ListSet``) holds other sets by name: it is created after them
+(``render.set_makers``) and destroyed before them (``names.destruction_order``), since the
 kernel refuses a member that does not exist and keeps a held set from being destroyed. Named by
 its members, a list's contents never change in place.
 
