@@ -895,23 +895,34 @@ class _Lowerer:
         the lists M's value lists, split value by value, cost 40% more sets for one rule per
         packet. Two suffice in a chain of ``LONG_CHAIN`` matches, where packets meet many rules;
         a set is a set more to load (about 0.3 s per thousand at the independent L), and two
-        anywhere were 1,229 sets more for the same 64 rules per packet."""
+        anywhere were 1,229 sets more for the same 64 rules per packet. Peers of one namespace
+        each that one set tests (a union of local selectors) on those ports would be one rule
+        more (a list of them): they join, and count toward the three (independent Ls of seeds
+        0-3: 63 / 66 / 64 / 66 rules per packet from 63 / 66 / 65 / 67, 70-105 sets fewer)."""
         done = self._gathers.get(chain.name)
         if done is not None:  # a chain many namespaces share, worked out once
             return done
         groups: dict[_PortMatch, list[tuple[Match, tuple[PodPeer, ...]]]] = {}
+        whole: dict[_PortMatch, list[tuple[Match, tuple[PodPeer, ...]]]] = {}
         for m in chain.matches:
             split = _by_namespace(m.peer)
             if split:
                 groups.setdefault((m.protocol, m.ports, m.named_port), []).append((m, split))
+            elif one_set := _by_namespace(m.peer, whole=True):
+                whole.setdefault((m.protocol, m.ports, m.named_port), []).append((m, one_set))
         gathered: dict[Match, Match | None] = {}
         least = 2 if len(chain.matches) >= LONG_CHAIN else 3
-        for (protocol, ports, named), found in groups.items():
+        for key, found in groups.items():
             peers = [p for _, each in found for p in each]
             # the rules lists would leave at least: one per namespace (a list of its selectors'
-            # parts) or one per selector (a list of its namespaces' parts), whichever is fewer
-            if min(len({p.namespaces for p in peers}), len({p.pods for p in peers})) < least:
+            # parts) or one per selector (a list of its namespaces' parts), whichever is fewer,
+            # and one for the peers of one set each on the same ports (a list of them)
+            beside = whole.get(key, [])
+            if min(len({p.namespaces for p in peers}), len({p.pods for p in peers})) + bool(beside) < least:
                 continue
+            found += beside
+            peers += [p for _, each in beside for p in each]
+            protocol, ports, named = key
             one = Match(self._set("pods", pod_union(peers)), protocol, ports, named)
             gathered.update((m, one if i == 0 else None) for i, (m, _) in enumerate(found))
         if gathered:
@@ -1023,10 +1034,10 @@ class _Lowerer:
 LONG_CHAIN = 8
 
 
-def _by_namespace(spec: SetSpec | None) -> tuple[PodPeer, ...]:
+def _by_namespace(spec: SetSpec | None, whole: bool = False) -> tuple[PodPeer, ...]:
     """The peers of ``spec`` where it is pods of one namespace each, tested by more than one set
-    (its parts); else none."""
-    if spec is None or len(spec.parts) < 2 or not isinstance(spec.key, tuple):
+    (its parts), or with ``whole`` by one; else none."""
+    if spec is None or (len(spec.parts) > 1) == whole or not isinstance(spec.key, tuple):
         return ()
     peers = tuple(p for p in spec.key if isinstance(p, PodPeer) and _one_namespace(p))
     return peers if len(peers) == len(spec.key) else ()

@@ -1,6 +1,7 @@
 """Peers of one namespace each that a chain tests by parts, on the same ports, are one set of
 their pods (``lower._Lowerer._gathered``) where lists of their parts would leave three rules or
-more (two in a chain of ``LONG_CHAIN`` matches). The set must hold exactly the peers' pods: no
+more (two in a chain of ``LONG_CHAIN`` matches), with the peers of one namespace each tested by
+one set on those ports. The set must hold exactly the peers' pods: no
 pod of one peer's namespace with another peer's labels."""
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ def test_two_such_peers_are_one_set_only_in_a_long_chain() -> None:
     long = _chain((Rule(pair, HTTP), *others))
     assert lower.pod_union(pair) in _peer_keys(long)
     assert len(long.matches) == lower.LONG_CHAIN - 1 + 1
+
+
+def test_peers_of_one_set_each_on_the_same_ports_join_a_gathering() -> None:
+    """Beside two peers tested by parts, a union of local peers (one set, no parts) on the same
+    ports would be a third rule: the four peers are one set, one rule. Beside one peer by parts
+    it would be a second rule only: both stay."""
+    pair = (_peer("a", role="r1"), _peer("b", role="r2"))
+    local = (_peer("db", role="x"), _peer("db", role="y"))
+    assert _peer_keys(_chain((Rule(pair, HTTP), Rule(local, HTTP)))) == [lower.pod_union((*pair, *local))]
+    alone = _chain((Rule(pair[:1], HTTP), Rule(local, HTTP)))
+    assert sorted(map(len, _peer_keys(alone))) == [1, 2]  # type: ignore[arg-type]
 
 
 def test_peers_differing_in_their_namespace_alone_stay_parts() -> None:
