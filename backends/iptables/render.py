@@ -878,6 +878,9 @@ def set_makers(
         make = functools.partial(_made, name, kind, family, entries, options)
         out[name] = (creation_order(kind, options, tests, name), tuple(holds), make)
 
+    def put_list(name: str, held: tuple[str, ...], tests: int) -> None:
+        put(name, LIST_SET, 0, functools.partial(_held, held), tests, holds=held)
+
     names = names_of(lowered)
     for program in lowered.families:
         if program.family not in families:
@@ -886,8 +889,7 @@ def set_makers(
         for s, count in set_tests_per_set(program, marks).items():
             if every is not None and s == every.spec:
                 put(every.rest, "hash:ip", program.family, functools.partial(_rest, every, members), count)
-                held = (*every.maps, every.rest)
-                put(every.name, LIST_SET, 0, functools.partial(_held, held), count, holds=held)
+                put_list(every.name, (*every.maps, every.rest), count)
             else:
                 entries = functools.partial(members.__getitem__, s.name)
                 put(names.set(s.name), SET_TYPES[s.kind], s.family, entries, count)
@@ -902,27 +904,12 @@ def set_makers(
         listed_tests = list_tests(program)
         for listed in list_sets(program):
             held = tuple(names.set(m.name) for m in listed.members)
-            put(
-                names.set(listed.name),
-                LIST_SET,
-                0,
-                functools.partial(_held, held),
-                listed_tests[listed.name],
-                holds=held,
-            )
+            put_list(names.set(listed.name), held, listed_tests[listed.name])
         for ports in port_lists(program):
             if ports.numbers is not None:
                 put(names.set(ports.numbers), PORT_SET, 0, functools.partial(_held, ports.entries))
             sets = (*(s.name for s in ports.named), *((ports.numbers,) if ports.numbers else ()))
-            held = tuple(names.set(n) for n in sets)
-            put(
-                names.set(ports.name),
-                LIST_SET,
-                0,
-                functools.partial(_held, held),
-                listed_tests[ports.name],
-                holds=held,
-            )
+            put_list(names.set(ports.name), tuple(names.set(n) for n in sets), listed_tests[ports.name])
     placed: dict[str, Callable[[], SetText]] = {}
 
     def place(name: str) -> None:
