@@ -20,6 +20,7 @@ from npc.backends.iptables.mark_tree import MAX_CODE_BITS, Group, TreeChain
 from npc.backends.iptables.render import group_plan
 from npc.ir import EVERYWHERE, PodPeer, Requirement, Selector
 from npc.lower import Dispatch, SetSpec
+from npc.lower import tests as local_tests
 
 
 def _part(key: str, value: str) -> SetSpec:
@@ -60,7 +61,7 @@ SHOP = _group(
 
 
 def test_three_entries_of_each_of_three_apps_become_three_branches() -> None:
-    found = plan(SHOP, ("shop",), True)
+    found = plan(SHOP, ("shop",))
     assert [d.chain for d, _ in found.plain] == ["P-9"]
     assert [b.test.name for b in found.branches] == ["s4-app-a", "s4-app-b", "s4-app-c"]
     assert [[d.chain for d, _ in b.entries] for b in found.branches] == [
@@ -80,11 +81,10 @@ def test_three_entries_of_each_of_three_apps_become_three_branches() -> None:
     assert found.cost(lambda s: False) == 1 + 3
 
 
-def test_no_room_or_no_gain_keeps_the_list_flat() -> None:
-    assert plan(SHOP, ("shop",), False).branches == ()
+def test_no_gain_keeps_the_list_flat() -> None:
     two = _group((("app", "a"),), (("app", "a"), ("tier", "x")), ())
-    assert plan(two, ("shop",), True).branches == ()  # 1 + 1 + 2 is no better than 3
-    assert plan(SHOP[3:], ("shop",), True).branches == ()  # 1 + 2 + 3 saves one rule of 7: no
+    assert plan(two, ("shop",)).branches == ()  # 1 + 1 + 2 is no better than 3
+    assert plan(SHOP[3:], ("shop",)).branches == ()  # 1 + 2 + 3 saves one rule of 7: no
 
 
 labels = st.tuples(st.sampled_from(("app", "tier", "zone")), st.sampled_from(("a", "b", "c")))
@@ -109,22 +109,24 @@ def _flat(found: Plan) -> list[tuple[str, frozenset[str]]]:
 def test_a_plan_keeps_every_entry_and_never_costs_more(
     group: tuple[tuple[Dispatch, SetSpec | None], ...],
 ) -> None:
-    flat, found = plan(group, ("shop",), False), plan(group, ("shop",), True)
-    assert _flat(found) == _flat(flat)
-    assert found.worst <= flat.worst == len(group)
+    found = plan(group, ("shop",))
+    assert _flat(found) == _flat(
+        Plan(tuple((d, local_tests(t, ("shop",)) if t else ()) for d, t in group), ())
+    )
+    assert found.worst <= len(group)
     assert len({b.test.key[0].pods.requirements[0].key for b in found.branches}) <= 1  # type: ignore[index,union-attr]
     for labelled in ({"s4-app-a", "s4-tier-b"}, {"s4-app-c"}, set()):
         assert found.cost(lambda s, inside=labelled: s.name in inside) <= found.worst  # type: ignore[misc]
 
 
-def test_a_group_whose_code_takes_every_level_is_not_branched() -> None:
-    """nf_tables allows 15 links below FORWARD: 3 to the trie's root, a goto per 1 bit of the
-    group's code, the policy chain's jump; a branch's goto is one more, so a code of
-    ``MAX_CODE_BITS`` 1 bits keeps its list flat."""
+def test_a_group_whose_code_takes_every_level_is_branched_too() -> None:
+    """nf_tables allows 15 links below FORWARD: 2 to the trie's root (the direction's chain), a
+    goto per 1 bit of the group's code, a branch's goto and the policy chain's jump: a code of
+    ``MAX_CODE_BITS`` 1 bits has room for a branch."""
     group = Group(0, ("shop",), (), SHOP)
     full = (1 << MAX_CODE_BITS) - 1
-    assert group_plan(TreeChain("NPC-x-I4-0", (), group, full, MAX_CODE_BITS)).branches == ()
-    assert len(group_plan(TreeChain("NPC-x-I4-0", (), group, full >> 1, MAX_CODE_BITS)).branches) == 3
+    assert 2 + MAX_CODE_BITS + 2 <= 15
+    assert len(group_plan(TreeChain("NPC-x-I4-0", (), group, full, MAX_CODE_BITS)).branches) == 3
 
 
 @pytest.mark.kernel
@@ -140,7 +142,8 @@ def test_branch_chains_come_and_go_with_the_policies(tmp_path: Path) -> None:
     without_c = [d for d in case.policy_documents() if not d["metadata"]["name"].startswith("c")]
 
     def branch_chains(cluster: Cluster) -> list[str]:
-        return re.findall(r"^:(NPC-\w+-I4-\w+-\w+) ", cluster.node_exec(["iptables-save"]).stdout, re.M)
+        save = cluster.node_exec(["iptables-save"]).stdout  # the root's branches: INGRESS-<n>
+        return re.findall(r"^:(NPC-\w+-(?:I4-\w+|INGRESS)-\w+) ", save, re.M)
 
     with Cluster(case, tmp_path) as cluster:
         cluster.apply(backend="iptables")

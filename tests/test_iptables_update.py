@@ -108,14 +108,16 @@ def test_an_update_ends_where_a_full_apply_does_and_leaves_others_alone(
     before, after = compile_policies(*was), compile_policies(*now)
     apply.apply_iptables(before.lowered, before.members, MARKS, TOOLS, run)
     foreign = npc_free(netns.state("legacy"))
-    branches = len(re.findall(r"^:NPC-\w+-I[46]-\w+-\w+ ", netns.state("legacy"), re.M))
+    branches = len(re.findall(r"^:NPC-\w+-(?:I[46]-\w+|INGRESS)-\w+ ", netns.state("legacy"), re.M))
     assert branches == (6 if was is THREE_ROLES else 0)  # three per family
     summary = update(before, after, run)
     assert "chains ~" in summary and "sets +" in summary
     updated = netns.state("legacy")
     assert npc_free(updated) == foreign
     assert updated.count(" list:set ") == (2 if was is LISTS[0] else 0)  # one list per family
-    assert len(re.findall(r"^:NPC-\w+-I[46]-\w+-\w+ ", updated, re.M)) == (6 if now is THREE_ROLES else 0)
+    assert len(re.findall(r"^:NPC-\w+-(?:I[46]-\w+|INGRESS)-\w+ ", updated, re.M)) == (
+        6 if now is THREE_ROLES else 0
+    )
     apply.apply_iptables(after.lowered, after.members, MARKS, TOOLS, run)
     assert netns.state("legacy") == updated
 

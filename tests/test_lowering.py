@@ -365,7 +365,7 @@ def test_a_chain_of_one_rule_is_tested_in_its_dispatch_rule() -> None:
         costs = rules_for(compiled.lowered, compiled.members, 4, "ingress", Marks.of(options))
         for app in ("api", "db"):
             dataplane.allowed(ipaddress.ip_address("192.168.1.1"), ip[app], "UDP", 9)
-            assert dataplane.tables[4].walked == NPC_LAYOUT.per_packet + costs[str(ip[app])]
+            assert dataplane.tables[4].walked == NPC_LAYOUT.passing(Marks.of(options)) + costs[str(ip[app])]
         assert costs[str(ip["db"])] - costs[str(ip["api"])] == (2 if inline else 1)
 
 

@@ -164,7 +164,9 @@ def test_every_backend_tests_both_parts() -> None:
     # a dispatch group's mark proves the namespace: only the selector is left to test (the pod's
     # end, dst); the chain, of one rule, is its dispatch rule (``inlined``), the peer's tests beside
     dispatch = [
-        line for line in rules.splitlines() if "-m mark --mark 0x0/" in line and "I4-" in line.split()[1]
+        line
+        for line in rules.splitlines()
+        if "-m mark --mark 0x0/" in line and re.search(r"-(I4-\w+|INGRESS)$", line.split()[1])
     ]
     assert len(dispatch) == 3
     assert all(line.count(" dst") == 1 and f"{selector_part} dst" in line for line in dispatch), dispatch

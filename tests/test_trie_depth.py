@@ -102,10 +102,11 @@ def test_wide_masks_keep_the_trie_within_nf_tables_depth(tmp_path: Path) -> None
     found = trees(compiled.lowered, 4, Marks(Options().mark, egress, ingress))["ingress"]
     assert len(found.chains) == NAMESPACES
     gotos = _gotos(found)
-    # FORWARD -> NPC-FORWARD -> INGRESS -> root is 3, a policy chain one past its group's: <= 15
-    # (13 gotos before the cap)
+    # FORWARD -> NPC-FORWARD -> INGRESS (the root) is 2, a branch and a policy chain two past its
+    # group's: <= 15 (13 gotos before the cap)
+    assert found.chains[0].name.endswith("-INGRESS")
     assert max(gotos.values()) <= MAX_CODE_BITS
-    assert all(3 + hops + 1 <= 15 for hops in gotos.values())
+    assert all(2 + hops + 2 <= 15 for hops in gotos.values())
 
 
 @pytest.mark.kernel
@@ -142,4 +143,6 @@ def test_more_groups_than_the_trie_holds_are_merged(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     rules = (tmp_path / "out" / "rules.v4").read_text()
-    assert len(re.findall(r"^:NPC-[a-z2-7]+-I4-[0-9a-f]+ ", rules, re.M)) == 2048
+    # 2,047 groups' chains and the root's, the direction's own
+    assert len(re.findall(r"^:NPC-[a-z2-7]+-I4-[0-9a-f]+ ", rules, re.M)) == 2047
+    assert re.search(r"^-A NPC-[a-z2-7]+-INGRESS -m mark --mark", rules, re.M)

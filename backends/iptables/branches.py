@@ -13,8 +13,8 @@ own, and its branch's entries.
 
 Which label, and which values branch, follows from the policies alone (the worst packet's count,
 ``Plan.worst``, is the smallest of the label and branch sizes tried), so pod churn still changes
-set members only. A branch is a chain one level deeper: nf_tables' 15 levels allow it where the
-group's code has room (``mark_tree.MAX_CODE_BITS``).
+set members only. A branch is a chain one level deeper, which nf_tables' 15 levels allow below
+any group's chain (``mark_tree.MAX_CODE_BITS``).
 """
 
 from __future__ import annotations
@@ -72,16 +72,12 @@ def _value(spec: SetSpec) -> tuple[str, str] | None:
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def plan(
-    dispatch: tuple[tuple[Dispatch, SetSpec | None], ...], namespaces: tuple[str, ...], room: bool
-) -> Plan:
+def plan(dispatch: tuple[tuple[Dispatch, SetSpec | None], ...], namespaces: tuple[str, ...]) -> Plan:
     """The group's dispatch (``mark_tree.Group.dispatch``) as plain entries and branches: the
     label and the least branch size whose worst packet meets the fewest rules; flat where that
-    saves less than ``GAIN`` rules or there is no ``room`` for a deeper chain."""
+    saves less than ``GAIN`` rules."""
     items = [(d, tests(t, namespaces) if t is not None else ()) for d, t in dispatch]
     flat = best = Plan(tuple(items), ())
-    if not room:
-        return flat
     # per label, per value: the entries requiring it and the part each tests for it
     by_label: dict[str, dict[str, list[tuple[int, SetSpec]]]] = {}
     for i, (_, local) in enumerate(items):

@@ -22,9 +22,9 @@ weights and the codes from the policies, so pod churn still changes set members 
 
 A code has at most ``MAX_CODE_BITS`` bits, however wide the mask: nf_tables (iptables-nft)
 refuses a chain more than 15 jumps or gotos below its base chain ("Too many links", checked when
-the rules are committed). FORWARD -> ``NPC-<tag>-FORWARD`` -> the direction's chain -> the trie's
-root is 3; each 1 bit of a code is a ``goto`` (the all-1 code of a full trie has as many as its
-length); the group's policy chains are one more: 3 + 11 + 1 = 15. More groups than a code can
+the rules are committed). FORWARD -> ``NPC-<tag>-FORWARD`` -> the direction's chain, which is the
+trie's root, is 2; each 1 bit of a code is a ``goto`` (the all-1 code of a full trie has as many
+as its length); the group's policy chains are one more, a branch chain one more: 2 + 11 + 2 = 15. More groups than a code can
 number are merged (``groups``): a packet of a merged group meets both groups' dispatch, and no
 cluster is refused for its number of namespaces.
 """
@@ -43,7 +43,7 @@ from ...lower import Dispatch, FamilyProgram, SetSpec, digest
 from ..base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options
 from .names import Names
 
-MAX_CODE_BITS = 11  # nf_tables' 15 levels below a base chain, less the 4 around the trie
+MAX_CODE_BITS = 11  # nf_tables' 15 levels below a base chain, less the 4 around the trie (a branch's)
 
 
 @attrs.frozen
@@ -240,6 +240,7 @@ def tree(
     spelled = tuple((m, tuple(map(names.set, g.isolated))) for g, m in zip(found, marks, strict=True))
     map_set = names.set(f"m{program.family}-{digest('map', direction, program.family, mask, spelled)}")
     chain = [names.chain(f"{letter}{program.family}-{g.number:x}") for g in found]
+    chain[codes.index(0)] = names.direction(direction)  # the root: FORWARD's jump enters it at once
     chains = [
         TreeChain(
             chain[i],

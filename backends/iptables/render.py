@@ -37,7 +37,7 @@ from ...resolve import Entry
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
 from .branches import Plan, plan
-from .mark_tree import MAX_CODE_BITS, Group, Marks, Tree, TreeChain, code_bits, groups, map_entries, tree
+from .mark_tree import Group, Marks, Tree, TreeChain, code_bits, groups, map_entries, tree
 from .names import Names, names_of
 
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
@@ -434,8 +434,7 @@ def dispatch_rule(
 def group_plan(chain: TreeChain) -> Plan:
     """A trie group's dispatch, branched by a label's values where its code leaves nf_tables a
     level for the branch chains (``branches``; each 1 bit of the code is a ``goto``)."""
-    room = bin(chain.mark).count("1") < MAX_CODE_BITS
-    return plan(chain.group.dispatch, chain.group.namespaces, room)
+    return plan(chain.group.dispatch, chain.group.namespaces)
 
 
 def branch_chain(chain: TreeChain, index: int) -> str:
@@ -506,6 +505,12 @@ class Layout:
     verdict_rules: Mapping[Direction, int] = attrs.field(factory=lambda: {"egress": 1, "ingress": 1})
     per_packet: int = 4  # rules a first packet meets outside the dispatch (the FORWARD jump and entry)
 
+    def passing(self, marks: Marks) -> int:
+        """The rules every first packet meets outside the dispatch: ``per_packet`` and, with group
+        marks, the verdict after each direction's jump in npc's FORWARD chain (the trie's root is
+        the direction's chain, and its gotos return to FORWARD's)."""
+        return self.per_packet + (len(DIRECTIONS) if marks.grouped else 0)
+
     def carrying(self, lowered: Lowered) -> Layout:
         """This layout for the families ``lowered`` has (a network's ``--ip-families``): npc
         writes, loads and checks nothing of another, and an apply clears what it finds of one."""
@@ -534,7 +539,7 @@ class Layout:
             for c in t.chains
             for name in (c.name, *(branch_chain(c, i) for i in range(len(group_plan(c).branches))))
         ]
-        return self.fixed_chains(lowered) + policy + branched
+        return list(dict.fromkeys(self.fixed_chains(lowered) + policy + branched))  # a trie's root is fixed
 
 
 def tables(marks: Marks) -> tuple[str, ...]:
@@ -562,7 +567,7 @@ def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tre
         the longest policy chain (its dispatch's worst, branched, ``branches``): a short code
         for the group whose dispatch is long, or whose policies are. (Every chain's, a pod in every target, is a bound that ranks groups by
         policies no pod meets together: 1-3 rules worse at the mixed L.)"""
-        found = plan(group.dispatch, group.namespaces, True)  # as if its code had room
+        found = plan(group.dispatch, group.namespaces)
         return found.worst + max((length[d.chain] for d, _ in group.dispatch), default=0)
 
     return {d: tree(program, d, names, marks.group(d), weight) for d in DIRECTIONS}
@@ -798,10 +803,10 @@ def set_tests_per_set(program: FamilyProgram, marks: Marks) -> Mapping[SetSpec, 
     only the targets a group still has to test, once per group (the isolated sets become the
     map sets' members)."""
     found = chain_set_tests(program)
-    if marks.grouped:  # per group, as the trie's chains test them (branched as if it had room)
+    if marks.grouped:  # per group, as the trie's chains test them
         for direction in program.scopes:
             for group in groups(program, direction, code_bits(marks.group(direction))):
-                branched = plan(group.dispatch, group.namespaces, True)
+                branched = plan(group.dispatch, group.namespaces)
                 entries = [*branched.plain, *(e for b in branched.branches for e in b.entries)]
                 found.update(s for _, local in entries for s, _ in local)
                 found.update(b.test for b in branched.branches)
@@ -1050,16 +1055,15 @@ def rules_for(
     layout: Layout = NPC_LAYOUT,
 ) -> dict[str, int]:
     """Per isolated address, the rules of ``direction`` the first packet of a connection is tested
-    against: the allow-bit reset; flat, every dispatch rule, or with group marks the jump to the
-    trie, the trie's tests and the group's dispatch; every rule of each policy chain selecting the
-    pod (MARK does not end a chain; none of a chain its dispatch rule is, ``inlined``); the
-    verdict."""
+    against: the allow-bit reset; flat, every dispatch rule, or with group marks the trie's tests
+    (its root is the direction's chain) and the group's dispatch; every rule of each policy chain
+    selecting the pod (MARK does not end a chain; none of a chain its dispatch rule is,
+    ``inlined``); flat, the verdict (with group marks in ``Layout.passing``)."""
     program = lowered.family(family)
     length = past_dispatch(program, marks)
     chains = dispatch_by_address(program, direction, members)
-    fixed = 1 + layout.verdict_rules[direction]
     if not marks.grouped:
-        flat = fixed + len(program.dispatch[direction])
+        flat = 1 + layout.verdict_rules[direction] + len(program.dispatch[direction])
         return {text: flat + sum(length[d.chain] for d in ds) for text, ds in chains.items()}
     found = trees(lowered, family, marks)[direction]
     held: dict[str, frozenset[str]] = {}
@@ -1072,7 +1076,7 @@ def rules_for(
     out = {}
     for chain in found.chains:
         group, branched = chain.group, group_plan(chain)
-        cost = fixed + 1 + chain.depth
+        cost = 1 + chain.depth  # the reset
         for name in group.isolated:
             for text, _ in members[name]:
                 here = branched.cost(lambda spec: text in holding(spec))  # noqa: B023 (called at once)
@@ -1091,7 +1095,7 @@ def rules_per_packet(
     for program in lowered.families:
         if program.family not in layout.families:
             continue
-        total = layout.per_packet
+        total = layout.passing(marks)
         for direction in DIRECTIONS:
             costs = rules_for(lowered, members, program.family, direction, marks, layout)
             total += max(costs.values(), default=0)
@@ -1105,16 +1109,15 @@ def chain_rules(matches: tuple[Match, ...]) -> int:
 
 def rule_count(lowered: Lowered, family: int, marks: Marks, layout: Layout = NPC_LAYOUT) -> int:
     """The ``-A`` rules of one family's file, as the template writes them: the entry block (npc's:
-    three in the FORWARD chain); per direction the mark reset and the verdict, then flat one per
-    dispatch, or with group marks the jump to the trie, its tests and its groups' dispatch (and
-    mangle's three); every policy chain's that is written (``written``)."""
+    three in the FORWARD chain); per direction the mark reset, then flat one per dispatch and the
+    verdict, or with group marks the trie's tests and its groups' dispatch, the verdict in
+    FORWARD (and mangle's three); every policy chain's that is written (``written``)."""
     program = lowered.family(family)
     total = layout.entry_rules + sum(chain_rules(c.matches) for c in written(program, marks))
-    total += sum(1 + layout.verdict_rules[d] for d in DIRECTIONS)
     found = trees(lowered, family, marks)
     if not found:
-        return total + sum(len(program.dispatch[d]) for d in DIRECTIONS)
-    total += 3  # mangle: replies return, one map lookup per direction
+        return total + sum(1 + layout.verdict_rules[d] + len(program.dispatch[d]) for d in DIRECTIONS)
+    total += 3 + len(DIRECTIONS)  # mangle: replies return, one map lookup per direction; the verdicts
     return total + sum(
         1 + sum(len(c.tests) + _dispatch_rules(group_plan(c)) for c in t.chains) for t in found.values()
     )
