@@ -165,8 +165,9 @@ class Table:
             return (packet.src if kind == "source" else packet.dst) in ipaddress.ip_network(cond[1])
         if kind == "comment":
             return True
-        if kind == "conntrack":
-            return False  # a new connection is never RELATED/ESTABLISHED
+        if kind == "conntrack":  # a new connection is never RELATED/ESTABLISHED
+            assert cond[-2:] == ("--ctstate", "RELATED,ESTABLISHED"), cond
+            return cond[1] == "!"
         if kind == "mark":
             value, mask = (int(x, 16) for x in cond[2].split("/"))
             return mark & mask == value

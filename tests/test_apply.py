@@ -7,6 +7,7 @@ truth-table suite, this file checks what lands in the tables and sets.
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,32 @@ def test_apply_twice_changes_nothing(netns: Netns) -> None:
     second_run = netns.npc_apply(policy("a"))
     assert second_run.returncode == 0, second_run.stderr
     assert netns.state() == first
+
+
+def test_an_older_npcs_jumps_are_replaced_by_the_next_apply(netns: Netns) -> None:
+    """An npc before the conntrack match in its FORWARD jumps returned replies inside its chains,
+    which no longer do: its jumps, left beside the new ones, would send replies into the policy
+    chains. The next apply deletes them and puts its own in; `npc reset` removes either."""
+    assert netns.npc_apply(policy("a")).returncode == 0
+    first = netns.state()
+    new = " -m conntrack ! --ctstate RELATED,ESTABLISHED"
+    jumps = re.findall(rf"^-A (FORWARD{new} -m comment .* -j NPC-\w+-(?:FORWARD|MARK))$", first, re.M)
+    assert len(jumps) == 4, first  # mangle and filter, IPv4 and IPv6
+    for tool, table in (("iptables", "filter"), ("iptables", "mangle"), ("ip6tables", "filter")):
+        own = next(j for j in jumps if j.endswith("-FORWARD" if table == "filter" else "-MARK"))
+        netns.run(tool, "-t", table, "-D", *shlex.split(own))
+        netns.run(tool, "-t", table, "-I", "FORWARD", "1", *shlex.split(own.replace(new, "", 1))[1:])
+    older = netns.state()
+    assert len(re.findall(r"^-A FORWARD -m comment --comment .* -j NPC-", older, re.M)) == 3
+    again = netns.npc_apply(policy("a"))
+    assert again.returncode == 0, again.stderr
+    assert netns.state() == first
+    for tool, table in (("iptables", "filter"), ("iptables", "mangle")):
+        own = next(j for j in jumps if j.endswith("-FORWARD" if table == "filter" else "-MARK"))
+        netns.run(tool, "-t", table, "-I", "FORWARD", "1", *shlex.split(own.replace(new, "", 1))[1:])
+    reset = netns.run(sys.executable, "-m", "npc", "reset", "--all", check=False)
+    assert reset.returncode == 0, reset.stderr
+    assert not re.search(r"NPC-|npc-", netns.state()), netns.state()
 
 
 def test_foreign_rules_and_sets_survive_byte_for_byte(netns: Netns) -> None:

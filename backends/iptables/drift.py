@@ -44,6 +44,8 @@ def iptables_drift(
             jumps = 1 if _owns_jump(NPC_LAYOUT, marks, table) else 0
             if state.jumps != jumps:
                 found.append(f"IPv{family} {table}: {state.jumps} FORWARD jumps to npc, not {jumps}")
+            if state.older:
+                found.append(f"IPv{family} {table}: {state.older} FORWARD jumps of an older npc")
     kernel = _sets(run)
     for spec in kernel_sets(lowered, members, marks):
         if spec.name not in kernel:

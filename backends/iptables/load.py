@@ -142,10 +142,11 @@ class TableState:
     rules: tuple[str, ...] = ()  # our chains' -A lines (the layout's fixed-name chains' too), as saved
     jumps: int = 0
     hooked: bool = False  # some rule outside them jumps to the layout's first fixed chain
+    older: int = 0  # an older npc's jumps (``jump_rule``'s ``older``), removed by a load
 
     @property
     def held(self) -> bool:
-        return bool(self.chains or self.jumps or self.rules)
+        return bool(self.chains or self.jumps or self.rules or self.older)
 
 
 def _section(saved: str, table: str) -> str:
@@ -167,7 +168,8 @@ def _state(saved: str, lowered: Lowered, table: str, layout: Layout) -> TableSta
     prefix = names_of(lowered).chain_prefix
     fixed = layout.fixed_chains(lowered) if table == "filter" else []
     own_jump = "-A " + jump_rule(lowered, table)  # exactly npc's rule: others' jumps are theirs
-    chains, rules, jumps, hooked = [], [], 0, False
+    older_jump = "-A " + jump_rule(lowered, table, older=True)
+    chains, rules, jumps, hooked, older = [], [], 0, False, 0
     for line in saved.splitlines():
         words = line.split()
         if line.startswith(":" + prefix):
@@ -176,8 +178,10 @@ def _state(saved: str, lowered: Lowered, table: str, layout: Layout) -> TableSta
             rules.append(line)
         elif line == own_jump:
             jumps += 1
+        elif line == older_jump:
+            older += 1
         hooked = hooked or bool(fixed and line.startswith("-A ") and line.endswith(f" -j {fixed[0]}"))
-    return TableState(tuple(chains), tuple(rules), jumps, hooked)
+    return TableState(tuple(chains), tuple(rules), jumps, hooked, older)
 
 
 def _edited(old: Mapping[str, TableState], marks: Marks) -> list[str]:
@@ -207,6 +211,7 @@ def _rollback_text(
         lines += list(old[table].rules)
         lines += [f"-D {jump_rule(lowered, table)}"] * (now[table].jumps - old[table].jumps)
         lines += [insert_jump(lowered, table)] * (old[table].jumps - now[table].jumps)
+        lines += [insert_jump(lowered, table, older=True)] * (old[table].older - now[table].older)
         lines += [f"-X {c}" for c in created]
         lines.append("COMMIT")
     return "\n".join(lines) + "\n"
@@ -226,10 +231,12 @@ class TableEdit:
     insert_jump: bool = True
     surplus_jumps: int = 0
     stale_chains: tuple[str, ...] = ()
+    older_jumps: int = 0  # an older npc's (``TableState.older``)
 
     def lines(self, lowered: Lowered, table: str) -> list[str]:
         edits = [insert_jump(lowered, table)] if self.insert_jump else []
         edits += [f"-D {jump_rule(lowered, table)}"] * self.surplus_jumps
+        edits += [f"-D {jump_rule(lowered, table, older=True)}"] * self.older_jumps
         return edits + [f"-X {name}" for name in self.stale_chains]
 
 
@@ -566,6 +573,7 @@ def apply_iptables(
                     stale_chains=tuple(
                         sorted(set(old.chains) - set(layout.chain_names(lowered, family, marks, table)))
                     ),
+                    older_jumps=old.older,
                 )
                 for table, old in before[family].items()
                 if table in _edited(before[family], marks)
@@ -731,6 +739,7 @@ def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layo
         gone = [*state.chains, *(c for c in fixed if c not in layout.kept)]
         lines += [f"*{table}", *(f":{c} - [0:0]" for c in [*fixed, *state.chains])]
         lines += [f"-D {jump_rule(lowered, table)}"] * state.jumps
+        lines += [f"-D {jump_rule(lowered, table, older=True)}"] * state.older
         lines += [f"-X {c}" for c in gone]
         lines.append("COMMIT")
     if not lines:
@@ -809,8 +818,10 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
                 section = _section(saved.stdout, table).splitlines()
                 prefix = names.chain_prefix if names else ANY_CHAIN_PREFIX
                 chains = [line[1:].split()[0] for line in section if line.startswith(":" + prefix)]
-                own = f"-A {jump_rule(lowered, table)}" if lowered else None
-                jumps = [line for line in section if (line == own if own else bool(ANY_JUMP.fullmatch(line)))]
+                own = (
+                    {f"-A {jump_rule(lowered, table, older)}" for older in (False, True)} if lowered else None
+                )
+                jumps = [line for line in section if (line in own if own else bool(ANY_JUMP.fullmatch(line)))]
                 if chains or jumps:
                     script += [
                         f"*{table}",

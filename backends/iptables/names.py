@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 ANY_CHAIN_PREFIX = "NPC-"  # any network's chains
 ANY_SET = re.compile(r"npc-[a-z2-7]{5}-[snpmlt][046]-[a-z2-7]+")  # any network's sets (0: of no family)
 _LIST = re.compile(r"np[ct]-[a-z2-7]{5}-l[46]-")  # a list:set (``render.ListSet``), or its temporary
-ANY_JUMP = re.compile(r'-A FORWARD -m comment --comment "?npc network .* -j NPC-[a-z2-7]{5}-(FORWARD|MARK)')
+ANY_JUMP = re.compile(  # an older npc's jumps had no conntrack match
+    r'-A FORWARD (-m conntrack ! --ctstate RELATED,ESTABLISHED )?-m comment --comment "?npc network .* '
+    r"-j NPC-[a-z2-7]{5}-(FORWARD|MARK)"
+)
 
 
 @attrs.frozen

@@ -501,9 +501,9 @@ class Layout:
     forward_jump: bool = True  # npc inserts (and owns) one jump from FORWARD
     adopted_set_prefix: str | None = None  # sets of the tool it replaces, destroyed once unused
     replaces: str = ""  # that tool's name, for the load report
-    entry_rules: int = 3  # the template's ``entry`` block
+    entry_rules: int = 2  # the template's ``entry`` block
     verdict_rules: Mapping[Direction, int] = attrs.field(factory=lambda: {"egress": 1, "ingress": 1})
-    per_packet: int = 4  # rules a first packet meets outside the dispatch (the FORWARD jump and entry)
+    per_packet: int = 3  # rules a first packet meets outside the dispatch (the FORWARD jump and entry)
 
     def passing(self, marks: Marks) -> int:
         """The rules every first packet meets outside the dispatch: ``per_packet`` and, with group
@@ -676,14 +676,18 @@ def _environment(package: str) -> jinja2.Environment:
     return env
 
 
-def jump_rule(lowered: Lowered, table: str = "filter") -> str:
-    """The one rule per table in a chain npc does not own; loading looks for exactly this text."""
+def jump_rule(lowered: Lowered, table: str = "filter", older: bool = False) -> str:
+    """The one rule per table in a chain npc does not own; loading looks for exactly this text.
+    Replies of allowed connections never enter npc's chains: a first packet meets no rule
+    returning them. ``older``: the jump of an npc before that (its chains returned replies
+    first), which a load removes."""
     target = mark_chain(lowered) if table == "mangle" else names_of(lowered).forward
-    return f"FORWARD -m comment --comment {comment('npc network ' + lowered.network)} -j {target}"
+    state = "" if older else " -m conntrack ! --ctstate RELATED,ESTABLISHED"
+    return f"FORWARD{state} -m comment --comment {comment('npc network ' + lowered.network)} -j {target}"
 
 
-def insert_jump(lowered: Lowered, table: str = "filter") -> str:
-    return f"-I {jump_rule(lowered, table).replace('FORWARD', 'FORWARD 1', 1)}"
+def insert_jump(lowered: Lowered, table: str = "filter", older: bool = False) -> str:
+    return f"-I {jump_rule(lowered, table, older).replace('FORWARD', 'FORWARD 1', 1)}"
 
 
 def render_rules(
@@ -1117,7 +1121,7 @@ def rule_count(lowered: Lowered, family: int, marks: Marks, layout: Layout = NPC
     found = trees(lowered, family, marks)
     if not found:
         return total + sum(1 + layout.verdict_rules[d] + len(program.dispatch[d]) for d in DIRECTIONS)
-    total += 3 + len(DIRECTIONS)  # mangle: replies return, one map lookup per direction; the verdicts
+    total += 2 * len(DIRECTIONS)  # mangle: a map lookup per direction; the verdicts
     return total + sum(
         1 + sum(len(c.tests) + _dispatch_rules(group_plan(c)) for c in t.chains) for t in found.values()
     )
