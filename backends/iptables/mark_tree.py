@@ -24,9 +24,9 @@ A code has at most ``MAX_CODE_BITS`` bits, however wide the mask: nf_tables (ipt
 refuses a chain more than 15 jumps or gotos below its base chain ("Too many links", checked when
 the rules are committed). FORWARD -> ``NPC-<tag>-FORWARD`` -> the direction's chain, which is the
 trie's root, is 2; each 1 bit of a code is a ``goto`` (the all-1 code of a full trie has as many
-as its length); the group's policy chains are one more, a branch chain one more: 2 + 11 + 2 = 15. More groups than a code can
-number are merged (``groups``): a packet of a merged group meets both groups' dispatch, and no
-cluster is refused for its number of namespaces.
+as its length); a branch chain and the group's policy chains are one more each: 2 + 11 + 2 = 15.
+More groups than a code can number are merged (``groups``): a packet of a merged group meets
+both groups' dispatch, and no cluster is refused for its number of namespaces.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from ...lower import Dispatch, FamilyProgram, SetSpec, digest
 from ..base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options
 from .names import Names
 
-MAX_CODE_BITS = 11  # nf_tables' 15 levels below a base chain, less the 4 around the trie (a branch's)
+MAX_CODE_BITS = 11  # nf_tables' 15 levels below a base chain, less 2 above the trie and 2 below
 
 
 @attrs.frozen

@@ -1113,9 +1113,9 @@ def chain_rules(matches: tuple[Match, ...]) -> int:
 
 def rule_count(lowered: Lowered, family: int, marks: Marks, layout: Layout = NPC_LAYOUT) -> int:
     """The ``-A`` rules of one family's file, as the template writes them: the entry block (npc's:
-    three in the FORWARD chain); per direction the mark reset, then flat one per dispatch and the
+    two in the FORWARD chain); per direction the mark reset, then flat one per dispatch and the
     verdict, or with group marks the trie's tests and its groups' dispatch, the verdict in
-    FORWARD (and mangle's three); every policy chain's that is written (``written``)."""
+    FORWARD and mangle's map lookup; every policy chain's that is written (``written``)."""
     program = lowered.family(family)
     total = layout.entry_rules + sum(chain_rules(c.matches) for c in written(program, marks))
     found = trees(lowered, family, marks)
