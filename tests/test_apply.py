@@ -61,18 +61,22 @@ def test_an_older_npcs_jumps_are_replaced_by_the_next_apply(netns: Netns) -> Non
     new = " -m conntrack ! --ctstate RELATED,ESTABLISHED"
     jumps = re.findall(rf"^-A (FORWARD{new} -m comment .* -j NPC-\w+-(?:FORWARD|MARK))$", first, re.M)
     assert len(jumps) == 4, first  # mangle and filter, IPv4 and IPv6
-    for tool, table in (("iptables", "filter"), ("iptables", "mangle"), ("ip6tables", "filter")):
+
+    def insert_older(tool: str, table: str) -> str:
+        """An older npc's jump beside (or, deleted after, instead of) this one's; returns npc's."""
         own = next(j for j in jumps if j.endswith("-FORWARD" if table == "filter" else "-MARK"))
-        netns.run(tool, "-t", table, "-D", *shlex.split(own))
         netns.run(tool, "-t", table, "-I", "FORWARD", "1", *shlex.split(own.replace(new, "", 1))[1:])
+        return own
+
+    for tool, table in (("iptables", "filter"), ("iptables", "mangle"), ("ip6tables", "filter")):
+        netns.run(tool, "-t", table, "-D", *shlex.split(insert_older(tool, table)))
     older = netns.state()
     assert len(re.findall(r"^-A FORWARD -m comment --comment .* -j NPC-", older, re.M)) == 3
     again = netns.npc_apply(policy("a"))
     assert again.returncode == 0, again.stderr
     assert netns.state() == first
     for tool, table in (("iptables", "filter"), ("iptables", "mangle")):
-        own = next(j for j in jumps if j.endswith("-FORWARD" if table == "filter" else "-MARK"))
-        netns.run(tool, "-t", table, "-I", "FORWARD", "1", *shlex.split(own.replace(new, "", 1))[1:])
+        insert_older(tool, table)
     reset = netns.run(sys.executable, "-m", "npc", "reset", "--all", check=False)
     assert reset.returncode == 0, reset.stderr
     assert not re.search(r"NPC-|npc-", netns.state()), netns.state()

@@ -432,8 +432,8 @@ def dispatch_rule(
 
 
 def group_plan(chain: TreeChain) -> Plan:
-    """A trie group's dispatch, branched by a label's values where its code leaves nf_tables a
-    level for the branch chains (``branches``; each 1 bit of the code is a ``goto``)."""
+    """A trie group's dispatch, branched by a label's values where that saves rules (``branches``;
+    nf_tables' depth leaves a level for a branch chain below any group's)."""
     return plan(chain.group.dispatch, chain.group.namespaces)
 
 
