@@ -71,6 +71,15 @@ def test_folded_rules_allow_what_the_matches_allow(found: tuple[Match, ...]) -> 
                     assert got == want, (peer, protocol, port, named)
 
 
+def test_tcp_and_udp_of_overlapping_spans_list_each_port_once() -> None:
+    """Hypothesis found it: TCP and UDP of one peer on 80-81, 80-82, 81-83 (spans a lowering
+    without passes keeps) joined into a bitmap of 80, 81, 80, 81, 82, ... which ipset refuses."""
+    ports = ((80, 81), (80, 82), (81, 83))
+    found = tuple(Match(PEERS[0], protocol, ports, None) for protocol in ("TCP", "UDP"))
+    (rule,) = render.folded(found)
+    assert rule.ports is not None and list(rule.ports.entries) == ["80", "81", "82", "83"]
+
+
 def test_one_peers_ports_are_one_rule_and_each_port_one_entry() -> None:
     """80-82 and 81-83 of one peer beside a named port: one rule, ports 80 to 83 once each;
     a match allowing every port of the protocol keeps the peer's matches apart."""

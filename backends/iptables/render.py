@@ -203,12 +203,14 @@ _Transport = tuple[SetSpec, tuple[tuple[int, int], ...]]  # a peer and numeric p
 
 def _transport(match: Match, port_list: PortList | None) -> _Transport | None:
     """The peer and ports of a match of TCP or UDP numeric ports, as few as a ``PortList``'s
-    bitmap holds; None for any other match."""
+    bitmap holds; None for any other match. Overlapping spans (a lowering without passes keeps
+    them) are merged: the bitmap holds a port once."""
     if port_list is not None or match.peer is None or match.protocol not in BITMAP_PROTOCOLS:
         return None
     if match.named_port is not None or not match.ports:
         return None
-    return (match.peer, match.ports) if _bitmap_holds(match.ports) else None
+    spans = tuple(merge_intervals(match.ports))
+    return (match.peer, spans) if _bitmap_holds(spans) else None
 
 
 def _bitmap_holds(spans: Sequence[tuple[int, int]]) -> bool:
