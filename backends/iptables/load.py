@@ -72,6 +72,7 @@ from .render import (
     Layout,
     SetText,
     chains_in,
+    commit_order,
     insert_jump,
     jump_rule,
     render_rules,
@@ -184,6 +185,11 @@ def _state(saved: str, lowered: Lowered, table: str, layout: Layout) -> TableSta
     return TableState(tuple(chains), tuple(rules), jumps, hooked, older)
 
 
+def _marking(states: Mapping[str, TableState]) -> bool:
+    """Whether the kernel's mangle writes npc's group codes (so its filter reads them)."""
+    return bool(states["mangle"].jumps or states["mangle"].older)
+
+
 def _edited(old: Mapping[str, TableState], marks: Marks) -> list[str]:
     """The tables a transaction writes: npc's, and mangle when it still holds npc's objects."""
     return [t for t in TABLES if t in tables(marks) or old[t].held]
@@ -199,7 +205,7 @@ def _rollback_text(
     tables hold now: each table of a restore commits on its own, so a rejected one may follow
     one that was committed."""
     lines = []
-    for table in TABLES:
+    for table in commit_order(_marking(now)):
         if not (old[table].held or now[table].held):
             continue
         fixed = layout.fixed_chains(lowered) if table == "filter" else []
@@ -586,6 +592,7 @@ def apply_iptables(
                 {table: edit.lines(lowered, table) for table, edit in edits.items()},
                 gone,
                 layout,
+                mangle_last=_marking(before[family]),
             )
             written[family] = chains_in(text, gone)
             out.append(([tools.restore[family], "--noflush", "--wait=30"], text))
@@ -731,7 +738,8 @@ def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layo
         return 0
     states = _table_states(run, tools, family, lowered, layout)
     lines: list[str] = []
-    for table, state in states.items():
+    for table in commit_order(_marking(states)):
+        state = states[table]
         hooked = table == "filter" and family in layout.families and not layout.forward_jump
         fixed = layout.fixed_chains(lowered) if hooked else []
         if not state.held:
@@ -813,7 +821,8 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
             saved = run([tools.save[family]])  # not "-t filter": iptables-nft would create the table
             if saved.returncode != 0:
                 raise ApplyError(f"{tools.save[family]} failed: {saved.stderr.strip()}")
-            script, gone = [], []
+            parts: dict[str, list[str]] = {}
+            gone: list[str] = []
             for table in TABLES:
                 section = _section(saved.stdout, table).splitlines()
                 prefix = names.chain_prefix if names else ANY_CHAIN_PREFIX
@@ -823,13 +832,16 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
                 )
                 jumps = [line for line in section if (line in own if own else bool(ANY_JUMP.fullmatch(line)))]
                 if chains or jumps:
-                    script += [
+                    parts[table] = [
                         f"*{table}",
                         *(f"-D {j[3:]}" for j in jumps),
                         *(f":{c} - [0:0]" for c in chains),
+                        *(f"-X {c}" for c in chains),
+                        "COMMIT",
                     ]
-                    script += [f"-X {c}" for c in chains] + ["COMMIT"]
                     gone += [f"iptables-{tools.flavour} IPv{family} chain {c}" for c in chains]
+            marking = any(line.startswith("-D ") for line in parts.get("mangle", ()))  # a jump writing codes
+            script = [line for table in commit_order(marking) for line in parts.get(table, ())]
             if not script:
                 continue
             done = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*script, ""]))

@@ -550,6 +550,18 @@ def tables(marks: Marks) -> tuple[str, ...]:
     return ("mangle", "filter") if marks.grouped else ("filter",)
 
 
+def commit_order(marking: bool) -> tuple[str, str]:
+    """The order a restore input writes (so commits: each table at its own ``COMMIT``) npc's
+    tables in. ``marking``: the kernel's mangle already writes npc's group codes, so its filter
+    reads them. Between the two commits one table is new and the other old, and either way a
+    trie may read another trie's codes (the map sets are new when the groups change): mangle's
+    part is a few lines, so with mangle last that lasts while mangle commits, not while a restore
+    parses filter's thousands of rules, and a filter table the kernel rejects leaves mangle as it
+    was. Where nothing writes codes yet (a first load), mangle goes first: no packet then meets
+    the trie without its code."""
+    return ("filter", "mangle") if marking else ("mangle", "filter")
+
+
 def mark_chain(lowered: Lowered) -> str:
     return names_of(lowered).mark
 
@@ -699,11 +711,12 @@ def render_rules(
     edits: Mapping[str, Sequence[str]] | None = None,
     extra_chains: Mapping[str, Sequence[str]] | None = None,
     layout: Layout = NPC_LAYOUT,
+    mangle_last: bool = False,
 ) -> str:
     """An ``iptables-restore --noflush`` input for npc's tables (``ip6tables-restore`` for 6).
     ``edits`` end each table's part (default: insert npc's FORWARD jumps, the filter one if the
     layout has it, as a boot-time restore needs); ``extra_chains`` are declared (so flushed) too,
-    for edits that delete them."""
+    for edits that delete them; ``mangle_last``: mangle's part after filter's (``commit_order``)."""
     program = lowered.family(family)
     names = rule_names(lowered, marks)
     direction_chain = {d: layout.direction_chain(lowered, d) for d in DIRECTIONS}
@@ -746,6 +759,7 @@ def render_rules(
             ),
             mangle_edits=edits.get("mangle", ()),
             edits=edits.get("filter", ()),
+            mangle_last=mangle_last,
         )
     )
 

@@ -46,6 +46,7 @@ from .render import (
     Chains,
     Layout,
     chains_in,
+    commit_order,
     kernel_sets,
     render_rules,
     restricting_sets,
@@ -72,7 +73,9 @@ def chain_edit(was: Chains, now: Chains) -> ChainEdit:
     (its inverse is ``chain_edit(now, was)``); empty text when they are the same."""
     lines: list[str] = []
     written = deleted = 0
-    for table in sorted(was.keys() | now.keys(), key=("mangle", "filter").index):
+    for table in commit_order(marking=bool(was.get("mangle"))):
+        if table not in was.keys() | now.keys():
+            continue
         old, new = was.get(table, {}), now.get(table, {})
         fill = sorted(name for name, rules in new.items() if old.get(name) != rules)
         gone = sorted(old.keys() - new.keys())
