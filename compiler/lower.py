@@ -961,7 +961,13 @@ class _Lowerer:
         dispatch: dict[Direction, list[Dispatch]] = {d: [] for d in DIRECTIONS}
         # namespace -> its dispatch entries, in dispatch order, each with its policies' pod selectors
         shares: dict[Direction, dict[str, dict[Dispatch, list[Selector]]]] = {d: {} for d in DIRECTIONS}
-        for (direction, chain_name), targets in users.items():
+        # the shortest chains first (stable: policy order among equals): a packet one of them
+        # allows meets none of the longer ones' rules (nftables accepts; iptables' dispatch
+        # tests the allow bit before a target's set), so allowed traffic, mostly let through by
+        # short, broad rules (the namespace's own pods, monitoring), pays least
+        for (direction, chain_name), targets in sorted(
+            users.items(), key=lambda u: len(chains[u[0][1]].matches)
+        ):
             first, _ = next(iter(targets.values()))
             more = sum(count for _, count in targets.values()) - 1
             comment = f"{first} and {more} more" if more else first

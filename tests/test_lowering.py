@@ -28,6 +28,7 @@ from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.names import names_of
 from npc.backends.iptables.render import NPC_LAYOUT, everyone, kernel_sets, rules_for, set_changes
+from npc.backends.nftables.render import chains_by_address
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, NamedPort, Namespace, Pod, pod_ips, read_inventory
 from npc.ir import (
@@ -279,6 +280,37 @@ def test_policies_selecting_the_same_pods_are_one_chain() -> None:
     (shop,) = (s for s in family.scopes["ingress"] if s.namespace == "shop")
     assert len(shop.dispatch) == 2
     assert lower.lower(Program(tuple(reversed(program.policies)))) == lower.lower(program)
+
+
+def test_the_shortest_chains_are_dispatched_first() -> None:
+    """A pod two policies select meets the chain of fewer rules first, whatever the policies'
+    names or order: a connection the short one allows (here from the namespace's own pods) then
+    meets none of the long one's rules (nftables: the short chain is every such pod's rank 1;
+    iptables: the allow bit, tested first, skips the rest of the dispatch's set tests)."""
+    webhooks = Selector((Requirement("app", "In", ("webhooks",)),))
+    partners = tuple(
+        Rule((PodPeer(namespace_selector(ns), Selector()),), (PortSpec("TCP", 443),))
+        for ns in ("p1", "p2", "p3")
+    )
+    long = Policy("shop", "a-partners", webhooks, ingress=partners)
+    short = Policy(
+        "shop", "z-own", Selector(), ingress=(Rule((PodPeer(namespace_selector("shop"), Selector()),)),)
+    )
+    inventory = Inventory(
+        (Namespace("shop", {NAMESPACE_NAME_LABEL: "shop"}),),
+        (
+            Pod("shop", "hook", {"app": "webhooks"}, (ipaddress.ip_address("10.0.0.1"),)),
+            Pod("shop", "web", {"app": "web"}, (ipaddress.ip_address("10.0.0.2"),)),
+        ),
+    )
+    for policies in ((long, short), (short, long)):
+        compiled = compile_program(Program(policies), inventory)
+        family = compiled.lowered.family(4)
+        lengths = {c.name: len(c.matches) for c in family.chains}
+        assert [lengths[d.chain] for d in family.dispatch["ingress"]] == [1, 3]
+        ranks = chains_by_address(family, "ingress", compiled.members)
+        assert [lengths[c] for c in ranks["10.0.0.1"]] == [1, 3]  # the webhooks pod: both select it
+        assert [lengths[c] for c in ranks["10.0.0.2"]] == [1]
 
 
 def test_a_namespace_sharing_a_chain_by_two_selectors_tests_its_own_pods() -> None:
