@@ -265,6 +265,29 @@ def test_port_groups_merge_into_one_rule() -> None:
     assert re.search(r"\ttcp dport 8000-8100 ip saddr @s4-\w+ ip saddr @s4-\w+ accept", text)  # port first
 
 
+def test_a_chain_tests_its_cheapest_rules_first() -> None:
+    """Every rule of a policy chain allows, so their order is free (``chain_text``): a port
+    compare first, then a port list's lookup, a peer's alone, a named port's two, whatever order
+    the policy lists them in; the ruleset still decides like the evaluator."""
+    rules = (
+        Rule((peer(role="web"),), (PortSpec("TCP", "redis"),)),
+        Rule((peer(role="api"),)),
+        Rule((peer(role="web"),), (PortSpec("TCP", 80), PortSpec("TCP", 443))),
+        Rule((peer(role="db"),), (PortSpec("UDP", 53),)),
+    )
+    for order in (rules, rules[::-1]):
+        program = Program((Policy("default", "db-in", sel(role="db"), ingress=order),))
+        text = render(program, INVENTORY)
+        (chain,) = re.findall(r"\tchain p-\w+ \{\n(.*?)\n\t\}", text.split("table ip6 npc {\n")[0], re.S)
+        firsts = [line.split()[:2] for line in chain.splitlines()]
+        assert firsts == [["udp", "dport"], ["tcp", "dport"], ["ip", "saddr"], ["ip", "saddr"]], chain
+        assert "th dport @p4-" in chain.splitlines()[-1]  # the named port: last
+        ruleset = Ruleset(text)
+        assert connectivity(ruleset.allowed, INVENTORY) == connectivity(
+            Evaluator(program, INVENTORY).allowed, INVENTORY
+        )
+
+
 def test_named_ports_and_excepts_use_nft_sets() -> None:
     ruleset = Ruleset(render(RICH, INVENTORY))
     port_sets = [s for s in ruleset.sets.values() if s.type == "ipv4_addr . inet_proto . inet_service"]

@@ -330,9 +330,22 @@ def chain_text(chain: Chain, family: int) -> ChainText:
     shared chain another first policy must not take a table replace."""
     said = comment(chain.comment)
     rules = tuple(
-        f"{render_match(m, chain.direction, family)} comment {said}" for m in rule_matches(chain.matches)
+        f"{render_match(m, chain.direction, family)} comment {said}"
+        for m in sorted(rule_matches(chain.matches), key=_refusal_cost)
     )
     return ChainText(chain_name(chain.name), rules)
+
+
+def _refusal_cost(match: Match) -> int:
+    """What a rule costs a packet it does not allow, by its first test (``render_match``): a
+    port compare, a port list's lookup, a peer's lookup, a named port's two lookups. Every rule
+    of a policy chain allows, so their order is free: cheapest first, a packet a later rule
+    allows pays least for the rules before it (``match_cost.py``: 28 ns a compare, 40 a lookup)."""
+    if match.named_port is not None:
+        return 3
+    if match.protocol and match.ports:
+        return 1 if _listed(match) else 0
+    return 2
 
 
 # --- the table ----------------------------------------------------------------------------------
