@@ -139,6 +139,7 @@ class Table:
     def __init__(self, rules_text: str, sets: Mapping[str, _Set]) -> None:
         self.sets = sets
         self.walked = 0
+        self.set_tests = 0  # of the last ``run``: ipset lookups, a packet's main cost (match_cost.py)
         self.tables: dict[str, dict[str, list[_Rule]]] = defaultdict(lambda: defaultdict(list))
         self.chains = self.tables["filter"]
         for line in rules_text.splitlines():
@@ -175,6 +176,7 @@ class Table:
             return not self._holds((kind, *cond[2:]), packet, mark)
         if kind == "set":
             assert cond[1] == "--match-set"
+            self.set_tests += 1
             name, dirs = cond[2], cond[3].split(",")
             address = packet.src if dirs[0] == "src" else packet.dst
             found = self.sets[name]
@@ -197,7 +199,7 @@ class Table:
         """Whether FORWARD (policy ACCEPT) lets the first packet of this connection through;
         ``walked``: how many rules of table filter it was tested against."""
         mark = 0
-        self.walked = 0
+        self.walked = self.set_tests = 0
         for table in ("mangle", "filter"):
             self.chains = self.tables[table]
             verdict, mark = self._walk("FORWARD", packet, mark, 0)

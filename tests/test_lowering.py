@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -311,6 +312,67 @@ def test_the_shortest_chains_are_dispatched_first() -> None:
         ranks = chains_by_address(family, "ingress", compiled.members)
         assert [lengths[c] for c in ranks["10.0.0.1"]] == [1, 3]  # the webhooks pod: both select it
         assert [lengths[c] for c in ranks["10.0.0.2"]] == [1]
+
+
+def test_a_policy_chain_s_later_rules_skip_their_sets_once_one_allowed() -> None:
+    """An iptables policy chain's rules go cheapest to refuse first (a port compare, a multiport,
+    then sets alone) and set the allow bit without ending the chain, so each after the first
+    tests the bit before its sets: a connection the first rule allows meets none of the later
+    rules' sets (the same rules without that test: it meets them all), whatever order the
+    policy lists its rules in; every pair is decided as the policy does."""
+
+    def app(value: str) -> PodPeer:
+        return PodPeer(namespace_selector("shop"), Selector((Requirement("app", "In", (value,)),)))
+
+    rules = (
+        Rule((app("a"),), (PortSpec("TCP", "http"),)),
+        Rule((app("b"),)),
+        Rule((app("c"),), (PortSpec("TCP", 80), PortSpec("TCP", 443))),
+        Rule((app("d"),), (PortSpec("TCP", 8080),)),
+    )
+    hooks = Selector((Requirement("app", "In", ("webhooks",)),))
+    ip = {
+        name: ipaddress.ip_address(f"10.0.0.{i}")
+        for i, name in enumerate(("webhooks", "a", "b", "c", "d"), 1)
+    }
+    inventory = Inventory(
+        (Namespace("shop", {NAMESPACE_NAME_LABEL: "shop"}),),
+        tuple(
+            Pod("shop", name, {"app": name}, (address,), (NamedPort("http", "TCP", 8000),))
+            for name, address in ip.items()
+        ),
+    )
+    for order in (rules, rules[::-1]):
+        program = Program((Policy("shop", "hooks", hooks, ingress=order),))
+        compiled = compile_program(program, inventory)
+        files = get_backend("iptables").render(compiled, Options())
+        (chain,) = {
+            line.split()[1]
+            for line in files["rules.v4"].splitlines()
+            if line.startswith("-A NPC-") and "-P-" in line.split()[1]
+        }
+        lines = [line for line in files["rules.v4"].splitlines() if line.startswith(f"-A {chain} ")]
+        assert len(lines) == 4 and "-m tcp --dport 8080" in lines[0] and "-m mark" not in lines[0]
+        assert all(line.index("-m mark --mark 0x0/") < line.index("-m set") for line in lines[1:])
+        plain = dict(
+            files,
+            **{
+                "rules.v4": re.sub(
+                    r"(?m)^(-A NPC-\w+-P-\w+ .*?) -m mark --mark 0x0/0x\w+", r"\1", files["rules.v4"]
+                )
+            },
+        )
+        seen = []
+        for rendered in (files, plain):
+            dataplane = Dataplane(rendered)
+            assert connectivity(dataplane.allowed, inventory) == connectivity(
+                Evaluator(program, inventory).allowed, inventory
+            )
+            assert dataplane.allowed(ip["d"], ip["webhooks"], "TCP", 8080)
+            seen.append(dataplane.tables[4].set_tests)
+        # saved: b's set and a's (its named port's set comes after a's); c's rule refuses
+        # TCP/8080 at its multiport, before any set, either way
+        assert seen[1] - seen[0] == 2, seen
 
 
 def test_a_namespace_sharing_a_chain_by_two_selectors_tests_its_own_pods() -> None:
