@@ -823,6 +823,7 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
                 raise ApplyError(f"{tools.save[family]} failed: {saved.stderr.strip()}")
             parts: dict[str, list[str]] = {}
             gone: list[str] = []
+            marking = False  # a jump in mangle: npc's codes are written there
             for table in TABLES:
                 section = _section(saved.stdout, table).splitlines()
                 prefix = names.chain_prefix if names else ANY_CHAIN_PREFIX
@@ -840,7 +841,7 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
                         "COMMIT",
                     ]
                     gone += [f"iptables-{tools.flavour} IPv{family} chain {c}" for c in chains]
-            marking = any(line.startswith("-D ") for line in parts.get("mangle", ()))  # a jump writing codes
+                marking = marking or (table == "mangle" and bool(jumps))
             script = [line for table in commit_order(marking) for line in parts.get(table, ())]
             if not script:
                 continue
