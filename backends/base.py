@@ -38,9 +38,10 @@ if TYPE_CHECKING:
     from ..resolve import Compiled
 
 DEFAULT_MARK = 0x1000000
-# iptables: where a pod's namespace group goes in the mark, egress and ingress: 11 bits each,
-# clear of kube-proxy's 0x4000/0x8000 and of DEFAULT_MARK (see backends/iptables/mark_tree.py)
-DEFAULT_GROUP_MASKS = (0x0EFF0000, 0xF000007F)
+# iptables: where a pod's namespace group goes in the mark, egress and ingress: 15 and 14 bits,
+# every bit clear of kube-proxy's 0x4000/0x8000 and of DEFAULT_MARK; a code takes at most 11,
+# the rest are flags (see backends/iptables/mark_tree.py)
+DEFAULT_GROUP_MASKS = (0x0EFF3C00, 0xF00003FF)
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._/:=@+-]")
 
 

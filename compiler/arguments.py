@@ -54,7 +54,7 @@ def _group_marks(text: str) -> tuple[int, int]:
         egress, ingress = (int(part, 0) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            "must be two masks, EGRESS,INGRESS, e.g. 0x0eff0000,0xf000007f"
+            "must be two masks, EGRESS,INGRESS, e.g. 0x0eff3c00,0xf00003ff"
         ) from None
     if not egress or not ingress or egress & ingress or (egress | ingress) >> 32:
         raise argparse.ArgumentTypeError("must be two non-empty, disjoint 32-bit masks")
@@ -71,7 +71,7 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
         type=_group_marks,
         default=DEFAULT_GROUP_MASKS,
         metavar="EGRESS,INGRESS",
-        help="iptables: mark bits for a pod's namespace group (default 0x0eff0000,0xf000007f)",
+        help="iptables: mark bits for a pod's namespace group (default 0x0eff3c00,0xf00003ff)",
     )
 
 

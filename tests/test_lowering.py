@@ -28,7 +28,7 @@ from npc.backends import get as get_backend
 from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.names import names_of
-from npc.backends.iptables.render import NPC_LAYOUT, everyone, kernel_sets, rules_for, set_changes
+from npc.backends.iptables.render import NPC_LAYOUT, everyone, kernel_sets, rules_for, set_changes, trees
 from npc.backends.nftables.render import chains_by_address
 from npc.evaluate import Evaluator
 from npc.inventory import Inventory, NamedPort, Namespace, Pod, pod_ips, read_inventory
@@ -567,6 +567,61 @@ def test_every_pod_is_the_map_sets_and_the_rest_through_churn() -> None:
         (before, Inventory(namespaces, tuple(pods))),
         (after, Inventory(namespaces, tuple(churned))),
     ):
+        dataplane = Dataplane(get_backend("iptables").render(compiled, Options()))
+        expected = connectivity(Evaluator(program, inventory).allowed, inventory)
+        assert connectivity(dataplane.allowed, inventory) == expected
+
+
+def test_a_group_s_dispatch_tests_the_mark_bits_its_code_leaves_free() -> None:
+    """With group marks, the bits of a direction's mask after a group's code stand for its
+    dispatch's tests (``mark_tree.flags``): a pod's map entry carries the bit of each test it
+    passes, the dispatch rules test those bits and no set, a relabel moves the bit by the deltas
+    alone, and the rules decide as the evaluator before and after."""
+    web = Selector((Requirement("app", "In", ("web",)),))
+    db = Selector((Requirement("app", "In", ("db",)),))
+    anyone = PodPeer(Selector(), Selector())
+    program = Program(
+        (
+            Policy("shop", "web", web, ingress=(Rule((anyone,), (PortSpec("TCP", 80),)),)),
+            Policy("shop", "db", db, ingress=(Rule((PodPeer(Selector(), web),), (PortSpec("TCP", 5432),)),)),
+        )
+    )
+    namespaces = tuple(Namespace(n, {NAMESPACE_NAME_LABEL: n}) for n in ("shop", "lab"))
+
+    def pod(ns: str, name: str, app: str, host: int) -> Pod:
+        return Pod(ns, name, {"app": app}, (ipaddress.ip_address(f"10.0.0.{host}"),))
+
+    inventories = [
+        Inventory(
+            namespaces, (pod("shop", "web", "web", 1), pod("shop", "db", "db", 2), pod("lab", "x", "x", 3))
+        ),
+        Inventory(
+            namespaces, (pod("shop", "web", "db", 1), pod("shop", "db", "db", 2), pod("lab", "x", "web", 3))
+        ),
+    ]
+    before, after = (compile_program(program, inventory) for inventory in inventories)
+    (chain,) = (
+        c for c in trees(before.lowered, 4, Marks())["ingress"].chains if "shop" in c.group.namespaces
+    )
+    flags = {flag.tests[0][0].key[0].pods: flag.mark for flag in chain.flags}  # type: ignore[index, union-attr]
+    assert set(flags) == {web, db}
+    files = get_backend("iptables").render(before, Options())
+    dispatch = [line for line in files["rules.v4"].splitlines() if line.startswith(f"-A {chain.name} ")]
+    assert dispatch and not any("--match-set" in line and "-j NPC-" in line for line in dispatch)
+    for mark in flags.values():
+        assert any(f"-m mark --mark {mark:#x}/{mark | Marks().allow:#x}" in line for line in dispatch)
+    kernel = {s.name: {t for t, _ in s.members} for s in kernel_sets(before.lowered, before.members, Marks())}
+    entries = {
+        t.split()[0]: int(t.split()[2].split("/")[0], 16)
+        for t in kernel[trees(before.lowered, 4, Marks())["ingress"].map_set]
+    }
+    assert entries["10.0.0.1"] & flags[web] and not entries["10.0.0.1"] & flags[db]
+    assert entries["10.0.0.2"] & flags[db] and not entries["10.0.0.2"] & flags[web]
+    moved = {s.name: set(s.members) for s in kernel_sets(before.lowered, before.members, Marks())}
+    for name, (gone, fresh) in set_changes(before.lowered, before.members, after.members, Marks()).items():
+        moved[name] = (moved[name] - set(gone)) | set(fresh)
+    assert moved == {s.name: set(s.members) for s in kernel_sets(after.lowered, after.members, Marks())}
+    for compiled, inventory in zip((before, after), inventories, strict=True):
         dataplane = Dataplane(get_backend("iptables").render(compiled, Options()))
         expected = connectivity(Evaluator(program, inventory).allowed, inventory)
         assert connectivity(dataplane.allowed, inventory) == expected

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from npc.backends import get as get_backend
 from npc.backends.base import Options
 from npc.backends.iptables.mark_tree import Marks
-from npc.backends.iptables.names import names_of
-from npc.backends.iptables.render import everyone, used_sets
+from npc.backends.iptables.render import everyone, trees, used_sets
 from npc.inventory import Inventory, Namespace, Pod
 from npc.ir import (
     NAMESPACE_NAME_LABEL,
@@ -162,14 +161,18 @@ def test_every_backend_tests_both_parts() -> None:
     both = f"-m set --match-set npc-ycua4-{ns_part} src -m set --match-set npc-ycua4-{selector_part} src"
     assert both in rules, rules
     # a dispatch group's mark proves the namespace: only the selector is left to test (the pod's
-    # end, dst); the chain, of one rule, is its dispatch rule (``inlined``), the peer's tests beside
+    # end, dst), by a flag of the group's mark (``mark_tree.flags``); the chain, of one rule, is
+    # its dispatch rule (``inlined``), the peer's tests beside
+    chains = trees(compiled.lowered, 4, Marks())["ingress"].chains
+    flags = {f.mark for c in chains for f in c.flags if [t.name for t, _ in f.tests] == [selector_part]}
     dispatch = [
         line
         for line in rules.splitlines()
-        if "-m mark --mark 0x0/" in line and re.search(r"-(I4-\w+|INGRESS)$", line.split()[1])
+        if any(f"--mark {f:#x}/{f | Marks().allow:#x} " in line for f in flags)
+        and re.search(r"-(I4-\w+|INGRESS)$", line.split()[1])
     ]
     assert len(dispatch) == 3
-    assert all(line.count(" dst") == 1 and f"{selector_part} dst" in line for line in dispatch), dispatch
+    assert all(line.count(" dst") == 0 for line in dispatch), dispatch
     assert sum(both in line for line in dispatch) == 1  # each namespace's own peer: its own part
     assert all(line.count(" src") == 2 and f"{selector_part} src" in line for line in dispatch), dispatch
     flat = get_backend("weave").render(compiled, Options())["rules.v4"]  # no group marks: both parts
@@ -267,12 +270,10 @@ def test_a_target_in_every_namespace_is_tested_by_parts_once_the_namespace_is_kn
         assert all(len(s.key) == 1 for s in used if s.kind == "pods")  # type: ignore[arg-type]
         files = get_backend("iptables").render(compiled, Options())
         assert files["ipsets"].count("\nadd ") < 2 * len(inventory.pods)  # the union alone: 40 or 20 more
-        names = names_of(compiled.lowered)
-        dispatch = [line for line in files["rules.v4"].splitlines() if "-m mark --mark 0x0/" in line]
-        by_key = {s.key: s for s in used}
-        for key, out in tests.items():
-            test = f"-m set {'! ' if out else ''}--match-set {names.set(by_key[key].name)} dst"
-            assert any(test in line for line in dispatch), (test, dispatch)
+        # the one group's code leaves it every bit: a flag stands for the parts (``mark_tree.flags``)
+        (chain,) = trees(compiled.lowered, 4, Marks())["ingress"].chains
+        (flag,) = (f for f in chain.flags if {t.key: out for t, out in f.tests} == tests)
+        assert f"-m mark --mark {flag.mark:#x}/{flag.mark | Marks().allow:#x}" in files["rules.v4"]
     listed = Selector((Requirement("role", "In", ("api", "batch")),))
     program = Program(tuple(Policy(ns, "p", listed, ingress=(rule,)) for ns in spaces))
     family = compile_program(program, inventory).lowered.family(4)
@@ -468,8 +469,11 @@ def test_peers_across_namespaces_are_never_copied_into_a_union() -> None:
     program = compiled.lowered.family(4)
     used = used_sets(program, Marks())
     cross = {s.key for s in used if s.key[0].namespaces == EVERYWHERE}  # type: ignore[index,union-attr]
-    # 6 sets for 15 pairs x 3 namespaces, and the targets' ``app=web`` part: the dispatch's test
-    assert cross == {(peer,) for peer in everywhere} | {(PodPeer(EVERYWHERE, WEB),)}
+    # 6 sets for 15 pairs x 3 namespaces; the targets' ``app=web`` part, the dispatch's test, is a
+    # flag of the group's mark (``mark_tree.flags``), no set
+    assert cross == {(peer,) for peer in everywhere}
+    flags = [f.tests for c in trees(compiled.lowered, 4, Marks())["ingress"].chains for f in c.flags]
+    assert [t.key for tests in flags for t, _ in tests] == [(PodPeer(EVERYWHERE, WEB),)]
     entries = sum(len(compiled.members[s.name]) for s in used if s.kind == "pods")
     assert entries <= 3 * len(inventory.pods), entries
     peers = {m.peer for c in program.chains for m in c.matches if m.peer is not None}

@@ -41,6 +41,7 @@ from ...errors import UsageError
 from ...ir import Direction
 from ...lower import Dispatch, FamilyProgram, SetSpec, digest
 from ..base import DEFAULT_GROUP_MASKS, DEFAULT_MARK, Options
+from .branches import plan
 from .names import Names
 
 MAX_CODE_BITS = 11  # nf_tables' 15 levels below a base chain, less 2 above the trie and 2 below
@@ -96,12 +97,25 @@ class Test:
 
 
 @attrs.frozen
+class Flag:
+    """A bit of the direction's mask that a group's code leaves free, standing for one of the
+    group's dispatch tests: set in the mark of each of the group's addresses that passes it, so
+    the dispatch tests a mark bit where it tested sets (a set match costs a packet ten times a
+    mark match: ``benchmarks/match_cost.py``). The trie tests a code's bits only, so a packet
+    of the group meets no test of the bits after its code's."""
+
+    mark: int
+    tests: tuple[tuple[SetSpec, bool], ...]  # the dispatch test it stands for (``lower.tests``)
+
+
+@attrs.frozen
 class TreeChain:
     name: str
     tests: tuple[Test, ...]
     group: Group
     mark: int  # the group's code, spread over the mask: what its addresses carry
     depth: int  # the tests a packet of the group meets, in the trie's chains down to this one
+    flags: tuple[Flag, ...] = ()  # in the bits after the code's (``flags``)
 
 
 @attrs.frozen
@@ -110,6 +124,17 @@ class Tree:
     map_set: str
     groups: tuple[Group, ...]
     chains: tuple[TreeChain, ...]  # chains[0] is the root
+
+
+@attrs.frozen
+class Shape:
+    """The trie's groups, their code lengths and flags: from the policies alone. (Which pods are
+    isolated stays a set test in FORWARD: every network's map sets write the same bits, each
+    for its own addresses, so a mark says which group, not which network's.)"""
+
+    groups: tuple[Group, ...]
+    lengths: list[int]
+    flags: list[tuple[Flag, ...]]
 
 
 @functools.cache  # a trie asks the same few (bit, mask) pairs thousands of times
@@ -224,12 +249,40 @@ def canonical(lengths: Sequence[int]) -> list[int]:
     return codes
 
 
-def tree(
-    program: FamilyProgram, direction: Direction, names: Names, mask: int, weight: Callable[[Group], int]
-) -> Tree:
+def shape(program: FamilyProgram, direction: Direction, mask: int, weight: Callable[[Group], int]) -> Shape:
     bits = code_bits(mask)
     found = groups(program, direction, bits) or (Group(0, (), (), ()),)  # the root exists even when empty
     lengths = code_lengths([weight(g) for g in found], bits)
+    return Shape(found, lengths, [flags(g, n, mask) for g, n in zip(found, lengths, strict=True)])
+
+
+def flags(group: Group, length: int, mask: int) -> tuple[Flag, ...]:
+    """The group's flags: one per bit of ``mask`` after its code's ``length`` (a mask wider than
+    ``MAX_CODE_BITS`` has some for every group), for its dispatch's distinct tests in the order
+    its rules meet them (``branches.plan``: the plain entries', the branches', the branch
+    entries')."""
+    free = [spread(1 << d, mask) for d in range(length, bin(mask).count("1"))]
+    found = plan(group.dispatch, group.namespaces)
+    wanted = [
+        *(local for _, local in found.plain),
+        *(((b.test, False),) for b in found.branches),
+        *(local for b in found.branches for _, local in b.entries),
+    ]
+    out: dict[tuple[tuple[SetSpec, bool], ...], Flag] = {}
+    for local in wanted:
+        if local and local not in out and len(out) < len(free):
+            out[local] = Flag(free[len(out)], local)
+    return tuple(out.values())
+
+
+def tree(
+    program: FamilyProgram,
+    direction: Direction,
+    names: Names,
+    mask: int,
+    shaped: Shape,
+) -> Tree:
+    found, lengths, flagged = shaped.groups, shaped.lengths, shaped.flags
     codes = canonical(lengths)
     # depth d's bit (the code's d-th from the most significant) goes on the mask's d-th bit
     marks = [
@@ -237,7 +290,14 @@ def tree(
         for code, n in zip(codes, lengths, strict=True)
     ]
     letter = "E" if direction == "egress" else "I"
-    spelled = tuple((m, tuple(map(names.set, g.isolated))) for g, m in zip(found, marks, strict=True))
+    spelled = tuple(
+        (
+            m,
+            tuple(map(names.set, g.isolated)),
+            tuple((f.mark, tuple((names.set(t.name), out) for t, out in f.tests)) for f in fs),
+        )
+        for g, m, fs in zip(found, marks, flagged, strict=True)
+    )
     map_set = names.set(f"m{program.family}-{digest('map', direction, program.family, mask, spelled)}")
     chain = [names.chain(f"{letter}{program.family}-{g.number:x}") for g in found]
     chain[codes.index(0)] = names.direction(direction)  # the root: FORWARD's jump enters it at once
@@ -248,6 +308,7 @@ def tree(
             g,
             marks[i],
             lengths[i],
+            flagged[i],
         )
         for i, (g, tests) in enumerate(zip(found, links(codes, lengths), strict=True))
     ]
@@ -274,7 +335,16 @@ def links(codes: Sequence[int], lengths: Sequence[int]) -> list[list[tuple[int, 
     ]
 
 
-def map_entries(tree: Tree, mask: int) -> dict[str, str]:
-    """Per isolated set feeding the map set, what follows each of its addresses there:
-    `` skbmark NUMBER/MASK`` (only the mask's bits change)."""
-    return {name: f" skbmark {c.mark:#x}/{mask:#x}" for c in tree.chains for name in c.group.isolated}
+@attrs.frozen
+class Feed:
+    """What an isolated set's addresses carry in the map set: its group's code and, per address,
+    the flags it passes, over ``mask`` (only the mask's bits change)."""
+
+    mark: int
+    mask: int
+    flags: tuple[Flag, ...]
+
+
+def map_entries(tree: Tree, mask: int) -> dict[str, Feed]:
+    """Per isolated set feeding the map set, what its addresses carry there."""
+    return {name: Feed(c.mark, mask, c.flags) for c in tree.chains for name in c.group.isolated}

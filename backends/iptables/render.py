@@ -37,7 +37,20 @@ from ...resolve import Entry
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
 from .branches import Plan, plan
-from .mark_tree import Group, Marks, Tree, TreeChain, code_bits, groups, map_entries, tree
+from .mark_tree import (
+    Feed,
+    Flag,
+    Group,
+    Marks,
+    Shape,
+    Tree,
+    TreeChain,
+    code_bits,
+    groups,
+    map_entries,
+    shape,
+    tree,
+)
 from .names import Names, names_of
 
 SET_TYPES = {"pods": "hash:ip", "net": "hash:net", "port": "hash:ip,port"}
@@ -435,17 +448,31 @@ def dispatch_rule(
     names: Names,
     marks: Marks,
     inline: Mapping[str, Rule | None],
+    flags: Sequence[Flag] = (),
 ) -> str:
     """A dispatch trie group's rule for one entry, after ``-A <chain>``: a packet not allowed yet
-    whose pod passes the entry's tests (``tests`` with the group's namespaces, less a branch's)
-    jumps to the policy chain, or meets its one rule here (``inlined``)."""
-    local = spelled(tested, LOCAL[direction], names)
+    whose pod passes the entry's tests (``tests`` with the group's namespaces, less a branch's;
+    ``flags``: the group's, one of which may stand for them) jumps to the policy chain, or meets
+    its one rule here (``inlined``)."""
+    unallowed, local = _unallowed(tested, direction, names, marks, flags)
     note, mark = f" -m comment --comment {comment(entry.comment)}", hex(marks.allow)
     rule = inline[entry.chain]
     if rule is None:
-        return f" -m mark --mark 0x0/{mark}{local}{note} -j {names.chain(entry.chain)}"
+        return f"{unallowed}{local}{note} -j {names.chain(entry.chain)}"
     head, ports, sets = _match_text(rule.match, direction, names, rule)
-    return f"{head} -m mark --mark 0x0/{mark}{ports}{local}{sets}{note} -j MARK --set-xmark {mark}/{mark}"
+    return f"{head}{unallowed}{ports}{local}{sets}{note} -j MARK --set-xmark {mark}/{mark}"
+
+
+def _unallowed(
+    tested: Sequence[Test], direction: Direction, names: Names, marks: Marks, flags: Sequence[Flag]
+) -> tuple[str, str]:
+    """The matches of a packet not allowed yet whose pod passes ``tested``: one mark match where
+    a flag stands for the tests (the allow bit clear and the flag's set), else the allow bit's
+    and the sets'."""
+    flag = next((f.mark for f in flags if f.tests == tuple(tested)), 0) if tested else 0
+    if flag:
+        return f" -m mark --mark {flag:#x}/{flag | marks.allow:#x}", ""
+    return f" -m mark --mark 0x0/{marks.allow:#x}", spelled(tested, LOCAL[direction], names)
 
 
 def group_plan(chain: TreeChain) -> Plan:
@@ -463,15 +490,16 @@ def group_rules(
 ) -> Iterable[str]:
     """The ``-A`` lines of a trie group's dispatch (``group_plan``): its chain's, then each
     branch's chain's."""
-    found, mark = group_plan(chain), hex(marks.allow)
+    found, flags = group_plan(chain), chain.flags
     for entry, local in found.plain:
-        yield f"-A {chain.name}{dispatch_rule(entry, local, direction, names, marks, inline)}"
+        yield f"-A {chain.name}{dispatch_rule(entry, local, direction, names, marks, inline, flags)}"
     for i, branch in enumerate(found.branches):
-        test = spelled(((branch.test, False),), LOCAL[direction], names)
-        yield f"-A {chain.name} -m mark --mark 0x0/{mark}{test} -g {branch_chain(chain, i)}"
+        unallowed, test = _unallowed(((branch.test, False),), direction, names, marks, flags)
+        yield f"-A {chain.name}{unallowed}{test} -g {branch_chain(chain, i)}"
     for i, branch in enumerate(found.branches):
         for entry, local in branch.entries:
-            yield f"-A {branch_chain(chain, i)}{dispatch_rule(entry, local, direction, names, marks, inline)}"
+            rule = dispatch_rule(entry, local, direction, names, marks, inline, flags)
+            yield f"-A {branch_chain(chain, i)}{rule}"
 
 
 def written(program: FamilyProgram, marks: Marks) -> tuple[Chain, ...]:
@@ -589,6 +617,14 @@ def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tre
         return {}
     program = lowered.family(family)
     names = names_of(lowered)
+    found = shapes(program, marks)
+    return {d: tree(program, d, names, marks.group(d), found[d]) for d in DIRECTIONS}
+
+
+@per_program
+def shapes(program: FamilyProgram, marks: Marks) -> Mapping[Direction, Shape]:
+    """Per direction, the trie's groups, code lengths and flags (``mark_tree.shape``): the
+    program's alone, so what the rules test is known without naming the sets."""
     length = past_dispatch(program, marks)
 
     def weight(group: Group) -> int:
@@ -599,7 +635,16 @@ def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tre
         found = plan(group.dispatch, group.namespaces)
         return found.worst + max((length[d.chain] for d, _ in group.dispatch), default=0)
 
-    return {d: tree(program, d, names, marks.group(d), weight) for d in DIRECTIONS}
+    return {d: shape(program, d, marks.group(d), weight) for d in DIRECTIONS}
+
+
+@per_program
+def flagged(program: FamilyProgram, marks: Marks) -> Mapping[Direction, tuple[tuple[Flag, ...], ...]]:
+    """Per direction, per group (by number), its flags; none when dispatch is flat."""
+    if not marks.grouped:
+        return {}
+    found = shapes(program, marks)
+    return {d: tuple(found[d].flags) for d in DIRECTIONS}
 
 
 EVERYONE = (PodPeer(EVERYWHERE, EVERYWHERE),)  # the key of "every pod of the network"
@@ -838,13 +883,15 @@ def set_tests_per_set(program: FamilyProgram, marks: Marks) -> Mapping[SetSpec, 
     only the targets a group still has to test, once per group (the isolated sets become the
     map sets' members)."""
     found = chain_set_tests(program)
-    if marks.grouped:  # per group, as the trie's chains test them
+    if marks.grouped:  # per group, as the trie's chains test them: a flag's tests are a mark bit's
+        flags = flagged(program, marks)
         for direction in program.scopes:
             for group in groups(program, direction, code_bits(marks.group(direction))):
                 branched = plan(group.dispatch, group.namespaces)
+                stand = {f.tests for f in flags[direction][group.number]}
                 entries = [*branched.plain, *(e for b in branched.branches for e in b.entries)]
-                found.update(s for _, local in entries for s, _ in local)
-                found.update(b.test for b in branched.branches)
+                found.update(s for _, local in entries if local not in stand for s, _ in local)
+                found.update(b.test for b in branched.branches if ((b.test, False),) not in stand)
     else:
         found.update(program.isolated.values())
         found.update(s for ds in program.dispatch.values() for d in ds for s in tested(d.target))
@@ -857,9 +904,9 @@ def used_sets(program: FamilyProgram, marks: Marks) -> frozenset[SetSpec]:
 
 
 @per_program
-def _map_sets(lowered: Lowered, family: int, marks: Marks) -> list[tuple[str, dict[str, str]]]:
-    """Per map set of ``family``: its name and, per isolated set feeding it, the mark suffix its
-    addresses carry."""
+def _map_sets(lowered: Lowered, family: int, marks: Marks) -> list[tuple[str, dict[str, Feed]]]:
+    """Per map set of ``family``: its name and, per isolated set feeding it, what its addresses
+    carry."""
     return [
         (found.map_set, map_entries(found, marks.group(found.direction)))
         for found in trees(lowered, family, marks).values()
@@ -983,9 +1030,28 @@ def list_tests(program: FamilyProgram) -> Counter[str]:
     return found
 
 
-def _mapped(feeds: Mapping[str, str], members: Mapping[str, Sequence[Entry]]) -> list[Entry]:
-    """A map set's entries: each isolated set's addresses with its group's mark."""
-    return [(text + suffix, False) for iso, suffix in feeds.items() for text, _ in members[iso]]
+def _mapped(feeds: Mapping[str, Feed], members: Mapping[str, Sequence[Entry]]) -> list[Entry]:
+    """A map set's entries: each isolated set's addresses with its group's mark and flags."""
+    out: list[Entry] = []
+    for iso, feed in feeds.items():
+        entry = _map_entry(feed, members)
+        out += [(entry(text), False) for text, _ in members[iso]]
+    return out
+
+
+def _map_entry(feed: Feed, members: Mapping[str, Sequence[Entry]]) -> Callable[[str], str]:
+    """An address's entry in a map set: its group's code, and the flags whose tests it passes."""
+    flags = [(f.mark, [(_texts(members[s.name]), out) for s, out in f.tests]) for f in feed.flags]
+    mask = f"/{feed.mask:#x}"
+
+    def entry(text: str) -> str:
+        mark = feed.mark
+        for bit, passes in flags:
+            if all((text in held) != out for held, out in passes):
+                mark |= bit
+        return f"{text} skbmark {mark:#x}{mask}"
+
+    return entry
 
 
 @per_program
@@ -1013,14 +1079,23 @@ def creation_order(kind: str, options: str, tests: int, name: str) -> tuple[bool
 
 
 @per_program
-def _feeding(lowered: Lowered, family: int, marks: Marks) -> Mapping[str, tuple[tuple[str, int, str], ...]]:
-    """Per isolated set of ``family``: each map set it feeds, its place among that map set's
-    feeds and the mark suffix its addresses carry there."""
-    out: dict[str, tuple[tuple[str, int, str], ...]] = {}
+def _feeding(lowered: Lowered, family: int, marks: Marks) -> Mapping[str, tuple[str, ...]]:
+    """Per set of ``family`` a map set's entries depend on (the isolated sets feeding it, the
+    sets its flags test): those map sets."""
+    out: dict[str, set[str]] = {}
     for name, feeds in _map_sets(lowered, family, marks):
-        for at, (iso, suffix) in enumerate(feeds.items()):
-            out[iso] = (*out.get(iso, ()), (name, at, suffix))
-    return out
+        for iso, feed in feeds.items():
+            out.setdefault(iso, set()).add(name)
+            for flag in feed.flags:
+                for spec, _ in flag.tests:
+                    out.setdefault(spec.name, set()).add(name)
+    return {name: tuple(sorted(maps)) for name, maps in out.items()}
+
+
+@per_program
+def _feeds(lowered: Lowered, family: int, marks: Marks) -> Mapping[str, Mapping[str, Feed]]:
+    """Per map set of ``family``, by name: its feeds (``_map_sets``)."""
+    return dict(_map_sets(lowered, family, marks))
 
 
 @per_program
@@ -1055,20 +1130,34 @@ def set_changes(
         every = everyone(lowered, program.family, marks)
         if every is not None and (rest := _rest_change(every, old, new, changes)) != ([], []):
             out[every.rest] = rest
-        fed: dict[str, list[tuple[int, str, tuple[list[Entry], list[Entry]]]]] = {}
+        touched: dict[str, set[str]] = {}  # per map set, the addresses whose entries may change
         for name, change in changes.items():
             if name in used and (every is None or name != every.spec.name):
                 out[names.set(name)] = change
-            for map_set, at, suffix in feeding.get(name, ()):
-                fed.setdefault(map_set, []).append((at, suffix, change))
-        for map_set, feeds in fed.items():
-            gone: list[Entry] = []
-            fresh: list[Entry] = []
-            for _, suffix, (removed, added) in sorted(feeds, key=lambda f: f[0]):  # in the feeds' order
-                gone += [(text + suffix, False) for text, _ in removed]
-                fresh += [(text + suffix, False) for text, _ in added]
+            for map_set in feeding.get(name, ()):
+                touched.setdefault(map_set, set()).update(text for part in change for text, _ in part)
+        feeds = _feeds(lowered, program.family, marks)
+        for map_set, addresses in touched.items():
+            was, now = (
+                _entries_of(addresses, feeds[map_set], old),
+                _entries_of(addresses, feeds[map_set], new),
+            )
+            gone = [(e, False) for e in was if e not in now]
+            fresh = [(e, False) for e in now if e not in was]
             if gone or fresh:
                 out[map_set] = (gone, fresh)
+    return out
+
+
+def _entries_of(addresses: set[str], feeds: Mapping[str, Feed], members: Members) -> dict[str, None]:
+    """The map set's entries of ``addresses`` under ``members``, in the feeds' order (the entries
+    ``_mapped`` would give them)."""
+    out: dict[str, None] = {}
+    for iso, feed in feeds.items():
+        entries = members.get(iso, ())
+        if not addresses.isdisjoint(_texts(entries)):
+            entry = _map_entry(feed, members)
+            out.update((entry(text), None) for text, _ in entries if text in addresses)
     return out
 
 
