@@ -17,8 +17,13 @@ whose own dispatch and policy chains are long gets a short code, so the worst pa
 (tests + the group's rules) is the smallest a prefix code allows within the mask's bits, and never
 more than a balanced trie's.
 
-The map set's members (which address has which code) come from the inventory; the chains, the
-weights and the codes from the policies, so pod churn still changes set members only.
+The bits of the mask past a group's code are its *flags* (``Flag``): the trie never tests them
+for the group's packets, so each stands for one of the group's dispatch tests, and the dispatch
+rule compares a bit where it looked up sets (16 ns against 163 a packet).
+
+The map set's members (which address has which code and flags) come from the inventory; the
+chains, the weights, the codes and the flags' meanings from the policies, so pod churn still
+changes set members only.
 
 A code has at most ``MAX_CODE_BITS`` bits, however wide the mask: nf_tables (iptables-nft)
 refuses a chain more than 15 jumps or gotos below its base chain ("Too many links", checked when
