@@ -45,8 +45,6 @@ from .mark_tree import (
     Shape,
     Tree,
     TreeChain,
-    code_bits,
-    groups,
     map_entries,
     shape,
     tree,
@@ -638,15 +636,6 @@ def shapes(program: FamilyProgram, marks: Marks) -> Mapping[Direction, Shape]:
     return {d: shape(program, d, marks.group(d), weight) for d in DIRECTIONS}
 
 
-@per_program
-def flagged(program: FamilyProgram, marks: Marks) -> Mapping[Direction, tuple[tuple[Flag, ...], ...]]:
-    """Per direction, per group (by number), its flags; none when dispatch is flat."""
-    if not marks.grouped:
-        return {}
-    found = shapes(program, marks)
-    return {d: tuple(found[d].flags) for d in DIRECTIONS}
-
-
 EVERYONE = (PodPeer(EVERYWHERE, EVERYWHERE),)  # the key of "every pod of the network"
 
 
@@ -676,7 +665,7 @@ def everyone(lowered: Lowered, family: int, marks: Marks) -> Everyone | None:
         return None
     names = names_of(lowered)
     maps = tuple(found[d].map_set for d in ("ingress", "egress"))  # the first lookup finds most pods
-    feeds = tuple(iso for _, isolated in _map_sets(lowered, family, marks) for iso in isolated)
+    feeds = tuple(iso for isolated in _map_sets(lowered, family, marks).values() for iso in isolated)
     rest = names.set(f"s{family}-{digest('rest', maps)}")
     return Everyone(spec, maps, feeds, rest, names.set(f"l{family}-{digest('everyone', maps, rest)}"))
 
@@ -884,11 +873,10 @@ def set_tests_per_set(program: FamilyProgram, marks: Marks) -> Mapping[SetSpec, 
     map sets' members)."""
     found = chain_set_tests(program)
     if marks.grouped:  # per group, as the trie's chains test them: a flag's tests are a mark bit's
-        flags = flagged(program, marks)
-        for direction in program.scopes:
-            for group in groups(program, direction, code_bits(marks.group(direction))):
+        for shaped in shapes(program, marks).values():
+            for group, flags in zip(shaped.groups, shaped.flags, strict=True):
                 branched = plan(group.dispatch, group.namespaces)
-                stand = {f.tests for f in flags[direction][group.number]}
+                stand = {f.tests for f in flags}
                 entries = [*branched.plain, *(e for b in branched.branches for e in b.entries)]
                 found.update(s for _, local in entries if local not in stand for s, _ in local)
                 found.update(b.test for b in branched.branches if ((b.test, False),) not in stand)
@@ -904,13 +892,13 @@ def used_sets(program: FamilyProgram, marks: Marks) -> frozenset[SetSpec]:
 
 
 @per_program
-def _map_sets(lowered: Lowered, family: int, marks: Marks) -> list[tuple[str, dict[str, Feed]]]:
-    """Per map set of ``family``: its name and, per isolated set feeding it, what its addresses
+def _map_sets(lowered: Lowered, family: int, marks: Marks) -> dict[str, dict[str, Feed]]:
+    """Per map set of ``family``, by name: per isolated set feeding it, what its addresses
     carry."""
-    return [
-        (found.map_set, map_entries(found, marks.group(found.direction)))
+    return {
+        found.map_set: map_entries(found, marks.group(found.direction))
         for found in trees(lowered, family, marks).values()
-    ]
+    }
 
 
 @per_program
@@ -929,7 +917,7 @@ def restricting_sets(lowered: Lowered, marks: Marks, families: Sequence[int] = (
             continue
         out.update(names_of(lowered).set(e.name) for s in program.sets for e in s.excluded)
         if marks.grouped:
-            out.update(name for name, _ in _map_sets(lowered, program.family, marks))
+            out.update(_map_sets(lowered, program.family, marks))
         else:
             out.update(names_of(lowered).set(s.name) for s in program.isolated.values())
     return frozenset(out)
@@ -980,7 +968,7 @@ def set_makers(
             else:
                 entries = functools.partial(members.__getitem__, s.name)
                 put(names.set(s.name), SET_TYPES[s.kind], s.family, entries, count)
-        for name, feeds in _map_sets(lowered, program.family, marks):
+        for name, feeds in _map_sets(lowered, program.family, marks).items():
             put(
                 name,
                 "hash:ip",
@@ -1083,19 +1071,13 @@ def _feeding(lowered: Lowered, family: int, marks: Marks) -> Mapping[str, tuple[
     """Per set of ``family`` a map set's entries depend on (the isolated sets feeding it, the
     sets its flags test): those map sets."""
     out: dict[str, set[str]] = {}
-    for name, feeds in _map_sets(lowered, family, marks):
+    for name, feeds in _map_sets(lowered, family, marks).items():
         for iso, feed in feeds.items():
             out.setdefault(iso, set()).add(name)
             for flag in feed.flags:
                 for spec, _ in flag.tests:
                     out.setdefault(spec.name, set()).add(name)
     return {name: tuple(sorted(maps)) for name, maps in out.items()}
-
-
-@per_program
-def _feeds(lowered: Lowered, family: int, marks: Marks) -> Mapping[str, Mapping[str, Feed]]:
-    """Per map set of ``family``, by name: its feeds (``_map_sets``)."""
-    return dict(_map_sets(lowered, family, marks))
 
 
 @per_program
@@ -1136,7 +1118,7 @@ def set_changes(
                 out[names.set(name)] = change
             for map_set in feeding.get(name, ()):
                 touched.setdefault(map_set, set()).update(text for part in change for text, _ in part)
-        feeds = _feeds(lowered, program.family, marks)
+        feeds = _map_sets(lowered, program.family, marks)
         for map_set, addresses in touched.items():
             was, now = (
                 _entries_of(addresses, feeds[map_set], old),
