@@ -168,8 +168,8 @@ def stats(cluster: Path) -> Metrics:
         "pods": len(inventory.pods),
         "naive": naive_rules(original, inventory),
         "policed_addresses": policed_addresses(original, inventory),
-        # every -A rule, plus the FORWARD jumps (mangle and filter) each family's file inserts
-        "rules_without_passes": sum(iptables.rule_counts(unoptimised, options).values()) + 4,
+        # every -A rule, plus the FORWARD jump each family's file inserts
+        "rules_without_passes": sum(iptables.rule_counts(unoptimised, options).values()) + 2,
         "backends": {
             name: {"rules_per_packet": get(name).rules_per_packet(job.compiled, options)} for name in MEASURED
         },

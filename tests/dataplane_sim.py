@@ -197,7 +197,7 @@ class Table:
 
     def run(self, packet: Packet) -> bool:
         """Whether FORWARD (policy ACCEPT) lets the first packet of this connection through;
-        ``walked``: how many rules of table filter it was tested against."""
+        ``walked``: how many of npc's rules it was tested against (npc's are all one table's)."""
         mark = 0
         self.walked = self.set_tests = 0
         for table in ("mangle", "filter"):
@@ -210,7 +210,7 @@ class Table:
     def _walk(self, chain: str, packet: Packet, mark: int, depth: int) -> tuple[str | None, int]:
         assert depth < 40, "jump loop"
         for rule in self.chains[chain]:
-            self.walked += self.chains is self.tables["filter"]
+            self.walked += 1
             if not all(self._holds(c, packet, mark) for c in rule.conditions):
                 continue
             if rule.goto:  # the target's end returns to whoever called this chain

@@ -374,7 +374,7 @@ def test_pod_churn_moves_members_only_and_the_rules_outlive_the_agent(backend: s
                 r"^:(NPC-\w+-INGRESS)", rules + cluster.node_exec(["iptables-save"]).stdout, re.M
             )
             assert chain
-            cluster.node_exec(["iptables", "-F", chain.group(1)])
+            cluster.node_exec(["iptables", "-t", "mangle", "-F", chain.group(1)])
         else:
             cluster.node_exec(["nft", "flush", "chain", "ip", "npc", "ingress-4"])
         assert npc_rules(cluster, backend) != rules

@@ -35,7 +35,10 @@ def test_apply_loads_chains_sets_and_one_jump(netns: Netns) -> None:
     assert result.returncode == 0, result.stderr
     state = netns.state()
     assert len(re.findall(r"^-A FORWARD .* -j NPC-\w+-FORWARD$", state, re.M)) == 2  # v4 and v6
-    assert len(re.findall(r"^-A FORWARD .* -j NPC-\w+-MARK$", state, re.M)) == 2  # mangle, v4 and v6
+    # all of it in table mangle, where the group codes are written: one commit replaces both
+    assert all(
+        "NPC-" not in netns.run(tool, "-t", "filter").stdout for tool in ("iptables-save", "ip6tables-save")
+    )
     # the group dispatch: isolated pods' addresses carry their namespace group into the mark
     assert re.search(r"^create npc-\w+-m4-\w+ hash:ip .* skbinfo", state, re.M)
     assert re.search(r"^add npc-\w+-m4-\w+ 10\.9\.0\.1 skbmark 0x[0-9a-f]+/0xf00003ff$", state, re.M)
@@ -52,31 +55,39 @@ def test_apply_twice_changes_nothing(netns: Netns) -> None:
     assert netns.state() == first
 
 
-def test_an_older_npcs_jumps_are_replaced_by_the_next_apply(netns: Netns) -> None:
-    """An npc before the conntrack match in its FORWARD jumps returned replies inside its chains,
-    which no longer do: its jumps, left beside the new ones, would send replies into the policy
-    chains. The next apply deletes them and puts its own in; `npc reset` removes either."""
+def test_an_earlier_npcs_jumps_and_chains_are_replaced_by_the_next_apply(netns: Netns) -> None:
+    """Two earlier npcs: one without the conntrack match in its FORWARD jump (replies entered
+    its policy chains), and one that wrote the group codes in a mangle chain of their own
+    (``MARK``) and decided in table filter. Left beside or instead of this npc's objects, the
+    next apply deletes theirs and puts its own in; `npc reset` removes either."""
     assert netns.npc_apply(policy("a")).returncode == 0
     first = netns.state()
     new = " -m conntrack ! --ctstate RELATED,ESTABLISHED"
-    jumps = re.findall(rf"^-A (FORWARD{new} -m comment .* -j NPC-\w+-(?:FORWARD|MARK))$", first, re.M)
-    assert len(jumps) == 4, first  # mangle and filter, IPv4 and IPv6
+    jumps = re.findall(rf"^-A (FORWARD{new} -m comment .* -j (NPC-\w+)-FORWARD)$", first, re.M)
+    assert len(jumps) == 2, first  # mangle's, IPv4 and IPv6
+    own, prefix = jumps[0]
 
-    def insert_older(tool: str, table: str) -> str:
-        """An older npc's jump beside (or, deleted after, instead of) this one's; returns npc's."""
-        own = next(j for j in jumps if j.endswith("-FORWARD" if table == "filter" else "-MARK"))
-        netns.run(tool, "-t", table, "-I", "FORWARD", "1", *shlex.split(own.replace(new, "", 1))[1:])
-        return own
+    def leave_earlier(tool: str) -> None:
+        netns.run(tool, "-t", "mangle", "-I", "FORWARD", "1", *shlex.split(own.replace(new, "", 1))[1:])
+        netns.run(tool, "-t", "mangle", "-N", f"{prefix}-MARK")
+        netns.run(tool, "-t", "mangle", "-A", f"{prefix}-MARK", "-j", "MARK", "--set-xmark", "0x1/0xf00003ff")
+        netns.run(
+            tool, "-t", "mangle", "-I", "FORWARD", "1", *shlex.split(own.replace("-FORWARD", "-MARK"))[1:]
+        )
+        netns.run(tool, "-t", "filter", "-N", f"{prefix}-FORWARD")
+        netns.run(tool, "-t", "filter", "-A", f"{prefix}-FORWARD", "-j", "DROP")
+        netns.run(tool, "-t", "filter", "-I", "FORWARD", "1", *shlex.split(own)[1:])
 
-    for tool, table in (("iptables", "filter"), ("iptables", "mangle"), ("ip6tables", "filter")):
-        netns.run(tool, "-t", table, "-D", *shlex.split(insert_older(tool, table)))
+    leave_earlier("iptables")
+    netns.run("iptables", "-t", "mangle", "-D", *shlex.split(own))  # instead of this npc's
+    leave_earlier("ip6tables")  # beside it
     older = netns.state()
-    assert len(re.findall(r"^-A FORWARD -m comment --comment .* -j NPC-", older, re.M)) == 3
+    assert len(re.findall(r"^-A FORWARD .*-j NPC-\w+-MARK$", older, re.M)) == 2
+    assert len(re.findall(r"^-A FORWARD -m comment --comment .* -j NPC-", older, re.M)) == 2
     again = netns.npc_apply(policy("a"))
     assert again.returncode == 0, again.stderr
     assert netns.state() == first
-    for tool, table in (("iptables", "filter"), ("iptables", "mangle")):
-        insert_older(tool, table)
+    leave_earlier("iptables")
     reset = netns.run(sys.executable, "-m", "npc", "reset", "--all", check=False)
     assert reset.returncode == 0, reset.stderr
     assert not re.search(r"NPC-|npc-", netns.state()), netns.state()
@@ -146,11 +157,11 @@ def test_lists_of_sets_are_made_after_and_removed_before_their_members(netns: Ne
 def test_kernel_rejection_keeps_previous_state_and_exits_3(netns: Netns) -> None:
     assert netns.npc_apply(two_rules(policy("a"))).returncode == 0
     previous = netns.state()
-    policy_chain = re.search(r"^:(NPC-\w+-P-\w+)", netns.run("ip6tables-save", "-t", "filter").stdout, re.M)
+    policy_chain = re.search(r"^:(NPC-\w+-P-\w+)", netns.run("ip6tables-save", "-t", "mangle").stdout, re.M)
     assert policy_chain
     # Another tool jumps into one of npc's IPv6 chains: deleting that chain must fail in the kernel,
     # after IPv4 was already replaced; npc must put IPv4 back and leave the sets as they were.
-    netns.run("ip6tables", "-A", "INPUT", "-j", policy_chain.group(1))
+    netns.run("ip6tables", "-t", "mangle", "-A", "INPUT", "-j", policy_chain.group(1))
     previous = netns.state()
     result = netns.npc_apply(policy("z", 80, "frontend"))  # other groups: mangle's map set changes too
     assert result.returncode == 3, result.stderr
@@ -180,7 +191,7 @@ def test_flavour_follows_existing_rules(netns: Netns, flavour: str) -> None:
     result = netns.npc_apply(policy("a"))
     assert result.returncode == 0, result.stderr
     assert f"({flavour})" in result.stderr
-    assert "NPC-" in netns.run(f"iptables-{flavour}-save", "-t", "filter").stdout
+    assert "NPC-" in netns.run(f"iptables-{flavour}-save", "-t", "mangle").stdout
 
 
 def test_forced_flavour(netns: Netns) -> None:
@@ -188,8 +199,8 @@ def test_forced_flavour(netns: Netns) -> None:
         pytest.skip("iptables-legacy not installed")
     result = netns.npc_apply(policy("a"), extra=("--iptables", "legacy"))
     assert result.returncode == 0, result.stderr
-    assert "NPC-" in netns.run("iptables-legacy-save", "-t", "filter").stdout
-    assert "NPC-" not in netns.run("iptables-nft-save", "-t", "filter").stdout
+    assert "NPC-" in netns.run("iptables-legacy-save", "-t", "mangle").stdout
+    assert "NPC-" not in netns.run("iptables-nft-save", "-t", "mangle").stdout
 
 
 def _v4(state: str) -> list[str]:

@@ -74,7 +74,7 @@ def sets(netns: Netns) -> list[str]:
 
 
 def forward_chain(netns: Netns) -> str:
-    found = re.search(r"^:(NPC-\w+-FORWARD)", netns.run("iptables-save", "-t", "filter").stdout, re.M)
+    found = re.search(r"^:(NPC-\w+-FORWARD)", netns.run("iptables-save", "-t", "mangle").stdout, re.M)
     assert found
     return found.group(1)
 
@@ -82,12 +82,12 @@ def forward_chain(netns: Netns) -> str:
 def test_a_foreign_jump_to_npcs_chain_is_not_npcs(netns: Netns) -> None:
     assert netns.npc_apply(policy("a")).returncode == 0
     chain = forward_chain(netns)
-    netns.run("iptables", "-A", "FORWARD", "-i", "eth9", "-j", chain)
+    netns.run("iptables", "-t", "mangle", "-A", "FORWARD", "-i", "eth9", "-j", chain)
     result = netns.npc_apply(policy("a"))
     assert result.returncode == 0, result.stderr
     forward = [
         line
-        for line in netns.run("iptables-save", "-t", "filter").stdout.splitlines()
+        for line in netns.run("iptables-save", "-t", "mangle").stdout.splitlines()
         if "-A FORWARD" in line
     ]
     assert f"-A FORWARD -i eth9 -j {chain}" in forward  # theirs stays

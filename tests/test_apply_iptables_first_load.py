@@ -87,9 +87,9 @@ def test_the_rules_are_hooked_only_once_every_set_is_full(node: Netns, tmp_path:
     assert isinstance(run, RunsTogether)
     apply.apply_iptables(compiled.lowered, compiled.members, MARKS, TOOLS, run)
     full = _members(node)
-    assert full > 0 and _jumps(node) == 4  # mangle and filter, both families
+    assert full > 0 and _jumps(node) == 2  # mangle's, both families
     assert [jumps for jumps, _ in run.rules] == [0, 0]  # the rules went in unhooked
-    assert run.hooks == [(0, full), (2, full)]  # hooked once the sets were full, IPv4's first
+    assert run.hooks == [(0, full), (1, full)]  # hooked once the sets were full, IPv4's first
     with fresh_netns("npc-ipt1-b", tmp_path) as other:  # not together: sets full, then hooked rules
         apply.apply_iptables(compiled.lowered, compiled.members, MARKS, TOOLS, InNetns(other))
         assert other.state("legacy") == node.state("legacy")

@@ -144,51 +144,51 @@ def test_a_refused_restore_leaves_the_previous_state(netns: Netns, refused: str)
     assert netns.state("legacy") == state
 
 
-class FilterRefused(InNetns):
-    """The first rules restore of each tool gets a line the kernel refuses at the end of its
-    filter table; as it returns, before any rollback, npc's mangle rules of its family are
-    recorded."""
+class TableRefused(InNetns):
+    """The first rules restore of each tool gets a line the kernel refuses at the end of npc's
+    table; as it returns, before any rollback, npc's rules of its family are recorded."""
 
     def __init__(self, netns: Netns) -> None:
         super().__init__(netns)
-        self.mangle: list[tuple[str, list[str]]] = []  # (restore tool, npc's mangle rules then)
+        self.seen: list[tuple[str, list[str]]] = []  # (restore tool, npc's rules then)
 
     def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
-        refused = {tool for tool, _ in self.mangle}  # once per tool: not the rollback's
+        refused = {tool for tool, _ in self.seen}  # once per tool: not the rollback's
         if not argv[0].endswith("tables-legacy-restore") or ":NPC-" not in stdin or argv[0] in refused:
             return super().__call__(argv, stdin)
-        head, table, rest = stdin.partition("*filter\n")
-        body, end, tail = rest.partition("\nCOMMIT\n")
-        done = super().__call__(argv, f"{head}{table}{body}\n-A NPC-NO-SUCH-CHAIN -j DROP{end}{tail}")
-        self.mangle.append((argv[0], mangle_rules(self.netns, argv[0].replace("-restore", "-save"))))
+        body, end, tail = stdin.partition("\nCOMMIT\n")
+        done = super().__call__(argv, f"{body}\n-A NPC-NO-SUCH-CHAIN -j DROP{end}{tail}")
+        self.seen.append((argv[0], npc_rules(self.netns, argv[0].replace("-restore", "-save"))))
         return done
 
 
-def mangle_rules(netns: Netns, save: str) -> list[str]:
-    return [line for line in netns.run(save, "-t", "mangle").stdout.splitlines() if "NPC-" in line]
+def npc_rules(netns: Netns, save: str) -> list[str]:
+    return [line for line in netns.run(save).stdout.splitlines() if "NPC-" in line]
 
 
 @pytest.mark.parametrize("load", ["apply", "update"])
-def test_a_refused_filter_table_leaves_mangle_uncommitted(netns: Netns, load: str) -> None:
-    """Each table of a restore commits on its own. From BEFORE to AFTER the isolated pods, so
-    the groups' map sets, change: mangle's part must follow filter's, or mangle would already
-    write AFTER's codes into the packets BEFORE's trie reads until the rollback."""
+def test_the_group_codes_and_the_trie_reading_them_commit_together(netns: Netns, load: str) -> None:
+    """From BEFORE to AFTER the isolated pods, so the groups' map sets and codes, change. The
+    rules writing the codes and the trie reading them are one table's, so one commit: refused,
+    none of it is in force, not even for the moment before the rollback (split over two
+    tables, a new trie read old codes between their commits, and dropped allowed connections)."""
     before, after = compile_policies(*BEFORE), compile_policies(*AFTER)
-    assert (
-        chains(before.lowered, 4, MARKS, NPC_LAYOUT)["mangle"]
-        != chains(after.lowered, 4, MARKS, NPC_LAYOUT)["mangle"]
-    )
+    was, now = (chains(c.lowered, 4, MARKS, NPC_LAYOUT) for c in (before, after))
+    assert list(was) == list(now) == ["mangle"]
+    assert [r for r in was["mangle"]["NPC-ycua4-FORWARD"] if "--map-set" in r] != [
+        r for r in now["mangle"]["NPC-ycua4-FORWARD"] if "--map-set" in r
+    ]
     apply.apply_iptables(before.lowered, before.members, MARKS, TOOLS, InNetns(netns))
-    mangle = {tool: mangle_rules(netns, tool) for tool in ("iptables-legacy-save", "ip6tables-legacy-save")}
+    rules = {tool: npc_rules(netns, tool) for tool in ("iptables-legacy-save", "ip6tables-legacy-save")}
     state = netns.state("legacy")
-    run = FilterRefused(netns)
+    run = TableRefused(netns)
     with pytest.raises(ApplyError, match=r"rejected the (new|changed) rules"):
         if load == "apply":
             apply.apply_iptables(after.lowered, after.members, MARKS, TOOLS, run)
         else:
             update(before, after, run)
-    tools = sorted(tool for tool, _ in run.mangle)  # an update stops at IPv4's refusal; apply runs both
+    tools = sorted(tool for tool, _ in run.seen)  # an update stops at IPv4's refusal; apply runs both
     assert tools == (["ip6tables-legacy-restore"] if load == "apply" else []) + ["iptables-legacy-restore"]
-    for tool, seen in run.mangle:
-        assert seen == mangle[tool.replace("-restore", "-save")], tool
+    for tool, seen in run.seen:
+        assert seen == rules[tool.replace("-restore", "-save")], tool
     assert netns.state("legacy") == state

@@ -5,18 +5,24 @@ in ``kernel/churn.py``, shared with the Weave and agent suites).
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
+from kernel.case import write_inputs
 from kernel.churn import (
     AFTER,
     AFTER_TABLES,
+    ANSWER_TIMEOUT,
     APPLIES,
     BEFORE,
     BEFORE_TABLES,
     CHURN,
+    DENY_TIMEOUT,
     PAIRS,
     POLICIES_X,
     POLICIES_Y,
@@ -25,24 +31,34 @@ from kernel.churn import (
     A,
     B,
     C,
+    D,
     assert_tables,
     assert_traffic_held,
     inventory,
+    pair_checks,
     traffic,
 )
 from kernel.cluster import Cluster
-from kernel.netns import rejecting_nft
+from kernel.netns import InNetns, Netns, rejecting_nft
+from kernel.report import observations_report
+from npc import lock
+from npc.backends.base import Ran
+from npc.backends.iptables.load import apply_iptables, detect_tools
+from npc.backends.iptables.mark_tree import Marks
+from npc.backends.iptables.render import NPC_LAYOUT
+from npc.backends.iptables.update import chains, update_iptables
+from npc.inventory import build_inventory
+from npc.pipeline import Compiled, compile_program, policy_program
+from npc.sources import read_policy_texts
 
 pytestmark = pytest.mark.kernel
 
 BACKENDS = ("iptables", "nftables")
 
 
-def npc_filter_rules(cluster: Cluster) -> dict[str, str]:
-    """npc's lines (chains, rules, the FORWARD jump) in each family's filter table, as saved."""
-    saved = {
-        tool: cluster.node_exec([tool, "-t", "filter"]).stdout for tool in ("iptables-save", "ip6tables-save")
-    }
+def npc_rules(cluster: Cluster) -> dict[str, str]:
+    """npc's lines (chains, rules, the FORWARD jump) in each family's tables, as saved."""
+    saved = {tool: cluster.node_exec([tool]).stdout for tool in ("iptables-save", "ip6tables-save")}
     return {
         tool: "".join(f"{line}\n" for line in text.splitlines() if "NPC-" in line)
         for tool, text in saved.items()
@@ -56,12 +72,12 @@ def test_pod_churn_on_a_running_cluster(backend: str, tmp_path: Path) -> None:
     with Cluster(CHURN, tmp_path) as cluster:
         cluster.apply(backend=backend, endpoints=inventory(CHURN, BEFORE))
         assert_tables(cluster, BEFORE_TABLES, "before the churn")
-        rules = npc_filter_rules(cluster) if backend == "iptables" else {}
+        rules = npc_rules(cluster) if backend == "iptables" else {}
         cluster.apply(backend=backend, endpoints=inventory(CHURN, AFTER))
         assert_tables(cluster, AFTER_TABLES, "after the churn")
         if backend == "iptables":
             assert all(rules.values()), rules
-            assert npc_filter_rules(cluster) == rules
+            assert npc_rules(cluster) == rules
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -97,10 +113,10 @@ def make_kernel_reject(cluster: Cluster, backend: str, tmp_path: Path) -> str | 
     """
     if backend == "nftables":
         return rejecting_nft(tmp_path)
-    saved = cluster.node_exec(["ip6tables-save", "-t", "filter"]).stdout
+    saved = cluster.node_exec(["ip6tables-save", "-t", "mangle"]).stdout
     chain = re.search(r"^:(NPC-\w+-P-\w+)", saved, re.M)
     assert chain, saved
-    cluster.node_exec(["ip6tables", "-A", "INPUT", "-j", chain.group(1)])
+    cluster.node_exec(["ip6tables", "-t", "mangle", "-A", "INPUT", "-j", chain.group(1)])
     return None
 
 
@@ -126,3 +142,74 @@ def test_rejected_apply_under_traffic_keeps_the_previous_policy(backend: str, tm
         assert held == "ok", "established a->b after the rejected apply"
         assert_traffic_held(seen, 1)
         assert_tables(cluster, TABLES_X, "after the rejected apply")
+
+
+class Probing(InNetns):
+    """The real tools in the cluster's node, each restore split at its tables' commits; after
+    every command and every commit, a->b must answer and c->d must not. Each state is probed
+    while it stands, so a state that drops a->b for one commit's time is caught every time."""
+
+    def __init__(self, cluster: Cluster, tmp_path: Path) -> None:
+        super().__init__(Netns(cluster.node, tmp_path))
+        self.cluster, self.states = cluster, 0
+        self.broken: list[str] = []
+
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
+        parts = re.findall(r"\*\w+\n.*?^COMMIT\n", stdin, re.M | re.S) if "restore" in argv[0] else []
+        if len(parts) < 2:
+            return self._probed(argv, stdin)
+        for part in parts:  # each table of a restore commits on its own: the same, one at a time
+            done = self._probed(argv, part)
+            if done.returncode:
+                return done
+        return done
+
+    def _probed(self, argv: Sequence[str], stdin: str) -> Ran:
+        done = super().__call__(argv, stdin)
+        self.states += 1
+        seen = [
+            *self.cluster.probe(pair_checks(PAIRS, A, B, "."), ANSWER_TIMEOUT, retry_timeout=None),
+            *self.cluster.probe(pair_checks(PAIRS, C, D, "X"), DENY_TIMEOUT, retry_timeout=None),
+        ]
+        failures = observations_report(self.cluster.case, seen)
+        if failures:
+            self.broken.append(f"after {' '.join(argv)} ({stdin.splitlines()[:1]}):\n{failures}")
+        return done
+
+
+def compiled(cluster: Cluster, policies: Sequence[Mapping[str, Any]], where: Path) -> Compiled:
+    paths, inventory = write_inputs(cluster.case, where, "yaml", None, policies)
+    loaded = read_policy_texts([(str(p), p.read_text()) for p in paths])
+    found = build_inventory([json.loads(inventory.read_text())])
+    return compile_program(policy_program(loaded, found.namespaces), found)
+
+
+@pytest.mark.parametrize("load", ["apply", "update"])
+def test_every_state_an_iptables_load_passes_through_keeps_the_pairs(
+    load: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From X to Y and back the isolated pods, so the group codes, change: every state the
+    kernel passes through (each set created or swapped, each table committed) lets a->b through
+    and keeps c->d out, by an apply and by the agent's update. Before the codes and the trie
+    reading them shared one table's commit, the state between mangle's commit and filter's
+    dropped a->b."""
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
+    with Cluster(PAIRS, tmp_path) as cluster:
+        x, y = (compiled(cluster, p, tmp_path / name) for p, name in ((POLICIES_X, "x"), (POLICIES_Y, "y")))
+        node = InNetns(Netns(cluster.node, tmp_path))
+        tools, marks = detect_tools(node), Marks()
+        apply_iptables(x.lowered, x.members, marks, tools, node)
+        assert_tables(cluster, TABLES_X, "policy set X")
+        run = Probing(cluster, tmp_path)
+        for was, now in ((x, y), (y, x), (x, y)):
+            if load == "apply":
+                apply_iptables(now.lowered, now.members, marks, tools, run)
+            else:
+                sides = [
+                    (c.lowered, c.members, {f: chains(c.lowered, f, marks, NPC_LAYOUT) for f in (4, 6)})
+                    for c in (was, now)
+                ]
+                update_iptables(*sides, marks, tools, run, NPC_LAYOUT)
+        assert not run.broken, "\n\n".join(run.broken)
+        assert run.states >= 6, run.states  # per load at least its two restores
+        assert_tables(cluster, TABLES_Y, "policy set Y")

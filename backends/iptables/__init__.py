@@ -84,8 +84,7 @@ class IptablesBackend:
         marks = Marks.of(options)
         return {
             f"rules.v{f}": sum(
-                len(_render.NPC_LAYOUT.chain_names(compiled.lowered, f, marks, t))
-                for t in ("filter", "mangle")
+                len(_render.NPC_LAYOUT.chain_names(compiled.lowered, f, marks, t)) for t in _render.TABLES
             )
             for f in NPC_LAYOUT.carrying(compiled.lowered).families
         }

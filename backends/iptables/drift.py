@@ -16,7 +16,7 @@ from ...resolve import Entry
 from ..base import Runner
 from .load import Tools, _owns_jump, _sets, _table_states
 from .mark_tree import Marks
-from .render import NPC_LAYOUT, kernel_sets, render_rules, tables
+from .render import NPC_LAYOUT, TABLES, home, kernel_sets, render_rules
 
 
 def _rule_counts(lines: Sequence[str]) -> Counter[str]:
@@ -30,10 +30,10 @@ def iptables_drift(
     found: list[str] = []
     for family in NPC_LAYOUT.carrying(lowered).families:
         states = _table_states(run, tools, family, lowered)
-        text = render_rules(lowered, family, marks, {t: [] for t in tables(marks)})
+        text = render_rules(lowered, family, marks, {home(marks): []})
         want = _rule_counts(text.splitlines())
         have = _rule_counts([rule for state in states.values() for rule in state.rules])
-        wanted = {c for t in ("filter", "mangle") for c in NPC_LAYOUT.chain_names(lowered, family, marks, t)}
+        wanted = {c for t in TABLES for c in NPC_LAYOUT.chain_names(lowered, family, marks, t)}
         present = {c for state in states.values() for c in state.chains}
         found += [f"IPv{family} chain {chain} missing" for chain in sorted(wanted - present)]
         found += [f"IPv{family} chain {chain} not npc's" for chain in sorted(present - wanted)]
@@ -45,7 +45,7 @@ def iptables_drift(
             if state.jumps != jumps:
                 found.append(f"IPv{family} {table}: {state.jumps} FORWARD jumps to npc, not {jumps}")
             if state.older:
-                found.append(f"IPv{family} {table}: {state.older} FORWARD jumps of an older npc")
+                found.append(f"IPv{family} {table}: {len(state.older)} FORWARD jumps of an older npc")
     kernel = _sets(run)
     for spec in kernel_sets(lowered, members, marks):
         if spec.name not in kernel:

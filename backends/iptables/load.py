@@ -1,9 +1,10 @@
 """Load compiled iptables/ipset output into the kernel of the current network namespace.
 
 Ownership: npc touches only sets named ``npc-<tag>-`` and chains named ``NPC-<tag>-`` for its
-network, the one FORWARD rule it writes in table filter and, with group marks, the one in table
-mangle (exactly that text: others' jumps to its chains are theirs), and the temporary sets it records before creating them (under /run, so a crashed
-run's leftovers are provably its own). Everything else on the node is left byte for byte.
+network, the one FORWARD rule it writes in its table (``render.home``: mangle with group marks,
+else filter; exactly that text: others' jumps to its chains are theirs), and the temporary sets
+it records before creating them (under /run, so a crashed run's leftovers are provably its own).
+Everything else on the node is left byte for byte.
 Order of work, so that a failure leaves the previous state in force and a kill at any moment
 leaves no more allowed than the old state or the new one. Under fixed rules a set either
 *restricts* (more members allow less: the isolated sets, the map sets) or *permits* (peers,
@@ -16,9 +17,10 @@ old & new (``nomatch`` entries, which restrict, old | new).
    content under a recorded temporary name: over netlink (``ipset_netlink``) where the runner
    sends it itself, else ``ipset restore``;
 2. swap the transitions in: under the old rules each swap only restricts (every state <= old);
-3. one ``iptables-restore --noflush`` transaction per family (mangle and filter, each atomic): new
-   rules with transition members allow no more than the new state; if IPv6 fails after IPv4
-   succeeded, IPv4 is put back from the snapshot taken before;
+3. one ``iptables-restore --noflush`` transaction per family, one table's commit (the other
+   table's part after it only removes an earlier npc's objects): new rules with transition
+   members allow no more than the new state; if IPv6 fails after IPv4 succeeded, IPv4 is put
+   back from the snapshot taken before;
 4. member changes in place, transition -> new (one ``ipset -exist restore``): each only permits,
    up to the new state; then destroy the temporaries (the old contents) and sets no rule uses.
 
@@ -68,21 +70,21 @@ from .mark_tree import Marks
 from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, destruction_order, names_of
 from .render import (
     NPC_LAYOUT,
+    TABLES,
     Chains,
     Layout,
     SetText,
     chains_in,
     commit_order,
+    home,
     insert_jump,
     jump_rule,
+    older_jumps,
     render_rules,
     render_sets,
     restricting_sets,
     set_makers,
-    tables,
 )
-
-TABLES = ("mangle", "filter")  # every table npc may hold chains in, in the order a packet meets them
 
 
 @attrs.frozen
@@ -143,7 +145,7 @@ class TableState:
     rules: tuple[str, ...] = ()  # our chains' -A lines (the layout's fixed-name chains' too), as saved
     jumps: int = 0
     hooked: bool = False  # some rule outside them jumps to the layout's first fixed chain
-    older: int = 0  # an older npc's jumps (``jump_rule``'s ``older``), removed by a load
+    older: tuple[str, ...] = ()  # an earlier npc's jumps (``older_jumps``), removed by a load
 
     @property
     def held(self) -> bool:
@@ -168,9 +170,9 @@ def _table_states(
 def _state(saved: str, lowered: Lowered, table: str, layout: Layout) -> TableState:
     prefix = names_of(lowered).chain_prefix
     fixed = layout.fixed_chains(lowered) if table == "filter" else []
-    own_jump = "-A " + jump_rule(lowered, table)  # exactly npc's rule: others' jumps are theirs
-    older_jump = "-A " + jump_rule(lowered, table, older=True)
-    chains, rules, jumps, hooked, older = [], [], 0, False, 0
+    own_jump = "-A " + jump_rule(lowered)  # exactly npc's rule: others' jumps are theirs
+    older_jumps_ = {"-A " + rule for rule in older_jumps(lowered)}
+    chains, rules, jumps, hooked, older = [], [], 0, False, []
     for line in saved.splitlines():
         words = line.split()
         if line.startswith(":" + prefix):
@@ -179,20 +181,20 @@ def _state(saved: str, lowered: Lowered, table: str, layout: Layout) -> TableSta
             rules.append(line)
         elif line == own_jump:
             jumps += 1
-        elif line == older_jump:
-            older += 1
+        elif line in older_jumps_:
+            older.append(line[3:])
         hooked = hooked or bool(fixed and line.startswith("-A ") and line.endswith(f" -j {fixed[0]}"))
-    return TableState(tuple(chains), tuple(rules), jumps, hooked, older)
+    return TableState(tuple(chains), tuple(rules), jumps, hooked, tuple(older))
 
 
-def _marking(states: Mapping[str, TableState]) -> bool:
-    """Whether the kernel's mangle writes npc's group codes (so its filter reads them)."""
-    return bool(states["mangle"].jumps or states["mangle"].older)
+def _holding(states: Mapping[str, TableState]) -> list[str]:
+    """The tables holding npc's objects."""
+    return [t for t in TABLES if states[t].held]
 
 
 def _edited(old: Mapping[str, TableState], marks: Marks) -> list[str]:
-    """The tables a transaction writes: npc's, and mangle when it still holds npc's objects."""
-    return [t for t in TABLES if t in tables(marks) or old[t].held]
+    """The tables a transaction writes, npc's first: the other when it still holds npc's objects."""
+    return [t for t in commit_order([home(marks)]) if t == home(marks) or old[t].held]
 
 
 def _rollback_text(
@@ -205,7 +207,7 @@ def _rollback_text(
     tables hold now: each table of a restore commits on its own, so a rejected one may follow
     one that was committed."""
     lines = []
-    for table in commit_order(_marking(now)):
+    for table in commit_order(_holding(old)):
         if not (old[table].held or now[table].held):
             continue
         fixed = layout.fixed_chains(lowered) if table == "filter" else []
@@ -215,18 +217,18 @@ def _rollback_text(
         declared = dict.fromkeys([*fixed, *sorted(set(old[table].chains) | set(created))])
         lines += [f":{c} - [0:0]" for c in declared]
         lines += list(old[table].rules)
-        lines += [f"-D {jump_rule(lowered, table)}"] * (now[table].jumps - old[table].jumps)
-        lines += [insert_jump(lowered, table)] * (old[table].jumps - now[table].jumps)
-        lines += [insert_jump(lowered, table, older=True)] * (old[table].older - now[table].older)
+        lines += [f"-D {jump_rule(lowered)}"] * (now[table].jumps - old[table].jumps)
+        lines += [insert_jump(jump_rule(lowered))] * (old[table].jumps - now[table].jumps)
+        lines += [insert_jump(rule) for rule in old[table].older if rule not in now[table].older]
         lines += [f"-X {c}" for c in created]
         lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
 
 def _owns_jump(layout: Layout, marks: Marks, table: str) -> bool:
-    """Whether npc writes its FORWARD jump in ``table`` (mangle: with group marks; filter: unless
-    the layout is hooked by another tool)."""
-    return marks.grouped if table == "mangle" else layout.forward_jump
+    """Whether npc writes its FORWARD jump in ``table``: its home, unless the layout is hooked by
+    another tool."""
+    return table == home(marks) and layout.forward_jump
 
 
 @attrs.frozen
@@ -237,12 +239,12 @@ class TableEdit:
     insert_jump: bool = True
     surplus_jumps: int = 0
     stale_chains: tuple[str, ...] = ()
-    older_jumps: int = 0  # an older npc's (``TableState.older``)
+    older_jumps: tuple[str, ...] = ()  # an earlier npc's (``TableState.older``)
 
-    def lines(self, lowered: Lowered, table: str) -> list[str]:
-        edits = [insert_jump(lowered, table)] if self.insert_jump else []
-        edits += [f"-D {jump_rule(lowered, table)}"] * self.surplus_jumps
-        edits += [f"-D {jump_rule(lowered, table, older=True)}"] * self.older_jumps
+    def lines(self, lowered: Lowered) -> list[str]:
+        edits = [insert_jump(jump_rule(lowered))] if self.insert_jump else []
+        edits += [f"-D {jump_rule(lowered)}"] * self.surplus_jumps
+        edits += [f"-D {rule}" for rule in self.older_jumps]
         return edits + [f"-X {name}" for name in self.stale_chains]
 
 
@@ -589,10 +591,9 @@ def apply_iptables(
                 lowered,
                 family,
                 marks,
-                {table: edit.lines(lowered, table) for table, edit in edits.items()},
+                {table: edit.lines(lowered) for table, edit in edits.items()},
                 gone,
                 layout,
-                mangle_last=_marking(before[family]),
             )
             written[family] = chains_in(text, gone)
             out.append(([tools.restore[family], "--noflush", "--wait=30"], text))
@@ -601,7 +602,7 @@ def apply_iptables(
         hooks: list[tuple[Sequence[str], str]] = [
             (
                 [tools.restore[family], "--noflush", "--wait=30"],
-                "".join(f"*{t}\n{insert_jump(lowered, t)}\nCOMMIT\n" for t in _edited(before[family], marks)),
+                f"*{home(marks)}\n{insert_jump(jump_rule(lowered))}\nCOMMIT\n",
             )
             for family in layout.families
         ]
@@ -707,7 +708,7 @@ def apply_iptables(
         len(fresh),
         updated,
         len(stale),
-        sum(len(layout.chain_names(lowered, f, marks, t)) for f in layout.families for t in tables(marks)),
+        sum(len(layout.chain_names(lowered, f, marks, home(marks))) for f in layout.families),
         tuple(warnings),
         len(adopted),
         written,
@@ -738,7 +739,7 @@ def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layo
         return 0
     states = _table_states(run, tools, family, lowered, layout)
     lines: list[str] = []
-    for table in commit_order(_marking(states)):
+    for table in TABLES:
         state = states[table]
         hooked = table == "filter" and family in layout.families and not layout.forward_jump
         fixed = layout.fixed_chains(lowered) if hooked else []
@@ -746,8 +747,8 @@ def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layo
             continue
         gone = [*state.chains, *(c for c in fixed if c not in layout.kept)]
         lines += [f"*{table}", *(f":{c} - [0:0]" for c in [*fixed, *state.chains])]
-        lines += [f"-D {jump_rule(lowered, table)}"] * state.jumps
-        lines += [f"-D {jump_rule(lowered, table, older=True)}"] * state.older
+        lines += [f"-D {jump_rule(lowered)}"] * state.jumps
+        lines += [f"-D {rule}" for rule in state.older]
         lines += [f"-X {c}" for c in gone]
         lines.append("COMMIT")
     if not lines:
@@ -823,13 +824,14 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
                 raise ApplyError(f"{tools.save[family]} failed: {saved.stderr.strip()}")
             parts: dict[str, list[str]] = {}
             gone: list[str] = []
-            marking = False  # a jump in mangle: npc's codes are written there
             for table in TABLES:
                 section = _section(saved.stdout, table).splitlines()
                 prefix = names.chain_prefix if names else ANY_CHAIN_PREFIX
                 chains = [line[1:].split()[0] for line in section if line.startswith(":" + prefix)]
                 own = (
-                    {f"-A {jump_rule(lowered, table, older)}" for older in (False, True)} if lowered else None
+                    {f"-A {rule}" for rule in (jump_rule(lowered), *older_jumps(lowered))}
+                    if lowered
+                    else None
                 )
                 jumps = [line for line in section if (line in own if own else bool(ANY_JUMP.fullmatch(line)))]
                 if chains or jumps:
@@ -841,8 +843,7 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
                         "COMMIT",
                     ]
                     gone += [f"iptables-{tools.flavour} IPv{family} chain {c}" for c in chains]
-                marking = marking or (table == "mangle" and bool(jumps))
-            script = [line for table in commit_order(marking) for line in parts.get(table, ())]
+            script = [line for table in TABLES for line in parts.get(table, ())]
             if not script:
                 continue
             done = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*script, ""]))

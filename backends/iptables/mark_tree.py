@@ -5,10 +5,11 @@ the whole cluster. Policies select pods of their own namespace only, so what can
 follows from its namespace: namespaces whose dispatch is the same list (``lower.Scope``) form a
 *group* (numbered 0..G-1 in the order of their lists, for chain names). One ``hash:ip skbinfo``
 set per direction maps every isolated address to its group's *code*, spread over that direction's
-mask (``Marks``); a fixed chain in table mangle writes both into the mark (``-j SET --map-set ...
---map-mark``, which the kernel allows in mangle only; bits outside the mask are kept).
+mask (``Marks``); the first rules of npc's FORWARD chain write both into the mark (``-j SET
+--map-set ... --map-mark``, which the kernel allows in table mangle only, so npc's chains all live
+there: the codes and the trie reading them change in one commit; bits outside the mask are kept).
 
-In filter, a binary trie over the codes finds the group's chain: a code of length L is L bits,
+Then a binary trie over the codes finds the group's chain: a code of length L is L bits,
 the one at depth d on the mask's d-th bit, and a packet meets one test per depth: the test at a
 node ``goto``s the chain of its 1-subtree when the bit is set, and a packet whose bit is clear
 goes on in the same chain, down the 0-side, to the next test or, at a leaf, to the group's own

@@ -75,7 +75,8 @@ class Names:
 
     @property
     def mark(self) -> str:
-        """The chain in table mangle that writes namespace groups into the mark."""
+        """An earlier npc's chain in table mangle that wrote the groups into the mark (its filter
+        read them); a load removes it."""
         return self.chain("MARK")
 
     def direction(self, direction: Direction) -> str:

@@ -11,7 +11,7 @@ import functools
 import heapq
 import ipaddress
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from operator import itemgetter
 
 import attrs
@@ -528,11 +528,11 @@ def spelled(found: Iterable[tuple[SetSpec | ListSet, bool]], where: str, names: 
 
 @attrs.frozen
 class Layout:
-    """Where npc's chains hang in table filter. npc's own layout: one FORWARD jump into
+    """Where npc's chains hang in their table (``home``). npc's own layout: one FORWARD jump into
     ``NPC-<tag>-FORWARD``, which dispatches to ``NPC-<tag>-EGRESS``/``-INGRESS``, each ending in a
-    drop; with group marks (``Marks.grouped``) also one FORWARD jump in table mangle into
-    ``NPC-<tag>-MARK``, which writes each isolated pod's namespace group into the mark. A dataplane whose own hooks call chains of fixed names (Weave Net's router) names them,
-    its template (in its own package, extending ``iptables.rules.j2``'s blocks ``entry`` and
+    drop; with group marks (``Marks.grouped``) that chain first writes each isolated pod's
+    namespace group into the mark. A dataplane whose own hooks call chains of fixed names (Weave
+    Net's router) names them, its template (in its own package, extending ``iptables.rules.j2``'s blocks ``entry`` and
     ``verdict``), the families it carries and what its rules cost."""
 
     package: str = "npc.backends.iptables"  # whose templates/ holds ``template``
@@ -550,9 +550,9 @@ class Layout:
 
     def passing(self, marks: Marks) -> int:
         """The rules every first packet meets outside the dispatch: ``per_packet`` and, with group
-        marks, the verdict after each direction's jump in npc's FORWARD chain (the trie's root is
-        the direction's chain, and its gotos return to FORWARD's)."""
-        return self.per_packet + (len(DIRECTIONS) if marks.grouped else 0)
+        marks, per direction the map lookup and the verdict after the direction's jump in npc's
+        FORWARD chain (the trie's root is the direction's chain, and its gotos return to FORWARD's)."""
+        return self.per_packet + (2 * len(DIRECTIONS) if marks.grouped else 0)
 
     def carrying(self, lowered: Lowered) -> Layout:
         """This layout for the families ``lowered`` has (a network's ``--ip-families``): npc
@@ -572,8 +572,8 @@ class Layout:
 
     def chain_names(self, lowered: Lowered, family: int, marks: Marks, table: str = "filter") -> list[str]:
         """Every chain this layout fills in one table of ``family``, fixed ones first."""
-        if table == "mangle":
-            return [mark_chain(lowered)] if marks.grouped else []
+        if table != home(marks):
+            return []
         found = trees(lowered, family, marks).values()
         policy = [names_of(lowered).chain(c.name) for c in written(lowered.family(family), marks)]
         branched = [
@@ -585,26 +585,21 @@ class Layout:
         return list(dict.fromkeys(self.fixed_chains(lowered) + policy + branched))  # a trie's root is fixed
 
 
-def tables(marks: Marks) -> tuple[str, ...]:
-    """npc's tables, in the order a packet meets them: ``mangle`` writes the namespace groups
-    into the mark (ipset's ``--map-set`` is refused in filter), ``filter`` decides."""
-    return ("mangle", "filter") if marks.grouped else ("filter",)
+TABLES = ("mangle", "filter")  # every table npc may hold chains in, in the order a packet meets them
 
 
-def commit_order(marking: bool) -> tuple[str, str]:
-    """The order a restore input writes (so commits: each table at its own ``COMMIT``) npc's
-    tables in. ``marking``: the kernel's mangle already writes npc's group codes, so its filter
-    reads them. Between the two commits one table is new and the other old, and either way a
-    trie may read another trie's codes (the map sets are new when the groups change): mangle's
-    part is a few lines, so with mangle last that lasts while mangle commits, not while a restore
-    parses filter's thousands of rules, and a filter table the kernel rejects leaves mangle as it
-    was. Where nothing writes codes yet (a first load), mangle goes first: no packet then meets
-    the trie without its code."""
-    return ("filter", "mangle") if marking else ("mangle", "filter")
+def home(marks: Marks) -> str:
+    """The one table all of npc's chains live in. With group marks it is mangle: ipset's
+    ``--map-mark`` is refused elsewhere, and the trie must be replaced in the same commit as the
+    codes it reads (each table of a restore commits on its own: split over two tables, a new
+    trie met old codes between the commits, and a connection the policies allowed was dropped)."""
+    return "mangle" if marks.grouped else "filter"
 
 
-def mark_chain(lowered: Lowered) -> str:
-    return names_of(lowered).mark
+def commit_order(first: Collection[str]) -> list[str]:
+    """The tables in the order a restore input writes (so commits) them: ``first`` (the tables
+    the state being put in force holds), then the rest, which only lose what is left of npc's."""
+    return sorted(TABLES, key=lambda table: table not in first)
 
 
 @per_program
@@ -739,18 +734,28 @@ def _environment(package: str) -> jinja2.Environment:
     return env
 
 
-def jump_rule(lowered: Lowered, table: str = "filter", older: bool = False) -> str:
-    """The one rule per table in a chain npc does not own; loading looks for exactly this text.
-    Replies of allowed connections never enter npc's chains: a first packet meets no rule
-    returning them. ``older``: the jump of an npc before that (its chains returned replies
-    first), which a load removes."""
-    target = mark_chain(lowered) if table == "mangle" else names_of(lowered).forward
-    state = "" if older else " -m conntrack ! --ctstate RELATED,ESTABLISHED"
-    return f"FORWARD{state} -m comment --comment {comment('npc network ' + lowered.network)} -j {target}"
+def jump_rule(lowered: Lowered) -> str:
+    """npc's one rule in a chain it does not own (FORWARD of its table); loading looks for
+    exactly this text. Replies of allowed connections never enter npc's chains: a first packet
+    meets no rule returning them."""
+    network = comment("npc network " + lowered.network)
+    return f"FORWARD -m conntrack ! --ctstate RELATED,ESTABLISHED -m comment --comment {network} -j {names_of(lowered).forward}"
 
 
-def insert_jump(lowered: Lowered, table: str = "filter", older: bool = False) -> str:
-    return f"-I {jump_rule(lowered, table, older).replace('FORWARD', 'FORWARD 1', 1)}"
+def older_jumps(lowered: Lowered) -> tuple[str, ...]:
+    """The jumps of earlier npcs, which a load removes: into a FORWARD chain that returned
+    replies first, and into mangle's chain that only wrote the group codes (its filter read them)."""
+    network = comment("npc network " + lowered.network)
+    names = names_of(lowered)
+    return (
+        f"FORWARD -m comment --comment {network} -j {names.forward}",
+        f"FORWARD -m conntrack ! --ctstate RELATED,ESTABLISHED -m comment --comment {network} -j {names.mark}",
+    )
+
+
+def insert_jump(rule: str) -> str:
+    """The restore line putting the FORWARD ``rule`` first."""
+    return f"-I {rule.replace('FORWARD', 'FORWARD 1', 1)}"
 
 
 def render_rules(
@@ -760,19 +765,19 @@ def render_rules(
     edits: Mapping[str, Sequence[str]] | None = None,
     extra_chains: Mapping[str, Sequence[str]] | None = None,
     layout: Layout = NPC_LAYOUT,
-    mangle_last: bool = False,
 ) -> str:
-    """An ``iptables-restore --noflush`` input for npc's tables (``ip6tables-restore`` for 6).
-    ``edits`` end each table's part (default: insert npc's FORWARD jumps, the filter one if the
-    layout has it, as a boot-time restore needs); ``extra_chains`` are declared (so flushed) too,
-    for edits that delete them; ``mangle_last``: mangle's part after filter's (``commit_order``)."""
+    """An ``iptables-restore --noflush`` input for npc's table (``ip6tables-restore`` for 6), then
+    the other table's edits. ``edits`` end each table's part (default: insert npc's FORWARD jump
+    if the layout has it, as a boot-time restore needs); ``extra_chains`` are declared (so
+    flushed) too, for edits that delete them."""
     program = lowered.family(family)
     names = rule_names(lowered, marks)
     direction_chain = {d: layout.direction_chain(lowered, d) for d in DIRECTIONS}
     found = trees(lowered, family, marks)
+    table = home(marks)
+    (away,) = (t for t in TABLES if t != table)
     if edits is None:
-        edits = {"mangle": [insert_jump(lowered, "mangle")] if marks.grouped else []}
-        edits["filter"] = [insert_jump(lowered)] if layout.forward_jump else []
+        edits = {table: [insert_jump(jump_rule(lowered))] if layout.forward_jump else []}
     extra = extra_chains or {}
     isolated = {d: found[d].map_set if found else names.set(s.name) for d, s in program.isolated.items()}
     return (
@@ -784,12 +789,14 @@ def render_rules(
             names=names,
             family=family,
             restore="iptables-restore" if family == 4 else "ip6tables-restore",
+            home=table,
+            away=away,
             chains=declaration_order(
-                lowered, layout, layout.chain_names(lowered, family, marks) + list(extra.get("filter", ()))
+                lowered,
+                layout,
+                layout.chain_names(lowered, family, marks, table) + list(extra.get(table, ())),
             ),
-            mangle_chains=layout.chain_names(lowered, family, marks, "mangle")
-            + list(extra.get("mangle", ())),
-            mark_chain=mark_chain(lowered),
+            away_chains=extra.get(away, ()),
             forward=names.forward,
             isolated=isolated,
             trees=found,
@@ -806,9 +813,8 @@ def render_rules(
                 for c in written(program, marks)
                 for rule in policy_rules(c, names, hex(marks.allow))
             ),
-            mangle_edits=edits.get("mangle", ()),
-            edits=edits.get("filter", ()),
-            mangle_last=mangle_last,
+            edits=edits.get(table, ()),
+            away_edits=edits.get(away, ()),
         )
     )
 
@@ -1193,10 +1199,9 @@ def rules_for(
 def rules_per_packet(
     lowered: Lowered, members: Mapping[str, Sequence[Entry]], marks: Marks, layout: Layout = NPC_LAYOUT
 ) -> int:
-    """The most rules the first packet of one connection is tested against in table filter: the
+    """The most rules the first packet of one connection is tested against in npc's table: the
     layout's fixed cost (npc's: the FORWARD jump and npc's FORWARD chain), then the worst pod's
-    rules of each direction (``rules_for``). Mangle's chain (at most four rules, no set tests
-    but the map lookup) is not counted."""
+    rules of each direction (``rules_for``)."""
     worst = 0
     for program in lowered.families:
         if program.family not in layout.families:
@@ -1217,13 +1222,13 @@ def rule_count(lowered: Lowered, family: int, marks: Marks, layout: Layout = NPC
     """The ``-A`` rules of one family's file, as the template writes them: the entry block (npc's:
     two in the FORWARD chain); per direction the mark reset, then flat one per dispatch and the
     verdict, or with group marks the trie's tests and its groups' dispatch, the verdict in
-    FORWARD and mangle's map lookup; every policy chain's that is written (``written``)."""
+    FORWARD and the map lookups; every policy chain's that is written (``written``)."""
     program = lowered.family(family)
     total = layout.entry_rules + sum(chain_rules(c.matches) for c in written(program, marks))
     found = trees(lowered, family, marks)
     if not found:
         return total + sum(1 + layout.verdict_rules[d] + len(program.dispatch[d]) for d in DIRECTIONS)
-    total += 2 * len(DIRECTIONS)  # mangle: a map lookup per direction; the verdicts
+    total += 2 * len(DIRECTIONS)  # per direction a map lookup and the verdict
     return total + sum(
         1 + sum(len(c.tests) + _dispatch_rules(group_plan(c)) for c in t.chains) for t in found.values()
     )

@@ -47,16 +47,16 @@ from .render import (
     Layout,
     chains_in,
     commit_order,
+    home,
     kernel_sets,
     render_rules,
     restricting_sets,
-    tables,
 )
 
 
 def chains(lowered: Lowered, family: int, marks: Marks, layout: Layout) -> Chains:
     """Every chain npc writes in one family, with its ``-A`` lines, per table."""
-    return chains_in(render_rules(lowered, family, marks, {t: [] for t in tables(marks)}, None, layout))
+    return chains_in(render_rules(lowered, family, marks, {home(marks): []}, None, layout))
 
 
 @attrs.frozen
@@ -73,7 +73,7 @@ def chain_edit(was: Chains, now: Chains) -> ChainEdit:
     (its inverse is ``chain_edit(now, was)``); empty text when they are the same."""
     lines: list[str] = []
     written = deleted = 0
-    for table in commit_order(marking=bool(was.get("mangle"))):
+    for table in commit_order([t for t, held in now.items() if held]):
         if table not in was.keys() | now.keys():
             continue
         old, new = was.get(table, {}), now.get(table, {})
