@@ -10,13 +10,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, listing, policy
+from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, listing, policy, update_between
 from npc import lock
 from npc.backends.base import Ran
 from npc.backends.iptables import load as apply
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.iptables.render import NPC_LAYOUT
-from npc.backends.iptables.update import chains, update_iptables
+from npc.backends.iptables.update import chains
 from npc.errors import ApplyError
 from npc.pipeline import Compiled
 
@@ -34,10 +34,7 @@ def netns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Netns]:
 
 
 def update(before: Compiled, after: Compiled, run: InNetns) -> str:
-    def side(c: Compiled) -> tuple[object, ...]:
-        return (c.lowered, c.members, {f: chains(c.lowered, f, MARKS, NPC_LAYOUT) for f in (4, 6)})
-
-    return update_iptables(side(before), side(after), MARKS, TOOLS, run, NPC_LAYOUT).summary  # type: ignore[arg-type]
+    return update_between(before, after, MARKS, TOOLS, run).summary
 
 
 def others(netns: Netns) -> None:

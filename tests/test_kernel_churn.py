@@ -5,15 +5,12 @@ in ``kernel/churn.py``, shared with the Weave and agent suites).
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
-from kernel.case import write_inputs
 from kernel.churn import (
     AFTER,
     AFTER_TABLES,
@@ -39,17 +36,12 @@ from kernel.churn import (
     traffic,
 )
 from kernel.cluster import Cluster
-from kernel.netns import InNetns, Netns, rejecting_nft
+from kernel.netns import InNetns, Netns, compile_policies, rejecting_nft, update_between
 from kernel.report import observations_report
 from npc import lock
 from npc.backends.base import Ran
 from npc.backends.iptables.load import apply_iptables, detect_tools
 from npc.backends.iptables.mark_tree import Marks
-from npc.backends.iptables.render import NPC_LAYOUT
-from npc.backends.iptables.update import chains, update_iptables
-from npc.inventory import build_inventory
-from npc.pipeline import Compiled, compile_program, policy_program
-from npc.sources import read_policy_texts
 
 pytestmark = pytest.mark.kernel
 
@@ -177,13 +169,6 @@ class Probing(InNetns):
         return done
 
 
-def compiled(cluster: Cluster, policies: Sequence[Mapping[str, Any]], where: Path) -> Compiled:
-    paths, inventory = write_inputs(cluster.case, where, "yaml", None, policies)
-    loaded = read_policy_texts([(str(p), p.read_text()) for p in paths])
-    found = build_inventory([json.loads(inventory.read_text())])
-    return compile_program(policy_program(loaded, found.namespaces), found)
-
-
 @pytest.mark.parametrize("load", ["apply", "update"])
 def test_every_state_an_iptables_load_passes_through_keeps_the_pairs(
     load: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -195,7 +180,7 @@ def test_every_state_an_iptables_load_passes_through_keeps_the_pairs(
     dropped a->b."""
     monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
     with Cluster(PAIRS, tmp_path) as cluster:
-        x, y = (compiled(cluster, p, tmp_path / name) for p, name in ((POLICIES_X, "x"), (POLICIES_Y, "y")))
+        x, y = (compile_policies(*p, inventory=PAIRS.inventory()) for p in (POLICIES_X, POLICIES_Y))
         node = InNetns(Netns(cluster.node, tmp_path))
         tools, marks = detect_tools(node), Marks()
         apply_iptables(x.lowered, x.members, marks, tools, node)
@@ -205,11 +190,7 @@ def test_every_state_an_iptables_load_passes_through_keeps_the_pairs(
             if load == "apply":
                 apply_iptables(now.lowered, now.members, marks, tools, run)
             else:
-                sides = [
-                    (c.lowered, c.members, {f: chains(c.lowered, f, marks, NPC_LAYOUT) for f in (4, 6)})
-                    for c in (was, now)
-                ]
-                update_iptables(*sides, marks, tools, run, NPC_LAYOUT)
+                update_between(was, now, marks, tools, run)
         assert not run.broken, "\n\n".join(run.broken)
         assert run.states >= 6, run.states  # per load at least its two restores
         assert_tables(cluster, TABLES_Y, "policy set Y")

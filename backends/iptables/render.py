@@ -532,8 +532,8 @@ class Layout:
     ``NPC-<tag>-FORWARD``, which dispatches to ``NPC-<tag>-EGRESS``/``-INGRESS``, each ending in a
     drop; with group marks (``Marks.grouped``) that chain first writes each isolated pod's
     namespace group into the mark. A dataplane whose own hooks call chains of fixed names (Weave
-    Net's router) names them, its template (in its own package, extending ``iptables.rules.j2``'s blocks ``entry`` and
-    ``verdict``), the families it carries and what its rules cost."""
+    Net's router) names them, its template (in its own package, extending ``iptables.rules.j2``'s
+    blocks ``entry`` and ``verdict``), the families it carries and what its rules cost."""
 
     package: str = "npc.backends.iptables"  # whose templates/ holds ``template``
     template: str = "iptables.rules.j2"
@@ -734,23 +734,23 @@ def _environment(package: str) -> jinja2.Environment:
     return env
 
 
+def _jump(lowered: Lowered, target: str, new_only: bool = True) -> str:
+    state = " -m conntrack ! --ctstate RELATED,ESTABLISHED" if new_only else ""
+    return f"FORWARD{state} -m comment --comment {comment('npc network ' + lowered.network)} -j {target}"
+
+
 def jump_rule(lowered: Lowered) -> str:
     """npc's one rule in a chain it does not own (FORWARD of its table); loading looks for
     exactly this text. Replies of allowed connections never enter npc's chains: a first packet
     meets no rule returning them."""
-    network = comment("npc network " + lowered.network)
-    return f"FORWARD -m conntrack ! --ctstate RELATED,ESTABLISHED -m comment --comment {network} -j {names_of(lowered).forward}"
+    return _jump(lowered, names_of(lowered).forward)
 
 
 def older_jumps(lowered: Lowered) -> tuple[str, ...]:
     """The jumps of earlier npcs, which a load removes: into a FORWARD chain that returned
     replies first, and into mangle's chain that only wrote the group codes (its filter read them)."""
-    network = comment("npc network " + lowered.network)
     names = names_of(lowered)
-    return (
-        f"FORWARD -m comment --comment {network} -j {names.forward}",
-        f"FORWARD -m conntrack ! --ctstate RELATED,ESTABLISHED -m comment --comment {network} -j {names.mark}",
-    )
+    return _jump(lowered, names.forward, new_only=False), _jump(lowered, names.mark)
 
 
 def insert_jump(rule: str) -> str:

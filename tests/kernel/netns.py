@@ -14,14 +14,19 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from kube_standin import socket_in_netns
-from npc.backends.base import NETLINK_NETFILTER, Ran, netfilter_exchange
+from npc.backends.base import NETLINK_NETFILTER, Members, Ran, Runner, netfilter_exchange
+from npc.backends.iptables.load import Tools
+from npc.backends.iptables.mark_tree import Marks
+from npc.backends.iptables.render import NPC_LAYOUT, Chains
+from npc.backends.iptables.update import UpdateReport, chains, update_iptables
 from npc.backends.nftables.netlink import element_batch
 from npc.inventory import build_inventory
+from npc.lower import Lowered
 from npc.pipeline import Compiled, compile_program, policy_program
 from npc.sources import read_policy_texts
 
@@ -159,11 +164,23 @@ def rejecting_nft(tmp_path: Path) -> str:
     return f"{bin_dir}:{os.environ['PATH']}"
 
 
-def compile_policies(*policies: dict[str, object]) -> Compiled:
-    """``policies`` compiled against ``INVENTORY``, in process."""
+def compile_policies(*policies: Mapping[str, Any], inventory: Mapping[str, Any] = INVENTORY) -> Compiled:
+    """``policies`` compiled against ``inventory`` (a document), in process."""
     loaded = read_policy_texts([(f"{i}.json", json.dumps(p)) for i, p in enumerate(policies)])
-    inventory = build_inventory([INVENTORY])
-    return compile_program(policy_program(loaded, inventory.namespaces), inventory)
+    found = build_inventory([inventory])
+    return compile_program(policy_program(loaded, found.namespaces), found)
+
+
+def update_between(
+    before: Compiled, after: Compiled, marks: Marks, tools: Tools, run: Runner
+) -> UpdateReport:
+    """``update_iptables`` from ``before``'s program to ``after``'s, each family's chains as npc
+    writes them."""
+
+    def side(c: Compiled) -> tuple[Lowered, Members, dict[int, Chains]]:
+        return c.lowered, c.members, {f: chains(c.lowered, f, marks, NPC_LAYOUT) for f in (4, 6)}
+
+    return update_iptables(side(before), side(after), marks, tools, run, NPC_LAYOUT)
 
 
 class InNetns:
