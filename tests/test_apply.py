@@ -41,7 +41,8 @@ def test_apply_loads_chains_sets_and_one_jump(netns: Netns) -> None:
     )
     # the group dispatch: isolated pods' addresses carry their namespace group into the mark
     assert re.search(r"^create npc-\w+-m4-\w+ hash:ip .* skbinfo", state, re.M)
-    assert re.search(r"^add npc-\w+-m4-\w+ 10\.9\.0\.1 skbmark 0x[0-9a-f]+/0xf00003ff$", state, re.M)
+    # (the ingress mask 0xf00003ff and the pending bit 0x1000000, which the lookup sets: ``Marks``)
+    assert re.search(r"^add npc-\w+-m4-\w+ 10\.9\.0\.1 skbmark 0x1[0-9a-f]{6}/0xf10003ff$", state, re.M)
     assert re.search(r"^add npc-\S+ 10\.9\.0\.1$", state, re.M)
     assert re.search(r"^add npc-\S+ fd09::1$", state, re.M)
     assert re.search(r"^add npc-\S+ 10\.9\.0\.2$", state, re.M)

@@ -162,7 +162,7 @@ def test_the_help_names_every_backends_files() -> None:
 def test_namespace_annotation_among_policies_isolates_the_namespace() -> None:
     result = npc("compile", str(EXAMPLES / "legacy"), "--inventory", str(EXAMPLES / "inventory.json"))
     assert result.returncode == 0, result.stderr
-    found = re.search(r"^-A NPC-\w+-FORWARD -m set --match-set (\S+) dst ", result.stdout, re.M)
+    found = re.search(r"^-A NPC-\w+-FORWARD -j SET --map-set (\S+) dst ", result.stdout, re.M)
     assert found
     isolated = found.group(1)
     members = [line.split()[2] for line in result.stdout.splitlines() if line.startswith(f"add {isolated} ")]

@@ -5,9 +5,10 @@ the whole cluster. Policies select pods of their own namespace only, so what can
 follows from its namespace: namespaces whose dispatch is the same list (``lower.Scope``) form a
 *group* (numbered 0..G-1 in the order of their lists, for chain names). One ``hash:ip skbinfo``
 set per direction maps every isolated address to its group's *code*, spread over that direction's
-mask (``Marks``); the first rules of npc's FORWARD chain write both into the mark (``-j SET
---map-set ... --map-mark``, which the kernel allows in table mangle only, so npc's chains all live
-there: the codes and the trie reading them change in one commit; bits outside the mask are kept).
+mask (``Marks``), beside the pending bit; npc's FORWARD chain writes the source's egress code
+and, after the egress dispatch, the destination's ingress code into the mark (``-j SET --map-set
+... --map-mark``, which the kernel allows in table mangle only, so npc's chains all live there:
+the codes and the trie reading them change in one commit; bits outside the mask are kept).
 
 Then a binary trie over the codes finds the group's chain: a code of length L is L bits,
 the one at depth d on the mask's d-th bit, and a packet meets one test per depth: the test at a
@@ -55,12 +56,32 @@ MAX_CODE_BITS = 11  # nf_tables' 15 levels below a base chain, less 2 above the 
 
 @attrs.frozen
 class Marks:
-    """The mark bits npc uses: ``allow`` (a policy chain allowed the packet) and, per direction,
-    where the pod's group number goes; none may overlap, or one would overwrite another."""
+    """The mark bits npc uses: ``allow``, a packet's verdict so far, and, per direction, where the
+    pod's group number goes; none may overlap, or one would overwrite another.
+
+    npc reads ``allow`` as *pending* (``pending``): set while a packet meets a direction's
+    dispatch and no policy chain has allowed it yet, cleared by the rule that allows it. With group
+    marks the map lookup that writes an isolated pod's code sets it as well, so the mark alone says
+    whether a packet meets the direction's dispatch and its drop: FORWARD compares a bit where it
+    looked the address up in the map set a second time, and the direction's chain needs no reset
+    (a set match costs a packet ten times a mark match, an ``xt`` target three times:
+    ``benchmarks/match_cost.py``). Weave Net's own rules read its mark the other way round: set
+    once a policy allowed."""
 
     allow: int = DEFAULT_MARK
     egress: int = DEFAULT_GROUP_MASKS[0]
     ingress: int = DEFAULT_GROUP_MASKS[1]
+    pending: bool = True
+
+    def unallowed(self, flag: int = 0) -> str:
+        """The match of a packet no policy chain allowed yet whose mark has ``flag`` as well."""
+        value = flag | (self.allow if self.pending else 0)
+        return f" -m mark --mark {value:#x}/{flag | self.allow:#x}"
+
+    def verdict(self, allowed: bool) -> str:
+        """The target marking a packet allowed (``allowed``) or, at a direction's start, not yet."""
+        value = self.allow if allowed != self.pending else 0
+        return f" -j MARK --set-xmark {value:#x}/{self.allow:#x}"
 
     def __attrs_post_init__(self) -> None:
         if self.allow & self.egress or self.allow & self.ingress or self.egress & self.ingress:
@@ -130,6 +151,7 @@ class Tree:
     map_set: str
     groups: tuple[Group, ...]
     chains: tuple[TreeChain, ...]  # chains[0] is the root
+    pending: int  # the bit a lookup sets beside the code (``Marks``): the packet meets the dispatch
 
 
 @attrs.frozen
@@ -287,6 +309,7 @@ def tree(
     names: Names,
     mask: int,
     shaped: Shape,
+    pending: int,
 ) -> Tree:
     found, lengths, flagged = shaped.groups, shaped.lengths, shaped.flags
     codes = canonical(lengths)
@@ -304,7 +327,10 @@ def tree(
         )
         for g, m, fs in zip(found, marks, flagged, strict=True)
     )
-    map_set = names.set(f"m{program.family}-{digest('map', direction, program.family, mask, spelled)}")
+    # the pending bit is in the digest: entries of another meaning are another set, never edited in place
+    map_set = names.set(
+        f"m{program.family}-{digest('map', direction, program.family, mask, pending, spelled)}"
+    )
     chain = [names.chain(f"{letter}{program.family}-{g.number:x}") for g in found]
     chain[codes.index(0)] = names.direction(direction)  # the root: FORWARD's jump enters it at once
     chains = [
@@ -319,7 +345,7 @@ def tree(
         for i, (g, tests) in enumerate(zip(found, links(codes, lengths), strict=True))
     ]
     chains.insert(0, chains.pop(codes.index(0)))  # the root's: the all-0 code
-    return Tree(direction, map_set, found, tuple(chains))
+    return Tree(direction, map_set, found, tuple(chains), pending)
 
 
 def links(codes: Sequence[int], lengths: Sequence[int]) -> list[list[tuple[int, int]]]:
@@ -343,8 +369,8 @@ def links(codes: Sequence[int], lengths: Sequence[int]) -> list[list[tuple[int, 
 
 @attrs.frozen
 class Feed:
-    """What an isolated set's addresses carry in the map set: its group's code and, per address,
-    the flags it passes, over ``mask`` (only the mask's bits change)."""
+    """What an isolated set's addresses carry in the map set: its group's code and the pending
+    bit and, per address, the flags it passes, over ``mask`` (only the mask's bits change)."""
 
     mark: int
     mask: int
@@ -353,4 +379,9 @@ class Feed:
 
 def map_entries(tree: Tree, mask: int) -> dict[str, Feed]:
     """Per isolated set feeding the map set, what its addresses carry there."""
-    return {name: Feed(c.mark, mask, c.flags) for c in tree.chains for name in c.group.isolated}
+    pending = tree.pending
+    return {
+        name: Feed(c.mark | pending, mask | pending, c.flags)
+        for c in tree.chains
+        for name in c.group.isolated
+    }

@@ -349,21 +349,21 @@ def split_match(match: Match) -> list[Match]:
 
 
 @per_program
-def policy_rules(chain: Chain, names: Names, mark: str) -> tuple[str, ...]:
+def policy_rules(chain: Chain, names: Names, marks: Marks) -> tuple[str, ...]:
     """A policy chain's ``-A`` lines, the cheapest to refuse first (``_refusal_cost``). A rule
-    sets the allow bit and does not end the chain, so every rule but the first (its dispatch
-    rule tested the bit) tests the bit first: once one rule allowed the packet, each later rule
-    costs it a mark compare instead of its sets. Once per chain object: the agent's memo hands a
+    marks the packet allowed and does not end the chain, so every rule but the first (its
+    dispatch rule tested the bit) tests the bit first: once one rule allowed the packet, each
+    later rule costs it a mark compare instead of its sets. Once per chain object: the agent's memo hands a
     policy change the chains of every unchanged policy again, so only the changed ones are
     spelled."""
     name = names.chain(chain.name)
-    tail = f" -m comment --comment {comment(chain.comment)} -j MARK --set-xmark {mark}/{mark}"
+    tail = f" -m comment --comment {comment(chain.comment)}{marks.verdict(allowed=True)}"
     parts = [
         _match_text(m, chain.direction, names, r)
         for r in sorted(folded(chain.matches), key=_refusal_cost)
         for m in split_match(r.match)
     ]
-    unset = f" -m mark --mark 0x0/{mark}"
+    unset = marks.unallowed()
     return tuple(
         f"-A {name}{head}{unset if i else ''}{ports}{sets}{tail}"
         for i, (head, ports, sets) in enumerate(parts)
@@ -453,24 +453,24 @@ def dispatch_rule(
     ``flags``: the group's, one of which may stand for them) jumps to the policy chain, or meets
     its one rule here (``inlined``)."""
     unallowed, local = _unallowed(tested, direction, names, marks, flags)
-    note, mark = f" -m comment --comment {comment(entry.comment)}", hex(marks.allow)
+    note = f" -m comment --comment {comment(entry.comment)}"
     rule = inline[entry.chain]
     if rule is None:
         return f"{unallowed}{local}{note} -j {names.chain(entry.chain)}"
     head, ports, sets = _match_text(rule.match, direction, names, rule)
-    return f"{head}{unallowed}{ports}{local}{sets}{note} -j MARK --set-xmark {mark}/{mark}"
+    return f"{head}{unallowed}{ports}{local}{sets}{note}{marks.verdict(allowed=True)}"
 
 
 def _unallowed(
     tested: Sequence[Test], direction: Direction, names: Names, marks: Marks, flags: Sequence[Flag]
 ) -> tuple[str, str]:
     """The matches of a packet not allowed yet whose pod passes ``tested``: one mark match where
-    a flag stands for the tests (the allow bit clear and the flag's set), else the allow bit's
-    and the sets'."""
+    a flag stands for the tests (the packet not allowed yet and the flag set), else the allow
+    bit's and the sets'."""
     flag = next((f.mark for f in flags if f.tests == tuple(tested)), 0) if tested else 0
     if flag:
-        return f" -m mark --mark {flag:#x}/{flag | marks.allow:#x}", ""
-    return f" -m mark --mark 0x0/{marks.allow:#x}", spelled(tested, LOCAL[direction], names)
+        return marks.unallowed(flag), ""
+    return marks.unallowed(), spelled(tested, LOCAL[direction], names)
 
 
 def group_plan(chain: TreeChain) -> Plan:
@@ -550,9 +550,10 @@ class Layout:
 
     def passing(self, marks: Marks) -> int:
         """The rules every first packet meets outside the dispatch: ``per_packet`` and, with group
-        marks, per direction the map lookup and the verdict after the direction's jump in npc's
-        FORWARD chain (the trie's root is the direction's chain, and its gotos return to FORWARD's)."""
-        return self.per_packet + (2 * len(DIRECTIONS) if marks.grouped else 0)
+        marks, the pending bit's reset and per direction the map lookup and the verdict after the
+        direction's jump in npc's FORWARD chain (the trie's root is the direction's chain, and its
+        gotos return to FORWARD's)."""
+        return self.per_packet + (1 + 2 * len(DIRECTIONS) if marks.grouped else 0)
 
     def carrying(self, lowered: Lowered) -> Layout:
         """This layout for the families ``lowered`` has (a network's ``--ip-families``): npc
@@ -611,7 +612,7 @@ def trees(lowered: Lowered, family: int, marks: Marks) -> Mapping[Direction, Tre
     program = lowered.family(family)
     names = names_of(lowered)
     found = shapes(program, marks)
-    return {d: tree(program, d, names, marks.group(d), found[d]) for d in DIRECTIONS}
+    return {d: tree(program, d, names, marks.group(d), found[d], marks.allow) for d in DIRECTIONS}
 
 
 @per_program
@@ -803,15 +804,15 @@ def render_rules(
             direction_chain=direction_chain,
             local=LOCAL,
             mark=hex(marks.allow),
+            unallowed=marks.unallowed(),
+            reset=marks.verdict(allowed=False),
             dispatch=program.dispatch,
             set_tests=functools.partial(set_tests, names=names),
             group_rules=functools.partial(
                 group_rules, names=names, marks=marks, inline=inlined_rules(program, marks)
             ),
             policy_rules="".join(  # joined here: tens of thousands of lines at L
-                f"{rule}\n"
-                for c in written(program, marks)
-                for rule in policy_rules(c, names, hex(marks.allow))
+                f"{rule}\n" for c in written(program, marks) for rule in policy_rules(c, names, marks)
             ),
             edits=edits.get(table, ()),
             away_edits=edits.get(away, ()),
@@ -1167,8 +1168,8 @@ def rules_for(
     layout: Layout = NPC_LAYOUT,
 ) -> dict[str, int]:
     """Per isolated address, the rules of ``direction`` the first packet of a connection is tested
-    against: the allow-bit reset; flat, every dispatch rule, or with group marks the trie's tests
-    (its root is the direction's chain) and the group's dispatch; every rule of each policy chain
+    against: flat, the allow bit's reset and every dispatch rule, or with group marks the trie's
+    tests (its root is the direction's chain) and the group's dispatch; every rule of each policy chain
     selecting the pod (MARK does not end a chain; none of a chain its dispatch rule is,
     ``inlined``); flat, the verdict (with group marks in ``Layout.passing``)."""
     program = lowered.family(family)
@@ -1188,7 +1189,7 @@ def rules_for(
     out = {}
     for chain in found.chains:
         group, branched = chain.group, group_plan(chain)
-        cost = 1 + chain.depth  # the reset
+        cost = chain.depth  # the lookup set the pending bit: no reset (``Layout.passing``)
         for name in group.isolated:
             for text, _ in members[name]:
                 here = branched.cost(lambda spec: text in holding(spec))  # noqa: B023 (called at once)
@@ -1220,17 +1221,18 @@ def chain_rules(matches: tuple[Match, ...]) -> int:
 
 def rule_count(lowered: Lowered, family: int, marks: Marks, layout: Layout = NPC_LAYOUT) -> int:
     """The ``-A`` rules of one family's file, as the template writes them: the entry block (npc's:
-    two in the FORWARD chain); per direction the mark reset, then flat one per dispatch and the
-    verdict, or with group marks the trie's tests and its groups' dispatch, the verdict in
-    FORWARD and the map lookups; every policy chain's that is written (``written``)."""
+    two jumps in the FORWARD chain); flat, per direction the mark reset, one per dispatch and the
+    verdict, or with group marks the pending bit's reset, per direction the map lookup and the
+    verdict in FORWARD, the trie's tests and its groups' dispatch; every policy chain's that is
+    written (``written``)."""
     program = lowered.family(family)
     total = layout.entry_rules + sum(chain_rules(c.matches) for c in written(program, marks))
     found = trees(lowered, family, marks)
     if not found:
         return total + sum(1 + layout.verdict_rules[d] + len(program.dispatch[d]) for d in DIRECTIONS)
-    total += 2 * len(DIRECTIONS)  # per direction a map lookup and the verdict
+    total += 1 + 2 * len(DIRECTIONS)  # the pending bit's reset; per direction a map lookup and the verdict
     return total + sum(
-        1 + sum(len(c.tests) + _dispatch_rules(group_plan(c)) for c in t.chains) for t in found.values()
+        sum(len(c.tests) + _dispatch_rules(group_plan(c)) for c in t.chains) for t in found.values()
     )
 
 

@@ -72,7 +72,7 @@ def _marks(options: Options) -> Marks:
         raise UsageError(f"--mark does not apply to --backend weave: Weave Net's mark is {EGRESS_MARK:#x}")
     if options.group_marks != DEFAULT_GROUP_MASKS:
         raise UsageError("--group-marks does not apply to --backend weave: its dispatch is flat")
-    return Marks(EGRESS_MARK, 0, 0)
+    return Marks(EGRESS_MARK, 0, 0, pending=False)  # weave-npc's rules read it set as allowed
 
 
 def _ipv4(lowered: Lowered) -> Lowered:
