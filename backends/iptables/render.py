@@ -353,9 +353,9 @@ def policy_rules(chain: Chain, names: Names, marks: Marks) -> tuple[str, ...]:
     """A policy chain's ``-A`` lines, the cheapest to refuse first (``_refusal_cost``). A rule
     marks the packet allowed and does not end the chain, so every rule but the first (its
     dispatch rule tested the bit) tests the bit first: once one rule allowed the packet, each
-    later rule costs it a mark compare instead of its sets. Once per chain object: the agent's memo hands a
-    policy change the chains of every unchanged policy again, so only the changed ones are
-    spelled."""
+    later rule costs it a mark compare instead of its sets. Once per chain object: the agent's
+    memo hands a policy change the chains of every unchanged policy again, so only the changed
+    ones are spelled."""
     name = names.chain(chain.name)
     tail = f" -m comment --comment {comment(chain.comment)}{marks.verdict(allowed=True)}"
     parts = [
@@ -1169,8 +1169,8 @@ def rules_for(
 ) -> dict[str, int]:
     """Per isolated address, the rules of ``direction`` the first packet of a connection is tested
     against: flat, the allow bit's reset and every dispatch rule, or with group marks the trie's
-    tests (its root is the direction's chain) and the group's dispatch; every rule of each policy chain
-    selecting the pod (MARK does not end a chain; none of a chain its dispatch rule is,
+    tests (its root is the direction's chain) and the group's dispatch; every rule of each policy
+    chain selecting the pod (MARK does not end a chain; none of a chain its dispatch rule is,
     ``inlined``); flat, the verdict (with group marks in ``Layout.passing``)."""
     program = lowered.family(family)
     length = past_dispatch(program, marks)
