@@ -83,9 +83,7 @@ class IptablesBackend:
     def chain_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         marks = Marks.of(options)
         return {
-            f"rules.v{f}": sum(
-                len(_render.NPC_LAYOUT.chain_names(compiled.lowered, f, marks, t)) for t in _render.TABLES
-            )
+            f"rules.v{f}": len(_render.NPC_LAYOUT.chain_names(compiled.lowered, f, marks))
             for f in NPC_LAYOUT.carrying(compiled.lowered).families
         }
 

@@ -16,7 +16,7 @@ from ...resolve import Entry
 from ..base import Runner
 from .load import Tools, _owns_jump, _sets, _table_states
 from .mark_tree import Marks
-from .render import NPC_LAYOUT, TABLES, home, kernel_sets, render_rules
+from .render import NPC_LAYOUT, home, kernel_sets, render_rules
 
 
 def _rule_counts(lines: Sequence[str]) -> Counter[str]:
@@ -33,7 +33,7 @@ def iptables_drift(
         text = render_rules(lowered, family, marks, {home(marks): []})
         want = _rule_counts(text.splitlines())
         have = _rule_counts([rule for state in states.values() for rule in state.rules])
-        wanted = {c for t in TABLES for c in NPC_LAYOUT.chain_names(lowered, family, marks, t)}
+        wanted = set(NPC_LAYOUT.chain_names(lowered, family, marks))
         present = {c for state in states.values() for c in state.chains}
         found += [f"IPv{family} chain {chain} missing" for chain in sorted(wanted - present)]
         found += [f"IPv{family} chain {chain} not npc's" for chain in sorted(present - wanted)]

@@ -708,7 +708,7 @@ def apply_iptables(
         len(fresh),
         updated,
         len(stale),
-        sum(len(layout.chain_names(lowered, f, marks, home(marks))) for f in layout.families),
+        sum(len(layout.chain_names(lowered, f, marks)) for f in layout.families),
         tuple(warnings),
         len(adopted),
         written,

@@ -530,8 +530,8 @@ def spelled(found: Iterable[tuple[SetSpec | ListSet, bool]], where: str, names: 
 class Layout:
     """Where npc's chains hang in their table (``home``). npc's own layout: one FORWARD jump into
     ``NPC-<tag>-FORWARD``, which dispatches to ``NPC-<tag>-EGRESS``/``-INGRESS``, each ending in a
-    drop; with group marks (``Marks.grouped``) that chain first writes each isolated pod's
-    namespace group into the mark. A dataplane whose own hooks call chains of fixed names (Weave
+    drop; with group marks (``Marks.grouped``) that chain writes each isolated pod's namespace
+    group into the mark before the direction's jump. A dataplane whose own hooks call chains of fixed names (Weave
     Net's router) names them, its template (in its own package, extending ``iptables.rules.j2``'s
     blocks ``entry`` and ``verdict``), the families it carries and what its rules cost."""
 
@@ -571,9 +571,10 @@ class Layout:
     def direction_chain(self, lowered: Lowered, direction: Direction) -> str:
         return self.direction_chains.get(direction) or names_of(lowered).direction(direction)
 
-    def chain_names(self, lowered: Lowered, family: int, marks: Marks, table: str = "filter") -> list[str]:
-        """Every chain this layout fills in one table of ``family``, fixed ones first."""
-        if table != home(marks):
+    def chain_names(self, lowered: Lowered, family: int, marks: Marks, table: str | None = None) -> list[str]:
+        """Every chain this layout fills in one table of ``family`` (default: its home, the only
+        one it fills), fixed ones first."""
+        if table not in (None, home(marks)):
             return []
         found = trees(lowered, family, marks).values()
         policy = [names_of(lowered).chain(c.name) for c in written(lowered.family(family), marks)]
@@ -795,7 +796,7 @@ def render_rules(
             chains=declaration_order(
                 lowered,
                 layout,
-                layout.chain_names(lowered, family, marks, table) + list(extra.get(table, ())),
+                layout.chain_names(lowered, family, marks) + list(extra.get(table, ())),
             ),
             away_chains=extra.get(away, ()),
             forward=names.forward,
@@ -806,6 +807,7 @@ def render_rules(
             mark=hex(marks.allow),
             unallowed=marks.unallowed(),
             reset=marks.verdict(allowed=False),
+            settled=marks.verdict(allowed=True),
             dispatch=program.dispatch,
             set_tests=functools.partial(set_tests, names=names),
             group_rules=functools.partial(
