@@ -12,7 +12,9 @@ Every measurement runs in its own child process, so peak RSS (``wait4``) is that
 - load (root only): ``ipset restore`` + ``iptables-restore`` + ``ip6tables-restore`` of the
   artefacts into a fresh network namespace, removed afterwards; for nftables one ``nft -f``:
   the tools alone on the artefact files, the floor; and npc's own load (``npc apply`` after its
-  compile: the backend's ``load`` in a fresh namespace, rendering included).
+  compile: the backend's ``load`` in a fresh namespace, rendering included);
+- dataplane (root, ``--dataplane``): ``dataplane.py``'s flood of new flows between the worst
+  pair of pods through a node with the artefacts loaded, as a share of the no-policy rate.
 - per backend: its own compile into ``out-<backend>`` (the main compile columns are the default
   backend's), the artefacts' size, and the most rules one packet is tested against.
 
@@ -40,6 +42,7 @@ from typing import Any
 import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dataplane
 import generate
 import generate_catalogue
 import generate_independent
@@ -217,6 +220,20 @@ def load_nftables(out: Path) -> Metrics:
 LOADERS: dict[str, Callable[[Path], Metrics]] = {"iptables": load_iptables, "nftables": load_nftables}
 
 
+DATAPLANE_SECONDS, DATAPLANE_REPEAT = 3.0, 3  # per flood; alternating pairs, the median ratio
+
+
+def dataplane_ratio(cluster: Path, backend: str) -> Metrics:
+    """``dataplane.measure``: new flows of the worst pair forwarded with the backend's artefacts
+    loaded, as a share of the no-policy rate (empty where no allowed pair is found)."""
+    try:
+        found = dataplane.measure(cluster, backend, DATAPLANE_SECONDS, DATAPLANE_REPEAT)
+    except SystemExit as exc:
+        print(f"{cluster.name} {backend}: dataplane: {exc}", file=sys.stderr)
+        return {}
+    return {"dataplane": found["ratio"], "dataplane_pair": found["pair"]}
+
+
 def npc_load(cluster: Path, backend: str, families: str = "IPv4,IPv6") -> Metrics:
     """What ``npc apply`` spends after compiling, into an empty namespace: the backend's ``load``
     (rendering, then the kernel work as npc does it: the sets over netlink, IPv4's and IPv6's
@@ -326,10 +343,13 @@ def analysis(cluster: Path) -> Metrics:
     return {**out, "explain_s": explain.wall, "explain_cpu_s": explain.cpu}
 
 
-def bench(spec: ClusterSpec, data: Path, load: bool, generator: str = "bench", pairs: int = 3) -> Metrics:
+def bench(
+    spec: ClusterSpec, data: Path, load: bool, generator: str = "bench", pairs: int = 3, flood: bool = False
+) -> Metrics:
     """``pairs`` parses and compiles, alternating, so that a slow spell of a shared machine meets
     both: the ratio is the median of each pair's (one parse of 7.1 s against 4.2 s an hour before
-    once made a compile look 1.08x its parse), the times the medians."""
+    once made a compile look 1.08x its parse), the times the medians. ``flood``: the dataplane
+    too (``dataplane_ratio``)."""
     cluster = cluster_for(spec, data, generator)
     runs = []
     for _ in range(pairs):
@@ -355,6 +375,8 @@ def bench(spec: ClusterSpec, data: Path, load: bool, generator: str = "bench", p
         if load and os.geteuid() == 0:
             metrics.update(LOADERS[name](where))
             metrics.update(npc_load(cluster, name))
+            if flood:
+                metrics.update(dataplane_ratio(cluster, name))
     return row
 
 
@@ -408,6 +430,7 @@ BACKEND_COLUMNS: dict[str, list[Column]] = {
         Column("iptables load s", _backend("iptables", "load_s"), "{:.2f}"),
         Column("of which ipset restore s", _backend("iptables", "ipset_s"), "{:.2f}"),
         Column("iptables npc load s", _backend("iptables", "npc_load_s"), "{:.2f}"),
+        Column("iptables dataplane", _backend("iptables", "dataplane"), "{:.2f}"),
     ],
     "nftables": [
         Column("nftables compile s", _backend("nftables", "compile_s"), "{:.2f}"),
@@ -415,6 +438,7 @@ BACKEND_COLUMNS: dict[str, list[Column]] = {
         Column("nftables output", lambda r: r["backends"]["nftables"]["output_bytes"] / 2**10, "{:,.0f} KiB"),
         Column("nftables load s", _backend("nftables", "load_s"), "{:.2f}"),
         Column("nftables npc load s", _backend("nftables", "npc_load_s"), "{:.2f}"),
+        Column("nftables dataplane", _backend("nftables", "dataplane"), "{:.2f}"),
     ],
 }
 
@@ -439,6 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA, help="where generated clusters are cached")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-load", action="store_true", help="skip loading into a network namespace")
+    parser.add_argument(
+        "--dataplane",
+        action="store_true",
+        help="also flood new flows through each loaded ruleset (dataplane.py; root, about 40 s per backend and size)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     parser.add_argument(
         "--pairs", type=int, default=3, help="alternating parses and compiles (medians; default 3)"
@@ -480,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     rows = []
     for generator, name, spec in runs:
-        rows.append(bench(spec, args.data, not args.no_load, generator, args.pairs))
+        rows.append(bench(spec, args.data, not args.no_load, generator, args.pairs, args.dataplane))
         print(f"{generator} {name}: done", file=sys.stderr)
     columns = COLUMNS + [c for cs in BACKEND_COLUMNS.values() for c in cs]
     print(table(rows, columns))
