@@ -13,8 +13,9 @@ Every measurement runs in its own child process, so peak RSS (``wait4``) is that
   artefacts into a fresh network namespace, removed afterwards; for nftables one ``nft -f``:
   the tools alone on the artefact files, the floor; and npc's own load (``npc apply`` after its
   compile: the backend's ``load`` in a fresh namespace, rendering included);
-- dataplane (root, ``--dataplane``): ``dataplane.py``'s flood of new flows between the worst
-  pair of pods through a node with the artefacts loaded, as a share of the no-policy rate.
+- dataplane (root, ``--dataplane``): ``dataplane.py``'s flood of new flows through a node with
+  the artefacts loaded, as a share of the no-policy rate, on each layout's deepest pair of pods
+  (the lower of the two).
 - per backend: its own compile into ``out-<backend>`` (the main compile columns are the default
   backend's), the artefacts' size, and the most rules one packet is tested against.
 
@@ -224,8 +225,9 @@ DATAPLANE_SECONDS, DATAPLANE_REPEAT = 3.0, 3  # per flood; alternating pairs, th
 
 
 def dataplane_ratio(cluster: Path, backend: str) -> Metrics:
-    """``dataplane.measure``: new flows of the worst pair forwarded with the backend's artefacts
-    loaded, as a share of the no-policy rate (empty where no allowed pair is found)."""
+    """``dataplane.measure``: new flows forwarded with the backend's artefacts loaded, as a share
+    of the no-policy rate, on the worse of both layouts' deepest pairs (empty where no allowed
+    pair is found)."""
     try:
         found = dataplane.measure(cluster, backend, DATAPLANE_SECONDS, DATAPLANE_REPEAT)
     except SystemExit as exc:
@@ -466,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--dataplane",
         action="store_true",
-        help="also flood new flows through each loaded ruleset (dataplane.py; root, about 40 s per backend and size)",
+        help="also flood new flows through each loaded ruleset (dataplane.py; root, about 80 s per backend and size)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     parser.add_argument(
