@@ -228,8 +228,9 @@ def measure(
     """On each of ``pairs`` (default: ``worst_pairs``), ``repeat`` floods without and with the
     ruleset, alternating, so a slow spell of a shared machine meets both; a pair's ratio is the
     median of its rounds', and the result is the pair with the lowest. Both layouts' deepest
-    pairs, because the rules a layout's count finds deepest need not cost a packet the most: on
-    the messy L nftables forwarded 0.59 on the iptables pair and 0.68 on its own."""
+    pairs, because the rules a layout counts need not rank what a packet costs: on the
+    independent L iptables forwarded 0.48-0.53 on its own deepest pair, 0.40 on the nftables
+    layout's."""
     out = cluster / f"out-{backend}"
     found = []
     for src, dst, protocol, port in pairs if pairs is not None else worst_pairs(cluster):

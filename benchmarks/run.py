@@ -224,12 +224,15 @@ LOADERS: dict[str, Callable[[Path], Metrics]] = {"iptables": load_iptables, "nft
 DATAPLANE_SECONDS, DATAPLANE_REPEAT = 3.0, 3  # per flood; alternating pairs, the median ratio
 
 
+_pairs = functools.cache(dataplane.worst_pairs)  # one compile per cluster for both backends
+
+
 def dataplane_ratio(cluster: Path, backend: str) -> Metrics:
     """``dataplane.measure``: new flows forwarded with the backend's artefacts loaded, as a share
     of the no-policy rate, on the worse of both layouts' deepest pairs (empty where no allowed
     pair is found)."""
     try:
-        found = dataplane.measure(cluster, backend, DATAPLANE_SECONDS, DATAPLANE_REPEAT)
+        found = dataplane.measure(cluster, backend, DATAPLANE_SECONDS, DATAPLANE_REPEAT, _pairs(cluster))
     except SystemExit as exc:
         print(f"{cluster.name} {backend}: dataplane: {exc}", file=sys.stderr)
         return {}
