@@ -351,25 +351,6 @@ def standing(policies: Iterable[Policy], crowded: Crowded) -> frozenset[SetKey]:
     return frozenset(key for key in found if _single(key))
 
 
-def together(policies: Iterable[Policy], crowded: Crowded) -> frozenset[SetKey]:
-    """Peers across namespaces that a rule lists beside another (and what such a peer by absence
-    keeps): kept whole, so that iptables folds them into one rule testing a ``list:set`` of them,
-    as before; split into parts, each pair tests a different namespace part and stays a rule of
-    its own (the messy L's rules per packet went 158 -> 189)."""
-    found: set[SetKey] = set()
-    for rule in set(_rules(policies)):  # a rule many namespaces repeat, once
-        peers = [
-            p
-            for listed in _listed((rule,))
-            if not _one_namespace(listed)
-            for p in _expanded(listed, crowded)
-            if not _one_namespace(p)
-        ]
-        if len(peers) > 1:
-            found.update(k for p in peers for k in ((p,), *_kept(p)))
-    return frozenset(found)
-
-
 def _expanded(listed: PodPeer, crowded: Crowded) -> Iterator[PodPeer]:
     """The peers a listed peer is tested as (``across``, then ``by_crowding``)."""
     return (p for one in across(listed) for p in by_crowding(one, crowded))
@@ -701,7 +682,6 @@ class _Lowerer:
         memo: Memo | None = None,
         crowded: Crowded = frozenset(),
         standing: frozenset[SetKey] = frozenset(),
-        together: frozenset[SetKey] = frozenset(),
         plans: _Plans | None = None,
     ) -> None:
         self.tag = tag
@@ -709,7 +689,6 @@ class _Lowerer:
         self.memo = memo
         self.crowded = crowded
         self.standing = standing
-        self.together = together
         self.plans = plans or _Plans()
         self._splits: dict[PodPeer, tuple[bool, ...]] = {}  # ``_split``'s, per peer listed
         self._gathers: dict[str, Chain] = {}  # ``_gathered``'s, per chain
@@ -734,9 +713,8 @@ class _Lowerer:
         return spec
 
     def _parts(self, key: SetKey) -> tuple[tuple[PodPeer, ...], ...] | None:
-        """``part_keys``, a peer across namespaces split only where its parts stand and no rule
-        lists it beside another such peer (``together``)."""
-        return part_keys(key, standing=frozenset() if key in self.together else self.standing)
+        """``part_keys``, a peer across namespaces split where its parts stand."""
+        return part_keys(key, standing=self.standing)
 
     def _pods(self, key: SetKey) -> SetSpec:
         return self._set("pods", key)
@@ -1064,12 +1042,10 @@ def lower(
     """``families``: those the network carries (``--ip-families``); a backend loads nothing of another."""
     tag = network_tag(network)
     names = crowded(program.policies)
-    loaded, beside = standing(program.policies, names), together(program.policies, names)
+    loaded = standing(program.policies, names)
     plans = _Plans()  # for this call's families only
     return Lowered(
         network,
-        tuple(
-            _Lowerer(tag, f, memo, names, loaded, beside, plans).program(program.policies) for f in families
-        ),
+        tuple(_Lowerer(tag, f, memo, names, loaded, plans).program(program.policies) for f in families),
         tag,
     )
