@@ -215,6 +215,8 @@ def _load(path: str, text: str, strict: bool) -> list[Any]:
         documents = [d for d in yaml.load_all(text, Loader=loader) if d is not None]
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error("invalid YAML", path, exc) from None
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(path, text, exc) from None
     except yaml.YAMLError as exc:
         raise InputError(f"invalid YAML: {exc}", path) from None
     try:
@@ -312,6 +314,23 @@ def _yaml_error(what: str, path: str, exc: yaml.MarkedYAMLError) -> InputError:
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
     return InputError(f"{what}: {exc.problem or exc.context}", path, line, column)
+
+
+def _reader_error(path: str, text: str, exc: yaml.reader.ReaderError) -> InputError:
+    """libyaml's reader places a character it refuses (a raw control character) by its offset in
+    the text: as line and column here, like every other error."""
+    at = exc.position
+    if _BaseLoader is not yaml.SafeLoader:  # libyaml counts the bytes of the UTF-8 it was handed
+        at = len(text.encode()[: max(at, 0)].decode(errors="ignore"))
+    at = min(max(at, 0), len(text))
+    line_start = text.rfind("\n", 0, at) + 1
+    character = exc.character if isinstance(exc.character, int) else ord(exc.character or "\0")
+    return InputError(
+        f"invalid YAML: unacceptable character #x{character:04x}: {exc.reason}",
+        path,
+        text.count("\n", 0, at) + 1,
+        at - line_start + 1,
+    )
 
 
 def _duplicate_key_error(path: str, text: str) -> InputError:

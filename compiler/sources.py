@@ -13,7 +13,7 @@ import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import attrs
 
@@ -131,7 +131,7 @@ def _sources(paths: Sequence[str], stdin: TextIO | None, reader: _Reader) -> Ite
 def policy_files(directory: str) -> list[str]:
     """Policy files under ``directory``, recursively, in sorted order; dot-files and -dirs skipped."""
     found: list[tuple[tuple[str, ...], str]] = []
-    for root, dirs, files in os.walk(directory):
+    for root, dirs, files in os.walk(directory, onerror=_unlistable):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         rel = os.path.relpath(root, directory)
         rel_parts = () if rel == os.curdir else tuple(rel.split(os.sep))
@@ -139,6 +139,12 @@ def policy_files(directory: str) -> list[str]:
             if not name.startswith(".") and name.lower().endswith(POLICY_SUFFIXES):
                 found.append(((*rel_parts, name), os.path.join(root, name)))
     return [path for _, path in sorted(found)]
+
+
+def _unlistable(exc: OSError) -> NoReturn:
+    """A folder that cannot be listed is an error, as an unreadable file is: skipped, its
+    policies would be missing from the artefacts (and ``apply`` would remove them from the kernel)."""
+    raise InputError(f"cannot read: {exc.strerror or exc}", printable(str(exc.filename or ""))) from None
 
 
 class _Reader:

@@ -5,8 +5,11 @@ In each case text, ``»`` marks where the error must point; it is removed before
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -435,6 +438,40 @@ def test_unreadable_and_missing_paths(tmp_path: Path) -> None:
     (tmp_path / "bin.yaml").write_bytes(b"kind: \xff\n")
     with pytest.raises(InputError, match="not valid UTF-8"):
         read_policy_sources([str(tmp_path / "bin.yaml")])
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Skipped, a folder's policies would be missing from the artefacts with exit 0 (and ``apply``
+    would remove them from the kernel). Root lists every folder, so the kernel's refusal to a
+    user who may not is ``os.scandir``'s here; the files before it are read, as with a file."""
+    team = tmp_path / "team"
+    team.mkdir()
+    (team / "p.yaml").write_text(spec("podSelector: {}"))
+    (tmp_path / "a.yaml").write_text(spec("podSelector: {}").replace("name: p", "name: a"))
+    listing = os.scandir
+
+    def refusing(path: str) -> Iterator[os.DirEntry[str]]:
+        if os.fspath(path) == str(team):
+            raise PermissionError(errno.EACCES, "Permission denied", str(team))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with pytest.raises(InputError) as info:
+        read_policy_sources([str(tmp_path)])
+    assert (info.value.file, info.value.message) == (str(team), "cannot read: Permission denied")
+    assert info.value.exit_code == 1
+
+
+def test_a_raw_control_character_is_placed_by_line_and_column(tmp_path: Path) -> None:
+    """libyaml's reader refuses it by its offset in the bytes it was handed (after a multi-byte
+    character here); the error gives line and column like every other, and no raw NUL."""
+    clean, line, column = marked(HEAD.replace("  name: p\n", "  labels: {team: é}\n  name: p»\x00\n"))
+    err = error_in(tmp_path, clean)
+    assert (err.line, err.column) == (line, column), err.render()
+    assert err.message == "invalid YAML: unacceptable character #x0000: control characters are not allowed"
+    assert "\x00" not in err.render()
 
 
 def test_control_characters_never_reach_messages(tmp_path: Path) -> None:
