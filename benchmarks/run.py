@@ -48,6 +48,7 @@ import generate
 import generate_catalogue
 import generate_independent
 import generate_mixed
+import generate_thirdparty
 from generate import SIZES, ClusterSpec
 
 # generator name -> its writer; every generator writes the same files for the same sizes
@@ -58,6 +59,7 @@ GENERATORS: dict[str, Callable[[ClusterSpec, Path], Path]] = {
     "catalogue": generate_catalogue.write_cluster,
     "independent": generate_independent.write_cluster,
     "independent-messy": functools.partial(generate_independent.write_cluster, mix="messy"),
+    "thirdparty": generate_thirdparty.write_cluster,  # written by someone who saw no npc code
 }
 
 DATA = Path(tempfile.gettempdir()) / "npc-bench"
@@ -282,6 +284,8 @@ def cluster_for(spec: ClusterSpec, data: Path, generator: str = "bench") -> Path
     modules = [generate, generate_mixed, generate_catalogue]  # what the first four mixes' stamps hash
     if generator.startswith("independent"):
         modules.append(generate_independent)
+    if generator == "thirdparty":
+        modules.append(generate_thirdparty)
     sources = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in modules))
     wanted = json.dumps({**attrs.asdict(spec), "generator": [generator, sources.hexdigest()]}, sort_keys=True)
     if not stamp.exists() or stamp.read_text() != wanted:
