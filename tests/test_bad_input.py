@@ -444,8 +444,8 @@ def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Skipped, a folder's policies would be missing from the artefacts with exit 0 (and ``apply``
-    would remove them from the kernel). Root lists every folder, so the kernel's refusal to a
-    user who may not is ``os.scandir``'s here; the files before it are read, as with a file."""
+    would remove them from the kernel). Root may list every folder, so the refusal that a user
+    without the right gets comes from a patched ``os.scandir`` here."""
     team = tmp_path / "team"
     team.mkdir()
     (team / "p.yaml").write_text(spec("podSelector: {}"))
