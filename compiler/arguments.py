@@ -21,6 +21,14 @@ def _mark(text: str) -> int:
     return value
 
 
+def given(text: str) -> str:
+    """A file, folder or name flag's value. An empty one (``--inventory "$INV"`` with the variable
+    unset) is refused, never read as the flag left out: no inventory would police no pod."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def add_paths(p: argparse.ArgumentParser, metavar: str = "PATH") -> None:
     p.add_argument(
         "paths",

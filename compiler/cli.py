@@ -27,6 +27,7 @@ from .arguments import (
     add_backend_args,
     add_network_args,
     add_paths,
+    given,
     network_from_args,
     networks_from_args,
     options_from_args,
@@ -50,16 +51,21 @@ class _Parser(argparse.ArgumentParser):
 
 def _compile_args(p: argparse.ArgumentParser) -> None:
     add_paths(p)
-    p.add_argument("--inventory", metavar="FILE", help="kubectl get namespaces,pods -A -o json output")
+    p.add_argument(
+        "--inventory", type=given, metavar="FILE", help="kubectl get namespaces,pods -A -o json output"
+    )
     add_backend_args(p)
     add_network_args(p)
 
 
 def _compile_parser(p: argparse.ArgumentParser) -> None:
     _compile_args(p)
-    p.add_argument("-o", "--output", metavar="DIR", help="artefact folder (default: one stream on stdout)")
+    p.add_argument(
+        "-o", "--output", type=given, metavar="DIR", help="artefact folder (default: one stream on stdout)"
+    )
     p.add_argument(
         "--networks",
+        type=given,
         metavar="FILE",
         help="YAML/JSON file listing networks (name, ipSource, policyKinds, ipFamilies): compile each into DIR/<network>/",
     )
@@ -103,7 +109,7 @@ def _convert_parser(p: argparse.ArgumentParser) -> None:
         choices=(*TARGETS, *BACKENDS),
         help="dsl: npc language; k8s: multi-document YAML; a backend: what npc compile --backend prints",
     )
-    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("-o", "--output", type=given, metavar="FILE", help="write to FILE instead of stdout")
 
 
 def _fmt_parser(p: argparse.ArgumentParser) -> None:

@@ -194,7 +194,9 @@ def load_documents(path: str, text: str, *, strict: bool = False) -> list[Any]:
     try:
         return _load(path, text, strict)
     except RecursionError:
-        raise InputError("invalid input: nested too deeply", path) from None
+        at = _deepest(text)
+        line, column = _position(text, at) if at >= 0 else (0, 0)
+        raise InputError("invalid input: nested too deeply", path, line, column) from None
 
 
 def _load(path: str, text: str, strict: bool) -> list[Any]:
@@ -272,12 +274,34 @@ def namespaced_name(obj: Mapping[str, Any]) -> tuple[str, str]:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """1-based (line, column) of a character offset."""
+    return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
 def _long_number_error(path: str, text: str) -> InputError:
     found = re.search(f"[0-9]{{{_MAX_DIGITS},}}", text)
-    offset = found.start() if found else 0
-    line = text.count("\n", 0, offset) + 1
-    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    line, column = _position(text, found.start() if found else 0)
     return InputError(f"invalid JSON: a number with more than {_MAX_DIGITS} digits", path, line, column)
+
+
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]')
+
+
+def _deepest(text: str) -> int:
+    """Offset of the first opening bracket at the text's greatest depth (strings skipped): where
+    ``json``'s recursive parser gave up, or near it; -1 where nothing is bracketed."""
+    depth = deepest = 0
+    at = -1
+    for found in _BRACKETS.finditer(text):
+        token = found.group()
+        if token in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, found.start()
+        elif token in "]}":
+            depth -= 1
+    return at
 
 
 def _expanded_size(documents: list[Any]) -> int:
@@ -322,14 +346,10 @@ def _reader_error(path: str, text: str, exc: yaml.reader.ReaderError) -> InputEr
     at = exc.position
     if _BaseLoader is not yaml.SafeLoader:  # libyaml counts the bytes of the UTF-8 it was handed
         at = len(text.encode()[: max(at, 0)].decode(errors="ignore"))
-    at = min(max(at, 0), len(text))
-    line_start = text.rfind("\n", 0, at) + 1
+    line, column = _position(text, min(max(at, 0), len(text)))
     character = exc.character if isinstance(exc.character, int) else ord(exc.character or "\0")
     return InputError(
-        f"invalid YAML: unacceptable character #x{character:04x}: {exc.reason}",
-        path,
-        text.count("\n", 0, at) + 1,
-        at - line_start + 1,
+        f"invalid YAML: unacceptable character #x{character:04x}: {exc.reason}", path, line, column
     )
 
 

@@ -90,7 +90,9 @@ def read_networks_file(path: str) -> tuple[NetworkSpec, ...]:
     except InputError as err:
         raise attrs.evolve(err, snippet=snippet(text, err.line, err.column)) from None
     if len(documents) != 1:
-        raise InputError(f"a networks file holds one document, not {len(documents)}", path)
+        line, column = locate(text, 1, ()) if documents else (0, 0)  # at the second document
+        message = f"a networks file holds one document, not {len(documents)}"
+        raise InputError(message, path, line, column, snippet=snippet(text, line, column))
     try:
         return parse_networks(documents[0])
     except FieldError as err:

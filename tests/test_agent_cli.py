@@ -23,6 +23,10 @@ import pytest
         (["--policies", "p", "--backend", "nftables", "--iptables", "nft"], "--iptables applies"),
         (["--policies", "p", "--backend", "calico", "--iptables", "nft"], "--iptables applies"),
         (["--policies", "p", "--backend", "weave", "--mark", "0x10"], "Weave Net's mark is 0x40000"),
+        (["--artefacts="], "argument --artefacts: must not be empty"),  # not the API instead
+        (["--policies", "p", "--inventory", ""], "argument --inventory: must not be empty"),
+        (["--policies", "p", "--inventory", "i", "--node", ""], "argument --node: must not be empty"),
+        (["--networks", ""], "argument --networks: must not be empty"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> None:

@@ -521,3 +521,12 @@ def test_no_raw_control_characters_in_any_error(tmp_path: Path, value: str, wher
         rendered = err.render()
         assert all(c == "\n" or c.isprintable() for c in rendered), repr(rendered)
         assert err.line > 0
+
+
+def test_json_nested_too_deeply_is_placed_at_its_deepest_bracket(tmp_path: Path) -> None:
+    """``json`` gives up by recursion, with no offset: the error points at the deepest opening
+    bracket, brackets inside strings not counted."""
+    deep = 100_000
+    clean, line, column = marked('{"a": "[[{{",\n "b": ' + "[" * (deep - 1) + "»[" + "]" * deep + "}")
+    err = error_in(tmp_path, clean, name="p.json")
+    assert (err.message, err.line, err.column) == ("invalid input: nested too deeply", line, column)

@@ -349,6 +349,7 @@ def test_networks_file(tmp_path: Path) -> None:
         ("networks:\n- {name: default, ipFamilies: []}\n", (2, 31, "networks[0].ipFamilies"), "no IP family given"),
         ("networks:\n- {name: default, ipFamilies: [4]}\n", (2, 32, "networks[0].ipFamilies[0]"), "must be a string"),
         ("nets: []\n", (1, 1, "nets"), "unknown field"),
+        ("networks:\n- name: default\n---\n# b\nnetworks: []\n", (5, 1, ""), "holds one document, not 2"),
     ],
 )  # fmt: skip
 def test_networks_file_errors_name_line_column_and_field(

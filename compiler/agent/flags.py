@@ -7,6 +7,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from ..arguments import given
+
 
 def add_agent_args(p: argparse.ArgumentParser) -> None:
     """The agent's own flags (``cli`` adds the backend and network flags every command shares)."""
@@ -14,14 +16,24 @@ def add_agent_args(p: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--policies", nargs="+", metavar="PATH", help="policy files or folders, watched (default: the API)"
     )
-    source.add_argument("--artefacts", metavar="DIR", help="what npc compile -o DIR wrote (GitOps)")
-    p.add_argument("--inventory", metavar="FILE", help="kubectl get namespaces,pods -A -o json, watched")
-    p.add_argument("--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, else in-cluster")
-    p.add_argument("--iptables", choices=("legacy", "nft"), help="force the iptables flavour")
-    p.add_argument("--networks", metavar="FILE", help="every network of this file, in one process")
-    p.add_argument("--node", metavar="NAME", help="police only pods with spec.nodeName NAME")
+    source.add_argument(
+        "--artefacts", type=given, metavar="DIR", help="what npc compile -o DIR wrote (GitOps)"
+    )
     p.add_argument(
-        "--listen", default="127.0.0.1:9469", metavar="HOST:PORT", help="/metrics /healthz /readyz"
+        "--inventory", type=given, metavar="FILE", help="kubectl get namespaces,pods -A -o json, watched"
+    )
+    p.add_argument("--kubeconfig", type=given, metavar="FILE", help="default: $KUBECONFIG, else in-cluster")
+    p.add_argument("--iptables", choices=("legacy", "nft"), help="force the iptables flavour")
+    p.add_argument(
+        "--networks", type=given, metavar="FILE", help="every network of this file, in one process"
+    )
+    p.add_argument("--node", type=given, metavar="NAME", help="police only pods with spec.nodeName NAME")
+    p.add_argument(
+        "--listen",
+        type=given,
+        default="127.0.0.1:9469",
+        metavar="HOST:PORT",
+        help="/metrics /healthz /readyz",
     )
     p.add_argument("--debounce", type=_positive(int), default=100, metavar="MS", help="default 100")
     p.add_argument("--resync", type=_positive(float), default=300.0, metavar="SECONDS", help="default 300")

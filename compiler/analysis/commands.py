@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 import attrs
 
 from .. import collector
-from ..arguments import add_network_args, add_paths, network_from_args
+from ..arguments import add_network_args, add_paths, given, network_from_args
 from ..errors import InputError
 from ..ir import Program
 from ..pipeline import Sources, read_sources
@@ -42,7 +42,11 @@ def _ports(p: argparse.ArgumentParser) -> None:
 def _inventory(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
-        "--inventory", metavar="FILE", required=True, help="kubectl get namespaces,pods -A -o json output"
+        "--inventory",
+        type=given,
+        metavar="FILE",
+        required=True,
+        help="kubectl get namespaces,pods -A -o json output",
     )
     add_network_args(p)
 
