@@ -226,7 +226,9 @@ def _load(path: str, text: str, strict: bool) -> list[Any]:
     except InputError as err:
         raise attrs.evolve(err, file=path) from None
     if too_big:
-        raise InputError(f"invalid YAML: aliases (*name) expand to more than {_MAX_EXPANSION:,} values", path)
+        alias, line, column = _alias_past(text, _MAX_EXPANSION)
+        message = f"invalid YAML: aliases (*name) expand to more than {_MAX_EXPANSION:,} values"
+        raise InputError(f"{message}, past it at *{alias}" if alias else message, path, line, column)
     return documents
 
 
@@ -324,6 +326,33 @@ def _expanded_size(documents: list[Any]) -> int:
             stack.append((value, True))
             stack.extend((c, False) for c in children if isinstance(c, list | dict))
     return sum(size.get(id(d), 1) for d in documents)
+
+
+def _alias_past(text: str, limit: int) -> tuple[str, int, int]:
+    """The alias (name, line, column) at which the text's values, every alias expanded, pass
+    ``limit``: counted from the parser's events, an anchored node's size once it has ended."""
+    sizes: dict[str, int] = {}
+    open_nodes: list[tuple[str | None, int]] = []  # (anchor, values so far when it opened)
+    total = 0
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, yaml.AliasEvent):
+            total += sizes.get(str(event.anchor), 1)
+            if total > limit:
+                mark = event.start_mark
+                line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+                return str(event.anchor), line, column
+        elif isinstance(event, yaml.ScalarEvent):
+            total += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append((event.anchor, total))
+            total += 1
+        elif isinstance(event, yaml.CollectionEndEvent) and open_nodes:
+            anchor, before = open_nodes.pop()
+            if anchor is not None:
+                sizes[anchor] = total - before
+    return "", 0, 0
 
 
 def _children(value: Any) -> list[Any]:
