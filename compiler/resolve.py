@@ -22,7 +22,7 @@ from .lower import Lowered, SetSpec, port_scopes
 Entry = tuple[str, bool]  # (rendered member, nomatch)
 # pod numbers, and their numbers by (label key, value) and by label key
 _Index = tuple[list[int], dict[tuple[str, str], set[int]], dict[str, set[int]]]
-_Keyed = tuple[tuple[int, str], str]  # ((address as int, rest), member): sorts like the kernel lists
+_Keyed = tuple[int, str, str]  # (address as int, rest, member): sorts like the kernel lists
 
 
 @attrs.frozen
@@ -91,6 +91,7 @@ class PodIndex:
         self._all: _Index | None = None
         self._namespace_memo: dict[Selector, list[str]] = {}
         self._peer_memo: dict[PodPeer, list[int]] = {}
+        self._port_memo: dict[tuple[str, str, tuple[PodPeer, ...] | None], list[tuple[int, int]]] = {}
 
     def _everywhere(self) -> _Index:
         """The pods of every namespace the inventory has, with their label indexes, made once."""
@@ -152,12 +153,17 @@ class PodIndex:
         """The port's (address, number) for each pod naming it; of the pods of ``scope`` only
         (``lower.port_scopes``) when given."""
         values, texts, rest = self._values[family], self._texts[family], protocol.lower()
-        named = self._named.get((protocol, name), [])
-        if scope is not None:
-            within = {i for peer in scope for i in self.peer_pods(peer)}
-            named = [(i, port) for i, port in named if i in within]
+        key = (protocol, name, scope)
+        named = self._port_memo.get(key)
+        if named is None:  # the same for both families' sets of the port
+            named = self._named.get((protocol, name), [])
+            if scope is not None:
+                within = set().union(*map(self.peer_pods, scope))
+                named = [(i, port) for i, port in named if i in within]
+            self._port_memo[key] = named
+        spelled = {port: f"{rest}:{port}" for _, port in named}
         return [
-            ((address, f"{rest}:{port}"), f"{texts[address]},{rest}:{port}")
+            (address, spelled[port], f"{texts[address]},{spelled[port]}")
             for i, port in named
             for address in values[i]
         ]
@@ -219,7 +225,7 @@ def _sorted_unique(keyed: list[_Keyed]) -> list[Entry]:
     """By address, then the rest (``tcp:80``); each member once."""
     out: list[Entry] = []
     last = None
-    for _, text in sorted(keyed):
+    for _, _, text in sorted(keyed):
         if text != last:
             out.append((text, False))
             last = text
