@@ -11,7 +11,7 @@ from .errors import UsageError
 from .ir import DEFAULT_NETWORK
 from .lock import DEFAULT_WAIT
 from .network_file import read_networks_file
-from .networks import IP_SOURCE_HELP, NetworkSpec, network_spec
+from .networks import IP_SOURCE_HELP, NetworkSpec, check_network_name, network_spec
 
 
 def _mark(text: str) -> int:
@@ -27,6 +27,16 @@ def given(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
     return text
+
+
+def network_name(text: str) -> str:
+    """``--network`` where nothing else checks it (``reset``): an empty or malformed name is a
+    usage error, never a network of its own (nor, for a backend that reads it as "none given",
+    the primary one)."""
+    try:
+        return check_network_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_paths(p: argparse.ArgumentParser, metavar: str = "PATH") -> None:

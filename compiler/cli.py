@@ -29,6 +29,7 @@ from .arguments import (
     add_paths,
     given,
     network_from_args,
+    network_name,
     networks_from_args,
     options_from_args,
 )
@@ -93,7 +94,10 @@ def _reset_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iptables", choices=("legacy", "nft"), help="only this iptables flavour")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
-        "--network", default=DEFAULT_NETWORK, help="network name (default: the primary network)"
+        "--network",
+        type=network_name,
+        default=DEFAULT_NETWORK,
+        help="network name (default: the primary network)",
     )
     where.add_argument("--all", action="store_true", help="every network")
     p.add_argument("--wait", type=seconds, default=DEFAULT_WAIT, metavar="SECONDS", help=_WAIT_HELP)

@@ -210,6 +210,33 @@ def test_switching_backend_is_refused_until_reset(netns: Netns) -> None:
     assert "npc" not in netns.run("nft", "list", "tables").stdout
 
 
+def test_a_weave_reset_leaves_the_iptables_backends_network_whole(netns: Netns) -> None:
+    """Weave's layout names its chains and sets as npc's own does: its reset of the default
+    network took the iptables backend's IPv4 chains, then stopped at the sets the IPv6 rules still
+    held (exit 3, one family's rules gone). Now it leaves that network as it is."""
+    assert netns.npc_apply(policy("a")).returncode == 0
+    before = (netns.state(), sets(netns))
+    done = npc(netns, "reset", "--backend", "weave")
+    assert done.returncode == 0, done.stderr
+    assert "network default is the iptables backend's, left as it is" in done.stderr
+    assert (netns.state(), sets(netns)) == before
+    assert npc(netns, "reset", "--backend", "weave", "--all").returncode == 0  # every network: all of npc's
+    assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]
+
+
+@pytest.mark.parametrize("network", ["", "a b"])
+def test_reset_of_a_malformed_network_is_a_usage_error_and_removes_nothing(
+    netns: Netns, network: str
+) -> None:
+    """``--network ""`` reset the network named "" with the iptables backend and the primary one
+    with Weave's (which reads a network it is not given as the primary)."""
+    assert netns.npc_apply(policy("a")).returncode == 0
+    before = (netns.state(), sets(netns))
+    done = npc(netns, "reset", f"--network={network}")
+    assert done.returncode == 2 and "invalid network name" in done.stderr, done.stderr
+    assert (netns.state(), sets(netns)) == before
+
+
 def test_a_flavour_switch_is_refused_until_reset(netns: Netns) -> None:
     assert netns.npc_apply(policy("a"), extra=("--iptables", "legacy")).returncode == 0
     switched = netns.npc_apply(policy("a"), extra=("--iptables", "nft"))

@@ -719,6 +719,19 @@ def _adopted(layout: Layout, name: str) -> bool:
     return layout.adopted_set_prefix is not None and name.startswith(layout.adopted_set_prefix)
 
 
+def hooked_by_npc(run: Runner, tools: Tools, lowered: Lowered) -> bool:
+    """Whether npc's own layout hooks the network in (its FORWARD jump, in either family): the
+    iptables backend's network. Another layout's reset leaves it whole: its chain and set names
+    are that layout's too, and removing them stopped at the sets the other family's rules
+    still held, with one family's rules gone."""
+    return any(
+        state.jumps
+        for family in NPC_LAYOUT.families
+        if run.which(tools.save[family])
+        for state in _table_states(run, tools, family, lowered).values()
+    )
+
+
 def reset_layout(lowered: Lowered, tools: Tools, run: Runner, layout: Layout) -> tuple[int, int]:
     """Remove a layout's chains and sets for one network: (chains, sets). A layout's fixed chains
     another tool created are left empty, as that tool made them."""

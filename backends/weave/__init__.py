@@ -31,7 +31,7 @@ from ..base import (
 )
 from ..iptables import load_layout
 from ..iptables import render as iptables
-from ..iptables.load import detect_tools, load_members, reset_iptables, reset_layout
+from ..iptables.load import detect_tools, hooked_by_npc, load_members, reset_iptables, reset_layout
 from ..iptables.mark_tree import Marks
 
 if TYPE_CHECKING:
@@ -143,14 +143,16 @@ class WeaveBackend:
         network: the default network's, then whatever npc left on any other."""
         with netns_lock(options.wait):
             tools = detect_tools(runner, options.iptables)
-            chains, sets = reset_layout(lower(Program(), network or DEFAULT_NETWORK), tools, runner, LAYOUT)
+            lowered = lower(Program(), network or DEFAULT_NETWORK)
+            # the iptables backend's network is not weave's to take apart (without a network,
+            # ``reset_iptables`` below removes every network's whole)
+            theirs = hooked_by_npc(runner, tools, lowered)
+            chains, sets = (0, 0) if theirs else reset_layout(lowered, tools, runner, LAYOUT)
             others = reset_iptables(runner, None, [tools]) if network is None else []
-        return LoadReport(
-            self.name,
-            network or "every network",
-            f"weave ({tools.flavour}): removed {chains} chains, {sets} sets",
-            tuple(others),
-        )
+        summary = f"weave ({tools.flavour}): removed {chains} chains, {sets} sets"
+        if theirs and network is not None:  # ``npc reset --backend iptables`` removes it
+            summary = f"weave ({tools.flavour}): network {network} is the iptables backend's, left as it is"
+        return LoadReport(self.name, network or "every network", summary, tuple(others))
 
 
 BACKEND: Backend = WeaveBackend()
