@@ -27,6 +27,7 @@ import pytest
         (["--policies", "p", "--inventory", ""], "argument --inventory: must not be empty"),
         (["--policies", "p", "--inventory", "i", "--node", ""], "argument --node: must not be empty"),
         (["--networks", ""], "argument --networks: must not be empty"),
+        (["--policies", "p", "", "--inventory", "i"], "argument --policies: must not be empty"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> None:

@@ -14,7 +14,11 @@ def add_agent_args(p: argparse.ArgumentParser) -> None:
     """The agent's own flags (``cli`` adds the backend and network flags every command shares)."""
     source = p.add_mutually_exclusive_group()
     source.add_argument(
-        "--policies", nargs="+", metavar="PATH", help="policy files or folders, watched (default: the API)"
+        "--policies",
+        nargs="+",
+        type=given,
+        metavar="PATH",
+        help="policy files or folders, watched (default: the API)",
     )
     source.add_argument(
         "--artefacts", type=given, metavar="DIR", help="what npc compile -o DIR wrote (GitOps)"
