@@ -43,6 +43,7 @@ def add_paths(p: argparse.ArgumentParser, metavar: str = "PATH") -> None:
     p.add_argument(
         "paths",
         nargs="+",
+        type=given,
         metavar=metavar,
         help="policy files or folders (.yaml .yml .json .npc), - for stdin",
     )

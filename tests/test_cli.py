@@ -193,21 +193,24 @@ def test_usage_error_exits_2() -> None:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "flag"),
     [
-        ("compile", "examples/policies", "--inventory", ""),
-        ("compile", "examples/policies", "--inventory", "examples/inventory.json", "-o", ""),
-        ("compile", "examples/policies", "-o", "out", "--networks", ""),
-        ("apply", "examples/policies", "--inventory="),
-        ("convert", "examples/policies", "--to", "dsl", "-o", ""),
-        ("matrix", "examples/policies", "--inventory", ""),
+        (("compile", "examples/policies", "--inventory", ""), "--inventory"),
+        (("compile", "examples/policies", "--inventory", "examples/inventory.json", "-o", ""), "-o/--output"),
+        (("compile", "examples/policies", "-o", "out", "--networks", ""), "--networks"),
+        (("convert", "examples/policies", "--to", "dsl", "-o", ""), "-o/--output"),
+        (("matrix", "examples/policies", "--inventory", ""), "--inventory"),
+        (("compile", "examples/policies", ""), "PATH"),
+        (
+            ("diff", "--new", "examples/policies", "--inventory", "examples/inventory.json", "--old", ""),
+            "--old",
+        ),
     ],
 )
-def test_an_empty_file_flag_is_a_usage_error_not_the_flag_left_out(args: tuple[str, ...]) -> None:
+def test_an_empty_file_flag_is_a_usage_error_not_the_flag_left_out(args: tuple[str, ...], flag: str) -> None:
     """``--inventory "$INV"`` with the variable unset compiled without pods (no pod policed, and
     ``apply`` loaded that); ``-o ""`` wrote to stdout. Refused before anything is read."""
     result = npc(*args)
-    flag = next(a.rstrip("=") for a in reversed(args) if a.startswith("-")).replace("-o", "-o/--output")
     assert result.returncode == 2, result.stderr
     assert f"argument {flag}: must not be empty" in result.stderr and not result.stdout
 

@@ -72,7 +72,12 @@ def explain_arguments(p: argparse.ArgumentParser) -> None:
 def diff_arguments(p: argparse.ArgumentParser) -> None:
     for flag in ("--old", "--new"):
         p.add_argument(
-            flag, nargs="+", required=True, metavar="PATH", help=f"the {flag[2:]} policy files or folders"
+            flag,
+            nargs="+",
+            type=given,
+            required=True,
+            metavar="PATH",
+            help=f"the {flag[2:]} policy files or folders",
         )
     _inventory(p)
     _ports(p)
