@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kernel.command import EXAMPLES, npc
+from kernel.command import EXAMPLES, ROOT, npc
 from npc.backends import BACKENDS, get
 
 
@@ -226,9 +226,11 @@ def test_an_empty_file_flag_is_a_usage_error_not_the_flag_left_out(args: tuple[s
 @pytest.mark.parametrize("command", ["apply", "reset"])
 def test_a_wait_that_is_no_number_of_seconds_is_a_usage_error(command: str, wait: str, says: str) -> None:
     """``--wait nan`` waited for ever on a held lock (no time is past nan); refused before
-    anything is read or loaded."""
+    anything is read or loaded. In a network namespace of its own (``unshare``): were the flag
+    taken, the command would apply or reset there, never on the machine running the tests."""
     args = ["examples/policies"] if command == "apply" else []
-    result = npc(command, *args, "--wait", wait)
+    argv = ["unshare", "--net", sys.executable, "-m", "npc", command, *args, "--wait", wait]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 2 and says in result.stderr, result.stderr
 
 
