@@ -1,4 +1,5 @@
-"""``npc agent`` usage errors: exit 2 with a message, never a traceback, nothing started."""
+"""``npc agent`` usage errors: exit 2 with a message, never a traceback, nothing started. Each
+runs in a network namespace of its own (``unshare``): an agent that did start would load there."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import pytest
 )
 def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "npc", "agent", "--listen", "127.0.0.1:0", *args],
+        ["unshare", "--net", sys.executable, "-m", "npc", "agent", "--listen", "127.0.0.1:0", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -49,7 +50,7 @@ def test_a_backend_that_cannot_load_ends_the_agent_with_exit_2(tmp_path: Path) -
     (tmp_path / "inventory.json").write_text('{"apiVersion": "v1", "kind": "List", "items": []}')
     args = ["--policies", "policies", "--inventory", "inventory.json", "--backend", "calico"]
     done = subprocess.run(
-        [sys.executable, "-m", "npc", "agent", "--listen", "127.0.0.1:0", *args],
+        ["unshare", "--net", sys.executable, "-m", "npc", "agent", "--listen", "127.0.0.1:0", *args],
         capture_output=True,
         text=True,
         timeout=60,
