@@ -325,6 +325,31 @@ def test_a_node_without_the_router_hooks_gets_a_warning(tmp_path: Path) -> None:
         assert ":WEAVE-NPC-EGRESS - " in ns.run("iptables-save", "-t", "filter").stdout
 
 
+def test_a_plain_reset_takes_a_weave_network_apart_and_the_iptables_backends_leaves_it(
+    tmp_path: Path,
+) -> None:
+    """Weave's fixed chains jump into npc's chains of the network, so the iptables backend's reset
+    could not delete them and refused the whole ``npc reset`` (exit 3): it now leaves a network
+    another layout hooks in to that backend, and the plain reset gets to Weave's."""
+    with WeaveCluster(WEAVE_PAIRS, tmp_path) as cluster:
+        router = cluster.router_state()
+        fresh = cluster.node_exec(["iptables-save", "-t", "filter"]).stdout
+        cluster.apply(backend="weave", policies=POLICIES_X)
+        loaded = _uncounted(cluster.node_exec(["iptables-save"]).stdout)
+        for args in (["--backend", "iptables"], ["--backend", "iptables", "--all"]):
+            done = cluster.node_exec([sys.executable, "-m", "npc", "reset", *args], check=False)
+            assert done.returncode == 0, done.stderr
+            assert "left 1 network(s) that another layout (Weave's) hooks in" in done.stderr
+            assert _uncounted(cluster.node_exec(["iptables-save"]).stdout) == loaded
+        done = cluster.node_exec([sys.executable, "-m", "npc", "reset"], check=False)
+        assert done.returncode == 0 and "removed 2 chains" in done.stderr, done.stderr
+        assert _uncounted(cluster.node_exec(["iptables-save", "-t", "filter"]).stdout) == _uncounted(fresh)
+        assert cluster.router_state() == router
+        assert not [
+            s for s in cluster.node_exec(["ipset", "list", "-n"]).stdout.split() if s.startswith("np")
+        ]
+
+
 def test_reset_leaves_the_router_chains_as_the_router_made_them(tmp_path: Path) -> None:
     """npc's chains and sets go, WEAVE-NPC/WEAVE-NPC-EGRESS stay, empty: back to a node without
     weave-npc, where the router lets nothing new into a pod."""

@@ -823,11 +823,41 @@ def refuse_other_backends(run: Runner, lowered: Lowered, tools: Tools | None) ->
         )
 
 
-def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tools]) -> list[str]:
-    """Remove npc's jump, chains and sets for one network (``None``: every network). Returns what
-    was removed; ApplyError if the kernel refuses (others' rules using npc's chains or sets)."""
+_LAYERED = re.compile(r" -[jg] NPC-([a-z2-7]{5})-")
+
+
+def layered_tags(run: Runner, flavours: Sequence[Tools]) -> frozenset[str]:
+    """The tags of networks whose chains rules outside npc's own chains and FORWARD jumps lead
+    into: another layout's (Weave's fixed chains), which that backend's reset takes apart; npc's
+    own could not delete the chains those rules use, and refused the whole reset."""
+    found: set[str] = set()
+    for tools in flavours:
+        for family in (4, 6):
+            if not run.which(tools.save[family]):
+                continue
+            for line in run([tools.save[family]]).stdout.splitlines():
+                words = line.split(maxsplit=2)
+                if len(words) < 3 or words[0] != "-A" or words[1].startswith(ANY_CHAIN_PREFIX):
+                    continue
+                if not ANY_JUMP.fullmatch(line) and (target := _LAYERED.search(line)):
+                    found.add(target.group(1))
+    return frozenset(found)
+
+
+def reset_iptables(
+    run: Runner, lowered: Lowered | None, flavours: Sequence[Tools], skip: frozenset[str] = frozenset()
+) -> list[str]:
+    """Remove npc's jump, chains and sets for one network (``None``: every network), but none of
+    the networks tagged ``skip`` (``layered_tags``). Returns what was removed; ApplyError if the
+    kernel refuses (others' rules using npc's chains or sets)."""
     removed: list[str] = []
     names = names_of(lowered) if lowered else None
+    if names and names.tag in skip:
+        return removed
+
+    def kept(name: str) -> bool:  # a skipped network's chain, jump or set
+        return any(f"-{tag}-" in name for tag in skip)
+
     for tools in flavours:
         for family in (4, 6):
             if not run.which(tools.save[family]):
@@ -840,13 +870,21 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
             for table in TABLES:
                 section = _section(saved.stdout, table).splitlines()
                 prefix = names.chain_prefix if names else ANY_CHAIN_PREFIX
-                chains = [line[1:].split()[0] for line in section if line.startswith(":" + prefix)]
+                chains = [
+                    c
+                    for c in (line[1:].split()[0] for line in section if line.startswith(":" + prefix))
+                    if not kept(c)
+                ]
                 own = (
                     {f"-A {rule}" for rule in (jump_rule(lowered), *older_jumps(lowered))}
                     if lowered
                     else None
                 )
-                jumps = [line for line in section if (line in own if own else bool(ANY_JUMP.fullmatch(line)))]
+                jumps = [
+                    line
+                    for line in section
+                    if (line in own if own else bool(ANY_JUMP.fullmatch(line)) and not kept(line))
+                ]
                 if chains or jumps:
                     parts[table] = [
                         f"*{table}",
@@ -876,7 +914,7 @@ def reset_iptables(run: Runner, lowered: Lowered | None, flavours: Sequence[Tool
                 if not destroy_sets(run, recorded):
                     record.unlink(missing_ok=True)
             present = _sets(run)
-            ours = [n for n in present if ANY_SET.fullmatch(n)]
+            ours = [n for n in present if ANY_SET.fullmatch(n) and not kept(n)]
         error = destroy_sets(run, ours)
         if error:
             raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
