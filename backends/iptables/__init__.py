@@ -161,7 +161,8 @@ class IptablesBackend:
         summary = f"iptables: removed {len(removed)} objects"
         left = layered if lowered is None else layered & {names_of(lowered).tag}
         if left:  # Weave's layout hooks them in: ``npc reset --backend weave`` removes them
-            summary += f"; left {len(left)} network(s) that another layout (Weave's) hooks in"
+            summary += f"; left {len(left)} network(s) that rules outside npc's chains jump into"
+            summary += " (Weave's: npc reset --backend weave)"
         return LoadReport(self.name, network or "every network", summary, tuple(removed))
 
 
