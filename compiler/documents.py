@@ -195,7 +195,7 @@ def load_documents(path: str, text: str, *, strict: bool = False) -> list[Any]:
         return _load(path, text, strict)
     except RecursionError:
         at = _deepest(text)
-        line, column = _position(text, at) if at >= 0 else (0, 0)
+        line, column = position(text, at) if at >= 0 else (0, 0)
         raise InputError("invalid input: nested too deeply", path, line, column) from None
 
 
@@ -276,14 +276,14 @@ def namespaced_name(obj: Mapping[str, Any]) -> tuple[str, str]:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
-def _position(text: str, offset: int) -> tuple[int, int]:
+def position(text: str, offset: int) -> tuple[int, int]:
     """1-based (line, column) of a character offset."""
     return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
 def _long_number_error(path: str, text: str) -> InputError:
     found = re.search(f"[0-9]{{{_MAX_DIGITS},}}", text)
-    line, column = _position(text, found.start() if found else 0)
+    line, column = position(text, found.start() if found else 0)
     return InputError(f"invalid JSON: a number with more than {_MAX_DIGITS} digits", path, line, column)
 
 
@@ -375,7 +375,7 @@ def _reader_error(path: str, text: str, exc: yaml.reader.ReaderError) -> InputEr
     at = exc.position
     if _BaseLoader is not yaml.SafeLoader:  # libyaml counts the bytes of the UTF-8 it was handed
         at = len(text.encode()[: max(at, 0)].decode(errors="ignore"))
-    line, column = _position(text, min(max(at, 0), len(text)))
+    line, column = position(text, min(max(at, 0), len(text)))
     character = exc.character if isinstance(exc.character, int) else ord(exc.character or "\0")
     return InputError(
         f"invalid YAML: unacceptable character #x{character:04x}: {exc.reason}", path, line, column

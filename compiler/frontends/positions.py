@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from ..documents import compose_document
+from ..documents import compose_document, position
 from ..errors import format_snippet
 
 
@@ -107,8 +107,7 @@ def locate(text: str, document: int, parts: Sequence[PathPart], *, at_key: bool 
         except (ValueError, IndexError):
             pass
         else:
-            line = text.count("\n", 0, offset) + 1
-            return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+            return position(text, offset)
     node = compose_document(text, document)
     if node is None:
         return 0, 0
