@@ -10,9 +10,8 @@ from ...lower import Lowered, lower
 from ..base import Backend, LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
 from .drift import iptables_drift
-from .load import Tools, _tools, apply_iptables, detect_tools, layered_tags, load_members, reset_iptables
+from .load import Tools, _tools, apply_iptables, detect_tools, load_members, reset_iptables
 from .mark_tree import Marks
-from .names import names_of
 from .render import NPC_LAYOUT, Layout
 from .update import Chains, chains, update_iptables
 
@@ -156,10 +155,8 @@ class IptablesBackend:
             flavours = flavours or [_tools("")]
         lowered = lower(Program(), network) if network is not None else None
         with netns_lock(options.wait):
-            layered = layered_tags(runner, flavours)
-            removed = reset_iptables(runner, lowered, flavours, layered)
+            removed, left = reset_iptables(runner, lowered, flavours, leave_layered=True)
         summary = f"iptables: removed {len(removed)} objects"
-        left = layered if lowered is None else layered & {names_of(lowered).tag}
         if left:  # Weave's layout hooks them in: ``npc reset --backend weave`` removes them
             summary += f"; left {len(left)} network(s) that rules outside npc's chains jump into"
             summary += " (Weave's: npc reset --backend weave)"

@@ -826,38 +826,30 @@ def refuse_other_backends(run: Runner, lowered: Lowered, tools: Tools | None) ->
 _LAYERED = re.compile(r" -[jg] NPC-([a-z2-7]{5})-")
 
 
-def layered_tags(run: Runner, flavours: Sequence[Tools]) -> frozenset[str]:
+def _layered_tags(saves: Iterable[str]) -> frozenset[str]:
     """The tags of networks whose chains rules outside npc's own chains and FORWARD jumps lead
     into: another layout's (Weave's fixed chains), which that backend's reset takes apart; npc's
     own could not delete the chains those rules use, and refused the whole reset."""
     found: set[str] = set()
-    for tools in flavours:
-        for family in (4, 6):
-            if not run.which(tools.save[family]):
-                continue
-            for line in run([tools.save[family]]).stdout.splitlines():
-                words = line.split(maxsplit=2)
-                if len(words) < 3 or words[0] != "-A" or words[1].startswith(ANY_CHAIN_PREFIX):
-                    continue
-                if not ANY_JUMP.fullmatch(line) and (target := _LAYERED.search(line)):
-                    found.add(target.group(1))
+    for line in (line for saved in saves for line in saved.splitlines()):
+        words = line.split(maxsplit=2)
+        if len(words) < 3 or words[0] != "-A" or words[1].startswith(ANY_CHAIN_PREFIX):
+            continue
+        if not ANY_JUMP.fullmatch(line) and (target := _LAYERED.search(line)):
+            found.add(target.group(1))
     return frozenset(found)
 
 
 def reset_iptables(
-    run: Runner, lowered: Lowered | None, flavours: Sequence[Tools], skip: frozenset[str] = frozenset()
-) -> list[str]:
-    """Remove npc's jump, chains and sets for one network (``None``: every network), but none of
-    the networks tagged ``skip`` (``layered_tags``). Returns what was removed; ApplyError if the
-    kernel refuses (others' rules using npc's chains or sets)."""
+    run: Runner, lowered: Lowered | None, flavours: Sequence[Tools], leave_layered: bool = False
+) -> tuple[list[str], frozenset[str]]:
+    """Remove npc's jump, chains and sets for one network (``None``: every network); with
+    ``leave_layered``, none of a network another layout hooks in (``_layered_tags``). Returns what
+    was removed and the tags of the networks left; ApplyError if the kernel refuses (others' rules
+    using npc's chains or sets)."""
     removed: list[str] = []
     names = names_of(lowered) if lowered else None
-    if names and names.tag in skip:
-        return removed
-
-    def kept(name: str) -> bool:  # a skipped network's chain, jump or set
-        return any(f"-{tag}-" in name for tag in skip)
-
+    saves: list[tuple[Tools, int, str]] = []  # every family's, before anything goes
     for tools in flavours:
         for family in (4, 6):
             if not run.which(tools.save[family]):
@@ -865,44 +857,49 @@ def reset_iptables(
             saved = run([tools.save[family]])  # not "-t filter": iptables-nft would create the table
             if saved.returncode != 0:
                 raise ApplyError(f"{tools.save[family]} failed: {saved.stderr.strip()}")
-            parts: dict[str, list[str]] = {}
-            gone: list[str] = []
-            for table in TABLES:
-                section = _section(saved.stdout, table).splitlines()
-                prefix = names.chain_prefix if names else ANY_CHAIN_PREFIX
-                chains = [
-                    c
-                    for c in (line[1:].split()[0] for line in section if line.startswith(":" + prefix))
-                    if not kept(c)
+            saves.append((tools, family, saved.stdout))
+    skip = _layered_tags(text for _, _, text in saves) if leave_layered else frozenset()
+    if names:
+        skip &= {names.tag}
+        if skip:
+            return removed, skip
+
+    def kept(name: str) -> bool:  # a skipped network's chain, jump or set
+        return any(f"-{tag}-" in name for tag in skip)
+
+    for tools, family, text in saves:
+        parts: dict[str, list[str]] = {}
+        gone: list[str] = []
+        for table in TABLES:
+            section = _section(text, table).splitlines()
+            prefix = names.chain_prefix if names else ANY_CHAIN_PREFIX
+            chains = [
+                c
+                for c in (line[1:].split()[0] for line in section if line.startswith(":" + prefix))
+                if not kept(c)
+            ]
+            own = {f"-A {rule}" for rule in (jump_rule(lowered), *older_jumps(lowered))} if lowered else None
+            jumps = [
+                line
+                for line in section
+                if (line in own if own else bool(ANY_JUMP.fullmatch(line)) and not kept(line))
+            ]
+            if chains or jumps:
+                parts[table] = [
+                    f"*{table}",
+                    *(f"-D {j[3:]}" for j in jumps),
+                    *(f":{c} - [0:0]" for c in chains),
+                    *(f"-X {c}" for c in chains),
+                    "COMMIT",
                 ]
-                own = (
-                    {f"-A {rule}" for rule in (jump_rule(lowered), *older_jumps(lowered))}
-                    if lowered
-                    else None
-                )
-                jumps = [
-                    line
-                    for line in section
-                    if (line in own if own else bool(ANY_JUMP.fullmatch(line)) and not kept(line))
-                ]
-                if chains or jumps:
-                    parts[table] = [
-                        f"*{table}",
-                        *(f"-D {j[3:]}" for j in jumps),
-                        *(f":{c} - [0:0]" for c in chains),
-                        *(f"-X {c}" for c in chains),
-                        "COMMIT",
-                    ]
-                    gone += [f"iptables-{tools.flavour} IPv{family} chain {c}" for c in chains]
-            script = [line for table in TABLES for line in parts.get(table, ())]
-            if not script:
-                continue
-            done = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*script, ""]))
-            if done.returncode != 0:
-                raise ApplyError(
-                    f"{tools.restore[family]} refused to remove npc's chains: {done.stderr.strip()}"
-                )
-            removed += gone
+                gone += [f"iptables-{tools.flavour} IPv{family} chain {c}" for c in chains]
+        script = [line for table in TABLES for line in parts.get(table, ())]
+        if not script:
+            continue
+        done = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*script, ""]))
+        if done.returncode != 0:
+            raise ApplyError(f"{tools.restore[family]} refused to remove npc's chains: {done.stderr.strip()}")
+        removed += gone
     if run.which("ipset"):
         present = _sets(run)
         if names:
@@ -919,7 +916,7 @@ def reset_iptables(
         if error:
             raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
         removed += [f"set {n}" for n in sorted(ours)]
-    return removed
+    return removed, skip
 
 
 def member_lines(

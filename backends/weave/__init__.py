@@ -148,7 +148,7 @@ class WeaveBackend:
             # ``reset_iptables`` below removes every network's whole)
             theirs = hooked_by_npc(runner, tools, lowered)
             chains, sets = (0, 0) if theirs else reset_layout(lowered, tools, runner, LAYOUT)
-            others = reset_iptables(runner, None, [tools]) if network is None else []
+            others = reset_iptables(runner, None, [tools])[0] if network is None else []
         summary = f"weave ({tools.flavour}): removed {chains} chains, {sets} sets"
         if theirs and network is not None:  # ``npc reset --backend iptables`` removes it
             summary = f"weave ({tools.flavour}): network {network} is the iptables backend's, left as it is"
