@@ -237,6 +237,33 @@ def test_reset_of_a_malformed_network_is_a_usage_error_and_removes_nothing(
     assert (netns.state(), sets(netns)) == before
 
 
+@pytest.mark.parametrize("holder", ["rule", "list"])
+def test_reset_refuses_before_removing_anything_when_others_use_npcs_sets(netns: Netns, holder: str) -> None:
+    """The kernel refuses to destroy a set in use, and reset learnt it only after npc's chains
+    were gone: exit 3 with every rule removed and every set left. Now it finds the user first (a
+    rule of another chain, here IPv6's after IPv4's chains would have gone; another tool's
+    ``list:set``) and removes nothing."""
+    assert netns.npc_apply(policy("a")).returncode == 0
+    used = next(s for s in sets(netns) if re.fullmatch(r"npc-\w+-s6-\w+", s))
+    if holder == "rule":
+        netns.run("ip6tables", "-A", "INPUT", "-m", "set", "--match-set", used, "src", "-j", "ACCEPT")
+    else:
+        netns.run("ipset", "create", "theirs", "list:set")
+        netns.run("ipset", "add", "theirs", used)
+    before = (netns.state(), sets(netns))
+    done = npc(netns, "reset")
+    assert done.returncode == 3, done.stderr
+    assert "nothing was removed" in done.stderr and used in done.stderr, done.stderr
+    assert ("chain INPUT (table filter" if holder == "rule" else "list:set theirs holds") in done.stderr
+    assert (netns.state(), sets(netns)) == before
+    if holder == "rule":
+        netns.run("ip6tables", "-D", "INPUT", "-m", "set", "--match-set", used, "src", "-j", "ACCEPT")
+    else:
+        netns.run("ipset", "destroy", "theirs")
+    assert npc(netns, "reset").returncode == 0
+    assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]
+
+
 def test_a_flavour_switch_is_refused_until_reset(netns: Netns) -> None:
     assert netns.npc_apply(policy("a"), extra=("--iptables", "legacy")).returncode == 0
     switched = netns.npc_apply(policy("a"), extra=("--iptables", "nft"))

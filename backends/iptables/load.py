@@ -49,10 +49,11 @@ state: ``MixedStateError`` says so (exit 4), and the next apply replaces everyth
 
 from __future__ import annotations
 
+import itertools
 import queue
 import re
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -69,6 +70,7 @@ from .ipset_netlink import create_sets
 from .mark_tree import Marks
 from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, destruction_order, names_of
 from .render import (
+    LIST_SET,
     NPC_LAYOUT,
     TABLES,
     Chains,
@@ -840,6 +842,41 @@ def _layered_tags(saves: Iterable[str]) -> frozenset[str]:
     return frozenset(found)
 
 
+_SET_OPTIONS = ("--match-set", "--map-set", "--add-set", "--del-set")  # xt_set's, and SET's
+
+
+def _others_using(
+    run: Runner,
+    saves: Sequence[tuple[Tools, int, str]],
+    doomed: set[str],
+    removing: Callable[[str], bool],
+    present: Mapping[str, SetInfo],
+) -> list[str]:
+    """Where a set reset would destroy is used by something other than the chains it removes: a
+    rule of another chain (any flavour, family, table) or another tool's ``list:set``. The kernel
+    refuses to destroy a set in use, and learnt only after the chains were gone, reset ended half
+    done (exit 3, npc's rules removed and its sets left)."""
+    found: list[str] = []
+    for tools, family, text in saves:
+        table = ""
+        for line in text.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            words = line.split()
+            if len(words) > 2 and words[0] == "-A" and not removing(words[1]):
+                used = {name for option, name in itertools.pairwise(words) if option in _SET_OPTIONS}
+                found += [
+                    f"a rule of chain {words[1]} (table {table}, iptables-{tools.flavour} IPv{family}) uses set {name}"
+                    for name in sorted(used & doomed)
+                ]
+    for name, info in sorted(present.items()):
+        if info.type == LIST_SET and name not in doomed and info.entries:
+            listed = run(["ipset", "list", name])
+            members = listed.stdout.partition("\nMembers:\n")[2].split()
+            found += [f"the list:set {name} holds set {m}" for m in members if m in doomed]
+    return found
+
+
 def reset_iptables(
     run: Runner, lowered: Lowered | None, flavours: Sequence[Tools], leave_layered: bool = False
 ) -> tuple[list[str], frozenset[str]]:
@@ -866,6 +903,23 @@ def reset_iptables(
 
     def kept(name: str) -> bool:  # a skipped network's chain, jump or set
         return any(f"-{tag}-" in name for tag in skip)
+
+    def removing(chain: str) -> bool:  # a chain this reset removes
+        return chain.startswith(names.chain_prefix if names else ANY_CHAIN_PREFIX) and not kept(chain)
+
+    if run.which("ipset"):
+        present = _sets(run)
+        doomed = {
+            n
+            for n in present
+            if (n.startswith(names.set_prefix) if names else ANY_SET.fullmatch(n)) and not kept(n)
+        }
+        if users := _others_using(run, saves, doomed, removing, present):
+            more = f" (and {len(users) - 3} more)" if len(users) > 3 else ""
+            raise ApplyError(
+                f"npc's sets are in use outside npc's chains, so nothing was removed: {'; '.join(users[:3])}{more}."
+                " Remove those rules or members, then rerun"
+            )
 
     for tools, family, text in saves:
         parts: dict[str, list[str]] = {}
@@ -901,7 +955,7 @@ def reset_iptables(
             raise ApplyError(f"{tools.restore[family]} refused to remove npc's chains: {done.stderr.strip()}")
         removed += gone
     if run.which("ipset"):
-        present = _sets(run)
+        present = _sets(run)  # anew: a list:set's references went with npc's chains
         if names:
             _destroy_recorded(run, names, present)
             ours = [n for n in present if n.startswith(names.set_prefix)]
