@@ -269,15 +269,21 @@ def folded(matches: tuple[Match, ...]) -> tuple[Rule, ...]:
     peer's port list counted once). A peer's ports are first made one (``_port_lists``), and
     its TCP and UDP matches of the same ports one (``_either_transport``)."""
     units = _either_transport(_port_lists(matches))
+    if len(units) < 2:  # nothing to share a list with
+        return tuple(Rule(m, ports=port_list) for m, port_list in units)
     options = [
         [((m.protocol, m.ports, m.named_port, port_list, rest), spec) for rest, spec in _choices(m)]
         for m, port_list in units
     ]
     least = 1 if len(units) >= LONG_CHAIN else FOLDED
-    last = _listed(units, [found[0] if found else None for found in options], least)
+    picked = [found[0] if found else None for found in options]
+    last = _listed(units, picked, least)
     if all(len(found) < 2 for found in options):
         return last
-    covering = _listed(units, _covering(options), least)
+    greedy = _covering(options)
+    if greedy == picked:
+        return last
+    covering = _listed(units, greedy, least)
     return covering if _lines(covering) < _lines(last) else last
 
 
@@ -320,6 +326,8 @@ def _listed(
     lists = {
         key: tuple(sorted(found, key=lambda s: s.name)) for key, found in groups.items() if len(found) > 1
     }
+    if not lists:  # no two matches vary the same shared tests: each its own rule
+        return tuple(Rule(m, ports=port_list) for m, port_list in units)
     saved: Counter[tuple[SetSpec, ...]] = Counter()
     for (_, ports, _, _, _), members in lists.items():
         saved[members] += (len(members) - 1) * len(chunk_ports(ports) or [()])
