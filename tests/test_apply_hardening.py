@@ -264,6 +264,25 @@ def test_reset_refuses_before_removing_anything_when_others_use_npcs_sets(netns:
     assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]
 
 
+def test_reset_destroys_a_crashed_applys_recorded_list_holding_npcs_sets(netns: Netns) -> None:
+    """A crashed apply's temporaries are npc's own (recorded before they are made), so a
+    temporary ``list:set`` holding npc's sets is no other tool's use of them: reset destroys it
+    first, then the sets."""
+    assert netns.npc_apply(policy("a")).returncode == 0
+    used = next(s for s in sets(netns) if re.fullmatch(r"npc-\w+-s4-\w+", s))
+    tag = used.split("-")[1]
+    temporary = f"npt-{tag}-l4-crashed"
+    netns.run("ipset", "create", temporary, "list:set")
+    netns.run("ipset", "add", temporary, used)
+    where = "from npc.lock import record_path; print(record_path(sys.argv[1]))"
+    record = netns.run(sys.executable, "-c", f"import sys; {where}", f"{tag}.sets").stdout.strip()
+    Path(record).write_text(f"{temporary}\n")
+    done = npc(netns, "reset")
+    assert done.returncode == 0, done.stderr
+    assert not [s for s in sets(netns) if s.startswith(("npc-", "npt-"))]
+    assert not Path(record).exists()
+
+
 def test_a_flavour_switch_is_refused_until_reset(netns: Netns) -> None:
     assert netns.npc_apply(policy("a"), extra=("--iptables", "legacy")).returncode == 0
     switched = netns.npc_apply(policy("a"), extra=("--iptables", "nft"))

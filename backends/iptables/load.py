@@ -49,6 +49,7 @@ state: ``MixedStateError`` says so (exit 4), and the next apply replaces everyth
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import re
@@ -396,6 +397,18 @@ def _moves(name: str, start: Contents, end: Contents) -> tuple[list[str], list[s
 
 def _record(names: Names) -> Path:
     return Path(record_path(f"{names.tag}.sets"))
+
+
+def _recorded(names: Names | None) -> set[str]:
+    """The temporaries recorded for one network's (None: every network's) crashed runs."""
+    records = (
+        [_record(names)] if names else Path(record_path("")).parent.glob(Path(record_path("*.sets")).name)
+    )
+    found: set[str] = set()
+    for record in records:
+        with contextlib.suppress(FileNotFoundError):
+            found.update(record.read_text().split())
+    return found
 
 
 def _destroy_recorded(run: Runner, names: Names, present: dict[str, SetInfo]) -> None:
@@ -914,7 +927,9 @@ def reset_iptables(
             for n in present
             if (n.startswith(names.set_prefix) if names else ANY_SET.fullmatch(n)) and not kept(n)
         }
-        if users := _others_using(run, saves, doomed, removing, present):
+        temporaries = _recorded(names)  # a crashed apply's, which reset destroys first
+        holders = {n: info for n, info in present.items() if n not in temporaries}
+        if users := _others_using(run, saves, doomed, removing, holders):
             more = f" (and {len(users) - 3} more)" if len(users) > 3 else ""
             raise ApplyError(
                 f"npc's sets are in use outside npc's chains, so nothing was removed: {'; '.join(users[:3])}{more}."
