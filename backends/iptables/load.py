@@ -399,13 +399,19 @@ def _record(names: Names) -> Path:
     return Path(record_path(f"{names.tag}.sets"))
 
 
+def _records(names: Names | None) -> list[Path]:
+    """The record files of one network (None: every network's) in this namespace."""
+    return (
+        [_record(names)]
+        if names
+        else sorted(Path(record_path("")).parent.glob(Path(record_path("*.sets")).name))
+    )
+
+
 def _recorded(names: Names | None) -> set[str]:
     """The temporaries recorded for one network's (None: every network's) crashed runs."""
-    records = (
-        [_record(names)] if names else Path(record_path("")).parent.glob(Path(record_path("*.sets")).name)
-    )
     found: set[str] = set()
-    for record in records:
+    for record in _records(names):
         with contextlib.suppress(FileNotFoundError):
             found.update(record.read_text().split())
     return found
@@ -920,8 +926,9 @@ def reset_iptables(
     def removing(chain: str) -> bool:  # a chain this reset removes
         return chain.startswith(names.chain_prefix if names else ANY_CHAIN_PREFIX) and not kept(chain)
 
-    if run.which("ipset"):
-        present = _sets(run)
+    ipset = run.which("ipset")
+    present = _sets(run) if ipset else {}  # read once: removing the chains destroys no set
+    if ipset:
         doomed = {
             n
             for n in present
@@ -969,13 +976,12 @@ def reset_iptables(
         if done.returncode != 0:
             raise ApplyError(f"{tools.restore[family]} refused to remove npc's chains: {done.stderr.strip()}")
         removed += gone
-    if run.which("ipset"):
-        present = _sets(run)  # anew: a list:set's references went with npc's chains
+    if ipset:
         if names:
             _destroy_recorded(run, names, present)
             ours = [n for n in present if n.startswith(names.set_prefix)]
         else:
-            for record in Path(record_path("")).parent.glob(Path(record_path("*.sets")).name):
+            for record in _records(None):
                 recorded = [n for n in record.read_text().split() if n in present]
                 if not destroy_sets(run, recorded):
                     record.unlink(missing_ok=True)
