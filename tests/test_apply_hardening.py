@@ -291,6 +291,24 @@ def test_a_flavour_switch_is_refused_until_reset(netns: Netns) -> None:
     assert netns.npc_apply(policy("a"), extra=("--iptables", "nft")).returncode == 0
 
 
+def test_a_flavours_reset_leaves_the_sets_anothers_chains_use(netns: Netns) -> None:
+    """Both flavours' chains use the network's sets (the kernel has one ipset namespace).
+    ``--iptables legacy`` removed legacy's chains, then stopped at the sets iptables-nft's rules
+    still held: exit 3, half done. Now it leaves the sets to the flavour that still uses them."""
+    assert netns.npc_apply(policy("a"), extra=("--iptables", "legacy")).returncode == 0
+    ours = sets(netns)
+    for family in ("iptables", "ip6tables"):  # the same network in the other flavour too
+        netns.run("sh", "-c", f"{family}-legacy-save | {family}-nft-restore")
+    nft_before = netns.run("iptables-nft-save").stdout
+    done = npc(netns, "reset", "--iptables", "legacy", "--all")
+    assert done.returncode == 0, done.stderr
+    assert "NPC-" not in netns.run("iptables-legacy-save").stdout
+    assert netns.run("iptables-nft-save").stdout.count("NPC-") == nft_before.count("NPC-")
+    assert sets(netns) == ours
+    assert npc(netns, "reset", "--iptables", "nft", "--all").returncode == 0
+    assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]
+
+
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
 def test_killed_at_random_moments_the_next_apply_repairs(netns: Netns, backend: str) -> None:
     rng = random.Random(7)

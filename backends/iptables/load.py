@@ -796,9 +796,24 @@ def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layo
 # --- other backends and flavours, and reset ----------------------------------------------------
 
 
-def _other_flavours(run: Runner, tools: Tools) -> list[Tools]:
+def _other_flavours(run: Runner, *tools: Tools) -> list[Tools]:
+    """The installed flavours besides ``tools``; none beside plain ``iptables``, which is one of them."""
+    if any(t.flavour == "default" for t in tools):
+        return []
     flavours = [_tools("legacy"), _tools("nft")]
-    return [t for t in flavours if t.flavour != tools.flavour and run.which(t.save[4])]
+    return [t for t in flavours if t not in tools and run.which(t.save[4])]
+
+
+def _saves(run: Runner, tools: Tools) -> list[tuple[Tools, int, str]]:
+    """Each family's whole save (not "-t filter": iptables-nft would create the table)."""
+    saves: list[tuple[Tools, int, str]] = []
+    for family in (4, 6):
+        if run.which(tools.save[family]):
+            saved = run([tools.save[family]])
+            if saved.returncode != 0:
+                raise ApplyError(f"{tools.save[family]} failed: {saved.stderr.strip()}")
+            saves.append((tools, family, saved.stdout))
+    return saves
 
 
 def _holds_chains(run: Runner, tools: Tools, prefix: str) -> bool:
@@ -845,6 +860,7 @@ def refuse_other_backends(run: Runner, lowered: Lowered, tools: Tools | None) ->
 
 
 _LAYERED = re.compile(r" -[jg] NPC-([a-z2-7]{5})-")
+_NETWORK_CHAIN = re.compile(r"^:NPC-([a-z2-7]{5})-", re.MULTILINE)  # a network's chain, in a save
 
 
 def _layered_tags(saves: Iterable[str]) -> frozenset[str]:
@@ -868,7 +884,7 @@ def _others_using(
     run: Runner,
     saves: Sequence[tuple[Tools, int, str]],
     doomed: set[str],
-    removing: Callable[[str], bool],
+    removing: Callable[[Tools, str], bool],
     present: Mapping[str, SetInfo],
 ) -> list[str]:
     """Where a set reset would destroy is used by something other than the chains it removes: a
@@ -882,7 +898,7 @@ def _others_using(
             if line.startswith("*"):
                 table = line[1:]
             words = line.split()
-            if len(words) > 2 and words[0] == "-A" and not removing(words[1]):
+            if len(words) > 2 and words[0] == "-A" and not removing(tools, words[1]):
                 used = {name for option, name in itertools.pairwise(words) if option in _SET_OPTIONS}
                 found += [
                     f"a rule of chain {words[1]} (table {table}, iptables-{tools.flavour} IPv{family}) uses set {name}"
@@ -905,26 +921,22 @@ def reset_iptables(
     using npc's chains or sets)."""
     removed: list[str] = []
     names = names_of(lowered) if lowered else None
-    saves: list[tuple[Tools, int, str]] = []  # every family's, before anything goes
-    for tools in flavours:
-        for family in (4, 6):
-            if not run.which(tools.save[family]):
-                continue
-            saved = run([tools.save[family]])  # not "-t filter": iptables-nft would create the table
-            if saved.returncode != 0:
-                raise ApplyError(f"{tools.save[family]} failed: {saved.stderr.strip()}")
-            saves.append((tools, family, saved.stdout))
+    saves = [save for tools in flavours for save in _saves(run, tools)]  # before anything goes
     skip = _layered_tags(text for _, _, text in saves) if leave_layered else frozenset()
     if names:
         skip &= {names.tag}
         if skip:
             return removed, skip
+    # the kernel has one ipset namespace: a flavour left in place may use the same network's sets
+    leaving = [save for tools in _other_flavours(run, *flavours) for save in _saves(run, tools)]
+    elsewhere = {m.group(1) for _, _, text in leaving for m in _NETWORK_CHAIN.finditer(text)}
 
     def kept(name: str) -> bool:  # a skipped network's chain, jump or set
         return any(f"-{tag}-" in name for tag in skip)
 
-    def removing(chain: str) -> bool:  # a chain this reset removes
-        return chain.startswith(names.chain_prefix if names else ANY_CHAIN_PREFIX) and not kept(chain)
+    def removing(tools: Tools, chain: str) -> bool:  # a chain this reset removes
+        prefix = names.chain_prefix if names else ANY_CHAIN_PREFIX
+        return tools in flavours and chain.startswith(prefix) and not kept(chain)
 
     ipset = run.which("ipset")
     present = _sets(run) if ipset else {}  # read once: removing the chains destroys no set
@@ -932,11 +944,13 @@ def reset_iptables(
         doomed = {
             n
             for n in present
-            if (n.startswith(names.set_prefix) if names else ANY_SET.fullmatch(n)) and not kept(n)
+            if (n.startswith(names.set_prefix) if names else ANY_SET.fullmatch(n))
+            and not kept(n)
+            and n[4:9] not in elsewhere
         }
         temporaries = _recorded(names)  # a crashed apply's, which reset destroys first
         holders = {n: info for n, info in present.items() if n not in temporaries}
-        if users := _others_using(run, saves, doomed, removing, holders):
+        if users := _others_using(run, [*saves, *leaving], doomed, removing, holders):
             more = f" (and {len(users) - 3} more)" if len(users) > 3 else ""
             raise ApplyError(
                 f"npc's sets are in use outside npc's chains, so nothing was removed: {'; '.join(users[:3])}{more}."
@@ -979,18 +993,15 @@ def reset_iptables(
     if ipset:
         if names:
             _destroy_recorded(run, names, present)
-            ours = [n for n in present if n.startswith(names.set_prefix)]
         else:
             for record in _records(None):
                 recorded = [n for n in record.read_text().split() if n in present]
                 if not destroy_sets(run, recorded):
                     record.unlink(missing_ok=True)
-            present = _sets(run)
-            ours = [n for n in present if ANY_SET.fullmatch(n) and not kept(n)]
-        error = destroy_sets(run, ours)
+        error = destroy_sets(run, sorted(doomed))
         if error:
             raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
-        removed += [f"set {n}" for n in sorted(ours)]
+        removed += [f"set {n}" for n in sorted(doomed)]
     return removed, skip
 
 
