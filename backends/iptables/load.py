@@ -946,7 +946,7 @@ def reset_iptables(
             for n in present
             if (n.startswith(names.set_prefix) if names else ANY_SET.fullmatch(n))
             and not kept(n)
-            and n[4:9] not in elsewhere
+            and n.split("-", 2)[1] not in elsewhere  # the network's tag
         }
         temporaries = _recorded(names)  # a crashed apply's, which reset destroys first
         holders = {n: info for n, info in present.items() if n not in temporaries}
