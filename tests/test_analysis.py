@@ -539,6 +539,42 @@ def test_diff_lists_gained_and_lost_connections(tmp_path: Path, capsys: pytest.C
     assert (code, json.loads(out)) == (0, {"gained": [], "lost": []})
 
 
+def test_a_dual_stack_diff_names_a_family_only_where_one_family_alone_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each pair appeared once per family with ``ipFamily``, where the documented form has one
+    entry per pair; a change of one family alone (an IPv4 ``ipBlock``) still says which."""
+    items = [
+        _namespace("default"),
+        _pod("default", "a", "10.0.0.1,fd00::1", {"app": "a"}),
+        _pod("default", "b", "10.0.0.2,fd00::2", {"app": "b"}),
+        _pod("default", "c", "10.0.0.3,fd00::3", {"app": "c"}),
+    ]
+    isolate = _policy("b-in", {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Ingress"]})
+    opened = _policy(
+        "b-in",
+        {
+            "podSelector": {"matchLabels": {"app": "b"}},
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"app": "a"}}}]},
+                {"from": [{"ipBlock": {"cidr": "10.0.0.3/32"}}]},
+            ],
+        },
+    )
+    old_dir, inventory = write_cluster(tmp_path, items, [isolate], "old")
+    new_dir, _ = write_cluster(tmp_path, items, [opened], "new")
+    code, out, _ = run(capsys, "diff", "--old", old_dir, "--new", new_dir, "--inventory", inventory,
+                       "--port", "tcp/80", "--format", "json")  # fmt: skip
+    assert code == 0
+    assert json.loads(out) == {
+        "gained": [
+            {"from": "default/a", "to": "default/b", "protocol": "TCP", "port": 80},
+            {"from": "default/c", "to": "default/b", "protocol": "TCP", "port": 80, "ipFamily": "IPv4"},
+        ],
+        "lost": [],
+    }
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(old=programs, new=programs, inventory=inventories())
 def test_diff_is_the_evaluators_pairs_that_differ(old: Program, new: Program, inventory: Inventory) -> None:

@@ -104,7 +104,20 @@ def as_json(changes: Sequence[Change], pods: Sequence[Pod]) -> dict[str, list[di
     out: dict[str, list[dict[str, Any]]] = {"gained": [], "lost": []}
     for change in changes:
         out["gained" if change.gained else "lost"].extend(_entry(s, d, change) for s, d in change.pairs(pods))
-    return {k: sorted(v, key=_key) for k, v in out.items()}
+    return {k: sorted(_across_families(v), key=_key) for k, v in out.items()}
+
+
+def _across_families(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """On a dual-stack inventory, a pair that changed alike in both families is one entry, in the
+    documented form; ``ipFamily`` stays on a change of one family alone (an ``ipBlock``'s)."""
+    families: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for entry in entries:
+        families.setdefault((entry["from"], entry["to"], entry["protocol"], entry["port"]), []).append(entry)
+    return [
+        entry
+        for alike in families.values()
+        for entry in ([{k: v for k, v in alike[0].items() if k != "ipFamily"}] if len(alike) > 1 else alike)
+    ]
 
 
 def _reason(change: Change, explainer: Explainer) -> str:
