@@ -142,6 +142,15 @@ Loader.add_implicit_resolver(
 Loader.add_constructor(_TIMESTAMP_TAG, Loader.construct_lenient_timestamp)
 
 
+class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """The writers' (``convert``, ``calico.yaml``): the C emitter when PyYAML has it, and never an
+    anchor and alias (``&id001`` ... ``*id001``) where two rules share one list: each object reads,
+    and a change to it diffs, where it stands."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 class StrictLoader(Loader):
     """Refusing duplicate keys too (YAML forbids them; kubectl's strict mode too)."""
 

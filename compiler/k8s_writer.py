@@ -13,12 +13,11 @@ from typing import Any
 
 import yaml
 
+from .documents import Dumper
 from .errors import InputError
 from .frontends.k8s import API_VERSIONS, MULTI_NETWORK_POLICY, NETWORK_POLICY, POLICY_FOR_ANNOTATION
 from .frontends.positions import show
 from .ir import IPBlock, Peer, Policy, PortSpec, Rule, Selector, namespace_selector
-
-_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def write_k8s(policies: Iterable[Policy]) -> str:
@@ -27,7 +26,7 @@ def write_k8s(policies: Iterable[Policy]) -> str:
     if not docs:
         return ""
     text: str = yaml.dump_all(
-        docs, Dumper=_Dumper, sort_keys=False, default_flow_style=False, explicit_start=True
+        docs, Dumper=Dumper, sort_keys=False, default_flow_style=False, explicit_start=True
     )
     return text
 

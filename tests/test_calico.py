@@ -48,6 +48,7 @@ def documents(text: str) -> list[dict[str, Any]]:
     """The objects of a calico.yaml, checking it is one ``---`` per object and each is valid."""
     objects = [d for d in yaml.safe_load_all(text) if d is not None]
     assert text.count("---\n") == len(objects) and (not text or text.startswith("---\n"))
+    assert not [e for e in yaml.parse(text) if isinstance(e, yaml.AliasEvent)]  # each rule reads alone
     for obj in objects:
         assert not problems(obj), (obj, problems(obj))
     return objects
@@ -282,6 +283,35 @@ def test_stdout_is_the_yaml_alone_and_the_same_as_the_file(
     assert code == 0 and with_inventory == out  # accepted, and Calico resolves selectors itself
     code, converted, _ = run(["convert", "--to", "calico", *paths], capsys)
     assert code == 0 and converted == out
+
+
+def test_rules_sharing_a_peer_list_write_it_out_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One peer list for two ports was one list object: PyYAML wrote ``nets: &id001`` and then
+    ``nets: *id001``, so a rule did not read (or diff) on its own."""
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "x", "namespace": "default"},
+        "spec": {
+            "podSelector": {},
+            "ingress": [
+                {
+                    "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+                    "ports": [{"port": 80}, {"port": 81, "protocol": "UDP"}],
+                }
+            ],
+        },
+    }
+    (tmp_path / "p.json").write_text(json.dumps(policy))
+    written = {}
+    for to in ("calico", "k8s"):
+        code, written[to], err = run(["convert", "--to", to, str(tmp_path / "p.json")], capsys)
+        assert code == 0, err
+        assert not [e for e in yaml.parse(written[to]) if isinstance(e, yaml.AliasEvent)], written[to]
+    rules = documents(written["calico"])[0]["spec"]["ingress"]
+    assert [r["source"]["nets"] for r in rules] == [["10.0.0.0/8"], ["10.0.0.0/8"]]
 
 
 def test_another_network_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

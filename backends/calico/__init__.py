@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from ...documents import Dumper
 from ...errors import UsageError
 from ...ir import DEFAULT_NETWORK
 from ..base import Backend, LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour
@@ -23,16 +24,10 @@ if TYPE_CHECKING:
 
 FILE = "calico.yaml"
 
-try:  # the C emitter when PyYAML has it: same output, faster
-    _Dumper: type[yaml.SafeDumper] = yaml.CSafeDumper  # type: ignore[assignment]
-except AttributeError:  # pragma: no cover
-    _Dumper = yaml.SafeDumper
-
-
 def to_yaml(objects: Sequence[Obj]) -> str:
     """Multi-document YAML, ``---`` before each object, one line per selector."""
     return "".join(
-        "---\n" + yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=1 << 30, allow_unicode=True)
+        "---\n" + yaml.dump(obj, Dumper=Dumper, sort_keys=False, width=1 << 30, allow_unicode=True)
         for obj in objects
     )
 
