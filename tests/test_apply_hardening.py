@@ -264,6 +264,28 @@ def test_reset_refuses_before_removing_anything_when_others_use_npcs_sets(netns:
     assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]
 
 
+@pytest.mark.parametrize("backend", ["iptables", "weave", None])
+def test_reset_refuses_before_removing_anything_when_a_foreign_rule_jumps_into_npcs_chain(
+    netns: Netns, backend: str | None
+) -> None:
+    """A foreign rule jumping into npc's chain was taken for another layout's hook: the iptables
+    backend's reset left the network ("Weave's"), Weave's reset called it the iptables backend's,
+    and every backend's reset stopped at the kernel's CHAIN_DEL refusal. Now each names the rule
+    and removes nothing (exit 3), and removes all once the rule is gone."""
+    assert netns.npc_apply(policy("a")).returncode == 0
+    foreign = ("-t", "mangle", "-A", "FORWARD", "-i", "eth9", "-j", forward_chain(netns))
+    netns.run("iptables", *foreign)
+    before = (netns.state(), sets(netns))
+    done = npc(netns, "reset", "--all", *(("--backend", backend) if backend else ()))
+    assert done.returncode == 3, done.stderr
+    assert "nothing was removed" in done.stderr and "a rule of chain FORWARD (table mangle" in done.stderr
+    assert f"jumps to {forward_chain(netns)}" in done.stderr, done.stderr
+    assert (netns.state(), sets(netns)) == before
+    netns.run("iptables", *foreign[:2], "-D", *foreign[3:])
+    assert npc(netns, "reset", "--all").returncode == 0
+    assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]
+
+
 def test_reset_destroys_a_crashed_applys_recorded_list_holding_npcs_sets(netns: Netns) -> None:
     """A crashed apply's temporaries are npc's own (recorded before they are made), so a
     temporary ``list:set`` holding npc's sets is no other tool's use of them: reset destroys it

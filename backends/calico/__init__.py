@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 FILE = "calico.yaml"
 
+
 def to_yaml(objects: Sequence[Obj]) -> str:
     """Multi-document YAML, ``---`` before each object, one line per selector."""
     return "".join(

@@ -865,16 +865,19 @@ _NETWORK_CHAIN = re.compile(r"^:NPC-([a-z2-7]{5})-", re.MULTILINE)  # a network'
 
 def _layered_tags(saves: Iterable[str]) -> frozenset[str]:
     """The tags of networks whose chains rules outside npc's own chains and FORWARD jumps lead
-    into: another layout's (Weave's fixed chains), which that backend's reset takes apart; npc's
-    own could not delete the chains those rules use, and refused the whole reset."""
+    into, and that npc's own FORWARD jump does not hook in: another layout's (Weave's fixed
+    chains), which that backend's reset takes apart; npc's own could not delete the chains those
+    rules use, and refused the whole reset. Such a rule into a network npc hooks in is another
+    tool's, which ``_others_using`` names."""
     found: set[str] = set()
+    hooked: set[str] = set()
     for line in (line for saved in saves for line in saved.splitlines()):
         words = line.split(maxsplit=2)
         if len(words) < 3 or words[0] != "-A" or words[1].startswith(ANY_CHAIN_PREFIX):
             continue
-        if not ANY_JUMP.fullmatch(line) and (target := _LAYERED.search(line)):
-            found.add(target.group(1))
-    return frozenset(found)
+        if target := _LAYERED.search(line):
+            (hooked if ANY_JUMP.fullmatch(line) else found).add(target.group(1))
+    return frozenset(found - hooked)
 
 
 _SET_OPTIONS = ("--match-set", "--map-set", "--add-set", "--del-set")  # xt_set's, and SET's
@@ -887,10 +890,10 @@ def _others_using(
     removing: Callable[[Tools, str], bool],
     present: Mapping[str, SetInfo],
 ) -> list[str]:
-    """Where a set reset would destroy is used by something other than the chains it removes: a
-    rule of another chain (any flavour, family, table) or another tool's ``list:set``. The kernel
-    refuses to destroy a set in use, and learnt only after the chains were gone, reset ended half
-    done (exit 3, npc's rules removed and its sets left)."""
+    """Where a chain reset would remove or a set it would destroy is used by something other
+    than what it removes: a rule of another chain (any flavour, family, table) that jumps to the
+    chain or uses the set, or another tool's ``list:set``. The kernel refuses to delete either in
+    use, and learnt only after the first of npc's objects were gone, reset ended half done."""
     found: list[str] = []
     for tools, family, text in saves:
         table = ""
@@ -899,11 +902,12 @@ def _others_using(
                 table = line[1:]
             words = line.split()
             if len(words) > 2 and words[0] == "-A" and not removing(tools, words[1]):
+                where = f"a rule of chain {words[1]} (table {table}, iptables-{tools.flavour} IPv{family})"
                 used = {name for option, name in itertools.pairwise(words) if option in _SET_OPTIONS}
-                found += [
-                    f"a rule of chain {words[1]} (table {table}, iptables-{tools.flavour} IPv{family}) uses set {name}"
-                    for name in sorted(used & doomed)
-                ]
+                found += [f"{where} uses set {name}" for name in sorted(used & doomed)]
+                target = next((t for option, t in itertools.pairwise(words) if option in ("-j", "-g")), "")
+                if target and removing(tools, target) and not ANY_JUMP.fullmatch(line):
+                    found.append(f"{where} jumps to {target}")
     for name, info in sorted(present.items()):
         if info.type == LIST_SET and name not in doomed and info.entries:
             listed = run(["ipset", "list", name])
@@ -940,22 +944,21 @@ def reset_iptables(
 
     ipset = run.which("ipset")
     present = _sets(run) if ipset else {}  # read once: removing the chains destroys no set
-    if ipset:
-        doomed = {
-            n
-            for n in present
-            if (n.startswith(names.set_prefix) if names else ANY_SET.fullmatch(n))
-            and not kept(n)
-            and n.split("-", 2)[1] not in elsewhere  # the network's tag
-        }
-        temporaries = _recorded(names)  # a crashed apply's, which reset destroys first
-        holders = {n: info for n, info in present.items() if n not in temporaries}
-        if users := _others_using(run, [*saves, *leaving], doomed, removing, holders):
-            more = f" (and {len(users) - 3} more)" if len(users) > 3 else ""
-            raise ApplyError(
-                f"npc's sets are in use outside npc's chains, so nothing was removed: {'; '.join(users[:3])}{more}."
-                " Remove those rules or members, then rerun"
-            )
+    doomed = {
+        n
+        for n in present
+        if (n.startswith(names.set_prefix) if names else ANY_SET.fullmatch(n))
+        and not kept(n)
+        and n.split("-", 2)[1] not in elsewhere  # the network's tag
+    }
+    temporaries = _recorded(names)  # a crashed apply's, which reset destroys first
+    holders = {n: info for n, info in present.items() if n not in temporaries}
+    if users := _others_using(run, [*saves, *leaving], doomed, removing, holders):
+        more = f" (and {len(users) - 3} more)" if len(users) > 3 else ""
+        raise ApplyError(
+            f"npc's chains or sets are in use outside npc's chains, so nothing was removed: "
+            f"{'; '.join(users[:3])}{more}. Remove those rules or members, then rerun"
+        )
 
     for tools, family, text in saves:
         parts: dict[str, list[str]] = {}
