@@ -149,6 +149,8 @@ class WeaveBackend:
             theirs = hooked_by_npc(runner, tools, lowered)
             chains, sets = (0, 0) if theirs else reset_layout(lowered, tools, runner, LAYOUT)
             others = reset_iptables(runner, None, [tools])[0] if network is None else []
+        other_sets = sum(1 for removed in others if removed.startswith("set "))  # the rest are chains
+        chains, sets = chains + len(others) - other_sets, sets + other_sets
         summary = f"weave ({tools.flavour}): removed {chains} chains, {sets} sets"
         if theirs and network is not None:  # ``npc reset --backend iptables`` removes it
             summary = f"weave ({tools.flavour}): network {network} is the iptables backend's, left as it is"
