@@ -1,13 +1,15 @@
 """Shared hooks. ``kernel/`` (the harness package) is importable because this folder is on sys.path.
 
 Tests marked ``kernel`` build network namespaces: this is the one place that skips them without
-root, and that removes namespaces a killed earlier run left before the first of them runs.
+root, and that removes namespaces a killed earlier run left before the first of them runs. Every
+test's in-process loads keep npc's lock and records in its ``tmp_path``.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +29,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.geteuid() != 0:
         pytest.skip(NOT_ROOT)
     _reap_stale_once()
+
+
+@pytest.fixture(autouse=True)
+def _lock_and_records_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load run in this process (its runner in a test namespace) takes npc's lock and writes its
+    records under the test's ``tmp_path``, not under /run, where they are named for the namespace
+    this process is in: the host's. npc run as a command inside a test namespace uses /run."""
+    from npc import lock
+
+    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
-from npc import lock
 from npc.backends.base import Ran
 from npc.backends.iptables import load as apply
 from npc.backends.iptables.mark_tree import Marks
@@ -76,8 +74,7 @@ def compiled() -> Compiled:
     return compile_program(Program((policy,)), Inventory((Namespace("default", {}),), pods))
 
 
-def run_apply(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stand_in: StandIn, compiled: Compiled) -> None:
-    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
+def run_apply(stand_in: StandIn, compiled: Compiled) -> None:
     apply.apply_iptables(compiled.lowered, compiled.members, Marks(), apply._tools("legacy"), stand_in)
 
 
@@ -100,9 +97,7 @@ def leaving_members(compiled: Compiled) -> str:
     return "".join(f"create {s.name} {s.type}\nadd {s.name} 10.9.9.9\n" for s in specs)
 
 
-def test_ipv6_failure_with_a_failing_ipv4_rollback_is_a_mixed_state(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
-) -> None:
+def test_ipv6_failure_with_a_failing_ipv4_rollback_is_a_mixed_state(compiled: Compiled) -> None:
     restores: list[str] = []
 
     def answer(argv: Sequence[str], stdin: str) -> Ran | None:
@@ -113,29 +108,25 @@ def test_ipv6_failure_with_a_failing_ipv4_rollback_is_a_mixed_state(
         return None
 
     with pytest.raises(MixedStateError) as info:
-        run_apply(monkeypatch, tmp_path, StandIn(answer), compiled)
+        run_apply(StandIn(answer), compiled)
     assert info.value.exit_code == 4
     assert "MIXED" in str(info.value) and "putting the IPv4 rules back" in str(info.value)
     assert "Run npc apply again" in str(info.value)
 
 
-def test_ipv6_failure_with_a_good_rollback_keeps_the_previous_state(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
-) -> None:
+def test_ipv6_failure_with_a_good_rollback_keeps_the_previous_state(compiled: Compiled) -> None:
     stand_in = StandIn(
         lambda argv, stdin: fail("line 3 failed\n") if argv[0] == "ip6tables-legacy-restore" else None
     )
     with pytest.raises(ApplyError) as info:
-        run_apply(monkeypatch, tmp_path, stand_in, compiled)
+        run_apply(stand_in, compiled)
     assert info.value.exit_code == 3 and "previous state stays" in str(info.value)
     restored = [argv[0] for argv, _ in stand_in.calls if argv[0].endswith("-restore")]
     assert restored == ["iptables-legacy-restore", "ip6tables-legacy-restore", "iptables-legacy-restore"]
     assert any(argv[:2] == ("ipset", "restore") and "destroy npc-" in stdin for argv, stdin in stand_in.calls)
 
 
-def test_a_set_held_for_a_moment_is_retried_from_the_line_it_hit(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
-) -> None:
+def test_a_set_held_for_a_moment_is_retried_from_the_line_it_hit(compiled: Compiled) -> None:
     refusals = [IN_USE.replace("line 1", "line 2"), IN_USE]
 
     def answer(argv: Sequence[str], stdin: str) -> Ran | None:
@@ -144,16 +135,14 @@ def test_a_set_held_for_a_moment_is_retried_from_the_line_it_hit(
         return None
 
     stand_in = StandIn(answer, existing_sets(compiled), leaving_members(compiled))
-    run_apply(monkeypatch, tmp_path, stand_in, compiled)
+    run_apply(stand_in, compiled)
     swaps = [stdin for argv, stdin in stand_in.calls if stdin.startswith("swap")]
     assert len(swaps) == 3
     assert swaps[1] == "".join(swaps[0].splitlines(keepends=True)[1:])  # resumed at the refused line
     assert swaps[2] == swaps[1]
 
 
-def test_a_lasting_swap_refusal_swaps_back_and_exits_3(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
-) -> None:
+def test_a_lasting_swap_refusal_swaps_back_and_exits_3(compiled: Compiled) -> None:
     def answer(argv: Sequence[str], stdin: str) -> Ran | None:
         if list(argv) == ["ipset", "restore"] and stdin.startswith("swap") and stdin.count("swap") > 1:
             return fail(
@@ -163,16 +152,14 @@ def test_a_lasting_swap_refusal_swaps_back_and_exits_3(
 
     stand_in = StandIn(answer, existing_sets(compiled), leaving_members(compiled))
     with pytest.raises(ApplyError) as info:
-        run_apply(monkeypatch, tmp_path, stand_in, compiled)
+        run_apply(stand_in, compiled)
     assert info.value.exit_code == 3 and "refused to swap" in str(info.value)
     swaps = [stdin for argv, stdin in stand_in.calls if stdin.startswith("swap")]
     assert swaps[-1] == swaps[0].splitlines(keepends=True)[0]  # the one done is swapped back
     assert not [argv for argv, _ in stand_in.calls if argv[0].endswith("-restore")]  # rules untouched
 
 
-def test_refused_member_changes_after_the_rules_undo_every_phase(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
-) -> None:
+def test_refused_member_changes_after_the_rules_undo_every_phase(compiled: Compiled) -> None:
     """The last phase (transition -> new members, in place) refused on its second line: that line's
     predecessor is undone, the rules put back, the transitions swapped out, the temporaries removed."""
 
@@ -183,7 +170,7 @@ def test_refused_member_changes_after_the_rules_undo_every_phase(
 
     stand_in = StandIn(answer, existing_sets(compiled), leaving_members(compiled))
     with pytest.raises(ApplyError) as info:
-        run_apply(monkeypatch, tmp_path, stand_in, compiled)
+        run_apply(stand_in, compiled)
     assert info.value.exit_code == 3 and "refused the new set members" in str(info.value)
     steps = stand_in.commands()
     moves = next(i for i, c in enumerate(steps) if c.startswith("ipset -exist restore"))
@@ -201,12 +188,9 @@ def test_refused_member_changes_after_the_rules_undo_every_phase(
     assert "destroy npt-" in steps[-1]
 
 
-def test_a_killed_runs_recorded_temporaries_are_removed_and_made_again(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compiled: Compiled
-) -> None:
+def test_a_killed_runs_recorded_temporaries_are_removed_and_made_again(compiled: Compiled) -> None:
     """A run killed after staging its temporaries leaves them and its record; the next run removes
     exactly those, then stages its own under the same names (not a clash with a stranger's sets)."""
-    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
     names = names_of(compiled.lowered)
     temps = [names.temp(spec.name) for spec in kernel_sets(compiled.lowered, compiled.members, Marks())]
     left = "".join(
@@ -214,7 +198,7 @@ def test_a_killed_runs_recorded_temporaries_are_removed_and_made_again(
     )
     apply._record(names).write_text("".join(f"{t}\n" for t in temps))
     stand_in = StandIn(lambda argv, stdin: None, existing_sets(compiled) + left, leaving_members(compiled))
-    run_apply(monkeypatch, tmp_path, stand_in, compiled)
+    run_apply(stand_in, compiled)
     batches = [stdin for argv, stdin in stand_in.calls if list(argv) == ["ipset", "restore"]]
     assert batches[0] == "".join(f"destroy {t}\n" for t in destruction_order(temps))  # lists first
     assert any(f"create {t} " in batch for t in temps for batch in batches[1:])

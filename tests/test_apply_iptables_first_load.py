@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, policy
-from npc import lock
 from npc.backends.base import Ran, RunsTogether
 from npc.backends.iptables import ipset_netlink
 from npc.backends.iptables import load as apply
@@ -32,8 +31,7 @@ REFUSED = "*filter\n-A NPC-NO-SUCH-CHAIN -j DROP\nCOMMIT\n"
 
 
 @pytest.fixture
-def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Netns]:
-    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
+def node(tmp_path: Path) -> Iterator[Netns]:
     with fresh_netns("npc-ipt1", tmp_path) as ns:
         yield ns
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, policy
-from npc import lock
 from npc.backends.base import Ran
 from npc.backends.iptables import ipset_netlink, load
 from npc.backends.iptables.mark_tree import Marks
@@ -147,10 +146,9 @@ class CutOff(InNetns):
 
 
 def test_a_load_whose_set_creation_fails_midway_leaves_nothing_of_npc(
-    two: tuple[Netns, Netns], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    two: tuple[Netns, Netns], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     netns, _ = two
-    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
     monkeypatch.setattr(ipset_netlink, "SEND_MESSAGES", 2)  # many exchanges: fail after some sets exist
     compiled = compile_policies(policy("a"), policy("b", 5432, "cache"))
     before = netns.state("legacy")

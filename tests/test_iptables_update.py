@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, listing, policy, update_between
-from npc import lock
 from npc.backends.base import Ran
 from npc.backends.iptables import load as apply
 from npc.backends.iptables.mark_tree import Marks
@@ -27,8 +26,7 @@ TOOLS = apply._tools("legacy")
 
 
 @pytest.fixture
-def netns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Netns]:
-    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
+def netns(tmp_path: Path) -> Iterator[Netns]:
     with fresh_netns("npc-update", tmp_path) as ns:
         yield ns
 

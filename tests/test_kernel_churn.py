@@ -38,7 +38,6 @@ from kernel.churn import (
 from kernel.cluster import Cluster
 from kernel.netns import InNetns, Netns, compile_policies, rejecting_nft, update_between
 from kernel.report import observations_report
-from npc import lock
 from npc.backends.base import Ran
 from npc.backends.iptables.load import apply_iptables, detect_tools
 from npc.backends.iptables.mark_tree import Marks
@@ -170,15 +169,12 @@ class Probing(InNetns):
 
 
 @pytest.mark.parametrize("load", ["apply", "update"])
-def test_every_state_an_iptables_load_passes_through_keeps_the_pairs(
-    load: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_state_an_iptables_load_passes_through_keeps_the_pairs(load: str, tmp_path: Path) -> None:
     """From X to Y and back the isolated pods, so the group codes, change: every state the
     kernel passes through (each set created or swapped, each table committed) lets a->b through
     and keeps c->d out, by an apply and by the agent's update. Before the codes and the trie
     reading them shared one table's commit, the state between mangle's commit and filter's
     dropped a->b."""
-    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
     with Cluster(PAIRS, tmp_path) as cluster:
         x, y = (compile_policies(*p, inventory=PAIRS.inventory()) for p in (POLICIES_X, POLICIES_Y))
         node = InNetns(Netns(cluster.node, tmp_path))

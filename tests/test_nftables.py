@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, policy
 from nft_sim import Ruleset
-from npc import lock
 from npc.backends.base import Options
 from npc.backends.iptables import render as iptables
 from npc.backends.iptables.mark_tree import Marks
@@ -404,15 +403,12 @@ def _table(run: InNetns) -> list[str]:
 
 
 @pytest.mark.kernel
-def test_a_shared_chain_whose_first_policy_goes_is_updated_not_replaced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_shared_chain_whose_first_policy_goes_is_updated_not_replaced(tmp_path: Path) -> None:
     """Two policies with the same rules share a chain, commented with the first; when it goes, the
     comment must name the other. nft cannot change a chain's comment, so the comment is on the
     rules: the agent's update rewrites them in its transaction instead of replacing the table."""
     if not shutil.which("nft"):
         pytest.skip("nft not installed (Debian: apt-get install nftables)")
-    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
     before = compile_policies(policy("a"), policy("b", selector="frontend"))
     after = compile_policies(policy("b", selector="frontend"))
     with fresh_netns("npc-nftu", tmp_path) as netns:
@@ -437,15 +433,12 @@ def _listing(*ports: int | str, name: str = "db", selector: str = "db") -> dict[
 
 
 @pytest.mark.kernel
-def test_an_update_adds_the_port_lists_its_new_rules_test_and_deletes_the_unused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_update_adds_the_port_lists_its_new_rules_test_and_deletes_the_unused(tmp_path: Path) -> None:
     """A policy change by difference makes the kernel's table the one a full load makes: the new
     chains' port lists created (with their elements) before the rules naming them, the old list
     deleted after the chain testing it."""
     if not shutil.which("nft"):
         pytest.skip("nft not installed (Debian: apt-get install nftables)")
-    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
     before = compile_policies(_listing(80, 443), _listing(53, 54, name="keep", selector="frontend"))
     after = compile_policies(
         _listing(8080, 9000, 9001, 9003), _listing(53, 54, name="keep", selector="frontend")
@@ -468,9 +461,7 @@ def test_an_update_adds_the_port_lists_its_new_rules_test_and_deletes_the_unused
 
 
 @pytest.mark.kernel
-def test_a_delta_never_loaded_leaves_no_trace_in_the_next(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_delta_never_loaded_leaves_no_trace_in_the_next(tmp_path: Path) -> None:
     """The backend keeps, between pod events, which sets each address in force is in and how many
     addresses each rank map holds. A delta the kernel refused must leave both as the kernel is:
     here the refused one put pod x in policy a's target, the next puts it in b's only, so an index
@@ -479,7 +470,6 @@ def test_a_delta_never_loaded_leaves_no_trace_in_the_next(
     members does (map jumps and drops, a named port's concatenation, both families)."""
     if not shutil.which("nft"):
         pytest.skip("nft not installed (Debian: apt-get install nftables)")
-    monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))
     program = Program(
         (
             Policy("default", "a", sel(role="a"), ingress=(Rule(),)),
