@@ -21,6 +21,7 @@ from .errors import InputError
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NULL_TAG = "tag:yaml.org,2002:null"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
@@ -117,11 +118,14 @@ def _guarded(loader: Loader, node: yaml.Node, deep: bool = False) -> Any:
         ) from None
 
 
+# go-yaml v2's scalars where YAML 1.1's differ: ``0o17`` an int (Go's ParseInt), ``1e3`` and
+# ``.5`` floats (an exponent without a dot or sign), ``y`` and ``n`` booleans. PyYAML read them as
+# strings, so ``port: 1e3`` was the port named "1e3" where the API server has port 1000.
 Loader.add_implicit_resolver(
     _INT_TAG,
     re.compile(
         r"""^(?:[-+]?0b[0-1_]+
-        |[-+]?0[0-7_]+
+        |[-+]?0o?[0-7_]+
         |[-+]?(?:0|[1-9][0-9_]*)
         |[-+]?0x[0-9a-fA-F_]+)$""",
         re.X,
@@ -131,14 +135,15 @@ Loader.add_implicit_resolver(
 Loader.add_implicit_resolver(
     _FLOAT_TAG,
     re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
-        |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+        r"""^(?:[-+]?(?:\.[0-9_]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9_]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
         re.X,
     ),
     list("-+0123456789."),
 )
+Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
+Loader.bool_values = {**_BaseLoader.bool_values, "y": True, "n": False}
 Loader.add_constructor(_TIMESTAMP_TAG, Loader.construct_lenient_timestamp)
 
 
@@ -146,6 +151,8 @@ class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[mis
     """The writers' (``convert``, ``calico.yaml``): the C emitter when PyYAML has it, and never an
     anchor and alias (``&id001`` ... ``*id001``) where two rules share one list: each object reads,
     and a change to it diffs, where it stands."""
+
+    yaml_implicit_resolvers = Loader.yaml_implicit_resolvers  # what reads as no string is quoted
 
     def ignore_aliases(self, data: Any) -> bool:
         return True

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kube_standin import free_port
 from npc.agent.engine import Applied, Engine
 from npc.agent.inputs import POLL_S, FileInventory, FilePolicies, FileWatcher
@@ -29,6 +28,7 @@ from npc.lower import Lowered
 from npc.networks import network_spec
 from npc.resolve import Compiled
 from polling import wait_for
+from yaml_text import dump
 
 
 class Recorder:
@@ -106,7 +106,7 @@ class Inputs:
         change now and then)."""
         names = {f"{n}.yaml" for n in range(len(policies))}
         for n, doc in enumerate(policies):
-            _replace(self.policies / f"{n}.yaml", yaml.safe_dump(dict(doc)))
+            _replace(self.policies / f"{n}.yaml", dump(dict(doc)))
         for old in self.policies.iterdir():
             if old.name not in names:
                 old.unlink()

@@ -24,7 +24,6 @@ from typing import Any
 
 import attrs
 import pytest
-import yaml
 from kernel.case import Case, Endpoint, load_cases
 from kernel.churn import (
     AFTER,
@@ -43,6 +42,7 @@ from kernel.random_case import random_update, seeds
 from kernel.report import observations_report
 from kernel.weave import WeaveCluster, weave_case
 from kube_standin import KubeStandin
+from yaml_text import dump
 
 pytestmark = pytest.mark.kernel
 
@@ -150,7 +150,7 @@ class Files:
 
     def write(self, case: Case, endpoints: Sequence[Endpoint] | None = None, policies: Any = None) -> None:
         docs = case.policy_documents() if policies is None else policies
-        wanted = {f"{n:02d}.yaml": yaml.safe_dump(doc) for n, doc in enumerate(docs)}
+        wanted = {f"{n:02d}.yaml": dump(doc) for n, doc in enumerate(docs)}
         for old in self.policies.iterdir():
             if old.name not in wanted:
                 old.unlink()
@@ -516,7 +516,7 @@ def publish(root: Path, n: int, case: Case, backend: str) -> None:
     policies = root / f"src-{n}"
     policies.mkdir()
     for k, doc in enumerate(case.policy_documents()):
-        (policies / f"{k:02d}.yaml").write_text(yaml.safe_dump(doc))
+        (policies / f"{k:02d}.yaml").write_text(dump(doc))
     argv = [
         sys.executable,
         "-m",

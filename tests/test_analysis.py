@@ -15,7 +15,6 @@ from unittest import mock
 
 import npc.analysis.matrix as matrix_module
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from kernel.case import Case, load_cases, write_inputs
 from kernel.matrix import as_table
@@ -31,6 +30,7 @@ from npc.evaluate import Evaluator
 from npc.inventory import Inventory
 from npc.ir import PROTOCOLS, Program
 from random_clusters import PORT_NAMES, PROBE_PORTS, inventories, programs
+from yaml_text import dump_all
 
 CASES = load_cases()
 MULTI = load_multinet_cases()
@@ -221,7 +221,7 @@ def write_cluster(
     inventory.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
     folder = tmp / name
     folder.mkdir(exist_ok=True)
-    (folder / "policies.yaml").write_text(yaml.safe_dump_all(policies, sort_keys=False))
+    (folder / "policies.yaml").write_text(dump_all(policies, sort_keys=False))
     return str(folder), str(inventory)
 
 

@@ -251,6 +251,11 @@ SPEC_CASES = [
         "spec.ingress[0].from[0].namespaceSelector.matchLabels[team]",
         "invalid label value",
     ),
+    # scalars as go-yaml v2 reads them: a number or boolean there, not the name or label it spells
+    ("ingress:\n- ports:\n  - port: »1e3", "spec.ingress[0].ports[0].port", "not a decimal number"),
+    ("ingress:\n- ports:\n  - port: ».5e2", "spec.ingress[0].ports[0].port", "not a decimal number"),
+    ("podSelector:\n  matchLabels: {a: »y}", "spec.podSelector.matchLabels[a]", "not a boolean"),
+    ("podSelector:\n  matchLabels: {a: »N}", "spec.podSelector.matchLabels[a]", "not a boolean"),
     # policyTypes
     ("policyTypes: [Ingress, »ingress]", "spec.policyTypes[1]", "must be Ingress or Egress"),
     ("policyTypes: [Ingress, »Ingress]", "spec.policyTypes[1]", "duplicate policy type"),

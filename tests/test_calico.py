@@ -33,6 +33,7 @@ from random_clusters import connectivity, inventories
 from random_clusters import programs as random_programs
 from strategies import WIDE, selectors
 from strategies import programs as valid_programs
+from yaml_text import dump
 
 CASES = load_cases()
 CALICO_NAME = "projectcalico.org/orchestrator"
@@ -350,7 +351,7 @@ def test_multinetworkpolicy_for_a_secondary_network_is_left_out(
         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
     }
     path = tmp_path / "mnp.yaml"
-    path.write_text(yaml.safe_dump(mnp))
+    path.write_text(dump(mnp))
     code, out, err = run(["compile", "--backend", "calico", str(path), str(SEED / "policies")], capsys)
     assert code == 0, err
     assert all(

@@ -25,6 +25,7 @@ from npc.errors import NpcError
 from npc.sources import read_policy_sources
 from npc.text import Text
 from random_clusters import generated_cluster
+from yaml_text import dump
 
 PORTS = ("tcp/80", "udp/53", "tcp/http", "tcp/metrics", "tcp/8080")
 
@@ -156,7 +157,7 @@ def test_every_file_holding_the_namespace_is_read(
     if as_json:
         text = json.dumps(doc, indent=None if flow else 2)
     else:
-        text = yaml.safe_dump(doc, default_style=style, default_flow_style=flow, width=20)
+        text = dump(doc, default_style=style, default_flow_style=flow, width=20)
     assert yaml.safe_load(text)["metadata"]["namespace"] == namespace
     if namespace == "prod":
         assert _may_hold(text)

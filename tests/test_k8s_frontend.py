@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
+from npc.documents import Loader
 from npc.errors import InputError
 from npc.frontends.k8s import policy_from_object
 from npc.ir import IPBlock, PodPeer, Policy, PortSpec, Requirement, Rule, Selector, namespace_selector
 from npc.sources import read_policy_sources
+from yaml_text import dump
 
 
 def np(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
@@ -41,6 +43,25 @@ OWN_NS = namespace_selector("ns")
 
 
 # --- policyTypes and rule lists -----------------------------------------------------------
+
+
+def test_an_octal_port_is_the_number_go_yaml_reads(tmp_path: Path) -> None:
+    """``0o120`` is 80 to the API server (go-yaml v2, Go's ParseInt); PyYAML read the port named
+    "0o120"."""
+    text = dump(np({"podSelector": {}, "ingress": [{"ports": [{"port": 1}]}]}))
+    (policy,) = read_policy_sources(
+        [write(tmp_path, "p.yaml", text.replace("port: 1", "port: 0o120"))]
+    ).policies
+    assert policy.ingress[0].ports == (PortSpec("TCP", 80),)
+
+
+def test_strings_go_yaml_reads_as_numbers_or_booleans_are_written_quoted() -> None:
+    """``convert`` and ``calico.yaml`` write what the API server reads back as the same string."""
+    values = ["y", "N", "1e3", "0o17", "8.0e1", "1e-3", "0b1", "0x1f", "+80", "on", "~", "", "null"]
+    text = dump({v: v for v in values})
+    assert yaml.load(text, Loader=Loader) == {v: v for v in values}
+    for v in ("y", "N", "1e3", "0o17", "8.0e1"):
+        assert f"'{v}': '{v}'" in text
 
 
 def test_no_spec_isolates_every_pod_for_ingress() -> None:
@@ -292,7 +313,7 @@ def test_v1_list_and_typed_list(tmp_path: Path) -> None:
         "items": [bare],
     }
     loaded = read_policy_sources(
-        [write(tmp_path, "l.json", json.dumps(v1_list)), write(tmp_path, "t.yaml", yaml.dump(typed))]
+        [write(tmp_path, "l.json", json.dumps(v1_list)), write(tmp_path, "t.yaml", dump(typed))]
     )
     assert [p.name for p in loaded.policies] == ["a", "b"]
     a, b = loaded.policies
@@ -348,7 +369,7 @@ def test_namespaces_from_the_policy_folder(tmp_path: Path) -> None:
             },
         },
     }
-    loaded = read_policy_sources([write(tmp_path, "ns.yaml", yaml.dump(ns))])
+    loaded = read_policy_sources([write(tmp_path, "ns.yaml", dump(ns))])
     assert loaded.policies == ()
     assert loaded.namespaces == (ns,)
     assert loaded.notes == ()

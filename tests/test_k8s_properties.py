@@ -8,7 +8,6 @@ import json
 import random
 from typing import Any
 
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from npc.documents import load_documents
@@ -16,6 +15,7 @@ from npc.errors import InputError
 from npc.frontends.k8s import policy_from_object
 from npc.sources import read_policy_sources
 from strategies import Obj, network_policies, paths
+from yaml_text import dump
 
 ORDERED = ("ingress", "egress")  # rule order is kept in the IR; every other list is a set
 
@@ -48,8 +48,8 @@ def test_valid_policies_parse_and_order_does_not_matter(obj: Obj, seed: int) -> 
 @given(obj=network_policies())
 def test_yaml_and_json_spellings_give_the_same_ir(obj: Obj) -> None:
     as_json = load_documents("p.json", json.dumps(obj), strict=True)
-    as_yaml = load_documents("p.yaml", yaml.safe_dump(obj, default_flow_style=False), strict=True)
-    flow_yaml = load_documents("p.yaml", yaml.safe_dump(obj, default_flow_style=True), strict=True)
+    as_yaml = load_documents("p.yaml", dump(obj, default_flow_style=False), strict=True)
+    flow_yaml = load_documents("p.yaml", dump(obj, default_flow_style=True), strict=True)
     expected = policy_from_object(obj)
     assert [policy_from_object(d) for d in (*as_json, *as_yaml, *flow_yaml)] == [expected] * 3
 
@@ -75,7 +75,7 @@ def test_any_corruption_is_an_input_error_with_a_position(
     for part in path[:-1]:
         target = target[part]
     target[path[-1]] = data.draw(junk)
-    text = json.dumps(obj, indent=1) if as_json else yaml.safe_dump(obj)
+    text = json.dumps(obj, indent=1) if as_json else dump(obj)
     try:
         read_policy_sources(["-"], io.StringIO(text))
     except InputError as err:

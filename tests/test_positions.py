@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from npc.documents import compose_document
 from npc.frontends.positions import MapKey, locate, printable, render_path, show, snippet
 from strategies import paths
+from yaml_text import dump
 
 Path = tuple[Any, ...]
 
@@ -130,7 +131,7 @@ def test_the_loader_reads_as_its_base_class(value: Any, style: str | None, flow:
         construct_object = documents._BaseLoader.construct_object
         resolve = documents._BaseLoader.resolve
 
-    text = yaml.safe_dump({"v": value, "w": [value, value]}, default_style=style, default_flow_style=flow)
+    text = dump({"v": value, "w": [value, value]}, default_style=style, default_flow_style=flow)
     texts = [text, text.replace("'", "")]  # unquoted too, where that is still YAML
     for one in texts:
         try:

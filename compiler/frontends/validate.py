@@ -40,7 +40,7 @@ def type_name(value: object) -> str:
     if isinstance(value, int):
         return "an integer"
     if isinstance(value, float):
-        return "a number"
+        return "a decimal number"
     if isinstance(value, str):
         return "a string"
     if isinstance(value, dict):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
-import yaml
+from yaml_text import dump
 
 Family = Literal["v4", "v6"]
 FAMILIES: tuple[Family, ...] = ("v4", "v6")
@@ -335,7 +335,7 @@ def write_policies(documents: Sequence[Mapping[str, Any]], directory: Path, form
         paths = []
         for n, doc in enumerate(documents):
             path = directory / f"{n:02d}-{doc.get('metadata', {}).get('name', 'policy')}.yaml"
-            path.write_text(yaml.safe_dump(dict(doc), sort_keys=False), encoding="utf-8")
+            path.write_text(dump(dict(doc), sort_keys=False), encoding="utf-8")
             paths.append(path)
         return paths
     if form == "json-list":  # what `kubectl get networkpolicies -A -o json` prints
