@@ -6,11 +6,12 @@ Only set *contents* depend on this; rules never do. Pods that are not policed en
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TextIO
 
 import attrs
@@ -19,7 +20,21 @@ from .documents import load_documents, objects_in
 from .errors import InputError
 from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingress
 from .frontends.positions import FieldPath, MapKey, locate, printable, render_path, show, snippet
-from .frontends.validate import FieldError, fail, integer, items, required, string, type_name
+from .frontends.validate import (
+    FieldError,
+    check_name,
+    dns_label_problem,
+    dns_subdomain_problem,
+    fail,
+    integer,
+    items,
+    label_value_problem,
+    port_name_problem,
+    qualified_name_problem,
+    required,
+    string,
+    type_name,
+)
 from .ir import NAMESPACE_NAME_LABEL, PROTOCOLS, Address
 from .text import UTF8_BOM, Text, decode, read_bytes, read_stdin
 
@@ -72,9 +87,11 @@ class Inventory:
 IPSource = Callable[[Mapping[str, Any], str], tuple[Address, ...]]
 
 
-def pod_address(text: str) -> Address:
-    """A pod's address as the kernel can match it: no zone (``fe80::1%eth0``), not unspecified;
-    a prefix length (``10.0.0.1/32``) is tolerated. ValueError says what is wrong."""
+def pod_address(text: str, *, subnet: bool = True) -> Address:
+    """A pod's address as the kernel can match it: no zone (``fe80::1%eth0``), not unspecified.
+    A prefix length is its subnet's, as CNI results write it (``10.32.0.4/12``); without
+    ``subnet`` (``status.podIPs``, plain addresses to the API server) only a host's (``/32``):
+    ``10.0.0.0/24`` was read as 10.0.0.0. ValueError says what is wrong."""
     try:  # the usual dotted quad, by the C parser (as strict as ``ipaddress``: no leading zeros)
         packed = socket.inet_pton(socket.AF_INET, text)
     except (OSError, ValueError):  # ValueError: a NUL in the text
@@ -83,10 +100,13 @@ def pod_address(text: str) -> Address:
         address4 = ipaddress.IPv4Address(packed)
         if not address4.is_unspecified:
             return address4
+    address_text, slash, prefix = text.strip().partition("/")
     try:
-        address = ipaddress.ip_address(text.split("/", 1)[0].strip())
+        address = ipaddress.ip_address(address_text)
     except ValueError:
         raise ValueError(f"{show(text)} is not an IP address") from None
+    if slash and not subnet and prefix != str(address.max_prefixlen):
+        raise ValueError(f"{show(text)} is a network: a pod address is one host (/{address.max_prefixlen})")
     if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
         raise ValueError(f"{show(text)} has a zone (%{printable(address.scope_id)}): a pod address has none")
     if address.is_unspecified:
@@ -106,7 +126,7 @@ def pod_ips(pod: Mapping[str, Any], pod_ref: str) -> tuple[Address, ...]:
     out: list[Address] = []
     for parts, value in raw:
         try:
-            address = pod_address(string(value, parts))
+            address = pod_address(string(value, parts), subnet=False)
         except ValueError as exc:
             raise fail(parts, str(exc)) from None
         if address not in out:
@@ -146,15 +166,41 @@ def _container_ports(spec: Mapping[str, Any]) -> tuple[NamedPort, ...]:
                     raise fail(
                         (*at, "containerPort"), f"must be between 1 and 65535, inclusive, not {show(number)}"
                     )
-                protocol = string(port.get("protocol") or "TCP", (*at, "protocol"))
+                protocol = _optional(port, "protocol", at) or "TCP"
                 if protocol not in PROTOCOLS:
                     raise fail(
                         (*at, "protocol"), f"unsupported protocol {show(protocol)}: must be TCP, UDP or SCTP"
                     )
-                name = port.get("name")
-                if name:
-                    out.append(NamedPort(string(name, (*at, "name")), protocol, number))
+                if name := _optional(port, "name", at):
+                    check_name(name, (*at, "name"), port_name_problem(name), "port name")
+                    out.append(NamedPort(name, protocol, number))
     return tuple(out)
+
+
+def _optional(struct: Mapping[str, Any], key: str, parts: FieldPath) -> str:
+    """A string field Go reads as "" when absent or null; any other type is an error (a list or
+    0 read as absent became TCP, no name, the namespace "default")."""
+    value = struct.get(key)
+    return "" if value is None else string(value, (*parts, key))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _label_problem(key: str, value: str) -> tuple[bool, str] | None:
+    """What is wrong with one label (at its key or not), remembered: at 50k pods the same few
+    keys and values recur."""
+    if problem := qualified_name_problem(key):
+        return True, f"invalid label key {show(key)}: {problem}"
+    if problem := label_value_problem(value):
+        return False, f"invalid label value {show(value)}: {problem}"
+    return None
+
+
+def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
+    found = _string_map(meta.get("labels"), ("metadata", "labels"))
+    for key, value in found.items():
+        if problem := _label_problem(key, value):
+            raise fail(("metadata", "labels", MapKey(key)), problem[1], at_key=problem[0])
+    return found
 
 
 @attrs.frozen
@@ -171,14 +217,17 @@ def _object(obj: object, ip_source: IPSource, lenient: bool) -> tuple[_Found, li
     if kind not in ("Namespace", "Pod"):
         return _Found(), []
     meta = _mapping(obj.get("metadata"), ("metadata",))
-    labels = _string_map(meta.get("labels"), ("metadata", "labels"))
+    labels = _labels(meta)
     annotations = _string_map(meta.get("annotations"), ("metadata", "annotations"))
     name = string(required(meta, "name", ("metadata",)), ("metadata", "name"))
     if kind == "Namespace":
+        check_name(name, ("metadata", "name"), dns_label_problem(name), "namespace name")
         warnings = _isolation_annotation(annotations, name, lenient)
         labels[NAMESPACE_NAME_LABEL] = name
         return _Found(namespace=Namespace(name, labels, annotations)), warnings
-    namespace = string(meta.get("namespace") or "default", ("metadata", "namespace"))
+    check_name(name, ("metadata", "name"), dns_subdomain_problem(name), "pod name")
+    namespace = _optional(meta, "namespace", ("metadata",)) or "default"
+    check_name(namespace, ("metadata", "namespace"), dns_label_problem(namespace), "namespace name")
     spec = _mapping(obj.get("spec"), ("spec",))
     phase = _mapping(obj.get("status"), ("status",)).get("phase")
     if spec.get("hostNetwork") or phase in ("Succeeded", "Failed"):
@@ -188,6 +237,28 @@ def _object(obj: object, ip_source: IPSource, lenient: bool) -> tuple[_Found, li
     if not ips:
         return _Found(), []
     return _Found(pod=Pod(namespace, name, labels, ips, ports, annotations)), []
+
+
+def _keyed(found: _Found) -> Iterator[tuple[tuple[str, ...], Namespace | Pod]]:
+    if found.namespace:
+        yield ("namespace", found.namespace.name), found.namespace
+    if found.pod:
+        yield ("pod", found.pod.namespace, found.pod.name), found.pod
+
+
+def _shared_addresses(pods: Iterable[Pod]) -> list[str]:
+    """Two live pods with one address: the sets would hold it for both, so each would be allowed
+    what the other is (kubelet's view lagging a reused address, or an inventory put together
+    by hand)."""
+    holders: dict[Address, list[str]] = {}
+    for pod in pods:
+        for ip in pod.ips:
+            holders.setdefault(ip, []).append(f"{pod.namespace}/{pod.name}")
+    return [
+        f"pods {', '.join(sorted(names))} share the address {ip}: each is allowed what the others are"
+        for ip, names in sorted(holders.items(), key=lambda item: (item[0].version, item[0]))
+        if len(names) > 1
+    ]
 
 
 def _isolation_annotation(annotations: dict[str, str], namespace: str, lenient: bool) -> list[str]:
@@ -223,8 +294,8 @@ def build_inventory(
     cannot block every policy update of the node. An object ``keep`` refuses is not read at all
     (``npc explain`` reads two pods and their namespaces).
     """
-    namespaces: dict[str, Namespace] = {}
-    pods: list[Pod] = []
+    kept: dict[tuple[str, ...], Namespace | Pod] = {}  # by kind and name
+    first: dict[tuple[str, ...], FieldPath] = {}  # where each was found
     warnings: list[str] = []
     for index, doc in enumerate(docs):
         for base, obj in objects_in(doc, keep):
@@ -240,10 +311,22 @@ def build_inventory(
                 warnings.append(f"{file}: skipped {render_path((*base, *err.parts))}: {err.message}")
                 continue
             warnings.extend(notes)
-            if found.namespace:
-                namespaces[found.namespace.name] = found.namespace
-            if found.pod:
-                pods.append(found.pod)
+            for key, value in _keyed(found):
+                held = kept.setdefault(key, value)
+                first.setdefault(key, base)
+                if held == value:
+                    continue
+                problem = (
+                    f"{key[0]} {'/'.join(key[1:])} is listed twice, differently (first at "
+                    f"{render_path(first[key]) or 'an earlier document'}): which one holds would depend on the order"
+                )
+                if not lenient:
+                    raise _error(fail((), problem), base, file, text, index)
+                warnings.append(f"{file}: {render_path(base)}: {problem}; kept the one that sorts first")
+                kept[key] = min(held, value, key=repr)
+    namespaces = {n.name: n for n in kept.values() if isinstance(n, Namespace)}
+    pods = [p for p in kept.values() if isinstance(p, Pod)]
+    warnings += _shared_addresses(pods)
     for pod in pods:  # a pod whose namespace object is missing still lives in a namespace
         namespaces.setdefault(pod.namespace, Namespace(pod.namespace, {NAMESPACE_NAME_LABEL: pod.namespace}))
     return Inventory(

@@ -252,8 +252,25 @@ def test_malformed_inventory_is_an_input_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_hostile_names_cannot_reach_the_output(tmp_path: Path) -> None:
-    """Label values go into set contents only as addresses; names and comments are sanitised."""
+@pytest.mark.parametrize(
+    ("metadata", "where", "rule"),
+    [
+        (
+            {"name": "p", "labels": {"app": "x\nCOMMIT"}},
+            "items[0].metadata.labels[app]",
+            "invalid label value",
+        ),
+        ({"name": 'p"\n-A FORWARD -j ACCEPT'}, "items[0].metadata.name", "invalid pod name"),
+        ({"name": "p", "namespace": "a\u001b[31m"}, "items[0].metadata.namespace", "invalid namespace name"),
+        ({"name": "p", "namespace": []}, "items[0].metadata.namespace", "must be a string, not a list"),
+    ],
+)
+def test_hostile_names_cannot_reach_the_output(
+    tmp_path: Path, metadata: dict[str, object], where: str, rule: str
+) -> None:
+    """An inventory object Kubernetes could not hold is refused where it stands (before, names
+    and labels were taken as given and sanitised on the way out, a namespace [] read as
+    "default"); apply and the agent skip it with the same words."""
     policy = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -266,23 +283,66 @@ def test_hostile_names_cannot_reach_the_output(tmp_path: Path) -> None:
     (tmp_path / "p.json").write_text(json.dumps(policy))
     inventory = {
         "kind": "List",
-        "items": [
-            {
-                "kind": "Pod",
-                "metadata": {
-                    "name": 'p"\n-A FORWARD -j ACCEPT',
-                    "namespace": "default",
-                    "labels": {"app": "x\nCOMMIT"},
-                },
-                "status": {"podIP": "10.1.1.1"},
-            },
-        ],
+        "items": [{"kind": "Pod", "metadata": metadata, "status": {"podIP": "10.1.1.1"}}],
     }
     (tmp_path / "inv.json").write_text(json.dumps(inventory))
     result = npc("compile", str(tmp_path / "p.json"), "--inventory", str(tmp_path / "inv.json"))
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert "inv.json:1:" in result.stderr and f"{where}: {rule}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("pod", "where", "rule"),
+    [
+        ({"status": {"podIP": "10.1.1.0/24"}}, "items[0].status.podIP", "is a network"),
+        (
+            {"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "name": "HTTP"}]}]}},
+            "items[0].spec.containers[0].ports[0].name",
+            "invalid port name",
+        ),
+        (
+            {"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "protocol": []}]}]}},
+            "items[0].spec.containers[0].ports[0].protocol",
+            "must be a string",
+        ),
+    ],
+)
+def test_inventory_fields_kubernetes_would_refuse_are_errors(
+    tmp_path: Path, pod: dict[str, object], where: str, rule: str
+) -> None:
+    """A network was read as its first address, a port name against Kubernetes' rules kept, and a
+    protocol [] read as TCP."""
+    item = {"kind": "Pod", "metadata": {"name": "p", "namespace": "default"}, "status": {"podIP": "10.1.1.1"}}
+    (tmp_path / "inv.json").write_text(json.dumps({"kind": "List", "items": [{**item, **pod}]}))
+    result = npc("compile", str(EXAMPLES / "policies"), "--inventory", str(tmp_path / "inv.json"))
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert f"{where}: " in result.stderr and rule in result.stderr, result.stderr
+
+
+def test_an_object_listed_twice_differently_is_an_error_whatever_the_order(tmp_path: Path) -> None:
+    """Which copy of a namespace held (its labels) depended on the order of the items, and so
+    did the sets; a copy listed twice alike is one object."""
+    labelled = [{"kind": "Namespace", "metadata": {"name": "prod", "labels": {"env": e}}} for e in ("a", "b")]
+    for order in (labelled, labelled[::-1]):
+        (tmp_path / "inv.json").write_text(json.dumps({"kind": "List", "items": order}))
+        result = npc("compile", str(EXAMPLES / "policies"), "--inventory", str(tmp_path / "inv.json"))
+        assert result.returncode == 1, result.stderr
+        assert "items[1]: namespace prod is listed twice, differently (first at items[0])" in result.stderr
+    (tmp_path / "inv.json").write_text(json.dumps({"kind": "List", "items": [labelled[0], labelled[0]]}))
+    result = npc("compile", str(EXAMPLES / "policies"), "--inventory", str(tmp_path / "inv.json"))
     assert result.returncode == 0, result.stderr
-    assert "-A FORWARD -j ACCEPT" not in result.stdout
-    assert "COMMIT\n" in result.stdout and "x\nCOMMIT" not in result.stdout
+
+
+def test_pods_sharing_an_address_are_named(tmp_path: Path) -> None:
+    pods = [
+        {"kind": "Pod", "metadata": {"name": n, "namespace": "default"}, "status": {"podIP": "10.1.1.1"}}
+        for n in ("a", "b")
+    ]
+    (tmp_path / "inv.json").write_text(json.dumps({"kind": "List", "items": pods}))
+    result = npc("compile", str(EXAMPLES / "policies"), "--inventory", str(tmp_path / "inv.json"))
+    assert result.returncode == 0, result.stderr
+    assert "pods default/a, default/b share the address 10.1.1.1" in result.stderr
 
 
 def test_other_groups_policies_are_skipped_but_unknown_versions_of_ours_are_errors(tmp_path: Path) -> None:

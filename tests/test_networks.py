@@ -343,7 +343,7 @@ def test_networks_file(tmp_path: Path) -> None:
         ("networks:\n- name: default\n- name: net2\n", (3, 9, "networks[1].name"), "needs an IP source"),
         ("networks:\n- name: default\n- name: default\n", (3, 9, "networks[1].name"), "listed twice"),
         ("networks:\n- name: n\n  ipSrc: genie:ip2\n", (3, 3, "networks[0].ipSrc"), "unknown field"),
-        ("networks:\n- {name: n, ipSource: 'genie:ip2', policyKinds: [Foo]}\n", (2, 49, "networks[0].policyKinds"), "unknown policy kind"),
+        ("networks:\n- {name: m, ipSource: 'genie:ip2', policyKinds: [Foo]}\n", (2, 49, "networks[0].policyKinds"), "unknown policy kind"),
         ("networks: []\n", (1, 11, "networks"), "at least one"),
         ("networks:\n- {name: default, ipFamilies: [IPv4, ipv6]}\n", (2, 31, "networks[0].ipFamilies"), "unknown IP family \"ipv6\""),
         ("networks:\n- {name: default, ipFamilies: []}\n", (2, 31, "networks[0].ipFamilies"), "no IP family given"),
