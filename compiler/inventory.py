@@ -166,13 +166,16 @@ def _container_ports(spec: Mapping[str, Any]) -> tuple[NamedPort, ...]:
                     raise fail(
                         (*at, "containerPort"), f"must be between 1 and 65535, inclusive, not {show(number)}"
                     )
-                protocol = _optional(port, "protocol", at) or "TCP"
+                protocol = port.get("protocol")
+                if not isinstance(protocol, str) and protocol is not None:  # not [] or 0 for TCP
+                    raise fail((*at, "protocol"), f"must be a string, not {type_name(protocol)}")
+                protocol = protocol or "TCP"  # absent, null or "": Go's zero value
                 if protocol not in PROTOCOLS:
                     raise fail(
                         (*at, "protocol"), f"unsupported protocol {show(protocol)}: must be TCP, UDP or SCTP"
                     )
                 if name := _optional(port, "name", at):
-                    check_name(name, (*at, "name"), port_name_problem(name), "port name")
+                    check_name(name, (*at, "name"), _port_name_problem(name), "port name")
                     out.append(NamedPort(name, protocol, number))
     return tuple(out)
 
@@ -184,22 +187,25 @@ def _optional(struct: Mapping[str, Any], key: str, parts: FieldPath) -> str:
     return "" if value is None else string(value, (*parts, key))
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _label_problem(key: str, value: str) -> tuple[bool, str] | None:
-    """What is wrong with one label (at its key or not), remembered: at 50k pods the same few
-    keys and values recur."""
-    if problem := qualified_name_problem(key):
-        return True, f"invalid label key {show(key)}: {problem}"
-    if problem := label_value_problem(value):
-        return False, f"invalid label value {show(value)}: {problem}"
-    return None
+_port_name_problem = functools.lru_cache(maxsize=1 << 12)(port_name_problem)  # a few names recur
+
+
+_VALID_LABELS: set[tuple[str, str]] = set()  # checked once: at 50k pods the same few recur
+_VALID_NAMESPACES: set[str] = set()
+_VALID_LABELS_MAX = 1 << 16  # each
 
 
 def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
     found = _string_map(meta.get("labels"), ("metadata", "labels"))
-    for key, value in found.items():
-        if problem := _label_problem(key, value):
-            raise fail(("metadata", "labels", MapKey(key)), problem[1], at_key=problem[0])
+    for label in found.items():
+        if label in _VALID_LABELS:
+            continue
+        key, value = label
+        at: FieldPath = ("metadata", "labels", MapKey(key))
+        check_name(key, at, qualified_name_problem(key), "label key", at_key=True)
+        check_name(value, at, label_value_problem(value), "label value")
+        if len(_VALID_LABELS) < _VALID_LABELS_MAX:
+            _VALID_LABELS.add(label)
     return found
 
 
@@ -227,7 +233,10 @@ def _object(obj: object, ip_source: IPSource, lenient: bool) -> tuple[_Found, li
         return _Found(namespace=Namespace(name, labels, annotations)), warnings
     check_name(name, ("metadata", "name"), dns_subdomain_problem(name), "pod name")
     namespace = _optional(meta, "namespace", ("metadata",)) or "default"
-    check_name(namespace, ("metadata", "namespace"), dns_label_problem(namespace), "namespace name")
+    if namespace not in _VALID_NAMESPACES:
+        check_name(namespace, ("metadata", "namespace"), dns_label_problem(namespace), "namespace name")
+        if len(_VALID_NAMESPACES) < _VALID_LABELS_MAX:
+            _VALID_NAMESPACES.add(namespace)
     spec = _mapping(obj.get("spec"), ("spec",))
     phase = _mapping(obj.get("status"), ("status",)).get("phase")
     if spec.get("hostNetwork") or phase in ("Succeeded", "Failed"):
@@ -254,10 +263,10 @@ def _shared_addresses(pods: Iterable[Pod]) -> list[str]:
     for pod in pods:
         for ip in pod.ips:
             holders.setdefault(ip, []).append(f"{pod.namespace}/{pod.name}")
+    shared = sorted((ip.version, ip, names) for ip, names in holders.items() if len(names) > 1)
     return [
         f"pods {', '.join(sorted(names))} share the address {ip}: each is allowed what the others are"
-        for ip, names in sorted(holders.items(), key=lambda item: (item[0].version, item[0]))
-        if len(names) > 1
+        for _, ip, names in shared
     ]
 
 
@@ -313,7 +322,9 @@ def build_inventory(
             warnings.extend(notes)
             for key, value in _keyed(found):
                 held = kept.setdefault(key, value)
-                first.setdefault(key, base)
+                if held is value:
+                    first[key] = base
+                    continue
                 if held == value:
                     continue
                 problem = (
