@@ -217,8 +217,8 @@ class _Found:
 
 def _object(obj: object, ip_source: IPSource, lenient: bool) -> tuple[_Found, list[str]]:
     """One Namespace or Pod object (anything else: nothing); FieldError for a malformed one."""
-    if not isinstance(obj, dict):
-        return _Found(), []
+    if not isinstance(obj, dict):  # what a failed command printed is no "no pods"
+        raise fail((), f"must be a Kubernetes object (kind, apiVersion, ...), not {type_name(obj)}")
     kind = obj.get("kind")
     if kind not in ("Namespace", "Pod"):
         return _Found(), []

@@ -195,11 +195,19 @@ class _Reader:
 
     def _object(self, obj: object, origin: _Origin) -> None:
         name = origin.source.name
-        if not isinstance(obj, dict):
-            self._ignore(name, f"a document that is {type_name(obj)}, not a Kubernetes object")
-            return
+        if not isinstance(obj, dict):  # as what a failed command printed: never "no policies"
+            raise origin.error(
+                fail((), f"must be a Kubernetes object (kind, apiVersion, ...), not {type_name(obj)}")
+            )
         kind = obj.get("kind")
         api_version = obj.get("apiVersion")
+        if isinstance(kind, str) and kind.endswith("List") and not isinstance(obj.get("items"), list):
+            problem = (
+                "required" if obj.get("items") is None else f"must be a list, not {type_name(obj['items'])}"
+            )
+            raise origin.error(fail(("items",), f"{problem}: a {kind} holds its objects there"))
+        if kind is not None and not isinstance(kind, str):
+            raise origin.error(fail(("kind",), f"must be a string, not {type_name(kind)}"))
         if isinstance(kind, str) and kind in API_VERSIONS and not _foreign_group(api_version):
             try:
                 policy = policy_from_object(obj, source=name)
@@ -217,8 +225,9 @@ class _Reader:
             group = f" of {printable(str(api_version))}" if kind in API_VERSIONS else ""
             self._ignore(name, f"kind {printable(kind)}{group}")
         elif isinstance(api_version, str) and api_version in _POLICY_API_VERSIONS:
-            problem = "required" if kind is None else f"must be a string, not {type_name(kind)}"
-            raise origin.error(fail(("kind",), problem))
+            raise origin.error(fail(("kind",), "required"))
+        elif name == STDIN_NAME:  # a command's output has kinds; without, it is what a failed one printed
+            raise origin.error(fail(("kind",), "required (on stdin, where files may hold other YAML)"))
         else:
             self._ignore(name, "a document without kind")
 

@@ -6,6 +6,7 @@ In each case text, ``»`` marks where the error must point; it is removed before
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import textwrap
@@ -350,6 +351,12 @@ DOCUMENT_CASES = [
         "must be a mapping",
     ),
     ("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: »a.b\n", "metadata.name", "RFC 1123 label"),
+    # what a failed command prints, read as "no policies" with a note; a List's items elsewhere
+    ("»You must be logged in to the server (Unauthorized)\n", "", "must be a Kubernetes object"),
+    ("- »3\n", "", "must be a Kubernetes object (kind, apiVersion, ...), not an integer"),
+    ("apiVersion: v1\nkind: List\nitems: »null\n", "items", "required: a List holds its objects there"),
+    ("apiVersion: v1\nkind: List\nitems: »{a: 1}\n", "items", "must be a list, not a mapping"),
+    ("apiVersion: v1\nkind: »5\n", "kind", "must be a string, not an integer"),
 ]
 
 
@@ -358,6 +365,17 @@ DOCUMENT_CASES = [
 )
 def test_document_errors(tmp_path: Path, text: str, field: str, rule: str) -> None:
     check(tmp_path, text, field, rule)
+
+
+def test_a_failed_commands_words_on_stdin_are_an_error_not_no_policies() -> None:
+    """``error: You must be logged in`` is a mapping without kind: in a file, other YAML of a
+    GitOps folder (a note); on stdin, what a failed ``kubectl get`` printed, which applied would
+    remove every policy."""
+    with pytest.raises(InputError) as info:
+        read_policy_sources(
+            ["-"], stdin=io.StringIO("error: You must be logged in to the server (Unauthorized)\n")
+        )
+    assert info.value.path == "kind" and "required (on stdin" in info.value.message
 
 
 def test_error_in_second_document_and_list_item(tmp_path: Path) -> None:

@@ -320,6 +320,14 @@ def test_inventory_fields_kubernetes_would_refuse_are_errors(
     assert f"{where}: " in result.stderr and rule in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("text", ["5", '"error: You must be logged in"', "[3]"])
+def test_an_inventory_of_no_objects_is_an_error_not_no_pods(tmp_path: Path, text: str) -> None:
+    (tmp_path / "inv.json").write_text(text)
+    result = npc("compile", str(EXAMPLES / "policies"), "--inventory", str(tmp_path / "inv.json"))
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert "must be a Kubernetes object (kind, apiVersion, ...)" in result.stderr
+
+
 def test_an_object_listed_twice_differently_is_an_error_whatever_the_order(tmp_path: Path) -> None:
     """Which copy of a namespace held (its labels) depended on the order of the items, and so
     did the sets; a copy listed twice alike is one object."""
