@@ -15,7 +15,10 @@ from .networks import IP_SOURCE_HELP, NetworkSpec, check_network_name, network_s
 
 
 def _mark(text: str) -> int:
-    value = int(text, 0)
+    try:
+        value = int(text, 0)
+    except ValueError:  # argparse said "invalid _mark value"
+        raise argparse.ArgumentTypeError("must be a single bit, e.g. 0x1000000") from None
     if value <= 0 or value & (value - 1) or value > 0x80000000:
         raise argparse.ArgumentTypeError("must be a single bit, e.g. 0x1000000")
     return value
@@ -119,3 +122,19 @@ def options_from_args(args: argparse.Namespace) -> Options:
         iptables=getattr(args, "iptables", None),
         wait=getattr(args, "wait", DEFAULT_WAIT),
     )
+
+
+class Once(argparse.Action):
+    """A flag that takes one value: given twice, a usage error (argparse keeps the last, and
+    ``explain --port tcp/80 --port tcp/443`` answered for 443 alone)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            raise argparse.ArgumentError(self, "given twice: it takes one value")
+        setattr(namespace, self.dest, values)

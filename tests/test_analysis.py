@@ -627,6 +627,7 @@ def test_bad_policy_is_reported_with_its_position(tmp_path: Path, capsys: pytest
         (["--port", "icmp/1"], 2, "PROTO tcp, udp or sctp"),
         (["--port", "tcp/Bad_Name"], 2, "container port name"),
         (["--format", "pdf"], 2, "invalid choice"),
+        (["--port", "tcp/\u0668\u0660"], 2, "a port is a number 1-65535"),  # Arabic-Indic 80 was port 80
     ],
 )
 def test_bad_flags_are_usage_errors(
@@ -635,6 +636,24 @@ def test_bad_flags_are_usage_errors(
     folder, inventory = write_cluster(tmp_path, CLUSTER, [])
     got, out, err = run(capsys, "matrix", folder, "--inventory", inventory, *argv)
     assert (got, out) == (code, "") and message in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--to", "10.0.0.0/8"], "is a network"),  # answered for 10.0.0.0
+        (["--to", "fe80::1%eth0"], "has a zone"),  # answered for fe80::1
+        (["--to", "default/b", "--port", "tcp/443"], "given twice"),  # answered for 443 alone
+        (["--to", "default/b", "--from", "default/b"], "given twice"),
+    ],
+)
+def test_explain_refuses_what_it_would_change_to_answer(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, inventory = write_cluster(tmp_path, CLUSTER, [])
+    code, out, err = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/a",
+                         "--port", "tcp/80", *argv)  # fmt: skip
+    assert (code, out) == (2, "") and message in err, err
 
 
 def test_explain_of_an_unknown_pod_is_invalid_input(

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 import attrs
 
 from .. import collector
-from ..arguments import add_network_args, add_paths, given, network_from_args
-from ..errors import InputError
+from ..arguments import Once, add_network_args, add_paths, given, network_from_args
+from ..errors import InputError, UsageError
 from ..ir import Program
 from ..pipeline import Sources, read_sources
 from .explain import Endpoint, Explainer
@@ -63,9 +63,9 @@ def explain_arguments(p: argparse.ArgumentParser) -> None:
 
     add_paths(p)
     _inventory(p)
-    p.add_argument("--from", dest="source", required=True, metavar="NS/POD")
-    p.add_argument("--to", dest="target", required=True, metavar="NS/POD|ADDRESS")
-    p.add_argument("--port", required=True, type=parse_port, metavar="PROTO/PORT")
+    p.add_argument("--from", dest="source", required=True, metavar="NS/POD", action=Once)
+    p.add_argument("--to", dest="target", required=True, metavar="NS/POD|ADDRESS", action=Once)
+    p.add_argument("--port", required=True, type=parse_port, metavar="PROTO/PORT", action=Once)
     p.add_argument("--format", default="text", choices=("text", "json"))
 
 
@@ -135,7 +135,7 @@ def run_matrix(args: argparse.Namespace, notes: Notes) -> int:
 def _endpoint(model: Model, text: str, inventory: str, family: int | None) -> Endpoint:
     """A pod named ``ns/name`` (its address in ``family``), or an address (a pod's if one has it)."""
     try:
-        ip = ipaddress.ip_interface(text).ip
+        interface = ipaddress.ip_interface(text)
     except ValueError:
         pod = model.pod(text)
         if pod is None:
@@ -144,6 +144,11 @@ def _endpoint(model: Model, text: str, inventory: str, family: int | None) -> En
         if found is None:
             raise InputError(f"pod {text!r} has no IPv{family} address on this network", inventory) from None
         return Endpoint(found, pod)
+    ip = interface.ip
+    if "/" in text and interface.network.prefixlen != ip.max_prefixlen:  # 10.0.0.0/8 answered for 10.0.0.0
+        raise UsageError(f"{text!r} is a network: explain answers for one address (or NS/POD)")
+    if "%" in text:  # ip_interface drops the zone
+        raise UsageError(f"{text!r} has a zone: a pod or ipBlock address has none")
     return Endpoint(ip, model.owner(ip))
 
 

@@ -35,7 +35,7 @@ def parse_port(text: str) -> PortQuery:
     if not slash or protocol.upper() not in PROTOCOLS:
         raise argparse.ArgumentTypeError(f"{text!r}: expected PROTO/PORT with PROTO tcp, udp or sctp")
     proto: Protocol = PROTOCOLS[PROTOCOLS.index(protocol.upper())]
-    if port.isdigit():
+    if port.isascii() and port.isdigit():  # str.isdigit and int take other scripts' digits (٨٠)
         if not 1 <= int(port) <= 65535:
             raise argparse.ArgumentTypeError(f"{text!r}: port must be 1-65535")
         return PortQuery(proto, int(port))
