@@ -42,11 +42,28 @@ def network_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _Paths(argparse.Action):
+    """Policy paths: ``-`` at most once (read again, stdin is empty, which read as "holds no
+    document")."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option: str | None = None,
+    ) -> None:
+        if isinstance(values, list) and values.count("-") > 1:
+            raise argparse.ArgumentError(self, "- (stdin) given twice: a pipe can be read once")
+        setattr(namespace, self.dest, values)
+
+
 def add_paths(p: argparse.ArgumentParser, metavar: str = "PATH") -> None:
     p.add_argument(
         "paths",
         nargs="+",
         type=given,
+        action=_Paths,
         metavar=metavar,
         help="policy files or folders (.yaml .yml .json .npc), - for stdin",
     )

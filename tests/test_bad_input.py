@@ -346,6 +346,12 @@ DOCUMENT_CASES = [
         "not valid JSON",
     ),
     (
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n  annotations:\n"
+        '    net.beta.kubernetes.io/network-policy: »\'{"ingress": ' + "9" * 5000 + "}'\n",
+        "metadata.annotations[net.beta.kubernetes.io/network-policy]",
+        "a number of thousands of digits",  # was Python's own advice (sys.set_int_max_str_digits)
+    ),
+    (
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n  labels: »[a]\n",
         "metadata.labels",
         "must be a mapping",

@@ -234,6 +234,15 @@ def test_a_wait_that_is_no_number_of_seconds_is_a_usage_error(command: str, wait
     assert result.returncode == 2 and says in result.stderr, result.stderr
 
 
+def test_stdin_given_twice_is_a_usage_error() -> None:
+    """Read again, stdin is empty: "holds no document", exit 1, as if the pipe had failed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "npc", "compile", "-", "-"], input='{"kind": "List", "items": []}',
+        capture_output=True, text=True, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2 and "- (stdin) given twice" in done.stderr, done.stderr
+
+
 def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
     result = npc("compile", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1

@@ -20,6 +20,8 @@ def isolates_ingress(value: str) -> bool:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    except ValueError:  # an integer past Python's digit limit (its message names a Python function)
+        raise ValueError("not valid JSON for it (a number of thousands of digits)") from None
     if doc is None:
         return False
     if not isinstance(doc, dict):
