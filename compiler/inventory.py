@@ -36,7 +36,7 @@ from .frontends.validate import (
     type_name,
 )
 from .ir import NAMESPACE_NAME_LABEL, PROTOCOLS, Address
-from .text import UTF8_BOM, Text, decode, read_bytes, read_stdin
+from .text import STDIN_NAME, UTF8_BOM, Text, decode, read_bytes, read_stdin
 
 
 @attrs.frozen
@@ -310,6 +310,10 @@ def build_inventory(
         for base, obj in objects_in(doc, keep):
             if isinstance(obj, dict) and str(obj.get("kind", "")).endswith("List"):
                 raise _error(fail(("items",), "must be a list"), base, file, text, index)
+            if file == STDIN_NAME and isinstance(obj, dict) and obj.get("kind") is None:  # as policies'
+                raise _error(
+                    fail(("kind",), "required (what a failed command printed?)"), base, file, text, index
+                )
             if keep is not None and isinstance(obj, dict) and not keep(obj):
                 continue
             try:

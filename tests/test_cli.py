@@ -243,6 +243,22 @@ def test_stdin_given_twice_is_a_usage_error() -> None:
     assert done.returncode == 2 and "- (stdin) given twice" in done.stderr, done.stderr
 
 
+def test_an_inventory_on_stdin_without_kind_is_an_error_not_no_pods() -> None:
+    """A typed list's items have no kind of their own and are read; a mapping without kind is what
+    a failed command printed, which read as "no pods" would empty every set."""
+    policies = str(EXAMPLES / "policies")
+    for text, code in (
+        ('{"kind": "PodList", "items": [{"metadata": {"name": "a"}, "status": {"podIP": "10.1.1.1"}}]}', 0),
+        ("error: You must be logged in to the server (Unauthorized)\n", 1),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "npc", "compile", policies, "--inventory", "-"],
+            input=text, capture_output=True, text=True, check=False, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode == code, done.stderr
+    assert "<stdin>:1:1: error: kind: required" in done.stderr
+
+
 def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
     result = npc("compile", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1
