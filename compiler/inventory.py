@@ -192,7 +192,7 @@ _port_name_problem = functools.lru_cache(maxsize=1 << 12)(port_name_problem)  # 
 
 _VALID_LABELS: set[tuple[str, str]] = set()  # checked once: at 50k pods the same few recur
 _VALID_NAMESPACES: set[str] = set()
-_VALID_LABELS_MAX = 1 << 16  # each
+_REMEMBERED = 1 << 16  # valid labels and namespaces kept at most, each
 
 
 def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
@@ -204,7 +204,7 @@ def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
         at: FieldPath = ("metadata", "labels", MapKey(key))
         check_name(key, at, qualified_name_problem(key), "label key", at_key=True)
         check_name(value, at, label_value_problem(value), "label value")
-        if len(_VALID_LABELS) < _VALID_LABELS_MAX:
+        if len(_VALID_LABELS) < _REMEMBERED:
             _VALID_LABELS.add(label)
     return found
 
@@ -235,7 +235,7 @@ def _object(obj: object, ip_source: IPSource, lenient: bool) -> tuple[_Found, li
     namespace = _optional(meta, "namespace", ("metadata",)) or "default"
     if namespace not in _VALID_NAMESPACES:
         check_name(namespace, ("metadata", "namespace"), dns_label_problem(namespace), "namespace name")
-        if len(_VALID_NAMESPACES) < _VALID_LABELS_MAX:
+        if len(_VALID_NAMESPACES) < _REMEMBERED:
             _VALID_NAMESPACES.add(namespace)
     spec = _mapping(obj.get("spec"), ("spec",))
     phase = _mapping(obj.get("status"), ("status",)).get("phase")

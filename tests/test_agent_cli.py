@@ -24,7 +24,10 @@ import pytest
         (["--policies", "p", "--backend", "nftables", "--iptables", "nft"], "--iptables applies"),
         (["--policies", "p", "--backend", "calico", "--iptables", "nft"], "--iptables applies"),
         (["--policies", "p", "--backend", "weave", "--mark", "0x10"], "Weave Net's mark is 0x40000"),
-        (["--policies", "p", "--mark", "abc"], "argument --mark: must be a single bit"),  # "invalid _mark value"
+        (
+            ["--policies", "p", "--mark", "abc"],
+            "argument --mark: must be a single bit",
+        ),  # "invalid _mark value"
         (["--artefacts="], "argument --artefacts: must not be empty"),  # not the API instead
         (["--policies", "p", "--inventory", ""], "argument --inventory: must not be empty"),
         (["--policies", "p", "--inventory", "i", "--node", ""], "argument --node: must not be empty"),
