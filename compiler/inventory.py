@@ -22,15 +22,14 @@ from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingre
 from .frontends.positions import FieldPath, MapKey, locate, printable, render_path, show, snippet
 from .frontends.validate import (
     FieldError,
+    check_label,
     check_name,
     dns_label_problem,
     dns_subdomain_problem,
     fail,
     integer,
     items,
-    label_value_problem,
     port_name_problem,
-    qualified_name_problem,
     required,
     string,
     type_name,
@@ -200,10 +199,7 @@ def _labels(meta: Mapping[str, Any]) -> dict[str, str]:
     for label in found.items():
         if label in _VALID_LABELS:
             continue
-        key, value = label
-        at: FieldPath = ("metadata", "labels", MapKey(key))
-        check_name(key, at, qualified_name_problem(key), "label key", at_key=True)
-        check_name(value, at, label_value_problem(value), "label value")
+        check_label(*label, ("metadata", "labels"))
         if len(_VALID_LABELS) < _REMEMBERED:
             _VALID_LABELS.add(label)
     return found

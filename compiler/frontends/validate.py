@@ -209,10 +209,15 @@ def labels(value: object, parts: FieldPath) -> dict[str, str]:
     """A label map: keys qualified names, values label values."""
     out = string_map(value, parts)
     for key, item in out.items():
-        where: FieldPath = (*parts, MapKey(key))
-        check_name(key, where, qualified_name_problem(key), "label key", at_key=True)
-        check_name(item, where, label_value_problem(item), "label value")
+        check_label(key, item, parts)
     return out
+
+
+def check_label(key: str, value: str, parts: FieldPath) -> None:
+    """One label of the map at ``parts``: its key a qualified name, its value a label value."""
+    where: FieldPath = (*parts, MapKey(key))
+    check_name(key, where, qualified_name_problem(key), "label key", at_key=True)
+    check_name(value, where, label_value_problem(value), "label value")
 
 
 _TOTAL_ANNOTATION_SIZE = 256 * 1024
