@@ -8,6 +8,7 @@ import errno
 import os
 import random
 import re
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -91,12 +92,48 @@ def test_netlink_makes_the_sets_ipset_restore_makes(two: tuple[Netns, Netns], se
     ) == len(made[0].members)
 
 
+class Counting(InNetns):
+    """The namespace's kernel, and how many messages each datagram sent it held."""
+
+    def __init__(self, netns: Netns) -> None:
+        super().__init__(netns)
+        self.sizes: list[int] = []
+
+    def netfilter(self, batch: bytes, replies: int, answers: list[bytes] | None = None) -> list[int]:
+        at, count = 0, 0
+        while at < len(batch):
+            at += struct.unpack_from("=I", batch, at)[0]
+            count += 1
+        self.sizes.append(count)
+        return super().netfilter(batch, replies, answers)
+
+
+@pytest.mark.parametrize(("ready", "sizes"), [(None, [100]), (True, [100]), (False, [16] * 6 + [4])])
+def test_sets_not_yet_built_send_what_is_batched(
+    two: tuple[Netns, Netns], ready: bool | None, sizes: list[int]
+) -> None:
+    """While the next set is not at hand (``ready`` False: still being built), what is batched
+    goes to the kernel once it is ``EARLY_MESSAGES`` long; else up to ``SEND_MESSAGES`` go in one
+    datagram. The sets are made the same either way."""
+    netns, by_restore = two
+    made = [set_text(f"npc-t-{i}", "hash:ip", 4, [(f"10.0.0.{i}", False)]) for i in range(50)]
+    counting = Counting(netns)
+    waiting = None if ready is None else lambda: ready
+    assert ipset_netlink.create_sets(counting, made, ready=waiting) == ""
+    assert counting.sizes[1:] == sizes  # after the question of the set type's revision
+    text = render_sets(Lowered(network="default", families=()), made)
+    assert InNetns(by_restore)(["ipset", "restore"], text).returncode == 0
+    assert netns.state() == by_restore.state()
+
+
 def test_a_refusal_names_the_set_and_the_reason(two: tuple[Netns, Netns]) -> None:
     netns, _ = two
     netns.run("ipset", "create", "npc-t-taken", "hash:ip")
     first = set_text("npc-t-first", "hash:ip", 4, [("10.0.0.1", False)])
     taken = set_text("npc-t-taken", "hash:ip", 4, [("10.0.0.2", False)])
-    error = ipset_netlink.create_sets(InNetns(netns), [first, taken])
+    last = set_text("npc-t-last", "hash:ip", 4, [("10.0.0.3", False)])
+    error = ipset_netlink.create_sets(InNetns(netns), [first, taken, last])
+    # the refusal is the third message of one datagram whose last alone asks for an answer
     assert error == "set npc-t-taken: a set of that name exists already"
     assert "npc-t-first" in netns.run("ipset", "list", "-n").stdout
 

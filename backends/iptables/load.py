@@ -67,7 +67,7 @@ from ...resolve import Entry
 from ..base import MemberDelta, Runner, RunsTogether, SendsNetfilter, run_together, while_running
 from ..nftables.load import npc_tables
 from ..nftables.render import table_name
-from .ipset_netlink import create_sets
+from .ipset_netlink import Built, create_sets, fill_messages
 from .mark_tree import Marks
 from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, destruction_order, names_of
 from .render import (
@@ -311,14 +311,20 @@ def ipset_lines(run: Runner, lines: Sequence[str], exist: bool = False) -> tuple
 
 
 def create_new_sets(
-    run: Runner, lowered: Lowered, specs: Iterable[SetText], create: bool = True, fill: bool = True
+    run: Runner,
+    lowered: Lowered,
+    specs: Iterable[SetText],
+    create: bool = True,
+    fill: bool = True,
+    ready: Callable[[], bool] | None = None,
 ) -> str:
     """Create ``specs`` with their members: over netlink where the runner sends it itself
     (``ipset_netlink``: no libipset parsing every line; ``create``, ``fill``: one of the two
-    alone), else ``ipset restore``, ``RESTORE_SETS`` sets per process, both at once when asked
-    to create. The first refusal ("" if none); after one, not every set exists."""
+    alone; ``ready``: whether ``specs`` has its next at once, see ``create_sets``), else ``ipset
+    restore``, ``RESTORE_SETS`` sets per process, both at once when asked to create. The first
+    refusal ("" if none); after one, not every set exists."""
     if isinstance(run, SendsNetfilter):
-        return create_sets(run, specs, create, fill)
+        return create_sets(run, specs, create, fill, ready)
     if not create:
         return ""  # filled as they were created
     listed = list(specs)
@@ -566,8 +572,12 @@ def apply_iptables(
 
     def create() -> str:
         if in_parts:
-            return create_new_sets(run, lowered, iter(built.get, None), fill=False)
+            return create_new_sets(
+                run, lowered, iter(built.get, None), fill=False, ready=lambda: not built.empty()
+            )
         return create_new_sets(run, lowered, creating)
+
+    filling: list[Built] = []  # in parts: the members' messages, built while the sets are created
 
     def build_then_prepare() -> _Prepared:
         if in_parts:
@@ -577,10 +587,15 @@ def apply_iptables(
                     built.put(fresh[-1])
             finally:
                 built.put(None)
-        return prepare()
+        prepared = prepare()
+        if in_parts:
+            filling.append(fill_messages(fresh))
+        return prepared
 
     def fill() -> str:
-        return create_new_sets(run, lowered, creating, create=False) if in_parts else ""
+        if in_parts and isinstance(run, SendsNetfilter):  # as ``in_parts`` says
+            return create_sets(run, filling[0], create=False)
+        return ""
 
     def prepare() -> _Prepared:
         """Per family, its tables as they are and the restore input that edits them (rendered
