@@ -486,6 +486,44 @@ def test_explain_to_an_address_outside_the_cluster(
     assert answers["10.0.0.2"]["to"] == "default/b" and not answers["10.0.0.2"]["allowed"]
 
 
+def test_explain_answers_for_the_family_of_an_address_given_and_says_which(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Egress of every pod to IPv6 only: a connection is allowed in IPv6 and denied in IPv4. An
+    address on either side fixes the family (two of different families are no connection); two
+    pods are answered in the first family the network polices, and the text says so."""
+    cluster = [
+        _namespace("default"),
+        _pod("default", "a", "10.0.0.1,fd00::1", {"app": "a"}),
+        _pod("default", "b", "10.0.0.2,fd00::2", {"app": "b"}),
+    ]
+    policy = _policy("v6-out", {"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "fd00::/16"}}]}],
+                                "policyTypes": ["Egress"]})  # fmt: skip
+    folder, inventory = write_cluster(tmp_path, cluster, [policy])
+
+    def answer(*argv: str) -> tuple[bool, str]:
+        code, out, err = run(capsys, "explain", folder, "--inventory", inventory, "--port", "tcp/80",
+                             "--format", "json", *argv)  # fmt: skip
+        assert code == 0, err
+        data = json.loads(out)
+        return data["allowed"], data["ipFamily"]
+
+    assert answer("--from", "default/a", "--to", "fd00::2") == (True, "IPv6")
+    assert answer("--from", "fd00::1", "--to", "default/b") == (True, "IPv6")
+    assert answer("--from", "10.0.0.1", "--to", "default/b") == (False, "IPv4")
+    assert answer("--from", "default/a", "--to", "default/b") == (False, "IPv4")
+    assert answer("--from", "default/a", "--to", "default/b", "--ip-families", "IPv6") == (True, "IPv6")
+    code, out, err = run(capsys, "explain", folder, "--inventory", inventory, "--port", "tcp/80",
+                         "--from", "10.0.0.1", "--to", "fd00::2")  # fmt: skip
+    assert (code, out) == (2, "") and "different IP families" in err
+    code, out, _ = run(capsys, "explain", folder, "--inventory", inventory, "--port", "tcp/80",
+                       "--from", "default/a", "--to", "default/b")  # fmt: skip
+    assert code == 0 and out.splitlines()[:2] == [
+        "DENIED: default/a -> default/b tcp/80",
+        "(IPv4; both pods have IPv6 addresses too: ask with --to fd00::2 for that family)",
+    ]
+
+
 # --- diff ----------------------------------------------------------------------------------------------
 
 

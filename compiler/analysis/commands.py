@@ -17,7 +17,7 @@ import attrs
 from .. import collector
 from ..arguments import Once, add_network_args, add_paths, given, network_from_args
 from ..errors import InputError, UsageError
-from ..ir import Program
+from ..ir import Address, Program
 from ..pipeline import Sources, read_sources
 from .explain import Endpoint, Explainer
 from .focus import Focus, is_address
@@ -171,13 +171,39 @@ def run_explain(args: argparse.Namespace, notes: Notes) -> int:
     return 0
 
 
+def _family(args: argparse.Namespace, model: Model) -> int | None:
+    """The one IP family a connection has: an address's, given on either side (two of different
+    families are no connection), else the first the network polices in which both pods have an
+    address (else the destination's first), IPv4 before IPv6 as the matrix lists them."""
+    given = {ipaddress.ip_interface(t).version for t in (args.source, args.target) if is_address(t)}
+    if len(given) > 1:
+        raise UsageError(
+            f"--from {args.source} and --to {args.target} are of different IP families: a connection has one"
+        )
+    if given:
+        return given.pop()
+    pods = [model.pod(args.source), model.pod(args.target)]
+    carried = network_from_args(args).ip_families
+    common = [f for f in sorted(carried) if all(p is not None and address(p, f) for p in pods)]
+    return common[0] if common else None
+
+
+def _other_family(args: argparse.Namespace, src: Endpoint, dst: Endpoint) -> Address | None:
+    """For two pods named (no address given), the destination's address in the other family the
+    network polices when both pods have one: what the text answer, of one family, leaves out."""
+    if is_address(args.source) or is_address(args.target) or src.pod is None or dst.pod is None:
+        return None
+    for family in network_from_args(args).ip_families:
+        found = address(dst.pod, family)
+        if family != dst.address.version and found is not None and address(src.pod, family):
+            return found
+    return None
+
+
 def explanation(args: argparse.Namespace, model: Model) -> str:
     """The answer, as ``--format`` asks."""
-    dst = _endpoint(model, args.target, args.inventory, None)
-    if dst.pod is not None and "/" in args.target and model.pod(args.target) is not None:
-        source_pod = model.pod(args.source)
-        common = [ip.version for ip in dst.pod.ips if source_pod and address(source_pod, ip.version)]
-        dst = _endpoint(model, args.target, args.inventory, common[0] if common else None)
+    family = _family(args, model)
+    dst = _endpoint(model, args.target, args.inventory, family)
     src = _endpoint(model, args.source, args.inventory, dst.address.version)
     if src.pod is None:
         raise InputError(f"--from must name a pod of the inventory, not {args.source!r}", args.inventory)
@@ -210,6 +236,12 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
     resolved = f" ({port})" if isinstance(query.port, str) and problem is None else ""
     lines = [f"{'ALLOWED' if allowed else 'DENIED'}: {src.name} -> {dst.name} {query.label}{resolved}"]
     lines += [problem] if problem else []
+    other = _other_family(args, src, dst)
+    if other is not None:
+        lines.append(
+            f"(IPv{dst.address.version}; both pods have IPv{other.version} addresses too: "
+            f"ask with --to {other} for that family)"
+        )
     return "\n".join([*lines, egress.text(), ingress.text(), ""])
 
 
