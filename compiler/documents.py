@@ -38,8 +38,7 @@ _RESOLVED_TEXT = 253  # longer texts (never a label key or value) are resolved e
 class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     """The C safe loader reading YAML as the API server does (sigs.k8s.io/yaml, go-yaml v2).
 
-    YAML 1.1's base-60 numbers (``1:20``) stay strings; an impossible date (``2024-13-45``)
-    stays a string; a value its tag cannot hold (``!!int "abc"``, a 5000-digit number) is an
+    YAML 1.1's base-60 numbers (``1:20``) and dates (``2024-01-31``) stay strings; a value its tag cannot hold (``!!int "abc"``, a 5000-digit number) is an
     error at its position rather than an exception from deep inside the constructor.
     """
 
@@ -94,11 +93,12 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
                 _RESOLVED[key] = tag
         return tag  # type: ignore[no-any-return]
 
-    def construct_lenient_timestamp(self, node: yaml.ScalarNode) -> object:
-        try:
-            return self.construct_yaml_timestamp(node)
-        except ValueError:
-            return self.construct_scalar(node)
+    def construct_timestamp_text(self, node: yaml.ScalarNode) -> str:
+        """A date (``2001-12-14``, ``2001-12-14t21:59:43.10-05:00``) is its text: go-yaml v2
+        resolves it as a timestamp but decodes it into an untyped value as the string it reads
+        ("for backward compatibility", decode.go), so the API server has the label value
+        ``2001-12-14``, where a date would be refused as no string."""
+        return str(self.construct_scalar(node))
 
 
 def _guarded(loader: Loader, node: yaml.Node, deep: bool = False) -> Any:
@@ -144,7 +144,7 @@ Loader.add_implicit_resolver(
 )
 Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
 Loader.bool_values = {**_BaseLoader.bool_values, "y": True, "n": False}
-Loader.add_constructor(_TIMESTAMP_TAG, Loader.construct_lenient_timestamp)
+Loader.add_constructor(_TIMESTAMP_TAG, Loader.construct_timestamp_text)
 
 
 class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]

@@ -103,7 +103,7 @@ SPEC_CASES = [
         "ingress:\n- ports:\n  - port: »",
         "spec.ingress[0].ports[0].port",
         ("[80]", "must be a port number or name"),
-        ("80.0", "must be a port number or name"),
+        ("80.5", "must be a port number or name"),
         ("true", "not a boolean"),
         ("0", "between 1 and 65535"),
         ("HTTP", "lowercase letters"),
@@ -253,8 +253,13 @@ SPEC_CASES = [
         "invalid label value",
     ),
     # scalars as go-yaml v2 reads them: a number or boolean there, not the name or label it spells
-    ("ingress:\n- ports:\n  - port: »1e3", "spec.ingress[0].ports[0].port", "not a decimal number"),
-    ("ingress:\n- ports:\n  - port: ».5e2", "spec.ingress[0].ports[0].port", "not a decimal number"),
+    ("ingress:\n- ports:\n  - port: »1e-3", "spec.ingress[0].ports[0].port", "not a decimal number"),
+    ("ingress:\n- ports:\n  - port: »80.5", "spec.ingress[0].ports[0].port", "not a decimal number"),
+    (
+        "ingress:\n- ports:\n  - port: 80\n    endPort: »90.5",
+        "spec.ingress[0].ports[0].endPort",
+        "not a decimal number",
+    ),
     ("podSelector:\n  matchLabels: {a: »y}", "spec.podSelector.matchLabels[a]", "not a boolean"),
     ("podSelector:\n  matchLabels: {a: »N}", "spec.podSelector.matchLabels[a]", "not a boolean"),
     # policyTypes

@@ -55,6 +55,32 @@ def test_an_octal_port_is_the_number_go_yaml_reads(tmp_path: Path) -> None:
     assert policy.ingress[0].ports == (PortSpec("TCP", 80),)
 
 
+@pytest.mark.parametrize(("text", "number"), [("1e3", 1000), (".5e2", 50), ("80.0", 80), ("8.0e1", 80)])
+def test_an_integral_decimal_port_is_the_integer_the_api_server_reads(
+    tmp_path: Path, text: str, number: int
+) -> None:
+    """kubectl and the API server read YAML through JSON (sigs.k8s.io/yaml), where Go writes the
+    float64 1000 as ``1000``: ``port: 1e3`` is port 1000, not an error; ``80.5`` is one."""
+    body = np({"podSelector": {}, "ingress": [{"ports": [{"port": 1, "endPort": 2}]}]})
+    edited = dump(body).replace("port: 1", f"port: {text}").replace("endPort: 2", f"endPort: {text}")
+    (policy,) = read_policy_sources([write(tmp_path, "p.yaml", edited)]).policies
+    assert policy.ingress[0].ports == (PortSpec("TCP", number),)
+
+
+def test_a_date_is_the_string_go_yaml_reads(tmp_path: Path) -> None:
+    """go-yaml v2 resolves ``2001-12-14`` as a timestamp but decodes it into an untyped value as
+    its text, so it is a valid label value to the API server (a time, ``2001-12-14t21:59:43Z``,
+    is the string too, refused as a label value for its colons)."""
+    body = np({"podSelector": {"matchLabels": {"a": "xx"}}})
+    (policy,) = read_policy_sources(
+        [write(tmp_path, "p.yaml", dump(body).replace("a: xx", "a: 2001-12-14"))]
+    ).policies
+    assert policy.pod_selector == Selector.from_labels({"a": "2001-12-14"})
+    assert yaml.load("t: 2001-12-14t21:59:43.10-05:00", Loader=Loader) == {
+        "t": "2001-12-14t21:59:43.10-05:00"
+    }
+
+
 def test_strings_go_yaml_reads_as_numbers_or_booleans_are_written_quoted() -> None:
     """``convert`` and ``calico.yaml`` write what the API server reads back as the same string."""
     values = ["y", "N", "1e3", "0o17", "8.0e1", "1e-3", "0b1", "0x1f", "+80", "on", "~", "", "null"]

@@ -48,6 +48,7 @@ from .validate import (
     string,
     strings,
     type_name,
+    whole,
 )
 
 API_VERSIONS: Mapping[str, tuple[str, ...]] = {
@@ -177,7 +178,7 @@ def _port(value: object, parts: FieldPath) -> PortSpec:
         raise fail((*parts, "protocol"), f"unsupported protocol {show(protocol)}: must be TCP, UDP or SCTP")
     end_at: FieldPath = (*parts, "endPort")
     end = integer(port["endPort"], end_at) if "endPort" in port else None
-    number_or_name = port.get("port")
+    number_or_name = whole(port.get("port"))
     if number_or_name is None:
         if end is not None:
             raise fail(end_at, "may not be specified when port is not specified")

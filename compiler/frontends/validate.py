@@ -75,7 +75,17 @@ def string(value: object, parts: FieldPath) -> str:
     return value
 
 
+def whole(value: object) -> object:
+    """An integral decimal number (``1e3``, ``80.0``) as the integer it is: the API server reads
+    YAML through JSON (sigs.k8s.io/yaml), where Go writes the float64 1000 as ``1000``, and a
+    JSON ``80.0`` the same way after kubectl decodes it; ``80.5`` stays a decimal number."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def integer(value: object, parts: FieldPath) -> int:
+    value = whole(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise fail(parts, f"must be an integer, not {type_name(value)}")
     return value
