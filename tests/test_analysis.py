@@ -8,6 +8,7 @@ evaluator's pair-by-pair verdicts.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -525,6 +526,18 @@ def test_explain_answers_for_the_family_of_an_address_given_and_says_which(
 
 
 # --- diff ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("old", [["-"], ["-", "p"]])
+def test_diff_refuses_stdin_on_both_sides(
+    old: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipe can be read once: the second side would read nothing and say "holds no document"."""
+    folder, inventory = write_cluster(tmp_path, CLUSTER, [])
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, out, err = run(capsys, "diff", "--old", *[folder if o == "p" else o for o in old], "--new", "-",
+                         "--inventory", inventory)  # fmt: skip
+    assert (code, out) == (2, "") and "- (stdin) given twice" in err, err
 
 
 def test_diff_lists_gained_and_lost_connections(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

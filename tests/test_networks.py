@@ -298,6 +298,9 @@ def test_policy_kinds_override() -> None:
         (("net2", "podIPs"), "needs an IP source other than podIPs"),
         (("net_2", "genie:ip2"), "invalid network name"),
         (("a/b/c", "genie:ip2"), "invalid network name"),
+        # what a MultiNetworkPolicy's policy-for could not name (a lowercase RFC 1123 subdomain)
+        (("WEAVE", "genie:ip2"), "invalid network name .*lowercase"),
+        (("Team/net2", "multus:team/net2"), "invalid network name .*the namespace"),
         (("net2", "genie:ip2", ""), "no policy kind"),
         (("net2", "genie:ip2", "NetworkPolicies"), "unknown policy kind"),
     ],

@@ -248,6 +248,8 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
 def run_diff(args: argparse.Namespace, notes: Notes) -> int:
     from . import diff
 
+    if [*args.old, *args.new].count("-") > 1:  # the second read would find the pipe empty
+        raise UsageError("--old and --new: - (stdin) given twice: a pipe can be read once")
     sources, old = _model(args, args.old, notes)
     new = load_model(with_policies(sources, args.new, sys.stdin), network_from_args(args))
     notes([n for n in new.notes if n not in old.notes], "note")
