@@ -111,9 +111,12 @@ def _convert_parser(p: argparse.ArgumentParser) -> None:
         "--to",
         required=True,
         choices=(*TARGETS, *BACKENDS),
-        help="dsl: npc language; k8s: multi-document YAML; a backend: what npc compile --backend prints",
+        help="dsl: npc language; k8s: multi-document YAML; a backend that writes one file (calico): what "
+        "npc compile --backend prints (the others write several: npc compile --backend NAME -o DIR)",
     )
-    p.add_argument("-o", "--output", type=given, metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument(
+        "-o", "--output", type=given, metavar="FILE", help="write to FILE instead of stdout (-: stdout)"
+    )
 
 
 def _fmt_parser(p: argparse.ArgumentParser) -> None:
@@ -220,7 +223,7 @@ def _convert(args: argparse.Namespace) -> int:
         result = convert(sources.loaded, args.to)
         _notes(result.notes)
         text = result.text
-    if args.output:
+    if args.output and args.output != "-":  # ``-``: stdout, as ``-`` among the paths is stdin
         write_file(args.output, text)
     else:
         sys.stdout.write(text)

@@ -270,7 +270,9 @@ def test_damaged_files_exit_1_and_write_nothing(tmp_path: Path, capsys: pytest.C
     assert bad.read_text() == before
 
 
-def test_convert_and_fmt_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_convert_and_fmt_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert main(["convert", "--to", "dsl", str(EXAMPLES / "policies")]) == 0
     dsl = capsys.readouterr().out
     examples = {p for f in (EXAMPLES / "dsl").glob("*.npc") for p in parse(f.read_text(), str(f))}
@@ -283,6 +285,11 @@ def test_convert_and_fmt_commands(tmp_path: Path, capsys: pytest.CaptureFixture[
         main(["convert", "--to", "k8s", str(EXAMPLES / "policies"), "-o", str(tmp_path / "orig.yaml")]) == 0
     )
     assert (tmp_path / "seed.yaml").read_text() == (tmp_path / "orig.yaml").read_text()
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", "--to", "k8s", str(converted), "-o", "-"]) == 0  # stdout, no file "-"
+    assert capsys.readouterr().out == (tmp_path / "seed.yaml").read_text()
+    assert not (tmp_path / "-").exists()
 
     messy = tmp_path / "messy.npc"
     messy.write_text("policy default/x {select all\n\n\n   allow ingress on tcp port {80}}")
