@@ -117,11 +117,19 @@ def _load(sources: Callable[[_Reader], Iterable[Text]]) -> Loaded:
 
 
 def _sources(paths: Sequence[str], stdin: TextIO | None, reader: _Reader) -> Iterator[Text]:
+    """Each file once, however often it is given (a folder and a file in it, a file twice): read
+    twice, its every policy was "already defined" at its own place."""
+    seen: set[str] = set()
     for path in paths:
         if path == STDIN:
             yield read_stdin(stdin if stdin is not None else sys.stdin)
             continue
         for file in policy_files(path) if os.path.isdir(path) else [path]:
+            real = os.path.realpath(file)
+            if real in seen:
+                reader.skipped.append(f"skipped {file}: read once already")
+                continue
+            seen.add(real)
             try:
                 yield read_text(file)
             except NotRegularFile as err:

@@ -466,6 +466,23 @@ def test_duplicates_across_files_name_both_places(tmp_path: Path) -> None:
     assert f'duplicate NetworkPolicy "ns/p": already defined at {tmp_path}/a.yaml:4:9' in err.message
 
 
+def test_a_file_given_twice_is_read_once(tmp_path: Path) -> None:
+    """As itself, through a folder holding it, or through a link: once, with a note (read twice,
+    each policy was a duplicate "already defined" at its own place)."""
+    (tmp_path / "p").mkdir()
+    policy = tmp_path / "p" / "a.yaml"
+    policy.write_text(
+        json.dumps({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": {"name": "p", "namespace": "ns"}, "spec": {"podSelector": {}}})
+    )  # fmt: skip
+    (tmp_path / "link.yaml").symlink_to(policy)
+    loaded = read_policy_sources([str(tmp_path / "p"), str(policy), str(tmp_path / "link.yaml"), str(policy)])
+    assert [p.name for p in loaded.policies] == ["p"]
+    assert [f for f, _ in loaded.files] == [str(policy)]
+    assert loaded.notes.count(f"skipped {policy}: read once already") == 2
+    assert f"skipped {tmp_path / 'link.yaml'}: read once already" in loaded.notes
+
+
 def test_unreadable_and_missing_paths(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read"):
         read_policy_sources([str(tmp_path / "missing.yaml")])

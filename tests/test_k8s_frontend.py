@@ -415,8 +415,9 @@ def test_npc_files_go_to_the_dsl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     loaded = read_policy_sources([path])
     assert calls == [("policy from-dsl {}\n", path)]
     assert [p.name for p in loaded.policies] == ["from-dsl"]
+    again = write(tmp_path, "y.npc", "policy from-dsl {}\n")
     with pytest.raises(InputError, match=r"duplicate Dsl \"ns/from-dsl\": already defined at .*x.npc:1:1"):
-        read_policy_sources([path, path])
+        read_policy_sources([path, again])
 
 
 def test_same_name_in_different_resources_is_fine(tmp_path: Path) -> None:
