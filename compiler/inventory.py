@@ -11,7 +11,7 @@ import ipaddress
 import re
 import socket
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import attrs
@@ -211,10 +211,8 @@ class _Found:
     pod: Pod | None = None
 
 
-def _object(obj: object, ip_source: IPSource, lenient: bool) -> tuple[_Found, list[str]]:
+def _object(obj: Mapping[str, Any], ip_source: IPSource, lenient: bool) -> tuple[_Found, list[str]]:
     """One Namespace or Pod object (anything else: nothing); FieldError for a malformed one."""
-    if not isinstance(obj, dict):  # what a failed command printed is no "no pods"
-        raise fail((), f"must be a Kubernetes object (kind, apiVersion, ...), not {type_name(obj)}")
     kind = obj.get("kind")
     if kind not in ("Namespace", "Pod"):
         return _Found(), []
@@ -290,8 +288,14 @@ def build_inventory(
     *,
     lenient: bool = False,
     keep: Callable[[Mapping[str, Any]], bool] | None = None,
+    whole: bool = False,
 ) -> Inventory:
     """Namespaces and policed pods from parsed kubectl output (any mix of Lists and objects).
+
+    ``whole``: the documents are the whole inventory as a file or stdin held it, not objects
+    gathered one by one (a watch, a policy folder's Namespaces): then what a failed command
+    printed (no object at all, an object without kind) is an error however leniently it is read,
+    never "no pods" (the agent would empty every set); a value that is no object always is.
 
     A malformed object is an error naming its field (with line:column when ``text`` is given: the
     inventory's text, or its UTF-8 bytes, decoded only then);
@@ -302,15 +306,16 @@ def build_inventory(
     kept: dict[tuple[str, ...], Namespace | Pod] = {}  # by kind and name
     first: dict[tuple[str, ...], FieldPath] = {}  # where each was found
     warnings: list[str] = []
+    found_any = False  # an object, or a document that is one (a List of nothing is an empty cluster)
     for index, doc in enumerate(docs):
+        found_any = found_any or isinstance(doc, dict)
         for base, obj in objects_in(doc, keep):
-            if isinstance(obj, dict) and str(obj.get("kind", "")).endswith("List"):
-                raise _error(fail(("items",), "must be a list"), base, file, text, index)
-            if file == STDIN_NAME and isinstance(obj, dict) and obj.get("kind") is None:  # as policies'
-                raise _error(
-                    fail(("kind",), "required (what a failed command printed?)"), base, file, text, index
-                )
-            if keep is not None and isinstance(obj, dict) and not keep(obj):
+            found_any = True
+            malformed = _no_object(obj, whole or file == STDIN_NAME)
+            if malformed is not None:
+                raise _error(malformed, base, file, text, index)
+            assert isinstance(obj, dict)  # ``_no_object`` said so
+            if keep is not None and not keep(obj):
                 continue
             try:
                 found, notes = _object(obj, ip_source, lenient)
@@ -335,6 +340,8 @@ def build_inventory(
                     raise _error(fail((), problem), base, file, text, index)
                 warnings.append(f"{file}: {render_path(base)}: {problem}; kept the one that sorts first")
                 kept[key] = min(held, value, key=repr)
+    if whole and not found_any:
+        raise _error(_NOTHING, (), file, text, 0)
     namespaces = {n.name: n for n in kept.values() if isinstance(n, Namespace)}
     pods = [p for p in kept.values() if isinstance(p, Pod)]
     warnings += _shared_addresses(pods)
@@ -345,6 +352,36 @@ def build_inventory(
         tuple(sorted(pods, key=lambda p: (p.namespace, p.name))),
         tuple(warnings),
     )
+
+
+_NOTHING = fail((), "holds no Kubernetes object: kubectl prints a List, even of nothing")
+
+
+def _no_object(obj: object, whole: bool) -> FieldError | None:
+    """What a failed command printed, not a Namespace, Pod or other object: a message, a number, a
+    List without its items, and (``whole``: a whole inventory's documents) an object without kind.
+    Never "no pods", however leniently read: the agent would empty every set, not skip one pod."""
+    if not isinstance(obj, dict):
+        return fail((), f"must be a Kubernetes object (kind, apiVersion, ...), not {type_name(obj)}")
+    if str(obj.get("kind", "")).endswith("List"):
+        return fail(("items",), "must be a list")
+    if whole and obj.get("kind") is None:
+        return fail(("kind",), "required (what a failed command printed?)")
+    return None
+
+
+def check_whole(docs: Sequence[Any], file: str, text: str | bytes) -> None:
+    """``build_inventory``'s checks of a ``whole`` inventory alone (InputError): for the agent,
+    whose view reads the objects one by one."""
+    found_any = False
+    for index, doc in enumerate(docs):
+        found_any = found_any or isinstance(doc, dict)
+        for base, obj in objects_in(doc):
+            found_any = True
+            if (problem := _no_object(obj, whole=True)) is not None:
+                raise _error(problem, base, file, text, index)
+    if not found_any:
+        raise _error(_NOTHING, (), file, text, 0)
 
 
 def _error(err: FieldError, base: FieldPath, file: str, text: str | bytes, document: int) -> InputError:
@@ -417,4 +454,4 @@ def _documents(name: str, text: str) -> tuple[Any, ...]:
 
 def read_inventory(path: str, ip_source: IPSource = pod_ips) -> Inventory:
     found = read_inventory_documents(path)
-    return build_inventory(found.documents, ip_source, found.name, found.text)
+    return build_inventory(found.documents, ip_source, found.name, found.text, whole=True)

@@ -87,7 +87,9 @@ def _built(data: bytes, name: str, networks: Sequence[NetworkSpec], lenient: boo
     built = []
     for network in networks:
         address_source = network.address_source()
-        inventory = build_inventory(found.documents, address_source, name, found.text, lenient=lenient)
+        inventory = build_inventory(
+            found.documents, address_source, name, found.text, lenient=lenient, whole=True
+        )
         built.append((inventory, tuple(address_source.warnings)))
     return _pickled(Built(found.sha256, tuple(built)))
 

@@ -218,6 +218,7 @@ def assemble(
         sources.inventory_text,
         lenient=lenient,
         keep=keep,
+        whole=sources.inventory_path is not None,  # without one, no pods is what was given
     )
     return _assembly(sources.loaded, network, inventory, address_source.warnings)
 

@@ -221,6 +221,27 @@ def test_bad_input_keeps_the_last_good_state_until_it_is_fixed(inputs: Inputs, r
     assert metrics.get_sample_value("npc_agent_input_errors_total", {"input": "policies"}) == 2  # read twice
 
 
+@pytest.mark.parametrize("words", ['"error: the server doesn\'t have a resource type"', "[]", "{}"])
+def test_an_inventory_that_is_no_cluster_keeps_the_last_good_pods(
+    inputs: Inputs, running: Running, words: str
+) -> None:
+    """What a failed ``kubectl get`` left in the file is an input error, not an empty cluster:
+    read as "no pods", it emptied every set."""
+    metrics = running.engine.metrics.registry
+    _replace(inputs.inventory, words)
+    running.engine.notify("files")
+    wait_for(
+        lambda: (
+            metrics.get_sample_value("npc_agent_input_valid", {"input": "inventory"}) == 0
+            and not running.engine.health.busy
+        ),
+        "error seen",
+    )
+    assert running.plane.kinds() == ["full"]  # nothing loaded: the sets keep both pods
+    running.change(lambda: inputs.write([DB_POLICY], [pod("db", "10.0.0.1", {"role": "db"})]))
+    assert running.members("10.0.0.") == ["10.0.0.1"]
+
+
 def test_a_kernel_failure_is_retried_with_a_full_load(inputs: Inputs, running: Running) -> None:
     running.plane.fail = True
     pods = [pod("db", "10.0.0.9", {"role": "db"})]

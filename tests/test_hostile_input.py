@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from npc.inventory import build_inventory
+from npc.errors import InputError
+from npc.inventory import build_inventory, pod_ips, read_inventory_documents
 
 POLICY = """\
 apiVersion: networking.k8s.io/v1
@@ -450,6 +452,32 @@ def test_apply_skips_one_bad_pod_with_a_warning_and_keeps_the_others() -> None:
     assert [p.name for p in inventory.pods] == ["b"]
     assert any("items[0].status.podIPs[0].ip" in w and "zone" in w for w in inventory.warnings)
     assert any("network-policy" in w and "ignored" in w for w in inventory.warnings)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('"error: the server doesn\'t have a resource type"', "must be a Kubernetes object"),
+        ("42", "not an integer"),
+        ("[]", "holds no Kubernetes object"),
+        ("{}", "required (what a failed command printed?)"),
+        ('{"items": []}', "required (what a failed command printed?)"),
+        ('{"kind": "List", "items": ["x"]}', "not a string"),
+    ],
+)
+def test_an_inventory_that_is_no_cluster_is_an_error_read_leniently_too(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    """What a failed command printed is no "no pods", for ``apply`` and the agent too, which read
+    pods leniently: as an empty cluster, it emptied every set."""
+    path = tmp_path / "inventory.json"
+    path.write_text(text)
+    found = read_inventory_documents(str(path))
+    with pytest.raises(InputError, match=re.escape(problem)) as info:
+        build_inventory(found.documents, pod_ips, found.name, found.text, lenient=True, whole=True)
+    assert info.value.file == str(path) and info.value.line == 1
+    empty = '{"apiVersion": "v1", "kind": "List", "items": []}'  # an empty cluster, as kubectl prints it
+    assert build_inventory([json.loads(empty)], lenient=True, whole=True).pods == ()
 
 
 def test_label_value_null_is_empty_not_none() -> None:

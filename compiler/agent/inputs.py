@@ -26,7 +26,7 @@ import watchfiles
 
 from ..documents import metadata
 from ..errors import InputError
-from ..inventory import read_inventory_documents
+from ..inventory import check_whole, read_inventory_documents
 from ..lower import Lowered
 from ..lowered_json import decode
 from ..networks import NetworkSpec
@@ -137,6 +137,7 @@ class FileInventory:
 
     def read(self) -> list[Any]:
         found = read_inventory_documents(self.path)
+        check_whole(found.documents, found.name, found.text)  # a failed command's words: no "no pods"
         self._sha256 = found.sha256
         return list(found.documents)
 
