@@ -483,3 +483,22 @@ def test_an_inventory_that_is_no_cluster_is_an_error_read_leniently_too(
 def test_label_value_null_is_empty_not_none() -> None:
     docs = json.loads(pods(pod(labels={"app": None})))
     assert build_inventory([docs]).pods[0].labels == {"app": ""}
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.03, 0.06, 0.1, 0.15, 0.25, 0.4])
+def test_an_interrupt_while_npc_starts_leaves_no_traceback(tmp_path: Path, delay: float) -> None:
+    """SIGINT at any moment of the start (the modules still loading, or the command running):
+    exit 130, or killed before Python handles it, but never a traceback."""
+    script = Path(sys.executable).parent / "npc"
+    policies = tmp_path / "p.yaml"
+    policies.write_text(OK)
+    child = subprocess.Popen(
+        [str(script), "compile", str(policies), "-o", str(tmp_path / "out")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(delay)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert "Traceback" not in err.decode(), err.decode()
+    assert child.returncode in (0, 130, -signal.SIGINT), (child.returncode, err.decode())
