@@ -15,7 +15,7 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from .errors import ApplyError
 
@@ -58,3 +58,35 @@ def netns_lock(wait: float = DEFAULT_WAIT) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def hold_agent_locks(networks: Sequence[str]) -> list[int]:
+    """One agent per network of a network namespace: two would each load their own view of
+    the same chains and sets, undoing each other until the next resync. Held (an exclusive
+    ``flock`` per network, the file named for the namespace and the network) until the process
+    ends, which drops them; another agent's networks are none of this one's business. ApplyError
+    names a network another agent holds (nothing was loaded)."""
+    held: list[int] = []
+    try:
+        for network in networks:
+            path = record_path(f"agent-{network}")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            held.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                raise ApplyError(
+                    f"another npc agent keeps network {network} of this network namespace ({path}): "
+                    "two would undo each other's loads; nothing was loaded"
+                ) from None
+    except OSError as exc:
+        for fd in held:
+            os.close(fd)
+        raise ApplyError(f"cannot take the agent's lock: {exc.strerror or exc}") from None
+    except ApplyError:
+        for fd in held:
+            os.close(fd)
+        raise
+    return held

@@ -62,3 +62,29 @@ def test_a_backend_that_cannot_load_ends_the_agent_with_exit_2(tmp_path: Path) -
     )
     assert done.returncode == 2, done.stderr
     assert "calicoctl" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_second_agent_for_a_network_an_agent_keeps_is_refused(tmp_path: Path) -> None:
+    """Two agents of one network in one namespace would undo each other's loads: the second
+    exits 3 naming the network, nothing loaded; an agent of another network may run beside."""
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "inventory.json").write_text('{"apiVersion": "v1", "kind": "List", "items": []}')
+    agent = (
+        f"{sys.executable} -m npc agent --listen 127.0.0.1:0 --policies policies --inventory inventory.json"
+    )
+    script = (
+        f"{agent} 2>first.log & first=$!; "
+        "for i in $(seq 100); do grep -q 'applied network' first.log && break; sleep 0.1; done; "
+        f"timeout 30 {agent}; echo second=$?; "  # not refused: 124, and the test ends
+        f"{agent} --network net2 --ip-source genie:ip2 2>third.log & third=$!; "
+        "for i in $(seq 100); do grep -q 'applied network' third.log && break; sleep 0.1; done; "
+        "kill -TERM $first $third; wait $first; echo first=$?; wait $third; echo third=$?"
+    )
+    done = subprocess.run(
+        ["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert "second=3" in done.stdout, (done.stdout, done.stderr)
+    assert "another npc agent keeps network default of this network namespace" in done.stderr
+    assert "first=0" in done.stdout and "third=0" in done.stdout, (done.stdout, done.stderr)
+    assert "applied network net2" in (tmp_path / "third.log").read_text()
+    assert "Traceback" not in done.stderr + (tmp_path / "first.log").read_text()

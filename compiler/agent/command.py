@@ -18,6 +18,7 @@ from ..backends import get as get_backend
 from ..backends.base import Options
 from ..errors import UsageError
 from ..frontends.k8s import MULTI_NETWORK_POLICY, NETWORK_POLICY
+from ..lock import hold_agent_locks
 from .engine import Dataplane, Engine
 from .inputs import (
     ApiInventory,
@@ -44,6 +45,7 @@ def run_agent(args: argparse.Namespace) -> int:
     )
     backend.check(options)
     setup_logging(args.log_format)
+    hold_agent_locks([n.folder for n in networks])  # file descriptors open until the process ends
     metrics, health = Metrics(), Health()
     stop = threading.Event()
     cache = Cache()
