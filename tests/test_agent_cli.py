@@ -88,3 +88,44 @@ def test_a_second_agent_for_a_network_an_agent_keeps_is_refused(tmp_path: Path) 
     assert "first=0" in done.stdout and "third=0" in done.stdout, (done.stdout, done.stderr)
     assert "applied network net2" in (tmp_path / "third.log").read_text()
     assert "Traceback" not in done.stderr + (tmp_path / "first.log").read_text()
+
+
+def test_a_bad_policy_file_is_not_read_again_for_each_pod_change(tmp_path: Path) -> None:
+    """Each input has its watcher: a pod's change reads the inventory alone, so a bad policy
+    file's error is said once, not again for every pod event (and counted once)."""
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "deny.yaml").write_text(  # every pod isolated: a new one is a member more
+        "kind: NetworkPolicy\napiVersion: networking.k8s.io/v1\nmetadata: {name: deny, namespace: default}\n"
+        "spec: {podSelector: {}}\n"
+    )
+    pods = '{"apiVersion": "v1", "kind": "List", "items": [%s]}'
+    pod = (
+        '{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p%d", "namespace": "default"}, '
+        '"spec": {}, "status": {"podIP": "10.0.0.%d"}}'
+    )
+    (tmp_path / "inventory.json").write_text(pods % (pod % (1, 1)))
+    agent = (
+        f"{sys.executable} -m npc agent --listen 127.0.0.1:0 --policies policies --inventory inventory.json"
+    )
+    bad = "kind: NetworkPolicy\\napiVersion: networking.k8s.io/v1\\nmetadata: {name: x}\\nspec: 3\\n"
+    wait = "for i in $(seq 100); do [ $(grep -c '%s' log) -ge %d ] && break; sleep 0.1; done; "
+    script = (
+        f"{agent} 2>log & agent=$!; "
+        + wait % ("applied network", 1)
+        + f"printf '{bad}' > policies/bad.yaml; "
+        + wait % ("keeping the last good policies", 1)
+        + "".join(
+            f"printf '%s' '{pods % ', '.join(pod % (n, n) for n in range(1, k + 2))}' > inventory.json.tmp; "
+            "mv inventory.json.tmp inventory.json; " + wait % ("applied network", k + 1)
+            for k in (1, 2)
+        )
+        + "kill -TERM $agent; wait $agent; echo agent=$?"
+    )
+    done = subprocess.run(
+        ["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    log = (tmp_path / "log").read_text()
+    assert "agent=0" in done.stdout, (done.stdout, done.stderr, log)
+    assert log.count("applied network") == 3, log  # the first load, then each pod added
+    assert log.count("keeping the last good policies") == 1, log
+    assert "Traceback" not in log

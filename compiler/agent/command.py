@@ -89,13 +89,13 @@ def run_agent(args: argparse.Namespace) -> int:
             engine.notify(what)
 
         watchers = [Watcher(api, r, cache, changed, restarted, stop) for r in watched]
-    files = [
-        *(args.policies or ()),
-        *([args.artefacts] if args.artefacts else []),
-        *([args.inventory] if args.inventory else []),
-    ]
-    if files:
-        FileWatcher(files, lambda: engine.notify("files"), stop).start()
+    # one watcher per input: a pod's change reads the inventory alone, not a bad policy file
+    # again (whose error it logged anew for every pod event)
+    policy_files = [*(args.policies or ()), *([args.artefacts] if args.artefacts else [])]
+    if policy_files:
+        FileWatcher(policy_files, lambda: engine.notify("policies"), stop).start()
+    if args.inventory:
+        FileWatcher([args.inventory], lambda: engine.notify("inventory"), stop).start()
     for watcher in watchers:
         watcher.start()
 
