@@ -25,7 +25,7 @@ from .k8s_writer import write_k8s
 from .output import write_file
 from .pipeline import policy_program
 from .sources import Loaded, policy_files
-from .text import read_text
+from .text import POLICY_FILE_BYTES, read_text
 
 Target = Literal["dsl", "k8s"]
 TARGETS: tuple[Target, ...] = ("dsl", "k8s")
@@ -95,7 +95,7 @@ def fmt(paths: Sequence[str], check: bool = False) -> list[str]:
     """
     changed: dict[str, str] = {}
     for path in dsl_files(paths):
-        text = read_text(path).text
+        text = read_text(path, limit=POLICY_FILE_BYTES).text
         formatted = format_text(text, printable(path))
         if formatted != text:
             changed[path] = formatted

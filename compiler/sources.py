@@ -25,7 +25,7 @@ from .frontends.positions import FieldPath, MapKey, locate, printable, show, sni
 from .frontends.validate import FieldError, check_name, dns_label_problem, fail, object_meta, type_name
 from .ir import Policy
 from .parse_ahead import parse_ahead
-from .text import STDIN_NAME, NotRegularFile, Text, read_stdin, read_text
+from .text import POLICY_FILE_BYTES, STDIN_NAME, NotRegularFile, Text, read_stdin, read_text
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json", ".npc")
 STDIN = "-"
@@ -122,7 +122,7 @@ def _sources(paths: Sequence[str], stdin: TextIO | None, reader: _Reader) -> Ite
     seen: set[str] = set()
     for path in paths:
         if path == STDIN:
-            yield read_stdin(stdin if stdin is not None else sys.stdin)
+            yield read_stdin(stdin if stdin is not None else sys.stdin, POLICY_FILE_BYTES)
             continue
         for file in policy_files(path) if os.path.isdir(path) else [path]:
             real = os.path.realpath(file)
@@ -131,7 +131,7 @@ def _sources(paths: Sequence[str], stdin: TextIO | None, reader: _Reader) -> Ite
                 continue
             seen.add(real)
             try:
-                yield read_text(file)
+                yield read_text(file, limit=POLICY_FILE_BYTES)
             except NotRegularFile as err:
                 reader.skipped.append(f"skipped {err.file}: {err.message.removeprefix('cannot read: ')}")
 

@@ -502,3 +502,20 @@ def test_an_interrupt_while_npc_starts_leaves_no_traceback(tmp_path: Path, delay
     _, err = child.communicate(timeout=60)
     assert "Traceback" not in err.decode(), err.decode()
     assert child.returncode in (0, 130, -signal.SIGINT), (child.returncode, err.decode())
+
+
+def test_a_policy_file_beyond_the_bound_is_refused_unread(tmp_path: Path) -> None:
+    """Parsed, YAML takes about six times its size: a file above ``POLICY_FILE_BYTES`` (or as much
+    on stdin) is an error before it is read, in bounded time and memory."""
+    from npc.text import POLICY_FILE_BYTES
+
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as fh:  # sparse: the size is what counts
+        fh.truncate(POLICY_FILE_BYTES + 1)
+    start = time.monotonic()
+    done = run("compile", str(huge))
+    assert done.returncode == 1 and "huge.yaml: error: larger than 128 MiB" in done.stderr, done.stderr
+    assert time.monotonic() - start < 10
+    with huge.open("rb") as fh:
+        piped = run("compile", "-", stdin=fh.fileno())
+    assert piped.returncode == 1 and "<stdin>: error: larger than 128 MiB" in piped.stderr, piped.stderr
