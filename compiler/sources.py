@@ -20,10 +20,10 @@ import attrs
 from .documents import load_documents, objects_in
 from .errors import InputError
 from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingress
-from .frontends.k8s import API_VERSIONS, policy_from_object
+from .frontends.k8s import API_VERSIONS, POLICY_FOR_ANNOTATION, policy_from_object
 from .frontends.positions import FieldPath, MapKey, locate, printable, show, snippet
 from .frontends.validate import FieldError, check_name, dns_label_problem, fail, object_meta, type_name
-from .ir import Policy
+from .ir import MULTI_NETWORK_POLICY, Policy
 from .parse_ahead import parse_ahead
 from .text import POLICY_FILE_BYTES, STDIN_NAME, NotRegularFile, Text, read_stdin, read_text
 
@@ -221,6 +221,11 @@ class _Reader:
                 policy = policy_from_object(obj, source=name)
             except FieldError as err:
                 raise origin.error(err) from None
+            if policy.kind == MULTI_NETWORK_POLICY and not policy.policy_for:  # as multi-networkpolicy
+                self.skipped.append(
+                    f"{origin.place(('metadata', 'name'))}: MultiNetworkPolicy {policy.namespace}/{policy.name} "
+                    f"names no network in {POLICY_FOR_ANNOTATION}: it governs none"
+                )
             self._add(policy, origin, name)
         elif kind == "Namespace":
             self._namespace(obj, origin)

@@ -420,6 +420,26 @@ def test_npc_files_go_to_the_dsl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         read_policy_sources([path, again])
 
 
+@pytest.mark.parametrize("annotation", [None, "", " , "])
+def test_a_multinetworkpolicy_naming_no_network_is_a_note(tmp_path: Path, annotation: str | None) -> None:
+    """Without a network in ``policy-for`` it governs none (as the multi-networkpolicy controller
+    reads it): said, with its place, rather than silently left out."""
+    meta = {} if annotation is None else {"annotations": {"k8s.v1.cni.cncf.io/policy-for": annotation}}
+    mnp = {
+        **np({"podSelector": {}}, **meta),
+        "apiVersion": "k8s.cni.cncf.io/v1beta1",
+        "kind": "MultiNetworkPolicy",
+    }
+    text = dump(mnp)
+    loaded = read_policy_sources([write(tmp_path, "m.yaml", text)])
+    assert [p.policy_for for p in loaded.policies] == [()]
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if t.strip() == "name: p")
+    assert loaded.notes == (
+        f"{tmp_path}/m.yaml:{line}:9: MultiNetworkPolicy ns/p names no network in "
+        "k8s.v1.cni.cncf.io/policy-for: it governs none",
+    )
+
+
 def test_same_name_in_different_resources_is_fine(tmp_path: Path) -> None:
     mnp = POLICY_YAML.format(name="a").replace(
         "networking.k8s.io/v1\nkind: NetworkPolicy", "k8s.cni.cncf.io/v1beta1\nkind: MultiNetworkPolicy"
