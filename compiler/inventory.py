@@ -306,42 +306,32 @@ def build_inventory(
     kept: dict[tuple[str, ...], Namespace | Pod] = {}  # by kind and name
     first: dict[tuple[str, ...], FieldPath] = {}  # where each was found
     warnings: list[str] = []
-    found_any = False  # an object, or a document that is one (a List of nothing is an empty cluster)
-    for index, doc in enumerate(docs):
-        found_any = found_any or isinstance(doc, dict)
-        for base, obj in objects_in(doc, keep):
-            found_any = True
-            malformed = _no_object(obj, whole or file == STDIN_NAME)
-            if malformed is not None:
-                raise _error(malformed, base, file, text, index)
-            assert isinstance(obj, dict)  # ``_no_object`` said so
-            if keep is not None and not keep(obj):
+    for index, base, obj in _objects(docs, file, text, whole or file == STDIN_NAME, keep):
+        if keep is not None and not keep(obj):
+            continue
+        try:
+            found, notes = _object(obj, ip_source, lenient)
+        except FieldError as err:
+            if not lenient:
+                raise _error(err, base, file, text, index) from None
+            warnings.append(f"{file}: skipped {render_path((*base, *err.parts))}: {err.message}")
+            continue
+        warnings.extend(notes)
+        for key, value in _keyed(found):
+            held = kept.setdefault(key, value)
+            if held is value:
+                first[key] = base
                 continue
-            try:
-                found, notes = _object(obj, ip_source, lenient)
-            except FieldError as err:
-                if not lenient:
-                    raise _error(err, base, file, text, index) from None
-                warnings.append(f"{file}: skipped {render_path((*base, *err.parts))}: {err.message}")
+            if held == value:
                 continue
-            warnings.extend(notes)
-            for key, value in _keyed(found):
-                held = kept.setdefault(key, value)
-                if held is value:
-                    first[key] = base
-                    continue
-                if held == value:
-                    continue
-                problem = (
-                    f"{key[0]} {'/'.join(key[1:])} is listed twice, differently (first at "
-                    f"{render_path(first[key]) or 'an earlier document'}): which one holds would depend on the order"
-                )
-                if not lenient:
-                    raise _error(fail((), problem), base, file, text, index)
-                warnings.append(f"{file}: {render_path(base)}: {problem}; kept the one that sorts first")
-                kept[key] = min(held, value, key=repr)
-    if whole and not found_any:
-        raise _error(_NOTHING, (), file, text, 0)
+            problem = (
+                f"{key[0]} {'/'.join(key[1:])} is listed twice, differently (first at "
+                f"{render_path(first[key]) or 'an earlier document'}): which one holds would depend on the order"
+            )
+            if not lenient:
+                raise _error(fail((), problem), base, file, text, index)
+            warnings.append(f"{file}: {render_path(base)}: {problem}; kept the one that sorts first")
+            kept[key] = min(held, value, key=repr)
     namespaces = {n.name: n for n in kept.values() if isinstance(n, Namespace)}
     pods = [p for p in kept.values() if isinstance(p, Pod)]
     warnings += _shared_addresses(pods)
@@ -354,34 +344,45 @@ def build_inventory(
     )
 
 
-_NOTHING = fail((), "holds no Kubernetes object: kubectl prints a List, even of nothing")
-
-
-def _no_object(obj: object, whole: bool) -> FieldError | None:
-    """What a failed command printed, not a Namespace, Pod or other object: a message, a number, a
-    List without its items, and (``whole``: a whole inventory's documents) an object without kind.
-    Never "no pods", however leniently read: the agent would empty every set, not skip one pod."""
-    if not isinstance(obj, dict):
-        return fail((), f"must be a Kubernetes object (kind, apiVersion, ...), not {type_name(obj)}")
-    if str(obj.get("kind", "")).endswith("List"):
-        return fail(("items",), "must be a list")
-    if whole and obj.get("kind") is None:
-        return fail(("kind",), "required (what a failed command printed?)")
-    return None
+def _objects(
+    docs: Iterable[Any],
+    file: str,
+    text: str | bytes,
+    whole: bool,
+    keep: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> Iterator[tuple[int, FieldPath, dict[str, Any]]]:
+    """The objects of ``docs`` (``objects_in``) with their document's index and path. What a
+    failed command printed is an error, never "no pods", however leniently the pods are read
+    (the agent would empty every set, not skip one pod): a value that is no object, a List
+    without its items and, with ``whole`` (a whole inventory's documents), an object without
+    kind or documents holding no object at all."""
+    found_any = False  # an object, or a document that is one (a List of nothing is an empty cluster)
+    for index, doc in enumerate(docs):
+        found_any = found_any or isinstance(doc, dict)
+        for base, obj in objects_in(doc, keep):
+            found_any = True
+            if not isinstance(obj, dict):
+                problem = fail(
+                    (), f"must be a Kubernetes object (kind, apiVersion, ...), not {type_name(obj)}"
+                )
+            elif str(obj.get("kind", "")).endswith("List"):
+                problem = fail(("items",), "must be a list")
+            elif whole and obj.get("kind") is None:
+                problem = fail(("kind",), "required (what a failed command printed?)")
+            else:
+                yield index, base, obj
+                continue
+            raise _error(problem, base, file, text, index)
+    if whole and not found_any:
+        nothing = fail((), "holds no Kubernetes object: kubectl prints a List, even of nothing")
+        raise _error(nothing, (), file, text, 0)
 
 
 def check_whole(docs: Sequence[Any], file: str, text: str | bytes) -> None:
     """``build_inventory``'s checks of a ``whole`` inventory alone (InputError): for the agent,
     whose view reads the objects one by one."""
-    found_any = False
-    for index, doc in enumerate(docs):
-        found_any = found_any or isinstance(doc, dict)
-        for base, obj in objects_in(doc):
-            found_any = True
-            if (problem := _no_object(obj, whole=True)) is not None:
-                raise _error(problem, base, file, text, index)
-    if not found_any:
-        raise _error(_NOTHING, (), file, text, 0)
+    for _ in _objects(docs, file, text, whole=True):
+        pass
 
 
 def _error(err: FieldError, base: FieldPath, file: str, text: str | bytes, document: int) -> InputError:

@@ -23,7 +23,7 @@ import attrs
 
 from .frontends.k8s import POLICY_FOR_ANNOTATION
 from .frontends.positions import show
-from .frontends.validate import dns_label_problem, dns_subdomain_problem
+from .frontends.validate import network_problem
 from .inventory import Pod, pod_address, pod_ips
 from .ir import DEFAULT_NETWORK, IP_FAMILIES, MULTI_NETWORK_POLICY, NETWORK_POLICY, Address, Policy, Program
 
@@ -313,10 +313,8 @@ def check_network_name(name: str) -> str:
     NetworkAttachmentDefinition's name (a lowercase RFC 1123 subdomain), or ``namespace/name``,
     so that the annotation can name every network npc polices."""
     namespace, slash, rest = name.rpartition("/")
-    problem = (slash and dns_label_problem(namespace)) or dns_subdomain_problem(rest)
-    if problem:
-        what = "namespace" if slash and dns_label_problem(namespace) else "name"
-        raise ValueError(f"invalid network name {show(name)}: the {what} {problem}")
+    if problem := network_problem(namespace if slash else None, rest):
+        raise ValueError(f"invalid network name {show(name)}: {problem}")
     return name
 
 

@@ -32,8 +32,6 @@ from .validate import (
     Meta,
     check_name,
     cidr,
-    dns_label_problem,
-    dns_subdomain_problem,
     except_problem,
     fail,
     fields,
@@ -41,6 +39,7 @@ from .validate import (
     items,
     label_value_problem,
     labels,
+    network_problem,
     object_meta,
     port_name_problem,
     qualified_name_problem,
@@ -257,9 +256,7 @@ def _policy_for(meta: Meta) -> tuple[str, ...]:
         namespace, slash, name = entry.partition("/")
         if not slash:
             namespace, name = meta.namespace, entry
-        problem = dns_label_problem(namespace) or dns_subdomain_problem(name)
-        if problem:
-            what = "namespace" if dns_label_problem(namespace) else "name"
-            raise fail(at, f"invalid network {show(entry)}: the {what} {problem}")
+        if problem := network_problem(namespace, name):
+            raise fail(at, f"invalid network {show(entry)}: {problem}")
         out.append(f"{namespace}/{name}")
     return tuple(out)

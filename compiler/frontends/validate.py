@@ -223,6 +223,17 @@ def labels(value: object, parts: FieldPath) -> dict[str, str]:
     return out
 
 
+def network_problem(namespace: str | None, name: str) -> str | None:
+    """What is wrong with the network ``namespace/name`` (or ``name``, its namespace not given)
+    as ``policy-for`` names one (a NetworkAttachmentDefinition's namespace and name), said as
+    "the namespace ..." or "the name ...", or None."""
+    if namespace is not None and (problem := dns_label_problem(namespace)):
+        return f"the namespace {problem}"
+    if problem := dns_subdomain_problem(name):
+        return f"the name {problem}"
+    return None
+
+
 def check_label(key: str, value: str, parts: FieldPath) -> None:
     """One label of the map at ``parts``: its key a qualified name, its value a label value."""
     where: FieldPath = (*parts, MapKey(key))
