@@ -81,12 +81,10 @@ def hold_agent_locks(networks: Sequence[str]) -> list[int]:
                     f"another npc agent keeps network {network} of this network namespace ({path}): "
                     "two would undo each other's loads; nothing was loaded"
                 ) from None
-    except OSError as exc:
+    except (OSError, ApplyError) as exc:
         for fd in held:
             os.close(fd)
+        if isinstance(exc, ApplyError):
+            raise
         raise ApplyError(f"cannot take the agent's lock: {exc.strerror or exc}") from None
-    except ApplyError:
-        for fd in held:
-            os.close(fd)
-        raise
     return held

@@ -254,27 +254,37 @@ def revision(run: SendsNetfilter, kind: str, family: str) -> int:
 
 def create_sets(
     run: SendsNetfilter,
-    specs: Iterable[SetText] | Built,
+    specs: Iterable[SetText],
     create: bool = True,
     fill: bool = True,
     ready: Callable[[], bool] | None = None,
 ) -> str:
-    """Create (``create``) and fill (``fill``) ``specs`` (or send messages ``built`` ahead), in
-    order; the first refusal ("" if none). The kernel goes on with a datagram's later messages
-    after a refusal, so after one, which sets exist is for the caller to list. ``ready``:
-    whether ``specs`` has its next at once (they are being built); when not, the messages
-    batched go now (at least ``EARLY_MESSAGES``), so the kernel works while the next are built."""
+    """Create (``create``) and fill (``fill``) ``specs``, in order; the first refusal ("" if
+    none). The kernel goes on with a datagram's later messages after a refusal, so after one,
+    which sets exist is for the caller to list. ``ready``: whether ``specs`` has its next at
+    once (they are being built); when not, the messages batched go now (at least
+    ``EARLY_MESSAGES``), so the kernel works while the next are built."""
+    asked = functools.cache(functools.partial(revision, run)) if create else None
+    return _send_all(run, _messages(specs, asked, fill, ready is not None), ready)
+
+
+def send_built(run: SendsNetfilter, built: Built) -> str:
+    """Messages ``fill_messages`` built ahead, as ``create_sets`` sends its own."""
+    return built.error or _send_all(run, built.messages)
+
+
+def _send_all(
+    run: SendsNetfilter,
+    messages: Iterable[tuple[str, bytes] | None],
+    ready: Callable[[], bool] | None = None,
+) -> str:
+    """``messages`` (each with its set's name; None after a set's last) in datagrams of at most
+    ``SEND_BYTES`` and ``SEND_MESSAGES``, and early while ``ready`` says the next set is not built
+    yet; the first refusal ("" if none)."""
     batch: list[bytes] = []
     owners: list[str] = []  # per message, its set
     size = 0
     try:
-        if isinstance(specs, Built):
-            if specs.error:
-                return specs.error
-            messages: Iterable[tuple[str, bytes] | None] = specs.messages
-        else:
-            asked = functools.cache(functools.partial(revision, run)) if create else None
-            messages = _messages(specs, asked, fill, ready is not None)
         for item in messages:
             if item is None:  # a set's last message
                 if ready is not None and len(batch) >= EARLY_MESSAGES and not ready():

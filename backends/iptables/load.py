@@ -67,7 +67,7 @@ from ...resolve import Entry
 from ..base import MemberDelta, Runner, RunsTogether, SendsNetfilter, run_together, while_running
 from ..nftables.load import npc_tables
 from ..nftables.render import table_name
-from .ipset_netlink import Built, create_sets, fill_messages
+from .ipset_netlink import Built, create_sets, fill_messages, send_built
 from .mark_tree import Marks
 from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, destruction_order, names_of
 from .render import (
@@ -594,7 +594,7 @@ def apply_iptables(
 
     def fill() -> str:
         if in_parts and isinstance(run, SendsNetfilter):  # as ``in_parts`` says
-            return create_sets(run, filling[0], create=False)
+            return send_built(run, filling[0])
         return ""
 
     def prepare() -> _Prepared:
