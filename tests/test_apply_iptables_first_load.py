@@ -142,8 +142,8 @@ def test_sets_created_before_a_failure_to_read_members_are_removed(
     recording = Members(compiled.members, node)
     makers = set_makers(compiled.lowered, recording, MARKS, (4, 6))
     assert not recording.read  # names and order come from the policies alone
-    for make in makers:
-        make()
+    for maker in makers:
+        maker.make()
     failing = Members(compiled.members, node, failing=recording.read[-1])
     with pytest.raises(RuntimeError, match="members unreadable"):
         apply.apply_iptables(compiled.lowered, failing, MARKS, TOOLS, Together(node))

@@ -517,16 +517,16 @@ def apply_iptables(
     present = _sets(run)
     _destroy_recorded(run, names, present)
     makers = set_makers(lowered, members, marks, layout.families)
-    # No set of this network's yet: the sets are created empty as they are built (``set_makers``)
-    # and beside the rendering and, if no table holds anything of it either (a node's first
-    # load), filled while the rules load unhooked, then hooked in (``prepare``'s hooks): each
-    # waited for the other before.
+    # No set of this network's yet: the sets are created empty, from their headers, while their
+    # members are read and the rules rendered (``set_makers``) and, if no table holds anything
+    # of it either (a node's first load), filled while the rules load unhooked, then hooked in
+    # (``prepare``'s hooks): each waited for the other before.
     in_parts = (
         not any(n.startswith(names.set_prefix) for n in present)
         and isinstance(run, SendsNetfilter)
         and isinstance(run, RunsTogether)
     )
-    wanted = [] if in_parts else [make() for make in makers]  # in parts: ``fresh``, as built
+    wanted = [] if in_parts else [maker.make() for maker in makers]  # in parts: ``fresh``, as built
     _repair_types(run, wanted, present)
     existing = {n for n in present if n.startswith(names.set_prefix)}
     restricting = restricting_sets(lowered, marks, layout.families)
@@ -568,7 +568,7 @@ def apply_iptables(
             _record(names).unlink(missing_ok=True)
 
     creating = fresh if in_parts else [*fresh, *staged]  # the layout's families
-    built: queue.SimpleQueue[SetText | None] = queue.SimpleQueue()  # in parts: each as it is built
+    built: queue.SimpleQueue[SetText | None] = queue.SimpleQueue()  # in parts: the headers
 
     def create() -> str:
         if in_parts:
@@ -582,11 +582,12 @@ def apply_iptables(
     def build_then_prepare() -> _Prepared:
         if in_parts:
             try:
-                for make in makers:
-                    fresh.append(make())
+                for maker in makers:
+                    fresh.append(maker.header())
                     built.put(fresh[-1])
             finally:
                 built.put(None)
+            fresh[:] = [maker.make() for maker in makers]
         prepared = prepare()
         if in_parts:
             filling.append(fill_messages(fresh))

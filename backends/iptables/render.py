@@ -34,7 +34,7 @@ from ...lower import (
     tested,
     tests,
 )
-from ...resolve import Entry
+from ...resolve import Entry, Resolved
 from ..base import Members, member_changes, per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
 from .branches import Plan, plan
@@ -866,20 +866,24 @@ class SetText:
         )
 
 
-def set_text(name: str, kind: str, family: int, members: Sequence[Entry], options: str = "") -> SetText:
+def set_text(
+    name: str, kind: str, family: int, members: Sequence[Entry], options: str = "", room: int | None = None
+) -> SetText:
     """ipset's maxelem is fixed at creation: leave room to grow (sets are swapped, not resized).
-    A ``list:set`` has neither family nor hash, and its size (``maxelem`` here) fits its members:
-    named by them, it never grows."""
+    A hash is sized for ``room`` members (default: as many as it has; ``set_makers`` counts
+    them before working them out). A ``list:set`` has neither family nor hash,
+    and its size (``maxelem`` here) fits its members: named by them, it never grows."""
     if kind == LIST_SET:
         return SetText(name, kind, "", 0, max(8, len(members)), members)
     if kind == PORT_SET:  # ports of any protocol, from its lowest to its highest
         ports = [int(p) for p, _ in members]
         return SetText(name, kind, "", 0, len(members), members, f" range {min(ports)}-{max(ports)}")
+    size = len(members) if room is None else room
     maxelem = 65536
-    while maxelem < 2 * len(members):
+    while maxelem < 2 * size:
         maxelem *= 2
     hashsize = 1024
-    while hashsize < len(members) // 2 and hashsize < 1 << 20:
+    while hashsize < size // 2 and hashsize < 1 << 20:
         hashsize *= 2
     return SetText(name, kind, "inet" if family == 4 else "inet6", hashsize, maxelem, members, options)
 
@@ -945,19 +949,34 @@ def kernel_sets(
     lowered: Lowered, members: Mapping[str, Sequence[Entry]], marks: Marks, families: Sequence[int] = (4, 6)
 ) -> list[SetText]:
     """Every set the rules use, with its members, in creation order (``set_makers``)."""
-    return [make() for make in set_makers(lowered, members, marks, families)]
+    return [maker.make() for maker in set_makers(lowered, members, marks, families)]
+
+
+@attrs.frozen
+class SetMaker:
+    """One set of ``set_makers``: ``make`` reads its members; ``header`` is the set without
+    them, sized by counting its pods' addresses (``Resolved.room``), so a first load creates
+    every set before reading a member."""
+
+    header: Callable[[], SetText]
+    make: Callable[[], SetText]
 
 
 def set_makers(
     lowered: Lowered, members: Mapping[str, Sequence[Entry]], marks: Marks, families: Sequence[int] = (4, 6)
-) -> list[Callable[[], SetText]]:
-    """Every set the rules use, in creation order, each read (its members) when called; with
-    group marks, the map sets built from ``lower``'s per-namespace isolated sets, which are
-    themselves never loaded. Names, kinds and order follow from the policies alone, so a first
-    load creates the first sets while the later ones' members are still being read: a fresh
-    namespace's kernel grows its list of sets 64 at a time, waiting a grace period each time
-    (1.8 s for the 9,000 sets of the independent L), and that wait now overlaps the reading."""
-    out: dict[str, tuple[tuple[bool, int, str], tuple[str, ...], Callable[[], SetText]]] = {}
+) -> list[SetMaker]:
+    """Every set the rules use, in creation order; with group marks, the map sets built from
+    ``lower``'s per-namespace isolated sets, which are themselves never loaded. Names, kinds
+    and order follow from the policies alone and sizes from counts of pods, so a first load
+    creates every set, then reads the members while the kernel works: a fresh namespace's
+    kernel grows its list of sets 64 at a time, waiting a grace period each time (1.8 s for the
+    8,839 sets of the independent L)."""
+    out: dict[str, tuple[tuple[bool, int, str], tuple[str, ...], SetMaker]] = {}
+    resolved = members if isinstance(members, Resolved) else None
+
+    def room_of(*names: str, without: Sequence[str] = ()) -> Callable[[], int] | None:
+        """``names``' ``Resolved.room``; None (each header reads its set) for other members."""
+        return None if resolved is None else functools.partial(resolved.room, *names, without=without)
 
     def put(
         name: str,
@@ -967,9 +986,11 @@ def set_makers(
         tests: int = 1,
         options: str = "",
         holds: Sequence[str] = (),
+        room: Callable[[], int] | None = None,
     ) -> None:
-        make = functools.partial(_made, name, kind, family, entries, options)
-        out[name] = (creation_order(kind, options, tests, name), tuple(holds), make)
+        make = functools.partial(_made, name, kind, family, entries, options, room)
+        header = make if room is None else functools.partial(_made, name, kind, family, tuple, options, room)
+        out[name] = (creation_order(kind, options, tests, name), tuple(holds), SetMaker(header, make))
 
     def put_list(name: str, held: tuple[str, ...], tests: int) -> None:
         put(name, LIST_SET, 0, functools.partial(_held, held), tests, holds=held)
@@ -981,11 +1002,19 @@ def set_makers(
         every = everyone(lowered, program.family, marks)
         for s, count in set_tests_per_set(program, marks).items():
             if every is not None and s == every.spec:
-                put(every.rest, "hash:ip", program.family, functools.partial(_rest, every, members), count)
+                rest = functools.partial(_rest, every, members)
+                put(
+                    every.rest,
+                    "hash:ip",
+                    program.family,
+                    rest,
+                    count,
+                    room=room_of(s.name, without=every.feeds),
+                )
                 put_list(every.name, (*every.maps, every.rest), count)
             else:
                 entries = functools.partial(members.__getitem__, s.name)
-                put(names.set(s.name), SET_TYPES[s.kind], s.family, entries, count)
+                put(names.set(s.name), SET_TYPES[s.kind], s.family, entries, count, room=room_of(s.name))
         for name, feeds in _map_sets(lowered, program.family, marks).items():
             put(
                 name,
@@ -993,6 +1022,7 @@ def set_makers(
                 program.family,
                 functools.partial(_mapped, feeds, members),
                 options=" skbinfo",
+                room=room_of(*feeds),
             )
         listed_tests = list_tests(program)
         for listed in list_sets(program):
@@ -1003,23 +1033,30 @@ def set_makers(
                 put(names.set(ports.numbers), PORT_SET, 0, functools.partial(_held, ports.entries))
             sets = (*(s.name for s in ports.named), *((ports.numbers,) if ports.numbers else ()))
             put_list(names.set(ports.name), tuple(names.set(n) for n in sets), listed_tests[ports.name])
-    placed: dict[str, Callable[[], SetText]] = {}
+    placed: dict[str, SetMaker] = {}
 
     def place(name: str) -> None:
         """``name`` after the sets it holds (the kernel refuses a list member that is not)."""
         if name not in placed:
-            _, holds, make = out[name]
+            _, holds, maker = out[name]
             for member in holds:
                 place(member)
-            placed[name] = make
+            placed[name] = maker
 
     for name in sorted(out, key=lambda n: out[n][0]):
         place(name)
     return list(placed.values())
 
 
-def _made(name: str, kind: str, family: int, entries: Callable[[], Sequence[Entry]], options: str) -> SetText:
-    return set_text(name, kind, family, entries(), options)
+def _made(
+    name: str,
+    kind: str,
+    family: int,
+    entries: Callable[[], Sequence[Entry]],
+    options: str,
+    room: Callable[[], int] | None,
+) -> SetText:
+    return set_text(name, kind, family, entries(), options, None if room is None else room())
 
 
 def _held(names: Sequence[str]) -> list[Entry]:
