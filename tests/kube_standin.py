@@ -59,6 +59,9 @@ class KubeStandin:
         # watch streams the next raw line and ends
         self.bad_lists: list[bytes] = []
         self.bad_events: list[bytes] = []
+        # collection path -> (status, message) answered to its watches, as a server refusing a
+        # version it will not serve (400) or an RBAC denial (403) answers
+        self.refused_watches: dict[str, tuple[int, str]] = {}
         self._server: ThreadingHTTPServer | None = None
 
     # -- the cluster ---------------------------------------------------------------------------
@@ -222,7 +225,11 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path not in COLLECTIONS or url.path in self.api.missing:
             self._json(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": url.path})
             return
-        if query.get("watch") in ("true", "1"):
+        refused = self.api.refused_watches.get(url.path)
+        if query.get("watch") in ("true", "1") and refused is not None:
+            code, message = refused
+            self._json(code, {"kind": "Status", "code": code, "reason": "Refused", "message": message})
+        elif query.get("watch") in ("true", "1"):
             self._watch(url.path, query)
         else:
             self._list(url.path)

@@ -4,6 +4,7 @@ list, watch, bookmarks, 410 -> relist and diff, dropped watches, API down at sta
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -201,7 +202,7 @@ def test_malformed_answers_are_retried_and_the_watch_goes_on(
     a dropped connection is: the watcher never dies, so the agent keeps following the cluster."""
     caplog.set_level(logging.WARNING, logger="npc.agent")
     api.put(pod("a", "10.0.0.1"))
-    api.bad_lists += [b"[1, 2]", b'{"items": ["x"]}', b'{"items": 3}']
+    api.bad_lists += [b"[1, 2]", b'{"items": ["x"]}', b'{"items": 3}', b"<html>502 Bad Gateway</html>"]
     cache, restarts, stop = Cache(), [], threading.Event()
     watcher = Watcher(
         api_client(str(api.kubeconfig(tmp_path))),
@@ -214,7 +215,7 @@ def test_malformed_answers_are_retried_and_the_watch_goes_on(
     )
     watcher.start()
     try:
-        wait_for(watcher.synced.is_set, "the list after three bad ones", timeout=20)
+        wait_for(watcher.synced.is_set, "the list after four bad ones", timeout=30)
         assert [o["metadata"]["name"] for o in cache.items(PODS)] == ["a"]
         wait_for(lambda: any("watch=true" in r for r in api.requests), "the first watch")
         api.bad_events += [b'"oops"', b'{"type": "ADDED", "object": [1]}', b"[" * 100_000 + b"]" * 100_000]
@@ -230,12 +231,13 @@ def test_malformed_answers_are_retried_and_the_watch_goes_on(
             timeout=20,
         )
         assert watcher.is_alive() and restarts.count("error") >= 6
-        assert sum(1 for r in api.requests if r == "/api/v1/pods") == 4  # a bad event: no relist
+        assert sum(1 for r in api.requests if r == "/api/v1/pods") == 5  # a bad event: no relist
         said = [r.getMessage() for r in caplog.records]
         for why in (
             "malformed list response: a JSON object expected, not list",
             "malformed list item: a JSON object expected, not str",
             "malformed list response: items is not a list",
+            "malformed list response: not JSON (Expecting value: line 1 column 1 (char 0))",
             "malformed watch event: a JSON object expected, not str",
             "malformed watch event's object: a JSON object expected, not list",
             "malformed watch event: nested too deeply",
@@ -255,3 +257,51 @@ def test_a_policy_whose_metadata_is_not_a_mapping_is_reported_at_its_path(
     with pytest.raises(InputError) as caught:
         ApiPolicies(watching.cache, [NETWORK_POLICIES]).read()
     assert "metadata: must be a mapping, not a string" in caught.value.render()
+
+
+def test_a_resume_the_api_refuses_lists_again(
+    api: KubeStandin, watching: Watching, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watch resumed from a version the API will not serve (400) is not retried for ever: the
+    resource is listed again and diffed, as after 410; the API's own message is in the log."""
+    caplog.set_level(logging.WARNING, logger="npc.agent")
+    wait_for(lambda: all(x.synced.is_set() for x in watching.watchers), "first lists")
+    api.refused_watches["/api/v1/pods"] = (400, 'resourceVersion: Invalid value: "zz"')
+    api.drop_watches()
+    wait_for(lambda: ("pods", "relist") in watching.restarts, "a relist after the refusal")
+    api.put(pod("a", "10.0.0.1"))  # while every watch of pods is refused: only a list finds it
+    wait_for(lambda: watching.names(PODS) == ["a"], "pod a, listed", timeout=15)
+    assert sum(1 for r in api.requests if r == "/api/v1/pods") >= 2
+    del api.refused_watches["/api/v1/pods"]
+    api.put(pod("b", "10.0.0.2"))
+    wait_for(lambda: watching.names(PODS) == ["a", "b"], "pod b, watched again", timeout=15)
+    said = [r.getMessage() for r in caplog.records]
+    assert any('HTTP 400 Bad Request: resourceVersion: Invalid value: "zz"' in line for line in said), said
+
+
+def test_a_denied_watch_is_retried_as_it_is_with_the_api_s_words(
+    api: KubeStandin, watching: Watching, caplog: pytest.LogCaptureFixture
+) -> None:
+    """403 (RBAC) is not cured by listing again: the watch is retried with backoff, and the log
+    says who was denied what."""
+    caplog.set_level(logging.WARNING, logger="npc.agent")
+    wait_for(lambda: all(x.synced.is_set() for x in watching.watchers), "first lists")
+    denial = 'pods is forbidden: User "system:serviceaccount:kube-system:npc" cannot watch resource "pods"'
+    api.refused_watches["/api/v1/pods"] = (403, denial)
+    api.drop_watches()
+    wait_for(lambda: watching.restarts.count(("pods", "error")) >= 2, "two refused resumes")
+    del api.refused_watches["/api/v1/pods"]
+    api.put(pod("b", "10.0.0.2"))
+    wait_for(lambda: watching.names(PODS) == ["b"], "pod b, watched again", timeout=15)
+    assert ("pods", "relist") not in watching.restarts
+    assert any(denial in r.getMessage() for r in caplog.records)
+
+
+def test_the_client_retries_nothing_itself_and_probes_quiet_connections(tmp_path: Path) -> None:
+    """A failed request is the watch loop's to retry (logged, with backoff): urllib3's own retries
+    made a hung list silent for minutes. TCP keepalive ends a connection whose packets stopped."""
+    with KubeStandin() as standin:
+        configuration = api_client(str(standin.kubeconfig(tmp_path))).configuration
+    assert configuration.retries is False
+    assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1) in configuration.socket_options
+    assert (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30) in configuration.socket_options

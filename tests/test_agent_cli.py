@@ -36,17 +36,40 @@ import pytest
     ],
 )
 def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    _refused(args, message, tmp_path)
+
+
+def _refused(args: list[str], message: str, where: Path) -> None:
     done = subprocess.run(
         ["unshare", "--net", sys.executable, "-m", "npc", "agent", "--listen", "127.0.0.1:0", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=tmp_path,
+        cwd=where,
         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+SERVER = '{"clusters": [{"name": "c", "cluster": {"server": %s}}], "users": [{"name": "u", "user": {}}], '
+SERVER += '"contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}], "current-context": "x"}'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not: [yaml", "kubeconfig kc: while parsing a flow sequence"),
+        ("- a\n- list\n", "kubeconfig kc: "),
+        (SERVER % '"not a url"', "kubeconfig kc: the server 'not a url' is not an http(s) URL"),
+        (SERVER % '"ftp://h:1"', "is not an http(s) URL"),
+        (SERVER % "5", "kubeconfig kc: "),
+    ],
+)
+def test_a_kubeconfig_that_does_not_load_is_a_usage_error(text: str, message: str, tmp_path: Path) -> None:
+    (tmp_path / "kc").write_text(text, encoding="utf-8")
+    _refused(["--kubeconfig", "kc"], message, tmp_path)
 
 
 def test_a_backend_that_cannot_load_ends_the_agent_with_exit_2(tmp_path: Path) -> None:

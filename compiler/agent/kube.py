@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -63,18 +64,40 @@ MULTI_NETWORK_POLICIES = Resource(
 )
 
 
+# a connection gone quiet is probed after 30 s and dropped after three unanswered probes 10 s
+# apart: a watch whose packets stopped (a dead load balancer, a dropped route) ends in a minute
+# and is resumed, instead of waiting out its read timeout with no event reaching the node
+KEEPALIVE = [
+    *urllib3.connection.HTTPConnection.default_socket_options,  # urllib3 replaces, not merges
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
+]
+
+
 def api_client(kubeconfig: str | None) -> client.ApiClient:
-    """``--kubeconfig``, else ``$KUBECONFIG``, else the in-cluster service account."""
+    """``--kubeconfig``, else ``$KUBECONFIG``, else the in-cluster service account. urllib3's own
+    retries are off: a request that fails is the watch loop's to retry, with its backoff and a
+    line in the log (urllib3 retried a timed-out list three times, silently, for minutes)."""
     path = kubeconfig or os.environ.get("KUBECONFIG")
     configuration = client.Configuration()
+    where = f"kubeconfig {path}" if path else "in-cluster config (no --kubeconfig, no $KUBECONFIG)"
     try:
         if path:
             config.load_kube_config(config_file=path, client_configuration=configuration)
         else:
             config.load_incluster_config(client_configuration=configuration)
-    except (config.ConfigException, OSError, ValueError, TypeError) as exc:
-        where = f"kubeconfig {path}" if path else "in-cluster config (no --kubeconfig, no $KUBECONFIG)"
-        raise UsageError(f"{where}: {exc}") from None
+    except Exception as exc:  # a file of any shape: YAML errors, a list where a mapping goes, ...
+        raise UsageError(f"{where}: {exc or type(exc).__name__}") from None
+    try:
+        server = urllib3.util.parse_url(configuration.host)
+    except urllib3.exceptions.LocationParseError:
+        server = None
+    if server is None or server.scheme not in ("http", "https") or not server.host:
+        raise UsageError(f"{where}: the server {configuration.host!r} is not an http(s) URL")
+    configuration.retries = False
+    configuration.socket_options = KEEPALIVE
     return client.ApiClient(configuration)
 
 
@@ -168,11 +191,36 @@ def _version(obj: dict[str, Any]) -> str | None:
 
 
 def _parsed(data: str | bytes, what: str) -> object:
-    """JSON, with a document nested past the reader's depth a ValueError like any malformed one."""
+    """JSON, or a ValueError saying the answer is malformed (a proxy's HTML page, a document
+    nested past the reader's depth)."""
     try:
         return json.loads(data)
     except RecursionError:
         raise ValueError(f"malformed {what}: nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"malformed {what}: not JSON ({exc})") from None
+
+
+RESUMES = 5  # watch resumes failed in a row before the resource is listed again
+
+
+def _refused(status: int) -> bool:
+    """A status that resuming the same watch again cannot fix (a version the API will not serve),
+    unlike a lost credential (401, 403) or throttling (429), which are retried as they are."""
+    return 400 <= status < 500 and status not in (401, 403, 429)
+
+
+def _status_message(exc: ApiException) -> str:
+    """The API's own words (its Status object's message: an RBAC denial names the user and the
+    verb), printable and bounded."""
+    try:
+        found = json.loads(exc.body) if exc.body else None
+    except (ValueError, TypeError, RecursionError):
+        return ""
+    message = found.get("message") if isinstance(found, dict) else None
+    if not message:
+        return ""
+    return ": " + "".join(c if c.isprintable() else "?" for c in str(message)[:300])
 
 
 def _object(found: object, what: str) -> dict[str, Any]:
@@ -205,14 +253,20 @@ class Watcher(threading.Thread):
 
     def run(self) -> None:
         backoff = Backoff()
+        failed = 0  # resumes from one version failed in a row
         while not self.stop.is_set():
+            resumed = None
             try:
                 if self.version is None:
                     self.version = self._list()
                     backoff.reset()
+                    failed = 0
+                resumed = self.version
                 self._watch()
+                failed = 0
                 backoff.reset()  # a watch that ended quietly (server timeout) is resumed at once
             except ApiException as exc:
+                failed = failed + 1 if resumed is not None and self.version == resumed else 0
                 if exc.status == 410:
                     log.info(
                         "watch %s: resourceVersion %s expired (410 Gone): listing again",
@@ -225,9 +279,18 @@ class Watcher(threading.Thread):
                 if exc.status == 404 and self.version is None:
                     self._not_served()
                     continue
-                self._failed(f"HTTP {exc.status} {exc.reason}", backoff)
+                why = f"HTTP {exc.status} {exc.reason}{_status_message(exc)}"
+                if self.version is not None and (_refused(exc.status) or failed >= RESUMES):
+                    self._relist(why, backoff)
+                    continue
+                self._failed(why, backoff)
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-                self._failed(type(exc).__name__ + (f": {exc}" if str(exc) else ""), backoff)
+                failed = failed + 1 if resumed is not None and self.version == resumed else 0
+                why = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+                if self.version is not None and failed >= RESUMES:
+                    self._relist(why, backoff)
+                    continue
+                self._failed(why, backoff)
             except Exception:  # a bug must not end the watch: the agent would stop following
                 log.exception("watch %s failed unexpectedly; listing again", self.resource.name)
                 self.version = None
@@ -247,6 +310,21 @@ class Watcher(threading.Thread):
             self.notify(self.resource.input, changed)
         self.on_restart(self.resource.name, "not-served")
         self.stop.wait(60.0)
+
+    def _relist(self, why: str, backoff: Backoff) -> None:
+        """A resume the API refuses (a version it cannot serve: 400, 422, ...), or one failing
+        ``RESUMES`` times in a row, is given up: list again and diff, as after 410."""
+        delay = backoff.next()
+        log.warning(
+            "watch %s: resuming from resourceVersion %s failed (%s): listing again in %.1f s",
+            self.resource.name,
+            self.version,
+            why,
+            delay,
+        )
+        self.on_restart(self.resource.name, "relist")
+        self.version = None
+        self.stop.wait(delay)
 
     def _failed(self, why: str, backoff: Backoff) -> None:
         delay = backoff.next()
