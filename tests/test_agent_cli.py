@@ -3,8 +3,10 @@ runs in a network namespace of its own (``unshare``): an agent that did start wo
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,36 @@ def test_a_bad_policy_file_is_not_read_again_for_each_pod_change(tmp_path: Path)
     assert log.count("applied network") == 3, log  # the first load, then each pod added
     assert log.count("keeping the last good policies") == 1, log
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("after", [0.05, 0.3])
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_an_agent_stopped_while_it_starts_exits_0(after: float, number: int, tmp_path: Path) -> None:
+    """README: SIGTERM or SIGINT stop an agent with exit 0, also in its first tenth of a second
+    (the modules loading), before it has taken its own handlers."""
+    (tmp_path / "p.yaml").write_text("", encoding="utf-8")
+    (tmp_path / "i.json").write_text('{"kind": "List", "items": []}', encoding="utf-8")
+    agent = subprocess.Popen(
+        [
+            "unshare",
+            "--net",
+            sys.executable,
+            "-m",
+            "npc",
+            "agent",
+            "--policies",
+            "p.yaml",
+            "--inventory",
+            "i.json",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    time.sleep(after)
+    agent.send_signal(number)  # unshare passes it on: it execs the interpreter
+    _, stderr = agent.communicate(timeout=30)
+    assert agent.returncode == 0, stderr
+    assert "Traceback" not in stderr
