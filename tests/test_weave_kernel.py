@@ -325,6 +325,26 @@ def test_a_node_without_the_router_hooks_gets_a_warning(tmp_path: Path) -> None:
         assert ":WEAVE-NPC-EGRESS - " in ns.run("iptables-save", "-t", "filter").stdout
 
 
+def test_a_network_weave_enforces_is_refused_by_the_other_backends(tmp_path: Path) -> None:
+    """Weave's direction chains jump into the network's chains: npc's own iptables layout would
+    have to delete them, and the kernel refused that midway, leaving new empty chains behind.
+    Both other backends now refuse up front (exit 3), naming weave's reset; nothing changes."""
+    with fresh_netns("npc-weave", tmp_path) as ns:
+        done = ns.npc_apply(policy("a"), extra=("--backend", "weave"))
+        assert done.returncode == 0, done.stderr
+        before = ns.state()
+        for backend in ("iptables", "nftables"):
+            done = ns.npc_apply(policy("a"), extra=("--backend", backend))
+            assert done.returncode == 3, done.stderr
+            assert (
+                "enforced by the weave backend; remove it first with: npc reset --backend weave"
+                in done.stderr
+            )
+            assert "Traceback" not in done.stderr
+            assert ns.state() == before
+            assert "npc-" not in ns.run("nft", "list", "tables").stdout
+
+
 def test_a_plain_reset_takes_a_weave_network_apart_and_the_iptables_backends_leaves_it(
     tmp_path: Path,
 ) -> None:

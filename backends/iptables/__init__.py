@@ -10,7 +10,7 @@ from ...lower import Lowered, lower
 from ..base import Backend, LoadReport, MemberDelta, Members, Options, Runner
 from . import render as _render
 from .drift import iptables_drift
-from .load import Tools, _tools, apply_iptables, detect_tools, load_members, reset_iptables
+from .load import Tools, _tools, apply_iptables, detect_tools, load_members, refuse_layered, reset_iptables
 from .mark_tree import Marks
 from .render import NPC_LAYOUT, Layout
 from .update import Chains, chains, update_iptables
@@ -38,6 +38,10 @@ def load_layout(
         tools = detect_tools(runner, options.iptables)
         if known is not None:
             known[options.iptables] = tools
+        if layout is NPC_LAYOUT:
+            from ..weave import LAYOUT as WEAVE  # not at import: weave builds on this package
+
+            refuse_layered(runner, compiled.lowered, tools, WEAVE, "weave")
         report = apply_iptables(compiled.lowered, compiled.members, marks, tools, runner, layout)
     if written is not None:
         written.update(report.written)

@@ -832,17 +832,37 @@ def _saves(run: Runner, tools: Tools) -> list[tuple[Tools, int, str]]:
     return saves
 
 
-def _holds_chains(run: Runner, tools: Tools, prefix: str) -> bool:
-    for family in (4, 6):
-        saved = run([tools.save[family]])  # not "-t filter": iptables-nft would create the table
-        if saved.returncode == 0 and f"\n:{prefix}" in "\n" + saved.stdout:
-            return True
-    return False
+def refuse_layered(run: Runner, lowered: Lowered, tools: Tools, other: Layout, backend: str) -> None:
+    """npc's own layout refuses a network ``other`` (Weave's) enforces: its direction chains jump
+    into the chains npc's would replace, and the kernel refused the deletions midway. Weave's
+    takes npc's over instead (both are iptables chains of the network, replaced in one
+    transaction). Two short listings, not the tables' whole saves."""
+    names, binary = names_of(lowered), tools.save[4].removesuffix("-save")
+    jump = re.compile(rf" -[jg] {re.escape(names.chain_prefix)}")
+    for chain in sorted(set(other.direction_chains.values())):
+        listed = run([binary, "--wait=30", "-t", "filter", "-S", chain])
+        if listed.returncode == 0 and jump.search(listed.stdout):
+            raise ApplyError(
+                f"network {lowered.network} is enforced by the {backend} backend; remove it first "
+                f"with: npc reset --backend {backend} --network {lowered.network}"
+            )
+
+
+def _enforcer(run: Runner, tools: Tools, names: Names) -> str:
+    """The backend whose chains of the network ``tools`` holds: "weave" where rules outside npc's
+    chains lead into them and npc's FORWARD jump does not (``_layered_tags``), else "iptables";
+    "" for none."""
+    saved = [run([tools.save[family]]) for family in (4, 6) if run.which(tools.save[family])]
+    texts = [done.stdout for done in saved if done.returncode == 0]
+    if not any(f"\n:{names.chain_prefix}" in "\n" + text for text in texts):
+        return ""
+    return "weave" if names.tag in _layered_tags(texts) else "iptables"
 
 
 def refuse_other_backends(run: Runner, lowered: Lowered, tools: Tools | None) -> None:
     """Two backends (or iptables flavours) enforcing one network would both filter: exit 3 with the
-    command that removes the other, rather than apply beside it."""
+    command that removes the other, rather than apply beside it. ``tools``: the iptables flavour
+    applying (None: nftables)."""
     names, network = names_of(lowered), lowered.network
     if tools is not None:
         table = table_name(network)
@@ -853,18 +873,19 @@ def refuse_other_backends(run: Runner, lowered: Lowered, tools: Tools | None) ->
                 f"first with: npc reset --backend nftables --network {network}"
             )
         for other in _other_flavours(run, tools):
-            if _holds_chains(run, other, names.chain_prefix):
+            if backend := _enforcer(run, other, names):
                 raise ApplyError(
-                    f"network {network} is enforced with iptables-{other.flavour}; remove it first with: "
-                    f"npc reset --backend iptables --iptables {other.flavour} --network {network}"
+                    f"network {network} is enforced by the {backend} backend with iptables-{other.flavour}; "
+                    f"remove it first with: npc reset --backend {backend} --iptables {other.flavour} "
+                    f"--network {network}"
                 )
         return
     for flavour in ("legacy", "nft", ""):
         candidate = _tools(flavour)
-        if run.which(candidate.save[4]) and _holds_chains(run, candidate, names.chain_prefix):
+        if run.which(candidate.save[4]) and (backend := _enforcer(run, candidate, names)):
             raise ApplyError(
-                f"network {network} is enforced by the iptables backend; remove it first with: "
-                f"npc reset --backend iptables --network {network}"
+                f"network {network} is enforced by the {backend} backend; remove it first with: "
+                f"npc reset --backend {backend} --network {network}"
             )
     if run.which("ipset") and any(
         n.startswith(names.set_prefix) for n in run(["ipset", "list", "-n"]).stdout.split()
