@@ -89,7 +89,7 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
         else:
             config.load_incluster_config(client_configuration=configuration)
     except Exception as exc:  # a file of any shape: YAML errors, a list where a mapping goes, ...
-        raise UsageError(f"{where}: {exc or type(exc).__name__}") from None
+        raise UsageError(f"{where}: {str(exc) or type(exc).__name__}") from None
     try:
         server = urllib3.util.parse_url(configuration.host)
     except urllib3.exceptions.LocationParseError:
