@@ -266,7 +266,6 @@ class Watcher(threading.Thread):
                 failed = 0
                 backoff.reset()  # a watch that ended quietly (server timeout) is resumed at once
             except ApiException as exc:
-                failed = failed + 1 if resumed is not None and self.version == resumed else 0
                 if exc.status == 410:
                     log.info(
                         "watch %s: resourceVersion %s expired (410 Gone): listing again",
@@ -279,18 +278,16 @@ class Watcher(threading.Thread):
                 if exc.status == 404 and self.version is None:
                     self._not_served()
                     continue
-                why = f"HTTP {exc.status} {exc.reason}{_status_message(exc)}"
-                if self.version is not None and (_refused(exc.status) or failed >= RESUMES):
-                    self._relist(why, backoff)
-                    continue
-                self._failed(why, backoff)
+                failed = self._retry(
+                    f"HTTP {exc.status} {exc.reason}{_status_message(exc)}",
+                    backoff,
+                    resumed,
+                    failed,
+                    _refused(exc.status),
+                )
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-                failed = failed + 1 if resumed is not None and self.version == resumed else 0
                 why = type(exc).__name__ + (f": {exc}" if str(exc) else "")
-                if self.version is not None and failed >= RESUMES:
-                    self._relist(why, backoff)
-                    continue
-                self._failed(why, backoff)
+                failed = self._retry(why, backoff, resumed, failed)
             except Exception:  # a bug must not end the watch: the agent would stop following
                 log.exception("watch %s failed unexpectedly; listing again", self.resource.name)
                 self.version = None
@@ -310,6 +307,18 @@ class Watcher(threading.Thread):
             self.notify(self.resource.input, changed)
         self.on_restart(self.resource.name, "not-served")
         self.stop.wait(60.0)
+
+    def _retry(
+        self, why: str, backoff: Backoff, resumed: str | None, failed: int, refused: bool = False
+    ) -> int:
+        """After a failure, resume again or (``refused``, or ``RESUMES`` resumes in a row from one
+        version failed) list again; the count of failed resumes now."""
+        failed = failed + 1 if resumed is not None and self.version == resumed else 0
+        if self.version is not None and (refused or failed >= RESUMES):
+            self._relist(why, backoff)
+        else:
+            self._failed(why, backoff)
+        return failed
 
     def _relist(self, why: str, backoff: Backoff) -> None:
         """A resume the API refuses (a version it cannot serve: 400, 422, ...), or one failing
