@@ -152,7 +152,16 @@ class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[mis
     anchor and alias (``&id001`` ... ``*id001``) where two rules share one list: each object reads,
     and a change to it diffs, where it stands."""
 
-    yaml_implicit_resolvers = Loader.yaml_implicit_resolvers  # what reads as no string is quoted
+    # What either reader takes for no string is quoted: go-yaml v2's as npc reads it, and YAML
+    # 1.1's (PyYAML's default, in many a pipeline's scripts), where ``1:20`` is 80 (base 60).
+    yaml_implicit_resolvers = {
+        first: list(dict.fromkeys([*Loader.yaml_implicit_resolvers.get(first, ()), *theirs]))
+        for first, theirs in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
+    } | {
+        first: ours
+        for first, ours in Loader.yaml_implicit_resolvers.items()
+        if first not in yaml.resolver.Resolver.yaml_implicit_resolvers
+    }
 
     def ignore_aliases(self, data: Any) -> bool:
         return True

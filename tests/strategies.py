@@ -25,11 +25,13 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from hypothesis import assume
 from hypothesis import strategies as st
 from npc.frontends.validate import (
     dns_label_problem,
     dns_subdomain_problem,
     label_value_problem,
+    mapped_problem,
     port_name_problem,
     qualified_name_problem,
 )
@@ -164,6 +166,7 @@ def _networks(draw: st.DrawFn) -> tuple[Network, int]:
     network = ipaddress.ip_network(
         (address if not v6 else ipaddress.IPv6Address(address), prefix), strict=False
     )
+    assume(mapped_problem(network) is None)  # IPv4-mapped blocks are refused
     return network, bits
 
 
@@ -176,6 +179,7 @@ def _ip_blocks(draw: st.DrawFn) -> IPBlock:
         offset = draw(st.integers(0, network.num_addresses - 1))
         address = network.network_address + offset
         excepts.append(ipaddress.ip_network((address, prefix), strict=False))
+        assume(mapped_problem(excepts[-1]) is None)
     return IPBlock(network, tuple(excepts))
 
 

@@ -153,6 +153,8 @@ SPEC_CASES = [
         ('"fd00::/129"', "invalid CIDR"),
         ("10.0.0.0/255.0.0.0", "CIDR"),
         ('""', "invalid CIDR"),
+        ('"::ffff:10.0.0.0/104"', "write 10.0.0.0/8"),
+        ('"::ffff:a00:1/128"', "write 10.0.0.1/32"),
     ),
     (
         "ingress:\n- from:\n  - »ipBlock: {except: [10.0.0.0/8]}",
@@ -170,6 +172,7 @@ SPEC_CASES = [
         ("10.0.0.0/16", "strict subset"),
         ("10.0.0.0/8", "strict subset"),
         ('"fd00::/64"', "IP family"),
+        ('"::ffff:0:0/96"', "IPv4-mapped"),
     ),
     # peers
     ("ingress:\n- from:\n  - »{}", "spec.ingress[0].from[0]", "must specify a peer"),

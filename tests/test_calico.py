@@ -233,6 +233,16 @@ def test_more_than_fifty_ports_are_split_over_rules() -> None:
     _verdicts(Program((policy,)), SMALL_CLUSTER)
 
 
+def test_port_ranges_read_as_ranges_in_yaml_1_1_too() -> None:
+    """``1:20`` unquoted is 80 to a YAML 1.1 reader (base 60), a pipeline's Python step say."""
+    ports = [PortSpec("TCP", 1, 20), PortSpec("UDP", 22, 25), PortSpec("TCP", 8080, 8090)]
+    policy = Policy("a", "p", Selector.from_labels({"app": "x"}), ingress=(Rule(None, ports),))
+    text = to_yaml(calico_objects(Program((policy,))))
+    read = [r["destination"]["ports"] for o in documents(text) for r in o["spec"]["ingress"]]
+    assert read == [["1:20", "8080:8090"], ["22:25"]], read
+    assert "- '1:20'\n" in text and "- 8080:8090\n" in text  # quoted where YAML 1.1 would misread
+
+
 def test_more_than_1024_rules_are_split_over_objects() -> None:
     blocks = [IPBlock(ipaddress.ip_network(f"10.{i // 256}.{i % 256}.0/24")) for i in range(1100)]
     policy = Policy(

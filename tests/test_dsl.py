@@ -341,6 +341,7 @@ MEANING_ERRORS = [
         ("10.0.0.1", "needs a prefix length"),
         ("10.0.0.0/33", "invalid address block"),
         ("1.2.3.4.5/8", "invalid address block"),
+        ("::ffff:10.0.0.0/104", "IPv4-mapped IPv6 block is read as IPv4 by some dataplanes"),
     ),
     *after(
         "policy default/p { select all allow ingress from 10.0.0.0/8 except ",

@@ -44,6 +44,7 @@ from .validate import (
     dns_subdomain_problem,
     except_problem,
     label_value_problem,
+    mapped_problem,
     port_name_problem,
 )
 from .validate import qualified_name_problem as label_key_problem
@@ -216,7 +217,7 @@ class _Meaning:
             bits = 128 if ":" in text else 32
             raise self.fail(word, f"address block {show(text)} needs a prefix length, like {text}/{bits}")
         try:
-            return ipaddress.ip_network(text, strict=True)
+            network = ipaddress.ip_network(text, strict=True)
         except ValueError as exc:
             try:
                 network = ipaddress.ip_network(text, strict=False)
@@ -225,6 +226,9 @@ class _Meaning:
             raise self.fail(
                 word, f"address block {show(text)} has host bits set: did you mean {network}?"
             ) from None
+        if (problem := mapped_problem(network)) is not None:
+            raise self.fail(word, f"address block {show(text)}: {problem}")
+        return network
 
     def block(self, peer: syn.BlockPeer) -> IPBlock:
         network = self.network(peer.cidr)

@@ -269,9 +269,27 @@ def cidr(value: object, parts: FieldPath) -> Network:
             parts, f"invalid CIDR {show(text)}: must be an address and a prefix length, e.g. 10.0.0.0/16"
         )
     try:
-        return ipaddress.ip_network(text, strict=False)
+        network = ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
         raise fail(parts, f"invalid CIDR {show(text)}: {exc}") from None
+    if (problem := mapped_problem(network)) is not None:
+        raise fail(parts, f"invalid CIDR {show(text)}: {problem}")
+    return network
+
+
+def mapped_problem(network: Network) -> str | None:
+    """Why an IPv4-mapped IPv6 block (``::ffff:10.0.0.0/104``) is refused: Go, and so Calico and
+    kube-router, read it as the IPv4 block, the kernel's IPv6 rules as IPv6 addresses no packet
+    has; the API server's strict validation (KEP-4858) refuses it too. None for any other block."""
+    if not isinstance(network, ipaddress.IPv6Network):
+        return None
+    mapped = network.network_address.ipv4_mapped
+    if mapped is None:
+        return None
+    meant = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    return (
+        f"an IPv4-mapped IPv6 block is read as IPv4 by some dataplanes and as IPv6 by others; write {meant}"
+    )
 
 
 def except_problem(excluded: Network, network: Network) -> str | None:
