@@ -110,6 +110,8 @@ def pod_address(text: str, *, subnet: bool = True) -> Address:
         raise ValueError(f"{show(text)} has a zone (%{printable(address.scope_id)}): a pod address has none")
     if address.is_unspecified:
         raise ValueError(f"{show(text)} is the unspecified address, not a pod's")
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        raise ValueError(f"{show(text)} is IPv4-mapped: the pod's packets carry {address.ipv4_mapped}")
     return address
 
 

@@ -241,6 +241,7 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], int, list[str]]] = [
             ("port-negative", pod(port=-5), "containerPort", "between 1 and 65535"),
             ("zone", pod(ip="fe80::1%eth0"), "items[0].status.podIPs[0].ip", "zone"),
             ("unspecified", pod(ip="0.0.0.0"), "items[0].status.podIPs[0].ip", "unspecified"),
+            ("mapped", pod(ip="::ffff:10.1.0.5"), "items[0].status.podIPs[0].ip", "carry 10.1.0.5"),
             ("label-number", pod(labels={"app": 5}), "items[0].metadata.labels[app]", "must be a string"),
         ]
     ),
