@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar, run
 import attrs
 
 from ..errors import ApplyError, UsageError
-from ..lock import DEFAULT_WAIT
+from ..lock import DEFAULT_WAIT, held
 from ..resolve import Entry
 
 if TYPE_CHECKING:
@@ -94,7 +94,9 @@ class SubprocessRunner:
             with os.fdopen(os.memfd_create("npc-input", os.MFD_CLOEXEC), "w+b") as fh:
                 fh.write(stdin.encode())
                 fh.seek(0)
-                done = subprocess.run(list(argv), stdin=fh, capture_output=True, text=True, check=False)
+                done = subprocess.run(
+                    list(argv), stdin=fh, capture_output=True, text=True, check=False, pass_fds=held()
+                )
         except FileNotFoundError:
             raise ApplyError(
                 f"{argv[0]} not found: install it (Debian: apt-get install {_package(argv[0])})"

@@ -5,7 +5,8 @@ Two applies interleaving their set and rule steps produce a state that is neithe
 named for the network namespace (its inode): a cron job, the agent and a person at a shell
 queue up, while namespaces never block each other. A waiter waits ``wait`` seconds (default 60),
 then gives up with exit 3 and nothing changed. The kernel drops the lock when its holder dies,
-so a killed apply never leaves the node locked.
+so a killed apply never leaves the node locked; the tools npc starts under the lock hold it too
+(``held``), so a killed npc's ``ipset restore`` finishes before the next npc starts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from .errors import ApplyError
 
 DEFAULT_WAIT = 60.0
 LOCK_DIR = "/run"
+_HELD: list[int] = []
+
+
+def held() -> tuple[int, ...]:
+    """The lock's descriptor while this process holds it, for every tool it starts to inherit: a
+    ``flock`` lasts while any process has it open, so a tool outliving a killed npc (an ``ipset
+    restore`` halfway) keeps the next npc waiting instead of changing the kernel beside it."""
+    return tuple(_HELD)
 
 
 def record_path(name: str) -> str:
@@ -55,8 +64,11 @@ def netns_lock(wait: float = DEFAULT_WAIT) -> Iterator[None]:
                     f"gave up after waiting {wait:g} s (--wait), nothing was changed"
                 )
             time.sleep(0.05)
+        _HELD.append(fd)
         yield
     finally:
+        if fd in _HELD:
+            _HELD.remove(fd)
         os.close(fd)
 
 

@@ -121,6 +121,34 @@ def test_a_held_lock_makes_apply_wait_then_give_up_cleanly(netns: Netns) -> None
         assert other.npc_apply(policy("a"), extra=("--wait", "0")).returncode == 0
 
 
+def test_a_tool_outliving_a_killed_npc_holds_the_lock_until_it_ends(netns: Netns) -> None:
+    """kill -9 of npc while its ``ipset restore`` runs: the orphan still changes the kernel, so
+    the next npc waits for it (a reset beside it failed on sets it was still creating)."""
+    started = netns.tmp / "tool-started"
+    holder = subprocess.Popen(
+        [
+            "ip", "netns", "exec", netns.name, sys.executable, "-c",
+            "from npc.lock import netns_lock\nfrom npc.backends.base import SubprocessRunner\n"
+            f"with netns_lock():\n    SubprocessRunner()(['sh', '-c', 'touch {started}; sleep 4'])",
+        ],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not started.exists():
+            assert time.monotonic() < deadline and holder.poll() is None
+            time.sleep(0.02)
+    finally:
+        holder.kill()
+        holder.wait()
+    waited = time.monotonic()
+    result = netns.npc_apply(policy("a"), extra=("--wait", "0.5"))
+    assert result.returncode == 3 and "lock" in result.stderr, result.stderr
+    assert "NPC-" not in netns.state()
+    result = netns.npc_apply(policy("a"), extra=("--wait", "20"))
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - waited > 2  # it waited for the tool, not for the killed npc
+
+
 def test_concurrent_applies_end_in_one_of_the_inputs(netns: Netns) -> None:
     inputs = [
         write_inputs(netns.tmp / "x" / "p", policy("a")),
