@@ -149,6 +149,21 @@ def test_a_tool_outliving_a_killed_npc_holds_the_lock_until_it_ends(netns: Netns
     assert time.monotonic() - waited > 2  # it waited for the tool, not for the killed npc
 
 
+def test_stale_sets_go_but_one_another_rule_uses_is_kept_with_a_warning(netns: Netns) -> None:
+    assert netns.npc_apply(policy("a")).returncode == 0
+    alone = set(sets(netns))
+    assert netns.npc_apply(policy("a"), policy("b", 80, "frontend"), policy("c", "redis")).returncode == 0
+    stale = sorted(set(sets(netns)) - alone)
+    assert len(stale) >= 3, stale
+    held = [name for name in stale if re.search(r"-[a-z]4-", name)][-1]  # an IPv4 set, among others
+    netns.run("iptables", "-A", "FORWARD", "-m", "set", "--match-set", held, "src", "-j", "ACCEPT")
+    result = netns.npc_apply(policy("a"))
+    assert result.returncode == 0, result.stderr
+    assert f"could not destroy stale set {held} (no npc rule uses it)" in result.stderr
+    assert result.stderr.count("could not destroy") == 1
+    assert set(sets(netns)) == alone | {held}  # the others before and after it went
+
+
 def test_concurrent_applies_end_in_one_of_the_inputs(netns: Netns) -> None:
     inputs = [
         write_inputs(netns.tmp / "x" / "p", policy("a")),

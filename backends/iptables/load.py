@@ -288,9 +288,11 @@ def _sets(run: Runner) -> dict[str, SetInfo]:
     return out
 
 
-def ipset_lines(run: Runner, lines: Sequence[str], exist: bool = False) -> tuple[int, str]:
+def ipset_lines(
+    run: Runner, lines: Sequence[str], exist: bool = False, retries: int = _RETRIES
+) -> tuple[int, str]:
     """Run ``ipset restore`` lines (``-exist``: an add updates an element's mark or ``nomatch``),
-    retrying a transient refusal from the line it hit.
+    retrying a transient refusal from the line it hit (``retries`` times, 0.01 s longer each).
 
     Returns how many lines were done and the error of the line that failed for good ("" if none).
     """
@@ -302,12 +304,27 @@ def ipset_lines(run: Runner, lines: Sequence[str], exist: bool = False) -> tuple
             return len(lines), ""
         found = _ERROR_LINE.search(done.stderr)
         failed = start + (int(found.group(1)) - 1 if found else 0)
-        if _IN_USE not in done.stderr or attempts >= _RETRIES:
+        if _IN_USE not in done.stderr or attempts >= retries:
             return failed, done.stderr.strip()
         attempts += 1
         time.sleep(0.01 * attempts)
         start = failed
     return len(lines), ""
+
+
+def destroy_stale(run: Runner, names: Sequence[str]) -> list[str]:
+    """Destroy sets no npc rule uses any more: one ``ipset`` for all (not one per set: hundreds
+    after a re-apply that drops policies), another past each refused (another tool's rule uses
+    it: retried for 0.55 s, not the 12.75 s a set npc needs gone is given), which becomes a warning."""
+    warnings, start = [], 0
+    while start < len(names):
+        lines = [f"destroy {name}\n" for name in names[start:]]
+        done, error = ipset_lines(run, lines, retries=10)
+        if not error:
+            break
+        warnings.append(f"could not destroy stale set {names[start + done]} (no npc rule uses it): {error}")
+        start += done + 1
+    return warnings
 
 
 def create_new_sets(
@@ -730,10 +747,7 @@ def apply_iptables(
             warnings.append(str(exc))
     stale = destruction_order(existing - {w.name for w in wanted})
     adopted = sorted(n for n in present if _adopted(layout, n))
-    for name in [*stale, *adopted]:
-        _, error = ipset_lines(run, [f"destroy {name}\n"])
-        if error:
-            warnings.append(f"could not destroy stale set {name} (no npc rule uses it): {error}")
+    warnings += destroy_stale(run, [*stale, *adopted])
     entry = layout.fixed_chains(lowered)[0]
     warnings += [
         f"nothing jumps to {entry} in IPv{family}: the rules are loaded but no traffic reaches them"

@@ -35,7 +35,7 @@ from .load import (
     _Undo,
     create_new_sets,
     destroy_sets,
-    ipset_lines,
+    destroy_stale,
     load_members,
     member_lines,
     run_member_lines,
@@ -178,11 +178,7 @@ def update_iptables(
         members_back()
         drop_created()
         undo.finish(str(exc))
-    warnings = []
-    for name in stale:
-        _, error = ipset_lines(run, [f"destroy {name}\n"])
-        if error:
-            warnings.append(f"could not destroy stale set {name} (no npc rule uses it): {error}")
+    warnings = destroy_stale(run, stale)
     return UpdateReport(
         sum(e.written for e in edits.values()),
         sum(e.deleted for e in edits.values()),
