@@ -36,7 +36,7 @@ from .arguments import (
 from .backends import BACKENDS
 from .backends import get as get_backend
 from .backends.base import Options, SubprocessRunner
-from .errors import NpcError, UsageError
+from .errors import InputError, NpcError, UsageError
 from .ir import DEFAULT_NETWORK
 from .lock import DEFAULT_WAIT
 from .networks import network_spec
@@ -155,7 +155,10 @@ def _compile(args: argparse.Namespace) -> int:
         sources = _read(args, progress)
         jobs = pipeline.build_all(sources, networks, progress)
         progress(f"rendering {backend.name} artefacts")
-        rendered = [backend.render(job.compiled, options) for job in jobs]
+        try:
+            rendered = [backend.render(job.compiled, options) for job in jobs]
+        except InputError as exc:
+            raise sources.loaded.placed(exc) from None
         artefacts = [
             dict(files, **{"manifest.json": pipeline.manifest(job, backend, options, files)})
             for job, files in zip(jobs, rendered, strict=True)
@@ -214,15 +217,18 @@ def _convert(args: argparse.Namespace) -> int:
         raise UsageError(f"--to {args.to} is several files: use npc compile --backend {args.to} -o DIR")
     sources = read_sources(args.paths, None, sys.stdin)
     _notes(sources.loaded.notes)
-    if backend and stream:  # the primary network's artefact, as ``compile --backend`` prints it
-        job = pipeline.build(sources, network_spec())
-        text = backend.render(job.compiled, Options())[stream]
-    else:
-        from .convert import convert
+    try:
+        if backend and stream:  # the primary network's artefact, as ``compile --backend`` prints it
+            job = pipeline.build(sources, network_spec())
+            text = backend.render(job.compiled, Options())[stream]
+        else:
+            from .convert import convert
 
-        result = convert(sources.loaded, args.to)
-        _notes(result.notes)
-        text = result.text
+            result = convert(sources.loaded, args.to)
+            _notes(result.notes)
+            text = result.text
+    except InputError as exc:
+        raise sources.loaded.placed(exc) from None
     if args.output and args.output != "-":  # ``-``: stdout, as ``-`` among the paths is stdin
         write_file(args.output, text)
     else:

@@ -46,7 +46,9 @@ def document_from_policies(policies: Iterable[Policy]) -> syn.Document:
 def _cannot(policy: Policy, why: str) -> InputError:
     name = show(f"{policy.namespace}/{policy.name}")
     return InputError(
-        f"{policy.kind} {name} cannot be written in the npc language: {why}", policy.source or "<input>"
+        f"{policy.kind} {name} cannot be written in the npc language: {why}",
+        policy.source or "<input>",
+        policy=(policy.kind, policy.namespace, policy.name),
     )
 
 

@@ -27,6 +27,9 @@ class InputError(NpcError):
     column: int = 0
     path: str = ""
     snippet: str = ""
+    # (kind, namespace, name) of the policy a later stage (a backend, a writer) found wrong,
+    # which knows no line: ``Loaded.placed`` puts the error at the policy's name
+    policy: tuple[str, str, str] | None = None
 
     exit_code = 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TextIO
@@ -57,6 +58,16 @@ class Loaded:
     # (kind, namespace, name) -> where a field of that policy is (``file:line:column``), worked out
     # only when asked: analysis names the rule that allowed a connection
     places: Mapping[tuple[str, str, str], Callable[[FieldPath], str]] = attrs.field(factory=dict, eq=False)
+
+    def placed(self, err: InputError) -> InputError:
+        """``err`` about one policy (a backend's limit, a writer's), at that policy's name."""
+        place = self.places.get(err.policy) if err.policy is not None and not err.line else None
+        if place is None:
+            return err
+        found = re.fullmatch(r"(.*):(\d+):(\d+)", place(("metadata", "name")), re.S)
+        if found is None:
+            return err
+        return attrs.evolve(err, file=found[1], line=int(found[2]), column=int(found[3]))
 
 
 @attrs.frozen

@@ -388,3 +388,20 @@ def test_a_selector_that_cannot_be_split_is_an_input_error() -> None:
         InputError, match=r"p.yaml: error: policy a/p: the selector .* Calico accepts at most 1024"
     ):
         calico_objects(Program((policy,)))
+
+
+def test_a_selector_too_long_is_reported_at_the_policys_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = ", ".join(f"value-number-{n}" for n in range(80))
+    text = (
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  namespace: default\n"
+        f"  name: big\nspec:\n  podSelector:\n    matchExpressions:\n"
+        f"    - {{key: app, operator: NotIn, values: [{values}]}}\n  ingress: [{{}}]\n"
+    )
+    (tmp_path / "big.yaml").write_text(text)
+    for argv in (["compile", "--backend", "calico"], ["convert", "--to", "calico"]):
+        code, out, err = run([*argv, str(tmp_path / "big.yaml")], capsys)
+        assert (code, out) == (1, ""), err
+        assert err.startswith(f"{tmp_path / 'big.yaml'}:5:9: error: policy default/big: the selector "), err
+        assert "Calico accepts at most 1024" in err and len(err) < 300, err

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ...errors import InputError
+from ...frontends.positions import show
 from ...ir import (
     PROTOCOLS,
     Direction,
@@ -170,9 +171,10 @@ def _fitting(selector: Selector, text: Callable[[Selector], str], policy: Policy
     )
     if widest is None:
         raise InputError(
-            f"policy {policy.namespace}/{policy.name}: the selector {text(selector)!r} is "
+            f"policy {policy.namespace}/{policy.name}: the selector {show(text(selector))} is "
             f"{len(text(selector))} characters; Calico accepts at most {MAX_SELECTOR}",
             policy.source or "<input>",
+            policy=(policy.kind, policy.namespace, policy.name),
         )
     rest = [r for r in selector.requirements if r != widest]
     half = len(widest.values) // 2
