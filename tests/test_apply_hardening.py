@@ -161,6 +161,7 @@ def test_stale_sets_go_but_one_another_rule_uses_is_kept_with_a_warning(netns: N
     assert result.returncode == 0, result.stderr
     assert f"could not destroy stale set {held} (no npc rule uses it)" in result.stderr
     assert result.stderr.count("could not destroy") == 1
+    assert f" updated, {len(stale) - 1} removed" in result.stderr  # the one kept is not counted
     assert set(sets(netns)) == alone | {held}  # the others before and after it went
 
 

@@ -312,19 +312,21 @@ def ipset_lines(
     return len(lines), ""
 
 
-def destroy_stale(run: Runner, names: Sequence[str]) -> list[str]:
+def destroy_stale(run: Runner, names: Sequence[str]) -> dict[str, str]:
     """Destroy sets no npc rule uses any more: one ``ipset`` for all (not one per set: hundreds
     after a re-apply that drops policies), another past each refused (another tool's rule uses
-    it: retried for 0.55 s, not the 12.75 s a set npc needs gone is given), which becomes a warning."""
-    warnings, start = [], 0
+    it: retried for 0.55 s, not the 12.75 s a set npc needs gone is given). Returns the sets kept,
+    each with its warning."""
+    kept, start = {}, 0
     while start < len(names):
         lines = [f"destroy {name}\n" for name in names[start:]]
         done, error = ipset_lines(run, lines, retries=10)
         if not error:
             break
-        warnings.append(f"could not destroy stale set {names[start + done]} (no npc rule uses it): {error}")
+        name = names[start + done]
+        kept[name] = f"could not destroy stale set {name} (no npc rule uses it): {error}"
         start += done + 1
-    return warnings
+    return kept
 
 
 def create_new_sets(
@@ -747,7 +749,8 @@ def apply_iptables(
             warnings.append(str(exc))
     stale = destruction_order(existing - {w.name for w in wanted})
     adopted = sorted(n for n in present if _adopted(layout, n))
-    warnings += destroy_stale(run, [*stale, *adopted])
+    left = destroy_stale(run, [*stale, *adopted])
+    warnings += left.values()
     entry = layout.fixed_chains(lowered)[0]
     warnings += [
         f"nothing jumps to {entry} in IPv{family}: the rules are loaded but no traffic reaches them"
@@ -758,10 +761,10 @@ def apply_iptables(
         tools.flavour,
         len(fresh),
         updated,
-        len(stale),
+        sum(1 for name in stale if name not in left),
         sum(len(layout.chain_names(lowered, f, marks)) for f in layout.families),
         tuple(warnings),
-        len(adopted),
+        sum(1 for name in adopted if name not in left),
         written,
     )
 
