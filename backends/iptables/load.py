@@ -806,6 +806,7 @@ def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layo
         return 0
     states = _table_states(run, tools, family, lowered, layout)
     lines: list[str] = []
+    removed = 0
     for table in TABLES:
         state = states[table]
         hooked = table == "filter" and family in layout.families and not layout.forward_jump
@@ -818,12 +819,13 @@ def _clear_family(lowered: Lowered, tools: Tools, run: Runner, family: int, layo
         lines += [f"-D {rule}" for rule in state.older]
         lines += [f"-X {c}" for c in gone]
         lines.append("COMMIT")
+        removed += len(gone)
     if not lines:
         return 0
     result = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join(lines) + "\n")
     if result.returncode != 0:
         raise ApplyError(f"{tools.restore[family]} refused to remove npc's chains: {result.stderr.strip()}")
-    return sum(len(state.chains) for state in states.values())
+    return removed
 
 
 # --- other backends and flavours, and reset ----------------------------------------------------
