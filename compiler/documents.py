@@ -147,6 +147,13 @@ Loader.bool_values = {**_BaseLoader.bool_values, "y": True, "n": False}
 Loader.add_constructor(_TIMESTAMP_TAG, Loader.construct_timestamp_text)
 
 
+_READERS = (Loader.yaml_implicit_resolvers, yaml.resolver.Resolver.yaml_implicit_resolvers)
+_EITHER = {
+    first: list(dict.fromkeys(r for table in _READERS for r in table.get(first, ())))
+    for first in dict.fromkeys(first for table in _READERS for first in table)
+}
+
+
 class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
     """The writers' (``convert``, ``calico.yaml``): the C emitter when PyYAML has it, and never an
     anchor and alias (``&id001`` ... ``*id001``) where two rules share one list: each object reads,
@@ -154,14 +161,7 @@ class Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[mis
 
     # What either reader takes for no string is quoted: go-yaml v2's as npc reads it, and YAML
     # 1.1's (PyYAML's default, in many a pipeline's scripts), where ``1:20`` is 80 (base 60).
-    yaml_implicit_resolvers = {
-        first: list(dict.fromkeys([*Loader.yaml_implicit_resolvers.get(first, ()), *theirs]))
-        for first, theirs in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
-    } | {
-        first: ours
-        for first, ours in Loader.yaml_implicit_resolvers.items()
-        if first not in yaml.resolver.Resolver.yaml_implicit_resolvers
-    }
+    yaml_implicit_resolvers = _EITHER
 
     def ignore_aliases(self, data: Any) -> bool:
         return True

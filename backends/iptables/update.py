@@ -178,13 +178,13 @@ def update_iptables(
         members_back()
         drop_created()
         undo.finish(str(exc))
-    refused = destroy_stale(run, stale)
+    left = destroy_stale(run, stale)
     return UpdateReport(
         sum(e.written for e in edits.values()),
         sum(e.deleted for e in edits.values()),
         len(created),
-        len(stale) - len(refused),
+        len(stale) - len(left),
         sum(len(fresh) for _, fresh in moves.values()),
         sum(len(gone) for gone, _ in moves.values()),
-        tuple(refused.values()),
+        tuple(left.values()),
     )
