@@ -207,6 +207,7 @@ class AddressSource:
         self.spec = spec
         self.network = network
         self.warnings: list[str] = []
+        self.unread = 0  # pods whose annotation could not be read: the agent holds their last good state
 
     def __call__(self, pod: Mapping[str, Any], pod_ref: str) -> tuple[Address, ...]:
         if self.spec.kind == "podIPs":
@@ -219,6 +220,7 @@ class AddressSource:
             return tuple(dict.fromkeys(self._read(annotations, pod_ref)))
         except AnnotationError as exc:
             self._warn(pod_ref, str(exc))
+            self.unread += 1
             return ()
 
     def _warn(self, pod_ref: str, problem: str, outcome: str = "the pod is not an endpoint of it") -> None:

@@ -351,6 +351,25 @@ def test_a_malformed_pod_is_skipped_with_a_warning_and_blocks_nothing(
     assert not [r for r in caplog.records if r.exc_info]
 
 
+def test_a_pod_that_stops_parsing_stays_as_it_last_parsed_and_the_input_is_not_valid(
+    inputs: Inputs, running: Running
+) -> None:
+    metrics = running.engine.metrics.registry
+    valid = lambda: metrics.get_sample_value("npc_agent_input_valid", {"input": "inventory"})  # noqa: E731
+    web = pod("web", "10.0.0.2", {"role": "web"})
+    pods = [pod("db", "10.0.0.1", {"role": "db"}), web]  # as the fixture wrote them
+    loads = len(running.plane.loads)
+    assert "10.0.0.2" in running.members("10.0.0.2")
+    broken = {**web, "spec": ["x"]}
+    inputs.write([DB_POLICY], [pods[0], broken])
+    running.engine.notify("files")
+    wait_for(lambda: valid() == 0 and not running.engine.health.busy, "the held pod seen")
+    assert len(running.plane.loads) == loads  # 10.0.0.2 stays in the sets
+    running.change(lambda: inputs.write([DB_POLICY], [pods[0], pod("web", "10.0.0.9", {"role": "web"})]))
+    assert "10.0.0.9" in running.members("10.0.0.9") and not running.members("10.0.0.2")
+    assert valid() == 1
+
+
 def test_a_change_on_one_network_loads_only_that_network(inputs: Inputs) -> None:
     status = json.dumps([{"name": "default/net2", "interface": "net1", "ips": ["192.168.0.1"]}])
     multi = {**DB_POLICY, "kind": "MultiNetworkPolicy", "apiVersion": "k8s.cni.cncf.io/v1beta1"}

@@ -213,6 +213,8 @@ class Network:
         for warning in self.live.warnings:  # an object skipped, said once per change of it
             log.warning("network %s: %s", self.spec.name, warning)
         self.live.warnings.clear()
+        if self.live.held:  # objects enforced as they last parsed: the input is not all good
+            self.metrics.input_ok.labels("inventory").set(0)
         name = self.spec.name
         # reviewed artefacts give the rules (only members are worked out here); policies are compiled
         if isinstance(rules, Artefacts):

@@ -64,6 +64,9 @@ class LiveInventory:
         self.local: set[Key] = set()
         self.namespaces: dict[str, Namespace] = {}
         self.seen: int | None = None  # the journal's change this view is up to
+        # objects that stopped parsing (or a pod whose network annotation did): their last good
+        # state stays in force, as the last good input does, until they are fixed or gone
+        self.held: set[Key] = set()
         # objects skipped since the caller last took these (one line each): a bad pod is skipped,
         # not a blocker, and said once per change of it
         self.warnings: list[str] = []
@@ -92,14 +95,23 @@ class LiveInventory:
         parsed: dict[Key, Namespace | Pod | None] = {}
         for key in fresh:
             new = fresh.get(key)
+            self.held.discard(key)
             if new is None:
                 parsed[key] = None
+                continue
+            kind, namespace, name = key
+            label = f"{kind} {namespace + '/' if namespace else ''}{name or '(unnamed)'}"
+            unread = getattr(self.source, "unread", 0)
+            found = build_inventory([new], self.source, label, lenient=True)
+            self.warnings += found.warnings
+            built: tuple[Namespace | Pod, ...] = found.namespaces if kind == "Namespace" else found.pods
+            last = self.namespaces.get(name) if kind == "Namespace" else self.pods.get(key)
+            if last is not None and (found.warnings or getattr(self.source, "unread", 0) > unread):
+                # a pod isolated until now must not be opened by a typo in its object
+                self.held.add(key)
+                self.warnings.append(f"{label}: its last good state stays in force until it is fixed")
+                parsed[key] = last
             else:
-                kind, namespace, name = key
-                label = f"{kind} {namespace + '/' if namespace else ''}{name or '(unnamed)'}"
-                found = build_inventory([new], self.source, label, lenient=True)
-                self.warnings += found.warnings
-                built: tuple[Namespace | Pod, ...] = found.namespaces if kind == "Namespace" else found.pods
                 parsed[key] = built[0] if built else None
         pods: list[PodChange] = []
         namespaces: list[str] = []
