@@ -525,6 +525,43 @@ def test_explain_answers_for_the_family_of_an_address_given_and_says_which(
     ]
 
 
+def test_explain_of_a_pod_with_two_addresses_on_a_network_names_the_one_it_answers_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Multus can give a pod two IPv4 addresses on one network (the network attached twice); the
+    kernel polices each, so an answer about the pod says which it is and how to ask about the other."""
+    status = [
+        {"name": "default/net1", "interface": "net1", "ips": ["10.9.0.15"]},
+        {"name": "default/net1", "interface": "net3", "ips": ["10.9.0.151"]},
+    ]
+    a = _pod("default", "a", "10.0.0.1", {"app": "a"})
+    a["metadata"]["annotations"] = {"k8s.v1.cni.cncf.io/network-status": json.dumps(status)}
+    b = _pod("default", "b", "10.0.0.2", {"app": "b"})
+    b["metadata"]["annotations"] = {
+        "k8s.v1.cni.cncf.io/network-status": json.dumps([{"name": "default/net1", "ips": ["10.9.0.2"]}])
+    }
+    rule = {"from": [{"ipBlock": {"cidr": "10.9.0.0/24", "except": ["10.9.0.128/25"]}}]}
+    policy = _policy("b-in", {"podSelector": {"matchLabels": {"app": "b"}}, "ingress": [rule]})
+    policy["kind"], policy["apiVersion"] = "MultiNetworkPolicy", "k8s.cni.cncf.io/v1beta1"
+    policy["metadata"]["annotations"] = {"k8s.v1.cni.cncf.io/policy-for": "net1"}
+    folder, inventory = write_cluster(tmp_path, [_namespace("default"), a, b], [policy])
+    net = ("--network", "default/net1", "--ip-source", "multus:default/net1", "--port", "tcp/80")
+
+    def explain(*argv: str) -> str:
+        code, out, err = run(capsys, "explain", folder, "--inventory", inventory, *net, *argv)
+        assert code == 0, err
+        return out
+
+    out = explain("--from", "default/a", "--to", "default/b")
+    assert out.splitlines()[:2] == [
+        "ALLOWED: default/a -> default/b tcp/80",
+        "(from 10.9.0.15; default/a has 10.9.0.151 too: ask with --from 10.9.0.151 for it)",
+    ], out
+    assert explain("--from", "10.9.0.151", "--to", "default/b").startswith("DENIED: default/a -> default/b")
+    data = json.loads(explain("--from", "default/a", "--to", "default/b", "--format", "json"))
+    assert (data["fromAddress"], data["toAddress"]) == ("10.9.0.15", "10.9.0.2")
+
+
 # --- diff ----------------------------------------------------------------------------------------------
 
 

@@ -223,6 +223,8 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
             "allowed": allowed,
             "from": src.name,
             "to": dst.name,
+            "fromAddress": str(src.address),
+            "toAddress": str(dst.address),
             "protocol": query.protocol,
             "port": query.port,
             "resolvedPort": port if problem is None else None,
@@ -242,7 +244,20 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
             f"(IPv{dst.address.version}; both pods have IPv{other.version} addresses too: "
             f"ask with --to {other} for that family)"
         )
+    lines += _more_addresses(src, "--from", args.source) + _more_addresses(dst, "--to", args.target)
     return "\n".join([*lines, egress.text(), ingress.text(), ""])
+
+
+def _more_addresses(end: Endpoint, flag: str, given: str) -> list[str]:
+    """A pod named with several addresses of the family on the network (Multus: an attachment
+    of several, the network attached twice): the answer is for one; the kernel polices each."""
+    if end.pod is None or is_address(given):
+        return []
+    more = [str(ip) for ip in end.pod.ips if ip.version == end.address.version and ip != end.address]
+    if not more:
+        return []
+    side = flag.removeprefix("--")
+    return [f"({side} {end.address}; {end.name} has {', '.join(more)} too: ask with {flag} {more[0]} for it)"]
 
 
 def run_diff(args: argparse.Namespace, notes: Notes) -> int:
