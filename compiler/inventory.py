@@ -106,6 +106,10 @@ def pod_address(text: str, *, subnet: bool = True) -> Address:
         raise ValueError(f"{show(text)} is not an IP address") from None
     if slash and not subnet and prefix != str(address.max_prefixlen):
         raise ValueError(f"{show(text)} is a network: a pod address is one host (/{address.max_prefixlen})")
+    if slash and subnet and prefix.isdigit() and int(prefix) < address.max_prefixlen - 1:
+        network = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+        if address == network.network_address:  # 10.1.0.0/24: the subnet, where 10.1.0.7/24 is a host in it
+            raise ValueError(f"{show(text)} is the network {network} itself, not a host address in it")
     if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
         raise ValueError(f"{show(text)} has a zone (%{printable(address.scope_id)}): a pod address has none")
     if address.is_unspecified:

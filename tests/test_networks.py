@@ -85,6 +85,14 @@ def test_genie_entry_without_interface_or_with_prefix_length() -> None:
     assert [(e.key, e.interface, str(e.address)) for e in entries] == [("ip2", "", "10.32.0.4")]
 
 
+@pytest.mark.parametrize("network", ["10.32.0.0/12", "fd01::/64"])
+def test_an_address_that_is_its_subnet_is_refused(network: str) -> None:
+    """``10.32.0.4/12`` is a host in its subnet; ``10.32.0.0/12`` is the subnet (it was read as the
+    address 10.32.0.0)."""
+    with pytest.raises(AnnotationError, match=r"is the network .* itself, not a host address in it"):
+        genie_entries(f'{{"ips": {{"ip2": {{"ip": "{network}"}}}}}}')
+
+
 @pytest.mark.parametrize("value", ["null", "{}", '{"multi_entry": 0}', '{"ips": null}', '{"ips": {}}'])
 def test_genie_annotation_without_entries_is_no_address(value: str) -> None:
     assert genie_entries(value) == []
