@@ -326,6 +326,12 @@ class Backend(Protocol):
         writes; None: every file, each under a header line."""
         ...
 
+    @property
+    def loads(self) -> bool:
+        """Whether ``load`` puts the artefacts into this namespace's kernel (``npc apply``, the
+        agent); False where another tool applies them (calico)."""
+        ...
+
     def check(self, options: Options) -> None:
         """UsageError for an option this backend cannot honour, before anything is read or loaded."""
         ...

@@ -47,7 +47,8 @@ from .progress import Progress, display, quiet
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("npc").strip()  # "npc: " comes with every usage error
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def _compile_args(p: argparse.ArgumentParser) -> None:

@@ -27,6 +27,10 @@ import pytest
         (["--policies", "p", "--backend", "calico", "--iptables", "nft"], "--iptables applies"),
         (["--policies", "p", "--backend", "weave", "--mark", "0x10"], "Weave Net's mark is 0x40000"),
         (
+            ["--policies", "p", "--inventory", "i", "--backend", "calico"],
+            "npc agent loads iptables, nftables",
+        ),
+        (
             ["--policies", "p", "--mark", "abc"],
             "argument --mark: must be a single bit",
         ),  # "invalid _mark value"
@@ -86,7 +90,7 @@ def test_a_backend_that_cannot_load_ends_the_agent_with_exit_2(tmp_path: Path) -
         cwd=tmp_path,
     )
     assert done.returncode == 2, done.stderr
-    assert "calicoctl" in done.stderr and "Traceback" not in done.stderr
+    assert "npc agent loads iptables, nftables" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_second_agent_for_a_network_an_agent_keeps_is_refused(tmp_path: Path) -> None:

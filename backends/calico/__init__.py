@@ -40,6 +40,7 @@ def _rules(obj: Obj, direction: str) -> int:
 class CalicoBackend:
     name = "calico"
     files = (FILE,)
+    loads = False
     stdout = FILE  # alone on stdout without -o, for ``| calicoctl apply -f -``
 
     def __init__(self) -> None:

@@ -58,6 +58,7 @@ def load_layout(
 class IptablesBackend:
     name = "iptables"
     files = ("rules.v4", "rules.v6", "ipsets")
+    loads = True
     stdout = None
 
     def __init__(self) -> None:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 class NftablesBackend:
     name = "nftables"
     files = ("ruleset.nft",)
+    loads = True
     stdout = None
 
     def __init__(self) -> None:

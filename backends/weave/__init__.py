@@ -87,6 +87,7 @@ def _ipv4(lowered: Lowered) -> Lowered:
 class WeaveBackend:
     name = "weave"
     files = ("rules.v4", "ipsets")
+    loads = True
     stdout = None  # every file, each under a header line, as for iptables
 
     def check(self, options: Options) -> None:

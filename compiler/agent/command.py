@@ -14,6 +14,7 @@ import threading
 from types import FrameType
 
 from ..arguments import networks_from_args
+from ..backends import BACKENDS
 from ..backends import get as get_backend
 from ..backends.base import Options
 from ..errors import UsageError
@@ -44,6 +45,12 @@ def run_agent(args: argparse.Namespace) -> int:
         Options(mark=args.mark, group_marks=args.group_marks, iptables=args.iptables),
     )
     backend.check(options)
+    if not backend.loads:
+        loading = [name for name in BACKENDS if get_backend(name).loads]
+        raise UsageError(
+            f"--backend {backend.name}: its artefacts are applied by its own tools (npc compile writes "
+            f"them); npc agent loads {', '.join(loading)}"
+        )
     setup_logging(args.log_format)
     hold_agent_locks([n.folder for n in networks])  # file descriptors open until the process ends
     metrics, health = Metrics(), Health()
