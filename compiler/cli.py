@@ -290,7 +290,9 @@ COMMANDS: dict[str, Command] = {
     "apply": Command("compile and load into this network namespace's kernel", _apply_parser, _apply),
     "reset": Command("remove everything npc owns in this network namespace", _reset_parser, _reset),
     "convert": Command(
-        "rewrite policies in the npc language (dsl) or as Kubernetes YAML (k8s)", _convert_parser, _convert
+        "rewrite policies in the npc language (dsl), as Kubernetes YAML (k8s) or Calico resources (calico)",
+        _convert_parser,
+        _convert,
     ),
     "fmt": Command("rewrite .npc files in canonical form, in place", _fmt_parser, _fmt),
     "agent": Command(
