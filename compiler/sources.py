@@ -22,6 +22,7 @@ from .documents import load_documents, objects_in
 from .errors import InputError
 from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingress
 from .frontends.k8s import API_VERSIONS, POLICY_FOR_ANNOTATION, policy_from_object
+from .frontends.legacy import ISOLATION_KIND
 from .frontends.positions import FieldPath, MapKey, locate, printable, show, snippet
 from .frontends.validate import FieldError, check_name, dns_label_problem, fail, object_meta, type_name
 from .ir import MULTI_NETWORK_POLICY, Policy
@@ -273,6 +274,10 @@ class _Reader:
         except FieldError as err:
             raise origin.error(err) from None
         self.namespaces.append(obj)
+        if value is not None:  # the policy it makes is placed at the annotation, not in the inventory
+            at: FieldPath = ("metadata", "annotations", MapKey(NAMESPACE_ISOLATION_ANNOTATION))
+            key = (ISOLATION_KIND, meta.name, NAMESPACE_ISOLATION_ANNOTATION)
+            self.places[key] = lambda parts: origin.place(at)
 
     def _add(
         self, policy: Policy, origin: _Origin | None, name: str, rules: Mapping[FieldPath, str] | None = None

@@ -562,6 +562,25 @@ def test_explain_of_a_pod_with_two_addresses_on_a_network_names_the_one_it_answe
     assert (data["fromAddress"], data["toAddress"]) == ("10.9.0.15", "10.9.0.2")
 
 
+def test_a_namespace_annotation_among_the_policies_is_placed_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The 1.6 annotation of a Namespace object in the policy folder isolates from there; explain
+    said ``(<inventory>)``, where it is not."""
+    folder, inventory = write_cluster(tmp_path, CLUSTER, [])
+    annotation = {"net.beta.kubernetes.io/network-policy": '{"ingress": {"isolation": "DefaultDeny"}}'}
+    namespace = _namespace("default")
+    namespace["metadata"]["annotations"] = annotation
+    (Path(folder) / "ns.yaml").write_text(dump_all([namespace], sort_keys=False))
+    code, out, err = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/a",
+                         "--to", "default/b", "--port", "tcp/80", "--format", "json")  # fmt: skip
+    assert code == 0, err
+    (by,) = json.loads(out)["ingress"]["isolatedBy"]
+    file, line, _ = by["place"].rsplit(":", 2)
+    text = (Path(folder) / "ns.yaml").read_text().splitlines()
+    assert file.endswith("ns.yaml") and "net.beta.kubernetes.io/network-policy" in text[int(line) - 1]
+
+
 # --- diff ----------------------------------------------------------------------------------------------
 
 
