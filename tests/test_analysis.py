@@ -560,6 +560,8 @@ def test_explain_of_a_pod_with_two_addresses_on_a_network_names_the_one_it_answe
     assert explain("--from", "10.9.0.151", "--to", "default/b").startswith("DENIED: default/a -> default/b")
     data = json.loads(explain("--from", "default/a", "--to", "default/b", "--format", "json"))
     assert (data["fromAddress"], data["toAddress"]) == ("10.9.0.15", "10.9.0.2")
+    code, _, err = run(capsys, "matrix", folder, "--inventory", inventory, *net)
+    assert code == 0 and "pod default/a has 2 IPv4 addresses on this network: answered for 10.9.0.15" in err
 
 
 def test_a_namespace_annotation_among_the_policies_is_placed_there(

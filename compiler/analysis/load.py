@@ -100,9 +100,25 @@ def load_model(
         inventory,
         inventory.pods if keep else listed_order(inventory, sources.inventory_documents),
         sources.loaded.places,
-        (*sources.loaded.notes, *assembled.notes),
+        (*sources.loaded.notes, *assembled.notes, *_several(inventory.pods)),
         assembled.warnings,
     )
+
+
+def _several(pods: Iterable[Pod]) -> list[str]:
+    """Pods with several addresses of one family on the network (Multus: an attachment of
+    several, the network attached twice): the answers are for the first; the kernel polices each."""
+    out = []
+    for pod in pods:
+        for family in (4, 6):
+            found = [str(ip) for ip in pod.ips if ip.version == family]
+            if len(found) > 1:
+                out.append(
+                    f"pod {pod.namespace}/{pod.name} has {len(found)} IPv{family} addresses on this network: "
+                    f"answered for {found[0]} (npc explain --from/--to an address for the others: "
+                    f"{', '.join(found[1:])})"
+                )
+    return out
 
 
 def with_policies(sources: Sources, paths: Sequence[str], stdin: TextIO | None = None) -> Sources:
