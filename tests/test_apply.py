@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kernel.gone import delete_netns
 from kernel.netns import Netns, fresh_netns, listing, policy, two_rules
 
 pytestmark = pytest.mark.kernel
@@ -126,7 +127,7 @@ def test_changed_policies_leave_no_stale_chains_or_sets(netns: Netns) -> None:
     assert netns.npc_apply(policy("a"), policy("b", 80)).returncode == 0
     assert netns.npc_apply(policy("c", 443, "frontend")).returncode == 0
     with_history = netns.state()
-    subprocess.run(["ip", "netns", "del", netns.name], check=True)
+    delete_netns(netns.name)
     subprocess.run(["ip", "netns", "add", netns.name], check=True)
     assert netns.npc_apply(policy("c", 443, "frontend")).returncode == 0
     assert netns.state() == with_history
@@ -146,7 +147,7 @@ def test_lists_of_sets_are_made_after_and_removed_before_their_members(netns: Ne
     assert changed.returncode == 0, changed.stderr
     with_history = netns.state()
     assert "warning" not in changed.stderr.lower(), changed.stderr
-    subprocess.run(["ip", "netns", "del", netns.name], check=True)
+    delete_netns(netns.name)
     subprocess.run(["ip", "netns", "add", netns.name], check=True)
     assert netns.npc_apply(listing("l", ("frontend", "queue", "web"))).returncode == 0
     assert netns.state() == with_history

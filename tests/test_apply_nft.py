@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from kernel.gone import delete_netns
 from kernel.netns import KERNEL_REJECTS, InNetns, Netns, compile_policies, fresh_netns, policy, rejecting_nft
 from npc.backends.base import Options, Ran
 from npc.backends.nftables import NftablesBackend
@@ -113,7 +114,7 @@ def test_changed_policies_leave_nothing_stale(node: Netns) -> None:
     assert node.npc_apply(policy("a"), policy("b", 80), extra=NFT).returncode == 0
     assert node.npc_apply(policy("c", 443, "frontend"), extra=NFT).returncode == 0
     with_history = ruleset(node)
-    subprocess.run(["ip", "netns", "del", node.name], check=True)
+    delete_netns(node.name)
     subprocess.run(["ip", "netns", "add", node.name], check=True)
     assert node.npc_apply(policy("c", 443, "frontend"), extra=NFT).returncode == 0
     assert ruleset(node) == with_history

@@ -29,6 +29,7 @@ from typing import IO, Any
 import attrs
 
 from .case import Case, Check, Endpoint, Family, write_inputs
+from .gone import delete_netns
 
 AGENT = Path(__file__).resolve().parent / "agent.py"
 PREFIX = "npct-"
@@ -69,7 +70,7 @@ def reap_stale() -> None:
         if age > STALE_AFTER:
             stale.append(name)
     if stale:
-        run(["ip", "-batch", "-"], stdin="".join(f"netns del {n}\n" for n in stale), check=False)
+        delete_netns(*stale)
 
 
 @attrs.frozen
@@ -148,7 +149,7 @@ class Cluster:
                 server.wait()
         self._servers.clear()
         if self._created:
-            run(["ip", "-batch", "-"], stdin="".join(f"netns del {n}\n" for n in self._created), check=False)
+            delete_netns(*self._created)
             self._created.clear()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

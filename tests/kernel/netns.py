@@ -30,6 +30,8 @@ from npc.lower import Lowered
 from npc.pipeline import Compiled, compile_program, policy_program
 from npc.sources import read_policy_texts
 
+from .gone import delete_netns
+
 INVENTORY = {
     "apiVersion": "v1",
     "kind": "List",
@@ -143,7 +145,7 @@ def fresh_netns(prefix: str, tmp: Path) -> Iterator[Netns]:
     try:
         yield Netns(name, tmp)
     finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        delete_netns(name)
 
 
 # A set that may hold one element, given two: nft parses it, the kernel refuses it (ENFILE) at
