@@ -63,7 +63,7 @@ def explain_arguments(p: argparse.ArgumentParser) -> None:
 
     add_paths(p)
     _inventory(p)
-    p.add_argument("--from", dest="source", required=True, metavar="NS/POD|ADDRESS", action=Once)
+    p.add_argument("--from", dest="source", required=True, metavar="NS/POD|POD_ADDRESS", action=Once)
     p.add_argument("--to", dest="target", required=True, metavar="NS/POD|ADDRESS", action=Once)
     p.add_argument("--port", required=True, type=parse_port, metavar="PROTO/PORT", action=Once)
     p.add_argument("--format", default="text", choices=("text", "json"))
