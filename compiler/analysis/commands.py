@@ -21,7 +21,7 @@ from ..ir import Address, Program
 from ..pipeline import Sources, read_sources
 from .explain import Endpoint, Explainer
 from .focus import Focus, is_address
-from .load import Model, address, load_model, with_policies
+from .load import Model, address, addresses, load_model, with_policies
 from .ports import PortQuery, default_ports, parse_port, unique
 
 Notes = Callable[[Sequence[str], str], None]
@@ -249,11 +249,10 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
 
 
 def _more_addresses(end: Endpoint, flag: str, given: str) -> list[str]:
-    """A pod named with several addresses of the family on the network (Multus: an attachment
-    of several, the network attached twice): the answer is for one; the kernel polices each."""
+    """A pod named with several ``addresses`` of the family: the answer is for one of them."""
     if end.pod is None or is_address(given):
         return []
-    more = [str(ip) for ip in end.pod.ips if ip.version == end.address.version and ip != end.address]
+    more = [str(ip) for ip in addresses(end.pod, end.address.version) if ip != end.address]
     if not more:
         return []
     side = flag.removeprefix("--")

@@ -56,8 +56,14 @@ class Model:
         return self._by_address.get(address)
 
 
+def addresses(pod: Pod, family: int) -> list[Address]:
+    """The pod's addresses in ``family`` on the network (more than one: Multus, an attachment of
+    several or the network attached twice; the kernel polices each)."""
+    return [ip for ip in pod.ips if ip.version == family]
+
+
 def address(pod: Pod, family: int) -> Address | None:
-    """The pod's address in ``family`` on the network (its first, as the dataplane's sets hold it)."""
+    """The pod's address in ``family`` on the network (its first), the one answers are for."""
     return next((ip for ip in pod.ips if ip.version == family), None)
 
 
@@ -106,12 +112,11 @@ def load_model(
 
 
 def _several(pods: Iterable[Pod]) -> list[str]:
-    """Pods with several addresses of one family on the network (Multus: an attachment of
-    several, the network attached twice): the answers are for the first; the kernel polices each."""
+    """Pods with several ``addresses`` of one family: the answers are for the first."""
     out = []
     for pod in pods:
         for family in (4, 6):
-            found = [str(ip) for ip in pod.ips if ip.version == family]
+            found = [str(ip) for ip in addresses(pod, family)]
             if len(found) > 1:
                 out.append(
                     f"pod {pod.namespace}/{pod.name} has {len(found)} IPv{family} addresses on this network: "
