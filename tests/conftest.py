@@ -1,7 +1,8 @@
 """Shared hooks. ``kernel/`` (the harness package) is importable because this folder is on sys.path.
 
 Tests marked ``kernel`` build network namespaces: this is the one place that skips them without
-root, and that removes namespaces a killed earlier run left before the first of them runs. Every
+root, that removes namespaces a killed earlier run left before the first of them runs, and
+that removes, at the end, npc's records under /run of the namespaces the run made and lost. Every
 test's in-process loads keep npc's lock and records in its ``tmp_path``.
 """
 
@@ -21,6 +22,21 @@ def _reap_stale_once() -> None:
     from kernel.cluster import reap_stale
 
     reap_stale()
+
+
+_RECORDS_BEFORE: set[Path] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from kernel.gone import records
+
+    _RECORDS_BEFORE.update(records())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from kernel.gone import remove_dead_records
+
+    remove_dead_records(_RECORDS_BEFORE)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

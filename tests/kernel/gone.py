@@ -15,6 +15,31 @@ from pathlib import Path
 RECORDS = Path("/run")
 
 
+def records() -> set[Path]:
+    return set(RECORDS.glob("npc-netns-*-*"))
+
+
+def _live_inodes() -> set[int]:
+    """The inodes of every network namespace a process is in or a name holds."""
+    found = set()
+    for link in [*Path("/proc").glob("[0-9]*/ns/net"), *Path("/run/netns").glob("*")]:
+        try:
+            found.add(link.stat().st_ino)
+        except OSError:
+            continue  # the process ended
+    return found
+
+
+def remove_dead_records(before: set[Path]) -> None:
+    """Remove the records made since ``before`` (a test run's start) whose namespace is gone:
+    those of the namespaces ``unshare --net`` gave npc commands, which have no name to delete."""
+    alive = _live_inodes()
+    for path in records() - before:
+        inode = path.name.split("-")[2]
+        if inode.isdigit() and int(inode) not in alive:
+            path.unlink(missing_ok=True)
+
+
 def delete_netns(*names: str) -> None:
     for name in names:
         try:
