@@ -350,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return OutputError.exit_code
     except KeyboardInterrupt:
         return 130
+    except MemoryError:  # an input within the size limits, under a smaller memory limit (ulimit -v)
+        with contextlib.suppress(OSError):
+            print("npc: error: out of memory", file=sys.stderr)
+        return 1
 
 
 def run() -> NoReturn:

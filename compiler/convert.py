@@ -70,7 +70,7 @@ def convert(loaded: Loaded, to: Target) -> Converted:
 
 def format_text(text: str, file: str) -> str:
     """``text`` (an ``.npc`` file) in canonical form; a file with any error is not formatted."""
-    document = read_document(text, file)
+    document = read_document(text, file, comments_kept=True)
     policies_from_document(document, text, file)
     return render(document)
 

@@ -27,7 +27,7 @@ _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _MAX_DIGITS = 4300  # Python's default limit for int(str); longer numbers are refused, not parsed
-_MAX_EXPANSION = 1_000_000  # values that YAML aliases may add to a file (a billion laughs adds 10**9)
+MAX_EXPANSION = 1_000_000  # values that YAML aliases may add to a file (a billion laughs adds 10**9)
 
 
 _RESOLVED: dict[tuple[type, str, Any], str] = {}  # ``Loader.resolve``'s, bounded
@@ -247,12 +247,12 @@ def _load(path: str, text: str, strict: bool) -> list[Any]:
     except yaml.YAMLError as exc:
         raise InputError(f"invalid YAML: {exc}", path) from None
     try:
-        too_big = "*" in text and _expanded_size(documents) > _MAX_EXPANSION
+        too_big = "*" in text and _expanded_size(documents) > MAX_EXPANSION
     except InputError as err:
         raise attrs.evolve(err, file=path) from None
     if too_big:
-        alias, line, column = _alias_past(text, _MAX_EXPANSION)
-        message = f"invalid YAML: aliases (*name) expand to more than {_MAX_EXPANSION:,} values"
+        alias, line, column = _alias_past(text, MAX_EXPANSION)
+        message = f"invalid YAML: aliases (*name) expand to more than {MAX_EXPANSION:,} values"
         raise InputError(f"{message}, past it at *{alias}" if alias else message, path, line, column)
     return documents
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from npc.convert import format_text
 from npc.dsl_writer import write_dsl
 from npc.errors import InputError
 from npc.frontends.dsl import parse
@@ -206,6 +207,55 @@ def test_port_macros() -> None:
 def test_comments_and_layout_do_not_matter() -> None:
     spread = parse("# c\npolicy default/p # c\n{ # c\n select # c\n all allow\n ingress # c\n}", "t.npc")
     assert spread == parse("policy default/p { select all allow ingress }", "t.npc")
+
+
+@pytest.mark.parametrize(
+    "char", ["\r", "\x0b", "\x0c", "\x85", "\u2028", "\u2029", "\u202e", "\u2067", "\u200f"]
+)
+def test_line_breaks_and_bidi_controls_that_would_hide_text_are_refused(char: str) -> None:
+    """An editor shows what follows one of these in a comment on a line of its own (or in
+    another order): npc would read it as the comment, so a file could hide its policies."""
+    before = "  select all # note"
+    err = error(f"policy default/p {{\n{before}{char}isolate egress\n  isolate ingress\n}}\n")
+    assert (err.line, err.column) == (2, len(before) + 1), err.render()
+    assert f"{ord(char):04X}" in err.message or "carriage return" in err.message
+
+
+def test_crlf_lines_are_read() -> None:
+    text = "# c\r\npolicy default/p { # c\r\n select all\r\n isolate ingress\r\n}\r\n"
+    assert parse(text, "t.npc") == parse(text.replace("\r", ""), "t.npc")
+
+
+def test_a_run_of_comment_lines_keeps_each_line() -> None:
+    """A run of comment lines is one token to the lexer; lines and the formatter see each."""
+    assert error("# a\n  # b\n# c\npolicy default/p { select app == 1 }").line == 4
+    text = "# a\n  # b\n# c\npolicy default/p {\n    select all\n    # d\n      # e\n    isolate ingress\n}\n"
+    assert format_text(text, "t.npc") == text.replace("  # b", "# b").replace("      # e", "    # e")
+
+
+def test_a_network_policy_and_a_multi_network_policy_may_share_a_name() -> None:
+    """As in Kubernetes (two kinds): ``convert --to dsl`` writes both into one file."""
+    text = "policy default/a { select all isolate ingress }\npolicy default/a for net1 { select all isolate egress }\n"
+    assert [p.kind for p in parse(text, "t.npc")] == ["NetworkPolicy", "MultiNetworkPolicy"]
+    err = error(text + "policy default/a for net2 { select all isolate egress }\n")
+    assert err.line == 3 and err.message.endswith("already defined at line 2"), err.render()
+
+
+def test_macros_nested_past_a_million_values_are_refused() -> None:
+    """Each macro of a chain ``$p<i> = { $p<i-1>, n }`` stands for all before it: 20,000 of them
+    took 28 s and 1.7 GB. Uses count too, as YAML counts what aliases expand to."""
+    chain = ["p0 = { 80 }", *(f"p{i} = {{ $p{i - 1}, {1000 + i} }}" for i in range(1, 1500))]
+    err = error("\n".join(chain) + "\n")
+    assert (err.line, err.column) == (1415, 11) and "more than 1,000,000 values" in err.message, err.render()
+    assert (
+        len(
+            parse(
+                "\n".join(chain[:1000]) + "\npolicy default/a { select all allow ingress on tcp port $p999 }",
+                "t.npc",
+            )
+        )
+        == 1
+    )
 
 
 def test_empty_file_has_no_policies() -> None:

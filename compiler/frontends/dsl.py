@@ -18,6 +18,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
+from ..documents import MAX_EXPANSION
 from ..errors import InputError
 from ..ir import (
     MULTI_NETWORK_POLICY,
@@ -81,6 +82,7 @@ class _Meaning:
         self.port_sets: dict[str, tuple[PortValue, ...]] = {}
         self.defined: dict[str, syn.Word] = {}
         self.declared: dict[str, syn.Word] = {}
+        self.expanded = 0  # values macros have stood for so far: a chain of them grows as its square
 
     def fail(self, word: syn.Word, message: str) -> InputError:
         return error_at(self.text, self.file, word.line, word.column, message)
@@ -90,13 +92,14 @@ class _Meaning:
             if isinstance(item, syn.MacroDecl):
                 self.declared.setdefault(item.name.text, item.name)
         policies: list[Policy] = []
-        seen: dict[tuple[str, str], syn.Word] = {}
+        # (kind, namespace, name): a NetworkPolicy and a MultiNetworkPolicy may share a name
+        seen: dict[tuple[str, str, str], syn.Word] = {}
         for item in document.items:
             if isinstance(item, syn.MacroDecl):
                 self.macro(item)
                 continue
             policy = self.policy(item)
-            first = seen.setdefault((policy.namespace, policy.name), item.name)
+            first = seen.setdefault((policy.kind, policy.namespace, policy.name), item.name)
             if first is not item.name:
                 raise self.fail(
                     item.name, f"policy {show(item.name.text)} is already defined at line {first.line}"
@@ -126,7 +129,15 @@ class _Meaning:
             else (self.port_sets, self.selectors, "selector")
         )
         if name in table:
-            return table[name]
+            found = table[name]
+            self.expanded += len(found)
+            if self.expanded > MAX_EXPANSION:
+                raise self.fail(
+                    ref.name,
+                    f"macros expand to more than {MAX_EXPANSION:,} values in this file (the bound on YAML "
+                    "aliases): nest them less",
+                )
+            return found
         if name in other:
             raise self.fail(ref.name, f"${name} is a {other_kind}, but a {kind} is expected here")
         if name in self.declared:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import re
 from collections.abc import Iterable
 
 import attrs
@@ -87,10 +88,41 @@ def error_at(text: str, file: str, line: int, column: int, message: str) -> Inpu
     return InputError(message, file, line, column, "", snippet(text, line, column))
 
 
-def read_document(text: str, file: str) -> Document:
-    """Parse ``text`` (the contents of ``file``) into its syntax; raises ``InputError``."""
+# Characters that would make a reader see other text than npc reads: a line break other than LF
+# or CRLF ends a line for editors and ``str.splitlines`` but not a ``#`` comment (all after it
+# would be commented out unseen), and bidirectional controls reorder what is shown (the "Trojan
+# Source" attack; rustc refuses them in comments too).
+_MISLEADING = re.compile("\r(?!\n)|[\x0b\x0c\x85\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _misleading(text: str, file: str) -> InputError | None:
+    found = _MISLEADING.search(text)
+    if found is None:
+        return None
+    at, char = found.start(), found.group()
+    line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+    if char == "\r" or char in "\x0b\x0c\x85\u2028\u2029":
+        what = (
+            "a carriage return not followed by a line feed"
+            if char == "\r"
+            else f"the line break U+{ord(char):04X}"
+        )
+        why = "npc's lines end with LF or CRLF: after a `#`, npc reads as comment what an editor shows on a new line"
+    else:
+        what, why = (
+            f"the bidirectional control U+{ord(char):04X}",
+            "it shows text in another order than npc reads it",
+        )
+    return error_at(text, file, line, column, f"{what}: {why}")
+
+
+def read_document(text: str, file: str, comments_kept: bool = False) -> Document:
+    """Parse ``text`` (the contents of ``file``) into its syntax; raises ``InputError``.
+    ``comments_kept``: the comments too (the formatter's), else the document has none."""
+    if (misleading := _misleading(text, file)) is not None:
+        raise misleading
     comments: list[Token] = []
-    reset = _comments.set(comments)
+    reset = _comments.set(comments if comments_kept else None)
     try:
         tree = parser().parse(text)
     except UnexpectedInput as exc:
@@ -103,7 +135,9 @@ def read_document(text: str, file: str) -> Document:
         if isinstance(exc.orig_exc, InputError):
             raise exc.orig_exc from None
         raise
-    notes = tuple(Comment(_line(c), c.value.rstrip()) for c in comments)
+    notes = tuple(
+        Comment(_line(c) + i, part.strip()) for c in comments for i, part in enumerate(c.value.split("\n"))
+    )
     return Document(items, notes)
 
 

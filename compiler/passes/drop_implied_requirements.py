@@ -14,19 +14,27 @@ import functools
 
 import attrs
 
-from ..ir import Peer, PodPeer, Policy, Program, Rule, Selector
+from ..ir import Peer, PodPeer, Policy, Program, Requirement, Rule, Selector
 from .cover import requirement_implies
 from .rewrite import map_rules
+
+# More requirements on one key than people write (a Kubernetes selector is validated, not
+# bounded, per key): the pairwise search would be quadratic, so such a key is left as written.
+CROWDED = 64
 
 
 @functools.lru_cache(maxsize=1 << 16)  # the same few selectors recur across thousands of policies
 def _tidied(selector: Selector) -> Selector | None:
     """``selector`` without its implied requirements; None when it has none (so an unchanged
     policy is handed back as the very object, which is how the optimiser's rounds see it)."""
+    by_key: dict[str, list[Requirement]] = {}  # only a requirement on the same key implies another
+    for r in selector.requirements:
+        by_key.setdefault(r.key, []).append(r)
     kept = tuple(
         r
         for r in selector.requirements
-        if not any(other != r and requirement_implies(other, r) for other in selector.requirements)
+        if len(by_key[r.key]) > CROWDED
+        or not any(other != r and requirement_implies(other, r) for other in by_key[r.key])
     )
     return None if len(kept) == len(selector.requirements) else Selector(kept)
 
