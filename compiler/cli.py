@@ -37,6 +37,7 @@ from .backends import BACKENDS
 from .backends import get as get_backend
 from .backends.base import Options, SubprocessRunner
 from .errors import InputError, NpcError, UsageError
+from .frontends.positions import printable
 from .ir import DEFAULT_NETWORK
 from .lock import DEFAULT_WAIT
 from .networks import network_spec
@@ -259,7 +260,7 @@ def _fmt(args: argparse.Namespace) -> int:
 
     changed = fmt(args.paths, check=args.check)
     for path in changed:
-        print(f"npc: {'would reformat' if args.check else 'reformatted'} {path}", file=sys.stderr)
+        print(f"npc: {'would reformat' if args.check else 'reformatted'} {printable(path)}", file=sys.stderr)
     return 1 if args.check and changed else 0
 
 

@@ -101,5 +101,5 @@ def fmt(paths: Sequence[str], check: bool = False) -> list[str]:
             changed[path] = formatted
     if not check:
         for path, text in changed.items():
-            write_file(path, text)
+            write_file(os.path.realpath(path), text)  # a link stays a link; its target is formatted
     return list(changed)

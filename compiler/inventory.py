@@ -320,7 +320,7 @@ def build_inventory(
         except FieldError as err:
             if not lenient:
                 raise _error(err, base, file, text, index) from None
-            warnings.append(f"{file}: skipped {render_path((*base, *err.parts))}: {err.message}")
+            warnings.append(f"{printable(file)}: skipped {render_path((*base, *err.parts))}: {err.message}")
             continue
         warnings.extend(notes)
         for key, value in _keyed(found):
@@ -336,7 +336,9 @@ def build_inventory(
             )
             if not lenient:
                 raise _error(fail((), problem), base, file, text, index)
-            warnings.append(f"{file}: {render_path(base)}: {problem}; kept the one that sorts first")
+            warnings.append(
+                f"{printable(file)}: {render_path(base)}: {problem}; kept the one that sorts first"
+            )
             kept[key] = min(held, value, key=repr)
     namespaces = {n.name: n for n in kept.values() if isinstance(n, Namespace)}
     pods = [p for p in kept.values() if isinstance(p, Pod)]

@@ -27,7 +27,7 @@ Parsed = Callable[[int], list[Any] | None]  # a text's documents by position, or
 
 
 def _yaml(source: Text) -> bool:
-    return not source.name.lower().endswith((".npc", ".json"))
+    return not source.in_npc_language and not source.name.lower().endswith(".json")
 
 
 def _worth_it(sources: Sequence[Text]) -> bool:

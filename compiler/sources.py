@@ -31,6 +31,10 @@ from .text import POLICY_FILE_BYTES, STDIN_NAME, NotRegularFile, Text, read_stdi
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json", ".npc")
 STDIN = "-"
+_EMPTY_STDIN = (  # {} : "document" or "policy"
+    'holds no {} (no policies is {{"kind": "List", "items": []}}): an empty pipe is what a failed '
+    "command leaves, and applied it would remove every policy"
+)
 _POLICY_API_VERSIONS = {v for versions in API_VERSIONS.values() for v in versions}
 _POLICY_GROUPS = {v.split("/")[0] for v in _POLICY_API_VERSIONS}
 # kinds npc reads, by their lowercase spelling: ``networkpolicy`` is a typo, not another kind to skip
@@ -139,7 +143,7 @@ def _sources(paths: Sequence[str], stdin: TextIO | None, reader: _Reader) -> Ite
         for file in policy_files(path) if os.path.isdir(path) else [path]:
             real = os.path.realpath(file)
             if real in seen:
-                reader.skipped.append(f"skipped {file}: read once already")
+                reader.skipped.append(f"skipped {printable(file)}: read once already")
                 continue
             seen.add(real)
             try:
@@ -189,11 +193,14 @@ class _Reader:
 
     def read(self, source: Text, documents: list[Any] | None = None) -> None:
         """``documents``: the text's, parsed ahead (``parse_ahead``); None: parsed here."""
-        if source.name.lower().endswith(".npc"):
+        if source.in_npc_language:
             from .frontends.dsl import parse
 
             rule_places: dict[tuple[str, str, str], dict[FieldPath, str]] = {}
-            for policy in parse(source.text, source.name, rule_places):
+            policies = parse(source.text, source.name, rule_places)
+            if not policies and source.name == STDIN_NAME:
+                raise InputError(_EMPTY_STDIN.format("policy"), source.name)
+            for policy in policies:
                 self._add(
                     policy, None, source.name, rule_places.get((policy.kind, policy.namespace, policy.name))
                 )
@@ -204,11 +211,7 @@ class _Reader:
         except InputError as err:
             raise attrs.evolve(err, snippet=snippet(source.text, err.line, err.column)) from None
         if not documents and source.name == STDIN_NAME:  # a file may be empty, a pipe's input not
-            raise InputError(
-                'holds no document (no policies is {"kind": "List", "items": []}): an empty pipe is '
-                "what a failed command leaves, and applied it would remove every policy",
-                source.name,
-            )
+            raise InputError(_EMPTY_STDIN.format("document"), source.name)
         for index, document in enumerate(documents):
             for base, obj in objects_in(document):
                 self._object(obj, _Origin(source, index, base))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from typing import TextIO
 
@@ -22,11 +23,23 @@ _BOM = "\ufeff"
 UTF8_BOM = _BOM.encode()  # the byte-order mark decoding drops
 
 
+# npc's language on stdin: its first line other than blank or `#` opens a policy or a macro (no
+# Kubernetes object is either: YAML reads it as one string, which is an error there)
+_DSL_START = re.compile(r"\A(?:[ \t]*(?:#[^\n]*)?\n)*+[ \t]*(?:policy[ \t]|[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
+
+
 @attrs.frozen
 class Text:
     name: str  # as shown to the user
     text: str
     sha256: str  # of the bytes as read, for the manifest
+
+    @property
+    def in_npc_language(self) -> bool:
+        """A ``.npc`` file, or stdin that starts as one does."""
+        if self.name == STDIN_NAME:
+            return _DSL_START.match(self.text) is not None
+        return self.name.lower().endswith(".npc")
 
 
 class NotRegularFile(InputError):
@@ -38,7 +51,10 @@ def decode(data: bytes, name: str, *, digest: bool = True) -> Text:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"not valid UTF-8 (byte offset {exc.start})", name) from None
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        column = len(data[line_start : exc.start].decode("utf-8", "replace")) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"not valid UTF-8 (byte offset {exc.start})", name, line, column) from None
     return Text(name, text.removeprefix(_BOM), hashlib.sha256(data).hexdigest() if digest else "")
 
 

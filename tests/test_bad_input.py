@@ -489,9 +489,10 @@ def test_a_file_given_twice_is_read_once(tmp_path: Path) -> None:
 def test_unreadable_and_missing_paths(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read"):
         read_policy_sources([str(tmp_path / "missing.yaml")])
-    (tmp_path / "bin.yaml").write_bytes(b"kind: \xff\n")
-    with pytest.raises(InputError, match="not valid UTF-8"):
+    (tmp_path / "bin.yaml").write_bytes("# é\nkind: é\xff\n".encode("latin-1").replace(b"\xe9", "é".encode()))
+    with pytest.raises(InputError, match="not valid UTF-8") as caught:
         read_policy_sources([str(tmp_path / "bin.yaml")])
+    assert (caught.value.line, caught.value.column) == (2, 8)  # characters, not bytes: é is two
 
 
 def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(

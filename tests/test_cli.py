@@ -127,6 +127,43 @@ def test_stdin_input() -> None:
     assert "default/test-network-policy" in result.stdout
 
 
+def test_stdin_in_npc_language(tmp_path: Path) -> None:
+    """Stdin is npc's language when its first line (past blank and ``#`` lines) opens a policy or a
+    macro: ``convert --to dsl`` piped into ``compile -`` gives the YAML's artefacts. Macros alone
+    are no policy, refused as an empty pipe is."""
+    yaml_text = (EXAMPLES / "policies" / "test-network-policy.yaml").read_text()
+    dsl = npc("convert", "--to", "dsl", "-", stdin=yaml_text)
+    assert dsl.returncode == 0, dsl.stderr
+    piped = npc("compile", "-", "-o", str(tmp_path / "dsl"), stdin="# piped\n\n" + dsl.stdout)
+    assert piped.returncode == 0, piped.stderr
+    assert npc("compile", "-", "-o", str(tmp_path / "yaml"), stdin=yaml_text).returncode == 0
+    for name in ("rules.v4", "rules.v6", "ipsets"):
+        assert (tmp_path / "dsl" / name).read_text() == (tmp_path / "yaml" / name).read_text()
+    macros = npc("compile", "-", stdin="# only\nweb = { 80 }\n")
+    assert macros.returncode == 1 and "<stdin>: error: holds no policy" in macros.stderr
+    wrong = npc("compile", "-", stdin="policy default/a { select app == 1 }\n")
+    assert wrong.returncode == 1 and wrong.stderr.startswith("<stdin>:1:34: error: unexpected `1`"), (
+        wrong.stderr
+    )
+
+
+def test_fmt_formats_a_links_target_and_escapes_names(tmp_path: Path) -> None:
+    """A link stays a link (its target is formatted, as gofmt and black do), and a file name's
+    control characters reach the terminal escaped, in fmt's lines as in compile's notes."""
+    target = tmp_path / "target.npc"
+    target.write_text("policy default/a {select all isolate ingress}\n")
+    link = tmp_path / "link.npc"
+    link.symlink_to(target.name)
+    odd = tmp_path / "ok\x1b]0;t\x07.npc"
+    odd.write_text(target.read_text())
+    done = npc("fmt", str(link), str(odd))
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and target.read_text().startswith("policy default/a {\n    select all\n")
+    twice = npc("compile", str(odd), str(odd), "-o", str(tmp_path / "out"))
+    for said in (done.stderr, twice.stderr):
+        assert "\x1b" not in said and "\x07" not in said and "ok\\x1b]0;t\\x07.npc" in said, said
+
+
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_every_backend_compiles_to_stdout_without_an_output_folder(backend: str, tmp_path: Path) -> None:
     """Without -o each backend prints what -o writes: the one file it names alone, or every file

@@ -226,6 +226,12 @@ def test_crlf_lines_are_read() -> None:
     assert parse(text, "t.npc") == parse(text.replace("\r", ""), "t.npc")
 
 
+def test_space_in_the_grammar_is_ascii() -> None:
+    """``has(`` took any Unicode space (``\\s``), no other token does."""
+    err = error("policy default/p { select has\u00a0(a) isolate ingress }")
+    assert (err.line, err.column) == (1, 30) and "character `\\xa0`" in err.message, err.render()
+
+
 def test_a_run_of_comment_lines_keeps_each_line() -> None:
     """A run of comment lines is one token to the lexer; lines and the formatter see each."""
     assert error("# a\n  # b\n# c\npolicy default/p { select app == 1 }").line == 4
@@ -292,6 +298,8 @@ def test_legacy_example_is_the_annotation_plus_the_policy() -> None:
 
 SYNTAX_ERRORS = [
     # (text, line, column, words the message must contain)
+    ("policy default/p { select a == 'b' and c == 'd' }", 1, 36, ["joined with `&&`"]),
+    ("policy default/p { select all allow ingress from pods(a == 'b' AND c == 'd') }", 1, 64, ["`&&`"]),
     (
         "policy default/p {\n  select all\n  allow ingress to pods(all)\n}",
         3,
@@ -388,7 +396,10 @@ MEANING_ERRORS = [
     *after(
         "policy default/p { select all allow ingress from ",
         ("10.0.0.1/8", "did you mean 10.0.0.0/8?"),
-        ("10.0.0.1", "needs a prefix length"),
+        ("10.0.0.1", "needs a prefix length, like 10.0.0.1/32"),
+        ("fd00::1", "needs a prefix length, like fd00::1/128"),
+        (".", 'invalid address block ".": not an IP address'),
+        ("999.1.1.1", "not an IP address"),
         ("10.0.0.0/33", "invalid address block"),
         ("1.2.3.4.5/8", "invalid address block"),
         ("::ffff:10.0.0.0/104", "IPv4-mapped IPv6 block is read as IPv4 by some dataplanes"),

@@ -370,7 +370,7 @@ def test_stdin_closed_or_not_utf8() -> None:
     closed = run("compile", "-", stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(0))
     assert closed.returncode == 1 and "stdin is closed" in closed.stderr
     binary = run("compile", "-", stdin=b"\xff\xfe\x00")
-    assert binary.returncode == 1 and "<stdin>: error: not valid UTF-8" in binary.stderr
+    assert binary.returncode == 1 and "<stdin>:1:1: error: not valid UTF-8" in binary.stderr
     for empty in (b"", b"# kubectl get networkpolicies -A -o yaml\n"):  # what a failed command pipes
         refused = run("compile", "-", stdin=empty)
         assert refused.returncode == 1 and "<stdin>: error: holds no document" in refused.stderr

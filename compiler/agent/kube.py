@@ -29,6 +29,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from ..documents import metadata, namespaced_name
 from ..errors import UsageError
+from ..frontends.positions import printable
 
 log = logging.getLogger("npc.agent")
 
@@ -82,7 +83,7 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
     line in the log (urllib3 retried a timed-out list three times, silently, for minutes)."""
     path = kubeconfig or os.environ.get("KUBECONFIG")
     configuration = client.Configuration()
-    where = f"kubeconfig {path}" if path else "in-cluster config (no --kubeconfig, no $KUBECONFIG)"
+    where = f"kubeconfig {printable(path)}" if path else "in-cluster config (no --kubeconfig, no $KUBECONFIG)"
     try:
         if path:
             config.load_kube_config(config_file=path, client_configuration=configuration)

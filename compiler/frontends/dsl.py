@@ -225,8 +225,14 @@ class _Meaning:
     def network(self, word: syn.Word) -> Network:
         text = word.text
         if "/" not in text:
-            bits = 128 if ":" in text else 32
-            raise self.fail(word, f"address block {show(text)} needs a prefix length, like {text}/{bits}")
+            try:
+                address = ipaddress.ip_address(text)
+            except ValueError:
+                raise self.fail(word, f"invalid address block {show(text)}: not an IP address") from None
+            raise self.fail(
+                word,
+                f"address block {show(text)} needs a prefix length, like {address}/{address.max_prefixlen}",
+            )
         try:
             network = ipaddress.ip_network(text, strict=True)
         except ValueError as exc:

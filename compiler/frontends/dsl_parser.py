@@ -169,7 +169,7 @@ def _hint(found: str, expected: set[str]) -> str:
             "a selector has no OR: write alternatives as separate peers joined by `or`, "
             "like pods(app == 'a') or pods(app == 'b')"
         )
-    if joins_terms and found in (",", "and", "&", "AND"):
+    if found in ("and", "&", "AND") or (joins_terms and found == ","):  # the parser has reduced the selector
         return "requirements in a selector are joined with `&&`"
     if found in ("from", "to") and expected & {"FROM", "TO"}:
         return "ingress rules take peers `from`, egress rules `to`"
