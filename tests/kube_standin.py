@@ -62,6 +62,7 @@ class KubeStandin:
         # collection path -> (status, message) answered to its watches, as a server refusing a
         # version it will not serve (400) or an RBAC denial (403) answers
         self.refused_watches: dict[str, tuple[int, str]] = {}
+        self.short_watches = False  # every watch ends at once, cleanly, without an event (a proxy)
         self._server: ThreadingHTTPServer | None = None
 
     # -- the cluster ---------------------------------------------------------------------------
@@ -292,6 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if bad is not None:
                 self.wfile.write(f"{len(bad) + 1:x}\r\n".encode() + bad + b"\n\r\n")
+            elif api.short_watches:
+                pass  # the last chunk at once
             elif expired:
                 status = {
                     "kind": "Status",

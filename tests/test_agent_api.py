@@ -21,6 +21,7 @@ from npc.agent.kube import (
     PODS,
     Cache,
     Watcher,
+    _version,
     api_client,
 )
 from npc.errors import InputError
@@ -272,6 +273,10 @@ def test_a_resume_the_api_refuses_lists_again(
     api.put(pod("a", "10.0.0.1"))  # while every watch of pods is refused: only a list finds it
     wait_for(lambda: watching.names(PODS) == ["a"], "pod a, listed", timeout=15)
     assert sum(1 for r in api.requests if r == "/api/v1/pods") >= 2
+    # a list that succeeds is no sign the watch works: the relists back off (0.2 s for ever before)
+    wait_for(lambda: len(_delays(caplog, "listing again in")) >= 3, "three relists", timeout=15)
+    first, second, third = _delays(caplog, "listing again in")[:3]
+    assert second == 2 * first and third == 2 * second
     del api.refused_watches["/api/v1/pods"]
     api.put(pod("b", "10.0.0.2"))
     wait_for(lambda: watching.names(PODS) == ["a", "b"], "pod b, watched again", timeout=15)
@@ -295,6 +300,61 @@ def test_a_denied_watch_is_retried_as_it_is_with_the_api_s_words(
     wait_for(lambda: watching.names(PODS) == ["b"], "pod b, watched again", timeout=15)
     assert ("pods", "relist") not in watching.restarts
     assert any(denial in r.getMessage() for r in caplog.records)
+
+
+def _delays(caplog: pytest.LogCaptureFixture, words: str) -> list[float]:
+    """The waits the pods watch logged on lines saying ``words`` (``retrying in``, ``listing again in``)."""
+    found = [r.getMessage() for r in caplog.records if r.getMessage().startswith("watch pods:")]
+    return [float(line.split(f"{words} ")[1].split(" s")[0]) for line in found if f"{words} " in line]
+
+
+def test_a_watch_that_worked_resumes_from_the_first_backoff_step(
+    api: KubeStandin, watching: Watching, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failures drive the backoff up; a watch that then works (events, bookmarks) and drops is
+    resumed after 0.2 s, not after the 3.2 s the failures left (which reached 30 s after an
+    outage, a node missing pod changes for that long)."""
+    caplog.set_level(logging.WARNING, logger="npc.agent")
+    wait_for(lambda: all(x.synced.is_set() for x in watching.watchers), "first lists")
+    api.refused_watches["/api/v1/pods"] = (403, "denied")
+    api.drop_watches()
+    wait_for(lambda: len(_delays(caplog, "retrying in")) >= 4, "four refused resumes", timeout=15)
+    del api.refused_watches["/api/v1/pods"]
+    api.put(pod("a", "10.0.0.1"))
+    wait_for(lambda: watching.names(PODS) == ["a"], "pod a, watched again", timeout=15)
+    before = len(_delays(caplog, "retrying in"))
+    assert _delays(caplog, "retrying in")[:4] == [0.2, 0.4, 0.8, 1.6]
+    api.drop_watches()
+    wait_for(lambda: len(_delays(caplog, "retrying in")) > before, "the drop, logged")
+    assert _delays(caplog, "retrying in")[before] == 0.2
+
+
+def test_watches_that_end_at_once_back_off_and_say_so(
+    api: KubeStandin, watching: Watching, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A proxy ending every watch at once without an event: resumed at once, each node would
+    send the API server a watch per resource twenty times a second, silently (client-go calls
+    it a very short watch). Now each is a failure: logged, and the backoff grows."""
+    caplog.set_level(logging.WARNING, logger="npc.agent")
+    wait_for(lambda: all(x.synced.is_set() for x in watching.watchers), "first lists")
+    api.short_watches = True
+    api.drop_watches()
+    start = len(api.requests)
+    time.sleep(2.5)
+    watches = [r for r in api.requests[start:] if r.startswith("/api/v1/pods?") and "watch=true" in r]
+    assert 2 <= len(watches) <= 5, watches  # 0.2 + 0.4 + 0.8 s of backoff, not hundreds
+    assert _delays(caplog, "retrying in")[:3] == [0.2, 0.4, 0.8]
+    assert any("the watch ended at once, without an event" in r.getMessage() for r in caplog.records)
+    api.short_watches = False
+    api.put(pod("a", "10.0.0.1"))
+    wait_for(lambda: watching.names(PODS) == ["a"], "pod a, once watches last", timeout=15)
+
+
+def test_a_resource_version_is_a_string() -> None:
+    """An event's ``resourceVersion`` of ``{"a": 1}`` was resumed from as ``{'a': 1}``."""
+    assert _version({"metadata": {"resourceVersion": "42"}}) == "42"
+    for odd in ({"a": 1}, [1], 7, "", "x" * 65, "4\n2"):
+        assert _version({"metadata": {"resourceVersion": odd}}) is None
 
 
 def test_the_client_retries_nothing_itself_and_probes_quiet_connections(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -187,8 +188,9 @@ class Cache:
 
 
 def _version(obj: dict[str, Any]) -> str | None:
+    """An object's resourceVersion: a string (opaque, but never a JSON object or list)."""
     value = metadata(obj).get("resourceVersion")
-    return str(value) if value else None
+    return value if isinstance(value, str) and value and len(value) <= 64 and value.isprintable() else None
 
 
 def _parsed(data: str | bytes, what: str) -> object:
@@ -203,6 +205,7 @@ def _parsed(data: str | bytes, what: str) -> object:
 
 
 RESUMES = 5  # watch resumes failed in a row before the resource is listed again
+WORKING = 10.0  # seconds a watch stayed open without an event that still count as a working one
 
 
 def _refused(status: int) -> bool:
@@ -251,22 +254,31 @@ class Watcher(threading.Thread):
         self.watch_timeout = watch_timeout
         self.synced = threading.Event()  # set after the first successful list
         self.version: str | None = None  # the last resourceVersion seen: a watch resumes from it
+        self.doing = "list"  # or "watch": what the loop is at, for its log lines
+        self.events = 0  # of the current watch, bookmarks included
 
     def run(self) -> None:
         backoff = Backoff()
         failed = 0  # resumes from one version failed in a row
         while not self.stop.is_set():
             resumed = None
+            self.doing, self.events, started = "list", 0, time.monotonic()
             try:
                 if self.version is None:
-                    self.version = self._list()
-                    backoff.reset()
+                    self.version = self._list()  # not a reset: a list is no sign the watch works
                     failed = 0
                 resumed = self.version
+                self.doing, started = "watch", time.monotonic()
                 self._watch()
                 failed = 0
+                if not self._worked(started):
+                    # a proxy or server ending every watch at once: resumed in a loop, every node
+                    # would hammer the API server (client-go's "very short watch")
+                    self._failed("the watch ended at once, without an event", backoff)
+                    continue
                 backoff.reset()  # a watch that ended quietly (server timeout) is resumed at once
             except ApiException as exc:
+                self._after_working(started, backoff)
                 if exc.status == 410:
                     log.info(
                         "watch %s: resourceVersion %s expired (410 Gone): listing again",
@@ -287,12 +299,22 @@ class Watcher(threading.Thread):
                     _refused(exc.status),
                 )
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                self._after_working(started, backoff)
                 why = type(exc).__name__ + (f": {exc}" if str(exc) else "")
                 failed = self._retry(why, backoff, resumed, failed)
             except Exception:  # a bug must not end the watch: the agent would stop following
                 log.exception("watch %s failed unexpectedly; listing again", self.resource.name)
                 self.version = None
                 self._failed("unexpected error", backoff)
+
+    def _worked(self, started: float) -> bool:
+        """A watch that delivered an event or stayed open ``WORKING`` seconds: its end or drop
+        is resumed from the first step of the backoff, not where the failures before it left it."""
+        return self.doing == "watch" and (self.events > 0 or time.monotonic() - started >= WORKING)
+
+    def _after_working(self, started: float, backoff: Backoff) -> None:
+        if self._worked(started):
+            backoff.reset()
 
     def _not_served(self) -> None:
         """A kind the cluster does not serve (no MultiNetworkPolicy CRD): none exist, so the
@@ -338,7 +360,7 @@ class Watcher(threading.Thread):
 
     def _failed(self, why: str, backoff: Backoff) -> None:
         delay = backoff.next()
-        log.warning("watch %s: %s; retrying in %.1f s", self.resource.name, why, delay)
+        log.warning("%s %s: %s; retrying in %.1f s", self.doing, self.resource.name, why, delay)
         self.on_restart(self.resource.name, "error")
         self.stop.wait(delay)
 
@@ -384,6 +406,7 @@ class Watcher(threading.Thread):
                     status=code if isinstance(code, int) else 500, reason=str(obj.get("message") or "")
                 )
             self.version = _version(obj) or self.version
+            self.events += 1
             if kind == "BOOKMARK":
                 continue
             obj.setdefault("kind", self.resource.kind)
