@@ -249,6 +249,40 @@ def test_malformed_answers_are_retried_and_the_watch_goes_on(
         stop.set()
 
 
+def test_after_a_good_read_a_bad_policy_object_is_held_alone(api: KubeStandin, watching: Watching) -> None:
+    """One object that stops reading keeps its last good policies and a new bad one is left out,
+    while every other object's change is read: a whole input held for one object let one tenant's
+    MultiNetworkPolicy hold every policy change of every network (a review saw it)."""
+    api.put(policy("a", {"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}))
+    wait_for(lambda: len(watching.cache.items(NETWORK_POLICIES)) == 1, "policy a")
+    source = ApiPolicies(watching.cache, [NETWORK_POLICIES])
+    assert [p.name for p in source.read().policies] == ["a"] and not source.errors
+    api.put(policy("a", {"podSelector": {}, "ingress": [{"ports": [{"port": 70000}]}]}))
+    api.put(policy("b", {"podSelector": {}, "ingress": [{"ports": [{"port": 0}]}]}))
+    api.put(policy("c", {"podSelector": {}}))
+    wait_for(lambda: len(watching.cache.items(NETWORK_POLICIES)) == 3, "b and c")
+    read = source.read()
+    ports = {p.name: [port.port for r in p.ingress or () for port in r.ports] for p in read.policies}
+    assert ports == {"a": [80], "c": []}  # a as it last read, b left out, c read
+    assert sorted(source.errors) == ["api:networkpolicies/default/a", "api:networkpolicies/default/b"]
+    assert [e.render().split(":")[1] for e in source.fresh] == [
+        "networkpolicies/default/a",
+        "networkpolicies/default/b",
+    ]
+    source.fresh.clear()
+    assert [p.name for p in source.read().policies] == ["a", "c"] and not source.fresh  # said once
+    api.put(policy("a", {"podSelector": {}, "ingress": [{"ports": [{"port": 81}]}]}))
+    api.delete("NetworkPolicy", "default", "b")
+    wait_for(lambda: len(watching.cache.items(NETWORK_POLICIES)) == 2, "b gone")
+    wait_for(lambda: source.read() is not None and not source.errors, "a fixed", timeout=5)
+    assert {
+        p.name: [port.port for r in p.ingress or () for port in r.ports] for p in source.read().policies
+    } == {
+        "a": [81],
+        "c": [],
+    }
+
+
 def test_a_policy_whose_metadata_is_not_a_mapping_is_reported_at_its_path(
     api: KubeStandin, watching: Watching
 ) -> None:

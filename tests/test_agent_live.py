@@ -4,6 +4,7 @@ relabelled), and with ``--node`` the policed-here sets hold local pods only."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -260,3 +261,32 @@ def test_an_object_that_stops_parsing_keeps_its_last_good_state_until_fixed_or_g
     assert live.held
     pods, _ = live.update([namespace])  # gone: gone, held or not
     assert [(before is not None, after) for before, after in pods] == [(True, None)] and not live.held
+
+
+def test_held_objects_are_recorded_for_the_next_agent(tmp_path: Path) -> None:
+    """The next agent's first update holds an object that is still bad as it was recorded (else
+    a restart opened the pod); one fixed meanwhile is read as it is, one gone stays gone, and a
+    new bad one is skipped. The record goes when nothing is held."""
+    from npc.agent.held import HeldStore
+
+    def pod(name: str, ip: str, labels: Any = None) -> dict[str, Any]:
+        meta = {"name": name, "namespace": "b", "labels": labels if labels is not None else {"app": "web"}}
+        return {"kind": "Pod", "metadata": meta, "status": {"phase": "Running", "podIPs": [{"ip": ip}]}}
+
+    store = HeldStore(str(tmp_path / "held"))
+    live = LiveInventory(pod_ips, None, store)
+    live.update([pod("p", "10.0.0.1"), pod("q", "10.0.0.2"), pod("r", "10.0.0.3")])
+    bad = [pod("p", "10.0.0.1", 5), pod("q", "10.0.0.2", 5), pod("r", "10.0.0.3", 5)]
+    live.update(bad)
+    assert live.held == live.bad == {("Pod", "b", n) for n in "pqr"} and (tmp_path / "held").exists()
+    fixed = pod("q", "10.0.0.9")
+    again = LiveInventory(pod_ips, None, HeldStore(str(tmp_path / "held")))
+    again.update([bad[0], fixed, pod("s", "10.0.0.4", 5)])
+    assert {k[2]: [str(ip) for ip in p.ips] for k, p in again.pods.items()} == {
+        "p": ["10.0.0.1"],
+        "q": ["10.0.0.9"],
+    }
+    assert again.held == {("Pod", "b", "p")} and again.bad == {("Pod", "b", "p"), ("Pod", "b", "s")}
+    assert any("as recorded before this agent started" in w for w in again.warnings)
+    again.update([pod("p", "10.0.0.1"), fixed])
+    assert not again.held and not again.bad and not (tmp_path / "held").exists()

@@ -39,12 +39,14 @@ from ..backends.base import (
 from ..errors import ApplyError, NpcError, UsageError
 from ..inventory import Namespace, Pod
 from ..ir import IP_FAMILIES, Program
+from ..lock import record_path
 from ..lower import Lowered, tested
 from ..memo import Memo
 from ..networks import NetworkSpec, select_policies, uncarried, unpoliced
 from ..pipeline import compile_rules, policy_program
 from ..resolve import Compiled, Entry, Rules
 from ..sources import Loaded
+from .held import HeldStore
 from .inputs import Artefacts, CacheJournal, InventoryInput, PolicyInput
 from .kube import Backoff
 from .live import Journal, LiveInventory, LiveSets, PodChange
@@ -133,7 +135,7 @@ class Network:
         self.repair = False  # the next update is a full load (a resync found drift)
         self.loads = 0  # kernel writes so far: a drift answer about an older state is stale
         self.source = spec.address_source()
-        self.live = LiveInventory(self.source, node)
+        self.live = LiveInventory(self.source, node, HeldStore(record_path(f"agent-{spec.name}-held")))
         self.sets: LiveSets | None = None
         self._rules: Loaded | Artefacts | None = None
         self.memo = Memo()  # the last compile's pieces: a policy change recompiles its namespace
@@ -213,7 +215,7 @@ class Network:
         for warning in self.live.warnings:  # an object skipped, said once per change of it
             log.warning("network %s: %s", self.spec.name, warning)
         self.live.warnings.clear()
-        if self.live.held:  # objects enforced as they last parsed: the input is not all good
+        if self.live.bad:  # objects held as they last parsed, or skipped: the input is not all good
             self.metrics.input_ok.labels("inventory").set(0)
         name = self.spec.name
         # reviewed artefacts give the rules (only members are worked out here); policies are compiled
@@ -483,7 +485,17 @@ class Engine:
                     extra={"fields": {"input": what, "error": exc.render()}},
                 )
                 continue
-            self.metrics.input_ok.labels(what).set(1)
+            for problem in getattr(source, "fresh", ()):  # objects held one by one (``ApiPolicies``)
+                self.metrics.input_errors.labels(what).inc()
+                log.error(
+                    "%s: an object does not read: its last good state stays in force (a new one is left out)\n%s",
+                    what,
+                    problem.render(),
+                    extra={"fields": {"input": what, "error": problem.render()}},
+                )
+            if getattr(source, "fresh", None):
+                source.fresh.clear()
+            self.metrics.input_ok.labels(what).set(0 if getattr(source, "errors", None) else 1)
             digest = source.digest()
             if digest and digest == self._digests[what] and not force:
                 continue

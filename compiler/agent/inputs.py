@@ -148,14 +148,24 @@ class FileInventory:
 class ApiPolicies:
     """Policy objects from the watch cache, each written out as JSON named ``api:<kind>/<ns>/<name>``
     so that a bad one is reported with line, column and field path like a file. An object is read
-    again only when the API changed it (the cache holds the very same dict until then)."""
+    again only when the API changed it (the cache holds the very same dict until then).
+
+    Once a read has succeeded, an object that stops reading keeps its last good policies and a new
+    bad one is left out (``errors``): one tenant's MultiNetworkPolicy, which the API validates
+    less, held every policy change on every network of every node. The first read is all or
+    nothing, so that an agent never starts with a policy missing (that could open pods the
+    kernel still isolates)."""
 
     def __init__(self, cache: Cache, resources: Sequence[Resource]) -> None:
         self.cache, self.resources = cache, list(resources)
-        self._read: dict[str, tuple[dict[str, Any], Loaded]] = {}
+        self._read: dict[str, tuple[dict[str, Any], Loaded | None]] = {}  # None: new and bad, left out
+        self._good = False  # a read succeeded: objects are held one by one from now on
+        self.errors: dict[str, InputError] = {}  # objects that do not read now
+        self.fresh: list[InputError] = []  # the errors not yet reported (once per change)
 
     def read(self) -> Loaded:
-        parts: dict[str, tuple[dict[str, Any], Loaded]] = {}
+        parts: dict[str, tuple[dict[str, Any], Loaded | None]] = {}
+        errors: dict[str, InputError] = {}
         for resource in self.resources:
             for obj in self.cache.items(resource):
                 meta = metadata(obj)  # not a mapping: reported at its field path
@@ -163,13 +173,22 @@ class ApiPolicies:
                 known = self._read.get(name)
                 if known is not None and known[0] is obj:
                     parts[name] = known
-                else:
+                    if name in self.errors:
+                        errors[name] = self.errors[name]
+                    continue
+                try:
                     parts[name] = (
                         obj,
                         read_policy_texts([(name, json.dumps(_clean(obj), indent=2, sort_keys=True))]),
                     )
-        self._read = parts
-        loaded = [part for _, part in parts.values()]
+                except InputError as exc:
+                    if not self._good:
+                        raise
+                    errors[name] = exc
+                    self.fresh.append(exc)
+                    parts[name] = (obj, known[1] if known is not None else None)  # its last good policies
+        self._read, self.errors, self._good = parts, errors, True
+        loaded = [part for _, part in parts.values() if part is not None]
         return Loaded(
             tuple(p for part in loaded for p in part.policies),
             (),

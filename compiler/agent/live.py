@@ -23,6 +23,7 @@ from ..inventory import Inventory, IPSource, Namespace, Pod, build_inventory
 from ..ir import NAMESPACE_NAME_LABEL, PodPeer
 from ..lower import Lowered, SetSpec, port_scopes
 from ..resolve import Entry, PodIndex, Resolver
+from .held import HeldStore
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 PodChange = tuple[Pod | None, Pod | None]  # (before, after); None: not there
@@ -56,8 +57,8 @@ class Journal(Protocol):
 class LiveInventory:
     """A network's namespaces and pods (with their addresses on it), and which pods are local."""
 
-    def __init__(self, source: IPSource, node: str | None = None) -> None:
-        self.source, self.node = source, node
+    def __init__(self, source: IPSource, node: str | None = None, store: HeldStore | None = None) -> None:
+        self.source, self.node, self.store = source, node, store
         self.raw: dict[Key, Mapping[str, Any]] = {}
         self.pods: dict[Key, Pod] = {}
         self.by_namespace: dict[str, dict[Key, Pod]] = defaultdict(dict)
@@ -67,6 +68,11 @@ class LiveInventory:
         # objects that stopped parsing (or a pod whose network annotation did): their last good
         # state stays in force, as the last good input does, until they are fixed or gone
         self.held: set[Key] = set()
+        self.good: dict[Key, Mapping[str, Any]] = {}  # a held object's last good raw object
+        # what an agent before this one held (``store``): used once, by the first update, for an
+        # object that is bad and has no state here yet
+        self.recovered = store.load() if store is not None else {}
+        self.bad: set[Key] = set()  # objects that do not parse now, held or skipped
         # objects skipped since the caller last took these (one line each): a bad pod is skipped,
         # not a blocker, and said once per change of it
         self.warnings: list[str] = []
@@ -93,26 +99,38 @@ class LiveInventory:
         nothing: an object that does not parse raises InputError and leaves the view as it was."""
         seen, fresh = self._changes(objects)
         parsed: dict[Key, Namespace | Pod | None] = {}
+        held_before = dict(self.good)
         for key in fresh:
             new = fresh.get(key)
             self.held.discard(key)
+            self.bad.discard(key)
             if new is None:
                 parsed[key] = None
                 continue
             kind, namespace, name = key
             label = f"{kind} {namespace + '/' if namespace else ''}{name or '(unnamed)'}"
-            unread = getattr(self.source, "unread", 0)
-            found = build_inventory([new], self.source, label, lenient=True)
+            found, broken = self._parse(new, label)
             self.warnings += found.warnings
             built: tuple[Namespace | Pod, ...] = found.namespaces if kind == "Namespace" else found.pods
             last = self.namespaces.get(name) if kind == "Namespace" else self.pods.get(key)
-            if last is not None and (found.warnings or getattr(self.source, "unread", 0) > unread):
+            if broken:
+                self.bad.add(key)
+            recorded = self.recovered.get(key) if broken and last is None and key not in self.raw else None
+            if recorded is not None:
+                last = self._recover(recorded, kind, label)
+            if last is not None and broken:
                 # a pod isolated until now must not be opened by a typo in its object
                 self.held.add(key)
-                self.warnings.append(f"{label}: its last good state stays in force until it is fixed")
+                self.good.setdefault(key, recorded or self.raw[key])
+                since = " (as recorded before this agent started)" if recorded is not None else ""
+                self.warnings.append(f"{label}: its last good state stays in force until it is fixed{since}")
                 parsed[key] = last
             else:
+                self.good.pop(key, None)
                 parsed[key] = built[0] if built else None
+        self.recovered = {}
+        if self.store is not None and self.good != held_before:
+            self.store.save(self.good)
         pods: list[PodChange] = []
         namespaces: list[str] = []
         for key, value in parsed.items():
@@ -140,6 +158,17 @@ class LiveInventory:
                 self.raw[key] = obj
         self.seen = seen
         return pods, namespaces
+
+    def _parse(self, obj: Mapping[str, Any], label: str) -> tuple[Inventory, bool]:
+        """The object read leniently, and whether it (or its network annotation) is broken."""
+        unread = getattr(self.source, "unread", 0)
+        found = build_inventory([obj], self.source, label, lenient=True)
+        return found, bool(found.warnings) or getattr(self.source, "unread", 0) > unread
+
+    def _recover(self, obj: Mapping[str, Any], kind: str, label: str) -> Namespace | Pod | None:
+        found, broken = self._parse(obj, label)
+        built: tuple[Namespace | Pod, ...] = found.namespaces if kind == "Namespace" else found.pods
+        return built[0] if built and not broken else None
 
     def namespace_labels(self, name: str) -> Mapping[str, str]:
         found = self.namespaces.get(name)
