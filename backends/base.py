@@ -418,14 +418,17 @@ def template_environment(package: str) -> jinja2.Environment:
     )
 
 
-def write_atomic(path: Path, text: str, keep_mode: bool = False) -> None:
-    """Replace ``path`` with ``text`` in one rename (keeping the old file's mode if asked); on
-    any failure no temporary is left behind. The one writer of files in npc."""
+def write_atomic(path: Path, text: str, keep_mode: bool = False, mode: int | None = None) -> None:
+    """Replace ``path`` with ``text`` in one rename (keeping the old file's mode if asked, or
+    ``mode``: mkstemp's 0600 for a record of npc's own); on any failure no temporary is left
+    behind. The one writer of files in npc."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
-        if keep_mode:
+        if mode is not None:
+            os.chmod(tmp, mode)
+        elif keep_mode:
             shutil.copymode(path, tmp)
         else:  # what open() would have made, not mkstemp's 0600
             umask = os.umask(0)

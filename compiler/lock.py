@@ -21,7 +21,9 @@ from collections.abc import Iterator, Sequence
 from .errors import ApplyError
 
 DEFAULT_WAIT = 60.0
-LOCK_DIR = "/run"
+# npc's locks and records (``record_path``); a container's /run is its own, so the DaemonSet
+# points this at a host folder, where they outlive the container as the kernel state does
+LOCK_DIR = os.environ.get("NPC_RUN_DIR") or "/run"
 _HELD: list[int] = []
 
 

@@ -271,6 +271,16 @@ def test_after_a_good_read_a_bad_policy_object_is_held_alone(api: KubeStandin, w
     ]
     source.fresh.clear()
     assert [p.name for p in source.read().policies] == ["a", "c"] and not source.fresh  # said once
+    cached = watching.cache.items(NETWORK_POLICIES)
+    # a relist gives every object anew: equal ones are not read (nor said) again
+    api.refused_watches["/apis/networking.k8s.io/v1/networkpolicies"] = (400, "too large resource version")
+    api.drop_watches()
+    wait_for(
+        lambda: not {id(o) for o in watching.cache.items(NETWORK_POLICIES)} & {id(o) for o in cached},
+        "a relist",
+    )
+    del api.refused_watches["/apis/networking.k8s.io/v1/networkpolicies"]
+    assert [p.name for p in source.read().policies] == ["a", "c"] and not source.fresh
     api.put(policy("a", {"podSelector": {}, "ingress": [{"ports": [{"port": 81}]}]}))
     api.delete("NetworkPolicy", "default", "b")
     wait_for(lambda: len(watching.cache.items(NETWORK_POLICIES)) == 2, "b gone")
@@ -379,9 +389,28 @@ def test_watches_that_end_at_once_back_off_and_say_so(
     assert 2 <= len(watches) <= 5, watches  # 0.2 + 0.4 + 0.8 s of backoff, not hundreds
     assert _delays(caplog, "retrying in")[:3] == [0.2, 0.4, 0.8]
     assert any("the watch ended at once, without an event" in r.getMessage() for r in caplog.records)
+    api.put(pod("a", "10.0.0.1"))  # only a list sees it: five such watches in a row list again
+    wait_for(lambda: watching.names(PODS) == ["a"], "pod a, listed", timeout=20)
+    assert ("pods", "relist") in watching.restarts
     api.short_watches = False
+    api.put(pod("b", "10.0.0.2"))
+    wait_for(lambda: watching.names(PODS) == ["a", "b"], "pod b, once watches last", timeout=40)
+
+
+def test_a_watch_event_without_its_object_is_malformed(
+    api: KubeStandin, watching: Watching, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``{"type": "ADDED"}`` was cached as an object without a name (a phantom pod counted and
+    reported until a restart); it is a malformed event, retried like any other."""
+    caplog.set_level(logging.WARNING, logger="npc.agent")
+    wait_for(lambda: all(x.synced.is_set() for x in watching.watchers), "first lists")
+    api.bad_events += [b'{"type": "ADDED"}'] * 3
+    api.drop_watches()
+    wait_for(lambda: not api.bad_events, "the bad events sent")
     api.put(pod("a", "10.0.0.1"))
-    wait_for(lambda: watching.names(PODS) == ["a"], "pod a, once watches last", timeout=15)
+    wait_for(lambda: watching.names(PODS) == ["a"], "pod a", timeout=15)
+    assert len(watching.cache.items(PODS)) + len(watching.cache.items(NAMESPACES)) == 1
+    assert any("malformed watch event's object" in r.getMessage() for r in caplog.records)
 
 
 def test_a_resource_version_is_a_string() -> None:

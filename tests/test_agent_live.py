@@ -288,5 +288,30 @@ def test_held_objects_are_recorded_for_the_next_agent(tmp_path: Path) -> None:
     }
     assert again.held == {("Pod", "b", "p")} and again.bad == {("Pod", "b", "p"), ("Pod", "b", "s")}
     assert any("as recorded before this agent started" in w for w in again.warnings)
+    assert list(store.load()) == [("Pod", "b", "p")]  # q fixed and r gone while no agent ran: dropped
     again.update([pod("p", "10.0.0.1"), fixed])
     assert not again.held and not again.bad and not (tmp_path / "held").exists()
+    again.update([bad[0], fixed])
+    assert again.held and (tmp_path / "held").exists()
+    again.update([fixed])  # deleted while held: its record goes (a new bad p must not get its address)
+    assert not again.held and not (tmp_path / "held").exists()
+
+
+def test_a_held_pod_stays_local_as_it_last_parsed(tmp_path: Path) -> None:
+    """With ``--node``, whether a held pod is this node's comes from its last good object, not the
+    broken one (a ``spec: [x]`` has no nodeName: the restarted agent dropped its isolation)."""
+    from npc.agent.held import HeldStore
+
+    good = {
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "b", "labels": {"app": "web"}},
+        "spec": {"nodeName": "n1"},
+        "status": {"phase": "Running", "podIPs": [{"ip": "10.0.0.1"}]},
+    }
+    broken = {**good, "spec": ["x"]}
+    for restarted in (False, True):
+        live = LiveInventory(pod_ips, "n1", HeldStore(str(tmp_path / "held")))
+        if not restarted:
+            live.update([good])
+        live.update([broken])
+        assert live.held == {("Pod", "b", "p")} and live.local == {("Pod", "b", "p")}, restarted

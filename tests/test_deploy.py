@@ -5,6 +5,9 @@ on a node are there."""
 from __future__ import annotations
 
 import configparser
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,11 @@ def test_daemonset_runs_the_agent_safely_on_every_node() -> None:
     assert {"operator": "Exists"} in pod["tolerations"]
     assert {"NET_ADMIN", "NET_RAW"} <= set(container["securityContext"]["capabilities"]["add"])
     assert any(m["mountPath"] == "/run/xtables.lock" for m in container["volumeMounts"])
+    # npc's locks and held objects' records on the host: a restarted container keeps holding
+    run_dir = next(e["value"] for e in container["env"] if e["name"] == "NPC_RUN_DIR")
+    mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    hosted = {v["name"]: v.get("hostPath", {}).get("path") for v in pod["volumes"]}
+    assert any(path == run_dir and hosted[name] == run_dir for name, path in mounted.items())
     assert container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -56,6 +64,18 @@ def test_daemonset_runs_the_agent_safely_on_every_node() -> None:
         ("k8s.cni.cncf.io", "multi-networkpolicies"),
     }
     assert all(rule["verbs"] == ["get", "list", "watch"] for rule in role["rules"])
+
+
+def test_npc_run_dir_moves_the_locks_and_records(tmp_path: Path) -> None:
+    probe = "from npc import lock; print(lock.record_path('lock'))"
+    moved = subprocess.run(
+        [sys.executable, "-c", probe], env={**os.environ, "NPC_RUN_DIR": str(tmp_path)},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert moved.stdout.startswith(f"{tmp_path}/npc-netns-"), moved.stdout
+    plain = subprocess.run([sys.executable, "-c", probe], env={k: v for k, v in os.environ.items() if k != "NPC_RUN_DIR"},
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert plain.stdout.startswith("/run/npc-netns-"), plain.stdout
 
 
 def test_systemd_unit_runs_the_agent_in_file_mode() -> None:

@@ -215,6 +215,8 @@ class Network:
         for warning in self.live.warnings:  # an object skipped, said once per change of it
             log.warning("network %s: %s", self.spec.name, warning)
         self.live.warnings.clear()
+        self.metrics.input_errors.labels("inventory").inc(self.live.fresh_bad)
+        self.live.fresh_bad = 0
         if self.live.bad:  # objects held as they last parsed, or skipped: the input is not all good
             self.metrics.input_ok.labels("inventory").set(0)
         name = self.spec.name
@@ -477,10 +479,13 @@ class Engine:
                 self.metrics.input_errors.labels(what).inc()
                 for network in self.networks:
                     self.metrics.failures.labels(network.spec.name, "input").inc()
+                last = self._loaded if what == "policies" else self._docs
                 log.error(
-                    "%s: keeping the last good %s in force\n%s",
+                    "%s: %s\n%s",
                     what,
-                    what,
+                    f"keeping the last good {what} in force"
+                    if last is not None
+                    else f"no good {what} read yet: nothing is loaded until they read",
                     exc.render(),
                     extra={"fields": {"input": what, "error": exc.render()}},
                 )

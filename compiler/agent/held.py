@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import write_atomic
+from ..errors import InputError
 from ..frontends.positions import printable
+from ..text import read_text
 
 log = logging.getLogger("npc.agent")
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 Objects = dict[Key, Mapping[str, Any]]
+RECORD_BYTES = 64 << 20  # far more than the few objects held at a time
 
 
 class HeldStore:
@@ -32,12 +35,16 @@ class HeldStore:
 
     def load(self) -> Objects:
         """What an earlier agent held; nothing when there is no record or it cannot be read (a
-        record npc cannot read is said once, and the objects are then skipped as new)."""
-        try:
-            found = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        record npc cannot read is said once, the objects are then skipped as new, and the first
+        update's ``save`` replaces it)."""
+        if not self.path.exists():
             return {}
-        except (OSError, ValueError, RecursionError) as exc:
+        try:  # a regular file only (a FIFO there would block the agent's start)
+            found = json.loads(read_text(str(self.path), "held objects' record", RECORD_BYTES).text)
+        except InputError as exc:
+            log.warning("held objects' record %s", exc.render())
+            return {}
+        except (ValueError, RecursionError) as exc:
             log.warning("held objects' record %s unreadable, ignored: %s", printable(str(self.path)), exc)
             return {}
         out: Objects = {}
@@ -55,11 +62,11 @@ class HeldStore:
         """Never fatal: a record that cannot be written costs only what a restart then forgets."""
         try:
             if not objects:
-                if self.path.exists():
+                if self.path.exists() or self.path.is_symlink():
                     os.unlink(self.path)
                 return
             listed = [[*key, obj] for key, obj in sorted(objects.items())]
-            write_atomic(self.path, json.dumps(listed, sort_keys=True, default=str))
+            write_atomic(self.path, json.dumps(listed, sort_keys=True, default=str), mode=0o600)  # whole pods
         except OSError as exc:
             log.warning(
                 "cannot record the held objects in %s: %s", printable(str(self.path)), exc.strerror or exc

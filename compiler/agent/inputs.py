@@ -171,8 +171,8 @@ class ApiPolicies:
                 meta = metadata(obj)  # not a mapping: reported at its field path
                 name = f"api:{resource.name}/{meta.get('namespace', '')}/{meta.get('name', '')}"
                 known = self._read.get(name)
-                if known is not None and known[0] is obj:
-                    parts[name] = known
+                if known is not None and (known[0] is obj or known[0] == obj):  # a relist: equal objects
+                    parts[name] = (obj, known[1])  # the cache's object: the next read finds it by identity
                     if name in self.errors:
                         errors[name] = self.errors[name]
                     continue

@@ -270,12 +270,15 @@ class Watcher(threading.Thread):
                 resumed = self.version
                 self.doing, started = "watch", time.monotonic()
                 self._watch()
-                failed = 0
                 if not self._worked(started):
                     # a proxy or server ending every watch at once: resumed in a loop, every node
-                    # would hammer the API server (client-go's "very short watch")
-                    self._failed("the watch ended at once, without an event", backoff)
+                    # would hammer the API server (client-go's "very short watch"); RESUMES of
+                    # them in a row list again, as other failures do
+                    failed = self._retry(
+                        "the watch ended at once, without an event", backoff, resumed, failed
+                    )
                     continue
+                failed = 0
                 backoff.reset()  # a watch that ended quietly (server timeout) is resumed at once
             except ApiException as exc:
                 self._after_working(started, backoff)
@@ -399,7 +402,7 @@ class Watcher(threading.Thread):
         for found in self._events(self.version):
             event = _object(found, "watch event")
             kind = event.get("type")
-            obj = _object(event.get("object") or {}, "watch event's object")
+            obj = _object(event.get("object"), "watch event's object")  # none: malformed, not an object
             if kind == "ERROR":
                 code = obj.get("code")
                 raise ApiException(

@@ -73,6 +73,8 @@ class LiveInventory:
         # object that is bad and has no state here yet
         self.recovered = store.load() if store is not None else {}
         self.bad: set[Key] = set()  # objects that do not parse now, held or skipped
+        self.fresh_bad = 0  # objects found bad since the caller last took this (one per change)
+        self.updated = False  # an update has run (the first one uses ``recovered``)
         # objects skipped since the caller last took these (one line each): a bad pod is skipped,
         # not a blocker, and said once per change of it
         self.warnings: list[str] = []
@@ -105,6 +107,7 @@ class LiveInventory:
             self.held.discard(key)
             self.bad.discard(key)
             if new is None:
+                self.good.pop(key, None)
                 parsed[key] = None
                 continue
             kind, namespace, name = key
@@ -115,6 +118,7 @@ class LiveInventory:
             last = self.namespaces.get(name) if kind == "Namespace" else self.pods.get(key)
             if broken:
                 self.bad.add(key)
+                self.fresh_bad += 1
             recorded = self.recovered.get(key) if broken and last is None and key not in self.raw else None
             if recorded is not None:
                 last = self._recover(recorded, kind, label)
@@ -128,9 +132,9 @@ class LiveInventory:
             else:
                 self.good.pop(key, None)
                 parsed[key] = built[0] if built else None
-        self.recovered = {}
-        if self.store is not None and self.good != held_before:
-            self.store.save(self.good)
+        first, self.recovered, self.updated = not self.updated, {}, True
+        if self.store is not None and (first or self.good != held_before):
+            self.store.save(self.good)  # at the first update, what it did not use goes too
         pods: list[PodChange] = []
         namespaces: list[str] = []
         for key, value in parsed.items():
@@ -147,7 +151,7 @@ class LiveInventory:
             after = value if isinstance(value, Pod) else None
             if after is not None:
                 self.pods[key] = self.by_namespace[key[1]][key] = after
-                if self.node is None or _node(fresh[key]) == self.node:
+                if self.node is None or _node(self.good.get(key, fresh[key])) == self.node:  # held: as it was
                     self.local.add(key)
             if before != after:
                 pods.append((before, after))
