@@ -84,7 +84,7 @@ def dsl_files(paths: Sequence[str]) -> list[str]:
         elif path.lower().endswith(DSL_SUFFIX):
             out.append(path)
         else:
-            raise UsageError(f"npc fmt formats npc language files (.npc) only, not {printable(path)}")
+            raise UsageError(f"fmt formats npc language files (.npc) only, not {printable(path)}")
     return out
 
 
@@ -94,7 +94,11 @@ def fmt(paths: Sequence[str], check: bool = False) -> list[str]:
     Every file is read and formatted before any is written, so one bad file leaves all untouched.
     """
     changed: dict[str, str] = {}
+    seen: set[str] = set()
     for path in dsl_files(paths):
+        if (real := os.path.realpath(path)) in seen:
+            continue  # a link to a file formatted already (as compile reads it once)
+        seen.add(real)
         text = read_text(path, limit=POLICY_FILE_BYTES).text
         formatted = format_text(text, printable(path))
         if formatted != text:

@@ -25,7 +25,7 @@ UTF8_BOM = _BOM.encode()  # the byte-order mark decoding drops
 
 # npc's language on stdin: its first line other than blank or `#` opens a policy or a macro (no
 # Kubernetes object is either: YAML reads it as one string, which is an error there)
-_DSL_START = re.compile(r"\A(?:[ \t]*(?:#[^\n]*)?\n)*+[ \t]*(?:policy[ \t]|[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
+_DSL_START = re.compile(r"\A(?:[ \t]*(?:#[^\n]*)?\r?\n)*+[ \t]*(?:policy[ \t]|[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
 
 
 @attrs.frozen
@@ -52,7 +52,9 @@ def decode(data: bytes, name: str, *, digest: bool = True) -> Text:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line_start = data.rfind(b"\n", 0, exc.start) + 1
-        column = len(data[line_start : exc.start].decode("utf-8", "replace")) + 1
+        before = data[line_start : exc.start]
+        before = before.removeprefix(UTF8_BOM) if line_start == 0 else before  # dropped, as decoded
+        column = len(before.decode("utf-8", "replace")) + 1
         line = data.count(b"\n", 0, exc.start) + 1
         raise InputError(f"not valid UTF-8 (byte offset {exc.start})", name, line, column) from None
     return Text(name, text.removeprefix(_BOM), hashlib.sha256(data).hexdigest() if digest else "")

@@ -493,6 +493,10 @@ def test_unreadable_and_missing_paths(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not valid UTF-8") as caught:
         read_policy_sources([str(tmp_path / "bin.yaml")])
     assert (caught.value.line, caught.value.column) == (2, 8)  # characters, not bytes: é is two
+    (tmp_path / "bom.yaml").write_bytes(b"\xef\xbb\xbfkind: \xff\n")
+    with pytest.raises(InputError, match="not valid UTF-8") as caught:
+        read_policy_sources([str(tmp_path / "bom.yaml")])
+    assert (caught.value.line, caught.value.column) == (1, 7)  # the byte-order mark is not a column
 
 
 def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(

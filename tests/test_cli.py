@@ -134,7 +134,7 @@ def test_stdin_in_npc_language(tmp_path: Path) -> None:
     yaml_text = (EXAMPLES / "policies" / "test-network-policy.yaml").read_text()
     dsl = npc("convert", "--to", "dsl", "-", stdin=yaml_text)
     assert dsl.returncode == 0, dsl.stderr
-    piped = npc("compile", "-", "-o", str(tmp_path / "dsl"), stdin="# piped\n\n" + dsl.stdout)
+    piped = npc("compile", "-", "-o", str(tmp_path / "dsl"), stdin="# piped\r\n \r\n" + dsl.stdout)
     assert piped.returncode == 0, piped.stderr
     assert npc("compile", "-", "-o", str(tmp_path / "yaml"), stdin=yaml_text).returncode == 0
     for name in ("rules.v4", "rules.v6", "ipsets"):
@@ -154,6 +154,8 @@ def test_fmt_formats_a_links_target_and_escapes_names(tmp_path: Path) -> None:
     target.write_text("policy default/a {select all isolate ingress}\n")
     link = tmp_path / "link.npc"
     link.symlink_to(target.name)
+    twice = npc("fmt", "--check", str(tmp_path))  # a folder of a file and a link to it: said once
+    assert twice.stderr.count("would reformat") == 1, twice.stderr
     odd = tmp_path / "ok\x1b]0;t\x07.npc"
     odd.write_text(target.read_text())
     done = npc("fmt", str(link), str(odd))

@@ -253,15 +253,20 @@ def test_macros_nested_past_a_million_values_are_refused() -> None:
     chain = ["p0 = { 80 }", *(f"p{i} = {{ $p{i - 1}, {1000 + i} }}" for i in range(1, 1500))]
     err = error("\n".join(chain) + "\n")
     assert (err.line, err.column) == (1415, 11) and "more than 1,000,000 values" in err.message, err.render()
-    assert (
-        len(
-            parse(
-                "\n".join(chain[:1000]) + "\npolicy default/a { select all allow ingress on tcp port $p999 }",
-                "t.npc",
-            )
-        )
-        == 1
-    )
+    used = "\n".join(chain[:1000]) + "\npolicy default/a { select all allow ingress on tcp port $p999 }"
+    assert len(parse(used, "t.npc")) == 1
+    values = ", ".join(f"'v{i}'" for i in range(5000))  # a selector's values count as YAML's do
+    uses = "".join(f"policy a/p{i} {{ select $s isolate ingress }}\n" for i in range(300))
+    err = error(f"s = k in {{ {values} }}\n{uses}")
+    assert (err.line, err.column) == (202, 24) and "more than 1,000,000 values" in err.message, err.render()
+
+
+def test_fmt_refuses_more_comment_lines_than_it_keeps() -> None:
+    """``fmt`` keeps an object per comment line (66 million took 4 GB); compile keeps none."""
+    text = "#\n" * 1_000_001 + "policy a/b { select all isolate ingress }\n"
+    with pytest.raises(InputError, match="more than 1,000,000 comment lines"):
+        format_text(text, "t.npc")
+    assert len(parse(text, "t.npc")) == 1
 
 
 def test_empty_file_has_no_policies() -> None:

@@ -58,6 +58,7 @@ TERMINAL_WORDS = {
     "$END": "the end of the file",
 }
 
+MAX_COMMENT_LINES = 1_000_000
 _comments: contextvars.ContextVar[list[Token] | None] = contextvars.ContextVar(
     "npc_dsl_comments", default=None
 )
@@ -135,6 +136,17 @@ def read_document(text: str, file: str, comments_kept: bool = False) -> Document
         if isinstance(exc.orig_exc, InputError):
             raise exc.orig_exc from None
         raise
+    lines = 0
+    for c in comments:  # the formatter keeps an object per comment line: bounded, as compile's memory is
+        lines += c.value.count("\n") + 1
+        if lines > MAX_COMMENT_LINES:
+            raise error_at(
+                text,
+                file,
+                _line(c),
+                _column(c),
+                f"more than {MAX_COMMENT_LINES:,} comment lines: too many to format",
+            )
     notes = tuple(
         Comment(_line(c) + i, part.strip()) for c in comments for i, part in enumerate(c.value.split("\n"))
     )
