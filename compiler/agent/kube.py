@@ -270,6 +270,8 @@ class Watcher(threading.Thread):
                 resumed = self.version
                 self.doing, started = "watch", time.monotonic()
                 self._watch()
+                if self.stop.is_set():
+                    break
                 if not self._worked(started):
                     # a proxy or server ending every watch at once: resumed in a loop, every node
                     # would hammer the API server (client-go's "very short watch"); RESUMES of
