@@ -15,6 +15,7 @@ from typing import TextIO
 
 import attrs
 
+from .documents import position
 from .errors import InputError
 from .frontends.positions import printable
 
@@ -51,11 +52,8 @@ def decode(data: bytes, name: str, *, digest: bool = True) -> Text:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
-        before = data[line_start : exc.start]
-        before = before.removeprefix(UTF8_BOM) if line_start == 0 else before  # dropped, as decoded
-        column = len(before.decode("utf-8", "replace")) + 1
-        line = data.count(b"\n", 0, exc.start) + 1
+        before = data[: exc.start].removeprefix(UTF8_BOM).decode("utf-8")  # valid up to there
+        line, column = position(before, len(before))  # in characters, the mark dropped as decoded
         raise InputError(f"not valid UTF-8 (byte offset {exc.start})", name, line, column) from None
     return Text(name, text.removeprefix(_BOM), hashlib.sha256(data).hexdigest() if digest else "")
 

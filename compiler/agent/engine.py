@@ -490,7 +490,8 @@ class Engine:
                     extra={"fields": {"input": what, "error": exc.render()}},
                 )
                 continue
-            for problem in getattr(source, "fresh", ()):  # objects held one by one (``ApiPolicies``)
+            fresh: list[NpcError] = getattr(source, "fresh", [])  # objects held one by one (``ApiPolicies``)
+            for problem in fresh:
                 self.metrics.input_errors.labels(what).inc()
                 log.error(
                     "%s: an object does not read: its last good state stays in force (a new one is left out)\n%s",
@@ -498,8 +499,7 @@ class Engine:
                     problem.render(),
                     extra={"fields": {"input": what, "error": problem.render()}},
                 )
-            if getattr(source, "fresh", None):
-                source.fresh.clear()
+            fresh.clear()
             self.metrics.input_ok.labels(what).set(0 if getattr(source, "errors", None) else 1)
             digest = source.digest()
             if digest and digest == self._digests[what] and not force:

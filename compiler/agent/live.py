@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, KeysView, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from ..documents import namespaced_name
@@ -67,8 +67,7 @@ class LiveInventory:
         self.seen: int | None = None  # the journal's change this view is up to
         # objects that stopped parsing (or a pod whose network annotation did): their last good
         # state stays in force, as the last good input does, until they are fixed or gone
-        self.held: set[Key] = set()
-        self.good: dict[Key, Mapping[str, Any]] = {}  # a held object's last good raw object
+        self.good: dict[Key, Mapping[str, Any]] = {}  # each held object's last good raw object
         # what an agent before this one held (``store``): used once, by the first update, for an
         # object that is bad and has no state here yet
         self.recovered = store.load() if store is not None else {}
@@ -104,7 +103,6 @@ class LiveInventory:
         held_before = dict(self.good)
         for key in fresh:
             new = fresh.get(key)
-            self.held.discard(key)
             self.bad.discard(key)
             if new is None:
                 self.good.pop(key, None)
@@ -124,7 +122,6 @@ class LiveInventory:
                 last = self._recover(recorded, kind, label)
             if last is not None and broken:
                 # a pod isolated until now must not be opened by a typo in its object
-                self.held.add(key)
                 self.good.setdefault(key, recorded or self.raw[key])
                 since = " (as recorded before this agent started)" if recorded is not None else ""
                 self.warnings.append(f"{label}: its last good state stays in force until it is fixed{since}")
@@ -162,6 +159,10 @@ class LiveInventory:
                 self.raw[key] = obj
         self.seen = seen
         return pods, namespaces
+
+    @property
+    def held(self) -> KeysView[Key]:
+        return self.good.keys()
 
     def _parse(self, obj: Mapping[str, Any], label: str) -> tuple[Inventory, bool]:
         """The object read leniently, and whether it (or its network annotation) is broken."""

@@ -18,6 +18,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from lark.lexer import PatternStr
 from lark.tree import Meta
 
+from ..documents import position
 from ..errors import InputError
 from ..ir import Direction
 from .dsl_syntax import (
@@ -101,7 +102,7 @@ def _misleading(text: str, file: str) -> InputError | None:
     if found is None:
         return None
     at, char = found.start(), found.group()
-    line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+    line, column = position(text, at)
     if char == "\r" or char in "\x0b\x0c\x85\u2028\u2029":
         what = (
             "a carriage return not followed by a line feed"
