@@ -5,7 +5,8 @@ takes its own handlers before its first apply) exits 0, as a stopped agent does.
 
 SIGINT is not raised as KeyboardInterrupt inside an import: orjson's module set-up crashed the
 interpreter (SIGSEGV, about one start in twenty interrupted 50-80 ms in) when it met one. The
-interrupt is noted and acted on once the modules are loaded."""
+interrupt is noted and acted on once the modules are loaded; one that lands between the entry and
+``cli.main``'s own handling (or after it) exits 130 too."""
 
 from __future__ import annotations
 
@@ -27,11 +28,15 @@ def run() -> NoReturn:
         _signal.signal(_signal.SIGTERM, _stopped)
     from .cli import run as cli_run
 
-    if interrupted:
-        os._exit(130)
-    if not agent:
+    if agent:
+        cli_run()
+    try:  # an interrupt before ``cli.main`` takes it (or after it returned) is handled here
         _signal.signal(_signal.SIGINT, _signal.default_int_handler)
-    cli_run()
+        if interrupted:  # checked after the handler changed: one noted just before is not lost
+            os._exit(130)
+        cli_run()
+    except KeyboardInterrupt:
+        os._exit(130)
 
 
 def _stopped(number: int, frame: FrameType | None) -> NoReturn:

@@ -505,6 +505,30 @@ def test_an_interrupt_while_npc_starts_leaves_no_traceback(tmp_path: Path, delay
     assert child.returncode in (0, 130, -signal.SIGINT), (child.returncode, err.decode())
 
 
+@pytest.mark.parametrize("where", ["before main", "after main"])
+def test_an_interrupt_outside_main_exits_130_without_a_traceback(tmp_path: Path, where: str) -> None:
+    """The windows the timed test above hits only now and then, made certain: an interrupt after
+    the entry restored Python's handler but before ``cli.main`` took it, or after it returned."""
+    policies = tmp_path / "p.yaml"
+    policies.write_text(OK)
+    code = f"""
+import sys
+import npc.cli
+def interrupted(*_):
+    raise KeyboardInterrupt
+if {where!r} == "before main":
+    npc.cli.run = interrupted
+else:
+    npc.cli.logging.shutdown = interrupted
+sys.argv = ["npc", "compile", {str(policies)!r}, "-o", {str(tmp_path / "out")!r}]
+from npc.entry import run
+run()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 130, (done.returncode, done.stderr)
+
+
 def test_a_policy_file_beyond_the_bound_is_refused_unread(tmp_path: Path) -> None:
     """Parsed, YAML takes about six times its size: a file above ``POLICY_FILE_BYTES`` (or as much
     on stdin) is an error before it is read, in bounded time and memory."""
