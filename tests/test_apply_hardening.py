@@ -239,6 +239,60 @@ def test_sets_that_look_like_npcs_temporaries_are_not_touched(netns: Netns) -> N
     assert {f"npt-{tag}-theirs", f"npt-{tag}-s4-0000000000", "npt-other"} <= set(sets(netns))
 
 
+def test_an_add_to_a_full_set_swaps_in_a_copy_with_room(netns: Netns) -> None:
+    """ipset fixes ``maxelem`` at creation: an add past it ("Hash is full") swaps the set for a
+    copy of its members with room, under the same name, and the batch goes on; a set that is
+    not npc's is not touched."""
+    name, theirs = "npc-aaaaa-s4-full", "theirs-full"
+    for made in (name, theirs):
+        netns.run("ipset", "create", made, "hash:ip", "maxelem", "4")
+        netns.run("ipset", "add", made, "10.0.0.1")
+    code = f"""
+from npc.backends.base import SubprocessRunner
+from npc.backends.iptables.load import ipset_lines
+lines = [f"add {{s}} 10.0.1.{{i}}\\n" for s in ({name!r}, {theirs!r}) for i in range(1, 11)]
+print(ipset_lines(SubprocessRunner(), lines, exist=True))
+"""
+    done = netns.run(sys.executable, "-c", code)
+    assert done.stdout.startswith("(13, ") and "Hash is full" in done.stdout, done.stdout  # 10 + 3 of theirs
+    members = netns.run("ipset", "list", name).stdout
+    assert "maxelem 65536" in members and members.count("\n10.0.") == 11, members
+    assert "maxelem 4 " in netns.run("ipset", "list", theirs).stdout
+    assert [s for s in sets(netns) if s.startswith("npt-")] == []
+
+
+def test_a_set_growing_past_its_room_is_applied(netns: Netns, tmp_path: Path) -> None:
+    """A permitting set whose old members all stay (a scale-up) is changed in place: past the
+    ``maxelem`` it was created with, apply still succeeds, and the set holds every new member."""
+    folder = write_inputs(
+        tmp_path / "p",
+        network_policy(
+            "db",
+            {"matchLabels": {"role": "db"}},
+            ingress=[{"from": [{"podSelector": {"matchLabels": {"role": "web"}}}]}],
+        ),
+    )
+
+    def inventory(count: int) -> Path:
+        pods = [
+            {
+                "kind": "Pod",
+                "metadata": {"name": f"w{i}", "namespace": "default", "labels": {"role": "web"}},
+                "status": {"podIP": f"10.{64 + i // 65536}.{i // 256 % 256}.{i % 256}"},
+            }
+            for i in range(count)
+        ]
+        path = tmp_path / f"inventory-{count}.json"
+        path.write_text(json.dumps({"kind": "List", "items": [*INVENTORY["items"], *pods]}))
+        return path
+
+    for count in (10, 70_000):
+        done = npc(netns, "apply", str(folder), "--inventory", str(inventory(count)))
+        assert done.returncode == 0, done.stderr
+    counts = re.findall(r"Number of entries: (\d+)", netns.run("ipset", "list", "-t").stdout)
+    assert max(map(int, counts)) >= 70_000, counts
+
+
 def test_switching_backend_is_refused_until_reset(netns: Netns) -> None:
     assert netns.npc_apply(policy("a")).returncode == 0
     switched = netns.npc_apply(policy("a"), extra=("--backend", "nftables"))

@@ -82,6 +82,7 @@ from .render import (
     home,
     insert_jump,
     jump_rule,
+    maxelem,
     older_jumps,
     render_rules,
     render_sets,
@@ -256,6 +257,7 @@ class TableEdit:
 # comparing names; a few hundred per process keep that list short (process start-up: a few ms).
 RESTORE_SETS = 256
 _IN_USE = "in use by a kernel component"  # someone listing the set holds it for a moment
+_FULL = "Hash is full"  # an add past the ``maxelem`` the set was created with
 _RETRIES = 50
 _ERROR_LINE = re.compile(r"Error in line (\d+):")
 
@@ -292,24 +294,59 @@ def ipset_lines(
     run: Runner, lines: Sequence[str], exist: bool = False, retries: int = _RETRIES
 ) -> tuple[int, str]:
     """Run ``ipset restore`` lines (``-exist``: an add updates an element's mark or ``nomatch``),
-    retrying a transient refusal from the line it hit (``retries`` times, 0.01 s longer each).
+    retrying a transient refusal from the line it hit (``retries`` times, 0.01 s longer each), and
+    an add to a full set once the set has room (``make_room``).
 
     Returns how many lines were done and the error of the line that failed for good ("" if none).
     """
     argv = ["ipset", "-exist", "restore"] if exist else ["ipset", "restore"]
-    start, attempts = 0, 0
+    start, attempts, grown = 0, 0, set[str]()
     while start < len(lines):
         done = run(argv, "".join(lines[start:]))
         if done.returncode == 0:
             return len(lines), ""
         found = _ERROR_LINE.search(done.stderr)
         failed = start + (int(found.group(1)) - 1 if found else 0)
+        words = lines[failed].split() if failed < len(lines) else []
+        name = words[1] if len(words) > 1 and words[0] == "add" else ""
+        if _FULL in done.stderr and ANY_SET.fullmatch(name) and name not in grown:
+            grown.add(name)
+            adding = sum(line.startswith(f"add {name} ") for line in lines[failed:])
+            error = make_room(run, name, adding)
+            if error:
+                return failed, f"{done.stderr.strip()}; giving the set room failed: {error}"
+            start = failed
+            continue
         if _IN_USE not in done.stderr or attempts >= retries:
             return failed, done.stderr.strip()
         attempts += 1
         time.sleep(0.01 * attempts)
         start = failed
     return len(lines), ""
+
+
+def make_room(run: Runner, name: str, adding: int) -> str:
+    """ipset fixes a set's ``maxelem`` when it creates it, and refuses an add past it: set
+    ``name`` is swapped for a copy of its members (``ipset save``) with room for ``adding`` more
+    (``render.maxelem``), under a recorded temporary name, so no packet sees a difference and a
+    kill leaves nothing that is not provably npc's. Returns the error ("" if none)."""
+    saved = run(["ipset", "save", name])
+    header, *members = saved.stdout.splitlines() or [""]
+    words = header.split()
+    if saved.returncode != 0 or words[:2] != ["create", name] or "maxelem" not in words[:-1]:
+        return saved.stderr.strip() or f"cannot read set {name}'s size"
+    names = Names(name.split("-")[1])
+    temp, size = names.temp(name), words.index("maxelem") + 1
+    words[1], words[size] = temp, str(maxelem(len(members) + adding))
+    copy = [f"add {temp} {member.split(' ', 2)[2]}\n" for member in members if member.startswith("add ")]
+    record = _record(names)
+    with record.open("a") as held:
+        held.write(f"{temp}\n")
+    done, error = ipset_lines(run, [" ".join(words) + "\n", *copy, f"swap {temp} {name}\n"])
+    if done == 0:  # not created: a set of that name is not this run's to remove
+        record.write_text("".join(f"{t}\n" for t in record.read_text().split() if t != temp))
+        return error
+    return error or destroy_sets(run, [temp])
 
 
 def destroy_stale(run: Runner, names: Sequence[str]) -> dict[str, str]:
@@ -1097,9 +1134,9 @@ def run_member_lines(lines: Sequence[str], run: Runner) -> None:
         return
     if not run.which("ipset"):
         raise ApplyError("ipset not found: install it (Debian: apt-get install ipset)")
-    done = run(["ipset", "-exist", "restore"], "".join(lines))
-    if done.returncode != 0:
-        raise ApplyError(f"ipset restore rejected the member changes: {done.stderr.strip()}")
+    _, error = ipset_lines(run, lines, exist=True)
+    if error:
+        raise ApplyError(f"ipset restore rejected the member changes: {error}")
 
 
 def load_members(

@@ -869,7 +869,7 @@ class SetText:
 def set_text(
     name: str, kind: str, family: int, members: Sequence[Entry], options: str = "", room: int | None = None
 ) -> SetText:
-    """ipset's maxelem is fixed at creation: leave room to grow (sets are swapped, not resized).
+    """ipset's maxelem is fixed at creation: leave room to grow (past it, ``load.make_room``).
     A hash is sized for ``room`` members (default: as many as it has; ``set_makers`` counts
     them before working them out). A ``list:set`` has neither family nor hash,
     and its size (``maxelem`` here) fits its members: named by them, it never grows."""
@@ -879,13 +879,19 @@ def set_text(
         ports = [int(p) for p, _ in members]
         return SetText(name, kind, "", 0, len(members), members, f" range {min(ports)}-{max(ports)}")
     size = len(members) if room is None else room
-    maxelem = 65536
-    while maxelem < 2 * size:
-        maxelem *= 2
     hashsize = 1024
     while hashsize < size // 2 and hashsize < 1 << 20:
         hashsize *= 2
-    return SetText(name, kind, "inet" if family == 4 else "inet6", hashsize, maxelem, members, options)
+    return SetText(name, kind, "inet" if family == 4 else "inet6", hashsize, maxelem(size), members, options)
+
+
+def maxelem(size: int) -> int:
+    """A hash set's ``maxelem`` for ``size`` members: room to double, and never below ipset's
+    default, so most sets never meet it."""
+    out = 65536
+    while out < 2 * size:
+        out *= 2
+    return out
 
 
 @per_program
