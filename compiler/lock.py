@@ -1,7 +1,7 @@
 """One apply at a time per network namespace: a lock every npc process on the node respects.
 
 Two applies interleaving their set and rule steps produce a state that is neither input, so
-``npc apply``, ``npc reset`` and the agent take an exclusive ``flock`` on a file under /run
+``npc apply``, ``npc reset`` and the agent take an exclusive ``flock`` on a file under /run/npc
 named for the network namespace (its inode): a cron job, the agent and a person at a shell
 queue up, while namespaces never block each other. A waiter waits ``wait`` seconds (default 60),
 then gives up with exit 3 and nothing changed. The kernel drops the lock when its holder dies,
@@ -21,9 +21,10 @@ from collections.abc import Iterator, Sequence
 from .errors import ApplyError
 
 DEFAULT_WAIT = 60.0
-# npc's locks and records (``record_path``); a container's /run is its own, so the DaemonSet
-# points this at a host folder, where they outlive the container as the kernel state does
-LOCK_DIR = os.environ.get("NPC_RUN_DIR") or "/run"
+# npc's locks and records (``record_path``): one folder every npc on the node uses, a host's
+# command and the DaemonSet's agent (which mounts the host's, so they outlive its container as the
+# kernel state does) alike; NPC_RUN_DIR moves it (tests, a node whose /run is elsewhere)
+LOCK_DIR = os.environ.get("NPC_RUN_DIR") or "/run/npc"
 _HELD: list[int] = []
 
 
@@ -35,7 +36,10 @@ def held() -> tuple[int, ...]:
 
 
 def record_path(name: str) -> str:
-    """A file of npc's state for the current network namespace (the lock, its temporaries)."""
+    """A file of npc's state for the current network namespace (the lock, its temporaries); the
+    folder is made on first use (where it cannot be, opening the file says why)."""
+    with contextlib.suppress(OSError):
+        os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
     return os.path.join(LOCK_DIR, f"npc-netns-{os.stat('/proc/self/ns/net').st_ino}-{name}")
 
 

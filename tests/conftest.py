@@ -2,7 +2,7 @@
 
 Tests marked ``kernel`` build network namespaces: this is the one place that skips them without
 root, that removes namespaces a killed earlier run left before the first of them runs, and
-that removes, at the end, npc's records under /run of the namespaces the run made and lost. Every
+that removes, at the end, npc's records under /run/npc of the namespaces the run made and lost. Every
 test's in-process loads keep npc's lock and records in its ``tmp_path``.
 """
 
@@ -50,8 +50,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(autouse=True)
 def _lock_and_records_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A load run in this process (its runner in a test namespace) takes npc's lock and writes its
-    records under the test's ``tmp_path``, not under /run, where they are named for the namespace
-    this process is in: the host's. npc run as a command inside a test namespace uses /run."""
+    records under the test's ``tmp_path``, not under /run/npc, where they are named for the namespace
+    this process is in: the host's. npc run as a command inside a test namespace uses /run/npc."""
     from npc import lock
 
     monkeypatch.setattr(lock, "LOCK_DIR", str(tmp_path))

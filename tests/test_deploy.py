@@ -45,7 +45,8 @@ def test_daemonset_runs_the_agent_safely_on_every_node() -> None:
     assert {"NET_ADMIN", "NET_RAW"} <= set(container["securityContext"]["capabilities"]["add"])
     assert any(m["mountPath"] == "/run/xtables.lock" for m in container["volumeMounts"])
     # npc's locks and held objects' records on the host: a restarted container keeps holding
-    run_dir = next(e["value"] for e in container["env"] if e["name"] == "NPC_RUN_DIR")
+    assert all(e["name"] != "NPC_RUN_DIR" for e in container["env"])  # the host's commands' folder
+    run_dir = "/run/npc"
     mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     hosted = {v["name"]: v.get("hostPath", {}).get("path") for v in pod["volumes"]}
     assert any(path == run_dir and hosted[name] == run_dir for name, path in mounted.items())
@@ -75,7 +76,7 @@ def test_npc_run_dir_moves_the_locks_and_records(tmp_path: Path) -> None:
     assert moved.stdout.startswith(f"{tmp_path}/npc-netns-"), moved.stdout
     plain = subprocess.run([sys.executable, "-c", probe], env={k: v for k, v in os.environ.items() if k != "NPC_RUN_DIR"},
                            capture_output=True, text=True, check=True)  # fmt: skip
-    assert plain.stdout.startswith("/run/npc-netns-"), plain.stdout
+    assert plain.stdout.startswith("/run/npc/npc-netns-"), plain.stdout
 
 
 def test_systemd_unit_runs_the_agent_in_file_mode() -> None:

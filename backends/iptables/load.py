@@ -3,7 +3,7 @@
 Ownership: npc touches only sets named ``npc-<tag>-`` and chains named ``NPC-<tag>-`` for its
 network, the one FORWARD rule it writes in its table (``render.home``: mangle with group marks,
 else filter; exactly that text: others' jumps to its chains are theirs), and the temporary sets
-it records before creating them (under /run, so a crashed run's leftovers are provably its own).
+it records before creating them (under /run/npc, so a crashed run's leftovers are provably its own).
 Everything else on the node is left byte for byte.
 Order of work, so that a failure leaves the previous state in force and a kill at any moment
 leaves no more allowed than the old state or the new one. Under fixed rules a set either

@@ -1,4 +1,4 @@
-"""The last good objects of held pods and namespaces, kept beside the agent's lock under /run.
+"""The last good objects of held pods and namespaces, kept beside the agent's lock under /run/npc.
 
 A pod whose object stops parsing keeps its last good state (``LiveInventory.held``). Kept only in
 memory, that state was lost when the agent restarted: the pod was then skipped as a new bad

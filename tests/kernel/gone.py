@@ -1,6 +1,6 @@
-"""Deleting a test's network namespaces with npc's records of them under /run.
+"""Deleting a test's network namespaces with npc's records of them under /run/npc.
 
-npc keeps its apply and agent locks in ``/run/npc-netns-<inode>-*``, named for the namespace's
+npc keeps its apply and agent locks in ``/run/npc/npc-netns-<inode>-*``, named for the namespace's
 inode; the files outlive the namespace (a node's namespaces live long), so a test run that made
 a thousand namespaces left hundreds of them on the host. The kernel reuses inode numbers, so a
 file removed here could only belong to this namespace.
@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-RECORDS = Path("/run")
+RECORDS = Path("/run/npc")
 
 
 def records() -> set[Path]:
