@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import re
 import shutil
@@ -430,6 +431,26 @@ def test_a_flavours_reset_leaves_the_sets_anothers_chains_use(netns: Netns) -> N
     assert netns.run("iptables-nft-save").stdout.count("NPC-") == nft_before.count("NPC-")
     assert sets(netns) == ours
     assert npc(netns, "reset", "--iptables", "nft", "--all").returncode == 0
+    assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]
+
+
+def test_a_reset_refused_part_way_says_the_node_is_mixed(netns: Netns, tmp_path: Path) -> None:
+    """IPv4's chains removed, then IPv6's restore refused: not exit 3 ("the previous state stays
+    in force", which it does not), but exit 4, naming what went; a second reset finishes."""
+    assert netns.npc_apply(policy("a"), extra=("--iptables", "nft")).returncode == 0
+    refusing = tmp_path / "bin"
+    refusing.mkdir()
+    (refusing / "ip6tables-nft-restore").write_text("#!/bin/sh\necho refused by a test >&2\nexit 1\n")
+    (refusing / "ip6tables-nft-restore").chmod(0o755)
+    done = netns.run(
+        sys.executable, "-m", "npc", "reset", "--iptables", "nft", check=False,
+        path=f"{refusing}:{os.environ['PATH']}",
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert "refused by a test" in done.stderr and "MIXED" in done.stderr and "IPv4 chain" in done.stderr
+    assert "NPC-" not in netns.run("iptables-nft-save").stdout
+    assert "NPC-" in netns.run("ip6tables-nft-save").stdout
+    assert npc(netns, "reset", "--iptables", "nft").returncode == 0
     assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]
 
 

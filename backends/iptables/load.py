@@ -1084,7 +1084,9 @@ def reset_iptables(
             continue
         done = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*script, ""]))
         if done.returncode != 0:
-            raise ApplyError(f"{tools.restore[family]} refused to remove npc's chains: {done.stderr.strip()}")
+            _reset_stopped(
+                removed, f"{tools.restore[family]} refused to remove npc's chains: {done.stderr.strip()}"
+            )
         removed += gone
     if ipset:
         if names:
@@ -1096,9 +1098,21 @@ def reset_iptables(
                     record.unlink(missing_ok=True)
         error = destroy_sets(run, sorted(doomed))
         if error:
-            raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
+            _reset_stopped(removed, f"ipset refused to destroy npc's sets: {error}")
         removed += [f"set {n}" for n in sorted(doomed)]
     return removed, skip
+
+
+def _reset_stopped(removed: Sequence[str], cause: str) -> NoReturn:
+    """A refusal before anything was removed leaves the state as it was (exit 3); after, the node
+    holds part of npc's objects (exit 4), and says which went."""
+    if not removed:
+        raise ApplyError(cause)
+    more = f" and {len(removed) - 3} more" if len(removed) > 3 else ""
+    raise MixedStateError(
+        f"{cause}; reset stopped part way, after removing {', '.join(removed[:3])}{more}, so the node "
+        "is in a MIXED state. Run npc reset again (or npc apply)."
+    )
 
 
 def member_lines(
