@@ -57,11 +57,18 @@ def _umask() -> int:
 def write_folder(folder: str | Path, files: Mapping[str, str]) -> None:
     """Every file of ``files`` (names may hold ``/``) into ``folder``, replacing what npc wrote there
     before all at once: the new tree is built in a sibling temporary folder, entries npc does not
-    write now are carried over, and the folders are swapped by two renames."""
+    write now are carried over, and the folders are swapped by two renames. A link to a folder
+    is followed (the folder it names is replaced, the link kept); a mount point (a container's
+    volume), which cannot be renamed, is written in place, file by file (``_write_in_place``)."""
     target = Path(folder)
     with _reported(target):
         if target.exists() and not target.is_dir():
             raise NotADirectoryError(20, "not a directory")
+        if target.is_symlink():
+            target = Path(os.path.realpath(target))
+        if os.path.ismount(target):
+            _write_in_place(target, files)
+            return
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name[:200]}.", suffix=".new", dir=target.parent))
         old = staging.with_suffix(".old")
@@ -82,6 +89,23 @@ def write_folder(folder: str | Path, files: Mapping[str, str]) -> None:
                 os.rename(old, target)
             raise
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_in_place(target: Path, files: Mapping[str, str]) -> None:
+    """Each file replaced atomically, the manifest last, then npc's entries no longer written
+    removed: a reader sees each file old or new, and the manifest names the new set once it is
+    whole (a folder that cannot be renamed cannot be swapped all at once)."""
+    written = {name.split("/")[0] for name in files}
+    stale = [e for e in os.scandir(target) if e.name not in written and _npcs(target, e)]
+    for name, text in sorted(files.items(), key=lambda item: item[0] == MANIFEST):
+        path = target / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text, keep_mode=path.exists())
+    for entry in stale:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def _carry_over(source: Path, staging: Path, files: Mapping[str, str]) -> None:

@@ -440,6 +440,47 @@ def test_an_output_folder_holding_a_manifest_nested_too_deeply_is_written_over(t
     assert json.loads((out / "manifest.json").read_text())["backend"] == "iptables"
 
 
+def test_an_output_folder_behind_a_link_is_written_where_the_link_points(tmp_path: Path) -> None:
+    """The link stays and the folder it names holds the new artefacts (the link was replaced by a
+    folder before, and a ``.link.*.old`` link left beside it)."""
+    (tmp_path / "p.yaml").write_text(OK)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "theirs").write_text("x")
+    (tmp_path / "link").symlink_to("real")
+    for backend in ("iptables", "nftables"):
+        done = run("compile", str(tmp_path / "p.yaml"), "--backend", backend, "-o", str(tmp_path / "link"))
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "link").is_symlink()
+        assert json.loads((tmp_path / "real" / "manifest.json").read_text())["backend"] == backend
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["manifest.json", "ruleset.nft", "theirs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "p.yaml", "real"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting takes root")
+def test_an_output_folder_that_is_a_mount_point_is_written_in_place(tmp_path: Path) -> None:
+    """A volume (a container's ``-v``, a Kubernetes volume) cannot be renamed: its files are
+    replaced one by one, npc's stale ones removed, others' kept (exit 3 every time before)."""
+    (tmp_path / "p.yaml").write_text(OK)
+    out = tmp_path / "out"
+    out.mkdir()
+    script = f"""
+set -e
+mount -t tmpfs none {out}
+echo x > {out}/theirs
+npc() {{ {sys.executable} -m npc "$@"; }}
+npc compile {tmp_path}/p.yaml -o {out}
+ls {out}
+npc compile {tmp_path}/p.yaml --backend nftables -o {out}
+ls {out}
+grep -c nftables {out}/manifest.json
+"""
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    iptables, nftables, manifest = done.stdout.split("theirs\n")
+    assert iptables.split() == ["ipsets", "manifest.json", "rules.v4", "rules.v6"], done.stdout
+    assert nftables.split() == ["manifest.json", "ruleset.nft"] and manifest.strip() != "0", done.stdout
+
+
 def test_fmt_check_on_yaml_says_it_formats_npc_only(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(OK)
     result = run("fmt", "--check", str(tmp_path / "p.yaml"))
