@@ -288,8 +288,46 @@ def test_default_ports_are_the_policies_and_the_container_ports(
     rule = {"ports": [{"protocol": "UDP", "port": 53}, {"port": 9000, "endPort": 9100}]}
     policy = _policy("a", {"podSelector": {}, "ingress": [rule]})
     got = matrix_of(capsys, *write_cluster(tmp_path, CLUSTER, [policy]))
-    assert list(got) == ["tcp/80", "tcp/8080", "tcp/9000", "udp/53"]
+    # udp/1 and sctp/1: the ports of their protocols no rule names (tcp/80 stands for TCP's)
+    assert list(got) == ["tcp/80", "tcp/8080", "tcp/9000", "udp/1", "udp/53", "sctp/1"]
     assert got["tcp/9000"][1] == ".-.." and got["tcp/80"][1] == "X-.."  # prod is not isolated
+    assert got["udp/1"][1] == got["sctp/1"][1] == "X-.." and got["udp/53"][1] == ".-.."
+
+
+@pytest.mark.parametrize(
+    ("old_rules", "new_rules", "lost"),
+    [
+        (None, [], ["tcp/80", "tcp/8080", "udp/1", "sctp/1"]),  # isolated, no rule: every port
+        (
+            [{"ports": [{"port": 9000, "endPort": 9100}]}],
+            [{"ports": [{"port": 9000, "endPort": 9050}]}],
+            ["tcp/9051"],
+        ),
+        ([{"ports": [{"protocol": "UDP"}]}], [], ["udp/1"]),  # a whole protocol
+    ],
+)
+def test_diff_by_default_asks_a_port_of_every_run_the_rules_treat_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old_rules: Any, new_rules: Any, lost: list[str]
+) -> None:
+    """Without ``--port``, losses at ports nobody names (a pod isolated with no rule), inside a
+    narrowed range, or of a whole protocol were "no connection gained or lost", exit 0 with
+    ``--exit-code``."""
+
+    def policies(rules: Any) -> list[dict[str, Any]]:
+        if rules is None:
+            return []
+        return [_policy("b", {"podSelector": {"matchLabels": {"app": "b"}}, "ingress": rules})]
+
+    old_dir, inventory = write_cluster(tmp_path, CLUSTER, policies(old_rules), "old")
+    new_dir, _ = write_cluster(tmp_path, CLUSTER, policies(new_rules), "new")
+    code, out, err = run(capsys, "diff", "--old", old_dir, "--new", new_dir, "--inventory", inventory,
+                         "--exit-code", "--format", "json")  # fmt: skip
+    assert code == 1, err
+    found = json.loads(out)
+    assert found["gained"] == []
+    assert sorted({f"{c['protocol'].lower()}/{c['port']}" for c in found["lost"]}) == sorted(lost)
+    assert {(c["from"], c["to"]) for c in found["lost"]} == {("default/a", "default/b"), ("prod/c", "default/b"),
+                                                            ("prod/d", "default/b")}  # fmt: skip
 
 
 def test_dual_stack_matrices_carry_the_family(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,7 +35,8 @@ def _ports(p: argparse.ArgumentParser) -> None:
         action="append",
         type=parse_port,
         help="tcp/80, udp/53, sctp/9000 or a container port name (tcp/http); repeatable "
-        "(default: every port the policies name and every container port)",
+        "(default: every port the policies name, every named container port, and a port of each "
+        "run of ports the rules treat alike that those leave out, such as udp/1 for UDP's unnamed)",
     )
 
 

@@ -1,4 +1,5 @@
-"""``--port`` values and the default ports: every port the policies mention, every container port."""
+"""``--port`` values and the default ports: every port the policies mention, every named container
+port, and one port of each run of ports the rules treat alike that those leave out."""
 
 from __future__ import annotations
 
@@ -45,17 +46,45 @@ def parse_port(text: str) -> PortQuery:
 
 
 def default_ports(programs: Iterable[Program], inventory: Inventory) -> list[PortQuery]:
-    """Every number (or range start) a rule names and every container port: each port where an
-    answer can change is one of these or behaves like one (a port no one names is all-or-nothing)."""
-    found: set[PortQuery] = set()
+    """Every number (or range start) a rule names and every named container port, and more where
+    those miss a port whose answer differs: per protocol, the ports fall into runs that every rule
+    treats alike (inside the same numbers and ranges, and, where rules name ports, the same pods'
+    named ports), and each run is asked once, at a port named above, else at its first port (so
+    ``tcp/1`` stands for the TCP ports no rule names, and ``tcp/8051`` for 8051-8100 when one
+    program allows 8000-8100 and the other 8000-8050)."""
+    shown: set[PortQuery] = set()
+    spans: dict[Protocol, set[tuple[int, int]]] = {protocol: set() for protocol in PROTOCOLS}
+    by_name: set[str] = set()  # protocols some rule names a port of by name
     for program in programs:
         for policy in program.policies:
             for rules in (policy.ingress or (), policy.egress or ()):
                 for rule in rules:
-                    found.update(PortQuery(p.protocol, p.port) for p in rule.ports if isinstance(p.port, int))
+                    for p in rule.ports:
+                        if isinstance(p.port, int):
+                            shown.add(PortQuery(p.protocol, p.port))
+                            spans[p.protocol].add((p.port, p.end_port or p.port))
+                        elif isinstance(p.port, str):
+                            by_name.add(p.protocol)
     for pod in inventory.pods:
-        found.update(PortQuery(p.protocol, p.port) for p in pod.ports if p.protocol in PROTOCOLS)  # type: ignore[arg-type]
-    return sorted(found, key=PortQuery.sort_key)
+        for named in pod.ports:
+            if named.protocol in PROTOCOLS:
+                shown.add(PortQuery(named.protocol, named.port))  # type: ignore[arg-type]
+                if named.protocol in by_name:
+                    spans[named.protocol].add((named.port, named.port))  # type: ignore[index]
+    out = set(shown)
+    for protocol, found in spans.items():
+
+        def run(port: int, found: set[tuple[int, int]] = found) -> frozenset[tuple[int, int]]:
+            return frozenset(span for span in found if span[0] <= port <= span[1])
+
+        seen = {run(q.port) for q in shown if q.protocol == protocol and isinstance(q.port, int)}
+        for edge in sorted(
+            {1, *(start for start, _ in found), *(end + 1 for _, end in found if end < 65535)}
+        ):
+            if (here := run(edge)) not in seen:
+                seen.add(here)
+                out.add(PortQuery(protocol, edge))
+    return sorted(out, key=PortQuery.sort_key)
 
 
 def unique(queries: Iterable[PortQuery]) -> list[PortQuery]:
