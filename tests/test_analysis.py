@@ -508,6 +508,27 @@ def test_explain_names_the_rule_and_its_line(tmp_path: Path, capsys: pytest.Capt
     assert "nearest miss: default/b-in ingress[0]" in out and "the peer matches but not the port" in out
 
 
+def test_explain_of_a_pod_to_itself_allows_as_the_matrix_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pod's own address never leaves it: the matrix's ``-``, diff's omission, and now explain's
+    answer (it said DENIED under a deny-all policy), by name or by the pod's address."""
+    deny = _policy("deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+    folder, inventory = write_cluster(tmp_path, CLUSTER, [deny])
+    for to in ("default/a", "10.0.0.1"):
+        code, out, _ = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/a", "--to", to,
+                           "--port", "tcp/80")  # fmt: skip
+        assert (
+            code == 0 and out.startswith("ALLOWED: default/a -> ") and "itself stays inside the pod" in out
+        ), out
+    code, out, _ = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/a", "--to",
+                       "default/b", "--port", "tcp/80", "--format", "json")  # fmt: skip
+    assert json.loads(out)["allowed"] is False and "itself" not in json.loads(out)
+    code, out, _ = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/a", "--to",
+                       "default/a", "--port", "tcp/80", "--format", "json")  # fmt: skip
+    assert json.loads(out)["allowed"] is True and "stays inside the pod" in json.loads(out)["itself"]
+
+
 def test_explain_to_an_address_outside_the_cluster(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -167,6 +167,11 @@ def explain_model(args: argparse.Namespace, notes: Notes, *, whole: bool = False
     return _model(args, args.paths, notes, None if whole else explain_focus(args))[1]
 
 
+# the matrix's ``-``: a pod reaching its own address never leaves its namespace, so no node rule
+# sees it (Kubernetes: "a pod cannot block access to itself")
+SELF_NOTE = "a pod's traffic to itself stays inside the pod: no policy applies to it"
+
+
 def run_explain(args: argparse.Namespace, notes: Notes) -> int:
     print(explanation(args, explain_model(args, notes)), end="")
     return 0
@@ -218,7 +223,8 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
         port = number if number is not None else 0
     explainer = Explainer(model)
     egress, ingress = explainer.explain(src, dst, query.protocol, port)
-    allowed = problem is None and egress.allowed and ingress.allowed
+    itself = dst.pod is not None and (src.pod.namespace, src.pod.name) == (dst.pod.namespace, dst.pod.name)
+    allowed = problem is None and (itself or (egress.allowed and ingress.allowed))
     if args.format == "json":
         data = {
             "allowed": allowed,
@@ -235,10 +241,17 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
         }
         if problem:
             data["problem"] = problem
+        if itself:
+            data["itself"] = SELF_NOTE
         return json.dumps(data, indent=2) + "\n"
     resolved = f" ({port})" if isinstance(query.port, str) and problem is None else ""
     lines = [f"{'ALLOWED' if allowed else 'DENIED'}: {src.name} -> {dst.name} {query.label}{resolved}"]
     lines += [problem] if problem else []
+    lines += (
+        [SELF_NOTE + " (what the policies would say of another pod follows)"]
+        if itself and not problem
+        else []
+    )
     other = _other_family(args, src, dst)
     if other is not None:
         lines.append(
