@@ -350,6 +350,34 @@ def test_dual_stack_matrices_carry_the_family(tmp_path: Path, capsys: pytest.Cap
     }
 
 
+def test_a_family_npc_does_not_police_gets_no_matrix_and_explain_allows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--ip-families IPv4``: npc loads no IPv6 rule, so IPv6 is open; the matrix showed IPv6
+    denials and explain answered DENIED there."""
+    items = [
+        _namespace("default"),
+        _pod("default", "a", "10.0.0.1,fd00::1", {}),
+        _pod("default", "b", "10.0.0.2,fd00::2", {}),
+    ]
+    folder, inventory = write_cluster(tmp_path, items, [_policy("x", {"podSelector": {}})])
+    flags = ["--inventory", inventory, "--port", "tcp/80", "--ip-families", "IPv4"]
+    code, out, _ = run(capsys, "matrix", folder, *flags, "--format", "json")
+    assert code == 0
+    assert json.loads(out)["matrices"] == [
+        {"protocol": "TCP", "port": 80, "ipFamily": "IPv4", "expect": ["-X", "X-"]}
+    ]
+    code, out, _ = run(capsys, "explain", folder, *flags, "--from", "default/a", "--to", "fd00::2")
+    assert code == 0 and out.startswith("ALLOWED: default/a -> default/b") and "IPv6 is not policed" in out, (
+        out
+    )
+    code, out, _ = run(capsys, "explain", folder, *flags, "--from", "default/a", "--to", "default/b")
+    assert code == 0 and out.startswith("DENIED: default/a -> default/b") and "not policed" not in out, out
+    old = write_cluster(tmp_path, items, [], "old")[0]
+    code, out, _ = run(capsys, "diff", "--old", old, "--new", folder, *flags, "--format", "json")
+    assert {c["ipFamily"] for c in json.loads(out)["lost"]} == {"IPv4"}
+
+
 # --- text, csv, html ----------------------------------------------------------------------------------
 
 

@@ -121,7 +121,8 @@ def run_matrix(args: argparse.Namespace, notes: Notes) -> int:
     from .matrix import matrices
 
     _, model = _model(args, args.paths, notes)
-    found = matrices(model.program, model.pods, model.namespaces, _queries(args, [model.program], model))
+    queries = _queries(args, [model.program], model)
+    found = matrices(model.program, model.pods, model.namespaces, queries, model.families)
     if args.format == "json":
         _write(render.as_json(model.pods, found))
     elif args.format == "csv":
@@ -224,7 +225,13 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
     explainer = Explainer(model)
     egress, ingress = explainer.explain(src, dst, query.protocol, port)
     itself = dst.pod is not None and (src.pod.namespace, src.pod.name) == (dst.pod.namespace, dst.pod.name)
-    allowed = problem is None and (itself or (egress.allowed and ingress.allowed))
+    version = dst.address.version
+    unpoliced = (
+        f"IPv{version} is not policed on this network (--ip-families): npc loads no rule for it"
+        if version not in model.families
+        else None
+    )
+    allowed = problem is None and (itself or unpoliced is not None or (egress.allowed and ingress.allowed))
     if args.format == "json":
         data = {
             "allowed": allowed,
@@ -243,6 +250,8 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
             data["problem"] = problem
         if itself:
             data["itself"] = SELF_NOTE
+        if unpoliced:
+            data["unpoliced"] = unpoliced
         return json.dumps(data, indent=2) + "\n"
     resolved = f" ({port})" if isinstance(query.port, str) and problem is None else ""
     lines = [f"{'ALLOWED' if allowed else 'DENIED'}: {src.name} -> {dst.name} {query.label}{resolved}"]
@@ -250,6 +259,11 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
     lines += (
         [SELF_NOTE + " (what the policies would say of another pod follows)"]
         if itself and not problem
+        else []
+    )
+    lines += (
+        [unpoliced + " (what the policies would say where policed follows)"]
+        if unpoliced and not problem
         else []
     )
     other = _other_family(args, src, dst)

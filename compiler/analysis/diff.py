@@ -17,7 +17,7 @@ from ..inventory import Pod
 from .classes import PodClasses
 from .explain import Endpoint, Explainer
 from .load import Model, address
-from .matrix import deciders
+from .matrix import deciders, families
 from .ports import PortQuery
 
 
@@ -58,8 +58,8 @@ def changes(old: Model, new: Model, queries: Sequence[PortQuery]) -> list[Change
     per set of destination classes whose changed sources are the same. Pair by pair, removing one
     namespace's policies at the independent L was 2.8 million changes and 1.6 GB of text."""
     found: list[Change] = []
-    per_family = list(deciders([old.program, new.program], new.pods, new.namespaces, queries))
-    dual = len(per_family) > 1
+    per_family = list(deciders([old.program, new.program], new.pods, new.namespaces, queries, new.families))
+    dual = len(families(new.pods)) > 1
     alone = {f: np.array([len(m) == 1 for m in classes.members], dtype=bool) for f, classes, _ in per_family}
     for query in queries:
         for family, classes, (before, after) in per_family:

@@ -26,6 +26,7 @@ class Model:
     places: Mapping[tuple[str, str, str], Callable[[FieldPath], str]] = attrs.field(eq=False)
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    families: tuple[int, ...] = (4, 6)  # what npc polices on the network (``--ip-families``)
     _by_ref: dict[str, Pod] = attrs.field(init=False, eq=False)
     _by_address: dict[Address, Pod] = attrs.field(init=False, eq=False)
     _places: dict[tuple[Policy, FieldPath], str] = attrs.field(init=False, eq=False, factory=dict)
@@ -108,6 +109,7 @@ def load_model(
         sources.loaded.places,
         (*sources.loaded.notes, *assembled.notes, *_several(inventory.pods)),
         assembled.warnings,
+        network.ip_families,
     )
 
 

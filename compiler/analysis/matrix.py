@@ -10,7 +10,7 @@ that every rule treats alike share one matrix.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -287,10 +287,12 @@ def deciders(
     pods: Sequence[Pod],
     namespaces: Mapping[str, Mapping[str, str]],
     queries: Sequence[PortQuery],
+    policed: Collection[int] = (4, 6),
 ) -> Iterator[tuple[int, PodClasses, list[Decider]]]:
-    """Per address family: the classes that tell every one of ``programs`` apart, one decider each."""
+    """Per address family npc polices (``--ip-families``; in another nothing is loaded, so all is
+    open): the classes that tell every one of ``programs`` apart, one decider each."""
     names = [q.port for q in queries if isinstance(q.port, str)]
-    for family in families(pods):
+    for family in (f for f in families(pods) if f in policed):
         classes = classify(programs, pods, family, names)
         yield family, classes, [Decider(p, classes, namespaces) for p in programs]
 
@@ -300,10 +302,11 @@ def matrices(
     pods: Sequence[Pod],
     namespaces: Mapping[str, Mapping[str, str]],
     queries: Sequence[PortQuery],
+    policed: Collection[int] = (4, 6),
 ) -> Iterator[Matrix]:
-    """Per port, per family (IPv4 first): what the kernel would let through."""
-    per_family = list(deciders([program], pods, namespaces, queries))
-    dual = len(per_family) > 1
+    """Per port, per family npc polices (IPv4 first): what the kernel would let through."""
+    per_family = list(deciders([program], pods, namespaces, queries, policed))
+    dual = len(families(pods)) > 1  # which family, said whenever the pods have two
     for query in queries:
         for family, classes, (decider,) in per_family:
             yield Matrix(query, family if dual else None, classes, decider.query(query))
