@@ -48,13 +48,13 @@ def parse_port(text: str) -> PortQuery:
 def default_ports(programs: Iterable[Program], inventory: Inventory) -> list[PortQuery]:
     """Every number (or range start) a rule names and every named container port, and more where
     those miss a port whose answer differs: per protocol, the ports fall into runs that every rule
-    treats alike (inside the same numbers and ranges, and, where rules name ports, the same pods'
-    named ports), and each run is asked once, at a port named above, else at its first port (so
+    treats alike (inside the same numbers and ranges, and the same pods' ports of the names rules
+    give), and each run is asked once, at a port named above, else at its first port (so
     ``tcp/1`` stands for the TCP ports no rule names, and ``tcp/8051`` for 8051-8100 when one
     program allows 8000-8100 and the other 8000-8050)."""
     shown: set[PortQuery] = set()
     spans: dict[Protocol, set[tuple[int, int]]] = {protocol: set() for protocol in PROTOCOLS}
-    by_name: set[str] = set()  # protocols some rule names a port of by name
+    by_name: set[tuple[str, str]] = set()  # (protocol, name) of the ports rules name by name
     for program in programs:
         for policy in program.policies:
             for rules in (policy.ingress or (), policy.egress or ()):
@@ -64,12 +64,12 @@ def default_ports(programs: Iterable[Program], inventory: Inventory) -> list[Por
                             shown.add(PortQuery(p.protocol, p.port))
                             spans[p.protocol].add((p.port, p.end_port or p.port))
                         elif isinstance(p.port, str):
-                            by_name.add(p.protocol)
+                            by_name.add((p.protocol, p.port))
     for pod in inventory.pods:
         for named in pod.ports:
             if named.protocol in PROTOCOLS:
                 shown.add(PortQuery(named.protocol, named.port))  # type: ignore[arg-type]
-                if named.protocol in by_name:
+                if (named.protocol, named.name) in by_name:
                     spans[named.protocol].add((named.port, named.port))  # type: ignore[index]
     out = set(shown)
     for protocol, found in spans.items():
