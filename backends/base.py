@@ -24,11 +24,11 @@ import tempfile
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Concatenate, NoReturn, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
-from ..errors import ApplyError, UsageError
+from ..errors import ApplyError, MixedStateError, UsageError
 from ..lock import DEFAULT_WAIT, held
 from ..resolve import Entry
 
@@ -213,6 +213,18 @@ def netfilter_exchange(
                 answers.append(data[at : at + length])
             at += max(16, (length + 3) & ~3)
     return errors
+
+
+def stopped_part_way(removed: Sequence[str], cause: str) -> NoReturn:
+    """A reset refused before anything was removed leaves the state as it was (exit 3); after,
+    the node holds part of npc's objects (exit 4), and says which went."""
+    if not removed:
+        raise ApplyError(cause)
+    more = f" and {len(removed) - 3} more" if len(removed) > 3 else ""
+    raise MixedStateError(
+        f"{cause}; reset stopped part way, after removing {', '.join(removed[:3])}{more}, so the node "
+        "is in a MIXED state. Run npc reset again (or npc apply)."
+    )
 
 
 def _package(program: str) -> str:

@@ -35,8 +35,8 @@ from .arguments import (
 )
 from .backends import BACKENDS
 from .backends import get as get_backend
-from .backends.base import Options, SubprocessRunner
-from .errors import InputError, NpcError, UsageError
+from .backends.base import Options, SubprocessRunner, stopped_part_way
+from .errors import ApplyError, InputError, MixedStateError, NpcError, UsageError
 from .frontends.positions import printable
 from .ir import DEFAULT_NETWORK
 from .lock import DEFAULT_WAIT
@@ -242,16 +242,21 @@ def _reset(args: argparse.Namespace) -> int:
     options = Options(iptables=args.iptables, wait=args.wait)
     names = [args.backend] if args.backend else ["iptables"] if args.iptables else list(BACKENDS)
     network = None if args.all else args.network
-    reports = []
+    removed: list[str] = []  # by the backends done, should a later one be refused
     for name in names:
         try:
-            reports.append(get_backend(name).reset(network, options, SubprocessRunner()))
+            report = get_backend(name).reset(network, options, SubprocessRunner())
         except UsageError:  # a backend that loads nothing (calico) owns nothing here
             if args.backend:
                 raise
-    for report in reports:
+            continue
+        except ApplyError as exc:
+            if isinstance(exc, MixedStateError):
+                raise
+            stopped_part_way(removed, str(exc))
         print(f"npc: reset {report.network} with {report.summary}", file=sys.stderr)
         _notes(report.warnings, "removed")
+        removed += report.warnings
     return 0
 
 

@@ -454,6 +454,48 @@ def test_a_reset_refused_part_way_says_the_node_is_mixed(netns: Netns, tmp_path:
     assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]
 
 
+def _nft_refusing(tmp_path: Path, when: str) -> str:
+    """A PATH whose ``nft`` refuses (``when``: a shell test of its arguments), else runs the real one."""
+    folder = tmp_path / "nft-bin"
+    folder.mkdir(exist_ok=True)
+    real = shutil.which("nft")
+    (folder / "nft").write_text(
+        f'#!/bin/sh\nif {when}; then echo refused by a test >&2; exit 1; fi\nexec {real} "$@"\n'
+    )
+    (folder / "nft").chmod(0o755)
+    return f"{folder}:{os.environ['PATH']}"
+
+
+def test_a_reset_refused_by_a_later_backend_says_what_the_earlier_removed(
+    netns: Netns, tmp_path: Path
+) -> None:
+    """iptables' objects removed, then nftables' deletion refused: exit 4 naming iptables' (exit
+    3 and nothing said before); nftables' own tables go in one transaction, all or none."""
+    assert netns.npc_apply(policy("a"), extra=("--backend", "nftables")).returncode == 0
+    assert (
+        netns.npc_apply(policy("a"), extra=("--network", "other", "--ip-source", "genie:ip2")).returncode == 0
+    )
+    refusing = _nft_refusing(tmp_path, '[ "$1" = -f ]')
+    done = netns.run(sys.executable, "-m", "npc", "reset", "--all", check=False, path=refusing)
+    assert done.returncode == 4, done.stderr
+    assert "refused by a test" in done.stderr and "MIXED" in done.stderr and "chain NPC-" in done.stderr
+    assert "table ip npc" in netns.run("nft", "list", "tables").stdout
+    assert npc(netns, "reset", "--all").returncode == 0
+    assert "NPC-" not in netns.state() and "npc" not in netns.run("nft", "list", "tables").stdout
+
+
+def test_a_reset_that_cannot_list_nftables_tables_is_refused(netns: Netns, tmp_path: Path) -> None:
+    """A failed ``nft list tables`` read as "no table": exit 0, "removed 0 tables", both left."""
+    assert netns.npc_apply(policy("a"), extra=("--backend", "nftables")).returncode == 0
+    refusing = _nft_refusing(tmp_path, '[ "$1" = list ]')
+    done = netns.run(
+        sys.executable, "-m", "npc", "reset", "--backend", "nftables", check=False, path=refusing
+    )
+    assert done.returncode == 3 and "could not list the tables" in done.stderr, done.stderr
+    assert npc(netns, "reset", "--backend", "nftables").returncode == 0
+    assert "npc" not in netns.run("nft", "list", "tables").stdout
+
+
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
 def test_killed_at_random_moments_the_next_apply_repairs(netns: Netns, backend: str) -> None:
     rng = random.Random(7)

@@ -64,7 +64,15 @@ from ...errors import ApplyError, MixedStateError, UsageError
 from ...lock import record_path
 from ...lower import Lowered
 from ...resolve import Entry
-from ..base import MemberDelta, Runner, RunsTogether, SendsNetfilter, run_together, while_running
+from ..base import (
+    MemberDelta,
+    Runner,
+    RunsTogether,
+    SendsNetfilter,
+    run_together,
+    stopped_part_way,
+    while_running,
+)
 from ..nftables.load import npc_tables
 from ..nftables.render import table_name
 from .ipset_netlink import Built, create_sets, fill_messages, send_built
@@ -1084,7 +1092,7 @@ def reset_iptables(
             continue
         done = run([tools.restore[family], "--noflush", "--wait=30"], "\n".join([*script, ""]))
         if done.returncode != 0:
-            _reset_stopped(
+            stopped_part_way(
                 removed, f"{tools.restore[family]} refused to remove npc's chains: {done.stderr.strip()}"
             )
         removed += gone
@@ -1098,21 +1106,9 @@ def reset_iptables(
                     record.unlink(missing_ok=True)
         error = destroy_sets(run, sorted(doomed))
         if error:
-            _reset_stopped(removed, f"ipset refused to destroy npc's sets: {error}")
+            stopped_part_way(removed, f"ipset refused to destroy npc's sets: {error}")
         removed += [f"set {n}" for n in sorted(doomed)]
     return removed, skip
-
-
-def _reset_stopped(removed: Sequence[str], cause: str) -> NoReturn:
-    """A refusal before anything was removed leaves the state as it was (exit 3); after, the node
-    holds part of npc's objects (exit 4), and says which went."""
-    if not removed:
-        raise ApplyError(cause)
-    more = f" and {len(removed) - 3} more" if len(removed) > 3 else ""
-    raise MixedStateError(
-        f"{cause}; reset stopped part way, after removing {', '.join(removed[:3])}{more}, so the node "
-        "is in a MIXED state. Run npc reset again (or npc apply)."
-    )
 
 
 def member_lines(

@@ -26,7 +26,7 @@ from . import render as _render
 from .drift import table_drift
 from .load import (
     abandon_table,
-    delete_table,
+    delete_tables,
     load_elements,
     load_new_table,
     load_ruleset,
@@ -197,12 +197,12 @@ class NftablesBackend:
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
         with netns_lock(options.wait):
-            found = npc_tables(runner)
+            found = npc_tables(runner, strict=True)
             tables = [table_name(network)] if network is not None else sorted({n for _, n in found})
-            gone = [t for t in tables if delete_table(t, runner, found)]
+            gone = delete_tables(tables, runner, found)
         self._ranks = {k: v for k, v in self._ranks.items() if k[0] not in tables}
         self._where = {k: v for k, v in self._where.items() if k not in tables}
-        removed = tuple(f"table {f} {t}" for f, t in found if t in gone)
+        removed = tuple(f"table {f} {t}" for f, t in gone)
         return LoadReport(
             self.name, network or "every network", f"nftables: removed {len(removed)} tables", removed
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Executor, Future
 
 from ...errors import ApplyError
@@ -75,7 +75,7 @@ def abandon_table(table: str, run: Runner, started: Sequence[Future[Ran]] = ()) 
     the delete), then the tables removed, as before."""
     for f in started:
         f.exception()  # done, whatever it did
-    delete_table(table, run)
+    delete_tables([table], run)
 
 
 def element_lines(table: str, diffs: Sequence[Diff]) -> list[str]:
@@ -113,25 +113,33 @@ def load_elements(table: str, diffs: Sequence[Diff], run: Runner) -> None:
         )
 
 
-def delete_table(table: str, run: Runner, listed: Sequence[tuple[str, str]] | None = None) -> bool:
-    """Remove npc's tables of that name (every family's, in one transaction; ``listed``: the
-    ``npc_tables`` the caller has just read); False when there was none."""
-    found = [family for family, name in (npc_tables(run) if listed is None else listed) if name == table]
+def delete_tables(
+    tables: Collection[str], run: Runner, listed: Sequence[tuple[str, str]] | None = None
+) -> list[tuple[str, str]]:
+    """Remove npc's tables of those names, every family's, in one transaction (all or none: a
+    refusal leaves every one in place); ``listed``: the ``npc_tables`` the caller has just read.
+    Returns the (family, name) removed."""
+    found = [(f, name) for f, name in (npc_tables(run) if listed is None else listed) if name in tables]
     if not found:
-        return False
-    done = run(["nft", "-f", "-"], "".join(f"delete table {family} {table}\n" for family in found))
+        return []
+    done = run(["nft", "-f", "-"], "".join(f"delete table {family} {name}\n" for family, name in found))
     if done.returncode != 0:
-        raise ApplyError(f"nft refused to delete table {found[0]} {table}: {done.stderr.strip()}")
-    return True
+        family, name = found[0]
+        raise ApplyError(f"nft refused to delete table {family} {name}: {done.stderr.strip()}")
+    return found
 
 
 _NPC_TABLE = re.compile(rf"table ({'|'.join((*FAMILY_KEYWORD.values(), LEGACY))}) (npc(?:-[a-z2-7]{{5}})?)")
 
 
-def npc_tables(run: Runner) -> list[tuple[str, str]]:
+def npc_tables(run: Runner, strict: bool = False) -> list[tuple[str, str]]:
     """Every table of npc's in this namespace, as (family, name): two per network (one, the
-    ``inet`` one, where an older npc loaded it)."""
+    ``inet`` one, where an older npc loaded it). ``strict`` (reset): a listing that fails is an
+    error, not an empty list (elsewhere it is a node without nf_tables)."""
     if not run.which("nft"):
         return []
-    listed = run(["nft", "list", "tables"]).stdout.splitlines()
+    done = run(["nft", "list", "tables"])
+    if strict and done.returncode != 0:
+        raise ApplyError(f"nft could not list the tables: {done.stderr.strip() or done.returncode}")
+    listed = done.stdout.splitlines()
     return [(m.group(1), m.group(2)) for line in listed if (m := _NPC_TABLE.fullmatch(line.strip()))]
