@@ -9,6 +9,7 @@ a name too long) leaves the old contents and no temporary behind, and is reporte
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -27,6 +28,12 @@ class OutputError(NpcError):
     """A result could not be written; whatever was there before stays (exit 3)."""
 
     exit_code = 3
+
+
+class MixedOutputError(OutputError):
+    """A folder written in place failed, and so did putting its old files back (exit 4)."""
+
+    exit_code = 4
 
 
 @contextlib.contextmanager
@@ -57,16 +64,15 @@ def _umask() -> int:
 def write_folder(folder: str | Path, files: Mapping[str, str]) -> None:
     """Every file of ``files`` (names may hold ``/``) into ``folder``, replacing what npc wrote there
     before all at once: the new tree is built in a sibling temporary folder, entries npc does not
-    write now are carried over, and the folders are swapped by two renames. A link to a folder
-    is followed (the folder it names is replaced, the link kept); a mount point (a container's
-    volume), which cannot be renamed, is written in place, file by file (``_write_in_place``)."""
-    target = Path(folder)
-    with _reported(target):
+    write now are carried over, and the folders are swapped by two renames. The path is resolved
+    first (a link to a folder is followed and kept; ``..`` and ``.`` are the folders they name).
+    A folder that cannot be renamed (a mount point, a container's volume, a bind mount) or holds
+    another filesystem is written in place (``_write_in_place``)."""
+    with _reported(folder):
+        target = Path(os.path.realpath(folder))
         if target.exists() and not target.is_dir():
             raise NotADirectoryError(20, "not a directory")
-        if target.is_symlink():
-            target = Path(os.path.realpath(target))
-        if os.path.ismount(target):
+        if target.is_dir() and (os.path.ismount(target) or _holds_mounts(target)):
             _write_in_place(target, files)
             return
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -80,8 +86,15 @@ def write_folder(folder: str | Path, files: Mapping[str, str]) -> None:
             os.chmod(staging, 0o777 & ~_umask())
             if target.exists():
                 shutil.copymode(target, staging)
-                _carry_over(target, staging, files)
-                os.rename(target, old)
+                try:
+                    _carry_over(target, staging, files)
+                    os.rename(target, old)
+                except (OSError, shutil.Error) as exc:
+                    if isinstance(exc, OSError) and exc.errno not in (errno.EBUSY, errno.EXDEV):
+                        raise
+                    shutil.rmtree(staging)  # a bind mount of the same filesystem, or one inside
+                    _write_in_place(target, files)
+                    return
             os.rename(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -91,16 +104,46 @@ def write_folder(folder: str | Path, files: Mapping[str, str]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _holds_mounts(folder: Path) -> bool:
+    return any(e.is_dir(follow_symlinks=False) and os.path.ismount(e.path) for e in os.scandir(folder))
+
+
 def _write_in_place(target: Path, files: Mapping[str, str]) -> None:
     """Each file replaced atomically, the manifest last, then npc's entries no longer written
-    removed: a reader sees each file old or new, and the manifest names the new set once it is
-    whole (a folder that cannot be renamed cannot be swapped all at once)."""
+    removed. Each replaced file's old contents are kept under a second name (a hard link: no space
+    needed) until all are written, so a failure (a full volume) puts every one back: the folder
+    is old or new, as after a swap, though a reader may see it change file by file."""
     written = {name.split("/")[0] for name in files}
     stale = [e for e in os.scandir(target) if e.name not in written and _npcs(target, e)]
-    for name, text in sorted(files.items(), key=lambda item: item[0] == MANIFEST):
-        path = target / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text, keep_mode=path.exists())
+    done: list[tuple[Path, Path | None]] = []  # each file written, and its old contents' link
+    try:
+        for name, text in sorted(files.items(), key=lambda item: item[0] == MANIFEST):
+            path = target / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            kept = path.with_name(f".{path.name}.{os.getpid()}.old") if path.is_file() else None
+            if kept is not None:
+                os.link(path, kept)
+            done.append((path, kept))
+            write_atomic(path, text, keep_mode=kept is not None)
+    except BaseException:
+        failed = []
+        for path, kept in reversed(done):
+            try:
+                if kept is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    os.replace(kept, path)
+            except OSError as exc:
+                failed.append(f"{printable(str(path))}: {exc.strerror or exc}")
+        if failed:
+            raise MixedOutputError(
+                f"npc: error: cannot write {printable(str(target))}, and putting its old files back "
+                f"failed too ({'; '.join(failed)}): it holds old and new files"
+            ) from None
+        raise
+    for _, kept in done:
+        if kept is not None:
+            os.unlink(kept)
     for entry in stale:
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path)
@@ -124,9 +167,19 @@ def _npcs(folder: Path, entry: os.DirEntry[str]) -> bool:
     if entry.name == MANIFEST:
         return True
     if entry.is_dir(follow_symlinks=False):
-        return (Path(entry.path) / MANIFEST).is_file()
+        return _listed(Path(entry.path)) is not None
+    listed = _listed(folder)
+    return listed is not None and entry.name in listed
+
+
+def _listed(folder: Path) -> dict[str, object] | None:
+    """The files the folder's manifest lists, when it is a manifest npc wrote (another program's
+    ``manifest.json``, a web app's, names nothing of npc's)."""
     try:
-        listed = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files", {})
-    except (OSError, ValueError, AttributeError, RecursionError):  # not a manifest npc wrote
-        return False
-    return isinstance(listed, dict) and entry.name in listed
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("npc"), str):
+        return None
+    listed = manifest.get("files")
+    return listed if isinstance(listed, dict) else None

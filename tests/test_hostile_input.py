@@ -481,6 +481,54 @@ grep -c nftables {out}/manifest.json
     assert nftables.split() == ["manifest.json", "ruleset.nft"] and manifest.strip() != "0", done.stdout
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting takes root")
+def test_a_volume_written_in_place_is_put_back_whole_when_it_fills(tmp_path: Path) -> None:
+    """A full volume part way: every file replaced so far gets its old contents back (rules.v4
+    held the new rules under the old manifest before), a first write leaves nothing; a bind
+    mount of the same filesystem (not a mount point to ``os.path.ismount``) and a folder holding
+    another filesystem are written in place too (exit 3 every time before)."""
+    (tmp_path / "p.yaml").write_text(OK)
+    (tmp_path / "q.yaml").write_text(POLICY.replace("PORT", "81"))
+    for name in ("small", "tiny", "src", "bound", "outer"):
+        (tmp_path / name).mkdir()
+    script = f"""
+cd {tmp_path}
+npc() {{ {sys.executable} -m npc "$@"; }}
+mount -t tmpfs -o size=24k none small && npc compile p.yaml -o small && sha256sum small/* > before
+npc compile q.yaml -o small; echo "full: $?"
+sha256sum small/* | cmp - before && echo "small: as before"
+mount -t tmpfs -o size=4k none tiny; npc compile p.yaml -o tiny; echo "tiny: $? $(ls -A tiny | wc -l)"
+mount --bind src bound && npc compile p.yaml -o bound && echo "bound: $(ls src | tr '\\n' ' ')"
+mkdir outer/sub && mount -t tmpfs none outer/sub && echo x > outer/sub/theirs
+npc compile p.yaml -o outer && npc compile q.yaml -o outer && echo "outer: $(ls outer/sub)"
+"""
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "full: 3\nsmall: as before\n" in done.stdout, (done.stdout, done.stderr)
+    assert "tiny: 3 0\n" in done.stdout and "nothing was changed" in done.stderr, (done.stdout, done.stderr)
+    assert "bound: ipsets manifest.json rules.v4 rules.v6 \n" in done.stdout, (done.stdout, done.stderr)
+    assert "outer: theirs" in done.stdout, (done.stdout, done.stderr)
+
+
+def test_an_output_folder_named_through_dots_or_holding_anothers_manifest(tmp_path: Path) -> None:
+    """``-o dot/../dot`` lost the folder to its ``.old`` (exit 3), ``-o .`` always failed, and a
+    sub-folder with another program's ``manifest.json`` (a web app's) was taken for npc's and
+    removed."""
+    (tmp_path / "p.yaml").write_text(OK)
+    app = tmp_path / "dot" / "webapp"
+    app.mkdir(parents=True)
+    (app / "manifest.json").write_text('{"name": "my pwa"}')
+    (app / "index.html").write_text("<html>")
+    for out in ("dot/../dot", "dot/.", "."):
+        done = run(
+            "compile", str(tmp_path / "p.yaml"), "-o", out, cwd=tmp_path / "dot" if out == "." else tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        assert (app / "index.html").read_text() == "<html>"
+        assert json.loads((tmp_path / "dot" / "manifest.json").read_text())["backend"] == "iptables"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dot", "p.yaml"]
+
+
 def test_fmt_check_on_yaml_says_it_formats_npc_only(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(OK)
     result = run("fmt", "--check", str(tmp_path / "p.yaml"))
