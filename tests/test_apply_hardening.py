@@ -260,6 +260,8 @@ print(ipset_lines(SubprocessRunner(), lines, exist=True))
     assert "maxelem 65536" in members and members.count("\n10.0.") == 11, members
     assert "maxelem 4 " in netns.run("ipset", "list", theirs).stdout
     assert [s for s in sets(netns) if s.startswith("npt-")] == []
+    where = "import os; from npc.lock import record_path; print(os.path.exists(record_path('aaaaa.sets')))"
+    assert netns.run(sys.executable, "-c", where).stdout == "False\n"  # the temporary's record gone too
 
 
 def test_a_set_growing_past_its_room_is_applied(netns: Netns, tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import queue
 import re
 import time
@@ -72,6 +73,7 @@ from ..base import (
     run_together,
     stopped_part_way,
     while_running,
+    write_atomic,
 )
 from ..nftables.load import npc_tables
 from ..nftables.render import table_name
@@ -348,13 +350,18 @@ def make_room(run: Runner, name: str, adding: int) -> str:
     words[1], words[size] = temp, str(maxelem(len(members) + adding))
     copy = [f"add {temp} {member.split(' ', 2)[2]}\n" for member in members if member.startswith("add ")]
     record = _record(names)
-    with record.open("a") as held:
+    with open(os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as held:
         held.write(f"{temp}\n")
     done, error = ipset_lines(run, [" ".join(words) + "\n", *copy, f"swap {temp} {name}\n"])
-    if done == 0:  # not created: a set of that name is not this run's to remove
-        record.write_text("".join(f"{t}\n" for t in record.read_text().split() if t != temp))
-        return error
-    return error or destroy_sets(run, [temp])
+    gone = destroy_sets(run, [temp]) if done else ""  # not made: a set of that name is not ours
+    error = error or gone
+    if not gone:  # removed, or never made: no longer a temporary to record
+        left = [t for t in record.read_text().split() if t != temp]
+        if left:
+            write_atomic(record, "".join(f"{t}\n" for t in left), mode=0o600)
+        else:
+            record.unlink()
+    return error
 
 
 def destroy_stale(run: Runner, names: Sequence[str]) -> dict[str, str]:
