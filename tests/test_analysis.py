@@ -373,6 +373,13 @@ def test_a_family_npc_does_not_police_gets_no_matrix_and_explain_allows_it(
     )
     code, out, _ = run(capsys, "explain", folder, *flags, "--from", "default/a", "--to", "default/b")
     assert code == 0 and out.startswith("DENIED: default/a -> default/b") and "not policed" not in out, out
+    # two pods with no policed family in common answer in the one they share, either way round
+    only6 = [_pod("default", "c", "fd00::3", {}), _pod("default", "d", "fd00::4,10.0.0.4", {})]
+    folder, inventory = write_cluster(tmp_path, [*items, *only6], [_policy("x", {"podSelector": {}})])
+    flags[1] = inventory
+    for pair in (("default/c", "default/a"), ("default/a", "default/c"), ("default/c", "default/d")):
+        code, out, _ = run(capsys, "explain", folder, *flags, "--from", pair[0], "--to", pair[1])
+        assert code == 0 and out.startswith("ALLOWED") and "IPv6 is not policed" in out, (pair, out)
     old = write_cluster(tmp_path, items, [], "old")[0]
     code, out, _ = run(capsys, "diff", "--old", old, "--new", folder, *flags, "--format", "json")
     assert {c["ipFamily"] for c in json.loads(out)["lost"]} == {"IPv4"}

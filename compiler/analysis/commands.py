@@ -181,7 +181,8 @@ def run_explain(args: argparse.Namespace, notes: Notes) -> int:
 def _family(args: argparse.Namespace, model: Model) -> int | None:
     """The one IP family a connection has: an address's, given on either side (two of different
     families are no connection), else the first the network polices in which both pods have an
-    address (else the destination's first), IPv4 before IPv6 as the matrix lists them."""
+    address, else the first in which both have one (not policed: allowed), else the destination's
+    first; IPv4 before IPv6 as the matrix lists them."""
     given = {ipaddress.ip_interface(t).version for t in (args.source, args.target) if is_address(t)}
     if len(given) > 1:
         raise UsageError(
@@ -191,8 +192,8 @@ def _family(args: argparse.Namespace, model: Model) -> int | None:
         return given.pop()
     pods = [model.pod(args.source), model.pod(args.target)]
     carried = network_from_args(args).ip_families
-    common = [f for f in sorted(carried) if all(p is not None and address(p, f) for p in pods)]
-    return common[0] if common else None
+    common = [f for f in (4, 6) if all(p is not None and address(p, f) for p in pods)]
+    return next((f for f in common if f in carried), common[0] if common else None)
 
 
 def _other_family(args: argparse.Namespace, src: Endpoint, dst: Endpoint) -> Address | None:
