@@ -257,16 +257,9 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
     resolved = f" ({port})" if isinstance(query.port, str) and problem is None else ""
     lines = [f"{'ALLOWED' if allowed else 'DENIED'}: {src.name} -> {dst.name} {query.label}{resolved}"]
     lines += [problem] if problem else []
-    lines += (
-        [SELF_NOTE + " (what the policies would say of another pod follows)"]
-        if itself and not problem
-        else []
-    )
-    lines += (
-        [unpoliced + " (what the policies would say where policed follows)"]
-        if unpoliced and not problem
-        else []
-    )
+    why = [f"{SELF_NOTE} (what the policies would say of another pod follows)"] if itself else []
+    why += [f"{unpoliced} (what the policies would say where policed follows)"] if unpoliced else []
+    lines += [] if problem else why
     other = _other_family(args, src, dst)
     if other is not None:
         lines.append(
