@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 import urllib.error
@@ -482,6 +483,40 @@ def test_file_watcher_follows_symlink_swaps_of_a_folder(tmp_path: Path) -> None:
         seen.clear()
         (tmp_path / "rev2" / "p.yaml").write_text("edited")
         assert seen.wait(5), "an edit in the new target went unnoticed"
+    finally:
+        stop.set()
+
+
+@pytest.mark.parametrize("how", ["mv", "rm and cp"])
+def test_file_watcher_follows_a_folder_replaced_at_its_path(tmp_path: Path, how: str) -> None:
+    """``mv p p.old && mv p.new p`` or ``rm -rf p && cp -r src p``: the watch stayed on the old
+    folder, so the replacement was seen but no edit after it (until a resync); the policies' and
+    the inventory's folders alike."""
+    policies, inventory = tmp_path / "p", tmp_path / "i" / "inventory.json"
+    for folder in (policies, inventory.parent, tmp_path / "src"):
+        folder.mkdir()
+        (folder / "f.yaml").write_text("a")
+    inventory.write_text("{}")
+    seen, stop = threading.Event(), threading.Event()
+    FileWatcher([str(policies), str(inventory)], seen.set, stop).start()
+    try:
+        for folder in (policies, inventory.parent):
+            time.sleep(0.3)  # the watch is up
+            seen.clear()
+            if how == "mv":
+                shutil.copytree(folder, tmp_path / "new")
+                folder.rename(tmp_path / f"old-{folder.name}")
+                (tmp_path / "new").rename(folder)
+            else:
+                shutil.rmtree(folder)
+                shutil.copytree(tmp_path / "src", folder)
+                if folder == inventory.parent:
+                    inventory.write_text("{}")
+            assert seen.wait(5), f"{folder.name} replaced unnoticed"
+            time.sleep(1.2)  # the watch is anew
+            seen.clear()
+            (inventory if folder == inventory.parent else folder / "f.yaml").write_text("edited")
+            assert seen.wait(5), f"an edit in the new {folder.name} went unnoticed"
     finally:
         stop.set()
 

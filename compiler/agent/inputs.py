@@ -258,6 +258,21 @@ def _stat(path: str) -> tuple[int, int, int] | None:
     return found.st_ino, found.st_mtime_ns, found.st_size
 
 
+def _identities(folders: Sequence[str]) -> list[tuple[int, int] | None]:
+    """Which folders the paths name (device, inode): a folder replaced by another at the same path
+    leaves the watch on the old one, which sees nothing more (an event on the folder itself says
+    so too, where the new one took the old one's inode)."""
+    out: list[tuple[int, int] | None] = []
+    for folder in folders:
+        try:
+            found = os.stat(folder)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((found.st_dev, found.st_ino))
+    return out
+
+
 class FileWatcher(threading.Thread):
     """Calls ``notify()`` after any change under the given paths (recursively), symlink swaps
     included. A file's folder is watched only to see the file replaced: changes to its neighbours
@@ -305,13 +320,16 @@ class FileWatcher(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             targets, (roots, polled) = self._targets(), self._roots()
-            looked = [_stat(p) for p in polled]
+            looked, folders = [_stat(p) for p in polled], _identities(roots)
             try:
                 for changes in self._changes(roots):
                     if changes:
                         self.notify()
                     if [_stat(p) for p in polled] != looked:
                         self.notify()  # a polled path appeared, went or changed
+                        break
+                    if _identities(roots) != folders or any(path in roots for _, path in changes):
+                        self.notify()  # a folder replaced at its path (mv; rm and cp, its inode maybe reused)
                         break
                     if self._targets() != targets or self._roots() != (roots, polled):
                         break  # a symlink points elsewhere, or a path appeared: watch anew
@@ -328,7 +346,7 @@ class FileWatcher(threading.Thread):
             return
         yield from watchfiles.watch(
             *roots,
-            watch_filter=lambda _change, path: self._concerns(path),
+            watch_filter=lambda _change, path: path in roots or self._concerns(path),
             debounce=50,
             step=50,
             stop_event=self.stop,
