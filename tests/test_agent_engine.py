@@ -38,11 +38,12 @@ class Recorder:
     def __init__(self) -> None:
         self.loads: list[tuple[str, Lowered, dict[str, list[Any]]]] = []
         self.fail = False
+        self.warnings: tuple[str, ...] = ()  # what its loads report, as a kernel's stale set
 
     def load(self, compiled: Compiled, kind: str = "full") -> LoadReport:
         self._refuse()
         self.loads.append((kind, compiled.lowered, {k: list(v) for k, v in compiled.members.items()}))
-        return LoadReport("recorder", compiled.lowered.network, kind)
+        return LoadReport("recorder", compiled.lowered.network, kind, self.warnings)
 
     def load_update(self, applied: Applied, compiled: Compiled) -> LoadReport:
         _, lowered, members = self.loads[-1]  # from exactly what the kernel holds
@@ -356,6 +357,17 @@ def test_a_malformed_pod_is_skipped_with_a_warning_and_blocks_nothing(
     assert not [r for r in caplog.records if r.exc_info]
 
 
+def test_a_policy_change_logs_the_loads_warnings(
+    inputs: Inputs, running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stale set another tool's rule holds (kept, with a warning): npc apply prints it; the
+    agent's policy changes dropped it."""
+    running.plane.warnings = ("could not destroy stale set npc-x-s4-y (no npc rule uses it): in use",)
+    running.change(lambda: inputs.write([], [pod("db", "10.0.0.1", {"role": "db"})]))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "network default: could not destroy stale set npc-x-s4-y (no npc rule uses it): in use" in said
+
+
 def test_a_pod_that_stops_parsing_stays_as_it_last_parsed_and_the_input_is_not_valid(
     inputs: Inputs, running: Running
 ) -> None:
@@ -370,6 +382,11 @@ def test_a_pod_that_stops_parsing_stays_as_it_last_parsed_and_the_input_is_not_v
     running.engine.notify("files")
     wait_for(lambda: valid() == 0 and not running.engine.health.busy, "the held pod seen")
     assert len(running.plane.loads) == loads  # 10.0.0.2 stays in the sets
+    inputs.write([DB_POLICY], [pods[0], broken])  # the same bytes again (a cron job's dump): still held
+    running.engine.notify("files")
+    time.sleep(0.5)
+    wait_for(lambda: not running.engine.health.busy, "the same inventory read")
+    assert valid() == 0, "the metric said valid while the pod was still held"
     running.change(lambda: inputs.write([DB_POLICY], [pods[0], pod("web", "10.0.0.9", {"role": "web"})]))
     assert "10.0.0.9" in running.members("10.0.0.9") and not running.members("10.0.0.2")
     assert valid() == 1

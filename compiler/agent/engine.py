@@ -256,6 +256,8 @@ class Network:
                 sets=len(members),
                 duration_ms=_ms(started),
             )
+            for warning in report.warnings:  # as npc apply prints them: a stale set another rule holds
+                log.warning("network %s: %s", name, warning, extra={"fields": {"network": name}})
             return True
         if not pods and not namespaces:
             return False
@@ -500,9 +502,13 @@ class Engine:
                     extra={"fields": {"input": what, "error": problem.render()}},
                 )
             fresh.clear()
-            self.metrics.input_ok.labels(what).set(0 if getattr(source, "errors", None) else 1)
             digest = source.digest()
-            if digest and digest == self._digests[what] and not force:
+            unchanged = digest and digest == self._digests[what] and not force
+            # read the same again, objects still held (a pod that no longer reads) keep it 0; read
+            # anew, the networks' updates say so
+            held = unchanged and what == "inventory" and any(n.live.bad for n in self.networks)
+            self.metrics.input_ok.labels(what).set(0 if getattr(source, "errors", None) or held else 1)
+            if unchanged:
                 continue
             self._digests[what] = digest
             if what == "policies":
