@@ -35,7 +35,7 @@ from .frontends.validate import (
     type_name,
 )
 from .ir import NAMESPACE_NAME_LABEL, PROTOCOLS, Address
-from .text import STDIN_NAME, UTF8_BOM, Text, decode, read_bytes, read_stdin
+from .text import INVENTORY_FILE_BYTES, STDIN_NAME, UTF8_BOM, Text, decode, read_bytes, read_stdin
 
 
 @attrs.frozen
@@ -425,10 +425,10 @@ def read_inventory_documents(
     read); a JSON file's others are left unbuilt when simdjson can read it (see ``focused_json``),
     and nothing is hashed (no manifest is written)."""
     if path == "-":
-        return _parsed(read_stdin(stdin if stdin is not None else sys.stdin))
+        return _parsed(read_stdin(stdin if stdin is not None else sys.stdin, INVENTORY_FILE_BYTES))
     if keep is None:
-        return inventory_documents(read_bytes(path, "inventory"), printable(path))
-    data, name = read_bytes(path, "inventory"), printable(path)
+        return inventory_documents(read_bytes(path, "inventory", INVENTORY_FILE_BYTES), printable(path))
+    data, name = read_bytes(path, "inventory", INVENTORY_FILE_BYTES), printable(path)
     body = data.removeprefix(UTF8_BOM)
     if name.endswith(".json") or _JSON_START.match(body):
         from .focused_json import load_focused

@@ -49,7 +49,7 @@ from .passes.remove_shadowed import remove_shadowed
 from .progress import Progress, quiet
 from .resolve import Compiled, Rules, resolve
 from .sources import Loaded, read_policy_sources
-from .text import Text, printable, read_bytes
+from .text import INVENTORY_FILE_BYTES, Text, printable, read_bytes
 
 Pass = Callable[[Program], Program]
 PASSES: tuple[Pass, ...] = (
@@ -172,7 +172,7 @@ def read_sources(
     loaded = read_policy_sources(paths, stdin, keep)
     progress("reading inventory")
     if defer_inventory and inventory and inventory != "-" and keep_objects is None:
-        data = read_bytes(inventory, "inventory")
+        data = read_bytes(inventory, "inventory", INVENTORY_FILE_BYTES)
         return Sources(loaded, [], inventory, inventory_name=printable(inventory), inventory_data=data)
     found = read_inventory_documents(inventory, stdin, keep_objects) if inventory else InventoryText()
     return Sources(loaded, list(found.documents), inventory, found.sha256, found.name, found.text)

@@ -65,6 +65,10 @@ _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFB
 # size in memory (a 300 MB file: 1.75 GB, and 17 s in which an agent's pod events waited), and
 # the API server keeps each object under 1.5 MiB (a cluster's 10,000 policies in one List: 40 MB)
 POLICY_FILE_BYTES = 128 << 20
+# an inventory: kubectl's JSON of a 50,000-pod cluster is about 100 MiB (300 MiB with
+# managedFields); parsed, JSON takes several times its size, so past this a node's agent would
+# be killed for memory at every restart instead of keeping its last good inventory
+INVENTORY_FILE_BYTES = 1 << 30
 
 
 def read_text(path: str, what: str = "", limit: int | None = None) -> Text:

@@ -633,3 +633,19 @@ def test_a_policy_file_beyond_the_bound_is_refused_unread(tmp_path: Path) -> Non
     with huge.open("rb") as fh:
         piped = run("compile", "-", stdin=fh.fileno())
     assert piped.returncode == 1 and "<stdin>: error: larger than 128 MiB" in piped.stderr, piped.stderr
+
+
+def test_an_inventory_beyond_the_bound_is_refused_unread(tmp_path: Path) -> None:
+    """A 1 GiB inventory took the agent past 2 GiB (a container's 1 GiB limit: killed at every
+    restart); past ``INVENTORY_FILE_BYTES`` it is an error, unread, by file or stdin."""
+    from npc.text import INVENTORY_FILE_BYTES
+
+    (tmp_path / "p.yaml").write_text(OK)
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as fh:  # sparse: the size is what counts
+        fh.truncate(INVENTORY_FILE_BYTES + 1)
+    done = run("compile", str(tmp_path / "p.yaml"), "--inventory", str(huge))
+    assert done.returncode == 1 and "huge.json: error: larger than 1024 MiB" in done.stderr, done.stderr
+    with huge.open("rb") as fh:
+        piped = run("compile", str(tmp_path / "p.yaml"), "--inventory", "-", stdin=fh.fileno())
+    assert piped.returncode == 1 and "larger than 1024 MiB" in piped.stderr, piped.stderr
