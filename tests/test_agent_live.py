@@ -183,6 +183,21 @@ def test_a_view_following_the_watch_cache_by_its_changes_equals_one_read_whole(
         assert (followed.pods, followed.namespaces, followed.raw) == (whole.pods, whole.namespaces, whole.raw)
 
 
+def test_an_object_listed_twice_differently_is_the_one_apply_keeps_in_either_order() -> None:
+    """The agent kept the last copy silently; ``npc apply`` keeps the one that sorts first and
+    warns. Either order now gives apply's pod, with the warning."""
+    pod = {"kind": "Pod", "metadata": {"name": "p0", "namespace": "default"}, "status": {"phase": "Running"}}
+    first = {**pod, "status": {**pod["status"], "podIPs": [{"ip": "10.1.0.1"}, {"ip": "fd00::1"}]}}
+    second = {**pod, "status": {**pod["status"], "podIPs": [{"ip": "10.99.0.1"}]}}
+    kept = build_inventory([first, second], lenient=True).pods
+    assert kept == build_inventory([second, first], lenient=True).pods
+    for listing in ([first, second], [second, first]):
+        live = LiveInventory(pod_ips)
+        live.update(listing)
+        assert tuple(live.pods.values()) == kept
+        assert live.warnings == ["Pod default/p0 is listed twice, differently: kept the one that sorts first"]
+
+
 def test_a_malformed_object_is_skipped_with_a_warning_naming_it_and_said_once() -> None:
     """An object the API (or an inventory file the agent follows) gives malformed is skipped with a
     warning naming it, as a bad pod is: never an exception that blocks every later update

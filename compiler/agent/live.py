@@ -90,7 +90,13 @@ class LiveInventory:
                 fresh = {k: o for k, o in changes if k[0] in ("Namespace", "Pod")}
                 return upto, {k: o for k, o in fresh.items() if self.raw.get(k) != o}
         seen = objects.seq if isinstance(objects, Journal) else None
-        listed = {_key(o): o for o in objects if o.get("kind") in ("Namespace", "Pod")}
+        listed: dict[Key, Mapping[str, Any]] = {}
+        for o in objects:
+            if o.get("kind") in ("Namespace", "Pod"):
+                key = _key(o)
+                held = listed.setdefault(key, o)
+                if held is not o and held != o:
+                    listed[key] = self._first(key, held, o)
         changed = [k for k in self.raw.keys() | listed.keys() if self.raw.get(k) is not listed.get(k)]
         return seen, {k: listed.get(k) for k in changed if self.raw.get(k) != listed.get(k)}
 
@@ -159,6 +165,20 @@ class LiveInventory:
                 self.raw[key] = obj
         self.seen = seen
         return pods, namespaces
+
+    def _first(self, key: Key, one: Mapping[str, Any], other: Mapping[str, Any]) -> Mapping[str, Any]:
+        """An object listed twice, differently: the one ``npc apply`` keeps (of those that read,
+        the one that sorts first), so the agent's state is apply's whatever the order."""
+        kind, namespace, name = key
+        label = f"{kind} {namespace + '/' if namespace else ''}{name or '(unnamed)'}"
+        read = []
+        for raw in (one, other):
+            found = self._parse(raw, label)[0]
+            built = found.namespaces if kind == "Namespace" else found.pods
+            if built:
+                read.append((repr(built[0]), raw))
+        self.warnings.append(f"{label} is listed twice, differently: kept the one that sorts first")
+        return min(read, key=lambda pair: pair[0])[1] if read else one
 
     @property
     def held(self) -> KeysView[Key]:
