@@ -357,6 +357,24 @@ def test_a_malformed_pod_is_skipped_with_a_warning_and_blocks_nothing(
     assert not [r for r in caplog.records if r.exc_info]
 
 
+def test_a_policy_file_emptied_is_taken_for_one_being_written(inputs: Inputs, running: Running) -> None:
+    """``: > f`` then writing it (cp, many editors): the emptied file was applied as no policies,
+    opening the pods it isolated for that moment. It keeps the last good policies now."""
+    metrics = running.engine.metrics.registry
+    valid = lambda: metrics.get_sample_value("npc_agent_input_valid", {"input": "policies"})  # noqa: E731
+    loads = len(running.plane.loads)
+    (inputs.policies / "0.yaml").write_text("")
+    running.engine.notify("files")
+    wait_for(lambda: valid() == 0 and not running.engine.health.busy, "the emptied file refused")
+    assert len(running.plane.loads) == loads
+    (inputs.policies / "0.yaml").write_text(dump(dict(DB_POLICY)))
+    running.engine.notify("files")
+    wait_for(lambda: valid() == 1 and not running.engine.health.busy, "the file written again")
+    assert len(running.plane.loads) == loads  # the same policies: nothing to load
+    running.change(lambda: inputs.write([], [pod("db", "10.0.0.1", {"role": "db"})]))  # removed: dropped
+    assert running.plane.loads[-1][0] in ("full", "update")
+
+
 def test_a_policy_change_logs_the_loads_warnings(
     inputs: Inputs, running: Running, caplog: pytest.LogCaptureFixture
 ) -> None:

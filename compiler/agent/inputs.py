@@ -49,14 +49,30 @@ class InventoryInput(Protocol):
     def digest(self) -> str: ...
 
 
+_EMPTY = hashlib.sha256(b"").hexdigest()
+
+
 class FilePolicies:
     def __init__(self, paths: Sequence[str]) -> None:
         self.paths = list(paths)
         self._loaded: Loaded | None = None
 
     def read(self) -> Loaded:
-        self._loaded = read_policy_sources(self.paths)
-        return self._loaded
+        """The policies; a file that held some and is now empty is refused as one caught
+        mid-write (``: > f`` then writing it, as ``cp`` and many editors do: applied, its
+        policies were gone for that moment). A file left empty on purpose is removed instead,
+        or keeps a comment."""
+        loaded = read_policy_sources(self.paths)
+        held = dict(self._loaded.files) if self._loaded is not None else {}
+        for name, digest in loaded.files:
+            if digest == _EMPTY and held.get(name, _EMPTY) != _EMPTY:
+                raise InputError(
+                    "became empty: taken for a file being written, so its policies stay in force "
+                    "(to drop them, remove the file or leave a comment in it)",
+                    name,
+                )
+        self._loaded = loaded
+        return loaded
 
     def digest(self) -> str:
         return _digest(self._loaded.files if self._loaded else None)
