@@ -556,6 +556,39 @@ def test_file_watcher_follows_a_folder_replaced_at_its_path(tmp_path: Path, how:
         stop.set()
 
 
+def _inotify_watches() -> int:
+    """The inotify watches this process holds (the kernel's own count, per descriptor)."""
+    count = 0
+    for info in Path("/proc/self/fdinfo").iterdir():
+        try:
+            count += sum(line.startswith("inotify wd:") for line in info.read_text().splitlines())
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+def test_file_watcher_watches_a_file_not_the_tree_around_it(tmp_path: Path) -> None:
+    """Watches are recursive: ``--inventory /var/lib/inv.json`` watched all of ``/var/lib`` through
+    the file's folder (and a symlinked ``--policies`` its link's folder), a watch per folder."""
+    for i in range(300):
+        (tmp_path / "lib" / f"d{i}").mkdir(parents=True)
+    inventory = tmp_path / "lib" / "inventory.json"
+    inventory.write_text("{}")
+    (tmp_path / "lib" / "policies").mkdir()
+    (tmp_path / "lib" / "current").symlink_to("policies")
+    before = _inotify_watches()
+    seen, stop = threading.Event(), threading.Event()
+    FileWatcher([str(inventory), str(tmp_path / "lib" / "current")], seen.set, stop).start()
+    try:
+        wait_for(lambda: _inotify_watches() > before, "the watch is up")
+        time.sleep(0.3)
+        assert _inotify_watches() - before < 10
+        inventory.write_text('{"items": []}')
+        assert seen.wait(5), "the inventory's change went unnoticed"
+    finally:
+        stop.set()
+
+
 def test_file_watcher_ignores_the_neighbours_of_a_watched_file(tmp_path: Path) -> None:
     """Writing beside the inventory file (a log file, an editor's swap file) is no input change;
     replacing the file is."""

@@ -291,9 +291,9 @@ def _identities(folders: Sequence[str]) -> list[tuple[int, int] | None]:
 
 class FileWatcher(threading.Thread):
     """Calls ``notify()`` after any change under the given paths (recursively), symlink swaps
-    included. A file's folder is watched only to see the file replaced: changes to its neighbours
-    (a log file written beside the inventory) are not changes of the input, and taking them for
-    one made a bad input re-read and its error re-logged for every log line written. A path not
+    included. A file is watched itself, not through its folder: changes to its neighbours (a log
+    file written beside the inventory) are not changes of the input, and taking them for one
+    made a bad input re-read and its error re-logged for every log line written. A path not
     there yet, and a file in ``/``, are looked at every ``POLL_S`` instead: watching the nearest
     folder that exists would watch it recursively (``--policies /missing`` watched all of ``/``,
     and failed on ``/proc`` every second)."""
@@ -313,22 +313,18 @@ class FileWatcher(threading.Thread):
         return False
 
     def _roots(self) -> tuple[list[str], list[str]]:
-        """Folders to watch (each folder itself, its target when a symlink, and for a file or a
-        symlink the folder holding it), and the paths to poll."""
+        """What to watch: each folder and each file itself, through its links (a link swapped to
+        another target, or a file replaced, is seen with the next batch of changes or within
+        ``POLL_S`` without one: ``run`` compares the targets and the roots' inodes); and the
+        paths to poll, those not there yet. No folder holding an input is watched: watches are
+        recursive, and ``--inventory /var/lib/inv.json`` watched all of ``/var/lib``."""
         roots: set[str] = set()
         polled: list[str] = []
         for path in self.paths:
-            if not os.path.lexists(path):
-                polled.append(path)
-                continue
-            if os.path.isdir(path):
+            if os.path.exists(path):
                 roots.add(os.path.realpath(path))
-            if not os.path.isdir(path) or os.path.islink(path):
-                parent = str(Path(path).parent)
-                if parent == "/":
-                    polled.append(path)
-                else:
-                    roots.add(parent)
+            else:  # not there yet, or a link to nothing yet
+                polled.append(path)
         # a root inside another is watched by it already
         inner = [r for r in roots if any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots)]
         return sorted(roots - set(inner)), polled
@@ -348,7 +344,8 @@ class FileWatcher(threading.Thread):
                         self.notify()  # a folder replaced at its path (mv; rm and cp, its inode maybe reused)
                         break
                     if self._targets() != targets or self._roots() != (roots, polled):
-                        break  # a symlink points elsewhere, or a path appeared: watch anew
+                        self.notify()  # a symlink points elsewhere, or a path appeared: watch anew
+                        break
             except (OSError, RuntimeError) as exc:
                 log.warning("watching %s: %s; retrying", ", ".join(self.paths), exc)
                 self.notify()
