@@ -556,14 +556,19 @@ def test_file_watcher_follows_a_folder_replaced_at_its_path(tmp_path: Path, how:
         stop.set()
 
 
-def _inotify_watches() -> int:
-    """The inotify watches this process holds (the kernel's own count, per descriptor)."""
+def _inotify_watches(under: Path) -> int:
+    """The inotify watches this process holds on ``under`` and what it holds (the kernel's own
+    list, per descriptor, by inode: other tests' watchers may still be closing theirs)."""
+    inodes = {under.stat().st_ino, *(p.stat().st_ino for p in under.rglob("*") if not p.is_symlink())}
     count = 0
     for info in Path("/proc/self/fdinfo").iterdir():
         try:
-            count += sum(line.startswith("inotify wd:") for line in info.read_text().splitlines())
+            lines = info.read_text().splitlines()
         except OSError:
             continue  # closed meanwhile
+        for line in lines:
+            fields = dict(f.split(":", 1) for f in line.split()[1:] if ":" in f)
+            count += line.startswith("inotify wd:") and int(fields.get("ino", "-1"), 16) in inodes
     return count
 
 
@@ -576,13 +581,12 @@ def test_file_watcher_watches_a_file_not_the_tree_around_it(tmp_path: Path) -> N
     inventory.write_text("{}")
     (tmp_path / "lib" / "policies").mkdir()
     (tmp_path / "lib" / "current").symlink_to("policies")
-    before = _inotify_watches()
     seen, stop = threading.Event(), threading.Event()
     FileWatcher([str(inventory), str(tmp_path / "lib" / "current")], seen.set, stop).start()
     try:
-        wait_for(lambda: _inotify_watches() > before, "the watch is up")
+        wait_for(lambda: _inotify_watches(tmp_path) > 0, "the watch is up")
         time.sleep(0.3)
-        assert _inotify_watches() - before < 10
+        assert _inotify_watches(tmp_path) < 10
         inventory.write_text('{"items": []}')
         assert seen.wait(5), "the inventory's change went unnoticed"
     finally:
