@@ -250,9 +250,9 @@ def _reset(args: argparse.Namespace) -> int:
             if args.backend:
                 raise
             continue
+        except MixedStateError:  # the backend's own, already saying what went
+            raise
         except ApplyError as exc:
-            if isinstance(exc, MixedStateError):
-                raise
             stopped_part_way(removed, str(exc))
         print(f"npc: reset {report.network} with {report.summary}", file=sys.stderr)
         _notes(report.warnings, "removed")

@@ -113,8 +113,7 @@ def _write_in_place(target: Path, files: Mapping[str, str]) -> None:
     removed. Each replaced file's old contents are kept under a second name (a hard link: no space
     needed) until all are written, so a failure (a full volume) puts every one back: the folder
     is old or new, as after a swap, though a reader may see it change file by file."""
-    written = {name.split("/")[0] for name in files}
-    stale = [e for e in os.scandir(target) if e.name not in written and _npcs(target, e)]
+    stale, _ = _unwritten(target, files)
     done: list[tuple[Path, Path | None]] = []  # each file written, and its old contents' link
     try:
         for name, text in sorted(files.items(), key=lambda item: item[0] == MANIFEST):
@@ -154,8 +153,7 @@ def _write_in_place(target: Path, files: Mapping[str, str]) -> None:
 def _carry_over(source: Path, staging: Path, files: Mapping[str, str]) -> None:
     """Hard links to the entries of the old folder that are not npc's (npc's: what the new tree
     writes, ``manifest.json`` and the files it lists, folders holding one), so others' files stay."""
-    written = {name.split("/")[0] for name in files}
-    theirs = [e for e in os.scandir(source) if e.name not in written and not _npcs(source, e)]
+    _, theirs = _unwritten(source, files)
     for entry in theirs:
         if entry.is_dir(follow_symlinks=False):
             shutil.copytree(entry.path, staging / entry.name, symlinks=True, copy_function=os.link)
@@ -163,13 +161,26 @@ def _carry_over(source: Path, staging: Path, files: Mapping[str, str]) -> None:
             os.link(entry.path, staging / entry.name, follow_symlinks=False)
 
 
-def _npcs(folder: Path, entry: os.DirEntry[str]) -> bool:
-    if entry.name == MANIFEST:
-        return True
-    if entry.is_dir(follow_symlinks=False):
-        return _listed(Path(entry.path)) is not None
-    listed = _listed(folder)
-    return listed is not None and entry.name in listed
+def _unwritten(
+    folder: Path, files: Mapping[str, str]
+) -> tuple[list[os.DirEntry[str]], list[os.DirEntry[str]]]:
+    """The folder's entries ``files`` does not write: npc's (``manifest.json``, the files it lists,
+    folders holding one of npc's) and the others'."""
+    written = {name.split("/")[0] for name in files}
+    listed = _listed(folder) or {}
+    npcs: list[os.DirEntry[str]] = []
+    theirs: list[os.DirEntry[str]] = []
+    for entry in os.scandir(folder):
+        if entry.name in written:
+            continue
+        if entry.name == MANIFEST:
+            ours = True
+        elif entry.is_dir(follow_symlinks=False):
+            ours = _listed(Path(entry.path)) is not None
+        else:
+            ours = entry.name in listed
+        (npcs if ours else theirs).append(entry)
+    return npcs, theirs
 
 
 def _listed(folder: Path) -> dict[str, object] | None:

@@ -294,8 +294,8 @@ class FileWatcher(threading.Thread):
     included. A file is watched itself, not through its folder: changes to its neighbours (a log
     file written beside the inventory) are not changes of the input, and taking them for one
     made a bad input re-read and its error re-logged for every log line written. A path not
-    there yet, and a file in ``/``, are looked at every ``POLL_S`` instead: watching the nearest
-    folder that exists would watch it recursively (``--policies /missing`` watched all of ``/``,
+    there yet is looked at every ``POLL_S`` instead: watching the nearest folder that exists
+    would watch it recursively (``--policies /missing`` watched all of ``/``,
     and failed on ``/proc`` every second)."""
 
     def __init__(self, paths: Sequence[str], notify: Callable[[], None], stop: threading.Event) -> None:

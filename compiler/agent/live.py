@@ -35,6 +35,12 @@ def _key(obj: Mapping[str, Any]) -> Key:
     return (str(obj.get("kind")), *namespaced_name(obj))
 
 
+def _label(key: Key) -> str:
+    """How an object is named in warnings: ``Pod default/web``, ``Namespace prod``."""
+    kind, namespace, name = key
+    return f"{kind} {namespace + '/' if namespace else ''}{name or '(unnamed)'}"
+
+
 def _node(obj: Mapping[str, Any] | None) -> object:
     spec = (obj or {}).get("spec")
     return spec.get("nodeName") if isinstance(spec, Mapping) else None
@@ -114,8 +120,8 @@ class LiveInventory:
                 self.good.pop(key, None)
                 parsed[key] = None
                 continue
-            kind, namespace, name = key
-            label = f"{kind} {namespace + '/' if namespace else ''}{name or '(unnamed)'}"
+            kind, _, name = key
+            label = _label(key)
             found, broken = self._parse(new, label)
             self.warnings += found.warnings
             built: tuple[Namespace | Pod, ...] = found.namespaces if kind == "Namespace" else found.pods
@@ -169,8 +175,7 @@ class LiveInventory:
     def _first(self, key: Key, one: Mapping[str, Any], other: Mapping[str, Any]) -> Mapping[str, Any]:
         """An object listed twice, differently: the one ``npc apply`` keeps (of those that read,
         the one that sorts first), so the agent's state is apply's whatever the order."""
-        kind, namespace, name = key
-        label = f"{kind} {namespace + '/' if namespace else ''}{name or '(unnamed)'}"
+        kind, label = key[0], _label(key)
         read = []
         for raw in (one, other):
             found = self._parse(raw, label)[0]
