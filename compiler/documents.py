@@ -93,6 +93,30 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
                 _RESOLVED[key] = tag
         return tag  # type: ignore[no-any-return]
 
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Merge keys (``<<``) as go-yaml v2 merges them into a map, so as the API server reads
+        them: in place, in order, a later key (explicit or merged) replacing an earlier one, and
+        of a list of maps the earlier taking precedence (``<<: [{role: db}, {role: web}]`` is
+        ``db``, where PyYAML gives ``web``)."""
+        if not any(key.tag == _MERGE_TAG for key, _ in node.value):
+            return
+        pairs: list[tuple[yaml.Node, yaml.Node]] = []
+        for key, value in node.value:
+            if key.tag != _MERGE_TAG:
+                pairs.append((key, value))
+                continue
+            for merged in value.value[::-1] if isinstance(value, yaml.SequenceNode) else [value]:
+                if not isinstance(merged, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"a merge (<<) takes a mapping or a list of mappings, not {merged.id}",
+                        merged.start_mark,
+                    )
+                self.flatten_mapping(merged)
+                pairs.extend(merged.value)
+        node.value = pairs
+
     def construct_timestamp_text(self, node: yaml.ScalarNode) -> str:
         """A date (``2001-12-14``, ``2001-12-14t21:59:43.10-05:00``) is its text: go-yaml v2
         resolves it as a timestamp but decodes it into an untyped value as the string it reads
@@ -241,7 +265,7 @@ def _load(path: str, text: str, strict: bool) -> list[Any]:
     try:
         documents = [d for d in yaml.load_all(text, Loader=loader) if d is not None]
     except yaml.MarkedYAMLError as exc:
-        raise _yaml_error("invalid YAML", path, exc) from None
+        raise _yaml_error("invalid YAML", path, text, exc) from None
     except yaml.reader.ReaderError as exc:
         raise _reader_error(path, text, exc) from None
     except yaml.YAMLError as exc:
@@ -306,6 +330,12 @@ def position(text: str, offset: int) -> tuple[int, int]:
     return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
+def mark_position(text: str, mark: yaml.Mark | yaml._yaml.Mark | None) -> tuple[int, int]:
+    """A parser's mark as ``position`` says it, (0, 0) for none: YAML also breaks lines at a lone
+    CR, NEL and U+2028/9, which editors and the excerpt do not, so its own line was another's."""
+    return position(text, mark.index) if mark is not None else (0, 0)
+
+
 def _long_number_error(path: str, text: str) -> InputError:
     found = re.search(f"[0-9]{{{_MAX_DIGITS},}}", text)
     line, column = position(text, found.start() if found else 0)
@@ -363,9 +393,7 @@ def _alias_past(text: str, limit: int) -> tuple[str, int, int]:
         if isinstance(event, yaml.AliasEvent):
             total += sizes.get(str(event.anchor), 1)
             if total > limit:
-                mark = event.start_mark
-                line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-                return str(event.anchor), line, column
+                return (str(event.anchor), *mark_position(text, event.start_mark))
         elif isinstance(event, yaml.ScalarEvent):
             total += 1
             if event.anchor is not None:
@@ -388,9 +416,8 @@ def _children(value: Any) -> list[Any]:
     return []
 
 
-def _yaml_error(what: str, path: str, exc: yaml.MarkedYAMLError) -> InputError:
-    mark = exc.problem_mark or exc.context_mark
-    line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+def _yaml_error(what: str, path: str, text: str, exc: yaml.MarkedYAMLError) -> InputError:
+    line, column = mark_position(text, exc.problem_mark or exc.context_mark)
     return InputError(f"{what}: {exc.problem or exc.context}", path, line, column)
 
 
@@ -413,7 +440,7 @@ def _duplicate_key_error(path: str, text: str) -> InputError:
         for _ in yaml.load_all(json_as_yaml(text), Loader=StrictLoader):
             pass
     except yaml.MarkedYAMLError as exc:
-        return _yaml_error("invalid JSON", path, exc)
+        return _yaml_error("invalid JSON", path, text, exc)
     except yaml.YAMLError:
         pass
     return InputError("invalid JSON: duplicate key", path)

@@ -18,7 +18,7 @@ import attrs
 
 from .documents import load_documents, objects_in
 from .errors import InputError
-from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingress
+from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingress, isolation_note
 from .frontends.positions import FieldPath, MapKey, locate, printable, render_path, show, snippet
 from .frontends.validate import (
     FieldError,
@@ -126,8 +126,9 @@ def pod_ips(pod: Mapping[str, Any], pod_ref: str) -> tuple[Address, ...]:
     raw: list[tuple[FieldPath, object]] = []
     for i, entry in enumerate(entries):
         raw.append((("status", "podIPs", i, "ip"), _mapping(entry, ("status", "podIPs", i)).get("ip")))
-    if not raw and status.get("podIP"):
-        raw = [(("status", "podIP"), status["podIP"])]
+    single = _optional(status, "podIP", ("status",))
+    if not raw and single:
+        raw = [(("status", "podIP"), single)]
     out: list[Address] = []
     for parts, value in raw:
         try:
@@ -238,8 +239,11 @@ def _object(obj: Mapping[str, Any], ip_source: IPSource, lenient: bool) -> tuple
         if len(_VALID_NAMESPACES) < _REMEMBERED:
             _VALID_NAMESPACES.add(namespace)
     spec = _mapping(obj.get("spec"), ("spec",))
-    phase = _mapping(obj.get("status"), ("status",)).get("phase")
-    if spec.get("hostNetwork") or phase in ("Succeeded", "Failed"):
+    phase = _optional(_mapping(obj.get("status"), ("status",)), "phase", ("status",))
+    host_network = spec.get("hostNetwork")
+    if host_network is not None and not isinstance(host_network, bool):  # "false" is no false
+        raise fail(("spec", "hostNetwork"), f"must be a boolean, not {type_name(host_network)}")
+    if host_network or phase in ("Succeeded", "Failed"):
         return _Found(), []
     ports = _container_ports(spec)
     ips = ip_source(obj, f"{namespace}/{name}")
@@ -283,7 +287,8 @@ def _isolation_annotation(annotations: dict[str, str], namespace: str, lenient: 
             raise fail(at, str(exc)) from None
         del annotations[NAMESPACE_ISOLATION_ANNOTATION]
         return [f"namespace {show(namespace)}: {render_path(at)}: {exc}; the annotation is ignored"]
-    return []
+    note = isolation_note(value)
+    return [f"namespace {show(namespace)}: {NAMESPACE_ISOLATION_ANNOTATION}: {note}"] if note else []
 
 
 def build_inventory(

@@ -20,7 +20,7 @@ import attrs
 
 from .documents import load_documents, objects_in
 from .errors import InputError
-from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingress
+from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingress, isolation_note
 from .frontends.k8s import API_VERSIONS, POLICY_FOR_ANNOTATION, policy_from_object
 from .frontends.legacy import ISOLATION_KIND
 from .frontends.positions import FieldPath, MapKey, locate, printable, show, snippet
@@ -140,7 +140,8 @@ def _sources(paths: Sequence[str], stdin: TextIO | None, reader: _Reader) -> Ite
         if path == STDIN:
             yield read_stdin(stdin if stdin is not None else sys.stdin, POLICY_FILE_BYTES)
             continue
-        for file in policy_files(path) if os.path.isdir(path) else [path]:
+        named = not os.path.isdir(path)
+        for file in [path] if named else policy_files(path):
             real = os.path.realpath(file)
             if real in seen:
                 reader.skipped.append(f"skipped {printable(file)}: read once already")
@@ -149,6 +150,8 @@ def _sources(paths: Sequence[str], stdin: TextIO | None, reader: _Reader) -> Ite
             try:
                 yield read_text(file, limit=POLICY_FILE_BYTES)
             except NotRegularFile as err:
+                if named:  # ``npc apply <(...)``: skipped, apply would remove every policy
+                    raise attrs.evolve(err, message=f"{err.message}: pipe it to stdin (-) instead") from None
                 reader.skipped.append(f"skipped {err.file}: {err.message.removeprefix('cannot read: ')}")
 
 
@@ -181,6 +184,7 @@ class _Reader:
         self._first_place: dict[tuple[str, str, str], Callable[[], str]] = {}
         self.skipped: list[str] = []
         self.places: dict[tuple[str, str, str], Callable[[FieldPath], str]] = {}
+        self._namespace_at: dict[str, tuple[object, _Origin]] = {}  # name -> (labels, annotations), where
 
     def notes(self) -> tuple[str, ...]:
         return (
@@ -212,9 +216,14 @@ class _Reader:
             raise attrs.evolve(err, snippet=snippet(source.text, err.line, err.column)) from None
         if not documents and source.name == STDIN_NAME:  # a file may be empty, a pipe's input not
             raise InputError(_EMPTY_STDIN.format("document"), source.name)
+        found = False  # an object: a List of nothing is one
         for index, document in enumerate(documents):
+            found = found or isinstance(document, dict)
             for base, obj in objects_in(document):
+                found = True
                 self._object(obj, _Origin(source, index, base))
+        if not found and source.name == STDIN_NAME:  # ``[]``: no object, as no document
+            raise InputError(_EMPTY_STDIN.format("object"), source.name)
 
     def _object(self, obj: object, origin: _Origin) -> None:
         name = origin.source.name
@@ -269,11 +278,20 @@ class _Reader:
             check_name(meta.name, ("metadata", "name"), dns_label_problem(meta.name), "namespace name")
             value = meta.annotations.get(NAMESPACE_ISOLATION_ANNOTATION)
             if value is not None:
+                annotation = MapKey(NAMESPACE_ISOLATION_ANNOTATION)
                 try:
                     isolates_ingress(value)
                 except ValueError as exc:
-                    annotation = MapKey(NAMESPACE_ISOLATION_ANNOTATION)
                     raise fail(("metadata", "annotations", annotation), str(exc)) from None
+                if note := isolation_note(value):
+                    self.skipped.append(f"{origin.place(('metadata', 'annotations', annotation))}: {note}")
+            held, first = self._namespace_at.setdefault(meta.name, ((meta.labels, meta.annotations), origin))
+            if held != (meta.labels, meta.annotations):  # said here, where both places are known
+                raise fail(
+                    ("metadata", "name"),
+                    f"namespace {meta.name} is listed twice, differently (first at "
+                    f"{first.place(('metadata', 'name'))}): which one holds would depend on the order",
+                )
         except FieldError as err:
             raise origin.error(err) from None
         self.namespaces.append(obj)

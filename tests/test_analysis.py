@@ -846,6 +846,7 @@ def test_bad_flags_are_usage_errors(
     [
         (["--to", "10.0.0.0/8"], "is a network"),  # answered for 10.0.0.0
         (["--to", "fe80::1%eth0"], "has a zone"),  # answered for fe80::1
+        (["--to", "::ffff:10.0.0.2"], "carry 10.0.0.2"),  # answered as an outside IPv6 address
         (["--to", "default/b", "--port", "tcp/443"], "given twice"),  # answered for 443 alone
         (["--to", "default/b", "--from", "default/b"], "given twice"),
     ],

@@ -54,6 +54,13 @@ def namespace(annotation: str) -> dict[str, object]:
     }
 
 
+NAMESPACE_YAML = """\
+kind: Namespace
+apiVersion: v1
+metadata:
+  name: default
+  annotations: {net.beta.kubernetes.io/network-policy: '{"ingress": {"isolation": "DefaultDeny"}}'}
+"""
 DEEP = 100_000
 ALIASES = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
@@ -219,12 +226,42 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], int, list[str]]] = [
         1,
         ["i.json: error: cannot read inventory: not a regular file (a FIFO)"],
     ),
-    (
+    (  # named, it is meant: skipped, ``npc apply <(...)`` removed every policy
         "device-named",
         {"p.yaml": OK},
         ["{d}/p.yaml", "/dev/zero"],
+        1,
+        ["/dev/zero: error: cannot read: not a regular file (a character device): pipe it to stdin (-)"],
+    ),
+    (  # was "<inventory>: error: ..." with no place at all
+        "namespace-twice-differently",
+        {
+            "a.yaml": "kind: Namespace\napiVersion: v1\nmetadata:\n  name: default\n  labels: {team: a}\n",
+            "b.yaml": "kind: Namespace\napiVersion: v1\nmetadata:\n  name: default\n",
+        },
+        ["{d}"],
+        1,
+        [
+            "b.yaml:4:9: error: metadata.name: namespace default is listed twice, differently (first at ",
+            "a.yaml:4:9)",
+        ],
+    ),
+    (  # Kubernetes compares exactly: the namespace stays open, and now not without a word
+        "isolation-typo",
+        {"ns.yaml": NAMESPACE_YAML.replace("DefaultDeny", "defaultdeny")},
+        ["{d}"],
         0,
-        ["skipped /dev/zero", "character device"],
+        [
+            "ns.yaml:5:",
+            'isolation "defaultdeny" is not DefaultDeny (case and spaces count): nothing is isolated',
+        ],
+    ),
+    (
+        "fifo-named",
+        {"p.yaml": OK, "f.yaml": "FIFO"},
+        ["{d}/f.yaml"],
+        1,
+        ["f.yaml: error: cannot read: not a regular file (a FIFO): pipe it to stdin (-) instead"],
     ),
     # inventory values
     *(
@@ -243,6 +280,20 @@ CASES: list[tuple[str, dict[str, str | bytes], list[str], int, list[str]]] = [
             ("unspecified", pod(ip="0.0.0.0"), "items[0].status.podIPs[0].ip", "unspecified"),
             ("mapped", pod(ip="::ffff:10.1.0.5"), "items[0].status.podIPs[0].ip", "carry 10.1.0.5"),
             ("label-number", pod(labels={"app": 5}), "items[0].metadata.labels[app]", "must be a string"),
+            # read as true, the pod was dropped as hostNetwork: in no set, allowed everything
+            (
+                "host-network-text",
+                {**pod(), "spec": {"hostNetwork": "false"}},
+                "spec.hostNetwork",
+                "a boolean",
+            ),
+            (
+                "phase-number",
+                {**pod(), "status": {"phase": 5, "podIP": "10.0.0.1"}},
+                "status.phase",
+                "a string",
+            ),
+            ("pod-ip-number", {**pod(), "status": {"podIP": 5}}, "items[0].status.podIP", "a string"),
         ]
     ),
     # say where
@@ -374,6 +425,9 @@ def test_stdin_closed_or_not_utf8() -> None:
     for empty in (b"", b"# kubectl get networkpolicies -A -o yaml\n"):  # what a failed command pipes
         refused = run("compile", "-", stdin=empty)
         assert refused.returncode == 1 and "<stdin>: error: holds no document" in refused.stderr
+    for nothing in (b"[]", b"- []\n", b"[[]]"):  # no object either: applied, no policy would stay
+        refused = run("compile", "-", stdin=nothing)
+        assert refused.returncode == 1 and "<stdin>: error: holds no object" in refused.stderr
     assert run("compile", "-", stdin=b'{"kind": "List", "items": []}').returncode == 0  # no policies
 
 

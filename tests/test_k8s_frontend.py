@@ -458,6 +458,35 @@ def test_same_name_in_different_resources_is_fine(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("labels", "meant"),
+    [
+        ("{<<: [{role: db}, {role: web}]}", "db"),  # of a list of maps, the earlier (PyYAML: web)
+        ("{role: web, <<: {role: db}}", "db"),  # in place, in order: a later merge replaces
+        ("{<<: {role: web}, role: db}", "db"),
+    ],
+)
+def test_yaml_merge_keys_are_read_as_go_yaml_v2_reads_them(tmp_path: Path, labels: str, meant: str) -> None:
+    text = f"""\
+    apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {{name: p, namespace: ns}}
+    spec:
+      podSelector:
+        matchLabels: {labels}
+    """
+    policy = read_policy_sources([write(tmp_path, "m.yaml", text)]).policies[0]
+    assert policy.pod_selector == Selector.from_labels({"role": meant})
+
+
+def test_a_merge_of_no_mapping_is_an_error_at_its_place(tmp_path: Path) -> None:
+    text = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {<<: [{name: p}, 3]}\n"
+    with pytest.raises(InputError) as caught:
+        read_policy_sources([write(tmp_path, "m.yaml", text)])
+    assert (caught.value.line, caught.value.column) == (3, 28)  # the 3
+    assert "a merge (<<) takes a mapping or a list of mappings, not scalar" in caught.value.message
+
+
 def test_yaml_merge_keys_and_anchors(tmp_path: Path) -> None:
     text = """\
     apiVersion: networking.k8s.io/v1

@@ -140,3 +140,18 @@ def test_the_loader_reads_as_its_base_class(value: Any, style: str | None, flow:
             continue
         found = yaml.load(one, Loader=documents.Loader)
         assert repr(found) == repr(expected)  # types too: True is not 1, 1.0 is not 1
+
+
+@pytest.mark.parametrize("separator", ["\r", "\x85", "\u2028", "\u2029"])
+def test_lines_are_counted_as_the_excerpt_counts_them(separator: str) -> None:
+    """YAML breaks lines at these too, editors and the excerpt do not: the line YAML counted
+    pointed past the file's end (U+2028) or at the line after the culprit (a lone CR)."""
+    from npc.documents import load_documents
+    from npc.errors import InputError
+
+    assert locate(f"# a{separator}# b\na: 1\n", 0, ("a",)) == (2, 4)
+    bad = f"# a{separator}# b\na: 1\nb: ]\n"
+    with pytest.raises(InputError) as caught:
+        load_documents("t.yaml", bad)
+    assert (caught.value.line, caught.value.column) == (3, 4)
+    assert snippet(bad, 3, 4).splitlines()[0].endswith("b: ]")

@@ -151,6 +151,8 @@ def _endpoint(model: Model, text: str, inventory: str, family: int | None) -> En
         raise UsageError(f"{text!r} is a network: explain answers for one address (or NS/POD)")
     if "%" in text:  # ip_interface drops the zone
         raise UsageError(f"{text!r} has a zone: a pod or ipBlock address has none")
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:  # as ipBlocks and pods
+        raise UsageError(f"{text!r} is IPv4-mapped: its packets carry {ip.ipv4_mapped}, give that")
     return Endpoint(ip, model.owner(ip))
 
 

@@ -35,3 +35,17 @@ def isolates_ingress(value: str) -> bool:
     if isolation is not None and not isinstance(isolation, str):
         raise ValueError('"ingress.isolation" must be a string')
     return isolation == "DefaultDeny"
+
+
+def isolation_note(value: str) -> str | None:
+    """What to say of a well-formed value that isolates nothing but looks meant to (``defaultdeny``,
+    ``"DefaultDeny "``): Kubernetes compares exactly, so the namespace stays open without a word."""
+    try:
+        if isolates_ingress(value):
+            return None
+        isolation = json.loads(value)["ingress"]["isolation"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if isinstance(isolation, str) and isolation.strip().lower() == "defaultdeny":
+        return f"isolation {json.dumps(isolation)} is not DefaultDeny (case and spaces count): nothing is isolated"
+    return None

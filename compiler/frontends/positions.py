@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from ..documents import compose_document, position
+from ..documents import compose_document, mark_position, position
 from ..errors import format_snippet
 
 
@@ -111,7 +111,7 @@ def locate(text: str, document: int, parts: Sequence[PathPart], *, at_key: bool 
     node = compose_document(text, document)
     if node is None:
         return 0, 0
-    mark = node.start_mark
+    mark: yaml.Mark = node.start_mark
     for i, part in enumerate(parts):
         found = _child(node, part)
         if found is None:
@@ -119,7 +119,7 @@ def locate(text: str, document: int, parts: Sequence[PathPart], *, at_key: bool 
         key, node = found
         last = i == len(parts) - 1
         mark = key.start_mark if key is not None and (at_key or not last) else node.start_mark
-    return mark.line + 1, mark.column + 1
+    return mark_position(text, mark)
 
 
 _JSON = json.JSONDecoder()
