@@ -87,7 +87,7 @@ def hold_agent_locks(networks: Sequence[str]) -> list[int]:
     held: list[int] = []
     try:
         for network in networks:
-            path = record_path(f"agent-{network}")
+            path = record_path(f"agent-{network.replace('/', '_')}")  # as ``NetworkSpec.folder``
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             held.append(fd)
             try:

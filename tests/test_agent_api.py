@@ -3,6 +3,7 @@ list, watch, bookmarks, 410 -> relist and diff, dropped watches, API down at sta
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -203,7 +204,12 @@ def test_malformed_answers_are_retried_and_the_watch_goes_on(
     a dropped connection is: the watcher never dies, so the agent keeps following the cluster."""
     caplog.set_level(logging.WARNING, logger="npc.agent")
     api.put(pod("a", "10.0.0.1"))
-    api.bad_lists += [b"[1, 2]", b'{"items": ["x"]}', b'{"items": 3}', b"<html>502 Bad Gateway</html>"]
+    api.bad_lists += [
+        b"[1, 2]",
+        b'{"kind": "PodList", "items": ["x"]}',
+        b'{"kind": "PodList", "items": 3}',
+        b"<html>502 Bad Gateway</html>",
+    ]
     cache, restarts, stop = Cache(), [], threading.Event()
     watcher = Watcher(
         api_client(str(api.kubeconfig(tmp_path))),
@@ -229,7 +235,7 @@ def test_malformed_answers_are_retried_and_the_watch_goes_on(
                 and any("nested too deeply" in r.getMessage() for r in caplog.records)
             ),
             "pod b and the last bad event",
-            timeout=20,
+            timeout=40,  # a drop before the watch is up resets no backoff: 3.2 + 6.4 + 12.8 s (1 run in 3)
         )
         assert watcher.is_alive() and restarts.count("error") >= 6
         assert sum(1 for r in api.requests if r == "/api/v1/pods") == 5  # a bad event: no relist
@@ -428,3 +434,100 @@ def test_the_client_retries_nothing_itself_and_probes_quiet_connections(tmp_path
     assert configuration.retries is False
     assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1) in configuration.socket_options
     assert (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30) in configuration.socket_options
+
+
+def _watcher(api: KubeStandin, tmp_path: Path, resource: Any, restarts: list[str]) -> tuple[Watcher, Cache]:
+    cache = Cache()
+    watcher = Watcher(
+        api_client(str(api.kubeconfig(tmp_path))),
+        resource,
+        cache,
+        lambda what, n: None,
+        lambda resource, reason: restarts.append(reason),
+        threading.Event(),
+        watch_timeout=30,
+    )
+    return watcher, cache
+
+
+def test_a_list_answer_that_is_no_list_is_retried_not_read_as_no_objects(
+    api: KubeStandin, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An HTTP 200 carrying a Status (etcd timing out) had no items, so it was read as no
+    policies: every policy removed until the next list (a review saw it)."""
+    caplog.set_level(logging.WARNING, logger="npc.agent")
+    api.put(policy("ok", {"podSelector": {}}))
+    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 500}
+    api.bad_lists += [
+        json.dumps({**status, "message": "etcdserver: request timed out"}).encode(),
+        b'{"kind": "NetworkPolicyList", "metadata": {}}',
+    ]
+    restarts: list[str] = []
+    watcher, cache = _watcher(api, tmp_path, NETWORK_POLICIES, restarts)
+    watcher.start()
+    try:
+        wait_for(watcher.synced.is_set, "the list after two bad ones", timeout=30)
+        assert [o["metadata"]["name"] for o in cache.items(NETWORK_POLICIES)] == ["ok"]
+        said = [r.getMessage() for r in caplog.records]
+        for why in (
+            "malformed list response: not a list (etcdserver: request timed out)",
+            "malformed list response: items is not a list",
+        ):
+            assert any(why in line for line in said), (why, said)
+        assert restarts.count("error") == 2
+    finally:
+        watcher.stop.set()
+
+
+def test_a_list_the_api_pages_unasked_is_read_to_its_last_page(api: KubeStandin, tmp_path: Path) -> None:
+    """Only the first page was read, as if it were the whole list: policies went missing."""
+    api.put(policy("b", {"podSelector": {}}))
+    first = {
+        "kind": "NetworkPolicyList",
+        "metadata": {"continue": "page2", "remainingItemCount": 1},
+        "items": [policy("a", {"podSelector": {}})],
+    }
+    api.bad_lists.append(json.dumps(first).encode())
+    watcher, cache = _watcher(api, tmp_path, NETWORK_POLICIES, [])
+    watcher.start()
+    try:
+        wait_for(watcher.synced.is_set, "the list", timeout=30)
+        assert [o["metadata"]["name"] for o in cache.items(NETWORK_POLICIES)] == ["a", "b"]
+        assert any("continue=page2" in r for r in api.requests)
+    finally:
+        watcher.stop.set()
+
+
+def test_a_404_of_a_kind_once_served_keeps_its_objects(api: KubeStandin, tmp_path: Path) -> None:
+    """An API server restarting answered 404 for a while: taken as "none exist", every policy
+    was removed for a minute. A NetworkPolicy's 404 never means none; a custom kind's only at
+    first (no CRD) or after ``NOT_SERVED_S``; meanwhile it is retried and its objects kept."""
+    for resource in (NETWORK_POLICIES, MULTI_NETWORK_POLICIES):
+        restarts: list[str] = []
+        api.put({**policy(f"p-{resource.name}", {"podSelector": {}}), "kind": resource.kind,
+                 "apiVersion": resource.api_version})  # fmt: skip
+        watcher, cache = _watcher(api, tmp_path, resource, restarts)
+        watcher.start()
+        try:
+            wait_for(lambda: len(cache.items(resource)) == 1, "the first list")  # noqa: B023
+            api.missing.add(resource.path)
+            api.drop_watches()
+            wait_for(lambda: "relist" in restarts and restarts.count("error") >= 2, "lists refused")  # noqa: B023
+            assert len(cache.items(resource)) == 1 and "not-served" not in restarts
+            api.missing.discard(resource.path)
+        finally:
+            watcher.stop.set()
+
+
+def test_410_at_once_again_backs_off(api: KubeStandin, tmp_path: Path) -> None:
+    """Each list's watch refused with 410 at once listed again at once: 21 lists a second."""
+    restarts: list[str] = []
+    watcher, _ = _watcher(api, tmp_path, PODS, restarts)
+    api.refused_watches["/api/v1/pods"] = (410, "too old resource version")
+    watcher.start()
+    try:
+        time.sleep(3)
+        lists = sum(1 for r in api.requests if r == "/api/v1/pods")
+        assert 3 <= lists <= 6, lists  # 0.2 + 0.4 + 0.8 + 1.6 s: five at most in 3 s
+    finally:
+        watcher.stop.set()

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from kube_standin import free_port
-from npc.agent.engine import Applied, Engine
+from npc.agent.engine import Applied, Engine, Network
 from npc.agent.inputs import POLL_S, FileInventory, FilePolicies, FileWatcher
 from npc.agent.observe import Health, JsonFormatter, Metrics, serve
 from npc.backends.base import LoadReport, MemberDelta, Members, member_changes
@@ -688,3 +688,14 @@ def test_a_resync_checks_drift_beside_the_loop_and_drops_an_answer_about_a_repla
         assert plane.kinds() == ["full", "sets"], "a stale drift answer reloaded the network"
     finally:
         stop_engine(engine, thread)
+
+
+def test_a_network_named_namespace_slash_name_records_its_held_objects_in_the_run_folder() -> None:
+    """The record was named with the network's ``/`` (``...-agent-a/sec-held``), in a folder that
+    does not exist: never written, so a restarted agent dropped the held pods (a review saw it)."""
+    from npc.lock import LOCK_DIR
+
+    network = Network(network_spec("a/sec", "multus:a/sec"), Recorder(), Metrics(), None)
+    assert network.live.store is not None
+    assert str(network.live.store.path.parent) == LOCK_DIR
+    assert network.live.store.path.name.endswith("-agent-a_sec-held")

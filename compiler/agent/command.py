@@ -52,7 +52,7 @@ def run_agent(args: argparse.Namespace) -> int:
             f"them); npc agent loads {', '.join(loading)}"
         )
     setup_logging(args.log_format)
-    hold_agent_locks([n.folder for n in networks])  # file descriptors open until the process ends
+    hold_agent_locks([n.name for n in networks])  # file descriptors open until the process ends
     metrics, health = Metrics(), Health()
     stop = threading.Event()
     cache = Cache()

@@ -135,7 +135,8 @@ class Network:
         self.repair = False  # the next update is a full load (a resync found drift)
         self.loads = 0  # kernel writes so far: a drift answer about an older state is stale
         self.source = spec.address_source()
-        self.live = LiveInventory(self.source, node, HeldStore(record_path(f"agent-{spec.name}-held")))
+        held = HeldStore(record_path(f"agent-{spec.folder}-held"))  # a/sec's name: no folder "a"
+        self.live = LiveInventory(self.source, node, held)
         self.sets: LiveSets | None = None
         self._rules: Loaded | Artefacts | None = None
         self.memo = Memo()  # the last compile's pieces: a policy change recompiles its namespace

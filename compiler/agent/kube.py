@@ -46,6 +46,7 @@ class Resource:
     kind: str
     api_version: str
     path: str  # cluster-wide collection path, e.g. /api/v1/pods
+    optional: bool = False  # a custom resource: a cluster without its CRD serves none (404)
 
     @property
     def input(self) -> str:
@@ -63,7 +64,10 @@ MULTI_NETWORK_POLICIES = Resource(
     "MultiNetworkPolicy",
     "k8s.cni.cncf.io/v1beta1",
     "/apis/k8s.cni.cncf.io/v1beta1/multi-networkpolicies",
+    optional=True,
 )
+MAX_PAGES = 10_000  # of a list the API pages unasked (a continue token that never ends)
+NOT_SERVED_S = 300.0  # a served kind's 404s for this long: its CRD was removed, not a restart's blip
 
 
 # a connection gone quiet is probed after 30 s and dropped after three unanswered probes 10 s
@@ -221,10 +225,13 @@ def _status_message(exc: ApiException) -> str:
         found = json.loads(exc.body) if exc.body else None
     except (ValueError, TypeError, RecursionError):
         return ""
-    message = found.get("message") if isinstance(found, dict) else None
-    if not message:
-        return ""
-    return ": " + "".join(c if c.isprintable() else "?" for c in str(message)[:300])
+    message = _status_text(found) if isinstance(found, dict) else ""
+    return f": {message}" if message else ""
+
+
+def _status_text(status: dict[str, Any]) -> str:
+    message = status.get("message")
+    return "".join(c if c.isprintable() else "?" for c in str(message)[:300]) if message else ""
 
 
 def _object(found: object, what: str) -> dict[str, Any]:
@@ -256,6 +263,8 @@ class Watcher(threading.Thread):
         self.version: str | None = None  # the last resourceVersion seen: a watch resumes from it
         self.doing = "list"  # or "watch": what the loop is at, for its log lines
         self.events = 0  # of the current watch, bookmarks included
+        self.served = False  # a list has succeeded: a 404 now is a blip (an API server starting)
+        self.missing_since: float | None = None  # the first of the 404s in a row
 
     def run(self) -> None:
         backoff = Backoff()
@@ -292,8 +301,10 @@ class Watcher(threading.Thread):
                     )
                     self.on_restart(self.resource.name, "expired")
                     self.version = None
+                    if not self._worked(started):  # 410 again at once: not 20 lists a second
+                        self.stop.wait(backoff.next())
                     continue
-                if exc.status == 404 and self.version is None:
+                if exc.status == 404 and self.version is None and self._absent():
                     self._not_served()
                     continue
                 failed = self._retry(
@@ -320,6 +331,15 @@ class Watcher(threading.Thread):
     def _after_working(self, started: float, backoff: Backoff) -> None:
         if self._worked(started):
             backoff.reset()
+
+    def _absent(self) -> bool:
+        """A list's 404 means "none exist" only for a custom resource never served yet (no CRD),
+        or whose 404s have lasted ``NOT_SERVED_S`` (its CRD removed): a NetworkPolicy's, or one
+        during an API server's restart, taken as none, dropped every policy until the next list."""
+        now = time.monotonic()
+        if self.missing_since is None:
+            self.missing_since = now
+        return self.resource.optional and (not self.served or now - self.missing_since >= NOT_SERVED_S)
 
     def _not_served(self) -> None:
         """A kind the cluster does not serve (no MultiNetworkPolicy CRD): none exist, so the
@@ -370,21 +390,25 @@ class Watcher(threading.Thread):
         self.stop.wait(delay)
 
     def _list(self) -> str:
-        """List everything; the cache becomes exactly the list (a relist after 410 diffs)."""
-        response = self._get(_request_timeout=(5, 60))
-        try:
-            body = _object(_parsed(response.data, "list response"), "list response")
-        finally:
-            response.release_conn()
-        items = body.get("items") or []
-        if not isinstance(items, list):
-            raise ValueError("malformed list response: items is not a list")
+        """List everything (every page, if the API pages it unasked); the cache becomes exactly
+        the list (a relist after 410 diffs)."""
         objects = {}
-        for item in items:
-            item = _object(item, "list item")
-            item.setdefault("kind", self.resource.kind)  # lists omit their items' kind
-            item.setdefault("apiVersion", self.resource.api_version)
-            objects[namespaced_name(item)] = item
+        token = ""
+        for _ in range(MAX_PAGES):
+            body = self._page(token)
+            for item in body["items"] or ():
+                item = _object(item, "list item")
+                item.setdefault("kind", self.resource.kind)  # lists omit their items' kind
+                item.setdefault("apiVersion", self.resource.api_version)
+                objects[namespaced_name(item)] = item
+            token = metadata(body).get("continue") or ""
+            if not isinstance(token, str):
+                raise ValueError("malformed list response: metadata.continue is not a string")
+            if not token:
+                break
+        else:
+            raise ValueError(f"list response: more than {MAX_PAGES} pages")
+        self.served, self.missing_since = True, None
         changed = self.cache.replace(self.resource, objects)
         first = not self.synced.is_set()
         self.synced.set()
@@ -393,6 +417,26 @@ class Watcher(threading.Thread):
         version = _version(body) or ""
         log.debug("listed %s: %d objects at resourceVersion %s", self.resource.name, len(objects), version)
         return version
+
+    def _page(self, token: str) -> dict[str, Any]:
+        """One page of the list: a List with its items, else ValueError (an HTTP 200 carrying a
+        Status, "etcdserver: request timed out", read as no items, removed every policy)."""
+        response = self._get(_request_timeout=(5, 60), **({"_continue": token} if token else {}))
+        try:
+            body = _object(_parsed(response.data, "list response"), "list response")
+        finally:
+            response.release_conn()
+        kind = body.get("kind")
+        if not (isinstance(kind, str) and kind.endswith("List")):
+            problem = (
+                (_status_text(body) or "a Status")
+                if kind == "Status"
+                else f"kind {printable(str(kind))[:80]}"
+            )
+            raise ValueError(f"malformed list response: not a list ({problem})")
+        if "items" not in body or not isinstance(body["items"], list | None):
+            raise ValueError("malformed list response: items is not a list")
+        return body
 
     def _get(self, **query: Any) -> Any:
         """The resource's list call of the official client, as the raw HTTP response."""
