@@ -12,6 +12,7 @@ import heapq
 import ipaddress
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from itertools import repeat
 from operator import itemgetter
 
@@ -1080,10 +1081,25 @@ def list_tests(program: FamilyProgram) -> Counter[str]:
 
 
 def _mapped(feeds: Mapping[str, Feed], members: Mapping[str, Sequence[Entry]]) -> list[Entry]:
-    """A map set's entries: each isolated set's addresses with its group's mark and flags."""
-    out: list[Entry] = []
+    """A map set's entries: each isolated set's addresses with its group's mark and flags, one
+    per address (``_first_entries``)."""
+    return list(zip(_first_entries(feeds, members).values(), repeat(False)))
+
+
+def _first_entries(
+    feeds: Mapping[str, Feed], members: Mapping[str, Sequence[Entry]], only: AbstractSet[str] | None = None
+) -> dict[str, str]:
+    """Per address (of ``only``, default all), its map entry from the first isolated set that
+    holds it: two pods sharing an address (warned) gave two entries of one element, which
+    ``ipset restore`` refuses, and a member delta deleted the survivor's with the other's."""
+    out: dict[str, str] = {}
     for iso, feed in feeds.items():
-        out += zip(_map_entries(feed, members, [text for text, _ in members[iso]]), repeat(False))
+        entries = members.get(iso, ())
+        if only is not None and only.isdisjoint(_texts(entries)):
+            continue
+        texts = [t for t, _ in entries if t not in out and (only is None or t in only)]
+        if texts:
+            out.update(zip(texts, _map_entries(feed, members, texts), strict=True))
     return out
 
 
@@ -1197,14 +1213,8 @@ def set_changes(
 
 
 def _entries_of(addresses: set[str], feeds: Mapping[str, Feed], members: Members) -> dict[str, None]:
-    """The map set's entries of ``addresses`` under ``members``, in the feeds' order (the entries
-    ``_mapped`` would give them)."""
-    out: dict[str, None] = {}
-    for iso, feed in feeds.items():
-        entries = members.get(iso, ())
-        if not addresses.isdisjoint(_texts(entries)):
-            out.update(dict.fromkeys(_map_entries(feed, members, [t for t, _ in entries if t in addresses])))
-    return out
+    """The map set's entries of ``addresses`` under ``members``, as ``_mapped`` gives them."""
+    return dict.fromkeys(_first_entries(feeds, members, addresses).values())
 
 
 def render_sets(lowered: Lowered, sets: Sequence[SetText]) -> str:
