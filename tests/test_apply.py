@@ -240,3 +240,25 @@ def test_an_ipv4_network_loads_nothing_of_ipv6_and_clears_what_a_dual_stack_load
     assert "pods have IPv4 addresses, which npc does not police (--ip-families IPv6)" in v6.stderr
     assert "NPC-" not in netns.run("iptables-save").stdout and "NPC-" in netns.run("ip6tables-save").stdout
     assert not re.search(r"family inet |^add npc-\S+ 10\.9\.", netns.state(), re.M)
+
+
+@pytest.mark.parametrize(("router", "other"), [("legacy", "nft"), ("nft", "legacy")])
+def test_weave_loads_into_the_flavour_whose_rules_jump_to_weave_npc(
+    netns: Netns, router: str, other: str
+) -> None:
+    """By rule counts, another tool's rules in the other flavour won: WEAVE-NPC was filled where
+    no packet met it, and the router's drop after its jump took every connection into a pod."""
+    for tool in (router, other):
+        if not shutil.which(f"iptables-{tool}-restore"):
+            pytest.skip(f"iptables-{tool} not installed")
+    for chain in ("WEAVE-NPC", "WEAVE-NPC-EGRESS"):
+        netns.run(f"iptables-{router}", "-N", chain)
+    netns.run(f"iptables-{router}", "-A", "FORWARD", "-o", "weave", "-j", "WEAVE-NPC")
+    netns.run(f"iptables-{router}", "-A", "FORWARD", "-i", "weave", "-j", "WEAVE-NPC-EGRESS")
+    for i in range(7):
+        netns.run(f"iptables-{other}", "-A", "OUTPUT", "-d", f"192.0.2.{i}", "-j", "RETURN")
+    result = netns.npc_apply(policy("a"), extra=("--backend", "weave"))
+    assert result.returncode == 0, result.stderr
+    assert f"weave ({router})" in result.stderr and "nothing jumps to" not in result.stderr
+    assert "-A WEAVE-NPC " in netns.run(f"iptables-{router}-save", "-t", "filter").stdout
+    assert "WEAVE-NPC-DEFAULT" not in netns.run(f"iptables-{other}-save", "-t", "filter").stdout

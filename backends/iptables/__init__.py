@@ -35,7 +35,7 @@ def load_layout(
     ``written`` gets the chains now in force, per family, as an update compares them."""
     layout = layout.carrying(compiled.lowered)
     with netns_lock(options.wait):  # the agent, a cron job and a shell never interleave
-        tools = detect_tools(runner, options.iptables)
+        tools = detect_tools(runner, options.iptables, layout.hooked)
         if known is not None:
             known[options.iptables] = tools
         if layout is NPC_LAYOUT:

@@ -117,18 +117,21 @@ def _tools(variant: str) -> Tools:
     )
 
 
-def _rule_count(run: Runner, tools: Tools) -> int:
-    count = 0
+def _rules(run: Runner, tools: Tools) -> list[str]:
+    """Every rule of this flavour, both families."""
+    out: list[str] = []
     for family in (4, 6):
         if run.which(tools.save[family]):
-            out = run([tools.save[family]]).stdout
-            count += sum(1 for line in out.splitlines() if line.startswith("-"))
-    return count
+            out += (line for line in run([tools.save[family]]).stdout.splitlines() if line.startswith("-"))
+    return out
 
 
-def detect_tools(run: Runner, force: str | None = None) -> Tools:
+def detect_tools(run: Runner, force: str | None = None, hooked: str | None = None) -> Tools:
     """Pick iptables-legacy or iptables-nft like kube-proxy's wrapper: whichever already holds
-    rules in this namespace; on a tie, whatever plain ``iptables`` is."""
+    rules in this namespace; on a tie, whatever plain ``iptables`` is. ``hooked``: a chain another
+    program jumps to for npc to fill (Weave's router: ``WEAVE-NPC``): the flavour whose rules jump
+    to it, whatever the counts (40 rules of another tool's in the other flavour filled a chain
+    that no packet met, and the router's dropped every connection into a pod)."""
     if force is not None:
         if force not in ("legacy", "nft"):
             raise UsageError(f"--iptables must be legacy or nft, not {force!r}")
@@ -144,7 +147,13 @@ def detect_tools(run: Runner, force: str | None = None) -> Tools:
                 "iptables-restore not found: install iptables (Debian: apt-get install iptables)"
             )
         return plain
-    legacy_rules, nft_rules = _rule_count(run, legacy), _rule_count(run, nft)
+    (_, legacy_held), (_, nft_held) = held = [(tools, _rules(run, tools)) for tools in (legacy, nft)]
+    if hooked is not None:
+        jump = re.compile(rf" -[jg] {re.escape(hooked)}(?: |$)")
+        jumping = [tools for tools, rules in held if any(jump.search(rule) for rule in rules)]
+        if len(jumping) == 1:
+            return jumping[0]
+    legacy_rules, nft_rules = len(legacy_held), len(nft_held)
     if legacy_rules != nft_rules:
         return legacy if legacy_rules > nft_rules else nft
     version = run(["iptables", "--version"]).stdout if run.which("iptables") else ""

@@ -558,6 +558,11 @@ class Layout:
     verdict_rules: Mapping[Direction, int] = attrs.field(factory=lambda: {"egress": 1, "ingress": 1})
     per_packet: int = 3  # rules a first packet meets outside the dispatch (the FORWARD jump and entry)
 
+    @property
+    def hooked(self) -> str | None:
+        """The chain the hooking tool jumps to (its flavour is the one to load into), if any."""
+        return None if self.forward_jump else self.fixed[0]
+
     def passing(self, marks: Marks) -> int:
         """The rules every first packet meets outside the dispatch: ``per_packet`` and, with group
         marks, the pending bit's reset and per direction the map lookup and the verdict after the

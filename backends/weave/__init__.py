@@ -143,7 +143,7 @@ class WeaveBackend:
         made them (so, as on a node without weave-npc, nothing new enters a pod). Without a
         network: the default network's, then whatever npc left on any other."""
         with netns_lock(options.wait):
-            tools = detect_tools(runner, options.iptables)
+            tools = detect_tools(runner, options.iptables, LAYOUT.hooked)
             lowered = lower(Program(), network or DEFAULT_NETWORK)
             # the iptables backend's network is not weave's to take apart (without a network,
             # ``reset_iptables`` below removes every network's whole)
