@@ -687,3 +687,37 @@ def test_an_agent_update_cut_after_any_command_allows_no_more_than_its_phase(tmp
         for limit in range(1, commands):
             assert scenario.cluster.npc(*scenario.args("old")).returncode == 0
             scenario.check_cut(update(limit))
+
+
+@pytest.mark.parametrize("holder", ["rule", "list", "jump"])
+def test_a_weave_reset_refuses_before_removing_anything_when_others_use_npcs_objects(
+    netns: Netns, holder: str
+) -> None:
+    """Weave's reset removed the chains, then ipset refused a set in use: exit 3 with every rule
+    gone and the sets left (a review saw it); a foreign jump to WEAVE-NPC-DEFAULT failed the
+    restore without naming it. Now, as the iptables backend's, it names the user first."""
+    assert netns.npc_apply(policy("a"), extra=("--backend", "weave")).returncode == 0
+    used = next(s for s in sets(netns) if re.fullmatch(r"npc-\w+-s4-\w+", s))
+    undo = {
+        "rule": ("iptables", "-D", "OUTPUT", "-m", "set", "--match-set", used, "dst", "-j", "RETURN"),
+        "list": ("ipset", "destroy", "theirs"),
+        "jump": ("iptables", "-D", "OUTPUT", "-o", "eth9", "-j", "WEAVE-NPC-DEFAULT"),
+    }[holder]
+    if holder == "list":
+        netns.run("ipset", "create", "theirs", "list:set")
+        netns.run("ipset", "add", "theirs", used)
+    else:
+        netns.run(undo[0], "-A", *undo[2:])
+    before = (netns.state(), sets(netns))
+    done = npc(netns, "reset", "--backend", "weave")
+    assert done.returncode == 3, done.stderr
+    assert "nothing was removed" in done.stderr, done.stderr
+    assert {
+        "rule": f"uses set {used}",
+        "list": "list:set theirs holds",
+        "jump": "jumps to WEAVE-NPC-DEFAULT",
+    }[holder] in done.stderr, done.stderr
+    assert (netns.state(), sets(netns)) == before
+    netns.run(*undo)
+    assert npc(netns, "reset", "--backend", "weave").returncode == 0
+    assert "WEAVE-NPC-DEFAULT" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]

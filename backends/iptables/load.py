@@ -849,12 +849,26 @@ def hooked_by_npc(run: Runner, tools: Tools, lowered: Lowered) -> bool:
 
 def reset_layout(lowered: Lowered, tools: Tools, run: Runner, layout: Layout) -> tuple[int, int]:
     """Remove a layout's chains and sets for one network: (chains, sets). A layout's fixed chains
-    another tool created are left empty, as that tool made them."""
-    chains = sum(_clear_family(lowered, tools, run, family, layout) for family in layout.families)
+    another tool created are left empty, as that tool made them. Nothing goes while another
+    tool's rule or ``list:set`` uses what would (as ``reset_iptables``): Weave's reset removed
+    the chains, then ipset refused a set in use, exit 3 with half of npc gone."""
     present = _sets(run) if run.which("ipset") else {}
     names = names_of(lowered)
-    _destroy_recorded(run, names, present)
     owned = [n for n in present if n.startswith(names.set_prefix)]
+    fixed = set(layout.fixed_chains(lowered))
+
+    def filled(flavour: Tools, chain: str) -> bool:  # its rules are npc's
+        return flavour == tools and (chain.startswith(names.chain_prefix) or chain in fixed)
+
+    def removing(flavour: Tools, chain: str) -> bool:
+        return filled(flavour, chain) and chain not in layout.kept
+
+    saves = [save for flavour in (tools, *_other_flavours(run, tools)) for save in _saves(run, flavour)]
+    temporaries = _recorded(names)
+    holders = {n: info for n, info in present.items() if n not in temporaries}
+    _refuse_users(_others_using(run, saves, set(owned), removing, holders, filled))
+    chains = sum(_clear_family(lowered, tools, run, family, layout) for family in layout.families)
+    _destroy_recorded(run, names, present)
     error = destroy_sets(run, owned)
     if error:
         raise ApplyError(f"ipset refused to destroy npc's sets: {error}")
@@ -1006,19 +1020,23 @@ def _others_using(
     doomed: set[str],
     removing: Callable[[Tools, str], bool],
     present: Mapping[str, SetInfo],
+    filled: Callable[[Tools, str], bool] | None = None,
 ) -> list[str]:
     """Where a chain reset would remove or a set it would destroy is used by something other
     than what it removes: a rule of another chain (any flavour, family, table) that jumps to the
     chain or uses the set, or another tool's ``list:set``. The kernel refuses to delete either in
-    use, and learnt only after the first of npc's objects were gone, reset ended half done."""
+    use, and learnt only after the first of npc's objects were gone, reset ended half done.
+    ``filled``: the chains whose rules are npc's (default: those it removes; Weave's also those
+    the router made, which reset empties)."""
     found: list[str] = []
+    filled = filled or removing
     for tools, family, text in saves:
         table = ""
         for line in text.splitlines():
             if line.startswith("*"):
                 table = line[1:]
             words = line.split()
-            if len(words) > 2 and words[0] == "-A" and not removing(tools, words[1]):
+            if len(words) > 2 and words[0] == "-A" and not filled(tools, words[1]):
                 where = f"a rule of chain {words[1]} (table {table}, iptables-{tools.flavour} IPv{family})"
                 used = {name for option, name in itertools.pairwise(words) if option in _SET_OPTIONS}
                 found += [f"{where} uses set {name}" for name in sorted(used & doomed)]
@@ -1031,6 +1049,15 @@ def _others_using(
             members = listed.stdout.partition("\nMembers:\n")[2].split()
             found += [f"the list:set {name} holds set {m}" for m in members if m in doomed]
     return found
+
+
+def _refuse_users(users: Sequence[str]) -> None:
+    if users:
+        more = f" (and {len(users) - 3} more)" if len(users) > 3 else ""
+        raise ApplyError(
+            f"npc's chains or sets are in use outside npc's chains, so nothing was removed: "
+            f"{'; '.join(users[:3])}{more}. Remove those rules or members, then rerun"
+        )
 
 
 def reset_iptables(
@@ -1070,12 +1097,7 @@ def reset_iptables(
     }
     temporaries = _recorded(names)  # a crashed apply's, which reset destroys first
     holders = {n: info for n, info in present.items() if n not in temporaries}
-    if users := _others_using(run, [*saves, *leaving], doomed, removing, holders):
-        more = f" (and {len(users) - 3} more)" if len(users) > 3 else ""
-        raise ApplyError(
-            f"npc's chains or sets are in use outside npc's chains, so nothing was removed: "
-            f"{'; '.join(users[:3])}{more}. Remove those rules or members, then rerun"
-        )
+    _refuse_users(_others_using(run, [*saves, *leaving], doomed, removing, holders))
 
     for tools, family, text in saves:
         parts: dict[str, list[str]] = {}
