@@ -721,3 +721,24 @@ def test_a_weave_reset_refuses_before_removing_anything_when_others_use_npcs_obj
     netns.run(*undo)
     assert npc(netns, "reset", "--backend", "weave").returncode == 0
     assert "WEAVE-NPC-DEFAULT" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]
+
+
+def test_weave_takes_weave_npcs_sets_on_its_first_load_only_lists_first(netns: Netns) -> None:
+    """``weave-*`` is weave-npc's prefix (weave-npc destroys every such set when it starts): the
+    first load that takes its place destroys them, a list:set before the sets it holds (one apply
+    left a member, in use). Every later apply destroyed another tool's ``weave-*`` set too, or
+    warned that it could not (a review saw both)."""
+    netns.run("ipset", "create", "weave-a", "hash:ip")
+    netns.run("ipset", "create", "weave-z", "list:set")
+    netns.run("ipset", "add", "weave-z", "weave-a")
+    first = netns.npc_apply(policy("a"), extra=("--backend", "weave"))
+    assert first.returncode == 0 and "2 weave-npc sets removed" in first.stderr, first.stderr
+    assert "could not destroy" not in first.stderr
+    assert not [s for s in sets(netns) if s.startswith("weave-")]
+    netns.run("ipset", "create", "weave-mine", "hash:ip")
+    netns.run("iptables", "-A", "OUTPUT", "-m", "set", "--match-set", "weave-mine", "dst", "-j", "RETURN")
+    netns.run("ipset", "create", "weave-theirs", "hash:ip")
+    again = netns.npc_apply(policy("b"), extra=("--backend", "weave"))
+    assert again.returncode == 0 and "weave-npc sets removed" not in again.stderr, again.stderr
+    assert "could not destroy" not in again.stderr
+    assert {"weave-mine", "weave-theirs"} <= set(sets(netns))

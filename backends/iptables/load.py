@@ -809,7 +809,7 @@ def apply_iptables(
         except ApplyError as exc:
             warnings.append(str(exc))
     stale = destruction_order(existing - {w.name for w in wanted})
-    adopted = sorted(n for n in present if _adopted(layout, n))
+    adopted = _adopted(layout, present) if not existing else []  # taking over: the first load only
     left = destroy_stale(run, [*stale, *adopted])
     warnings += left.values()
     entry = layout.fixed_chains(lowered)[0]
@@ -830,8 +830,14 @@ def apply_iptables(
     )
 
 
-def _adopted(layout: Layout, name: str) -> bool:
-    return layout.adopted_set_prefix is not None and name.startswith(layout.adopted_set_prefix)
+def _adopted(layout: Layout, present: Mapping[str, SetInfo]) -> list[str]:
+    """The sets of the tool the layout replaces (weave-npc's ``weave-*``, which weave-npc itself
+    destroys when it starts), lists first: the kernel refuses to destroy a set a list holds.
+    Only when the network has none of npc's sets yet: afterwards a ``weave-*`` set is no
+    weave-npc's left behind, and every apply destroyed (or warned of) another tool's."""
+    prefix = layout.adopted_set_prefix
+    found = [n for n in present if prefix is not None and n.startswith(prefix)]
+    return sorted(found, key=lambda name: (present[name].type != LIST_SET, name))
 
 
 def hooked_by_npc(run: Runner, tools: Tools, lowered: Lowered) -> bool:
