@@ -28,6 +28,11 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _MAX_DIGITS = 4300  # Python's default limit for int(str); longer numbers are refused, not parsed
 MAX_EXPANSION = 1_000_000  # values that YAML aliases may add to a file (a billion laughs adds 10**9)
+# values of one text: a policy is about 10 bytes a value, so 100 MB of them; ``[[],[],...]`` has
+# one every 3 bytes, and its 128 MiB took 13 GB parsed. The parsers keep every value: so counted first.
+MAX_VALUES = 10_000_000
+_STARTS = "[{,:-\n?"  # every value but a text's first comes after one of these (a bound, cheaply)
+_VALUE_EVENTS = (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent, yaml.AliasEvent)
 
 
 _RESOLVED: dict[tuple[type, str, Any], str] = {}  # ``Loader.resolve``'s, bounded
@@ -235,7 +240,8 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def load_documents(path: str, text: str, *, strict: bool = False) -> list[Any]:
-    """The non-empty documents of ``text``; ``strict`` also refuses duplicate keys.
+    """The non-empty documents of ``text``; ``strict`` (policies) also refuses duplicate keys and
+    more than ``MAX_VALUES`` values.
 
     A ``.json`` file, or any text starting like JSON, is tried with ``json`` first; other text
     (and JSON-looking text that is not JSON, outside ``.json`` files) goes to the YAML loader.
@@ -249,6 +255,9 @@ def load_documents(path: str, text: str, *, strict: bool = False) -> list[Any]:
 
 
 def _load(path: str, text: str, strict: bool) -> list[Any]:
+    # policies (strict): an inventory is kubectl's JSON, whose 50k pods hold more, read by a faster path
+    if strict and len(text) > MAX_VALUES // len(_STARTS) and sum(map(text.count, _STARTS)) >= MAX_VALUES:
+        _count_values(path, text)
     stripped = text.lstrip()
     if path.endswith(".json") or stripped.startswith(("{", "[")):
         try:
@@ -381,6 +390,26 @@ def _expanded_size(documents: list[Any]) -> int:
             stack.append((value, True))
             stack.extend((c, False) for c in children if isinstance(c, list | dict))
     return sum(size.get(id(d), 1) for d in documents)
+
+
+def _count_values(path: str, text: str) -> None:
+    """InputError at the value past ``MAX_VALUES``, counted from the parser's events (which it
+    keeps none of); text the YAML parser cannot read is left to the loaders to say so."""
+    count = 0
+    try:
+        for event in yaml.parse(json_as_yaml(text), Loader=_BaseLoader):
+            if isinstance(event, _VALUE_EVENTS):
+                count += 1
+                if count > MAX_VALUES:
+                    line, column = mark_position(text, event.start_mark)
+                    raise InputError(
+                        f"more than {MAX_VALUES:,} values (lists, mappings, scalars): split it",
+                        path,
+                        line,
+                        column,
+                    )
+    except yaml.YAMLError:
+        return
 
 
 def _alias_past(text: str, limit: int) -> tuple[str, int, int]:

@@ -703,3 +703,23 @@ def test_an_inventory_beyond_the_bound_is_refused_unread(tmp_path: Path) -> None
     with huge.open("rb") as fh:
         piped = run("compile", str(tmp_path / "p.yaml"), "--inventory", "-", stdin=fh.fileno())
     assert piped.returncode == 1 and "larger than 1024 MiB" in piped.stderr, piped.stderr
+
+
+def test_values_past_the_bound_are_refused_before_they_are_built(tmp_path: Path) -> None:
+    """128 MiB of ``[[],[],...]`` took 13 GB and 78 s parsed (one value every 3 bytes, where a
+    policy has one every 10): the values are counted first, and the text past the bound refused."""
+    from npc.documents import MAX_VALUES
+
+    (tmp_path / "p.json").write_text("[" + "[]," * MAX_VALUES + "[]]")
+    measured = (  # npc in a child of its own: its peak RSS alone, in KiB, on the last line
+        "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+        "sys.exit(done.returncode)"
+    )
+    argv = [sys.executable, "-m", "npc", "compile", str(tmp_path / "p.json")]
+    done = subprocess.run(
+        [sys.executable, "-c", measured, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"p.json:1:{3 * MAX_VALUES - 1}: error: more than 10,000,000 values" in done.stderr  # the value past it
+    assert int(done.stderr.strip().splitlines()[-1]) < 512 * 1024  # the parse never began
