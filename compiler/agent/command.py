@@ -19,8 +19,9 @@ from ..backends import get as get_backend
 from ..backends.base import Options
 from ..errors import UsageError
 from ..frontends.k8s import MULTI_NETWORK_POLICY, NETWORK_POLICY
-from ..lock import hold_agent_locks
+from ..lock import hold_agent_locks, record_path
 from .engine import Dataplane, Engine
+from .held import HeldStore
 from .inputs import (
     ApiInventory,
     ApiPolicies,
@@ -62,7 +63,9 @@ def run_agent(args: argparse.Namespace) -> int:
         watched += [NETWORK_POLICIES] if NETWORK_POLICY in kinds else []
         watched += [MULTI_NETWORK_POLICIES] if MULTI_NETWORK_POLICY in kinds else []
     watchers: list[Watcher] = []
-    policies: PolicyInput = ApiPolicies(cache, watched)
+    # held policy objects recorded as pods are (``held``): this agent's first network is its own
+    held = HeldStore(record_path(f"agent-{networks[0].folder}-policies-held"))
+    policies: PolicyInput = ApiPolicies(cache, watched, held)
     if args.policies:
         policies = FilePolicies(args.policies)
     elif args.artefacts:

@@ -31,6 +31,8 @@ from ..lower import Lowered
 from ..lowered_json import decode
 from ..networks import NetworkSpec
 from ..sources import Loaded, read_policy_sources, read_policy_texts
+from .held import HeldStore
+from .held import Objects as HeldObjects
 from .kube import NAMESPACES, PODS, Cache, Resource
 from .live import Key as LiveKey
 
@@ -170,17 +172,21 @@ class ApiPolicies:
     bad one is left out (``errors``): one tenant's MultiNetworkPolicy, which the API validates
     less, held every policy change on every network of every node. The first read is all or
     nothing, so that an agent never starts with a policy missing (that could open pods the
-    kernel still isolates)."""
+    kernel still isolates), but for the objects an earlier agent held (``store``: their last good
+    versions, or none for one left out): a restart with one bad policy loaded nothing, so pod churn
+    went unapplied until it was fixed."""
 
-    def __init__(self, cache: Cache, resources: Sequence[Resource]) -> None:
-        self.cache, self.resources = cache, list(resources)
-        self._read: dict[str, tuple[dict[str, Any], Loaded | None]] = {}  # None: new and bad, left out
+    def __init__(self, cache: Cache, resources: Sequence[Resource], store: HeldStore | None = None) -> None:
+        self.cache, self.resources, self.store = cache, list(resources), store
+        # name -> (the object, its policies (None: new and bad, left out), its last good object)
+        self._read: dict[str, tuple[dict[str, Any], Loaded | None, Mapping[str, Any] | None]] = {}
         self._good = False  # a read succeeded: objects are held one by one from now on
         self.errors: dict[str, InputError] = {}  # objects that do not read now
         self.fresh: list[InputError] = []  # the errors not yet reported (once per change)
+        self._held: HeldObjects = store.load() if store is not None else {}  # as recorded
 
     def read(self) -> Loaded:
-        parts: dict[str, tuple[dict[str, Any], Loaded | None]] = {}
+        parts: dict[str, tuple[dict[str, Any], Loaded | None, Mapping[str, Any] | None]] = {}
         errors: dict[str, InputError] = {}
         for resource in self.resources:
             for obj in self.cache.items(resource):
@@ -188,23 +194,21 @@ class ApiPolicies:
                 name = f"api:{resource.name}/{meta.get('namespace', '')}/{meta.get('name', '')}"
                 known = self._read.get(name)
                 if known is not None and (known[0] is obj or known[0] == obj):  # a relist: equal objects
-                    parts[name] = (obj, known[1])  # the cache's object: the next read finds it by identity
+                    parts[name] = (obj, *known[1:])  # the cache's object: the next read finds it by identity
                     if name in self.errors:
                         errors[name] = self.errors[name]
                     continue
                 try:
-                    parts[name] = (
-                        obj,
-                        read_policy_texts([(name, json.dumps(_clean(obj), indent=2, sort_keys=True))]),
-                    )
+                    parts[name] = (obj, _read_object(name, obj), obj)
                 except InputError as exc:
-                    if not self._good:
-                        raise
+                    if known is None and not self._good:
+                        known = self._recorded(name, exc)
                     errors[name] = exc
                     self.fresh.append(exc)
-                    parts[name] = (obj, known[1] if known is not None else None)  # its last good policies
+                    parts[name] = (obj, *known[1:]) if known is not None else (obj, None, None)
         self._read, self.errors, self._good = parts, errors, True
-        loaded = [part for _, part in parts.values() if part is not None]
+        self._record({(_POLICY, "", name): parts[name][2] or {} for name in errors})
+        loaded = [part for _, part, _ in parts.values() if part is not None]
         return Loaded(
             tuple(p for part in loaded for p in part.policies),
             (),
@@ -212,8 +216,30 @@ class ApiPolicies:
             tuple(f for part in loaded for f in part.files),
         )
 
+    def _recorded(
+        self, name: str, exc: InputError
+    ) -> tuple[dict[str, Any], Loaded | None, Mapping[str, Any] | None]:
+        """At the first read, a bad object an earlier agent held: as it held it; any other is
+        ``exc`` (all or nothing)."""
+        good = self._held.get((_POLICY, "", name))
+        if good is None:
+            raise exc
+        return {}, _read_object(name, dict(good)) if good else None, good or None
+
+    def _record(self, held: HeldObjects) -> None:
+        if self.store is not None and held != self._held:
+            self.store.save(held)
+            self._held = held
+
     def digest(self) -> str:
         return ""  # never asked: the watch only reports real changes, and the engine compares programs
+
+
+_POLICY = "policy"  # a held policy object's kind in the record (an empty object: one left out)
+
+
+def _read_object(name: str, obj: dict[str, Any]) -> Loaded:
+    return read_policy_texts([(name, json.dumps(_clean(obj), indent=2, sort_keys=True))])
 
 
 class ApiInventory:
