@@ -260,7 +260,8 @@ class _Reader:
             )
         elif isinstance(kind, str):
             group = f" of {printable(str(api_version))}" if kind in API_VERSIONS else ""
-            self._ignore(name, f"kind {printable(kind)}{group}")
+            shown = printable(kind[:100]) + ("..." if len(kind) > 100 else "")  # 3 MB of kind: 3 MB of notes
+            self._ignore(name, f"kind {shown}{group}")
         elif isinstance(api_version, str) and api_version in _POLICY_API_VERSIONS:
             raise origin.error(fail(("kind",), "required"))
         elif name == STDIN_NAME:  # a command's output has kinds; without, it is what a failed one printed

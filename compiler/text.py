@@ -26,7 +26,7 @@ UTF8_BOM = _BOM.encode()  # the byte-order mark decoding drops
 
 # npc's language on stdin: its first line other than blank or `#` opens a policy or a macro (no
 # Kubernetes object is either: YAML reads it as one string, which is an error there)
-_DSL_START = re.compile(r"\A(?:[ \t]*(?:#[^\n]*)?\r?\n)*+[ \t]*(?:policy[ \t]|[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
+_DSL_START = re.compile(r"\A(?:[ \t]*(?:#[^\n]*)?\r?\n)*+[ \t]*(?:policy\s|[A-Za-z_][A-Za-z0-9_]*[ \t]*=)")
 
 
 @attrs.frozen

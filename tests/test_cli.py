@@ -141,6 +141,9 @@ def test_stdin_in_npc_language(tmp_path: Path) -> None:
         assert (tmp_path / "dsl" / name).read_text() == (tmp_path / "yaml" / name).read_text()
     macros = npc("compile", "-", stdin="# only\nweb = { 80 }\n")
     assert macros.returncode == 1 and "<stdin>: error: holds no policy" in macros.stderr
+    broken = dsl.stdout.replace("policy ", "policy\n  ", 1)  # was read as YAML: "not a string"
+    assert npc("compile", "-", "-o", str(tmp_path / "nl"), stdin=broken).returncode == 0
+    assert (tmp_path / "nl" / "rules.v4").read_text() == (tmp_path / "yaml" / "rules.v4").read_text()
     wrong = npc("compile", "-", stdin="policy default/a { select app == 1 }\n")
     assert wrong.returncode == 1 and wrong.stderr.startswith("<stdin>:1:34: error: unexpected `1`"), (
         wrong.stderr

@@ -405,7 +405,7 @@ MEANING_ERRORS = [
         ("fd00::1", "needs a prefix length, like fd00::1/128"),
         (".", 'invalid address block ".": not an IP address'),
         ("999.1.1.1", "not an IP address"),
-        ("10.0.0.0/33", "invalid address block"),
+        ("10.0.0.0/33", "prefix length 33: IPv4's are 0 to 32"),
         ("1.2.3.4.5/8", "invalid address block"),
         ("::ffff:10.0.0.0/104", "IPv4-mapped IPv6 block is read as IPv4 by some dataplanes"),
     ),

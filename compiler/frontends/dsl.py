@@ -41,6 +41,7 @@ from . import dsl_syntax as syn
 from .dsl_parser import error_at, read_document
 from .positions import FieldPath, show
 from .validate import (
+    cidr_problem,
     dns_label_problem,
     dns_subdomain_problem,
     except_problem,
@@ -240,7 +241,9 @@ class _Meaning:
             try:
                 network = ipaddress.ip_network(text, strict=False)
             except ValueError:
-                raise self.fail(word, f"invalid address block {show(text)}: {exc}") from None
+                raise self.fail(
+                    word, f"invalid address block {show(text)}: {cidr_problem(text, exc)}"
+                ) from None
             raise self.fail(
                 word, f"address block {show(text)} has host bits set: did you mean {network}?"
             ) from None

@@ -17,7 +17,7 @@ import attrs
 
 from ..errors import InputError
 from ..ir import Network
-from .positions import FieldPath, MapKey, render_path, show
+from .positions import FieldPath, MapKey, printable, render_path, show
 
 
 @attrs.define(eq=False)
@@ -271,10 +271,24 @@ def cidr(value: object, parts: FieldPath) -> Network:
     try:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
-        raise fail(parts, f"invalid CIDR {show(text)}: {exc}") from None
+        raise fail(parts, f"invalid CIDR {show(text)}: {cidr_problem(text, exc)}") from None
     if (problem := mapped_problem(network)) is not None:
         raise fail(parts, f"invalid CIDR {show(text)}: {problem}")
     return network
+
+
+def cidr_problem(text: str, exc: ValueError) -> str:
+    """``ipaddress``'s reason, short and to the point: it repeats the whole value (3 MB of stderr
+    for a long one) and calls a prefix length too long "does not appear to be an IPv4 or IPv6
+    network"."""
+    address, _, prefix = text.partition("/")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "not an IPv4 or IPv6 address before the /"
+    if prefix.isdigit() and int(prefix) > ip.max_prefixlen:
+        return f"prefix length {int(prefix)}: IPv{ip.version}'s are 0 to {ip.max_prefixlen}"
+    return printable(str(exc)[:200])
 
 
 def mapped_problem(network: Network) -> str | None:
