@@ -211,16 +211,8 @@ def test_malformed_answers_are_retried_and_the_watch_goes_on(
         b'{"kind": "PodList", "items": 3}',
         b"<html>502 Bad Gateway</html>",
     ]
-    cache, restarts, stop = Cache(), [], threading.Event()
-    watcher = Watcher(
-        api_client(str(api.kubeconfig(tmp_path))),
-        PODS,
-        cache,
-        lambda what, n: None,
-        lambda resource, reason: restarts.append(reason),
-        stop,
-        watch_timeout=30,
-    )
+    restarts: list[str] = []
+    watcher, cache = _watcher(api, tmp_path, PODS, restarts)
     watcher.start()
     try:
         wait_for(watcher.synced.is_set, "the list after four bad ones", timeout=30)
@@ -253,7 +245,7 @@ def test_malformed_answers_are_retried_and_the_watch_goes_on(
             assert any(why in line for line in said), (why, said)
         assert not [r for r in caplog.records if r.exc_info]  # each one foreseen: no traceback
     finally:
-        stop.set()
+        watcher.stop.set()
 
 
 def test_after_a_good_read_a_bad_policy_object_is_held_alone(api: KubeStandin, watching: Watching) -> None:
