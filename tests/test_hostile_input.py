@@ -721,5 +721,7 @@ def test_values_past_the_bound_are_refused_before_they_are_built(tmp_path: Path)
         [sys.executable, "-c", measured, *argv], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 1, done.stderr
-    assert f"p.json:1:{3 * MAX_VALUES - 1}: error: more than 10,000,000 values" in done.stderr  # the value past it
+    assert (
+        f"p.json:1:{3 * MAX_VALUES - 1}: error: more than 10,000,000 values" in done.stderr
+    )  # the value past it
     assert int(done.stderr.strip().splitlines()[-1]) < 512 * 1024  # the parse never began
