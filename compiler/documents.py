@@ -31,7 +31,7 @@ MAX_EXPANSION = 1_000_000  # values that YAML aliases may add to a file (a billi
 # values of one text: a policy is about 10 bytes a value, so 100 MB of them; ``[[],[],...]`` has
 # one every 3 bytes, and its 128 MiB took 13 GB parsed. The parsers keep every value: so counted first.
 MAX_VALUES = 10_000_000
-_STARTS = "[{,:-\n?"  # every value but a text's first comes after one of these (a bound, cheaply)
+_STARTS = "[{,:-?\n\r\x85\u2028\u2029"  # every value but a text's first comes after one (a bound, cheaply)
 _VALUE_EVENTS = (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent, yaml.AliasEvent)
 
 
@@ -105,10 +105,10 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         ``db``, where PyYAML gives ``web``)."""
         if not any(key.tag == _MERGE_TAG for key, _ in node.value):
             return
-        pairs: list[tuple[yaml.Node, yaml.Node]] = []
+        pairs: dict[object, tuple[yaml.Node, yaml.Node]] = {}  # by key: a later one replaces it, in place
         for key, value in node.value:
             if key.tag != _MERGE_TAG:
-                pairs.append((key, value))
+                _put(pairs, key, value)
                 continue
             for merged in value.value[::-1] if isinstance(value, yaml.SequenceNode) else [value]:
                 if not isinstance(merged, yaml.MappingNode):
@@ -119,8 +119,16 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
                         merged.start_mark,
                     )
                 self.flatten_mapping(merged)
-                pairs.extend(merged.value)
-        node.value = pairs
+                # each merge copies its keys: aliases of merges of aliases multiply them (2.5 KB
+                # took 818 MB), so they count against the aliases' bound as go-yaml's aliasing does
+                self.merged = getattr(self, "merged", 0) + len(merged.value)
+                if self.merged > MAX_EXPANSION:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"merges (<<) copy more than {MAX_EXPANSION:,} keys", value.start_mark
+                    )
+                for pair in merged.value:
+                    _put(pairs, *pair)
+        node.value = list(pairs.values())
 
     def construct_timestamp_text(self, node: yaml.ScalarNode) -> str:
         """A date (``2001-12-14``, ``2001-12-14t21:59:43.10-05:00``) is its text: go-yaml v2
@@ -128,6 +136,12 @@ class Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         ("for backward compatibility", decode.go), so the API server has the label value
         ``2001-12-14``, where a date would be refused as no string."""
         return str(self.construct_scalar(node))
+
+
+def _put(pairs: dict[object, tuple[yaml.Node, yaml.Node]], key: yaml.Node, value: yaml.Node) -> None:
+    """A mapping's pair, replacing the value of an earlier one of the same plain key where it stands
+    (as the dict the pairs make would): merged copies of a key are kept once, not once a merge."""
+    pairs[(key.tag, key.value) if isinstance(key, yaml.ScalarNode) else id(key)] = (key, value)
 
 
 def _guarded(loader: Loader, node: yaml.Node, deep: bool = False) -> Any:
@@ -290,6 +304,18 @@ def _load(path: str, text: str, strict: bool) -> list[Any]:
     return documents
 
 
+def holds_object(document: object) -> bool:
+    """Whether a document is an object or a list holding one, however deep (``[[]]``: none)."""
+    stack = [document]
+    while stack:
+        found = stack.pop()
+        if isinstance(found, dict):
+            return True
+        if isinstance(found, list):
+            stack.extend(found)
+    return False
+
+
 def objects_in(
     document: object, keep: Callable[[Mapping[str, Any]], bool] | None = None
 ) -> Iterator[tuple[tuple[str | int, ...], object]]:
@@ -300,7 +326,7 @@ def objects_in(
     stack: list[tuple[tuple[str | int, ...], object, Mapping[str, Any] | None]] = [((), document, None)]
     while stack:
         base, doc, lent = stack.pop()
-        if isinstance(doc, list):
+        if isinstance(doc, list) and "items" not in base[-2:-1]:  # a List's item is an object, not opened
             stack.extend(((*base, i), item, None) for i, item in reversed(list(enumerate(doc))))
             continue
         if isinstance(doc, dict):

@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TextIO
 
 import attrs
 
-from .documents import load_documents, objects_in
+from .documents import holds_object, load_documents, objects_in
 from .errors import InputError
 from .frontends.annotation import NAMESPACE_ISOLATION_ANNOTATION, isolates_ingress, isolation_note
 from .frontends.k8s import API_VERSIONS, POLICY_FOR_ANNOTATION, policy_from_object
@@ -218,9 +218,8 @@ class _Reader:
             raise InputError(_EMPTY_STDIN.format("document"), source.name)
         found = False  # an object: a List of nothing is one
         for index, document in enumerate(documents):
-            found = found or isinstance(document, dict)
+            found = found or holds_object(document)
             for base, obj in objects_in(document):
-                found = True
                 self._object(obj, _Origin(source, index, base))
         if not found and source.name == STDIN_NAME:  # ``[]``: no object, as no document
             raise InputError(_EMPTY_STDIN.format("object"), source.name)

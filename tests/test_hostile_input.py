@@ -428,6 +428,9 @@ def test_stdin_closed_or_not_utf8() -> None:
     for nothing in (b"[]", b"- []\n", b"[[]]"):  # no object either: applied, no policy would stay
         refused = run("compile", "-", stdin=nothing)
         assert refused.returncode == 1 and "<stdin>: error: holds no object" in refused.stderr
+    listed = run("compile", "-", stdin=b'{"kind": "List", "items": [[]]}')  # a List's item was opened
+    assert listed.returncode == 1 and "<stdin>:1:28: error: must be a Kubernetes object" in listed.stderr
+    assert run("compile", "-", stdin=b'[{"kind": "List", "items": []}]').returncode == 0
     assert run("compile", "-", stdin=b'{"kind": "List", "items": []}').returncode == 0  # no policies
 
 

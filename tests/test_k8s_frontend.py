@@ -6,6 +6,7 @@ import io
 import json
 import sys
 import textwrap
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -507,3 +508,38 @@ def test_yaml_merge_keys_and_anchors(tmp_path: Path) -> None:
     web = Selector.from_labels({"app": "web"})
     assert policy.pod_selector == web
     assert policy.ingress == (Rule((PodPeer(OWN_NS, web),), (PortSpec("TCP", 80), PortSpec("UDP", 80))),)
+
+
+def test_merges_of_aliases_of_merges_keep_each_key_once_and_are_bounded() -> None:
+    """Each merge copied its keys, so aliases of merges of aliases multiplied them: 2.5 KB took
+    818 MB and 41 s, 12 KB more than 11 GB (a review saw it). A key is now kept once, and the
+    keys merges copy count against the aliases' bound."""
+    from npc.documents import MAX_EXPANSION, load_documents
+
+    lines = ["l0: &L0 {" + ", ".join(f"k{i}: v" for i in range(100)) + "}"]
+    lines += [f"l{j}: &L{j} {{<<: [{', '.join([f'*L{j - 1}'] * 100)}]}}" for j in range(1, 21)]
+    started = time.monotonic()
+    (doc,) = load_documents("m.yaml", "\n".join(lines) + "\n", strict=True)
+    assert doc["l20"] == doc["l0"] and len(doc["l20"]) == 100
+    assert time.monotonic() - started < 5
+    keys = MAX_EXPANSION // 100
+    big = "big: &B {" + ", ".join(f"k{i}: v" for i in range(keys)) + "}\n"
+    with pytest.raises(InputError) as caught:
+        load_documents("m.yaml", big + f"x: {{<<: [{', '.join(['*B'] * 101)}]}}\n", strict=True)
+    assert (caught.value.line, caught.value.column) == (2, 9)
+    assert f"merges (<<) copy more than {MAX_EXPANSION:,} keys" in caught.value.message
+
+
+@pytest.mark.parametrize("separator", ["\r", "\x85", "\u2028", "\u2029"])
+def test_values_after_any_yaml_line_break_are_counted(
+    separator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cheap bound counted no value after a lone CR (YAML's line breaks are more than \\n):
+    70 MB of ``k:\\r`` lines passed it, 14 million values, 6 GB (a review saw it)."""
+    from npc import documents
+
+    monkeypatch.setattr(documents, "MAX_VALUES", 1_000)
+    text = "kind: ConfigMap" + separator + "".join(f"k{i:04d}:{separator}" for i in range(1_000))
+    with pytest.raises(InputError) as caught:
+        documents.load_documents("cr.yaml", text, strict=True)
+    assert "more than 1,000 values" in caught.value.message

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest
 from npc.errors import InputError
 from npc.evaluate import Evaluator
-from npc.frontends.annotation import isolates_ingress
+from npc.frontends.annotation import isolates_ingress, isolation_note
 from npc.frontends.legacy import isolation_policies, namespaces_from_objects
 from npc.inventory import NAMESPACE_ISOLATION_ANNOTATION, Inventory, Namespace, Pod
 from npc.ir import NAMESPACE_NAME_LABEL, PodPeer, Policy, Program, Rule, Selector, namespace_selector
@@ -76,6 +77,9 @@ def test_malformed_annotation_names_namespace_and_annotation(value: str, problem
 
 def test_isolates_ingress() -> None:
     assert isolates_ingress(DENY)
+    # Go's json.Unmarshal matches a struct's keys regardless of case: a Go plugin isolated these
+    assert isolates_ingress('{"Ingress": {"Isolation": "DefaultDeny"}}')
+    assert not isolates_ingress('{"INGRESS": {"isolation": "DefaultDeny"}, "ingress": {"isolation": "x"}}')
     assert not isolates_ingress('{"ingress": {"isolation": "Allow"}}')
     with pytest.raises(ValueError, match="not valid JSON"):
         isolates_ingress("{")
@@ -121,3 +125,15 @@ def test_isolation_denies_ingress_until_a_policy_allows_it() -> None:
     evaluator = Evaluator(Program((*isolated, allow_fe)), inventory)
     assert evaluator.allowed(addr("10.0.0.2"), addr("10.0.0.1"), "TCP", 80)
     assert not evaluator.allowed(addr("10.0.1.1"), addr("10.0.0.1"), "TCP", 80)
+
+
+@pytest.mark.parametrize(
+    "value", ["defaultdeny", "Default Deny", "default-deny", "Default_Deny", "DefaultDeny."]
+)
+def test_a_near_miss_of_default_deny_gets_a_note(value: str) -> None:
+    note = isolation_note(json.dumps({"ingress": {"isolation": value}}))
+    assert (
+        note
+        == f"isolation {json.dumps(value)} is not DefaultDeny (case and spaces count): nothing is isolated"
+    )
+    assert isolation_note(DENY) is None and isolation_note('{"ingress": {"isolation": "None"}}') is None

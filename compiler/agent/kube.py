@@ -427,7 +427,7 @@ class Watcher(threading.Thread):
         finally:
             response.release_conn()
         kind = body.get("kind")
-        if not (isinstance(kind, str) and kind.endswith("List")):
+        if kind not in (f"{self.resource.kind}List", "List"):  # a PodList for policies: none of them
             problem = (
                 (_status_text(body) or "a Status")
                 if kind == "Status"

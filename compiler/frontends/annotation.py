@@ -4,6 +4,7 @@ an error has a position) and by the legacy frontend (which turns it into a polic
 from __future__ import annotations
 
 import json
+import re
 
 NAMESPACE_ISOLATION_ANNOTATION = "net.beta.kubernetes.io/network-policy"
 
@@ -26,15 +27,25 @@ def isolates_ingress(value: str) -> bool:
         return False
     if not isinstance(doc, dict):
         raise ValueError('must be a JSON object like {"ingress": {"isolation": "DefaultDeny"}}')
-    ingress = doc.get("ingress")
+    ingress = _field(doc, "ingress")
     if ingress is None:
         return False
     if not isinstance(ingress, dict):
         raise ValueError('"ingress" must be a JSON object like {"isolation": "DefaultDeny"}')
-    isolation = ingress.get("isolation")
+    isolation = _field(ingress, "isolation")
     if isolation is not None and not isinstance(isolation, str):
         raise ValueError('"ingress.isolation" must be a string')
     return isolation == "DefaultDeny"
+
+
+def _field(doc: dict[str, object], name: str) -> object:
+    """A struct field as Go's ``json.Unmarshal`` fills it: its key matched regardless of case
+    (``"Ingress"`` isolates in a Go plugin), the last such key in the object winning."""
+    found = None
+    for key, value in doc.items():
+        if key.lower() == name:
+            found = value
+    return found
 
 
 def isolation_note(value: str) -> str | None:
@@ -43,9 +54,9 @@ def isolation_note(value: str) -> str | None:
     try:
         if isolates_ingress(value):
             return None
-        isolation = json.loads(value)["ingress"]["isolation"]
-    except (ValueError, TypeError, KeyError):
+        isolation = _field(_field(json.loads(value), "ingress"), "isolation")  # type: ignore[arg-type]
+    except (ValueError, TypeError, AttributeError):
         return None
-    if isinstance(isolation, str) and isolation.strip().lower() == "defaultdeny":
+    if isinstance(isolation, str) and re.sub(r"[^a-z]", "", isolation.lower()) == "defaultdeny":
         return f"isolation {json.dumps(isolation)} is not DefaultDeny (case and spaces count): nothing is isolated"
     return None
