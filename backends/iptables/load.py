@@ -126,6 +126,12 @@ def _rules(run: Runner, tools: Tools) -> list[str]:
     return out
 
 
+def _jumps_to(rule: str, chain: str) -> bool:
+    """Whether a saved rule jumps or goes (``-g``: a router may) to ``chain``."""
+    padded = rule + " "
+    return f" -j {chain} " in padded or f" -g {chain} " in padded
+
+
 def detect_tools(run: Runner, force: str | None = None, hooked: str | None = None) -> Tools:
     """Pick iptables-legacy or iptables-nft like kube-proxy's wrapper: whichever already holds
     rules in this namespace; on a tie, whatever plain ``iptables`` is. ``hooked``: a chain another
@@ -149,8 +155,7 @@ def detect_tools(run: Runner, force: str | None = None, hooked: str | None = Non
         return plain
     (_, legacy_held), (_, nft_held) = held = [(tools, _rules(run, tools)) for tools in (legacy, nft)]
     if hooked is not None:
-        jump = re.compile(rf" -[jg] {re.escape(hooked)}(?: |$)")
-        jumping = [tools for tools, rules in held if any(jump.search(rule) for rule in rules)]
+        jumping = [tools for tools, rules in held if any(_jumps_to(rule, hooked) for rule in rules)]
         if len(jumping) == 1:
             return jumping[0]
     legacy_rules, nft_rules = len(legacy_held), len(nft_held)
@@ -206,7 +211,7 @@ def _state(saved: str, lowered: Lowered, table: str, layout: Layout) -> TableSta
             jumps += 1
         elif line in older_jumps_:
             older.append(line[3:])
-        hooked = hooked or bool(fixed and line.startswith("-A ") and line.endswith(f" -j {fixed[0]}"))
+        hooked = hooked or bool(fixed and line.startswith("-A ") and _jumps_to(line, fixed[0]))
     return TableState(tuple(chains), tuple(rules), jumps, hooked, tuple(older))
 
 
