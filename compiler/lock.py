@@ -17,8 +17,12 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import ApplyError
+
+if TYPE_CHECKING:
+    from .networks import NetworkSpec
 
 DEFAULT_WAIT = 60.0
 # npc's locks and records (``record_path``): one folder every npc on the node uses, a host's
@@ -78,7 +82,7 @@ def netns_lock(wait: float = DEFAULT_WAIT) -> Iterator[None]:
         os.close(fd)
 
 
-def hold_agent_locks(networks: Sequence[str]) -> list[int]:
+def hold_agent_locks(networks: Sequence[NetworkSpec]) -> list[int]:
     """One agent per network of a network namespace: two would each load their own view of
     the same chains and sets, undoing each other until the next resync. Held (an exclusive
     ``flock`` per network, the file named for the namespace and the network) until the process
@@ -87,7 +91,7 @@ def hold_agent_locks(networks: Sequence[str]) -> list[int]:
     held: list[int] = []
     try:
         for network in networks:
-            path = record_path(f"agent-{network.replace('/', '_')}")  # as ``NetworkSpec.folder``
+            path = record_path(f"agent-{network.folder}")
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             held.append(fd)
             try:
@@ -96,7 +100,7 @@ def hold_agent_locks(networks: Sequence[str]) -> list[int]:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
                 raise ApplyError(
-                    f"another npc agent keeps network {network} of this network namespace ({path}): "
+                    f"another npc agent keeps network {network.name} of this network namespace ({path}): "
                     "two would undo each other's loads; nothing was loaded"
                 ) from None
     except (OSError, ApplyError) as exc:

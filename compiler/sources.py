@@ -216,12 +216,10 @@ class _Reader:
             raise attrs.evolve(err, snippet=snippet(source.text, err.line, err.column)) from None
         if not documents and source.name == STDIN_NAME:  # a file may be empty, a pipe's input not
             raise InputError(_EMPTY_STDIN.format("document"), source.name)
-        found = False  # an object: a List of nothing is one
         for index, document in enumerate(documents):
-            found = found or holds_object(document)
             for base, obj in objects_in(document):
                 self._object(obj, _Origin(source, index, base))
-        if not found and source.name == STDIN_NAME:  # ``[]``: no object, as no document
+        if source.name == STDIN_NAME and not any(map(holds_object, documents)):  # ``[]``: as no document
             raise InputError(_EMPTY_STDIN.format("object"), source.name)
 
     def _object(self, obj: object, origin: _Origin) -> None:

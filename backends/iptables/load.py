@@ -153,12 +153,12 @@ def detect_tools(run: Runner, force: str | None = None, hooked: str | None = Non
                 "iptables-restore not found: install iptables (Debian: apt-get install iptables)"
             )
         return plain
-    (_, legacy_held), (_, nft_held) = held = [(tools, _rules(run, tools)) for tools in (legacy, nft)]
+    held = [(legacy, _rules(run, legacy)), (nft, _rules(run, nft))]
     if hooked is not None:
         jumping = [tools for tools, rules in held if any(_jumps_to(rule, hooked) for rule in rules)]
         if len(jumping) == 1:
             return jumping[0]
-    legacy_rules, nft_rules = len(legacy_held), len(nft_held)
+    legacy_rules, nft_rules = (len(rules) for _, rules in held)
     if legacy_rules != nft_rules:
         return legacy if legacy_rules > nft_rules else nft
     version = run(["iptables", "--version"]).stdout if run.which("iptables") else ""

@@ -53,7 +53,7 @@ def run_agent(args: argparse.Namespace) -> int:
             f"them); npc agent loads {', '.join(loading)}"
         )
     setup_logging(args.log_format)
-    hold_agent_locks([n.name for n in networks])  # file descriptors open until the process ends
+    hold_agent_locks(networks)  # file descriptors open until the process ends
     metrics, health = Metrics(), Health()
     stop = threading.Event()
     cache = Cache()
@@ -63,13 +63,14 @@ def run_agent(args: argparse.Namespace) -> int:
         watched += [NETWORK_POLICIES] if NETWORK_POLICY in kinds else []
         watched += [MULTI_NETWORK_POLICIES] if MULTI_NETWORK_POLICY in kinds else []
     watchers: list[Watcher] = []
-    # held policy objects recorded as pods are (``held``): this agent's first network is its own
-    held = HeldStore(record_path(f"agent-{networks[0].folder}-policies-held"))
-    policies: PolicyInput = ApiPolicies(cache, watched, held)
+    policies: PolicyInput
     if args.policies:
         policies = FilePolicies(args.policies)
     elif args.artefacts:
         policies = ArtefactPolicies(args.artefacts, networks, per_network=bool(args.networks))
+    else:  # held objects recorded as pods are (``held``): this agent's first network is its own
+        held = HeldStore(record_path(f"agent-{networks[0].folder}-policies-held"))
+        policies = ApiPolicies(cache, watched, held)
     inventory: InventoryInput = FileInventory(args.inventory) if args.inventory else ApiInventory(cache)
     if not args.inventory:
         watched += [NAMESPACES, PODS]

@@ -201,11 +201,15 @@ class ApiPolicies:
                 try:
                     parts[name] = (obj, _read_object(name, obj), obj)
                 except InputError as exc:
-                    if known is None and not self._good:
-                        known = self._recorded(name, exc)
+                    if known is not None:
+                        last = known[1:]  # its last good policies
+                    elif self._good:
+                        last = (None, None)  # new and bad: left out
+                    else:
+                        last = self._recorded(name, exc)
                     errors[name] = exc
                     self.fresh.append(exc)
-                    parts[name] = (obj, *known[1:]) if known is not None else (obj, None, None)
+                    parts[name] = (obj, *last)
         self._read, self.errors, self._good = parts, errors, True
         self._record({(_POLICY, "", name): parts[name][2] or {} for name in errors})
         loaded = [part for _, part, _ in parts.values() if part is not None]
@@ -216,15 +220,13 @@ class ApiPolicies:
             tuple(f for part in loaded for f in part.files),
         )
 
-    def _recorded(
-        self, name: str, exc: InputError
-    ) -> tuple[dict[str, Any], Loaded | None, Mapping[str, Any] | None]:
-        """At the first read, a bad object an earlier agent held: as it held it; any other is
-        ``exc`` (all or nothing)."""
+    def _recorded(self, name: str, exc: InputError) -> tuple[Loaded | None, Mapping[str, Any] | None]:
+        """At the first read, a bad object an earlier agent held: as it held it (its policies and
+        last good object, or none when it left it out); any other is ``exc`` (all or nothing)."""
         good = self._held.get((_POLICY, "", name))
         if good is None:
             raise exc
-        return {}, _read_object(name, dict(good)) if good else None, good or None
+        return (_read_object(name, dict(good)), good) if good else (None, None)
 
     def _record(self, held: HeldObjects) -> None:
         if self.store is not None and held != self._held:

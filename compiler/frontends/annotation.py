@@ -15,6 +15,11 @@ def isolates_ingress(value: str) -> bool:
     Mirrors Go's ``json.Unmarshal`` into the 1.6 struct: null and unknown keys are fine, a wrong
     type is an error, and any isolation other than ``DefaultDeny`` means no isolation.
     """
+    return _isolation(value) == "DefaultDeny"
+
+
+def _isolation(value: str) -> str | None:
+    """The value's ``ingress.isolation`` (None: not given); ValueError when not that JSON shape."""
     try:
         doc = json.loads(value)
     except json.JSONDecodeError as exc:
@@ -24,18 +29,18 @@ def isolates_ingress(value: str) -> bool:
     except ValueError:  # an integer past Python's digit limit (its message names a Python function)
         raise ValueError("not valid JSON for it (a number of thousands of digits)") from None
     if doc is None:
-        return False
+        return None
     if not isinstance(doc, dict):
         raise ValueError('must be a JSON object like {"ingress": {"isolation": "DefaultDeny"}}')
     ingress = _field(doc, "ingress")
     if ingress is None:
-        return False
+        return None
     if not isinstance(ingress, dict):
         raise ValueError('"ingress" must be a JSON object like {"isolation": "DefaultDeny"}')
     isolation = _field(ingress, "isolation")
     if isolation is not None and not isinstance(isolation, str):
         raise ValueError('"ingress.isolation" must be a string')
-    return isolation == "DefaultDeny"
+    return isolation
 
 
 def _field(doc: dict[str, object], name: str) -> object:
@@ -52,11 +57,9 @@ def isolation_note(value: str) -> str | None:
     """What to say of a well-formed value that isolates nothing but looks meant to (``defaultdeny``,
     ``"DefaultDeny "``): Kubernetes compares exactly, so the namespace stays open without a word."""
     try:
-        if isolates_ingress(value):
-            return None
-        isolation = _field(_field(json.loads(value), "ingress"), "isolation")  # type: ignore[arg-type]
-    except (ValueError, TypeError, AttributeError):
+        isolation = _isolation(value)
+    except ValueError:  # said as an error where it is read
         return None
-    if isinstance(isolation, str) and re.sub(r"[^a-z]", "", isolation.lower()) == "defaultdeny":
+    if isolation and isolation != "DefaultDeny" and re.sub(r"[^a-z]", "", isolation.lower()) == "defaultdeny":
         return f"isolation {json.dumps(isolation)} is not DefaultDeny (case and spaces count): nothing is isolated"
     return None
