@@ -83,8 +83,17 @@ class Runner(Protocol):
     def which(self, program: str) -> bool: ...
 
 
+TOOL_SECONDS = 300.0
+TIMED_OUT = 124  # the return code of a tool killed for taking longer (coreutils' timeout's)
+
+
 class SubprocessRunner:
     """The real kernel tools of this network namespace."""
+
+    def __init__(self, timeout: float = TOOL_SECONDS) -> None:
+        # A tool stuck in the kernel or on a lock nobody releases must fail the apply (which then
+        # puts the previous state back), not hang an agent that its liveness probe calls alive.
+        self.timeout = timeout
 
     def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
         """The tool reads its input from an anonymous memory file written at once (no file
@@ -95,12 +104,20 @@ class SubprocessRunner:
                 fh.write(stdin.encode())
                 fh.seek(0)
                 done = subprocess.run(
-                    list(argv), stdin=fh, capture_output=True, text=True, check=False, pass_fds=held()
+                    list(argv),
+                    stdin=fh,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    pass_fds=held(),
+                    timeout=self.timeout,
                 )
         except FileNotFoundError:
             raise ApplyError(
                 f"{argv[0]} not found: install it (Debian: apt-get install {_package(argv[0])})"
             ) from None
+        except subprocess.TimeoutExpired:
+            return Ran(TIMED_OUT, "", f"{argv[0]} did not finish in {self.timeout:g} s and was killed")
         return Ran(done.returncode, done.stdout, done.stderr)
 
     def together(self, calls: Sequence[tuple[Sequence[str], str]]) -> list[Ran]:

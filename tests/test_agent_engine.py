@@ -486,6 +486,14 @@ def test_endpoint_serves_metrics_health_and_readiness() -> None:
             assert f"# HELP {name}" in text
         health.beat -= 3600
         assert get("/healthz")[0] == 503
+        health.busy = True  # applying: alive however long ago the loop last woke
+        assert get("/healthz")[0] == 200
+        assert health.busy_since is not None
+        health.busy_since -= health.busy_after  # but not stuck past every tool's bound
+        assert get("/healthz")[0] == 503
+        health.busy = False
+        health.beat = time.monotonic()
+        assert get("/healthz")[0] == 200
     finally:
         server.shutdown()
         server.server_close()

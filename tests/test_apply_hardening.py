@@ -27,7 +27,7 @@ from kernel.case import write_inputs as write_case_inputs
 from kernel.churn import make_case, network_policy
 from kernel.cluster import Cluster
 from kernel.netns import INVENTORY, Netns, fresh_netns, policy
-from npc.backends.base import Options, Ran
+from npc.backends.base import TIMED_OUT, Options, Ran, SubprocessRunner
 from npc.backends.iptables import IptablesBackend
 from npc.networks import network_spec
 from npc.pipeline import build, read_sources
@@ -148,6 +148,17 @@ def test_a_tool_outliving_a_killed_npc_holds_the_lock_until_it_ends(netns: Netns
     result = netns.npc_apply(policy("a"), extra=("--wait", "20"))
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - waited > 2  # it waited for the tool, not for the killed npc
+
+
+def test_a_stuck_tool_is_killed_and_its_step_fails() -> None:
+    """A tool that never ends (stuck on a lock or in the kernel) fails its step like a refusal,
+    so the apply puts the previous state back and an agent stays responsive."""
+    started = time.monotonic()
+    ran = SubprocessRunner(timeout=0.5)(["sh", "-c", "echo partial; exec sleep 30"])
+    assert ran.returncode == TIMED_OUT
+    assert ran.stderr == "sh did not finish in 0.5 s and was killed"
+    assert time.monotonic() - started < 10
+    assert SubprocessRunner(timeout=5)(["sh", "-c", "echo done"]) == Ran(0, "done\n", "")
 
 
 def test_stale_sets_go_but_one_another_rule_uses_is_kept_with_a_warning(netns: Netns) -> None:

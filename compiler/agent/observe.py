@@ -18,6 +18,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from ..backends.base import TOOL_SECONDS
+
 log = logging.getLogger("npc.agent")
 
 
@@ -74,16 +76,28 @@ class Metrics:
 
 
 class Health:
-    """``/healthz``: the loop woke up recently (or is busy applying); ``/readyz``: a first apply succeeded."""
+    """``/healthz``: the loop woke up recently, or has been applying for less than ``busy_after``
+    (each kernel tool is killed after ``TOOL_SECONDS``, so an apply that takes longer is stuck:
+    the liveness probe must then restart the agent); ``/readyz``: a first apply succeeded."""
 
-    def __init__(self, stale_after: float = 60.0) -> None:
-        self.stale_after = stale_after
+    def __init__(self, stale_after: float = 60.0, busy_after: float = 2 * TOOL_SECONDS) -> None:
+        self.stale_after, self.busy_after = stale_after, busy_after
         self.beat = time.monotonic()
-        self.busy = False
+        self.busy_since: float | None = None
         self.ready = threading.Event()
 
+    @property
+    def busy(self) -> bool:
+        return self.busy_since is not None
+
+    @busy.setter
+    def busy(self, busy: bool) -> None:
+        self.busy_since = time.monotonic() if busy else None
+
     def alive(self) -> bool:
-        return self.busy or time.monotonic() - self.beat < self.stale_after
+        if self.busy_since is not None:
+            return time.monotonic() - self.busy_since < self.busy_after
+        return time.monotonic() - self.beat < self.stale_after
 
 
 class _Quiet(WSGIRequestHandler):
