@@ -161,6 +161,31 @@ def test_a_stuck_tool_is_killed_and_its_step_fails() -> None:
     assert SubprocessRunner(timeout=5)(["sh", "-c", "echo done"]) == Ran(0, "done\n", "")
 
 
+@pytest.mark.skipif(not shutil.which("iptables-legacy-restore"), reason="needs iptables-legacy")
+def test_the_xtables_lock_held_past_its_wait_fails_cleanly_not_mixed(netns: Netns) -> None:
+    """iptables-legacy waits 30 s for the xtables lock: the Weave check read its failure as "not
+    Weave's", each restore and each rollback waited too, and after 150 s npc said the node was in
+    a MIXED state (exit 4) though nothing had changed. Now: exit 3 at the first wait, unchanged.
+    The lock is a private file bound over /run/xtables.lock in a mount namespace of the test's."""
+    assert netns.npc_apply(policy("a"), extra=("--iptables", "legacy")).returncode == 0
+    before = (netns.state(), sets(netns))
+    folder = write_inputs(netns.tmp / "locked" / "p", policy("b", 80, "frontend"))
+    lock = netns.tmp / "xtables.lock"
+    lock.touch()
+    hold = "import fcntl, time; f = open('/run/xtables.lock'); fcntl.flock(f, fcntl.LOCK_EX); time.sleep(100)"
+    script = (
+        f'mount --bind {lock} /run/xtables.lock && {{ {sys.executable} -c "{hold}" > /dev/null 2>&1 & }}; '
+        f"holder=$!; sleep 0.5; {sys.executable} -m npc apply {folder} --inventory {folder.parent}/inventory.json"
+        " --iptables legacy --wait 3; echo rc=$?; kill $holder"
+    )
+    started = time.monotonic()
+    done = netns.run("unshare", "-m", "sh", "-c", script, check=False)
+    assert "rc=3" in done.stdout, (done.stdout, done.stderr)
+    assert "MIXED" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert time.monotonic() - started < 80, done.stderr
+    assert (netns.state(), sets(netns)) == before
+
+
 def test_stale_sets_go_but_one_another_rule_uses_is_kept_with_a_warning(netns: Netns) -> None:
     assert netns.npc_apply(policy("a")).returncode == 0
     alone = set(sets(netns))
@@ -400,6 +425,101 @@ def test_reset_refuses_before_removing_anything_when_a_foreign_rule_jumps_into_n
     netns.run("iptables", *foreign[:2], "-D", *foreign[3:])
     assert npc(netns, "reset", "--all").returncode == 0
     assert "NPC-" not in netns.state() and not [s for s in sets(netns) if s.startswith("npc-")]
+
+
+def test_reset_all_leaves_other_tools_chains_named_like_npcs(netns: Netns) -> None:
+    """npc owns ``NPC-<tag>-`` chains: ``reset --all`` took every ``NPC-`` chain for a network's,
+    destroyed NPC-FOO, and stopped at a FORWARD jump to another tool's NPC-FORWARD (exit 3)."""
+    netns.run("iptables", "-N", "NPC-FOO")
+    netns.run("iptables", "-A", "NPC-FOO", "-s", "10.99.0.0/16", "-j", "ACCEPT")
+    netns.run("iptables", "-t", "mangle", "-N", "NPC-KUBE-SERVICES")
+    netns.run("iptables", "-N", "NPC-FORWARD")
+    netns.run("iptables", "-A", "FORWARD", "-j", "NPC-FORWARD")
+    theirs = [
+        line
+        for line in netns.state().splitlines()
+        if "NPC-FOO" in line or "NPC-KUBE" in line or "NPC-FORWARD" in line
+    ]
+    assert len(theirs) == 5, theirs
+    assert netns.npc_apply(policy("a")).returncode == 0
+    done = npc(netns, "reset", "--all")
+    assert done.returncode == 0, done.stderr
+    assert "NPC-FOO" not in done.stderr and "NPC-KUBE" not in done.stderr
+    left = netns.state().splitlines()
+    assert [line for line in left if line in theirs] == theirs
+    assert not [line for line in left if re.search(r"NPC-[a-z2-7]{5}-", line)]
+
+
+def test_reset_names_rules_dressed_as_npcs_jump_and_removes_nothing(netns: Netns) -> None:
+    """A rule into npc's chain with npc's comment but more matches, or more comment, is another
+    tool's: ``reset --all`` deleted both, ``reset`` hit the kernel's CHAIN_DEL refusal unnamed."""
+    assert netns.npc_apply(policy("a")).returncode == 0
+    chain = forward_chain(netns)
+    new_only = ("-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED")
+    marked = ("-m", "comment", "--comment", "npc network default", "-m", "mark", "--mark", "0x2/0x2")
+    netns.run("iptables", "-t", "mangle", "-A", "FORWARD", *new_only, *marked, "-j", chain)
+    sidecar = ("-m", "comment", "--comment", "npc network default: sidecar")
+    netns.run("iptables", "-t", "mangle", "-A", "FORWARD", *sidecar, "-j", chain)
+    before = (netns.state(), sets(netns))
+    for scope in ((), ("--all",)):
+        done = npc(netns, "reset", *scope)
+        assert done.returncode == 3, done.stderr
+        assert "nothing was removed" in done.stderr and f"jumps to {chain}" in done.stderr, done.stderr
+        assert "CHAIN_DEL" not in done.stderr
+        assert (netns.state(), sets(netns)) == before
+
+
+def test_a_chain_of_npcs_name_in_nat_is_not_a_backends_enforcement(netns: Netns) -> None:
+    """npc writes chains in mangle and filter only: one of its names in nat made the nftables
+    backend refuse ("enforced by the iptables backend"), and the reset it advised removed nothing."""
+    assert netns.npc_apply(policy("a")).returncode == 0
+    tag = forward_chain(netns).split("-")[1]
+    assert npc(netns, "reset").returncode == 0
+    netns.run("iptables", "-t", "nat", "-N", f"NPC-{tag}-SNAT")
+    done = netns.npc_apply(policy("a"), extra=("--backend", "nftables"))
+    assert done.returncode == 0, done.stderr
+    assert f":NPC-{tag}-SNAT" in netns.run("iptables-save", "-t", "nat").stdout
+
+
+def _path_without(tmp_path: Path, *tools: str) -> str:
+    """A PATH holding every program of this one but ``tools``."""
+    folder = tmp_path / ("without-" + "-".join(tools))
+    folder.mkdir()
+    for where in os.environ["PATH"].split(os.pathsep):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(where):
+                if entry.name not in tools and not (folder / entry.name).exists():
+                    (folder / entry.name).symlink_to(entry.path)
+    return str(folder)
+
+
+def test_a_reset_without_ipset_or_nft_is_refused_not_a_success(netns: Netns, tmp_path: Path) -> None:
+    """Without ipset npc's sets stayed, and without nft its tables did, and reset said exit 0."""
+    assert netns.npc_apply(policy("a")).returncode == 0
+    before = (netns.state(), sets(netns))
+    no_ipset = _path_without(tmp_path, "ipset")
+    done = netns.run(sys.executable, "-m", "npc", "reset", check=False, path=no_ipset)
+    assert done.returncode == 3 and "ipset not found" in done.stderr, done.stderr
+    assert (netns.state(), sets(netns)) == before
+    assert npc(netns, "reset").returncode == 0
+    assert netns.npc_apply(policy("a"), extra=("--backend", "nftables")).returncode == 0
+    tables = netns.run("nft", "list", "tables").stdout
+    no_nft = _path_without(tmp_path, "nft")
+    done = netns.run(sys.executable, "-m", "npc", "reset", "--backend", "nftables", check=False, path=no_nft)
+    assert done.returncode == 3 and "nft not found" in done.stderr, done.stderr
+    assert netns.run("nft", "list", "tables").stdout == tables
+
+
+def test_one_family_after_two_without_the_others_tools_is_refused(netns: Netns, tmp_path: Path) -> None:
+    """``--ip-families IPv4`` after a dual-stack load must remove the IPv6 rules: without
+    ip6tables it could not, warned only that their sets were "in use", and exited 0."""
+    assert netns.npc_apply(policy("a")).returncode == 0
+    before = (netns.state(), sets(netns))
+    path = _path_without(tmp_path, "ip6tables-restore", "ip6tables-legacy-restore", "ip6tables-nft-restore")
+    done = netns.npc_apply(policy("b", 80, "frontend"), extra=("--ip-families", "IPv4"), path=path)
+    assert done.returncode == 3, done.stderr
+    assert "ip6tables" in done.stderr and "-restore not found" in done.stderr and "IPv6 rules" in done.stderr
+    assert (netns.state(), sets(netns)) == before
 
 
 def test_reset_destroys_a_crashed_applys_recorded_list_holding_npcs_sets(netns: Netns) -> None:

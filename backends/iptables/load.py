@@ -55,7 +55,7 @@ import os
 import queue
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -79,7 +79,7 @@ from ..nftables.load import npc_tables
 from ..nftables.render import table_name
 from .ipset_netlink import Built, create_sets, fill_messages, send_built
 from .mark_tree import Marks
-from .names import ANY_CHAIN_PREFIX, ANY_JUMP, ANY_SET, Names, destruction_order, names_of
+from .names import ANY_CHAIN, ANY_JUMP, ANY_SET, Names, destruction_order, names_of
 from .render import (
     LIST_SET,
     NPC_LAYOUT,
@@ -600,6 +600,14 @@ def apply_iptables(
     names = names_of(lowered)
     refuse_other_backends(run, lowered, tools)
     present = _sets(run)
+    for family in sorted({4, 6} - set(layout.families)):  # cleared after the commit: checked before
+        sets = sorted(n for n in present if re.match(rf"{re.escape(names.set_prefix)}[a-z]{family}-", n))
+        if sets and not run.which(tools.restore[family]):
+            raise ApplyError(
+                f"{tools.restore[family]} not found: an earlier load of network {lowered.network} left "
+                f"IPv{family} rules (their sets, such as {sets[0]}, exist) that this load must remove; "
+                "install it (Debian: apt-get install iptables), then rerun"
+            )
     _destroy_recorded(run, names, present)
     makers = set_makers(lowered, members, marks, layout.families)
     # No set of this network's yet: the sets are created empty, from their headers, while their
@@ -766,8 +774,8 @@ def apply_iptables(
                 undo.step(f"reading the IPv{undone} rules", str(exc))
                 continue
             text = _rollback_text(lowered, before[undone], now, layout)
-            if undone in rejected and not text.strip():
-                continue  # npc holds nothing there, before or now
+            if undone in rejected and (now == before[undone] or not text.strip()):
+                continue  # the restore committed nothing, or npc holds nothing there, before or now
             back = run([tools.restore[undone], "--noflush", "--wait=30"], text)
             undo.step(f"putting the IPv{undone} rules back", back.stderr.strip() if back.returncode else "")
 
@@ -937,6 +945,9 @@ def _saves(run: Runner, tools: Tools) -> list[tuple[Tools, int, str]]:
     return saves
 
 
+XTABLES_BUSY = 4  # iptables' exit for a resource problem: the xtables lock not had within --wait
+
+
 def refuse_layered(run: Runner, lowered: Lowered, tools: Tools, other: Layout, backend: str) -> None:
     """npc's own layout refuses a network ``other`` (Weave's) enforces: its direction chains jump
     into the chains npc's would replace, and the kernel refused the deletions midway. Weave's
@@ -946,6 +957,8 @@ def refuse_layered(run: Runner, lowered: Lowered, tools: Tools, other: Layout, b
     jump = re.compile(rf" -[jg] {re.escape(names.chain_prefix)}")
     for chain in sorted(set(other.direction_chains.values())):
         listed = run([binary, "--wait=30", "-t", "filter", "-S", chain])
+        if listed.returncode == XTABLES_BUSY:  # not "no such chain": the check could not be made
+            raise ApplyError(f"{binary} could not list chain {chain}: {listed.stderr.strip()}")
         if listed.returncode == 0 and jump.search(listed.stdout):
             raise ApplyError(
                 f"network {lowered.network} is enforced by the {backend} backend; remove it first "
@@ -958,7 +971,8 @@ def _enforcer(run: Runner, tools: Tools, names: Names) -> str:
     chains lead into them and npc's FORWARD jump does not (``_layered_tags``), else "iptables";
     "" for none."""
     saved = [run([tools.save[family]]) for family in (4, 6) if run.which(tools.save[family])]
-    texts = [done.stdout for done in saved if done.returncode == 0]
+    # the tables npc writes (a chain of its name in nat or raw is another tool's: reset leaves it)
+    texts = [f"*{t}\n{_section(done.stdout, t)}" for done in saved if done.returncode == 0 for t in TABLES]
     if not any(f"\n:{names.chain_prefix}" in "\n" + text for text in texts):
         return ""
     return "weave" if names.tag in _layered_tags(texts) else "iptables"
@@ -1015,7 +1029,7 @@ def _layered_tags(saves: Iterable[str]) -> frozenset[str]:
     hooked: set[str] = set()
     for line in (line for saved in saves for line in saved.splitlines()):
         words = line.split(maxsplit=2)
-        if len(words) < 3 or words[0] != "-A" or words[1].startswith(ANY_CHAIN_PREFIX):
+        if len(words) < 3 or words[0] != "-A" or ANY_CHAIN.match(words[1]):
             continue
         if target := _LAYERED.search(line):
             (hooked if ANY_JUMP.fullmatch(line) else found).add(target.group(1))
@@ -1062,6 +1076,13 @@ def _others_using(
     return found
 
 
+_SET_USE = re.compile(r" --(match|map)-set npc-[a-z2-7]{5}-")
+
+
+def _rule_lines(saves: Iterable[tuple[Tools, int, str]]) -> Iterator[str]:
+    return (line for _, _, text in saves for line in text.splitlines() if line.startswith("-A "))
+
+
 def _refuse_users(users: Sequence[str]) -> None:
     if users:
         more = f" (and {len(users) - 3} more)" if len(users) > 3 else ""
@@ -1093,11 +1114,18 @@ def reset_iptables(
     def kept(name: str) -> bool:  # a skipped network's chain, jump or set
         return any(f"-{tag}-" in name for tag in skip)
 
+    def ours(chain: str) -> bool:  # the network's, or any network's: ``NPC-<tag>-`` (not NPC-FOO)
+        return chain.startswith(names.chain_prefix) if names else bool(ANY_CHAIN.match(chain))
+
     def removing(tools: Tools, chain: str) -> bool:  # a chain this reset removes
-        prefix = names.chain_prefix if names else ANY_CHAIN_PREFIX
-        return tools in flavours and chain.startswith(prefix) and not kept(chain)
+        return tools in flavours and ours(chain) and not kept(chain)
 
     ipset = run.which("ipset")
+    if not ipset and any(_SET_USE.search(line) and ours(line.split()[1]) for line in _rule_lines(saves)):
+        raise ApplyError(
+            "ipset not found: npc's rules use its sets, which only ipset removes, so nothing was "
+            "removed; install it (Debian: apt-get install ipset), then rerun"
+        )
     present = _sets(run) if ipset else {}  # read once: removing the chains destroys no set
     doomed = {
         n
@@ -1115,11 +1143,10 @@ def reset_iptables(
         gone: list[str] = []
         for table in TABLES:
             section = _section(text, table).splitlines()
-            prefix = names.chain_prefix if names else ANY_CHAIN_PREFIX
             chains = [
                 c
-                for c in (line[1:].split()[0] for line in section if line.startswith(":" + prefix))
-                if not kept(c)
+                for c in (line[1:].split()[0] for line in section if line.startswith(":"))
+                if ours(c) and not kept(c)
             ]
             own = {f"-A {rule}" for rule in (jump_rule(lowered), *older_jumps(lowered))} if lowered else None
             jumps = [

@@ -19,12 +19,12 @@ from ...ir import Direction
 if TYPE_CHECKING:
     from ...lower import Lowered
 
-ANY_CHAIN_PREFIX = "NPC-"  # any network's chains
+ANY_CHAIN = re.compile(r"NPC-[a-z2-7]{5}-")  # any network's chains (``match``: a name's start)
 ANY_SET = re.compile(r"npc-[a-z2-7]{5}-[snpmlt][046]-[a-z2-7]+")  # any network's sets (0: of no family)
 _LIST = re.compile(r"np[ct]-[a-z2-7]{5}-l[46]-")  # a list:set (``render.ListSet``), or its temporary
-ANY_JUMP = re.compile(  # an older npc's jumps had no conntrack match
-    r'-A FORWARD (-m conntrack ! --ctstate RELATED,ESTABLISHED )?-m comment --comment "?npc network .* '
-    r"-j NPC-[a-z2-7]{5}-(FORWARD|MARK)"
+ANY_JUMP = re.compile(  # exactly a jump npc writes (an older npc's had no conntrack match)
+    r"-A FORWARD (-m conntrack ! --ctstate RELATED,ESTABLISHED )?"
+    r'-m comment --comment "npc network [a-z0-9][a-z0-9./-]*" -j NPC-[a-z2-7]{5}-(FORWARD|MARK)'
 )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
+from ...errors import ApplyError
 from ...lock import netns_lock
 from ...lower import Lowered
 from ..base import (
@@ -196,6 +197,8 @@ class NftablesBackend:
         return ruleset, load
 
     def reset(self, network: str | None, options: Options, runner: Runner) -> LoadReport:
+        if not runner.which("nft"):  # else no table would be found, and "removed 0" said
+            raise ApplyError("nft not found: install it (Debian: apt-get install nftables)")
         with netns_lock(options.wait):
             found = npc_tables(runner, strict=True)
             tables = [table_name(network)] if network is not None else sorted({n for _, n in found})
