@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -101,7 +102,17 @@ def write_folder(folder: str | Path, files: Mapping[str, str]) -> None:
             if old.exists() and not target.exists():
                 os.rename(old, target)
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():
+            shutil.rmtree(old, onerror=_left_behind)
+
+
+def _left_behind(_: object, path: object, exc: object) -> None:
+    """The new folder is in place; what of the old one cannot go (an immutable file) is said."""
+    reason = exc[1] if isinstance(exc, tuple) else exc
+    print(
+        f"npc: warning: could not remove {printable(str(path))} of the replaced output: {reason}",
+        file=sys.stderr,
+    )
 
 
 def _holds_mounts(folder: Path) -> bool:
@@ -132,6 +143,7 @@ def _write_in_place(target: Path, files: Mapping[str, str]) -> None:
                     path.unlink(missing_ok=True)
                 else:
                     os.replace(kept, path)
+                    kept.unlink(missing_ok=True)  # both one file's names (its write failed): rename left both
             except OSError as exc:
                 failed.append(f"{printable(str(path))}: {exc.strerror or exc}")
         if failed:

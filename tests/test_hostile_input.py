@@ -554,6 +554,7 @@ npc() {{ {sys.executable} -m npc "$@"; }}
 mount -t tmpfs -o size=24k none small && npc compile p.yaml -o small && sha256sum small/* > before
 npc compile q.yaml -o small; echo "full: $?"
 sha256sum small/* | cmp - before && echo "small: as before"
+npc compile q.yaml -o small; echo "hidden: $(ls -A small | grep -c '^[.]')"
 mount -t tmpfs -o size=4k none tiny; npc compile p.yaml -o tiny; echo "tiny: $? $(ls -A tiny | wc -l)"
 mount --bind src bound && npc compile p.yaml -o bound && echo "bound: $(ls src | tr '\\n' ' ')"
 mkdir outer/sub && mount -t tmpfs none outer/sub && echo x > outer/sub/theirs
@@ -562,6 +563,7 @@ npc compile p.yaml -o outer && npc compile q.yaml -o outer && echo "outer: $(ls 
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)
     assert "Traceback" not in done.stderr, done.stderr
     assert "full: 3\nsmall: as before\n" in done.stdout, (done.stdout, done.stderr)
+    assert "hidden: 0\n" in done.stdout, done.stdout  # the kept links of a second failure went too
     assert "tiny: 3 0\n" in done.stdout and "nothing was changed" in done.stderr, (done.stdout, done.stderr)
     assert "bound: ipsets manifest.json rules.v4 rules.v6 \n" in done.stdout, (done.stdout, done.stderr)
     assert "outer: theirs" in done.stdout, (done.stdout, done.stderr)
