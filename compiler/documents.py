@@ -296,7 +296,8 @@ def _load(path: str, text: str, strict: bool) -> list[Any]:
     try:
         too_big = "*" in text and _expanded_size(documents) > MAX_EXPANSION
     except InputError as err:
-        raise attrs.evolve(err, file=path) from None
+        line, column = _recursive_alias_at(text)
+        raise attrs.evolve(err, file=path, line=line, column=column) from None
     if too_big:
         alias, line, column = _alias_past(text, MAX_EXPANSION)
         message = f"invalid YAML: aliases (*name) expand to more than {MAX_EXPANSION:,} values"
@@ -416,6 +417,22 @@ def _expanded_size(documents: list[Any]) -> int:
             stack.append((value, True))
             stack.extend((c, False) for c in children if isinstance(c, list | dict))
     return sum(size.get(id(d), 1) for d in documents)
+
+
+def _recursive_alias_at(text: str) -> tuple[int, int]:
+    """Where the first alias inside its own anchor is ((0, 0) if the parser finds none)."""
+    open_anchors: list[str | None] = []
+    try:
+        for event in yaml.parse(json_as_yaml(text), Loader=_BaseLoader):
+            if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                open_anchors.append(event.anchor)
+            elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                open_anchors.pop()
+            elif isinstance(event, yaml.AliasEvent) and event.anchor in open_anchors:
+                return mark_position(text, event.start_mark)
+    except yaml.YAMLError:
+        pass
+    return 0, 0
 
 
 def _count_values(path: str, text: str) -> None:

@@ -530,6 +530,17 @@ def test_merges_of_aliases_of_merges_keep_each_key_once_and_are_bounded() -> Non
     assert f"merges (<<) copy more than {MAX_EXPANSION:,} keys" in caught.value.message
 
 
+def test_an_alias_inside_its_own_anchor_is_placed() -> None:
+    """The error said what but not where (every other YAML error has its line:column)."""
+    from npc.documents import load_documents
+
+    text = "kind: NetworkPolicy\nspec:\n  podSelector: &a\n    matchLabels: {x: [1, *a]}\n"
+    with pytest.raises(InputError) as caught:
+        load_documents("r.yaml", text, strict=True)
+    assert "an alias (*name) inside its own anchor" in caught.value.message
+    assert (caught.value.file, caught.value.line, caught.value.column) == ("r.yaml", 4, 26)
+
+
 @pytest.mark.parametrize("separator", ["\r", "\x85", "\u2028", "\u2029"])
 def test_values_after_any_yaml_line_break_are_counted(
     separator: str, monkeypatch: pytest.MonkeyPatch
