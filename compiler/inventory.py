@@ -260,16 +260,17 @@ def _keyed(found: _Found) -> Iterator[tuple[tuple[str, ...], Namespace | Pod]]:
 
 
 def _shared_addresses(pods: Iterable[Pod]) -> list[str]:
-    """Two live pods with one address: the sets would hold it for both, so each would be allowed
-    what the other is (kubelet's view lagging a reused address, or an inventory put together
-    by hand)."""
+    """Two live pods with one address (kubelet's view lagging a reused address, or an inventory put
+    together by hand): the kernel sees one address, so it cannot police them apart."""
     holders: dict[Address, list[str]] = {}
     for pod in pods:
         for ip in pod.ips:
             holders.setdefault(ip, []).append(f"{pod.namespace}/{pod.name}")
     shared = sorted((ip.version, ip, names) for ip, names in holders.items() if len(names) > 1)
     return [
-        f"pods {', '.join(sorted(names))} share the address {ip}: each is allowed what the others are"
+        f"pods {', '.join(sorted(names))} share the address {ip}: the kernel polices it as one pod's "
+        "(one pod's isolation and policies, a peer wherever any of them is one); matrix and explain "
+        "show each pod as if alone"
         for _, ip, names in shared
     ]
 

@@ -562,6 +562,14 @@ def test_explain_of_a_pod_to_itself_allows_as_the_matrix_does(
     code, out, _ = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/a", "--to",
                        "default/a", "--port", "tcp/80", "--format", "json")  # fmt: skip
     assert json.loads(out)["allowed"] is True and "stays inside the pod" in json.loads(out)["itself"]
+    # a port name the pod lacks: still itself (the matrix's ``-``), the missing name said too
+    code, out, _ = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/a", "--to",
+                       "default/a", "--port", "tcp/no-such", "--format", "json")  # fmt: skip
+    data = json.loads(out)
+    assert data["allowed"] is True and "itself" in data and "no-such" in data["problem"], data
+    code, out, _ = run(capsys, "explain", folder, "--inventory", inventory, "--from", "default/a", "--to",
+                       "default/a", "--port", "tcp/no-such")  # fmt: skip
+    assert out.startswith("ALLOWED: default/a -> default/a tcp/no-such") and "itself stays inside" in out, out
 
 
 def test_explain_to_an_address_outside_the_cluster(

@@ -234,7 +234,8 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
         if version not in model.families
         else None
     )
-    allowed = problem is None and (itself or unpoliced is not None or (egress.allowed and ingress.allowed))
+    # a pod to itself: allowed whatever the port (the matrix's ``-``), as no policy applies to it
+    allowed = itself or (problem is None and (unpoliced is not None or (egress.allowed and ingress.allowed)))
     if args.format == "json":
         data = {
             "allowed": allowed,
@@ -261,7 +262,7 @@ def explanation(args: argparse.Namespace, model: Model) -> str:
     lines += [problem] if problem else []
     why = [f"{SELF_NOTE} (what the policies would say of another pod follows)"] if itself else []
     why += [f"{unpoliced} (what the policies would say where policed follows)"] if unpoliced else []
-    lines += [] if problem else why
+    lines += why if itself or not problem else []
     other = _other_family(args, src, dst)
     if other is not None:
         lines.append(
