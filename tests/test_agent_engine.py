@@ -38,10 +38,11 @@ class Recorder:
     def __init__(self) -> None:
         self.loads: list[tuple[str, Lowered, dict[str, list[Any]]]] = []
         self.fail = False
+        self.fail_network: str | None = None  # refuse this network's loads alone
         self.warnings: tuple[str, ...] = ()  # what its loads report, as a kernel's stale set
 
     def load(self, compiled: Compiled, kind: str = "full") -> LoadReport:
-        self._refuse()
+        self._refuse(compiled.lowered.network)
         self.loads.append((kind, compiled.lowered, {k: list(v) for k, v in compiled.members.items()}))
         return LoadReport("recorder", compiled.lowered.network, kind, self.warnings)
 
@@ -50,12 +51,12 @@ class Recorder:
         assert lowered is applied.lowered and members == applied.members
         return self.load(compiled, "update")
 
-    def _refuse(self) -> None:
-        if self.fail:
+    def _refuse(self, network: str) -> None:
+        if self.fail or network == self.fail_network:
             raise ApplyError("refused")
 
     def load_members(self, lowered: Lowered, old: Members, new: Members) -> MemberDelta:
-        self._refuse()
+        self._refuse(lowered.network)
         changes = member_changes(old, new)
         self.loads.append(("sets", lowered, {k: list(v) for k, v in new.items()}))
         return MemberDelta(
@@ -291,6 +292,15 @@ def test_node_polices_local_pods_only_while_peers_stay_cluster_wide(inputs: Inpu
         assert peer is not None
         assert members[target] == members[isolated] == [("10.0.0.1", False)]
         assert members[peer.name] == [("10.0.0.3", False)]  # a peer on another node still counts
+        # scheduled here with nothing else changed (a StatefulSet's pod keeps its address): policed
+        moved = [pods[0], pod("db-there", "10.0.0.2", {"role": "db"}, node="n1"), pods[2]]
+        run.change(lambda: inputs.write([DB_POLICY], moved))
+        _, _, members = run.plane.loads[-1]
+        assert run.plane.kinds()[-1] == "sets"
+        assert members[target] == members[isolated] == [("10.0.0.1", False), ("10.0.0.2", False)]
+        run.change(lambda: inputs.write([DB_POLICY], pods))  # and away again
+        _, _, members = run.plane.loads[-1]
+        assert members[target] == members[isolated] == [("10.0.0.1", False)]
     finally:
         run.stop()
 
@@ -375,6 +385,21 @@ def test_a_policy_file_emptied_is_taken_for_one_being_written(inputs: Inputs, ru
     assert running.plane.loads[-1][0] in ("full", "update")
 
 
+def test_files_changing_past_the_debounce_are_read_once_still(inputs: Inputs, running: Running) -> None:
+    """A folder copied over the policies (``rm -r``, then ``cp -r`` for longer than the debounce)
+    was read half copied and loaded, opening its pods until the copy ended (a review saw it)."""
+    loads = len(running.plane.loads)
+    (inputs.policies / "0.yaml").unlink()
+    for _ in range(8):  # the copy writes other files meanwhile: a change every 30 ms
+        running.engine.notify("files")
+        time.sleep(0.03)
+    (inputs.policies / "0.yaml").write_text(dump(dict(DB_POLICY)))
+    running.engine.notify("files")
+    time.sleep(0.5)
+    wait_for(lambda: not running.engine.health.busy, "the batch read")
+    assert len(running.plane.loads) == loads  # the same policies in the end: nothing loaded
+
+
 def test_a_policy_change_logs_the_loads_warnings(
     inputs: Inputs, running: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -453,6 +478,35 @@ def test_a_change_on_one_network_loads_only_that_network(inputs: Inputs) -> None
         time.sleep(0.2)
         assert run.plane.kinds() == ["full", "full", "sets"]
         assert run.plane.loads[-1][1].network == "net2"
+    finally:
+        run.stop()
+
+
+def test_a_retry_reloads_the_network_that_failed_not_its_healthy_neighbours(inputs: Inputs) -> None:
+    """Each backoff retry was a full load of every network (a review saw the healthy one
+    reloaded on every retry of the other's refused load)."""
+    multi = {**DB_POLICY, "kind": "MultiNetworkPolicy", "apiVersion": "k8s.cni.cncf.io/v1beta1"}
+    multi["metadata"] = {
+        **DB_POLICY["metadata"],
+        "annotations": {"k8s.v1.cni.cncf.io/policy-for": "default/net2"},
+    }
+    pods = [pod("db", "10.0.0.1", {"role": "db"}), pod("web", "10.0.0.2", {"role": "web"})]
+    inputs.write([DB_POLICY, multi], pods)
+    run = Running(inputs, [network_spec(), network_spec("net2", "multus:default/net2")])
+    try:
+        wait_for(lambda: len(run.plane.loads) == 2, "both networks")
+        run.plane.fail_network = "default"
+        inputs.write([DB_POLICY, multi], [*pods, pod("db2", "10.0.0.3", {"role": "db"})])
+        run.engine.notify("files")
+        registry = run.engine.metrics.registry
+        failures = lambda: registry.get_sample_value(  # noqa: E731
+            "npc_agent_apply_failures_total", {"network": "default", "reason": "kernel"}
+        )
+        wait_for(lambda: (failures() or 0) >= 2, "a retry refused too", timeout=10)
+        assert [lowered.network for _, lowered, _ in run.plane.loads[2:]] == []  # net2: nothing to do
+        run.plane.fail_network = None
+        wait_for(lambda: len(run.plane.loads) > 2, "the retry", timeout=10)
+        assert [(kind, lowered.network) for kind, lowered, _ in run.plane.loads[2:]] == [("full", "default")]
     finally:
         run.stop()
 

@@ -166,3 +166,25 @@ def test_an_artefacts_folder_whose_manifest_lists_files_wrongly_is_an_input_erro
     with pytest.raises(InputError) as caught:
         ArtefactPolicies(str(out), [network_spec()]).read()
     assert "files: must map the folder's file names to sha256 digests" in caught.value.render()
+
+
+def test_artefacts_of_another_backend_are_an_input_error(tmp_path: Path) -> None:
+    """nftables artefacts under ``npc agent --backend iptables`` loaded iptables rules that no
+    reviewed file showed."""
+    out = tmp_path / "out"
+    argv = [
+        sys.executable,
+        "-m",
+        "npc",
+        "compile",
+        str(EXAMPLES / "policies"),
+        "-o",
+        str(out),
+        "--backend",
+        "nftables",
+    ]
+    subprocess.run(argv, check=True, capture_output=True)
+    ArtefactPolicies(str(out), [network_spec()], backend="nftables").read()
+    with pytest.raises(InputError) as caught:
+        ArtefactPolicies(str(out), [network_spec()], backend="iptables").read()
+    assert "backend: compiled for backend 'nftables', not 'iptables'" in caught.value.render()

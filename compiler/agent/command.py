@@ -67,7 +67,7 @@ def run_agent(args: argparse.Namespace) -> int:
     if args.policies:
         policies = FilePolicies(args.policies)
     elif args.artefacts:
-        policies = ArtefactPolicies(args.artefacts, networks, per_network=bool(args.networks))
+        policies = ArtefactPolicies(args.artefacts, networks, bool(args.networks), backend.name)
     else:  # held objects recorded as pods are (``held``): this agent's first network is its own
         held = HeldStore(record_path(f"agent-{networks[0].folder}-policies-held"))
         policies = ApiPolicies(cache, watched, held)

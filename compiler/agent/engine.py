@@ -53,6 +53,7 @@ from .live import Journal, LiveInventory, LiveSets, PodChange
 from .observe import Health, Metrics
 
 log = logging.getLogger("npc.agent")
+FILES_SETTLE_S = 2.0  # the longest a batch waits for changing files to be still
 Members = dict[str, list[Entry]]
 
 
@@ -372,6 +373,7 @@ class Engine:
         self._digests = {"policies": "", "inventory": ""}
         self._answers: queue.Queue[tuple[Network, int, tuple[str, ...] | None]] = queue.Queue()
         self._checking: threading.Thread | None = None
+        self._failed: set[str] = set()  # networks whose last load failed: a retry reloads these
 
     def notify(self, what: str) -> None:
         """Thread-safe: ``policies``, ``inventory``, ``files`` (either may have changed), ``drift``
@@ -447,14 +449,19 @@ class Engine:
             current = network.drifted(loads, found) and current
 
     def _gather(self, first: str) -> set[str]:
-        """Every change arriving within ``debounce`` of the first one."""
+        """Every change arriving within ``debounce`` of the first one; while files keep changing,
+        until they have been still for ``debounce`` (at most ``FILES_SETTLE_S``): a folder copied
+        over the policies (``rm -r`` and ``cp -r``) was loaded half copied, opening pods."""
         batch = [first]
-        end = time.monotonic() + self.debounce
+        started = time.monotonic()
+        end = started + self.debounce
         while (left := end - time.monotonic()) > 0 and not self.stop.is_set():
             try:
                 batch.append(self.events.get(timeout=left))
             except queue.Empty:
                 break
+            if batch[-1] == "files":
+                end = min(time.monotonic() + self.debounce, started + FILES_SETTLE_S)
         while True:  # whatever else is already queued comes along
             try:
                 batch.append(self.events.get_nowait())
@@ -539,13 +546,18 @@ class Engine:
             if not (changed or repair) or self._loaded is None or self._docs is None:
                 return True
             ok = True
+            everyone = not self._failed  # a retry no network's failure asked for (a bug's): all
             for network in self.networks:
+                # a retry reloads the networks whose load failed, not the healthy ones beside them
+                forced = full and (everyone or network.spec.name in self._failed)
                 try:
-                    if not network.update(self._loaded, self._docs, full) and not resync:
+                    if not network.update(self._loaded, self._docs, forced) and not resync:
                         # said once per change read, so a user who edited an input sees it was
                         # (not every resync: inputs read again unchanged are no news)
                         _info(f"network {network.spec.name}: inputs read, kernel already up to date")
+                    self._failed.discard(network.spec.name)
                 except ApplyError as exc:
+                    self._failed.add(network.spec.name)
                     ok = False
                     log.error(
                         "network %s: the kernel refused the change, previous state kept: %s",

@@ -101,8 +101,14 @@ class ArtefactPolicies:
     with several networks). The folder is read through its symlink's target once per read, and
     every file must match the manifest's hash, so a half-synced folder is refused, not loaded."""
 
-    def __init__(self, directory: str, networks: Sequence[NetworkSpec], per_network: bool = False) -> None:
-        self.directory, self.networks = directory, list(networks)
+    def __init__(
+        self,
+        directory: str,
+        networks: Sequence[NetworkSpec],
+        per_network: bool = False,
+        backend: str | None = None,
+    ) -> None:
+        self.directory, self.networks, self.backend = directory, list(networks), backend
         self.per_network = per_network or len(self.networks) > 1  # compile --networks: a folder each
         self._digest = ""
 
@@ -124,6 +130,13 @@ class ArtefactPolicies:
                     f"compiled for network {manifest.get('network')!r}, not {spec.name!r}",
                     str(path),
                     path="network",
+                )
+            if self.backend is not None and manifest.get("backend") != self.backend:
+                raise InputError(  # the reviewed files are another backend's: they say nothing of these rules
+                    f"compiled for backend {manifest.get('backend')!r}, not {self.backend!r} (--backend): "
+                    "compile the artefacts for the backend the node runs",
+                    str(path),
+                    path="backend",
                 )
             files = manifest.get("files") or {}
             if not isinstance(files, dict) or not all(

@@ -156,13 +156,15 @@ class LiveInventory:
                 continue
             before = self.pods.pop(key, None)
             self.by_namespace[key[1]].pop(key, None)
+            was_local = key in self.local
             self.local.discard(key)
             after = value if isinstance(value, Pod) else None
             if after is not None:
                 self.pods[key] = self.by_namespace[key[1]][key] = after
                 if self.node is None or _node(self.good.get(key, fresh[key])) == self.node:  # held: as it was
                     self.local.add(key)
-            if before != after:
+            # a pod scheduled here (or away) with nothing else changed: ``Pod`` holds no node name
+            if before != after or (key in self.local) != was_local:
                 pods.append((before, after))
         for key, obj in fresh.items():
             if obj is None:
