@@ -68,6 +68,19 @@ def no_iptables_flavour(options: Options) -> None:
         raise UsageError("--iptables applies to the iptables-based backends (iptables, weave) only")
 
 
+def no_marks(options: Options, backend: str) -> None:
+    """For a backend that marks no packet: ``--mark`` and ``--group-marks`` are usage errors, not
+    ignored (the output was byte for byte the same, as if they had been taken)."""
+    for flag, given, default in (
+        ("--mark", options.mark, DEFAULT_MARK),
+        ("--group-marks", options.group_marks, DEFAULT_GROUP_MASKS),
+    ):
+        if given != default:
+            raise UsageError(
+                f"{flag} applies to the iptables backend only: --backend {backend} marks no packet"
+            )
+
+
 @attrs.frozen
 class Ran:
     returncode: int

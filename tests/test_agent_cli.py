@@ -27,6 +27,10 @@ import pytest
         (["--policies", "p", "--backend", "calico", "--iptables", "nft"], "--iptables applies"),
         (["--policies", "p", "--backend", "weave", "--mark", "0x10"], "Weave Net's mark is 0x40000"),
         (
+            ["--policies", "p", "--backend", "nftables", "--mark", "0x10"],
+            "--mark applies to the iptables backend only",
+        ),
+        (
             ["--policies", "p", "--inventory", "i", "--backend", "calico"],
             "npc agent loads iptables, nftables",
         ),

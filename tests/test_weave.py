@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from kernel.command import EXAMPLES, npc
 
 MULTINET = EXAMPLES / "multinet"
@@ -103,3 +104,14 @@ def test_mark_is_weaves_own(tmp_path: Path) -> None:
     done = npc("compile", str(EXAMPLES / "policies"), "--backend", "weave", "--mark", "0x10")
     assert done.returncode == 2
     assert "--mark does not apply to --backend weave" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("backend", ["nftables", "calico"])
+@pytest.mark.parametrize("flag", [("--mark", "0x2000"), ("--group-marks", "0x30000,0x3")])
+def test_a_backend_that_marks_no_packet_refuses_the_mark_flags(backend: str, flag: tuple[str, str]) -> None:
+    """They were accepted and ignored (the output byte for byte the same)."""
+    done = npc("compile", str(EXAMPLES / "policies"), "--backend", backend, *flag)
+    assert done.returncode == 2, done.stderr
+    assert (
+        f"{flag[0]} applies to the iptables backend only: --backend {backend} marks no packet" in done.stderr
+    )

@@ -15,7 +15,7 @@ import yaml
 from ...documents import Dumper
 from ...errors import UsageError
 from ...ir import DEFAULT_NETWORK
-from ..base import Backend, LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour
+from ..base import Backend, LoadReport, MemberDelta, Members, Options, Runner, no_iptables_flavour, no_marks
 from .render import Obj, calico_objects
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class CalicoBackend:
 
     def check(self, options: Options) -> None:
         no_iptables_flavour(options)
+        no_marks(options, "calico")
 
     def chain_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         """Calico resources hold rules; the chains are felix's."""

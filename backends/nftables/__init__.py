@@ -21,6 +21,7 @@ from ..base import (
     Runner,
     RunsTogether,
     no_iptables_flavour,
+    no_marks,
     while_running,
 )
 from . import render as _render
@@ -69,6 +70,7 @@ class NftablesBackend:
 
     def check(self, options: Options) -> None:
         no_iptables_flavour(options)
+        no_marks(options, "nftables")
 
     def chain_counts(self, compiled: Compiled, options: Options) -> dict[str, int]:
         return {"ruleset.nft": self._build(compiled).chain_count}
