@@ -476,9 +476,18 @@ def test_a_chain_of_npcs_name_in_nat_is_not_a_backends_enforcement(netns: Netns)
     tag = forward_chain(netns).split("-")[1]
     assert npc(netns, "reset").returncode == 0
     netns.run("iptables", "-t", "nat", "-N", f"NPC-{tag}-SNAT")
+    netns.run("iptables", "-t", "nat", "-A", f"NPC-{tag}-SNAT", "-j", "MASQUERADE")
+    netns.run("iptables", "-t", "nat", "-A", "POSTROUTING", "-j", f"NPC-{tag}-SNAT")
+    nat = netns.run("iptables-save", "-t", "nat").stdout.splitlines()[1:-1]  # no dated comments
     done = netns.npc_apply(policy("a"), extra=("--backend", "nftables"))
     assert done.returncode == 0, done.stderr
-    assert f":NPC-{tag}-SNAT" in netns.run("iptables-save", "-t", "nat").stdout
+    assert npc(netns, "reset", "--backend", "nftables").returncode == 0
+    assert netns.npc_apply(policy("a")).returncode == 0
+    for scope in ((), ("--all",)):  # its jump in nat is no use of npc's chains, nor Weave's hook
+        done = npc(netns, "reset", *scope)
+        assert done.returncode == 0 and "Weave" not in done.stderr, done.stderr
+        assert netns.run("iptables-save", "-t", "nat").stdout.splitlines()[1:-1] == nat
+        assert netns.npc_apply(policy("a")).returncode == 0
 
 
 def _path_without(tmp_path: Path, *tools: str) -> str:
@@ -500,6 +509,14 @@ def test_a_reset_without_ipset_or_nft_is_refused_not_a_success(netns: Netns, tmp
     no_ipset = _path_without(tmp_path, "ipset")
     done = netns.run(sys.executable, "-m", "npc", "reset", check=False, path=no_ipset)
     assert done.returncode == 3 and "ipset not found" in done.stderr, done.stderr
+    assert (netns.state(), sets(netns)) == before
+    no_ip6 = _path_without(
+        tmp_path, *(f"ip6tables{v}-{t}" for v in ("", "-legacy", "-nft") for t in ("save", "restore"))
+    )
+    done = netns.run(
+        sys.executable, "-m", "npc", "reset", check=False, path=no_ip6
+    )  # IPv4 went, IPv6 stayed: exit 4
+    assert done.returncode == 3 and "ip6tables-" in done.stderr and "IPv6 rules" in done.stderr, done.stderr
     assert (netns.state(), sets(netns)) == before
     assert npc(netns, "reset").returncode == 0
     assert netns.npc_apply(policy("a"), extra=("--backend", "nftables")).returncode == 0

@@ -1027,10 +1027,12 @@ def _layered_tags(saves: Iterable[str]) -> frozenset[str]:
     tool's, which ``_others_using`` names."""
     found: set[str] = set()
     hooked: set[str] = set()
+    table = ""
     for line in (line for saved in saves for line in saved.splitlines()):
+        table = line[1:] if line.startswith("*") else table
         words = line.split(maxsplit=2)
-        if len(words) < 3 or words[0] != "-A" or ANY_CHAIN.match(words[1]):
-            continue
+        if table not in TABLES or len(words) < 3 or words[0] != "-A" or ANY_CHAIN.match(words[1]):
+            continue  # npc's chains are in mangle and filter: a jump elsewhere is to another tool's
         if target := _LAYERED.search(line):
             (hooked if ANY_JUMP.fullmatch(line) else found).add(target.group(1))
     return frozenset(found - hooked)
@@ -1066,7 +1068,8 @@ def _others_using(
                 used = {name for option, name in itertools.pairwise(words) if option in _SET_OPTIONS}
                 found += [f"{where} uses set {name}" for name in sorted(used & doomed)]
                 target = next((t for option, t in itertools.pairwise(words) if option in ("-j", "-g")), "")
-                if target and removing(tools, target) and not ANY_JUMP.fullmatch(line):
+                # npc's chains are in mangle and filter: a jump in nat or raw is to another tool's
+                if target and table in TABLES and removing(tools, target) and not ANY_JUMP.fullmatch(line):
                     found.append(f"{where} jumps to {target}")
     for name, info in sorted(present.items()):
         if info.type == LIST_SET and name not in doomed and info.entries:
@@ -1134,6 +1137,15 @@ def reset_iptables(
         and not kept(n)
         and n.split("-", 2)[1] not in elsewhere  # the network's tag
     }
+    for family in (4, 6):  # its rules cannot go without its tools, nor then its sets: refuse first
+        tools_missing = not any(run.which(tools.restore[family]) for tools in flavours)
+        left = sorted(n for n in doomed if re.match(rf"npc-[a-z2-7]{{5}}-[a-z]{family}-", n))
+        if tools_missing and left and flavours:
+            raise ApplyError(
+                f"{flavours[0].restore[family]} not found: npc's IPv{family} rules (their sets, such as "
+                f"{left[0]}, exist) cannot be removed, so nothing was removed; install it "
+                "(Debian: apt-get install iptables), then rerun"
+            )
     temporaries = _recorded(names)  # a crashed apply's, which reset destroys first
     holders = {n: info for n, info in present.items() if n not in temporaries}
     _refuse_users(_others_using(run, [*saves, *leaving], doomed, removing, holders))
