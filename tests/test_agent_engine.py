@@ -7,6 +7,7 @@ by ``test_agent_kernel.py``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -395,6 +396,26 @@ def test_files_changing_past_the_debounce_are_read_once_still(inputs: Inputs, ru
         time.sleep(0.03)
     (inputs.policies / "0.yaml").write_text(dump(dict(DB_POLICY)))
     running.engine.notify("files")
+    time.sleep(0.5)
+    wait_for(lambda: not running.engine.health.busy, "the batch read")
+    assert len(running.plane.loads) == loads  # the same policies in the end: nothing loaded
+
+
+def test_a_policy_folder_replaced_is_read_once_its_files_are_still(inputs: Inputs, running: Running) -> None:
+    """``rm -r`` and ``cp -r``: the watcher sees the folder go, then nothing while it is watched
+    anew, so the batch closed on an empty folder and loaded no policies (a review saw pods open
+    for 1.5 s). The files' stamp must be still first."""
+    from npc.agent.inputs import tree_stamp
+
+    running.engine.stamp = functools.partial(tree_stamp, [str(inputs.policies)])
+    loads = len(running.plane.loads)
+    shutil.rmtree(inputs.policies)
+    inputs.policies.mkdir()
+    running.engine.notify("policies")  # the last word from the watcher until the copy is done
+    for n in range(6):
+        time.sleep(0.04)
+        (inputs.policies / f"other-{n}.yaml").write_text("# not a policy\n")
+    (inputs.policies / "0.yaml").write_text(dump(dict(DB_POLICY)))
     time.sleep(0.5)
     wait_for(lambda: not running.engine.health.busy, "the batch read")
     assert len(running.plane.loads) == loads  # the same policies in the end: nothing loaded

@@ -7,6 +7,7 @@ force: a restarting agent must never open the node.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from .inputs import (
     FileWatcher,
     InventoryInput,
     PolicyInput,
+    tree_stamp,
 )
 from .kube import MULTI_NETWORK_POLICIES, NAMESPACES, NETWORK_POLICIES, PODS, Cache, Watcher, api_client
 from .observe import Health, Metrics, serve, setup_logging
@@ -75,6 +77,8 @@ def run_agent(args: argparse.Namespace) -> int:
     if not args.inventory:
         watched += [NAMESPACES, PODS]
     api = api_client(args.kubeconfig) if watched else None  # a bad kubeconfig is a usage error, now
+    policy_files = [*(args.policies or ()), *([args.artefacts] if args.artefacts else [])]
+    files = [*policy_files, *([args.inventory] if args.inventory else [])]  # read once still
     engine = Engine(
         policies,
         inventory,
@@ -86,6 +90,7 @@ def run_agent(args: argparse.Namespace) -> int:
         metrics=metrics,
         health=health,
         synced=lambda: all(w.synced.is_set() for w in watchers),
+        stamp=functools.partial(tree_stamp, files) if files else None,
     )
     try:
         server = serve(args.listen, metrics, health)
@@ -102,7 +107,6 @@ def run_agent(args: argparse.Namespace) -> int:
         watchers = [Watcher(api, r, cache, changed, restarted, stop) for r in watched]
     # one watcher per input: a pod's change reads the inventory alone, not a bad policy file
     # again (whose error it logged anew for every pod event)
-    policy_files = [*(args.policies or ()), *([args.artefacts] if args.artefacts else [])]
     if policy_files:
         FileWatcher(policy_files, lambda: engine.notify("policies"), stop).start()
     if args.inventory:

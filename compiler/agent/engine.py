@@ -358,6 +358,7 @@ class Engine:
         metrics: Metrics | None = None,
         health: Health | None = None,
         synced: Callable[[], bool] = lambda: True,
+        stamp: Callable[[], object] | None = None,
     ) -> None:
         self.policies, self.inventory = policies, inventory
         self.metrics = metrics or Metrics()
@@ -365,6 +366,7 @@ class Engine:
         self.networks = [Network(s, plane, self.metrics, node) for s in networks]
         self.debounce, self.resync = debounce, resync
         self.synced = synced  # the API's first lists are in: before that, an apply would open pods
+        self.stamp = stamp  # what the input files are now (``tree_stamp``): read once they are still
         self.events: queue.Queue[str] = queue.Queue()
         self.stop = threading.Event()
         self.fatal: UsageError | None = None  # why run() gave up (the agent exits 2)
@@ -451,7 +453,8 @@ class Engine:
     def _gather(self, first: str) -> set[str]:
         """Every change arriving within ``debounce`` of the first one; while files keep changing,
         until they have been still for ``debounce`` (at most ``FILES_SETTLE_S``): a folder copied
-        over the policies (``rm -r`` and ``cp -r``) was loaded half copied, opening pods."""
+        over the policies (``rm -r`` and ``cp -r``) was loaded half copied, opening pods. Still
+        is what ``stamp`` says too: the watcher sees no change while a replaced folder is gone."""
         batch = [first]
         started = time.monotonic()
         end = started + self.debounce
@@ -460,8 +463,14 @@ class Engine:
                 batch.append(self.events.get(timeout=left))
             except queue.Empty:
                 break
-            if batch[-1] == "files":
+            if batch[-1] == "files" or self.stamp is not None:  # files changed: input files, or all
                 end = min(time.monotonic() + self.debounce, started + FILES_SETTLE_S)
+        if self.stamp is not None:
+            seen = self.stamp()
+            while time.monotonic() < started + FILES_SETTLE_S and not self.stop.wait(self.debounce):
+                if (now := self.stamp()) == seen:
+                    break
+                seen = now
         while True:  # whatever else is already queued comes along
             try:
                 batch.append(self.events.get_nowait())

@@ -330,6 +330,27 @@ def _identities(folders: Sequence[str]) -> list[tuple[int, int] | None]:
     return out
 
 
+def tree_stamp(paths: Sequence[str]) -> tuple[object, ...]:
+    """What the files under ``paths`` are now (names, sizes, times), to tell whether they are
+    still: a folder replaced by ``rm -r`` and ``cp -r`` is briefly missing, then fills up."""
+    out: list[object] = []
+    for root in paths:
+        try:
+            out.append((root, os.stat(root).st_ino))
+        except OSError:
+            out.append((root, None))
+            continue
+        for folder, folders, files in os.walk(root, followlinks=True):
+            folders.sort()
+            for name in sorted(files):
+                try:
+                    found = os.stat(os.path.join(folder, name))
+                except OSError:
+                    continue
+                out.append((folder, name, found.st_size, found.st_mtime_ns))
+    return tuple(out)
+
+
 class FileWatcher(threading.Thread):
     """Calls ``notify()`` after any change under the given paths (recursively), symlink swaps
     included. A file is watched itself, not through its folder: changes to its neighbours (a log
