@@ -215,23 +215,43 @@ def test_net_elements_are_the_cidr_minus_its_excepts(block: IPBlock, probes: lis
 # --- shape --------------------------------------------------------------------------------------
 
 
-def test_a_table_per_family_and_network_replaced_in_one_transaction() -> None:
+def test_one_inet_table_per_network_replaced_in_one_transaction() -> None:
+    """Both families in one ``inet`` table (issue 5): created if missing, deleted and defined anew
+    in the one file; IPv4's and IPv6's chains and sets side by side in it."""
     text = render(RICH, INVENTORY)
     body = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert body[:4] == ["table ip npc {}", "delete table ip npc", "table ip6 npc {}", "delete table ip6 npc"]
-    assert [line for line in body if line.startswith("table ")][2:] == ["table ip npc {", "table ip6 npc {"]
+    assert body[:3] == ["table inet npc {}", "delete table inet npc", "table inet npc {"]
+    assert sum(1 for line in body if line.startswith("table ")) == 2
+    assert not re.search(r"^table ip6? ", text, re.M)
+    ruleset = Ruleset(text)
+    assert {"source-4", "source-6", "ingress-4", "ingress-6"} <= ruleset.chains.keys()
+    assert any(n.startswith("s4-") for n in ruleset.sets) and any(n.startswith("s6-") for n in ruleset.sets)
     other = render(RICH, INVENTORY, network="blue")
     tag = network_tag("blue")
-    for family in ("ip", "ip6"):
-        assert f"table {family} npc-{tag} {{}}\ndelete table {family} npc-{tag}\n" in other
-        assert f"table {family} npc {{" not in other
+    assert f"table inet npc-{tag} {{}}\ndelete table inet npc-{tag}\n" in other
+    assert "table inet npc {" not in other and not re.search(r"^table ip6? ", other, re.M)
 
 
 def test_forward_hook_and_no_marks() -> None:
     text = render(RICH, INVENTORY)
-    assert text.count("hook forward") == 2  # a base chain per family's table
+    assert text.count("hook forward") == 1  # one base chain, both families'
     assert "type filter hook forward priority filter; policy accept;" in text
     assert "mark" not in text
+    forward = Ruleset(text).chains["forward"]
+    assert forward == [
+        [
+            "ct",
+            "state",
+            "established",
+            ",",
+            "related",
+            "accept",
+            "comment",
+            "npc: replies of allowed connections",
+        ],
+        ["meta", "nfproto", "ipv4", "goto", "source-4"],
+        ["meta", "nfproto", "ipv6", "goto", "source-6"],
+    ]
 
 
 def test_a_pod_selected_by_several_policies_gets_one_rank_per_policy() -> None:
@@ -277,7 +297,8 @@ def test_a_chain_tests_its_cheapest_rules_first() -> None:
     for order in (rules, rules[::-1]):
         program = Program((Policy("default", "db-in", sel(role="db"), ingress=order),))
         text = render(program, INVENTORY)
-        (chain,) = re.findall(r"\tchain p-\w+ \{\n(.*?)\n\t\}", text.split("table ip6 npc {\n")[0], re.S)
+        chains = re.findall(r"\tchain p-\w+ \{\n(.*?)\n\t\}", text, re.S)
+        (chain,) = [c for c in chains if " ip saddr " in c]  # IPv4's
         firsts = [line.split()[:2] for line in chain.splitlines()]
         assert firsts == [["udp", "dport"], ["tcp", "dport"], ["ip", "saddr"], ["ip", "saddr"]], chain
         assert "th dport @p4-" in chain.splitlines()[-1]  # the named port: last
@@ -346,7 +367,7 @@ def test_hostile_names_stay_inside_comments() -> None:
     program = Program((Policy("default", HOSTILE, sel(role="db"), ingress=(Rule(),)),))
     text = render(program, INVENTORY, network=HOSTILE)
     carriers = [line for line in text.splitlines() if "flush" in line]
-    assert len(carriers) == 5  # the header, each table's comment, the policy chain's rule (per family)
+    assert len(carriers) == 4  # the header, the table comment, the policy chain's rule (per family)
     for line in carriers:
         assert re.fullmatch(r'(# [^\n]*|\s*([^"]* )?comment "[^"\\;{}#]*")', line), line
     Ruleset(text)  # still parses as npc's own shape
@@ -388,17 +409,16 @@ def test_nft_check_mode_accepts_hostile_names(check_netns: str) -> None:
 
 
 def _table(run: InNetns) -> list[str]:
-    """``nft list table`` of both families' ``npc``, lines sorted and each line's elements sorted:
-    what the tables hold, whichever order a load or an update put it in."""
+    """``nft list table inet npc``, lines sorted and each line's elements sorted: what a table
+    holds, whichever order a load or an update put it in."""
+    listed = run(["nft", "list", "table", "inet", "npc"])
+    assert listed.returncode == 0, listed.stderr
     lines = []
-    for family in ("ip", "ip6"):
-        listed = run(["nft", "list", "table", family, "npc"])
-        assert listed.returncode == 0, listed.stderr
-        lines += listed.stdout.splitlines()
-    for i, line in enumerate(lines):
+    for line in listed.stdout.splitlines():
         head, brace, rest = line.partition("elements = { ")
         if brace:
-            lines[i] = head + brace + ", ".join(sorted(rest.rstrip(" }").split(", "))) + " }"
+            line = head + brace + ", ".join(sorted(rest.rstrip(" }").split(", "))) + " }"
+        lines.append(line)
     return sorted(lines)
 
 
@@ -448,8 +468,8 @@ def test_an_update_adds_the_port_lists_its_new_rules_test_and_deletes_the_unused
         backend.load(before, Options(), run)
         assert any("elements = { 443, 80 }" in line for line in _table(run))
         report = backend.load_update(before.lowered, before.members, after, Options(), run)
-        # a port list in each family's table
-        assert " updated: " in report.summary and "sets +2 -2" in report.summary, report.summary
+        # one port list in the table, whichever family's rules test it
+        assert " updated: " in report.summary and "sets +1 -1" in report.summary, report.summary
         updated = _table(run)
         assert any("elements = { 8080, 9000-9001, 9003 }" in line for line in updated)
         assert not any("53-54 }" in line for line in updated)  # adjacent ports: one range, in the rule
