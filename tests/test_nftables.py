@@ -12,7 +12,7 @@ import itertools
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, policy
 from nft_sim import Ruleset
-from npc.backends.base import Options
+from npc.backends.base import Options, Ran
 from npc.backends.iptables import render as iptables
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.nftables import NftablesBackend
@@ -371,6 +371,70 @@ def test_hostile_names_stay_inside_comments() -> None:
     for line in carriers:
         assert re.fullmatch(r'(# [^\n]*|\s*([^"]* )?comment "[^"\\;{}#]*")', line), line
     Ruleset(text)  # still parses as npc's own shape
+
+
+# --- which tables a load and a reset touch -------------------------------------------------------
+
+
+class _Tables:
+    """``nft`` standing in: ``nft list tables`` prints ``listed``; every other command is kept
+    in ``calls`` and succeeds."""
+
+    def __init__(self, *listed: str) -> None:
+        self.listed = "".join(f"{line}\n" for line in listed)
+        self.calls: list[tuple[list[str], str]] = []
+
+    def which(self, program: str) -> bool:
+        return program == "nft"
+
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
+        if list(argv) == ["nft", "list", "tables"]:
+            return Ran(0, self.listed)
+        self.calls.append((list(argv), stdin))
+        return Ran(0)
+
+
+# named like npc's, but not npc's (a tag is 5 letters of base32), and iptables-nft's own
+LOOKALIKES = ("table ip npc-foo", "table inet npcx", "table ip6 npc-abcdef", "table ip filter")
+
+
+def test_a_load_deletes_an_earlier_npcs_tables_per_family_in_its_own_transaction() -> None:
+    """The ``ip`` and ``ip6`` tables of the network's name that the npc of a table per family left
+    go in the one ``nft -f`` that replaces the ``inet`` table; nothing else is named."""
+    compiled = compile_policies(policy("a"))
+    tag = network_tag("blue")
+    nft = _Tables("table ip npc", "table ip6 npc", f"table ip npc-{tag}", *LOOKALIKES)
+    NftablesBackend().load(compiled, Options(), nft)
+    ((argv, text),) = nft.calls
+    assert argv == ["nft", "-f", "-"]
+    body = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert body[:5] == [
+        "delete table ip npc",
+        "delete table ip6 npc",
+        "table inet npc {}",
+        "delete table inet npc",
+        "table inet npc {",
+    ]
+    assert not re.search(r"npc-|npcx|filter", "\n".join(body[:5]))
+    assert text.count("delete table") == 3
+    in_force = _Tables("table inet npc", f"table ip npc-{tag}", *LOOKALIKES)  # loaded by this npc
+    NftablesBackend().load(compiled, Options(), in_force)
+    ((_, again),) = in_force.calls
+    assert again == text.split("delete table ip6 npc\n", 1)[1]  # the same load, nothing to retire
+
+
+def test_a_reset_removes_both_layouts_in_one_transaction_and_nothing_else() -> None:
+    tag = network_tag("blue")
+    npcs = ["table inet npc", "table ip npc", "table ip6 npc", f"table ip npc-{tag}", f"table inet npc-{tag}"]
+    nft = _Tables(*npcs, *LOOKALIKES)
+    report = NftablesBackend().reset(None, Options(), nft)
+    ((argv, text),) = nft.calls
+    assert argv == ["nft", "-f", "-"]
+    assert sorted(text.splitlines()) == sorted(f"delete {t}" for t in npcs)
+    assert report.summary == "nftables: removed 5 tables" and sorted(report.warnings) == sorted(npcs)
+    one = _Tables(*npcs, *LOOKALIKES)
+    NftablesBackend().reset("blue", Options(), one)
+    assert [text for _, text in one.calls] == [f"delete table ip npc-{tag}\ndelete table inet npc-{tag}\n"]
 
 
 # --- the kernel's parser ------------------------------------------------------------------------
