@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -348,6 +349,29 @@ def test_per_packet_work_does_not_grow_with_the_number_of_policies() -> None:
         costs["nftables"].append(nftables.rules_per_packet(compiled.lowered, compiled.members))
     assert costs["nftables"] == [8, 8, 8]  # forward 2, source 2, destination 1, rank, rule, drop
     assert costs["iptables"][-1] > 200
+
+
+def test_an_ipv6_packet_meets_the_ipv4_dispatch_rule_first() -> None:
+    """The base chain tests IPv4 before IPv6: rules per packet count one more forward rule for
+    IPv6's paths than for IPv4's, and none where a network carries one family."""
+    pods = tuple(
+        Pod("default", f"p{i}", {"app": f"a{i}"}, (ipaddress.ip_address(f"fd01::{i + 1}"),)) for i in range(3)
+    )
+    program = Program(
+        tuple(
+            Policy("default", f"p{i}", sel(app=f"a{i}"), ingress=(Rule((peer(app=f"a{(i + 1) % 3}"),)),))
+            for i in range(3)
+        )
+    )
+    compiled = compile_program(program, Inventory(NAMESPACES, pods))
+    lowered, members = compiled.lowered, compiled.members
+    assert [f.family for f in lowered.families] == [4, 6]
+    ipv4, ipv6 = (attrs.evolve(lowered, families=(f,)) for f in lowered.families)
+    assert nftables.rules_per_packet(ipv6, members) == 8  # as an IPv4 packet's, alone
+    assert nftables.rules_per_packet(lowered, members) == 9  # the IPv6 path, behind IPv4's rule
+    assert nftables.rules_per_packet(ipv4, members) < 9
+    forward = Ruleset(nftables.render_ruleset(ipv6, members)).chains["forward"]
+    assert forward[1:] == [["meta", "nfproto", "ipv6", "goto", "source-6"]]
 
 
 # --- nothing from input reaches the text except as a sanitised comment ---------------------------
