@@ -85,78 +85,32 @@ def _spans(items: Iterable[str]) -> list[tuple[int, int]]:
 
 
 class Ruleset:
-    """One ``nft -f`` file as npc writes it: an ``ip`` and an ``ip6`` table of one name, each of
-    sets, maps and chains. ``sets``, ``maps`` and ``chains`` are both tables' (their names differ
-    by family but for ``forward`` and the port lists, which are alike)."""
+    """One ``nft -f`` file as npc writes it: one ``inet`` table of sets, maps and chains (both
+    families': their names differ by family, but for ``forward`` and the port lists, which both
+    families' rules share)."""
 
     def __init__(self, text: str) -> None:
-        lines = [line.strip() for line in text.splitlines()]
-        lines = [line for line in lines if line and not line.startswith("#")]
-        name = lines[0].split()[2]
-        header = [
-            f"table {f} {name} {{}}" if i == 0 else f"delete table {f} {name}"
-            for f in ("ip", "ip6")
-            for i in (0, 1)
-        ]
-        assert lines[:4] == header, lines[:4]
-        self.table = name
-        self.tables: dict[str, _Table] = {}
-        body = lines[4:]
-        for family in ("ip", "ip6"):
-            assert body[0] == f"table {family} {name} {{", body[0]
-            end = body.index("}", body.index("chain forward {")) + 1  # the forward chain is last
-            assert body[end] == "}", body[end]
-            self.tables[family] = _Table(body[1:end])
-            body = body[end + 1 :]
-        assert not body, body[:3]
-
-    @property
-    def sets(self) -> dict[str, _Set]:
-        return {n: s for t in self.tables.values() for n, s in t.sets.items()}
-
-    @property
-    def maps(self) -> dict[str, dict[str, str]]:
-        return {n: m for t in self.tables.values() for n, m in t.maps.items()}
-
-    @property
-    def chains(self) -> dict[str, list[list[str]]]:
-        return {n: c for t in self.tables.values() for n, c in t.chains.items()}
-
-    def play(self, script: str) -> None:
-        """The statements npc's updates write (``nftables.members``), applied as nft would; any
-        other statement, or one naming another table or a missing object, fails loudly."""
-        for line in script.splitlines():
-            if line:
-                family, table = line.split(" ", 4)[2:4]
-                assert table == self.table and family in self.tables, line
-                self.tables[family].play(line)
-
-    def state(self) -> tuple[object, ...]:
-        """Everything a full load defines, in a form two loads compare by (element order aside)."""
-        return tuple(t.state() for t in self.tables.values())
-
-    def allowed(self, src: Address, dst: Address, protocol: str, port: int) -> bool:
-        if src.version != dst.version:
-            return False
-        return self.tables["ip" if src.version == 4 else "ip6"].allowed(Packet(src, dst, protocol, port))
-
-
-class _Table:
-    """One family's table."""
-
-    def __init__(self, lines: list[str]) -> None:
         self.sets: dict[str, _Set] = {}
         self.maps: dict[str, dict[str, str]] = {}
         self.chains: dict[str, list[list[str]]] = {}
         self.base: list[str] = []
-        it = iter(lines)
+        lines = [line.strip() for line in text.splitlines()]
+        lines = [line for line in lines if line and not line.startswith("#")]
+        name = lines[0].split()[2]
+        expected = [f"table inet {name} {{}}", f"delete table inet {name}", f"table inet {name} {{"]
+        assert lines[:3] == expected and lines[-1] == "}", lines[:3]
+        assert sum(line.startswith("table ") for line in lines) == 2, "one table"
+        self.table = name
+        it = iter(lines[3:-1])
         for line in it:
             words = line.split()
             if words[0] == "comment":
                 continue
             if words[0] in ("set", "map"):
+                assert words[1] not in self.sets and words[1] not in self.maps, f"{words[1]} twice"
                 self._parse_set(words[0], words[1], it)
             elif words[0] == "chain":
+                assert words[1] not in self.chains, f"chain {words[1]} twice"
                 self._parse_chain(words[1], it)
             else:
                 raise ValueError(f"unexpected table line {line!r}")
@@ -198,41 +152,46 @@ class _Table:
         self.chains[name] = rules
 
     # -- updates ----------------------------------------------------------------------------------
-    def play(self, line: str) -> None:
-        """One statement of an update (``Ruleset.play``), on this table."""
-        verb, noun, _, _, name, *rest = line.split(" ", 5) + [""] * (5 - line.count(" "))
-        body = " ".join(rest).strip()
-        if noun == "element":
-            assert body.startswith("{ ") and body.endswith(" }"), line
-            elements = body[2:-2].split(", ")
-            if name in self.maps:
-                if verb == "add":
-                    self.maps[name].update(e.split(" : ", 1) for e in elements)
+    def play(self, script: str) -> None:
+        """The statements npc's updates write (``nftables.members``), applied as nft would; any
+        other statement, or one naming another table or a missing object, fails loudly."""
+        for line in script.splitlines():
+            if not line:
+                continue
+            verb, noun, family, table, name, *rest = line.split(" ", 5) + [""] * (5 - line.count(" "))
+            assert (family, table) == ("inet", self.table), line
+            body = " ".join(rest).strip()
+            if noun == "element":
+                assert body.startswith("{ ") and body.endswith(" }"), line
+                elements = body[2:-2].split(", ")
+                if name in self.maps:
+                    if verb == "add":
+                        self.maps[name].update(e.split(" : ", 1) for e in elements)
+                    else:
+                        for key in elements:
+                            del self.maps[name][key]
+                elif verb == "add":
+                    self.sets[name].elements += [e for e in elements if e not in self.sets[name].elements]
                 else:
                     for key in elements:
-                        del self.maps[name][key]
-            elif verb == "add":
-                self.sets[name].elements += [e for e in elements if e not in self.sets[name].elements]
+                        self.sets[name].elements.remove(key)
+            elif (verb, noun) == ("add", "set"):
+                match = re.fullmatch(r"\{ type (.+?);( flags interval;)? \}", body)
+                assert match and name not in self.sets, line
+                self.sets[name] = _Set(match[1], bool(match[2]))
+            elif (verb, noun) == ("add", "chain"):
+                assert not body and name not in self.chains, line
+                self.chains[name] = []
+            elif (verb, noun) == ("add", "rule"):
+                self.chains[name].append(_words(body))
+            elif (verb, noun) == ("flush", "chain"):
+                self.chains[name] = []
+            elif (verb, noun) == ("delete", "chain"):
+                del self.chains[name]
+            elif (verb, noun) == ("delete", "set"):
+                del self.sets[name]
             else:
-                for key in elements:
-                    self.sets[name].elements.remove(key)
-        elif (verb, noun) == ("add", "set"):
-            match = re.fullmatch(r"\{ type (.+?);( flags interval;)? \}", body)
-            assert match and name not in self.sets, line
-            self.sets[name] = _Set(match[1], bool(match[2]))
-        elif (verb, noun) == ("add", "chain"):
-            assert not body and name not in self.chains, line
-            self.chains[name] = []
-        elif (verb, noun) == ("add", "rule"):
-            self.chains[name].append(_words(body))
-        elif (verb, noun) == ("flush", "chain"):
-            self.chains[name] = []
-        elif (verb, noun) == ("delete", "chain"):
-            del self.chains[name]
-        elif (verb, noun) == ("delete", "set"):
-            del self.sets[name]
-        else:
-            raise ValueError(f"unknown statement {line!r}")
+                raise ValueError(f"unknown statement {line!r}")
 
     def state(self) -> tuple[object, ...]:
         """Everything a full load defines, in a form two loads compare by (element order aside)."""
@@ -243,7 +202,10 @@ class _Table:
         )
 
     # -- evaluation -------------------------------------------------------------------------------
-    def allowed(self, packet: Packet) -> bool:
+    def allowed(self, src: Address, dst: Address, protocol: str, port: int) -> bool:
+        if src.version != dst.version:
+            return False
+        packet = Packet(src, dst, protocol, port)
         return all(self._walk(chain, packet, 0) != "drop" for chain in self.base)
 
     def _walk(self, chain: str, packet: Packet, depth: int) -> str | None:
@@ -319,6 +281,11 @@ class _Table:
                     return None
             elif w == "meta" and words[i + 1] == "l4proto":
                 if packet.protocol.lower() != words[i + 2]:
+                    return None
+                i += 3
+            elif w == "meta" and words[i + 1] == "nfproto":
+                assert words[i + 2] in ("ipv4", "ipv6"), words
+                if words[i + 2] != f"ipv{family}":
                     return None
                 i += 3
             elif w == "ct":

@@ -629,7 +629,7 @@ def test_a_reset_refused_by_a_later_backend_says_what_the_earlier_removed(
     done = netns.run(sys.executable, "-m", "npc", "reset", "--all", check=False, path=refusing)
     assert done.returncode == 4, done.stderr
     assert "refused by a test" in done.stderr and "MIXED" in done.stderr and "chain NPC-" in done.stderr
-    assert "table ip npc" in netns.run("nft", "list", "tables").stdout
+    assert "table inet npc" in netns.run("nft", "list", "tables").stdout
     assert npc(netns, "reset", "--all").returncode == 0
     assert "NPC-" not in netns.state() and "npc" not in netns.run("nft", "list", "tables").stdout
 

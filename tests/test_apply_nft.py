@@ -53,29 +53,29 @@ def ruleset(ns: Netns) -> str:
 
 
 def table(ns: Netns, name: str = "npc") -> str:
-    """Both families' tables of that name, listed."""
-    return "".join(ns.run("nft", "list", "table", family, name).stdout for family in ("ip", "ip6"))
+    return ns.run("nft", "list", "table", "inet", name).stdout
 
 
 def drop_tables(ns: Netns, name: str = "npc") -> None:
-    ns.run("nft", f"delete table ip {name}; delete table ip6 {name}")
+    ns.run("nft", "delete", "table", "inet", name)
 
 
 def without_tables(text: str, *names: str) -> str:
-    """The listing with npc's own ``table ip[6] NAME { ... }`` blocks cut out."""
+    """The listing with npc's own ``table inet NAME { ... }`` blocks cut out."""
     for name in names:
-        text = re.sub(rf"^table ip6? {re.escape(name)} \{{\n.*?^\}}\n", "", text, flags=re.M | re.S)
+        text = re.sub(rf"^table inet {re.escape(name)} \{{\n.*?^\}}\n", "", text, flags=re.M | re.S)
     return text
 
 
-def test_apply_creates_a_table_per_family_and_nothing_else(node: Netns) -> None:
+def test_apply_creates_one_inet_table_and_nothing_else(node: Netns) -> None:
     before = ruleset(node)
     result = node.npc_apply(policy("a"), policy("b", "redis"), extra=NFT)
     assert result.returncode == 0, result.stderr
-    assert "with nftables: tables ip and ip6 npc" in result.stderr
-    assert node.run("nft", "list", "tables").stdout.split("\n") == ["table ip npc", "table ip6 npc", ""]
+    assert "with nftables: table inet npc," in result.stderr
+    assert node.run("nft", "list", "tables").stdout.split("\n") == ["table inet npc", ""]
     listing = table(node)
-    assert "hook forward priority filter; policy accept;" in listing
+    assert listing.count("hook forward priority filter; policy accept;") == 1  # one base chain
+    assert "meta nfproto ipv4 goto source-4" in listing and "meta nfproto ipv6 goto source-6" in listing
     for address in ("10.9.0.1", "10.9.0.2", "fd09::1", "fd09::2"):
         assert address in listing
     assert "10.9.0.1 . tcp . 6379" in listing  # the named port
@@ -151,12 +151,7 @@ def test_networks_live_side_by_side(node: Netns) -> None:
     blue = node.npc_apply(policy("a"), extra=BLUE_ARGS)
     assert blue.returncode == 0, blue.stderr
     tables = node.run("nft", "list", "tables").stdout.split("\n")
-    assert sorted(t for t in tables if t) == [
-        "table ip npc",
-        f"table ip {BLUE}",
-        "table ip6 npc",
-        f"table ip6 {BLUE}",
-    ]
+    assert sorted(t for t in tables if t) == ["table inet npc", f"table inet {BLUE}"]
     blue_table = table(node, BLUE)
     assert node.npc_apply(policy("b", 80), policy("c", "redis"), extra=NFT).returncode == 0
     assert table(node, BLUE) == blue_table
@@ -165,30 +160,77 @@ def test_networks_live_side_by_side(node: Netns) -> None:
     assert table(node) == default_table
 
 
-LEGACY = """table inet npc {
+LEGACY = """table ip npc {
     set old { type ipv4_addr; elements = { 192.0.2.7 }; }
     chain forward { type filter hook forward priority filter; ip saddr @old drop; }
+}
+table ip6 npc {
+    chain forward { type filter hook forward priority filter; ip6 saddr 2001:db8::7 drop; }
+}
+"""
+# Not npc's, though named alike: no load or reset may touch them.
+LOOKALIKES = """table ip npc-foo {
+    chain c { type filter hook forward priority 20; ip saddr 192.0.2.8 drop; }
+}
+table inet npcx {
+    set s { type ipv4_addr; elements = { 192.0.2.9 }; }
+}
+table ip6 npc-abcdef {
 }
 """
 
 
-def test_the_inet_table_of_an_older_npc_goes_in_the_load_that_replaces_it(node: Netns) -> None:
-    """An older npc loaded one ``inet`` table for both families: the first load of the tables
-    per family deletes it in the same transaction (no moment with both, or neither), and a reset
-    removes one left behind."""
-    foreign = node.tmp / "foreign.nft"
-    foreign.write_text(FOREIGN)
-    node.run("nft", "-f", str(foreign))
+def test_the_tables_per_family_of_an_earlier_npc_go_in_the_load_that_replaces_them(node: Netns) -> None:
+    """An earlier npc loaded an ``ip`` and an ``ip6`` table per network: the load of the one
+    ``inet`` table deletes them in the same transaction (no moment with both, or neither); another
+    network's stay; a reset removes both layouts; every other table (iptables-nft's, and
+    lookalike names) stays byte for byte throughout."""
+    node.run("iptables-nft", "-A", "FORWARD", "-s", "192.0.2.0/24", "-j", "DROP")
+    for text, name in ((FOREIGN, "foreign"), (LOOKALIKES, "lookalikes")):
+        (node.tmp / f"{name}.nft").write_text(text)
+        node.run("nft", "-f", str(node.tmp / f"{name}.nft"))
     kept = ruleset(node)
     (node.tmp / "legacy.nft").write_text(LEGACY)
     node.run("nft", "-f", str(node.tmp / "legacy.nft"))
+    blue_legacy = LEGACY.replace("table ip npc {", f"table ip {BLUE} {{").split("table ip6")[0]
+    (node.tmp / "blue.nft").write_text(blue_legacy)
+    node.run("nft", "-f", str(node.tmp / "blue.nft"))
+    blue = node.run("nft", "list", "table", "ip", BLUE).stdout
     result = node.npc_apply(policy("a"), extra=NFT)
     assert result.returncode == 0, result.stderr
     listed = node.run("nft", "list", "tables").stdout.splitlines()
-    assert sorted(listed) == ["table inet foreign", "table ip npc", "table ip6 npc"]
-    assert without_tables(ruleset(node), "npc") == kept
-    node.run("nft", "-f", str(node.tmp / "legacy.nft"))
+    others = [
+        "table ip filter",
+        "table inet foreign",
+        "table ip npc-foo",
+        "table inet npcx",
+        "table ip6 npc-abcdef",
+    ]
+    assert sorted(listed) == sorted([*others, "table inet npc", f"table ip {BLUE}"])
+    assert node.run("nft", "list", "table", "ip", BLUE).stdout == blue  # another network's
+    blue_cut = re.sub(rf"^table ip {BLUE} \{{\n.*?^\}}\n", "", ruleset(node), flags=re.M | re.S)
+    assert without_tables(blue_cut, "npc") == kept
+    assert "192.0.2.7" not in table(node) and "2001:db8::7" not in table(node)
+    again = ruleset(node)
+    assert node.npc_apply(policy("a"), extra=NFT).returncode == 0
+    assert ruleset(node) == again  # applying twice changes nothing
+    node.run("nft", "-f", str(node.tmp / "legacy.nft"))  # both layouts at once
     reset = node.run(sys.executable, "-m", "npc", "reset", "--backend", "nftables", "--all", check=False)
+    assert reset.returncode == 0, reset.stderr
+    for gone in ("inet npc", "ip npc", "ip6 npc", f"ip {BLUE}"):
+        assert f"table {gone}" in reset.stderr or f"table {gone}" in reset.stdout, reset
+    assert ruleset(node) == kept
+
+
+def test_a_reset_of_one_network_removes_its_tables_of_both_layouts_only(node: Netns) -> None:
+    (node.tmp / "lookalikes.nft").write_text(LOOKALIKES)
+    node.run("nft", "-f", str(node.tmp / "lookalikes.nft"))
+    assert node.npc_apply(policy("a"), extra=BLUE_ARGS).returncode == 0
+    kept = ruleset(node)
+    assert node.npc_apply(policy("a"), extra=NFT).returncode == 0
+    (node.tmp / "legacy.nft").write_text(LEGACY)
+    node.run("nft", "-f", str(node.tmp / "legacy.nft"))
+    reset = node.run(sys.executable, "-m", "npc", "reset", "--backend", "nftables", check=False)
     assert reset.returncode == 0, reset.stderr
     assert ruleset(node) == kept
 
@@ -301,25 +343,31 @@ def test_a_runner_failing_in_a_first_load_leaves_no_table(node: Netns) -> None:
     assert ruleset(node) == before
 
 
-def test_an_ipv4_network_loads_one_table_and_retires_ip6s_in_the_same_load(node: Netns) -> None:
-    """``--ip-families IPv4``: only ``table ip npc``, listed as a dual-stack load lists it; the
-    ``ip6`` table of an earlier load goes in the transaction that narrows it, widening brings it
-    back, and others' tables stay byte for byte."""
+def test_an_ipv4_network_loads_no_ipv6_part(node: Netns) -> None:
+    """``--ip-families IPv4``: the ``inet`` table holds IPv4's chains, sets and maps only, each
+    listed as a dual-stack load lists it, and its base chain sends IPv4 alone on (IPv6 passes);
+    narrowing and widening each replace the table in one load, and others' tables stay byte for
+    byte."""
     foreign = node.tmp / "foreign.nft"
     foreign.write_text(FOREIGN)
     node.run("nft", "-f", str(foreign))
     kept = ruleset(node)
     assert node.npc_apply(policy("a"), policy("b", "redis"), extra=NFT).returncode == 0
     dual = ruleset(node)
-    ip = node.run("nft", "list", "table", "ip", "npc").stdout
+    dual_lines = set(table(node).splitlines())
     narrowed = node.npc_apply(policy("a"), policy("b", "redis"), extra=(*NFT, "--ip-families", "IPv4"))
     assert narrowed.returncode == 0, narrowed.stderr
     assert "pods have IPv6 addresses, which npc does not police" in narrowed.stderr
-    assert "with nftables: table ip npc," in narrowed.stderr
-    assert sorted(node.run("nft", "list", "tables").stdout.split()) == sorted(
-        ["table", "inet", "foreign", "table", "ip", "npc"]
-    )
-    assert node.run("nft", "list", "table", "ip", "npc").stdout == ip
+    assert "with nftables: table inet npc," in narrowed.stderr
+    assert sorted(node.run("nft", "list", "tables").stdout.splitlines()) == [
+        "table inet foreign",
+        "table inet npc",
+    ]
+    ipv4 = table(node)
+    assert "meta nfproto ipv4 goto source-4" in ipv4
+    assert not re.search(r"ipv6|ip6 |-6\b|fd09::|\b[spn]6-", ipv4), ipv4
+    missing = [line for line in ipv4.splitlines() if line not in dual_lines]
+    assert not missing, missing  # IPv4's part as a dual-stack load lists it
     assert without_tables(ruleset(node), "npc") == kept
     assert node.npc_apply(policy("a"), policy("b", "redis"), extra=NFT).returncode == 0
     assert ruleset(node) == dual

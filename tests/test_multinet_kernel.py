@@ -106,9 +106,7 @@ def _owned(cluster: Cluster, network: str, backend: str) -> str:
     """Everything one network owns in the node: its chains, FORWARD jump and sets, or its nft table."""
     names = Names(network_tag(network))
     if backend == "nftables":
-        return "".join(
-            cluster.node_exec(["nft", "list", "table", f, table_name(network)]).stdout for f in ("ip", "ip6")
-        )
+        return cluster.node_exec(["nft", "list", "table", "inet", table_name(network)]).stdout
     text = ""
     for tool in ("iptables-save", "ip6tables-save"):
         saved = cluster.node_exec([tool, "-t", "filter"]).stdout

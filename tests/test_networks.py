@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -528,7 +529,10 @@ def test_an_ipv4_network_writes_nothing_of_ipv6(tmp_path: Path) -> None:
     manifest = json.loads((v4 / "manifest.json").read_text())
     assert manifest["ip_families"] == ["IPv4"] and list(manifest["counts"]["rules"]) == ["rules.v4"]
     nft = npc("compile", policies, "--inventory", inventory, "--ip-families", "IPv4", "--backend", "nftables")
-    assert nft.returncode == 0 and "table ip npc {" in nft.stdout and "table ip6" not in nft.stdout
+    assert nft.returncode == 0 and "table inet npc {" in nft.stdout
+    assert "meta nfproto ipv4 goto source-4" in nft.stdout and not re.search(
+        r"ipv6|ip6 |\b[spn]6-", nft.stdout
+    )
     calico = npc(
         "compile", policies, "--inventory", inventory, "--ip-families", "IPv4", "--backend", "calico"
     )

@@ -12,15 +12,16 @@ import itertools
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from kernel.netns import InNetns, Netns, compile_policies, fresh_netns, policy
 from nft_sim import Ruleset
-from npc.backends.base import Options
+from npc.backends.base import Options, Ran
 from npc.backends.iptables import render as iptables
 from npc.backends.iptables.mark_tree import Marks
 from npc.backends.nftables import NftablesBackend
@@ -215,23 +216,43 @@ def test_net_elements_are_the_cidr_minus_its_excepts(block: IPBlock, probes: lis
 # --- shape --------------------------------------------------------------------------------------
 
 
-def test_a_table_per_family_and_network_replaced_in_one_transaction() -> None:
+def test_one_inet_table_per_network_replaced_in_one_transaction() -> None:
+    """Both families in one ``inet`` table (issue 5): created if missing, deleted and defined anew
+    in the one file; IPv4's and IPv6's chains and sets side by side in it."""
     text = render(RICH, INVENTORY)
     body = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert body[:4] == ["table ip npc {}", "delete table ip npc", "table ip6 npc {}", "delete table ip6 npc"]
-    assert [line for line in body if line.startswith("table ")][2:] == ["table ip npc {", "table ip6 npc {"]
+    assert body[:3] == ["table inet npc {}", "delete table inet npc", "table inet npc {"]
+    assert sum(1 for line in body if line.startswith("table ")) == 2
+    assert not re.search(r"^table ip6? ", text, re.M)
+    ruleset = Ruleset(text)
+    assert {"source-4", "source-6", "ingress-4", "ingress-6"} <= ruleset.chains.keys()
+    assert any(n.startswith("s4-") for n in ruleset.sets) and any(n.startswith("s6-") for n in ruleset.sets)
     other = render(RICH, INVENTORY, network="blue")
     tag = network_tag("blue")
-    for family in ("ip", "ip6"):
-        assert f"table {family} npc-{tag} {{}}\ndelete table {family} npc-{tag}\n" in other
-        assert f"table {family} npc {{" not in other
+    assert f"table inet npc-{tag} {{}}\ndelete table inet npc-{tag}\n" in other
+    assert "table inet npc {" not in other and not re.search(r"^table ip6? ", other, re.M)
 
 
 def test_forward_hook_and_no_marks() -> None:
     text = render(RICH, INVENTORY)
-    assert text.count("hook forward") == 2  # a base chain per family's table
+    assert text.count("hook forward") == 1  # one base chain, both families'
     assert "type filter hook forward priority filter; policy accept;" in text
     assert "mark" not in text
+    forward = Ruleset(text).chains["forward"]
+    assert forward == [
+        [
+            "ct",
+            "state",
+            "established",
+            ",",
+            "related",
+            "accept",
+            "comment",
+            "npc: replies of allowed connections",
+        ],
+        ["meta", "nfproto", "ipv4", "goto", "source-4"],
+        ["meta", "nfproto", "ipv6", "goto", "source-6"],
+    ]
 
 
 def test_a_pod_selected_by_several_policies_gets_one_rank_per_policy() -> None:
@@ -277,7 +298,8 @@ def test_a_chain_tests_its_cheapest_rules_first() -> None:
     for order in (rules, rules[::-1]):
         program = Program((Policy("default", "db-in", sel(role="db"), ingress=order),))
         text = render(program, INVENTORY)
-        (chain,) = re.findall(r"\tchain p-\w+ \{\n(.*?)\n\t\}", text.split("table ip6 npc {\n")[0], re.S)
+        chains = re.findall(r"\tchain p-\w+ \{\n(.*?)\n\t\}", text, re.S)
+        (chain,) = [c for c in chains if " ip saddr " in c]  # IPv4's
         firsts = [line.split()[:2] for line in chain.splitlines()]
         assert firsts == [["udp", "dport"], ["tcp", "dport"], ["ip", "saddr"], ["ip", "saddr"]], chain
         assert "th dport @p4-" in chain.splitlines()[-1]  # the named port: last
@@ -329,6 +351,29 @@ def test_per_packet_work_does_not_grow_with_the_number_of_policies() -> None:
     assert costs["iptables"][-1] > 200
 
 
+def test_an_ipv6_packet_meets_the_ipv4_dispatch_rule_first() -> None:
+    """The base chain tests IPv4 before IPv6: rules per packet count one more forward rule for
+    IPv6's paths than for IPv4's, and none where a network carries one family."""
+    pods = tuple(
+        Pod("default", f"p{i}", {"app": f"a{i}"}, (ipaddress.ip_address(f"fd01::{i + 1}"),)) for i in range(3)
+    )
+    program = Program(
+        tuple(
+            Policy("default", f"p{i}", sel(app=f"a{i}"), ingress=(Rule((peer(app=f"a{(i + 1) % 3}"),)),))
+            for i in range(3)
+        )
+    )
+    compiled = compile_program(program, Inventory(NAMESPACES, pods))
+    lowered, members = compiled.lowered, compiled.members
+    assert [f.family for f in lowered.families] == [4, 6]
+    ipv4, ipv6 = (attrs.evolve(lowered, families=(f,)) for f in lowered.families)
+    assert nftables.rules_per_packet(ipv6, members) == 8  # as an IPv4 packet's, alone
+    assert nftables.rules_per_packet(lowered, members) == 9  # the IPv6 path, behind IPv4's rule
+    assert nftables.rules_per_packet(ipv4, members) < 9
+    forward = Ruleset(nftables.render_ruleset(ipv6, members)).chains["forward"]
+    assert forward[1:] == [["meta", "nfproto", "ipv6", "goto", "source-6"]]
+
+
 # --- nothing from input reaches the text except as a sanitised comment ---------------------------
 
 HOSTILE = 'x" } ; flush ruleset ; table ip filter { chain c { drop # \\\n'
@@ -346,10 +391,74 @@ def test_hostile_names_stay_inside_comments() -> None:
     program = Program((Policy("default", HOSTILE, sel(role="db"), ingress=(Rule(),)),))
     text = render(program, INVENTORY, network=HOSTILE)
     carriers = [line for line in text.splitlines() if "flush" in line]
-    assert len(carriers) == 5  # the header, each table's comment, the policy chain's rule (per family)
+    assert len(carriers) == 4  # the header, the table comment, the policy chain's rule (per family)
     for line in carriers:
         assert re.fullmatch(r'(# [^\n]*|\s*([^"]* )?comment "[^"\\;{}#]*")', line), line
     Ruleset(text)  # still parses as npc's own shape
+
+
+# --- which tables a load and a reset touch -------------------------------------------------------
+
+
+class _Tables:
+    """``nft`` standing in: ``nft list tables`` prints ``listed``; every other command is kept
+    in ``calls`` and succeeds."""
+
+    def __init__(self, *listed: str) -> None:
+        self.listed = "".join(f"{line}\n" for line in listed)
+        self.calls: list[tuple[list[str], str]] = []
+
+    def which(self, program: str) -> bool:
+        return program == "nft"
+
+    def __call__(self, argv: Sequence[str], stdin: str = "") -> Ran:
+        if list(argv) == ["nft", "list", "tables"]:
+            return Ran(0, self.listed)
+        self.calls.append((list(argv), stdin))
+        return Ran(0)
+
+
+# named like npc's, but not npc's (a tag is 5 letters of base32), and iptables-nft's own
+LOOKALIKES = ("table ip npc-foo", "table inet npcx", "table ip6 npc-abcdef", "table ip filter")
+
+
+def test_a_load_deletes_an_earlier_npcs_tables_per_family_in_its_own_transaction() -> None:
+    """The ``ip`` and ``ip6`` tables of the network's name that the npc of a table per family left
+    go in the one ``nft -f`` that replaces the ``inet`` table; nothing else is named."""
+    compiled = compile_policies(policy("a"))
+    tag = network_tag("blue")
+    nft = _Tables("table ip npc", "table ip6 npc", f"table ip npc-{tag}", *LOOKALIKES)
+    NftablesBackend().load(compiled, Options(), nft)
+    ((argv, text),) = nft.calls
+    assert argv == ["nft", "-f", "-"]
+    body = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert body[:5] == [
+        "delete table ip npc",
+        "delete table ip6 npc",
+        "table inet npc {}",
+        "delete table inet npc",
+        "table inet npc {",
+    ]
+    assert not re.search(r"npc-|npcx|filter", "\n".join(body[:5]))
+    assert text.count("delete table") == 3
+    in_force = _Tables("table inet npc", f"table ip npc-{tag}", *LOOKALIKES)  # loaded by this npc
+    NftablesBackend().load(compiled, Options(), in_force)
+    ((_, again),) = in_force.calls
+    assert again == text.split("delete table ip6 npc\n", 1)[1]  # the same load, nothing to retire
+
+
+def test_a_reset_removes_both_layouts_in_one_transaction_and_nothing_else() -> None:
+    tag = network_tag("blue")
+    npcs = ["table inet npc", "table ip npc", "table ip6 npc", f"table ip npc-{tag}", f"table inet npc-{tag}"]
+    nft = _Tables(*npcs, *LOOKALIKES)
+    report = NftablesBackend().reset(None, Options(), nft)
+    ((argv, text),) = nft.calls
+    assert argv == ["nft", "-f", "-"]
+    assert sorted(text.splitlines()) == sorted(f"delete {t}" for t in npcs)
+    assert report.summary == "nftables: removed 5 tables" and sorted(report.warnings) == sorted(npcs)
+    one = _Tables(*npcs, *LOOKALIKES)
+    NftablesBackend().reset("blue", Options(), one)
+    assert [text for _, text in one.calls] == [f"delete table ip npc-{tag}\ndelete table inet npc-{tag}\n"]
 
 
 # --- the kernel's parser ------------------------------------------------------------------------
@@ -388,17 +497,16 @@ def test_nft_check_mode_accepts_hostile_names(check_netns: str) -> None:
 
 
 def _table(run: InNetns) -> list[str]:
-    """``nft list table`` of both families' ``npc``, lines sorted and each line's elements sorted:
-    what the tables hold, whichever order a load or an update put it in."""
+    """``nft list table inet npc``, lines sorted and each line's elements sorted: what a table
+    holds, whichever order a load or an update put it in."""
+    listed = run(["nft", "list", "table", "inet", "npc"])
+    assert listed.returncode == 0, listed.stderr
     lines = []
-    for family in ("ip", "ip6"):
-        listed = run(["nft", "list", "table", family, "npc"])
-        assert listed.returncode == 0, listed.stderr
-        lines += listed.stdout.splitlines()
-    for i, line in enumerate(lines):
+    for line in listed.stdout.splitlines():
         head, brace, rest = line.partition("elements = { ")
         if brace:
-            lines[i] = head + brace + ", ".join(sorted(rest.rstrip(" }").split(", "))) + " }"
+            line = head + brace + ", ".join(sorted(rest.rstrip(" }").split(", "))) + " }"
+        lines.append(line)
     return sorted(lines)
 
 
@@ -448,8 +556,8 @@ def test_an_update_adds_the_port_lists_its_new_rules_test_and_deletes_the_unused
         backend.load(before, Options(), run)
         assert any("elements = { 443, 80 }" in line for line in _table(run))
         report = backend.load_update(before.lowered, before.members, after, Options(), run)
-        # a port list in each family's table
-        assert " updated: " in report.summary and "sets +2 -2" in report.summary, report.summary
+        # one port list in the table, whichever family's rules test it
+        assert " updated: " in report.summary and "sets +1 -1" in report.summary, report.summary
         updated = _table(run)
         assert any("elements = { 8080, 9000-9001, 9003 }" in line for line in updated)
         assert not any("53-54 }" in line for line in updated)  # adjacent ports: one range, in the rule

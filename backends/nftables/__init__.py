@@ -1,4 +1,4 @@
-"""nftables: ``render`` spells the lowered program as a table per family, ``load`` replaces them with ``nft -f``."""
+"""nftables: ``render`` spells the lowered program as one ``inet`` table, ``load`` replaces it with ``nft -f``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from ..base import (
 from . import render as _render
 from .drift import table_drift
 from .load import (
+    FAMILY,
+    LEGACY,
     abandon_table,
     delete_tables,
     load_elements,
@@ -36,7 +38,7 @@ from .load import (
     start_part,
 )
 from .members import Ranks, TableChanged, Where, loaded_ranks, member_diffs, read_sets, update_script
-from .render import FAMILY_KEYWORD, FIRST_LOAD, HOOK, Ruleset, build, rules_per_packet, table_name
+from .render import FIRST_LOAD, HOOK, Ruleset, build, rules_per_packet, table_name
 
 if TYPE_CHECKING:
     from ...resolve import Compiled
@@ -96,10 +98,8 @@ class NftablesBackend:
                 ruleset, load = self._first_load(compiled, runner)
             else:
                 ruleset = self._build(compiled)
-                # in the same transaction: the one table an older npc loaded, and a family's
-                # table the network no longer carries (its --ip-families)
-                carried = {t.ip for t in ruleset.tables}
-                load = functools.partial(self._load, ruleset, runner, sorted(found - carried))
+                # in the same transaction: the tables per family an earlier npc loaded
+                load = functools.partial(self._load, ruleset, runner, [f for f in LEGACY if f in found])
             self._last = None  # loaded: not kept (at scale, hundreds of MiB of element text in the agent)
             # the index pod events need, built while nft loads (0.15 s at L, the interpreter idle)
             _, where = while_running(runner, load, lambda: Where(compiled.lowered, compiled.members))
@@ -108,7 +108,7 @@ class NftablesBackend:
         return LoadReport(
             self.name,
             ruleset.network,
-            f"nftables: {_tables(compiled.lowered)}, {ruleset.chain_count} chains, "
+            f"nftables: table {FAMILY} {ruleset.table}, {ruleset.chain_count} chains, "
             f"{len(ruleset.sets) + len(ruleset.maps)} sets and maps, {ruleset.element_count} elements",
         )
 
@@ -155,7 +155,7 @@ class NftablesBackend:
         self._ranks.update(reached)
         table = table_name(after.network)
         self._where[table] = coming
-        return LoadReport(self.name, after.network, f"nftables: {_tables(after)} updated: {summary}")
+        return LoadReport(self.name, after.network, f"nftables: table {FAMILY} {table} updated: {summary}")
 
     def drift(self, lowered: Lowered, members: Members, options: Options, runner: Runner) -> tuple[str, ...]:
         """Without the apply lock: a listing is one consistent dump, and the agent asks while it
@@ -163,8 +163,9 @@ class NftablesBackend:
         return table_drift(build(lowered, members), runner)
 
     def _load(self, ruleset: Ruleset, runner: Runner, retire: Sequence[str] = ()) -> str:
-        """One transaction, deleting the tables of the families in ``retire`` too; a refusal
-        raises ApplyError (through ``while_running``)."""
+        """One transaction, deleting the network's tables of the families in ``retire`` (an
+        earlier npc's ``ip`` and ``ip6`` ones) too; a refusal raises ApplyError (through
+        ``while_running``)."""
         deletes = "".join(f"delete table {family} {ruleset.table}\n" for family in retire)
         load_ruleset(deletes + _render.render(ruleset), runner)
         self._ranks.update(loaded_ranks(ruleset))
@@ -211,12 +212,6 @@ class NftablesBackend:
         return LoadReport(
             self.name, network or "every network", f"nftables: removed {len(removed)} tables", removed
         )
-
-
-def _tables(lowered: Lowered) -> str:
-    """``tables ip and ip6 npc``, or the one table of a network carrying one family."""
-    families = [FAMILY_KEYWORD[program.family] for program in lowered.families]
-    return f"table{'s' * (len(families) > 1)} {' and '.join(families)} {table_name(lowered.network)}"
 
 
 BACKEND: Backend = NftablesBackend()

@@ -1,10 +1,10 @@
 """Load compiled nftables output into the kernel of the current network namespace.
 
-Ownership: npc touches only its network's ``ip`` and ``ip6`` tables (``npc`` for the default
-network, ``npc-<tag>`` for others), and the ``inet`` table of that name npc wrote before it had one
+Ownership: npc touches only its network's ``inet`` table (``npc`` for the default network,
+``npc-<tag>`` for others), and the ``ip`` and ``ip6`` tables of that name an earlier npc wrote, one
 per family; every other table, iptables-nft's included, is left alone. The ruleset file creates,
-deletes and redefines both tables in one ``nft -f`` transaction, which the kernel commits whole or
-not at all: if anything is rejected, the previous tables stay in force. Tables not yet there are
+deletes and redefines the table in one ``nft -f`` transaction, which the kernel commits whole or
+not at all: if anything is rejected, the previous table stays in force. A table not yet there is
 loaded faster, in parts at once and hooked in last (``load_new_table``).
 """
 
@@ -20,9 +20,9 @@ from ..base import Ran, Runner, SendsNetfilter, run_together
 from .netlink import element_batch
 from .render import FAMILY_KEYWORD
 
-# (family, set or map, elements to delete, elements to add)
-Diff = tuple[int, str, Sequence[str], Sequence[str]]
-LEGACY = "inet"  # the single table of both families npc wrote before
+Diff = tuple[str, Sequence[str], Sequence[str]]  # (set or map, elements to delete, elements to add)
+FAMILY = "inet"  # npc's table: IPv4 and IPv6 together
+LEGACY = tuple(FAMILY_KEYWORD.values())  # the table per family (ip, ip6) an earlier npc wrote
 
 
 def _nft(run: Runner) -> str:
@@ -36,17 +36,17 @@ def load_ruleset(text: str, run: Runner) -> None:
     done = run([_nft(run), "-f", "-"], text)
     if done.returncode != 0:
         raise ApplyError(
-            f"nft rejected the new ruleset (the previous tables stay in force): {done.stderr.strip()}"
+            f"nft rejected the new ruleset (the previous table stays in force): {done.stderr.strip()}"
         )
 
 
 def load_new_table(
     table: str, parts: Sequence[str], hook: str, run: Runner, started: Sequence[Future[Ran]] = ()
 ) -> None:
-    """Tables the kernel does not hold yet: ``parts`` at once (each ``nft`` parses its own text
+    """A table the kernel does not hold yet: ``parts`` at once (each ``nft`` parses its own text
     while the others do; at L a third less time than one ``nft -f``), besides the ones already
-    ``started``, then ``hook``, their base chains. Until the hook commits the tables see no packet,
-    so no packet meets half of them. A refusal removes what was loaded: no table, as before
+    ``started``, then ``hook``, its base chain. Until the hook commits the table sees no packet,
+    so no packet meets half of it. A refusal removes what was loaded: no table, as before
     (ApplyError)."""
     nft = _nft(run)
     try:
@@ -72,7 +72,7 @@ def start_part(text: str, run: Runner, pool: Executor) -> Future[Ran]:
 
 def abandon_table(table: str, run: Runner, started: Sequence[Future[Ran]] = ()) -> None:
     """A first load that did not end: its parts waited for (one still running would commit after
-    the delete), then the tables removed, as before."""
+    the delete), then the table removed, as before."""
     for f in started:
         f.exception()  # done, whatever it did
     delete_tables([table], run)
@@ -81,12 +81,11 @@ def abandon_table(table: str, run: Runner, started: Sequence[Future[Ran]] = ()) 
 def element_lines(table: str, diffs: Sequence[Diff]) -> list[str]:
     """``nft -f`` lines deleting, then adding, each set's (or map's) elements."""
     lines = []
-    for family, name, drop, put in diffs:
-        ip = FAMILY_KEYWORD[family]
+    for name, drop, put in diffs:
         if drop:
-            lines.append(f"delete element {ip} {table} {name} {{ {', '.join(drop)} }}")
+            lines.append(f"delete element {FAMILY} {table} {name} {{ {', '.join(drop)} }}")
         if put:
-            lines.append(f"add element {ip} {table} {name} {{ {', '.join(put)} }}")
+            lines.append(f"add element {FAMILY} {table} {name} {{ {', '.join(put)} }}")
     return lines
 
 
@@ -116,7 +115,8 @@ def load_elements(table: str, diffs: Sequence[Diff], run: Runner) -> None:
 def delete_tables(
     tables: Collection[str], run: Runner, listed: Sequence[tuple[str, str]] | None = None
 ) -> list[tuple[str, str]]:
-    """Remove npc's tables of those names, every family's, in one transaction (all or none: a
+    """Remove npc's tables of those names (the ``inet`` one, and an earlier npc's ``ip`` and
+    ``ip6`` ones), in one transaction (all or none: a
     refusal leaves every one in place); ``listed``: the ``npc_tables`` the caller has just read.
     Returns the (family, name) removed."""
     found = [(f, name) for f, name in (npc_tables(run) if listed is None else listed) if name in tables]
@@ -129,12 +129,12 @@ def delete_tables(
     return found
 
 
-_NPC_TABLE = re.compile(rf"table ({'|'.join((*FAMILY_KEYWORD.values(), LEGACY))}) (npc(?:-[a-z2-7]{{5}})?)")
+_NPC_TABLE = re.compile(rf"table ({'|'.join((FAMILY, *LEGACY))}) (npc(?:-[a-z2-7]{{5}})?)")
 
 
 def npc_tables(run: Runner, strict: bool = False) -> list[tuple[str, str]]:
-    """Every table of npc's in this namespace, as (family, name): two per network (one, the
-    ``inet`` one, where an older npc loaded it). ``strict`` (reset): a listing that fails is an
+    """Every table of npc's in this namespace, as (family, name): one ``inet`` table per network
+    (an ``ip`` and an ``ip6`` one where an earlier npc loaded them). ``strict`` (reset): a listing that fails is an
     error, not an empty list (elsewhere it is a node without nf_tables)."""
     if not run.which("nft"):
         return []

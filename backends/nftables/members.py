@@ -23,9 +23,8 @@ from ...lower import FamilyProgram, Lowered, SetSpec
 from ...resolve import Entry
 from ..base import MemberDelta, Members, member_changes, per_program
 from ..dispatch import dispatch_of
-from .load import Diff, element_lines
+from .load import FAMILY, Diff, element_lines
 from .render import (
-    FAMILY_KEYWORD,
     ChainText,
     Ruleset,
     chain_text,
@@ -46,9 +45,9 @@ def loaded_ranks(ruleset: Ruleset) -> Ranks:
     """The rank counts a full load of ``ruleset`` puts in force: per rank map, its jumps."""
     jumps = {m.name: sum(" : jump " in e for e in m.elements) for m in ruleset.maps}
     return {
-        (ruleset.table, t.family, direction): [jumps[m] for m in maps]
-        for t in ruleset.tables
-        for direction, maps in t.ranks.items()
+        (ruleset.table, f.family, direction): [jumps[m] for m in maps]
+        for f in ruleset.families
+        for direction, maps in f.ranks.items()
     }
 
 
@@ -208,9 +207,7 @@ def element_diffs(
         for name in sorted(changes.keys() & tested.keys()):
             gone, fresh = changes[name]
             spec = tested[name]
-            diffs.append(
-                (now.family, spec.name, set_text(spec, gone).elements, set_text(spec, fresh).elements)
-            )
+            diffs.append((spec.name, set_text(spec, gone).elements, set_text(spec, fresh).elements))
         for direction in DIRECTIONS:
             moved = _moved(was, now, direction, old, new, changes)
             if not moved:
@@ -241,15 +238,15 @@ def element_diffs(
                 new_by_key = {_key(e): e for e in new_map.elements}
                 gone_keys = [k for k, e in old_by_key.items() if new_by_key.get(k) != e]
                 fresh_elements = [e for k, e in new_by_key.items() if old_by_key.get(k) != e]
-                diffs.append((now.family, old_map.name, gone_keys, fresh_elements))
+                diffs.append((old_map.name, gone_keys, fresh_elements))
     return diffs
 
 
 def _delta(diffs: Sequence[Diff]) -> MemberDelta:
     """What ``diffs`` change: elements added and removed, sets and maps touched."""
-    changed = [d for d in diffs if d[2] or d[3]]
+    changed = [d for d in diffs if d[1] or d[2]]
     return MemberDelta(
-        sum(len(put) for *_, put in changed), sum(len(drop) for *_, drop, _ in changed), len(changed)
+        sum(len(put) for *_, put in changed), sum(len(drop) for _, drop, _ in changed), len(changed)
     )
 
 
@@ -265,7 +262,7 @@ def member_diffs(
     diffs = element_diffs(
         (lowered, old, where.of), (lowered, new, ChainMap(moved, where.of)), changes, ranks, reached
     )
-    return [d for d in diffs if d[2] or d[3]], _delta(diffs), reached, moved
+    return [d for d in diffs if d[1] or d[2]], _delta(diffs), reached, moved
 
 
 def update_script(in_force: Where, coming: Where, ranks: Ranks) -> tuple[str, str, Ranks]:
@@ -276,9 +273,9 @@ def update_script(in_force: Where, coming: Where, ranks: Ranks) -> tuple[str, st
     table = table_name(after.network)
     if any((table, f.family, d) not in ranks for f in before.families for d in DIRECTIONS):
         raise TableChanged  # not loaded by this process
-    fixed: list[tuple[int, ChainText]] = []  # kept chains whose comments differ
-    old_sets = {(f.family, s.name): s for f in before.families for s in referenced_sets(f)}
-    new_sets = {(f.family, s.name): s for f in after.families for s in referenced_sets(f)}
+    fixed: list[ChainText] = []  # kept chains whose comments differ
+    old_sets = {s.name: s for f in before.families for s in referenced_sets(f)}
+    new_sets = {s.name: s for f in after.families for s in referenced_sets(f)}
     old_chains = {c.name: (f.family, c) for f in before.families for c in f.chains}
     new_chains = {c.name: (f.family, c) for f in after.families for c in f.chains}
     for name in sorted(
@@ -286,38 +283,34 @@ def update_script(in_force: Where, coming: Where, ranks: Ranks) -> tuple[str, st
     ):  # named by their rules: only comments may differ
         (_, old_chain), (family, new_chain) = old_chains[name], new_chains[name]
         if old_chain.comment != new_chain.comment:  # another first policy: its rules say so
-            fixed.append((family, chain_text(new_chain, family)))
+            fixed.append(chain_text(new_chain, family))
     old_lists, new_lists = table_port_lists(before), table_port_lists(after)
     lines: list[str] = []
-    added = [(k[0], set_text(new_sets[k], new[k[1]])) for k in sorted(new_sets.keys() - old_sets.keys())]
-    added += [(k[0], new_lists[k]) for k in sorted(new_lists.keys() - old_lists.keys())]
-    for family, text in added:
+    added = [set_text(new_sets[n], new[n]) for n in sorted(new_sets.keys() - old_sets.keys())]
+    added += [new_lists[n] for n in sorted(new_lists.keys() - old_lists.keys())]
+    for text in added:
         flags = " flags interval;" if text.interval else ""
-        lines.append(f"add set {FAMILY_KEYWORD[family]} {table} {text.name} {{ type {text.type};{flags} }}")
+        lines.append(f"add set {FAMILY} {table} {text.name} {{ type {text.type};{flags} }}")
         if text.elements:
-            lines.append(
-                f"add element {FAMILY_KEYWORD[family]} {table} {text.name} {{ {', '.join(text.elements)} }}"
-            )
-    fresh_chains = [(f, chain_text(c, f)) for n, (f, c) in sorted(new_chains.items()) if n not in old_chains]
-    for family, chain in fresh_chains:  # every chain first: a rule may go to another new one
-        lines.append(f"add chain {FAMILY_KEYWORD[family]} {table} {chain.name}")
-    for family, chain in fresh_chains:
-        lines += [f"add rule {FAMILY_KEYWORD[family]} {table} {chain.name} {rule}" for rule in chain.rules]
+            lines.append(f"add element {FAMILY} {table} {text.name} {{ {', '.join(text.elements)} }}")
+    fresh_chains = [chain_text(c, f) for n, (f, c) in sorted(new_chains.items()) if n not in old_chains]
+    for chain in fresh_chains:  # every chain first: a rule may go to another new one
+        lines.append(f"add chain {FAMILY} {table} {chain.name}")
+    for chain in fresh_chains:
+        lines += [f"add rule {FAMILY} {table} {chain.name} {rule}" for rule in chain.rules]
     reached: Ranks = {}
     diffs = element_diffs(
         (before, old, in_force.of), (after, new, coming.of), member_changes(old, new), ranks, reached
     )
     delta = _delta(diffs)
     lines += element_lines(table, diffs)  # the maps leave the old chains here, so they can go next
-    for family, chain in fixed:
-        lines.append(f"flush chain {FAMILY_KEYWORD[family]} {table} {chain.name}")
-        lines += [f"add rule {FAMILY_KEYWORD[family]} {table} {chain.name} {rule}" for rule in chain.rules]
-    stale_chains = [
-        (f, chain_text(c, f).name) for n, (f, c) in sorted(old_chains.items()) if n not in new_chains
-    ]
-    lines += [f"delete chain {FAMILY_KEYWORD[f]} {table} {name}" for f, name in stale_chains]
+    for chain in fixed:
+        lines.append(f"flush chain {FAMILY} {table} {chain.name}")
+        lines += [f"add rule {FAMILY} {table} {chain.name} {rule}" for rule in chain.rules]
+    stale_chains = [chain_text(c, f).name for n, (f, c) in sorted(old_chains.items()) if n not in new_chains]
+    lines += [f"delete chain {FAMILY} {table} {name}" for name in stale_chains]
     stale_sets = sorted(old_sets.keys() - new_sets.keys()) + sorted(old_lists.keys() - new_lists.keys())
-    lines += [f"delete set {FAMILY_KEYWORD[f]} {table} {n}" for f, n in stale_sets]
+    lines += [f"delete set {FAMILY} {table} {n}" for n in stale_sets]
     summary = (
         f"chains +{len(fresh_chains)} -{len(stale_chains)} ~{len(fixed)}, "
         f"sets +{len(added)} -{len(stale_sets)}, "

@@ -19,8 +19,7 @@ from ..netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, PROTOCOLS, attr, m
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
-NFPROTO = {4: 2, 6: 10}  # NFPROTO_IPV4, NFPROTO_IPV6: a family's table
-NFPROTO_UNSPEC = 0
+NFPROTO_INET, NFPROTO_UNSPEC = 1, 0  # npc's table is an inet one
 LIST_TABLE, LIST_SET, LIST_ELEMENTS, LIST_ELEM = 1, 2, 3, 1  # NFTA_SET_ELEM_LIST_*, NFTA_LIST_ELEM
 ELEM_KEY, ELEM_DATA = 1, 2  # NFTA_SET_ELEM_*
 DATA_VALUE, DATA_VERDICT = 1, 2  # NFTA_DATA_*
@@ -57,17 +56,17 @@ def _element(text: str, keys_only: bool) -> bytes:
 
 
 def element_batch(
-    table: str, diffs: Sequence[tuple[int, str, Sequence[str], Sequence[str]]]
+    table: str, diffs: Sequence[tuple[str, Sequence[str], Sequence[str]]]
 ) -> tuple[bytes, list[str]] | None:
-    """The batch deleting and adding ``diffs``' elements (family, set or map, elements to delete,
-    to add) in the family's table ``table``, and per message (each asks for an acknowledgement) its set; None
+    """The batch deleting and adding ``diffs``' elements (set or map, elements to delete, to add)
+    in table ``inet table``, and per message (each asks for an acknowledgement) its set; None
     when an element is not one this spells, or there are too many (then ``nft -f``)."""
-    if sum(len(drop) + len(put) for _, _, drop, put in diffs) > MOST:
+    if sum(len(drop) + len(put) for _, drop, put in diffs) > MOST:
         return None
     messages: list[bytes] = []
     names: list[str] = []
     try:
-        for family, name, drop, put in diffs:
+        for name, drop, put in diffs:
             for kind, elements in ((NFT_MSG_DELSETELEM, drop), (NFT_MSG_NEWSETELEM, put)):
                 flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE if kind == NFT_MSG_NEWSETELEM else 0)
                 for start in range(0, len(elements), PER_MESSAGE):
@@ -76,7 +75,7 @@ def element_batch(
                     body += nest(LIST_ELEMENTS, *(_element(e, kind == NFT_MSG_DELSETELEM) for e in chunk))
                     messages.append(
                         message(
-                            NFNL_SUBSYS_NFTABLES << 8 | kind, flags, len(messages) + 2, NFPROTO[family], body
+                            NFNL_SUBSYS_NFTABLES << 8 | kind, flags, len(messages) + 2, NFPROTO_INET, body
                         )
                     )
                     names.append(name)

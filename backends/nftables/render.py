@@ -1,18 +1,17 @@
 """nftables text for a lowered program: one ``nft -f`` transaction that replaces one network's
-tables (or, for tables the kernel does not hold yet, the parts of ``FIRST_LOAD`` and ``HOOK``).
+table (or, for a table the kernel does not hold yet, the parts of ``FIRST_LOAD`` and ``HOOK``).
 
 Rendering only: every decision was made in ``lower`` and ``resolve``; this module spells the same
-program with what nftables has. Each network owns an ``ip`` and an ``ip6`` table of one name
-(``npc`` for the default network, ``npc-<tag>`` for any other), so applying one network never
-touches another's tables, nor any table npc does not own (iptables-nft's ``ip filter`` included).
-One table per family, as kube-proxy's nftables mode has, because the kernel finds a set by name
-along a list of its table's sets (creating one, and every rule and element message naming one):
-with IPv6's sets in a table of their own, the independent L's load took 3.9 s, not 5.3 s.
+program with what nftables has. Each network owns one ``inet`` table (IPv4 and IPv6 together):
+``npc`` for the default network, ``npc-<tag>`` for any other, so applying one network never
+touches another's table, nor any table npc does not own (iptables-nft's ``ip filter`` included).
 
-Layout of a family's table (``<f>`` is 4 or 6):
+Layout of the table (``<f>`` is 4 or 6; each family the network carries has its own chains and
+maps, and set names say their family; a port list is shared by both families' rules):
 
   forward        base chain (hook forward, priority filter, policy accept): replies of allowed
-                 connections accept; then ``goto source-<f>``.
+                 connections accept; then ``meta nfproto ipv4 goto source-4`` and
+                 ``meta nfproto ipv6 goto source-6`` (one rule per family carried, IPv4's first).
   source-<f>     a source isolated for egress (a key of ``egress-<f>-1``) goes to ``egress-<f>``,
                  anything else to ``destination-<f>``.
   egress-<f>     ``ip saddr vmap @egress-<f>-<k>`` for rank k = 1..K, then drop.
@@ -23,7 +22,7 @@ Layout of a family's table (``<f>`` is 4 or 6):
                  allowed: the destination side decides next) or ``accept`` (ingress allowed).
   ports-<digest> a list of several ports, one named set per distinct list in the table (an
                  interval set where a range is listed), which every rule testing it names
-                 (``tcp dport @ports-...``).
+                 (``tcp dport @ports-...``), whichever family's.
 
 Dispatch without marks: rank map k sends an isolated pod's address to the k-th policy chain
 selecting it (``jump``: falling off that chain's end tries the next rank; past its last one the
@@ -74,6 +73,7 @@ from ..base import per_program, sanitise, template_environment
 from ..dispatch import dispatch_by_address
 
 FAMILY_KEYWORD = {4: "ip", 6: "ip6"}
+NFPROTO = {4: "ipv4", 6: "ipv6"}
 ADDRESS_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 # The remote peer's end of the packet, per direction (the local pod is the other end).
 REMOTE_FIELD: Mapping[Direction, str] = {"ingress": "saddr", "egress": "daddr"}
@@ -279,8 +279,8 @@ def port_list_name(spans: Sequence[tuple[int, int]]) -> str:
 
 
 def port_list(spans: Sequence[tuple[int, int]]) -> SetText:
-    """A named set of ports, one per distinct list in a family's table (any protocol:
-    the rule names the protocol), shared by every rule testing that list. Named, not
+    """A named set of ports, one per distinct list in the table (either family's rules, any
+    protocol: the rule names the protocol), shared by every rule testing that list. Named, not
     anonymous: the kernel walks a whole load's transaction twice for each anonymous set (to find
     it, to bind it), about a millisecond apiece when a load holds a few hundred thousand set
     elements; a named set is found by name once per rule, like every set. Spans are disjoint and
@@ -373,21 +373,26 @@ def port_lists(program: FamilyProgram) -> Mapping[tuple[tuple[int, int], ...], i
     return found
 
 
-def table_port_lists(lowered: Lowered) -> dict[tuple[int, str], SetText]:
-    """Each family's port lists, by (family, name): each family's table holds its own."""
-    return {(f.family, port_list_name(p)): port_list(p) for f in lowered.families for p in port_lists(f)}
+def table_port_lists(lowered: Lowered) -> dict[str, SetText]:
+    """Every family's port lists, by name: the table holds each once, whichever family's rules test it."""
+    return {port_list_name(p): port_list(p) for f in lowered.families for p in port_lists(f)}
 
 
-FORWARD_RULES = 2  # the base chain's: replies of allowed connections accepted, then ``goto source-<f>``
+def forward_rules(families: Sequence[int]) -> tuple[str, ...]:
+    """The base chain's rules: replies of allowed connections accepted, then per family carried
+    (IPv4's first) ``goto source-<f>``. A packet of the k-th family meets 1 + k of them."""
+    return (
+        'ct state established,related accept comment "npc: replies of allowed connections"',
+        *(f"meta nfproto {NFPROTO[f]} goto source-{f}" for f in families),
+    )
 
 
 @attrs.frozen
-class TableText:
-    """One family's table: its sets (the most tested first), rank maps, fixed and policy chains."""
+class FamilyText:
+    """One family's part of the table: its rank maps, fixed chains and policy chains."""
 
     family: int
     ranks: Mapping[Direction, tuple[str, ...]]  # never empty: rank 1 is the isolation test
-    sets: tuple[SetText, ...]
     maps: tuple[MapText, ...]
     policy_chains: tuple[ChainText, ...]
 
@@ -416,39 +421,40 @@ class TableText:
 
     @property
     def rule_count(self) -> int:
-        """As the template writes them: forward's, the fixed chains', every policy chain's."""
-        return (
-            FORWARD_RULES
-            + sum(map(len, self.chains().values()))
-            + sum(len(c.rules) for c in self.policy_chains)
-        )
+        """As the template writes them: the fixed chains', every policy chain's."""
+        return sum(map(len, self.chains().values())) + sum(len(c.rules) for c in self.policy_chains)
 
 
 @attrs.frozen
 class Ruleset:
-    """One network's tables (one per family, of one name), ready to print: what ``apply``
-    reports on and the template spells."""
+    """One network's table (both families'), ready to print: what ``apply`` reports on and the
+    template spells."""
 
     network: str
     table: str
-    tables: tuple[TableText, ...]
-
-    @property
-    def sets(self) -> tuple[SetText, ...]:
-        return tuple(s for t in self.tables for s in t.sets)
+    sets: tuple[SetText, ...]  # every family's, the port lists once: the most tested first
+    families: tuple[FamilyText, ...]
 
     @property
     def maps(self) -> tuple[MapText, ...]:
-        return tuple(m for t in self.tables for m in t.maps)
+        return tuple(m for f in self.families for m in f.maps)
+
+    @property
+    def policy_chains(self) -> tuple[ChainText, ...]:
+        return tuple(c for f in self.families for c in f.policy_chains)
+
+    @property
+    def forward(self) -> tuple[str, ...]:
+        return forward_rules([f.family for f in self.families])
 
     @property
     def chain_count(self) -> int:
-        """Per table: forward, the four fixed chains, the policy chains."""
-        return sum(5 + len(t.policy_chains) for t in self.tables)
+        """forward, the four fixed chains of each family, the policy chains."""
+        return 1 + sum(4 + len(f.policy_chains) for f in self.families)
 
     @property
     def rule_count(self) -> int:
-        return sum(t.rule_count for t in self.tables)
+        return len(self.forward) + sum(f.rule_count for f in self.families)
 
     @property
     def element_count(self) -> int:
@@ -460,14 +466,18 @@ def build(
     members: Mapping[str, Sequence[Entry]],
     outlined: Callable[[Ruleset], object] = lambda _: None,
 ) -> Ruleset:
-    """The tables. ``outlined`` is handed them without set elements as soon as that is known (the
+    """The table. ``outlined`` is handed it without set elements as soon as that is known (the
     rank maps' count needs the pods; the sets' elements, worked out last, are most of the time):
     a first load starts on the policy chains, which name the sets but hold no element."""
-    plans = []
+    specs: list[SetSpec] = []
+    families: list[FamilyText] = []
+    tests: dict[str, int] = {}
     for program in lowered.families:
-        tests = {s.name: n for s, n in tests_per_set(program).items()}
-        lists = port_lists(program)
-        tests.update((port_list_name(p), n) for p, n in lists.items())
+        specs += referenced_sets(program)
+        tests.update((s.name, n) for s, n in tests_per_set(program).items())
+        for ports, n in port_lists(program).items():
+            name = port_list_name(ports)
+            tests[name] = tests.get(name, 0) + n  # one set for both families' rules
         ranks: dict[Direction, tuple[str, ...]] = {}
         maps: list[MapText] = []
         for direction in DIRECTIONS:
@@ -475,42 +485,40 @@ def build(
             maps += found
             ranks[direction] = tuple(m.name for m in found)
         chains = tuple(sorted((chain_text(c, program.family) for c in program.chains), key=lambda c: c.name))
-        plans.append((program, tests, [port_list(p) for p in lists], ranks, tuple(maps), chains))
+        families.append(FamilyText(program.family, ranks, tuple(maps), chains))
+    port_sets = list(table_port_lists(lowered).values())
 
-    def tables(filled: bool) -> Ruleset:
-        out = []
-        for program, tests, port_sets, ranks, maps, chains in plans:
-            sets = [set_text(s, members[s.name] if filled else ()) for s in referenced_sets(program)]
-            # the kernel finds a set by name along its table's list, in creation order: the most
-            # tested first
-            ordered = tuple(sorted([*sets, *port_sets], key=lambda s: (-tests[s.name], s.name)))
-            out.append(TableText(program.family, ranks, ordered, maps, chains))
-        return Ruleset(lowered.network, table_name(lowered.network), tuple(out))
+    def table(filled: bool) -> Ruleset:
+        sets = [set_text(s, members[s.name] if filled else ()) for s in specs] + port_sets
+        # the kernel finds a set by name along the table's list, in creation order: the most
+        # tested first
+        ordered = tuple(sorted(sets, key=lambda s: (-tests[s.name], s.name)))
+        return Ruleset(lowered.network, table_name(lowered.network), ordered, tuple(families))
 
-    outlined(tables(False))
-    return tables(True)
+    outlined(table(False))
+    return table(True)
 
 
 @attrs.frozen
 class Part:
-    """Which blocks of each table one ``nft -f`` input holds, each "" (none), "declared" (named
+    """Which blocks of the table one ``nft -f`` input holds, each "" (none), "declared" (named
     without rules or elements: nft adds it if missing and leaves it as it is if not, so parts
     that name what others fill load in any order) or filled ("elements", "rules")."""
 
     name: str
-    replace: bool = False  # create, delete and define the tables: the whole of them, one transaction
+    replace: bool = False  # create, delete and define the table: the whole table, one transaction
     maps: str = ""
     sets: str = ""
     families: str = ""  # each family's fixed chains
     policies: str = ""  # the policy chains
-    forward: bool = False  # the base chain: each table's only hook
+    forward: bool = False  # the base chain: the table's only hook
 
 
 WHOLE = Part("whole", True, "elements", "elements", "rules", "rules", forward=True)
-# Tables not yet in the kernel, loaded by three nft processes at once (each parses its own text;
+# A table not yet in the kernel, loaded by three nft processes at once (each parses its own text;
 # the kernel commits them one after the other, in any order), and only then hooked in: until
-# ``HOOK`` commits, the tables see no packet, so none meets half of them. A part that names a map,
-# set or chain names all those before it in its whole table, in that order: whichever commits
+# ``HOOK`` commits, the table sees no packet, so none meets half of it. A part that names a map,
+# set or chain names all those before it in the whole table, in that order: whichever commits
 # first, the kernel holds (and lists) them as after one ``WHOLE`` load. The maps come first so
 # that the dispatch part need not name every set: the kernel finds a set by name along a list,
 # so naming the independent L's 7,712 sets once more cost its load 0.7-1.2 s.
@@ -523,7 +531,7 @@ HOOK = Part("hook", forward=True)
 
 
 def render(ruleset: Ruleset, part: Part = WHOLE) -> str:
-    """An ``nft -f`` input that atomically replaces (or first creates) the network's tables; or,
+    """An ``nft -f`` input that atomically replaces (or first creates) the network's table; or,
     given ``part``, that part of it."""
     return _ENV.get_template("ruleset.nft.j2").render(
         version=__version__,
@@ -544,23 +552,25 @@ def _rules(length: Mapping[str, int], chains: Sequence[str]) -> int:
 
 def rules_per_packet(lowered: Lowered, members: Mapping[str, Sequence[Entry]]) -> int:
     """The most rules the first packet of one connection is tested against (a map lookup counts
-    as one rule). The fixed counts follow the template: ``forward`` 2, ``source-<f>`` 1 or 2,
+    as one rule). The fixed counts follow the template: ``forward`` 1 + k for the k-th family
+    carried (``forward_rules``: IPv4's 2, IPv6's 3 beside IPv4), ``source-<f>`` 1 or 2,
     ``destination-<f>`` 1 or 2. An isolated address no chain selects: its rank-1 drop. Else the
     rules of its chains, and either all K rank lookups and the final drop (denied), or, for
     egress, its own m lookups and then the destination side (allowed by its last chain's last
     rule)."""
     worst = 0
-    for program in lowered.families:
+    for k, program in enumerate(lowered.families, 1):
+        forward = 1 + k
         length = {c.name: len(rule_matches(c.matches)) for c in program.chains}
         by = {d: chains_by_address(program, d, members) for d in DIRECTIONS}
         ranks = {d: max((len(c) for c in by[d].values()), default=0) for d in DIRECTIONS}
         rules = functools.partial(_rules, length)
         ingress = [rules(c) + ranks["ingress"] + 1 if c else 1 for c in by["ingress"].values()]
         destination = 1 + max(ingress, default=1)  # the test, then ingress-<f> or accept
-        paths = [FORWARD_RULES + 2 + destination]  # a source not isolated for egress
+        paths = [forward + 2 + destination]  # a source not isolated for egress
         for c in by["egress"].values():
             paths.append(
-                FORWARD_RULES + 1 + (rules(c) + max(len(c) + destination, ranks["egress"] + 1) if c else 1)
+                forward + 1 + (rules(c) + max(len(c) + destination, ranks["egress"] + 1) if c else 1)
             )
         worst = max(worst, *paths)
     return worst

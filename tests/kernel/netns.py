@@ -151,7 +151,7 @@ def fresh_netns(prefix: str, tmp: Path) -> Iterator[Netns]:
 # A set that may hold one element, given two: nft parses it, the kernel refuses it (ENFILE) at
 # commit time, so the whole transaction must be rolled back.
 KERNEL_REJECTS = (
-    "table ip npc {\n set overfull { type ipv4_addr; size 1; elements = { 192.0.2.1, 192.0.2.2 }; }\n}\n"
+    "table inet npc {\n set overfull { type ipv4_addr; size 1; elements = { 192.0.2.1, 192.0.2.2 }; }\n}\n"
 )
 
 
@@ -208,7 +208,7 @@ class InNetns:
     def netfilter(self, batch: bytes, replies: int, answers: list[bytes] | None = None) -> list[int]:
         if self.refuse == "nft":  # a last message deleting from a set that is not there
             self.refuse = ""
-            refused = element_batch("npc", [(4, "no-such-set", ["192.0.2.1"], [])])
+            refused = element_batch("npc", [("no-such-set", ["192.0.2.1"], [])])
             assert refused is not None
             batch = batch[:-20] + refused[0][20:-20] + batch[-20:]  # inside BATCH_BEGIN ... BATCH_END
             replies += 1
