@@ -389,6 +389,9 @@ def test_a_policy_file_emptied_is_taken_for_one_being_written(inputs: Inputs, ru
 def test_files_changing_past_the_debounce_are_read_once_still(inputs: Inputs, running: Running) -> None:
     """A folder copied over the policies (``rm -r``, then ``cp -r`` for longer than the debounce)
     was read half copied and loaded, opening its pods until the copy ended (a review saw it)."""
+    from npc.agent.inputs import tree_stamp
+
+    running.engine.stamp = functools.partial(tree_stamp, [str(inputs.policies)])  # file mode, as the CLI's
     loads = len(running.plane.loads)
     (inputs.policies / "0.yaml").unlink()
     for _ in range(8):  # the copy writes other files meanwhile: a change every 30 ms

@@ -463,7 +463,7 @@ class Engine:
                 batch.append(self.events.get(timeout=left))
             except queue.Empty:
                 break
-            if batch[-1] == "files" or self.stamp is not None:  # files changed: input files, or all
+            if self.stamp is not None:  # file mode: every event may be a file still being written
                 end = min(time.monotonic() + self.debounce, started + FILES_SETTLE_S)
         if self.stamp is not None:
             seen = self.stamp()
